@@ -1,0 +1,97 @@
+//! The proxy's view of the mesh: immutable snapshots the data path reads.
+//!
+//! Built from discovery resources (or a static file); never awaited on the
+//! request path beyond the first resolution of a service.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mycel_api::spiffe::SpiffeId;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    pub ports: Vec<ServicePort>,
+    pub vips: Vec<IpAddr>,
+}
+
+impl Service {
+    /// `<name>.<namespace>`
+    pub fn key(&self) -> String {
+        mycel_api::names::service_key(&self.name, &self.namespace)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// Where the endpoint's sidecar accepts mTLS (address + mesh port).
+    pub mesh_addr: SocketAddr,
+    /// The identity its sidecar must present.
+    #[serde(serialize_with = "display")]
+    pub identity: SpiffeId,
+    pub workload: String,
+    pub zone: String,
+    pub weight: u32,
+    pub ready: bool,
+}
+
+fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// What the proxy knows of one service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Subscribed, no answer from the controller yet.
+    Pending,
+    /// The controller says no such service exists.
+    NotFound,
+    Known {
+        service: Arc<Service>,
+        endpoints: Arc<[Endpoint]>,
+    },
+}
+
+/// Everything the data path needs, swapped as a whole.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    /// Keyed by `<name>.<namespace>`.
+    pub services: BTreeMap<String, ServiceState>,
+    /// Version of each resource as received, keyed by `<type>/<name>`.
+    pub versions: BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    pub fn service(&self, key: &str) -> Option<&ServiceState> {
+        self.services.get(key)
+    }
+
+    /// The service, if any, that owns a virtual IP (transparent mode).
+    pub fn service_by_vip(&self, ip: IpAddr) -> Option<&Arc<Service>> {
+        self.services.values().find_map(|s| match s {
+            ServiceState::Known { service, .. } if service.vips.contains(&ip) => Some(service),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,81 @@
+//! The proxy's current certificate and trust bundle, read by every TLS
+//! handshake and swapped in place on renewal or bundle update, so no open
+//! connection is dropped.
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use mycel_api::spiffe::SpiffeId;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
+
+/// A certificate this proxy holds, with its key ready for rustls.
+#[derive(Debug)]
+pub struct WorkloadCert {
+    pub spiffe_id: SpiffeId,
+    /// Leaf first, then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub certified_key: Arc<CertifiedKey>,
+    pub serial_hex: String,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+}
+
+/// Roots peers must chain to.
+#[derive(Debug, Default)]
+pub struct TrustBundle {
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
+/// Shared by the identity manager (writer) and TLS configs (readers).
+#[derive(Debug)]
+pub struct IdentityState {
+    cert: ArcSwapOption<WorkloadCert>,
+    bundle: ArcSwap<TrustBundle>,
+    /// Bumps on every change, so waiters (readiness, tests) can await one.
+    generation: watch::Sender<u64>,
+}
+
+impl Default for IdentityState {
+    fn default() -> Self {
+        Self {
+            cert: ArcSwapOption::empty(),
+            bundle: ArcSwap::from_pointee(TrustBundle::default()),
+            generation: watch::channel(0).0,
+        }
+    }
+}
+
+impl IdentityState {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn cert(&self) -> Option<Arc<WorkloadCert>> {
+        self.cert.load_full()
+    }
+
+    pub fn bundle(&self) -> Arc<TrustBundle> {
+        self.bundle.load_full()
+    }
+
+    pub fn has_cert(&self) -> bool {
+        self.cert.load().is_some()
+    }
+
+    pub fn set_cert(&self, cert: WorkloadCert) {
+        self.cert.store(Some(Arc::new(cert)));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn set_bundle(&self, bundle: TrustBundle) {
+        self.bundle.store(Arc::new(bundle));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes whenever the certificate or the bundle does.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}

@@ -1,0 +1,9 @@
+//! Mycel proxy: the sidecar beside every workload and, with
+//! `--mode gateway`, the ingress gateway.
+//!
+//! Data flow: `identity` keeps a certificate; `discovery` keeps a snapshot
+//! of the services this proxy calls; `inbound`, `outbound` and `gateway`
+//! serve traffic reading both; `admin` shows them. `app` wires it together.
+
+pub mod discovery;
+pub mod identity;
