@@ -5,5 +5,13 @@
 //! of the services this proxy calls; `inbound`, `outbound` and `gateway`
 //! serve traffic reading both; `admin` shows them. `app` wires it together.
 
+pub mod admin;
+pub mod app;
+pub mod config;
 pub mod discovery;
+pub mod gateway;
 pub mod identity;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod tls;
