@@ -1,1 +1,11 @@
-//! placeholder
+//! The Mycel control plane: a CA that issues SPIFFE certificates to
+//! authenticated proxies, an in-memory index of the mesh fed by the local
+//! mesh.yaml and by workloads registering themselves, and the gRPC services
+//! that stream each proxy its view of that index.
+//!
+//! Layering follows linkerd2's policy-controller: `model` (domain types),
+//! `index` (synchronous state), `sources` (config in), `grpc` (API out),
+//! `ca` (identity), and `runtime`, the only module that knows them all.
+
+pub mod index;
+pub mod model;

@@ -1,0 +1,233 @@
+//! The in-memory mesh state: services, registered workloads and connected
+//! proxies. Every method is synchronous and does no I/O; each change
+//! recomputes the views of the connected proxies and publishes those that
+//! changed on their `watch` channel.
+
+mod services;
+mod view;
+mod workloads;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+pub use services::DuplicateService;
+pub use view::version_of;
+
+use crate::model::{ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, Workload};
+use services::Services;
+use view::ServiceResources;
+use workloads::Workloads;
+
+/// Identifies one discovery stream (one connection of one proxy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+struct Proxy {
+    subscriptions: BTreeSet<ServiceKey>,
+    tx: watch::Sender<Arc<ProxyView>>,
+}
+
+pub struct Index {
+    services: Services,
+    workloads: Workloads,
+    trust_bundle: Arc<Resource>,
+    resources: BTreeMap<ServiceKey, ServiceResources>,
+    proxies: BTreeMap<ConnId, Proxy>,
+    next_conn: u64,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self {
+            services: Services::default(),
+            workloads: Workloads::default(),
+            trust_bundle: view::resource(
+                ResourceKey::trust_bundle(),
+                ResourceBody::TrustBundle {
+                    roots_der: Vec::new(),
+                },
+            ),
+            resources: BTreeMap::new(),
+            proxies: BTreeMap::new(),
+            next_conn: 1,
+        }
+    }
+
+    /// A fresh id for a new stream.
+    pub fn allocate_conn(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        id
+    }
+
+    pub fn set_trust_bundle(&mut self, roots_der: Vec<Vec<u8>>) {
+        let next = view::resource(
+            ResourceKey::trust_bundle(),
+            ResourceBody::TrustBundle { roots_der },
+        );
+        if next.version != self.trust_bundle.version {
+            self.trust_bundle = next;
+            self.publish_all();
+        }
+    }
+
+    /// Replaces the whole set of services (mesh.yaml is applied whole).
+    pub fn apply_services(&mut self, services: Vec<Service>) -> Result<(), DuplicateService> {
+        if self.services.replace_all(services)? {
+            self.recompute();
+        }
+        Ok(())
+    }
+
+    pub fn apply_service(&mut self, svc: Service) {
+        if self.services.apply(svc) {
+            self.recompute();
+        }
+    }
+
+    pub fn delete_service(&mut self, key: &ServiceKey) {
+        if self.services.delete(key) {
+            self.recompute();
+        }
+    }
+
+    pub fn register_workload(&mut self, conn: ConnId, workload: Workload) {
+        if self.workloads.register(conn, workload) {
+            self.recompute();
+        }
+    }
+
+    pub fn unregister_workload(&mut self, conn: ConnId) {
+        if self.workloads.unregister(conn) {
+            self.recompute();
+        }
+    }
+
+    pub fn set_ready(&mut self, conn: ConnId, ready: bool) {
+        if self.workloads.set_ready(conn, ready) {
+            self.recompute();
+        }
+    }
+
+    pub fn workload(&self, conn: ConnId) -> Option<&Workload> {
+        self.workloads.get(conn)
+    }
+
+    /// Starts tracking a proxy; its view is computed right away.
+    pub fn connect_proxy(
+        &mut self,
+        conn: ConnId,
+        subscriptions: impl IntoIterator<Item = ServiceKey>,
+    ) -> watch::Receiver<Arc<ProxyView>> {
+        let subscriptions: BTreeSet<ServiceKey> = subscriptions.into_iter().collect();
+        let view = self.view_for(&subscriptions);
+        let (tx, rx) = watch::channel(Arc::new(view));
+        self.proxies.insert(conn, Proxy { subscriptions, tx });
+        rx
+    }
+
+    pub fn disconnect_proxy(&mut self, conn: ConnId) {
+        self.proxies.remove(&conn);
+    }
+
+    /// Changes a proxy's subscriptions; unknown proxies are ignored.
+    pub fn subscribe(&mut self, conn: ConnId, add: &[ServiceKey], remove: &[ServiceKey]) {
+        let Some(proxy) = self.proxies.get_mut(&conn) else {
+            return;
+        };
+        for k in remove {
+            proxy.subscriptions.remove(k);
+        }
+        proxy.subscriptions.extend(add.iter().cloned());
+        self.publish(conn);
+    }
+
+    pub fn subscriptions(&self, conn: ConnId) -> Option<&BTreeSet<ServiceKey>> {
+        self.proxies.get(&conn).map(|p| &p.subscriptions)
+    }
+
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        self.services.get(key)
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Ready endpoints summed over every service.
+    pub fn endpoint_count(&self) -> usize {
+        self.resources.values().map(|r| r.endpoint_count).sum()
+    }
+
+    pub fn proxy_count(&self) -> usize {
+        self.proxies.len()
+    }
+
+    fn view_for(&self, subscriptions: &BTreeSet<ServiceKey>) -> ProxyView {
+        view::proxy_view(&self.trust_bundle, subscriptions, |k| self.resources.get(k))
+    }
+
+    /// Recomputes the per-service resources, then every proxy view.
+    fn recompute(&mut self) {
+        self.resources = self
+            .services
+            .iter()
+            .map(|(k, svc)| {
+                let eps = self.workloads.endpoints_of(svc);
+                (k.clone(), view::service_resources(svc, eps))
+            })
+            .collect();
+        self.publish_all();
+    }
+
+    fn publish_all(&mut self) {
+        let conns: Vec<ConnId> = self.proxies.keys().copied().collect();
+        for conn in conns {
+            self.publish(conn);
+        }
+    }
+
+    fn publish(&mut self, conn: ConnId) {
+        let Some(proxy) = self.proxies.get(&conn) else {
+            return;
+        };
+        let next = self.view_for(&proxy.subscriptions);
+        proxy.tx.send_if_modified(|cur| {
+            if cur.same_versions(&next) {
+                false
+            } else {
+                *cur = Arc::new(next);
+                true
+            }
+        });
+    }
+}
+
+/// The index shared between the sources and the gRPC streams. The lock is
+/// only held for synchronous updates, never across an await.
+#[derive(Clone, Default)]
+pub struct SharedIndex(Arc<Mutex<Index>>);
+
+impl SharedIndex {
+    pub fn new(index: Index) -> Self {
+        Self(Arc::new(Mutex::new(index)))
+    }
+
+    /// Locks the index. A panic while holding the lock cannot leave the
+    /// index half-updated in a way later calls would misread (every update
+    /// recomputes views from the maps), so poisoning is ignored.
+    pub fn lock(&self) -> MutexGuard<'_, Index> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,477 @@
+use std::collections::BTreeMap;
+
+use mycel_api::spiffe::SpiffeId;
+
+use super::*;
+use crate::model::{Endpoint, Protocol, ResourceKind, ServicePort};
+
+fn svc(name: &str, ns: &str, selector: &[(&str, &str)]) -> Service {
+    Service {
+        name: name.into(),
+        namespace: ns.into(),
+        selector: selector
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ports: vec![ServicePort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: Protocol::Http,
+        }],
+        vips: vec![],
+    }
+}
+
+fn wl(name: &str, ns: &str, labels: &[(&str, &str)], addr: &str, ready: bool) -> Workload {
+    Workload {
+        proxy_id: format!("proxy-{name}"),
+        name: name.into(),
+        identity: SpiffeId::new("cluster.local", ns, name).unwrap(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        address: addr.into(),
+        mesh_port: 15001,
+        ports: vec![],
+        ready,
+        zone: "z1".into(),
+    }
+}
+
+fn key(s: &str) -> ServiceKey {
+    ServiceKey::parse(s).unwrap()
+}
+
+fn endpoints(view: &ProxyView, service: &str) -> Option<Vec<Endpoint>> {
+    let r = view.resources.get(&ResourceKey::endpoints(&key(service)))?;
+    match &r.body {
+        ResourceBody::Endpoints { endpoints, .. } => Some(endpoints.clone()),
+        other => panic!("unexpected body {other:?}"),
+    }
+}
+
+fn addresses(view: &ProxyView, service: &str) -> Vec<String> {
+    endpoints(view, service)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.address)
+        .collect()
+}
+
+fn shop_index() -> Index {
+    let mut ix = Index::new();
+    ix.apply_services(vec![
+        svc("catalog", "shop", &[("app", "catalog")]),
+        svc("reviews", "shop", &[("app", "reviews")]),
+    ])
+    .unwrap();
+    ix
+}
+
+#[test]
+fn new_proxy_view_holds_only_the_trust_bundle() {
+    let mut ix = shop_index();
+    let conn = ix.allocate_conn();
+    let rx = ix.connect_proxy(conn, []);
+    let view = rx.borrow().clone();
+    assert_eq!(view.resources.len(), 1);
+    assert!(view.resources.contains_key(&ResourceKey::trust_bundle()));
+}
+
+#[test]
+fn subscribed_service_has_service_and_endpoints() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    let view = rx.borrow().clone();
+    assert_eq!(view.resources.len(), 3);
+    let s = &view.resources[&ResourceKey::service(&key("catalog.shop"))];
+    assert!(matches!(&s.body, ResourceBody::Service(s) if s.name == "catalog"));
+    assert_eq!(endpoints(&view, "catalog.shop"), Some(vec![]));
+}
+
+#[test]
+fn unknown_service_is_not_found_without_endpoints() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("nope.shop")]);
+    let view = rx.borrow().clone();
+    let s = &view.resources[&ResourceKey::service(&key("nope.shop"))];
+    assert_eq!(s.body, ResourceBody::NotFound);
+    assert!(endpoints(&view, "nope.shop").is_none());
+}
+
+#[test]
+fn ready_matching_workload_becomes_endpoint() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    let view = rx.borrow().clone();
+    let eps = endpoints(&view, "catalog.shop").unwrap();
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].address, "127.0.0.2");
+    assert_eq!(eps[0].mesh_port, 15001);
+    assert_eq!(
+        eps[0].spiffe_id,
+        "spiffe://cluster.local/ns/shop/sa/catalog"
+    );
+    assert_eq!(eps[0].workload, "catalog");
+    assert_eq!(eps[0].zone, "z1");
+    assert_eq!(eps[0].weight, 1);
+    assert!(eps[0].ready);
+}
+
+#[test]
+fn unready_workload_is_not_an_endpoint_until_ready() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.2", false),
+    );
+    assert!(addresses(&rx.borrow(), "catalog.shop").is_empty());
+    ix.set_ready(ConnId(2), true);
+    assert_eq!(addresses(&rx.borrow(), "catalog.shop"), ["127.0.0.2"]);
+    ix.set_ready(ConnId(2), false);
+    assert!(addresses(&rx.borrow(), "catalog.shop").is_empty());
+}
+
+#[test]
+fn workload_in_other_namespace_is_not_selected() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "other", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    assert!(addresses(&rx.borrow(), "catalog.shop").is_empty());
+}
+
+#[test]
+fn selector_needs_every_label() {
+    let mut ix = Index::new();
+    ix.apply_services(vec![svc(
+        "catalog",
+        "shop",
+        &[("app", "catalog"), ("tier", "backend")],
+    )])
+    .unwrap();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("a", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    ix.register_workload(
+        ConnId(3),
+        wl(
+            "b",
+            "shop",
+            &[("app", "catalog"), ("tier", "backend"), ("extra", "x")],
+            "127.0.0.3",
+            true,
+        ),
+    );
+    assert_eq!(addresses(&rx.borrow(), "catalog.shop"), ["127.0.0.3"]);
+}
+
+#[test]
+fn empty_selector_selects_nothing() {
+    let mut ix = Index::new();
+    ix.apply_services(vec![svc("ext", "shop", &[])]).unwrap();
+    let rx = ix.connect_proxy(ConnId(1), [key("ext.shop")]);
+    ix.register_workload(ConnId(2), wl("a", "shop", &[], "127.0.0.2", true));
+    assert!(addresses(&rx.borrow(), "ext.shop").is_empty());
+}
+
+#[test]
+fn unregister_removes_endpoint() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    ix.unregister_workload(ConnId(2));
+    assert!(addresses(&rx.borrow(), "catalog.shop").is_empty());
+    assert!(ix.workload(ConnId(2)).is_none());
+}
+
+#[test]
+fn endpoints_are_sorted_regardless_of_registration_order() {
+    let mut a = shop_index();
+    let mut b = shop_index();
+    let w1 = wl("c1", "shop", &[("app", "catalog")], "127.0.0.9", true);
+    let w2 = wl("c2", "shop", &[("app", "catalog")], "127.0.0.3", true);
+    a.register_workload(ConnId(10), w1.clone());
+    a.register_workload(ConnId(11), w2.clone());
+    b.register_workload(ConnId(10), w2);
+    b.register_workload(ConnId(11), w1);
+    let ra = a.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    let rb = b.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    assert_eq!(
+        addresses(&ra.borrow(), "catalog.shop"),
+        ["127.0.0.3", "127.0.0.9"]
+    );
+    assert!(ra.borrow().same_versions(&rb.borrow()));
+}
+
+#[test]
+fn unrelated_change_does_not_notify() {
+    let mut ix = shop_index();
+    let mut rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    rx.mark_unchanged();
+    ix.register_workload(
+        ConnId(2),
+        wl("reviews", "shop", &[("app", "reviews")], "127.0.0.2", true),
+    );
+    assert!(!rx.has_changed().unwrap());
+    ix.register_workload(
+        ConnId(3),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.3", true),
+    );
+    assert!(rx.has_changed().unwrap());
+}
+
+#[test]
+fn reapplying_same_services_does_not_notify() {
+    let mut ix = shop_index();
+    let mut rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    rx.mark_unchanged();
+    ix.apply_services(vec![
+        svc("catalog", "shop", &[("app", "catalog")]),
+        svc("reviews", "shop", &[("app", "reviews")]),
+    ])
+    .unwrap();
+    assert!(!rx.has_changed().unwrap());
+}
+
+#[test]
+fn apply_services_replaces_the_whole_set() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("reviews.shop")]);
+    ix.apply_services(vec![svc("catalog", "shop", &[("app", "catalog")])])
+        .unwrap();
+    assert_eq!(ix.service_count(), 1);
+    let view = rx.borrow().clone();
+    assert_eq!(
+        view.resources[&ResourceKey::service(&key("reviews.shop"))].body,
+        ResourceBody::NotFound
+    );
+    assert!(endpoints(&view, "reviews.shop").is_none());
+}
+
+#[test]
+fn duplicate_services_are_rejected_and_nothing_changes() {
+    let mut ix = shop_index();
+    let err = ix
+        .apply_services(vec![
+            svc("a", "shop", &[("app", "a")]),
+            svc("a", "shop", &[("app", "b")]),
+        ])
+        .unwrap_err();
+    assert_eq!(err.0, key("a.shop"));
+    assert_eq!(ix.service_count(), 2);
+    assert!(ix.service(&key("catalog.shop")).is_some());
+}
+
+#[test]
+fn service_appearing_later_replaces_not_found() {
+    let mut ix = Index::new();
+    let rx = ix.connect_proxy(ConnId(1), [key("late.shop")]);
+    ix.apply_service(svc("late", "shop", &[("app", "late")]));
+    let view = rx.borrow().clone();
+    assert!(matches!(
+        view.resources[&ResourceKey::service(&key("late.shop"))].body,
+        ResourceBody::Service(_)
+    ));
+    assert_eq!(endpoints(&view, "late.shop"), Some(vec![]));
+}
+
+#[test]
+fn delete_service_turns_into_not_found() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.delete_service(&key("catalog.shop"));
+    assert_eq!(
+        rx.borrow().resources[&ResourceKey::service(&key("catalog.shop"))].body,
+        ResourceBody::NotFound
+    );
+}
+
+#[test]
+fn subscribe_adds_and_removes() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), []);
+    ix.subscribe(ConnId(1), &[key("catalog.shop"), key("reviews.shop")], &[]);
+    assert_eq!(rx.borrow().resources.len(), 5);
+    ix.subscribe(ConnId(1), &[], &[key("catalog.shop")]);
+    let view = rx.borrow().clone();
+    assert_eq!(view.resources.len(), 3);
+    assert!(!view
+        .resources
+        .contains_key(&ResourceKey::service(&key("catalog.shop"))));
+    assert_eq!(
+        ix.subscriptions(ConnId(1))
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        [&key("reviews.shop")]
+    );
+}
+
+#[test]
+fn subscribe_for_unknown_proxy_is_ignored() {
+    let mut ix = shop_index();
+    ix.subscribe(ConnId(99), &[key("catalog.shop")], &[]);
+    assert!(ix.subscriptions(ConnId(99)).is_none());
+}
+
+#[test]
+fn disconnected_proxy_gets_no_updates() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.disconnect_proxy(ConnId(1));
+    assert_eq!(ix.proxy_count(), 0);
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    // The sender is gone: the receiver sees the channel closed.
+    assert!(rx.has_changed().is_err());
+}
+
+#[test]
+fn trust_bundle_change_reaches_every_proxy() {
+    let mut ix = shop_index();
+    let mut a = ix.connect_proxy(ConnId(1), []);
+    let mut b = ix.connect_proxy(ConnId(2), [key("catalog.shop")]);
+    a.mark_unchanged();
+    b.mark_unchanged();
+    ix.set_trust_bundle(vec![vec![1, 2, 3]]);
+    assert!(a.has_changed().unwrap());
+    assert!(b.has_changed().unwrap());
+    let tb = &a.borrow().resources[&ResourceKey::trust_bundle()];
+    assert_eq!(
+        tb.body,
+        ResourceBody::TrustBundle {
+            roots_der: vec![vec![1, 2, 3]]
+        }
+    );
+}
+
+#[test]
+fn versions_are_content_hashes() {
+    let mut a = shop_index();
+    let mut b = shop_index();
+    let ra = a.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    let rb = b.connect_proxy(ConnId(7), [key("catalog.shop")]);
+    assert!(ra.borrow().same_versions(&rb.borrow()));
+    let v = &ra.borrow().resources[&ResourceKey::service(&key("catalog.shop"))].version;
+    assert_eq!(v.len(), 16);
+    assert!(v.bytes().all(|c| c.is_ascii_hexdigit()));
+}
+
+#[test]
+fn endpoint_change_changes_only_the_endpoints_version() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    let before = rx.borrow().clone();
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    let after = rx.borrow().clone();
+    let sk = ResourceKey::service(&key("catalog.shop"));
+    let ek = ResourceKey::endpoints(&key("catalog.shop"));
+    assert_eq!(before.resources[&sk].version, after.resources[&sk].version);
+    assert_ne!(before.resources[&ek].version, after.resources[&ek].version);
+}
+
+#[test]
+fn same_body_different_key_gets_different_version() {
+    let k1 = ResourceKey::service(&key("a.x"));
+    let k2 = ResourceKey::service(&key("b.x"));
+    assert_ne!(
+        version_of(&k1, &ResourceBody::NotFound),
+        version_of(&k2, &ResourceBody::NotFound)
+    );
+}
+
+#[test]
+fn counts() {
+    let mut ix = shop_index();
+    assert_eq!(ix.service_count(), 2);
+    assert_eq!(ix.endpoint_count(), 0);
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    ix.register_workload(
+        ConnId(3),
+        wl("reviews", "shop", &[("app", "reviews")], "127.0.0.3", true),
+    );
+    assert_eq!(ix.endpoint_count(), 2);
+}
+
+#[test]
+fn allocated_conn_ids_are_unique() {
+    let mut ix = Index::new();
+    let a = ix.allocate_conn();
+    let b = ix.allocate_conn();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn reregister_replaces_the_workload_of_a_stream() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    ix.register_workload(
+        ConnId(2),
+        wl("catalog", "shop", &[("app", "catalog")], "127.0.0.5", true),
+    );
+    assert_eq!(addresses(&rx.borrow(), "catalog.shop"), ["127.0.0.5"]);
+}
+
+#[test]
+fn workload_can_be_endpoint_of_several_services() {
+    let mut ix = Index::new();
+    ix.apply_services(vec![
+        svc("a", "shop", &[("app", "x")]),
+        svc("b", "shop", &[("app", "x")]),
+    ])
+    .unwrap();
+    let rx = ix.connect_proxy(ConnId(1), [key("a.shop"), key("b.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("x", "shop", &[("app", "x")], "127.0.0.2", true),
+    );
+    assert_eq!(addresses(&rx.borrow(), "a.shop"), ["127.0.0.2"]);
+    assert_eq!(addresses(&rx.borrow(), "b.shop"), ["127.0.0.2"]);
+    let kinds: Vec<ResourceKind> = rx.borrow().resources.keys().map(|k| k.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ResourceKind::Service,
+            ResourceKind::Service,
+            ResourceKind::Endpoints,
+            ResourceKind::Endpoints,
+            ResourceKind::TrustBundle
+        ]
+    );
+}
+
+#[test]
+fn shared_index_locks() {
+    let shared = SharedIndex::new(shop_index());
+    assert_eq!(shared.lock().service_count(), 2);
+    let clone = shared.clone();
+    clone.lock().delete_service(&key("catalog.shop"));
+    assert_eq!(shared.lock().service_count(), 1);
+}

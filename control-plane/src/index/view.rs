@@ -1,0 +1,82 @@
+//! Resource construction and content versions.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::{ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey};
+
+/// A content hash: equal bodies get equal versions, across restarts too, so
+/// a reconnecting proxy that declares what it holds is sent nothing new.
+pub fn version_of(key: &ResourceKey, body: &ResourceBody) -> String {
+    let mut h = Sha256::new();
+    // Serializing plain data (maps are BTreeMaps) cannot fail; an empty
+    // fallback would only make versions less specific, never wrong twice.
+    h.update(serde_json::to_vec(key).unwrap_or_default());
+    h.update([0]);
+    h.update(serde_json::to_vec(body).unwrap_or_default());
+    let digest = hex::encode(h.finalize());
+    digest[..16].to_string()
+}
+
+pub fn resource(key: ResourceKey, body: ResourceBody) -> Arc<Resource> {
+    let version = version_of(&key, &body);
+    Arc::new(Resource { key, version, body })
+}
+
+/// The resources of one existing service.
+#[derive(Debug, Clone)]
+pub struct ServiceResources {
+    pub service: Arc<Resource>,
+    pub endpoints: Arc<Resource>,
+    pub endpoint_count: usize,
+}
+
+pub fn service_resources(
+    svc: &Service,
+    endpoints: Vec<crate::model::Endpoint>,
+) -> ServiceResources {
+    let key = svc.key();
+    let endpoint_count = endpoints.len();
+    ServiceResources {
+        service: resource(
+            ResourceKey::service(&key),
+            ResourceBody::Service(svc.clone()),
+        ),
+        endpoints: resource(
+            ResourceKey::endpoints(&key),
+            ResourceBody::Endpoints {
+                service: key,
+                endpoints,
+            },
+        ),
+        endpoint_count,
+    }
+}
+
+/// Builds a proxy's view from the per-service resources.
+pub fn proxy_view<'a>(
+    trust_bundle: &Arc<Resource>,
+    subscriptions: &BTreeSet<ServiceKey>,
+    lookup: impl Fn(&ServiceKey) -> Option<&'a ServiceResources>,
+) -> ProxyView {
+    let mut view = ProxyView::default();
+    view.resources
+        .insert(trust_bundle.key.clone(), trust_bundle.clone());
+    for key in subscriptions {
+        match lookup(key) {
+            Some(res) => {
+                view.resources
+                    .insert(res.service.key.clone(), res.service.clone());
+                view.resources
+                    .insert(res.endpoints.key.clone(), res.endpoints.clone());
+            }
+            None => {
+                let nf = resource(ResourceKey::service(key), ResourceBody::NotFound);
+                view.resources.insert(nf.key.clone(), nf);
+            }
+        }
+    }
+    view
+}

@@ -1,0 +1,294 @@
+//! Domain types of the control plane: services, workloads, endpoints and the
+//! per-proxy view the index computes. No I/O and no wire types here, so the
+//! index and the sources can be tested without a gRPC stack.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use mycel_api::names;
+use mycel_api::spiffe::SpiffeId;
+use serde::Serialize;
+
+/// `<name>.<namespace>`, the key of a service everywhere in the mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ServiceKey(String);
+
+impl ServiceKey {
+    pub fn new(name: &str, namespace: &str) -> Self {
+        Self(names::service_key(name, namespace))
+    }
+
+    /// Parses `<name>.<namespace>`; `None` when the key has another shape.
+    pub fn parse(key: &str) -> Option<Self> {
+        names::split_service_key(key).map(|(name, ns)| Self::new(name, ns))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.split_once('.').map_or(self.0.as_str(), |(n, _)| n)
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.0.split_once('.').map_or("", |(_, ns)| ns)
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Application protocol of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Protocol {
+    /// The `appProtocol` spelling used in mesh.yaml.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(Self::Http),
+            "http2" => Some(Self::Http2),
+            "grpc" => Some(Self::Grpc),
+            "tcp" => Some(Self::Tcp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub namespace: String,
+    /// Labels a workload must carry to be an endpoint. Empty selects nothing,
+    /// as in Kubernetes, where such services get endpoints by other means.
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePort>,
+    pub vips: Vec<IpAddr>,
+}
+
+impl Service {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey::new(&self.name, &self.namespace)
+    }
+
+    /// Whether a workload is selected by this service (readiness aside).
+    pub fn selects(&self, workload: &Workload) -> bool {
+        !self.selector.is_empty()
+            && workload.identity.namespace() == self.namespace
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| workload.labels.get(k) == Some(v))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkloadPort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// A workload that registered itself over its proxy's discovery stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub proxy_id: String,
+    pub name: String,
+    /// Carries the namespace and service account; proven by the proxy's
+    /// client certificate.
+    pub identity: SpiffeId,
+    pub labels: BTreeMap<String, String>,
+    pub address: String,
+    pub mesh_port: u16,
+    pub ports: Vec<WorkloadPort>,
+    pub ready: bool,
+    pub zone: String,
+}
+
+impl Workload {
+    pub fn namespace(&self) -> &str {
+        self.identity.namespace()
+    }
+
+    pub fn service_account(&self) -> &str {
+        self.identity.service_account()
+    }
+}
+
+/// One address of a service, as proxies dial it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Endpoint {
+    pub address: String,
+    pub mesh_port: u16,
+    pub spiffe_id: String,
+    pub workload: String,
+    pub zone: String,
+    pub weight: u32,
+    pub ready: bool,
+}
+
+impl Endpoint {
+    pub fn of(workload: &Workload) -> Self {
+        Self {
+            address: workload.address.clone(),
+            mesh_port: workload.mesh_port,
+            spiffe_id: workload.identity.to_string(),
+            workload: workload.name.clone(),
+            zone: workload.zone.clone(),
+            weight: 1,
+            ready: workload.ready,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ResourceKind {
+    Service,
+    Endpoints,
+    TrustBundle,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Endpoints => "endpoints",
+            Self::TrustBundle => "trust_bundle",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ResourceKey {
+    pub kind: ResourceKind,
+    /// The service key, or "" for the trust bundle.
+    pub name: String,
+}
+
+impl ResourceKey {
+    pub fn service(key: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::Service,
+            name: key.to_string(),
+        }
+    }
+
+    pub fn endpoints(key: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::Endpoints,
+            name: key.to_string(),
+        }
+    }
+
+    pub fn trust_bundle() -> Self {
+        Self {
+            kind: ResourceKind::TrustBundle,
+            name: String::new(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind.as_str(), self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum ResourceBody {
+    Service(Service),
+    Endpoints {
+        service: ServiceKey,
+        endpoints: Vec<Endpoint>,
+    },
+    TrustBundle {
+        roots_der: Vec<Vec<u8>>,
+    },
+    /// A subscribed service that does not exist (yet).
+    NotFound,
+}
+
+/// A resource with its content version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub key: ResourceKey,
+    pub version: String,
+    pub body: ResourceBody,
+}
+
+/// What one proxy should hold right now: the trust bundle plus the services
+/// it subscribed to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyView {
+    pub resources: BTreeMap<ResourceKey, std::sync::Arc<Resource>>,
+}
+
+impl ProxyView {
+    /// Whether both views hold the same resources at the same versions.
+    pub fn same_versions(&self, other: &ProxyView) -> bool {
+        self.resources.len() == other.resources.len()
+            && self
+                .resources
+                .iter()
+                .zip(other.resources.iter())
+                .all(|((ka, ra), (kb, rb))| ka == kb && ra.version == rb.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_keys() {
+        let k = ServiceKey::new("catalog", "shop");
+        assert_eq!(k.as_str(), "catalog.shop");
+        assert_eq!(k.name(), "catalog");
+        assert_eq!(k.namespace(), "shop");
+        assert_eq!(ServiceKey::parse("catalog.shop"), Some(k));
+        assert_eq!(ServiceKey::parse("catalog"), None);
+        assert_eq!(ServiceKey::parse("a.b.c"), None);
+    }
+
+    #[test]
+    fn protocols_parse() {
+        for (s, want) in [
+            ("http", Some(Protocol::Http)),
+            ("http2", Some(Protocol::Http2)),
+            ("grpc", Some(Protocol::Grpc)),
+            ("tcp", Some(Protocol::Tcp)),
+            ("HTTP", None),
+            ("udp", None),
+        ] {
+            assert_eq!(Protocol::parse(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn resource_key_display() {
+        let k = ServiceKey::new("a", "b");
+        assert_eq!(ResourceKey::service(&k).to_string(), "service/a.b");
+        assert_eq!(ResourceKey::endpoints(&k).to_string(), "endpoints/a.b");
+        assert_eq!(ResourceKey::trust_bundle().to_string(), "trust_bundle/");
+    }
+}
