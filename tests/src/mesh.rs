@@ -1,0 +1,321 @@
+//! A loopback mesh built from real processes: one controller, any number of
+//! sidecars, gateways and demo apps. Reads like the scenario under test.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::http;
+use crate::process::{bin, free_port, Proc};
+
+pub const TRUST_DOMAIN: &str = "cluster.local";
+
+pub fn spiffe(ns: &str, sa: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/ns/{ns}/sa/{sa}")
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Ports every workload uses on its own loopback address, as every pod has
+/// the same ports on its own IP.
+pub const APP_PORT: u16 = 8080;
+pub const INBOUND_PORT: u16 = 15006;
+pub const OUTBOUND_PORT: u16 = 15001;
+pub const ADMIN_PORT: u16 = 15000;
+pub const GATEWAY_PORT: u16 = 8080;
+
+/// A loopback address of its own for each workload (all of 127.0.0.0/8 is
+/// loopback on Linux). The second octet comes from the process id so test
+/// binaries running one after another do not meet stale sockets.
+pub fn next_ip() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let b = 20 + (std::process::id() % 200) as u8;
+    Ipv4Addr::new(127, b, (n / 250) as u8, (n % 250) as u8 + 2)
+}
+
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+    pub controller: Option<Proc>,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    extra_controller_args: Vec<String>,
+}
+
+impl Mesh {
+    /// Starts a controller with `mesh_yaml` and waits until it is ready.
+    pub async fn start(mesh_yaml: &str) -> Mesh {
+        Self::start_with(mesh_yaml, &[]).await
+    }
+
+    pub async fn start_with(mesh_yaml: &str, controller_args: &[&str]) -> Mesh {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+        std::fs::write(dir.path().join("mesh.yaml"), mesh_yaml).expect("write mesh.yaml");
+        let mut mesh = Mesh {
+            dir,
+            controller: None,
+            grpc: addr(free_port()),
+            admin: addr(free_port()),
+            extra_controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+        };
+        mesh.start_controller().await;
+        mesh
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.path("logs")
+    }
+
+    /// (Re)starts the controller on the same ports and data dir.
+    pub async fn start_controller(&mut self) {
+        let mut args = vec![
+            "--data-dir".to_string(),
+            self.path("data").display().to_string(),
+            "--grpc-addr".into(),
+            self.grpc.to_string(),
+            "--admin-addr".into(),
+            self.admin.to_string(),
+            "--mesh-config".into(),
+            self.path("mesh.yaml").display().to_string(),
+        ];
+        args.extend(self.extra_controller_args.iter().cloned());
+        let n = std::fs::read_dir(self.logs()).map(|d| d.count()).unwrap_or(0);
+        let proc = Proc::spawn(
+            &format!("controller-{n}"),
+            &bin("mycel-controller"),
+            &args,
+            &self.logs(),
+        );
+        self.controller = Some(proc);
+        if let Err(e) = http::wait_ok(self.admin, "/ready", Duration::from_secs(20)).await {
+            let log = self.controller.as_ref().map(Proc::log).unwrap_or_default();
+            panic!("controller not ready: {e:#}\n{log}");
+        }
+    }
+
+    pub async fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            c.kill().await;
+        }
+    }
+
+    pub fn write_mesh_yaml(&self, text: &str) {
+        // Write then rename so the controller never reads half a file.
+        let tmp = self.path("mesh.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write mesh.yaml");
+        std::fs::rename(&tmp, self.path("mesh.yaml")).expect("rename mesh.yaml");
+    }
+
+    pub fn ca_root(&self) -> PathBuf {
+        self.path("data/ca/root.pem")
+    }
+
+    /// Creates a join token with the real CLI; returns the token file.
+    pub fn token(&self, ns: &str, sa: &str) -> PathBuf {
+        let out = std::process::Command::new(bin("mycelctl"))
+            .args(["token", "create", "--data-dir"])
+            .arg(self.path("data"))
+            .args(["--namespace", ns, "--service-account", sa])
+            .output()
+            .expect("run mycelctl token create");
+        assert!(
+            out.status.success(),
+            "mycelctl token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(token.starts_with("mycel."), "unexpected token {token:?}");
+        let path = self.path(&format!("{ns}-{sa}.token"));
+        std::fs::write(&path, token).expect("write token");
+        path
+    }
+
+    /// Starts a demo app (`mycel-demo <service> ...`).
+    pub fn app(&self, name: &str, service: &str, listen: SocketAddr, extra: &[&str]) -> Proc {
+        let mut args = vec![service.to_string(), "--listen".into(), listen.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Proc::spawn(name, &bin("mycel-demo"), &args, &self.logs())
+    }
+
+    /// Starts a sidecar for `spec` and waits until its admin says ready.
+    pub async fn sidecar(&self, spec: SidecarSpec) -> Sidecar {
+        let sc = self.sidecar_unready(spec);
+        sc.wait_ready().await;
+        sc
+    }
+
+    pub fn sidecar_unready(&self, spec: SidecarSpec) -> Sidecar {
+        let token = self.token(&spec.namespace, &spec.service_account);
+        let ip = spec.ip;
+        let admin = SocketAddr::from((ip, ADMIN_PORT));
+        let mut args: Vec<String> = vec![
+            "--controller".into(),
+            self.grpc.to_string(),
+            "--ca-root".into(),
+            self.ca_root().display().to_string(),
+            "--token-file".into(),
+            token.display().to_string(),
+            "--workload".into(),
+            spec.workload.clone(),
+            "--namespace".into(),
+            spec.namespace.clone(),
+            "--service-account".into(),
+            spec.service_account.clone(),
+            "--admin".into(),
+            admin.to_string(),
+            "--address".into(),
+            ip.to_string(),
+            "--app-host".into(),
+            ip.to_string(),
+        ];
+        let (inbound, outbound, listen) = match spec.gateway_routes.is_empty() {
+            true => {
+                let inbound = SocketAddr::from((ip, INBOUND_PORT));
+                let outbound = SocketAddr::from((ip, OUTBOUND_PORT));
+                args.extend(["--inbound".into(), inbound.to_string()]);
+                args.extend(["--outbound".into(), outbound.to_string()]);
+                (Some(inbound), Some(outbound), None)
+            }
+            false => {
+                let listen = SocketAddr::from((ip, GATEWAY_PORT));
+                args.extend(["--mode".into(), "gateway".into()]);
+                args.extend(["--listen".into(), listen.to_string()]);
+                for r in &spec.gateway_routes {
+                    args.extend(["--route".into(), r.clone()]);
+                }
+                (None, None, Some(listen))
+            }
+        };
+        for (k, v) in &spec.labels {
+            args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        for p in &spec.app_ports {
+            args.extend(["--app-port".into(), p.clone()]);
+        }
+        args.extend(spec.extra.iter().cloned());
+        let proc = Proc::spawn(&spec.workload, &bin("mycel-proxy"), &args, &self.logs());
+        Sidecar {
+            proc,
+            admin,
+            inbound,
+            outbound,
+            listen,
+            spiffe_id: spiffe(&spec.namespace, &spec.service_account),
+        }
+    }
+}
+
+/// What a sidecar (or gateway) is started with.
+#[derive(Clone, Debug)]
+pub struct SidecarSpec {
+    /// The workload's own loopback address (its "pod IP").
+    pub ip: Ipv4Addr,
+    pub workload: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: Vec<(String, String)>,
+    pub app_ports: Vec<String>,
+    pub gateway_routes: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+impl SidecarSpec {
+    /// A sidecar in namespace `shop` whose service account is `sa`.
+    pub fn new(workload: &str, sa: &str) -> Self {
+        Self {
+            ip: next_ip(),
+            workload: workload.into(),
+            namespace: "shop".into(),
+            service_account: sa.into(),
+            labels: Vec::new(),
+            app_ports: Vec::new(),
+            gateway_routes: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.push((k.into(), v.into()));
+        self
+    }
+
+    /// `name:port[:protocol]`
+    pub fn app_port(mut self, spec: &str) -> Self {
+        self.app_ports.push(spec.into());
+        self
+    }
+
+    pub fn route(mut self, route: &str) -> Self {
+        self.gateway_routes.push(route.into());
+        self
+    }
+
+    /// The app's address on this workload's IP.
+    pub fn app_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, APP_PORT))
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra.push(a.into());
+        self
+    }
+}
+
+pub struct Sidecar {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+    pub inbound: Option<SocketAddr>,
+    pub outbound: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
+    pub spiffe_id: String,
+}
+
+impl Sidecar {
+    pub async fn wait_ready(&self) {
+        if let Err(e) = http::wait_ok(self.admin, "/ready", Duration::from_secs(20)).await {
+            panic!("{} not ready: {e:#}\n{}", self.proc.name, self.proc.log());
+        }
+    }
+
+    pub fn outbound(&self) -> SocketAddr {
+        self.outbound.expect("sidecar has an outbound listener")
+    }
+
+    pub fn inbound(&self) -> SocketAddr {
+        self.inbound.expect("sidecar has an inbound listener")
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen.expect("gateway has a listener")
+    }
+
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let r = http::get(self.admin, "localhost", path)
+            .await
+            .unwrap_or_else(|e| panic!("{}{path}: {e:#}", self.proc.name));
+        r.json()
+    }
+
+    pub async fn metrics(&self) -> String {
+        http::get(self.admin, "localhost", "/metrics")
+            .await
+            .map(|r| r.body)
+            .unwrap_or_default()
+    }
+}
+
+/// Reads a PEM file into DER blocks.
+pub fn pem_certs(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).expect("read pem");
+    rustls_pemfile::certs(&mut data.as_slice())
+        .map(|c| c.expect("pem cert").to_vec())
+        .collect()
+}

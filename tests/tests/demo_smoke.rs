@@ -1,0 +1,103 @@
+//! `mycelctl demo` from start to a clean stop.
+
+use std::time::{Duration, Instant};
+
+use mycel_tests::{bin, http, Proc};
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{name}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_starts_serves_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo-data");
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let mut demo = Proc::spawn(
+        "mycelctl-demo",
+        &bin("mycelctl"),
+        &[
+            "demo".into(),
+            "--base-port".into(),
+            base.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ],
+        dir.path(),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let gateway = loop {
+        demo.assert_running();
+        let log = demo.log();
+        if let Some(line) = log.lines().find(|l| l.trim_start().starts_with("gateway: http://")) {
+            let url = line.trim().trim_start_matches("gateway: http://");
+            break url.trim_end_matches('/').parse::<std::net::SocketAddr>().unwrap();
+        }
+        assert!(Instant::now() < deadline, "demo never became ready:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let r = http::get(gateway, "localhost", "/api/products").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["products"].as_array().is_some_and(|p| !p.is_empty()));
+    let page = http::get(gateway, "localhost", "/").await.unwrap();
+    assert_eq!(page.status, 200);
+
+    let needle = data.display().to_string();
+    assert!(
+        processes_mentioning(&needle).len() >= 5,
+        "expected the controller, apps and sidecars to be running: {:?}",
+        processes_mentioning(&needle)
+    );
+
+    demo.signal(libc::SIGINT);
+    let status = demo
+        .wait(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("demo did not stop on SIGINT:\n{}", demo.log()));
+    assert!(status.success(), "demo exited with {status}:\n{}", demo.log());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = processes_mentioning(&needle);
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_reports_a_busy_port_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo-data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = busy.local_addr().unwrap().port();
+    let mut demo = Proc::spawn(
+        "mycelctl-demo-busy",
+        &bin("mycelctl"),
+        &[
+            "demo".into(),
+            "--base-port".into(),
+            base.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ],
+        dir.path(),
+    );
+    let status = demo.wait(Duration::from_secs(20)).await.expect("demo must exit");
+    assert!(!status.success());
+    let log = demo.log();
+    assert!(log.contains(&base.to_string()), "error must name the busy port: {log}");
+    assert!(processes_mentioning(&data.display().to_string()).is_empty());
+}

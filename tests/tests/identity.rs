@@ -1,0 +1,95 @@
+//! The controller's CA: what a join token can and cannot get.
+
+use mycel_api::v1::identity_client::IdentityClient;
+use mycel_api::v1::CertifyRequest;
+use mycel_tests::mesh::{spiffe, Mesh};
+use mycel_tests::shop::mesh_yaml;
+use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+async fn identity_client(mesh: &Mesh) -> IdentityClient<Channel> {
+    let root = std::fs::read(mesh.ca_root()).expect("root.pem");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(root))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", mesh.grpc))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to controller");
+    IdentityClient::new(channel)
+}
+
+fn csr_asking_for(uri: &str) -> Vec<u8> {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "admin");
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+    params.serialize_request(&key).unwrap().der().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_for_another_identity_gets_the_tokens_identity_only() {
+    let mesh = Mesh::start(&mesh_yaml("")).await;
+    let token = std::fs::read_to_string(mesh.token("shop", "frontend")).unwrap();
+    let mut client = identity_client(&mesh).await;
+    let wanted = spiffe("kube-system", "admin");
+    let reply = client
+        .certify(CertifyRequest {
+            token,
+            csr_der: csr_asking_for(&wanted),
+            requested_ttl_seconds: 0,
+        })
+        .await;
+    let reply = match reply {
+        // Refusing outright is also acceptable; issuing the asked identity is not.
+        Err(status) => {
+            assert_ne!(status.code(), tonic::Code::Ok);
+            return;
+        }
+        Ok(r) => r.into_inner(),
+    };
+    assert_eq!(reply.spiffe_id, spiffe("shop", "frontend"));
+    let leaf = reply.chain_der.first().expect("leaf");
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).unwrap();
+    let text = format!("{:?}", cert.subject_alternative_name());
+    assert!(text.contains(&spiffe("shop", "frontend")), "{text}");
+    assert!(!text.contains("admin"), "leaf carries the asked identity: {text}");
+    assert!(
+        !cert.subject().to_string().contains("admin"),
+        "leaf subject copied from the CSR: {}",
+        cert.subject()
+    );
+    // Default lifetime is 24 hours.
+    let life = reply.not_after_unix - reply.not_before_unix;
+    assert!((86_000..=86_500).contains(&life), "lifetime {life}s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_wrong_token_is_refused_clearly() {
+    let mesh = Mesh::start(&mesh_yaml("")).await;
+    let mut client = identity_client(&mesh).await;
+    for (token, what) in [
+        ("", "missing token"),
+        ("mycel.0000000000000000000000000000000000000000000000000000000000000000", "unknown token"),
+    ] {
+        let err = client
+            .certify(CertifyRequest {
+                token: token.into(),
+                csr_der: csr_asking_for(&spiffe("shop", "x")),
+                requested_ttl_seconds: 0,
+            })
+            .await
+            .expect_err(what);
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ),
+            "{what}: {err:?}"
+        );
+        assert!(!err.message().is_empty(), "{what}: status without a message");
+    }
+}
