@@ -9,3 +9,4 @@
 
 pub mod index;
 pub mod model;
+pub mod sources;

@@ -56,8 +56,4 @@ impl Services {
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
 }

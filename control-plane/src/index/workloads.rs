@@ -42,14 +42,6 @@ impl Workloads {
         self.by_conn.get(&conn)
     }
 
-    pub fn len(&self) -> usize {
-        self.by_conn.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_conn.is_empty()
-    }
-
     /// The ready workloads a service selects, in a stable order so the
     /// content hash does not depend on registration order.
     pub fn endpoints_of(&self, service: &Service) -> Vec<Endpoint> {

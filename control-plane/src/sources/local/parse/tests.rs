@@ -1,0 +1,268 @@
+use super::*;
+
+fn err(text: &str) -> String {
+    parse_mesh_config(text).unwrap_err().to_string()
+}
+
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: catalog
+  namespace: shop
+spec:
+  selector:
+    app: catalog
+  clusterIP: 10.96.0.10
+  ports:
+    - name: http
+      port: 80
+      targetPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: reviews
+spec:
+  selector: {app: reviews, version: 2}
+  clusterIPs: ["10.96.0.11", "fd00::11"]
+  ports:
+    - name: grpc
+      port: 9090
+      appProtocol: grpc
+    - name: raw
+      port: 6379
+      targetPort: 16379
+      appProtocol: tcp
+---
+"#;
+
+#[test]
+fn parses_full_example() {
+    let svcs = parse_mesh_config(SHOP).unwrap();
+    assert_eq!(svcs.len(), 2);
+    let c = &svcs[0];
+    assert_eq!((c.name.as_str(), c.namespace.as_str()), ("catalog", "shop"));
+    assert_eq!(c.selector.get("app").map(String::as_str), Some("catalog"));
+    assert_eq!(c.vips, vec!["10.96.0.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        c.ports,
+        vec![ServicePort {
+            name: "http".into(),
+            port: 80,
+            target_port: 8080,
+            protocol: Protocol::Http
+        }]
+    );
+    let r = &svcs[1];
+    assert_eq!(r.namespace, "default");
+    assert_eq!(r.selector.get("version").map(String::as_str), Some("2"));
+    assert_eq!(r.vips.len(), 2);
+    assert_eq!(r.ports[0].target_port, 9090);
+    assert_eq!(r.ports[0].protocol, Protocol::Grpc);
+    assert_eq!(r.ports[1].protocol, Protocol::Tcp);
+    assert_eq!(r.ports[1].target_port, 16379);
+}
+
+#[test]
+fn empty_file_is_no_services() {
+    assert_eq!(parse_mesh_config("").unwrap(), vec![]);
+    assert_eq!(parse_mesh_config("---\n---\n").unwrap(), vec![]);
+}
+
+#[test]
+fn headless_service_has_no_vip() {
+    let svcs = parse_mesh_config(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: None, ports: [{port: 80}]}\n",
+    )
+    .unwrap();
+    assert!(svcs[0].vips.is_empty());
+    assert_eq!(svcs[0].ports[0].name, "");
+}
+
+#[test]
+fn errors_name_document_and_field() {
+    let base = |spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: ns}}\nspec: {spec}\n"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n".into(),
+            "document 1: unsupported kind \"Deployment\"",
+        ),
+        (
+            "kind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 1}]}\n".into(),
+            "document 1: apiVersion: is missing",
+        ),
+        (
+            "apiVersion: v2\nkind: Service\nmetadata: {name: a}\n".into(),
+            "document 1: apiVersion: must be v1",
+        ),
+        (
+            "apiVersion: v1\nmetadata: {name: a}\n".into(),
+            "document 1: kind: is missing",
+        ),
+        ("- a\n- b\n".into(), "document 1: must be a mapping"),
+        (
+            "apiVersion: v1\nkind: Service\nspec: {}\n".into(),
+            "document 1: metadata: is missing",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {}\n".into(),
+            "document 1: metadata.name: is missing",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name}\n".into(),
+            "metadata.name: \"Bad_Name\" is not a valid service name",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: 1abc}\n".into(),
+            "metadata.name: \"1abc\" is not a valid service name",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a.b}\n".into(),
+            "metadata.name: \"a.b\"",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: Shop}\n".into(),
+            "metadata.namespace: \"Shop\"",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n".into(),
+            "document 1: spec: is missing",
+        ),
+        (base("{}"), "spec.ports: is missing"),
+        (base("{ports: []}"), "spec.ports: is empty"),
+        (
+            base("{ports: [{port: 0}]}"),
+            "spec.ports[0].port: 0 is not a port number",
+        ),
+        (
+            base("{ports: [{port: 70000}]}"),
+            "spec.ports[0].port: 70000 is not a port number",
+        ),
+        (
+            base("{ports: [{port: -1}]}"),
+            "spec.ports[0].port: -1 is not a port number",
+        ),
+        (
+            base("{ports: [{port: http}]}"),
+            "spec.ports[0].port: must be a port number, found a string",
+        ),
+        (
+            base("{ports: [{name: x}]}"),
+            "spec.ports[0].port: is missing",
+        ),
+        (
+            base("{ports: [{port: 80, targetPort: web}]}"),
+            "spec.ports[0].targetPort: \"web\": named target ports are not supported",
+        ),
+        (
+            base("{ports: [{port: 80, targetPort: 99999}]}"),
+            "spec.ports[0].targetPort: 99999 is not a port number",
+        ),
+        (
+            base("{ports: [{port: 80, appProtocol: udp}]}"),
+            "spec.ports[0].appProtocol: \"udp\" is not one of http, http2, grpc, tcp",
+        ),
+        (
+            base("{ports: [{port: 80, protocol: UDP}]}"),
+            "spec.ports[0].protocol: \"UDP\" is not supported",
+        ),
+        (
+            base("{ports: [{name: a, port: 80}, {port: 81}]}"),
+            "spec.ports[1].name: is required",
+        ),
+        (
+            base("{ports: [{name: a, port: 80}, {name: a, port: 81}]}"),
+            "spec.ports[1].name: port name \"a\" is used twice",
+        ),
+        (
+            base("{ports: [{name: a, port: 80}, {name: b, port: 80}]}"),
+            "spec.ports[1].port: port 80 is declared twice",
+        ),
+        (
+            base("{ports: [{name: A_B, port: 80}]}"),
+            "spec.ports[0].name: \"A_B\" is not a valid port name",
+        ),
+        (
+            base("{clusterIP: 10.0.0.300, ports: [{port: 80}]}"),
+            "spec.clusterIP: \"10.0.0.300\" is not an IP address",
+        ),
+        (
+            base("{clusterIPs: [10.0.0.1, nope], ports: [{port: 80}]}"),
+            "spec.clusterIPs[1]: \"nope\" is not an IP address",
+        ),
+        (
+            base("{clusterIPs: 10.0.0.1, ports: [{port: 80}]}"),
+            "spec.clusterIPs: must be a list",
+        ),
+        (
+            base("{selector: [a], ports: [{port: 80}]}"),
+            "spec.selector: must be a mapping, found a list",
+        ),
+        (
+            base("{selector: {app: [x]}, ports: [{port: 80}]}"),
+            "spec.selector.app: must be a string",
+        ),
+        (base("{ports: {port: 80}}"), "spec.ports: must be a list"),
+        (base("[1]"), "spec: must be a mapping"),
+        ("a: [unclosed\n".into(), "invalid YAML"),
+    ];
+    for (text, want) in cases {
+        let got = err(&text);
+        assert!(
+            got.contains(want),
+            "for\n{text}\nwant {want:?}\ngot  {got:?}"
+        );
+    }
+}
+
+#[test]
+fn error_names_later_document_index() {
+    let text = format!("{SHOP}\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n");
+    let e = parse_mesh_config(&text).unwrap_err();
+    assert_eq!(
+        e,
+        ParseError::Document {
+            document: 3,
+            message: "unsupported kind \"ConfigMap\" (this version reads kind: Service)".into()
+        }
+    );
+}
+
+#[test]
+fn duplicate_services_name_both_documents() {
+    let one = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: 80}]}\n";
+    let e = err(&format!("{one}---\n{one}"));
+    assert_eq!(
+        e,
+        "document 2: service a.x is already declared in document 1"
+    );
+}
+
+#[test]
+fn same_name_in_other_namespace_is_fine() {
+    let a = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: 80}]}\n";
+    let b = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: y}\nspec: {ports: [{port: 80}]}\n";
+    assert_eq!(parse_mesh_config(&format!("{a}---\n{b}")).unwrap().len(), 2);
+}
+
+#[test]
+fn label_names() {
+    for (s, label, svc) in [
+        ("abc", true, true),
+        ("a-b-1", true, true),
+        ("1ab", true, false),
+        ("-ab", false, false),
+        ("ab-", false, false),
+        ("", false, false),
+        ("aB", false, false),
+        (&"a".repeat(64), false, false),
+    ] {
+        assert_eq!(is_dns_label(s), label, "{s}");
+        assert_eq!(is_service_name(s), svc, "{s}");
+    }
+}
