@@ -1,1 +1,120 @@
-//! (being written)
+//! The mesh port: mTLS from peer sidecars, HTTP/2 inside, forwarded to the
+//! local app in plaintext on the ports the workload declared.
+
+mod app;
+mod handle;
+pub mod target;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::identity::IdentityState;
+use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
+
+/// A peer that opens a connection and stays silent must not hold a task
+/// forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the mesh port needs.
+pub struct InboundContext {
+    pub identity: Arc<IdentityState>,
+    /// Where the app listens (usually loopback).
+    pub app_host: IpAddr,
+    /// The only app ports peers may reach.
+    pub app_ports: Vec<u16>,
+    pub metrics: ProxyMetrics,
+}
+
+/// Accepts mesh connections until the listener fails (never, in practice);
+/// each connection runs on its own task.
+pub async fn serve(listener: TcpListener, ctx: InboundContext) {
+    let tls = match crate::tls::server_config(ctx.identity.clone()) {
+        Ok(c) => TlsAcceptor::from(c),
+        Err(e) => {
+            tracing::error!(error = %e, "inbound: cannot serve the mesh port");
+            return;
+        }
+    };
+    let shared = Shared {
+        tls,
+        app: app::AppClient::new(ctx.app_host),
+        app_ports: ctx.app_ports.into(),
+        metrics: ctx.metrics,
+    };
+    let shared = Arc::new(shared);
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "inbound: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(&shared, tcp).await {
+                tracing::info!(%remote, error = %e, "inbound: connection refused");
+                shared
+                    .metrics
+                    .error(Direction::Inbound, ErrorKind::TlsHandshake);
+            }
+        });
+    }
+}
+
+struct Shared {
+    tls: TlsAcceptor,
+    app: app::AppClient,
+    app_ports: Arc<[u16]>,
+    metrics: ProxyMetrics,
+}
+
+/// A mesh connection failed before any request.
+#[derive(Debug, thiserror::Error)]
+enum AcceptError {
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("TLS handshake timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("peer certificate carries no SPIFFE ID")]
+    NoPeerId,
+}
+
+async fn connection(shared: &Shared, tcp: TcpStream) -> Result<(), AcceptError> {
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.tls.accept(tcp))
+        .await
+        .map_err(|_| AcceptError::Timeout(HANDSHAKE_TIMEOUT))?
+        .map_err(AcceptError::Handshake)?;
+    // The verifier already required exactly one SPIFFE ID; reading it again
+    // cannot fail for a connection that got this far.
+    let peer = crate::tls::peer_identity(tls.get_ref().1)
+        .ok_or(AcceptError::NoPeerId)?
+        .to_string();
+    shared.metrics.inbound_connection(&peer);
+    let conn = Arc::new(handle::Conn {
+        peer,
+        app: shared.app.clone(),
+        app_ports: shared.app_ports.clone(),
+        metrics: shared.metrics.clone(),
+    });
+    let service = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle::handle(conn, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(error = %e, "inbound: connection ended with error");
+    }
+    Ok(())
+}

@@ -1,1 +1,264 @@
-//! (being written)
+//! Traffic metrics of the data path, registered once at start and shared by
+//! every listener (cloning is cheap: the families are reference counted).
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Which listener saw the traffic.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+    Gateway,
+}
+
+/// Why a request or connection failed; one value per failure the data path
+/// can name, so dashboards can tell "no such service" from "peer is down".
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The host is not a mesh name, or the controller says it does not exist.
+    UnknownService,
+    /// The controller did not answer for the service in time.
+    NoAnswer,
+    /// The service has no such port, or none could be chosen.
+    BadPort,
+    NoEndpoints,
+    /// TCP connect to a peer sidecar failed.
+    Connect,
+    /// The peer presented a valid certificate for another workload.
+    IdentityMismatch,
+    TlsHandshake,
+    /// The request failed on an established mesh connection.
+    Upstream,
+    /// The local application could not be reached.
+    AppConnect,
+    /// The inbound side refused an app port the workload did not declare.
+    PortRefused,
+    /// A request the proxy cannot interpret (no host, bad header).
+    BadRequest,
+    /// The gateway has no route for the request.
+    NoRoute,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Flow {
+    /// Bytes from the side that opened the tunnel.
+    ClientToServer,
+    ServerToClient,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Gateway => "gateway",
+        }
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownService => "unknown_service",
+            ErrorKind::NoAnswer => "no_answer",
+            ErrorKind::BadPort => "bad_port",
+            ErrorKind::NoEndpoints => "no_endpoints",
+            ErrorKind::Connect => "connect",
+            ErrorKind::IdentityMismatch => "identity_mismatch",
+            ErrorKind::TlsHandshake => "tls_handshake",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::AppConnect => "app_connect",
+            ErrorKind::PortRefused => "port_refused",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NoRoute => "no_route",
+        }
+    }
+}
+
+impl EncodeLabelValue for ErrorKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl Flow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::ClientToServer => "client_to_server",
+            Flow::ServerToClient => "server_to_client",
+        }
+    }
+}
+
+impl EncodeLabelValue for Flow {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub direction: Direction,
+    /// `<name>.<namespace>` on the client side; `app:<port>` on the inbound side.
+    pub service: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub direction: Direction,
+    pub kind: ErrorKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerRequestLabels {
+    pub peer: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TunnelLabels {
+    pub direction: Direction,
+    pub service: String,
+    pub flow: Flow,
+}
+
+/// Handles to every data-path metric family.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    requests: Family<RequestLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    inbound_connections: Family<PeerLabels, Counter>,
+    inbound_requests: Family<PeerRequestLabels, Counter>,
+    tunnel_bytes: Family<TunnelLabels, Counter>,
+}
+
+impl ProxyMetrics {
+    pub fn new(registry: &mut Registry) -> ProxyMetrics {
+        let m = ProxyMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            inbound_connections: Family::default(),
+            inbound_requests: Family::default(),
+            tunnel_bytes: Family::default(),
+        };
+        registry.register(
+            "mycel_requests",
+            "HTTP requests handled, by listener, service and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "mycel_errors",
+            "Requests and connections the proxy failed, by listener and cause",
+            m.errors.clone(),
+        );
+        registry.register(
+            "mycel_inbound_connections",
+            "Accepted mTLS connections on the mesh port, by peer SPIFFE ID",
+            m.inbound_connections.clone(),
+        );
+        registry.register(
+            "mycel_inbound_requests",
+            "Requests received on the mesh port, by peer SPIFFE ID and status code",
+            m.inbound_requests.clone(),
+        );
+        registry.register(
+            "mycel_tcp_tunnel_bytes",
+            "Bytes carried by TCP tunnels (HTTP/2 CONNECT)",
+            m.tunnel_bytes.clone(),
+        );
+        m
+    }
+
+    pub fn request(&self, direction: Direction, service: &str, code: u16) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction,
+                service: service.to_string(),
+                code,
+            })
+            .inc();
+    }
+
+    pub fn error(&self, direction: Direction, kind: ErrorKind) {
+        self.errors
+            .get_or_create(&ErrorLabels { direction, kind })
+            .inc();
+    }
+
+    pub fn inbound_connection(&self, peer: &str) {
+        self.inbound_connections
+            .get_or_create(&PeerLabels {
+                peer: peer.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn inbound_request(&self, peer: &str, code: u16) {
+        self.inbound_requests
+            .get_or_create(&PeerRequestLabels {
+                peer: peer.to_string(),
+                code,
+            })
+            .inc();
+    }
+
+    pub fn tunnel_bytes(&self, direction: Direction, service: &str, flow: Flow, bytes: u64) {
+        self.tunnel_bytes
+            .get_or_create(&TunnelLabels {
+                direction,
+                service: service.to_string(),
+                flow,
+            })
+            .inc_by(bytes);
+    }
+
+    /// Current value of the error counter, for tests and diagnostics.
+    pub fn error_count(&self, direction: Direction, kind: ErrorKind) -> u64 {
+        self.errors
+            .get_or_create(&ErrorLabels { direction, kind })
+            .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_with_their_labels() {
+        let mut registry = Registry::default();
+        let m = ProxyMetrics::new(&mut registry);
+        m.request(Direction::Outbound, "catalog.shop", 200);
+        m.error(Direction::Inbound, ErrorKind::AppConnect);
+        m.inbound_connection("spiffe://cluster.local/ns/shop/sa/frontend");
+        m.tunnel_bytes(Direction::Outbound, "db.shop", Flow::ClientToServer, 42);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for want in [
+            r#"mycel_requests_total{direction="outbound",service="catalog.shop",code="200"} 1"#,
+            r#"mycel_errors_total{direction="inbound",kind="app_connect"} 1"#,
+            r#"mycel_inbound_connections_total{peer="spiffe://cluster.local/ns/shop/sa/frontend"} 1"#,
+            r#"mycel_tcp_tunnel_bytes_total{direction="outbound",service="db.shop",flow="client_to_server"} 42"#,
+        ] {
+            assert!(out.contains(want), "missing {want} in\n{out}");
+        }
+        assert_eq!(m.error_count(Direction::Inbound, ErrorKind::AppConnect), 1);
+    }
+}

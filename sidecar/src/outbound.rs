@@ -1,1 +1,5 @@
 //! (being written)
+
+pub mod balance;
+pub mod http;
+pub mod plan;

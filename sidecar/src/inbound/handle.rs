@@ -1,0 +1,135 @@
+//! One request on the mesh port: check the app port, rewrite the mesh
+//! headers, forward to the app (or open a tunnel for CONNECT).
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::app::{AppClient, AppError};
+use super::target::{connect_target, http_target};
+use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
+use crate::outbound::http::{
+    boxed, empty, strip_hop_by_hop, text, Body, APP_PROTOCOL, DST_PORT, PEER_ID,
+};
+
+/// What every request on one connection shares.
+pub(super) struct Conn {
+    pub peer: String,
+    pub app: AppClient,
+    pub app_ports: Arc<[u16]>,
+    pub metrics: ProxyMetrics,
+}
+
+pub(super) async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
+    let (res, service) = if req.method() == Method::CONNECT {
+        tunnel(&conn, req).await
+    } else {
+        forward(&conn, req).await
+    };
+    let code = res.status().as_u16();
+    conn.metrics.inbound_request(&conn.peer, code);
+    conn.metrics.request(Direction::Inbound, &service, code);
+    res
+}
+
+fn service_label(port: Option<u16>) -> String {
+    port.map_or_else(|| "app:unknown".to_string(), |p| format!("app:{p}"))
+}
+
+async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, String) {
+    let target = match http_target(req.headers(), &conn.app_ports) {
+        Ok(t) => t,
+        Err(e) => return (refuse(conn, &e), service_label(None)),
+    };
+    let label = service_label(Some(target.port));
+    let (mut parts, body) = req.into_parts();
+    parts.headers.remove(DST_PORT);
+    parts.headers.remove(APP_PROTOCOL);
+    parts.headers.remove(PEER_ID);
+    strip_hop_by_hop(&mut parts.headers);
+    // The peer ID was verified in the handshake; SPIFFE IDs are ASCII.
+    if let Ok(v) = HeaderValue::from_str(&conn.peer) {
+        parts.headers.insert(PEER_ID, v);
+    }
+    let req = Request::from_parts(parts, boxed(body));
+    match conn.app.send(req, target.port, target.protocol).await {
+        Ok(res) => {
+            let (mut parts, body) = res.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            (Response::from_parts(parts, boxed(body)), label)
+        }
+        Err(e) => {
+            let kind = match e {
+                AppError::Connect { .. } => ErrorKind::AppConnect,
+                AppError::Request { .. } | AppError::Uri { .. } => ErrorKind::Upstream,
+            };
+            tracing::warn!(peer = %conn.peer, port = target.port, error = %e, "inbound: app request failed");
+            conn.metrics.error(Direction::Inbound, kind);
+            (text(StatusCode::BAD_GATEWAY, e), label)
+        }
+    }
+}
+
+fn refuse(conn: &Conn, e: &super::target::TargetError) -> Response<Body> {
+    let kind = match e {
+        super::target::TargetError::Refused(_) => ErrorKind::PortRefused,
+        _ => ErrorKind::BadRequest,
+    };
+    tracing::warn!(peer = %conn.peer, error = %e, "inbound: request refused");
+    conn.metrics.error(Direction::Inbound, kind);
+    text(e.status(), e)
+}
+
+/// HTTP/2 CONNECT: the stream becomes a byte pipe to the app port.
+async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, String) {
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let port = match connect_target(req.method(), authority.as_deref(), &conn.app_ports) {
+        Ok(p) => p,
+        Err(e) => return (refuse(conn, &e), service_label(None)),
+    };
+    let label = service_label(Some(port));
+    let addr = conn.app.addr(port);
+    // Connect before answering, so the client learns of a dead app as a 502
+    // rather than as a tunnel that closes at once.
+    let mut app = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(peer = %conn.peer, %addr, error = %e, "inbound: tunnel to app failed");
+            conn.metrics
+                .error(Direction::Inbound, ErrorKind::AppConnect);
+            return (
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("app unreachable at {addr}: {e}"),
+                ),
+                label,
+            );
+        }
+    };
+    let _ = app.set_nodelay(true);
+    let upgrade = hyper::upgrade::on(&mut req);
+    let metrics = conn.metrics.clone();
+    let peer = conn.peer.clone();
+    let service = label.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "inbound: tunnel upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(upgraded);
+        match tokio::io::copy_bidirectional(&mut client, &mut app).await {
+            Ok((to_app, from_app)) => {
+                metrics.tunnel_bytes(Direction::Inbound, &service, Flow::ClientToServer, to_app);
+                metrics.tunnel_bytes(Direction::Inbound, &service, Flow::ServerToClient, from_app);
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "inbound: tunnel ended with error"),
+        }
+    });
+    (Response::new(empty()), label)
+}

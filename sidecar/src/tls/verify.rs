@@ -1,0 +1,93 @@
+//! Peer certificate checks shared by both sides of a mesh connection.
+
+use std::sync::Arc;
+
+use mycel_api::spiffe::{SpiffeId, SpiffeIdError};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::{CertificateError, CommonState, OtherError};
+use webpki::KeyUsage;
+
+use crate::identity::TrustBundle;
+
+/// Why a peer certificate was refused, beyond what rustls names itself.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerVerifyError {
+    #[error("no trust bundle yet; cannot authenticate peers")]
+    NoBundle,
+    #[error("peer certificate does not chain to the mesh trust bundle: {0}")]
+    Chain(webpki::Error),
+    #[error("peer certificate has no usable SPIFFE ID: {0}")]
+    Spiffe(SpiffeIdError),
+    #[error("identity mismatch: expected {expected}, got {got}")]
+    IdentityMismatch { expected: SpiffeId, got: SpiffeId },
+}
+
+impl From<PeerVerifyError> for rustls::Error {
+    fn from(e: PeerVerifyError) -> Self {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+    }
+}
+
+/// Verifies `end_entity` (with the peer's `intermediates`) against the roots
+/// of `bundle` for `usage`, then reads its single SPIFFE ID.
+pub(super) fn verify_peer(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    bundle: &TrustBundle,
+    usage: KeyUsage,
+) -> Result<SpiffeId, rustls::Error> {
+    if bundle.roots.is_empty() {
+        return Err(PeerVerifyError::NoBundle.into());
+    }
+    // Roots that do not parse are skipped: one bad entry in a bundle must
+    // not take down authentication against the good ones.
+    let anchors: Vec<_> = bundle
+        .roots
+        .iter()
+        .filter_map(|root| webpki::anchor_from_trusted_cert(root).ok())
+        .collect();
+    let cert = webpki::EndEntityCert::try_from(end_entity).map_err(chain_error)?;
+    cert.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        intermediates,
+        now,
+        usage,
+        None,
+        None,
+    )
+    .map_err(chain_error)?;
+    SpiffeId::from_cert_der(end_entity).map_err(|e| PeerVerifyError::Spiffe(e).into())
+}
+
+fn chain_error(e: webpki::Error) -> rustls::Error {
+    let known = match e {
+        webpki::Error::UnknownIssuer => CertificateError::UnknownIssuer,
+        webpki::Error::CertExpired { .. } => CertificateError::Expired,
+        webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        webpki::Error::BadDer | webpki::Error::BadDerTime => CertificateError::BadEncoding,
+        webpki::Error::InvalidSignatureForPublicKey => CertificateError::BadSignature,
+        other => return PeerVerifyError::Chain(other).into(),
+    };
+    rustls::Error::InvalidCertificate(known)
+}
+
+/// The SPIFFE ID of the peer of an established connection (its certificate
+/// was verified during the handshake).
+pub fn peer_identity(conn: &CommonState) -> Option<SpiffeId> {
+    let leaf = conn.peer_certificates()?.first()?;
+    SpiffeId::from_cert_der(leaf).ok()
+}
+
+/// Our own refusal of a peer, if that is why a handshake `err` failed
+/// (rustls reports handshake failures as `io::Error` wrapping its error).
+pub fn rejection(err: &std::io::Error) -> Option<&PeerVerifyError> {
+    let tls = err.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match tls {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<PeerVerifyError>()
+        }
+        _ => None,
+    }
+}
