@@ -1,1 +1,28 @@
-//! placeholder
+//! The Mycel demo shop: `frontend` (HTML + JSON), `catalog` and `ratings`
+//! (REST/JSON) and `reviews` (gRPC, v1 without stars, v2 asking ratings).
+//!
+//! Services reach each other only by service name, through their own
+//! sidecar's explicit outbound proxy (`--proxy`), or, without a mesh, through
+//! `--direct name=addr` overrides. Every service has fault knobs (latency,
+//! error rate) and echoes the `x-mycel-peer-id` header its sidecar set, so a
+//! caller can see which identity the mesh proved.
+//!
+//! `app::run` / `app::run_with_listener` run one service in-process;
+//! `proto::reviews` holds the generated gRPC client and server.
+
+pub mod app;
+pub mod catalog;
+pub mod config;
+pub mod faults;
+pub mod frontend;
+pub mod http;
+pub mod proto;
+pub mod ratings;
+pub mod reviews;
+pub mod upstream;
+
+pub use app::{run, run_with_listener};
+pub use config::{ServiceConfig, ServiceKind, Version};
+
+/// Header the server-side sidecar sets to the caller's SPIFFE ID.
+pub const PEER_ID_HEADER: &str = "x-mycel-peer-id";

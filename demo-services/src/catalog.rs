@@ -1,0 +1,169 @@
+//! `catalog`: the shop's products, in memory, over REST/JSON.
+//!
+//! `GET /products` → `{products: [...], caller}`;
+//! `GET /products/{id}` → `{id, name, price, description, caller}` or 404;
+//! `GET /healthz` (never faulted, so probes see the process, not the knobs).
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use crate::faults::Faults;
+use crate::http::{json, json_error, path_param, peer_id, text, Body, Handler};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub price: f64,
+    pub description: String,
+}
+
+/// `GET /products`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductList {
+    pub products: Vec<Product>,
+    pub caller: Option<String>,
+}
+
+/// `GET /products/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProductReply {
+    #[serde(flatten)]
+    pub product: Product,
+    pub caller: Option<String>,
+}
+
+/// The catalog this demo sells.
+pub fn products() -> Vec<Product> {
+    let items = [
+        (
+            "p1",
+            "Oyster mushroom grow kit",
+            24.5,
+            "Grows on coffee grounds in two weeks.",
+        ),
+        (
+            "p2",
+            "Shiitake log",
+            39.0,
+            "Oak log inoculated with shiitake spawn.",
+        ),
+        (
+            "p3",
+            "Lion's mane spray bottle",
+            19.9,
+            "Fruits on the kitchen counter.",
+        ),
+        ("p4", "Mycelium brick", 12.0, "Packaging grown, not made."),
+        (
+            "p5",
+            "Spore print kit",
+            8.75,
+            "Paper, glass and a magnifier.",
+        ),
+    ];
+    items
+        .into_iter()
+        .map(|(id, name, price, description)| Product {
+            id: id.to_string(),
+            name: name.to_string(),
+            price,
+            description: description.to_string(),
+        })
+        .collect()
+}
+
+pub fn find(id: &str) -> Option<Product> {
+    products().into_iter().find(|p| p.id == id)
+}
+
+pub struct Catalog {
+    faults: Arc<Faults>,
+}
+
+impl Catalog {
+    pub fn new(faults: Arc<Faults>) -> Self {
+        Catalog { faults }
+    }
+}
+
+impl Handler for Catalog {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let caller = peer_id(req.headers());
+        let path = req.uri().path();
+        if path == "/healthz" {
+            return text(StatusCode::OK, "ok\n");
+        }
+        if req.method() != Method::GET {
+            return json_error(StatusCode::METHOD_NOT_ALLOWED, "only GET", caller);
+        }
+        let id = path_param(path, "/products");
+        if path != "/products" && id.is_none() {
+            return json_error(StatusCode::NOT_FOUND, &format!("no route {path}"), caller);
+        }
+        if let Err(fault) = self.faults.apply().await {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, &fault.to_string(), caller);
+        }
+        match id {
+            None => json(
+                StatusCode::OK,
+                &ProductList {
+                    products: products(),
+                    caller,
+                },
+            ),
+            Some(id) => match find(id) {
+                Some(product) => json(StatusCode::OK, &ProductReply { product, caller }),
+                None => json_error(
+                    StatusCode::NOT_FOUND,
+                    &format!("unknown product id {id:?}"),
+                    caller,
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_have_unique_ids_and_prices() {
+        let all = products();
+        assert!(all.len() >= 3);
+        let mut ids: Vec<_> = all.iter().map(|p| p.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+        assert!(all.iter().all(|p| p.price > 0.0 && !p.name.is_empty()));
+    }
+
+    #[test]
+    fn find_known_and_unknown() {
+        assert_eq!(find("p2").map(|p| p.id), Some("p2".to_string()));
+        assert_eq!(find("nope"), None);
+    }
+
+    #[test]
+    fn reply_json_is_flat() {
+        let reply = ProductReply {
+            product: find("p1").unwrap(),
+            caller: Some("spiffe://x".into()),
+        };
+        let v = serde_json::to_value(&reply).unwrap();
+        assert_eq!(v["id"], "p1");
+        assert_eq!(v["caller"], "spiffe://x");
+        assert!(v["price"].is_number());
+        let list = serde_json::to_value(ProductList {
+            products: products(),
+            caller: None,
+        })
+        .unwrap();
+        assert!(list["products"].is_array());
+        assert!(list["caller"].is_null());
+    }
+}
