@@ -1,0 +1,353 @@
+use super::*;
+use crate::discovery::Protocol;
+
+const BASE: &[&str] = &[
+    "mycel-proxy",
+    "--workload",
+    "catalog",
+    "--namespace",
+    "shop",
+    "--service-account",
+    "catalog",
+];
+
+fn parse(extra: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let args: Vec<&str> = BASE.iter().chain(extra).copied().collect();
+    Config::from_args(args, &MapEnv::new(env.iter().copied()))
+}
+
+const CONTROLLER: &[&str] = &[
+    "--controller",
+    "127.0.0.1:15010",
+    "--ca-root",
+    "/ca.pem",
+    "--token-file",
+    "/tok",
+];
+
+fn ctl(extra: &[&str]) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = CONTROLLER.to_vec();
+    for e in extra {
+        v.push(Box::leak(e.to_string().into_boxed_str()));
+    }
+    v
+}
+
+#[test]
+fn full_sidecar() {
+    let c = parse(
+        &ctl(&[
+            "--inbound",
+            "127.0.0.1:15006",
+            "--outbound",
+            "127.0.0.1:15001",
+            "--admin",
+            "127.0.0.1:15000",
+            "--label",
+            "app=catalog",
+            "--label",
+            "version=v1",
+            "--app-port",
+            "http:8080",
+            "--app-port",
+            "grpc:9090:grpc",
+            "--tcp-upstream",
+            "127.0.0.1:6379=redis.db:6379",
+            "--cert-ttl",
+            "1h",
+            "--zone",
+            "z1",
+            "--address",
+            "10.0.0.5",
+        ]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.mode, Mode::Sidecar);
+    assert_eq!(
+        c.source,
+        Source::Controller {
+            address: "127.0.0.1:15010".into(),
+            server_name: names::DEFAULT_CONTROLLER_NAME.into(),
+            ca_root: "/ca.pem".into(),
+            token: TokenSource::File("/tok".into()),
+        }
+    );
+    assert_eq!(c.workload.labels.len(), 2);
+    assert_eq!(
+        c.workload.app_ports,
+        vec![
+            AppPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: Protocol::Http
+            },
+            AppPort {
+                name: "grpc".into(),
+                port: 9090,
+                protocol: Protocol::Grpc
+            },
+        ]
+    );
+    assert_eq!(
+        c.tcp_upstreams,
+        vec![TcpUpstream {
+            listen: "127.0.0.1:6379".parse().unwrap(),
+            service: "redis.db".into(),
+            port: 6379
+        }]
+    );
+    assert_eq!(c.cert_ttl, Some(Duration::from_secs(3600)));
+    assert_eq!(c.mesh_port(), 15006);
+    assert_eq!(c.workload.address.to_string(), "10.0.0.5");
+    assert_eq!(c.app_host.to_string(), "127.0.0.1");
+    assert_eq!(c.trust_domain, "cluster.local");
+    let dump = serde_json::to_value(&c).unwrap();
+    assert_eq!(dump["source"]["token"], "file:/tok");
+    assert_eq!(dump["cert_ttl"], "1h");
+}
+
+#[test]
+fn token_from_env_is_redacted() {
+    let c = parse(
+        &[
+            "--controller",
+            "ctl:15010",
+            "--ca-root",
+            "/ca.pem",
+            "--inbound",
+            "127.0.0.1:1",
+        ],
+        &[("MYCEL_TOKEN", "mycel.secret\n")],
+    )
+    .unwrap();
+    let Source::Controller { token, .. } = &c.source else {
+        panic!("controller source expected")
+    };
+    assert_eq!(token, &TokenSource::Value("mycel.secret".into()));
+    let dump = serde_json::to_string(&c).unwrap();
+    assert!(!dump.contains("secret"), "{dump}");
+    assert!(!format!("{c:?}").contains("secret"));
+}
+
+#[test]
+fn gateway_routes() {
+    let c = parse(
+        &[
+            "--mode",
+            "gateway",
+            "--static-config",
+            "/s.yaml",
+            "--listen",
+            "127.0.0.1:8080",
+            "--route",
+            "/=frontend.shop:80",
+            "--route",
+            "API.example.com/v1=catalog.shop:8080",
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.mode, Mode::Gateway);
+    assert_eq!(
+        c.routes,
+        vec![
+            GatewayRoute {
+                host: None,
+                prefix: "/".into(),
+                service: "frontend.shop".into(),
+                port: 80
+            },
+            GatewayRoute {
+                host: Some("api.example.com".into()),
+                prefix: "/v1".into(),
+                service: "catalog.shop".into(),
+                port: 8080
+            },
+        ]
+    );
+    assert_eq!(c.mesh_port(), 0);
+}
+
+/// (extra args, env, substring the error must contain)
+type Case = (
+    Vec<&'static str>,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+);
+
+#[test]
+fn errors_name_the_problem() {
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--inbound", "127.0.0.1:1"],
+            vec![],
+            "one of --controller or --static-config",
+        ),
+        (
+            ctl(&["--static-config", "/s", "--inbound", "127.0.0.1:1"]),
+            vec![],
+            "exclude each other",
+        ),
+        (ctl(&[]), vec![], "--inbound is required in sidecar mode"),
+        (
+            vec![
+                "--controller",
+                "c:1",
+                "--token-file",
+                "/t",
+                "--inbound",
+                "127.0.0.1:1",
+            ],
+            vec![],
+            "--ca-root is required",
+        ),
+        (
+            vec![
+                "--controller",
+                "c:1",
+                "--ca-root",
+                "/c",
+                "--inbound",
+                "127.0.0.1:1",
+            ],
+            vec![],
+            "MYCEL_TOKEN",
+        ),
+        (
+            vec![
+                "--controller",
+                "nohost",
+                "--ca-root",
+                "/c",
+                "--token-file",
+                "/t",
+            ],
+            vec![],
+            "--controller \"nohost\": expected HOST:PORT",
+        ),
+        (
+            ctl(&["--inbound", "localhost:1"]),
+            vec![],
+            "--inbound \"localhost:1\"",
+        ),
+        (
+            ctl(&["--inbound", "127.0.0.1:1", "--app-port", "http:99999"]),
+            vec![],
+            "--app-port \"http:99999\": port \"99999\"",
+        ),
+        (
+            ctl(&["--inbound", "127.0.0.1:1", "--app-port", "http:80:udp"]),
+            vec![],
+            "protocol \"udp\"",
+        ),
+        (
+            ctl(&[
+                "--inbound",
+                "127.0.0.1:1",
+                "--app-port",
+                "a:80",
+                "--app-port",
+                "b:80",
+            ]),
+            vec![],
+            "given twice",
+        ),
+        (
+            ctl(&["--inbound", "127.0.0.1:1", "--label", "novalue"]),
+            vec![],
+            "--label \"novalue\": expected KEY=VALUE",
+        ),
+        (
+            ctl(&["--inbound", "127.0.0.1:1", "--cert-ttl", "soon"]),
+            vec![],
+            "--cert-ttl \"soon\": not a duration",
+        ),
+        (
+            ctl(&[
+                "--inbound",
+                "127.0.0.1:1",
+                "--tcp-upstream",
+                "127.0.0.1:1=redis:6379",
+            ]),
+            vec![],
+            "NAME.NAMESPACE",
+        ),
+        (
+            ctl(&[
+                "--inbound",
+                "127.0.0.1:1",
+                "--tcp-upstream",
+                "x=redis.db:6379",
+            ]),
+            vec![],
+            "listen address \"x\"",
+        ),
+        (
+            ctl(&["--inbound", "127.0.0.1:1", "--address", "host"]),
+            vec![],
+            "--address \"host\": not an IP address",
+        ),
+        (
+            ctl(&["--mode", "gateway", "--route", "/=a.b:1"]),
+            vec![],
+            "--listen is required in gateway mode",
+        ),
+        (
+            ctl(&["--mode", "gateway", "--listen", "127.0.0.1:1"]),
+            vec![],
+            "at least one --route",
+        ),
+        (
+            ctl(&[
+                "--mode",
+                "gateway",
+                "--listen",
+                "127.0.0.1:1",
+                "--route",
+                "api=a.b:1",
+            ]),
+            vec![],
+            "must start with '/'",
+        ),
+        (
+            ctl(&[
+                "--mode",
+                "gateway",
+                "--listen",
+                "127.0.0.1:1",
+                "--route",
+                "/x=a.b",
+            ]),
+            vec![],
+            "--route \"/x=a.b\": target must be SVC.NS:PORT",
+        ),
+        (
+            ctl(&[
+                "--mode",
+                "gateway",
+                "--listen",
+                "127.0.0.1:1",
+                "--route",
+                "h:80/=a.b:1",
+            ]),
+            vec![],
+            "without port",
+        ),
+        (ctl(&["--mode", "mesh"]), vec![], "invalid value 'mesh'"),
+        (ctl(&["--bogus"]), vec![], "unexpected argument '--bogus'"),
+    ];
+    for (extra, env, want) in cases {
+        let err = parse(&extra, &env).expect_err(&format!("{extra:?} should fail"));
+        let msg = err.to_string();
+        assert!(msg.contains(want), "{extra:?}: {msg:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn missing_identity_flags_are_cli_errors() {
+    let err = Config::from_args(["mycel-proxy", "--static-config", "/s"], &MapEnv::default())
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::Cli(_)));
+    assert!(err.to_string().contains("--workload"));
+}

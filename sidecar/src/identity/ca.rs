@@ -1,0 +1,93 @@
+//! The certificate authority as the proxy sees it: one call that turns a
+//! CSR into a certificate chain. A trait so the identity manager can be
+//! tested with [`super::fake::FakeCa`] and paused time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use mycel_api::v1::identity_client::IdentityClient;
+use mycel_api::v1::CertifyRequest;
+use rustls_pki_types::CertificateDer;
+
+use super::channel::{ChannelError, ControllerTls};
+use crate::config::TokenSource;
+
+/// What the CA answered.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// Leaf first, then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub trust_bundle: Vec<CertificateDer<'static>>,
+    pub spiffe_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("reading the join token: {0}")]
+    Token(#[source] std::io::Error),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("the CA refused: {code:?}: {message}")]
+    Rejected { code: tonic::Code, message: String },
+    #[error("the CA answered without a certificate chain")]
+    EmptyAnswer,
+}
+
+pub trait CaClient: Send + Sync + 'static {
+    /// Asks for a certificate for the key behind `csr_der` (PKCS#10, DER).
+    /// `ttl` = requested lifetime, `None` for the CA's default.
+    fn certify(
+        &self,
+        csr_der: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<Issued, CaError>> + Send;
+}
+
+/// `Identity.Certify` on the controller, over server-authenticated TLS,
+/// authenticated by the join token.
+pub struct GrpcCaClient {
+    tls: ControllerTls,
+    token: TokenSource,
+}
+
+impl GrpcCaClient {
+    pub fn new(tls: ControllerTls, token: TokenSource) -> Self {
+        Self { tls, token }
+    }
+}
+
+impl CaClient for GrpcCaClient {
+    async fn certify(&self, csr_der: Vec<u8>, ttl: Option<Duration>) -> Result<Issued, CaError> {
+        // Read per call: a projected token file is rotated under us.
+        let token = self.token.read().map_err(CaError::Token)?;
+        let channel = self.tls.connect().await?;
+        let answer = IdentityClient::new(channel)
+            .certify(CertifyRequest {
+                token,
+                csr_der,
+                requested_ttl_seconds: ttl.map(|d| d.as_secs()).unwrap_or(0),
+            })
+            .await
+            .map_err(|s| CaError::Rejected {
+                code: s.code(),
+                message: s.message().to_string(),
+            })?
+            .into_inner();
+        if answer.chain_der.is_empty() {
+            return Err(CaError::EmptyAnswer);
+        }
+        Ok(Issued {
+            chain: answer
+                .chain_der
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
+            trust_bundle: answer
+                .trust_bundle_der
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
+            spiffe_id: answer.spiffe_id,
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! Turning DER/PEM certificates and keys into the [`WorkloadCert`] the TLS
+//! stacks use, checking on the way that the leaf names the identity this
+//! proxy expects and carries the key this proxy holds.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mycel_api::spiffe::{SpiffeId, SpiffeIdError};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Serialize;
+
+use super::state::{TrustBundle, WorkloadCert};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("the certificate chain is empty")]
+    EmptyChain,
+    #[error("the trust bundle is empty")]
+    EmptyBundle,
+    #[error("{what}: cannot parse certificate: {reason}")]
+    Parse { what: String, reason: String },
+    #[error("leaf certificate identity: {0}")]
+    SpiffeId(#[from] SpiffeIdError),
+    #[error("leaf certificate is for {got}, but this proxy is {expected}")]
+    Mismatch { expected: String, got: String },
+    #[error("private key: {0}")]
+    Key(String),
+    #[error("leaf certificate does not match the private key: {0}")]
+    KeyMismatch(String),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// What the admin page shows of one certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CertSummary {
+    pub subject: String,
+    pub serial_hex: String,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+}
+
+pub fn summary(what: &str, der: &[u8]) -> Result<CertSummary, CertError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(CertSummary {
+        subject: cert.subject().to_string(),
+        serial_hex: hex::encode(cert.raw_serial()),
+        not_before_unix: cert.validity().not_before.timestamp(),
+        not_after_unix: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Builds the certificate the TLS stacks serve. `chain` is leaf first.
+pub fn workload_cert(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    expected: &SpiffeId,
+) -> Result<WorkloadCert, CertError> {
+    let leaf = chain.first().ok_or(CertError::EmptyChain)?;
+    let info = summary("leaf", leaf)?;
+    let spiffe_id = SpiffeId::from_cert_der(leaf)?;
+    if &spiffe_id != expected {
+        return Err(CertError::Mismatch {
+            expected: expected.to_string(),
+            got: spiffe_id.to_string(),
+        });
+    }
+    for (i, der) in chain.iter().enumerate().skip(1) {
+        summary(&format!("chain certificate {i}"), der)?;
+    }
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| CertError::Key(e.to_string()))?;
+    let certified_key = CertifiedKey::new(chain.clone(), signing_key);
+    certified_key
+        .keys_match()
+        .map_err(|e| CertError::KeyMismatch(e.to_string()))?;
+    Ok(WorkloadCert {
+        spiffe_id,
+        chain,
+        certified_key: Arc::new(certified_key),
+        serial_hex: info.serial_hex,
+        not_before_unix: info.not_before_unix,
+        not_after_unix: info.not_after_unix,
+    })
+}
+
+pub fn trust_bundle(roots: Vec<CertificateDer<'static>>) -> Result<TrustBundle, CertError> {
+    if roots.is_empty() {
+        return Err(CertError::EmptyBundle);
+    }
+    for (i, der) in roots.iter().enumerate() {
+        summary(&format!("trust bundle root {i}"), der)?;
+    }
+    Ok(TrustBundle { roots })
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> CertError {
+    CertError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file; an error when there is none.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let data = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    let certs = rustls_pemfile::certs(&mut data.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, format!("bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no CERTIFICATE block found"));
+    }
+    Ok(certs)
+}
+
+/// The first private key (PKCS#8, SEC1 or PKCS#1) in a PEM file.
+pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let data = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    rustls_pemfile::private_key(&mut data.as_slice())
+        .map_err(|e| file_err(path, format!("bad PEM: {e}")))?
+        .ok_or_else(|| file_err(path, "no PRIVATE KEY block found"))
+}

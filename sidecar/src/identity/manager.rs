@@ -1,0 +1,177 @@
+//! Keeps this proxy holding a valid certificate: a fresh P-256 key and CSR
+//! per request (the key never leaves the process), renewal at 70% of the
+//! certificate's life, jittered retries while the CA fails, and the old
+//! certificate kept in service until a new one arrives.
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mycel_api::spiffe::SpiffeId;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::time::Instant;
+
+use super::backoff::backoff;
+use super::ca::{CaClient, CaError};
+use super::cert::{trust_bundle, workload_cert, CertError};
+use super::metrics::IdentityMetrics;
+use super::state::IdentityState;
+
+/// Share of a certificate's life (in percent) after which it is renewed.
+const REFRESH_PERCENT: i128 = 70;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("generating the key or CSR: {0}")]
+    Csr(#[from] rcgen::Error),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("the CA says it issued {got}, but this proxy is {expected}")]
+    Mismatch { expected: String, got: String },
+    #[error("certificate from the CA: {0}")]
+    Cert(#[from] CertError),
+}
+
+/// The current time on both clocks: certificate validity is wall time,
+/// sleeping is monotonic (and paused in tests).
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub wall: SystemTime,
+    pub mono: Instant,
+}
+
+impl Now {
+    pub fn current() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            mono: Instant::now(),
+        }
+    }
+}
+
+/// When to renew a certificate valid from `not_before` to `not_after` (unix
+/// seconds): at 70% of its life, or now if that has passed.
+pub fn refresh_at(not_before_unix: i64, not_after_unix: i64, now: Now) -> Instant {
+    let life_ms = i128::from(not_after_unix.saturating_sub(not_before_unix).max(0)) * 1000;
+    let target_ms = i128::from(not_before_unix) * 1000 + life_ms * REFRESH_PERCENT / 100;
+    let now_ms = match now.wall.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
+        Err(_) => 0,
+    };
+    let wait_ms = u64::try_from((target_ms - now_ms).max(0)).unwrap_or(u64::MAX);
+    now.mono + Duration::from_millis(wait_ms)
+}
+
+pub struct IdentityManager<C> {
+    ca: C,
+    state: Arc<IdentityState>,
+    expected: SpiffeId,
+    ttl: Option<Duration>,
+    metrics: IdentityMetrics,
+}
+
+impl<C: CaClient> IdentityManager<C> {
+    pub fn new(
+        ca: C,
+        state: Arc<IdentityState>,
+        expected: SpiffeId,
+        ttl: Option<Duration>,
+        metrics: IdentityMetrics,
+    ) -> Self {
+        Self {
+            ca,
+            state,
+            expected,
+            ttl,
+            metrics,
+        }
+    }
+
+    pub fn state(&self) -> &Arc<IdentityState> {
+        &self.state
+    }
+
+    /// One request to the CA; on success the new certificate (and bundle,
+    /// if it changed) is in [`IdentityState`].
+    pub async fn renew(&self) -> Result<(), IdentityError> {
+        let result = self.request().await;
+        match &result {
+            Ok(not_after) => self.metrics.renewed(*not_after),
+            Err(_) => self.metrics.failed(),
+        }
+        result.map(|_| ())
+    }
+
+    async fn request(&self) -> Result<i64, IdentityError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        // The CA takes the identity from our credential, so the CSR carries
+        // only the public key.
+        let csr = CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?;
+        let issued = self.ca.certify(csr.der().to_vec(), self.ttl).await?;
+        let expected = self.expected.to_string();
+        if !issued.spiffe_id.is_empty() && issued.spiffe_id != expected {
+            return Err(IdentityError::Mismatch {
+                expected,
+                got: issued.spiffe_id,
+            });
+        }
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let cert = workload_cert(issued.chain, key_der, &self.expected)?;
+        let bundle = trust_bundle(issued.trust_bundle)?;
+        let not_after = cert.not_after_unix;
+        if self.state.bundle().roots != bundle.roots {
+            self.state.set_bundle(bundle);
+        }
+        tracing::info!(
+            spiffe_id = %cert.spiffe_id,
+            serial = %cert.serial_hex,
+            not_after = cert.not_after_unix,
+            "workload certificate installed"
+        );
+        self.state.set_cert(cert);
+        Ok(not_after)
+    }
+
+    fn next_refresh(&self) -> Option<Instant> {
+        self.state
+            .cert()
+            .map(|c| refresh_at(c.not_before_unix, c.not_after_unix, Now::current()))
+    }
+
+    /// Runs for the life of the proxy: gets a first certificate (retrying
+    /// until it does), then renews each one at 70% of its life.
+    pub async fn run(self) {
+        let mut rng = StdRng::from_entropy();
+        let mut failures: u32 = 0;
+        // When the next request is due; `None` = now. After a failure this is
+        // the backoff, not the old certificate's schedule, which has passed.
+        let mut next = self.next_refresh();
+        loop {
+            if let Some(at) = next {
+                tokio::time::sleep_until(at).await;
+            }
+            match self.renew().await {
+                Ok(()) => {
+                    failures = 0;
+                    next = self.next_refresh();
+                }
+                Err(e) => {
+                    let delay = backoff(failures, &mut rng);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(
+                        error = %e,
+                        retry_in = ?delay,
+                        keeping_old_cert = self.state.has_cert(),
+                        "certificate request failed"
+                    );
+                    next = Some(Instant::now() + delay);
+                }
+            }
+        }
+    }
+}
