@@ -1,5 +1,78 @@
-//! (being written)
+//! The client side of the mesh: the explicit HTTP proxy and TCP upstream
+//! ports apps call on loopback, routed by discovery to peer sidecars over
+//! pooled mTLS HTTP/2 connections.
 
 pub mod balance;
+mod forward;
 pub mod http;
+mod listener;
 pub mod plan;
+pub mod pool;
+mod tcp;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use forward::{ForwardError, RESOLVE_WAIT};
+pub use listener::request_authority;
+
+use crate::discovery::Discovery;
+use crate::identity::IdentityState;
+use crate::metrics::ProxyMetrics;
+
+/// What the outbound side needs.
+pub struct OutboundContext {
+    pub identity: Arc<IdentityState>,
+    pub discovery: Discovery,
+    /// This workload's namespace, for bare service names.
+    pub namespace: String,
+    /// e.g. `cluster.local`, for fully qualified service names.
+    pub cluster_domain: String,
+    pub metrics: ProxyMetrics,
+}
+
+/// Shared by every outbound listener (and the gateway): one pool of mesh
+/// connections, one balancer.
+pub struct Outbound {
+    discovery: Discovery,
+    namespace: String,
+    cluster_domain: String,
+    metrics: ProxyMetrics,
+    pool: pool::Pool,
+    balancer: balance::RoundRobin,
+}
+
+impl Outbound {
+    pub fn new(ctx: OutboundContext) -> Outbound {
+        Outbound {
+            discovery: ctx.discovery,
+            namespace: ctx.namespace,
+            cluster_domain: ctx.cluster_domain,
+            metrics: ctx.metrics,
+            pool: pool::Pool::new(ctx.identity),
+            balancer: balance::RoundRobin::default(),
+        }
+    }
+
+    /// Serves the explicit HTTP proxy on `listener` until the task is dropped.
+    pub fn serve_http(self: Arc<Self>, listener: TcpListener) -> impl Future<Output = ()> {
+        listener::serve_http(self, listener)
+    }
+
+    /// Tunnels every connection on `listener` to `service` (`<name>.<ns>`
+    /// or any host form) port `port`.
+    pub fn serve_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        service: String,
+        port: u16,
+    ) -> impl Future<Output = ()> {
+        tcp::serve_tcp(self, listener, service, port)
+    }
+
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+}

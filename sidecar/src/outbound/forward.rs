@@ -1,0 +1,288 @@
+//! The client half of the sidecar-to-sidecar protocol: route a request or a
+//! tunnel to an endpoint and send it over the pooled mesh connection.
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::upgrade::Upgraded;
+
+use super::http::{boxed, empty, strip_hop_by_hop, text, Body, APP_PROTOCOL, DST_PORT, PEER_ID};
+use super::plan::{plan, Destination, Plan, PlanError};
+use super::Outbound;
+use crate::discovery::{Endpoint, Protocol};
+use crate::metrics::{Direction, ErrorKind};
+
+/// How long a request waits for the controller's first answer on a service.
+pub const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A failure that ends in an error response (and a metric and a log line).
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("upstream connect failed: {endpoint}: {source}")]
+    Dial {
+        endpoint: String,
+        source: super::pool::DialError,
+    },
+    #[error("upstream request failed: {endpoint}: {source}")]
+    Request {
+        endpoint: String,
+        source: hyper::Error,
+    },
+    #[error("cannot build upstream request: {0}")]
+    Build(#[from] http::Error),
+    #[error("tunnel refused by {endpoint}: status {status}")]
+    TunnelRefused {
+        endpoint: String,
+        status: StatusCode,
+    },
+}
+
+impl ForwardError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ForwardError::Plan(e) => e.kind(),
+            ForwardError::Dial { source, .. } => source.kind(),
+            ForwardError::Request { .. } | ForwardError::TunnelRefused { .. } => {
+                ErrorKind::Upstream
+            }
+            ForwardError::Build(_) => ErrorKind::BadRequest,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::Plan(e) => e.status(),
+            ForwardError::Build(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+fn endpoint_name(e: &Endpoint) -> String {
+    if e.workload.is_empty() {
+        e.mesh_addr.to_string()
+    } else {
+        format!("{} ({})", e.mesh_addr, e.workload)
+    }
+}
+
+impl Outbound {
+    /// Resolves `dest` and picks one ready endpoint.
+    pub(crate) async fn route(&self, dest: &Destination) -> Result<(Plan, Endpoint), PlanError> {
+        let state = self
+            .discovery
+            .resolve(&dest.service_key, RESOLVE_WAIT)
+            .await;
+        let plan = plan(dest, &state)?;
+        let endpoint = self
+            .balancer
+            .pick(&dest.service_key, &plan.endpoints)
+            .cloned()
+            .ok_or_else(|| PlanError::NoReadyEndpoints(plan.service.key()))?;
+        Ok((plan, endpoint))
+    }
+
+    /// Sends `req` to `dest` and returns the peer's response, or an error
+    /// response naming what failed. `authority` is what the app addressed;
+    /// the server side passes it on to its app.
+    pub(crate) async fn forward(
+        &self,
+        direction: Direction,
+        dest: &Destination,
+        authority: &str,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        let res = match self.try_forward(dest, authority, req).await {
+            Ok(res) => res,
+            Err(e) => self.fail(direction, &dest.service_key, &e),
+        };
+        self.metrics
+            .request(direction, &dest.service_key, res.status().as_u16());
+        res
+    }
+
+    pub(crate) fn fail(
+        &self,
+        direction: Direction,
+        service: &str,
+        e: &ForwardError,
+    ) -> Response<Body> {
+        tracing::warn!(?direction, %service, error = %e, "request failed");
+        self.metrics.error(direction, e.kind());
+        text(e.status(), e)
+    }
+
+    async fn try_forward(
+        &self,
+        dest: &Destination,
+        authority: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ForwardError> {
+        let (plan, endpoint) = self.route(dest).await?;
+        let name = endpoint_name(&endpoint);
+        let mut sender = self
+            .pool
+            .get(endpoint.mesh_addr, &endpoint.identity)
+            .await
+            .map_err(|source| ForwardError::Dial {
+                endpoint: name.clone(),
+                source,
+            })?;
+        let req = mesh_request(req, authority, &plan)?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|source| ForwardError::Request {
+                endpoint: name,
+                source,
+            })?;
+        let (mut parts, body) = res.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, boxed(body)))
+    }
+
+    /// Opens a CONNECT tunnel to `dest` and returns its byte stream.
+    pub(crate) async fn open_tunnel(&self, dest: &Destination) -> Result<Upgraded, ForwardError> {
+        let (plan, endpoint) = self.route(dest).await?;
+        let name = endpoint_name(&endpoint);
+        let mut sender = self
+            .pool
+            .get(endpoint.mesh_addr, &endpoint.identity)
+            .await
+            .map_err(|source| ForwardError::Dial {
+                endpoint: name.clone(),
+                source,
+            })?;
+        let target = std::net::SocketAddr::new(endpoint.mesh_addr.ip(), plan.port.target_port);
+        let req = Request::builder()
+            .method(Method::CONNECT)
+            .version(Version::HTTP_2)
+            .uri(target.to_string())
+            .body(empty())?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|source| ForwardError::Request {
+                endpoint: name.clone(),
+                source,
+            })?;
+        if !res.status().is_success() {
+            return Err(ForwardError::TunnelRefused {
+                endpoint: name,
+                status: res.status(),
+            });
+        }
+        hyper::upgrade::on(res)
+            .await
+            .map_err(|source| ForwardError::Request {
+                endpoint: name,
+                source,
+            })
+    }
+}
+
+/// Rewrites an app's request into the mesh form (see the architecture
+/// document): HTTP/2, origin authority kept, mesh headers set by us only.
+fn mesh_request(
+    req: Request<Body>,
+    authority: &str,
+    plan: &Plan,
+) -> Result<Request<Body>, http::Error> {
+    let app_h2 = req.version() == Version::HTTP_2
+        || matches!(plan.port.protocol, Protocol::Grpc | Protocol::Http2);
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()?;
+    parts.version = Version::HTTP_2;
+    strip_hop_by_hop(&mut parts.headers);
+    // HTTP/2 carries the authority itself; an app must not be able to pick
+    // the port or claim an identity through headers.
+    parts.headers.remove(header::HOST);
+    parts.headers.remove(PEER_ID);
+    parts.headers.remove(APP_PROTOCOL);
+    parts
+        .headers
+        .insert(DST_PORT, HeaderValue::from(plan.port.target_port));
+    if app_h2 {
+        parts
+            .headers
+            .insert(APP_PROTOCOL, HeaderValue::from_static("h2"));
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::discovery::{Service, ServicePort};
+
+    fn plan_with(protocol: Protocol) -> Plan {
+        Plan {
+            service: Arc::new(Service {
+                name: "catalog".into(),
+                namespace: "shop".into(),
+                ports: vec![],
+                vips: vec![],
+            }),
+            port: ServicePort {
+                name: "http".into(),
+                port: 80,
+                target_port: 8080,
+                protocol,
+            },
+            endpoints: Arc::from(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn mesh_request_rewrites() {
+        let cases = [
+            (Version::HTTP_11, Protocol::Http, None),
+            (Version::HTTP_2, Protocol::Http, Some("h2")),
+            (Version::HTTP_11, Protocol::Grpc, Some("h2")),
+            (Version::HTTP_11, Protocol::Http2, Some("h2")),
+        ];
+        for (version, protocol, want_proto) in cases {
+            let req = Request::builder()
+                .version(version)
+                .uri("http://catalog/items?x=1")
+                .header("host", "catalog")
+                .header("connection", "close")
+                .header(
+                    "x-mycel-peer-id",
+                    "spiffe://cluster.local/ns/shop/sa/forged",
+                )
+                .header("mycel-dst-port", "22")
+                .header("mycel-app-protocol", "h2")
+                .header("x-app", "kept")
+                .body(empty())
+                .unwrap();
+            let out = mesh_request(req, "catalog:80", &plan_with(protocol)).unwrap();
+            assert_eq!(out.uri(), "http://catalog:80/items?x=1");
+            assert_eq!(out.version(), Version::HTTP_2);
+            let h = out.headers();
+            assert_eq!(h.get("mycel-dst-port").unwrap(), "8080");
+            assert_eq!(h.get_all("mycel-dst-port").iter().count(), 1);
+            assert_eq!(
+                h.get("mycel-app-protocol").map(|v| v.to_str().unwrap()),
+                want_proto,
+                "{version:?} {protocol:?}"
+            );
+            assert!(h.get("x-mycel-peer-id").is_none());
+            assert!(h.get("host").is_none());
+            assert!(h.get("connection").is_none());
+            assert_eq!(h.get("x-app").unwrap(), "kept");
+        }
+    }
+}

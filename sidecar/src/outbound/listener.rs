@@ -1,0 +1,95 @@
+//! The explicit outbound HTTP proxy apps call on loopback: HTTP/1.1 (origin
+//! or absolute form) and HTTP/2 with prior knowledge (gRPC).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use super::http::{boxed, text, Body};
+use super::plan::destination;
+use super::Outbound;
+use crate::metrics::{Direction, ErrorKind};
+
+/// The authority the app addressed: the request target's (absolute form,
+/// HTTP/2 `:authority`) or else the `Host` header.
+pub fn request_authority<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    req.headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+}
+
+pub(super) async fn serve_http(outbound: Arc<Outbound>, listener: TcpListener) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbound: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let outbound = outbound.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let outbound = outbound.clone();
+                async move { Ok::<_, Infallible>(handle(&outbound, req).await) }
+            });
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+            {
+                tracing::debug!(%remote, error = %e, "outbound: connection ended with error");
+            }
+        });
+    }
+}
+
+async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == http::Method::CONNECT {
+        outbound
+            .metrics
+            .error(Direction::Outbound, ErrorKind::BadRequest);
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported by the outbound HTTP proxy; use a TCP upstream port",
+        );
+    }
+    let Some(authority) = request_authority(&req) else {
+        tracing::warn!("outbound: request without host");
+        outbound
+            .metrics
+            .error(Direction::Outbound, ErrorKind::BadRequest);
+        return text(
+            StatusCode::BAD_REQUEST,
+            "request names no host (no Host header, no absolute URI)",
+        );
+    };
+    let dest = match destination(&authority, &outbound.namespace, &outbound.cluster_domain) {
+        Ok(d) => d,
+        Err(e) => {
+            let e = super::forward::ForwardError::Plan(e);
+            let res = outbound.fail(Direction::Outbound, &authority, &e);
+            outbound
+                .metrics
+                .request(Direction::Outbound, &authority, res.status().as_u16());
+            return res;
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, boxed(body));
+    outbound
+        .forward(Direction::Outbound, &dest, &authority, req)
+        .await
+}

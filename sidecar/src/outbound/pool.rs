@@ -1,0 +1,138 @@
+//! One multiplexed HTTP/2 mTLS connection per peer sidecar, shared by every
+//! request to it and dialed again once it closes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mycel_api::spiffe::SpiffeId;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::http::Body;
+use crate::identity::IdentityState;
+use crate::metrics::ErrorKind;
+use crate::tls::{PeerVerifyError, TlsConfigError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why no connection to a peer sidecar could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The peer proved a different identity than the endpoint should have.
+    #[error("{0}")]
+    IdentityMismatch(String),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS handshake timed out after {0:?}")]
+    TlsTimeout(Duration),
+    #[error("peer did not agree to HTTP/2 (ALPN h2)")]
+    NoH2,
+    #[error("HTTP/2 handshake: {0}")]
+    Http2(hyper::Error),
+    #[error(transparent)]
+    Config(#[from] TlsConfigError),
+}
+
+impl DialError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DialError::Connect(_) | DialError::ConnectTimeout(_) => ErrorKind::Connect,
+            DialError::IdentityMismatch(_) => ErrorKind::IdentityMismatch,
+            DialError::Tls(_)
+            | DialError::TlsTimeout(_)
+            | DialError::NoH2
+            | DialError::Config(_) => ErrorKind::TlsHandshake,
+            DialError::Http2(_) => ErrorKind::Connect,
+        }
+    }
+}
+
+type Key = (SocketAddr, SpiffeId);
+type Slot = Arc<tokio::sync::Mutex<Option<SendRequest<Body>>>>;
+
+/// Connections by (mesh address, expected identity): a peer that changes
+/// identity at the same address gets a fresh, re-verified connection.
+pub struct Pool {
+    identity: Arc<IdentityState>,
+    slots: Mutex<HashMap<Key, Slot>>,
+}
+
+impl Pool {
+    pub fn new(identity: Arc<IdentityState>) -> Self {
+        Self {
+            identity,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A sender on a live connection to `addr`, dialing if there is none.
+    /// Concurrent callers for one peer wait for a single dial.
+    pub async fn get(
+        &self,
+        addr: SocketAddr,
+        expected: &SpiffeId,
+    ) -> Result<SendRequest<Body>, DialError> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.entry((addr, expected.clone())).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(sender) = guard.as_ref() {
+            if !sender.is_closed() {
+                return Ok(sender.clone());
+            }
+        }
+        *guard = None;
+        let sender = self.dial(addr, expected).await?;
+        *guard = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        expected: &SpiffeId,
+    ) -> Result<SendRequest<Body>, DialError> {
+        let config = crate::tls::client_config(self.identity.clone(), expected.clone())?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| DialError::ConnectTimeout(CONNECT_TIMEOUT))?
+            .map_err(DialError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let connect = TlsConnector::from(config).connect(crate::tls::server_name_for(addr), tcp);
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
+            .await
+            .map_err(|_| DialError::TlsTimeout(HANDSHAKE_TIMEOUT))?
+            .map_err(|e| {
+                let mismatch = crate::tls::rejection(&e)
+                    .filter(|r| matches!(r, PeerVerifyError::IdentityMismatch { .. }))
+                    .map(ToString::to_string);
+                match mismatch {
+                    Some(m) => DialError::IdentityMismatch(m),
+                    None => DialError::Tls(e),
+                }
+            })?;
+        if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+            return Err(DialError::NoH2);
+        }
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(DialError::Http2)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "outbound: mesh connection ended with error");
+            }
+        });
+        Ok(sender)
+    }
+}
