@@ -7,6 +7,7 @@
 //! `index` (synchronous state), `sources` (config in), `grpc` (API out),
 //! `ca` (identity), and `runtime`, the only module that knows them all.
 
+pub mod ca;
 pub mod index;
 pub mod model;
 pub mod sources;

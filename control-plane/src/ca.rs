@@ -1,0 +1,8 @@
+//! Identity issuance: the mesh CA and the authentication of callers that
+//! ask it for certificates.
+
+pub mod authority;
+mod files;
+pub mod tokens;
+
+pub use authority::{Authority, CaFiles, Issued, ServingCert};
