@@ -1,6 +1,9 @@
 //! The whole data path in one process on loopback: app → outbound → mTLS
 //! HTTP/2 → inbound → app, with discovery fed from a watch channel.
 
+// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
+#![allow(clippy::unwrap_used)]
+
 #[path = "data_support/ca.rs"]
 mod ca;
 
@@ -39,6 +42,7 @@ struct Mesh {
     client_metrics: ProxyMetrics,
     server_metrics: ProxyMetrics,
     server_registry: prometheus_client::registry::Registry,
+    outbound: Arc<Outbound>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -236,6 +240,7 @@ async fn start() -> Mesh {
         client_metrics,
         server_metrics,
         server_registry,
+        outbound,
         _tasks: tasks,
     }
 }
@@ -441,4 +446,37 @@ async fn tcp_upstream_tunnels_bytes_both_ways() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn gateway_routes_by_host_and_prefix() {
+    let mut mesh = start().await;
+    let listener = listen().await;
+    let addr = listener.local_addr().unwrap();
+    let routes = vec![mycel_sidecar::config::GatewayRoute {
+        host: Some("shop.example.com".into()),
+        prefix: "/api".into(),
+        service: "catalog.shop".into(),
+        port: 80,
+    }];
+    mesh._tasks.push(tokio::spawn(mycel_sidecar::gateway::serve(
+        listener,
+        routes,
+        mesh.outbound.clone(),
+    )));
+    let (status, body) = http1(addr, get("/api/items", Some("shop.example.com:8080"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "hello /api/items from {} via shop.example.com:8080",
+            spiffe("frontend")
+        )
+    );
+    let (status, body) = http1(addr, get("/other", Some("shop.example.com"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, "no route for shop.example.com/other\n");
+    let (status, _) = http1(addr, get("/api/items", Some("else.example.com"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(seen_paths(&mesh.seen), vec!["/api/items"]);
 }

@@ -1,5 +1,8 @@
 //! Mesh mTLS handshakes over in-memory pipes: who is accepted, who is not.
 
+// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
+#![allow(clippy::unwrap_used)]
+
 #[path = "data_support/ca.rs"]
 mod ca;
 
@@ -69,7 +72,7 @@ async fn wrong_identity_is_refused_by_the_client() {
     let server = ca.identity(&spiffe("reviews"));
     let client = ca.identity(&spiffe("frontend"));
     let out = handshake(&server, &client, &spiffe("catalog")).await;
-    let err = out.client.err().expect("client must refuse");
+    let err = out.client.expect_err("client must refuse");
     match tls::rejection(&err) {
         Some(e @ PeerVerifyError::IdentityMismatch { .. }) => assert_eq!(
             e.to_string(),
@@ -94,7 +97,7 @@ async fn server_from_another_ca_is_refused() {
     });
     let client = ca.identity(&spiffe("frontend"));
     let out = handshake(&server, &client, &spiffe("catalog")).await;
-    let err = out.client.err().expect("client must refuse");
+    let err = out.client.expect_err("client must refuse");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
 }
 
@@ -108,7 +111,7 @@ async fn client_from_another_ca_is_refused() {
         roots: vec![ca.root_der.clone()],
     });
     let out = handshake(&server, &client, &spiffe("catalog")).await;
-    let err = out.server.err().expect("server must refuse");
+    let err = out.server.expect_err("server must refuse");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
 }
 

@@ -21,10 +21,9 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 pub fn select<'a>(routes: &'a [GatewayRoute], host: &str, path: &str) -> Option<&'a GatewayRoute> {
     routes
         .iter()
-        .filter(|r| {
-            r.host
-                .as_deref()
-                .map_or(true, |h| h.eq_ignore_ascii_case(host))
+        .filter(|r| match &r.host {
+            None => true,
+            Some(h) => h.eq_ignore_ascii_case(host),
         })
         .filter(|r| prefix_matches(&r.prefix, path))
         .max_by_key(|r| (r.prefix.trim_end_matches('/').len(), r.host.is_some()))

@@ -99,10 +99,11 @@ mod tests {
     #[test]
     fn http_targets() {
         let ports = [8080, 9090];
-        let cases: Vec<(
+        type Case = (
             Vec<(&'static str, &'static str)>,
             Result<AppTarget, TargetError>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 vec![("mycel-dst-port", "8080")],
                 Ok(AppTarget {

@@ -1,6 +1,9 @@
 //! A throwaway mesh CA for data-path tests: root → issuer → leaf with a
 //! SPIFFE URI SAN, loaded into `IdentityState`s as the identity manager would.
 
+// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use mycel_sidecar::identity::{IdentityState, TrustBundle, WorkloadCert};
