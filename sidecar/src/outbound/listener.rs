@@ -58,6 +58,7 @@ pub(super) async fn serve_http(outbound: Arc<Outbound>, listener: TcpListener) {
 
 async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
     if req.method() == http::Method::CONNECT {
+        tracing::warn!(uri = %req.uri(), "outbound: CONNECT refused on the HTTP proxy");
         outbound
             .metrics
             .error(Direction::Outbound, ErrorKind::BadRequest);
