@@ -1,1 +1,93 @@
-fn main() {}
+//! `mycelctl`: the Mycel command line. `demo` runs the whole mesh on
+//! loopback; `token create` makes a join token for a proxy.
+
+mod demo;
+mod token;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "mycelctl", version, about = "Mycel service mesh command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join tokens for proxies (local mode).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run the demo shop on loopback: controller, sidecars, gateway, apps.
+    Demo(DemoFlags),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token bound to a namespace and service account; prints it once.
+    Create {
+        /// The controller's data directory (tokens.json lives there).
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoFlags {
+    /// First of the ports the demo uses (it needs a block of 40).
+    #[arg(long, default_value_t = 17000)]
+    base_port: u16,
+    /// Where the CA, tokens, mesh.yaml and logs go (default: a temporary
+    /// directory removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where mycel-controller, mycel-proxy and mycel-demo are (default: next
+    /// to mycelctl).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// How long to wait for everything to become ready.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    requests_timeout: Duration,
+}
+
+// One thread: children ask the kernel to kill them when the thread that
+// started them dies (PR_SET_PDEATHSIG), so that thread must live as long as
+// mycelctl does.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("MYCEL_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    namespace,
+                    service_account,
+                },
+        } => token::create(&data_dir, &namespace, &service_account),
+        Command::Demo(flags) => {
+            demo::run(demo::DemoArgs {
+                base_port: flags.base_port,
+                data_dir: flags.data_dir,
+                bin_dir: flags.bin_dir,
+                ready_timeout: flags.requests_timeout,
+            })
+            .await
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! `mycelctl demo`: the whole mesh on loopback. Checks binaries and ports
+//! before starting anything, then starts the controller, mints tokens,
+//! starts every app beside its sidecar and the gateway, waits until a
+//! request through the gateway works, and supervises until Ctrl-C/SIGTERM
+//! or until a child dies (reported with its log, and a non-zero exit).
+
+pub mod plan;
+pub mod supervise;
+pub mod wait;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
+
+use plan::{DemoPlan, Paths, NAMESPACE, SERVICE_ACCOUNTS};
+use supervise::{Exited, Supervisor};
+
+/// How long children get between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+const CONTROLLER: &str = "mycel-controller";
+const PROXY: &str = "mycel-proxy";
+const DEMO: &str = "mycel-demo";
+
+pub struct DemoArgs {
+    pub base_port: u16,
+    pub data_dir: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+    pub ready_timeout: Duration,
+}
+
+/// The three programs the demo runs.
+struct Binaries {
+    controller: PathBuf,
+    proxy: PathBuf,
+    demo: PathBuf,
+}
+
+impl Binaries {
+    fn find(bin_dir: Option<PathBuf>) -> anyhow::Result<Binaries> {
+        let dir = match bin_dir {
+            Some(dir) => dir,
+            None => std::env::current_exe()
+                .context("cannot locate the mycelctl executable; pass --bin-dir")?
+                .parent()
+                .map(Path::to_path_buf)
+                .context("the mycelctl executable has no parent directory; pass --bin-dir")?,
+        };
+        let missing: Vec<String> = [CONTROLLER, PROXY, DEMO]
+            .iter()
+            .filter(|name| !dir.join(name).is_file())
+            .map(|name| name.to_string())
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} not found in {}: build them first: cargo build --workspace --bins",
+                missing.join(", "),
+                dir.display()
+            );
+        }
+        Ok(Binaries {
+            controller: dir.join(CONTROLLER),
+            proxy: dir.join(PROXY),
+            demo: dir.join(DEMO),
+        })
+    }
+}
+
+/// Fails naming the first address of the plan something already listens on.
+fn check_ports_free(plan: &DemoPlan) -> anyhow::Result<()> {
+    for (addr, who) in plan.listeners() {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            bail!(
+                "port {} ({addr}, for the {who}) is not free: {e}; choose another --base-port",
+                addr.port()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C and SIGTERM, set up before any child starts.
+struct StopSignals {
+    int: Signal,
+    term: Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).context("watching SIGINT")?,
+            term: signal(SignalKind::terminate()).context("watching SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Why the demo ended.
+enum End {
+    Signal(&'static str),
+    ChildDied(Exited),
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let plan = DemoPlan::new(args.base_port)?;
+    let bins = Binaries::find(args.bin_dir)?;
+    check_ports_free(&plan)?;
+    let mut signals = StopSignals::new()?;
+
+    // Held until the end: dropping it removes the temporary data dir.
+    let (_temp, data) = match args.data_dir {
+        Some(dir) => (None, dir),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("mycel-demo-")
+                .tempdir()
+                .context("creating a temporary data dir")?;
+            let path = temp.path().to_path_buf();
+            (Some(temp), path)
+        }
+    };
+    let paths = Paths { data };
+    prepare_dirs(&paths, &plan)?;
+    println!("data dir: {}", paths.data.display());
+    println!("logs:     {}/<name>.log", paths.logs().display());
+
+    let mut sup = Supervisor::new();
+    let outcome = start_and_supervise(
+        &plan,
+        &paths,
+        &bins,
+        &mut sup,
+        &mut signals,
+        args.ready_timeout,
+    )
+    .await;
+    println!("stopping {} processes...", sup.running());
+    let killed = sup.stop_all(GRACE).await;
+    if !killed.is_empty() {
+        println!("killed after {GRACE:?}: {}", killed.join(", "));
+    }
+    match outcome {
+        Ok(End::Signal(name)) => {
+            println!("stopped on {name}");
+            Ok(())
+        }
+        Ok(End::ChildDied(exited)) => bail!("{}", exited.report()),
+        Err(e) => Err(e),
+    }
+}
+
+fn prepare_dirs(paths: &Paths, plan: &DemoPlan) -> anyhow::Result<()> {
+    for dir in [paths.data.clone(), paths.logs(), paths.data.join("tokens")] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let yaml = plan::mesh_yaml(plan).context("rendering mesh.yaml")?;
+    std::fs::write(paths.mesh_yaml(), yaml)
+        .with_context(|| format!("writing {}", paths.mesh_yaml().display()))?;
+    Ok(())
+}
+
+/// Runs `fut` unless a child dies or a stop signal comes first.
+async fn guarded<T>(
+    sup: &mut Supervisor,
+    signals: &mut StopSignals,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Result<T, End>> {
+    tokio::select! {
+        r = fut => r.map(Ok),
+        exited = sup.next_exit() => Ok(Err(End::ChildDied(exited))),
+        name = signals.recv() => Ok(Err(End::Signal(name))),
+    }
+}
+
+async fn start_and_supervise(
+    plan: &DemoPlan,
+    paths: &Paths,
+    bins: &Binaries,
+    sup: &mut Supervisor,
+    signals: &mut StopSignals,
+    ready_timeout: Duration,
+) -> anyhow::Result<End> {
+    let deadline = Instant::now() + ready_timeout;
+    spawn(
+        sup,
+        paths,
+        "controller",
+        &bins.controller,
+        &plan::controller_args(plan, paths),
+    )?;
+    let controller_ready = async {
+        wait::until_ok("controller", plan.controller_admin, "/ready", deadline)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    if let Err(end) = guarded(sup, signals, controller_ready).await? {
+        return Ok(end);
+    }
+
+    for sa in SERVICE_ACCOUNTS {
+        write_token(paths, sa)?;
+    }
+    for w in &plan.workloads {
+        spawn(sup, paths, &w.name, &bins.demo, &plan::app_args(w))?;
+        let sidecar = format!("{}-proxy", w.name);
+        spawn(
+            sup,
+            paths,
+            &sidecar,
+            &bins.proxy,
+            &plan::sidecar_args(plan, paths, w),
+        )?;
+    }
+    spawn(
+        sup,
+        paths,
+        "gateway",
+        &bins.proxy,
+        &plan::gateway_args(plan, paths),
+    )?;
+
+    let ready = wait_ready(plan, deadline);
+    let products = match guarded(sup, signals, ready).await? {
+        Ok(products) => products,
+        Err(end) => return Ok(end),
+    };
+    print!("{}", banner(plan, paths));
+    for failed in failed_calls(&products) {
+        println!("warning: {failed}");
+    }
+    let _ = std::io::stdout().flush();
+
+    tokio::select! {
+        exited = sup.next_exit() => Ok(End::ChildDied(exited)),
+        name = signals.recv() => Ok(End::Signal(name)),
+    }
+}
+
+fn spawn(
+    sup: &mut Supervisor,
+    paths: &Paths,
+    name: &str,
+    program: &Path,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let log = paths.log(name);
+    sup.spawn(name, program, args, &log)?;
+    println!("started {name:<18} log: {}", log.display());
+    Ok(())
+}
+
+fn write_token(paths: &Paths, service_account: &str) -> anyhow::Result<()> {
+    let token =
+        mycel_control_plane::ca::tokens::create_token(&paths.data, NAMESPACE, service_account)
+            .with_context(|| format!("creating the token of {service_account}"))?;
+    let path = paths.token(service_account);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Every proxy admin ready, then `/api/products` through the gateway.
+async fn wait_ready(plan: &DemoPlan, deadline: Instant) -> anyhow::Result<serde_json::Value> {
+    let mut admins: Vec<(String, SocketAddr)> = plan
+        .workloads
+        .iter()
+        .map(|w| (format!("{} sidecar", w.name), w.admin))
+        .collect();
+    admins.push(("gateway".to_string(), plan.gateway_admin));
+    for (what, addr) in &admins {
+        wait::until_ok(what, *addr, "/ready", deadline).await?;
+    }
+    let answer = wait::until(
+        "GET /api/products through the gateway",
+        plan.gateway,
+        "localhost",
+        "/api/products",
+        deadline,
+        |a| a.status == 200 && has_products(&a.body),
+    )
+    .await?;
+    serde_json::from_slice(&answer.body).context("the /api/products answer is not JSON")
+}
+
+fn has_products(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("products")?.as_array().map(|p| !p.is_empty()))
+        .unwrap_or(false)
+}
+
+/// The dependency calls the frontend reported as failed, one line each.
+pub fn failed_calls(products: &serde_json::Value) -> Vec<String> {
+    let Some(calls) = products.get("calls").and_then(|c| c.as_array()) else {
+        return Vec::new();
+    };
+    calls
+        .iter()
+        .filter(|c| c.get("ok").and_then(|o| o.as_bool()) != Some(true))
+        .map(|c| {
+            let field = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            format!(
+                "frontend's call to {} failed: {}",
+                field("service"),
+                field("error")
+            )
+        })
+        .collect()
+}
+
+/// What to print once the demo is ready. The `gateway:` line is a contract
+/// (tests look for it).
+pub fn banner(plan: &DemoPlan, paths: &Paths) -> String {
+    let gw = plan.gateway;
+    let mut out = String::new();
+    let _ = writeln!(out, "\nMycel demo is ready.");
+    let _ = writeln!(out, "gateway: http://{gw}");
+    let _ = writeln!(out, "\nTry:");
+    let _ = writeln!(
+        out,
+        "  curl http://{gw}/api/products     # JSON, with the identity each service saw"
+    );
+    let _ = writeln!(out, "  open http://{gw}/                 # the shop page");
+    let admin = plan.controller_admin;
+    let _ = writeln!(
+        out,
+        "  curl http://{admin}/debug/proxies  # controller: connected proxies"
+    );
+    let _ = writeln!(out, "  curl http://{admin}/metrics");
+    let _ = writeln!(out, "\nProxy admin (/ready /metrics /config_dump /certs):");
+    let _ = writeln!(out, "  {:<12} http://{}", "gateway", plan.gateway_admin);
+    for w in &plan.workloads {
+        let _ = writeln!(out, "  {:<12} http://{}", w.name, w.admin);
+    }
+    let _ = writeln!(out, "\nLogs: {}/<name>.log", paths.logs().display());
+    let _ = writeln!(out, "Press Ctrl-C to stop everything.");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_has_the_gateway_line_and_admin_urls() {
+        let plan = DemoPlan::new(17000).unwrap();
+        let paths = Paths {
+            data: PathBuf::from("/d"),
+        };
+        let text = banner(&plan, &paths);
+        assert!(
+            text.lines().any(|l| l == "gateway: http://127.0.0.1:17002"),
+            "{text}"
+        );
+        assert!(text.contains("http://127.0.0.1:17001/debug/proxies"));
+        for w in &plan.workloads {
+            assert!(text.contains(&format!("http://{}", w.admin)), "{}", w.name);
+        }
+        assert!(text.contains("/d/logs"));
+    }
+
+    #[test]
+    fn failed_calls_lists_only_failures() {
+        let v = serde_json::json!({"products": [], "calls": [
+            {"service": "catalog", "ok": true, "caller": "x"},
+            {"service": "ratings", "ok": false, "error": "HTTP 503"},
+        ]});
+        assert_eq!(
+            failed_calls(&v),
+            ["frontend's call to ratings failed: HTTP 503"]
+        );
+        assert!(failed_calls(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn has_products_table() {
+        assert!(has_products(br#"{"products":[{"id":"p1"}]}"#));
+        assert!(!has_products(br#"{"products":[]}"#));
+        assert!(!has_products(b"not json"));
+    }
+
+    #[test]
+    fn busy_port_is_named() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let Ok(plan) = DemoPlan::new(port) else {
+            return; // too close to 65535 for a whole plan; nothing to check
+        };
+        let err = check_ports_free(&plan).unwrap_err().to_string();
+        assert!(
+            err.contains(&port.to_string()) && err.contains("controller gRPC"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_binaries_say_how_to_build_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Binaries::find(Some(dir.path().to_path_buf()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("cargo build --workspace --bins"), "{err}");
+        assert!(
+            err.contains("mycel-controller") && err.contains("mycel-demo"),
+            "{err}"
+        );
+    }
+}

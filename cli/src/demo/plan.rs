@@ -1,0 +1,378 @@
+//! The demo's layout, decided before anything starts: which ports each
+//! process uses, the `mesh.yaml` the controller reads, and every child's
+//! command line. All pure, so the whole plan is tested without a process.
+//!
+//! Ports, from `--base-port B`: controller gRPC B, controller admin B+1,
+//! gateway B+2, gateway admin B+3; workload slot i (from B+10, four ports
+//! each) holds its app, mesh (inbound), outbound and admin ports.
+//!
+//! Both reviews versions must be reachable on the one `targetPort` of the
+//! `reviews` Service, so v2's app listens on the same port as v1's on a
+//! second loopback address (127.0.0.2) and its sidecar is told so with
+//! `--app-host`, as two pods would each have the port on their own IP.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Namespace of every demo workload.
+pub const NAMESPACE: &str = "shop";
+/// How many ports from `--base-port` the demo may use.
+pub const SPAN: u16 = 40;
+/// Lowest allowed base port (below are privileged).
+pub const MIN_BASE: u16 = 1024;
+const FIRST_SLOT: u16 = 10;
+const SLOT_WIDTH: u16 = 4;
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const SECOND_LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// Service accounts that get a join token.
+pub const SERVICE_ACCOUNTS: [&str; 5] = ["frontend", "catalog", "reviews", "ratings", "gateway"];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("--base-port {0} is below {MIN_BASE} (privileged ports)")]
+    Privileged(u16),
+    #[error("--base-port {base}: the demo needs ports {base}..={last}, past 65535")]
+    TooHigh { base: u16, last: u32 },
+}
+
+/// The app protocol of a workload's port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppProto {
+    Http,
+    Grpc,
+}
+
+impl AppProto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppProto::Http => "http",
+            AppProto::Grpc => "grpc",
+        }
+    }
+}
+
+/// One app and its sidecar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadPlan {
+    /// Workload name, also the log file stem (`reviews-v2`).
+    pub name: String,
+    /// The shop service it runs (`reviews`), label `app`.
+    pub service: &'static str,
+    pub service_account: &'static str,
+    /// `v1`/`v2` for reviews (label `version`).
+    pub version: Option<&'static str>,
+    pub proto: AppProto,
+    pub app: SocketAddr,
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Every address of the demo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DemoPlan {
+    pub base: u16,
+    pub controller_grpc: SocketAddr,
+    pub controller_admin: SocketAddr,
+    pub gateway: SocketAddr,
+    pub gateway_admin: SocketAddr,
+    pub workloads: Vec<WorkloadPlan>,
+}
+
+/// The shop's Services: (name, port, protocol). Workloads are matched by `app`.
+const SERVICES: [(&str, u16, AppProto); 4] = [
+    ("frontend", 80, AppProto::Http),
+    ("catalog", 80, AppProto::Http),
+    ("reviews", 9090, AppProto::Grpc),
+    ("ratings", 80, AppProto::Http),
+];
+
+impl DemoPlan {
+    pub fn new(base: u16) -> Result<DemoPlan, PlanError> {
+        if base < MIN_BASE {
+            return Err(PlanError::Privileged(base));
+        }
+        let last = u32::from(base) + u32::from(SPAN) - 1;
+        if last > u32::from(u16::MAX) {
+            return Err(PlanError::TooHigh { base, last });
+        }
+        let at = |offset: u16| SocketAddr::new(LOOPBACK, base + offset);
+        // (workload, service, version) in start order: backends first.
+        let layout: [(&str, &'static str, Option<&'static str>); 5] = [
+            ("ratings", "ratings", None),
+            ("reviews-v1", "reviews", Some("v1")),
+            ("reviews-v2", "reviews", Some("v2")),
+            ("catalog", "catalog", None),
+            ("frontend", "frontend", None),
+        ];
+        let mut workloads: Vec<WorkloadPlan> = Vec::new();
+        for (i, (name, service, version)) in (0u16..).zip(layout) {
+            let slot = FIRST_SLOT + i * SLOT_WIDTH;
+            let proto = service_proto(service);
+            let shared_app = workloads
+                .iter()
+                .find(|w| w.service == service)
+                .map(|w| w.app);
+            let app = match shared_app {
+                // A second version: same port, its own loopback address.
+                Some(first) => SocketAddr::new(SECOND_LOOPBACK, first.port()),
+                None => at(slot),
+            };
+            workloads.push(WorkloadPlan {
+                name: name.to_string(),
+                service,
+                service_account: service,
+                version,
+                proto,
+                app,
+                inbound: at(slot + 1),
+                outbound: at(slot + 2),
+                admin: at(slot + 3),
+            });
+        }
+        Ok(DemoPlan {
+            base,
+            controller_grpc: at(0),
+            controller_admin: at(1),
+            gateway: at(2),
+            gateway_admin: at(3),
+            workloads,
+        })
+    }
+
+    /// Every address the demo will listen on, with who it is for.
+    pub fn listeners(&self) -> Vec<(SocketAddr, String)> {
+        let mut out = vec![
+            (self.controller_grpc, "controller gRPC".to_string()),
+            (self.controller_admin, "controller admin".to_string()),
+            (self.gateway, "gateway".to_string()),
+            (self.gateway_admin, "gateway admin".to_string()),
+        ];
+        for w in &self.workloads {
+            out.push((w.app, format!("{} app", w.name)));
+            out.push((w.inbound, format!("{} sidecar inbound", w.name)));
+            out.push((w.outbound, format!("{} sidecar outbound", w.name)));
+            out.push((w.admin, format!("{} sidecar admin", w.name)));
+        }
+        out
+    }
+
+    /// The port of `service`'s app: the `targetPort` of its Service.
+    fn target_port(&self, service: &str) -> Option<u16> {
+        self.workloads
+            .iter()
+            .find(|w| w.service == service)
+            .map(|w| w.app.port())
+    }
+}
+
+fn service_proto(service: &str) -> AppProto {
+    SERVICES
+        .iter()
+        .find(|(name, _, _)| *name == service)
+        .map_or(AppProto::Http, |(_, _, proto)| *proto)
+}
+
+/// Where the demo keeps its files inside the data dir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    pub data: PathBuf,
+}
+
+impl Paths {
+    pub fn mesh_yaml(&self) -> PathBuf {
+        self.data.join("mesh.yaml")
+    }
+    pub fn ca_root(&self) -> PathBuf {
+        self.data.join("ca").join("root.pem")
+    }
+    pub fn token(&self, service_account: &str) -> PathBuf {
+        self.data
+            .join("tokens")
+            .join(format!("{service_account}.token"))
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.data.join("logs")
+    }
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs().join(format!("{name}.log"))
+    }
+}
+
+// The subset of a Kubernetes Service the local controller reads.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDoc {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ServiceSpec,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Metadata {
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceSpec {
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePortDoc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePortDoc {
+    pub name: String,
+    pub port: u16,
+    pub target_port: u16,
+    pub app_protocol: String,
+}
+
+/// The shop's Services: one per service (selector `app`), plus
+/// `reviews-v1`/`reviews-v2` selecting one version (`app` + `version`).
+pub fn services(plan: &DemoPlan) -> Vec<ServiceDoc> {
+    let mut docs = Vec::new();
+    for (name, port, proto) in SERVICES {
+        let Some(target_port) = plan.target_port(name) else {
+            continue;
+        };
+        let doc = |doc_name: String, selector: BTreeMap<String, String>| ServiceDoc {
+            api_version: "v1".into(),
+            kind: "Service".into(),
+            metadata: Metadata {
+                name: doc_name,
+                namespace: NAMESPACE.into(),
+            },
+            spec: ServiceSpec {
+                selector,
+                ports: vec![ServicePortDoc {
+                    name: proto.as_str().into(),
+                    port,
+                    target_port,
+                    app_protocol: proto.as_str().into(),
+                }],
+            },
+        };
+        docs.push(doc(name.into(), [("app".into(), name.into())].into()));
+        for version in plan
+            .workloads
+            .iter()
+            .filter(|w| w.service == name)
+            .filter_map(|w| w.version)
+        {
+            let selector = [
+                ("app".to_string(), name.to_string()),
+                ("version".to_string(), version.to_string()),
+            ];
+            docs.push(doc(format!("{name}-{version}"), selector.into()));
+        }
+    }
+    docs
+}
+
+/// `mesh.yaml`: the Services as YAML documents.
+pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_yaml::Error> {
+    let mut out = String::from("# Written by `mycelctl demo`.\n");
+    for doc in services(plan) {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&doc)?);
+    }
+    Ok(out)
+}
+
+fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub fn controller_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
+    vec![
+        "--data-dir".into(),
+        path(&paths.data),
+        "--grpc-addr".into(),
+        plan.controller_grpc.to_string(),
+        "--admin-addr".into(),
+        plan.controller_admin.to_string(),
+        "--mesh-config".into(),
+        path(&paths.mesh_yaml()),
+    ]
+}
+
+pub fn app_args(w: &WorkloadPlan) -> Vec<String> {
+    let mut args = strings([w.service, "--listen"]);
+    args.push(w.app.to_string());
+    args.push("--proxy".into());
+    args.push(w.outbound.to_string());
+    if let Some(version) = w.version {
+        args.extend(strings(["--version", version]));
+    }
+    args
+}
+
+/// Flags every proxy (sidecar or gateway) shares.
+fn proxy_common(plan: &DemoPlan, paths: &Paths, workload: &str, sa: &str) -> Vec<String> {
+    vec![
+        "--controller".into(),
+        plan.controller_grpc.to_string(),
+        "--ca-root".into(),
+        path(&paths.ca_root()),
+        "--token-file".into(),
+        path(&paths.token(sa)),
+        "--workload".into(),
+        workload.into(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+        "--service-account".into(),
+        sa.into(),
+    ]
+}
+
+pub fn sidecar_args(plan: &DemoPlan, paths: &Paths, w: &WorkloadPlan) -> Vec<String> {
+    let mut args = proxy_common(plan, paths, &w.name, w.service_account);
+    args.extend(["--label".into(), format!("app={}", w.service)]);
+    if let Some(version) = w.version {
+        args.extend(["--label".into(), format!("version={version}")]);
+    }
+    let app_port = match w.proto {
+        AppProto::Http => format!("http:{}", w.app.port()),
+        AppProto::Grpc => format!("grpc:{}:grpc", w.app.port()),
+    };
+    args.extend(["--app-port".into(), app_port]);
+    if w.app.ip() != LOOPBACK {
+        args.extend(["--app-host".into(), w.app.ip().to_string()]);
+    }
+    args.extend([
+        "--inbound".into(),
+        w.inbound.to_string(),
+        "--outbound".into(),
+        w.outbound.to_string(),
+        "--admin".into(),
+        w.admin.to_string(),
+    ]);
+    args
+}
+
+pub fn gateway_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
+    let mut args = strings(["--mode", "gateway"]);
+    args.extend(proxy_common(plan, paths, "gateway", "gateway"));
+    args.extend([
+        "--listen".into(),
+        plan.gateway.to_string(),
+        "--route".into(),
+        format!("/=frontend.{NAMESPACE}:80"),
+        "--admin".into(),
+        plan.gateway_admin.to_string(),
+    ]);
+    args
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+use std::collections::HashSet;
+
+use super::*;
+
+fn plan() -> DemoPlan {
+    DemoPlan::new(17000).unwrap()
+}
+
+fn paths() -> Paths {
+    Paths {
+        data: PathBuf::from("/tmp/demo"),
+    }
+}
+
+#[test]
+fn base_port_table() {
+    let cases = [
+        (80, Err(PlanError::Privileged(80))),
+        (1023, Err(PlanError::Privileged(1023))),
+        (1024, Ok(())),
+        (17000, Ok(())),
+        (u16::MAX - SPAN + 1, Ok(())),
+        (
+            u16::MAX - SPAN + 2,
+            Err(PlanError::TooHigh {
+                base: u16::MAX - SPAN + 2,
+                last: 65536,
+            }),
+        ),
+        (
+            u16::MAX,
+            Err(PlanError::TooHigh {
+                base: u16::MAX,
+                last: u32::from(u16::MAX) + u32::from(SPAN) - 1,
+            }),
+        ),
+    ];
+    for (base, want) in cases {
+        assert_eq!(DemoPlan::new(base).map(|_| ()), want, "base {base}");
+    }
+}
+
+#[test]
+fn listeners_are_unique_and_in_range() {
+    for base in [1024, 17000, u16::MAX - SPAN + 1] {
+        let plan = DemoPlan::new(base).unwrap();
+        let listeners = plan.listeners();
+        let unique: HashSet<_> = listeners.iter().map(|(a, _)| *a).collect();
+        assert_eq!(unique.len(), listeners.len(), "{listeners:?}");
+        for (addr, who) in &listeners {
+            assert!(addr.ip().is_loopback(), "{who}: {addr}");
+            let port = u32::from(addr.port());
+            assert!(
+                port >= u32::from(base) && port < u32::from(base) + u32::from(SPAN),
+                "{who}: {addr} outside {base}+{SPAN}"
+            );
+        }
+        // 4 fixed ports plus 4 per workload.
+        assert_eq!(listeners.len(), 4 + 4 * plan.workloads.len());
+    }
+}
+
+#[test]
+fn reviews_versions_share_the_target_port_on_two_addresses() {
+    let plan = plan();
+    let v1 = plan
+        .workloads
+        .iter()
+        .find(|w| w.name == "reviews-v1")
+        .unwrap();
+    let v2 = plan
+        .workloads
+        .iter()
+        .find(|w| w.name == "reviews-v2")
+        .unwrap();
+    assert_eq!(v1.app.port(), v2.app.port());
+    assert_ne!(v1.app.ip(), v2.app.ip());
+    let args = sidecar_args(&plan, &paths(), v2);
+    let host = args.iter().position(|a| a == "--app-host").unwrap();
+    assert_eq!(args[host + 1], "127.0.0.2");
+    assert!(!sidecar_args(&plan, &paths(), v1).contains(&"--app-host".to_string()));
+}
+
+#[test]
+fn mesh_yaml_parses_back_with_selectors_and_ports() {
+    let plan = plan();
+    let text = mesh_yaml(&plan).unwrap();
+    let docs: Vec<ServiceDoc> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| ServiceDoc::deserialize(d).unwrap())
+        .collect();
+    let by_name: BTreeMap<_, _> = docs.iter().map(|d| (d.metadata.name.as_str(), d)).collect();
+    let names: Vec<_> = by_name.keys().copied().collect();
+    assert_eq!(
+        names,
+        [
+            "catalog",
+            "frontend",
+            "ratings",
+            "reviews",
+            "reviews-v1",
+            "reviews-v2"
+        ]
+    );
+    for doc in &docs {
+        assert_eq!(doc.api_version, "v1");
+        assert_eq!(doc.kind, "Service");
+        assert_eq!(doc.metadata.namespace, "shop");
+        assert_eq!(doc.spec.ports.len(), 1);
+    }
+    for (name, port, proto) in [
+        ("frontend", 80, "http"),
+        ("catalog", 80, "http"),
+        ("ratings", 80, "http"),
+        ("reviews", 9090, "grpc"),
+    ] {
+        let doc = by_name[name];
+        assert_eq!(
+            doc.spec.selector,
+            [("app".to_string(), name.to_string())].into()
+        );
+        let p = &doc.spec.ports[0];
+        assert_eq!((p.port, p.app_protocol.as_str()), (port, proto), "{name}");
+        let app = plan
+            .workloads
+            .iter()
+            .find(|w| w.service == name)
+            .unwrap()
+            .app;
+        assert_eq!(p.target_port, app.port(), "{name}");
+    }
+    let v2 = by_name["reviews-v2"];
+    assert_eq!(
+        v2.spec.selector.get("version").map(String::as_str),
+        Some("v2")
+    );
+    assert_eq!(
+        v2.spec.selector.get("app").map(String::as_str),
+        Some("reviews")
+    );
+}
+
+#[test]
+fn mesh_yaml_is_what_the_controller_reads() {
+    // Field names the local source reads (docs/architecture.md).
+    let text = mesh_yaml(&plan()).unwrap();
+    for key in [
+        "apiVersion: v1",
+        "kind: Service",
+        "targetPort:",
+        "appProtocol: grpc",
+        "namespace: shop",
+    ] {
+        assert!(text.contains(key), "missing {key}:\n{text}");
+    }
+}
+
+#[test]
+fn command_lines() {
+    let plan = plan();
+    let paths = paths();
+    assert_eq!(
+        controller_args(&plan, &paths),
+        [
+            "--data-dir",
+            "/tmp/demo",
+            "--grpc-addr",
+            "127.0.0.1:17000",
+            "--admin-addr",
+            "127.0.0.1:17001",
+            "--mesh-config",
+            "/tmp/demo/mesh.yaml"
+        ]
+    );
+    let frontend = plan
+        .workloads
+        .iter()
+        .find(|w| w.name == "frontend")
+        .unwrap();
+    let app = app_args(frontend);
+    assert_eq!(app[0], "frontend");
+    assert_eq!(
+        app[1..3],
+        ["--listen".to_string(), frontend.app.to_string()]
+    );
+    assert_eq!(
+        app[3..5],
+        ["--proxy".to_string(), frontend.outbound.to_string()]
+    );
+
+    let v2 = plan
+        .workloads
+        .iter()
+        .find(|w| w.name == "reviews-v2")
+        .unwrap();
+    assert!(app_args(v2).ends_with(&["--version".to_string(), "v2".to_string()]));
+    let sc = sidecar_args(&plan, &paths, v2).join(" ");
+    for want in [
+        "--controller 127.0.0.1:17000",
+        "--ca-root /tmp/demo/ca/root.pem",
+        "--token-file /tmp/demo/tokens/reviews.token",
+        "--workload reviews-v2",
+        "--namespace shop",
+        "--service-account reviews",
+        "--label app=reviews",
+        "--label version=v2",
+        "--app-port grpc:",
+    ] {
+        assert!(sc.contains(want), "{want:?} not in {sc}");
+    }
+    let gw = gateway_args(&plan, &paths).join(" ");
+    for want in [
+        "--mode gateway",
+        "--token-file /tmp/demo/tokens/gateway.token",
+        "--service-account gateway",
+        "--listen 127.0.0.1:17002",
+        "--route /=frontend.shop:80",
+        "--admin 127.0.0.1:17003",
+    ] {
+        assert!(gw.contains(want), "{want:?} not in {gw}");
+    }
+}
+
+#[test]
+fn every_workload_service_account_has_a_token() {
+    for w in &plan().workloads {
+        assert!(SERVICE_ACCOUNTS.contains(&w.service_account), "{}", w.name);
+    }
+}
+
+#[test]
+fn controller_accepts_the_mesh_yaml() {
+    let text = mesh_yaml(&plan()).unwrap();
+    let services = mycel_control_plane::sources::local::parse_mesh_config(&text)
+        .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
+    assert_eq!(services.len(), 6);
+}
