@@ -1,7 +1,17 @@
-//! Service discovery on the proxy side.
+//! Service discovery on the proxy side: the snapshot model and handle the
+//! data path reads ([`model`], [`handle`]), and what fills them: the
+//! controller stream ([`client`], through [`cache`] and [`convert`]) or a
+//! static file ([`static_file`]).
 
+pub mod cache;
+pub mod client;
+pub mod convert;
 pub mod handle;
 pub mod model;
+pub mod readiness;
+pub mod status;
 
+pub use client::{Connect, DiscoveryClient, HelloParams};
 pub use handle::{Discovery, Subscriptions};
 pub use model::{Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot};
+pub use status::{DiscoveryMetrics, DiscoveryStatus};

@@ -148,7 +148,8 @@ mod tests {
         });
         assert_eq!(added.recv().await.as_deref(), Some("catalog.shop"));
         let mut snap = Snapshot::default();
-        snap.services.insert("catalog.shop".into(), known("catalog"));
+        snap.services
+            .insert("catalog.shop".into(), known("catalog"));
         tx.send_replace(Arc::new(snap));
         assert!(matches!(task.await.unwrap(), ServiceState::Known { .. }));
     }

@@ -1,0 +1,294 @@
+//! The `Discovery.Stream` client: says who this proxy is, forwards the
+//! services the data path subscribes to, applies each response whole (or
+//! NACKs it and keeps the last good snapshot), reports app readiness, and
+//! reconnects with jittered backoff when the controller goes away, resyncing
+//! from what it already holds. The data path keeps serving meanwhile.
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mycel_api::v1 as pb;
+use pb::discovery_request::Kind as Req;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use super::cache::Cache;
+use super::handle::Subscriptions;
+use super::model::{Protocol, Snapshot};
+use super::status::{DiscoveryMetrics, DiscoveryStatus};
+use crate::config::{Config, Mode};
+use crate::identity::backoff::Backoff;
+use crate::identity::channel::{ChannelError, ControllerTls};
+use crate::identity::{IdentityState, TrustBundle};
+
+pub const RECONNECT_BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
+
+/// How a stream reaches the controller; a trait so tests can use plaintext.
+pub trait Connect: Send + Sync + 'static {
+    fn connect(&self) -> impl Future<Output = Result<Channel, ChannelError>> + Send;
+}
+
+impl Connect for ControllerTls {
+    async fn connect(&self) -> Result<Channel, ChannelError> {
+        ControllerTls::connect(self).await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Connect(#[from] ChannelError),
+    #[error("discovery stream: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("the controller closed the discovery stream")]
+    Closed,
+}
+
+/// What `Hello` says apart from the live parts (subscriptions, versions,
+/// readiness).
+#[derive(Clone, Debug)]
+pub struct HelloParams {
+    /// Stable for the life of the process, across reconnects.
+    pub proxy_id: String,
+    pub workload: pb::Workload,
+    pub register: bool,
+    pub mode: String,
+}
+
+impl HelloParams {
+    pub fn from_config(config: &Config) -> Self {
+        let w = &config.workload;
+        let suffix: u32 = StdRng::from_entropy().gen();
+        Self {
+            proxy_id: format!("{}-{suffix:08x}", w.name),
+            workload: pb::Workload {
+                name: w.name.clone(),
+                namespace: w.namespace.clone(),
+                service_account: w.service_account.clone(),
+                labels: w
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                address: w.address.to_string(),
+                mesh_port: u32::from(config.mesh_port()),
+                ports: w
+                    .app_ports
+                    .iter()
+                    .map(|p| pb::WorkloadPort {
+                        name: p.name.clone(),
+                        port: u32::from(p.port),
+                        protocol: wire_protocol(p.protocol) as i32,
+                    })
+                    .collect(),
+                ready: false,
+                zone: w.zone.clone().unwrap_or_default(),
+            },
+            register: config.mode == Mode::Sidecar,
+            mode: config.mode.as_str().to_string(),
+        }
+    }
+}
+
+fn wire_protocol(p: Protocol) -> pb::Protocol {
+    match p {
+        Protocol::Http => pb::Protocol::Http,
+        Protocol::Http2 => pb::Protocol::Http2,
+        Protocol::Grpc => pb::Protocol::Grpc,
+        Protocol::Tcp => pb::Protocol::Tcp,
+    }
+}
+
+pub struct DiscoveryClient<C> {
+    connect: C,
+    hello: HelloParams,
+    cache: Cache,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    subscriptions: Subscriptions,
+    identity: Arc<IdentityState>,
+    ready: watch::Receiver<bool>,
+    status: Arc<DiscoveryStatus>,
+    metrics: DiscoveryMetrics,
+}
+
+impl<C: Connect> DiscoveryClient<C> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        connect: C,
+        hello: HelloParams,
+        snapshot: watch::Sender<Arc<Snapshot>>,
+        subscriptions: Subscriptions,
+        identity: Arc<IdentityState>,
+        ready: watch::Receiver<bool>,
+        status: Arc<DiscoveryStatus>,
+        metrics: DiscoveryMetrics,
+    ) -> Self {
+        Self {
+            connect,
+            hello,
+            cache: Cache::default(),
+            snapshot,
+            subscriptions,
+            identity,
+            ready,
+            status,
+            metrics,
+        }
+    }
+
+    /// Runs for the life of the proxy.
+    pub async fn run(mut self) {
+        let mut rng = StdRng::from_entropy();
+        let mut failures: u32 = 0;
+        loop {
+            let mut got_response = false;
+            let err = self.session(&mut got_response).await;
+            self.status.disconnected(err.to_string());
+            self.metrics.set_connected(false);
+            if got_response {
+                failures = 0;
+            }
+            let delay = RECONNECT_BACKOFF.delay(failures, &mut rng);
+            failures = failures.saturating_add(1);
+            tracing::warn!(error = %err, retry_in = ?delay, "discovery stream lost; serving the last snapshot");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn hello(&self) -> pb::DiscoveryRequest {
+        let mut workload = self.hello.workload.clone();
+        workload.ready = *self.ready.borrow();
+        request(Req::Hello(pb::Hello {
+            proxy_id: self.hello.proxy_id.clone(),
+            workload: Some(workload),
+            register: self.hello.register,
+            subscriptions: self.subscriptions.all(),
+            known: self.cache.known(),
+            mode: self.hello.mode.clone(),
+        }))
+    }
+
+    /// One stream, until it fails. Sets `got_response` once anything
+    /// arrived, so the caller resets its backoff after a useful session.
+    async fn session(&mut self, got_response: &mut bool) -> StreamError {
+        // Attach before reading the set for Hello: a key added in between
+        // is then sent twice, never lost.
+        let mut added = self.subscriptions.attach();
+        let channel = match self.connect.connect().await {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let mut last_ready = *self.ready.borrow_and_update();
+        if tx.send(self.hello()).await.is_err() {
+            return StreamError::Closed;
+        }
+        let mut client = pb::discovery_client::DiscoveryClient::new(channel);
+        let mut responses = match client.stream(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return s.into(),
+        };
+        self.status.connected();
+        self.metrics.set_connected(true);
+        tracing::info!(proxy_id = %self.hello.proxy_id, "discovery stream connected");
+        let mut added_open = true;
+        let mut ready_open = true;
+        loop {
+            let msg = tokio::select! {
+                msg = responses.message() => msg,
+                key = added.recv(), if added_open => {
+                    match key {
+                        Some(key) => {
+                            let mut add = vec![key];
+                            while let Ok(more) = added.try_recv() {
+                                add.push(more);
+                            }
+                            let sub = pb::Subscribe { add, remove: vec![] };
+                            if tx.send(request(Req::Subscribe(sub))).await.is_err() {
+                                return StreamError::Closed;
+                            }
+                        }
+                        None => added_open = false,
+                    }
+                    continue;
+                }
+                changed = self.ready.changed(), if ready_open => {
+                    if changed.is_err() {
+                        ready_open = false;
+                        continue;
+                    }
+                    let ready = *self.ready.borrow_and_update();
+                    if ready != last_ready {
+                        last_ready = ready;
+                        let status = pb::WorkloadStatus { ready };
+                        if tx.send(request(Req::Status(status))).await.is_err() {
+                            return StreamError::Closed;
+                        }
+                    }
+                    continue;
+                }
+            };
+            let resp = match msg {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return StreamError::Closed,
+                Err(s) => return s.into(),
+            };
+            *got_response = true;
+            let reply = self.handle(&resp);
+            if tx.send(reply).await.is_err() {
+                return StreamError::Closed;
+            }
+        }
+    }
+
+    /// Applies one response and returns the ACK or NACK to send.
+    fn handle(&mut self, resp: &pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+        match self.cache.apply(resp) {
+            Ok(applied) => {
+                if let Some(roots) = applied.bundle {
+                    self.install_bundle(roots);
+                }
+                let snap = self.cache.snapshot(&self.subscriptions.all());
+                self.snapshot.send_replace(Arc::new(snap));
+                self.status.acked(&resp.nonce);
+                self.metrics.ack();
+                tracing::debug!(nonce = %resp.nonce, resources = resp.resources.len(), "discovery response applied");
+                request(Req::Ack(pb::Ack {
+                    nonce: resp.nonce.clone(),
+                }))
+            }
+            Err(e) => {
+                let error = e.to_string();
+                tracing::warn!(nonce = %resp.nonce, %error, "discovery response rejected; keeping the last good snapshot");
+                self.status.nacked(&resp.nonce, &error);
+                self.metrics.nack();
+                request(Req::Nack(pb::Nack {
+                    nonce: resp.nonce.clone(),
+                    error,
+                }))
+            }
+        }
+    }
+
+    fn install_bundle(&self, roots: Vec<CertificateDer<'static>>) {
+        if self.identity.bundle().roots != roots {
+            tracing::info!(roots = roots.len(), "trust bundle updated");
+            self.identity.set_bundle(TrustBundle { roots });
+        }
+    }
+}
+
+fn request(kind: Req) -> pb::DiscoveryRequest {
+    pb::DiscoveryRequest { kind: Some(kind) }
+}

@@ -1,0 +1,340 @@
+use super::*;
+use crate::discovery::cache::Cache;
+use crate::discovery::model::ServiceState;
+use pb::resource::Body;
+
+pub(crate) fn key(t: pb::ResourceType, name: &str) -> Option<pb::ResourceKey> {
+    Some(pb::ResourceKey {
+        r#type: t as i32,
+        name: name.into(),
+    })
+}
+
+pub(crate) fn svc_resource(name: &str, ns: &str) -> pb::Resource {
+    pb::Resource {
+        key: key(pb::ResourceType::Service, &format!("{name}.{ns}")),
+        version: "v1".into(),
+        body: Some(Body::Service(pb::Service {
+            name: name.into(),
+            namespace: ns.into(),
+            ports: vec![pb::ServicePort {
+                name: "http".into(),
+                port: 80,
+                target_port: 8080,
+                protocol: pb::Protocol::Http as i32,
+            }],
+            vips: vec!["10.96.0.10".into()],
+        })),
+    }
+}
+
+pub(crate) fn eps_resource(key_name: &str) -> pb::Resource {
+    pb::Resource {
+        key: key(pb::ResourceType::Endpoints, key_name),
+        version: "e1".into(),
+        body: Some(Body::Endpoints(pb::Endpoints {
+            service: key_name.into(),
+            endpoints: vec![pb::Endpoint {
+                address: "127.0.0.1".into(),
+                mesh_port: 15006,
+                spiffe_id: "spiffe://cluster.local/ns/shop/sa/catalog".into(),
+                workload: "catalog-1".into(),
+                zone: "z1".into(),
+                weight: 0,
+                ready: true,
+            }],
+        })),
+    }
+}
+
+#[test]
+fn valid_service_and_endpoints() {
+    let Converted::Service { key, service } =
+        resource(0, &svc_resource("catalog", "shop")).unwrap()
+    else {
+        panic!("service expected")
+    };
+    assert_eq!(key, "catalog.shop");
+    assert_eq!(service.ports[0].target_port, 8080);
+    assert_eq!(service.ports[0].protocol, Protocol::Http);
+    assert_eq!(service.vips, vec!["10.96.0.10".parse::<IpAddr>().unwrap()]);
+
+    let Converted::Endpoints { endpoints, .. } =
+        resource(1, &eps_resource("catalog.shop")).unwrap()
+    else {
+        panic!("endpoints expected")
+    };
+    assert_eq!(endpoints[0].mesh_addr, "127.0.0.1:15006".parse().unwrap());
+    assert_eq!(endpoints[0].weight, 1, "unset weight is the default");
+    assert_eq!(endpoints[0].identity.service_account(), "catalog");
+}
+
+#[test]
+fn defaults_for_unset_fields() {
+    let mut r = svc_resource("catalog", "shop");
+    if let Some(Body::Service(s)) = &mut r.body {
+        s.ports[0].target_port = 0;
+        s.ports[0].protocol = 0;
+    }
+    let Converted::Service { service, .. } = resource(0, &r).unwrap() else {
+        panic!("service expected")
+    };
+    assert_eq!(service.ports[0].target_port, 80);
+    assert_eq!(service.ports[0].protocol, Protocol::Http);
+}
+
+#[test]
+fn not_found_and_trust_bundle() {
+    let r = pb::Resource {
+        key: key(pb::ResourceType::Service, "ghost.shop"),
+        version: "nf".into(),
+        body: Some(Body::NotFound(pb::NotFound {})),
+    };
+    assert_eq!(
+        resource(0, &r).unwrap(),
+        Converted::NotFound {
+            key: "ghost.shop".into()
+        }
+    );
+    let ca = crate::identity::fake::FakeCa::new(
+        "spiffe://cluster.local/ns/a/sa/b".parse().unwrap(),
+        std::time::Duration::from_secs(60),
+    );
+    let r = pb::Resource {
+        key: key(pb::ResourceType::TrustBundle, ""),
+        version: "b1".into(),
+        body: Some(Body::TrustBundle(pb::TrustBundle {
+            roots_der: vec![ca.root_der().to_vec()],
+        })),
+    };
+    assert!(
+        matches!(resource(0, &r).unwrap(), Converted::TrustBundle { roots } if roots.len() == 1)
+    );
+}
+
+/// Each invalid case: (mutation, expected resource, expected field).
+#[test]
+fn invalid_resources_name_resource_and_field() {
+    type Mutate = fn(&mut pb::Resource);
+    let cases: Vec<(&str, Mutate, &str, &str)> = vec![
+        ("no key", |r| r.key = None, "#0", "key"),
+        (
+            "bad type",
+            |r| r.key.as_mut().unwrap().r#type = 99,
+            "#0",
+            "key.type",
+        ),
+        (
+            "unspecified type",
+            |r| r.key.as_mut().unwrap().r#type = 0,
+            "#0",
+            "key.type",
+        ),
+        (
+            "bad key",
+            |r| r.key.as_mut().unwrap().name = "catalog".into(),
+            "service/catalog",
+            "key.name",
+        ),
+        (
+            "no version",
+            |r| r.version.clear(),
+            "service/catalog.shop",
+            "version",
+        ),
+        ("no body", |r| r.body = None, "service/catalog.shop", "body"),
+        (
+            "wrong body",
+            |r| r.body = Some(Body::Endpoints(pb::Endpoints::default())),
+            "service/catalog.shop",
+            "body",
+        ),
+        (
+            "no name",
+            |r| svc_mut(r).name.clear(),
+            "service/catalog.shop",
+            "service.name",
+        ),
+        (
+            "no namespace",
+            |r| svc_mut(r).namespace.clear(),
+            "service/catalog.shop",
+            "service.namespace",
+        ),
+        (
+            "other name",
+            |r| svc_mut(r).name = "reviews".into(),
+            "service/catalog.shop",
+            "service.name",
+        ),
+        (
+            "port 0",
+            |r| svc_mut(r).ports[0].port = 0,
+            "service/catalog.shop",
+            "service.ports[0].port",
+        ),
+        (
+            "port too big",
+            |r| svc_mut(r).ports[0].port = 70000,
+            "service/catalog.shop",
+            "service.ports[0].port",
+        ),
+        (
+            "target too big",
+            |r| svc_mut(r).ports[0].target_port = 70000,
+            "service/catalog.shop",
+            "service.ports[0].target_port",
+        ),
+        (
+            "protocol",
+            |r| svc_mut(r).ports[0].protocol = 42,
+            "service/catalog.shop",
+            "service.ports[0].protocol",
+        ),
+        (
+            "duplicate port",
+            |r| {
+                let p = svc_mut(r).ports[0].clone();
+                svc_mut(r).ports.push(p)
+            },
+            "service/catalog.shop",
+            "service.ports[1].port",
+        ),
+        (
+            "vip",
+            |r| svc_mut(r).vips.push("nope".into()),
+            "service/catalog.shop",
+            "service.vips[1]",
+        ),
+    ];
+    for (what, mutate, res, field) in cases {
+        let mut r = svc_resource("catalog", "shop");
+        mutate(&mut r);
+        let err = resource(0, &r).expect_err(what);
+        assert_eq!(
+            (err.resource.as_str(), err.field.as_str()),
+            (res, field),
+            "{what}: {err}"
+        );
+    }
+
+    let ep_cases: Vec<(&str, Mutate, &str)> = vec![
+        (
+            "address",
+            |r| ep_mut(r).address = "host".into(),
+            "endpoints[0].address",
+        ),
+        (
+            "mesh port",
+            |r| ep_mut(r).mesh_port = 0,
+            "endpoints[0].mesh_port",
+        ),
+        (
+            "spiffe",
+            |r| ep_mut(r).spiffe_id = "spiffe://x/y".into(),
+            "endpoints[0].spiffe_id",
+        ),
+        (
+            "service",
+            |r| {
+                if let Some(Body::Endpoints(e)) = &mut r.body {
+                    e.service = "other.shop".into()
+                }
+            },
+            "endpoints.service",
+        ),
+    ];
+    for (what, mutate, field) in ep_cases {
+        let mut r = eps_resource("catalog.shop");
+        mutate(&mut r);
+        let err = resource(0, &r).expect_err(what);
+        assert_eq!(err.resource, "endpoints/catalog.shop", "{what}");
+        assert_eq!(err.field, field, "{what}: {err}");
+    }
+
+    let bad_bundle = pb::Resource {
+        key: key(pb::ResourceType::TrustBundle, ""),
+        version: "b".into(),
+        body: Some(Body::TrustBundle(pb::TrustBundle {
+            roots_der: vec![b"junk".to_vec()],
+        })),
+    };
+    let err = resource(0, &bad_bundle).unwrap_err();
+    assert_eq!(err.field, "trust_bundle.roots_der[0]");
+    let mut named_bundle = bad_bundle.clone();
+    named_bundle.key = key(pb::ResourceType::TrustBundle, "x");
+    assert_eq!(resource(0, &named_bundle).unwrap_err().field, "key.name");
+}
+
+fn svc_mut(r: &mut pb::Resource) -> &mut pb::Service {
+    match &mut r.body {
+        Some(Body::Service(s)) => s,
+        _ => panic!("service body expected"),
+    }
+}
+
+fn ep_mut(r: &mut pb::Resource) -> &mut pb::Endpoint {
+    match &mut r.body {
+        Some(Body::Endpoints(e)) => &mut e.endpoints[0],
+        _ => panic!("endpoints body expected"),
+    }
+}
+
+#[test]
+fn cache_applies_whole_responses_only() {
+    let mut cache = Cache::default();
+    let subs = vec!["catalog.shop".to_string(), "reviews.shop".to_string()];
+    cache
+        .apply(&pb::DiscoveryResponse {
+            nonce: "1".into(),
+            resources: vec![
+                svc_resource("catalog", "shop"),
+                eps_resource("catalog.shop"),
+            ],
+            removed: vec![],
+        })
+        .unwrap();
+    let snap = cache.snapshot(&subs);
+    assert!(
+        matches!(snap.service("catalog.shop"), Some(ServiceState::Known { endpoints, .. }) if endpoints.len() == 1)
+    );
+    assert_eq!(snap.service("reviews.shop"), Some(&ServiceState::Pending));
+    assert_eq!(
+        snap.versions
+            .get("service/catalog.shop")
+            .map(String::as_str),
+        Some("v1")
+    );
+    assert_eq!(cache.known().len(), 2);
+
+    // One bad resource: nothing of this response applies.
+    let mut bad = eps_resource("reviews.shop");
+    ep_mut(&mut bad).address = "x".into();
+    let mut good = svc_resource("reviews", "shop");
+    good.version = "v2".into();
+    let err = cache
+        .apply(&pb::DiscoveryResponse {
+            nonce: "2".into(),
+            resources: vec![good, bad],
+            removed: vec![],
+        })
+        .unwrap_err();
+    assert_eq!(err.resource, "endpoints/reviews.shop");
+    assert_eq!(
+        cache.snapshot(&subs).service("reviews.shop"),
+        Some(&ServiceState::Pending)
+    );
+
+    // Removal drops the resource and its version.
+    cache
+        .apply(&pb::DiscoveryResponse {
+            nonce: "3".into(),
+            resources: vec![],
+            removed: vec![key(pb::ResourceType::Endpoints, "catalog.shop").unwrap()],
+        })
+        .unwrap();
+    assert!(
+        matches!(cache.snapshot(&subs).service("catalog.shop"), Some(ServiceState::Known { endpoints, .. }) if endpoints.is_empty())
+    );
+    assert_eq!(cache.known().len(), 1);
+}

@@ -1,0 +1,103 @@
+//! Whether the local app is ready, as reported to the controller: every
+//! declared app port accepts TCP on the app host. With no declared port the
+//! workload is ready as soon as the proxy holds a certificate.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::identity::IdentityState;
+
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One probe of every port.
+pub async fn probe(host: IpAddr, ports: &[u16]) -> bool {
+    for &port in ports {
+        let addr = SocketAddr::new(host, port);
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Starts watching; the receiver changes when readiness does. The task ends
+/// when every receiver is gone.
+pub fn watch_app(
+    host: IpAddr,
+    ports: Vec<u16>,
+    identity: Arc<IdentityState>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if ports.is_empty() {
+            let mut changes = identity.changes();
+            while !identity.has_cert() {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(true);
+            tx.closed().await;
+            return;
+        }
+        let mut interval = tokio::time::interval(PROBE_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = tx.closed() => return,
+            }
+            let ready = probe(host, &ports).await;
+            tx.send_if_modified(|r| std::mem::replace(r, ready) != ready);
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn probes_app_ports() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let host: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(probe(host, &[open]).await);
+        assert!(!probe(host, &[open, closed]).await);
+        assert!(probe(host, &[]).await);
+    }
+
+    #[tokio::test]
+    async fn no_ports_means_ready_with_cert() {
+        let identity = IdentityState::new();
+        let mut rx = watch_app("127.0.0.1".parse().unwrap(), vec![], identity.clone());
+        assert!(!*rx.borrow());
+        let ca = crate::identity::fake::FakeCa::new(
+            "spiffe://cluster.local/ns/shop/sa/a".parse().unwrap(),
+            Duration::from_secs(60),
+        );
+        let m = crate::identity::IdentityManager::new(
+            ca,
+            identity.clone(),
+            "spiffe://cluster.local/ns/shop/sa/a".parse().unwrap(),
+            None,
+            crate::identity::IdentityMetrics::default(),
+        );
+        m.renew().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|r| *r))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
