@@ -8,6 +8,9 @@
 //! `ca` (identity), and `runtime`, the only module that knows them all.
 
 pub mod ca;
+pub mod grpc;
 pub mod index;
+pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod sources;

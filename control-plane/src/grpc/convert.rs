@@ -1,0 +1,402 @@
+//! Conversions between the domain model and the wire types.
+
+use mycel_api::spiffe::SpiffeId;
+use mycel_api::v1;
+
+use crate::model::{
+    Endpoint, Protocol, Resource, ResourceBody, ResourceKey, ResourceKind, Service, ServiceKey,
+    Workload, WorkloadPort,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvertError {
+    #[error("hello.workload is missing")]
+    MissingWorkload,
+    #[error("workload.{field}: {message}")]
+    Workload {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0:?} is not a service key (<name>.<namespace>)")]
+    ServiceKey(String),
+}
+
+pub fn protocol_to_proto(p: Protocol) -> v1::Protocol {
+    match p {
+        Protocol::Http => v1::Protocol::Http,
+        Protocol::Http2 => v1::Protocol::Http2,
+        Protocol::Grpc => v1::Protocol::Grpc,
+        Protocol::Tcp => v1::Protocol::Tcp,
+    }
+}
+
+/// Unknown and unspecified protocols are treated as HTTP, the mesh default.
+pub fn protocol_from_proto(p: i32) -> Protocol {
+    match v1::Protocol::try_from(p) {
+        Ok(v1::Protocol::Http2) => Protocol::Http2,
+        Ok(v1::Protocol::Grpc) => Protocol::Grpc,
+        Ok(v1::Protocol::Tcp) => Protocol::Tcp,
+        _ => Protocol::Http,
+    }
+}
+
+pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
+    match k {
+        ResourceKind::Service => v1::ResourceType::Service,
+        ResourceKind::Endpoints => v1::ResourceType::Endpoints,
+        ResourceKind::TrustBundle => v1::ResourceType::TrustBundle,
+    }
+}
+
+pub fn key_to_proto(k: &ResourceKey) -> v1::ResourceKey {
+    v1::ResourceKey {
+        r#type: kind_to_proto(k.kind) as i32,
+        name: k.name.clone(),
+    }
+}
+
+/// `None` for resource types this controller does not serve.
+pub fn key_from_proto(k: &v1::ResourceKey) -> Option<ResourceKey> {
+    let kind = match v1::ResourceType::try_from(k.r#type).ok()? {
+        v1::ResourceType::Service => ResourceKind::Service,
+        v1::ResourceType::Endpoints => ResourceKind::Endpoints,
+        v1::ResourceType::TrustBundle => ResourceKind::TrustBundle,
+        v1::ResourceType::Unspecified => return None,
+    };
+    Some(ResourceKey {
+        kind,
+        name: k.name.clone(),
+    })
+}
+
+pub fn service_to_proto(s: &Service) -> v1::Service {
+    v1::Service {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
+        ports: s
+            .ports
+            .iter()
+            .map(|p| v1::ServicePort {
+                name: p.name.clone(),
+                port: u32::from(p.port),
+                target_port: u32::from(p.target_port),
+                protocol: protocol_to_proto(p.protocol) as i32,
+            })
+            .collect(),
+        vips: s.vips.iter().map(|ip| ip.to_string()).collect(),
+    }
+}
+
+pub fn endpoint_to_proto(e: &Endpoint) -> v1::Endpoint {
+    v1::Endpoint {
+        address: e.address.clone(),
+        mesh_port: u32::from(e.mesh_port),
+        spiffe_id: e.spiffe_id.clone(),
+        workload: e.workload.clone(),
+        zone: e.zone.clone(),
+        weight: e.weight,
+        ready: e.ready,
+    }
+}
+
+pub fn resource_to_proto(r: &Resource) -> v1::Resource {
+    let body = match &r.body {
+        ResourceBody::Service(s) => v1::resource::Body::Service(service_to_proto(s)),
+        ResourceBody::Endpoints { service, endpoints } => {
+            v1::resource::Body::Endpoints(v1::Endpoints {
+                service: service.to_string(),
+                endpoints: endpoints.iter().map(endpoint_to_proto).collect(),
+            })
+        }
+        ResourceBody::TrustBundle { roots_der } => {
+            v1::resource::Body::TrustBundle(v1::TrustBundle {
+                roots_der: roots_der.clone(),
+            })
+        }
+        ResourceBody::NotFound => v1::resource::Body::NotFound(v1::NotFound {}),
+    };
+    v1::Resource {
+        key: Some(key_to_proto(&r.key)),
+        version: r.version.clone(),
+        body: Some(body),
+    }
+}
+
+pub fn service_key_from_proto(s: &str) -> Result<ServiceKey, ConvertError> {
+    ServiceKey::parse(s).ok_or_else(|| ConvertError::ServiceKey(s.to_string()))
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+fn port(field: &'static str, p: u32) -> Result<u16, ConvertError> {
+    u16::try_from(p)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ConvertError::Workload {
+            field,
+            message: format!("{p} is not a port number (1-65535)"),
+        })
+}
+
+/// Builds the workload a proxy registers. The identity comes from its
+/// client certificate (the caller checked it matches the message).
+pub fn workload_from_proto(
+    proxy_id: &str,
+    w: &v1::Workload,
+    identity: SpiffeId,
+) -> Result<Workload, ConvertError> {
+    if !valid_name(&w.name) {
+        return Err(ConvertError::Workload {
+            field: "name",
+            message: format!(
+                "{:?} is not a valid name (lowercase letters, digits, '-', '.')",
+                w.name
+            ),
+        });
+    }
+    if w.address.is_empty()
+        || w.address.len() > 253
+        || w.address.chars().any(|c| c.is_whitespace() || c == '/')
+    {
+        return Err(ConvertError::Workload {
+            field: "address",
+            message: format!("{:?} is not an address peers can dial", w.address),
+        });
+    }
+    let mesh_port = port("mesh_port", w.mesh_port)?;
+    let ports = w
+        .ports
+        .iter()
+        .map(|p| {
+            Ok(WorkloadPort {
+                name: p.name.clone(),
+                port: port("ports.port", p.port)?,
+                protocol: protocol_from_proto(p.protocol),
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    Ok(Workload {
+        proxy_id: proxy_id.to_string(),
+        name: w.name.clone(),
+        identity,
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        address: w.address.clone(),
+        mesh_port,
+        ports,
+        ready: w.ready,
+        zone: w.zone.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::ServicePort;
+
+    fn id() -> SpiffeId {
+        SpiffeId::new("cluster.local", "shop", "catalog").unwrap()
+    }
+
+    fn wire_workload() -> v1::Workload {
+        v1::Workload {
+            name: "catalog".into(),
+            namespace: "shop".into(),
+            service_account: "catalog".into(),
+            labels: [("app".to_string(), "catalog".to_string())].into(),
+            address: "127.0.0.1".into(),
+            mesh_port: 15001,
+            ports: vec![v1::WorkloadPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: v1::Protocol::Grpc as i32,
+            }],
+            ready: true,
+            zone: "z".into(),
+        }
+    }
+
+    #[test]
+    fn protocols_round_trip() {
+        for p in [
+            Protocol::Http,
+            Protocol::Http2,
+            Protocol::Grpc,
+            Protocol::Tcp,
+        ] {
+            assert_eq!(protocol_from_proto(protocol_to_proto(p) as i32), p);
+        }
+        assert_eq!(protocol_from_proto(0), Protocol::Http);
+        assert_eq!(protocol_from_proto(99), Protocol::Http);
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let k = ServiceKey::new("a", "b");
+        for key in [
+            ResourceKey::service(&k),
+            ResourceKey::endpoints(&k),
+            ResourceKey::trust_bundle(),
+        ] {
+            assert_eq!(key_from_proto(&key_to_proto(&key)), Some(key));
+        }
+        assert_eq!(
+            key_from_proto(&v1::ResourceKey {
+                r#type: 0,
+                name: "x".into()
+            }),
+            None
+        );
+        assert_eq!(
+            key_from_proto(&v1::ResourceKey {
+                r#type: 42,
+                name: "x".into()
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn service_resource_to_proto() {
+        let svc = Service {
+            name: "catalog".into(),
+            namespace: "shop".into(),
+            selector: BTreeMap::new(),
+            ports: vec![ServicePort {
+                name: "grpc".into(),
+                port: 9090,
+                target_port: 19090,
+                protocol: Protocol::Grpc,
+            }],
+            vips: vec!["10.0.0.1".parse().unwrap()],
+        };
+        let r = Resource {
+            key: ResourceKey::service(&svc.key()),
+            version: "v1".into(),
+            body: ResourceBody::Service(svc),
+        };
+        let p = resource_to_proto(&r);
+        assert_eq!(p.version, "v1");
+        assert_eq!(p.key.unwrap().r#type, v1::ResourceType::Service as i32);
+        match p.body.unwrap() {
+            v1::resource::Body::Service(s) => {
+                assert_eq!(s.name, "catalog");
+                assert_eq!(s.vips, ["10.0.0.1"]);
+                assert_eq!(s.ports[0].target_port, 19090);
+                assert_eq!(s.ports[0].protocol, v1::Protocol::Grpc as i32);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoints_not_found_and_bundle_to_proto() {
+        let k = ServiceKey::new("a", "b");
+        let ep = Endpoint {
+            address: "127.0.0.2".into(),
+            mesh_port: 15001,
+            spiffe_id: "spiffe://cluster.local/ns/b/sa/a".into(),
+            workload: "a".into(),
+            zone: "z".into(),
+            weight: 1,
+            ready: true,
+        };
+        let r = Resource {
+            key: ResourceKey::endpoints(&k),
+            version: "v".into(),
+            body: ResourceBody::Endpoints {
+                service: k.clone(),
+                endpoints: vec![ep],
+            },
+        };
+        match resource_to_proto(&r).body.unwrap() {
+            v1::resource::Body::Endpoints(e) => {
+                assert_eq!(e.service, "a.b");
+                assert_eq!(e.endpoints[0].mesh_port, 15001);
+                assert_eq!(e.endpoints[0].spiffe_id, "spiffe://cluster.local/ns/b/sa/a");
+                assert_eq!(e.endpoints[0].weight, 1);
+                assert!(e.endpoints[0].ready);
+            }
+            other => panic!("{other:?}"),
+        }
+        let nf = Resource {
+            key: ResourceKey::service(&k),
+            version: "v".into(),
+            body: ResourceBody::NotFound,
+        };
+        assert!(matches!(
+            resource_to_proto(&nf).body,
+            Some(v1::resource::Body::NotFound(_))
+        ));
+        let tb = Resource {
+            key: ResourceKey::trust_bundle(),
+            version: "v".into(),
+            body: ResourceBody::TrustBundle {
+                roots_der: vec![vec![9]],
+            },
+        };
+        let p = resource_to_proto(&tb);
+        assert_eq!(p.key.unwrap().name, "");
+        assert!(
+            matches!(p.body, Some(v1::resource::Body::TrustBundle(t)) if t.roots_der == vec![vec![9]])
+        );
+    }
+
+    #[test]
+    fn workload_from_wire() {
+        let w = workload_from_proto("p1", &wire_workload(), id()).unwrap();
+        assert_eq!(w.proxy_id, "p1");
+        assert_eq!(w.namespace(), "shop");
+        assert_eq!(w.mesh_port, 15001);
+        assert_eq!(w.ports[0].protocol, Protocol::Grpc);
+        assert_eq!(w.labels["app"], "catalog");
+        assert!(w.ready);
+    }
+
+    #[test]
+    fn workload_errors() {
+        let cases: Vec<(fn(&mut v1::Workload), &str)> = vec![
+            (
+                |w| w.name = String::new(),
+                "workload.name: \"\" is not a valid name",
+            ),
+            (|w| w.name = "Cat".into(), "workload.name: \"Cat\""),
+            (|w| w.address = String::new(), "workload.address"),
+            (|w| w.address = "a b".into(), "workload.address"),
+            (
+                |w| w.mesh_port = 0,
+                "workload.mesh_port: 0 is not a port number",
+            ),
+            (|w| w.mesh_port = 70000, "workload.mesh_port: 70000"),
+            (|w| w.ports[0].port = 0, "workload.ports.port: 0"),
+        ];
+        for (mutate, want) in cases {
+            let mut w = wire_workload();
+            mutate(&mut w);
+            let e = workload_from_proto("p", &w, id()).unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn service_keys_from_wire() {
+        assert_eq!(
+            service_key_from_proto("a.b").unwrap(),
+            ServiceKey::new("a", "b")
+        );
+        assert_eq!(
+            service_key_from_proto("nope").unwrap_err().to_string(),
+            "\"nope\" is not a service key (<name>.<namespace>)"
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! `Discovery.Stream`: one bidirectional stream per proxy. The proxy proves
+//! who it is with its client certificate, says hello (and, in local mode,
+//! registers its workload for the life of the stream), subscribes to the
+//! services it calls, and is pushed the resources that changed whenever its
+//! view in the index changes.
+
+mod session;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mycel_api::spiffe::SpiffeId;
+use mycel_api::v1::discovery_request::Kind;
+use mycel_api::v1::discovery_server::Discovery;
+use mycel_api::v1::{DiscoveryRequest, DiscoveryResponse, Hello};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use session::{Delta, Session};
+
+use super::convert;
+use crate::index::{ConnId, SharedIndex};
+use crate::metrics::Metrics;
+use crate::model::{ProxyView, ResourceKey, ServiceKey, Workload};
+use crate::registry::{now_rfc3339, NackRecord, ProxyRecord, ProxyRegistry};
+
+/// How long a new stream may take to send its Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses buffered for a slow proxy before the stream task waits.
+const OUTBOUND_BUFFER: usize = 16;
+
+pub struct DiscoveryService {
+    index: SharedIndex,
+    registry: Arc<ProxyRegistry>,
+    metrics: Arc<Metrics>,
+    trust_domain: String,
+}
+
+impl DiscoveryService {
+    pub fn new(
+        index: SharedIndex,
+        registry: Arc<ProxyRegistry>,
+        metrics: Arc<Metrics>,
+        trust_domain: &str,
+    ) -> Self {
+        Self {
+            index,
+            registry,
+            metrics,
+            trust_domain: trust_domain.to_string(),
+        }
+    }
+}
+
+/// The SPIFFE ID of the client certificate the TLS layer verified.
+pub fn peer_identity(
+    certs: Option<&[impl AsRef<[u8]>]>,
+    trust_domain: &str,
+) -> Result<SpiffeId, Status> {
+    let leaf = certs.and_then(|c| c.first()).ok_or_else(|| {
+        Status::unauthenticated(
+            "a client certificate issued by the mesh CA is required (call Identity.Certify first)",
+        )
+    })?;
+    let id = SpiffeId::from_cert_der(leaf.as_ref())
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    if id.trust_domain() != trust_domain {
+        return Err(Status::permission_denied(format!(
+            "client identity {id} is not in trust domain {trust_domain}"
+        )));
+    }
+    Ok(id)
+}
+
+/// What a valid Hello asks for.
+#[derive(Debug)]
+pub struct Start {
+    pub proxy_id: String,
+    pub workload_name: String,
+    pub mode: String,
+    pub registration: Option<Workload>,
+    pub subscriptions: Vec<ServiceKey>,
+    pub known: Vec<(ResourceKey, String)>,
+}
+
+/// Validates a Hello against the caller's certificate identity.
+pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, Status> {
+    if hello.proxy_id.is_empty() {
+        return Err(Status::invalid_argument("hello.proxy_id is empty"));
+    }
+    let w = hello.workload.ok_or_else(|| {
+        Status::invalid_argument(convert::ConvertError::MissingWorkload.to_string())
+    })?;
+    if w.namespace != peer.namespace() || w.service_account != peer.service_account() {
+        return Err(Status::permission_denied(format!(
+            "hello.workload is namespace {:?} service account {:?}, but the client certificate is {peer}",
+            w.namespace, w.service_account
+        )));
+    }
+    let mode = match hello.mode.as_str() {
+        "" | "sidecar" => "sidecar",
+        "gateway" => "gateway",
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "hello.mode {other:?} is not sidecar or gateway"
+            )))
+        }
+    };
+    let registration = if hello.register {
+        Some(
+            convert::workload_from_proto(&hello.proxy_id, &w, peer.clone())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let subscriptions = hello
+        .subscriptions
+        .iter()
+        .map(|s| {
+            convert::service_key_from_proto(s)
+                .map_err(|e| Status::invalid_argument(format!("hello.subscriptions: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let known = hello
+        .known
+        .iter()
+        .filter_map(|rv| {
+            Some((
+                convert::key_from_proto(rv.key.as_ref()?)?,
+                rv.version.clone(),
+            ))
+        })
+        .collect();
+    Ok(Start {
+        proxy_id: hello.proxy_id,
+        workload_name: w.name,
+        mode: mode.to_string(),
+        registration,
+        subscriptions,
+        known,
+    })
+}
+
+/// Removes everything a stream put in the index and registry, however the
+/// stream ends (also if its task panics).
+struct Guard {
+    conn: ConnId,
+    index: SharedIndex,
+    registry: Arc<ProxyRegistry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        {
+            let mut ix = self.index.lock();
+            ix.unregister_workload(self.conn);
+            ix.disconnect_proxy(self.conn);
+        }
+        self.registry.remove(self.conn.0);
+        self.metrics.connected_proxies.dec();
+    }
+}
+
+type Outbound = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+
+struct StreamTask {
+    guard: Guard,
+    session: Session,
+    view: watch::Receiver<Arc<ProxyView>>,
+    tx: Outbound,
+    registered: bool,
+    proxy_id: String,
+}
+
+fn fresh_nonce() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn subscription_names(index: &SharedIndex, conn: ConnId) -> Vec<String> {
+    index
+        .lock()
+        .subscriptions(conn)
+        .map(|s| s.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
+}
+
+impl StreamTask {
+    async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
+        if self.push().await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => {
+                        if let Err(status) = self.handle(m) {
+                            tracing::warn!(proxy_id = %self.proxy_id, error = %status.message(), "closing discovery stream");
+                            let _ = self.tx.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(proxy_id = %self.proxy_id, error = %status, "discovery stream error");
+                        break;
+                    }
+                },
+                changed = self.view.changed() => {
+                    if changed.is_err() || self.push().await.is_err() {
+                        break;
+                    }
+                }
+                _ = self.tx.closed() => break,
+            }
+        }
+        tracing::info!(proxy_id = %self.proxy_id, "proxy disconnected");
+    }
+
+    /// Sends what changed in the proxy's view, if anything.
+    async fn push(&mut self) -> Result<(), ()> {
+        let view = self.view.borrow_and_update().clone();
+        let Some(delta) = self.session.delta(&view, fresh_nonce) else {
+            return Ok(());
+        };
+        let resp = DiscoveryResponse {
+            nonce: delta.nonce,
+            resources: delta
+                .resources
+                .iter()
+                .map(|r| convert::resource_to_proto(r))
+                .collect(),
+            removed: delta.removed.iter().map(convert::key_to_proto).collect(),
+        };
+        self.tx.send(Ok(resp)).await.map_err(|_| ())?;
+        self.guard.metrics.discovery_pushes.inc();
+        Ok(())
+    }
+
+    fn handle(&mut self, msg: DiscoveryRequest) -> Result<(), Status> {
+        let conn = self.guard.conn;
+        match msg.kind {
+            Some(Kind::Hello(_)) => Err(Status::invalid_argument(
+                "Hello may only be the first message",
+            )),
+            Some(Kind::Subscribe(s)) => {
+                let parse = |keys: &[String]| {
+                    keys.iter()
+                        .map(|k| {
+                            convert::service_key_from_proto(k)
+                                .map_err(|e| Status::invalid_argument(format!("subscribe: {e}")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                let (add, remove) = (parse(&s.add)?, parse(&s.remove)?);
+                self.guard.index.lock().subscribe(conn, &add, &remove);
+                let subs = subscription_names(&self.guard.index, conn);
+                self.guard
+                    .registry
+                    .update(conn.0, |r| r.subscriptions = subs);
+                Ok(())
+            }
+            Some(Kind::Ack(a)) => {
+                if self.session.ack(&a.nonce) {
+                    let acked = acked_map(self.session.acked());
+                    self.guard.registry.update(conn.0, |r| r.acked = acked);
+                }
+                Ok(())
+            }
+            Some(Kind::Nack(n)) => {
+                self.session.nack(&n.nonce);
+                self.guard.metrics.discovery_nacks.inc();
+                tracing::warn!(proxy_id = %self.proxy_id, nonce = %n.nonce, error = %n.error, "proxy rejected config");
+                let rec = NackRecord {
+                    nonce: n.nonce,
+                    error: n.error,
+                    at: now_rfc3339(),
+                };
+                self.guard
+                    .registry
+                    .update(conn.0, |r| r.last_nack = Some(rec));
+                Ok(())
+            }
+            Some(Kind::Status(st)) => {
+                if self.registered {
+                    self.guard.index.lock().set_ready(conn, st.ready);
+                }
+                Ok(())
+            }
+            None => Err(Status::invalid_argument("empty DiscoveryRequest")),
+        }
+    }
+}
+
+fn acked_map(acked: &BTreeMap<ResourceKey, String>) -> BTreeMap<String, String> {
+    acked
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let certs = request.peer_certs();
+        let peer = peer_identity(certs.as_deref().map(|v| v.as_slice()), &self.trust_domain)?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Hello received within 10s"))??
+            .ok_or_else(|| Status::invalid_argument("stream closed before Hello"))?;
+        let hello = match first.kind {
+            Some(Kind::Hello(h)) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        let start = check_hello(&peer, hello)?;
+
+        let registered = start.registration.is_some();
+        let (conn, view) = {
+            let mut ix = self.index.lock();
+            let conn = ix.allocate_conn();
+            let view = ix.connect_proxy(conn, start.subscriptions.iter().cloned());
+            if let Some(w) = start.registration {
+                ix.register_workload(conn, w);
+            }
+            (conn, view)
+        };
+        self.metrics.connected_proxies.inc();
+        let guard = Guard {
+            conn,
+            index: self.index.clone(),
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let session = Session::new(start.known.iter().cloned());
+        self.registry.insert(
+            conn.0,
+            ProxyRecord {
+                proxy_id: start.proxy_id.clone(),
+                workload: start.workload_name,
+                namespace: peer.namespace().to_string(),
+                spiffe_id: peer.to_string(),
+                mode: start.mode,
+                registered,
+                connected_since: now_rfc3339(),
+                subscriptions: subscription_names(&self.index, conn),
+                acked: acked_map(session.acked()),
+                last_nack: None,
+            },
+        );
+        tracing::info!(proxy_id = %start.proxy_id, spiffe_id = %peer, registered, "proxy connected");
+
+        let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
+        let task = StreamTask {
+            guard,
+            session,
+            view,
+            tx,
+            registered,
+            proxy_id: start.proxy_id,
+        };
+        tokio::spawn(task.run(inbound));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

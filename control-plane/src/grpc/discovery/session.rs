@@ -1,0 +1,230 @@
+//! The delta bookkeeping of one discovery stream, free of I/O: what the
+//! proxy holds, what each nonce carried, and what it ACKed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::model::{ProxyView, Resource, ResourceKey};
+
+/// Responses a proxy has not answered are remembered up to this many, so a
+/// proxy that never ACKs cannot grow the controller's memory.
+const MAX_PENDING: usize = 64;
+
+/// One response to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub nonce: String,
+    pub resources: Vec<Arc<Resource>>,
+    pub removed: Vec<ResourceKey>,
+}
+
+#[derive(Debug, Default)]
+pub struct Session {
+    /// What the proxy holds, as far as the controller knows: what it
+    /// declared in Hello, then what was sent.
+    held: HashMap<ResourceKey, String>,
+    /// Per nonce: each key sent, with its version (None = removed).
+    pending: VecDeque<(String, Vec<(ResourceKey, Option<String>)>)>,
+    acked: BTreeMap<ResourceKey, String>,
+    sent_any: bool,
+}
+
+impl Session {
+    /// `known` is what the proxy says it already holds (reconnect).
+    pub fn new(known: impl IntoIterator<Item = (ResourceKey, String)>) -> Self {
+        let held: HashMap<ResourceKey, String> = known.into_iter().collect();
+        let acked = held.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Self {
+            held,
+            acked,
+            ..Self::default()
+        }
+    }
+
+    /// The response that brings the proxy to `view`, if one is needed. The
+    /// first call always answers, so a proxy knows it is in sync even when
+    /// it already held everything.
+    pub fn delta(&mut self, view: &ProxyView, nonce: impl FnOnce() -> String) -> Option<Delta> {
+        let resources: Vec<Arc<Resource>> = view
+            .resources
+            .values()
+            .filter(|r| self.held.get(&r.key) != Some(&r.version))
+            .cloned()
+            .collect();
+        let mut removed: Vec<ResourceKey> = self
+            .held
+            .keys()
+            .filter(|k| !view.resources.contains_key(*k))
+            .cloned()
+            .collect();
+        removed.sort();
+        if resources.is_empty() && removed.is_empty() && self.sent_any {
+            return None;
+        }
+        self.sent_any = true;
+        let nonce = nonce();
+        let mut record = Vec::with_capacity(resources.len() + removed.len());
+        for r in &resources {
+            self.held.insert(r.key.clone(), r.version.clone());
+            record.push((r.key.clone(), Some(r.version.clone())));
+        }
+        for k in &removed {
+            self.held.remove(k);
+            record.push((k.clone(), None));
+        }
+        self.pending.push_back((nonce.clone(), record));
+        while self.pending.len() > MAX_PENDING {
+            self.pending.pop_front();
+        }
+        Some(Delta {
+            nonce,
+            resources,
+            removed,
+        })
+    }
+
+    fn take_pending(&mut self, nonce: &str) -> Option<Vec<(ResourceKey, Option<String>)>> {
+        let pos = self.pending.iter().position(|(n, _)| n == nonce)?;
+        self.pending.remove(pos).map(|(_, r)| r)
+    }
+
+    /// Records an ACK; false for a nonce this stream does not know.
+    pub fn ack(&mut self, nonce: &str) -> bool {
+        let Some(record) = self.take_pending(nonce) else {
+            return false;
+        };
+        for (key, version) in record {
+            match version {
+                Some(v) => self.acked.insert(key, v),
+                None => self.acked.remove(&key),
+            };
+        }
+        true
+    }
+
+    /// Records a NACK: the proxy kept its previous config, so what it
+    /// ACKed before stays; false for an unknown nonce.
+    pub fn nack(&mut self, nonce: &str) -> bool {
+        self.take_pending(nonce).is_some()
+    }
+
+    pub fn acked(&self) -> &BTreeMap<ResourceKey, String> {
+        &self.acked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ResourceBody, ServiceKey};
+
+    fn res(name: &str, version: &str) -> Arc<Resource> {
+        Arc::new(Resource {
+            key: ResourceKey::service(&ServiceKey::new(name, "ns")),
+            version: version.into(),
+            body: ResourceBody::NotFound,
+        })
+    }
+
+    fn view(rs: &[Arc<Resource>]) -> ProxyView {
+        ProxyView {
+            resources: rs.iter().map(|r| (r.key.clone(), r.clone())).collect(),
+        }
+    }
+
+    fn names(d: &Delta) -> Vec<(String, String)> {
+        d.resources
+            .iter()
+            .map(|r| (r.key.name.clone(), r.version.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn first_delta_sends_everything_then_only_changes() {
+        let mut s = Session::new([]);
+        let d = s
+            .delta(&view(&[res("a", "1"), res("b", "1")]), || "n1".into())
+            .unwrap();
+        assert_eq!(d.nonce, "n1");
+        assert_eq!(names(&d).len(), 2);
+        assert!(s
+            .delta(&view(&[res("a", "1"), res("b", "1")]), || "n2".into())
+            .is_none());
+        let d = s
+            .delta(&view(&[res("a", "2"), res("b", "1")]), || "n3".into())
+            .unwrap();
+        assert_eq!(names(&d), [("a.ns".to_string(), "2".to_string())]);
+        assert!(d.removed.is_empty());
+    }
+
+    #[test]
+    fn known_resources_are_not_resent_but_first_answer_still_comes() {
+        let a = res("a", "1");
+        let mut s = Session::new([(a.key.clone(), "1".to_string())]);
+        let d = s.delta(&view(&[a.clone()]), || "n".into()).unwrap();
+        assert!(d.resources.is_empty() && d.removed.is_empty());
+        assert_eq!(s.acked()[&a.key], "1");
+        assert!(s.delta(&view(&[a]), || "m".into()).is_none());
+    }
+
+    #[test]
+    fn known_but_stale_resources_are_sent_and_unknown_ones_removed() {
+        let a = res("a", "2");
+        let gone = res("gone", "1");
+        let mut s = Session::new([
+            (a.key.clone(), "1".to_string()),
+            (gone.key.clone(), "1".to_string()),
+        ]);
+        let d = s.delta(&view(&[a.clone()]), || "n".into()).unwrap();
+        assert_eq!(names(&d), [("a.ns".to_string(), "2".to_string())]);
+        assert_eq!(d.removed, vec![gone.key.clone()]);
+    }
+
+    #[test]
+    fn removal_is_sent_once() {
+        let mut s = Session::new([]);
+        s.delta(&view(&[res("a", "1"), res("b", "1")]), || "1".into());
+        let d = s.delta(&view(&[res("a", "1")]), || "2".into()).unwrap();
+        assert!(d.resources.is_empty());
+        assert_eq!(d.removed.len(), 1);
+        assert!(s.delta(&view(&[res("a", "1")]), || "3".into()).is_none());
+    }
+
+    #[test]
+    fn ack_records_versions_and_removals() {
+        let mut s = Session::new([]);
+        s.delta(&view(&[res("a", "1"), res("b", "1")]), || "1".into());
+        assert!(s.ack("1"));
+        assert_eq!(s.acked().len(), 2);
+        s.delta(&view(&[res("a", "2")]), || "2".into());
+        assert!(s.ack("2"));
+        assert_eq!(
+            s.acked().values().cloned().collect::<Vec<_>>(),
+            ["2".to_string()]
+        );
+        assert!(!s.ack("2"), "a nonce is acked once");
+        assert!(!s.ack("unknown"));
+    }
+
+    #[test]
+    fn nack_keeps_previous_acks() {
+        let mut s = Session::new([]);
+        s.delta(&view(&[res("a", "1")]), || "1".into());
+        s.ack("1");
+        s.delta(&view(&[res("a", "2")]), || "2".into());
+        assert!(s.nack("2"));
+        assert_eq!(s.acked().values().next().unwrap(), "1");
+        assert!(!s.nack("2"));
+    }
+
+    #[test]
+    fn pending_is_bounded() {
+        let mut s = Session::new([]);
+        for i in 0..(MAX_PENDING + 10) {
+            s.delta(&view(&[res("a", &i.to_string())]), || i.to_string());
+        }
+        assert_eq!(s.pending.len(), MAX_PENDING);
+        assert!(!s.ack("0"));
+        assert!(s.ack(&(MAX_PENDING + 9).to_string()));
+    }
+}

@@ -1,0 +1,130 @@
+//! What the controller knows about each connected proxy, for
+//! `/debug/proxies`. Written by the discovery streams, read by the admin
+//! server; kept apart from both so neither depends on the other.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NackRecord {
+    pub nonce: String,
+    pub error: String,
+    /// RFC 3339.
+    pub at: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProxyRecord {
+    pub proxy_id: String,
+    pub workload: String,
+    pub namespace: String,
+    pub spiffe_id: String,
+    pub mode: String,
+    pub registered: bool,
+    /// RFC 3339.
+    pub connected_since: String,
+    pub subscriptions: Vec<String>,
+    /// `"<type>/<name>"` → version the proxy ACKed.
+    pub acked: BTreeMap<String, String>,
+    pub last_nack: Option<NackRecord>,
+}
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}
+
+/// Proxy records keyed by stream id.
+#[derive(Default)]
+pub struct ProxyRegistry {
+    inner: Mutex<BTreeMap<u64, ProxyRecord>>,
+}
+
+impl ProxyRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyRecord>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, conn: u64, record: ProxyRecord) {
+        self.lock().insert(conn, record);
+    }
+
+    pub fn update(&self, conn: u64, f: impl FnOnce(&mut ProxyRecord)) {
+        if let Some(r) = self.lock().get_mut(&conn) {
+            f(r);
+        }
+    }
+
+    pub fn remove(&self, conn: u64) {
+        self.lock().remove(&conn);
+    }
+
+    pub fn snapshot(&self) -> Vec<ProxyRecord> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> ProxyRecord {
+        ProxyRecord {
+            proxy_id: id.into(),
+            workload: "w".into(),
+            namespace: "ns".into(),
+            spiffe_id: "spiffe://cluster.local/ns/ns/sa/w".into(),
+            mode: "sidecar".into(),
+            registered: true,
+            connected_since: now_rfc3339(),
+            subscriptions: vec![],
+            acked: BTreeMap::new(),
+            last_nack: None,
+        }
+    }
+
+    #[test]
+    fn insert_update_remove() {
+        let r = ProxyRegistry::default();
+        r.insert(1, record("a"));
+        r.insert(2, record("b"));
+        r.update(1, |p| {
+            p.acked.insert("service/a.b".into(), "v1".into());
+        });
+        r.update(9, |_| panic!("unknown streams are ignored"));
+        let snap = r.snapshot();
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap[0].acked["service/a.b"], "v1");
+        r.remove(1);
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn serializes_as_documented() {
+        let mut rec = record("a");
+        rec.connected_since = "2024-01-01T00:00:00Z".into();
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["last_nack"], serde_json::Value::Null);
+        assert_eq!(v["connected_since"], "2024-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(OffsetDateTime::from_unix_timestamp(0).unwrap()),
+            "1970-01-01T00:00:00Z"
+        );
+    }
+}
