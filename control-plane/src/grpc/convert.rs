@@ -365,7 +365,8 @@ mod tests {
 
     #[test]
     fn workload_errors() {
-        let cases: Vec<(fn(&mut v1::Workload), &str)> = vec![
+        type Mutate = fn(&mut v1::Workload);
+        let cases: Vec<(Mutate, &str)> = vec![
             (
                 |w| w.name = String::new(),
                 "workload.name: \"\" is not a valid name",

@@ -54,20 +54,47 @@ impl DiscoveryService {
     }
 }
 
+/// Why a stream was refused before it started.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AcceptError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<AcceptError> for Status {
+    fn from(e: AcceptError) -> Self {
+        match e {
+            AcceptError::Unauthenticated(m) => Status::unauthenticated(m),
+            AcceptError::PermissionDenied(m) => Status::permission_denied(m),
+            AcceptError::Invalid(m) => Status::invalid_argument(m),
+        }
+    }
+}
+
+/// A message on an established stream that ends it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct RequestError(String);
+
 /// The SPIFFE ID of the client certificate the TLS layer verified.
 pub fn peer_identity(
     certs: Option<&[impl AsRef<[u8]>]>,
     trust_domain: &str,
-) -> Result<SpiffeId, Status> {
+) -> Result<SpiffeId, AcceptError> {
     let leaf = certs.and_then(|c| c.first()).ok_or_else(|| {
-        Status::unauthenticated(
-            "a client certificate issued by the mesh CA is required (call Identity.Certify first)",
+        AcceptError::Unauthenticated(
+            "a client certificate issued by the mesh CA is required (call Identity.Certify first)"
+                .into(),
         )
     })?;
     let id = SpiffeId::from_cert_der(leaf.as_ref())
-        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        .map_err(|e| AcceptError::Unauthenticated(format!("client certificate: {e}")))?;
     if id.trust_domain() != trust_domain {
-        return Err(Status::permission_denied(format!(
+        return Err(AcceptError::PermissionDenied(format!(
             "client identity {id} is not in trust domain {trust_domain}"
         )));
     }
@@ -86,15 +113,15 @@ pub struct Start {
 }
 
 /// Validates a Hello against the caller's certificate identity.
-pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, Status> {
+pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> {
     if hello.proxy_id.is_empty() {
-        return Err(Status::invalid_argument("hello.proxy_id is empty"));
+        return Err(AcceptError::Invalid("hello.proxy_id is empty".into()));
     }
-    let w = hello.workload.ok_or_else(|| {
-        Status::invalid_argument(convert::ConvertError::MissingWorkload.to_string())
-    })?;
+    let w = hello
+        .workload
+        .ok_or_else(|| AcceptError::Invalid(convert::ConvertError::MissingWorkload.to_string()))?;
     if w.namespace != peer.namespace() || w.service_account != peer.service_account() {
-        return Err(Status::permission_denied(format!(
+        return Err(AcceptError::PermissionDenied(format!(
             "hello.workload is namespace {:?} service account {:?}, but the client certificate is {peer}",
             w.namespace, w.service_account
         )));
@@ -103,7 +130,7 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, Status> {
         "" | "sidecar" => "sidecar",
         "gateway" => "gateway",
         other => {
-            return Err(Status::invalid_argument(format!(
+            return Err(AcceptError::Invalid(format!(
                 "hello.mode {other:?} is not sidecar or gateway"
             )))
         }
@@ -111,7 +138,7 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, Status> {
     let registration = if hello.register {
         Some(
             convert::workload_from_proto(&hello.proxy_id, &w, peer.clone())
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                .map_err(|e| AcceptError::Invalid(e.to_string()))?,
         )
     } else {
         None
@@ -121,7 +148,7 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, Status> {
         .iter()
         .map(|s| {
             convert::service_key_from_proto(s)
-                .map_err(|e| Status::invalid_argument(format!("hello.subscriptions: {e}")))
+                .map_err(|e| AcceptError::Invalid(format!("hello.subscriptions: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let known = hello
@@ -197,9 +224,9 @@ impl StreamTask {
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(m)) => {
-                        if let Err(status) = self.handle(m) {
-                            tracing::warn!(proxy_id = %self.proxy_id, error = %status.message(), "closing discovery stream");
-                            let _ = self.tx.send(Err(status)).await;
+                        if let Err(e) = self.handle(m) {
+                            tracing::warn!(proxy_id = %self.proxy_id, error = %e, "closing discovery stream");
+                            let _ = self.tx.send(Err(Status::invalid_argument(e.to_string()))).await;
                             return;
                         }
                     }
@@ -240,18 +267,16 @@ impl StreamTask {
         Ok(())
     }
 
-    fn handle(&mut self, msg: DiscoveryRequest) -> Result<(), Status> {
+    fn handle(&mut self, msg: DiscoveryRequest) -> Result<(), RequestError> {
         let conn = self.guard.conn;
         match msg.kind {
-            Some(Kind::Hello(_)) => Err(Status::invalid_argument(
-                "Hello may only be the first message",
-            )),
+            Some(Kind::Hello(_)) => Err(RequestError("Hello may only be the first message".into())),
             Some(Kind::Subscribe(s)) => {
                 let parse = |keys: &[String]| {
                     keys.iter()
                         .map(|k| {
                             convert::service_key_from_proto(k)
-                                .map_err(|e| Status::invalid_argument(format!("subscribe: {e}")))
+                                .map_err(|e| RequestError(format!("subscribe: {e}")))
                         })
                         .collect::<Result<Vec<_>, _>>()
                 };
@@ -290,7 +315,7 @@ impl StreamTask {
                 }
                 Ok(())
             }
-            None => Err(Status::invalid_argument("empty DiscoveryRequest")),
+            None => Err(RequestError("empty DiscoveryRequest".into())),
         }
     }
 }
@@ -311,7 +336,8 @@ impl Discovery for DiscoveryService {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let certs = request.peer_certs();
-        let peer = peer_identity(certs.as_deref().map(|v| v.as_slice()), &self.trust_domain)?;
+        let peer = peer_identity(certs.as_deref().map(|v| v.as_slice()), &self.trust_domain)
+            .map_err(Status::from)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -321,7 +347,10 @@ impl Discovery for DiscoveryService {
             Some(Kind::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        let start = check_hello(&peer, hello)?;
+        let start = check_hello(&peer, hello).map_err(|e| {
+            tracing::warn!(spiffe_id = %peer, error = %e, "discovery stream refused");
+            Status::from(e)
+        })?;
 
         let registered = start.registration.is_some();
         let (conn, view) = {

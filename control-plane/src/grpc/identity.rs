@@ -32,34 +32,20 @@ impl IdentityService {
         }
     }
 
-    fn certify_inner(
-        &self,
-        req: &CertifyRequest,
-    ) -> Result<CertifyResponse, (Status, &'static str)> {
+    fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, CertifyError> {
         let (namespace, service_account) = self
             .authenticator
             .authenticate(&req.token)
-            .map_err(auth_status)?;
+            .map_err(CertifyError::Auth)?;
         let id = SpiffeId::new(self.authority.trust_domain(), &namespace, &service_account)
-            .map_err(|e| {
-                (
-                    Status::internal(format!("token maps to an invalid identity: {e}")),
-                    "error",
-                )
-            })?;
+            .map_err(|e| CertifyError::Identity(e.to_string()))?;
         if req.csr_der.is_empty() {
-            return Err((
-                Status::invalid_argument("csr_der is empty: send a DER PKCS#10 CSR"),
-                "invalid_csr",
-            ));
+            return Err(CertifyError::EmptyCsr);
         }
         let issued = self
             .authority
             .sign_csr(&req.csr_der, &id, req.requested_ttl_seconds)
-            .map_err(|e| match e {
-                SignError::Csr(_) => (Status::invalid_argument(e.to_string()), "invalid_csr"),
-                other => (Status::internal(other.to_string()), "error"),
-            })?;
+            .map_err(CertifyError::Sign)?;
         Ok(CertifyResponse {
             chain_der: issued.chain_der,
             trust_bundle_der: self.authority.trust_bundle_der(),
@@ -70,17 +56,45 @@ impl IdentityService {
     }
 }
 
-/// Maps an authentication failure to a status and a metric label.
-pub fn auth_status(e: AuthError) -> (Status, &'static str) {
-    match e {
-        AuthError::Missing | AuthError::Malformed => {
-            (Status::unauthenticated(e.to_string()), "unauthenticated")
+/// Why a Certify call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CertifyError {
+    #[error(transparent)]
+    Auth(AuthError),
+    #[error("token maps to an invalid identity: {0}")]
+    Identity(String),
+    #[error("csr_der is empty: send a DER PKCS#10 CSR")]
+    EmptyCsr,
+    #[error(transparent)]
+    Sign(SignError),
+}
+
+impl CertifyError {
+    /// The `result` label of the certificates-issued metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Auth(AuthError::Missing | AuthError::Malformed) => "unauthenticated",
+            Self::Auth(AuthError::Unknown) => "permission_denied",
+            Self::EmptyCsr | Self::Sign(SignError::Csr(_)) => "invalid_csr",
+            Self::Auth(AuthError::Store(_)) | Self::Identity(_) | Self::Sign(_) => "error",
         }
-        AuthError::Unknown => (
-            Status::permission_denied(e.to_string()),
-            "permission_denied",
-        ),
-        AuthError::Store(_) => (Status::unavailable(e.to_string()), "error"),
+    }
+}
+
+impl From<CertifyError> for Status {
+    fn from(e: CertifyError) -> Self {
+        let msg = e.to_string();
+        match e {
+            CertifyError::Auth(AuthError::Missing | AuthError::Malformed) => {
+                Status::unauthenticated(msg)
+            }
+            CertifyError::Auth(AuthError::Unknown) => Status::permission_denied(msg),
+            CertifyError::Auth(AuthError::Store(_)) => Status::unavailable(msg),
+            CertifyError::EmptyCsr | CertifyError::Sign(SignError::Csr(_)) => {
+                Status::invalid_argument(msg)
+            }
+            CertifyError::Identity(_) | CertifyError::Sign(_) => Status::internal(msg),
+        }
     }
 }
 
@@ -97,8 +111,9 @@ impl Identity for IdentityService {
                 tracing::info!(spiffe_id = %resp.spiffe_id, not_after = resp.not_after_unix, "certificate issued");
                 Ok(Response::new(resp))
             }
-            Err((status, label)) => {
-                self.metrics.certificate(label);
+            Err(e) => {
+                self.metrics.certificate(e.label());
+                let status = Status::from(e);
                 tracing::warn!(code = ?status.code(), message = status.message(), "certify refused");
                 Err(status)
             }
@@ -127,12 +142,12 @@ mod tests {
             ),
             (AuthError::Store("x".into()), Code::Unavailable, "error"),
         ] {
-            let (status, l) = auth_status(e);
-            assert_eq!(status.code(), code);
-            assert_eq!(l, label);
+            let e = CertifyError::Auth(e);
+            assert_eq!(e.label(), label);
+            assert_eq!(Status::from(e).code(), code);
         }
         assert_eq!(
-            auth_status(AuthError::Missing).0.message(),
+            Status::from(CertifyError::Auth(AuthError::Missing)).message(),
             "missing join token"
         );
     }

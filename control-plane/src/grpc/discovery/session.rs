@@ -18,13 +18,16 @@ pub struct Delta {
     pub removed: Vec<ResourceKey>,
 }
 
+/// Each key a response carried, with its version (None = removed).
+type SentRecord = Vec<(ResourceKey, Option<String>)>;
+
 #[derive(Debug, Default)]
 pub struct Session {
     /// What the proxy holds, as far as the controller knows: what it
     /// declared in Hello, then what was sent.
     held: HashMap<ResourceKey, String>,
     /// Per nonce: each key sent, with its version (None = removed).
-    pending: VecDeque<(String, Vec<(ResourceKey, Option<String>)>)>,
+    pending: VecDeque<(String, SentRecord)>,
     acked: BTreeMap<ResourceKey, String>,
     sent_any: bool,
 }
@@ -83,7 +86,7 @@ impl Session {
         })
     }
 
-    fn take_pending(&mut self, nonce: &str) -> Option<Vec<(ResourceKey, Option<String>)>> {
+    fn take_pending(&mut self, nonce: &str) -> Option<SentRecord> {
         let pos = self.pending.iter().position(|(n, _)| n == nonce)?;
         self.pending.remove(pos).map(|(_, r)| r)
     }
@@ -161,7 +164,9 @@ mod tests {
     fn known_resources_are_not_resent_but_first_answer_still_comes() {
         let a = res("a", "1");
         let mut s = Session::new([(a.key.clone(), "1".to_string())]);
-        let d = s.delta(&view(&[a.clone()]), || "n".into()).unwrap();
+        let d = s
+            .delta(&view(std::slice::from_ref(&a)), || "n".into())
+            .unwrap();
         assert!(d.resources.is_empty() && d.removed.is_empty());
         assert_eq!(s.acked()[&a.key], "1");
         assert!(s.delta(&view(&[a]), || "m".into()).is_none());
@@ -175,7 +180,9 @@ mod tests {
             (a.key.clone(), "1".to_string()),
             (gone.key.clone(), "1".to_string()),
         ]);
-        let d = s.delta(&view(&[a.clone()]), || "n".into()).unwrap();
+        let d = s
+            .delta(&view(std::slice::from_ref(&a)), || "n".into())
+            .unwrap();
         assert_eq!(names(&d), [("a.ns".to_string(), "2".to_string())]);
         assert_eq!(d.removed, vec![gone.key.clone()]);
     }
