@@ -1,1 +1,149 @@
-//! (being written)
+//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump`,
+//! `/certs`. Answers are built by [`respond`], a plain function of the
+//! shared state, so they are tested without a socket.
+
+mod certs;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::discovery::{Discovery, DiscoveryStatus};
+use crate::identity::IdentityState;
+
+pub use certs::certs_json;
+
+/// Everything the admin pages read.
+pub struct AdminState {
+    pub config: Arc<Config>,
+    pub identity: Arc<IdentityState>,
+    pub discovery: Discovery,
+    pub status: Arc<DiscoveryStatus>,
+    pub registry: Arc<Registry>,
+}
+
+/// What `/ready` is waiting for; empty when ready.
+pub fn missing(state: &AdminState) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !state.identity.has_cert() {
+        missing.push("no workload certificate yet");
+    }
+    if !state.config.is_static() && !state.status.is_synced() {
+        missing.push("no discovery response applied yet");
+    }
+    missing
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    reply(status, "text/plain; charset=utf-8", body.into())
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    reply(status, "application/json", body)
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match path {
+        "/live" => text(StatusCode::OK, "live\n"),
+        "/ready" => {
+            let missing = missing(state);
+            if missing.is_empty() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}\n", missing.join("; ")),
+                )
+            }
+        }
+        "/metrics" => {
+            let mut out = String::new();
+            match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    out,
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("encoding metrics: {e}\n"),
+                ),
+            }
+        }
+        "/config_dump" => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "config": &*state.config,
+                "subscriptions": state.discovery.subscriptions().all(),
+                "snapshot": &*state.discovery.snapshot(),
+                "discovery": state.status.state(),
+                "synced": state.status.is_synced(),
+            }),
+        ),
+        "/certs" => match certs_json(&state.identity) {
+            Some(v) => json(StatusCode::OK, &v),
+            None => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "no workload certificate yet"}),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /live /ready /metrics /config_dump /certs\n",
+        ),
+    }
+}
+
+/// Serves until the listener fails; each connection on its own task.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, do not spin.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let resp = respond(&state, req.method(), req.uri().path());
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+        });
+    }
+}

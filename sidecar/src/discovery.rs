@@ -9,6 +9,7 @@ pub mod convert;
 pub mod handle;
 pub mod model;
 pub mod readiness;
+pub mod static_file;
 pub mod status;
 
 pub use client::{Connect, DiscoveryClient, HelloParams};

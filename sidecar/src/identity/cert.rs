@@ -124,3 +124,73 @@ pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
         .map_err(|e| file_err(path, format!("bad PEM: {e}")))?
         .ok_or_else(|| file_err(path, "no PRIVATE KEY block found"))
 }
+
+/// Static mode: the certificate chain, key and trust bundle from PEM files,
+/// with the same checks as a certificate from the CA.
+pub fn load_static(
+    cert: &Path,
+    key: &Path,
+    bundle: &Path,
+    expected: &SpiffeId,
+) -> Result<(WorkloadCert, TrustBundle), CertError> {
+    let chain = read_pem_certs(cert)?;
+    let key = read_pem_key(key)?;
+    let cert = workload_cert(chain, key, expected).map_err(|e| file_err(cert, e))?;
+    let bundle = trust_bundle(read_pem_certs(bundle)?).map_err(|e| file_err(bundle, e))?;
+    Ok((cert, bundle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::identity::fake::FakeCa;
+
+    #[test]
+    fn static_files_load_and_are_checked() {
+        let me: SpiffeId = "spiffe://cluster.local/ns/shop/sa/catalog".parse().unwrap();
+        let ca = FakeCa::new(me.clone(), Duration::from_secs(3600));
+        let pem = ca.issue_pem(&me, Duration::from_secs(3600)).unwrap();
+        let other = ca.issue_pem(&me, Duration::from_secs(3600)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str, text: &str| {
+            let path = dir.path().join(n);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (cert, key, bundle) = (
+            p("c.pem", &pem.chain_pem),
+            p("k.pem", &pem.key_pem),
+            p("b.pem", &pem.root_pem),
+        );
+        let (wc, tb) = load_static(&cert, &key, &bundle, &me).unwrap();
+        assert_eq!(wc.spiffe_id, me);
+        assert_eq!(tb.roots.len(), 1);
+
+        let them: SpiffeId = "spiffe://cluster.local/ns/shop/sa/reviews".parse().unwrap();
+        let err = load_static(&cert, &key, &bundle, &them)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.pem") && err.contains("sa/reviews"), "{err}");
+
+        let wrong_key = p("k2.pem", &other.key_pem);
+        let err = load_static(&cert, &wrong_key, &bundle, &me)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not match the private key"), "{err}");
+
+        let empty = p("e.pem", "");
+        let err = load_static(&cert, &key, &empty, &me)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("e.pem") && err.contains("no CERTIFICATE"),
+            "{err}"
+        );
+        let err = load_static(&cert, &empty, &bundle, &me)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no PRIVATE KEY"), "{err}");
+    }
+}

@@ -1,0 +1,127 @@
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+
+use super::*;
+use crate::config::MapEnv;
+use crate::discovery::{Snapshot, Subscriptions};
+use crate::identity::fake::FakeCa;
+use crate::identity::{IdentityManager, IdentityMetrics};
+
+fn state(args: &[&str]) -> (AdminState, FakeCa) {
+    let mut full = vec![
+        "mycel-proxy",
+        "--workload=catalog",
+        "--namespace=shop",
+        "--service-account=catalog",
+        "--inbound=127.0.0.1:1",
+    ];
+    full.extend_from_slice(args);
+    let config = Config::from_args(full, &MapEnv::new([("MYCEL_TOKEN", "t")])).unwrap();
+    let mut registry = Registry::default();
+    let _ = IdentityMetrics::new(&mut registry);
+    let (_tx, rx) = watch::channel(std::sync::Arc::new(Snapshot::default()));
+    let ca = FakeCa::new(
+        "spiffe://cluster.local/ns/shop/sa/catalog".parse().unwrap(),
+        Duration::from_secs(3600),
+    );
+    (
+        AdminState {
+            config: Arc::new(config),
+            identity: IdentityState::new(),
+            discovery: Discovery::new(rx, Subscriptions::default()),
+            status: Arc::new(DiscoveryStatus::default()),
+            registry: Arc::new(registry),
+        },
+        ca,
+    )
+}
+
+async fn get(state: &AdminState, path: &str) -> (StatusCode, String) {
+    let resp = respond(state, &Method::GET, path);
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn give_cert(state: &AdminState, ca: &FakeCa) {
+    IdentityManager::new(
+        ca.clone(),
+        state.identity.clone(),
+        "spiffe://cluster.local/ns/shop/sa/catalog".parse().unwrap(),
+        None,
+        IdentityMetrics::default(),
+    )
+    .renew()
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn ready_needs_cert_and_first_response() {
+    let (s, ca) = state(&["--controller=127.0.0.1:1", "--ca-root=/ca"]);
+    assert_eq!(get(&s, "/live").await.0, StatusCode::OK);
+    let (code, body) = get(&s, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains("certificate") && body.contains("discovery"),
+        "{body}"
+    );
+    give_cert(&s, &ca).await;
+    let (code, body) = get(&s, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !body.contains("certificate") && body.contains("discovery"),
+        "{body}"
+    );
+    s.status.acked("n1");
+    assert_eq!(get(&s, "/ready").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn static_mode_is_ready_with_cert() {
+    let (s, ca) = state(&["--static-config=/s.yaml"]);
+    assert_eq!(get(&s, "/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    give_cert(&s, &ca).await;
+    assert_eq!(get(&s, "/ready").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn certs_metrics_and_dump() {
+    let (s, ca) = state(&["--static-config=/s.yaml"]);
+    let (code, body) = get(&s, "/certs").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("no workload certificate"));
+    give_cert(&s, &ca).await;
+    let (code, body) = get(&s, "/certs").await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["spiffe_id"], "spiffe://cluster.local/ns/shop/sa/catalog");
+    assert!(v["not_after"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        v["not_after_unix"].as_i64().unwrap() - v["not_before_unix"].as_i64().unwrap(),
+        3600
+    );
+    assert_eq!(v["trust_bundle"][0]["sha256"].as_str().unwrap().len(), 64);
+    assert!(v["trust_bundle"][0]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("fake mycel root"));
+
+    let (code, body) = get(&s, "/metrics").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        body.contains("mycel_identity_cert_expiry_timestamp_seconds"),
+        "{body}"
+    );
+
+    s.discovery.subscriptions().add("catalog.shop");
+    let (code, body) = get(&s, "/config_dump").await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["config"]["workload"]["name"], "catalog");
+    assert_eq!(v["subscriptions"][0], "catalog.shop");
+    assert!(v["discovery"]["connected"].is_boolean());
+    assert_eq!(get(&s, "/nope").await.0, StatusCode::NOT_FOUND);
+}
