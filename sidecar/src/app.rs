@@ -1,1 +1,249 @@
-//! (being written)
+//! Wires the proxy: identity and discovery sources, the admin server, and
+//! the data-path listeners, which start serving only once a certificate is
+//! held (the data path also refuses handshakes without one).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mycel_api::spiffe::SpiffeId;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, AdminState};
+use crate::config::{names, Config, Mode, Source, TcpUpstream};
+use crate::discovery::{
+    readiness, static_file, Discovery, DiscoveryClient, DiscoveryMetrics, DiscoveryStatus,
+    HelloParams, Snapshot, Subscriptions,
+};
+use crate::identity::cert::{load_static, read_pem_certs};
+use crate::identity::channel::ControllerTls;
+use crate::identity::{GrpcCaClient, IdentityManager, IdentityMetrics, IdentityState};
+use crate::metrics::ProxyMetrics;
+use crate::outbound::{Outbound, OutboundContext};
+use crate::{gateway, inbound};
+
+/// Every listener, bound before anything is reported ready.
+struct Listeners {
+    admin: Option<TcpListener>,
+    inbound: Option<TcpListener>,
+    outbound: Option<TcpListener>,
+    listen: Option<TcpListener>,
+    tcp: Vec<(TcpUpstream, TcpListener)>,
+}
+
+async fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --{flag} {addr}"))
+}
+
+async fn bind_opt(flag: &str, addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(a) => Ok(Some(bind(flag, a).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn bind_all(config: &Config) -> anyhow::Result<Listeners> {
+    let mut tcp = Vec::with_capacity(config.tcp_upstreams.len());
+    for up in &config.tcp_upstreams {
+        tcp.push((up.clone(), bind(names::TCP_UPSTREAM, up.listen).await?));
+    }
+    Ok(Listeners {
+        admin: bind_opt(names::ADMIN, config.admin).await?,
+        inbound: bind_opt(names::INBOUND, config.inbound).await?,
+        outbound: bind_opt(names::OUTBOUND, config.outbound).await?,
+        listen: bind_opt(names::LISTEN, config.listen).await?,
+        tcp,
+    })
+}
+
+/// `mycel-proxy ready admin=<addr> inbound=<addr> outbound=<addr>`, with
+/// actual bound addresses (port 0 resolved) and absent ones left out.
+fn ready_line(l: &Listeners) -> String {
+    let mut line = String::from("mycel-proxy ready");
+    for (name, listener) in [
+        ("admin", &l.admin),
+        ("inbound", &l.inbound),
+        ("outbound", &l.outbound),
+        ("listen", &l.listen),
+    ] {
+        if let Some(addr) = listener.as_ref().and_then(|x| x.local_addr().ok()) {
+            line.push_str(&format!(" {name}={addr}"));
+        }
+    }
+    line
+}
+
+async fn wait_for_cert(identity: &IdentityState) {
+    let mut changes = identity.changes();
+    while !identity.has_cert() {
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the proxy until `shutdown` completes or a part of it fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tracing::info!(
+        config = %serde_json::to_string(&config).unwrap_or_default(),
+        "mycel-proxy starting"
+    );
+    let config = Arc::new(config);
+    let expected = SpiffeId::new(
+        &config.trust_domain,
+        &config.workload.namespace,
+        &config.workload.service_account,
+    )
+    .context("this proxy's SPIFFE ID")?;
+
+    let mut registry = Registry::default();
+    let proxy_metrics = ProxyMetrics::new(&mut registry);
+    let identity_metrics = IdentityMetrics::new(&mut registry);
+    let discovery_metrics = DiscoveryMetrics::new(&mut registry);
+    let registry = Arc::new(registry);
+
+    let identity = IdentityState::new();
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let subscriptions = Subscriptions::default();
+    let discovery = Discovery::new(snap_rx, subscriptions.clone());
+    let status = Arc::new(DiscoveryStatus::default());
+    let mut tasks = JoinSet::new();
+
+    // Sources first: a bad file or root fails before any port is taken.
+    // The static snapshot's sender is kept so the data path's watch stays open.
+    let _static_sender = match &config.source {
+        Source::Static { path } => {
+            let file = static_file::load(path)?;
+            let ids = &file.identity;
+            let (cert, bundle) = load_static(&ids.cert, &ids.key, &ids.bundle, &expected)?;
+            identity_metrics.loaded(cert.not_after_unix);
+            identity.set_bundle(bundle);
+            identity.set_cert(cert);
+            snap_tx.send_replace(Arc::new(file.snapshot));
+            status.mark_synced();
+            Some(snap_tx)
+        }
+        Source::Controller {
+            address,
+            server_name,
+            ca_root,
+            token,
+        } => {
+            let roots = read_pem_certs(ca_root).context("--ca-root")?;
+            let ca_tls = ControllerTls::new(address, server_name, &roots, None)?;
+            let manager = IdentityManager::new(
+                GrpcCaClient::new(ca_tls, token.clone()),
+                identity.clone(),
+                expected,
+                config.cert_ttl,
+                identity_metrics,
+            );
+            tasks.spawn(manager.run());
+
+            let stream_tls =
+                ControllerTls::new(address, server_name, &roots, Some(identity.clone()))?;
+            let app_ports = config.workload.app_ports.iter().map(|p| p.port).collect();
+            let ready = readiness::watch_app(config.app_host, app_ports, identity.clone());
+            let client = DiscoveryClient::new(
+                stream_tls,
+                HelloParams::from_config(&config),
+                snap_tx,
+                subscriptions,
+                identity.clone(),
+                ready,
+                status.clone(),
+                discovery_metrics,
+            );
+            let id = identity.clone();
+            // The stream authenticates with the workload certificate.
+            tasks.spawn(async move {
+                wait_for_cert(&id).await;
+                client.run().await;
+            });
+            None
+        }
+    };
+
+    let mut listeners = bind_all(&config).await?;
+    let ready = ready_line(&listeners);
+    if let Some(l) = listeners.admin.take() {
+        let state = Arc::new(AdminState {
+            config: config.clone(),
+            identity: identity.clone(),
+            discovery: discovery.clone(),
+            status: status.clone(),
+            registry,
+        });
+        tasks.spawn(admin::serve(l, state));
+    }
+    eprintln!("{ready}");
+
+    tasks.spawn(serve_data_path(
+        config.clone(),
+        listeners,
+        identity,
+        discovery,
+        proxy_metrics,
+    ));
+
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some(ended) = tasks.join_next() => match ended {
+            Err(e) if e.is_panic() => Err(anyhow::anyhow!("a proxy task panicked: {e}")),
+            _ => Err(anyhow::anyhow!("a proxy task stopped unexpectedly")),
+        },
+    }
+}
+
+/// Waits for a certificate, then serves every data-path listener.
+async fn serve_data_path(
+    config: Arc<Config>,
+    l: Listeners,
+    identity: Arc<IdentityState>,
+    discovery: Discovery,
+    metrics: ProxyMetrics,
+) {
+    wait_for_cert(&identity).await;
+    tracing::info!("certificate held; serving mesh traffic");
+    let mut set = JoinSet::new();
+    if let Some(listener) = l.inbound {
+        set.spawn(inbound::serve(
+            listener,
+            inbound::InboundContext {
+                identity: identity.clone(),
+                app_host: config.app_host,
+                app_ports: config.workload.app_ports.iter().map(|p| p.port).collect(),
+                metrics: metrics.clone(),
+            },
+        ));
+    }
+    let outbound = Arc::new(Outbound::new(OutboundContext {
+        identity,
+        discovery,
+        namespace: config.workload.namespace.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        metrics,
+    }));
+    if let Some(listener) = l.outbound {
+        set.spawn(outbound.clone().serve_http(listener));
+    }
+    for (up, listener) in l.tcp {
+        set.spawn(outbound.clone().serve_tcp(listener, up.service, up.port));
+    }
+    if let (Mode::Gateway, Some(listener)) = (config.mode, l.listen) {
+        set.spawn(gateway::serve(listener, config.routes.clone(), outbound));
+    }
+    // The listeners run until the proxy stops; one ending is logged.
+    while let Some(ended) = set.join_next().await {
+        tracing::error!(result = ?ended.err(), "a data-path listener stopped");
+    }
+}
