@@ -304,6 +304,15 @@ impl Sidecar {
         r.json()
     }
 
+    /// Requests this sidecar's inbound side has forwarded to its app.
+    pub async fn served_inbound(&self) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .filter(|l| l.starts_with("mycel_requests_total") && l.contains("direction=\"inbound\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     pub async fn metrics(&self) -> String {
         http::get(self.admin, "localhost", "/metrics")
             .await

@@ -7,13 +7,8 @@ use mycel_tests::http;
 use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec};
 use mycel_tests::shop::{mesh_yaml, workload};
 
-/// Requests the sidecar's inbound side has forwarded so far.
 async fn served(sidecar: &Sidecar) -> u64 {
-    let text = sidecar.metrics().await;
-    text.lines()
-        .filter(|l| l.starts_with("mycel_requests_total") && l.contains("direction=\"inbound\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    sidecar.served_inbound().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

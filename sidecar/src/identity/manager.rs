@@ -55,14 +55,18 @@ impl Now {
 }
 
 /// When to renew a certificate valid from `not_before` to `not_after` (unix
-/// seconds): at 70% of its life, or now if that has passed.
+/// seconds), called when it arrives: at 70% of the life it has left from
+/// `not_before` or from now, whichever is later. CAs backdate `not_before`
+/// to absorb clock skew; counting from it would make a short-lived
+/// certificate look already 70% spent and renew in a loop.
 pub fn refresh_at(not_before_unix: i64, not_after_unix: i64, now: Now) -> Instant {
-    let life_ms = i128::from(not_after_unix.saturating_sub(not_before_unix).max(0)) * 1000;
-    let target_ms = i128::from(not_before_unix) * 1000 + life_ms * REFRESH_PERCENT / 100;
     let now_ms = match now.wall.duration_since(UNIX_EPOCH) {
         Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
         Err(_) => 0,
     };
+    let start_ms = (i128::from(not_before_unix) * 1000).max(now_ms);
+    let life_ms = (i128::from(not_after_unix) * 1000 - start_ms).max(0);
+    let target_ms = start_ms + life_ms * REFRESH_PERCENT / 100;
     let wait_ms = u64::try_from((target_ms - now_ms).max(0)).unwrap_or(u64::MAX);
     now.mono + Duration::from_millis(wait_ms)
 }

@@ -24,16 +24,18 @@ fn manager(ca: FakeCa) -> (IdentityManager<FakeCa>, Arc<IdentityState>) {
 fn refresh_at_table() {
     let mono = Instant::now();
     let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
-    // (not_before, not_after, wall now, expected wait in seconds)
+    // (not_before, not_after, wall now, expected wait in milliseconds)
     let cases = [
-        (1000, 2000, 1000, 700),
-        (1000, 2000, 1500, 200),
-        (1000, 2000, 1700, 0),
-        (1000, 2000, 1900, 0),
+        (1000, 2000, 1000, 700_000),
+        (1000, 2000, 1500, 350_000),
+        (1000, 2000, 1700, 210_000),
+        (1000, 2000, 1900, 70_000),
+        // Backdated by 60 s, 6 s of real life: renew after 4.2 s, not at once.
+        (940, 1006, 1000, 4_200),
         (1000, 2000, 2500, 0),
         (1000, 1000, 1000, 0),
-        (2000, 1000, 1000, 1000), // inverted validity: renew at not_before
-        (0, 86_400, 0, 60_480),
+        (2000, 1000, 1000, 1_000_000), // inverted validity: renew at not_before
+        (0, 86_400, 0, 60_480_000),
     ];
     for (nb, na, now, wait) in cases {
         let got = refresh_at(
@@ -44,7 +46,11 @@ fn refresh_at_table() {
                 mono,
             },
         );
-        assert_eq!(got - mono, Duration::from_secs(wait), "{nb}..{na} at {now}");
+        assert_eq!(
+            got - mono,
+            Duration::from_millis(wait),
+            "{nb}..{na} at {now}"
+        );
     }
 }
 
