@@ -60,5 +60,8 @@ pub fn leaf(issuer: &Issuer, spiffe_id: &str) -> (String, String) {
     let cert = params
         .signed_by(&key, &issuer.cert, &issuer.key)
         .expect("sign leaf");
-    (format!("{}{}", cert.pem(), issuer.chain_pem), key.serialize_pem())
+    (
+        format!("{}{}", cert.pem(), issuer.chain_pem),
+        key.serialize_pem(),
+    )
 }

@@ -2,8 +2,8 @@
 //! sidecars, gateways and demo apps. Reads like the scenario under test.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::http;
@@ -87,7 +87,9 @@ impl Mesh {
             self.path("mesh.yaml").display().to_string(),
         ];
         args.extend(self.extra_controller_args.iter().cloned());
-        let n = std::fs::read_dir(self.logs()).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(self.logs())
+            .map(|d| d.count())
+            .unwrap_or(0);
         let proc = Proc::spawn(
             &format!("controller-{n}"),
             &bin("mycel-controller"),
@@ -308,7 +310,9 @@ impl Sidecar {
     pub async fn served_inbound(&self) -> u64 {
         let text = self.metrics().await;
         text.lines()
-            .filter(|l| l.starts_with("mycel_requests_total") && l.contains("direction=\"inbound\""))
+            .filter(|l| {
+                l.starts_with("mycel_requests_total") && l.contains("direction=\"inbound\"")
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }

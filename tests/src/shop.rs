@@ -64,9 +64,14 @@ impl Shop {
     pub async fn start() -> Shop {
         let mesh = Mesh::start(&mesh_yaml("")).await;
         let ratings = workload(&mesh, "ratings", "ratings", "http", &[], |s| s).await;
-        let reviews = workload(&mesh, "reviews-v2", "reviews", "grpc", &["--version", "v2"], |s| {
-            s.label("version", "v2")
-        })
+        let reviews = workload(
+            &mesh,
+            "reviews-v2",
+            "reviews",
+            "grpc",
+            &["--version", "v2"],
+            |s| s.label("version", "v2"),
+        )
         .await;
         let catalog = workload(&mesh, "catalog", "catalog", "http", &[], |s| s).await;
         let frontend = workload(&mesh, "frontend", "frontend", "http", &[], |s| s).await;

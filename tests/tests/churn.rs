@@ -20,7 +20,10 @@ async fn instances_started_and_stopped_are_followed_within_a_second() {
 
     let r = http::get(out, "ratings", "/ratings/1").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(served(&a.sidecar).await >= 1, "instance a never counted a request");
+    assert!(
+        served(&a.sidecar).await >= 1,
+        "instance a never counted a request"
+    );
 
     // Start b; from the moment its sidecar is ready, b must get traffic
     // within one second.
@@ -53,14 +56,20 @@ async fn instances_started_and_stopped_are_followed_within_a_second() {
     tokio::time::sleep(Duration::from_secs(1).saturating_sub(stopped_at.elapsed())).await;
     let before = served(&a.sidecar).await;
     for i in 0..50 {
-        let r = http::get(out, "ratings", &format!("/ratings/{i}")).await.unwrap();
+        let r = http::get(out, "ratings", &format!("/ratings/{i}"))
+            .await
+            .unwrap();
         assert_eq!(
             r.status, 200,
             "request {i} after b stopped failed (sent to b?): {}",
             r.body
         );
     }
-    assert_eq!(served(&a.sidecar).await - before, 50, "every request must land on a");
+    assert_eq!(
+        served(&a.sidecar).await - before,
+        50,
+        "every request must land on a"
+    );
     let dump = client.admin_json("/config_dump").await.to_string();
     assert_eq!(
         dump.matches("ratings-b").count(),

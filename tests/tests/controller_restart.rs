@@ -20,7 +20,13 @@ async fn traffic_survives_controller_loss_and_resyncs_after_restart() {
     let client = mesh.sidecar(SidecarSpec::new("client", "frontend")).await;
     let out = client.outbound();
 
-    assert_eq!(http::get(out, "ratings", "/ratings/1").await.unwrap().status, 200);
+    assert_eq!(
+        http::get(out, "ratings", "/ratings/1")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     // Subscribed, but not in the mesh yet.
     let r = http::get(out, "stars", "/ratings/1").await.unwrap();
     assert_eq!(r.status, 503, "{}", r.body);
@@ -31,12 +37,21 @@ async fn traffic_survives_controller_loss_and_resyncs_after_restart() {
     let mut sent = 0;
     while Instant::now() < until && sent < 200 {
         let r = http::get(out, "ratings", "/ratings/2").await.unwrap();
-        assert_eq!(r.status, 200, "request {sent} with the controller down: {}", r.body);
+        assert_eq!(
+            r.status, 200,
+            "request {sent} with the controller down: {}",
+            r.body
+        );
         sent += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ready = http::get(client.admin, "localhost", "/ready").await.unwrap();
-    assert_eq!(ready.status, 200, "a proxy with a cert and config stays ready");
+    let ready = http::get(client.admin, "localhost", "/ready")
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status, 200,
+        "a proxy with a cert and config stays ready"
+    );
 
     // Change the mesh while the controller is down, then bring it back.
     mesh.write_mesh_yaml(&mesh_yaml(&stars_service()));
@@ -58,5 +73,11 @@ async fn traffic_survives_controller_loss_and_resyncs_after_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // And the old service still routes.
-    assert_eq!(http::get(out, "ratings", "/ratings/4").await.unwrap().status, 200);
+    assert_eq!(
+        http::get(out, "ratings", "/ratings/4")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 }

@@ -27,7 +27,8 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 async fn demo_starts_serves_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo-data");
-    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    // Below the ephemeral range, so no test socket can be sitting on it.
+    let base = 20_000 + (std::process::id() % 10_000) as u16;
     let mut demo = Proc::spawn(
         "mycelctl-demo",
         &bin("mycelctl"),
@@ -45,17 +46,27 @@ async fn demo_starts_serves_and_stops_cleanly() {
     let gateway = loop {
         demo.assert_running();
         let log = demo.log();
-        if let Some(line) = log.lines().find(|l| l.trim_start().starts_with("gateway: http://")) {
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.trim_start().starts_with("gateway: http://"))
+        {
             let url = line.trim().trim_start_matches("gateway: http://");
-            break url.trim_end_matches('/').parse::<std::net::SocketAddr>().unwrap();
+            break url
+                .trim_end_matches('/')
+                .parse::<std::net::SocketAddr>()
+                .unwrap();
         }
         assert!(Instant::now() < deadline, "demo never became ready:\n{log}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
-    let r = http::get(gateway, "localhost", "/api/products").await.unwrap();
+    let r = http::get(gateway, "localhost", "/api/products")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.json()["products"].as_array().is_some_and(|p| !p.is_empty()));
+    assert!(r.json()["products"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty()));
     let page = http::get(gateway, "localhost", "/").await.unwrap();
     assert_eq!(page.status, 200);
 
@@ -71,7 +82,11 @@ async fn demo_starts_serves_and_stops_cleanly() {
         .wait(Duration::from_secs(20))
         .await
         .unwrap_or_else(|| panic!("demo did not stop on SIGINT:\n{}", demo.log()));
-    assert!(status.success(), "demo exited with {status}:\n{}", demo.log());
+    assert!(
+        status.success(),
+        "demo exited with {status}:\n{}",
+        demo.log()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let left = processes_mentioning(&needle);
     assert!(left.is_empty(), "processes left behind: {left:#?}");
@@ -95,9 +110,15 @@ async fn demo_reports_a_busy_port_and_starts_nothing() {
         ],
         dir.path(),
     );
-    let status = demo.wait(Duration::from_secs(20)).await.expect("demo must exit");
+    let status = demo
+        .wait(Duration::from_secs(20))
+        .await
+        .expect("demo must exit");
     assert!(!status.success());
     let log = demo.log();
-    assert!(log.contains(&base.to_string()), "error must name the busy port: {log}");
+    assert!(
+        log.contains(&base.to_string()),
+        "error must name the busy port: {log}"
+    );
     assert!(processes_mentioning(&data.display().to_string()).is_empty());
 }

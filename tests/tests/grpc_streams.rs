@@ -12,7 +12,15 @@ use tokio_stream::StreamExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_streaming_and_bidi_keep_messages_trailers_and_status() {
     let mesh = Mesh::start(&mesh_yaml("")).await;
-    let _reviews = workload(&mesh, "reviews", "reviews", "grpc", &["--version", "v1"], |s| s).await;
+    let _reviews = workload(
+        &mesh,
+        "reviews",
+        "reviews",
+        "grpc",
+        &["--version", "v1"],
+        |s| s,
+    )
+    .await;
     let client = mesh.sidecar(SidecarSpec::new("client", "frontend")).await;
     let mut rc = reviews_via(client.outbound()).await;
 
@@ -89,12 +97,21 @@ async fn serial(sidecar: &Sidecar) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_under_a_long_lived_stream_fails_no_message() {
     let mesh = Mesh::start(&mesh_yaml("")).await;
-    let reviews = workload(&mesh, "reviews", "reviews", "grpc", &["--version", "v1"], |s| {
-        s.arg("--cert-ttl").arg("6s")
-    })
+    let reviews = workload(
+        &mesh,
+        "reviews",
+        "reviews",
+        "grpc",
+        &["--version", "v1"],
+        |s| s.arg("--cert-ttl").arg("6s"),
+    )
     .await;
     let client = mesh
-        .sidecar(SidecarSpec::new("client", "frontend").arg("--cert-ttl").arg("6s"))
+        .sidecar(
+            SidecarSpec::new("client", "frontend")
+                .arg("--cert-ttl")
+                .arg("6s"),
+        )
         .await;
     let mut rc = reviews_via(client.outbound()).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -124,7 +141,10 @@ async fn renewal_under_a_long_lived_stream_fails_no_message() {
             .expect("stream open")
             .unwrap_or_else(|s| panic!("message {i} failed during renewal: {s:?}"));
         assert_eq!(echo.sequence, i);
-        for (sc, seen) in [(&client, &mut client_serials), (&reviews.sidecar, &mut server_serials)] {
+        for (sc, seen) in [
+            (&client, &mut client_serials),
+            (&reviews.sidecar, &mut server_serials),
+        ] {
             let s = serial(sc).await;
             if seen.last() != Some(&s) {
                 seen.push(s);
@@ -132,8 +152,14 @@ async fn renewal_under_a_long_lived_stream_fails_no_message() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(client_serials.len() >= 3, "client renewed too rarely: {client_serials:?}");
-    assert!(server_serials.len() >= 3, "server renewed too rarely: {server_serials:?}");
+    assert!(
+        client_serials.len() >= 3,
+        "client renewed too rarely: {client_serials:?}"
+    );
+    assert!(
+        server_serials.len() >= 3,
+        "server renewed too rarely: {server_serials:?}"
+    );
 
     // New connections use the renewed certificates too.
     let mut fresh = reviews_via(client.outbound()).await;

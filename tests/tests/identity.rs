@@ -56,7 +56,10 @@ async fn csr_for_another_identity_gets_the_tokens_identity_only() {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).unwrap();
     let text = format!("{:?}", cert.subject_alternative_name());
     assert!(text.contains(&spiffe("shop", "frontend")), "{text}");
-    assert!(!text.contains("admin"), "leaf carries the asked identity: {text}");
+    assert!(
+        !text.contains("admin"),
+        "leaf carries the asked identity: {text}"
+    );
     assert!(
         !cert.subject().to_string().contains("admin"),
         "leaf subject copied from the CSR: {}",
@@ -73,7 +76,10 @@ async fn missing_or_wrong_token_is_refused_clearly() {
     let mut client = identity_client(&mesh).await;
     for (token, what) in [
         ("", "missing token"),
-        ("mycel.0000000000000000000000000000000000000000000000000000000000000000", "unknown token"),
+        (
+            "mycel.0000000000000000000000000000000000000000000000000000000000000000",
+            "unknown token",
+        ),
     ] {
         let err = client
             .certify(CertifyRequest {
@@ -90,6 +96,9 @@ async fn missing_or_wrong_token_is_refused_clearly() {
             ),
             "{what}: {err:?}"
         );
-        assert!(!err.message().is_empty(), "{what}: status without a message");
+        assert!(
+            !err.message().is_empty(),
+            "{what}: status without a message"
+        );
     }
 }

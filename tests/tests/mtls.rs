@@ -51,7 +51,9 @@ async fn mesh_port_refuses_plaintext_and_foreign_certs() {
 
     // Only ports the workload declared can be reached through the mesh port.
     let (chain, key) = certs::leaf(&issuer, &probe_id);
-    let (status, body) = mtls::get(port, &chain, &key, "/", 22).await.expect("request");
+    let (status, body) = mtls::get(port, &chain, &key, "/", 22)
+        .await
+        .expect("request");
     assert_eq!(status, 403, "undeclared port must be refused: {body}");
 }
 
@@ -70,7 +72,7 @@ async fn client_refuses_server_with_wrong_identity() {
     // really holds, one claiming it should be "catalog".
     let endpoint = |id: &str| {
         format!(
-            "    endpoints:\n    - address: {}\n      meshPort: {}\n      spiffeId: {id}\n",
+            "  endpoints:\n  - address: {}\n    meshPort: {}\n    spiffeId: {id}\n",
             mesh_addr.ip(),
             mesh_addr.port()
         )
@@ -131,6 +133,9 @@ async fn client_refuses_server_with_wrong_identity() {
         before,
         "the request reached the app despite the identity mismatch"
     );
-    let metrics = http::get(admin, "localhost", "/metrics").await.unwrap().body;
+    let metrics = http::get(admin, "localhost", "/metrics")
+        .await
+        .unwrap()
+        .body;
     assert!(metrics.contains("identity_mismatch"), "{metrics}");
 }
