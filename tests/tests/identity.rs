@@ -1,5 +1,7 @@
 //! The controller's CA: what a join token can and cannot get.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
 use mycel_tests::mesh::{spiffe, Mesh};

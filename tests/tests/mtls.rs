@@ -1,5 +1,7 @@
 //! What the mesh port accepts, and what a client sidecar refuses.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use mycel_tests::mesh::{spiffe, Mesh, SidecarSpec, APP_PORT};
