@@ -2,7 +2,10 @@
 //! build needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/mycel/v1/identity.proto", "proto/mycel/v1/discovery.proto"];
+    let files = [
+        "proto/mycel/v1/identity.proto",
+        "proto/mycel/v1/discovery.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
