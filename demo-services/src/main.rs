@@ -1,5 +1,7 @@
 //! `mycel-demo <frontend|catalog|reviews|ratings> --listen ADDR [...]`.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use mycel_demo::config::{Cli, ServiceConfig};
@@ -12,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = ServiceConfig::try_from(Cli::parse()).context("bad flags")?;
     mycel_demo::run(config).await
