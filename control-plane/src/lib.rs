@@ -7,10 +7,12 @@
 //! `index` (synchronous state), `sources` (config in), `grpc` (API out),
 //! `ca` (identity), and `runtime`, the only module that knows them all.
 
+pub mod admin;
 pub mod ca;
 pub mod grpc;
 pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod runtime;
 pub mod sources;

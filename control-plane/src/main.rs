@@ -1,1 +1,167 @@
-fn main() {}
+//! `mycel-controller`: runs the control plane, or creates a join token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use mycel_control_plane::ca::tokens::create_token;
+use mycel_control_plane::ca::CaFiles;
+use mycel_control_plane::runtime::{Config, Controller};
+
+#[derive(Parser)]
+#[command(
+    name = "mycel-controller",
+    version,
+    about = "Mycel control plane: CA, mesh index, discovery"
+)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a join token for a namespace and service account; prints it.
+    Create {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Directory for the CA and the join tokens.
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value = mycel_control_plane::runtime::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    #[arg(long, default_value = mycel_control_plane::runtime::DEFAULT_GRPC_ADDR)]
+    grpc_addr: SocketAddr,
+    #[arg(long, default_value = mycel_control_plane::runtime::DEFAULT_ADMIN_ADDR)]
+    admin_addr: SocketAddr,
+    /// mesh.yaml with Kubernetes-style Service documents; polled for changes.
+    #[arg(long)]
+    mesh_config: Option<PathBuf>,
+    /// Maximum (and default) lifetime of workload certificates.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    cert_ttl: Duration,
+    /// Root certificate of a user-provided CA (PEM).
+    #[arg(long, requires_all = ["issuer_cert", "issuer_key"])]
+    root_cert: Option<PathBuf>,
+    /// Intermediate certificate that signs workload certificates (PEM).
+    #[arg(long, requires_all = ["root_cert", "issuer_key"])]
+    issuer_cert: Option<PathBuf>,
+    /// Private key of the intermediate (PKCS#8 PEM).
+    #[arg(long, requires_all = ["root_cert", "issuer_cert"])]
+    issuer_key: Option<PathBuf>,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MYCEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.context("--data-dir is required")?;
+    let ca_files = match (args.root_cert, args.issuer_cert, args.issuer_key) {
+        (Some(root_cert), Some(issuer_cert), Some(issuer_key)) => Some(CaFiles {
+            root_cert,
+            issuer_cert,
+            issuer_key,
+        }),
+        _ => None,
+    };
+    let config = Config {
+        data_dir,
+        trust_domain: args.trust_domain,
+        grpc_addr: args.grpc_addr,
+        admin_addr: args.admin_addr,
+        mesh_config: args.mesh_config,
+        cert_ttl: args.cert_ttl,
+        ca_files,
+    };
+    let mut controller = Controller::start(config).await?;
+    eprintln!(
+        "mycel-controller ready grpc={} admin={}",
+        controller.grpc_addr(),
+        controller.admin_addr()
+    );
+    let failed = tokio::select! {
+        r = shutdown_signal() => { r?; None }
+        r = controller.wait_for_failure() => Some(r),
+    };
+    match failed {
+        None => {
+            tracing::info!("shutting down");
+            controller.shutdown().await
+        }
+        Some(r) => {
+            r?;
+            anyhow::bail!("gRPC server stopped unexpectedly")
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mycel-controller: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Token {
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    namespace,
+                    service_account,
+                },
+        }) => {
+            let token = create_token(&data_dir, &namespace, &service_account)?;
+            println!("{token}");
+            Ok(())
+        }
+        None => run(cli.run).await,
+    }
+}

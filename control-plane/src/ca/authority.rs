@@ -44,15 +44,15 @@ pub struct CaFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
@@ -147,9 +147,9 @@ fn random_serial() -> SerialNumber {
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -286,9 +286,9 @@ impl Authority {
             .signed_by(&issuer_key, &root, &root_key)
             .map_err(LoadError::Generate)?;
 
-        ensure_private_dir(dir).map_err(|source| LoadError::Write {
+        ensure_private_dir(dir).map_err(|cause| LoadError::Write {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         // Keys first: a crash leaves an incomplete directory that the next
         // start reports, never certificates whose keys are lost.
@@ -300,7 +300,7 @@ impl Authority {
         ] {
             let path = dir.join(name);
             write_private(&path, contents.as_bytes())
-                .map_err(|source| LoadError::Write { path, source })?;
+                .map_err(|cause| LoadError::Write { path, cause })?;
         }
         tracing::info!(dir = %dir.display(), "generated a new mesh CA");
         Ok(Self {

@@ -22,17 +22,17 @@ pub enum TokenError {
         "invalid {what} {value:?}: lowercase letters, digits, '-' and '.', at most 253 characters"
     )]
     InvalidName { what: &'static str, value: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} is not a valid token store: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -92,9 +92,9 @@ fn read_store(path: &Path) -> Result<TokenFile, TokenError> {
             message: e.to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenFile::default()),
-        Err(source) => Err(TokenError::Read {
+        Err(cause) => Err(TokenError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     }
 }
@@ -122,9 +122,9 @@ pub fn create_token(
     service_account: &str,
 ) -> Result<String, TokenError> {
     validate_names(namespace, service_account)?;
-    ensure_private_dir(data_dir).map_err(|source| TokenError::Write {
+    ensure_private_dir(data_dir).map_err(|cause| TokenError::Write {
         path: data_dir.to_path_buf(),
-        source,
+        cause,
     })?;
     let path = tokens_path(data_dir);
     let mut store = read_store(&path)?;
@@ -143,7 +143,7 @@ pub fn create_token(
         path: path.clone(),
         message: e.to_string(),
     })?;
-    write_private(&path, &json).map_err(|source| TokenError::Write { path, source })?;
+    write_private(&path, &json).map_err(|cause| TokenError::Write { path, cause })?;
     Ok(token)
 }
 

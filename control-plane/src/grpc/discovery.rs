@@ -36,6 +36,7 @@ pub struct DiscoveryService {
     registry: Arc<ProxyRegistry>,
     metrics: Arc<Metrics>,
     trust_domain: String,
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl DiscoveryService {
@@ -50,7 +51,15 @@ impl DiscoveryService {
             registry,
             metrics,
             trust_domain: trust_domain.to_string(),
+            shutdown: None,
         }
+    }
+
+    /// Ends every stream when `shutdown` turns true, so a graceful server
+    /// shutdown is not held up by streams that would otherwise live forever.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
 }
 
@@ -201,6 +210,7 @@ struct StreamTask {
     tx: Outbound,
     registered: bool,
     proxy_id: String,
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 fn fresh_nonce() -> String {
@@ -220,6 +230,15 @@ impl StreamTask {
         if self.push().await.is_err() {
             return;
         }
+        let shutdown = self.shutdown.take();
+        let stop = async move {
+            match shutdown {
+                // A dropped sender means the controller is going away too.
+                Some(mut rx) => drop(rx.wait_for(|stop| *stop).await),
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
@@ -242,6 +261,7 @@ impl StreamTask {
                     }
                 }
                 _ = self.tx.closed() => break,
+                _ = &mut stop => break,
             }
         }
         tracing::info!(proxy_id = %self.proxy_id, "proxy disconnected");
@@ -395,6 +415,7 @@ impl Discovery for DiscoveryService {
             tx,
             registered,
             proxy_id: start.proxy_id,
+            shutdown: self.shutdown.clone(),
         };
         tokio::spawn(task.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))

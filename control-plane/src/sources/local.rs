@@ -1,4 +1,4 @@
-//! The local mesh config source: polls mesh.yaml and applies each valid new
+//! The local mesh config cause: polls mesh.yaml and applies each valid new
 //! version to the index as a whole. An invalid file is logged with the
 //! document and field at fault, and the last good config stays in force.
 
@@ -21,24 +21,24 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("mesh config {path}: cannot read: {source}")]
+    #[error("mesh config {path}: cannot read: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("mesh config {path}: {source}")]
-    Invalid { path: PathBuf, source: ParseError },
+    #[error("mesh config {path}: {cause}")]
+    Invalid { path: PathBuf, cause: ParseError },
 }
 
 /// Reads and validates a mesh config file.
 pub fn load(path: &Path) -> Result<Vec<Service>, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
-    parse_mesh_config(&text).map_err(|source| LoadError::Invalid {
+    parse_mesh_config(&text).map_err(|cause| LoadError::Invalid {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -75,12 +75,12 @@ impl MeshConfigWatcher {
     pub fn poll(&mut self) -> Poll {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
-            Err(source) => {
+            Err(cause) => {
                 if self.stamp.take().is_some() || self.hash.is_some() {
                     self.hash = None;
                     return Poll::Changed(Err(LoadError::Read {
                         path: self.path.clone(),
-                        source,
+                        cause,
                     }));
                 }
                 return Poll::Unchanged;
@@ -95,10 +95,10 @@ impl MeshConfigWatcher {
         }
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(source) => {
+            Err(cause) => {
                 return Poll::Changed(Err(LoadError::Read {
                     path: self.path.clone(),
-                    source,
+                    cause,
                 }))
             }
         };
@@ -109,9 +109,9 @@ impl MeshConfigWatcher {
         }
         self.hash = Some(hash);
         Poll::Changed(
-            parse_mesh_config(&text).map_err(|source| LoadError::Invalid {
+            parse_mesh_config(&text).map_err(|cause| LoadError::Invalid {
                 path: self.path.clone(),
-                source,
+                cause,
             }),
         )
     }

@@ -1,0 +1,221 @@
+//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/debug/proxies`.
+//! Routing is a pure function of the request path and the shared state, so
+//! it is tested without sockets.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::index::SharedIndex;
+use crate::metrics::Metrics;
+use crate::registry::ProxyRegistry;
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<ProxyRegistry>,
+    pub index: SharedIndex,
+    /// Set once the CA is loaded and the gRPC port listens.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A response before it becomes HTTP.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Reply {
+    Reply {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: body.into(),
+    }
+}
+
+/// Answers one admin request.
+pub fn route(state: &AdminState, method: &Method, path: &str) -> Reply {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+    }
+    match path {
+        "/live" => text(StatusCode::OK, "ok\n"),
+        "/ready" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => {
+            {
+                let ix = state.index.lock();
+                state.metrics.index_services.set(ix.service_count() as i64);
+                state
+                    .metrics
+                    .index_endpoints
+                    .set(ix.endpoint_count() as i64);
+            }
+            Reply {
+                status: StatusCode::OK,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body: state.metrics.encode(),
+            }
+        }
+        "/debug/proxies" => match serde_json::to_string_pretty(&state.registry.snapshot()) {
+            Ok(json) => Reply {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: json + "\n",
+            },
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode: {e}\n"),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /live, /ready, /metrics, /debug/proxies\n",
+        ),
+    }
+}
+
+fn to_http(reply: Reply) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
+    *resp.status_mut() = reply.status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(reply.content_type),
+    );
+    resp
+}
+
+/// Serves until `shutdown` turns true (or its sender is dropped).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Transient (e.g. out of file descriptors): back off briefly.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let reply = route(&state, req.method(), req.uri().path());
+                async move { Ok::<_, Infallible>(to_http(reply)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{now_rfc3339, ProxyRecord};
+
+    fn state() -> AdminState {
+        AdminState {
+            metrics: Arc::new(Metrics::new()),
+            registry: Arc::new(ProxyRegistry::default()),
+            index: SharedIndex::default(),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn live_and_ready() {
+        let s = state();
+        assert_eq!(
+            route(&s, &Method::GET, "/live"),
+            text(StatusCode::OK, "ok\n")
+        );
+        assert_eq!(
+            route(&s, &Method::GET, "/ready").status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        s.ready.store(true, Ordering::Release);
+        assert_eq!(route(&s, &Method::GET, "/ready").status, StatusCode::OK);
+    }
+
+    #[test]
+    fn metrics_include_index_gauges() {
+        let s = state();
+        s.index.lock().apply_service(crate::model::Service {
+            name: "a".into(),
+            namespace: "b".into(),
+            selector: Default::default(),
+            ports: vec![],
+            vips: vec![],
+        });
+        let r = route(&s, &Method::GET, "/metrics");
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            r.body.contains("mycel_controller_index_services 1"),
+            "{}",
+            r.body
+        );
+    }
+
+    #[test]
+    fn debug_proxies_is_a_json_array() {
+        let s = state();
+        assert_eq!(route(&s, &Method::GET, "/debug/proxies").body.trim(), "[]");
+        s.registry.insert(
+            1,
+            ProxyRecord {
+                proxy_id: "p".into(),
+                workload: "w".into(),
+                namespace: "n".into(),
+                spiffe_id: "spiffe://cluster.local/ns/n/sa/w".into(),
+                mode: "sidecar".into(),
+                registered: false,
+                connected_since: now_rfc3339(),
+                subscriptions: vec!["a.b".into()],
+                acked: Default::default(),
+                last_nack: None,
+            },
+        );
+        let r = route(&s, &Method::GET, "/debug/proxies");
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v[0]["proxy_id"], "p");
+        assert_eq!(v[0]["subscriptions"][0], "a.b");
+        assert_eq!(v[0]["last_nack"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        let s = state();
+        assert_eq!(
+            route(&s, &Method::GET, "/nope").status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            route(&s, &Method::POST, "/live").status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

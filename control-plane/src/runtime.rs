@@ -1,0 +1,257 @@
+//! Wiring: CA → serving certificate → gRPC server (Identity, Discovery) →
+//! local mesh config source → index → admin server. The only module that
+//! knows every other one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mycel_api::v1::discovery_server::DiscoveryServer;
+use mycel_api::v1::identity_server::IdentityServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::admin::{self, AdminState};
+use crate::ca::tokens::LocalAuthenticator;
+use crate::ca::{Authority, CaFiles};
+use crate::grpc::{DiscoveryService, IdentityService};
+use crate::index::{Index, SharedIndex};
+use crate::metrics::Metrics;
+use crate::registry::ProxyRegistry;
+use crate::sources::local::{self, MeshConfigWatcher, Poll};
+
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:15010";
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15014";
+pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a graceful shutdown waits for connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the controller needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub trust_domain: String,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub mesh_config: Option<PathBuf>,
+    pub cert_ttl: Duration,
+    /// A user-given CA; `None` generates (or reloads) one in the data dir.
+    pub ca_files: Option<CaFiles>,
+}
+
+impl Config {
+    /// The defaults of the CLI for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 15010)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 15014)),
+            mesh_config: None,
+            cert_ttl: DEFAULT_CERT_TTL,
+            ca_files: None,
+        }
+    }
+}
+
+/// Binds `addr`, naming it in the error.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("{what}: address {addr} already in use"),
+        _ => anyhow::anyhow!("{what}: cannot listen on {addr}: {e}"),
+    })
+}
+
+pub struct Controller;
+
+/// A running controller.
+pub struct RunningController {
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    root_pem: String,
+    index: SharedIndex,
+    registry: Arc<ProxyRegistry>,
+    shutdown: watch::Sender<bool>,
+    grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Controller {
+    /// Starts every part and returns once both ports listen.
+    pub async fn start(config: Config) -> anyhow::Result<RunningController> {
+        // tonic builds its rustls configs from the process default provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if config.cert_ttl < crate::ca::authority::MIN_TTL {
+            bail!(
+                "--cert-ttl {} is shorter than the minimum of {}",
+                humantime::format_duration(config.cert_ttl),
+                humantime::format_duration(crate::ca::authority::MIN_TTL)
+            );
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+
+        let authority = match &config.ca_files {
+            Some(files) => Authority::from_files(files, &config.trust_domain, config.cert_ttl),
+            None => {
+                Authority::load_or_generate(&config.data_dir, &config.trust_domain, config.cert_ttl)
+            }
+        }
+        .context("loading the CA")?;
+        let authority = Arc::new(authority);
+        let serving = authority
+            .serving_cert()
+            .context("issuing the controller's serving certificate")?;
+        let authenticator =
+            Arc::new(LocalAuthenticator::new(&config.data_dir).context("loading join tokens")?);
+
+        let index = SharedIndex::new(Index::new());
+        index.lock().set_trust_bundle(authority.trust_bundle_der());
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(ProxyRegistry::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        if let Some(path) = &config.mesh_config {
+            let mut watcher = MeshConfigWatcher::new(path);
+            match watcher.poll() {
+                Poll::Changed(Ok(services)) => {
+                    local::apply(&index, services)
+                        .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", path.display()))?;
+                }
+                Poll::Changed(Err(e)) => return Err(e.into()),
+                Poll::Unchanged => bail!("mesh config {}: cannot read it", path.display()),
+            }
+            tasks.push(tokio::spawn(local::run(
+                watcher,
+                index.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+
+        let grpc_listener = bind(config.grpc_addr, "gRPC").await?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&serving.chain_pem, &serving.key_pem))
+            .client_ca_root(Certificate::from_pem(authority.root_pem()))
+            .client_auth_optional(true);
+        let identity = IdentityService::new(authority.clone(), authenticator, metrics.clone());
+        let discovery = DiscoveryService::new(
+            index.clone(),
+            registry.clone(),
+            metrics.clone(),
+            &config.trust_domain,
+        )
+        .with_shutdown(shutdown_rx.clone());
+        let router = Server::builder()
+            .tls_config(tls)
+            .context("configuring gRPC TLS")?
+            .add_service(IdentityServer::new(identity))
+            .add_service(DiscoveryServer::new(discovery));
+        let mut grpc_shutdown = shutdown_rx.clone();
+        let grpc = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                    let _ = grpc_shutdown.wait_for(|s| *s).await;
+                })
+                .await
+        });
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin_listener = bind(config.admin_addr, "admin").await?;
+        let admin_addr = admin_listener.local_addr()?;
+        let state = Arc::new(AdminState {
+            metrics,
+            registry: registry.clone(),
+            index: index.clone(),
+            ready: ready.clone(),
+        });
+        tasks.push(tokio::spawn(admin::serve(
+            admin_listener,
+            state,
+            shutdown_rx,
+        )));
+        ready.store(true, Ordering::Release);
+        tracing::info!(%grpc_addr, %admin_addr, trust_domain = %config.trust_domain, "controller serving");
+
+        Ok(RunningController {
+            grpc_addr,
+            admin_addr,
+            root_pem: authority.root_pem().to_string(),
+            index,
+            registry,
+            shutdown: shutdown_tx,
+            grpc: Some(grpc),
+            tasks,
+        })
+    }
+}
+
+impl RunningController {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The trust anchor clients pin to reach the gRPC port.
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// The live index (for tests and diagnostics).
+    pub fn index(&self) -> &SharedIndex {
+        &self.index
+    }
+
+    pub fn registry(&self) -> &Arc<ProxyRegistry> {
+        &self.registry
+    }
+
+    /// Stops accepting, ends discovery streams, and waits (bounded) for
+    /// connections to drain.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let result = match self.grpc {
+            None => Ok(()),
+            Some(mut grpc) => match tokio::time::timeout(DRAIN_TIMEOUT, &mut grpc).await {
+                Ok(joined) => joined.context("gRPC server task")?.context("gRPC server"),
+                Err(_) => {
+                    grpc.abort();
+                    tracing::warn!("gRPC connections did not drain in time; closed them");
+                    Ok(())
+                }
+            },
+        };
+        for t in self.tasks {
+            if tokio::time::timeout(DRAIN_TIMEOUT, t).await.is_err() {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        result
+    }
+
+    /// Waits until the gRPC server stops by itself (an error), which a
+    /// healthy controller never does.
+    pub async fn wait_for_failure(&mut self) -> anyhow::Result<()> {
+        let Some(grpc) = self.grpc.as_mut() else {
+            return std::future::pending().await;
+        };
+        let joined = grpc.await;
+        self.grpc = None;
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e).context("gRPC server"),
+            Err(e) => Err(e).context("gRPC server task"),
+        }
+    }
+}
