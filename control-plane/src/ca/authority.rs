@@ -374,8 +374,8 @@ impl Authority {
         Ok(Self {
             trust_domain: trust_domain.to_string(),
             max_ttl,
-            root_pem: pem_of(&root_der),
-            issuer_pem: pem_of(&issuer_der),
+            root_pem: cert_pem(&root_der),
+            issuer_pem: cert_pem(&issuer_der),
             root_der,
             issuer_der,
             issuer,
@@ -488,7 +488,8 @@ fn issuer_params_not_after(cert: &rcgen::Certificate) -> OffsetDateTime {
     cert.params().not_after
 }
 
-fn pem_of(der: &[u8]) -> String {
+/// PEM-encodes one DER certificate.
+pub fn cert_pem(der: &[u8]) -> String {
     use std::fmt::Write;
     let b64 = base64_encode(der);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");

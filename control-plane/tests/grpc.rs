@@ -1,0 +1,350 @@
+//! In-process test of the real controller runtime on loopback: certify with
+//! a join token, open discovery streams with the issued certificates, and
+//! watch endpoints appear and disappear.
+
+// Tests may unwrap: a failure is the test failing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use mycel_api::v1::discovery_client::DiscoveryClient;
+use mycel_api::v1::discovery_request::Kind;
+use mycel_api::v1::identity_client::IdentityClient;
+use mycel_api::v1::{
+    resource, Ack, CertifyRequest, DiscoveryRequest, DiscoveryResponse, Hello, ResourceType,
+    Subscribe, Workload,
+};
+use mycel_control_plane::ca::authority::cert_pem;
+use mycel_control_plane::ca::tokens::create_token;
+use mycel_control_plane::runtime::{Config, Controller, RunningController};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Streaming};
+
+/// Generous bound for anything the test waits for; never a speed claim.
+const WAIT: Duration = Duration::from_secs(10);
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: catalog, namespace: shop}
+spec:
+  selector: {app: catalog}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+async fn start(dir: &Path) -> RunningController {
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(&mesh, MESH).unwrap();
+    let mut config = Config::new(dir.join("data"));
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.mesh_config = Some(mesh);
+    Controller::start(config).await.unwrap()
+}
+
+async fn channel(ctl: &RunningController, identity: Option<Identity>) -> Channel {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ctl.root_pem()))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(id);
+    }
+    Channel::from_shared(format!("https://{}", ctl.grpc_addr()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Certifies with a fresh key and returns the TLS identity.
+async fn certify(ctl: &RunningController, token: &str) -> Identity {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_string()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
+    let mut client = IdentityClient::new(channel(ctl, None).await);
+    let resp = client
+        .certify(CertifyRequest {
+            token: token.into(),
+            csr_der: csr.der().to_vec(),
+            requested_ttl_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.chain_der.len(), 2);
+    let chain: String = resp.chain_der.iter().map(|d| cert_pem(d)).collect();
+    Identity::from_pem(chain, key.serialize_pem())
+}
+
+fn workload(name: &str, app: &str, ready: bool) -> Workload {
+    Workload {
+        name: name.into(),
+        namespace: "shop".into(),
+        service_account: name.into(),
+        labels: [("app".to_string(), app.to_string())].into(),
+        address: "127.0.0.1".into(),
+        mesh_port: 15001,
+        ports: vec![],
+        ready,
+        zone: "z1".into(),
+    }
+}
+
+struct Proxy {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: Streaming<DiscoveryResponse>,
+}
+
+async fn open(channel: Channel, hello: Hello) -> Result<Proxy, tonic::Status> {
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(DiscoveryRequest {
+        kind: Some(Kind::Hello(hello)),
+    })
+    .await
+    .unwrap();
+    let mut client = DiscoveryClient::new(channel);
+    let rx = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    Ok(Proxy { tx, rx })
+}
+
+impl Proxy {
+    async fn next(&mut self) -> Result<DiscoveryResponse, tonic::Status> {
+        match tokio::time::timeout(WAIT, self.rx.message()).await {
+            Ok(Ok(Some(m))) => Ok(m),
+            Ok(Ok(None)) => Err(tonic::Status::aborted("stream ended")),
+            Ok(Err(s)) => Err(s),
+            Err(_) => panic!("no discovery response within {WAIT:?}"),
+        }
+    }
+
+    async fn ack(&self, nonce: &str) {
+        self.tx
+            .send(DiscoveryRequest {
+                kind: Some(Kind::Ack(Ack {
+                    nonce: nonce.into(),
+                })),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Reads (and ACKs) responses until the endpoints of `service` have
+    /// `count` entries; returns them.
+    async fn wait_endpoints(
+        &mut self,
+        service: &str,
+        count: usize,
+    ) -> Vec<mycel_api::v1::Endpoint> {
+        for _ in 0..20 {
+            let resp = self.next().await.unwrap();
+            self.ack(&resp.nonce).await;
+            for r in resp.resources {
+                if let Some(resource::Body::Endpoints(e)) = r.body {
+                    if e.service == service && e.endpoints.len() == count {
+                        return e.endpoints;
+                    }
+                }
+            }
+        }
+        panic!("endpoints of {service} never reached {count}");
+    }
+}
+
+fn hello(proxy_id: &str, w: Workload, register: bool, subs: &[&str]) -> Hello {
+    Hello {
+        proxy_id: proxy_id.into(),
+        workload: Some(w),
+        register,
+        subscriptions: subs.iter().map(|s| s.to_string()).collect(),
+        known: vec![],
+        mode: "sidecar".into(),
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certify_register_subscribe_and_unregister() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = start(dir.path()).await;
+    let data = dir.path().join("data");
+    // Tokens created while the controller runs are accepted.
+    let catalog_token = create_token(&data, "shop", "catalog").unwrap();
+    let frontend_token = create_token(&data, "shop", "frontend").unwrap();
+    let catalog_id = certify(&ctl, &catalog_token).await;
+    let frontend_id = certify(&ctl, &frontend_token).await;
+
+    // The catalog proxy registers its workload.
+    let mut catalog = open(
+        channel(&ctl, Some(catalog_id)).await,
+        hello("catalog-1", workload("catalog", "catalog", true), true, &[]),
+    )
+    .await
+    .unwrap();
+    let first = catalog.next().await.unwrap();
+    assert!(first
+        .resources
+        .iter()
+        .any(|r| r.key.as_ref().unwrap().r#type == ResourceType::TrustBundle as i32));
+    catalog.ack(&first.nonce).await;
+
+    // The frontend proxy subscribes and sees the endpoint.
+    let mut frontend = open(
+        channel(&ctl, Some(frontend_id)).await,
+        hello(
+            "frontend-1",
+            workload("frontend", "frontend", true),
+            false,
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    let first = frontend.next().await.unwrap();
+    frontend.ack(&first.nonce).await;
+    frontend
+        .tx
+        .send(DiscoveryRequest {
+            kind: Some(Kind::Subscribe(Subscribe {
+                add: vec!["catalog.shop".into(), "missing.shop".into()],
+                remove: vec![],
+            })),
+        })
+        .await
+        .unwrap();
+    let eps = frontend.wait_endpoints("catalog.shop", 1).await;
+    assert_eq!(
+        eps[0].spiffe_id,
+        "spiffe://cluster.local/ns/shop/sa/catalog"
+    );
+    assert_eq!(eps[0].address, "127.0.0.1");
+    assert_eq!(eps[0].mesh_port, 15001);
+    assert_eq!(eps[0].workload, "catalog");
+
+    // The admin server shows both proxies.
+    let body = http_get(ctl.admin_addr(), "/debug/proxies").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("\"proxy_id\": \"catalog-1\""), "{body}");
+    assert!(body.contains("\"registered\": true"), "{body}");
+    assert!(body.contains("\"catalog.shop\""), "{body}");
+    let metrics = http_get(ctl.admin_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("mycel_controller_connected_proxies 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mycel_controller_index_endpoints 1"),
+        "{metrics}"
+    );
+    assert!(http_get(ctl.admin_addr(), "/ready")
+        .await
+        .starts_with("HTTP/1.1 200"));
+
+    // Closing the catalog stream removes its endpoint everywhere.
+    drop(catalog);
+    let eps = frontend.wait_endpoints("catalog.shop", 0).await;
+    assert!(eps.is_empty());
+
+    drop(frontend);
+    ctl.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = start(dir.path()).await;
+    let data = dir.path().join("data");
+
+    // Certify without or with an unknown token.
+    let mut identity = IdentityClient::new(channel(&ctl, None).await);
+    let req = |token: &str| CertifyRequest {
+        token: token.into(),
+        csr_der: vec![1],
+        requested_ttl_seconds: 0,
+    };
+    let e = identity.certify(req("")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(e.message(), "missing join token");
+    let e = identity
+        .certify(req(&format!("mycel.{}", "0".repeat(64))))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let token = create_token(&data, "shop", "catalog").unwrap();
+    let e = identity.certify(req(&token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Discovery without a client certificate.
+    let r = open(
+        channel(&ctl, None).await,
+        hello("p", workload("catalog", "catalog", true), false, &[]),
+    )
+    .await;
+    let code = match r {
+        Err(s) => s.code(),
+        Ok(mut p) => p.next().await.unwrap_err().code(),
+    };
+    assert_eq!(code, Code::Unauthenticated);
+
+    // A Hello claiming another identity than the certificate's.
+    let id = certify(&ctl, &token).await;
+    let r = open(
+        channel(&ctl, Some(id)).await,
+        hello("p", workload("frontend", "frontend", true), true, &[]),
+    )
+    .await;
+    let code = match r {
+        Err(s) => s.code(),
+        Ok(mut p) => p.next().await.unwrap_err().code(),
+    };
+    assert_eq!(code, Code::PermissionDenied);
+
+    ctl.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = start(dir.path()).await;
+    let token = create_token(&dir.path().join("data"), "shop", "frontend").unwrap();
+    let id = certify(&ctl, &token).await;
+    let mut p = open(
+        channel(&ctl, Some(id)).await,
+        hello(
+            "f",
+            workload("frontend", "frontend", true),
+            false,
+            &["nope.shop"],
+        ),
+    )
+    .await
+    .unwrap();
+    let resp = p.next().await.unwrap();
+    let nf = resp
+        .resources
+        .iter()
+        .find(|r| r.key.as_ref().unwrap().name == "nope.shop")
+        .unwrap();
+    assert!(matches!(nf.body, Some(resource::Body::NotFound(_))));
+    drop(p);
+    ctl.shutdown().await.unwrap();
+}
