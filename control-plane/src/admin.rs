@@ -193,6 +193,7 @@ mod tests {
                 spiffe_id: "spiffe://cluster.local/ns/n/sa/w".into(),
                 mode: "sidecar".into(),
                 registered: false,
+                ready: false,
                 connected_since: now_rfc3339(),
                 subscriptions: vec!["a.b".into()],
                 acked: Default::default(),

@@ -25,6 +25,9 @@ pub struct ProxyRecord {
     pub spiffe_id: String,
     pub mode: String,
     pub registered: bool,
+    /// The registered workload's last reported readiness (false when the
+    /// proxy does not register one).
+    pub ready: bool,
     /// RFC 3339.
     pub connected_since: String,
     pub subscriptions: Vec<String>,
@@ -92,6 +95,7 @@ mod tests {
             spiffe_id: "spiffe://cluster.local/ns/ns/sa/w".into(),
             mode: "sidecar".into(),
             registered: true,
+            ready: true,
             connected_since: now_rfc3339(),
             subscriptions: vec![],
             acked: BTreeMap::new(),

@@ -109,6 +109,29 @@ impl Mesh {
         }
     }
 
+    /// Waits until the controller has `workload` registered and ready, so it
+    /// is an endpoint of the services that select it.
+    pub async fn wait_registered(&self, workload: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = http::get(self.admin, "localhost", "/debug/proxies").await {
+                let proxies = r.json();
+                let ready = proxies.as_array().is_some_and(|all| {
+                    all.iter().any(|p| {
+                        p["workload"] == workload && p["registered"] == true && p["ready"] == true
+                    })
+                });
+                if ready {
+                    return;
+                }
+                last = r.body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{workload} never registered ready with the controller: {last}");
+    }
+
     pub fn write_mesh_yaml(&self, text: &str) {
         // Write then rename so the controller never reads half a file.
         let tmp = self.path("mesh.yaml.tmp");

@@ -48,6 +48,7 @@ pub async fn workload(
     args.extend_from_slice(extra_app_args);
     let app = mesh.app(&format!("{name}-app"), service, spec.app_addr(), &args);
     sidecar.wait_ready().await;
+    mesh.wait_registered(name).await;
     Workload { app, sidecar, spec }
 }
 

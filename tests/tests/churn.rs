@@ -27,8 +27,8 @@ async fn instances_started_and_stopped_are_followed_within_a_second() {
         "instance a never counted a request"
     );
 
-    // Start b; from the moment its sidecar is ready, b must get traffic
-    // within one second.
+    // Start b; from the moment the controller has it as a ready endpoint, b
+    // must get traffic within one second.
     let b = workload(&mesh, "ratings-b", "ratings", "http", &[], |s| s).await;
     let ready_at = Instant::now();
     let mut reached_b = None;

@@ -332,6 +332,7 @@ impl StreamTask {
             Some(Kind::Status(st)) => {
                 if self.registered {
                     self.guard.index.lock().set_ready(conn, st.ready);
+                    self.guard.registry.update(conn.0, |r| r.ready = st.ready);
                 }
                 Ok(())
             }
@@ -373,6 +374,7 @@ impl Discovery for DiscoveryService {
         })?;
 
         let registered = start.registration.is_some();
+        let ready = start.registration.as_ref().is_some_and(|w| w.ready);
         let (conn, view) = {
             let mut ix = self.index.lock();
             let conn = ix.allocate_conn();
@@ -399,6 +401,7 @@ impl Discovery for DiscoveryService {
                 spiffe_id: peer.to_string(),
                 mode: start.mode,
                 registered,
+                ready,
                 connected_since: now_rfc3339(),
                 subscriptions: subscription_names(&self.index, conn),
                 acked: acked_map(session.acked()),
