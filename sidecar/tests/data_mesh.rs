@@ -7,7 +7,6 @@
 #[path = "data_support/ca.rs"]
 mod ca;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -177,10 +176,7 @@ async fn start() -> Mesh {
         },
     )));
 
-    let mut snapshot = Snapshot {
-        services: BTreeMap::new(),
-        versions: BTreeMap::new(),
-    };
+    let mut snapshot = Snapshot::default();
     snapshot.services.insert(
         "catalog.shop".into(),
         service(

@@ -122,6 +122,11 @@ async fn client_refuses_server_with_wrong_identity() {
     let ok = http::get(outbound, "ratings", "/ratings/3").await.unwrap();
     assert_eq!(ok.status, 200, "positive control failed: {}", ok.body);
 
+    // A static config lists every service there is.
+    let unknown = http::get(outbound, "nosuch", "/").await.unwrap();
+    assert_eq!(unknown.status, 503, "{}", unknown.body);
+    assert!(unknown.body.contains("unknown service"), "{}", unknown.body);
+
     let before = ratings.sidecar.served_inbound().await;
     let bad = http::get(outbound, "impostor", "/ratings/4").await.unwrap();
     assert_eq!(bad.status, 502, "{}", bad.body);

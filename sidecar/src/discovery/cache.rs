@@ -107,7 +107,11 @@ impl Cache {
             .iter()
             .map(|((kind, name), v)| (format!("{}/{}", kind.as_str(), name), v.clone()))
             .collect();
-        Snapshot { services, versions }
+        Snapshot {
+            services,
+            versions,
+            complete: false,
+        }
     }
 
     /// What this proxy holds, for `Hello.known` on reconnect.

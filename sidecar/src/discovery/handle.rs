@@ -163,6 +163,20 @@ mod tests {
         assert_eq!(d.subscriptions().all(), vec!["nope.shop".to_string()]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn complete_snapshot_answers_unknown_at_once() {
+        let snap = Snapshot {
+            complete: true,
+            ..Snapshot::default()
+        };
+        let (_tx, rx) = watch::channel(Arc::new(snap));
+        let d = Discovery::new(rx, Subscriptions::default());
+        let start = tokio::time::Instant::now();
+        let state = d.resolve("nope.shop", Duration::from_secs(2)).await;
+        assert_eq!(state, ServiceState::NotFound);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
     #[test]
     fn adding_twice_is_one_subscription() {
         let subs = Subscriptions::default();

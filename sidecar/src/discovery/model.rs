@@ -80,11 +80,18 @@ pub struct Snapshot {
     pub services: BTreeMap<String, ServiceState>,
     /// Version of each resource as received, keyed by `<type>/<name>`.
     pub versions: BTreeMap<String, String>,
+    /// True when the snapshot holds every service there is (a static
+    /// config file): a service missing from it does not exist, rather than
+    /// waiting for a controller's answer.
+    pub complete: bool,
 }
 
 impl Snapshot {
     pub fn service(&self, key: &str) -> Option<&ServiceState> {
-        self.services.get(key)
+        match self.services.get(key) {
+            None if self.complete => Some(&ServiceState::NotFound),
+            found => found,
+        }
     }
 
     /// The service, if any, that owns a virtual IP (transparent mode).

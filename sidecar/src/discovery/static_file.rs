@@ -153,7 +153,11 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<StaticConfig, Static
     }
     Ok(StaticConfig {
         identity,
-        snapshot: Snapshot { services, versions },
+        snapshot: Snapshot {
+            services,
+            versions,
+            complete: true,
+        },
     })
 }
 
