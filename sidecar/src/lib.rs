@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod gateway;
 pub mod identity;
 pub mod inbound;
+pub mod init;
 pub mod metrics;
 pub mod outbound;
 pub mod tls;

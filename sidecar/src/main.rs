@@ -2,6 +2,7 @@
 //! until SIGTERM or Ctrl-C.
 
 use mycel_sidecar::config::{names, Config, ConfigError, Env, ProcessEnv};
+use mycel_sidecar::init::{self, InitError};
 
 fn init_tracing(env: &dyn Env) {
     let filter = env.get(names::ENV_LOG).unwrap_or_else(|| "info".into());
@@ -41,10 +42,30 @@ async fn shutdown_signal() {
     }
 }
 
+/// `mycel-proxy init`: no runtime, no logging setup; one line of output.
+fn run_init(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    let result = init::parse(args).and_then(|cmd| init::execute(&cmd));
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            Ok(())
+        }
+        Err(InitError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("mycel-proxy init: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if init::is_init(&args) {
+        return run_init(&args);
+    }
     let env = ProcessEnv;
-    let config = match Config::from_args(std::env::args_os(), &env) {
+    let config = match Config::from_args(args, &env) {
         Ok(c) => c,
         Err(ConfigError::Cli(e)) => e.exit(),
         Err(e) => {

@@ -1,0 +1,228 @@
+//! `mycel-proxy init`: the init-container program of transparent mode. It
+//! programs the `nat` table of the network namespace it runs in so that the
+//! pod's TCP goes through the sidecar without the app knowing.
+//!
+//! [`rules`] decides what to install (pure); [`apply`] installs or removes
+//! it with `iptables` (nf_tables backend first, legacy as fallback).
+
+pub mod apply;
+pub mod rules;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use apply::{ApplyError, Iptables, Runner};
+use rules::{plan, CaptureConfig};
+
+/// The subcommand's name: `mycel-proxy init [flags]`.
+pub const SUBCOMMAND: &str = "init";
+
+/// Default ports, shared with the sidecar's transparent listeners.
+pub const DEFAULT_OUTBOUND_CAPTURE_PORT: u16 = 15001;
+pub const DEFAULT_INBOUND_CAPTURE_PORT: u16 = 15008;
+pub const DEFAULT_PROXY_UID: u32 = 1337;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mycel-proxy init",
+    about = "Program iptables so the pod's TCP goes through the sidecar"
+)]
+struct InitArgs {
+    /// The sidecar's UID; its own traffic is never captured.
+    #[arg(long, default_value_t = DEFAULT_PROXY_UID)]
+    proxy_uid: u32,
+    /// Port of the sidecar's --transparent-outbound listener.
+    #[arg(long, default_value_t = DEFAULT_OUTBOUND_CAPTURE_PORT)]
+    outbound_capture_port: u16,
+    /// Port of the sidecar's --inbound-capture listener; 0 captures no inbound traffic.
+    #[arg(long, default_value_t = DEFAULT_INBOUND_CAPTURE_PORT)]
+    inbound_capture_port: u16,
+    /// The sidecar's mesh (mTLS) port, never captured inbound.
+    #[arg(long, default_value_t = 15006)]
+    mesh_port: u16,
+    /// The sidecar's admin port, never captured inbound (probes).
+    #[arg(long, default_value_t = 15000)]
+    admin_port: u16,
+    /// More inbound ports left alone (comma separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination ports left alone (comma separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_ports: Vec<u16>,
+    /// Outbound destination networks left alone, `a.b.c.d/n` (comma separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_cidrs: Vec<String>,
+    /// Print the rules (iptables-restore format) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove every rule and chain this program installs.
+    #[arg(long, conflicts_with = "dry_run")]
+    cleanup: bool,
+    /// The iptables program to use instead of detecting one.
+    #[arg(long, value_name = "PATH")]
+    iptables: Option<PathBuf>,
+}
+
+/// Bad `init` flags, beyond what clap checks.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    #[error("--exclude-outbound-cidrs {0:?}: expected an IPv4 network a.b.c.d/n (n in 0..=32)")]
+    BadCidr(String),
+    #[error("--{flag} 0: a capture port must be 1..=65535")]
+    ZeroPort { flag: &'static str },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// What a parsed command line asks for.
+#[derive(Debug)]
+pub struct InitCommand {
+    pub capture: CaptureConfig,
+    pub action: Action,
+    pub iptables: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Apply,
+    DryRun,
+    Cleanup,
+}
+
+/// True when `args` (program name first) is the init subcommand, so the
+/// proxy's own flags keep working unchanged.
+pub fn is_init(args: &[OsString]) -> bool {
+    args.get(1).is_some_and(|a| a == SUBCOMMAND)
+}
+
+fn valid_cidr(raw: &str) -> bool {
+    let Some((ip, len)) = raw.split_once('/') else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|n| n <= 32)
+}
+
+/// Parses `mycel-proxy init ...` (program name, then `init`, then flags).
+pub fn parse(args: &[OsString]) -> Result<InitCommand, InitError> {
+    let a = InitArgs::try_parse_from(args.iter().skip(1))?;
+    if a.outbound_capture_port == 0 {
+        return Err(InitError::ZeroPort {
+            flag: "outbound-capture-port",
+        });
+    }
+    if let Some(bad) = a.exclude_outbound_cidrs.iter().find(|c| !valid_cidr(c)) {
+        return Err(InitError::BadCidr(bad.clone()));
+    }
+    let inbound = (a.inbound_capture_port != 0).then_some(a.inbound_capture_port);
+    let mut exclude_inbound = vec![a.mesh_port, a.admin_port];
+    exclude_inbound.extend(a.exclude_inbound_ports);
+    let action = match (a.dry_run, a.cleanup) {
+        (true, _) => Action::DryRun,
+        (_, true) => Action::Cleanup,
+        _ => Action::Apply,
+    };
+    Ok(InitCommand {
+        capture: CaptureConfig {
+            outbound_port: a.outbound_capture_port,
+            inbound_port: inbound,
+            proxy_uid: a.proxy_uid,
+            exclude_outbound_ports: a.exclude_outbound_ports,
+            exclude_outbound_cidrs: a.exclude_outbound_cidrs,
+            exclude_inbound_ports: exclude_inbound,
+        },
+        action,
+        iptables: a.iptables,
+    })
+}
+
+/// Carries out `cmd`; returns what to print on success.
+pub fn execute(cmd: &InitCommand) -> Result<String, InitError> {
+    let set = plan(&cmd.capture);
+    if cmd.action == Action::DryRun {
+        return Ok(set.render());
+    }
+    apply::check_privilege(Path::new("/proc/self/status"))?;
+    let mut runner: Box<dyn Runner> = match &cmd.iptables {
+        Some(p) => Box::new(Iptables { program: p.clone() }),
+        None => Box::new(Iptables::detect()?),
+    };
+    match cmd.action {
+        Action::Cleanup => {
+            apply::cleanup(runner.as_mut())?;
+            Ok("mycel-proxy init: rules removed\n".into())
+        }
+        _ => {
+            apply::apply(runner.as_mut(), &set)?;
+            Ok(format!(
+                "mycel-proxy init: {} rules installed\n",
+                set.rules.len() + set.jumps.len()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_flags() {
+        let cmd = parse(&args(
+            "mycel-proxy init --proxy-uid 7 --exclude-outbound-ports 53,5432 --exclude-outbound-cidrs 10.0.0.0/8 --exclude-inbound-ports 9090 --dry-run",
+        ))
+        .unwrap();
+        assert_eq!(cmd.action, Action::DryRun);
+        assert_eq!(cmd.capture.proxy_uid, 7);
+        assert_eq!(cmd.capture.exclude_outbound_ports, vec![53, 5432]);
+        assert_eq!(cmd.capture.exclude_inbound_ports, vec![15006, 15000, 9090]);
+        assert_eq!(cmd.capture.inbound_port, Some(15008));
+        let off = parse(&args("mycel-proxy init --inbound-capture-port 0 --cleanup")).unwrap();
+        assert_eq!(off.capture.inbound_port, None);
+        assert_eq!(off.action, Action::Cleanup);
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let cases = [
+            (
+                "mycel-proxy init --exclude-outbound-cidrs 10.0.0.0",
+                "10.0.0.0",
+            ),
+            (
+                "mycel-proxy init --exclude-outbound-cidrs 10.0.0.0/33",
+                "10.0.0.0/33",
+            ),
+            (
+                "mycel-proxy init --outbound-capture-port 0",
+                "outbound-capture-port",
+            ),
+            ("mycel-proxy init --dry-run --cleanup", "--cleanup"),
+        ];
+        for (line, want) in cases {
+            let err = parse(&args(line)).unwrap_err().to_string();
+            assert!(err.contains(want), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_a_leading_init_is_the_subcommand() {
+        assert!(is_init(&args("mycel-proxy init")));
+        assert!(!is_init(&args("mycel-proxy --workload init")));
+        assert!(!is_init(&args("mycel-proxy")));
+    }
+
+    #[test]
+    fn dry_run_needs_no_privilege() {
+        let cmd = parse(&args("mycel-proxy init --dry-run")).unwrap();
+        let out = execute(&cmd).unwrap();
+        assert!(out.contains("-A OUTPUT -p tcp -j MYCEL_OUTPUT"), "{out}");
+    }
+}
