@@ -23,6 +23,8 @@ use crate::identity::cert::{load_static, read_pem_certs};
 use crate::identity::channel::ControllerTls;
 use crate::identity::{GrpcCaClient, IdentityManager, IdentityMetrics, IdentityState};
 use crate::metrics::ProxyMetrics;
+use crate::outbound::transparent::orig_dst::SockOpt;
+use crate::outbound::transparent::TransparentOptions;
 use crate::outbound::{Outbound, OutboundContext};
 use crate::{gateway, inbound};
 
@@ -33,6 +35,8 @@ struct Listeners {
     outbound: Option<TcpListener>,
     listen: Option<TcpListener>,
     tcp: Vec<(TcpUpstream, TcpListener)>,
+    transparent_outbound: Option<TcpListener>,
+    inbound_capture: Option<TcpListener>,
 }
 
 async fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -59,6 +63,10 @@ async fn bind_all(config: &Config) -> anyhow::Result<Listeners> {
         outbound: bind_opt(names::OUTBOUND, config.outbound).await?,
         listen: bind_opt(names::LISTEN, config.listen).await?,
         tcp,
+        transparent_outbound: bind_opt(names::TRANSPARENT_OUTBOUND, config.transparent.outbound)
+            .await?,
+        inbound_capture: bind_opt(names::INBOUND_CAPTURE, config.transparent.inbound_capture)
+            .await?,
     })
 }
 
@@ -71,6 +79,8 @@ fn ready_line(l: &Listeners) -> String {
         ("inbound", &l.inbound),
         ("outbound", &l.outbound),
         ("listen", &l.listen),
+        ("transparent_outbound", &l.transparent_outbound),
+        ("inbound_capture", &l.inbound_capture),
     ] {
         if let Some(addr) = listener.as_ref().and_then(|x| x.local_addr().ok()) {
             line.push_str(&format!(" {name}={addr}"));
@@ -111,6 +121,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let identity = IdentityState::new();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let subscriptions = Subscriptions::default();
+    // Transparent mode meets services by address only; these are known
+    // (with their VIPs) before the app's first connection.
+    for key in &config.transparent.subscribe {
+        subscriptions.add(key);
+    }
     let discovery = Discovery::new(snap_rx, subscriptions.clone());
     let status = Arc::new(DiscoveryStatus::default());
     let mut tasks = JoinSet::new();
@@ -226,6 +241,17 @@ async fn serve_data_path(
             },
         ));
     }
+    if let Some(listener) = l.inbound_capture {
+        set.spawn(inbound::capture::serve(
+            listener,
+            inbound::capture::CaptureContext {
+                app_host: config.app_host,
+                mode: config.transparent.mtls_mode,
+                metrics: metrics.clone(),
+                orig: Arc::new(SockOpt),
+            },
+        ));
+    }
     let outbound = Arc::new(Outbound::new(OutboundContext {
         identity,
         discovery,
@@ -235,6 +261,16 @@ async fn serve_data_path(
     }));
     if let Some(listener) = l.outbound {
         set.spawn(outbound.clone().serve_http(listener));
+    }
+    if let Some(listener) = l.transparent_outbound {
+        set.spawn(outbound.clone().serve_transparent(
+            listener,
+            Arc::new(SockOpt),
+            TransparentOptions {
+                unknown: config.transparent.unknown_destination,
+                opaque_ports: config.transparent.opaque_ports.clone(),
+            },
+        ));
     }
     for (up, listener) in l.tcp {
         set.spawn(outbound.clone().serve_tcp(listener, up.service, up.port));

@@ -47,6 +47,12 @@ pub mod names {
     pub const ZONE: &str = "zone";
     pub const LISTEN: &str = "listen";
     pub const ROUTE: &str = "route";
+    pub const TRANSPARENT_OUTBOUND: &str = "transparent-outbound";
+    pub const INBOUND_CAPTURE: &str = "inbound-capture";
+    pub const MTLS_MODE: &str = "mtls-mode";
+    pub const UNKNOWN_DESTINATION: &str = "unknown-destination";
+    pub const SUBSCRIBE: &str = "subscribe";
+    pub const OPAQUE_PORT: &str = "opaque-port";
 
     /// Join token (or service-account token) when no `--token-file` is given.
     pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
@@ -136,6 +142,44 @@ impl Mode {
     }
 }
 
+/// What the inbound capture listener does with plaintext from clients
+/// outside the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// Refused: only mesh (mTLS) traffic reaches the app.
+    Strict,
+    /// Passed to the app and counted as plaintext.
+    Permissive,
+}
+
+/// Where the transparent outbound listener sends a destination that is
+/// neither a service address nor a meshed endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownDestination {
+    /// Plain TCP to the original destination, as without the mesh.
+    Passthrough,
+    /// The connection is closed.
+    Deny,
+}
+
+/// Transparent mode (iptables capture by `mycel-proxy init`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TransparentConfig {
+    /// Listener for captured outbound connections.
+    pub outbound: Option<SocketAddr>,
+    /// Listener for captured inbound (non-mesh) connections.
+    pub inbound_capture: Option<SocketAddr>,
+    pub mtls_mode: MtlsMode,
+    pub unknown_destination: UnknownDestination,
+    /// Services subscribed at start, so their addresses (VIPs) are known
+    /// before the app's first connection names only an IP.
+    pub subscribe: Vec<String>,
+    /// Ports whose traffic is tunnelled as opaque TCP without sniffing.
+    pub opaque_ports: Vec<u16>,
+}
+
 /// Where the join token comes from. A file is re-read on every request, so
 /// a rotated (projected) token is picked up without a restart.
 #[derive(Clone, PartialEq, Eq)]
@@ -218,6 +262,7 @@ pub struct Config {
     pub cluster_domain: String,
     pub listen: Option<SocketAddr>,
     pub routes: Vec<GatewayRoute>,
+    pub transparent: TransparentConfig,
 }
 
 mod humantime_opt {
@@ -284,6 +329,18 @@ struct Args {
     listen: Option<String>,
     #[arg(long = names::ROUTE, value_name = "[HOST]/PREFIX=SVC.NS:PORT")]
     route: Vec<String>,
+    #[arg(long = names::TRANSPARENT_OUTBOUND, value_name = "ADDR")]
+    transparent_outbound: Option<String>,
+    #[arg(long = names::INBOUND_CAPTURE, value_name = "ADDR")]
+    inbound_capture: Option<String>,
+    #[arg(long = names::MTLS_MODE, value_enum, default_value = "permissive")]
+    mtls_mode: MtlsMode,
+    #[arg(long = names::UNKNOWN_DESTINATION, value_enum, default_value = "passthrough")]
+    unknown_destination: UnknownDestination,
+    #[arg(long = names::SUBSCRIBE, value_name = "SVC.NS")]
+    subscribe: Vec<String>,
+    #[arg(long = names::OPAQUE_PORT, value_name = "PORT")]
+    opaque_port: Vec<u16>,
 }
 
 impl Config {
@@ -404,6 +461,27 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         .map(|r| parse::route(r))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let transparent = TransparentConfig {
+        outbound: opt(
+            TRANSPARENT_OUTBOUND,
+            a.transparent_outbound.as_deref(),
+            parse::socket_addr,
+        )?,
+        inbound_capture: opt(
+            INBOUND_CAPTURE,
+            a.inbound_capture.as_deref(),
+            parse::socket_addr,
+        )?,
+        mtls_mode: a.mtls_mode,
+        unknown_destination: a.unknown_destination,
+        subscribe: a
+            .subscribe
+            .iter()
+            .map(|k| parse::service_key(SUBSCRIBE, k))
+            .collect::<Result<Vec<_>, _>>()?,
+        opaque_ports: a.opaque_port,
+    };
+
     match a.mode {
         Mode::Sidecar if inbound.is_none() => {
             return Err(ConfigError::Missing(format!(
@@ -445,6 +523,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         cluster_domain: a.cluster_domain,
         listen,
         routes,
+        transparent,
     })
 }
 

@@ -2,6 +2,7 @@
 //! local app in plaintext on the ports the workload declared.
 
 mod app;
+pub mod capture;
 mod handle;
 pub mod target;
 

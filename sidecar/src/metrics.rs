@@ -139,6 +139,19 @@ pub struct TunnelLabels {
     pub flow: Flow,
 }
 
+/// A connection taken by a transparent (iptables-captured) listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaptureLabels {
+    pub direction: Direction,
+    /// Outbound: `service`, `endpoint`, `passthrough`, `denied` or `error`;
+    /// inbound: `allowed` or `refused`.
+    pub target: String,
+    /// Outbound: `http` or `opaque`; inbound: `plaintext`.
+    pub protocol: String,
+    /// The original destination port.
+    pub port: u16,
+}
+
 /// Handles to every data-path metric family.
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
@@ -147,6 +160,7 @@ pub struct ProxyMetrics {
     inbound_connections: Family<PeerLabels, Counter>,
     inbound_requests: Family<PeerRequestLabels, Counter>,
     tunnel_bytes: Family<TunnelLabels, Counter>,
+    captured: Family<CaptureLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -157,6 +171,7 @@ impl ProxyMetrics {
             inbound_connections: Family::default(),
             inbound_requests: Family::default(),
             tunnel_bytes: Family::default(),
+            captured: Family::default(),
         };
         registry.register(
             "mycel_requests",
@@ -183,7 +198,24 @@ impl ProxyMetrics {
             "Bytes carried by TCP tunnels (HTTP/2 CONNECT)",
             m.tunnel_bytes.clone(),
         );
+        registry.register(
+            "mycel_captured_connections",
+            "Connections taken by the transparent listeners, by what they were found to be",
+            m.captured.clone(),
+        );
         m
+    }
+
+    /// Counts one captured connection (transparent mode).
+    pub fn captured(&self, direction: Direction, target: &str, protocol: &str, port: u16) {
+        self.captured
+            .get_or_create(&CaptureLabels {
+                direction,
+                target: target.to_string(),
+                protocol: protocol.to_string(),
+                port,
+            })
+            .inc();
     }
 
     pub fn request(&self, direction: Direction, service: &str, code: u16) {
@@ -249,6 +281,7 @@ mod tests {
         m.error(Direction::Inbound, ErrorKind::AppConnect);
         m.inbound_connection("spiffe://cluster.local/ns/shop/sa/frontend");
         m.tunnel_bytes(Direction::Outbound, "db.shop", Flow::ClientToServer, 42);
+        m.captured(Direction::Inbound, "allowed", "plaintext", 8080);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         for want in [
@@ -256,6 +289,7 @@ mod tests {
             r#"mycel_errors_total{direction="inbound",kind="app_connect"} 1"#,
             r#"mycel_inbound_connections_total{peer="spiffe://cluster.local/ns/shop/sa/frontend"} 1"#,
             r#"mycel_tcp_tunnel_bytes_total{direction="outbound",service="db.shop",flow="client_to_server"} 42"#,
+            r#"mycel_captured_connections_total{direction="inbound",target="allowed",protocol="plaintext",port="8080"} 1"#,
         ] {
             assert!(out.contains(want), "missing {want} in\n{out}");
         }

@@ -9,6 +9,7 @@ mod listener;
 pub mod plan;
 pub mod pool;
 mod tcp;
+pub mod transparent;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -70,6 +71,17 @@ impl Outbound {
         port: u16,
     ) -> impl Future<Output = ()> {
         tcp::serve_tcp(self, listener, service, port)
+    }
+
+    /// Serves captured connections (transparent mode) on `listener`,
+    /// reading each one's original destination with `orig`.
+    pub fn serve_transparent(
+        self: Arc<Self>,
+        listener: TcpListener,
+        orig: Arc<dyn transparent::orig_dst::OrigDst>,
+        opts: transparent::TransparentOptions,
+    ) -> impl Future<Output = ()> {
+        transparent::serve(self, listener, orig, Arc::new(opts))
     }
 
     pub fn metrics(&self) -> &ProxyMetrics {

@@ -158,6 +158,20 @@ pub(super) fn app_port(raw: &str) -> Result<AppPort, ConfigError> {
     })
 }
 
+/// `svc.ns` → the service key, checked.
+pub(super) fn service_key(flag: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let (svc, ns) = mycel_api::names::split_service_key(raw)
+        .ok_or_else(|| ConfigError::value(flag, raw, "expected a service as NAME.NAMESPACE"))?;
+    if !valid_name(svc) || !valid_name(ns) {
+        return Err(ConfigError::value(
+            flag,
+            raw,
+            "the service has an invalid name or namespace",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 /// `svc.ns:port` → (service key, port).
 fn service_port(flag: &'static str, whole: &str, raw: &str) -> Result<(String, u16), ConfigError> {
     let (key, port) = raw

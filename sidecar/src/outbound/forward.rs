@@ -145,7 +145,17 @@ impl Outbound {
     /// Opens a CONNECT tunnel to `dest` and returns its byte stream.
     pub(crate) async fn open_tunnel(&self, dest: &Destination) -> Result<Upgraded, ForwardError> {
         let (plan, endpoint) = self.route(dest).await?;
-        let name = endpoint_name(&endpoint);
+        self.tunnel_to(&endpoint, plan.port.target_port).await
+    }
+
+    /// Opens a CONNECT tunnel to app port `target_port` behind one chosen
+    /// endpoint's sidecar.
+    pub(crate) async fn tunnel_to(
+        &self,
+        endpoint: &Endpoint,
+        target_port: u16,
+    ) -> Result<Upgraded, ForwardError> {
+        let name = endpoint_name(endpoint);
         let mut sender = self
             .pool
             .get(endpoint.mesh_addr, &endpoint.identity)
@@ -154,7 +164,7 @@ impl Outbound {
                 endpoint: name.clone(),
                 source,
             })?;
-        let target = std::net::SocketAddr::new(endpoint.mesh_addr.ip(), plan.port.target_port);
+        let target = std::net::SocketAddr::new(endpoint.mesh_addr.ip(), target_port);
         let req = Request::builder()
             .method(Method::CONNECT)
             .version(Version::HTTP_2)

@@ -1,0 +1,275 @@
+//! The transparent outbound listener: connections the app made to any
+//! address, redirected here by `mycel-proxy init`'s iptables rules.
+//!
+//! The original destination decides: a service VIP is routed and balanced
+//! as in explicit mode (per request when the client speaks HTTP, else one
+//! CONNECT tunnel); a meshed endpoint's address goes to that endpoint over
+//! mTLS; anything else passes through as plain TCP or is denied.
+
+pub mod classify;
+pub mod detect;
+pub mod orig_dst;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+use self::classify::{classify, Target};
+use self::detect::{detect, should_detect, Detected, DETECT_TIMEOUT, PEEK_LIMIT};
+use self::orig_dst::OrigDst;
+use super::http::boxed;
+use super::plan::Destination;
+use super::{request_authority, ForwardError, Outbound};
+use crate::config::UnknownDestination;
+use crate::metrics::{Direction, Flow};
+
+const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of the transparent outbound listener.
+#[derive(Clone, Debug)]
+pub struct TransparentOptions {
+    pub unknown: UnknownDestination,
+    /// Ports tunnelled without protocol detection.
+    pub opaque_ports: Vec<u16>,
+}
+
+pub(super) async fn serve(
+    outbound: Arc<Outbound>,
+    listener: TcpListener,
+    orig: Arc<dyn OrigDst>,
+    opts: Arc<TransparentOptions>,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "transparent outbound: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (outbound, orig, opts) = (outbound.clone(), orig.clone(), opts.clone());
+        tokio::spawn(async move {
+            connection(&outbound, tcp, orig.as_ref(), &opts, local).await;
+            tracing::debug!(%remote, "transparent outbound: connection done");
+        });
+    }
+}
+
+/// A connection addressed to the listener itself was not redirected (or
+/// would loop): it has no destination to go to.
+fn is_self(dst: SocketAddr, local: Option<SocketAddr>) -> bool {
+    local.is_some_and(|l| {
+        dst == l || (dst.port() == l.port() && (l.ip().is_unspecified() || dst.ip().is_loopback()))
+    })
+}
+
+async fn connection(
+    outbound: &Arc<Outbound>,
+    tcp: TcpStream,
+    orig: &dyn OrigDst,
+    opts: &TransparentOptions,
+    local: Option<SocketAddr>,
+) {
+    let metrics = outbound.metrics.clone();
+    let dst = match orig.original_dst(&tcp) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "transparent outbound: no original destination");
+            metrics.captured(Direction::Outbound, "error", "opaque", 0);
+            return;
+        }
+    };
+    if is_self(dst, local) {
+        tracing::warn!(%dst, "transparent outbound: connection to the capture port itself refused");
+        metrics.captured(Direction::Outbound, "denied", "opaque", dst.port());
+        return;
+    }
+    let target = classify(&outbound.discovery.snapshot(), dst);
+    match target {
+        Target::Service {
+            key,
+            port,
+            protocol,
+        } => {
+            let detected = if should_detect(dst.port(), protocol, &opts.opaque_ports) {
+                sniff(&tcp).await
+            } else {
+                Detected::Opaque
+            };
+            let dest = Destination {
+                host: dst.ip().to_string(),
+                service_key: key,
+                port: Some(port),
+            };
+            let kind = if detected.is_http() { "http" } else { "opaque" };
+            metrics.captured(Direction::Outbound, "service", kind, dst.port());
+            if detected.is_http() {
+                serve_http(outbound, tcp, dest, dst).await;
+            } else {
+                let label = dest.service_key.clone();
+                let opened = outbound.open_tunnel(&dest).await;
+                pipe_or_log(outbound, tcp, opened, &label).await;
+            }
+        }
+        Target::Endpoint {
+            endpoint,
+            target_port,
+            ..
+        } => {
+            metrics.captured(Direction::Outbound, "endpoint", "opaque", dst.port());
+            let opened = outbound.tunnel_to(&endpoint, target_port).await;
+            pipe_or_log(outbound, tcp, opened, &dst.to_string()).await;
+        }
+        Target::Unknown => match opts.unknown {
+            UnknownDestination::Deny => {
+                tracing::info!(%dst, "transparent outbound: unknown destination denied");
+                metrics.captured(Direction::Outbound, "denied", "opaque", dst.port());
+            }
+            UnknownDestination::Passthrough => {
+                metrics.captured(Direction::Outbound, "passthrough", "opaque", dst.port());
+                passthrough(outbound, tcp, dst).await;
+            }
+        },
+    }
+}
+
+/// Peeks until the first bytes tell the protocol or [`DETECT_TIMEOUT`]
+/// passes. Peeking leaves the bytes in the socket for whoever reads next.
+async fn sniff(tcp: &TcpStream) -> Detected {
+    let deadline = tokio::time::Instant::now() + DETECT_TIMEOUT;
+    let mut buf = vec![0u8; PEEK_LIMIT];
+    let mut seen = 0;
+    // `peek` returns at once while unread bytes wait, so each round sleeps
+    // a little; the deadline bounds the rounds.
+    for _ in 0..200 {
+        match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) => {
+                seen = n;
+                let d = detect(&buf[..n], n == 0);
+                if d != Detected::NeedMore {
+                    return d;
+                }
+            }
+            Ok(Err(_)) => return Detected::Opaque,
+            Err(_) => break,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    detect(&buf[..seen], true)
+}
+
+/// Serves the app's HTTP on this connection, each request routed to the
+/// service as in explicit mode.
+async fn serve_http(outbound: &Arc<Outbound>, tcp: TcpStream, dest: Destination, dst: SocketAddr) {
+    let dest = Arc::new(dest);
+    let outbound = outbound.clone();
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let dest = dest.clone();
+        let outbound = outbound.clone();
+        async move {
+            let authority = request_authority(&req).unwrap_or_else(|| dst.to_string());
+            let (parts, body) = req.into_parts();
+            let req = http::Request::from_parts(parts, boxed(body));
+            Ok::<_, Infallible>(
+                outbound
+                    .forward(Direction::Outbound, &dest, &authority, req)
+                    .await,
+            )
+        }
+    });
+    if let Err(e) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tcp), service)
+        .await
+    {
+        tracing::debug!(%dst, error = %e, "transparent outbound: HTTP connection ended with error");
+    }
+}
+
+async fn pipe_or_log(
+    outbound: &Outbound,
+    tcp: TcpStream,
+    opened: Result<hyper::upgrade::Upgraded, ForwardError>,
+    label: &str,
+) {
+    match opened {
+        Ok(upgraded) => pipe(outbound, tcp, TokioIo::new(upgraded), label).await,
+        Err(e) => {
+            // The app sees the connection close; the reason is in the log.
+            tracing::warn!(destination = %label, error = %e, "transparent outbound: tunnel failed");
+            outbound.metrics.error(Direction::Outbound, e.kind());
+        }
+    }
+}
+
+async fn passthrough(outbound: &Outbound, tcp: TcpStream, dst: SocketAddr) {
+    let upstream = match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(dst))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%dst, error = %e, "transparent outbound: passthrough connect failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%dst, "transparent outbound: passthrough connect timed out");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    pipe(outbound, tcp, upstream, &dst.to_string()).await;
+}
+
+async fn pipe<S>(outbound: &Outbound, mut tcp: TcpStream, mut upstream: S, label: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {
+        Ok((sent, received)) => {
+            let m = &outbound.metrics;
+            m.tunnel_bytes(Direction::Outbound, label, Flow::ClientToServer, sent);
+            m.tunnel_bytes(Direction::Outbound, label, Flow::ServerToClient, received);
+        }
+        Err(e) => {
+            tracing::debug!(destination = %label, error = %e, "transparent outbound: pipe ended with error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_connections() {
+        let l: SocketAddr = "127.0.0.1:15001".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:15001".parse().unwrap();
+        let cases = [
+            ("127.0.0.1:15001", Some(l), true),
+            ("127.0.0.5:15001", Some(l), true),
+            ("198.18.0.2:15001", Some(any), true),
+            ("198.18.0.2:15001", Some(l), false),
+            ("127.0.0.1:8080", Some(l), false),
+            ("127.0.0.1:15001", None, false),
+        ];
+        for (dst, local, want) in cases {
+            assert_eq!(
+                is_self(dst.parse().unwrap(), local),
+                want,
+                "{dst} {local:?}"
+            );
+        }
+    }
+}
