@@ -1,0 +1,169 @@
+//! The backend every configuration ends at: a fixed 1 KB answer over
+//! HTTP/1.1, HTTP/2 (h2c) and gRPC unary, and a TCP sink for bulk transfer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// The generated gRPC code for `proto/bench.proto`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("bench.v1");
+}
+
+/// Size of every response body.
+pub const PAYLOAD_LEN: usize = 1024;
+
+/// The fixed response body: 1 KB of printable bytes.
+pub fn payload() -> Bytes {
+    Bytes::from(
+        (0..PAYLOAD_LEN)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// Where the backend listens.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct BackendAddrs {
+    pub http1: SocketAddr,
+    pub h2c: SocketAddr,
+    pub grpc: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+/// A running backend; its tasks end when it is dropped.
+pub struct Backend {
+    pub addrs: BackendAddrs,
+    _tasks: JoinSet<()>,
+}
+
+async fn bind() -> std::io::Result<TcpListener> {
+    TcpListener::bind("127.0.0.1:0").await
+}
+
+impl Backend {
+    /// Binds four loopback ports and serves them.
+    pub async fn start() -> std::io::Result<Backend> {
+        let (h1, h2, grpc, tcp) = (bind().await?, bind().await?, bind().await?, bind().await?);
+        let addrs = BackendAddrs {
+            http1: h1.local_addr()?,
+            h2c: h2.local_addr()?,
+            grpc: grpc.local_addr()?,
+            tcp: tcp.local_addr()?,
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(serve_http(h1, false));
+        tasks.spawn(serve_http(h2, true));
+        tasks.spawn(serve_grpc(grpc));
+        tasks.spawn(serve_tcp_sink(tcp));
+        Ok(Backend {
+            addrs,
+            _tasks: tasks,
+        })
+    }
+}
+
+async fn answer(
+    _req: http::Request<hyper::body::Incoming>,
+    body: Bytes,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    let mut resp = http::Response::new(Full::new(body));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
+async fn serve_http(listener: TcpListener, h2: bool) {
+    let body = payload();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| answer(req, body.clone()));
+            let io = TokioIo::new(stream);
+            // A client going away mid-request is normal under load; the
+            // error has no one to go to.
+            if h2 {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1000)
+                    .serve_connection(io, svc)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            }
+        });
+    }
+}
+
+#[derive(Clone)]
+struct Echo {
+    body: Bytes,
+}
+
+#[tonic::async_trait]
+impl proto::echo_server::Echo for Echo {
+    async fn get(
+        &self,
+        _req: tonic::Request<proto::GetRequest>,
+    ) -> Result<tonic::Response<proto::GetReply>, tonic::Status> {
+        Ok(tonic::Response::new(proto::GetReply {
+            payload: self.body.clone(),
+        }))
+    }
+}
+
+async fn serve_grpc(listener: TcpListener) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let svc = proto::echo_server::EchoServer::new(Echo { body: payload() });
+    let _ = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(svc)
+        .serve_with_incoming(incoming)
+        .await;
+}
+
+/// Reads an 8-byte big-endian length, then that many bytes, then answers
+/// the count it read (8 bytes), so the client knows all of it arrived. The
+/// length prefix avoids relying on half-close through a tunnel.
+async fn serve_tcp_sink(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(sink(stream));
+    }
+}
+
+async fn sink(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut len = [0u8; 8];
+    if stream.read_exact(&mut len).await.is_err() {
+        return;
+    }
+    let want = u64::from_be_bytes(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total: u64 = 0;
+    while total < want {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n as u64,
+        }
+    }
+    let _ = stream.write_all(&total.to_be_bytes()).await;
+    let _ = stream.shutdown().await;
+}

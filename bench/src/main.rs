@@ -1,0 +1,134 @@
+//! `mycel-bench <scenario> [--quick|--full]`: runs the benchmark, prints the
+//! markdown table and writes `<out>/<timestamp>.json`, `.md` and one SVG
+//! plot per protocol.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mycel_bench::client::Proto;
+use mycel_bench::report;
+use mycel_bench::run::{self, Options, Plan, Scenario};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mycel-bench",
+    about = "Benchmark Mycel against direct, nginx and HAProxy on loopback"
+)]
+struct Cli {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Short runs (under 2 minutes for `all`); the default.
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Long runs, several alternating rounds.
+    #[arg(long)]
+    full: bool,
+    /// Configurations to compare, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,mycel,nginx,haproxy"
+    )]
+    configs: Vec<String>,
+    /// Where mycel-controller, mycel-proxy and mycelctl are (default: beside
+    /// this binary, i.e. target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where results go.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    out: PathBuf,
+    /// Override the length of each open-loop measurement (milliseconds).
+    #[arg(long)]
+    duration_ms: Option<u64>,
+    /// Only these open-loop rates (comma separated) for every protocol.
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<u64>,
+}
+
+fn timestamp(unix: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(0))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    let mut plan = if cli.full {
+        Plan::full()
+    } else {
+        Plan::quick()
+    };
+    if let Some(ms) = cli.duration_ms {
+        plan.latency_duration = Duration::from_millis(ms);
+        plan.throughput_duration = Duration::from_millis(ms);
+        plan.handshake_duration = Duration::from_millis(ms);
+        plan.warmup = Duration::from_millis(ms / 4);
+    }
+    if !cli.rates.is_empty() {
+        for (_, rates) in &mut plan.latency_grid {
+            *rates = cli.rates.clone();
+        }
+    }
+    let report = run::run(Options {
+        scenario: cli.scenario,
+        plan,
+        configs: cli.configs,
+        bins: cli.bin_dir,
+    })
+    .await?;
+    let md = report::markdown(&report);
+    println!("{md}");
+    std::fs::create_dir_all(&cli.out)?;
+    let base = cli.out.join(format!(
+        "{}-{}-{}",
+        timestamp(report.started_unix),
+        report.scenario,
+        report.mode
+    ));
+    let json = base.with_extension("json");
+    std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(base.with_extension("md"), &md)?;
+    eprintln!("[bench] wrote {}", json.display());
+    for proto in [Proto::Http1, Proto::H2, Proto::Grpc] {
+        if let Some(svg) = report::svg(&report, proto) {
+            let path = PathBuf::from(format!("{}-latency-{}.svg", base.display(), proto.as_str()));
+            std::fs::write(&path, svg)?;
+            eprintln!("[bench] wrote {}", path.display());
+        }
+    }
+    if !report.problems.is_empty() {
+        anyhow::bail!("{} problem(s); see the report", report.problems.len());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mycel-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(main_inner(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mycel-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! What a run found, as JSON (the record), markdown (the table people read)
+//! and an SVG plot of latency against rate.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::client::Proto;
+use crate::cpscale::CpReport;
+use crate::probe::{BulkResult, HandshakeResult, RefusalCheck};
+use crate::stats::{ratio, Added, Summary};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub mem_total_mb: u64,
+    pub kernel: String,
+    pub load_avg_at_start: String,
+    pub nginx: String,
+    pub haproxy: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigInfo {
+    pub name: String,
+    pub notes: Vec<String>,
+    pub refusal_checks: Vec<RefusalCheck>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyRow {
+    pub config: String,
+    pub proto: Proto,
+    pub rate: u64,
+    pub achieved_rps: f64,
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub latency: Summary,
+    /// Over direct at the same protocol and rate.
+    pub added: Option<Added>,
+    pub p99_ratio_to_direct: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ThroughputRow {
+    pub config: String,
+    pub proto: Proto,
+    pub connections: usize,
+    pub rps: f64,
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub latency: Summary,
+    pub ratio_to_direct: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ResourceRow {
+    pub config: String,
+    pub role: String,
+    pub processes: usize,
+    pub idle_rss_kb: u64,
+    /// Largest RSS sampled right after a load run.
+    pub loaded_rss_kb: u64,
+    /// VmHWM at the end of the run (peak RSS).
+    pub peak_rss_kb: u64,
+    pub cpu_s: f64,
+    pub requests: u64,
+    pub cpu_s_per_1k_requests: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HandshakeRow {
+    pub config: String,
+    pub result: HandshakeResult,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TcpRow {
+    pub config: String,
+    pub result: BulkResult,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub mode: String,
+    pub started_unix: u64,
+    pub wall_seconds: f64,
+    pub machine: Machine,
+    pub configs: Vec<ConfigInfo>,
+    pub latency: Vec<LatencyRow>,
+    pub throughput: Vec<ThroughputRow>,
+    pub resources: Vec<ResourceRow>,
+    pub handshakes: Vec<HandshakeRow>,
+    pub tcp: Vec<TcpRow>,
+    pub control_plane: Option<CpReport>,
+    /// Configurations or parts that could not run, and why.
+    pub problems: Vec<String>,
+}
+
+/// Fills `added` and the ratios from the direct rows.
+pub fn compare_to_direct(r: &mut Report) {
+    let direct: Vec<LatencyRow> = r
+        .latency
+        .iter()
+        .filter(|l| l.config == "direct")
+        .cloned()
+        .collect();
+    for row in &mut r.latency {
+        if let Some(d) = direct
+            .iter()
+            .find(|d| d.proto == row.proto && d.rate == row.rate)
+        {
+            row.added = Some(crate::stats::added(&row.latency, &d.latency));
+            row.p99_ratio_to_direct = ratio(row.latency.p99_us, d.latency.p99_us);
+        }
+    }
+    let direct: Vec<ThroughputRow> = r
+        .throughput
+        .iter()
+        .filter(|l| l.config == "direct")
+        .cloned()
+        .collect();
+    for row in &mut r.throughput {
+        if let Some(d) = direct
+            .iter()
+            .find(|d| d.proto == row.proto && d.connections == row.connections)
+        {
+            row.ratio_to_direct = ratio(row.rps, d.rps);
+        }
+    }
+}
+
+fn f1(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// A markdown table from a header and rows of cells.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| {} |", header.join(" | "));
+    let _ = writeln!(s, "|{}", header.iter().map(|_| "---|").collect::<String>());
+    for r in rows {
+        let _ = writeln!(s, "| {} |", r.join(" | "));
+    }
+    s
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        s,
+        "Run: scenario `{}`, mode `{}`, {:.0} s. Machine: {} CPUs ({}), {} MB RAM, kernel {}, load average at start {}.\n",
+        r.scenario, r.mode, r.wall_seconds, m.cpus, m.cpu_model, m.mem_total_mb, m.kernel, m.load_avg_at_start
+    );
+    if !r.latency.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Latency, open loop (µs; added = over direct at the same rate)\n"
+        );
+        let rows: Vec<Vec<String>> = r
+            .latency
+            .iter()
+            .map(|l| {
+                let a = l.added.unwrap_or_default();
+                let added = |v: f64| {
+                    if l.config == "direct" {
+                        "-".to_string()
+                    } else {
+                        f1(v)
+                    }
+                };
+                vec![
+                    l.config.clone(),
+                    l.proto.as_str().into(),
+                    l.rate.to_string(),
+                    f1(l.latency.p50_us),
+                    f1(l.latency.p90_us),
+                    f1(l.latency.p99_us),
+                    f1(l.latency.p999_us),
+                    f1(l.latency.max_us),
+                    added(a.p50_us),
+                    added(a.p90_us),
+                    added(a.p99_us),
+                    added(a.p999_us),
+                    opt(l.p99_ratio_to_direct, |v| format!("{v:.2}")),
+                    format!("{}/{}", l.errors, l.ok + l.errors),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &[
+                "config",
+                "proto",
+                "rps",
+                "p50",
+                "p90",
+                "p99",
+                "p99.9",
+                "max",
+                "+p50",
+                "+p90",
+                "+p99",
+                "+p99.9",
+                "p99 ÷ direct",
+                "errors",
+            ],
+            &rows,
+        ));
+        s.push('\n');
+    }
+    if !r.throughput.is_empty() {
+        let _ = writeln!(s, "### Maximum throughput, closed loop\n");
+        let rows: Vec<Vec<String>> = r
+            .throughput
+            .iter()
+            .map(|t| {
+                vec![
+                    t.config.clone(),
+                    t.proto.as_str().into(),
+                    t.connections.to_string(),
+                    format!("{:.0}", t.rps),
+                    opt(t.ratio_to_direct, |v| format!("{v:.2}")),
+                    f1(t.latency.p50_us),
+                    f1(t.latency.p99_us),
+                    format!("{}/{}", t.errors, t.ok + t.errors),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &[
+                "config",
+                "proto",
+                "conns",
+                "rps",
+                "÷ direct",
+                "p50 µs",
+                "p99 µs",
+                "errors",
+            ],
+            &rows,
+        ));
+        s.push('\n');
+    }
+    if !r.resources.is_empty() {
+        let _ = writeln!(s, "### Proxy processes: CPU and memory\n");
+        let rows: Vec<Vec<String>> = r
+            .resources
+            .iter()
+            .map(|x| {
+                vec![
+                    x.config.clone(),
+                    x.role.clone(),
+                    x.processes.to_string(),
+                    format!("{:.1}", x.idle_rss_kb as f64 / 1024.0),
+                    format!("{:.1}", x.loaded_rss_kb as f64 / 1024.0),
+                    format!("{:.1}", x.peak_rss_kb as f64 / 1024.0),
+                    format!("{:.3}", x.cpu_s_per_1k_requests),
+                    format!("{:.2}", x.cpu_s),
+                    x.requests.to_string(),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &[
+                "config",
+                "process",
+                "procs",
+                "RSS idle MB",
+                "RSS after load MB",
+                "peak RSS MB",
+                "CPU s / 1k req",
+                "CPU s",
+                "requests",
+            ],
+            &rows,
+        ));
+        s.push('\n');
+    }
+    if !r.handshakes.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Full mTLS handshakes on new connections (to the mesh-side port)\n"
+        );
+        let rows: Vec<Vec<String>> = r
+            .handshakes
+            .iter()
+            .map(|h| {
+                vec![
+                    h.config.clone(),
+                    format!("{:.0}", h.result.per_second),
+                    f1(h.result.latency.p50_us),
+                    f1(h.result.latency.p99_us),
+                    format!(
+                        "{}/{}",
+                        h.result.errors,
+                        h.result.handshakes + h.result.errors
+                    ),
+                ]
+            })
+            .collect();
+        s.push_str(&table(
+            &["config", "handshakes/s", "p50 µs", "p99 µs", "errors"],
+            &rows,
+        ));
+        s.push('\n');
+    }
+    if !r.tcp.is_empty() {
+        let _ = writeln!(s, "### Bulk TCP\n");
+        let rows: Vec<Vec<String>> = r
+            .tcp
+            .iter()
+            .map(|t| {
+                vec![
+                    t.config.clone(),
+                    format!("{:.0}", t.result.bytes as f64 / 1e6),
+                    format!("{:.2}", t.result.seconds),
+                    format!("{:.0}", t.result.mb_per_s),
+                ]
+            })
+            .collect();
+        s.push_str(&table(&["config", "MB sent", "seconds", "MB/s"], &rows));
+        s.push('\n');
+    }
+    if let Some(cp) = &r.control_plane {
+        s.push_str(&crate::cpscale::markdown(cp));
+    }
+    let checks: Vec<Vec<String>> = r
+        .configs
+        .iter()
+        .flat_map(|c| {
+            c.refusal_checks.iter().map(move |k| {
+                vec![
+                    c.name.clone(),
+                    k.port.to_string(),
+                    k.plaintext.clone(),
+                    k.tls_without_cert.clone(),
+                    if k.refused { "yes".into() } else { "NO".into() },
+                ]
+            })
+        })
+        .collect();
+    if !checks.is_empty() {
+        let _ = writeln!(s, "### Mesh-side ports refuse clients without mTLS\n");
+        s.push_str(&table(
+            &[
+                "config",
+                "port",
+                "plaintext HTTP",
+                "TLS without client cert",
+                "refused",
+            ],
+            &checks,
+        ));
+        s.push('\n');
+    }
+    for p in &r.problems {
+        let _ = writeln!(s, "- problem: {p}");
+    }
+    s
+}
+
+const COLORS: [&str; 6] = [
+    "#444444", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e",
+];
+
+/// Latency (p50 solid, p99 dashed) against offered rate for one protocol,
+/// one line per configuration; `None` when there is nothing to plot.
+pub fn svg(r: &Report, proto: Proto) -> Option<String> {
+    let rows: Vec<&LatencyRow> = r.latency.iter().filter(|l| l.proto == proto).collect();
+    let mut configs: Vec<&str> = Vec::new();
+    for l in &rows {
+        if !configs.contains(&l.config.as_str()) {
+            configs.push(&l.config);
+        }
+    }
+    let max_rate = rows.iter().map(|l| l.rate).max()? as f64;
+    let max_us = rows
+        .iter()
+        .map(|l| l.latency.p99_us)
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.1;
+    let (w, h, ml, mr, mt, mb) = (760.0, 440.0, 70.0, 170.0, 40.0, 50.0);
+    let x = |rate: f64| ml + rate / max_rate * (w - ml - mr);
+    let y = |us: f64| h - mb - us / max_us * (h - mt - mb);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+    let _ = writeln!(
+        s,
+        "<text x=\"{ml}\" y=\"22\" font-size=\"14\">Latency vs rate, {} (solid p50, dashed p99), {} mode</text>",
+        proto.as_str(),
+        r.mode
+    );
+    let _ = writeln!(
+        s,
+        "<line x1=\"{ml}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{ml}\" y1=\"{mt}\" x2=\"{ml}\" y2=\"{}\" stroke=\"black\"/>",
+        h - mb,
+        w - mr,
+        h - mb,
+        h - mb
+    );
+    for i in 0..=5 {
+        let v = max_us * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v:.0}</text><line x1=\"{ml}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#eee\"/>",
+            ml - 6.0,
+            y(v) + 4.0,
+            y(v),
+            w - mr,
+            y(v)
+        );
+    }
+    let mut rates: Vec<u64> = rows.iter().map(|l| l.rate).collect();
+    rates.sort_unstable();
+    rates.dedup();
+    for rate in &rates {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{rate}</text>",
+            x(*rate as f64),
+            h - mb + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">requests per second</text>",
+        (ml + w - mr) / 2.0,
+        h - 10.0
+    );
+    let _ = writeln!(s, "<text x=\"16\" y=\"{:.1}\" transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">latency µs</text>", h / 2.0, h / 2.0);
+    for (i, c) in configs.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut pts: Vec<&&LatencyRow> = rows.iter().filter(|l| l.config == *c).collect();
+        pts.sort_by_key(|l| l.rate);
+        for (dash, pick) in [
+            (
+                "",
+                (|l: &LatencyRow| l.latency.p50_us) as fn(&LatencyRow) -> f64,
+            ),
+            (" stroke-dasharray=\"6 4\"", |l: &LatencyRow| {
+                l.latency.p99_us
+            }),
+        ] {
+            let path: Vec<String> = pts
+                .iter()
+                .map(|l| format!("{:.1},{:.1}", x(l.rate as f64), y(pick(l))))
+                .collect();
+            let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>", path.join(" "));
+            for l in &pts {
+                let _ = writeln!(
+                    s,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>",
+                    x(l.rate as f64),
+                    y(pick(l))
+                );
+            }
+        }
+        let ly = mt + 20.0 * i as f64;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{}\" y=\"{}\">{c}</text>",
+            w - mr + 15.0,
+            w - mr + 40.0,
+            w - mr + 46.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(config: &str, rate: u64, p50: f64, p99: f64) -> LatencyRow {
+        LatencyRow {
+            config: config.into(),
+            proto: Proto::Http1,
+            rate,
+            achieved_rps: rate as f64,
+            ok: 100,
+            errors: 0,
+            first_error: None,
+            latency: Summary {
+                count: 100,
+                p50_us: p50,
+                p90_us: p50,
+                p99_us: p99,
+                p999_us: p99,
+                max_us: p99,
+                mean_us: p50,
+            },
+            added: None,
+            p99_ratio_to_direct: None,
+        }
+    }
+
+    #[test]
+    fn table_has_header_separator_and_rows() {
+        let t = table(
+            &["a", "b"],
+            &[vec!["1".into(), "2".into()], vec!["3".into(), "4".into()]],
+        );
+        assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n");
+    }
+
+    #[test]
+    fn added_latency_is_against_direct_at_the_same_rate() {
+        let mut r = Report {
+            latency: vec![
+                row("direct", 500, 100.0, 200.0),
+                row("mycel", 500, 180.0, 300.0),
+                row("mycel", 1000, 1.0, 1.0),
+            ],
+            ..Report::default()
+        };
+        compare_to_direct(&mut r);
+        let a = r.latency[1].added.unwrap();
+        assert_eq!((a.p50_us, a.p99_us), (80.0, 100.0));
+        assert_eq!(r.latency[1].p99_ratio_to_direct, Some(1.5));
+        assert!(r.latency[2].added.is_none(), "no direct row at 1000 rps");
+        let md = markdown(&r);
+        assert!(md.contains("| mycel | http1 | 500 | 180.0 | 180.0 | 300.0 | 300.0 | 300.0 | 80.0 | 80.0 | 100.0 | 100.0 | 1.50 | 0/100 |"), "{md}");
+        let svg = svg(&r, Proto::Http1).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("mycel") && svg.trim_end().ends_with("</svg>")
+        );
+        assert!(super::svg(&r, Proto::Grpc).is_none());
+    }
+}

@@ -1,0 +1,523 @@
+//! One benchmark run: start the backend and every configuration, measure
+//! them in alternation, collect the report.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::backend::Backend;
+use crate::client::Proto;
+use crate::cpscale::{self, CpPlan};
+use crate::load::{self, RunResult, Shape};
+use crate::probe;
+use crate::procstat::{self, Sample};
+use crate::report::{
+    ConfigInfo, HandshakeRow, LatencyRow, Report, ResourceRow, TcpRow, ThroughputRow,
+};
+use crate::schedule::Schedule;
+use crate::setup::{self, mycel::Bins, Setup};
+use crate::stats;
+
+/// What to measure and for how long.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub mode: &'static str,
+    /// Protocol and the rates it is measured at.
+    pub latency_grid: Vec<(Proto, Vec<u64>)>,
+    pub latency_duration: Duration,
+    pub warmup: Duration,
+    pub rounds: usize,
+    pub open_loop_workers: usize,
+    pub throughput: Vec<(Proto, usize)>,
+    pub throughput_duration: Duration,
+    pub handshake_duration: Duration,
+    pub handshake_concurrency: usize,
+    pub bulk_bytes: u64,
+    pub cp: CpPlan,
+}
+
+impl Plan {
+    pub fn quick() -> Plan {
+        Plan {
+            mode: "quick",
+            latency_grid: vec![
+                (Proto::Http1, vec![500, 1000, 2000]),
+                (Proto::H2, vec![1000]),
+                (Proto::Grpc, vec![1000]),
+            ],
+            latency_duration: Duration::from_secs(2),
+            warmup: Duration::from_millis(300),
+            rounds: 1,
+            open_loop_workers: 32,
+            throughput: vec![(Proto::Http1, 16)],
+            throughput_duration: Duration::from_secs(2),
+            handshake_duration: Duration::from_secs(1),
+            handshake_concurrency: 4,
+            bulk_bytes: 256 << 20,
+            cp: CpPlan {
+                proxies: 200,
+                services: 50,
+                endpoints: 5,
+                subscriptions_per_proxy: 5,
+                changes: 20,
+                csrs: 200,
+                csr_concurrency: 8,
+            },
+        }
+    }
+
+    pub fn full() -> Plan {
+        Plan {
+            mode: "full",
+            latency_grid: vec![
+                (Proto::Http1, vec![500, 1000, 2000]),
+                (Proto::H2, vec![500, 1000, 2000]),
+                (Proto::Grpc, vec![500, 1000, 2000]),
+            ],
+            latency_duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            rounds: 3,
+            open_loop_workers: 64,
+            throughput: vec![
+                (Proto::Http1, 1),
+                (Proto::Http1, 16),
+                (Proto::Http1, 64),
+                (Proto::H2, 64),
+                (Proto::Grpc, 64),
+            ],
+            throughput_duration: Duration::from_secs(10),
+            handshake_duration: Duration::from_secs(5),
+            handshake_concurrency: 8,
+            bulk_bytes: 2 << 30,
+            cp: CpPlan {
+                proxies: 1000,
+                services: 1000,
+                endpoints: 10,
+                subscriptions_per_proxy: 10,
+                changes: 200,
+                csrs: 2000,
+                csr_concurrency: 16,
+            },
+        }
+    }
+}
+
+/// Which parts of the benchmark a scenario runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Everything below.
+    All,
+    /// Open-loop latency at fixed rates (plus CPU and memory).
+    Latency,
+    /// Closed-loop maximum rps.
+    Throughput,
+    /// Full mTLS handshakes per second.
+    Handshake,
+    /// Bulk TCP through the tunnel.
+    Tcp,
+    /// Control-plane scale (controller only).
+    CpScale,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::All => "all",
+            Scenario::Latency => "latency",
+            Scenario::Throughput => "throughput",
+            Scenario::Handshake => "handshake",
+            Scenario::Tcp => "tcp",
+            Scenario::CpScale => "cp-scale",
+        }
+    }
+
+    fn has(self, part: Scenario) -> bool {
+        self == Scenario::All || self == part
+    }
+
+    fn needs_data_path(self) -> bool {
+        self != Scenario::CpScale
+    }
+}
+
+/// CPU and requests per watched process, across all load runs.
+#[derive(Default)]
+struct Usage {
+    rows: BTreeMap<(String, String), (u32, ResourceRow)>,
+    ticks: u64,
+}
+
+impl Usage {
+    fn idle(&mut self, s: &Setup) {
+        for w in &s.watched {
+            let sample = procstat::sample(w.pid, self.ticks).unwrap_or_default();
+            self.rows.insert(
+                (s.name.to_string(), w.role.to_string()),
+                (
+                    w.pid,
+                    ResourceRow {
+                        config: s.name.into(),
+                        role: w.role.into(),
+                        processes: sample.processes,
+                        idle_rss_kb: sample.rss_kb,
+                        ..ResourceRow::default()
+                    },
+                ),
+            );
+        }
+    }
+
+    fn snapshot(&self, s: &Setup) -> Vec<Sample> {
+        s.watched
+            .iter()
+            .map(|w| procstat::sample(w.pid, self.ticks).unwrap_or_default())
+            .collect()
+    }
+
+    fn account(&mut self, s: &Setup, before: &[Sample], requests: u64) {
+        for (w, b) in s.watched.iter().zip(before) {
+            let after = procstat::sample(w.pid, self.ticks).unwrap_or_default();
+            if let Some((_, row)) = self.rows.get_mut(&(s.name.to_string(), w.role.to_string())) {
+                row.cpu_s += after.cpu_s - b.cpu_s;
+                row.requests += requests;
+                row.loaded_rss_kb = row.loaded_rss_kb.max(after.rss_kb);
+                row.processes = row.processes.max(after.processes);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<ResourceRow> {
+        for (pid, row) in self.rows.values_mut() {
+            let s = procstat::sample(*pid, self.ticks).unwrap_or_default();
+            row.peak_rss_kb = s.hwm_kb;
+            row.cpu_s_per_1k_requests = if row.requests > 0 {
+                row.cpu_s * 1000.0 / row.requests as f64
+            } else {
+                0.0
+            };
+        }
+        self.rows.into_values().map(|(_, r)| r).collect()
+    }
+}
+
+pub struct Options {
+    pub scenario: Scenario,
+    pub plan: Plan,
+    pub configs: Vec<String>,
+    pub bins: Option<std::path::PathBuf>,
+}
+
+fn machine() -> crate::report::Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let version = |p: &str, a: &str| {
+        std::process::Command::new(p)
+            .arg(a)
+            .output()
+            .map(|o| {
+                let t = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                t.lines().next().unwrap_or("").trim().to_string()
+            })
+            .unwrap_or_else(|_| "not installed".into())
+    };
+    crate::report::Machine {
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu_model: cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default(),
+        mem_total_mb: procstat::parse_status_kb(&meminfo, "MemTotal").unwrap_or(0) / 1024,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        load_avg_at_start: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        nginx: version("nginx", "-v"),
+        haproxy: version("haproxy", "-v"),
+    }
+}
+
+async fn start_setups(opts: &Options, backend: &Backend, report: &mut Report) -> Vec<Setup> {
+    let mut setups = Vec::new();
+    for name in &opts.configs {
+        let started = match name.as_str() {
+            "direct" => setup::direct(&backend.addrs),
+            "mycel" => match Bins::find(opts.bins.as_deref()) {
+                Ok(bins) => setup::mycel::start(&bins, &backend.addrs).await,
+                Err(e) => Err(e),
+            },
+            "nginx" => setup::nginx::start(&backend.addrs).await,
+            "haproxy" => setup::haproxy::start(&backend.addrs).await,
+            other => Err(setup::SetupError::Missing(format!(
+                "unknown configuration {other:?} (direct, mycel, nginx, haproxy)"
+            ))),
+        };
+        let mut s = match started {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("[bench] {name}: not measured: {e}");
+                report.problems.push(format!("{name}: not measured: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = setup::wait_working(&mut s, Duration::from_secs(20)).await {
+            eprintln!("[bench] {name}: not measured: {e}");
+            report.problems.push(format!("{name}: not measured: {e}"));
+            continue;
+        }
+        let mut checks = Vec::new();
+        for port in &s.mesh_ports {
+            let c = probe::check_refuses_without_mtls(*port, crate::certs::SERVER_NAME).await;
+            if !c.refused {
+                report.problems.push(format!(
+                    "{name}: mesh port {port} answered a client without mTLS: {c:?}"
+                ));
+            }
+            checks.push(c);
+        }
+        eprintln!(
+            "[bench] {name}: ready ({} mesh ports refuse plaintext: {})",
+            checks.len(),
+            checks.iter().all(|c| c.refused)
+        );
+        report.configs.push(ConfigInfo {
+            name: s.name.into(),
+            notes: s.notes.clone(),
+            refusal_checks: checks,
+        });
+        setups.push(s);
+    }
+    setups
+}
+
+/// The configurations in round `round`'s order: rotated so none is always
+/// first (right after another configuration's load).
+fn rotated(n: usize, round: usize) -> Vec<usize> {
+    (0..n).map(|i| (i + round) % n.max(1)).collect()
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    let t0 = Instant::now();
+    let mut report = Report {
+        scenario: opts.scenario.name().into(),
+        mode: opts.plan.mode.into(),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        machine: machine(),
+        ..Report::default()
+    };
+    let plan = opts.plan.clone();
+    if opts.scenario.needs_data_path() {
+        let backend = Backend::start().await?;
+        let setups = start_setups(&opts, &backend, &mut report).await;
+        let mut usage = Usage {
+            ticks: procstat::clock_ticks(),
+            ..Usage::default()
+        };
+        for s in &setups {
+            usage.idle(s);
+        }
+        if opts.scenario.has(Scenario::Latency) {
+            latency(&plan, &setups, &mut usage, &mut report).await;
+        }
+        if opts.scenario.has(Scenario::Throughput) {
+            throughput(&plan, &setups, &mut usage, &mut report).await;
+        }
+        if opts.scenario.has(Scenario::Handshake) {
+            for s in &setups {
+                let Some(h) = &s.handshake else { continue };
+                let config = probe::client_config(Some(&h.cert), h.alpn.clone())?;
+                let result = probe::handshakes(
+                    h.addr,
+                    config,
+                    &h.server_name,
+                    plan.handshake_concurrency,
+                    plan.handshake_duration,
+                )
+                .await;
+                eprintln!(
+                    "[bench] handshake {}: {:.0}/s ({} errors)",
+                    s.name, result.per_second, result.errors
+                );
+                report.handshakes.push(HandshakeRow {
+                    config: s.name.into(),
+                    result,
+                });
+            }
+        }
+        if opts.scenario.has(Scenario::Tcp) {
+            for s in &setups {
+                let Some(addr) = s.tcp else { continue };
+                match probe::tcp_bulk(addr, plan.bulk_bytes).await {
+                    Ok(result) => {
+                        eprintln!("[bench] tcp {}: {:.0} MB/s", s.name, result.mb_per_s);
+                        report.tcp.push(TcpRow {
+                            config: s.name.into(),
+                            result,
+                        });
+                    }
+                    Err(e) => report.problems.push(format!("tcp {}: {e}", s.name)),
+                }
+            }
+        }
+        report.resources = usage.finish();
+        crate::report::compare_to_direct(&mut report);
+        drop(setups);
+    }
+    if opts.scenario.has(Scenario::CpScale) {
+        match Bins::find(opts.bins.as_deref()) {
+            Ok(bins) => match cpscale::run(&bins, plan.cp).await {
+                Ok(cp) => report.control_plane = Some(cp),
+                Err(e) => report.problems.push(format!("control-plane scale: {e}")),
+            },
+            Err(e) => report.problems.push(format!("control-plane scale: {e}")),
+        }
+    }
+    report.wall_seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn log_run(what: &str, s: &Setup, proto: Proto, x: u64, r: &RunResult) {
+    let sum = stats::summarize(&r.hist);
+    eprintln!(
+        "[bench] {what} {:8} {:5} {x:5}: {:7.0} rps  p50 {:7.1} p99 {:8.1} max {:9.1} µs  errors {}{}",
+        s.name,
+        proto.as_str(),
+        r.achieved_rps(),
+        sum.p50_us,
+        sum.p99_us,
+        sum.max_us,
+        r.errors,
+        r.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+    );
+}
+
+async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut Report) {
+    for (proto, rates) in &plan.latency_grid {
+        for &rate in rates {
+            let mut merged: BTreeMap<usize, (RunResult, u64)> = BTreeMap::new();
+            for round in 0..plan.rounds.max(1) {
+                for i in rotated(setups.len(), round) {
+                    let s = &setups[i];
+                    let Some(target) = s.targets.get(proto) else {
+                        continue;
+                    };
+                    let shape = Shape::for_proto(*proto, plan.open_loop_workers, 1);
+                    // Warm-up at the same rate, not recorded.
+                    let _ =
+                        load::open_loop(*proto, target, Schedule::new(rate, plan.warmup), shape)
+                            .await;
+                    let before = usage.snapshot(s);
+                    match load::open_loop(
+                        *proto,
+                        target,
+                        Schedule::new(rate, plan.latency_duration),
+                        shape,
+                    )
+                    .await
+                    {
+                        Ok(r) => {
+                            usage.account(s, &before, r.ok + r.errors);
+                            log_run("open  ", s, *proto, rate, &r);
+                            match merged.get_mut(&i) {
+                                Some((m, _)) => {
+                                    let _ = m.hist.add(&r.hist);
+                                    m.ok += r.ok;
+                                    m.errors += r.errors;
+                                    m.elapsed += r.elapsed;
+                                    if m.first_error.is_none() {
+                                        m.first_error = r.first_error;
+                                    }
+                                }
+                                None => {
+                                    merged.insert(i, (r, rate));
+                                }
+                            }
+                        }
+                        Err(e) => report.problems.push(format!(
+                            "latency {} {} {rate}: {e}",
+                            s.name,
+                            proto.as_str()
+                        )),
+                    }
+                }
+            }
+            for (i, (r, rate)) in merged {
+                report.latency.push(LatencyRow {
+                    config: setups[i].name.into(),
+                    proto: *proto,
+                    rate,
+                    achieved_rps: r.achieved_rps(),
+                    ok: r.ok,
+                    errors: r.errors,
+                    first_error: r.first_error,
+                    latency: stats::summarize(&r.hist),
+                    added: None,
+                    p99_ratio_to_direct: None,
+                });
+            }
+        }
+    }
+}
+
+async fn throughput(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut Report) {
+    for (round, (proto, conns)) in plan.throughput.iter().enumerate() {
+        for i in rotated(setups.len(), round) {
+            let s = &setups[i];
+            let Some(target) = s.targets.get(proto) else {
+                continue;
+            };
+            let shape = Shape::for_proto(*proto, *conns, 1);
+            let before = usage.snapshot(s);
+            match load::closed_loop(*proto, target, shape, plan.throughput_duration, 50_000_000)
+                .await
+            {
+                Ok(r) => {
+                    usage.account(s, &before, r.ok + r.errors);
+                    log_run("closed", s, *proto, *conns as u64, &r);
+                    report.throughput.push(ThroughputRow {
+                        config: s.name.into(),
+                        proto: *proto,
+                        connections: *conns,
+                        rps: r.achieved_rps(),
+                        ok: r.ok,
+                        errors: r.errors,
+                        first_error: r.first_error.clone(),
+                        latency: stats::summarize(&r.hist),
+                        ratio_to_direct: None,
+                    });
+                }
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("throughput {} {}: {e}", s.name, proto.as_str()))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_changes_who_goes_first() {
+        assert_eq!(rotated(4, 0), vec![0, 1, 2, 3]);
+        assert_eq!(rotated(4, 1), vec![1, 2, 3, 0]);
+        assert_eq!(rotated(4, 5), vec![1, 2, 3, 0]);
+        assert!(rotated(0, 3).is_empty());
+    }
+}

@@ -1,0 +1,153 @@
+//! The configurations under test. Each one takes the running backend and
+//! gives the load generator a first hop per protocol, plus what to watch:
+//! proxy processes, mesh-side ports, a TCP tunnel and a handshake target.
+
+pub mod haproxy;
+pub mod mycel;
+pub mod nginx;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use crate::backend::BackendAddrs;
+use crate::child::ChildProc;
+use crate::client::{Conn, Proto, Target};
+use crate::probe::ClientCert;
+
+/// A proxy process whose CPU and memory are reported.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    /// "client-side" or "server-side".
+    pub role: &'static str,
+    pub pid: u32,
+}
+
+/// Where to run the TLS handshake test.
+#[derive(Clone, Debug)]
+pub struct HandshakeTarget {
+    pub addr: SocketAddr,
+    pub server_name: String,
+    pub cert: ClientCert,
+    pub alpn: Vec<Vec<u8>>,
+}
+
+pub struct Setup {
+    pub name: &'static str,
+    pub targets: BTreeMap<Proto, Target>,
+    /// Mesh-side (mTLS) ports, checked to refuse plaintext.
+    pub mesh_ports: Vec<SocketAddr>,
+    pub watched: Vec<Watched>,
+    /// Loopback port tunnelled to the backend's TCP sink.
+    pub tcp: Option<SocketAddr>,
+    pub handshake: Option<HandshakeTarget>,
+    /// Notes for the report (what differs from the other configurations).
+    pub notes: Vec<String>,
+    /// Child processes, stopped when the setup is dropped.
+    pub children: Vec<ChildProc>,
+    /// Config files, certificates and logs.
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}")]
+    Missing(String),
+    #[error("{what}: {message}")]
+    Start { what: String, message: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Child(#[from] crate::child::ChildError),
+    #[error(transparent)]
+    Cert(#[from] crate::certs::CertError),
+}
+
+pub fn start_err(what: impl Into<String>, message: impl std::fmt::Display) -> SetupError {
+    SetupError::Start {
+        what: what.into(),
+        message: message.to_string(),
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// The client talking to the backend itself.
+pub fn direct(backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    let mut targets = BTreeMap::new();
+    for (proto, addr) in [
+        (Proto::Http1, backend.http1),
+        (Proto::H2, backend.h2c),
+        (Proto::Grpc, backend.grpc),
+    ] {
+        targets.insert(
+            proto,
+            Target {
+                addr,
+                authority: addr.to_string(),
+            },
+        );
+    }
+    Ok(Setup {
+        name: "direct",
+        targets,
+        mesh_ports: Vec::new(),
+        watched: Vec::new(),
+        tcp: Some(backend.tcp),
+        handshake: None,
+        notes: Vec::new(),
+        children: Vec::new(),
+        dir: tempfile::tempdir()?,
+    })
+}
+
+/// Waits until one request of every protocol succeeds through `setup`
+/// (bounded by `limit`), so measurements start on a working chain.
+pub async fn wait_working(setup: &mut Setup, limit: Duration) -> Result<(), SetupError> {
+    let deadline = Instant::now() + limit;
+    for (proto, target) in setup.targets.clone() {
+        let mut last;
+        loop {
+            if let Some(i) = setup.children.iter_mut().position(|c| c.exited()) {
+                let dead = &setup.children[i];
+                return Err(start_err(
+                    format!("{} ({})", setup.name, dead.name),
+                    format!("exited early; log:\n{}", dead.log_tail()),
+                ));
+            }
+            let r = match Conn::connect(proto, &target).await {
+                Ok(mut c) => c.call(&target).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => break,
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                let logs: String = setup
+                    .children
+                    .iter()
+                    .map(|c| format!("--- {}\n{}\n", c.name, c.log_tail()))
+                    .collect();
+                return Err(start_err(
+                    format!("{} {}", setup.name, proto.as_str()),
+                    format!("no successful request within {limit:?}: {last}\n{logs}"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Finds `program` on PATH (nginx, haproxy).
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}

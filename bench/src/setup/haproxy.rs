@@ -1,0 +1,159 @@
+//! The HAProxy pair: a client-side HAProxy (plaintext frontends) and a
+//! server-side HAProxy (mTLS frontends, `verify required`), HTTP/2 over mTLS
+//! between them (ALPN h2, as Mycel does), `http-reuse always` pools.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{free_port, start_err, which, HandshakeTarget, Setup, SetupError, Watched};
+use crate::backend::BackendAddrs;
+use crate::certs::{write_pki, Pki, SERVER_NAME};
+use crate::child::ChildProc;
+use crate::client::{Proto, Target};
+use crate::probe::ClientCert;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub front: [u16; 3],
+    pub mesh: [u16; 3],
+}
+
+const DEFAULTS: &str = "global\n  maxconn 20000\n  nbthread 2\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n  option http-keep-alive\n  http-reuse always\n";
+
+const NAMES: [&str; 3] = ["http1", "h2", "grpc"];
+
+/// Client side: plaintext frontends (h2c for h2 and gRPC), mTLS servers.
+pub fn client_conf(pki: &Pki, p: Ports) -> String {
+    let mut c = DEFAULTS.to_string();
+    for (i, name) in NAMES.iter().enumerate() {
+        let proto = if i == 0 { "" } else { " proto h2" };
+        c.push_str(&format!(
+            "frontend f_{name}\n  bind 127.0.0.1:{}{proto}\n  default_backend mesh_{name}\nbackend mesh_{name}\n  server s1 127.0.0.1:{} ssl crt {} ca-file {} verify required verifyhost {SERVER_NAME} sni str({SERVER_NAME}) alpn h2\n",
+            p.front[i],
+            p.mesh[i],
+            pki.client_combined.display(),
+            pki.ca.display(),
+        ));
+    }
+    c
+}
+
+/// Server side: mTLS frontends (client certificate required), plaintext to
+/// the backend (HTTP/1.1 for http1, h2c for h2 and gRPC).
+pub fn server_conf(pki: &Pki, p: Ports, backend: &BackendAddrs) -> String {
+    let mut c = DEFAULTS.to_string();
+    let apps = [
+        (backend.http1, ""),
+        (backend.h2c, " proto h2"),
+        (backend.grpc, " proto h2"),
+    ];
+    for (i, name) in NAMES.iter().enumerate() {
+        c.push_str(&format!(
+            "frontend m_{name}\n  bind 127.0.0.1:{} ssl crt {} ca-file {} verify required alpn h2,http/1.1\n  default_backend app_{name}\nbackend app_{name}\n  server a1 {}{}\n",
+            p.mesh[i],
+            pki.server_combined.display(),
+            pki.ca.display(),
+            apps[i].0,
+            apps[i].1,
+        ));
+    }
+    c
+}
+
+pub async fn start(backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    let program = which("haproxy").ok_or_else(|| {
+        SetupError::Missing(
+            "haproxy is not installed (bench/run.sh installs it: apt-get install -y nginx haproxy)"
+                .into(),
+        )
+    })?;
+    let dir = tempfile::tempdir()?;
+    let pki = write_pki(dir.path())?;
+    let mut ports = Ports {
+        front: [0; 3],
+        mesh: [0; 3],
+    };
+    for i in 0..3 {
+        ports.front[i] = free_port()?.port();
+        ports.mesh[i] = free_port()?.port();
+    }
+    let mut children = Vec::new();
+    for (name, conf) in [
+        ("server", server_conf(&pki, ports, backend)),
+        ("client", client_conf(&pki, ports)),
+    ] {
+        let path = dir.path().join(format!("haproxy-{name}.cfg"));
+        std::fs::write(&path, conf)?;
+        let check = std::process::Command::new(&program)
+            .args(["-c", "-q", "-f"])
+            .arg(&path)
+            .output()?;
+        if !check.status.success() {
+            return Err(start_err(
+                format!("haproxy {name} config"),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&check.stdout),
+                    String::from_utf8_lossy(&check.stderr)
+                ),
+            ));
+        }
+        let args = vec![
+            "-db".to_string(),
+            "-f".to_string(),
+            path.display().to_string(),
+        ];
+        children.push(ChildProc::spawn(
+            &format!("haproxy-{name}-side"),
+            &program,
+            &args,
+            &[],
+            dir.path(),
+        )?);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let watched = vec![
+        Watched {
+            role: "client-side",
+            pid: children[1].pid().unwrap_or(0),
+        },
+        Watched {
+            role: "server-side",
+            pid: children[0].pid().unwrap_or(0),
+        },
+    ];
+    let target = |port: u16| Target {
+        addr: ([127, 0, 0, 1], port).into(),
+        authority: SERVER_NAME.into(),
+    };
+    Ok(Setup {
+        name: "haproxy",
+        targets: BTreeMap::from([
+            (Proto::Http1, target(ports.front[0])),
+            (Proto::H2, target(ports.front[1])),
+            (Proto::Grpc, target(ports.front[2])),
+        ]),
+        mesh_ports: ports
+            .mesh
+            .iter()
+            .map(|&p| ([127, 0, 0, 1], p).into())
+            .collect(),
+        watched,
+        tcp: None,
+        handshake: Some(HandshakeTarget {
+            addr: ([127, 0, 0, 1], ports.mesh[0]).into(),
+            server_name: SERVER_NAME.into(),
+            cert: ClientCert {
+                chain: pki.client_chain_der.clone(),
+                key_pkcs8: pki.client_key_der.clone(),
+            },
+            alpn: vec![b"h2".to_vec()],
+        }),
+        notes: vec![
+            "nbthread 2; hop between the pair: HTTP/2 over mTLS (ALPN h2), http-reuse always"
+                .into(),
+        ],
+        children,
+        dir,
+    })
+}

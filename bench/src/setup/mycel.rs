@@ -1,0 +1,431 @@
+//! The Mycel pair as real processes: `mycel-controller` and two
+//! `mycel-proxy` sidecars from the release build, joined with tokens made by
+//! `mycelctl token create`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mycel_api::v1::identity_client::IdentityClient;
+use mycel_api::v1::CertifyRequest;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use super::{free_port, start_err, HandshakeTarget, Setup, SetupError, Watched};
+use crate::backend::BackendAddrs;
+use crate::child::ChildProc;
+use crate::client::{Proto, Target};
+use crate::probe::{self, ClientCert};
+
+pub const NAMESPACE: &str = "bench";
+/// Service ports the client names; the sidecar maps them to the backend's.
+const HTTP_PORT: u16 = 80;
+const H2_PORT: u16 = 81;
+const GRPC_PORT: u16 = 9090;
+const TCP_PORT: u16 = 5201;
+
+/// The release binaries the Mycel configuration runs.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    pub controller: PathBuf,
+    pub proxy: PathBuf,
+    pub ctl: PathBuf,
+}
+
+impl Bins {
+    /// Looks in `dir` (default: beside this executable, i.e. target/release).
+    pub fn find(dir: Option<&Path>) -> Result<Bins, SetupError> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        let get = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(SetupError::Missing(format!(
+                    "{} is missing: build the mesh first with `cargo build --release --bins` (or use bench/run.sh), or pass --bin-dir",
+                    p.display()
+                )))
+            }
+        };
+        Ok(Bins {
+            controller: get("mycel-controller")?,
+            proxy: get("mycel-proxy")?,
+            ctl: get("mycelctl")?,
+        })
+    }
+}
+
+/// `mesh.yaml` declaring the backend service with one port per protocol.
+pub fn mesh_yaml(backend: &BackendAddrs) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: backend\n  namespace: {NAMESPACE}\nspec:\n  selector:\n    app: backend\n  ports:\n  - {{name: http, port: {HTTP_PORT}, targetPort: {}, appProtocol: http}}\n  - {{name: h2, port: {H2_PORT}, targetPort: {}, appProtocol: http2}}\n  - {{name: grpc, port: {GRPC_PORT}, targetPort: {}, appProtocol: grpc}}\n  - {{name: tcp, port: {TCP_PORT}, targetPort: {}, appProtocol: tcp}}\n",
+        backend.http1.port(),
+        backend.h2c.port(),
+        backend.grpc.port(),
+        backend.tcp.port()
+    )
+}
+
+/// A running controller (also used by the control-plane scale mode).
+pub struct Controller {
+    pub proc: ChildProc,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub data: PathBuf,
+}
+
+impl Controller {
+    pub async fn start(bins: &Bins, dir: &Path, mesh_yaml: &str) -> Result<Controller, SetupError> {
+        let mesh = dir.join("mesh.yaml");
+        std::fs::write(&mesh, mesh_yaml)?;
+        let data = dir.join("data");
+        let (grpc, admin) = (free_port()?, free_port()?);
+        let args: Vec<String> = vec![
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--grpc-addr".into(),
+            grpc.to_string(),
+            "--admin-addr".into(),
+            admin.to_string(),
+            "--mesh-config".into(),
+            mesh.display().to_string(),
+        ];
+        let mut proc = ChildProc::spawn(
+            "controller",
+            &bins.controller,
+            &args,
+            &[("MYCEL_LOG", "warn")],
+            dir,
+        )?;
+        wait_ok(&mut proc, admin, "/ready").await?;
+        Ok(Controller {
+            proc,
+            grpc,
+            admin,
+            data,
+        })
+    }
+
+    pub fn ca_root(&self) -> PathBuf {
+        self.data.join("ca").join("root.pem")
+    }
+
+    /// A join token from the real CLI.
+    pub fn token(&self, bins: &Bins, sa: &str) -> Result<String, SetupError> {
+        let out = std::process::Command::new(&bins.ctl)
+            .args(["token", "create", "--data-dir"])
+            .arg(&self.data)
+            .args(["--namespace", NAMESPACE, "--service-account", sa])
+            .output()?;
+        if !out.status.success() {
+            return Err(start_err(
+                "mycelctl token create",
+                String::from_utf8_lossy(&out.stderr),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A TLS channel to the controller (optionally with a client identity).
+    pub async fn channel(
+        &self,
+        identity: Option<tonic::transport::Identity>,
+    ) -> Result<Channel, SetupError> {
+        let root = std::fs::read_to_string(self.ca_root())?;
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(root))
+            .domain_name("localhost");
+        if let Some(id) = identity {
+            tls = tls.identity(id);
+        }
+        Channel::from_shared(format!("https://{}", self.grpc))
+            .map_err(|e| start_err("controller channel", e))?
+            .tls_config(tls)
+            .map_err(|e| start_err("controller channel", e))?
+            .connect()
+            .await
+            .map_err(|e| start_err("connect to controller", e))
+    }
+
+    /// Certifies a fresh key with `token`; returns chain (DER) and key.
+    pub async fn certify(&self, channel: Channel, token: &str) -> Result<ClientCert, SetupError> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| start_err("key", e))?;
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .and_then(|p| p.serialize_request(&key))
+            .map_err(|e| start_err("csr", e))?;
+        let resp = IdentityClient::new(channel)
+            .certify(CertifyRequest {
+                token: token.to_string(),
+                csr_der: csr.der().to_vec(),
+                requested_ttl_seconds: 3600,
+            })
+            .await
+            .map_err(|s| start_err("certify", s.message()))?
+            .into_inner();
+        Ok(ClientCert {
+            chain: resp.chain_der,
+            key_pkcs8: key.serialize_der(),
+        })
+    }
+}
+
+/// PEM text of DER certificates.
+pub fn pem_chain(chain: &[Vec<u8>]) -> String {
+    chain.iter().map(|d| pem_block("CERTIFICATE", d)).collect()
+}
+
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    use std::fmt::Write;
+    let b64 = base64(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        let _ = writeln!(out, "{}", String::from_utf8_lossy(line));
+    }
+    let _ = writeln!(out, "-----END {label}-----");
+    out
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Polls `GET path` on an admin port until 200 (20 s), failing early when
+/// the process exits.
+pub async fn wait_ok(proc: &mut ChildProc, addr: SocketAddr, path: &str) -> Result<(), SetupError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if proc.exited() {
+            return Err(start_err(
+                &proc.name,
+                format!("exited; log:\n{}", proc.log_tail()),
+            ));
+        }
+        match probe::http_get(addr, "localhost", path).await {
+            Ok((200, _)) => return Ok(()),
+            Ok((s, b)) => last = format!("status {s}: {b}"),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(start_err(
+        &proc.name,
+        format!("{path} not ready: {last}\n{}", proc.log_tail()),
+    ))
+}
+
+/// Waits until the controller lists `workload` as registered and ready.
+async fn wait_registered(ctl: &Controller, workload: &str) -> Result<(), SetupError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = probe::http_get(ctl.admin, "localhost", "/debug/proxies").await {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let ready = v.as_array().is_some_and(|all| {
+                all.iter().any(|p| {
+                    p["workload"] == workload && p["registered"] == true && p["ready"] == true
+                })
+            });
+            if ready {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(start_err(
+        workload,
+        "never registered ready with the controller",
+    ))
+}
+
+struct ProxyArgs<'a> {
+    workload: &'a str,
+    sa: &'a str,
+    token_file: &'a Path,
+    admin: SocketAddr,
+    inbound: SocketAddr,
+    extra: Vec<String>,
+}
+
+fn proxy_args(ctl: &Controller, p: ProxyArgs<'_>) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--controller",
+        &ctl.grpc.to_string(),
+        "--ca-root",
+        &ctl.ca_root().display().to_string(),
+        "--token-file",
+        &p.token_file.display().to_string(),
+        "--workload",
+        p.workload,
+        "--namespace",
+        NAMESPACE,
+        "--service-account",
+        p.sa,
+        "--admin",
+        &p.admin.to_string(),
+        "--inbound",
+        &p.inbound.to_string(),
+        "--address",
+        "127.0.0.1",
+        "--app-host",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(p.extra);
+    a
+}
+
+/// Controller + server sidecar (beside the backend) + client sidecar.
+pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    let dir = tempfile::tempdir()?;
+    let ctl = Controller::start(bins, dir.path(), &mesh_yaml(backend)).await?;
+    let mut tokens = Vec::new();
+    for sa in ["backend", "client"] {
+        let path = dir.path().join(format!("{sa}.token"));
+        std::fs::write(&path, ctl.token(bins, sa)?)?;
+        tokens.push(path);
+    }
+    let server_inbound = free_port()?;
+    let server_admin = free_port()?;
+    let server = ChildProc::spawn(
+        "mycel-server-side",
+        &bins.proxy,
+        &proxy_args(
+            &ctl,
+            ProxyArgs {
+                workload: "backend-0",
+                sa: "backend",
+                token_file: &tokens[0],
+                admin: server_admin,
+                inbound: server_inbound,
+                extra: vec![
+                    "--label".into(),
+                    "app=backend".into(),
+                    "--app-port".into(),
+                    format!("http:{}:http", backend.http1.port()),
+                    "--app-port".into(),
+                    format!("h2:{}:http2", backend.h2c.port()),
+                    "--app-port".into(),
+                    format!("grpc:{}:grpc", backend.grpc.port()),
+                    "--app-port".into(),
+                    format!("tcp:{}:tcp", backend.tcp.port()),
+                ],
+            },
+        ),
+        &[("MYCEL_LOG", "warn")],
+        dir.path(),
+    )?;
+    let (outbound, tcp, client_admin, client_inbound) =
+        (free_port()?, free_port()?, free_port()?, free_port()?);
+    let client = ChildProc::spawn(
+        "mycel-client-side",
+        &bins.proxy,
+        &proxy_args(
+            &ctl,
+            ProxyArgs {
+                workload: "client-0",
+                sa: "client",
+                token_file: &tokens[1],
+                admin: client_admin,
+                inbound: client_inbound,
+                extra: vec![
+                    "--outbound".into(),
+                    outbound.to_string(),
+                    "--tcp-upstream".into(),
+                    format!("{tcp}=backend.{NAMESPACE}:{TCP_PORT}"),
+                ],
+            },
+        ),
+        &[("MYCEL_LOG", "warn")],
+        dir.path(),
+    )?;
+    let mut children = vec![server, client];
+    wait_ok(&mut children[0], server_admin, "/ready").await?;
+    wait_ok(&mut children[1], client_admin, "/ready").await?;
+    wait_registered(&ctl, "backend-0").await?;
+
+    // A client certificate from the mesh CA for the handshake test.
+    let hs_token = ctl.token(bins, "handshake")?;
+    let hs_cert = ctl.certify(ctl.channel(None).await?, &hs_token).await?;
+
+    let target = |port: u16| Target {
+        addr: outbound,
+        authority: format!("backend.{NAMESPACE}:{port}"),
+    };
+    let targets = BTreeMap::from([
+        (Proto::Http1, target(HTTP_PORT)),
+        (Proto::H2, target(H2_PORT)),
+        (Proto::Grpc, target(GRPC_PORT)),
+    ]);
+    let watched = vec![
+        Watched {
+            role: "client-side",
+            pid: children[1].pid().unwrap_or(0),
+        },
+        Watched {
+            role: "server-side",
+            pid: children[0].pid().unwrap_or(0),
+        },
+    ];
+    // The controller stays up (the proxies keep their stream); it is not
+    // on the data path and is not measured here.
+    children.push(ctl.proc);
+    Ok(Setup {
+        name: "mycel",
+        targets,
+        mesh_ports: vec![server_inbound],
+        watched,
+        tcp: Some(tcp),
+        handshake: Some(HandshakeTarget {
+            addr: server_inbound,
+            server_name: "backend.bench".into(),
+            cert: hs_cert,
+            alpn: vec![b"h2".to_vec()],
+        }),
+        notes: vec![
+            "hop between sidecars: HTTP/2 over mTLS (one pooled connection per endpoint)".into(),
+        ],
+        children,
+        dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+}
