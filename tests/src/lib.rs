@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod mesh;
 pub mod mtls;
+pub mod netns;
 pub mod process;
 pub mod shop;
 pub mod skip;

@@ -1,0 +1,304 @@
+//! Pods made of network namespaces, wired as in a cluster: a node namespace
+//! holds a bridge (`br0`, 198.18.0.1/24) and the controller; each pod is a
+//! namespace with `eth0` (a veth whose other end is on the bridge) and an
+//! address in 198.18.0.0/24; service VIPs (198.19.0.0/24) exist only in the
+//! mesh config and are reached through the pod's default route, where the
+//! sidecar's iptables rules catch them first.
+//!
+//! Namespaces are named `mycnet-<pid>-<n>-<role>` and deleted when the
+//! [`Node`] drops, also when a test panics; namespaces of earlier runs whose
+//! process is gone are deleted by [`Node::new`].
+
+mod cmd;
+mod pod;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub use cmd::{have, is_root, must, run, Ran};
+pub use pod::{Pod, PodSpec};
+
+use crate::process::{bin, Proc};
+
+pub const PREFIX: &str = "mycnet-";
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const PROXY_UID: u32 = 1337;
+pub const CONTROLLER_GRPC_PORT: u16 = 15010;
+pub const CONTROLLER_ADMIN_PORT: u16 = 15014;
+const CMD: Duration = Duration::from_secs(20);
+
+/// What must be on the machine for these tests, or why they cannot run.
+pub fn missing_requirements() -> Option<String> {
+    if !is_root() {
+        return Some("not root (network namespaces and iptables need it)".into());
+    }
+    let tools = [
+        "ip",
+        "setpriv",
+        "curl",
+        "tcpdump",
+        "iptables-save",
+        "redis-server",
+        "redis-cli",
+        "python3",
+    ];
+    let absent: Vec<&str> = tools.into_iter().filter(|t| !have(t)).collect();
+    if !absent.is_empty() {
+        return Some(format!("missing tools: {}", absent.join(", ")));
+    }
+    let probe = format!("{PREFIX}probe-{}", std::process::id());
+    let made = run(CMD, "ip", &["netns", "add", &probe]);
+    let _ = run(CMD, "ip", &["netns", "del", &probe]);
+    if !made.ok {
+        return Some(format!(
+            "cannot create a network namespace: {}",
+            made.stderr.trim()
+        ));
+    }
+    None
+}
+
+/// Deletes `mycnet-<pid>-…` namespaces whose process no longer exists.
+pub fn clean_stale() {
+    let list = run(CMD, "ip", &["netns", "list"]);
+    for line in list.stdout.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = run(CMD, "ip", &["netns", "del", name]);
+            }
+        }
+    }
+}
+
+/// `ip netns exec <ns> <program> <args>` as one argument vector.
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec!["netns".into(), "exec".into(), ns.into(), program.into()];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+/// The node: bridge namespace, controller, files, and every pod on it.
+pub struct Node {
+    pub ns: String,
+    pub dir: tempfile::TempDir,
+    tag: String,
+    next_pod: u8,
+    namespaces: Vec<String>,
+    pub controller: Option<Proc>,
+}
+
+impl Node {
+    /// Creates the node namespace and its bridge.
+    pub fn new() -> Node {
+        clean_stale();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let tag = format!(
+            "{PREFIX}{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The sidecars run as their own UID and read the CA root and their
+        // token from here.
+        must(CMD, "chmod", &["0755", &dir.path().display().to_string()]);
+        std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
+        let ns = format!("{tag}-node");
+        let mut node = Node {
+            ns: ns.clone(),
+            dir,
+            tag,
+            next_pod: 2,
+            namespaces: Vec::new(),
+            controller: None,
+        };
+        node.add_ns(&ns);
+        node.ip(&["link", "add", "br0", "type", "bridge"]);
+        node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "br0"]);
+        node.ip(&["link", "set", "br0", "up"]);
+        node
+    }
+
+    fn add_ns(&mut self, name: &str) {
+        must(CMD, "ip", &["netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        must(CMD, "ip", &["-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// `ip -n <node> args`.
+    pub fn ip(&self, args: &[&str]) -> Ran {
+        let mut full = vec!["-n", self.ns.as_str()];
+        full.extend_from_slice(args);
+        must(CMD, "ip", &full)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.path("logs")
+    }
+
+    /// Runs a command in the node namespace (no panic on failure).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Ran {
+        let full = in_ns(&self.ns, program, args);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        run(CMD, "ip", &refs)
+    }
+
+    /// Starts a long-running process in the node namespace.
+    pub fn spawn(&self, name: &str, program: &str, args: &[&str]) -> Proc {
+        Proc::spawn(
+            name,
+            Path::new("ip"),
+            &in_ns(&self.ns, program, args),
+            &self.logs(),
+        )
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        SocketAddr::from((NODE_IP, CONTROLLER_GRPC_PORT))
+    }
+
+    /// Starts the controller in the node namespace with `mesh_yaml`; waits
+    /// until it is ready and its CA root is copied where pods can read it.
+    pub async fn start_controller(&mut self, mesh_yaml: &str) {
+        std::fs::write(self.path("mesh.yaml"), mesh_yaml).expect("mesh.yaml");
+        let data = self.path("data").display().to_string();
+        let mesh = self.path("mesh.yaml").display().to_string();
+        let grpc = self.grpc_addr().to_string();
+        let admin = SocketAddr::from((NODE_IP, CONTROLLER_ADMIN_PORT)).to_string();
+        let controller = bin("mycel-controller").display().to_string();
+        let proc = self.spawn(
+            "controller",
+            &controller,
+            &[
+                "--data-dir",
+                &data,
+                "--grpc-addr",
+                &grpc,
+                "--admin-addr",
+                &admin,
+                "--mesh-config",
+                &mesh,
+            ],
+        );
+        self.controller = Some(proc);
+        let url = format!("http://{admin}/ready");
+        if !self.wait_curl(&url, Duration::from_secs(20)).await {
+            panic!(
+                "controller not ready; log:\n{}",
+                self.controller.as_ref().map(Proc::log).unwrap_or_default()
+            );
+        }
+        std::fs::copy(self.path("data/ca/root.pem"), self.path("root.pem")).expect("copy root");
+    }
+
+    /// Polls `url` with curl from the node namespace until it answers 2xx.
+    pub async fn wait_curl(&self, url: &str, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if self.exec("curl", &["-sf", "-m", "2", url]).ok {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Waits until the controller lists `workload` registered and ready.
+    pub async fn wait_registered(&self, workload: &str) {
+        let url = format!("http://{NODE_IP}:{CONTROLLER_ADMIN_PORT}/debug/proxies");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            let r = self.exec("curl", &["-sf", "-m", "2", &url]);
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stdout) {
+                let ready = v.as_array().is_some_and(|all| {
+                    all.iter().any(|p| {
+                        p["workload"] == workload && p["registered"] == true && p["ready"] == true
+                    })
+                });
+                if ready {
+                    return;
+                }
+            }
+            last = r.stdout;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{workload} never registered ready: {last}");
+    }
+
+    /// Creates a join token for (`ns`, `sa`) readable by the proxy's UID.
+    pub fn token(&self, ns: &str, sa: &str) -> PathBuf {
+        let out = std::process::Command::new(bin("mycelctl"))
+            .args(["token", "create", "--data-dir"])
+            .arg(self.path("data"))
+            .args(["--namespace", ns, "--service-account", sa])
+            .output()
+            .expect("run mycelctl token create");
+        assert!(
+            out.status.success(),
+            "mycelctl token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = self.path(&format!("{ns}-{sa}.token"));
+        std::fs::write(&path, String::from_utf8_lossy(&out.stdout).trim()).expect("token");
+        must(CMD, "chmod", &["0644", &path.display().to_string()]);
+        path
+    }
+
+    /// Adds a pod namespace wired to the bridge; returns its name and IP.
+    pub fn add_pod_ns(&mut self, role: &str) -> (String, Ipv4Addr) {
+        let n = self.next_pod;
+        self.next_pod += 1;
+        let ip = Ipv4Addr::new(198, 18, 0, n);
+        let ns = format!("{}-{role}", self.tag);
+        self.add_ns(&ns);
+        let host_end = format!("veth{n}");
+        self.ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        self.ip(&["link", "set", &host_end, "master", "br0", "up"]);
+        let pod = |args: &[&str]| {
+            let mut full = vec!["-n", ns.as_str()];
+            full.extend_from_slice(args);
+            must(CMD, "ip", &full);
+        };
+        pod(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        pod(&["link", "set", "eth0", "up"]);
+        pod(&["route", "add", "default", "via", &NODE_IP.to_string()]);
+        (ns, ip)
+    }
+
+    /// The node-side interface of the pod with address `ip`.
+    pub fn veth_of(ip: Ipv4Addr) -> String {
+        format!("veth{}", ip.octets()[3])
+    }
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Processes first (the controller here; pods own theirs), so a
+        // namespace is not kept alive by a child.
+        self.controller.take();
+        for ns in self.namespaces.iter().rev() {
+            let _ = run(CMD, "ip", &["netns", "del", ns]);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! One pod: a network namespace on the node's bridge, optionally with
+//! `mycel-proxy init` rules and a sidecar running as its own UID, and the
+//! app processes, unmodified.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::cmd::{run, Ran};
+use super::{in_ns, Node, PROXY_UID};
+use crate::process::{bin, Proc};
+
+const CMD: Duration = Duration::from_secs(20);
+pub const MESH_PORT: u16 = 15006;
+pub const ADMIN_PORT: u16 = 15000;
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+pub const INBOUND_CAPTURE_PORT: u16 = 15008;
+
+/// How a pod's sidecar is configured.
+#[derive(Clone, Debug)]
+pub struct PodSpec {
+    pub workload: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: Vec<(String, String)>,
+    /// `name:port[:protocol]`.
+    pub app_ports: Vec<String>,
+    pub mtls_mode: &'static str,
+    /// Service keys subscribed at start (for VIP routing).
+    pub subscribe: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+impl PodSpec {
+    pub fn new(workload: &str) -> PodSpec {
+        PodSpec {
+            workload: workload.into(),
+            namespace: "shop".into(),
+            service_account: workload.into(),
+            labels: vec![("app".into(), workload.into())],
+            app_ports: Vec::new(),
+            mtls_mode: "strict",
+            subscribe: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels = vec![(k.into(), v.into())];
+        self
+    }
+
+    pub fn app_port(mut self, p: &str) -> Self {
+        self.app_ports.push(p.into());
+        self
+    }
+
+    pub fn permissive(mut self) -> Self {
+        self.mtls_mode = "permissive";
+        self
+    }
+
+    pub fn subscribe(mut self, key: &str) -> Self {
+        self.subscribe.push(key.into());
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra.push(a.into());
+        self
+    }
+}
+
+pub struct Pod {
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    pub spiffe_id: Option<String>,
+    pub sidecar: Option<Proc>,
+    pub apps: Vec<Proc>,
+    logs: std::path::PathBuf,
+}
+
+impl Pod {
+    /// A pod without sidecar or rules (a client outside the mesh).
+    pub fn new(node: &mut Node, role: &str) -> Pod {
+        let (ns, ip) = node.add_pod_ns(role);
+        Pod {
+            ns,
+            ip,
+            spiffe_id: None,
+            sidecar: None,
+            apps: Vec::new(),
+            logs: node.logs(),
+        }
+    }
+
+    /// Runs a command in the pod (no panic on failure).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Ran {
+        self.exec_for(CMD, program, args)
+    }
+
+    pub fn exec_for(&self, limit: Duration, program: &str, args: &[&str]) -> Ran {
+        let full = in_ns(&self.ns, program, args);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        run(limit, "ip", &refs)
+    }
+
+    /// Starts an app process in the pod, as root like an unmodified container.
+    pub fn app(&mut self, name: &str, program: &str, args: &[&str]) {
+        let proc = Proc::spawn(
+            &format!("{}-{name}", self.ns),
+            Path::new("ip"),
+            &in_ns(&self.ns, program, args),
+            &self.logs,
+        );
+        self.apps.push(proc);
+    }
+
+    /// `mycel-proxy init` in this pod, with any extra flags.
+    pub fn init(&self, extra: &[&str]) -> Ran {
+        let proxy = bin("mycel-proxy").display().to_string();
+        let uid = PROXY_UID.to_string();
+        let mut args = vec!["init", "--proxy-uid", &uid];
+        args.extend_from_slice(extra);
+        self.exec(&proxy, &args)
+    }
+
+    /// The pod's `nat` rules that mention Mycel, as `iptables-save` prints them.
+    pub fn mycel_rules(&self) -> Vec<String> {
+        let save = if super::have("iptables-nft-save") {
+            "iptables-nft-save"
+        } else {
+            "iptables-save"
+        };
+        let r = self.exec(save, &["-t", "nat"]);
+        assert!(r.ok, "{save}: {}", r.stderr);
+        r.stdout
+            .lines()
+            .filter(|l| l.contains("MYCEL"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Installs the capture rules, then starts the sidecar as the proxy UID
+    /// and waits until its admin port says ready.
+    pub async fn start_sidecar(&mut self, node: &Node, spec: &PodSpec) {
+        let r = self.init(&[]);
+        assert!(r.ok, "mycel-proxy init: {}{}", r.stdout, r.stderr);
+        let token = node.token(&spec.namespace, &spec.service_account);
+        let ip = self.ip.to_string();
+        let mut args: Vec<String> = vec![
+            format!("--reuid={PROXY_UID}"),
+            format!("--regid={PROXY_UID}"),
+            "--clear-groups".into(),
+            bin("mycel-proxy").display().to_string(),
+            "--controller".into(),
+            node.grpc_addr().to_string(),
+            // The controller's certificate names `localhost`, not the bridge IP.
+            "--controller-name".into(),
+            "localhost".into(),
+            "--ca-root".into(),
+            node.path("root.pem").display().to_string(),
+            "--token-file".into(),
+            token.display().to_string(),
+            "--workload".into(),
+            spec.workload.clone(),
+            "--namespace".into(),
+            spec.namespace.clone(),
+            "--service-account".into(),
+            spec.service_account.clone(),
+            "--address".into(),
+            ip.clone(),
+            "--app-host".into(),
+            ip.clone(),
+            "--inbound".into(),
+            format!("{ip}:{MESH_PORT}"),
+            "--admin".into(),
+            format!("0.0.0.0:{ADMIN_PORT}"),
+            "--transparent-outbound".into(),
+            format!("127.0.0.1:{OUTBOUND_CAPTURE_PORT}"),
+            "--inbound-capture".into(),
+            format!("0.0.0.0:{INBOUND_CAPTURE_PORT}"),
+            "--mtls-mode".into(),
+            spec.mtls_mode.into(),
+        ];
+        for (k, v) in &spec.labels {
+            args.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        for p in &spec.app_ports {
+            args.extend(["--app-port".into(), p.clone()]);
+        }
+        for s in &spec.subscribe {
+            args.extend(["--subscribe".into(), s.clone()]);
+        }
+        args.extend(spec.extra.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn(
+            &format!("{}-sidecar", self.ns),
+            Path::new("ip"),
+            &in_ns(&self.ns, "setpriv", &refs),
+            &self.logs,
+        );
+        self.sidecar = Some(proc);
+        self.spiffe_id = Some(format!(
+            "spiffe://cluster.local/ns/{}/sa/{}",
+            spec.namespace, spec.service_account
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            if self.admin("/ready").ok {
+                return;
+            }
+            if let Some(p) = self.sidecar.as_mut() {
+                p.assert_running();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "sidecar in {} not ready; log:\n{}",
+            self.ns,
+            self.sidecar.as_ref().map(Proc::log).unwrap_or_default()
+        );
+    }
+
+    /// GET on the sidecar's admin port from inside the pod.
+    pub fn admin(&self, path: &str) -> Ran {
+        self.exec(
+            "curl",
+            &[
+                "-sf",
+                "-m",
+                "3",
+                &format!("http://127.0.0.1:{ADMIN_PORT}{path}"),
+            ],
+        )
+    }
+
+    /// The sidecar's metrics lines that contain every one of `parts`, summed.
+    pub fn metric_sum(&self, name: &str, parts: &[&str]) -> u64 {
+        let text = self.admin("/metrics").stdout;
+        text.lines()
+            .filter(|l| l.starts_with(name) && parts.iter().all(|p| l.contains(p)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    pub fn sidecar_log(&self) -> String {
+        self.sidecar.as_ref().map(Proc::log).unwrap_or_default()
+    }
+}
