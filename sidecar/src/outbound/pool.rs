@@ -83,7 +83,11 @@ impl Pool {
     ) -> Result<SendRequest<Body>, DialError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry((addr, expected.clone())).or_default().clone()
+            let key = (addr, expected.clone());
+            if !slots.contains_key(&key) {
+                prune(&mut slots);
+            }
+            slots.entry(key).or_default().clone()
         };
         let mut guard = slot.lock().await;
         if let Some(sender) = guard.as_ref() {
@@ -95,6 +99,15 @@ impl Pool {
         let sender = self.dial(addr, expected).await?;
         *guard = Some(sender.clone());
         Ok(sender)
+    }
+
+    /// How many peers have a slot (for tests and `/config_dump`).
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     async fn dial(
@@ -134,5 +147,38 @@ impl Pool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// Drops slots of peers whose connection has closed and that nobody is
+/// dialing, so endpoints that come and go do not pile up. Runs only when a
+/// new peer is added, which is when the map would grow.
+fn prune(slots: &mut HashMap<Key, Slot>) {
+    slots.retain(|_, slot| match slot.try_lock() {
+        Ok(guard) => guard.as_ref().is_some_and(|s| !s.is_closed()),
+        // Someone is dialing or using it right now.
+        Err(_) => true,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> Key {
+        let id: SpiffeId = "spiffe://cluster.local/ns/shop/sa/x".parse().unwrap();
+        (SocketAddr::from(([127, 0, 0, 1], port)), id)
+    }
+
+    #[tokio::test]
+    async fn prune_drops_failed_slots_and_keeps_busy_ones() {
+        let mut slots: HashMap<Key, Slot> = HashMap::new();
+        slots.insert(key(1), Slot::default()); // a dial that failed
+        let busy = Slot::default();
+        slots.insert(key(2), busy.clone());
+        let _dialing = busy.lock().await;
+        prune(&mut slots);
+        assert!(!slots.contains_key(&key(1)));
+        assert!(slots.contains_key(&key(2)));
     }
 }
