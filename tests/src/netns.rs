@@ -30,7 +30,13 @@ pub const CONTROLLER_ADMIN_PORT: u16 = 15014;
 const CMD: Duration = Duration::from_secs(20);
 
 /// What must be on the machine for these tests, or why they cannot run.
+/// Checked once per test process (tests run in parallel).
 pub fn missing_requirements() -> Option<String> {
+    static CHECKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(check_requirements).clone()
+}
+
+fn check_requirements() -> Option<String> {
     if !is_root() {
         return Some("not root (network namespaces and iptables need it)".into());
     }
@@ -200,7 +206,9 @@ impl Node {
                 self.controller.as_ref().map(Proc::log).unwrap_or_default()
             );
         }
-        std::fs::copy(self.path("data/ca/root.pem"), self.path("root.pem")).expect("copy root");
+        let root = self.path("root.pem");
+        std::fs::copy(self.path("data/ca/root.pem"), &root).expect("copy root");
+        must(CMD, "chmod", &["0644", &root.display().to_string()]);
     }
 
     /// Polls `url` with curl from the node namespace until it answers 2xx.
