@@ -48,9 +48,13 @@ fn check_requirements() -> Option<String> {
         "iptables-save",
         "redis-server",
         "redis-cli",
+        "psql",
         "python3",
     ];
-    let absent: Vec<&str> = tools.into_iter().filter(|t| !have(t)).collect();
+    let mut absent: Vec<&str> = tools.into_iter().filter(|t| !have(t)).collect();
+    if !have_postgres_server() {
+        absent.push("postgresql server (initdb)");
+    }
     if !absent.is_empty() {
         return Some(format!("missing tools: {}", absent.join(", ")));
     }
@@ -64,6 +68,21 @@ fn check_requirements() -> Option<String> {
         ));
     }
     None
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin`, where Debian puts the
+/// server programs.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").is_file())
+        .max()
+}
+
+fn have_postgres_server() -> bool {
+    postgres_bin_dir().is_some()
 }
 
 /// Deletes `mycnet-<pid>-…` namespaces whose process no longer exists.

@@ -212,10 +212,7 @@ async fn curl_to_a_service_vip_goes_over_mtls_and_the_app_sees_the_caller() {
 
 /// initdb + postgres as the `postgres` user, listening on the pod IP.
 fn start_postgres(node: &Node, pod: &mut Pod) {
-    let bin_dir = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()
-        .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).max())
-        .expect("a postgresql server under /usr/lib/postgresql");
+    let bin_dir = netns::postgres_bin_dir().expect("a postgresql server under /usr/lib/postgresql");
     let data = node.path("pgdata");
     std::fs::create_dir_all(&data).unwrap();
     let data_s = data.display().to_string();

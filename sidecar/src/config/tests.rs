@@ -351,3 +351,69 @@ fn missing_identity_flags_are_cli_errors() {
     assert!(matches!(err, ConfigError::Cli(_)));
     assert!(err.to_string().contains("--workload"));
 }
+
+#[test]
+fn transparent_mode_flags() {
+    let c = parse(
+        &ctl(&[
+            "--inbound",
+            "10.0.0.5:15006",
+            "--transparent-outbound",
+            "127.0.0.1:15001",
+            "--inbound-capture",
+            "0.0.0.0:15008",
+            "--mtls-mode",
+            "strict",
+            "--unknown-destination",
+            "deny",
+            "--subscribe",
+            "ratings.shop",
+            "--subscribe",
+            "db.data",
+            "--opaque-port",
+            "2525",
+        ]),
+        &[],
+    )
+    .unwrap();
+    let t = &c.transparent;
+    assert_eq!(t.outbound, Some("127.0.0.1:15001".parse().unwrap()));
+    assert_eq!(t.inbound_capture, Some("0.0.0.0:15008".parse().unwrap()));
+    assert_eq!(t.mtls_mode, MtlsMode::Strict);
+    assert_eq!(t.unknown_destination, UnknownDestination::Deny);
+    assert_eq!(t.subscribe, vec!["ratings.shop", "db.data"]);
+    assert_eq!(t.opaque_ports, vec![2525]);
+
+    // Defaults: explicit mode only, permissive, passthrough.
+    let d = parse(&ctl(&["--inbound", "127.0.0.1:15006"]), &[]).unwrap();
+    assert_eq!(d.transparent.outbound, None);
+    assert_eq!(d.transparent.mtls_mode, MtlsMode::Permissive);
+    assert_eq!(
+        d.transparent.unknown_destination,
+        UnknownDestination::Passthrough
+    );
+}
+
+#[test]
+fn transparent_mode_errors_name_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--subscribe", "ratings"], "--subscribe \"ratings\""),
+        (&["--subscribe", "Ratings.shop"], "invalid name"),
+        (
+            &["--transparent-outbound", "15001"],
+            "--transparent-outbound",
+        ),
+        (&["--inbound-capture", "x:1"], "--inbound-capture"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["--inbound", "127.0.0.1:15006"];
+        args.extend_from_slice(extra);
+        let err = parse(&ctl(&args), &[]).unwrap_err().to_string();
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+    for extra in [["--mtls-mode", "loose"], ["--unknown-destination", "drop"]] {
+        let mut args = vec!["--inbound", "127.0.0.1:15006"];
+        args.extend_from_slice(&extra);
+        assert!(matches!(parse(&ctl(&args), &[]), Err(ConfigError::Cli(_))));
+    }
+}
