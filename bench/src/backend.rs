@@ -128,10 +128,15 @@ impl proto::echo_server::Echo for Echo {
 }
 
 async fn serve_grpc(listener: TcpListener) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on every accepted socket: without it small replies wait
+    // for the client's delayed ACK (~40 ms). `Server::tcp_nodelay` only
+    // applies to listeners tonic binds itself.
+    let Ok(incoming) = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
+    else {
+        return;
+    };
     let svc = proto::echo_server::EchoServer::new(Echo { body: payload() });
     let _ = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(svc)
         .serve_with_incoming(incoming)
         .await;

@@ -96,7 +96,7 @@ struct Pool {
 
 impl Pool {
     async fn next(&mut self, ctl: &Controller) -> Result<Channel, SetupError> {
-        if self.used % STREAMS_PER_CONN == 0 {
+        if self.channels.len() * STREAMS_PER_CONN <= self.used {
             self.channels
                 .push(ctl.channel(Some(self.identity.clone())).await?);
         }
@@ -289,12 +289,14 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, urx.recv()).await {
             Ok(Some(u)) => views.apply(u),
-            _ => return Err(start_err(
-                "control-plane scale",
-                format!(
+            _ => {
+                return Err(start_err(
+                    "control-plane scale",
+                    format!(
                     "initial sync incomplete after 180 s: {complete}/{want} (proxy, service) views"
                 ),
-            )),
+                ))
+            }
         }
         while let Ok(u) = urx.try_recv() {
             views.apply(u);

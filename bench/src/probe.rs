@@ -114,7 +114,7 @@ pub async fn check_refuses_without_mtls(port: SocketAddr, host: &str) -> Refusal
 }
 
 async fn tls_get_without_cert(addr: SocketAddr, host: &str) -> Result<(u16, String), ProbeError> {
-    let config = client_config(None, vec![b"http/1.1".to_vec()])?;
+    let config = client_config(None, vec![b"h2".to_vec(), b"http/1.1".to_vec()])?;
     let fut = async {
         let tcp = TcpStream::connect(addr).await.map_err(io(addr))?;
         let name = ServerName::try_from(host.to_string()).map_err(|e| ProbeError::Io {

@@ -18,7 +18,7 @@ pub struct Ports {
     pub mesh: [u16; 3],
 }
 
-const DEFAULTS: &str = "global\n  maxconn 20000\n  nbthread 2\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n  option http-keep-alive\n  http-reuse always\n";
+const DEFAULTS: &str = "global\n  maxconn 4000\n  nbthread 2\n  tune.ssl.default-dh-param 2048\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n  option http-keep-alive\n  http-reuse always\n";
 
 const NAMES: [&str; 3] = ["http1", "h2", "grpc"];
 

@@ -30,14 +30,14 @@ pub struct Ports {
 fn common(dir: &Path, name: &str) -> String {
     let d = dir.display();
     format!(
-        "daemon off;\nmaster_process on;\nworker_processes auto;\npid {d}/{name}.pid;\nerror_log {d}/{name}-error.log warn;\nevents {{ worker_connections 8192; }}\n"
+        "daemon off;\nmaster_process on;\nworker_processes auto;\npid {d}/{name}.pid;\nerror_log stderr warn;\nevents {{ worker_connections 8192; }}\n"
     )
 }
 
 fn http_common(dir: &Path, name: &str) -> String {
     let d = dir.display();
     format!(
-        "  access_log off;\n  client_body_temp_path {d}/{name}-body;\n  proxy_temp_path {d}/{name}-proxy;\n  fastcgi_temp_path {d}/{name}-fcgi;\n  uwsgi_temp_path {d}/{name}-uwsgi;\n  scgi_temp_path {d}/{name}-scgi;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n  http2_max_requests 1000000;\n"
+        "  access_log off;\n  client_body_temp_path {d}/{name}-body;\n  proxy_temp_path {d}/{name}-proxy;\n  fastcgi_temp_path {d}/{name}-fcgi;\n  uwsgi_temp_path {d}/{name}-uwsgi;\n  scgi_temp_path {d}/{name}-scgi;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n"
     )
 }
 
@@ -46,7 +46,7 @@ fn http_common(dir: &Path, name: &str) -> String {
 pub fn client_conf(dir: &Path, pki: &Pki, p: Ports) -> String {
     let tls = |prefix: &str| {
         format!(
-            "      {prefix}_ssl_certificate {};\n      {prefix}_ssl_certificate_key {};\n      {prefix}_ssl_trusted_certificate {};\n      {prefix}_ssl_verify on;\n      {prefix}_ssl_name {SERVER_NAME};\n      {prefix}_ssl_server_name on;\n      {prefix}_ssl_session_reuse on;\n",
+            "      {prefix}_ssl_certificate {};\n      {prefix}_ssl_certificate_key {};\n      {prefix}_ssl_trusted_certificate {};\n      {prefix}_ssl_verify on;\n      {prefix}_ssl_name {SERVER_NAME};\n      {prefix}_ssl_server_name on;\n      {prefix}_ssl_session_reuse on;\n      {prefix}_ssl_protocols TLSv1.3;\n",
             pki.client_cert.display(),
             pki.client_key.display(),
             pki.ca.display()

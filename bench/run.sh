@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command for the benchmark: installs nginx and HAProxy if missing (as
+# root), builds the mesh and the harness in release mode, runs a scenario.
+#   bash bench/run.sh all --quick      # under 2 minutes
+#   bash bench/run.sh all --full       # about half an hour
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy
+    else
+        echo "nginx/haproxy missing; install them (apt-get install -y nginx haproxy) or pass --configs direct,mycel" >&2
+    fi
+fi
+
+cargo build --release --bins -p mycel-control-plane -p mycel-sidecar -p mycel-cli -p mycel-bench
+exec target/release/mycel-bench "${@:-all}"

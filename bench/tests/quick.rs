@@ -1,0 +1,88 @@
+//! Proves the harness runs end to end; asserts nothing about speed.
+//!
+//! `tiny_direct_run_writes_a_report` needs nothing but this crate. The
+//! `#[ignore]`d test runs every configuration and needs the release
+//! binaries (`cargo build --release --bins`) plus nginx and HAProxy
+//! installed; run it with `cargo test --release -p mycel-bench -- --ignored`.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::Command;
+
+fn run(out: &Path, args: &[&str]) -> serde_json::Value {
+    let status = Command::new(env!("CARGO_BIN_EXE_mycel-bench"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mycel-bench {args:?} failed: {status}");
+    let json = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a JSON report");
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+#[test]
+fn tiny_direct_run_writes_a_report() {
+    let out = tempfile::tempdir().unwrap();
+    let report = run(
+        out.path(),
+        &[
+            "latency",
+            "--quick",
+            "--configs",
+            "direct",
+            "--duration-ms",
+            "200",
+            "--rates",
+            "200",
+        ],
+    );
+    let rows = report["latency"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "one row per protocol: {rows:?}");
+    for r in rows {
+        assert_eq!(r["errors"], 0, "{r}");
+        assert!(r["ok"].as_u64().unwrap() >= 30, "{r}");
+    }
+    let files: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with(".md")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.ends_with("latency-http1.svg")),
+        "{files:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs release binaries (cargo build --release --bins), nginx and haproxy"]
+fn every_configuration_runs_in_quick_mode() {
+    let out = tempfile::tempdir().unwrap();
+    let report = run(
+        out.path(),
+        &["all", "--quick", "--duration-ms", "300", "--rates", "500"],
+    );
+    let configs: Vec<&str> = report["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(configs, ["direct", "mycel", "nginx", "haproxy"]);
+    for c in report["configs"].as_array().unwrap() {
+        for check in c["refusal_checks"].as_array().unwrap() {
+            assert_eq!(check["refused"], true, "{check}");
+        }
+    }
+    assert!(report["control_plane"]["csr_signed"].as_u64().unwrap() > 0);
+    assert!(
+        report["problems"].as_array().unwrap().is_empty(),
+        "{}",
+        report["problems"]
+    );
+}
