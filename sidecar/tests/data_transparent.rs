@@ -371,6 +371,13 @@ async fn server_first_protocols_get_their_greeting() {
         let got = exchange(&mut tcp, b"", 16).await;
         assert_eq!(got, "220 mail ready\r\n", "port {port}");
     }
+    let m = w.metrics();
+    for want in [
+        r#"target="service",protocol="opaque_declared",port="25"} 1"#,
+        r#"target="service",protocol="opaque_silent",port="2525"} 1"#,
+    ] {
+        assert!(m.contains(want), "missing {want} in\n{m}");
+    }
 }
 
 #[tokio::test]
@@ -384,6 +391,9 @@ async fn websocket_upgrade_works_end_to_end() {
     assert_eq!(got, want);
     let got = exchange(&mut tcp, b"frame-1", 7).await;
     assert_eq!(got, "frame-1");
+    assert!(w
+        .metrics()
+        .contains(r#"target="service",protocol="upgrade",port="8081"} 1"#));
 }
 
 #[tokio::test]
@@ -398,6 +408,30 @@ async fn a_meshed_endpoint_address_goes_over_mtls_to_that_endpoint() {
         m.contains(
             r#"mycel_inbound_connections_total{peer="spiffe://cluster.local/ns/shop/sa/frontend"}"#
         ),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn http_to_an_endpoint_address_is_forwarded_per_request_to_that_endpoint() {
+    let w = start().await;
+    let dst = SocketAddr::from(([127, 0, 0, 1], w.ports["http"]));
+    let tcp = w.dial(w.transparent, "127.0.0.13", dst).await;
+    let got = http_get(tcp, &["/x", "/y"]).await;
+    let me = spiffe("frontend");
+    assert_eq!(got, vec![format!("/x {me}"), format!("/y {me}")]);
+    let m = w.metrics();
+    assert!(
+        m.contains(&format!(
+            r#"target="endpoint",protocol="http",port="{}"}} 1"#,
+            dst.port()
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            r#"mycel_requests_total{{direction="outbound",service="{dst}",code="200"}} 2"#
+        )),
         "{m}"
     );
 }

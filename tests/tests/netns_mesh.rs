@@ -72,9 +72,9 @@ async fn ratings_pod(node: &mut Node, role: &str, spec: PodSpec) -> Pod {
 
 /// A meshed client pod subscribed to ratings, waiting until its sidecar
 /// knows the service with a ready endpoint.
-async fn client_pod(node: &mut Node, extra: &[&str]) -> Pod {
-    let mut pod = Pod::new(node, "client");
-    let mut spec = PodSpec::new("client").subscribe("ratings.shop");
+async fn client_pod(node: &mut Node, role: &str, extra: &[&str]) -> Pod {
+    let mut pod = Pod::new(node, role);
+    let mut spec = PodSpec::new(role).subscribe("ratings.shop");
     for a in extra {
         spec = spec.arg(a);
     }
@@ -159,7 +159,7 @@ async fn curl_to_a_service_vip_goes_over_mtls_and_the_app_sees_the_caller() {
     let mut node = node().await;
     let server = ratings_pod(&mut node, "ratings", PodSpec::new("ratings")).await;
     node.wait_registered("ratings").await;
-    let client = client_pod(&mut node, &[]).await;
+    let client = client_pod(&mut node, "client", &[]).await;
 
     let capture = Capture::start(&node, &server, "http").await;
     let url = format!("http://{VIP}/ratings/p1");
@@ -208,6 +208,85 @@ async fn curl_to_a_service_vip_goes_over_mtls_and_the_app_sees_the_caller() {
         r.stdout,
         r.stderr
     );
+}
+
+#[tokio::test]
+async fn pod_ips_reach_the_endpoint_over_mtls_and_other_addresses_pass_through_or_are_denied() {
+    if !can_run() {
+        return;
+    }
+    let mut node = node().await;
+    let server = ratings_pod(&mut node, "ratings", PodSpec::new("ratings")).await;
+    node.wait_registered("ratings").await;
+    // A workload outside the mesh: no rules, no sidecar.
+    let mut outside = Pod::new(&mut node, "outside");
+    let demo = bin("mycel-demo").display().to_string();
+    let listen = format!("{}:8080", outside.ip);
+    outside.app("ratings", &demo, &["ratings", "--listen", &listen]);
+    let passing = client_pod(&mut node, "passing", &[]).await;
+    let denying = client_pod(&mut node, "denying", &["--unknown-destination", "deny"]).await;
+
+    // The meshed pod's own address: that endpoint, over mTLS, identity kept.
+    let direct = format!("http://{}:8080/ratings/p2", server.ip);
+    let r = passing.exec("curl", &["-sS", "-m", "10", &direct]);
+    assert!(
+        r.ok,
+        "{}{}
+{}",
+        r.stdout,
+        r.stderr,
+        passing.sidecar_log()
+    );
+    let body: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(body["caller"], passing.spiffe_id.clone().unwrap(), "{body}");
+
+    // Not in the mesh: plain TCP, or refused.
+    let wait_out = format!("{}:8080", outside.ip);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !node
+        .exec(
+            "curl",
+            &["-sf", "-m", "2", &format!("http://{wait_out}/ratings/p1")],
+        )
+        .ok
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outside app never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let plain = format!("http://{wait_out}/ratings/p3");
+    let r = passing.exec("curl", &["-sS", "-m", "10", &plain]);
+    assert!(
+        r.ok,
+        "{}{}
+{}",
+        r.stdout,
+        r.stderr,
+        passing.sidecar_log()
+    );
+    let body: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(body["caller"].is_null(), "{body}");
+    let r = denying.exec("curl", &["-sS", "-m", "10", &plain]);
+    assert!(!r.ok, "denied destination answered: {}", r.stdout);
+
+    let m = "mycel_captured_connections_total";
+    assert_eq!(
+        passing.metric_sum(
+            m,
+            &[
+                r#"target="endpoint""#,
+                r#"protocol="http""#,
+                r#"port="8080""#
+            ]
+        ),
+        1,
+        "{}",
+        passing.admin("/metrics").stdout
+    );
+    assert_eq!(passing.metric_sum(m, &[r#"target="passthrough""#]), 1);
+    assert_eq!(denying.metric_sum(m, &[r#"target="denied""#]), 1);
 }
 
 /// initdb + postgres as the `postgres` user, listening on the pod IP.
@@ -345,7 +424,7 @@ async fn redis_psql_and_a_server_first_protocol_go_through_the_mesh() {
     node.wait_registered("db").await;
     // Port 2525 is declared opaque on the client: no detection, so the
     // silent client is not kept waiting before the server greets.
-    let client = client_pod(&mut node, &["--opaque-port", "2525"]).await;
+    let client = client_pod(&mut node, "client", &["--opaque-port", "2525"]).await;
 
     let capture = Capture::start(&node, &server, "db").await;
     let set = wait_ok(
@@ -411,7 +490,7 @@ async fn redis_psql_and_a_server_first_protocol_go_through_the_mesh() {
             m,
             &[
                 r#"target="service""#,
-                r#"protocol="opaque""#,
+                r#"protocol="opaque_declared""#,
                 r#"port="6379""#
             ]
         ) >= 2
@@ -422,7 +501,7 @@ async fn redis_psql_and_a_server_first_protocol_go_through_the_mesh() {
             m,
             &[
                 r#"target="service""#,
-                r#"protocol="opaque""#,
+                r#"protocol="opaque_declared""#,
                 r#"port="2525""#
             ]
         ) >= 1

@@ -8,7 +8,7 @@ use hyper::upgrade::Upgraded;
 use super::http::{boxed, empty, strip_hop_by_hop, text, Body, APP_PROTOCOL, DST_PORT, PEER_ID};
 use super::plan::{plan, Destination, Plan, PlanError};
 use super::Outbound;
-use crate::discovery::{Endpoint, Protocol};
+use crate::discovery::{Endpoint, Protocol, ServicePort};
 use crate::metrics::{Direction, ErrorKind};
 
 /// How long a request waits for the controller's first answer on a service.
@@ -120,7 +120,38 @@ impl Outbound {
         req: Request<Body>,
     ) -> Result<Response<Body>, ForwardError> {
         let (plan, endpoint) = self.route(dest).await?;
-        let name = endpoint_name(&endpoint);
+        self.send_to(&endpoint, &plan.port, authority, req).await
+    }
+
+    /// Sends `req` to one endpoint already chosen (transparent mode: the
+    /// app dialed that endpoint's address), for app port `port`. `label`
+    /// names the destination in metrics.
+    pub(crate) async fn forward_to(
+        &self,
+        direction: Direction,
+        endpoint: &Endpoint,
+        port: &ServicePort,
+        label: &str,
+        authority: &str,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        let res = match self.send_to(endpoint, port, authority, req).await {
+            Ok(res) => res,
+            Err(e) => self.fail(direction, label, &e),
+        };
+        self.metrics
+            .request(direction, label, res.status().as_u16());
+        res
+    }
+
+    async fn send_to(
+        &self,
+        endpoint: &Endpoint,
+        port: &ServicePort,
+        authority: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ForwardError> {
+        let name = endpoint_name(endpoint);
         let mut sender = self
             .pool
             .get(endpoint.mesh_addr, &endpoint.identity)
@@ -129,7 +160,7 @@ impl Outbound {
                 endpoint: name.clone(),
                 source,
             })?;
-        let req = mesh_request(req, authority, &plan)?;
+        let req = mesh_request(req, authority, port)?;
         let res = sender
             .send_request(req)
             .await
@@ -197,10 +228,10 @@ impl Outbound {
 fn mesh_request(
     req: Request<Body>,
     authority: &str,
-    plan: &Plan,
+    port: &ServicePort,
 ) -> Result<Request<Body>, http::Error> {
     let app_h2 = req.version() == Version::HTTP_2
-        || matches!(plan.port.protocol, Protocol::Grpc | Protocol::Http2);
+        || matches!(port.protocol, Protocol::Grpc | Protocol::Http2);
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -221,7 +252,7 @@ fn mesh_request(
     parts.headers.remove(APP_PROTOCOL);
     parts
         .headers
-        .insert(DST_PORT, HeaderValue::from(plan.port.target_port));
+        .insert(DST_PORT, HeaderValue::from(port.target_port));
     if app_h2 {
         parts
             .headers
@@ -235,7 +266,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::discovery::{Service, ServicePort};
+    use crate::discovery::Service;
 
     fn plan_with(protocol: Protocol) -> Plan {
         Plan {
@@ -278,7 +309,7 @@ mod tests {
                 .header("x-app", "kept")
                 .body(empty())
                 .unwrap();
-            let out = mesh_request(req, "catalog:80", &plan_with(protocol)).unwrap();
+            let out = mesh_request(req, "catalog:80", &plan_with(protocol).port).unwrap();
             assert_eq!(out.uri(), "http://catalog:80/items?x=1");
             assert_eq!(out.version(), Version::HTTP_2);
             let h = out.headers();

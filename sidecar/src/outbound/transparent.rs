@@ -22,12 +22,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::classify::{classify, Target};
-use self::detect::{detect, should_detect, Detected, DETECT_TIMEOUT, PEEK_LIMIT};
+use self::detect::{detect, protocol_label, should_detect, Detected, DETECT_TIMEOUT, PEEK_LIMIT};
 use self::orig_dst::OrigDst;
 use super::http::boxed;
 use super::plan::Destination;
 use super::{request_authority, ForwardError, Outbound};
 use crate::config::UnknownDestination;
+use crate::discovery::{Endpoint, ServicePort};
 use crate::metrics::{Direction, Flow};
 
 const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,57 +96,79 @@ async fn connection(
         return;
     }
     let target = classify(&outbound.discovery.snapshot(), dst);
-    match target {
+    let (route, protocol) = match target {
         Target::Service {
             key,
             port,
             protocol,
-        } => {
-            let detected = if should_detect(dst.port(), protocol, &opts.opaque_ports) {
-                sniff(&tcp).await
-            } else {
-                Detected::Opaque
-            };
-            let dest = Destination {
+        } => (
+            HttpRoute::Service(Destination {
                 host: dst.ip().to_string(),
                 service_key: key,
                 port: Some(port),
-            };
-            let kind = if detected.is_http() { "http" } else { "opaque" };
-            metrics.captured(Direction::Outbound, "service", kind, dst.port());
-            if detected.is_http() {
-                serve_http(outbound, tcp, dest, dst).await;
-            } else {
-                let label = dest.service_key.clone();
-                let opened = outbound.open_tunnel(&dest).await;
-                pipe_or_log(outbound, tcp, opened, &label).await;
-            }
+            }),
+            protocol,
+        ),
+        Target::Endpoint { endpoint, port } => {
+            let protocol = port.protocol;
+            (HttpRoute::Endpoint(Box::new((endpoint, port))), protocol)
         }
-        Target::Endpoint {
-            endpoint,
-            target_port,
-            ..
-        } => {
-            metrics.captured(Direction::Outbound, "endpoint", "opaque", dst.port());
-            let opened = outbound.tunnel_to(&endpoint, target_port).await;
-            pipe_or_log(outbound, tcp, opened, &dst.to_string()).await;
+        Target::Unknown => {
+            match opts.unknown {
+                UnknownDestination::Deny => {
+                    tracing::info!(%dst, "transparent outbound: unknown destination denied");
+                    metrics.captured(Direction::Outbound, "denied", "opaque", dst.port());
+                }
+                UnknownDestination::Passthrough => {
+                    metrics.captured(Direction::Outbound, "passthrough", "opaque", dst.port());
+                    passthrough(outbound, tcp, dst).await;
+                }
+            }
+            return;
         }
-        Target::Unknown => match opts.unknown {
-            UnknownDestination::Deny => {
-                tracing::info!(%dst, "transparent outbound: unknown destination denied");
-                metrics.captured(Direction::Outbound, "denied", "opaque", dst.port());
-            }
-            UnknownDestination::Passthrough => {
-                metrics.captured(Direction::Outbound, "passthrough", "opaque", dst.port());
-                passthrough(outbound, tcp, dst).await;
-            }
-        },
+    };
+    let skipped = !should_detect(dst.port(), protocol, &opts.opaque_ports);
+    let (detected, seen) = if skipped {
+        (Detected::Opaque, 0)
+    } else {
+        sniff(&tcp).await
+    };
+    let label = protocol_label(skipped, detected, seen);
+    metrics.captured(Direction::Outbound, route.target(), label, dst.port());
+    if detected.is_http() {
+        serve_http(outbound, tcp, route, dst).await;
+        return;
+    }
+    let (opened, name) = match &route {
+        HttpRoute::Service(dest) => (outbound.open_tunnel(dest).await, dest.service_key.clone()),
+        HttpRoute::Endpoint(ep) => (
+            outbound.tunnel_to(&ep.0, ep.1.target_port).await,
+            dst.to_string(),
+        ),
+    };
+    pipe_or_log(outbound, tcp, opened, &name).await;
+}
+
+/// Where the requests of a captured HTTP connection go.
+enum HttpRoute {
+    /// Routed and balanced per request, as in explicit mode.
+    Service(Destination),
+    /// The one endpoint the app dialed, for this service port.
+    Endpoint(Box<(Endpoint, ServicePort)>),
+}
+
+impl HttpRoute {
+    fn target(&self) -> &'static str {
+        match self {
+            HttpRoute::Service(_) => "service",
+            HttpRoute::Endpoint(_) => "endpoint",
+        }
     }
 }
 
 /// Peeks until the first bytes tell the protocol or [`DETECT_TIMEOUT`]
 /// passes. Peeking leaves the bytes in the socket for whoever reads next.
-async fn sniff(tcp: &TcpStream) -> Detected {
+async fn sniff(tcp: &TcpStream) -> (Detected, usize) {
     let deadline = tokio::time::Instant::now() + DETECT_TIMEOUT;
     let mut buf = vec![0u8; PEEK_LIMIT];
     let mut seen = 0;
@@ -157,10 +180,10 @@ async fn sniff(tcp: &TcpStream) -> Detected {
                 seen = n;
                 let d = detect(&buf[..n], n == 0);
                 if d != Detected::NeedMore {
-                    return d;
+                    return (d, n);
                 }
             }
-            Ok(Err(_)) => return Detected::Opaque,
+            Ok(Err(_)) => return (Detected::Opaque, seen),
             Err(_) => break,
         }
         if tokio::time::Instant::now() >= deadline {
@@ -168,26 +191,35 @@ async fn sniff(tcp: &TcpStream) -> Detected {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    detect(&buf[..seen], true)
+    (detect(&buf[..seen], true), seen)
 }
 
-/// Serves the app's HTTP on this connection, each request routed to the
-/// service as in explicit mode.
-async fn serve_http(outbound: &Arc<Outbound>, tcp: TcpStream, dest: Destination, dst: SocketAddr) {
-    let dest = Arc::new(dest);
+/// Serves the app's HTTP on this connection, each request routed on its
+/// own (to the service as in explicit mode, or to the endpoint dialed).
+async fn serve_http(outbound: &Arc<Outbound>, tcp: TcpStream, route: HttpRoute, dst: SocketAddr) {
+    let route = Arc::new(route);
     let outbound = outbound.clone();
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let dest = dest.clone();
+        let route = route.clone();
         let outbound = outbound.clone();
         async move {
             let authority = request_authority(&req).unwrap_or_else(|| dst.to_string());
             let (parts, body) = req.into_parts();
             let req = http::Request::from_parts(parts, boxed(body));
-            Ok::<_, Infallible>(
-                outbound
-                    .forward(Direction::Outbound, &dest, &authority, req)
-                    .await,
-            )
+            let res = match &*route {
+                HttpRoute::Service(dest) => {
+                    outbound
+                        .forward(Direction::Outbound, dest, &authority, req)
+                        .await
+                }
+                HttpRoute::Endpoint(ep) => {
+                    let label = dst.to_string();
+                    outbound
+                        .forward_to(Direction::Outbound, &ep.0, &ep.1, &label, &authority, req)
+                        .await
+                }
+            };
+            Ok::<_, Infallible>(res)
         }
     });
     if let Err(e) = auto::Builder::new(TokioExecutor::new())

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::discovery::{Endpoint, Protocol, ServiceState, Snapshot};
+use crate::discovery::{Endpoint, Protocol, ServicePort, ServiceState, Snapshot};
 
 /// The mesh meaning of an original destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,8 +19,8 @@ pub enum Target {
     /// endpoint, over mTLS.
     Endpoint {
         endpoint: Endpoint,
-        target_port: u16,
-        protocol: Protocol,
+        /// The service port whose target port was dialed.
+        port: ServicePort,
     },
     /// Not part of the mesh (or not known to this proxy).
     Unknown,
@@ -48,8 +48,7 @@ pub fn classify(snapshot: &Snapshot, dst: SocketAddr) -> Target {
         if let Some(e) = endpoints.iter().find(|e| e.mesh_addr.ip() == dst.ip()) {
             return Target::Endpoint {
                 endpoint: e.clone(),
-                target_port: port.target_port,
-                protocol: port.protocol,
+                port: port.clone(),
             };
         }
     }
@@ -61,7 +60,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::discovery::{Service, ServicePort};
+    use crate::discovery::Service;
 
     fn snapshot() -> Snapshot {
         let mut s = Snapshot::default();
@@ -125,11 +124,10 @@ mod tests {
                     port,
                     protocol,
                 } => format!("service {key}:{port} {protocol:?}"),
-                Target::Endpoint {
-                    endpoint,
-                    target_port,
-                    protocol,
-                } => format!("endpoint {}:{target_port} {protocol:?}", endpoint.workload),
+                Target::Endpoint { endpoint, port } => format!(
+                    "endpoint {}:{} {:?}",
+                    endpoint.workload, port.target_port, port.protocol
+                ),
                 Target::Unknown => "unknown".into(),
             };
             assert_eq!(got, want, "{dst}");

@@ -49,6 +49,20 @@ impl Detected {
     }
 }
 
+/// The `protocol` label of a captured outbound connection: `http`,
+/// `upgrade` (tunnelled HTTP/1 upgrade), `opaque` (bytes that are not
+/// HTTP), `opaque_silent` (the client sent nothing before the timeout) or
+/// `opaque_declared` (detection skipped for the port).
+pub fn protocol_label(skipped: bool, detected: Detected, seen: usize) -> &'static str {
+    match (skipped, detected) {
+        (true, _) => "opaque_declared",
+        (false, Detected::Http1 | Detected::Http2) => "http",
+        (false, Detected::Upgrade) => "upgrade",
+        (false, _) if seen == 0 => "opaque_silent",
+        (false, _) => "opaque",
+    }
+}
+
 /// Whether to sniff at all: declared TCP ports, opaque ports and
 /// server-first ports skip it.
 pub fn should_detect(port: u16, declared: Protocol, opaque_ports: &[u16]) -> bool {
@@ -176,6 +190,21 @@ mod tests {
                 "{:?} complete={complete}",
                 String::from_utf8_lossy(buf)
             );
+        }
+    }
+
+    #[test]
+    fn labels() {
+        let cases = [
+            (true, Detected::Opaque, 0, "opaque_declared"),
+            (false, Detected::Http1, 40, "http"),
+            (false, Detected::Http2, 24, "http"),
+            (false, Detected::Upgrade, 90, "upgrade"),
+            (false, Detected::Opaque, 8, "opaque"),
+            (false, Detected::Opaque, 0, "opaque_silent"),
+        ];
+        for (skipped, d, seen, want) in cases {
+            assert_eq!(protocol_label(skipped, d, seen), want, "{d:?}");
         }
     }
 
