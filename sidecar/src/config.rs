@@ -280,7 +280,8 @@ mod humantime_opt {
 #[command(
     name = "mycel-proxy",
     version,
-    about = "Mycel sidecar proxy and ingress gateway"
+    about = "Mycel sidecar proxy and ingress gateway",
+    after_help = "Transparent mode: `mycel-proxy init --help` programs the pod's iptables."
 )]
 struct Args {
     #[arg(long = names::MODE, value_enum, default_value = "sidecar")]

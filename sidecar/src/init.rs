@@ -27,6 +27,7 @@ pub const DEFAULT_PROXY_UID: u32 = 1337;
 #[derive(Debug, Parser)]
 #[command(
     name = "mycel-proxy init",
+    bin_name = "mycel-proxy init",
     about = "Program iptables so the pod's TCP goes through the sidecar"
 )]
 struct InitArgs {

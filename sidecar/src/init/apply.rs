@@ -46,15 +46,30 @@ pub struct Iptables {
 
 impl Iptables {
     /// nf_tables first (what current distributions and kube-proxy use),
-    /// then the legacy backend, then whatever `iptables` is.
+    /// then the legacy backend, then whatever `iptables` is: the first one
+    /// installed that can read the `nat` table here (a kernel without
+    /// nf_tables fails that and falls back to legacy).
     pub fn detect() -> Result<Iptables, ApplyError> {
         let candidates = ["iptables-nft", "iptables-legacy", "iptables"];
+        let mut last_failure = None;
         for name in candidates {
-            if let Some(program) = find_in_path(name) {
-                return Ok(Iptables { program });
+            let Some(program) = find_in_path(name) else {
+                continue;
+            };
+            let mut ipt = Iptables { program };
+            match ipt.run(&args(&["-S", "OUTPUT"])) {
+                Ok(out) if out.success => return Ok(ipt),
+                Ok(out) => last_failure = Some((name, out.stderr)),
+                Err(e) => last_failure = Some((name, e.to_string())),
             }
         }
-        Err(ApplyError::NoIptables(candidates.join(", ")))
+        match last_failure {
+            Some((name, stderr)) => Err(ApplyError::Failed {
+                command: format!("{name} -w -t nat -S OUTPUT"),
+                stderr,
+            }),
+            None => Err(ApplyError::NoIptables(candidates.join(", "))),
+        }
     }
 }
 
