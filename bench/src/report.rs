@@ -69,6 +69,11 @@ pub struct ResourceRow {
     pub cpu_s: f64,
     pub requests: u64,
     pub cpu_s_per_1k_requests: f64,
+    /// The same over the open-loop (fixed rate) runs only: the cost at
+    /// 500-2,000 rps, without the batching a saturated proxy gets.
+    pub open_loop_cpu_s: f64,
+    pub open_loop_requests: u64,
+    pub open_loop_cpu_s_per_1k_requests: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -263,6 +268,7 @@ pub fn markdown(r: &Report) -> String {
                     format!("{:.1}", x.idle_rss_kb as f64 / 1024.0),
                     format!("{:.1}", x.loaded_rss_kb as f64 / 1024.0),
                     format!("{:.1}", x.peak_rss_kb as f64 / 1024.0),
+                    format!("{:.3}", x.open_loop_cpu_s_per_1k_requests),
                     format!("{:.3}", x.cpu_s_per_1k_requests),
                     format!("{:.2}", x.cpu_s),
                     x.requests.to_string(),

@@ -44,11 +44,11 @@ impl Plan {
                 (Proto::H2, vec![1000]),
                 (Proto::Grpc, vec![1000]),
             ],
-            latency_duration: Duration::from_secs(2),
-            warmup: Duration::from_millis(300),
-            rounds: 1,
+            latency_duration: Duration::from_millis(1500),
+            warmup: Duration::from_millis(250),
+            rounds: 2,
             open_loop_workers: 32,
-            throughput: vec![(Proto::Http1, 16)],
+            throughput: vec![(Proto::Http1, 16), (Proto::Grpc, 16)],
             throughput_duration: Duration::from_secs(2),
             handshake_duration: Duration::from_secs(1),
             handshake_concurrency: 4,
@@ -173,12 +173,16 @@ impl Usage {
             .collect()
     }
 
-    fn account(&mut self, s: &Setup, before: &[Sample], requests: u64) {
+    fn account(&mut self, s: &Setup, before: &[Sample], requests: u64, open_loop: bool) {
         for (w, b) in s.watched.iter().zip(before) {
             let after = procstat::sample(w.pid, self.ticks).unwrap_or_default();
             if let Some((_, row)) = self.rows.get_mut(&(s.name.to_string(), w.role.to_string())) {
                 row.cpu_s += after.cpu_s - b.cpu_s;
                 row.requests += requests;
+                if open_loop {
+                    row.open_loop_cpu_s += after.cpu_s - b.cpu_s;
+                    row.open_loop_requests += requests;
+                }
                 row.loaded_rss_kb = row.loaded_rss_kb.max(after.rss_kb);
                 row.processes = row.processes.max(after.processes);
             }
@@ -189,13 +193,19 @@ impl Usage {
         for (pid, row) in self.rows.values_mut() {
             let s = procstat::sample(*pid, self.ticks).unwrap_or_default();
             row.peak_rss_kb = s.hwm_kb;
-            row.cpu_s_per_1k_requests = if row.requests > 0 {
-                row.cpu_s * 1000.0 / row.requests as f64
-            } else {
-                0.0
-            };
+            row.cpu_s_per_1k_requests = per_1k(row.cpu_s, row.requests);
+            row.open_loop_cpu_s_per_1k_requests =
+                per_1k(row.open_loop_cpu_s, row.open_loop_requests);
         }
         self.rows.into_values().map(|(_, r)| r).collect()
+    }
+}
+
+fn per_1k(cpu_s: f64, requests: u64) -> f64 {
+    if requests > 0 {
+        cpu_s * 1000.0 / requests as f64
+    } else {
+        0.0
     }
 }
 
@@ -429,7 +439,7 @@ async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut 
                     .await
                     {
                         Ok(r) => {
-                            usage.account(s, &before, r.ok + r.errors);
+                            usage.account(s, &before, r.ok + r.errors, true);
                             log_run("open  ", s, *proto, rate, &r);
                             match merged.get_mut(&i) {
                                 Some((m, _)) => {
@@ -485,7 +495,7 @@ async fn throughput(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &m
                 .await
             {
                 Ok(r) => {
-                    usage.account(s, &before, r.ok + r.errors);
+                    usage.account(s, &before, r.ok + r.errors, false);
                     log_run("closed", s, *proto, *conns as u64, &r);
                     report.throughput.push(ThroughputRow {
                         config: s.name.into(),
