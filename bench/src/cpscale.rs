@@ -12,7 +12,7 @@ use mycel_api::v1::discovery_client::DiscoveryClient;
 use mycel_api::v1::discovery_request::Kind;
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::{resource, Ack, CertifyRequest, DiscoveryRequest, Hello, Workload};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Identity};
@@ -28,7 +28,7 @@ const STREAMS_PER_CONN: usize = 50;
 /// Longest the harness waits for one change to reach everyone.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct CpPlan {
     /// Simulated proxies (subscribing streams).
     pub proxies: usize,
@@ -44,7 +44,7 @@ pub struct CpPlan {
     pub csr_concurrency: usize,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CpReport {
     pub plan: Option<CpPlan>,
     /// From the first stream opened until every proxy had its initial view.

@@ -18,8 +18,11 @@ use mycel_bench::run::{self, Options, Plan, Scenario};
 )]
 struct Cli {
     /// What to measure.
-    #[arg(value_enum)]
-    scenario: Scenario,
+    #[arg(value_enum, required_unless_present = "render")]
+    scenario: Option<Scenario>,
+    /// Re-render the markdown and SVG of an earlier JSON report, measure nothing.
+    #[arg(long, value_name = "JSON")]
+    render: Option<PathBuf>,
     /// Short runs (under 2 minutes for `all`); the default.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
@@ -62,7 +65,32 @@ fn timestamp(unix: u64) -> String {
     )
 }
 
+/// Writes `<base>.md` and one SVG per protocol next to the JSON.
+fn write_views(report: &report::Report, base: &std::path::Path) -> anyhow::Result<()> {
+    let md = report::markdown(report);
+    println!("{md}");
+    std::fs::write(base.with_extension("md"), &md)?;
+    for proto in [Proto::Http1, Proto::H2, Proto::Grpc] {
+        if let Some(svg) = report::svg(report, proto) {
+            let path = PathBuf::from(format!("{}-latency-{}.svg", base.display(), proto.as_str()));
+            std::fs::write(&path, svg)?;
+            eprintln!("[bench] wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    if let Some(json) = &cli.render {
+        let text =
+            std::fs::read(json).map_err(|e| anyhow::anyhow!("read {}: {e}", json.display()))?;
+        let report: report::Report = serde_json::from_slice(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a bench report: {e}", json.display()))?;
+        return write_views(&report, &json.with_extension(""));
+    }
+    let Some(scenario) = cli.scenario else {
+        anyhow::bail!("give a scenario or --render");
+    };
     let mut plan = if cli.full {
         Plan::full()
     } else {
@@ -80,14 +108,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let report = run::run(Options {
-        scenario: cli.scenario,
+        scenario,
         plan,
         configs: cli.configs,
         bins: cli.bin_dir,
     })
     .await?;
-    let md = report::markdown(&report);
-    println!("{md}");
     std::fs::create_dir_all(&cli.out)?;
     let base = cli.out.join(format!(
         "{}-{}-{}",
@@ -97,15 +123,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     ));
     let json = base.with_extension("json");
     std::fs::write(&json, serde_json::to_vec_pretty(&report)?)?;
-    std::fs::write(base.with_extension("md"), &md)?;
     eprintln!("[bench] wrote {}", json.display());
-    for proto in [Proto::Http1, Proto::H2, Proto::Grpc] {
-        if let Some(svg) = report::svg(&report, proto) {
-            let path = PathBuf::from(format!("{}-latency-{}.svg", base.display(), proto.as_str()));
-            std::fs::write(&path, svg)?;
-            eprintln!("[bench] wrote {}", path.display());
-        }
-    }
+    write_views(&report, &base)?;
     if !report.problems.is_empty() {
         anyhow::bail!("{} problem(s); see the report", report.problems.len());
     }

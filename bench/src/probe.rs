@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -78,7 +78,7 @@ pub fn parse_response(text: &str) -> (u16, String) {
 }
 
 /// What a client without mTLS got from a mesh-side port.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RefusalCheck {
     pub port: SocketAddr,
     /// What a plaintext HTTP request got ("connection closed", "status 400").
@@ -224,7 +224,7 @@ pub fn client_config(
 }
 
 /// Full mTLS handshakes per second against one port.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HandshakeResult {
     pub handshakes: u64,
     pub errors: u64,
@@ -307,7 +307,7 @@ pub async fn handshakes(
 }
 
 /// Bulk TCP throughput: `bytes` sent through `addr` to the sink.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BulkResult {
     pub bytes: u64,
     pub seconds: f64,

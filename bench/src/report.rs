@@ -3,14 +3,14 @@
 
 use std::fmt::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::client::Proto;
 use crate::cpscale::CpReport;
 use crate::probe::{BulkResult, HandshakeResult, RefusalCheck};
 use crate::stats::{ratio, Added, Summary};
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
@@ -21,14 +21,14 @@ pub struct Machine {
     pub haproxy: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConfigInfo {
     pub name: String,
     pub notes: Vec<String>,
     pub refusal_checks: Vec<RefusalCheck>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LatencyRow {
     pub config: String,
     pub proto: Proto,
@@ -43,7 +43,7 @@ pub struct LatencyRow {
     pub p99_ratio_to_direct: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ThroughputRow {
     pub config: String,
     pub proto: Proto,
@@ -56,7 +56,7 @@ pub struct ThroughputRow {
     pub ratio_to_direct: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ResourceRow {
     pub config: String,
     pub role: String,
@@ -76,19 +76,19 @@ pub struct ResourceRow {
     pub open_loop_cpu_s_per_1k_requests: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HandshakeRow {
     pub config: String,
     pub result: HandshakeResult,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TcpRow {
     pub config: String,
     pub result: BulkResult,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub scenario: String,
     pub mode: String,
@@ -283,7 +283,8 @@ pub fn markdown(r: &Report) -> String {
                 "RSS idle MB",
                 "RSS after load MB",
                 "peak RSS MB",
-                "CPU s / 1k req",
+                "CPU s / 1k req (fixed rate)",
+                "CPU s / 1k req (all)",
                 "CPU s",
                 "requests",
             ],

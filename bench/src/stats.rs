@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Longest latency a histogram holds; longer ones are clamped to it (and
 /// show up as the max), so a stalled request never loses a sample.
@@ -28,7 +28,7 @@ pub fn record(h: &mut Histogram<u64>, d: Duration) {
 }
 
 /// The percentiles of one histogram, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub count: u64,
     pub p50_us: f64,
@@ -69,7 +69,7 @@ pub fn added(a: &Summary, b: &Summary) -> Added {
 }
 
 /// Latency added over a baseline, microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Added {
     pub p50_us: f64,
     pub p90_us: f64,
