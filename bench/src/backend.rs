@@ -87,6 +87,8 @@ async fn serve_http(listener: TcpListener, h2: bool) {
     let body = payload();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -148,6 +150,8 @@ async fn serve_grpc(listener: TcpListener) {
 async fn serve_tcp_sink(listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors or similar: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         tokio::spawn(sink(stream));

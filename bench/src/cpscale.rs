@@ -188,25 +188,41 @@ async fn open_stream(
     Ok(tx)
 }
 
-/// The latest endpoints every proxy has seen, keyed by (proxy, service).
-#[derive(Default)]
-struct Views(HashMap<(usize, String), (Vec<String>, Instant)>);
+/// The latest endpoints every proxy has seen, keyed by (proxy, service),
+/// and how many of those views hold at least `full` endpoints (kept as
+/// updates arrive, so checking the initial sync is O(1)).
+struct Views {
+    latest: HashMap<(usize, String), (Vec<String>, Instant)>,
+    full: usize,
+    complete: usize,
+}
 
 impl Views {
-    fn apply(&mut self, u: Update) {
-        self.0.insert((u.proxy, u.service), (u.workloads, u.at));
+    fn new(full: usize) -> Views {
+        Views {
+            latest: HashMap::new(),
+            full,
+            complete: 0,
+        }
     }
 
-    fn count(&self, proxy: usize, service: &str) -> usize {
-        self.0
-            .get(&(proxy, service.to_string()))
-            .map_or(0, |v| v.0.len())
+    fn apply(&mut self, u: Update) {
+        let new_len = u.workloads.len();
+        let old = self
+            .latest
+            .insert((u.proxy, u.service), (u.workloads, u.at));
+        let old_len = old.map_or(0, |(w, _)| w.len());
+        match (old_len >= self.full, new_len >= self.full) {
+            (false, true) => self.complete += 1,
+            (true, false) => self.complete = self.complete.saturating_sub(1),
+            _ => {}
+        }
     }
 
     /// When `proxy` first had a view of `service` holding `workload`
     /// (the time of the update that is its current view).
     fn has(&self, proxy: usize, service: &str, workload: &str) -> Option<Instant> {
-        let (names, at) = self.0.get(&(proxy, service.to_string()))?;
+        let (names, at) = self.latest.get(&(proxy, service.to_string()))?;
         names.iter().any(|n| n == workload).then_some(*at)
     }
 }
@@ -273,19 +289,10 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
     }
     // Initial sync: every proxy has every subscribed service with all
     // its endpoints.
-    let mut views = Views::default();
+    let mut views = Views::new(plan.endpoints);
     let want: usize = subscribers_of.iter().map(Vec::len).sum();
     let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let complete = subscribers_of
-            .iter()
-            .enumerate()
-            .flat_map(|(s, ps)| ps.iter().map(move |&p| (p, s)))
-            .filter(|&(p, s)| views.count(p, &service_key(s)) >= plan.endpoints)
-            .count();
-        if complete >= want {
-            break;
-        }
+    while views.complete < want {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, urx.recv()).await {
             Ok(Some(u)) => views.apply(u),
@@ -293,13 +300,11 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
                 return Err(start_err(
                     "control-plane scale",
                     format!(
-                    "initial sync incomplete after 180 s: {complete}/{want} (proxy, service) views"
-                ),
+                        "initial sync incomplete after 180 s: {}/{want} (proxy, service) views",
+                        views.complete
+                    ),
                 ))
             }
-        }
-        while let Ok(u) = urx.try_recv() {
-            views.apply(u);
         }
     }
     report.initial_sync_seconds = start.elapsed().as_secs_f64();
@@ -533,6 +538,32 @@ pub fn markdown(cp: &CpReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn update(proxy: usize, names: &[&str]) -> Update {
+        Update {
+            proxy,
+            service: "svc-0.bench".into(),
+            workloads: names.iter().map(|n| n.to_string()).collect(),
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn views_count_complete_ones_as_updates_arrive() {
+        let mut v = Views::new(2);
+        v.apply(update(1, &["a"]));
+        assert_eq!(v.complete, 0);
+        v.apply(update(1, &["a", "b"]));
+        v.apply(update(2, &["a", "b", "c"]));
+        assert_eq!(v.complete, 2);
+        v.apply(update(1, &["a", "b", "c"]));
+        assert_eq!(v.complete, 2, "already complete");
+        v.apply(update(2, &["a"]));
+        assert_eq!(v.complete, 1, "fell below");
+        assert!(v.has(1, "svc-0.bench", "c").is_some());
+        assert!(v.has(2, "svc-0.bench", "c").is_none());
+        assert!(v.has(3, "svc-0.bench", "a").is_none());
+    }
 
     #[test]
     fn subscriptions_spread_over_services() {
