@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy
     else
         echo "nginx/haproxy missing; install them (apt-get install -y nginx haproxy) or pass --configs direct,mycel" >&2
     fi
