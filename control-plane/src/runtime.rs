@@ -14,7 +14,7 @@ use mycel_api::v1::identity_server::IdentityServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::{self, AdminState};
@@ -156,9 +156,13 @@ impl Controller {
             .add_service(IdentityServer::new(identity))
             .add_service(DiscoveryServer::new(discovery));
         let mut grpc_shutdown = shutdown_rx.clone();
+        // TCP_NODELAY on every accepted socket: unary replies are small, and
+        // Nagle plus delayed ACKs would hold each one back ~40 ms.
+        let incoming = TcpIncoming::from_listener(grpc_listener, true, None)
+            .map_err(|e| anyhow::anyhow!("gRPC listener: {e}"))?;
         let grpc = tokio::spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     let _ = grpc_shutdown.wait_for(|s| *s).await;
                 })
                 .await
