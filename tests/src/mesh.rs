@@ -116,13 +116,7 @@ impl Mesh {
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
             if let Ok(r) = http::get(self.admin, "localhost", "/debug/proxies").await {
-                let proxies = r.json();
-                let ready = proxies.as_array().is_some_and(|all| {
-                    all.iter().any(|p| {
-                        p["workload"] == workload && p["registered"] == true && p["ready"] == true
-                    })
-                });
-                if ready {
+                if registered_ready(&r.body, workload) {
                     return;
                 }
                 last = r.body;
@@ -145,22 +139,7 @@ impl Mesh {
 
     /// Creates a join token with the real CLI; returns the token file.
     pub fn token(&self, ns: &str, sa: &str) -> PathBuf {
-        let out = std::process::Command::new(bin("mycelctl"))
-            .args(["token", "create", "--data-dir"])
-            .arg(self.path("data"))
-            .args(["--namespace", ns, "--service-account", sa])
-            .output()
-            .expect("run mycelctl token create");
-        assert!(
-            out.status.success(),
-            "mycelctl token create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(token.starts_with("mycel."), "unexpected token {token:?}");
-        let path = self.path(&format!("{ns}-{sa}.token"));
-        std::fs::write(&path, token).expect("write token");
-        path
+        write_token(&self.path("data"), self.dir.path(), ns, sa)
     }
 
     /// Starts a demo app (`mycel-demo <service> ...`).
@@ -236,6 +215,37 @@ impl Mesh {
             spiffe_id: spiffe(&spec.namespace, &spec.service_account),
         }
     }
+}
+
+/// Runs `mycelctl token create` against `data_dir` and writes the token to
+/// `<dir>/<ns>-<sa>.token`; returns that path.
+pub fn write_token(data_dir: &Path, dir: &Path, ns: &str, sa: &str) -> PathBuf {
+    let out = std::process::Command::new(bin("mycelctl"))
+        .args(["token", "create", "--data-dir"])
+        .arg(data_dir)
+        .args(["--namespace", ns, "--service-account", sa])
+        .output()
+        .expect("run mycelctl token create");
+    assert!(
+        out.status.success(),
+        "mycelctl token create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("mycel."), "unexpected token {token:?}");
+    let path = dir.join(format!("{ns}-{sa}.token"));
+    std::fs::write(&path, token).expect("write token");
+    path
+}
+
+/// Whether a `/debug/proxies` body lists `workload` registered and ready.
+pub fn registered_ready(debug_proxies: &str, workload: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(debug_proxies).is_ok_and(|v| {
+        v.as_array().is_some_and(|all| {
+            all.iter()
+                .any(|p| p["workload"] == workload && p["registered"] == true && p["ready"] == true)
+        })
+    })
 }
 
 /// What a sidecar (or gateway) is started with.

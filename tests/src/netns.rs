@@ -20,6 +20,7 @@ use std::time::Duration;
 pub use cmd::{have, is_root, must, run, Ran};
 pub use pod::{Pod, PodSpec};
 
+use crate::mesh::{registered_ready, write_token};
 use crate::process::{bin, Proc};
 
 pub const PREFIX: &str = "mycnet-";
@@ -249,15 +250,8 @@ impl Node {
         let mut last = String::new();
         while tokio::time::Instant::now() < deadline {
             let r = self.exec("curl", &["-sf", "-m", "2", &url]);
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stdout) {
-                let ready = v.as_array().is_some_and(|all| {
-                    all.iter().any(|p| {
-                        p["workload"] == workload && p["registered"] == true && p["ready"] == true
-                    })
-                });
-                if ready {
-                    return;
-                }
+            if registered_ready(&r.stdout, workload) {
+                return;
             }
             last = r.stdout;
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -267,19 +261,7 @@ impl Node {
 
     /// Creates a join token for (`ns`, `sa`) readable by the proxy's UID.
     pub fn token(&self, ns: &str, sa: &str) -> PathBuf {
-        let out = std::process::Command::new(bin("mycelctl"))
-            .args(["token", "create", "--data-dir"])
-            .arg(self.path("data"))
-            .args(["--namespace", ns, "--service-account", sa])
-            .output()
-            .expect("run mycelctl token create");
-        assert!(
-            out.status.success(),
-            "mycelctl token create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = self.path(&format!("{ns}-{sa}.token"));
-        std::fs::write(&path, String::from_utf8_lossy(&out.stdout).trim()).expect("token");
+        let path = write_token(&self.path("data"), self.dir.path(), ns, sa);
         must(CMD, "chmod", &["0644", &path.display().to_string()]);
         path
     }
