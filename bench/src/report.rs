@@ -74,6 +74,11 @@ pub struct ResourceRow {
     pub open_loop_cpu_s: f64,
     pub open_loop_requests: u64,
     pub open_loop_cpu_s_per_1k_requests: f64,
+    /// Largest RSS sampled right after a fixed-rate run (at most 2,000 rps
+    /// in the default plans): the memory the goal "12 MB at 2,000 rps" is
+    /// about, without the saturated runs.
+    #[serde(default)]
+    pub open_loop_rss_kb: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -266,6 +271,7 @@ pub fn markdown(r: &Report) -> String {
                     x.role.clone(),
                     x.processes.to_string(),
                     format!("{:.1}", x.idle_rss_kb as f64 / 1024.0),
+                    format!("{:.1}", x.open_loop_rss_kb as f64 / 1024.0),
                     format!("{:.1}", x.loaded_rss_kb as f64 / 1024.0),
                     format!("{:.1}", x.peak_rss_kb as f64 / 1024.0),
                     format!("{:.3}", x.open_loop_cpu_s_per_1k_requests),
@@ -281,7 +287,8 @@ pub fn markdown(r: &Report) -> String {
                 "process",
                 "procs",
                 "RSS idle MB",
-                "RSS after load MB",
+                "RSS after fixed rate MB",
+                "RSS after any load MB",
                 "peak RSS MB",
                 "CPU s / 1k req (fixed rate)",
                 "CPU s / 1k req (all)",

@@ -185,6 +185,7 @@ impl Usage {
                 if open_loop {
                     row.open_loop_cpu_s += after.cpu_s - b.cpu_s;
                     row.open_loop_requests += requests;
+                    row.open_loop_rss_kb = row.open_loop_rss_kb.max(after.rss_kb);
                 }
                 row.loaded_rss_kb = row.loaded_rss_kb.max(after.rss_kb);
                 row.processes = row.processes.max(after.processes);
@@ -195,7 +196,8 @@ impl Usage {
     fn finish(mut self) -> Vec<ResourceRow> {
         for (pid, row) in self.rows.values_mut() {
             let s = procstat::sample(*pid, self.ticks).unwrap_or_default();
-            row.peak_rss_kb = s.hwm_kb;
+            // The kernel updates VmHWM lazily; a sampled VmRSS can be higher.
+            row.peak_rss_kb = s.hwm_kb.max(row.loaded_rss_kb);
             row.cpu_s_per_1k_requests = per_1k(row.cpu_s, row.requests);
             row.open_loop_cpu_s_per_1k_requests =
                 per_1k(row.open_loop_cpu_s, row.open_loop_requests);
