@@ -59,7 +59,7 @@ impl Plan {
                 endpoints: 5,
                 subscriptions_per_proxy: 5,
                 changes: 20,
-                csrs: 200,
+                csrs: 2000,
                 csr_concurrency: 8,
             },
         }
@@ -97,7 +97,7 @@ impl Plan {
                 endpoints: 10,
                 subscriptions_per_proxy: 10,
                 changes: 100,
-                csrs: 1000,
+                csrs: 20000,
                 csr_concurrency: 16,
             },
         }
