@@ -57,7 +57,7 @@ pub fn client_conf(dir: &Path, pki: &Pki, p: Ports) -> String {
         tls("proxy")
     );
     format!(
-        "{}http {{\n{}  upstream mesh_http {{ server 127.0.0.1:{}; keepalive 128; }}\n  upstream mesh_grpc {{ server 127.0.0.1:{}; keepalive 128; }}\n  server {{\n    listen 127.0.0.1:{};\n{proxy}  }}\n  server {{\n    listen 127.0.0.1:{} http2;\n{proxy}  }}\n  server {{\n    listen 127.0.0.1:{} http2;\n    location / {{\n      grpc_pass grpcs://mesh_grpc;\n{}    }}\n  }}\n}}\n",
+        "{}http {{\n{}  upstream mesh_http {{ server 127.0.0.1:{}; keepalive 128; keepalive_requests 1000000; keepalive_timeout 300s; }}\n  upstream mesh_grpc {{ server 127.0.0.1:{}; keepalive 128; keepalive_requests 1000000; keepalive_timeout 300s; }}\n  server {{\n    listen 127.0.0.1:{};\n{proxy}  }}\n  server {{\n    listen 127.0.0.1:{} http2;\n{proxy}  }}\n  server {{\n    listen 127.0.0.1:{} http2;\n    location / {{\n      grpc_pass grpcs://mesh_grpc;\n{}    }}\n  }}\n}}\n",
         common(dir, "client"),
         http_common(dir, "client"),
         p.mesh_http,
@@ -79,7 +79,7 @@ pub fn server_conf(dir: &Path, pki: &Pki, p: Ports, backend: &BackendAddrs) -> S
         pki.ca.display()
     );
     format!(
-        "{}http {{\n{}  upstream app_http {{ server {}; keepalive 128; }}\n  upstream app_grpc {{ server {}; keepalive 128; }}\n  server {{\n    listen 127.0.0.1:{} ssl;\n{tls}    location / {{\n      proxy_pass http://app_http;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n  server {{\n    listen 127.0.0.1:{} ssl http2;\n{tls}    location / {{\n      grpc_pass grpc://app_grpc;\n    }}\n  }}\n}}\n",
+        "{}http {{\n{}  upstream app_http {{ server {}; keepalive 128; keepalive_requests 1000000; keepalive_timeout 300s; }}\n  upstream app_grpc {{ server {}; keepalive 128; keepalive_requests 1000000; keepalive_timeout 300s; }}\n  server {{\n    listen 127.0.0.1:{} ssl;\n{tls}    location / {{\n      proxy_pass http://app_http;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n  server {{\n    listen 127.0.0.1:{} ssl http2;\n{tls}    location / {{\n      grpc_pass grpc://app_grpc;\n    }}\n  }}\n}}\n",
         common(dir, "server"),
         http_common(dir, "server"),
         backend.http1,
