@@ -1,7 +1,9 @@
 //! The in-memory mesh state: services, registered workloads and connected
-//! proxies. Every method is synchronous and does no I/O; each change
-//! recomputes the views of the connected proxies and publishes those that
-//! changed on their `watch` channel.
+//! proxies. Every method is synchronous and does no I/O. A change
+//! recomputes the resources of the services it can affect, then re-publishes
+//! only the proxies subscribed to a service whose version changed, so the
+//! cost of one workload coming or going does not grow with every stream
+//! connected.
 
 mod services;
 mod view;
@@ -103,21 +105,37 @@ impl Index {
     }
 
     pub fn register_workload(&mut self, conn: ConnId, workload: Workload) {
+        let mut affected = self.selecting(self.workloads.get(conn));
+        affected.extend(self.selecting(Some(&workload)));
         if self.workloads.register(conn, workload) {
-            self.recompute();
+            self.recompute_services(affected);
         }
     }
 
     pub fn unregister_workload(&mut self, conn: ConnId) {
+        let affected = self.selecting(self.workloads.get(conn));
         if self.workloads.unregister(conn) {
-            self.recompute();
+            self.recompute_services(affected);
         }
     }
 
     pub fn set_ready(&mut self, conn: ConnId, ready: bool) {
+        let affected = self.selecting(self.workloads.get(conn));
         if self.workloads.set_ready(conn, ready) {
-            self.recompute();
+            self.recompute_services(affected);
         }
+    }
+
+    /// The services whose endpoints may include `workload`.
+    fn selecting(&self, workload: Option<&Workload>) -> BTreeSet<ServiceKey> {
+        let Some(w) = workload else {
+            return BTreeSet::new();
+        };
+        self.services
+            .iter()
+            .filter(|(_, svc)| svc.selects(w))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     pub fn workload(&self, conn: ConnId) -> Option<&Workload> {
@@ -178,17 +196,60 @@ impl Index {
         view::proxy_view(&self.trust_bundle, subscriptions, |k| self.resources.get(k))
     }
 
-    /// Recomputes the per-service resources, then every proxy view.
+    /// Recomputes the resources of every service (the service set
+    /// changed), then re-publishes the proxies that see a difference.
     fn recompute(&mut self) {
-        self.resources = self
+        let all: BTreeSet<ServiceKey> = self
             .services
             .iter()
-            .map(|(k, svc)| {
-                let eps = self.workloads.endpoints_of(svc);
-                (k.clone(), view::service_resources(svc, eps))
-            })
+            .map(|(k, _)| k.clone())
+            .chain(self.resources.keys().cloned())
             .collect();
-        self.publish_all();
+        self.recompute_services(all);
+    }
+
+    /// Recomputes the resources of `keys` (dropping those of services that
+    /// no longer exist) and re-publishes every proxy subscribed to one whose
+    /// version changed.
+    fn recompute_services(&mut self, keys: BTreeSet<ServiceKey>) {
+        let mut changed = BTreeSet::new();
+        for key in keys {
+            let next = self.services.get(&key).map(|svc| {
+                let eps = self.workloads.endpoints_of(svc);
+                view::service_resources(svc, eps)
+            });
+            let same = match (self.resources.get(&key), &next) {
+                (Some(a), Some(b)) => {
+                    a.service.version == b.service.version
+                        && a.endpoints.version == b.endpoints.version
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            match next {
+                Some(res) => {
+                    self.resources.insert(key.clone(), res);
+                }
+                None => {
+                    self.resources.remove(&key);
+                }
+            }
+            if !same {
+                changed.insert(key);
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .proxies
+            .iter()
+            .filter(|(_, p)| changed.iter().any(|k| p.subscriptions.contains(k)))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            self.publish(conn);
+        }
     }
 
     fn publish_all(&mut self) {

@@ -475,3 +475,62 @@ fn shared_index_locks() {
     clone.lock().delete_service(&key("catalog.shop"));
     assert_eq!(shared.lock().service_count(), 1);
 }
+
+#[test]
+fn a_workload_change_touches_only_proxies_subscribed_to_its_services() {
+    let mut ix = shop_index();
+    let c1 = ix.allocate_conn();
+    let mut catalog_rx = ix.connect_proxy(c1, [key("catalog.shop")]);
+    let c2 = ix.allocate_conn();
+    let mut reviews_rx = ix.connect_proxy(c2, [key("reviews.shop")]);
+    catalog_rx.mark_unchanged();
+    reviews_rx.mark_unchanged();
+
+    let w = ix.allocate_conn();
+    ix.register_workload(
+        w,
+        wl("catalog", "shop", &[("app", "catalog")], "198.18.0.2", true),
+    );
+    assert!(catalog_rx.has_changed().unwrap());
+    assert!(!reviews_rx.has_changed().unwrap());
+    assert_eq!(
+        addresses(&catalog_rx.borrow_and_update(), "catalog.shop"),
+        ["198.18.0.2"]
+    );
+
+    // Relabelled to reviews: it leaves catalog and joins reviews.
+    ix.register_workload(
+        w,
+        wl("catalog", "shop", &[("app", "reviews")], "198.18.0.2", true),
+    );
+    assert!(addresses(&catalog_rx.borrow_and_update(), "catalog.shop").is_empty());
+    assert_eq!(
+        addresses(&reviews_rx.borrow_and_update(), "reviews.shop"),
+        ["198.18.0.2"]
+    );
+
+    // Readiness and removal reach reviews only.
+    ix.set_ready(w, false);
+    assert!(!catalog_rx.has_changed().unwrap());
+    assert!(addresses(&reviews_rx.borrow_and_update(), "reviews.shop").is_empty());
+    ix.set_ready(w, true);
+    ix.unregister_workload(w);
+    assert!(!catalog_rx.has_changed().unwrap());
+    assert!(addresses(&reviews_rx.borrow_and_update(), "reviews.shop").is_empty());
+    assert_eq!(ix.endpoint_count(), 0);
+}
+
+#[test]
+fn deleting_a_service_turns_its_subscribers_to_not_found() {
+    let mut ix = shop_index();
+    let c = ix.allocate_conn();
+    let rx = ix.connect_proxy(c, [key("catalog.shop")]);
+    ix.delete_service(&key("catalog.shop"));
+    let view = rx.borrow().clone();
+    let r = view
+        .resources
+        .get(&ResourceKey::service(&key("catalog.shop")))
+        .expect("service resource");
+    assert!(matches!(r.body, ResourceBody::NotFound));
+    assert!(endpoints(&view, "catalog.shop").is_none());
+}
