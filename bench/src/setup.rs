@@ -49,6 +49,61 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
 }
 
+/// Everything that differs between the nginx and HAProxy pairs; the rest of
+/// their [`Setup`] is built the same way by [`proxy_pair`].
+pub struct PairSpec {
+    pub name: &'static str,
+    /// Client-side ports for HTTP/1.1, h2 and gRPC.
+    pub fronts: [u16; 3],
+    /// Mesh-side ports; the first one takes the handshake test.
+    pub mesh: Vec<u16>,
+    pub server_name: &'static str,
+    pub cert: ClientCert,
+    pub handshake_alpn: &'static [u8],
+    pub note: String,
+}
+
+/// A two-process proxy pair started as `[server side, client side]`.
+pub fn proxy_pair(spec: PairSpec, children: Vec<ChildProc>, dir: tempfile::TempDir) -> Setup {
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let pid = |i: usize| children.get(i).and_then(ChildProc::pid).unwrap_or(0);
+    let watched = vec![
+        Watched {
+            role: "client-side",
+            pid: pid(1),
+        },
+        Watched {
+            role: "server-side",
+            pid: pid(0),
+        },
+    ];
+    let target = |port: u16| Target {
+        addr: loopback(port),
+        authority: spec.server_name.into(),
+    };
+    let [h1, h2, grpc] = spec.fronts;
+    Setup {
+        name: spec.name,
+        targets: BTreeMap::from([
+            (Proto::Http1, target(h1)),
+            (Proto::H2, target(h2)),
+            (Proto::Grpc, target(grpc)),
+        ]),
+        mesh_ports: spec.mesh.iter().map(|&p| loopback(p)).collect(),
+        watched,
+        tcp: None,
+        handshake: spec.mesh.first().map(|&p| HandshakeTarget {
+            addr: loopback(p),
+            server_name: spec.server_name.into(),
+            cert: spec.cert,
+            alpn: vec![spec.handshake_alpn.to_vec()],
+        }),
+        notes: vec![spec.note],
+        children,
+        dir,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("{0}")]

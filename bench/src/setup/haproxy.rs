@@ -2,14 +2,12 @@
 //! server-side HAProxy (mTLS frontends, `verify required`), HTTP/2 over mTLS
 //! between them (ALPN h2, as Mycel does), `http-reuse always` pools.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{free_port, start_err, which, HandshakeTarget, Setup, SetupError, Watched};
+use super::{free_port, proxy_pair, start_err, which, PairSpec, Setup, SetupError};
 use crate::backend::BackendAddrs;
 use crate::certs::{write_pki, Pki, SERVER_NAME};
 use crate::child::ChildProc;
-use crate::client::{Proto, Target};
 use crate::probe::ClientCert;
 
 #[derive(Clone, Copy, Debug)]
@@ -112,48 +110,21 @@ pub async fn start(backend: &BackendAddrs) -> Result<Setup, SetupError> {
         )?);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let watched = vec![
-        Watched {
-            role: "client-side",
-            pid: children[1].pid().unwrap_or(0),
-        },
-        Watched {
-            role: "server-side",
-            pid: children[0].pid().unwrap_or(0),
-        },
-    ];
-    let target = |port: u16| Target {
-        addr: ([127, 0, 0, 1], port).into(),
-        authority: SERVER_NAME.into(),
-    };
-    Ok(Setup {
-        name: "haproxy",
-        targets: BTreeMap::from([
-            (Proto::Http1, target(ports.front[0])),
-            (Proto::H2, target(ports.front[1])),
-            (Proto::Grpc, target(ports.front[2])),
-        ]),
-        mesh_ports: ports
-            .mesh
-            .iter()
-            .map(|&p| ([127, 0, 0, 1], p).into())
-            .collect(),
-        watched,
-        tcp: None,
-        handshake: Some(HandshakeTarget {
-            addr: ([127, 0, 0, 1], ports.mesh[0]).into(),
-            server_name: SERVER_NAME.into(),
+    Ok(proxy_pair(
+        PairSpec {
+            name: "haproxy",
+            fronts: [ports.front[0], ports.front[1], ports.front[2]],
+            mesh: ports.mesh.to_vec(),
+            server_name: SERVER_NAME,
             cert: ClientCert {
                 chain: pki.client_chain_der.clone(),
                 key_pkcs8: pki.client_key_der.clone(),
             },
-            alpn: vec![b"h2".to_vec()],
-        }),
-        notes: vec![
-            "nbthread 2; hop between the pair: HTTP/2 over mTLS (ALPN h2), http-reuse always"
+            handshake_alpn: b"h2",
+            note: "nbthread 2; hop between the pair: HTTP/2 over mTLS (ALPN h2), http-reuse always"
                 .into(),
-        ],
+        },
         children,
         dir,
-    })
+    ))
 }

@@ -6,15 +6,13 @@
 //! `grpc_pass`), so the h2c client protocol is carried as HTTP/1.1 between
 //! the two nginx and to the backend; gRPC goes over HTTP/2 on both hops.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{free_port, start_err, which, HandshakeTarget, Setup, SetupError, Watched};
+use super::{free_port, proxy_pair, start_err, which, PairSpec, Setup, SetupError};
 use crate::backend::BackendAddrs;
 use crate::certs::{write_pki, Pki, SERVER_NAME};
 use crate::child::ChildProc;
-use crate::client::{Proto, Target};
 use crate::probe::ClientCert;
 
 /// Ports of the pair.
@@ -133,46 +131,20 @@ pub async fn start(backend: &BackendAddrs) -> Result<Setup, SetupError> {
     }
     // Let the masters fork their workers before the first measurement.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let watched = vec![
-        Watched {
-            role: "client-side",
-            pid: children[1].pid().unwrap_or(0),
-        },
-        Watched {
-            role: "server-side",
-            pid: children[0].pid().unwrap_or(0),
-        },
-    ];
-    let target = |port: u16| Target {
-        addr: ([127, 0, 0, 1], port).into(),
-        authority: SERVER_NAME.into(),
-    };
-    Ok(Setup {
-        name: "nginx",
-        targets: BTreeMap::from([
-            (Proto::Http1, target(ports.front_h1)),
-            (Proto::H2, target(ports.front_h2)),
-            (Proto::Grpc, target(ports.front_grpc)),
-        ]),
-        mesh_ports: vec![
-            ([127, 0, 0, 1], ports.mesh_http).into(),
-            ([127, 0, 0, 1], ports.mesh_grpc).into(),
-        ],
-        watched,
-        tcp: None,
-        handshake: Some(HandshakeTarget {
-            addr: ([127, 0, 0, 1], ports.mesh_http).into(),
-            server_name: SERVER_NAME.into(),
+    Ok(proxy_pair(
+        PairSpec {
+            name: "nginx",
+            fronts: [ports.front_h1, ports.front_h2, ports.front_grpc],
+            mesh: vec![ports.mesh_http, ports.mesh_grpc],
+            server_name: SERVER_NAME,
             cert: ClientCert {
                 chain: pki.client_chain_der.clone(),
                 key_pkcs8: pki.client_key_der.clone(),
             },
-            alpn: vec![b"http/1.1".to_vec()],
-        }),
-        notes: vec![
-            "worker_processes auto (2); hop between the pair: HTTP/1.1 over mTLS for http1 and h2 clients, HTTP/2 for gRPC".into(),
-        ],
+            handshake_alpn: b"http/1.1",
+            note: "worker_processes auto (2); hop between the pair: HTTP/1.1 over mTLS for http1 and h2 clients, HTTP/2 for gRPC".into(),
+        },
         children,
         dir,
-    })
+    ))
 }
