@@ -38,6 +38,8 @@ pub struct Index {
     services: Services,
     workloads: Workloads,
     trust_bundle: Arc<Resource>,
+    /// Every VIP in the mesh; in every proxy's view.
+    service_vips: Arc<Resource>,
     resources: BTreeMap<ServiceKey, ServiceResources>,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
@@ -60,6 +62,7 @@ impl Index {
                     roots_der: Vec::new(),
                 },
             ),
+            service_vips: view::service_vips(std::iter::empty()),
             resources: BTreeMap::new(),
             proxies: BTreeMap::new(),
             next_conn: 1,
@@ -193,12 +196,21 @@ impl Index {
     }
 
     fn view_for(&self, subscriptions: &BTreeSet<ServiceKey>) -> ProxyView {
-        view::proxy_view(&self.trust_bundle, subscriptions, |k| self.resources.get(k))
+        view::proxy_view(
+            [&self.trust_bundle, &self.service_vips],
+            subscriptions,
+            |k| self.resources.get(k),
+        )
     }
 
     /// Recomputes the resources of every service (the service set
     /// changed), then re-publishes the proxies that see a difference.
     fn recompute(&mut self) {
+        let vips = view::service_vips(self.services.iter().map(|(_, svc)| svc));
+        if vips.version != self.service_vips.version {
+            self.service_vips = vips;
+            self.publish_all();
+        }
         let all: BTreeSet<ServiceKey> = self
             .services
             .iter()

@@ -166,6 +166,7 @@ pub enum ResourceKind {
     Service,
     Endpoints,
     TrustBundle,
+    ServiceVips,
 }
 
 impl ResourceKind {
@@ -174,6 +175,7 @@ impl ResourceKind {
             Self::Service => "service",
             Self::Endpoints => "endpoints",
             Self::TrustBundle => "trust_bundle",
+            Self::ServiceVips => "service_vips",
         }
     }
 }
@@ -206,6 +208,13 @@ impl ResourceKey {
             name: String::new(),
         }
     }
+
+    pub fn service_vips() -> Self {
+        Self {
+            kind: ResourceKind::ServiceVips,
+            name: String::new(),
+        }
+    }
 }
 
 impl fmt::Display for ResourceKey {
@@ -224,6 +233,8 @@ pub enum ResourceBody {
     TrustBundle {
         roots_der: Vec<Vec<u8>>,
     },
+    /// Every service VIP in the mesh and its service, sent to every proxy.
+    ServiceVips(BTreeMap<IpAddr, ServiceKey>),
     /// A subscribed service that does not exist (yet).
     NotFound,
 }

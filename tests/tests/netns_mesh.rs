@@ -70,6 +70,31 @@ async fn ratings_pod(node: &mut Node, role: &str, spec: PodSpec) -> Pod {
     pod
 }
 
+/// A meshed client pod told about nothing: it waits only until the mesh-wide
+/// VIP table names ratings' VIP, as a fresh pod would.
+async fn plain_client_pod(node: &mut Node, role: &str) -> Pod {
+    let mut pod = Pod::new(node, role);
+    pod.start_sidecar(node, &PodSpec::new(role)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let dump = pod.admin("/config_dump").stdout;
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&dump) {
+            if v["snapshot"]["vips"][VIP] == "ratings.shop" {
+                assert!(
+                    v["snapshot"]["services"]["ratings.shop"].is_null(),
+                    "the client subscribed to ratings before any call: {v}"
+                );
+                return pod;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "client never received the VIP table: {}",
+        pod.admin("/config_dump").stdout
+    );
+}
+
 /// A meshed client pod subscribed to ratings, waiting until its sidecar
 /// knows the service with a ready endpoint.
 async fn client_pod(node: &mut Node, role: &str, extra: &[&str]) -> Pod {
@@ -159,7 +184,9 @@ async fn curl_to_a_service_vip_goes_over_mtls_and_the_app_sees_the_caller() {
     let mut node = node().await;
     let server = ratings_pod(&mut node, "ratings", PodSpec::new("ratings")).await;
     node.wait_registered("ratings").await;
-    let client = client_pod(&mut node, "client", &[]).await;
+    // No --subscribe: the VIP is found in the mesh-wide table and the
+    // service subscribed on the first connection to it.
+    let client = plain_client_pod(&mut node, "client").await;
 
     let capture = Capture::start(&node, &server, "http").await;
     let url = format!("http://{VIP}/ratings/p1");

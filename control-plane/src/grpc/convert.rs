@@ -45,6 +45,7 @@ pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
         ResourceKind::Service => v1::ResourceType::Service,
         ResourceKind::Endpoints => v1::ResourceType::Endpoints,
         ResourceKind::TrustBundle => v1::ResourceType::TrustBundle,
+        ResourceKind::ServiceVips => v1::ResourceType::ServiceVips,
     }
 }
 
@@ -61,6 +62,7 @@ pub fn key_from_proto(k: &v1::ResourceKey) -> Option<ResourceKey> {
         v1::ResourceType::Service => ResourceKind::Service,
         v1::ResourceType::Endpoints => ResourceKind::Endpoints,
         v1::ResourceType::TrustBundle => ResourceKind::TrustBundle,
+        v1::ResourceType::ServiceVips => ResourceKind::ServiceVips,
         v1::ResourceType::Unspecified => return None,
     };
     Some(ResourceKey {
@@ -113,6 +115,15 @@ pub fn resource_to_proto(r: &Resource) -> v1::Resource {
                 roots_der: roots_der.clone(),
             })
         }
+        ResourceBody::ServiceVips(vips) => v1::resource::Body::ServiceVips(v1::ServiceVips {
+            vips: vips
+                .iter()
+                .map(|(ip, svc)| v1::ServiceVip {
+                    address: ip.to_string(),
+                    service: svc.to_string(),
+                })
+                .collect(),
+        }),
         ResourceBody::NotFound => v1::resource::Body::NotFound(v1::NotFound {}),
     };
     v1::Resource {

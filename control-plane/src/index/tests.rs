@@ -71,12 +71,12 @@ fn shop_index() -> Index {
 }
 
 #[test]
-fn new_proxy_view_holds_only_the_trust_bundle() {
+fn new_proxy_view_holds_only_the_trust_bundle_and_vips() {
     let mut ix = shop_index();
     let conn = ix.allocate_conn();
     let rx = ix.connect_proxy(conn, []);
     let view = rx.borrow().clone();
-    assert_eq!(view.resources.len(), 1);
+    assert_eq!(view.resources.len(), 2);
     assert!(view.resources.contains_key(&ResourceKey::trust_bundle()));
 }
 
@@ -85,7 +85,7 @@ fn subscribed_service_has_service_and_endpoints() {
     let mut ix = shop_index();
     let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
     let view = rx.borrow().clone();
-    assert_eq!(view.resources.len(), 3);
+    assert_eq!(view.resources.len(), 4);
     let s = &view.resources[&ResourceKey::service(&key("catalog.shop"))];
     assert!(matches!(&s.body, ResourceBody::Service(s) if s.name == "catalog"));
     assert_eq!(endpoints(&view, "catalog.shop"), Some(vec![]));
@@ -306,10 +306,10 @@ fn subscribe_adds_and_removes() {
     let mut ix = shop_index();
     let rx = ix.connect_proxy(ConnId(1), []);
     ix.subscribe(ConnId(1), &[key("catalog.shop"), key("reviews.shop")], &[]);
-    assert_eq!(rx.borrow().resources.len(), 5);
+    assert_eq!(rx.borrow().resources.len(), 6);
     ix.subscribe(ConnId(1), &[], &[key("catalog.shop")]);
     let view = rx.borrow().clone();
-    assert_eq!(view.resources.len(), 3);
+    assert_eq!(view.resources.len(), 4);
     assert!(!view
         .resources
         .contains_key(&ResourceKey::service(&key("catalog.shop"))));
@@ -462,7 +462,8 @@ fn workload_can_be_endpoint_of_several_services() {
             ResourceKind::Service,
             ResourceKind::Endpoints,
             ResourceKind::Endpoints,
-            ResourceKind::TrustBundle
+            ResourceKind::TrustBundle,
+            ResourceKind::ServiceVips
         ]
     );
 }
@@ -533,4 +534,46 @@ fn deleting_a_service_turns_its_subscribers_to_not_found() {
         .expect("service resource");
     assert!(matches!(r.body, ResourceBody::NotFound));
     assert!(endpoints(&view, "catalog.shop").is_none());
+}
+
+#[test]
+fn every_proxy_holds_the_mesh_vip_table() {
+    let mut ix = Index::new();
+    let mut a = svc("catalog", "shop", &[("app", "catalog")]);
+    a.vips = vec!["198.19.0.10".parse().unwrap()];
+    ix.apply_services(vec![
+        a.clone(),
+        svc("reviews", "shop", &[("app", "reviews")]),
+    ])
+    .unwrap();
+    let c = ix.allocate_conn();
+    // Subscribed to nothing, yet it knows where catalog's VIP leads.
+    let mut rx = ix.connect_proxy(c, []);
+    let vips = |rx: &watch::Receiver<Arc<ProxyView>>| match &rx
+        .borrow()
+        .resources
+        .get(&ResourceKey::service_vips())
+        .expect("vip table")
+        .body
+    {
+        ResourceBody::ServiceVips(v) => v.clone(),
+        other => panic!("unexpected {other:?}"),
+    };
+    let table = vips(&rx);
+    assert_eq!(table.len(), 1);
+    assert_eq!(table[&"198.19.0.10".parse().unwrap()], key("catalog.shop"));
+
+    // A new VIP reaches every proxy; an unrelated change does not.
+    rx.mark_unchanged();
+    let w = ix.allocate_conn();
+    ix.register_workload(
+        w,
+        wl("r", "shop", &[("app", "reviews")], "198.18.0.9", true),
+    );
+    assert!(!rx.has_changed().unwrap());
+    let mut b = svc("reviews", "shop", &[("app", "reviews")]);
+    b.vips = vec!["198.19.0.11".parse().unwrap()];
+    ix.apply_services(vec![a, b]).unwrap();
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(vips(&rx).len(), 2);
 }

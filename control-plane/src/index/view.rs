@@ -55,15 +55,30 @@ pub fn service_resources(
     }
 }
 
-/// Builds a proxy's view from the per-service resources.
+/// The mesh-wide VIP table. A VIP claimed by two services (a config error
+/// the source should have refused) goes to the first by key, so every proxy
+/// agrees.
+pub fn service_vips<'a>(services: impl Iterator<Item = &'a Service>) -> Arc<Resource> {
+    let mut vips = std::collections::BTreeMap::new();
+    for svc in services {
+        for ip in &svc.vips {
+            vips.entry(*ip).or_insert_with(|| svc.key());
+        }
+    }
+    resource(ResourceKey::service_vips(), ResourceBody::ServiceVips(vips))
+}
+
+/// Builds a proxy's view: the resources every proxy holds, then those of
+/// the services it subscribed to.
 pub fn proxy_view<'a>(
-    trust_bundle: &Arc<Resource>,
+    global: [&Arc<Resource>; 2],
     subscriptions: &BTreeSet<ServiceKey>,
     lookup: impl Fn(&ServiceKey) -> Option<&'a ServiceResources>,
 ) -> ProxyView {
     let mut view = ProxyView::default();
-    view.resources
-        .insert(trust_bundle.key.clone(), trust_bundle.clone());
+    for r in global {
+        view.resources.insert(r.key.clone(), r.clone());
+    }
     for key in subscriptions {
         match lookup(key) {
             Some(res) => {

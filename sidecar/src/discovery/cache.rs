@@ -16,6 +16,7 @@ pub struct Cache {
     /// `None` = the controller says the service does not exist.
     services: BTreeMap<String, Option<Arc<Service>>>,
     endpoints: BTreeMap<String, Arc<[Endpoint]>>,
+    vips: BTreeMap<std::net::IpAddr, String>,
     versions: BTreeMap<(Kind, String), String>,
 }
 
@@ -61,6 +62,7 @@ impl Cache {
                 }
                 // The bundle is never withdrawn: peers would become unverifiable.
                 Kind::TrustBundle => continue,
+                Kind::ServiceVips => self.vips.clear(),
             }
             self.versions.remove(&(kind, name));
         }
@@ -76,6 +78,7 @@ impl Cache {
                     self.endpoints.insert(key, endpoints);
                 }
                 Converted::TrustBundle { roots } => applied.bundle = Some(roots),
+                Converted::ServiceVips { vips } => self.vips = vips,
             }
             self.versions.insert((kind, name), version);
         }
@@ -110,6 +113,7 @@ impl Cache {
         Snapshot {
             services,
             versions,
+            vips: self.vips.clone(),
             complete: false,
         }
     }

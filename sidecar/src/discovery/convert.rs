@@ -6,6 +6,7 @@
 #[cfg(test)]
 pub(crate) mod tests;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -34,6 +35,10 @@ pub enum Converted {
     TrustBundle {
         roots: Vec<CertificateDer<'static>>,
     },
+    /// The mesh-wide VIP table: address → service key.
+    ServiceVips {
+        vips: BTreeMap<IpAddr, String>,
+    },
 }
 
 /// Which resource and which field are wrong, and why.
@@ -52,6 +57,7 @@ pub enum Kind {
     Service,
     Endpoints,
     TrustBundle,
+    ServiceVips,
 }
 
 impl Kind {
@@ -60,6 +66,7 @@ impl Kind {
             pb::ResourceType::Service => Some(Kind::Service),
             pb::ResourceType::Endpoints => Some(Kind::Endpoints),
             pb::ResourceType::TrustBundle => Some(Kind::TrustBundle),
+            pb::ResourceType::ServiceVips => Some(Kind::ServiceVips),
             pb::ResourceType::Unspecified => None,
         }
     }
@@ -69,6 +76,7 @@ impl Kind {
             Kind::Service => pb::ResourceType::Service,
             Kind::Endpoints => pb::ResourceType::Endpoints,
             Kind::TrustBundle => pb::ResourceType::TrustBundle,
+            Kind::ServiceVips => pb::ResourceType::ServiceVips,
         }
     }
 
@@ -77,6 +85,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::Endpoints => "endpoints",
             Kind::TrustBundle => "trust_bundle",
+            Kind::ServiceVips => "service_vips",
         }
     }
 }
@@ -107,8 +116,8 @@ pub fn key(index: usize, key: Option<&pb::ResourceKey>) -> Result<(Kind, String)
         resource: format!("{}/{}", kind.as_str(), key.name),
     };
     match kind {
-        Kind::TrustBundle if !key.name.is_empty() => {
-            return Err(ctx.err("key.name", "must be empty for the trust bundle"))
+        Kind::TrustBundle | Kind::ServiceVips if !key.name.is_empty() => {
+            return Err(ctx.err("key.name", "must be empty for this resource type"))
         }
         Kind::Service | Kind::Endpoints if split_service_key(&key.name).is_none() => {
             return Err(ctx.err("key.name", "is not of the form <name>.<namespace>"))
@@ -139,6 +148,9 @@ pub fn resource(index: usize, r: &pb::Resource) -> Result<Converted, ConvertErro
         }),
         (Kind::TrustBundle, Some(Body::TrustBundle(b))) => Ok(Converted::TrustBundle {
             roots: trust_bundle(&ctx, b)?,
+        }),
+        (Kind::ServiceVips, Some(Body::ServiceVips(v))) => Ok(Converted::ServiceVips {
+            vips: service_vips(&ctx, v)?,
         }),
         (_, None) => Err(ctx.err("body", "missing")),
         (_, Some(_)) => Err(ctx.err("body", "does not match the resource type")),
@@ -271,4 +283,29 @@ fn trust_bundle(
             Ok(CertificateDer::from(der.clone()))
         })
         .collect()
+}
+
+fn service_vips(ctx: &Ctx, v: &pb::ServiceVips) -> Result<BTreeMap<IpAddr, String>, ConvertError> {
+    let mut vips = BTreeMap::new();
+    for (i, entry) in v.vips.iter().enumerate() {
+        let ip: IpAddr = entry.address.parse().map_err(|_| {
+            ctx.err(
+                format!("service_vips.vips[{i}].address"),
+                format!("{:?} is not an IP address", entry.address),
+            )
+        })?;
+        if split_service_key(&entry.service).is_none() {
+            return Err(ctx.err(
+                format!("service_vips.vips[{i}].service"),
+                format!("{:?} is not of the form <name>.<namespace>", entry.service),
+            ));
+        }
+        if vips.insert(ip, entry.service.clone()).is_some() {
+            return Err(ctx.err(
+                format!("service_vips.vips[{i}].address"),
+                format!("{ip} is listed twice"),
+            ));
+        }
+    }
+    Ok(vips)
 }

@@ -55,6 +55,10 @@ pub struct Endpoint {
     pub ready: bool,
 }
 
+fn vip_table<S: serde::Serializer>(v: &BTreeMap<IpAddr, String>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(ip, svc)| (ip.to_string(), svc)))
+}
+
 fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
@@ -80,6 +84,10 @@ pub struct Snapshot {
     pub services: BTreeMap<String, ServiceState>,
     /// Version of each resource as received, keyed by `<type>/<name>`.
     pub versions: BTreeMap<String, String>,
+    /// Every service VIP in the mesh and the service key it belongs to,
+    /// including services this proxy has not subscribed to.
+    #[serde(serialize_with = "vip_table")]
+    pub vips: BTreeMap<IpAddr, String>,
     /// True when the snapshot holds every service there is (a static
     /// config file): a service missing from it does not exist, rather than
     /// waiting for a controller's answer.
@@ -92,6 +100,11 @@ impl Snapshot {
             None if self.complete => Some(&ServiceState::NotFound),
             found => found,
         }
+    }
+
+    /// The service key a VIP belongs to, subscribed or not.
+    pub fn vip_owner(&self, ip: IpAddr) -> Option<&str> {
+        self.vips.get(&ip).map(String::as_str)
     }
 
     /// The service, if any, that owns a virtual IP (transparent mode).

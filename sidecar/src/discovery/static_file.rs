@@ -151,11 +151,20 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<StaticConfig, Static
         }
         versions.insert(format!("service/{key}"), "static".to_string());
     }
+    let mut vips = BTreeMap::new();
+    for (key, state) in &services {
+        if let ServiceState::Known { service, .. } = state {
+            for ip in &service.vips {
+                vips.entry(*ip).or_insert_with(|| key.clone());
+            }
+        }
+    }
     Ok(StaticConfig {
         identity,
         snapshot: Snapshot {
             services,
             versions,
+            vips,
             complete: true,
         },
     })

@@ -26,9 +26,9 @@ use self::detect::{detect, protocol_label, should_detect, Detected, DETECT_TIMEO
 use self::orig_dst::OrigDst;
 use super::http::boxed;
 use super::plan::Destination;
-use super::{request_authority, ForwardError, Outbound};
+use super::{request_authority, ForwardError, Outbound, RESOLVE_WAIT};
 use crate::config::UnknownDestination;
-use crate::discovery::{Endpoint, ServicePort};
+use crate::discovery::{Endpoint, ServicePort, ServiceState, Snapshot};
 use crate::metrics::{Direction, Flow};
 
 const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +74,21 @@ fn is_self(dst: SocketAddr, local: Option<SocketAddr>) -> bool {
     })
 }
 
+/// The snapshot to classify `dst` with. A VIP of a service this proxy has
+/// not subscribed to is in the mesh-wide VIP table: subscribe on demand and
+/// wait for its first answer, as the explicit proxy does for a host name.
+async fn snapshot_for(outbound: &Outbound, dst: SocketAddr) -> Arc<Snapshot> {
+    let snapshot = outbound.discovery.snapshot();
+    let Some(key) = snapshot.vip_owner(dst.ip()).map(str::to_string) else {
+        return snapshot;
+    };
+    if matches!(snapshot.service(&key), Some(ServiceState::Known { .. })) {
+        return snapshot;
+    }
+    outbound.discovery.resolve(&key, RESOLVE_WAIT).await;
+    outbound.discovery.snapshot()
+}
+
 async fn connection(
     outbound: &Arc<Outbound>,
     tcp: TcpStream,
@@ -95,7 +110,8 @@ async fn connection(
         metrics.captured(Direction::Outbound, "denied", "opaque", dst.port());
         return;
     }
-    let target = classify(&outbound.discovery.snapshot(), dst);
+    let snapshot = snapshot_for(outbound, dst).await;
+    let target = classify(&snapshot, dst);
     let (route, protocol) = match target {
         Target::Service {
             key,

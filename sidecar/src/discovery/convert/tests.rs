@@ -338,3 +338,65 @@ fn cache_applies_whole_responses_only() {
     );
     assert_eq!(cache.known().len(), 1);
 }
+
+fn vips_resource(entries: &[(&str, &str)]) -> pb::Resource {
+    pb::Resource {
+        key: key(pb::ResourceType::ServiceVips, ""),
+        version: "x1".into(),
+        body: Some(Body::ServiceVips(pb::ServiceVips {
+            vips: entries
+                .iter()
+                .map(|(a, s)| pb::ServiceVip {
+                    address: a.to_string(),
+                    service: s.to_string(),
+                })
+                .collect(),
+        })),
+    }
+}
+
+#[test]
+fn service_vips_convert_and_reach_the_snapshot() {
+    let table = vips_resource(&[("198.19.0.10", "ratings.shop"), ("fd00::a", "catalog.shop")]);
+    let mut cache = Cache::default();
+    cache
+        .apply(&pb::DiscoveryResponse {
+            nonce: "n".into(),
+            resources: vec![table],
+            removed: vec![],
+        })
+        .unwrap();
+    let snap = cache.snapshot(&[]);
+    assert_eq!(
+        snap.vip_owner("198.19.0.10".parse().unwrap()),
+        Some("ratings.shop")
+    );
+    assert_eq!(
+        snap.vip_owner("fd00::a".parse().unwrap()),
+        Some("catalog.shop")
+    );
+    assert_eq!(snap.vip_owner("198.19.0.11".parse().unwrap()), None);
+    // Known VIPs do not subscribe or invent services.
+    assert!(snap.services.is_empty());
+}
+
+#[test]
+fn bad_service_vips_name_the_entry() {
+    for (entries, field) in [
+        (vec![("not-an-ip", "a.b")], "service_vips.vips[0].address"),
+        (
+            vec![("198.19.0.1", "nodots")],
+            "service_vips.vips[0].service",
+        ),
+        (
+            vec![("198.19.0.1", "a.b"), ("198.19.0.1", "c.d")],
+            "service_vips.vips[1].address",
+        ),
+    ] {
+        let err = resource(0, &vips_resource(&entries)).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+    }
+    let mut named = vips_resource(&[]);
+    named.key = key(pb::ResourceType::ServiceVips, "x");
+    assert_eq!(resource(0, &named).unwrap_err().field, "key.name");
+}
