@@ -53,6 +53,7 @@ pub mod names {
     pub const UNKNOWN_DESTINATION: &str = "unknown-destination";
     pub const SUBSCRIBE: &str = "subscribe";
     pub const OPAQUE_PORT: &str = "opaque-port";
+    pub const WORKER_THREADS: &str = "worker-threads";
 
     /// Join token (or service-account token) when no `--token-file` is given.
     pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
@@ -263,6 +264,10 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     pub routes: Vec<GatewayRoute>,
     pub transparent: TransparentConfig,
+    /// Runtime worker threads: one for a sidecar unless asked (a request
+    /// that stays on one thread wakes no other; measured in
+    /// docs/benchmarks.md), every core for a gateway.
+    pub worker_threads: usize,
 }
 
 mod humantime_opt {
@@ -342,6 +347,8 @@ struct Args {
     subscribe: Vec<String>,
     #[arg(long = names::OPAQUE_PORT, value_name = "PORT")]
     opaque_port: Vec<u16>,
+    #[arg(long = names::WORKER_THREADS, value_name = "N")]
+    worker_threads: Option<String>,
 }
 
 impl Config {
@@ -483,6 +490,14 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         opaque_ports: a.opaque_port,
     };
 
+    let worker_threads = match opt(WORKER_THREADS, a.worker_threads.as_deref(), parse::threads)? {
+        Some(n) => n,
+        None if a.mode == Mode::Gateway => {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }
+        None => 1,
+    };
+
     match a.mode {
         Mode::Sidecar if inbound.is_none() => {
             return Err(ConfigError::Missing(format!(
@@ -525,6 +540,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         listen,
         routes,
         transparent,
+        worker_threads,
     })
 }
 

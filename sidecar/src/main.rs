@@ -58,8 +58,7 @@ fn run_init(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if init::is_init(&args) {
         return run_init(&args);
@@ -74,5 +73,10 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     init_tracing(&env);
-    mycel_sidecar::app::run(config, shutdown_signal()).await
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .thread_name("mycel-proxy")
+        .enable_all()
+        .build()?
+        .block_on(mycel_sidecar::app::run(config, shutdown_signal()))
 }

@@ -89,6 +89,18 @@ pub(super) fn ttl(flag: &'static str, raw: &str) -> Result<Duration, ConfigError
     Ok(d)
 }
 
+/// A worker thread count: 1 to 256.
+pub(super) fn threads(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(ConfigError::value(
+            flag,
+            raw,
+            "not a thread count in 1..=256",
+        )),
+    }
+}
+
 fn port_number(flag: &'static str, whole: &str, raw: &str) -> Result<u16, ConfigError> {
     match raw.parse::<u16>() {
         Ok(0) | Err(_) => Err(ConfigError::value(

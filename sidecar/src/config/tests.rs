@@ -417,3 +417,40 @@ fn transparent_mode_errors_name_the_flag() {
         assert!(matches!(parse(&ctl(&args), &[]), Err(ConfigError::Cli(_))));
     }
 }
+
+#[test]
+fn worker_threads_default_by_mode_and_are_checked() {
+    let sidecar = parse(&ctl(&["--inbound", "127.0.0.1:1"]), &[]).unwrap();
+    assert_eq!(sidecar.worker_threads, 1);
+    let four = parse(
+        &ctl(&["--inbound", "127.0.0.1:1", "--worker-threads", "4"]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(four.worker_threads, 4);
+    let gateway = parse(
+        &ctl(&[
+            "--mode",
+            "gateway",
+            "--listen",
+            "127.0.0.1:8080",
+            "--route",
+            "/=a.b:80",
+        ]),
+        &[],
+    )
+    .unwrap();
+    assert!(gateway.worker_threads >= 1);
+    for bad in ["0", "many", "1000"] {
+        let err = parse(
+            &ctl(&["--inbound", "127.0.0.1:1", "--worker-threads", bad]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--worker-threads") && err.contains(bad),
+            "{err}"
+        );
+    }
+}
