@@ -172,6 +172,22 @@ impl Capture {
     }
 }
 
+/// `curl url` from `from`; must succeed with JSON. On failure the message
+/// carries curl's output and the sidecar logs of `logs`.
+fn curl_json(from: &Pod, url: &str, logs: &[&Pod]) -> serde_json::Value {
+    let r = from.exec("curl", &["-sS", "-m", "10", url]);
+    let sidecars: Vec<String> = logs.iter().map(|p| p.sidecar_log()).collect();
+    assert!(
+        r.ok,
+        "curl {url}: {}{}\n{}",
+        r.stdout,
+        r.stderr,
+        sidecars.join("\n")
+    );
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("curl {url}: not JSON ({e}): {}", r.stdout))
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -255,16 +271,7 @@ async fn pod_ips_reach_the_endpoint_over_mtls_and_other_addresses_pass_through_o
 
     // The meshed pod's own address: that endpoint, over mTLS, identity kept.
     let direct = format!("http://{}:8080/ratings/p2", server.ip);
-    let r = passing.exec("curl", &["-sS", "-m", "10", &direct]);
-    assert!(
-        r.ok,
-        "{}{}
-{}",
-        r.stdout,
-        r.stderr,
-        passing.sidecar_log()
-    );
-    let body: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let body = curl_json(&passing, &direct, &[&passing]);
     assert_eq!(body["caller"], passing.spiffe_id.clone().unwrap(), "{body}");
 
     // Not in the mesh: plain TCP, or refused.
@@ -284,16 +291,7 @@ async fn pod_ips_reach_the_endpoint_over_mtls_and_other_addresses_pass_through_o
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let plain = format!("http://{wait_out}/ratings/p3");
-    let r = passing.exec("curl", &["-sS", "-m", "10", &plain]);
-    assert!(
-        r.ok,
-        "{}{}
-{}",
-        r.stdout,
-        r.stderr,
-        passing.sidecar_log()
-    );
-    let body: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let body = curl_json(&passing, &plain, &[&passing]);
     assert!(body["caller"].is_null(), "{body}");
     let r = denying.exec("curl", &["-sS", "-m", "10", &plain]);
     assert!(!r.ok, "denied destination answered: {}", r.stdout);
@@ -555,9 +553,7 @@ async fn strict_refuses_and_permissive_admits_plaintext_from_outside_the_mesh() 
     assert!(!r.ok, "strict pod answered plaintext: {}", r.stdout);
 
     let to_open = format!("http://{}:8080/ratings/p1", open.ip);
-    let r = outsider.exec("curl", &["-sS", "-m", "5", &to_open]);
-    assert!(r.ok, "{}{}\n{}", r.stdout, r.stderr, open.sidecar_log());
-    let body: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let body = curl_json(&outsider, &to_open, &[&open]);
     assert_eq!(body["product_id"], "p1");
     assert!(body["caller"].is_null(), "no mesh identity: {body}");
 
