@@ -125,6 +125,52 @@ pub fn start_err(what: impl Into<String>, message: impl std::fmt::Display) -> Se
     }
 }
 
+/// One side of a config-file proxy pair (nginx, HAProxy): writes `conf`
+/// to `<dir>/<tool>-<side>.<ext>`, has the program check it
+/// (`check_args` + path), then starts it (`run_args` + path).
+pub struct ConfiguredProxy<'a> {
+    pub tool: &'a str,
+    pub program: &'a std::path::Path,
+    pub ext: &'a str,
+    pub check_args: &'a [&'a str],
+    pub run_args: &'a [&'a str],
+}
+
+impl ConfiguredProxy<'_> {
+    pub fn start(
+        &self,
+        side: &str,
+        conf: String,
+        dir: &std::path::Path,
+    ) -> Result<ChildProc, SetupError> {
+        let path = dir.join(format!("{}-{side}.{}", self.tool, self.ext));
+        std::fs::write(&path, conf)?;
+        let check = std::process::Command::new(self.program)
+            .args(self.check_args)
+            .arg(&path)
+            .output()?;
+        if !check.status.success() {
+            return Err(start_err(
+                format!("{} {side} config", self.tool),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&check.stdout),
+                    String::from_utf8_lossy(&check.stderr)
+                ),
+            ));
+        }
+        let mut args: Vec<String> = self.run_args.iter().map(|a| a.to_string()).collect();
+        args.push(path.display().to_string());
+        Ok(ChildProc::spawn(
+            &format!("{}-{side}-side", self.tool),
+            self.program,
+            &args,
+            &[],
+            dir,
+        )?)
+    }
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use super::{free_port, proxy_pair, start_err, which, PairSpec, Setup, SetupError};
+use super::{free_port, proxy_pair, which, ConfiguredProxy, PairSpec, Setup, SetupError};
 use crate::backend::BackendAddrs;
 use crate::certs::{write_pki, Pki, SERVER_NAME};
-use crate::child::ChildProc;
 use crate::probe::ClientCert;
 
 #[derive(Clone, Copy, Debug)]
@@ -75,39 +74,19 @@ pub async fn start(backend: &BackendAddrs) -> Result<Setup, SetupError> {
         ports.front[i] = free_port()?.port();
         ports.mesh[i] = free_port()?.port();
     }
+    let proxy = ConfiguredProxy {
+        tool: "haproxy",
+        program: &program,
+        ext: "cfg",
+        check_args: &["-c", "-q", "-f"],
+        run_args: &["-db", "-f"],
+    };
     let mut children = Vec::new();
     for (name, conf) in [
         ("server", server_conf(&pki, ports, backend)),
         ("client", client_conf(&pki, ports)),
     ] {
-        let path = dir.path().join(format!("haproxy-{name}.cfg"));
-        std::fs::write(&path, conf)?;
-        let check = std::process::Command::new(&program)
-            .args(["-c", "-q", "-f"])
-            .arg(&path)
-            .output()?;
-        if !check.status.success() {
-            return Err(start_err(
-                format!("haproxy {name} config"),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&check.stdout),
-                    String::from_utf8_lossy(&check.stderr)
-                ),
-            ));
-        }
-        let args = vec![
-            "-db".to_string(),
-            "-f".to_string(),
-            path.display().to_string(),
-        ];
-        children.push(ChildProc::spawn(
-            &format!("haproxy-{name}-side"),
-            &program,
-            &args,
-            &[],
-            dir.path(),
-        )?);
+        children.push(proxy.start(name, conf, dir.path())?);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(proxy_pair(

@@ -9,10 +9,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{free_port, proxy_pair, start_err, which, PairSpec, Setup, SetupError};
+use super::{free_port, proxy_pair, which, ConfiguredProxy, PairSpec, Setup, SetupError};
 use crate::backend::BackendAddrs;
 use crate::certs::{write_pki, Pki, SERVER_NAME};
-use crate::child::ChildProc;
 use crate::probe::ClientCert;
 
 /// Ports of the pair.
@@ -103,31 +102,19 @@ pub async fn start(backend: &BackendAddrs) -> Result<Setup, SetupError> {
         mesh_http: free_port()?.port(),
         mesh_grpc: free_port()?.port(),
     };
+    let proxy = ConfiguredProxy {
+        tool: "nginx",
+        program: &program,
+        ext: "conf",
+        check_args: &["-t", "-q", "-c"],
+        run_args: &["-c"],
+    };
     let mut children = Vec::new();
     for (name, conf) in [
         ("server", server_conf(dir.path(), &pki, ports, backend)),
         ("client", client_conf(dir.path(), &pki, ports)),
     ] {
-        let path = dir.path().join(format!("nginx-{name}.conf"));
-        std::fs::write(&path, conf)?;
-        let check = std::process::Command::new(&program)
-            .args(["-t", "-q", "-c"])
-            .arg(&path)
-            .output()?;
-        if !check.status.success() {
-            return Err(start_err(
-                format!("nginx {name} config"),
-                String::from_utf8_lossy(&check.stderr),
-            ));
-        }
-        let args = vec!["-c".to_string(), path.display().to_string()];
-        children.push(ChildProc::spawn(
-            &format!("nginx-{name}-side"),
-            &program,
-            &args,
-            &[],
-            dir.path(),
-        )?);
+        children.push(proxy.start(name, conf, dir.path())?);
     }
     // Let the masters fork their workers before the first measurement.
     tokio::time::sleep(Duration::from_millis(300)).await;
