@@ -3,6 +3,7 @@
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 
 use super::http::{boxed, empty, strip_hop_by_hop, text, Body, APP_PROTOCOL, DST_PORT, PEER_ID};
@@ -144,6 +145,21 @@ impl Outbound {
         res
     }
 
+    /// The pooled mesh connection to `endpoint`, with its name for errors.
+    async fn sender_to(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(String, SendRequest<Body>), ForwardError> {
+        let name = endpoint_name(endpoint);
+        match self.pool.get(endpoint.mesh_addr, &endpoint.identity).await {
+            Ok(sender) => Ok((name, sender)),
+            Err(source) => Err(ForwardError::Dial {
+                endpoint: name,
+                source,
+            }),
+        }
+    }
+
     async fn send_to(
         &self,
         endpoint: &Endpoint,
@@ -151,15 +167,7 @@ impl Outbound {
         authority: &str,
         req: Request<Body>,
     ) -> Result<Response<Body>, ForwardError> {
-        let name = endpoint_name(endpoint);
-        let mut sender = self
-            .pool
-            .get(endpoint.mesh_addr, &endpoint.identity)
-            .await
-            .map_err(|source| ForwardError::Dial {
-                endpoint: name.clone(),
-                source,
-            })?;
+        let (name, mut sender) = self.sender_to(endpoint).await?;
         let req = mesh_request(req, authority, port)?;
         let res = sender
             .send_request(req)
@@ -186,15 +194,7 @@ impl Outbound {
         endpoint: &Endpoint,
         target_port: u16,
     ) -> Result<Upgraded, ForwardError> {
-        let name = endpoint_name(endpoint);
-        let mut sender = self
-            .pool
-            .get(endpoint.mesh_addr, &endpoint.identity)
-            .await
-            .map_err(|source| ForwardError::Dial {
-                endpoint: name.clone(),
-                source,
-            })?;
+        let (name, mut sender) = self.sender_to(endpoint).await?;
         let target = std::net::SocketAddr::new(endpoint.mesh_addr.ip(), target_port);
         let req = Request::builder()
             .method(Method::CONNECT)
