@@ -1,13 +1,17 @@
 //! The wire contract between the Mycel control plane and its proxies, plus
-//! the few types both sides must agree on byte for byte (SPIFFE IDs, service
-//! names).
+//! the few types and rules both sides must agree on byte for byte: SPIFFE
+//! IDs, name rules and service keys, port protocols, mesh header names and
+//! the field validators applied on both ends of the stream.
 //!
 //! The protobuf code is generated from `proto/mycel/v1/*.proto` at build
 //! time with a pure-Rust compiler; conversions to each side's own model live
 //! beside that model, not here.
 
+pub mod headers;
 pub mod names;
+pub mod protocol;
 pub mod spiffe;
+pub mod validate;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {

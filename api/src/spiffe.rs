@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::names::{self, NameError, NameKind};
+
 /// A workload identity. Only the Kubernetes-shaped path is accepted, because
 /// authorization and certificate issuance both reason in namespace and
 /// service-account terms.
@@ -19,8 +21,8 @@ pub enum SpiffeIdError {
     Scheme(String),
     #[error("SPIFFE ID {0:?} is not of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
     Shape(String),
-    #[error("{what} {value:?} is not a valid name (lowercase letters, digits, '-', '.', at most 253 characters)")]
-    Name { what: &'static str, value: String },
+    #[error(transparent)]
+    Name(#[from] NameError),
     #[error("certificate cannot be parsed: {0}")]
     Certificate(String),
     #[error("certificate has no SPIFFE URI SAN")]
@@ -29,31 +31,15 @@ pub enum SpiffeIdError {
     Several(usize),
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
-
 impl SpiffeId {
     pub fn new(
         trust_domain: &str,
         namespace: &str,
         service_account: &str,
     ) -> Result<Self, SpiffeIdError> {
-        for (what, value) in [
-            ("trust domain", trust_domain),
-            ("namespace", namespace),
-            ("service account", service_account),
-        ] {
-            if !valid_name(value) {
-                return Err(SpiffeIdError::Name {
-                    what,
-                    value: value.to_string(),
-                });
-            }
-        }
+        names::validate(NameKind::TrustDomain, trust_domain)?;
+        names::validate(NameKind::Namespace, namespace)?;
+        names::validate(NameKind::ServiceAccount, service_account)?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
             namespace: namespace.to_string(),
@@ -145,6 +131,8 @@ mod tests {
             "spiffe://cluster.local/ns/A/sa/b",
             "spiffe://cluster.local/ns//sa/b",
             "spiffe://cluster.local/x/a/sa/b",
+            // A namespace no Kubernetes Service could live in.
+            "spiffe://cluster.local/ns/a.b/sa/b",
         ] {
             assert!(bad.parse::<SpiffeId>().is_err(), "{bad} should be rejected");
         }

@@ -6,66 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use mycel_api::names;
 use mycel_api::spiffe::SpiffeId;
 use serde::Serialize;
 
-/// `<name>.<namespace>`, the key of a service everywhere in the mesh.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct ServiceKey(String);
-
-impl ServiceKey {
-    pub fn new(name: &str, namespace: &str) -> Self {
-        Self(names::service_key(name, namespace))
-    }
-
-    /// Parses `<name>.<namespace>`; `None` when the key has another shape.
-    pub fn parse(key: &str) -> Option<Self> {
-        names::split_service_key(key).map(|(name, ns)| Self::new(name, ns))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn name(&self) -> &str {
-        self.0.split_once('.').map_or(self.0.as_str(), |(n, _)| n)
-    }
-
-    pub fn namespace(&self) -> &str {
-        self.0.split_once('.').map_or("", |(_, ns)| ns)
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Application protocol of a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Http,
-    Http2,
-    Grpc,
-    Tcp,
-}
-
-impl Protocol {
-    /// The `appProtocol` spelling used in mesh.yaml.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "http" => Some(Self::Http),
-            "http2" => Some(Self::Http2),
-            "grpc" => Some(Self::Grpc),
-            "tcp" => Some(Self::Tcp),
-            _ => None,
-        }
-    }
-}
+pub use mycel_api::names::ServiceKey;
+pub use mycel_api::protocol::Protocol;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServicePort {
@@ -88,7 +33,10 @@ pub struct Service {
 
 impl Service {
     pub fn key(&self) -> ServiceKey {
+        // Sources validate both names with the same rules before a Service
+        // exists (mesh.yaml parser, Kubernetes' own API validation).
         ServiceKey::new(&self.name, &self.namespace)
+            .expect("service names are validated by every source")
     }
 
     /// Whether a workload is selected by this service (readiness aside).
@@ -271,33 +219,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn service_keys() {
-        let k = ServiceKey::new("catalog", "shop");
-        assert_eq!(k.as_str(), "catalog.shop");
-        assert_eq!(k.name(), "catalog");
-        assert_eq!(k.namespace(), "shop");
-        assert_eq!(ServiceKey::parse("catalog.shop"), Some(k));
-        assert_eq!(ServiceKey::parse("catalog"), None);
-        assert_eq!(ServiceKey::parse("a.b.c"), None);
-    }
-
-    #[test]
-    fn protocols_parse() {
-        for (s, want) in [
-            ("http", Some(Protocol::Http)),
-            ("http2", Some(Protocol::Http2)),
-            ("grpc", Some(Protocol::Grpc)),
-            ("tcp", Some(Protocol::Tcp)),
-            ("HTTP", None),
-            ("udp", None),
-        ] {
-            assert_eq!(Protocol::parse(s), want, "{s}");
-        }
-    }
-
-    #[test]
     fn resource_key_display() {
-        let k = ServiceKey::new("a", "b");
+        let k = ServiceKey::new("a", "b").unwrap();
         assert_eq!(ResourceKey::service(&k).to_string(), "service/a.b");
         assert_eq!(ResourceKey::endpoints(&k).to_string(), "endpoints/a.b");
         assert_eq!(ResourceKey::trust_bundle().to_string(), "trust_bundle/");

@@ -11,6 +11,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
+use mycel_api::names::NameKind;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -414,10 +415,14 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         }
     };
 
-    parse::name(WORKLOAD, &a.workload)?;
-    parse::name(NAMESPACE, &a.namespace)?;
-    parse::name(SERVICE_ACCOUNT, &a.service_account)?;
-    parse::name(TRUST_DOMAIN, &a.trust_domain)?;
+    parse::name(WORKLOAD, NameKind::Workload, &a.workload)?;
+    parse::name(NAMESPACE, NameKind::Namespace, &a.namespace)?;
+    parse::name(
+        SERVICE_ACCOUNT,
+        NameKind::ServiceAccount,
+        &a.service_account,
+    )?;
+    parse::name(TRUST_DOMAIN, NameKind::TrustDomain, &a.trust_domain)?;
     if let Some(zone) = &a.zone {
         if zone.is_empty() {
             return Err(ConfigError::value(ZONE, zone, "must not be empty"));

@@ -104,9 +104,10 @@ fn validate_names(namespace: &str, service_account: &str) -> Result<(), TokenErr
     SpiffeId::new("cluster.local", namespace, service_account)
         .map(|_| ())
         .map_err(|e| match e {
-            mycel_api::spiffe::SpiffeIdError::Name { what, value } => {
-                TokenError::InvalidName { what, value }
-            }
+            mycel_api::spiffe::SpiffeIdError::Name(e) => TokenError::InvalidName {
+                what: e.kind.as_str(),
+                value: e.value,
+            },
             other => TokenError::InvalidName {
                 what: "identity",
                 value: other.to_string(),

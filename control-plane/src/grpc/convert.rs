@@ -17,27 +17,17 @@ pub enum ConvertError {
         field: &'static str,
         message: String,
     },
-    #[error("{0:?} is not a service key (<name>.<namespace>)")]
-    ServiceKey(String),
+    #[error(transparent)]
+    ServiceKey(#[from] mycel_api::names::ServiceKeyError),
 }
 
 pub fn protocol_to_proto(p: Protocol) -> v1::Protocol {
-    match p {
-        Protocol::Http => v1::Protocol::Http,
-        Protocol::Http2 => v1::Protocol::Http2,
-        Protocol::Grpc => v1::Protocol::Grpc,
-        Protocol::Tcp => v1::Protocol::Tcp,
-    }
+    p.to_proto()
 }
 
 /// Unknown and unspecified protocols are treated as HTTP, the mesh default.
 pub fn protocol_from_proto(p: i32) -> Protocol {
-    match v1::Protocol::try_from(p) {
-        Ok(v1::Protocol::Http2) => Protocol::Http2,
-        Ok(v1::Protocol::Grpc) => Protocol::Grpc,
-        Ok(v1::Protocol::Tcp) => Protocol::Tcp,
-        _ => Protocol::Http,
-    }
+    Protocol::from_proto(p).unwrap_or_default()
 }
 
 pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
@@ -134,7 +124,7 @@ pub fn resource_to_proto(r: &Resource) -> v1::Resource {
 }
 
 pub fn service_key_from_proto(s: &str) -> Result<ServiceKey, ConvertError> {
-    ServiceKey::parse(s).ok_or_else(|| ConvertError::ServiceKey(s.to_string()))
+    Ok(ServiceKey::parse(s)?)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -253,7 +243,7 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        let k = ServiceKey::new("a", "b");
+        let k = ServiceKey::new("a", "b").unwrap();
         for key in [
             ResourceKey::service(&k),
             ResourceKey::endpoints(&k),
@@ -312,7 +302,7 @@ mod tests {
 
     #[test]
     fn endpoints_not_found_and_bundle_to_proto() {
-        let k = ServiceKey::new("a", "b");
+        let k = ServiceKey::new("a", "b").unwrap();
         let ep = Endpoint {
             address: "127.0.0.2".into(),
             mesh_port: 15001,
@@ -404,11 +394,11 @@ mod tests {
     fn service_keys_from_wire() {
         assert_eq!(
             service_key_from_proto("a.b").unwrap(),
-            ServiceKey::new("a", "b")
+            ServiceKey::new("a", "b").unwrap()
         );
         assert_eq!(
             service_key_from_proto("nope").unwrap_err().to_string(),
-            "\"nope\" is not a service key (<name>.<namespace>)"
+            "service key \"nope\" is not of the form <name>.<namespace>"
         );
     }
 }

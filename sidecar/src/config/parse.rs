@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use mycel_api::names::{self, NameKind, ServiceKey};
+
 use super::names::{APP_PORT, LABEL, ROUTE, TCP_UPSTREAM};
 use super::ConfigError;
 use crate::discovery::Protocol;
@@ -39,23 +41,14 @@ pub struct GatewayRoute {
     pub port: u16,
 }
 
+/// Port names follow the Kubernetes rule for them (a DNS label).
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    names::validate(NameKind::Service, s).is_ok()
 }
 
-pub(super) fn name(flag: &'static str, raw: &str) -> Result<(), ConfigError> {
-    if valid_name(raw) {
-        Ok(())
-    } else {
-        Err(ConfigError::value(
-            flag,
-            raw,
-            "not a valid name (lowercase letters, digits, '-', '.', at most 253 characters)",
-        ))
-    }
+/// Checks a name flag with the mesh-wide rule for its kind.
+pub(super) fn name(flag: &'static str, kind: NameKind, raw: &str) -> Result<(), ConfigError> {
+    names::validate(kind, raw).map_err(|e| ConfigError::value(flag, raw, e.to_string()))
 }
 
 pub(super) fn ip(flag: &'static str, raw: &str) -> Result<IpAddr, ConfigError> {
@@ -172,16 +165,9 @@ pub(super) fn app_port(raw: &str) -> Result<AppPort, ConfigError> {
 
 /// `svc.ns` → the service key, checked.
 pub(super) fn service_key(flag: &'static str, raw: &str) -> Result<String, ConfigError> {
-    let (svc, ns) = mycel_api::names::split_service_key(raw)
-        .ok_or_else(|| ConfigError::value(flag, raw, "expected a service as NAME.NAMESPACE"))?;
-    if !valid_name(svc) || !valid_name(ns) {
-        return Err(ConfigError::value(
-            flag,
-            raw,
-            "the service has an invalid name or namespace",
-        ));
-    }
-    Ok(raw.to_string())
+    ServiceKey::parse(raw)
+        .map(ServiceKey::into_string)
+        .map_err(|e| ConfigError::value(flag, raw, e.to_string()))
 }
 
 /// `svc.ns:port` → (service key, port).
@@ -189,20 +175,7 @@ fn service_port(flag: &'static str, whole: &str, raw: &str) -> Result<(String, u
     let (key, port) = raw
         .rsplit_once(':')
         .ok_or_else(|| ConfigError::value(flag, whole, "target must be SVC.NS:PORT"))?;
-    let (svc, ns) = mycel_api::names::split_service_key(key).ok_or_else(|| {
-        ConfigError::value(
-            flag,
-            whole,
-            format!("service {key:?} is not of the form NAME.NAMESPACE"),
-        )
-    })?;
-    if !valid_name(svc) || !valid_name(ns) {
-        return Err(ConfigError::value(
-            flag,
-            whole,
-            format!("service {key:?} has an invalid name or namespace"),
-        ));
-    }
+    ServiceKey::parse(key).map_err(|e| ConfigError::value(flag, whole, e.to_string()))?;
     Ok((key.to_string(), port_number(flag, whole, port)?))
 }
 

@@ -271,7 +271,7 @@ fn errors_name_the_problem() {
                 "127.0.0.1:1=redis:6379",
             ]),
             vec![],
-            "NAME.NAMESPACE",
+            "<name>.<namespace>",
         ),
         (
             ctl(&[
@@ -398,7 +398,7 @@ fn transparent_mode_flags() {
 fn transparent_mode_errors_name_the_flag() {
     let cases: &[(&[&str], &str)] = &[
         (&["--subscribe", "ratings"], "--subscribe \"ratings\""),
-        (&["--subscribe", "Ratings.shop"], "invalid name"),
+        (&["--subscribe", "Ratings.shop"], "service name \"Ratings\" is not valid"),
         (
             &["--transparent-outbound", "15001"],
             "--transparent-outbound",

@@ -89,7 +89,7 @@ impl HelloParams {
                     .map(|p| pb::WorkloadPort {
                         name: p.name.clone(),
                         port: u32::from(p.port),
-                        protocol: wire_protocol(p.protocol) as i32,
+                        protocol: Protocol::to_proto(p.protocol) as i32,
                     })
                     .collect(),
                 ready: false,
@@ -98,15 +98,6 @@ impl HelloParams {
             register: config.mode == Mode::Sidecar,
             mode: config.mode.as_str().to_string(),
         }
-    }
-}
-
-fn wire_protocol(p: Protocol) -> pb::Protocol {
-    match p {
-        Protocol::Http => pb::Protocol::Http,
-        Protocol::Http2 => pb::Protocol::Http2,
-        Protocol::Grpc => pb::Protocol::Grpc,
-        Protocol::Tcp => pb::Protocol::Tcp,
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use mycel_api::names::{service_key, split_service_key};
+use mycel_api::names::{service_key, ServiceKey};
 use mycel_api::spiffe::SpiffeId;
 use mycel_api::v1 as pb;
 use pb::resource::Body;
@@ -119,8 +119,10 @@ pub fn key(index: usize, key: Option<&pb::ResourceKey>) -> Result<(Kind, String)
         Kind::TrustBundle | Kind::ServiceVips if !key.name.is_empty() => {
             return Err(ctx.err("key.name", "must be empty for this resource type"))
         }
-        Kind::Service | Kind::Endpoints if split_service_key(&key.name).is_none() => {
-            return Err(ctx.err("key.name", "is not of the form <name>.<namespace>"))
+        Kind::Service | Kind::Endpoints => {
+            if let Err(e) = ServiceKey::parse(&key.name) {
+                return Err(ctx.err("key.name", e.to_string()));
+            }
         }
         _ => {}
     }
@@ -165,14 +167,8 @@ fn port(ctx: &Ctx, field: String, v: u32) -> Result<u16, ConvertError> {
 }
 
 fn protocol(ctx: &Ctx, field: String, v: i32) -> Result<Protocol, ConvertError> {
-    match pb::Protocol::try_from(v) {
-        // Unset means the mesh default, as in mesh.yaml.
-        Ok(pb::Protocol::Unspecified) | Ok(pb::Protocol::Http) => Ok(Protocol::Http),
-        Ok(pb::Protocol::Http2) => Ok(Protocol::Http2),
-        Ok(pb::Protocol::Grpc) => Ok(Protocol::Grpc),
-        Ok(pb::Protocol::Tcp) => Ok(Protocol::Tcp),
-        Err(_) => Err(ctx.err(field, format!("unknown protocol {v}"))),
-    }
+    // Unset means the mesh default, as in mesh.yaml.
+    Protocol::from_proto(v).ok_or_else(|| ctx.err(field, format!("unknown protocol {v}")))
 }
 
 fn service(ctx: &Ctx, key: &str, s: &pb::Service) -> Result<Service, ConvertError> {
@@ -294,7 +290,7 @@ fn service_vips(ctx: &Ctx, v: &pb::ServiceVips) -> Result<BTreeMap<IpAddr, Strin
                 format!("{:?} is not an IP address", entry.address),
             )
         })?;
-        if split_service_key(&entry.service).is_none() {
+        if ServiceKey::parse(&entry.service).is_err() {
             return Err(ctx.err(
                 format!("service_vips.vips[{i}].service"),
                 format!("{:?} is not of the form <name>.<namespace>", entry.service),

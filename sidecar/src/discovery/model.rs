@@ -10,14 +10,7 @@ use std::sync::Arc;
 use mycel_api::spiffe::SpiffeId;
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Http,
-    Http2,
-    Grpc,
-    Tcp,
-}
+pub use mycel_api::protocol::Protocol;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServicePort {

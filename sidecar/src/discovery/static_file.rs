@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mycel_api::names::service_key;
+use mycel_api::names::{self, service_key, NameKind};
 use mycel_api::spiffe::SpiffeId;
 use serde::Deserialize;
 
@@ -172,13 +172,6 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<StaticConfig, Static
 
 type FieldError = (String, String);
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
-
 fn port(field: String, v: u32) -> Result<u16, FieldError> {
     match u16::try_from(v) {
         Ok(p) if p != 0 => Ok(p),
@@ -200,18 +193,9 @@ fn protocol(field: String, v: Option<&str>) -> Result<Protocol, FieldError> {
 }
 
 fn service(s: &RawService) -> Result<(String, ServiceState), FieldError> {
-    if !valid_name(&s.name) || s.name.contains('.') {
-        return Err((
-            "name".into(),
-            format!("{:?} is not a valid service name", s.name),
-        ));
-    }
-    if !valid_name(&s.namespace) || s.namespace.contains('.') {
-        return Err((
-            "namespace".into(),
-            format!("{:?} is not a valid namespace", s.namespace),
-        ));
-    }
+    names::validate(NameKind::Service, &s.name).map_err(|e| ("name".into(), e.to_string()))?;
+    names::validate(NameKind::Namespace, &s.namespace)
+        .map_err(|e| ("namespace".into(), e.to_string()))?;
     let mut ports: Vec<ServicePort> = Vec::new();
     for (i, p) in s.ports.iter().enumerate() {
         let number = port(format!("ports[{i}].port"), p.port)?;

@@ -6,6 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+use mycel_api::headers;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -13,11 +14,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 /// Header naming the app port a request is for, set by the client sidecar.
-pub const DST_PORT: HeaderName = HeaderName::from_static("mycel-dst-port");
+pub const DST_PORT: HeaderName = HeaderName::from_static(headers::DST_PORT);
 /// Set to `h2` by the client sidecar when the app speaks HTTP/2 (gRPC).
-pub const APP_PROTOCOL: HeaderName = HeaderName::from_static("mycel-app-protocol");
+pub const APP_PROTOCOL: HeaderName = HeaderName::from_static(headers::APP_PROTOCOL);
 /// The authenticated SPIFFE ID of the calling workload, for the app.
-pub const PEER_ID: HeaderName = HeaderName::from_static("x-mycel-peer-id");
+pub const PEER_ID: HeaderName = HeaderName::from_static(headers::PEER_ID);
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()

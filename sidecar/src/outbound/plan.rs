@@ -96,7 +96,8 @@ pub fn destination(
         None => None,
     };
     let service_key = mycel_api::names::service_from_host(host, namespace, cluster_domain)
-        .ok_or_else(|| PlanError::UnknownService(host.to_string()))?;
+        .ok_or_else(|| PlanError::UnknownService(host.to_string()))?
+        .into_string();
     Ok(Destination {
         host: host.to_string(),
         service_key,

@@ -123,7 +123,7 @@ mod tests {
 
     fn res(name: &str, version: &str) -> Arc<Resource> {
         Arc::new(Resource {
-            key: ResourceKey::service(&ServiceKey::new(name, "ns")),
+            key: ResourceKey::service(&ServiceKey::new(name, "ns").unwrap()),
             version: version.into(),
             body: ResourceBody::NotFound,
         })

@@ -39,7 +39,10 @@ fn valid_hello() {
     let s = check_hello(&peer(), hello()).unwrap();
     assert_eq!(s.proxy_id, "p1");
     assert_eq!(s.mode, "sidecar");
-    assert_eq!(s.subscriptions, vec![ServiceKey::new("reviews", "shop")]);
+    assert_eq!(
+        s.subscriptions,
+        vec![ServiceKey::new("reviews", "shop").unwrap()]
+    );
     assert_eq!(
         s.known,
         vec![(ResourceKey::trust_bundle(), "abc".to_string())]
@@ -92,7 +95,7 @@ fn hello_errors() {
         (
             |h| h.subscriptions.push("bad".into()),
             Code::InvalidArgument,
-            "hello.subscriptions: \"bad\"",
+            "hello.subscriptions: service key \"bad\"",
         ),
         (
             |h| h.workload.as_mut().unwrap().mesh_port = 0,

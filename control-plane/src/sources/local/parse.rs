@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use mycel_api::names::{self, NameKind};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
@@ -112,13 +113,7 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// RFC 1123 label: what Kubernetes requires of namespaces and port names.
 pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+    names::validate(NameKind::Namespace, s).is_ok()
 }
 
 /// RFC 1035 label: what Kubernetes requires of service names.
