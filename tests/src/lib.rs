@@ -16,4 +16,4 @@ pub mod shop;
 pub mod skip;
 
 pub use mesh::{Mesh, Sidecar, SidecarSpec};
-pub use process::{bin, free_port, Proc};
+pub use process::{bin, Proc};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::http;
-use crate::process::{bin, free_port, Proc};
+use crate::process::{bin, Proc};
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
@@ -58,8 +58,10 @@ impl Mesh {
         let mut mesh = Mesh {
             dir,
             controller: None,
-            grpc: addr(free_port()),
-            admin: addr(free_port()),
+            // Port 0: the controller binds, then says which ports it got in
+            // its ready line (no bind-release-reuse race with other tests).
+            grpc: addr(0),
+            admin: addr(0),
             extra_controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
         };
         mesh.start_controller().await;
@@ -74,7 +76,8 @@ impl Mesh {
         self.path("logs")
     }
 
-    /// (Re)starts the controller on the same ports and data dir.
+    /// (Re)starts the controller on the same ports and data dir (the first
+    /// start lets it pick free ports and reads them from its ready line).
     pub async fn start_controller(&mut self) {
         let mut args = vec![
             "--data-dir".to_string(),
@@ -90,13 +93,24 @@ impl Mesh {
         let n = std::fs::read_dir(self.logs())
             .map(|d| d.count())
             .unwrap_or(0);
-        let proc = Proc::spawn(
+        let mut proc = Proc::spawn(
             &format!("controller-{n}"),
             &bin("mycel-controller"),
             &args,
             &self.logs(),
         );
+        let ready = proc
+            .wait_for_line("mycel-controller ready ", Duration::from_secs(20))
+            .await;
         self.controller = Some(proc);
+        let ready = ready.unwrap_or_else(|e| panic!("controller did not start: {e}"));
+        for (field, slot) in [("grpc=", &mut self.grpc), ("admin=", &mut self.admin)] {
+            *slot = ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(field))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {field} address in the ready line {ready:?}"));
+        }
         if let Err(e) = http::wait_ok(self.admin, "/ready", Duration::from_secs(20)).await {
             let log = self.controller.as_ref().map(Proc::log).unwrap_or_default();
             panic!("controller not ready: {e:#}\n{log}");

@@ -1,6 +1,5 @@
 //! Child processes and the loopback ports they use.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,12 +21,6 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// A running child process; killed on drop. Output goes to a log file that
@@ -65,6 +58,33 @@ impl Proc {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for a line of the log that starts with `prefix` (such as a
+    /// binary's ready line, which names the ports it bound) and returns it.
+    /// Fails early, with the log, if the process exits first.
+    pub async fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> Result<String, String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.starts_with(prefix)) {
+                return Ok(line.to_string());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited with {status}; log:\n{}",
+                    self.name,
+                    self.log()
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{} printed no line starting with {prefix:?} within {limit:?}; log:\n{}",
+                    self.name,
+                    self.log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Panics with the log if the process already exited.
