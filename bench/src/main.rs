@@ -40,8 +40,9 @@ struct Cli {
     /// this binary, i.e. target/release).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Where results go.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    /// Where results go (an ignored folder; runs quoted in docs/benchmarks.md
+    /// are copied to bench/results by hand).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-results"))]
     out: PathBuf,
     /// Override the length of each open-loop measurement (milliseconds).
     #[arg(long)]
