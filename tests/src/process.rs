@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// Path of a workspace binary, next to the test executable's target dir.
@@ -106,7 +108,7 @@ impl Proc {
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {
-            signal(pid, libc::SIGTERM);
+            signal(pid, Signal::SIGTERM as i32);
         }
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(Ok(status)) => Some(status),
@@ -133,9 +135,9 @@ impl Proc {
 }
 
 fn signal(pid: u32, sig: i32) {
-    // `kill(1)` keeps the test crate free of unsafe code.
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+    let (Ok(pid), Ok(sig)) = (i32::try_from(pid), Signal::try_from(sig)) else {
+        return;
+    };
+    // The child may already be gone; the caller waits and sees that.
+    let _ = kill(Pid::from_raw(pid), sig);
 }

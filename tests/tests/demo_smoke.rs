@@ -79,7 +79,7 @@ async fn demo_starts_serves_and_stops_cleanly() {
         processes_mentioning(&needle)
     );
 
-    demo.signal(libc::SIGINT);
+    demo.signal(nix::sys::signal::Signal::SIGINT as i32);
     let status = demo
         .wait(Duration::from_secs(20))
         .await

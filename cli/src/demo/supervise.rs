@@ -2,6 +2,8 @@
 //! output in a log file, killed by the kernel if `mycelctl` dies, watched
 //! for unexpected exits, and stopped (SIGTERM, then SIGKILL) as a whole.
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -169,7 +171,7 @@ impl Supervisor {
     /// SIGTERM to every running group, SIGKILL to those still running after
     /// `grace`. Returns the names of children that had to be killed.
     pub async fn stop_all(&mut self, grace: Duration) -> Vec<String> {
-        self.signal_running(libc::SIGTERM);
+        self.signal_running(Signal::SIGTERM);
         self.collect_exits(Instant::now() + grace).await;
         let stubborn: Vec<String> = self
             .children
@@ -178,13 +180,13 @@ impl Supervisor {
             .map(|c| c.name.clone())
             .collect();
         if !stubborn.is_empty() {
-            self.signal_running(libc::SIGKILL);
+            self.signal_running(Signal::SIGKILL);
             self.collect_exits(Instant::now() + KILL_WAIT).await;
         }
         stubborn
     }
 
-    fn signal_running(&self, signal: i32) {
+    fn signal_running(&self, signal: Signal) {
         for child in self.children.iter().filter(|c| c.running) {
             if let Err(e) = signal_group(child.pid, signal) {
                 tracing::debug!(name = %child.name, error = %e, "signal failed");
@@ -221,21 +223,14 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 }
 
 /// Sends `signal` to the process group `pgid`.
-#[allow(unsafe_code)]
-fn signal_group(pgid: i32, signal: i32) -> std::io::Result<()> {
+fn signal_group(pgid: i32, signal: Signal) -> std::io::Result<()> {
+    // A non-positive group would mean "every process we may signal".
     if pgid <= 0 {
         return Err(std::io::Error::other(
             "refusing to signal a non-positive group",
         ));
     }
-    // SAFETY: kill(2) has no memory-safety preconditions; the negative pid
-    // names exactly the group this supervisor created (pgid > 0 checked).
-    let rc = unsafe { libc::kill(-pgid, signal) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    killpg(Pid::from_raw(pgid), signal).map_err(std::io::Error::from)
 }
 
 /// Asks the kernel to SIGKILL the child when its parent (this thread) dies,
@@ -243,25 +238,16 @@ fn signal_group(pgid: i32, signal: i32) -> std::io::Result<()> {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the hook runs in the forked child before exec; it only calls
-    // async-signal-safe functions (prctl, getppid, _exit) and neither
-    // allocates nor takes locks.
+    let parent = nix::unistd::getpid();
+    // SAFETY: `pre_exec` is unsafe because the hook runs in the forked child
+    // before exec; it only makes async-signal-safe calls (prctl, getppid,
+    // _exit) and neither allocates nor takes locks.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) == -1
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             // The parent may have died between fork and prctl.
-            if libc::getppid() != parent {
-                libc::_exit(1);
+            if nix::unistd::getppid() != parent {
+                nix::libc::_exit(1);
             }
             Ok(())
         });
