@@ -58,7 +58,7 @@ struct DemoFlags {
     bin_dir: Option<PathBuf>,
     /// How long to wait for everything to become ready.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    requests_timeout: Duration,
+    ready_timeout: Duration,
 }
 
 // One thread: children ask the kernel to kill them when the thread that
@@ -97,7 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 base_port: flags.base_port,
                 data_dir: flags.data_dir,
                 bin_dir: flags.bin_dir,
-                ready_timeout: flags.requests_timeout,
+                ready_timeout: flags.ready_timeout,
             })
             .await
         }
