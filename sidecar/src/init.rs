@@ -3,7 +3,7 @@
 //! pod's TCP goes through the sidecar without the app knowing.
 //!
 //! [`rules`] decides what to install (pure); [`apply`] installs or removes
-//! it with `iptables` (nf_tables backend first, legacy as fallback).
+//! it with `iptables-restore --noflush` in one atomic transaction (nf_tables backend first, legacy as fallback).
 
 pub mod apply;
 pub mod rules;
@@ -61,7 +61,8 @@ struct InitArgs {
     /// Remove every rule and chain this program installs.
     #[arg(long, conflicts_with = "dry_run")]
     cleanup: bool,
-    /// The iptables program to use instead of detecting one.
+    /// The iptables program to use instead of detecting one; its `-save` and
+    /// `-restore` siblings (e.g. `iptables-nft-restore`) do the work.
     #[arg(long, value_name = "PATH")]
     iptables: Option<PathBuf>,
 }
@@ -148,7 +149,7 @@ pub fn execute(cmd: &InitCommand) -> Result<String, InitError> {
     }
     apply::check_privilege(Path::new("/proc/self/status"))?;
     let mut runner: Box<dyn Runner> = match &cmd.iptables {
-        Some(p) => Box::new(Iptables { program: p.clone() }),
+        Some(p) => Box::new(Iptables::for_program(p)),
         None => Box::new(Iptables::detect()?),
     };
     match cmd.action {

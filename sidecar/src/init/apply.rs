@@ -1,15 +1,19 @@
-//! Installing and removing a [`RuleSet`] with the `iptables` program, in
-//! the network namespace this process runs in.
+//! Installing and removing a [`RuleSet`] in the network namespace this
+//! process runs in, as one atomic `iptables-restore --noflush` transaction.
 //!
-//! Idempotent by construction: own chains are created if missing and then
-//! flushed and refilled; a jump is appended only when `-C` says it is not
-//! there. Commands run through [`Runner`] so the sequence is tested without
-//! privileges.
+//! The table is read once (`iptables-save -t nat`); [`script`] (pure) turns
+//! what is there and what is wanted into restore input: own chains declared
+//! (which creates or flushes them) and refilled, stale or duplicated jumps
+//! deleted, missing jumps appended, chains no longer wanted deleted. Either
+//! the whole change lands or none of it, so a failure never leaves a pod
+//! half captured. Programs run through [`Runner`] so the sequence is tested
+//! without privileges.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use super::rules::{all_chains, all_jumps, Rule, RuleSet, TABLE};
+use super::rules::{all_chains, RuleSet, TABLE};
 
 /// Why the rules could not be installed or removed.
 #[derive(Debug, thiserror::Error)]
@@ -27,24 +31,35 @@ pub enum ApplyError {
     Failed { command: String, stderr: String },
 }
 
-/// The outcome of one command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub success: bool,
-    pub stderr: String,
-}
-
-/// Runs one `iptables` command (arguments after the program name).
+/// Reads and atomically changes the `nat` table.
 pub trait Runner {
-    fn run(&mut self, args: &[String]) -> Result<Outcome, ApplyError>;
+    /// The table as `iptables-save -t nat` prints it.
+    fn save(&mut self) -> Result<String, ApplyError>;
+    /// Feeds `script` to `iptables-restore --noflush`.
+    fn restore(&mut self, script: &str) -> Result<(), ApplyError>;
 }
 
-/// The real `iptables` binary.
+/// One iptables backend: its `-save` and `-restore` programs.
 pub struct Iptables {
-    pub program: PathBuf,
+    pub save: PathBuf,
+    pub restore: PathBuf,
 }
 
 impl Iptables {
+    /// The save/restore pair that belongs to an `iptables` program path
+    /// (`/usr/sbin/iptables-nft` → `iptables-nft-save`, `iptables-nft-restore`).
+    pub fn for_program(program: &Path) -> Iptables {
+        let with = |suffix: &str| {
+            let mut name = program.file_name().unwrap_or_default().to_os_string();
+            name.push(suffix);
+            program.with_file_name(name)
+        };
+        Iptables {
+            save: with("-save"),
+            restore: with("-restore"),
+        }
+    }
+
     /// nf_tables first (what current distributions and kube-proxy use),
     /// then the legacy backend, then whatever `iptables` is: the first one
     /// installed that can read the `nat` table here (a kernel without
@@ -53,23 +68,24 @@ impl Iptables {
         let candidates = ["iptables-nft", "iptables-legacy", "iptables"];
         let mut last_failure = None;
         for name in candidates {
-            let Some(program) = find_in_path(name) else {
+            let Some(save) = find_in_path(&format!("{name}-save")) else {
                 continue;
             };
-            let mut ipt = Iptables { program };
-            match ipt.run(&args(&["-S", "OUTPUT"])) {
-                Ok(out) if out.success => return Ok(ipt),
-                Ok(out) => last_failure = Some((name, out.stderr)),
-                Err(e) => last_failure = Some((name, e.to_string())),
+            let mut ipt = Iptables::for_program(&save.with_file_name(name));
+            match ipt.save() {
+                Ok(_) => return Ok(ipt),
+                Err(e) => last_failure = Some(e),
             }
         }
-        match last_failure {
-            Some((name, stderr)) => Err(ApplyError::Failed {
-                command: format!("{name} -w -t nat -S OUTPUT"),
-                stderr,
-            }),
-            None => Err(ApplyError::NoIptables(candidates.join(", "))),
-        }
+        Err(last_failure.unwrap_or_else(|| {
+            ApplyError::NoIptables(
+                candidates
+                    .iter()
+                    .map(|c| format!("{c}-save"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        }))
     }
 }
 
@@ -81,114 +97,156 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+fn command_line(program: &Path, args: &[&str]) -> String {
+    std::iter::once(program.display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Runner for Iptables {
-    fn run(&mut self, args: &[String]) -> Result<Outcome, ApplyError> {
-        let out = Command::new(&self.program)
+    fn save(&mut self) -> Result<String, ApplyError> {
+        let args = ["-t", TABLE];
+        let out = Command::new(&self.save)
             .args(args)
             .output()
             .map_err(|source| ApplyError::Spawn {
-                program: self.program.display().to_string(),
+                program: self.save.display().to_string(),
                 source,
             })?;
-        Ok(Outcome {
-            success: out.status.success(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        if !out.status.success() {
+            return Err(ApplyError::Failed {
+                command: command_line(&self.save, &args),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn restore(&mut self, script: &str) -> Result<(), ApplyError> {
+        // -w: wait for the xtables lock rather than fail next to kube-proxy.
+        let args = ["--noflush", "-w"];
+        let spawn_err = |source| ApplyError::Spawn {
+            program: self.restore.display().to_string(),
+            source,
+        };
+        let mut child = Command::new(&self.restore)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes()).map_err(spawn_err)?;
+        }
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(ApplyError::Failed {
+                command: format!("{} <<EOF\n{script}EOF", command_line(&self.restore, &args)),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
     }
 }
 
-fn args(parts: &[&str]) -> Vec<String> {
-    let mut v = vec!["-w".to_string(), "-t".to_string(), TABLE.to_string()];
-    v.extend(parts.iter().map(|s| s.to_string()));
-    v
+/// What `iptables-save -t nat` shows of ours: which of our chains exist and
+/// every rule (in saved form, without `-A`) of any chain that jumps to one.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Present {
+    chains: Vec<String>,
+    jumps: Vec<(String, String)>,
 }
 
-fn rule_args(op: &str, rule: &Rule) -> Vec<String> {
-    let mut v = args(&[op, rule.chain]);
-    v.extend(rule.args.iter().cloned());
-    v
-}
-
-fn must(runner: &mut dyn Runner, a: Vec<String>) -> Result<(), ApplyError> {
-    let out = runner.run(&a)?;
-    if out.success {
-        Ok(())
-    } else {
-        Err(ApplyError::Failed {
-            command: format!("iptables {}", a.join(" ")),
-            stderr: out.stderr,
-        })
+fn present(saved: &str) -> Present {
+    let ours = all_chains();
+    let mut p = Present::default();
+    let mut in_nat = false;
+    for line in saved.lines().map(str::trim) {
+        if let Some(table) = line.strip_prefix('*') {
+            in_nat = table == TABLE;
+            continue;
+        }
+        if !in_nat {
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split_whitespace().next().unwrap_or_default();
+            if ours.contains(&name) {
+                p.chains.push(name.to_string());
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            let target = spec.rsplit_once("-j ").map(|(_, t)| t.trim());
+            let jumps_to_ours = target.is_some_and(|t| ours.contains(&t));
+            if jumps_to_ours && !ours.contains(&chain) {
+                p.jumps.push((chain.to_string(), spec.to_string()));
+            }
+        }
     }
+    p
 }
 
-fn chain_exists(runner: &mut dyn Runner, chain: &str) -> Result<bool, ApplyError> {
-    Ok(runner.run(&args(&["-S", chain]))?.success)
-}
-
-fn jump_exists(runner: &mut dyn Runner, jump: &Rule) -> Result<bool, ApplyError> {
-    Ok(runner.run(&rule_args("-C", jump))?.success)
+/// The restore input that turns the table `saved` into one holding exactly
+/// `wanted` of ours (nothing of ours for `None`). Pure, for the table test.
+pub fn script(saved: &str, wanted: Option<&RuleSet>) -> String {
+    let have = present(saved);
+    let wanted_chains: Vec<&str> = wanted.map(|w| w.chains.clone()).unwrap_or_default();
+    let mut out = format!("*{TABLE}\n");
+    // Declaring a chain creates it, or flushes it when it exists (even with
+    // --noflush), so ours are refilled from scratch; chains to delete must
+    // be empty first, so they are declared too.
+    for chain in wanted_chains.iter().copied().chain(
+        have.chains
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !wanted_chains.contains(c)),
+    ) {
+        out.push_str(&format!(":{chain} - [0:0]\n"));
+    }
+    // Keep the first copy of each wanted jump; delete every other jump to
+    // our chains (copies added by hand, or of a chain no longer wanted).
+    let mut kept: Vec<String> = Vec::new();
+    for (chain, spec) in &have.jumps {
+        let line = format!("-A {chain} {spec}");
+        let is_wanted = wanted.is_some_and(|w| w.jumps.iter().any(|j| j.to_string() == line));
+        if is_wanted && !kept.contains(&line) {
+            kept.push(line);
+        } else {
+            out.push_str(&format!("-D {chain} {spec}\n"));
+        }
+    }
+    for chain in have
+        .chains
+        .iter()
+        .filter(|c| !wanted_chains.contains(&c.as_str()))
+    {
+        out.push_str(&format!("-X {chain}\n"));
+    }
+    if let Some(w) = wanted {
+        for rule in &w.rules {
+            out.push_str(&format!("{rule}\n"));
+        }
+        for jump in w.jumps.iter().filter(|j| !kept.contains(&j.to_string())) {
+            out.push_str(&format!("{jump}\n"));
+        }
+    }
+    out.push_str("COMMIT\n");
+    out
 }
 
 /// Installs `set`, replacing whatever an earlier run left in our chains.
 pub fn apply(runner: &mut dyn Runner, set: &RuleSet) -> Result<(), ApplyError> {
-    // A chain this run no longer uses (inbound capture turned off) goes,
-    // jump first, so a re-run with other flags leaves exactly its rules.
-    for jump in all_jumps() {
-        if !set.jumps.contains(&jump) {
-            remove_jump(runner, &jump)?;
-        }
-    }
-    for chain in all_chains() {
-        if !set.chains.contains(&chain) {
-            remove_chain(runner, chain)?;
-        }
-    }
-    for chain in &set.chains {
-        if !chain_exists(runner, chain)? {
-            must(runner, args(&["-N", chain]))?;
-        }
-        must(runner, args(&["-F", chain]))?;
-    }
-    for rule in &set.rules {
-        must(runner, rule_args("-A", rule))?;
-    }
-    for jump in &set.jumps {
-        if !jump_exists(runner, jump)? {
-            must(runner, rule_args("-A", jump))?;
-        }
-    }
-    Ok(())
+    let saved = runner.save()?;
+    runner.restore(&script(&saved, Some(set)))
 }
 
 /// Deletes every jump (however many copies) and chain of ours.
 pub fn cleanup(runner: &mut dyn Runner) -> Result<(), ApplyError> {
-    for jump in all_jumps() {
-        remove_jump(runner, &jump)?;
-    }
-    for chain in all_chains() {
-        remove_chain(runner, chain)?;
-    }
-    Ok(())
-}
-
-/// Copies added by hand or by other tools are removed too; bounded so a
-/// misbehaving `iptables` cannot spin us.
-fn remove_jump(runner: &mut dyn Runner, jump: &Rule) -> Result<(), ApplyError> {
-    for _ in 0..64 {
-        if !jump_exists(runner, jump)? {
-            return Ok(());
-        }
-        must(runner, rule_args("-D", jump))?;
-    }
-    Ok(())
-}
-
-fn remove_chain(runner: &mut dyn Runner, chain: &str) -> Result<(), ApplyError> {
-    if chain_exists(runner, chain)? {
-        must(runner, args(&["-F", chain]))?;
-        must(runner, args(&["-X", chain]))?;
-    }
-    Ok(())
+    let saved = runner.save()?;
+    runner.restore(&script(&saved, None))
 }
 
 /// Whether a `CapEff:` line of `/proc/self/status` grants CAP_NET_ADMIN
@@ -222,12 +280,12 @@ mod tests {
     use super::*;
     use crate::init::rules::{plan, CaptureConfig};
 
-    /// A pretend nat table: chains with their rules, answering the commands
-    /// [`apply`] and [`cleanup`] use.
-    #[derive(Default)]
+    /// A pretend nat table that prints itself as `iptables-save` would and
+    /// applies restore input all or nothing, as the kernel does.
+    #[derive(Clone, Default)]
     struct FakeTable {
         chains: std::collections::BTreeMap<String, Vec<String>>,
-        log: Vec<String>,
+        restores: usize,
     }
 
     impl FakeTable {
@@ -242,36 +300,74 @@ mod tests {
         fn rule_count(&self) -> usize {
             self.chains.values().map(Vec::len).sum()
         }
+
+        fn run_line(&mut self, line: &str) -> Result<(), String> {
+            if let Some(decl) = line.strip_prefix(':') {
+                let name = decl.split_whitespace().next().unwrap().to_string();
+                self.chains.entry(name).or_default().clear();
+                return Ok(());
+            }
+            let (op, rest) = line.split_once(' ').unwrap();
+            let (chain, spec) = rest.split_once(' ').unwrap_or((rest, ""));
+            let rules = self
+                .chains
+                .get_mut(chain)
+                .ok_or(format!("no chain {chain}"))?;
+            match op {
+                "-A" => rules.push(spec.to_string()),
+                "-D" => {
+                    let i = rules.iter().position(|r| r == spec).ok_or("no such rule")?;
+                    rules.remove(i);
+                }
+                "-X" => {
+                    if !rules.is_empty() {
+                        return Err(format!("chain {chain} not empty"));
+                    }
+                    let referenced = self
+                        .chains
+                        .values()
+                        .flatten()
+                        .any(|r| r.ends_with(&format!("-j {chain}")));
+                    if referenced {
+                        return Err(format!("chain {chain} still referenced"));
+                    }
+                    self.chains.remove(chain);
+                }
+                other => return Err(format!("unexpected {other}")),
+            }
+            Ok(())
+        }
     }
 
     impl Runner for FakeTable {
-        fn run(&mut self, a: &[String]) -> Result<Outcome, ApplyError> {
-            assert_eq!(&a[..3], ["-w", "-t", "nat"]);
-            self.log.push(a[3..].join(" "));
-            let (op, chain, rest) = (a[3].as_str(), a[4].clone(), a[5..].join(" "));
-            let ok = match op {
-                "-S" => self.chains.contains_key(&chain),
-                "-N" => self.chains.insert(chain, vec![]).is_none(),
-                "-F" => self.chains.get_mut(&chain).map(Vec::clear).is_some(),
-                "-X" => self.chains.remove(&chain).is_some(),
-                "-A" => self.chains.get_mut(&chain).map(|r| r.push(rest)).is_some(),
-                "-C" => self.chains.get(&chain).is_some_and(|r| r.contains(&rest)),
-                "-D" => match self.chains.get_mut(&chain) {
-                    Some(r) => match r.iter().position(|x| *x == rest) {
-                        Some(i) => {
-                            r.remove(i);
-                            true
-                        }
-                        None => false,
-                    },
-                    None => false,
-                },
-                other => panic!("unexpected {other}"),
-            };
-            Ok(Outcome {
-                success: ok,
-                stderr: if ok { String::new() } else { "no".into() },
-            })
+        fn save(&mut self) -> Result<String, ApplyError> {
+            let mut out = "# saved\n*nat\n".to_string();
+            for name in self.chains.keys() {
+                out.push_str(&format!(":{name} - [0:0]\n"));
+            }
+            for (name, rules) in &self.chains {
+                for r in rules {
+                    out.push_str(&format!("-A {name} {r}\n"));
+                }
+            }
+            out.push_str("COMMIT\n");
+            Ok(out)
+        }
+
+        fn restore(&mut self, script: &str) -> Result<(), ApplyError> {
+            self.restores += 1;
+            let mut next = self.clone();
+            let lines: Vec<&str> = script.lines().collect();
+            assert_eq!(lines.first(), Some(&"*nat"), "{script}");
+            assert_eq!(lines.last(), Some(&"COMMIT"), "{script}");
+            for line in &lines[1..lines.len() - 1] {
+                next.run_line(line).map_err(|stderr| ApplyError::Failed {
+                    command: format!("restore line {line:?}"),
+                    stderr,
+                })?;
+            }
+            *self = next;
+            Ok(())
         }
     }
 
@@ -304,6 +400,15 @@ mod tests {
     }
 
     #[test]
+    fn each_run_is_one_atomic_restore() {
+        let mut t = FakeTable::new();
+        apply(&mut t, &plan(&cfg(Some(15008)))).unwrap();
+        apply(&mut t, &plan(&cfg(None))).unwrap();
+        cleanup(&mut t).unwrap();
+        assert_eq!(t.restores, 3);
+    }
+
+    #[test]
     fn rerun_without_inbound_drops_the_inbound_chain() {
         let mut t = FakeTable::new();
         apply(&mut t, &plan(&cfg(Some(15008)))).unwrap();
@@ -319,17 +424,42 @@ mod tests {
         apply(&mut t, &plan(&cfg(None))).unwrap();
         let dup = t.chains["OUTPUT"][0].clone();
         t.chains.get_mut("OUTPUT").unwrap().push(dup);
+        apply(&mut t, &plan(&cfg(None))).unwrap();
+        assert_eq!(t.chains["OUTPUT"].len(), 1, "a re-run keeps one copy");
+        let again = t.chains["OUTPUT"][0].clone();
+        t.chains.get_mut("OUTPUT").unwrap().push(again);
         cleanup(&mut t).unwrap();
         assert!(t.chains["OUTPUT"].is_empty());
+    }
+
+    #[test]
+    fn other_rules_are_left_alone() {
+        let mut t = FakeTable::new();
+        t.chains
+            .get_mut("OUTPUT")
+            .unwrap()
+            .push("-d 198.18.0.9/32 -j RETURN".into());
+        apply(&mut t, &plan(&cfg(Some(15008)))).unwrap();
+        cleanup(&mut t).unwrap();
+        assert_eq!(t.chains["OUTPUT"], ["-d 198.18.0.9/32 -j RETURN"]);
+    }
+
+    #[test]
+    fn script_reads_only_the_nat_table() {
+        let saved = "*filter\n:MYCEL_OUTPUT - [0:0]\n-A OUTPUT -j MYCEL_OUTPUT\nCOMMIT\n*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+        assert_eq!(script(saved, None), "*nat\nCOMMIT\n");
     }
 
     #[test]
     fn failures_name_the_command() {
         struct Refuse;
         impl Runner for Refuse {
-            fn run(&mut self, _: &[String]) -> Result<Outcome, ApplyError> {
-                Ok(Outcome {
-                    success: false,
+            fn save(&mut self) -> Result<String, ApplyError> {
+                Ok("*nat\nCOMMIT\n".into())
+            }
+            fn restore(&mut self, script: &str) -> Result<(), ApplyError> {
+                Err(ApplyError::Failed {
+                    command: format!("iptables-restore --noflush -w <<EOF\n{script}EOF"),
                     stderr: "Permission denied (you must be root)".into(),
                 })
             }
@@ -338,9 +468,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("iptables -w -t nat -N MYCEL_OUTPUT") && err.contains("Permission denied"),
+            err.contains("iptables-restore --noflush")
+                && err.contains(":MYCEL_OUTPUT - [0:0]")
+                && err.contains("Permission denied"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn save_and_restore_programs_follow_the_backend() {
+        let ipt = Iptables::for_program(Path::new("/usr/sbin/iptables-nft"));
+        assert_eq!(ipt.save, Path::new("/usr/sbin/iptables-nft-save"));
+        assert_eq!(ipt.restore, Path::new("/usr/sbin/iptables-nft-restore"));
     }
 
     #[test]
