@@ -377,12 +377,9 @@ impl Authority {
                 cert: files.issuer_cert.clone(),
             });
         }
-        let issuer_validity = (
-            issuer_x509.validity().not_before.to_datetime(),
-            issuer_x509.validity().not_after.to_datetime(),
-        );
+        let issuer_not_after = issuer_x509.validity().not_after.to_datetime();
         let root_not_after = root.validity().not_after.to_datetime();
-        let issuer = Issuer::from_der(issuer_der, issuer_key, issuer_validity)
+        let issuer = Issuer::from_der(issuer_der, issuer_key, issuer_not_after)
             .map_err(|e| invalid(&files.issuer_cert, format!("cannot be used to sign: {e}")))?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
@@ -523,13 +520,13 @@ impl Authority {
         }
     }
 
-    /// When the issuer should be replaced: at 75% of its life. `None` when
-    /// this CA cannot rotate (no root key here).
+    /// When the issuer should be replaced: once less than a quarter of the
+    /// configured issuer lifetime is left (75% into a fresh issuer's life;
+    /// counted back from the expiry, since `not_before` is backdated).
+    /// `None` when this CA cannot rotate (no root key here).
     pub fn issuer_rotation_due(&self) -> Option<OffsetDateTime> {
         self.root.as_ref()?;
-        let current = self.current_issuer();
-        let life = current.not_after - current.not_before;
-        Some(current.not_before + life * 3 / 4)
+        Some(self.current_issuer().not_after - self.issuer_ttl / 4)
     }
 
     /// Replaces the issuer by a new one signed by the same root, written to

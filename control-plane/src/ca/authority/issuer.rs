@@ -36,7 +36,6 @@ pub(crate) struct Issuer {
     pub(crate) der: Vec<u8>,
     pub(crate) pem: String,
     pub(crate) serial: Vec<u8>,
-    pub(crate) not_before: OffsetDateTime,
     pub(crate) not_after: OffsetDateTime,
 }
 
@@ -75,7 +74,6 @@ impl Issuer {
             der: cert.der().to_vec(),
             pem: cert.pem(),
             serial: serial.to_bytes(),
-            not_before: now - BACKDATE,
             not_after: now + ttl,
             cert,
             key,
@@ -86,7 +84,7 @@ impl Issuer {
     pub(crate) fn from_der(
         der: Vec<u8>,
         key: KeyPair,
-        (not_before, not_after): (OffsetDateTime, OffsetDateTime),
+        not_after: OffsetDateTime,
     ) -> Result<Self, rcgen::Error> {
         let params = CertificateParams::from_ca_cert_der(&der.clone().into())?;
         let serial = params
@@ -100,7 +98,6 @@ impl Issuer {
             der,
             key,
             serial,
-            not_before,
             not_after,
             cert,
         })
