@@ -167,7 +167,7 @@ pub(crate) fn read(path: &Path) -> Result<String, LoadError> {
     })
 }
 
-fn first_cert_der(path: &Path, pem: &str) -> Result<Vec<u8>, LoadError> {
+pub(crate) fn first_cert_der(path: &Path, pem: &str) -> Result<Vec<u8>, LoadError> {
     let mut reader = pem.as_bytes();
     let first = rustls_pemfile::certs(&mut reader).next();
     match first {
@@ -239,6 +239,7 @@ impl Authority {
         let names = ["root.pem", "root.key", "issuer.pem", "issuer.key"];
         let present: Vec<bool> = names.iter().map(|n| dir.join(n).exists()).collect();
         if present.iter().all(|p| *p) {
+            issuer::replace_expired_issuer(&dir, trust_domain, issuer_ttl)?;
             let mut ca = Self::from_files(
                 &CaFiles {
                     root_cert: dir.join("root.pem"),

@@ -198,6 +198,44 @@ impl RootSigner {
     }
 }
 
+/// Replaces an issuer that expired while the controller was down (or is
+/// about to), so a restart recovers instead of refusing to start; the root
+/// key in `dir` signs the new one. Anything unreadable is left for the
+/// regular load to report.
+pub(crate) fn replace_expired_issuer(
+    dir: &Path,
+    trust_domain: &str,
+    ttl: Duration,
+) -> Result<(), LoadError> {
+    let Ok(pem) = std::fs::read_to_string(dir.join("issuer.pem")) else {
+        return Ok(());
+    };
+    let Ok(root_pem) = std::fs::read_to_string(dir.join("root.pem")) else {
+        return Ok(());
+    };
+    let (Ok(der), Ok(root_der)) = (
+        super::first_cert_der(&dir.join("issuer.pem"), &pem),
+        super::first_cert_der(&dir.join("root.pem"), &root_pem),
+    ) else {
+        return Ok(());
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return Ok(());
+    };
+    if cert.validity().not_after.to_datetime() > OffsetDateTime::now_utc() {
+        return Ok(());
+    }
+    let signer = RootSigner::load(dir, &root_der)?;
+    signer
+        .rotate(trust_domain, ttl)
+        .map_err(|e| invalid(&dir.join("issuer.pem"), e.to_string()))?;
+    tracing::warn!(
+        expired = %cert.validity().not_after,
+        "the issuer had expired; replaced it with a new one from the same root"
+    );
+    Ok(())
+}
+
 /// Completes or discards a rotation a crash interrupted: the new
 /// certificate alone left over means its key is already `issuer.key`; both
 /// left over means neither was installed and the old pair still matches.

@@ -516,3 +516,20 @@ fn interrupted_rotation_is_completed_at_start() {
     assert_eq!(reloaded.issuer_der(), next.der);
     assert!(!cadir.join("issuer-next.pem").exists());
 }
+
+#[test]
+fn issuer_expired_while_down_is_replaced_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Authority::load_or_generate_with(
+        dir.path(),
+        "cluster.local",
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = ca(dir.path());
+    assert_ne!(again.issuer_der(), first.issuer_der());
+    assert!(again.issuer_not_after() > OffsetDateTime::now_utc());
+    assert_eq!(again.trust_bundle_der(), first.trust_bundle_der());
+}
