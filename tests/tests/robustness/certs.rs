@@ -49,18 +49,18 @@ async fn serials(sidecar: &Sidecar) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_flow_through_cert_renewal_and_issuer_rotation() {
-    // Workload certs live 4 s (renewed every ~2.8 s), the serving cert 5 s,
-    // issuers 12 s (rotated every ~9 s): 25 s of traffic crosses several of
-    // each.
+    // Workload certs live 6 s (renewed every ~4 s), the serving cert 5 s,
+    // issuers 14 s (rotated at the latest every ~10 s): 25 s of traffic
+    // crosses several of each.
     let mesh = Mesh::start_with(
         &mesh_yaml(""),
         &[
             "--cert-ttl",
-            "4s",
+            "6s",
             "--serving-cert-ttl",
             "5s",
             "--issuer-ttl",
-            "12s",
+            "14s",
         ],
     )
     .await;
