@@ -187,3 +187,39 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
             .supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn issuer_is_rotated_when_due_and_the_gauge_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 2 s issuer is due with a quarter of its life left: ~1.5 s from now.
+    let ca = Arc::new(
+        Authority::load_or_generate_with(
+            dir.path(),
+            "cluster.local",
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        )
+        .unwrap(),
+    );
+    let first = ca.issuer_der();
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(rotate_issuer(ca.clone(), metrics.clone(), stop));
+    let gauge = |m: &Metrics| {
+        m.encode()
+            .lines()
+            .find(|l| l.starts_with("mycel_controller_issuer_cert_expiry_timestamp_seconds "))
+            .map(str::to_string)
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = gauge(&metrics);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ca.issuer_der() == first && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(ca.issuer_der(), first, "issuer not rotated");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_ne!(gauge(&metrics), before, "gauge not updated");
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+}
