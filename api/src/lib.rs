@@ -10,6 +10,7 @@
 pub mod headers;
 pub mod names;
 pub mod protocol;
+pub mod report;
 pub mod spiffe;
 pub mod validate;
 

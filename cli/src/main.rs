@@ -9,11 +9,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use mycel_api::report;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(name = "mycelctl", version, about = "Mycel service mesh command line")]
 struct Cli {
+    /// Report errors with their full cause chain over several lines.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,11 +76,25 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Errors are for people: one readable chain, no backtrace.
-    match run(Cli::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let verbose = report::verbose_requested(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() || verbose => e.exit(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report::first_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    // Errors are for people: one line, no backtrace, unless --verbose.
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if verbose => {
+            eprintln!("error: {e:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {}", report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

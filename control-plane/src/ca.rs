@@ -2,7 +2,7 @@
 //! ask it for certificates.
 
 pub mod authority;
-mod files;
+pub(crate) mod files;
 pub mod tokens;
 
 pub use authority::{Authority, CaFiles, Issued, ServingCert};

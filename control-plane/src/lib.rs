@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod runtime;
+pub mod serving;
 pub mod sources;

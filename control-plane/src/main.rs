@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use mycel_control_plane::ca::tokens::create_token;
 use mycel_control_plane::ca::CaFiles;
 use mycel_control_plane::runtime::{Config, Controller};
+use mycel_control_plane::serving::Limits;
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +19,9 @@ use mycel_control_plane::runtime::{Config, Controller};
 )]
 #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Report errors with their full cause chain over several lines.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -72,6 +76,29 @@ struct RunArgs {
     /// Private key of the intermediate (PKCS#8 PEM).
     #[arg(long, requires_all = ["root_cert", "issuer_cert"])]
     issuer_key: Option<PathBuf>,
+    /// Lifetime of the gRPC serving certificate; renewed at 70% of it.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    serving_cert_ttl: Duration,
+    /// Lifetime of each issuer (intermediate) generated here; a new one is
+    /// rotated in at 75% of it.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    issuer_ttl: Duration,
+    /// Most open gRPC connections; more are closed at accept.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    grpc_max_connections: usize,
+    /// A gRPC client must finish its TLS handshake within this.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grpc_handshake_timeout: Duration,
+    /// HTTP/2 streams per gRPC connection.
+    #[arg(long, default_value_t = Limits::default().max_concurrent_streams)]
+    grpc_max_concurrent_streams: u32,
+    /// Time until a gRPC call's response starts (not the discovery stream's
+    /// life).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    grpc_request_timeout: Duration,
+    /// HTTP/2 keepalive PING interval on gRPC connections.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    grpc_keepalive_interval: Duration,
 }
 
 fn init_tracing() {
@@ -112,6 +139,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mesh_config: args.mesh_config,
         cert_ttl: args.cert_ttl,
         ca_files,
+        serving_cert_ttl: args.serving_cert_ttl,
+        issuer_ttl: args.issuer_ttl,
+        limits: Limits {
+            handshake_timeout: args.grpc_handshake_timeout,
+            max_connections: args.grpc_max_connections,
+            max_concurrent_streams: args.grpc_max_concurrent_streams,
+            keepalive_interval: args.grpc_keepalive_interval,
+            request_timeout: args.grpc_request_timeout,
+            ..Limits::default()
+        },
     };
     let mut controller = Controller::start(config).await?;
     eprintln!(
@@ -137,12 +174,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let verbose = mycel_api::report::verbose_requested(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() || verbose => e.exit(),
+        Err(e) => {
+            // One line; the usage and hints clap adds are for `--help`.
+            eprintln!(
+                "error: {}",
+                mycel_api::report::first_line(&e.render().to_string())
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
     init_tracing();
     match dispatch(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if verbose => {
+            eprintln!("error: {e:?}");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("mycel-controller: error: {e:#}");
+            eprintln!("error: {}", mycel_api::report::one_line(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub discovery_nacks: Counter,
     pub index_services: Gauge,
     pub index_endpoints: Gauge,
+    serving_cert_expiry: Gauge,
+    issuer_cert_expiry: Gauge,
+    root_cert_expiry: Gauge,
+    pub grpc_connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -64,7 +68,35 @@ impl Metrics {
             "Ready endpoints summed over all services",
             index_endpoints.clone(),
         );
+        let serving_cert_expiry = Gauge::default();
+        let issuer_cert_expiry = Gauge::default();
+        let root_cert_expiry = Gauge::default();
+        let grpc_connections_refused = Counter::default();
+        registry.register(
+            "serving_cert_expiry_timestamp_seconds",
+            "When the gRPC serving certificate expires (unix seconds)",
+            serving_cert_expiry.clone(),
+        );
+        registry.register(
+            "issuer_cert_expiry_timestamp_seconds",
+            "When the issuer (intermediate) signing new certificates expires (unix seconds)",
+            issuer_cert_expiry.clone(),
+        );
+        registry.register(
+            "root_cert_expiry_timestamp_seconds",
+            "When the mesh root certificate expires (unix seconds)",
+            root_cert_expiry.clone(),
+        );
+        registry.register(
+            "grpc_connections_refused",
+            "gRPC connections closed at accept because the connection limit was reached",
+            grpc_connections_refused.clone(),
+        );
         Self {
+            serving_cert_expiry,
+            issuer_cert_expiry,
+            root_cert_expiry,
+            grpc_connections_refused,
             registry,
             connected_proxies,
             certificates_issued,
@@ -79,6 +111,18 @@ impl Metrics {
         self.certificates_issued
             .get_or_create(&vec![("result", result)])
             .inc();
+    }
+
+    pub fn set_serving_expiry(&self, unix: i64) {
+        self.serving_cert_expiry.set(unix);
+    }
+
+    pub fn set_issuer_expiry(&self, unix: i64) {
+        self.issuer_cert_expiry.set(unix);
+    }
+
+    pub fn set_root_expiry(&self, unix: i64) {
+        self.root_cert_expiry.set(unix);
     }
 
     pub fn encode(&self) -> String {
@@ -100,6 +144,9 @@ mod tests {
         m.certificate("ok");
         m.discovery_pushes.inc();
         m.connected_proxies.set(3);
+        m.set_serving_expiry(1_900_000_000);
+        m.set_issuer_expiry(1_900_000_001);
+        m.set_root_expiry(1_900_000_002);
         let text = m.encode();
         for want in [
             "mycel_controller_certificates_issued_total{result=\"ok\"} 2",
@@ -108,6 +155,10 @@ mod tests {
             "mycel_controller_discovery_nacks_total 0",
             "mycel_controller_index_services 0",
             "mycel_controller_index_endpoints 0",
+            "mycel_controller_serving_cert_expiry_timestamp_seconds 1900000000",
+            "mycel_controller_issuer_cert_expiry_timestamp_seconds 1900000001",
+            "mycel_controller_root_cert_expiry_timestamp_seconds 1900000002",
+            "mycel_controller_grpc_connections_refused_total 0",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -14,8 +14,8 @@ use mycel_api::v1::identity_server::IdentityServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::Server;
 
 use crate::admin::{self, AdminState};
 use crate::ca::tokens::LocalAuthenticator;
@@ -24,6 +24,7 @@ use crate::grpc::{DiscoveryService, IdentityService};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
+use crate::serving::{self, Limits, ServingCerts};
 use crate::sources::local::{self, MeshConfigWatcher, Poll};
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -44,6 +45,12 @@ pub struct Config {
     pub cert_ttl: Duration,
     /// A user-given CA; `None` generates (or reloads) one in the data dir.
     pub ca_files: Option<CaFiles>,
+    /// Lifetime of the gRPC serving certificate, renewed at 70%.
+    pub serving_cert_ttl: Duration,
+    /// Lifetime of each issuer (intermediate), rotated at 75%.
+    pub issuer_ttl: Duration,
+    /// Limits of the gRPC port.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -57,6 +64,9 @@ impl Config {
             mesh_config: None,
             cert_ttl: DEFAULT_CERT_TTL,
             ca_files: None,
+            serving_cert_ttl: crate::ca::authority::DEFAULT_SERVING_TTL,
+            issuer_ttl: crate::ca::authority::DEFAULT_ISSUER_TTL,
+            limits: Limits::default(),
         }
     }
 }
@@ -86,7 +96,7 @@ pub struct RunningController {
 impl Controller {
     /// Starts every part and returns once both ports listen.
     pub async fn start(config: Config) -> anyhow::Result<RunningController> {
-        // tonic builds its rustls configs from the process default provider.
+        // tonic clients in the same process (tests) use the default provider.
         let _ = rustls::crypto::ring::default_provider().install_default();
         if config.cert_ttl < crate::ca::authority::MIN_TTL {
             bail!(
@@ -95,19 +105,39 @@ impl Controller {
                 humantime::format_duration(crate::ca::authority::MIN_TTL)
             );
         }
+        if config.serving_cert_ttl < crate::ca::authority::MIN_TTL {
+            bail!(
+                "--serving-cert-ttl {} is shorter than the minimum of {}",
+                humantime::format_duration(config.serving_cert_ttl),
+                humantime::format_duration(crate::ca::authority::MIN_TTL)
+            );
+        }
+        // An issuer must outlive the leaves it signs, or every leaf would be
+        // cut short at its expiry.
+        if config.issuer_ttl <= config.cert_ttl.max(config.serving_cert_ttl) {
+            bail!(
+                "--issuer-ttl {} must be longer than --cert-ttl {} and --serving-cert-ttl {}",
+                humantime::format_duration(config.issuer_ttl),
+                humantime::format_duration(config.cert_ttl),
+                humantime::format_duration(config.serving_cert_ttl)
+            );
+        }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
 
         let authority = match &config.ca_files {
             Some(files) => Authority::from_files(files, &config.trust_domain, config.cert_ttl),
-            None => {
-                Authority::load_or_generate(&config.data_dir, &config.trust_domain, config.cert_ttl)
-            }
+            None => Authority::load_or_generate_with(
+                &config.data_dir,
+                &config.trust_domain,
+                config.cert_ttl,
+                config.issuer_ttl,
+            ),
         }
         .context("loading the CA")?;
         let authority = Arc::new(authority);
         let serving = authority
-            .serving_cert()
+            .serving_cert_for(config.serving_cert_ttl)
             .context("issuing the controller's serving certificate")?;
         let authenticator =
             Arc::new(LocalAuthenticator::new(&config.data_dir).context("loading join tokens")?);
@@ -115,6 +145,9 @@ impl Controller {
         let index = SharedIndex::new(Index::new());
         index.lock().set_trust_bundle(authority.trust_bundle_der());
         let metrics = Arc::new(Metrics::new());
+        metrics.set_serving_expiry(serving.not_after.unix_timestamp());
+        metrics.set_issuer_expiry(authority.issuer_not_after().unix_timestamp());
+        metrics.set_root_expiry(authority.root_not_after().unix_timestamp());
         let registry = Arc::new(ProxyRegistry::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -138,10 +171,22 @@ impl Controller {
 
         let grpc_listener = bind(config.grpc_addr, "gRPC").await?;
         let grpc_addr = grpc_listener.local_addr()?;
-        let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&serving.chain_pem, &serving.key_pem))
-            .client_ca_root(Certificate::from_pem(authority.root_pem()))
-            .client_auth_optional(true);
+        let certs = ServingCerts::new(&serving).context("the serving certificate")?;
+        let tls = serving::server_config(certs.clone(), &authority.trust_bundle_der())
+            .context("configuring gRPC TLS")?;
+        tasks.push(tokio::spawn(serving::renew_serving_cert(
+            authority.clone(),
+            certs,
+            serving.not_after,
+            config.serving_cert_ttl,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(serving::rotate_issuer(
+            authority.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )));
         let identity = IdentityService::new(authority.clone(), authenticator, metrics.clone());
         let discovery = DiscoveryService::new(
             index.clone(),
@@ -150,16 +195,22 @@ impl Controller {
             &config.trust_domain,
         )
         .with_shutdown(shutdown_rx.clone());
+        let limits = &config.limits;
         let router = Server::builder()
-            .tls_config(tls)
-            .context("configuring gRPC TLS")?
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .timeout(limits.request_timeout)
             .add_service(IdentityServer::new(identity))
             .add_service(DiscoveryServer::new(discovery));
         let mut grpc_shutdown = shutdown_rx.clone();
-        // TCP_NODELAY on every accepted socket: unary replies are small, and
-        // Nagle plus delayed ACKs would hold each one back ~40 ms.
-        let incoming = TcpIncoming::from_listener(grpc_listener, true, None)
-            .map_err(|e| anyhow::anyhow!("gRPC listener: {e}"))?;
+        let incoming = serving::incoming(
+            grpc_listener,
+            TlsAcceptor::from(tls),
+            limits,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
         let grpc = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async move {

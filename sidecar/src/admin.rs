@@ -36,13 +36,24 @@ pub struct AdminState {
 /// What `/ready` is waiting for; empty when ready.
 pub fn missing(state: &AdminState) -> Vec<&'static str> {
     let mut missing = Vec::new();
-    if !state.identity.has_cert() {
-        missing.push("no workload certificate yet");
+    match state.identity.cert() {
+        None => missing.push("no workload certificate yet"),
+        // Peers refuse an expired certificate, so this proxy can neither
+        // serve nor call anyone until a renewal gets through.
+        Some(c) if c.not_after_unix <= unix_now() => missing.push("workload certificate expired"),
+        Some(_) => {}
     }
     if !state.config.is_static() && !state.status.is_synced() {
         missing.push("no discovery response applied yet");
     }
     missing
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {

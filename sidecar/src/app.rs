@@ -129,6 +129,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let discovery = Discovery::new(snap_rx, subscriptions.clone());
     let status = Arc::new(DiscoveryStatus::default());
     let mut tasks = JoinSet::new();
+    // A first certificate refused for good ends the proxy with that reason.
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
 
     // Sources first: a bad file or root fails before any port is taken.
     // The static snapshot's sender is kept so the data path's watch stays open.
@@ -151,6 +153,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             token,
         } => {
             let roots = read_pem_certs(ca_root).context("--ca-root")?;
+            // A token that cannot be read now will not be readable on retry
+            // either; say so before reporting ready.
+            match token.read() {
+                Ok(t) if t.is_empty() => anyhow::bail!("the join token is empty ({token:?})"),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading the join token {token:?}"))
+                }
+            }
             let ca_tls = ControllerTls::new(address, server_name, &roots, None)?;
             let manager = IdentityManager::new(
                 GrpcCaClient::new(ca_tls, token.clone()),
@@ -159,7 +170,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 config.cert_ttl,
                 identity_metrics,
             );
-            tasks.spawn(manager.run());
+            tasks.spawn(async move {
+                if let Err(e) = manager.run().await {
+                    let _ =
+                        fatal_tx.send(anyhow::Error::new(e).context("getting a first certificate"));
+                    // Keep this task alive: the proxy ends through `fatal_rx`.
+                    std::future::pending::<()>().await;
+                }
+            });
 
             let stream_tls =
                 ControllerTls::new(address, server_name, &roots, Some(identity.clone()))?;
@@ -212,6 +230,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::info!("shutting down");
             Ok(())
         }
+        Ok(e) = fatal_rx => Err(e),
         Some(ended) = tasks.join_next() => match ended {
             Err(e) if e.is_panic() => Err(anyhow::anyhow!("a proxy task panicked: {e}")),
             _ => Err(anyhow::anyhow!("a proxy task stopped unexpectedly")),

@@ -2,6 +2,9 @@
 //! until SIGTERM or Ctrl-C.
 
 use mycel_sidecar::config::{names, Config, ConfigError, Env, ProcessEnv};
+use std::process::ExitCode;
+
+use mycel_api::report;
 use mycel_sidecar::init::{self, InitError};
 
 fn init_tracing(env: &dyn Env) {
@@ -52,31 +55,56 @@ fn run_init(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
         }
         Err(InitError::Cli(e)) => e.exit(),
         Err(e) => {
-            eprintln!("mycel-proxy init: {e}");
+            eprintln!("error: mycel-proxy init: {}", report::one_line(&e));
             std::process::exit(1);
         }
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+fn main() -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if init::is_init(&args) {
-        return run_init(&args);
+        return match run_init(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e, false),
+        };
     }
+    // `-v`/`--verbose` only changes how a fatal error is reported.
+    let verbose = report::verbose_requested(&args);
+    args.retain(|a| a != "-v" && a != "--verbose");
     let env = ProcessEnv;
     let config = match Config::from_args(args, &env) {
         Ok(c) => c,
-        Err(ConfigError::Cli(e)) => e.exit(),
+        Err(ConfigError::Cli(e)) if !e.use_stderr() || verbose => e.exit(),
+        Err(ConfigError::Cli(e)) => {
+            eprintln!("error: {}", report::first_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            eprintln!("mycel-proxy: {e}");
-            std::process::exit(2);
+            eprintln!("error: {}", report::one_line(&e));
+            return ExitCode::from(2);
         }
     };
     init_tracing(&env);
-    tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .thread_name("mycel-proxy")
         .enable_all()
-        .build()?
-        .block_on(mycel_sidecar::app::run(config, shutdown_signal()))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(mycel_sidecar::app::run(config, shutdown_signal())));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, verbose),
+    }
+}
+
+/// Reports a fatal error: one line, or the whole chain with `--verbose`.
+fn fail(e: &anyhow::Error, verbose: bool) -> ExitCode {
+    if verbose {
+        eprintln!("error: {e:?}");
+    } else {
+        eprintln!("error: {}", report::one_line(e.as_ref()));
+    }
+    ExitCode::FAILURE
 }

@@ -188,3 +188,59 @@ async fn certificate_and_bundle_swaps_apply_to_new_handshakes_only() {
         .client
         .is_err());
 }
+
+/// One full exchange over a fresh pipe with long-lived configs (as the
+/// proxy keeps them), so any session state of the first handshake is there
+/// for the second to resume.
+async fn exchange(
+    acceptor: &TlsAcceptor,
+    connector: &TlsConnector,
+) -> std::io::Result<(
+    tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
+    tokio_rustls::server::TlsStream<tokio::io::DuplexStream>,
+)> {
+    let (c, s) = tokio::io::duplex(64 * 1024);
+    let addr = "127.0.0.1:15006".parse().unwrap();
+    let (client, server) = tokio::time::timeout(LIMIT, async {
+        tokio::join!(
+            connector.connect(tls::server_name_for(addr), c),
+            acceptor.accept(s)
+        )
+    })
+    .await
+    .expect("handshake finished");
+    let (mut client, mut server) = (client?, server?);
+    // A round trip, so the client has read any session ticket sent after
+    // the handshake.
+    client.write_all(b"ping").await?;
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).await?;
+    server.write_all(b"pong").await?;
+    client.read_exact(&mut buf).await?;
+    Ok((client, server))
+}
+
+#[tokio::test]
+async fn handshake_after_trust_change_is_fully_verified_not_resumed() {
+    let ca = TestCa::new("mesh");
+    let server = ca.identity(&spiffe("catalog"));
+    let client = ca.identity(&spiffe("frontend"));
+    let acceptor = TlsAcceptor::from(tls::server_config(server.clone()).unwrap());
+    let connector = TlsConnector::from(
+        tls::client_config(client.clone(), spiffe("catalog").parse().unwrap()).unwrap(),
+    );
+    let (first_client, _first_server) = exchange(&acceptor, &connector).await.unwrap();
+    drop(first_client);
+
+    // The server stops trusting the client's CA. A resumed session would
+    // skip the client certificate check and let it in anyway.
+    let other = TestCa::new("other");
+    server.set_bundle(mycel_sidecar::identity::TrustBundle {
+        roots: vec![other.root_der.clone()],
+    });
+    let second = exchange(&acceptor, &connector).await;
+    assert!(
+        second.is_err(),
+        "second handshake was accepted after the trust change (resumed?)"
+    );
+}

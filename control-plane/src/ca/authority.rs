@@ -10,11 +10,17 @@ use std::time::Duration;
 use mycel_api::spiffe::SpiffeId;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    DnType, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 
 use super::files::{ensure_private_dir, write_private};
+
+mod issuer;
+mod san;
+
+pub use issuer::RotateError;
+use issuer::{Issuer, RootSigner};
 
 /// Leaves may not ask for less than this, so a proxy cannot make the CA
 /// issue certificates that expire before they are installed.
@@ -22,8 +28,10 @@ pub const MIN_TTL: Duration = Duration::from_secs(2);
 /// Certificates are backdated to tolerate clock skew between machines.
 pub const BACKDATE: Duration = Duration::from_secs(60);
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-const ISSUER_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
-const SERVING_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Default lifetime of the intermediate that signs leaves (`--issuer-ttl`).
+pub const DEFAULT_ISSUER_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default lifetime of the controller's serving cert (`--serving-cert-ttl`).
+pub const DEFAULT_SERVING_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// The identity of the controller's own serving certificate.
 pub const CONTROLLER_NAMESPACE: &str = "mycel-system";
@@ -105,19 +113,25 @@ pub struct ServingCert {
     pub chain_pem: String,
     pub key_pem: String,
     pub spiffe_id: SpiffeId,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
 }
 
 pub struct Authority {
     trust_domain: String,
     max_ttl: Duration,
+    issuer_ttl: Duration,
     root_der: Vec<u8>,
     root_pem: String,
-    issuer_der: Vec<u8>,
-    issuer_pem: String,
-    /// Holds the issuer's name and key identifier, which rcgen needs to sign.
-    issuer: rcgen::Certificate,
-    issuer_key: KeyPair,
-    issuer_not_after: OffsetDateTime,
+    root_not_after: OffsetDateTime,
+    /// The root's key, held only for a CA generated in the data dir: it is
+    /// what lets the issuer be rotated. A user's own CA keeps its root
+    /// outside, and its issuer is theirs to renew.
+    root: Option<RootSigner>,
+    /// The issuer new leaves are signed with. Swapped on rotation; leaves
+    /// signed by the previous one stay valid, as they chain to the same root
+    /// and carry their issuer in their chain.
+    issuer: std::sync::Mutex<std::sync::Arc<Issuer>>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -138,7 +152,7 @@ pub fn effective_ttl(max: Duration, requested_secs: u64) -> Duration {
     Duration::from_secs(requested_secs).clamp(MIN_TTL.min(max), max)
 }
 
-fn random_serial() -> SerialNumber {
+pub(crate) fn random_serial() -> SerialNumber {
     let mut bytes: [u8; 16] = rand::random();
     // Serial numbers are positive DER integers; a clear top bit keeps them
     // so, and a set second bit keeps all 16 bytes significant.
@@ -146,14 +160,14 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn read(path: &Path) -> Result<String, LoadError> {
+pub(crate) fn read(path: &Path) -> Result<String, LoadError> {
     std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
         path: path.to_path_buf(),
         cause,
     })
 }
 
-fn first_cert_der(path: &Path, pem: &str) -> Result<Vec<u8>, LoadError> {
+pub(crate) fn first_cert_der(path: &Path, pem: &str) -> Result<Vec<u8>, LoadError> {
     let mut reader = pem.as_bytes();
     let first = rustls_pemfile::certs(&mut reader).next();
     match first {
@@ -169,7 +183,7 @@ fn first_cert_der(path: &Path, pem: &str) -> Result<Vec<u8>, LoadError> {
     }
 }
 
-fn invalid(path: &Path, problem: impl Into<String>) -> LoadError {
+pub(crate) fn invalid(path: &Path, problem: impl Into<String>) -> LoadError {
     LoadError::Invalid {
         path: path.to_path_buf(),
         problem: problem.into(),
@@ -201,18 +215,32 @@ fn check_ca_cert(
 }
 
 impl Authority {
-    /// Loads the CA from `<data_dir>/ca/`, generating it on first start.
+    /// Loads the CA from `<data_dir>/ca/`, generating it on first start,
+    /// with the default issuer lifetime.
     pub fn load_or_generate(
         data_dir: &Path,
         trust_domain: &str,
         max_ttl: Duration,
     ) -> Result<Self, LoadError> {
+        Self::load_or_generate_with(data_dir, trust_domain, max_ttl, DEFAULT_ISSUER_TTL)
+    }
+
+    /// Loads the CA from `<data_dir>/ca/`, generating it on first start;
+    /// issuers it generates or rotates to live `issuer_ttl`.
+    pub fn load_or_generate_with(
+        data_dir: &Path,
+        trust_domain: &str,
+        max_ttl: Duration,
+        issuer_ttl: Duration,
+    ) -> Result<Self, LoadError> {
         check_trust_domain(trust_domain)?;
         let dir = data_dir.join("ca");
+        issuer::finish_interrupted_rotation(&dir)?;
         let names = ["root.pem", "root.key", "issuer.pem", "issuer.key"];
         let present: Vec<bool> = names.iter().map(|n| dir.join(n).exists()).collect();
         if present.iter().all(|p| *p) {
-            return Self::from_files(
+            issuer::replace_expired_issuer(&dir, trust_domain, issuer_ttl)?;
+            let mut ca = Self::from_files(
                 &CaFiles {
                     root_cert: dir.join("root.pem"),
                     issuer_cert: dir.join("issuer.pem"),
@@ -220,7 +248,10 @@ impl Authority {
                 },
                 trust_domain,
                 max_ttl,
-            );
+            )?;
+            ca.issuer_ttl = issuer_ttl;
+            ca.root = Some(RootSigner::load(&dir, &ca.root_der)?);
+            return Ok(ca);
         }
         if let Some(i) = present.iter().position(|p| *p) {
             let missing = names
@@ -232,10 +263,15 @@ impl Authority {
             tracing::debug!(found = names[i], "partial CA directory");
             return Err(LoadError::Incomplete { dir, missing });
         }
-        Self::generate(&dir, trust_domain, max_ttl)
+        Self::generate(&dir, trust_domain, max_ttl, issuer_ttl)
     }
 
-    fn generate(dir: &Path, trust_domain: &str, max_ttl: Duration) -> Result<Self, LoadError> {
+    fn generate(
+        dir: &Path,
+        trust_domain: &str,
+        max_ttl: Duration,
+        issuer_ttl: Duration,
+    ) -> Result<Self, LoadError> {
         let now = OffsetDateTime::now_utc();
         let root_key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(LoadError::Generate)?;
@@ -261,29 +297,7 @@ impl Authority {
             .self_signed(&root_key)
             .map_err(LoadError::Generate)?;
 
-        let issuer_key =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(LoadError::Generate)?;
-        let mut issuer_params = CertificateParams::default();
-        issuer_params.distinguished_name = DistinguishedName::new();
-        issuer_params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Mycel");
-        issuer_params.distinguished_name.push(
-            DnType::CommonName,
-            format!("Mycel Issuer CA ({trust_domain})"),
-        );
-        issuer_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        issuer_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        issuer_params.not_before = now - BACKDATE;
-        issuer_params.not_after = now + ISSUER_LIFETIME;
-        issuer_params.serial_number = Some(random_serial());
-        issuer_params.use_authority_key_identifier_extension = true;
-        let issuer = issuer_params
-            .signed_by(&issuer_key, &root, &root_key)
+        let issuer = Issuer::generate(trust_domain, issuer_ttl, &root, &root_key)
             .map_err(LoadError::Generate)?;
 
         ensure_private_dir(dir).map_err(|cause| LoadError::Write {
@@ -294,9 +308,9 @@ impl Authority {
         // start reports, never certificates whose keys are lost.
         for (name, contents) in [
             ("root.key", root_key.serialize_pem()),
-            ("issuer.key", issuer_key.serialize_pem()),
+            ("issuer.key", issuer.key.serialize_pem()),
             ("root.pem", root.pem()),
-            ("issuer.pem", issuer.pem()),
+            ("issuer.pem", issuer.pem.clone()),
         ] {
             let path = dir.join(name);
             write_private(&path, contents.as_bytes())
@@ -306,13 +320,12 @@ impl Authority {
         Ok(Self {
             trust_domain: trust_domain.to_string(),
             max_ttl,
+            issuer_ttl,
             root_der: root.der().to_vec(),
             root_pem: root.pem(),
-            issuer_der: issuer.der().to_vec(),
-            issuer_pem: issuer.pem(),
-            issuer_not_after: issuer_params_not_after(&issuer),
-            issuer,
-            issuer_key,
+            root_not_after: root.params().not_after,
+            root: Some(RootSigner::new(dir.to_path_buf(), root, root_key)),
+            issuer: std::sync::Mutex::new(std::sync::Arc::new(issuer)),
         })
     }
 
@@ -366,21 +379,18 @@ impl Authority {
             });
         }
         let issuer_not_after = issuer_x509.validity().not_after.to_datetime();
-        // rcgen signs with the issuer's name and key identifier taken from
-        // its certificate; the re-encoded certificate itself is never sent.
-        let issuer = CertificateParams::from_ca_cert_der(&issuer_der.clone().into())
-            .and_then(|p| p.self_signed(&issuer_key))
+        let root_not_after = root.validity().not_after.to_datetime();
+        let issuer = Issuer::from_der(issuer_der, issuer_key, issuer_not_after)
             .map_err(|e| invalid(&files.issuer_cert, format!("cannot be used to sign: {e}")))?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
             max_ttl,
+            issuer_ttl: DEFAULT_ISSUER_TTL,
             root_pem: cert_pem(&root_der),
-            issuer_pem: cert_pem(&issuer_der),
             root_der,
-            issuer_der,
-            issuer,
-            issuer_key,
-            issuer_not_after,
+            root_not_after,
+            root: None,
+            issuer: std::sync::Mutex::new(std::sync::Arc::new(issuer)),
         })
     }
 
@@ -396,8 +406,32 @@ impl Authority {
         &self.root_pem
     }
 
-    pub fn issuer_pem(&self) -> &str {
-        &self.issuer_pem
+    /// The current issuer's certificate.
+    pub fn issuer_pem(&self) -> String {
+        self.current_issuer().pem.clone()
+    }
+
+    pub fn issuer_der(&self) -> Vec<u8> {
+        self.current_issuer().der.clone()
+    }
+
+    pub fn issuer_not_after(&self) -> OffsetDateTime {
+        self.current_issuer().not_after
+    }
+
+    pub fn root_not_after(&self) -> OffsetDateTime {
+        self.root_not_after
+    }
+
+    pub fn issuer_ttl(&self) -> Duration {
+        self.issuer_ttl
+    }
+
+    fn current_issuer(&self) -> std::sync::Arc<Issuer> {
+        match self.issuer.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The trust anchors proxies accept peers from.
@@ -415,21 +449,29 @@ impl Authority {
         let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(SignError::Csr)?;
         let ttl = effective_ttl(self.max_ttl, requested_ttl_secs);
-        let params = self.leaf_params(identity, ttl, &[])?;
+        let issuer = self.issuer_for(ttl);
+        let params = issuer.leaf_params(identity, ttl, &[])?;
         let (not_before, not_after) = (params.not_before, params.not_after);
         let leaf = params
-            .signed_by(&csr.public_key, &self.issuer, &self.issuer_key)
+            .signed_by(&csr.public_key, &issuer.cert, &issuer.key)
             .map_err(SignError::Issue)?;
         Ok(Issued {
-            chain_der: vec![leaf.der().to_vec(), self.issuer_der.clone()],
+            chain_der: vec![leaf.der().to_vec(), issuer.der.clone()],
             spiffe_id: identity.clone(),
             not_before,
             not_after,
         })
     }
 
-    /// Issues the controller's own serving certificate with a fresh key.
+    /// Issues the controller's own serving certificate with a fresh key and
+    /// the default lifetime.
     pub fn serving_cert(&self) -> Result<ServingCert, SignError> {
+        self.serving_cert_for(DEFAULT_SERVING_TTL)
+    }
+
+    /// Issues the controller's own serving certificate with a fresh key,
+    /// valid for `ttl`.
+    pub fn serving_cert_for(&self, ttl: Duration) -> Result<ServingCert, SignError> {
         let id = SpiffeId::new(
             &self.trust_domain,
             CONTROLLER_NAMESPACE,
@@ -444,48 +486,68 @@ impl Authority {
             extra.push(SanType::DnsName(dns));
         }
         extra.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-        let mut params = self.leaf_params(&id, SERVING_LIFETIME, &extra)?;
+        let issuer = self.issuer_for(ttl);
+        let mut params = issuer.leaf_params(&id, ttl, &extra)?;
         params
             .distinguished_name
             .push(DnType::CommonName, CONTROLLER_SERVICE_ACCOUNT);
+        let (not_before, not_after) = (params.not_before, params.not_after);
         let cert = params
-            .signed_by(&key, &self.issuer, &self.issuer_key)
+            .signed_by(&key, &issuer.cert, &issuer.key)
             .map_err(SignError::Issue)?;
         Ok(ServingCert {
-            chain_pem: format!("{}{}", cert.pem(), self.issuer_pem),
+            chain_pem: format!("{}{}", cert.pem(), issuer.pem),
             key_pem: key.serialize_pem(),
             spiffe_id: id,
+            not_before,
+            not_after,
         })
     }
 
-    fn leaf_params(
-        &self,
-        id: &SpiffeId,
-        ttl: Duration,
-        extra_sans: &[SanType],
-    ) -> Result<CertificateParams, SignError> {
-        let now = OffsetDateTime::now_utc();
-        let uri = id.to_string().try_into().map_err(SignError::Issue)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(uri)];
-        params.subject_alt_names.extend(extra_sans.iter().cloned());
-        params.not_before = now - BACKDATE;
-        params.not_after = (now + ttl).min(self.issuer_not_after);
-        params.serial_number = Some(random_serial());
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        Ok(params)
+    /// The issuer to sign a leaf of lifetime `ttl` with: the current one,
+    /// unless it would expire before the leaf does and can be rotated, so
+    /// a leaf's life is never cut short by an issuer about to expire.
+    fn issuer_for(&self, ttl: Duration) -> std::sync::Arc<Issuer> {
+        let current = self.current_issuer();
+        if current.not_after >= OffsetDateTime::now_utc() + ttl || self.root.is_none() {
+            return current;
+        }
+        match self.rotate_issuer() {
+            Ok(()) => self.current_issuer(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot rotate the issuer; signing with the old one");
+                current
+            }
+        }
     }
-}
 
-fn issuer_params_not_after(cert: &rcgen::Certificate) -> OffsetDateTime {
-    cert.params().not_after
+    /// When the issuer should be replaced: once less than a quarter of the
+    /// configured issuer lifetime is left (75% into a fresh issuer's life;
+    /// counted back from the expiry, since `not_before` is backdated).
+    /// `None` when this CA cannot rotate (no root key here).
+    pub fn issuer_rotation_due(&self) -> Option<OffsetDateTime> {
+        self.root.as_ref()?;
+        Some(self.current_issuer().not_after - self.issuer_ttl / 4)
+    }
+
+    /// Replaces the issuer by a new one signed by the same root, written to
+    /// the data dir first so a restart keeps it.
+    pub fn rotate_issuer(&self) -> Result<(), RotateError> {
+        let root = self.root.as_ref().ok_or(RotateError::NoRootKey)?;
+        let mut guard = match self.issuer.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let next = root.rotate(&self.trust_domain, self.issuer_ttl)?;
+        tracing::info!(
+            serial = %hex::encode(&next.serial),
+            not_after = %next.not_after,
+            previous_not_after = %guard.not_after,
+            "rotated the issuer CA"
+        );
+        *guard = std::sync::Arc::new(next);
+        Ok(())
+    }
 }
 
 /// PEM-encodes one DER certificate.

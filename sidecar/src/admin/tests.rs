@@ -88,6 +88,26 @@ async fn static_mode_is_ready_with_cert() {
 }
 
 #[tokio::test]
+async fn expired_certificate_is_not_ready() {
+    let (s, ca) = state(&["--static-config=/s.yaml"]);
+    give_cert(&s, &ca).await;
+    assert_eq!(get(&s, "/ready").await.0, StatusCode::OK);
+    // The same certificate, as it is once its time has passed.
+    let c = s.identity.cert().unwrap();
+    s.identity.set_cert(crate::identity::WorkloadCert {
+        spiffe_id: c.spiffe_id.clone(),
+        chain: c.chain.clone(),
+        certified_key: c.certified_key.clone(),
+        serial_hex: c.serial_hex.clone(),
+        not_before_unix: c.not_before_unix,
+        not_after_unix: unix_now() - 1,
+    });
+    let (code, body) = get(&s, "/ready").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("expired"), "{body}");
+}
+
+#[tokio::test]
 async fn certs_metrics_and_dump() {
     let (s, ca) = state(&["--static-config=/s.yaml"]);
     let (code, body) = get(&s, "/certs").await;

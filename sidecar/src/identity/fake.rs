@@ -32,6 +32,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     failing: bool,
+    /// When set, every call is refused with this code.
+    refusing: Option<tonic::Code>,
     calls: usize,
     call_times: Vec<tokio::time::Instant>,
     issued: usize,
@@ -75,6 +77,12 @@ impl FakeCa {
     /// While failing, every call answers `UNAVAILABLE`.
     pub fn set_failing(&self, failing: bool) {
         self.state().failing = failing;
+    }
+
+    /// While set, every call is refused with `code` (as an unknown token
+    /// or a bad CSR would be).
+    pub fn set_refusing(&self, code: Option<tonic::Code>) {
+        self.state().refusing = code;
     }
 
     /// Calls made, failed ones included.
@@ -161,6 +169,12 @@ impl CaClient for FakeCa {
             st.calls += 1;
             st.call_times.push(tokio::time::Instant::now());
             st.last_ttl = ttl;
+            if let Some(code) = st.refusing {
+                return Err(CaError::Rejected {
+                    code,
+                    message: "fake CA refuses".into(),
+                });
+            }
             if st.failing {
                 return Err(CaError::Rejected {
                     code: tonic::Code::Unavailable,

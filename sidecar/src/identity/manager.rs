@@ -37,6 +37,24 @@ pub enum IdentityError {
     Cert(#[from] CertError),
 }
 
+impl IdentityError {
+    /// Whether asking again cannot help: the credential is missing or
+    /// refused, or the CA names someone else. Only the first certificate
+    /// treats these as fatal; later, the old certificate stays in service.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            IdentityError::Ca(CaError::Token(_)) | IdentityError::Mismatch { .. } => true,
+            IdentityError::Ca(CaError::Rejected { code, .. }) => matches!(
+                code,
+                tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::InvalidArgument
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The current time on both clocks: certificate validity is wall time,
 /// sleeping is monotonic (and paused in tests).
 #[derive(Clone, Copy, Debug)]
@@ -148,8 +166,11 @@ impl<C: CaClient> IdentityManager<C> {
     }
 
     /// Runs for the life of the proxy: gets a first certificate (retrying
-    /// until it does), then renews each one at 70% of its life.
-    pub async fn run(self) {
+    /// transient failures until it does), then renews each one at 70% of
+    /// its life. Returns only when the first certificate is refused for
+    /// good (see [`IdentityError::is_permanent`]): a proxy that can never
+    /// join the mesh should say so and stop, not retry forever.
+    pub async fn run(self) -> Result<(), IdentityError> {
         let mut rng = StdRng::from_entropy();
         let mut failures: u32 = 0;
         // When the next request is due; `None` = now. After a failure this is
@@ -164,6 +185,7 @@ impl<C: CaClient> IdentityManager<C> {
                     failures = 0;
                     next = self.next_refresh();
                 }
+                Err(e) if e.is_permanent() && !self.state.has_cert() => return Err(e),
                 Err(e) => {
                     let delay = backoff(failures, &mut rng);
                     failures = failures.saturating_add(1);

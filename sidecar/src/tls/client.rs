@@ -110,6 +110,9 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_cert_resolver(Arc::new(CurrentClientCert(identity)));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // Every handshake verifies the server against the current bundle and
+    // expected identity; see `server_config` for why nothing is resumed.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 

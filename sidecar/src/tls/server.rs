@@ -96,5 +96,14 @@ pub fn server_config(identity: Arc<IdentityState>) -> Result<Arc<ServerConfig>, 
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(CurrentCert(identity)));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No session resumption (neither a stateful cache nor tickets): a
+    // resumed TLS 1.3 session skips the peer certificate check, so a peer
+    // would keep getting in after the trust bundle dropped its root, or
+    // after its own certificate expired. Dropping the cache on every bundle
+    // change would not cover the expiry case. Mesh connections are pooled
+    // HTTP/2 connections, so full handshakes are rare and resumption would
+    // save little.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }

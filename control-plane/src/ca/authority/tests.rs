@@ -73,7 +73,8 @@ fn generated_root_and_issuer_shapes() {
     assert!(root.is_ca());
     let life = root.validity().not_after.timestamp() - root.validity().not_before.timestamp();
     assert!(life >= 3650 * 86400, "{life}");
-    let (_, issuer) = x509_parser::parse_x509_certificate(&a.issuer_der).unwrap();
+    let issuer_der = a.issuer_der();
+    let (_, issuer) = x509_parser::parse_x509_certificate(&issuer_der).unwrap();
     let bc = issuer.basic_constraints().unwrap().unwrap().value;
     assert!(bc.ca);
     assert_eq!(bc.path_len_constraint, Some(0));
@@ -218,7 +219,7 @@ fn csr_identity_is_ignored() {
     let id = SpiffeId::new("cluster.local", "shop", "catalog").unwrap();
     let issued = a.sign_csr(&csr, &id, 0).unwrap();
     assert_eq!(issued.chain_der.len(), 2);
-    assert_eq!(issued.chain_der[1], a.issuer_der);
+    assert_eq!(issued.chain_der[1], a.issuer_der());
     assert_eq!(issued.spiffe_id, id);
     assert_eq!(
         sans(&issued.chain_der[0]),
@@ -359,4 +360,176 @@ fn base64_matches_known_vectors() {
     ] {
         assert_eq!(base64_encode(input.as_bytes()), want);
     }
+}
+
+fn id() -> SpiffeId {
+    SpiffeId::new("cluster.local", "shop", "catalog").unwrap()
+}
+
+/// Whether `leaf` verifies against `root` (with its own chain).
+fn chains_to(chain: &[Vec<u8>], root: &[u8]) -> bool {
+    let anchor = webpki_anchor(root);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+    let (_, issuer) = x509_parser::parse_x509_certificate(&chain[1]).unwrap();
+    leaf.verify_signature(Some(issuer.public_key())).is_ok()
+        && issuer.verify_signature(Some(&anchor)).is_ok()
+}
+
+fn webpki_anchor(root: &[u8]) -> x509_parser::x509::SubjectPublicKeyInfo<'_> {
+    x509_parser::parse_x509_certificate(root)
+        .unwrap()
+        .1
+        .tbs_certificate
+        .subject_pki
+}
+
+#[test]
+fn workload_san_is_critical() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ca(dir.path());
+    let (csr, _) = csr_for(vec![]);
+    let issued = a.sign_csr(&csr, &id(), 3600).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&issued.chain_der[0]).unwrap();
+    assert!(leaf.subject().as_raw().len() <= 2, "subject must be empty");
+    let san = leaf
+        .extensions()
+        .iter()
+        .find(|e| {
+            matches!(
+                e.parsed_extension(),
+                ParsedExtension::SubjectAlternativeName(_)
+            )
+        })
+        .expect("a SAN extension");
+    assert!(
+        san.critical,
+        "SAN of a leaf with an empty subject must be critical"
+    );
+    assert_eq!(
+        sans(&issued.chain_der[0]),
+        vec!["uri:spiffe://cluster.local/ns/shop/sa/catalog"]
+    );
+    // The serving cert's names survive the hand encoding.
+    let s = a.serving_cert().unwrap();
+    let der = rustls_pemfile::certs(&mut s.chain_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let names = sans(&der);
+    assert!(names.contains(&"dns:mycel-controller.mycel-system.svc".to_string()));
+    assert!(
+        names.contains(&"ip:[127, 0, 0, 1]".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn rotated_issuer_is_persisted_and_old_leaves_stay_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Authority::load_or_generate_with(dir.path(), "cluster.local", DAY, 30 * DAY).unwrap();
+    let root = a.trust_bundle_der()[0].clone();
+    let (csr, _) = csr_for(vec![]);
+    let before = a.sign_csr(&csr, &id(), 3600).unwrap();
+    let old_issuer = a.issuer_der();
+    a.rotate_issuer().unwrap();
+    assert_ne!(a.issuer_der(), old_issuer);
+    let after = a.sign_csr(&csr, &id(), 3600).unwrap();
+    assert_eq!(
+        after.chain_der[1],
+        a.issuer_der(),
+        "new leaves use the new issuer"
+    );
+    assert!(chains_to(&before.chain_der, &root), "old leaf still chains");
+    assert!(
+        chains_to(&after.chain_der, &root),
+        "new leaf chains to the same root"
+    );
+    assert_eq!(a.trust_bundle_der(), vec![root.clone()]);
+    // A restart loads the rotated issuer, not the first one.
+    let reloaded = ca(dir.path());
+    assert_eq!(reloaded.issuer_der(), a.issuer_der());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("ca"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("next") || n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn rotation_is_due_at_three_quarters_of_the_issuer_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Authority::load_or_generate_with(dir.path(), "cluster.local", DAY, 40 * DAY).unwrap();
+    let due = a.issuer_rotation_due().unwrap();
+    let expected = OffsetDateTime::now_utc() + 30 * DAY;
+    assert!((due - expected).whole_seconds().abs() < 120, "{due}");
+}
+
+#[test]
+fn leaf_ttl_is_not_cut_by_a_nearly_expired_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    // An issuer with 10 s left cannot carry a one-hour leaf: it is rotated
+    // first, and the leaf gets its whole hour.
+    let a =
+        Authority::load_or_generate_with(dir.path(), "cluster.local", DAY, Duration::from_secs(10))
+            .unwrap();
+    let first = a.issuer_der();
+    // The rotated issuer lives long enough for the leaf.
+    let a = Authority {
+        issuer_ttl: 2 * DAY,
+        ..a
+    };
+    let (csr, _) = csr_for(vec![]);
+    let issued = a.sign_csr(&csr, &id(), 3600).unwrap();
+    assert_ne!(a.issuer_der(), first, "the issuer was rotated");
+    let life = issued.not_after - OffsetDateTime::now_utc();
+    assert!(life.whole_seconds() > 3500, "leaf life {life}");
+}
+
+#[test]
+fn user_given_ca_cannot_rotate_but_still_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = ca(dir.path());
+    let a = Authority::from_files(&files(dir.path()), "cluster.local", DAY).unwrap();
+    assert!(a.issuer_rotation_due().is_none());
+    assert!(matches!(a.rotate_issuer(), Err(RotateError::NoRootKey)));
+}
+
+#[test]
+fn interrupted_rotation_is_completed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = ca(dir.path());
+    let cadir = dir.path().join("ca");
+    // Simulate a crash after the key rename: the new key is installed, the
+    // new certificate is still under its temporary name.
+    let root = a.root.as_ref().unwrap();
+    let next = Issuer::generate(
+        "cluster.local",
+        DAY,
+        &root.cert_for_test(),
+        root.key_for_test(),
+    )
+    .unwrap();
+    std::fs::write(cadir.join("issuer.key"), next.key.serialize_pem()).unwrap();
+    std::fs::write(cadir.join("issuer-next.pem"), &next.pem).unwrap();
+    let reloaded = ca(dir.path());
+    assert_eq!(reloaded.issuer_der(), next.der);
+    assert!(!cadir.join("issuer-next.pem").exists());
+}
+
+#[test]
+fn issuer_expired_while_down_is_replaced_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Authority::load_or_generate_with(
+        dir.path(),
+        "cluster.local",
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = ca(dir.path());
+    assert_ne!(again.issuer_der(), first.issuer_der());
+    assert!(again.issuer_not_after() > OffsetDateTime::now_utc());
+    assert_eq!(again.trust_bundle_der(), first.trust_bundle_der());
 }

@@ -177,3 +177,52 @@ async fn first_cert_retries_until_ca_answers() {
     assert!(state.has_cert());
     task.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn refused_first_certificate_stops_the_manager() {
+    for code in [
+        tonic::Code::Unauthenticated,
+        tonic::Code::PermissionDenied,
+        tonic::Code::InvalidArgument,
+    ] {
+        let ca = FakeCa::new(id("catalog"), Duration::from_secs(100));
+        ca.set_refusing(Some(code));
+        let (m, state) = manager(ca.clone());
+        let err = m.run().await.unwrap_err();
+        assert!(err.is_permanent(), "{code:?}: {err}");
+        assert_eq!(ca.calls(), 1, "{code:?}: no retry");
+        assert!(!state.has_cert());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusal_after_the_first_certificate_keeps_retrying() {
+    let ca = FakeCa::new(id("catalog"), Duration::from_secs(100));
+    let (m, state) = manager(ca.clone());
+    let task = tokio::spawn(m.run());
+    wait_issued(&ca, 1).await;
+    ca.set_refusing(Some(tonic::Code::PermissionDenied));
+    for _ in 0..10_000 {
+        if ca.calls() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ca.calls() >= 3, "kept retrying");
+    assert!(!task.is_finished());
+    assert!(state.has_cert(), "old certificate kept");
+    task.abort();
+}
+
+#[test]
+fn unavailable_is_transient() {
+    let e = IdentityError::Ca(CaError::Rejected {
+        code: tonic::Code::Unavailable,
+        message: String::new(),
+    });
+    assert!(!e.is_permanent());
+    let e = IdentityError::Ca(CaError::Token(std::io::Error::from(
+        std::io::ErrorKind::NotFound,
+    )));
+    assert!(e.is_permanent());
+}

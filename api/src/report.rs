@@ -1,0 +1,75 @@
+//! How every Mycel binary reports a fatal error: one line,
+//! `error: outer: cause: cause`, unless `-v`/`--verbose` asks for more.
+
+use std::error::Error;
+use std::ffi::OsString;
+
+/// Whether `-v` or `--verbose` is among the command-line arguments.
+pub fn verbose_requested(args: &[OsString]) -> bool {
+    args.iter().skip(1).any(|a| a == "-v" || a == "--verbose")
+}
+
+/// `err` and its causes joined by `": "` on one line. A cause whose text
+/// the message before it already includes is skipped, so wrappers that
+/// quote their source do not repeat it.
+pub fn one_line(err: &(dyn Error + 'static)) -> String {
+    let mut out = flatten(&err.to_string());
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = flatten(&c.to_string());
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// The first line of a command-line parser's message (which goes on with
+/// usage and hints), without its own `error: ` prefix.
+pub fn first_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    line.trim().trim_start_matches("error:").trim().to_string()
+}
+
+/// Newlines and runs of whitespace become single spaces.
+fn flatten(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn chain_is_one_line_without_repeats() {
+        let e = Outer(Middle(std::io::Error::other("no such\nfile")));
+        assert_eq!(one_line(&e), "outer: middle: no such file");
+    }
+
+    #[test]
+    fn first_line_of_parser_errors() {
+        let text = "error: invalid value 'x' for '--cert-ttl <CERT_TTL>': bad\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            first_line(text),
+            "invalid value 'x' for '--cert-ttl <CERT_TTL>': bad"
+        );
+    }
+
+    #[test]
+    fn verbose_flag() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(verbose_requested(&args(&["bin", "--x", "-v"])));
+        assert!(verbose_requested(&args(&["bin", "--verbose"])));
+        assert!(!verbose_requested(&args(&["bin", "--value", "v"])));
+    }
+}
