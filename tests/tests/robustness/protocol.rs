@@ -151,7 +151,9 @@ async fn bad_host_header_is_refused_before_subscribing() {
     // registered, ready, and routes.
     let reply = http::get(client.outbound(), "catalog", "/x").await.unwrap();
     assert_eq!((reply.status, reply.body.as_str()), (200, "catalog /x"));
-    let ready = http::get(client.admin, "localhost", "/ready").await.unwrap();
+    let ready = http::get(client.admin, "localhost", "/ready")
+        .await
+        .unwrap();
     assert_eq!(ready.status, 200, "{}", ready.body);
     let log = client.proc.log();
     assert!(!log.contains("discovery stream lost"), "{log}");
@@ -342,7 +344,10 @@ async fn gateway_path_traversal_cannot_escape_route() {
     let gw = gateway.listen();
 
     let reply = http::get(gw, "example.com", "/public/./a").await.unwrap();
-    assert_eq!((reply.status, reply.body.as_str()), (200, "public /public/a"));
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "public /public/a")
+    );
     // Normalized before matching: the route is the one of the real path,
     // and the service gets that path.
     for path in [
