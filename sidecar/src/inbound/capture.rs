@@ -45,9 +45,8 @@ pub enum Refusal {
     CapturePort,
     /// Not a declared app port.
     UndeclaredPort,
-    /// A loopback or unspecified destination: what it would reach is bound
-    /// for the pod alone.
-    Loopback,
+    /// An unspecified destination (0.0.0.0): no address to dial.
+    Unspecified,
 }
 
 impl Refusal {
@@ -56,7 +55,7 @@ impl Refusal {
             Refusal::Strict => "strict mTLS",
             Refusal::CapturePort => "addressed to the capture port",
             Refusal::UndeclaredPort => "not a declared app port",
-            Refusal::Loopback => "loopback destination",
+            Refusal::Unspecified => "unspecified destination",
         }
     }
 }
@@ -79,8 +78,8 @@ pub fn target(
     if mode == MtlsMode::Strict {
         return Verdict::Refuse(Refusal::Strict);
     }
-    if dst.ip().is_loopback() || dst.ip().is_unspecified() {
-        return Verdict::Refuse(Refusal::Loopback);
+    if dst.ip().is_unspecified() {
+        return Verdict::Refuse(Refusal::Unspecified);
     }
     if !all_ports && !app_ports.contains(&dst.port()) {
         return Verdict::Refuse(Refusal::UndeclaredPort);
@@ -208,15 +207,9 @@ mod tests {
             ),
             (
                 Permissive,
-                true,
-                "127.0.0.1:6000",
-                Verdict::Refuse(Refusal::Loopback),
-            ),
-            (
-                Permissive,
                 false,
                 "0.0.0.0:8080",
-                Verdict::Refuse(Refusal::Loopback),
+                Verdict::Refuse(Refusal::Unspecified),
             ),
         ];
         for (mode, all, dst, want) in cases {
