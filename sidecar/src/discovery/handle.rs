@@ -42,10 +42,17 @@ impl Default for SubscriptionLimits {
     }
 }
 
-/// The proxy follows as many services as it may.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("subscription limit of {0} services reached")]
-pub struct LimitReached(pub usize);
+/// Why a service was not subscribed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The proxy follows as many services as it may.
+    #[error("subscription limit of {0} services reached")]
+    Limit(usize),
+    /// Not a `<name>.<namespace>` key: the controller would refuse it, so
+    /// it never leaves the proxy, whichever path produced it.
+    #[error(transparent)]
+    BadKey(#[from] mycel_api::names::ServiceKeyError),
+}
 
 /// A change to forward to the controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,8 +111,9 @@ impl Subscriptions {
     }
 
     /// Records a use of `key`, subscribing when it is new; returns true
-    /// when it is new. Refuses a new key once the cap is reached.
-    pub fn add(&self, key: &str) -> Result<bool, LimitReached> {
+    /// when it is new. Refuses a new key once the cap is reached, and any
+    /// string that is not a service key.
+    pub fn add(&self, key: &str) -> Result<bool, SubscribeError> {
         let mut inner = self.lock();
         if inner.pinned.contains(key) {
             return Ok(false);
@@ -115,8 +123,9 @@ impl Subscriptions {
             *at = now;
             return Ok(false);
         }
+        mycel_api::names::ServiceKey::parse(key)?;
         if inner.used.len() >= inner.limits.max {
-            return Err(LimitReached(inner.limits.max));
+            return Err(SubscribeError::Limit(inner.limits.max));
         }
         inner.used.insert(key.to_string(), now);
         inner.send(Change::Add(key.to_string()));
@@ -195,7 +204,7 @@ impl Discovery {
     /// after that a still-unanswered service is reported as `Pending`.
     /// Fails without subscribing when the proxy follows as many services as
     /// it may.
-    pub async fn resolve(&self, key: &str, wait: Duration) -> Result<ServiceState, LimitReached> {
+    pub async fn resolve(&self, key: &str, wait: Duration) -> Result<ServiceState, SubscribeError> {
         if let Some(state) = self.known(key) {
             self.subscriptions.touch(key);
             return Ok(state);
@@ -298,6 +307,20 @@ mod tests {
     }
 
     #[test]
+    fn strings_that_are_not_service_keys_are_never_subscribed() {
+        let subs = Subscriptions::default();
+        let mut changes = subs.attach();
+        for bad in [".shop", "a..b", "x", "a_b.shop", "-a.shop", "a.b.c"] {
+            assert!(
+                matches!(subs.add(bad), Err(SubscribeError::BadKey(_))),
+                "{bad}"
+            );
+        }
+        assert!(changes.try_recv().is_err());
+        assert!(subs.all().is_empty());
+    }
+
+    #[test]
     fn adding_twice_is_one_subscription() {
         let subs = Subscriptions::default();
         assert_eq!(subs.add("a.b"), Ok(true));
@@ -321,7 +344,7 @@ mod tests {
         }
         assert_eq!(
             d.resolve("s3.shop", Duration::ZERO).await,
-            Err(LimitReached(3))
+            Err(SubscribeError::Limit(3))
         );
         assert!(changes.try_recv().is_err(), "no subscription past the cap");
         // Services already followed still resolve.
@@ -341,7 +364,7 @@ mod tests {
         let d = Discovery::new(rx, subs.clone());
         assert_eq!(subs.add("used.shop"), Ok(true));
         assert_eq!(subs.add("once.shop"), Ok(true));
-        assert_eq!(subs.add("third.shop"), Err(LimitReached(2)));
+        assert_eq!(subs.add("third.shop"), Err(SubscribeError::Limit(2)));
 
         tokio::time::advance(idle / 2).await;
         // A request for a known service keeps its subscription alive.

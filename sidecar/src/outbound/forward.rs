@@ -12,7 +12,7 @@ use super::http::{
 };
 use super::plan::{plan, Destination, Plan, PlanError};
 use super::Outbound;
-use crate::discovery::{Endpoint, Protocol, ServicePort};
+use crate::discovery::{Endpoint, Protocol, ServicePort, SubscribeError};
 use crate::metrics::{Direction, ErrorKind};
 
 /// How long a request waits for the controller's first answer on a service.
@@ -88,7 +88,10 @@ impl Outbound {
             .discovery
             .resolve(&dest.service_key, RESOLVE_WAIT)
             .await
-            .map_err(|e| PlanError::SubscriptionLimit(e.0))?;
+            .map_err(|e| match e {
+                SubscribeError::Limit(max) => PlanError::SubscriptionLimit(max),
+                SubscribeError::BadKey(_) => PlanError::BadHost(dest.host.clone()),
+            })?;
         let plan = plan(dest, &state)?;
         let endpoint = self
             .balancer

@@ -455,3 +455,39 @@ async fn grpc_caller_gets_grpc_status_unavailable() {
     let message = h["grpc-message"].to_str().unwrap();
     assert!(!message.contains("ghost"), "{message}");
 }
+
+/// A sidecar whose discovery stream stays down (a controller gone, or one
+/// that keeps refusing the stream) must not keep saying ready; a short
+/// outage is absorbed, and the stream coming back makes it ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_says_not_ready_while_the_discovery_stream_stays_down() {
+    let mut mesh = Mesh::start(&services(&["catalog"])).await;
+    let client = mesh.sidecar(SidecarSpec::new("client", "client")).await;
+    mesh.kill_controller().await;
+
+    let ready = || async {
+        http::get(client.admin, "localhost", "/ready")
+            .await
+            .unwrap()
+    };
+    let first = ready().await;
+    assert_eq!(
+        first.status, 200,
+        "a short outage is absorbed: {}",
+        first.body
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let down = loop {
+        let r = ready().await;
+        if r.status != 200 {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still ready");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(down.body.contains("discovery stream down"), "{}", down.body);
+
+    mesh.start_controller().await;
+    client.wait_ready().await;
+}
