@@ -135,6 +135,9 @@ async fn connection(
             port,
             service,
         } => {
+            // Dialing an endpoint is a use of its service: the subscription
+            // that made the endpoint known must not expire under it.
+            outbound.discovery.subscriptions().touch(&service);
             let protocol = port.protocol;
             (
                 HttpRoute::Endpoint(Box::new((endpoint, port, service))),
