@@ -46,6 +46,15 @@ pub fn missing(state: &AdminState) -> Vec<&'static str> {
     if !state.config.is_static() && !state.status.is_synced() {
         missing.push("no discovery response applied yet");
     }
+    // Serving the last snapshot is right for a while; a stream that keeps
+    // failing (a refused Hello, a controller gone for good) is not ready.
+    if !state.config.is_static()
+        && state
+            .status
+            .down_longer_than(crate::discovery::status::STREAM_DOWN_GRACE)
+    {
+        missing.push("discovery stream down (see /config_dump for the last error)");
+    }
     missing
 }
 

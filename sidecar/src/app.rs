@@ -120,11 +120,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let identity = IdentityState::new();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let subscriptions = Subscriptions::default();
+    let subscriptions = Subscriptions::new(config.subscriptions);
     // Transparent mode meets services by address only; these are known
     // (with their VIPs) before the app's first connection.
     for key in &config.transparent.subscribe {
-        subscriptions.add(key);
+        subscriptions.pin(key);
     }
     let discovery = Discovery::new(snap_rx, subscriptions.clone());
     let status = Arc::new(DiscoveryStatus::default());
@@ -264,8 +264,9 @@ async fn serve_data_path(
         set.spawn(inbound::capture::serve(
             listener,
             inbound::capture::CaptureContext {
-                app_host: config.app_host,
                 mode: config.transparent.mtls_mode,
+                app_ports: config.workload.app_ports.iter().map(|p| p.port).collect(),
+                all_ports: config.transparent.capture_all_ports,
                 metrics: metrics.clone(),
                 orig: Arc::new(SockOpt),
             },

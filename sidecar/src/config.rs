@@ -55,6 +55,9 @@ pub mod names {
     pub const SUBSCRIBE: &str = "subscribe";
     pub const OPAQUE_PORT: &str = "opaque-port";
     pub const WORKER_THREADS: &str = "worker-threads";
+    pub const MAX_SUBSCRIPTIONS: &str = "max-subscriptions";
+    pub const SUBSCRIPTION_IDLE: &str = "subscription-idle";
+    pub const CAPTURE_ALL_PORTS: &str = "capture-all-ports";
 
     /// Join token (or service-account token) when no `--token-file` is given.
     pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
@@ -180,6 +183,9 @@ pub struct TransparentConfig {
     pub subscribe: Vec<String>,
     /// Ports whose traffic is tunnelled as opaque TCP without sniffing.
     pub opaque_ports: Vec<u16>,
+    /// Permissive inbound capture passes any port, not only declared app
+    /// ports.
+    pub capture_all_ports: bool,
 }
 
 /// Where the join token comes from. A file is re-read on every request, so
@@ -269,6 +275,8 @@ pub struct Config {
     /// that stays on one thread wakes no other; measured in
     /// docs/benchmarks.md), every core for a gateway.
     pub worker_threads: usize,
+    /// Cap and idle expiry of on-demand discovery subscriptions.
+    pub subscriptions: crate::discovery::SubscriptionLimits,
 }
 
 mod humantime_opt {
@@ -350,6 +358,12 @@ struct Args {
     opaque_port: Vec<u16>,
     #[arg(long = names::WORKER_THREADS, value_name = "N")]
     worker_threads: Option<String>,
+    #[arg(long = names::MAX_SUBSCRIPTIONS, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_subscriptions: u32,
+    #[arg(long = names::SUBSCRIPTION_IDLE, value_name = "DURATION", default_value = "10m")]
+    subscription_idle: String,
+    #[arg(long = names::CAPTURE_ALL_PORTS)]
+    capture_all_ports: bool,
 }
 
 impl Config {
@@ -493,6 +507,11 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
             .map(|k| parse::service_key(SUBSCRIBE, k))
             .collect::<Result<Vec<_>, _>>()?,
         opaque_ports: a.opaque_port,
+        capture_all_ports: a.capture_all_ports,
+    };
+    let subscriptions = crate::discovery::SubscriptionLimits {
+        max: a.max_subscriptions as usize,
+        idle: parse::ttl(SUBSCRIPTION_IDLE, &a.subscription_idle)?,
     };
 
     let worker_threads = match opt(WORKER_THREADS, a.worker_threads.as_deref(), parse::threads)? {
@@ -546,6 +565,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         routes,
         transparent,
         worker_threads,
+        subscriptions,
     })
 }
 

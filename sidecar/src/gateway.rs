@@ -9,7 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 
 pub use crate::config::GatewayRoute;
 use crate::metrics::{Direction, ErrorKind};
-use crate::outbound::http::{boxed, text, Body};
+use crate::outbound::http::{boxed, proxy_error, Body, Caller};
 use crate::outbound::plan::Destination;
 use crate::outbound::{request_authority, Outbound};
 
@@ -49,7 +50,7 @@ pub fn serve(
                     async move { Ok::<_, Infallible>(handle(&routes, &outbound, req).await) }
                 });
                 if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                     .await
                 {
                     tracing::debug!(%remote, error = %e, "gateway: connection ended with error");
@@ -59,23 +60,89 @@ pub fn serve(
     }
 }
 
+/// A request the gateway answers itself, before any route: counted, logged
+/// with its detail, answered generically.
+fn refuse(
+    outbound: &Outbound,
+    caller: Caller,
+    status: StatusCode,
+    kind: ErrorKind,
+    detail: &str,
+) -> Response<Body> {
+    tracing::info!(kind = kind.as_str(), %detail, "gateway: request refused");
+    let metrics = outbound.metrics();
+    metrics.error(Direction::Gateway, kind);
+    metrics.request(
+        Direction::Gateway,
+        crate::outbound::UNKNOWN_SERVICE_LABEL,
+        status.as_u16(),
+    );
+    proxy_error(status, kind, detail, caller)
+}
+
 async fn handle(
     routes: &[GatewayRoute],
     outbound: &Outbound,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
+    let caller = Caller::of(req.headers(), true);
+    // A gateway is not a forward proxy: a tunnel to wherever the caller
+    // names would reach inside the mesh.
+    if req.method() == Method::CONNECT {
+        return refuse(
+            outbound,
+            caller,
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::MethodNotAllowed,
+            "CONNECT is not served by the gateway",
+        );
+    }
+    let path = match route::normalize_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            let detail = format!("path {:?}: {e}", req.uri().path());
+            return refuse(
+                outbound,
+                caller,
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadPath,
+                &detail,
+            );
+        }
+    };
+    if path != req.uri().path() {
+        // The service gets the path the route was chosen by.
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = PathAndQuery::try_from(pq).ok();
+        match http::Uri::from_parts(parts) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => {
+                let detail = format!("cannot rebuild normalized path {path:?}: {e}");
+                return refuse(
+                    outbound,
+                    caller,
+                    StatusCode::BAD_REQUEST,
+                    ErrorKind::BadPath,
+                    &detail,
+                );
+            }
+        }
+    }
     let authority = request_authority(&req).unwrap_or_default();
     let host = route::host_only(&authority).to_ascii_lowercase();
-    let path = req.uri().path().to_string();
     let Some(route) = route::select(routes, &host, &path) else {
-        tracing::info!(%host, %path, "gateway: no route");
-        outbound
-            .metrics()
-            .error(Direction::Gateway, ErrorKind::NoRoute);
-        outbound
-            .metrics()
-            .request(Direction::Gateway, "", StatusCode::NOT_FOUND.as_u16());
-        return text(StatusCode::NOT_FOUND, format!("no route for {host}{path}"));
+        let detail = format!("no route for {host}{path}");
+        return refuse(
+            outbound,
+            caller,
+            StatusCode::NOT_FOUND,
+            ErrorKind::NoRoute,
+            &detail,
+        );
     };
     let dest = Destination {
         host: route.service.clone(),

@@ -42,6 +42,17 @@ pub enum ErrorKind {
     BadRequest,
     /// The gateway has no route for the request.
     NoRoute,
+    /// The host names no valid service key (breaks the name rules).
+    BadHost,
+    /// This proxy holds as many on-demand subscriptions as it may.
+    SubscriptionLimit,
+    /// A method the listener does not serve (CONNECT on the gateway).
+    MethodNotAllowed,
+    /// A request path the gateway refuses to route (encoded slash, a
+    /// dot-segment above the root).
+    BadPath,
+    /// An HTTP/1.1 upgrade (WebSocket) could not be carried.
+    Upgrade,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -82,6 +93,35 @@ impl ErrorKind {
             ErrorKind::PortRefused => "port_refused",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::NoRoute => "no_route",
+            ErrorKind::BadHost => "bad_host",
+            ErrorKind::SubscriptionLimit => "subscription_limit",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::BadPath => "bad_path",
+            ErrorKind::Upgrade => "upgrade",
+        }
+    }
+
+    /// The value of the `mycel-proxy-error` header on a response the proxy
+    /// made itself: the metric label with dashes.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            ErrorKind::UnknownService => "unknown-service",
+            ErrorKind::NoAnswer => "no-answer",
+            ErrorKind::BadPort => "bad-port",
+            ErrorKind::NoEndpoints => "no-endpoints",
+            ErrorKind::Connect => "connect",
+            ErrorKind::IdentityMismatch => "identity-mismatch",
+            ErrorKind::TlsHandshake => "tls-handshake",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::AppConnect => "app-connect",
+            ErrorKind::PortRefused => "port-refused",
+            ErrorKind::BadRequest => "bad-request",
+            ErrorKind::NoRoute => "no-route",
+            ErrorKind::BadHost => "bad-host",
+            ErrorKind::SubscriptionLimit => "subscription-limit",
+            ErrorKind::MethodNotAllowed => "method-not-allowed",
+            ErrorKind::BadPath => "bad-path",
+            ErrorKind::Upgrade => "upgrade",
         }
     }
 }

@@ -10,13 +10,14 @@ pub mod plan;
 pub mod pool;
 mod tcp;
 pub mod transparent;
+mod upgrade;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-pub use forward::{ForwardError, RESOLVE_WAIT};
+pub use forward::{ForwardError, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
 
 use crate::discovery::Discovery;

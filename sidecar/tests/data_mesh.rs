@@ -471,7 +471,8 @@ async fn gateway_routes_by_host_and_prefix() {
     );
     let (status, body) = http1(addr, get("/other", Some("shop.example.com"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body, "no route for shop.example.com/other\n");
+    // External callers get the kind, never internal detail.
+    assert_eq!(body, "Not Found (no-route)\n");
     let (status, _) = http1(addr, get("/api/items", Some("else.example.com"))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(seen_paths(&mesh.seen), vec!["/api/items"]);

@@ -173,6 +173,7 @@ async fn start() -> World {
         .iter()
         .map(|n| ports[n])
         .collect();
+    let capture_ports = app_ports.clone();
 
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::new(&mut registry);
@@ -244,8 +245,9 @@ async fn start() -> World {
         tasks.push(tokio::spawn(capture::serve(
             l,
             capture::CaptureContext {
-                app_host: "127.0.0.1".parse().unwrap(),
                 mode,
+                app_ports: capture_ports.clone(),
+                all_ports: false,
                 metrics: metrics.clone(),
                 orig: fake_orig(table.clone()),
             },
@@ -429,9 +431,9 @@ async fn http_to_an_endpoint_address_is_forwarded_per_request_to_that_endpoint()
         "{m}"
     );
     assert!(
-        m.contains(&format!(
-            r#"mycel_requests_total{{direction="outbound",service="{dst}",code="200"}} 2"#
-        )),
+        m.contains(
+            r#"mycel_requests_total{direction="outbound",service="ratings.shop",code="200"} 2"#
+        ),
         "{m}"
     );
 }
@@ -474,6 +476,10 @@ async fn inbound_plaintext_is_allowed_and_marked_in_permissive_and_refused_in_st
     let mut tcp = w.dial(w.capture_permissive, "127.0.0.11", app).await;
     assert_eq!(exchange(&mut tcp, b"hi", 2).await, "hi");
     let mut tcp = w.dial(w.capture_strict, "127.0.0.12", app).await;
+    assert_eq!(exchange(&mut tcp, b"hi", 2).await, "");
+    // Permissive passes declared app ports only.
+    let undeclared = SocketAddr::from(([127, 0, 0, 1], w.ports["outside"]));
+    let mut tcp = w.dial(w.capture_permissive, "127.0.0.13", undeclared).await;
     assert_eq!(exchange(&mut tcp, b"hi", 2).await, "");
     let m = w.metrics();
     let port = app.port();

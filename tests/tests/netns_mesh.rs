@@ -587,3 +587,55 @@ async fn strict_refuses_and_permissive_admits_plaintext_from_outside_the_mesh() 
     );
     assert_eq!(strict.metric_sum(m, &allowed), 0);
 }
+
+/// A server bound to 127.0.0.1 inside a pod is for that pod alone: a
+/// permissive sidecar whose app host is loopback (a real pod's default)
+/// must not carry captured plaintext there, nor to undeclared ports.
+#[tokio::test]
+async fn permissive_capture_does_not_reach_localhost_only_server() {
+    if !can_run() {
+        return;
+    }
+    let mut node = node().await;
+    let mut open = Pod::new(&mut node, "open");
+    let demo = bin("mycel-demo").display().to_string();
+    open.app("ratings", &demo, &["ratings", "--listen", "0.0.0.0:8080"]);
+    open.app(
+        "local-only",
+        &demo,
+        &["ratings", "--listen", "127.0.0.1:6000"],
+    );
+    let spec = PodSpec::new("open")
+        .permissive()
+        .app_host("127.0.0.1")
+        .app_port("http:8080");
+    open.start_sidecar(&node, &spec).await;
+    wait_ok(
+        &open,
+        "the loopback-only server",
+        "curl",
+        &["-sS", "-m", "2", "http://127.0.0.1:6000/ratings/p1"],
+    )
+    .await;
+    let outsider = Pod::new(&mut node, "outsider");
+
+    // The declared port is still served, at the pod IP.
+    let to_app = format!("http://{}:8080/ratings/p1", open.ip);
+    let body = curl_json(&outsider, &to_app, &[&open]);
+    assert_eq!(body["product_id"], "p1");
+
+    let to_local = format!("http://{}:6000/ratings/p1", open.ip);
+    let r = outsider.exec("curl", &["-sS", "-m", "5", &to_local]);
+    assert!(
+        !r.ok,
+        "a loopback-only server answered from outside the pod: {}",
+        r.stdout
+    );
+    let m = "mycel_captured_connections_total";
+    let refused = [r#"direction="inbound""#, r#"target="refused""#];
+    assert!(
+        open.metric_sum(m, &refused) >= 1,
+        "{}",
+        open.admin("/metrics").stdout
+    );
+}

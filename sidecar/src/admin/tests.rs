@@ -136,7 +136,7 @@ async fn certs_metrics_and_dump() {
         "{body}"
     );
 
-    s.discovery.subscriptions().add("catalog.shop");
+    s.discovery.subscriptions().pin("catalog.shop");
     let (code, body) = get(&s, "/config_dump").await;
     assert_eq!(code, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

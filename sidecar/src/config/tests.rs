@@ -457,3 +457,41 @@ fn worker_threads_default_by_mode_and_are_checked() {
         );
     }
 }
+
+#[test]
+fn subscription_limits_and_capture_ports() {
+    let d = parse(&ctl(&["--inbound", "127.0.0.1:15006"]), &[]).unwrap();
+    assert_eq!(d.subscriptions.max, 1000);
+    assert_eq!(d.subscriptions.idle, Duration::from_secs(600));
+    assert!(!d.transparent.capture_all_ports);
+    let c = parse(
+        &ctl(&[
+            "--inbound",
+            "127.0.0.1:15006",
+            "--max-subscriptions",
+            "50",
+            "--subscription-idle",
+            "90s",
+            "--capture-all-ports",
+        ]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.subscriptions.max, 50);
+    assert_eq!(c.subscriptions.idle, Duration::from_secs(90));
+    assert!(c.transparent.capture_all_ports);
+    for (flag, value) in [
+        ("--max-subscriptions", "0"),
+        ("--max-subscriptions", "many"),
+        ("--subscription-idle", "soon"),
+        ("--subscription-idle", "0s"),
+    ] {
+        let err = parse(&ctl(&["--inbound", "127.0.0.1:15006", flag, value]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(flag.trim_start_matches('-')),
+            "{flag} {value}: {err}"
+        );
+    }
+}

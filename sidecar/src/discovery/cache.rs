@@ -85,6 +85,16 @@ impl Cache {
         Ok(applied)
     }
 
+    /// Drops what is held for a service this proxy unsubscribed from, so
+    /// its entry leaves the snapshot and `Hello.known`.
+    pub fn forget(&mut self, key: &str) {
+        self.services.remove(key);
+        self.endpoints.remove(key);
+        for kind in [Kind::Service, Kind::Endpoints] {
+            self.versions.remove(&(kind, key.to_string()));
+        }
+    }
+
     /// The data path's view: every subscribed service, answered or not.
     pub fn snapshot(&self, subscribed: &[String]) -> Snapshot {
         let mut services = BTreeMap::new();

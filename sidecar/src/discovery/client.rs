@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::cache::Cache;
-use super::handle::Subscriptions;
+use super::handle::{Change, Subscriptions};
 use super::model::{Protocol, Snapshot};
 use super::status::{DiscoveryMetrics, DiscoveryStatus};
 use crate::config::{Config, Mode};
@@ -195,22 +195,40 @@ impl<C: Connect> DiscoveryClient<C> {
         tracing::info!(proxy_id = %self.hello.proxy_id, "discovery stream connected");
         let mut added_open = true;
         let mut ready_open = true;
+        let mut sweep = tokio::time::interval(self.subscriptions.sweep_interval());
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let msg = tokio::select! {
                 msg = responses.message() => msg,
-                key = added.recv(), if added_open => {
-                    match key {
-                        Some(key) => {
-                            let mut add = vec![key];
+                change = added.recv(), if added_open => {
+                    match change {
+                        Some(change) => {
+                            let mut changes = vec![change];
                             while let Ok(more) = added.try_recv() {
-                                add.push(more);
+                                changes.push(more);
                             }
-                            let sub = pb::Subscribe { add, remove: vec![] };
-                            if tx.send(request(Req::Subscribe(sub))).await.is_err() {
+                            if tx.send(subscribe(changes)).await.is_err() {
                                 return StreamError::Closed;
                             }
                         }
                         None => added_open = false,
+                    }
+                    continue;
+                }
+                _ = sweep.tick() => {
+                    let gone = self.subscriptions.expire();
+                    if gone.is_empty() {
+                        continue;
+                    }
+                    tracing::debug!(services = gone.len(), "unused subscriptions dropped");
+                    for key in &gone {
+                        self.cache.forget(key);
+                    }
+                    let snap = self.cache.snapshot(&self.subscriptions.all());
+                    self.snapshot.send_replace(Arc::new(snap));
+                    let changes = gone.into_iter().map(Change::Remove).collect();
+                    if tx.send(subscribe(changes)).await.is_err() {
+                        return StreamError::Closed;
                     }
                     continue;
                 }
@@ -278,6 +296,28 @@ impl<C: Connect> DiscoveryClient<C> {
             self.identity.set_bundle(TrustBundle { roots });
         }
     }
+}
+
+/// One `Subscribe` for a batch of changes, in order: a key removed and
+/// added again in the same batch ends subscribed.
+fn subscribe(changes: Vec<Change>) -> pb::DiscoveryRequest {
+    let mut sub = pb::Subscribe {
+        add: vec![],
+        remove: vec![],
+    };
+    for change in changes {
+        match change {
+            Change::Add(k) => {
+                sub.remove.retain(|r| r != &k);
+                sub.add.push(k);
+            }
+            Change::Remove(k) => {
+                sub.add.retain(|a| a != &k);
+                sub.remove.push(k);
+            }
+        }
+    }
+    request(Req::Subscribe(sub))
 }
 
 fn request(kind: Req) -> pb::DiscoveryRequest {

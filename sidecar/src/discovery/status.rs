@@ -35,13 +35,21 @@ pub struct DiscoveryStatus {
     state: Mutex<StreamState>,
     /// True once a first response was applied (or the source is static).
     synced: watch::Sender<bool>,
+    /// Since when the stream has been failing without a response getting
+    /// through (reconnects that fail again do not reset it).
+    down_since: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long the discovery stream may be down before `/ready` says so: a
+/// controller restart is shorter; a stream that keeps failing is not.
+pub const STREAM_DOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for DiscoveryStatus {
     fn default() -> Self {
         Self {
             state: Mutex::new(StreamState::default()),
             synced: watch::channel(false).0,
+            down_since: Mutex::new(None),
         }
     }
 }
@@ -87,6 +95,23 @@ impl DiscoveryStatus {
             s.connected = false;
             s.last_error = Some(error);
         });
+        self.down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// True when the stream has failed, and no response got through, for
+    /// longer than `grace`.
+    pub fn down_longer_than(&self, grace: std::time::Duration) -> bool {
+        self.down_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|since| since.elapsed() > grace)
+    }
+
+    fn got_response(&self) {
+        *self.down_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub fn acked(&self, nonce: &str) {
@@ -98,6 +123,7 @@ impl DiscoveryStatus {
                 error: None,
             });
         });
+        self.got_response();
         self.mark_synced();
     }
 
@@ -109,6 +135,7 @@ impl DiscoveryStatus {
                 error: Some(error.to_string()),
             });
         });
+        self.got_response();
     }
 }
 
@@ -143,5 +170,25 @@ impl DiscoveryMetrics {
 
     pub fn nack(&self) {
         self.nacks.inc();
+    }
+}
+
+#[cfg(test)]
+mod down_tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_keeps_failing_is_down_until_a_response_gets_through() {
+        let status = DiscoveryStatus::default();
+        assert!(!status.down_longer_than(std::time::Duration::ZERO));
+        status.connected();
+        status.disconnected("refused".into());
+        // Reconnecting and failing again does not restart the clock.
+        status.connected();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        status.disconnected("refused again".into());
+        assert!(status.down_longer_than(std::time::Duration::from_millis(1)));
+        status.acked("n1");
+        assert!(!status.down_longer_than(std::time::Duration::ZERO));
     }
 }

@@ -1,6 +1,74 @@
-//! Which route a gateway request takes. Pure and table-tested.
+//! Which route a gateway request takes, and the path it is matched and
+//! forwarded with. Pure and table-tested.
 
 use crate::config::GatewayRoute;
+
+/// A path the gateway refuses to route.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path does not start with '/'")]
+    NotAbsolute,
+    #[error("path contains an encoded slash or backslash (%2F, %5C) or a backslash")]
+    EncodedSeparator,
+    #[error("path climbs above the root with '..'")]
+    AboveRoot,
+}
+
+/// True for a segment that means `.` or `..`, literally or percent-encoded
+/// (`%2e`, `.%2E`, ...).
+fn dot_segment(segment: &str) -> Option<usize> {
+    let mut rest = segment;
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("%2e") {
+            rest = &rest[3..];
+        } else {
+            return None;
+        }
+        dots += 1;
+    }
+    (1..=2).contains(&dots).then_some(dots)
+}
+
+/// The path the gateway matches routes against and sends on: dot-segments
+/// (`.`, `..`, also percent-encoded) resolved as RFC 3986 §5.2.4 does, so
+/// `/public/../admin` is `/admin` before any route sees it. Encoded slashes
+/// and backslashes are refused rather than guessed at: an app may decode
+/// them into separators after the gateway chose a route. Other
+/// percent-encodings are data and stay as they are.
+pub fn normalize_path(path: &str) -> Result<String, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+        return Err(PathError::EncodedSeparator);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        match dot_segment(segment) {
+            Some(1) => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            Some(_) => {
+                if out.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            None => out.push(segment),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
+}
 
 /// True when `prefix` matches `path` on a segment boundary, as Gateway API
 /// `PathPrefix` does: `/api` matches `/api` and `/api/x`, not `/apix`.
@@ -84,6 +152,48 @@ mod tests {
         let only_host = vec![route(Some("a.example.com"), "/", "a.shop")];
         assert!(select(&only_host, "b.example.com", "/").is_none());
         assert!(select(&[], "a", "/").is_none());
+    }
+
+    #[test]
+    fn paths_are_normalized_before_matching() {
+        use PathError::*;
+        let cases: [(&str, Result<&str, PathError>); 22] = [
+            ("/", Ok("/")),
+            ("/a/b", Ok("/a/b")),
+            ("/a/b/", Ok("/a/b/")),
+            ("/a/./b", Ok("/a/b")),
+            ("/a/../b", Ok("/b")),
+            ("/public/../admin", Ok("/admin")),
+            ("/a/b/..", Ok("/a/")),
+            ("/a/.", Ok("/a/")),
+            ("/a/%2e%2e/b", Ok("/b")),
+            ("/a/%2E./b", Ok("/b")),
+            ("/a/.%2e/b", Ok("/b")),
+            ("/a/%2e/b", Ok("/a/b")),
+            ("/a/...", Ok("/a/...")),
+            ("/a/..b", Ok("/a/..b")),
+            ("/a/%20/b", Ok("/a/%20/b")),
+            ("/a//b", Ok("/a//b")),
+            ("/..", Err(AboveRoot)),
+            ("/%2e%2e/etc", Err(AboveRoot)),
+            ("/a/../../b", Err(AboveRoot)),
+            ("/a%2fb", Err(EncodedSeparator)),
+            ("/a%5C..%5Cb", Err(EncodedSeparator)),
+            ("a/b", Err(NotAbsolute)),
+        ];
+        for (path, want) in cases {
+            assert_eq!(normalize_path(path), want.map(str::to_string), "{path}");
+        }
+        // A normalized path cannot escape the route it matches.
+        let routes = vec![
+            route(None, "/public", "public.shop"),
+            route(None, "/admin", "admin.shop"),
+        ];
+        let path = normalize_path("/public/%2e%2e/admin/x").unwrap();
+        assert_eq!(
+            select(&routes, "h", &path).map(|r| r.service.as_str()),
+            Some("admin.shop")
+        );
     }
 
     #[test]

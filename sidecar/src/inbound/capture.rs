@@ -3,10 +3,12 @@
 //! traffic never comes here; it arrives on the mesh port, which the rules
 //! leave alone.
 //!
-//! Strict mTLS refuses them; permissive passes them to the app port they
-//! were addressed to and counts them as plaintext.
+//! Strict mTLS refuses them; permissive passes them to the address they
+//! were addressed to (the pod IP, never loopback: a server bound to
+//! 127.0.0.1 inside the pod is not for other pods) on a declared app port
+//! (any port with `--capture-all-ports`), and counts them as plaintext.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +20,11 @@ use crate::outbound::transparent::orig_dst::OrigDst;
 
 /// What the capture listener needs.
 pub struct CaptureContext {
-    pub app_host: IpAddr,
     pub mode: MtlsMode,
+    /// The declared app ports: the only ones permissive capture passes.
+    pub app_ports: Vec<u16>,
+    /// Pass every port, declared or not.
+    pub all_ports: bool,
     pub metrics: ProxyMetrics,
     pub orig: Arc<dyn OrigDst>,
 }
@@ -27,20 +32,59 @@ pub struct CaptureContext {
 /// What to do with one captured plaintext connection. Pure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// To the app at this port.
-    Allow(u16),
-    Refuse,
+    /// To the app at this address: the original destination itself.
+    Allow(SocketAddr),
+    Refuse(Refusal),
 }
 
-pub fn verdict(mode: MtlsMode, dst: SocketAddr, local: Option<SocketAddr>) -> Verdict {
-    // Addressed to the capture port itself: not redirected, nowhere to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Strict mTLS: plaintext never reaches the app.
+    Strict,
+    /// Addressed to the capture port itself: not redirected, nowhere to go.
+    CapturePort,
+    /// Not a declared app port.
+    UndeclaredPort,
+    /// An unspecified destination (0.0.0.0): no address to dial.
+    Unspecified,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Strict => "strict mTLS",
+            Refusal::CapturePort => "addressed to the capture port",
+            Refusal::UndeclaredPort => "not a declared app port",
+            Refusal::Unspecified => "unspecified destination",
+        }
+    }
+}
+
+pub fn verdict(ctx: &CaptureContext, dst: SocketAddr, local: Option<SocketAddr>) -> Verdict {
+    target(ctx.mode, &ctx.app_ports, ctx.all_ports, dst, local)
+}
+
+/// Where a captured connection to `dst` goes, if anywhere.
+pub fn target(
+    mode: MtlsMode,
+    app_ports: &[u16],
+    all_ports: bool,
+    dst: SocketAddr,
+    local: Option<SocketAddr>,
+) -> Verdict {
     if local.is_some_and(|l| l.port() == dst.port()) {
-        return Verdict::Refuse;
+        return Verdict::Refuse(Refusal::CapturePort);
     }
-    match mode {
-        MtlsMode::Strict => Verdict::Refuse,
-        MtlsMode::Permissive => Verdict::Allow(dst.port()),
+    if mode == MtlsMode::Strict {
+        return Verdict::Refuse(Refusal::Strict);
     }
+    if dst.ip().is_unspecified() {
+        return Verdict::Refuse(Refusal::Unspecified);
+    }
+    if !all_ports && !app_ports.contains(&dst.port()) {
+        return Verdict::Refuse(Refusal::UndeclaredPort);
+    }
+    Verdict::Allow(dst)
 }
 
 pub async fn serve(listener: TcpListener, ctx: CaptureContext) {
@@ -77,18 +121,24 @@ async fn connection(
             return;
         }
     };
-    let port = match verdict(ctx.mode, dst, local) {
-        Verdict::Refuse => {
-            tracing::info!(%remote, %dst, "inbound capture: plaintext connection refused (strict mTLS)");
+    let addr = match verdict(ctx, dst, local) {
+        Verdict::Refuse(why) => {
+            tracing::info!(%remote, %dst, reason = why.as_str(), "inbound capture: plaintext connection refused");
+            // Only declared ports become labels: the rest share port 0.
+            let port = if ctx.app_ports.contains(&dst.port()) {
+                dst.port()
+            } else {
+                0
+            };
             ctx.metrics
-                .captured(Direction::Inbound, "refused", "plaintext", dst.port());
+                .captured(Direction::Inbound, "refused", "plaintext", port);
             return;
         }
-        Verdict::Allow(port) => port,
+        Verdict::Allow(addr) => addr,
     };
+    let port = addr.port();
     ctx.metrics
         .captured(Direction::Inbound, "allowed", "plaintext", port);
-    let addr = SocketAddr::new(ctx.app_host, port);
     let mut app = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => {
@@ -115,22 +165,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verdicts() {
+    fn captured_traffic_goes_to_the_pod_ip_on_declared_ports_only() {
+        use MtlsMode::{Permissive, Strict};
         let local: SocketAddr = "0.0.0.0:15008".parse().unwrap();
+        let ports = [8080];
+        let allow = |a: &str| Verdict::Allow(a.parse().unwrap());
         let cases = [
             (
-                MtlsMode::Permissive,
+                Permissive,
+                false,
                 "198.18.0.3:8080",
-                Verdict::Allow(8080),
+                allow("198.18.0.3:8080"),
             ),
-            (MtlsMode::Strict, "198.18.0.3:8080", Verdict::Refuse),
-            (MtlsMode::Permissive, "198.18.0.3:15008", Verdict::Refuse),
+            (
+                Strict,
+                false,
+                "198.18.0.3:8080",
+                Verdict::Refuse(Refusal::Strict),
+            ),
+            (
+                Permissive,
+                false,
+                "198.18.0.3:15008",
+                Verdict::Refuse(Refusal::CapturePort),
+            ),
+            // permissive_capture_does_not_reach_localhost_only_server: a
+            // server on 127.0.0.1:6000 in the pod is not a declared port...
+            (
+                Permissive,
+                false,
+                "198.18.0.3:6000",
+                Verdict::Refuse(Refusal::UndeclaredPort),
+            ),
+            // ...and even when every port is allowed, the connection goes
+            // to the pod IP, where a loopback-only server does not listen.
+            (
+                Permissive,
+                true,
+                "198.18.0.3:6000",
+                allow("198.18.0.3:6000"),
+            ),
+            (
+                Permissive,
+                false,
+                "0.0.0.0:8080",
+                Verdict::Refuse(Refusal::Unspecified),
+            ),
         ];
-        for (mode, dst, want) in cases {
+        for (mode, all, dst, want) in cases {
             assert_eq!(
-                verdict(mode, dst.parse().unwrap(), Some(local)),
+                target(mode, &ports, all, dst.parse().unwrap(), Some(local)),
                 want,
-                "{mode:?} {dst}"
+                "{mode:?} all={all} {dst}"
             );
         }
     }

@@ -12,7 +12,7 @@ use super::app::{AppClient, AppError};
 use super::target::{connect_target, http_target};
 use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
 use crate::outbound::http::{
-    boxed, empty, strip_hop_by_hop, text, Body, APP_PROTOCOL, DST_PORT, PEER_ID,
+    boxed, empty, proxy_error, strip_hop_by_hop, Body, Caller, APP_PROTOCOL, DST_PORT, PEER_ID,
 };
 
 /// What every request on one connection shares.
@@ -40,9 +40,10 @@ fn service_label(port: Option<u16>) -> String {
 }
 
 async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, String) {
+    let caller = Caller::of(req.headers(), false);
     let target = match http_target(req.headers(), &conn.app_ports) {
         Ok(t) => t,
-        Err(e) => return (refuse(conn, &e), service_label(None)),
+        Err(e) => return (refuse(conn, &e, caller), service_label(None)),
     };
     let label = service_label(Some(target.port));
     let (mut parts, body) = req.into_parts();
@@ -68,27 +69,28 @@ async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, String
             };
             tracing::warn!(peer = %conn.peer, port = target.port, error = %e, "inbound: app request failed");
             conn.metrics.error(Direction::Inbound, kind);
-            (text(StatusCode::BAD_GATEWAY, e), label)
+            (proxy_error(StatusCode::BAD_GATEWAY, kind, e, caller), label)
         }
     }
 }
 
-fn refuse(conn: &Conn, e: &super::target::TargetError) -> Response<Body> {
+fn refuse(conn: &Conn, e: &super::target::TargetError, caller: Caller) -> Response<Body> {
     let kind = match e {
         super::target::TargetError::Refused(_) => ErrorKind::PortRefused,
         _ => ErrorKind::BadRequest,
     };
     tracing::warn!(peer = %conn.peer, error = %e, "inbound: request refused");
     conn.metrics.error(Direction::Inbound, kind);
-    text(e.status(), e)
+    proxy_error(e.status(), kind, e, caller)
 }
 
 /// HTTP/2 CONNECT: the stream becomes a byte pipe to the app port.
 async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, String) {
+    let caller = Caller::of(req.headers(), false);
     let authority = req.uri().authority().map(|a| a.as_str().to_string());
     let port = match connect_target(req.method(), authority.as_deref(), &conn.app_ports) {
         Ok(p) => p,
-        Err(e) => return (refuse(conn, &e), service_label(None)),
+        Err(e) => return (refuse(conn, &e, caller), service_label(None)),
     };
     let label = service_label(Some(port));
     let addr = conn.app.addr(port);
@@ -101,9 +103,11 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Str
             conn.metrics
                 .error(Direction::Inbound, ErrorKind::AppConnect);
             return (
-                text(
+                proxy_error(
                     StatusCode::BAD_GATEWAY,
+                    ErrorKind::AppConnect,
                     format!("app unreachable at {addr}: {e}"),
+                    caller,
                 ),
                 label,
             );

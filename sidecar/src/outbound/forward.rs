@@ -6,14 +6,21 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 
-use super::http::{boxed, empty, strip_hop_by_hop, text, Body, APP_PROTOCOL, DST_PORT, PEER_ID};
+use super::http::{
+    boxed, empty, proxy_error, redact_proxy_error, strip_hop_by_hop, Body, Caller, APP_PROTOCOL,
+    DST_PORT, PEER_ID,
+};
 use super::plan::{plan, Destination, Plan, PlanError};
 use super::Outbound;
-use crate::discovery::{Endpoint, Protocol, ServicePort};
+use crate::discovery::{Endpoint, Protocol, ServicePort, SubscribeError};
 use crate::metrics::{Direction, ErrorKind};
 
 /// How long a request waits for the controller's first answer on a service.
 pub const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The metric label of requests whose service is not known: hosts are
+/// chosen by callers, so only known services may become labels.
+pub const UNKNOWN_SERVICE_LABEL: &str = "unknown";
 
 /// A failure that ends in an error response (and a metric and a log line).
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +44,11 @@ pub enum ForwardError {
         endpoint: String,
         status: StatusCode,
     },
+    #[error("upgrade through {endpoint} failed: {source}")]
+    Upgrade {
+        endpoint: String,
+        source: hyper::Error,
+    },
 }
 
 impl ForwardError {
@@ -48,6 +60,7 @@ impl ForwardError {
                 ErrorKind::Upstream
             }
             ForwardError::Build(_) => ErrorKind::BadRequest,
+            ForwardError::Upgrade { .. } => ErrorKind::Upgrade,
         }
     }
 
@@ -60,7 +73,7 @@ impl ForwardError {
     }
 }
 
-fn endpoint_name(e: &Endpoint) -> String {
+pub(super) fn endpoint_name(e: &Endpoint) -> String {
     if e.workload.is_empty() {
         e.mesh_addr.to_string()
     } else {
@@ -74,7 +87,11 @@ impl Outbound {
         let state = self
             .discovery
             .resolve(&dest.service_key, RESOLVE_WAIT)
-            .await;
+            .await
+            .map_err(|e| match e {
+                SubscribeError::Limit(max) => PlanError::SubscriptionLimit(max),
+                SubscribeError::BadKey(_) => PlanError::BadHost(dest.host.clone()),
+            })?;
         let plan = plan(dest, &state)?;
         let endpoint = self
             .balancer
@@ -94,54 +111,67 @@ impl Outbound {
         authority: &str,
         req: Request<Body>,
     ) -> Response<Body> {
-        let res = match self.try_forward(dest, authority, req).await {
-            Ok(res) => res,
-            Err(e) => self.fail(direction, &dest.service_key, &e),
+        let caller = Caller::of(req.headers(), direction == Direction::Gateway);
+        let (res, label) = match self.route(dest).await {
+            Ok((plan, endpoint)) => {
+                let label = plan.service.key();
+                let res = match self.send_to(&endpoint, &plan.port, authority, req).await {
+                    Ok(res) => res,
+                    Err(e) => self.fail(direction, &label, &e, caller),
+                };
+                (res, label)
+            }
+            Err(e) => {
+                let label = if e.service_is_known() {
+                    dest.service_key.clone()
+                } else {
+                    UNKNOWN_SERVICE_LABEL.to_string()
+                };
+                let res = self.fail(direction, &dest.service_key, &e.into(), caller);
+                (res, label)
+            }
         };
         self.metrics
-            .request(direction, &dest.service_key, res.status().as_u16());
-        res
+            .request(direction, &label, res.status().as_u16());
+        if caller.external {
+            redact_proxy_error(res, caller)
+        } else {
+            res
+        }
     }
 
+    /// The error response for `e`, logged with its detail and counted.
     pub(crate) fn fail(
         &self,
         direction: Direction,
         service: &str,
         e: &ForwardError,
+        caller: Caller,
     ) -> Response<Body> {
         tracing::warn!(?direction, %service, error = %e, "request failed");
         self.metrics.error(direction, e.kind());
-        text(e.status(), e)
-    }
-
-    async fn try_forward(
-        &self,
-        dest: &Destination,
-        authority: &str,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, ForwardError> {
-        let (plan, endpoint) = self.route(dest).await?;
-        self.send_to(&endpoint, &plan.port, authority, req).await
+        proxy_error(e.status(), e.kind(), e, caller)
     }
 
     /// Sends `req` to one endpoint already chosen (transparent mode: the
-    /// app dialed that endpoint's address), for app port `port`. `label`
-    /// names the destination in metrics.
+    /// app dialed that endpoint's address), for app port `port` of
+    /// `service`.
     pub(crate) async fn forward_to(
         &self,
         direction: Direction,
         endpoint: &Endpoint,
         port: &ServicePort,
-        label: &str,
+        service: &str,
         authority: &str,
         req: Request<Body>,
     ) -> Response<Body> {
+        let caller = Caller::of(req.headers(), false);
         let res = match self.send_to(endpoint, port, authority, req).await {
             Ok(res) => res,
-            Err(e) => self.fail(direction, label, &e),
+            Err(e) => self.fail(direction, service, &e, caller),
         };
         self.metrics
-            .request(direction, label, res.status().as_u16());
+            .request(direction, service, res.status().as_u16());
         res
     }
 
@@ -167,6 +197,9 @@ impl Outbound {
         authority: &str,
         req: Request<Body>,
     ) -> Result<Response<Body>, ForwardError> {
+        if super::upgrade::wants_upgrade(&req, port.protocol) {
+            return self.upgrade(endpoint, port, authority, req).await;
+        }
         let (name, mut sender) = self.sender_to(endpoint).await?;
         let req = mesh_request(req, authority, port)?;
         let res = sender
@@ -230,8 +263,9 @@ fn mesh_request(
     authority: &str,
     port: &ServicePort,
 ) -> Result<Request<Body>, http::Error> {
-    let app_h2 = req.version() == Version::HTTP_2
-        || matches!(port.protocol, Protocol::Grpc | Protocol::Http2);
+    // The declared port protocol decides, never the caller's HTTP version:
+    // an h2c client may call an HTTP/1 app.
+    let app_h2 = matches!(port.protocol, Protocol::Grpc | Protocol::Http2);
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -290,7 +324,9 @@ mod tests {
     fn mesh_request_rewrites() {
         let cases = [
             (Version::HTTP_11, Protocol::Http, None),
-            (Version::HTTP_2, Protocol::Http, Some("h2")),
+            // h2c_client_to_http1_app: the app's declared protocol wins.
+            (Version::HTTP_2, Protocol::Http, None),
+            (Version::HTTP_2, Protocol::Grpc, Some("h2")),
             (Version::HTTP_11, Protocol::Grpc, Some("h2")),
             (Version::HTTP_11, Protocol::Http2, Some("h2")),
         ];

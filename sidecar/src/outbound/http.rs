@@ -1,5 +1,6 @@
-//! HTTP plumbing shared by every listener: one body type, plain-text error
-//! responses and hop-by-hop header removal.
+//! HTTP plumbing shared by every listener: one body type, the error
+//! responses the proxy makes itself (plain text or gRPC, always with a
+//! `mycel-proxy-error` header) and hop-by-hop header removal.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -7,6 +8,8 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use mycel_api::headers;
+
+use crate::metrics::ErrorKind;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -19,6 +22,141 @@ pub const DST_PORT: HeaderName = HeaderName::from_static(headers::DST_PORT);
 pub const APP_PROTOCOL: HeaderName = HeaderName::from_static(headers::APP_PROTOCOL);
 /// The authenticated SPIFFE ID of the calling workload, for the app.
 pub const PEER_ID: HeaderName = HeaderName::from_static(headers::PEER_ID);
+
+/// On every response the proxy made itself: the [`ErrorKind`] in dashes.
+pub const PROXY_ERROR: HeaderName = HeaderName::from_static(headers::PROXY_ERROR);
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// Who reads an error the proxy makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Sent `content-type: application/grpc*`: answered as gRPC.
+    pub grpc: bool,
+    /// Outside the mesh (gateway): gets a generic message, never internal
+    /// addresses, workload names, service keys or SPIFFE IDs; the detail
+    /// goes to the log.
+    pub external: bool,
+}
+
+impl Caller {
+    pub fn of(headers: &HeaderMap, external: bool) -> Caller {
+        Caller {
+            grpc: is_grpc(headers),
+            external,
+        }
+    }
+}
+
+/// True for gRPC requests (`application/grpc`, `application/grpc+proto`, ...).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status for an HTTP status, as gRPC itself maps them when a
+/// proxy answers instead of the server.
+pub fn grpc_code(status: StatusCode) -> u16 {
+    match status.as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 | 405 => 12,             // UNIMPLEMENTED
+        431 | 413 => 8,              // RESOURCE_EXHAUSTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// A message an external caller may read: the status and the kind only.
+pub fn public_message(status: StatusCode, kind: &str) -> String {
+    let reason = status.canonical_reason().unwrap_or("error");
+    format!("{reason} ({kind})")
+}
+
+/// `grpc-message` is percent-encoded outside printable ASCII (and `%`).
+fn grpc_message(message: &str) -> HeaderValue {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("proxy error"))
+}
+
+/// An error response made by the proxy: plain text (or a trailers-only gRPC
+/// answer for gRPC callers) carrying `mycel-proxy-error: <kind>`. `detail`
+/// is the body for mesh callers; external ones get [`public_message`].
+pub fn proxy_error(
+    status: StatusCode,
+    kind: ErrorKind,
+    detail: impl std::fmt::Display,
+    caller: Caller,
+) -> Response<Body> {
+    let kind_value = kind.header_value();
+    let message = if caller.external {
+        public_message(status, kind_value)
+    } else {
+        detail.to_string()
+    };
+    let mut res = if caller.grpc {
+        let mut res = Response::new(empty());
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(GRPC_STATUS, HeaderValue::from(grpc_code(status)));
+        h.insert(GRPC_MESSAGE, grpc_message(&message));
+        res
+    } else {
+        text(status, message)
+    };
+    res.headers_mut()
+        .insert(PROXY_ERROR, HeaderValue::from_static(kind_value));
+    res
+}
+
+/// For external callers: replaces the detail of an error another proxy
+/// made (a peer sidecar's `app unreachable at <address>`) with the generic
+/// message; the status and kind stay. Application responses pass as they are.
+pub fn redact_proxy_error(res: Response<Body>, caller: Caller) -> Response<Body> {
+    let Some(kind) = res.headers().get(&PROXY_ERROR).cloned() else {
+        return res;
+    };
+    let kind_text = kind.to_str().unwrap_or("error").to_string();
+    let (mut parts, _body) = res.into_parts();
+    if parts.headers.contains_key(&GRPC_STATUS) {
+        parts.headers.insert(
+            GRPC_MESSAGE,
+            grpc_message(&public_message(StatusCode::SERVICE_UNAVAILABLE, &kind_text)),
+        );
+        return Response::from_parts(parts, empty());
+    }
+    let mut fresh = if caller.grpc {
+        let mut r = Response::new(empty());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        r.headers_mut()
+            .insert(GRPC_STATUS, HeaderValue::from(grpc_code(parts.status)));
+        r.headers_mut().insert(
+            GRPC_MESSAGE,
+            grpc_message(&public_message(parts.status, &kind_text)),
+        );
+        r
+    } else {
+        text(parts.status, public_message(parts.status, &kind_text))
+    };
+    fresh.headers_mut().insert(PROXY_ERROR, kind);
+    fresh
+}
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
@@ -116,6 +254,104 @@ mod tests {
             left,
             vec!["content-type=application/grpc", "te=trailers", "x-keep=yes"]
         );
+    }
+
+    fn body_text(res: Response<Body>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(res.into_body().collect()).unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn proxy_errors_carry_their_kind_and_hide_detail_from_external_callers() {
+        let detail = "no ready endpoints for catalog.shop (catalog-1 at 127.0.0.3:15006)";
+        let mesh = Caller {
+            grpc: false,
+            external: false,
+        };
+        let res = proxy_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoEndpoints,
+            detail,
+            mesh,
+        );
+        assert_eq!(res.headers()[PROXY_ERROR], "no-endpoints");
+        assert_eq!(body_text(res), format!("{detail}\n"));
+
+        let external = Caller {
+            grpc: false,
+            external: true,
+        };
+        let res = proxy_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoEndpoints,
+            detail,
+            external,
+        );
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_text(res), "Service Unavailable (no-endpoints)\n");
+    }
+
+    #[test]
+    fn grpc_callers_get_a_grpc_status() {
+        let caller = Caller {
+            grpc: true,
+            external: false,
+        };
+        let res = proxy_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoEndpoints,
+            "no endpoints: 100%",
+            caller,
+        );
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["grpc-status"], "14");
+        assert_eq!(res.headers()["grpc-message"], "no endpoints: 100%25");
+        assert_eq!(res.headers()["content-type"], "application/grpc");
+        assert_eq!(grpc_code(StatusCode::NOT_FOUND), 12);
+        assert_eq!(grpc_code(StatusCode::FORBIDDEN), 7);
+        assert_eq!(grpc_code(StatusCode::BAD_GATEWAY), 14);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&h));
+    }
+
+    #[test]
+    fn peer_errors_are_redacted_for_external_callers() {
+        let peer = proxy_error(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::AppConnect,
+            "app unreachable at 127.0.0.9:8080",
+            Caller {
+                grpc: false,
+                external: false,
+            },
+        );
+        let out = redact_proxy_error(
+            peer,
+            Caller {
+                grpc: false,
+                external: true,
+            },
+        );
+        assert_eq!(out.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(out.headers()[PROXY_ERROR], "app-connect");
+        assert_eq!(body_text(out), "Bad Gateway (app-connect)\n");
+
+        let app = text(StatusCode::BAD_GATEWAY, "the app's own 502 at 10.0.0.1");
+        let out = redact_proxy_error(
+            app,
+            Caller {
+                grpc: false,
+                external: true,
+            },
+        );
+        assert_eq!(body_text(out), "the app's own 502 at 10.0.0.1\n");
     }
 
     #[test]

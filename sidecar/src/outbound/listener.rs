@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use super::http::{boxed, text, Body};
+use super::http::{boxed, proxy_error, Body, Caller};
 use super::plan::destination;
 use super::Outbound;
 use crate::metrics::{Direction, ErrorKind};
@@ -47,7 +47,7 @@ pub(super) async fn serve_http(outbound: Arc<Outbound>, listener: TcpListener) {
                 async move { Ok::<_, Infallible>(handle(&outbound, req).await) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                 .await
             {
                 tracing::debug!(%remote, error = %e, "outbound: connection ended with error");
@@ -57,14 +57,17 @@ pub(super) async fn serve_http(outbound: Arc<Outbound>, listener: TcpListener) {
 }
 
 async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
+    let caller = Caller::of(req.headers(), false);
     if req.method() == http::Method::CONNECT {
         tracing::warn!(uri = %req.uri(), "outbound: CONNECT refused on the HTTP proxy");
         outbound
             .metrics
-            .error(Direction::Outbound, ErrorKind::BadRequest);
-        return text(
+            .error(Direction::Outbound, ErrorKind::MethodNotAllowed);
+        return proxy_error(
             StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::MethodNotAllowed,
             "CONNECT is not supported by the outbound HTTP proxy; use a TCP upstream port",
+            caller,
         );
     }
     let Some(authority) = request_authority(&req) else {
@@ -72,19 +75,24 @@ async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
         outbound
             .metrics
             .error(Direction::Outbound, ErrorKind::BadRequest);
-        return text(
+        return proxy_error(
             StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
             "request names no host (no Host header, no absolute URI)",
+            caller,
         );
     };
     let dest = match destination(&authority, &outbound.namespace, &outbound.cluster_domain) {
         Ok(d) => d,
         Err(e) => {
             let e = super::forward::ForwardError::Plan(e);
-            let res = outbound.fail(Direction::Outbound, &authority, &e);
-            outbound
-                .metrics
-                .request(Direction::Outbound, &authority, res.status().as_u16());
+            let res = outbound.fail(Direction::Outbound, &authority, &e, caller);
+            // The host is the caller's choice: never a metric label.
+            outbound.metrics.request(
+                Direction::Outbound,
+                super::forward::UNKNOWN_SERVICE_LABEL,
+                res.status().as_u16(),
+            );
             return res;
         }
     };

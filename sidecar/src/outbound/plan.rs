@@ -32,6 +32,10 @@ pub struct Plan {
 pub enum PlanError {
     #[error("bad authority {0:?}: expected <host> or <host>:<port>")]
     BadAuthority(String),
+    #[error("bad host {0:?}: a mesh host is <service>[.<namespace>[.svc[.<cluster domain>]]], each part a DNS label (lowercase letters, digits and '-', at most 63 characters)")]
+    BadHost(String),
+    #[error("this proxy already follows {0} services, its limit; the request was not routed")]
+    SubscriptionLimit(usize),
     #[error("unknown service: {0}")]
     UnknownService(String),
     #[error("no answer from control plane for {0}")]
@@ -50,6 +54,8 @@ impl PlanError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PlanError::BadAuthority(_) => ErrorKind::BadRequest,
+            PlanError::BadHost(_) => ErrorKind::BadHost,
+            PlanError::SubscriptionLimit(_) => ErrorKind::SubscriptionLimit,
             PlanError::UnknownService(_) => ErrorKind::UnknownService,
             PlanError::NoAnswer(_) => ErrorKind::NoAnswer,
             PlanError::NoSuchPort { .. }
@@ -59,10 +65,22 @@ impl PlanError {
         }
     }
 
+    /// True when the error concerns a service discovery knows (so its key
+    /// may be a metric label).
+    pub fn service_is_known(&self) -> bool {
+        matches!(
+            self,
+            PlanError::NoSuchPort { .. }
+                | PlanError::AmbiguousPort { .. }
+                | PlanError::NoPorts(_)
+                | PlanError::NoReadyEndpoints(_)
+        )
+    }
+
     /// HTTP status for the app: its own mistake is 400, the mesh's 503.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            PlanError::BadAuthority(_) => http::StatusCode::BAD_REQUEST,
+            PlanError::BadAuthority(_) | PlanError::BadHost(_) => http::StatusCode::BAD_REQUEST,
             _ => http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -95,14 +113,28 @@ pub fn destination(
         None if names_port => return Err(bad()),
         None => None,
     };
-    let service_key = mycel_api::names::service_from_host(host, namespace, cluster_domain)
-        .ok_or_else(|| PlanError::UnknownService(host.to_string()))?
-        .into_string();
+    let service_key = match mycel_api::names::service_from_host(host, namespace, cluster_domain) {
+        Some(key) => key.into_string(),
+        None if is_dns_name(host) => return Err(PlanError::UnknownService(host.to_string())),
+        // Never subscribed to: the controller would refuse the key, and a
+        // key it refuses must not reach it from an app's Host header.
+        None => return Err(PlanError::BadHost(host.to_string())),
+    };
     Ok(Destination {
         host: host.to_string(),
         service_key,
         port,
     })
+}
+
+/// An IP address or a well-formed DNS name: a host that may be outside the
+/// mesh, as opposed to one that breaks the name rules (`.shop`, `a_b`).
+fn is_dns_name(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let lower = host.trim_end_matches('.').to_ascii_lowercase();
+    mycel_api::names::validate(mycel_api::names::NameKind::TrustDomain, &lower).is_ok()
 }
 
 /// Picks the service port: the one named, else the only one, else the one
@@ -290,6 +322,15 @@ mod tests {
                 Err(PlanError::BadAuthority("user@catalog".into())),
             ),
             ("", one(), Err(PlanError::BadAuthority(String::new()))),
+            // The attack of a bad Host header: refused before any subscription.
+            (".shop", one(), Err(PlanError::BadHost(".shop".into()))),
+            (
+                "-x.shop:80",
+                one(),
+                Err(PlanError::BadHost("-x.shop".into())),
+            ),
+            ("a_b", one(), Err(PlanError::BadHost("a_b".into()))),
+            ("a..shop", one(), Err(PlanError::BadHost("a..shop".into()))),
         ];
         for (authority, state, want) in cases {
             let got = destination(authority, "shop", "cluster.local")

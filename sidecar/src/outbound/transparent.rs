@@ -32,6 +32,8 @@ use crate::discovery::{Endpoint, ServicePort, ServiceState, Snapshot};
 use crate::metrics::{Direction, Flow};
 
 const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The metric label of every passthrough connection.
+const PASSTHROUGH_LABEL: &str = "passthrough";
 
 /// Settings of the transparent outbound listener.
 #[derive(Clone, Debug)]
@@ -85,7 +87,10 @@ async fn snapshot_for(outbound: &Outbound, dst: SocketAddr) -> Arc<Snapshot> {
     if matches!(snapshot.service(&key), Some(ServiceState::Known { .. })) {
         return snapshot;
     }
-    outbound.discovery.resolve(&key, RESOLVE_WAIT).await;
+    if let Err(e) = outbound.discovery.resolve(&key, RESOLVE_WAIT).await {
+        // Classified with what is known; the VIP's service stays unknown.
+        tracing::warn!(service = %key, error = %e, "transparent outbound: not subscribing");
+    }
     outbound.discovery.snapshot()
 }
 
@@ -125,9 +130,19 @@ async fn connection(
             }),
             protocol,
         ),
-        Target::Endpoint { endpoint, port } => {
+        Target::Endpoint {
+            endpoint,
+            port,
+            service,
+        } => {
+            // Dialing an endpoint is a use of its service: the subscription
+            // that made the endpoint known must not expire under it.
+            outbound.discovery.subscriptions().touch(&service);
             let protocol = port.protocol;
-            (HttpRoute::Endpoint(Box::new((endpoint, port))), protocol)
+            (
+                HttpRoute::Endpoint(Box::new((endpoint, port, service))),
+                protocol,
+            )
         }
         Target::Unknown => {
             match opts.unknown {
@@ -159,7 +174,7 @@ async fn connection(
         HttpRoute::Service(dest) => (outbound.open_tunnel(dest).await, dest.service_key.clone()),
         HttpRoute::Endpoint(ep) => (
             outbound.tunnel_to(&ep.0, ep.1.target_port).await,
-            dst.to_string(),
+            ep.2.clone(),
         ),
     };
     pipe_or_log(outbound, tcp, opened, &name).await;
@@ -169,8 +184,9 @@ async fn connection(
 enum HttpRoute {
     /// Routed and balanced per request, as in explicit mode.
     Service(Destination),
-    /// The one endpoint the app dialed, for this service port.
-    Endpoint(Box<(Endpoint, ServicePort)>),
+    /// The one endpoint the app dialed, for this service port (of this
+    /// service).
+    Endpoint(Box<(Endpoint, ServicePort, String)>),
 }
 
 impl HttpRoute {
@@ -229,9 +245,8 @@ async fn serve_http(outbound: &Arc<Outbound>, tcp: TcpStream, route: HttpRoute, 
                         .await
                 }
                 HttpRoute::Endpoint(ep) => {
-                    let label = dst.to_string();
                     outbound
-                        .forward_to(Direction::Outbound, &ep.0, &ep.1, &label, &authority, req)
+                        .forward_to(Direction::Outbound, &ep.0, &ep.1, &ep.2, &authority, req)
                         .await
                 }
             };
@@ -239,7 +254,7 @@ async fn serve_http(outbound: &Arc<Outbound>, tcp: TcpStream, route: HttpRoute, 
         }
     });
     if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
         .await
     {
         tracing::debug!(%dst, error = %e, "transparent outbound: HTTP connection ended with error");
@@ -277,7 +292,8 @@ async fn passthrough(outbound: &Outbound, tcp: TcpStream, dst: SocketAddr) {
         }
     };
     let _ = upstream.set_nodelay(true);
-    pipe(outbound, tcp, upstream, &dst.to_string()).await;
+    // Any address may be dialed: never a metric label.
+    pipe(outbound, tcp, upstream, PASSTHROUGH_LABEL).await;
 }
 
 async fn pipe<S>(outbound: &Outbound, mut tcp: TcpStream, mut upstream: S, label: &str)

@@ -28,6 +28,9 @@ pub struct PodSpec {
     pub mtls_mode: &'static str,
     /// Service keys subscribed at start (for VIP routing).
     pub subscribe: Vec<String>,
+    /// Where the sidecar reaches its app; the pod IP unless set (a real
+    /// pod's default is loopback).
+    pub app_host: Option<String>,
     pub extra: Vec<String>,
 }
 
@@ -41,8 +44,14 @@ impl PodSpec {
             app_ports: Vec::new(),
             mtls_mode: "strict",
             subscribe: Vec::new(),
+            app_host: None,
             extra: Vec::new(),
         }
+    }
+
+    pub fn app_host(mut self, host: &str) -> Self {
+        self.app_host = Some(host.into());
+        self
     }
 
     pub fn label(mut self, k: &str, v: &str) -> Self {
@@ -171,7 +180,7 @@ impl Pod {
             "--address".into(),
             ip.clone(),
             "--app-host".into(),
-            ip.clone(),
+            spec.app_host.clone().unwrap_or_else(|| ip.clone()),
             "--inbound".into(),
             format!("{ip}:{MESH_PORT}"),
             "--admin".into(),

@@ -6,3 +6,4 @@
 //! harness in `mycel-tests`.
 
 mod certs;
+mod protocol;

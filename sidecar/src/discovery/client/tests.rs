@@ -103,7 +103,7 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
     let hello = HelloParams::from_config(&config);
     let (snap_tx, mut snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let subs = Subscriptions::default();
-    subs.add("catalog.shop");
+    subs.pin("catalog.shop");
     let (ready_tx, ready_rx) = watch::channel(false);
     let status = Arc::new(DiscoveryStatus::default());
     let identity = IdentityState::new();
@@ -172,7 +172,7 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
     assert!(status.is_synced());
 
     // New subscriptions go out as Subscribe.
-    subs.add("reviews.shop");
+    subs.pin("reviews.shop");
     assert_eq!(
         kind(next(&mut reqs).await),
         Req::Subscribe(pb::Subscribe {

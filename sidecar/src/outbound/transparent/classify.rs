@@ -21,6 +21,8 @@ pub enum Target {
         endpoint: Endpoint,
         /// The service port whose target port was dialed.
         port: ServicePort,
+        /// The service that port belongs to, for metrics.
+        service: String,
     },
     /// Not part of the mesh (or not known to this proxy).
     Unknown,
@@ -49,6 +51,7 @@ pub fn classify(snapshot: &Snapshot, dst: SocketAddr) -> Target {
             return Target::Endpoint {
                 endpoint: e.clone(),
                 port: port.clone(),
+                service: service.key(),
             };
         }
     }
@@ -124,7 +127,7 @@ mod tests {
                     port,
                     protocol,
                 } => format!("service {key}:{port} {protocol:?}"),
-                Target::Endpoint { endpoint, port } => format!(
+                Target::Endpoint { endpoint, port, .. } => format!(
                     "endpoint {}:{} {:?}",
                     endpoint.workload, port.target_port, port.protocol
                 ),
