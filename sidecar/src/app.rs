@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::{names, Config, Mode, Source, TcpUpstream};
+use crate::core::serve::{ConnMetrics, Server, Shutdown};
 use crate::discovery::{
     readiness, static_file, Discovery, DiscoveryClient, DiscoveryMetrics, DiscoveryStatus,
     HelloParams, Snapshot, Subscriptions,
@@ -23,6 +24,7 @@ use crate::identity::cert::{load_static, read_pem_certs};
 use crate::identity::channel::ControllerTls;
 use crate::identity::{GrpcCaClient, IdentityManager, IdentityMetrics, IdentityState};
 use crate::metrics::ProxyMetrics;
+use crate::outbound::pool::PoolSettings;
 use crate::outbound::transparent::orig_dst::SockOpt;
 use crate::outbound::transparent::TransparentOptions;
 use crate::outbound::{Outbound, OutboundContext};
@@ -116,7 +118,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let proxy_metrics = ProxyMetrics::new(&mut registry);
     let identity_metrics = IdentityMetrics::new(&mut registry);
     let discovery_metrics = DiscoveryMetrics::new(&mut registry);
+    let conn_metrics = ConnMetrics::new(&mut registry);
     let registry = Arc::new(registry);
+    let drain = Shutdown::default();
+    let server = Server::new(config.limits.clone(), conn_metrics, drain.drain_handle());
 
     let identity = IdentityState::new();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -195,7 +200,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             status: status.clone(),
             registry,
         });
-        tasks.spawn(admin::serve(l, state));
+        tasks.spawn(admin::serve(l, state, server.clone()));
     }
     eprintln!("{ready}");
 
@@ -205,11 +210,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         identity,
         discovery,
         proxy_metrics,
+        server,
     ));
 
     tokio::select! {
         () = shutdown => {
-            tracing::info!("shutting down");
+            let grace = config.limits.shutdown_grace;
+            tracing::info!(?grace, "shutting down: no new connections; in-flight requests may finish");
+            if drain.drain(grace).await {
+                tracing::info!("drained");
+            } else {
+                tracing::warn!(?grace, "shutdown grace elapsed; closing the connections left");
+            }
             Ok(())
         }
         Some(ended) = tasks.join_next() => match ended {
@@ -226,8 +238,12 @@ async fn serve_data_path(
     identity: Arc<IdentityState>,
     discovery: Discovery,
     metrics: ProxyMetrics,
+    server: Server,
 ) {
-    wait_for_cert(&identity).await;
+    tokio::select! {
+        () = wait_for_cert(&identity) => {}
+        () = server.drain().signaled() => return,
+    }
     tracing::info!("certificate held; serving mesh traffic");
     let mut set = JoinSet::new();
     if let Some(listener) = l.inbound {
@@ -238,7 +254,9 @@ async fn serve_data_path(
                 app_host: config.app_host,
                 app_ports: config.workload.app_ports.iter().map(|p| p.port).collect(),
                 metrics: metrics.clone(),
+                app_pool_idle_timeout: config.limits.app_pool_idle_timeout,
             },
+            server.clone(),
         ));
     }
     if let Some(listener) = l.inbound_capture {
@@ -250,6 +268,7 @@ async fn serve_data_path(
                 metrics: metrics.clone(),
                 orig: Arc::new(SockOpt),
             },
+            server.clone(),
         ));
     }
     let outbound = Arc::new(Outbound::new(OutboundContext {
@@ -258,9 +277,10 @@ async fn serve_data_path(
         namespace: config.workload.namespace.clone(),
         cluster_domain: config.cluster_domain.clone(),
         metrics,
+        pool: PoolSettings::from_limits(&config.limits),
     }));
     if let Some(listener) = l.outbound {
-        set.spawn(outbound.clone().serve_http(listener));
+        set.spawn(outbound.clone().serve_http(listener, server.clone()));
     }
     if let Some(listener) = l.transparent_outbound {
         set.spawn(outbound.clone().serve_transparent(
@@ -270,16 +290,28 @@ async fn serve_data_path(
                 unknown: config.transparent.unknown_destination,
                 opaque_ports: config.transparent.opaque_ports.clone(),
             },
+            server.clone(),
         ));
     }
     for (up, listener) in l.tcp {
-        set.spawn(outbound.clone().serve_tcp(listener, up.service, up.port));
+        set.spawn(
+            outbound
+                .clone()
+                .serve_tcp(listener, up.service, up.port, server.clone()),
+        );
     }
     if let (Mode::Gateway, Some(listener)) = (config.mode, l.listen) {
-        set.spawn(gateway::serve(listener, config.routes.clone(), outbound));
+        set.spawn(gateway::serve(
+            listener,
+            config.routes.clone(),
+            outbound,
+            server.clone(),
+        ));
     }
-    // The listeners run until the proxy stops; one ending is logged.
+    // The listeners run until the proxy drains; one ending before is logged.
     while let Some(ended) = set.join_next().await {
-        tracing::error!(result = ?ended.err(), "a data-path listener stopped");
+        if !server.drain().is_draining() {
+            tracing::error!(result = ?ended.err(), "a data-path listener stopped");
+        }
     }
 }

@@ -82,6 +82,55 @@ pub(super) fn ttl(flag: &'static str, raw: &str) -> Result<Duration, ConfigError
     Ok(d)
 }
 
+/// A timeout or interval: 100ms to 1 day.
+pub(super) fn duration(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(raw).map_err(|e| {
+        ConfigError::value(flag, raw, format!("not a duration ({e}); e.g. 10s, 500ms"))
+    })?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&d) {
+        return Err(ConfigError::value(
+            flag,
+            raw,
+            "must be between 100ms and 24h",
+        ));
+    }
+    Ok(d)
+}
+
+/// The shutdown grace: 0 (close at once) to 10 minutes.
+pub(super) fn grace(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(raw)
+        .map_err(|e| ConfigError::value(flag, raw, format!("not a duration ({e}); e.g. 5s")))?;
+    if d > Duration::from_secs(600) {
+        return Err(ConfigError::value(flag, raw, "must be at most 10m"));
+    }
+    Ok(d)
+}
+
+/// Connections per listener: 1 to 1,000,000.
+pub(super) fn max_connections(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(ConfigError::value(
+            flag,
+            raw,
+            "not a connection count in 1..=1000000",
+        )),
+    }
+}
+
+/// A header list size in bytes: 1 KiB to 16 MiB.
+pub(super) fn header_bytes(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+    match raw.parse::<usize>() {
+        Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => Ok(n),
+        _ => Err(ConfigError::value(
+            flag,
+            raw,
+            "not a byte count in 1024..=16777216",
+        )),
+    }
+}
+
 /// A worker thread count: 1 to 256.
 pub(super) fn threads(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
     match raw.parse::<usize>() {

@@ -1,0 +1,4 @@
+//! Plumbing every listener shares: how connections are accepted, limited,
+//! timed out and drained ([`serve`]).
+
+pub mod serve;
