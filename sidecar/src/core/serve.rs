@@ -10,12 +10,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,7 +35,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 pub use crate::config::Limits;
-use crate::outbound::http::{text, Body};
+use crate::outbound::http::{text, Body, BoxError};
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -329,14 +331,22 @@ impl Conn {
             self.server.metrics.clone(),
             ConnMetrics::labels(self.listener),
         );
+        let in_flight = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let service = service.clone();
             let limits = limits.clone();
             let (metrics, labels) = (metrics.clone(), labels.clone());
+            // Counted from the request until its response body ends, so a
+            // slow answer or a quiet stream is not taken for idleness.
+            let guard = in_flight.begin();
             async move {
-                Ok::<_, std::convert::Infallible>(
-                    guarded(&limits, mode, &metrics, &labels, req, |r| service(r)).await,
-                )
+                let res = guarded(&limits, mode, &metrics, &labels, req, |r| service(r)).await;
+                Ok::<_, std::convert::Infallible>(res.map(|body| {
+                    BodyExt::boxed(Guarded {
+                        inner: body,
+                        _guard: guard,
+                    })
+                }))
             }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -356,12 +366,20 @@ impl Conn {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                () = tokio::time::sleep_until(activity.last() + idle), if !closing => {
-                    if activity.last() + idle <= Instant::now() {
-                        tracing::debug!(?idle, "idle connection closed");
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                () = tokio::time::sleep_until(activity.last() + idle) => {
+                    if !activity.is_idle(idle) {
+                        continue;
                     }
+                    if closing {
+                        // Asked to close and still silent (e.g. a client
+                        // that never answers the HTTP/2 GOAWAY PING).
+                        tracing::debug!(?idle, "closing connection still idle; dropped");
+                        return;
+                    }
+                    tracing::debug!(?idle, "idle connection closed");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    activity.touch();
                 }
             }
         }
@@ -474,12 +492,25 @@ where
     }
 }
 
-/// When a connection last read or wrote, for the idle timeout.
+/// When a connection last read or wrote, and how many of its requests are
+/// in progress, for the idle timeout.
 #[derive(Clone)]
 struct Activity {
     start: Instant,
     /// Milliseconds since `start`.
     last: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One request in progress; dropped when its response body ends.
+struct InFlight(Activity);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // The idle clock starts when the last request ends.
+        self.0.touch();
+    }
 }
 
 impl Activity {
@@ -487,7 +518,18 @@ impl Activity {
         Self {
             start: Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    fn begin(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// No request in progress and no byte either way for `idle`.
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && self.last() + idle <= Instant::now()
     }
 
     fn touch(&self) {
@@ -497,6 +539,35 @@ impl Activity {
 
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's [`InFlight`] until it ends.
+    struct Guarded {
+        #[pin]
+        inner: Body,
+        _guard: InFlight,
+    }
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
