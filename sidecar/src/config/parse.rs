@@ -107,40 +107,36 @@ pub(super) fn grace(flag: &'static str, raw: &str) -> Result<Duration, ConfigErr
     Ok(d)
 }
 
-/// Connections per listener: 1 to 1,000,000.
-pub(super) fn max_connections(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+/// A count in `range`; `what` names it in the error.
+fn count(
+    flag: &'static str,
+    raw: &str,
+    range: std::ops::RangeInclusive<usize>,
+    what: &str,
+) -> Result<usize, ConfigError> {
     match raw.parse::<usize>() {
-        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(ConfigError::value(
             flag,
             raw,
-            "not a connection count in 1..=1000000",
+            format!("not a {what} in {}..={}", range.start(), range.end()),
         )),
     }
+}
+
+/// Connections per listener: 1 to 1,000,000.
+pub(super) fn max_connections(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+    count(flag, raw, 1..=1_000_000, "connection count")
 }
 
 /// A header list size in bytes: 1 KiB to 16 MiB.
 pub(super) fn header_bytes(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
-    match raw.parse::<usize>() {
-        Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => Ok(n),
-        _ => Err(ConfigError::value(
-            flag,
-            raw,
-            "not a byte count in 1024..=16777216",
-        )),
-    }
+    count(flag, raw, 1024..=16 * 1024 * 1024, "byte count")
 }
 
 /// A worker thread count: 1 to 256.
 pub(super) fn threads(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
-    match raw.parse::<usize>() {
-        Ok(n) if (1..=256).contains(&n) => Ok(n),
-        _ => Err(ConfigError::value(
-            flag,
-            raw,
-            "not a thread count in 1..=256",
-        )),
-    }
+    count(flag, raw, 1..=256, "thread count")
 }
 
 fn port_number(flag: &'static str, whole: &str, raw: &str) -> Result<u16, ConfigError> {

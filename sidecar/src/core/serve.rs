@@ -287,10 +287,12 @@ impl Server {
             open.inc();
             let span = tracing::info_span!("conn", listener = name, %remote);
             let task = handler(tcp, remote, conn);
+            let alive = drain.clone();
             tokio::spawn(
                 async move {
-                    // Held until the connection ends: the limit's slot.
-                    let _permit = permit;
+                    // Held until the connection ends: the limit's slot, and
+                    // the drain's wait for it (tunnels too).
+                    let (_permit, _alive) = (permit, alive);
                     task.await;
                     open.dec();
                 }
@@ -444,16 +446,16 @@ pub fn proxy_error(status: StatusCode, kind: &'static str, message: &str) -> Res
 
 /// The checks every request passes before its handler: the header cap (at
 /// a first hop) and the response-headers timeout.
-async fn guarded<F, Fut>(
+async fn guarded<B, F, Fut>(
     limits: &Limits,
     mode: HttpMode,
     metrics: &ConnMetrics,
     labels: &ListenerLabels,
-    req: Request<Incoming>,
+    req: Request<B>,
     handler: F,
 ) -> Response<Body>
 where
-    F: FnOnce(Request<Incoming>) -> Fut,
+    F: FnOnce(Request<B>) -> Fut,
     Fut: Future<Output = Response<Body>>,
 {
     if mode == HttpMode::FirstHop {
