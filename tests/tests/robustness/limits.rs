@@ -407,3 +407,39 @@ async fn request_in_flight_at_sigterm_completes() {
     let mut p = pair(&[]).await;
     in_flight_survives_sigterm(&mut p, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_unprocessed_requests_are_retried() {
+    let mut p = pair(&[]).await;
+    let outbound = p.client.outbound();
+    assert_eq!(get(outbound, "/", &[]).await.status, 200);
+
+    // A request keeps the pooled connection open while the server sidecar
+    // drains: it has sent GOAWAY and refuses new streams on it.
+    let long = tokio::spawn(async move { get(outbound, "/sleep/4000", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.server.proc.signal(libc::SIGTERM);
+    // Its replacement takes the same address once the old one let it go.
+    let inbound = p.server.inbound();
+    let freed = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(inbound).await.is_ok() && Instant::now() < freed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replacement = p.mesh.sidecar_unready(p.server_spec.clone());
+    replacement.wait_ready().await;
+
+    // Requests now meet the going-away connection first; none may fail.
+    for i in 0..5 {
+        let r = get(outbound, "/", &[]).await;
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {}\n{}",
+            r.body,
+            p.client.proc.log()
+        );
+    }
+    let r = long.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(p.server.proc.wait(Duration::from_secs(10)).await.is_some());
+}
