@@ -39,29 +39,25 @@ async fn oversized_headers_get_431_at_the_first_hop_only() {
             .body(())
             .unwrap()
     };
-    let res = guarded(
-        &limits,
-        HttpMode::FirstHop,
-        &metrics,
-        &labels(),
-        req(),
-        |_| async { ok() },
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    assert_eq!(res.headers()[PROXY_ERROR], HEADER_TOO_LARGE);
-    assert_eq!(metrics.header_too_large.get_or_create(&labels()).get(), 1);
     // The mesh port leaves the decision to the first hop.
-    let res = guarded(
-        &limits,
-        HttpMode::Mesh,
-        &metrics,
-        &labels(),
-        req(),
-        |_| async { ok() },
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::OK);
+    let cases = [
+        (
+            HttpMode::FirstHop,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
+        (HttpMode::Mesh, StatusCode::OK),
+    ];
+    for (mode, want) in cases {
+        let res = guarded(&limits, mode, &metrics, &labels(), req(), |_| async {
+            ok()
+        })
+        .await;
+        assert_eq!(res.status(), want, "{mode:?}");
+        if mode == HttpMode::FirstHop {
+            assert_eq!(res.headers()[PROXY_ERROR], HEADER_TOO_LARGE);
+        }
+    }
+    assert_eq!(metrics.header_too_large.get_or_create(&labels()).get(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -75,33 +71,23 @@ async fn no_response_headers_in_time_is_504_timeout() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         ok()
     };
-    let res = guarded(
-        &limits,
-        HttpMode::FirstHop,
-        &metrics,
-        &labels(),
-        Request::new(()),
-        slow,
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(res.headers()[PROXY_ERROR], TIMEOUT);
+    let cases = [
+        (limits.request_timeout, StatusCode::GATEWAY_TIMEOUT),
+        (None, StatusCode::OK),
+    ];
+    for (timeout, want) in cases {
+        let limits = Limits {
+            request_timeout: timeout,
+            ..limits.clone()
+        };
+        let req = Request::new(());
+        let res = guarded(&limits, HttpMode::FirstHop, &metrics, &labels(), req, slow).await;
+        assert_eq!(res.status(), want, "{timeout:?}");
+        if want == StatusCode::GATEWAY_TIMEOUT {
+            assert_eq!(res.headers()[PROXY_ERROR], TIMEOUT);
+        }
+    }
     assert_eq!(metrics.timeouts.get_or_create(&labels()).get(), 1);
-
-    let unlimited = Limits {
-        request_timeout: None,
-        ..limits
-    };
-    let res = guarded(
-        &unlimited,
-        HttpMode::FirstHop,
-        &metrics,
-        &labels(),
-        Request::new(()),
-        slow,
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::OK);
 }
 
 #[test]
@@ -168,8 +154,8 @@ fn labels_of(listener: &'static str) -> ListenerLabels {
     ListenerLabels { listener }
 }
 
-#[tokio::test]
-async fn drain_refuses_new_connections_and_waits_for_open_ones() {
+/// A listener and a server that drains when the returned [`Shutdown`] says.
+async fn draining() -> (TcpListener, SocketAddr, Shutdown, Server) {
     let (l, addr) = listener().await;
     let shutdown = Shutdown::default();
     let server = Server::new(
@@ -177,6 +163,12 @@ async fn drain_refuses_new_connections_and_waits_for_open_ones() {
         ConnMetrics::default(),
         shutdown.drain_handle(),
     );
+    (l, addr, shutdown, server)
+}
+
+#[tokio::test]
+async fn drain_refuses_new_connections_and_waits_for_open_ones() {
+    let (l, addr, shutdown, server) = draining().await;
     let loop_done = tokio::spawn(server.serve("test", l, |mut tcp, _, _| async move {
         // A request in flight: answers after 300 ms.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -195,13 +187,7 @@ async fn drain_refuses_new_connections_and_waits_for_open_ones() {
 
 #[tokio::test]
 async fn drain_gives_up_after_the_grace() {
-    let (l, addr) = listener().await;
-    let shutdown = Shutdown::default();
-    let server = Server::new(
-        Limits::default(),
-        ConnMetrics::default(),
-        shutdown.drain_handle(),
-    );
+    let (l, addr, shutdown, server) = draining().await;
     tokio::spawn(server.serve("test", l, |mut tcp, _, _| async move {
         let mut buf = [0u8; 1];
         let _ = tcp.read(&mut buf).await;
@@ -213,13 +199,7 @@ async fn drain_gives_up_after_the_grace() {
 
 #[tokio::test]
 async fn http_connections_close_on_drain_after_their_request() {
-    let (l, addr) = listener().await;
-    let shutdown = Shutdown::default();
-    let server = Server::new(
-        Limits::default(),
-        ConnMetrics::default(),
-        shutdown.drain_handle(),
-    );
+    let (l, addr, shutdown, server) = draining().await;
     tokio::spawn(server.serve("test", l, |tcp, _, conn| async move {
         conn.serve_http(tcp, HttpMode::FirstHop, |_| async {
             tokio::time::sleep(Duration::from_millis(300)).await;
