@@ -436,6 +436,12 @@ pub fn header_list_bytes(headers: &HeaderMap) -> usize {
         .sum()
 }
 
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// A local error response carrying `mycel-proxy-error: <kind>`.
 pub fn proxy_error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
     let mut res = text(status, message);
@@ -477,7 +483,9 @@ where
             );
         }
     }
-    let Some(timeout) = limits.request_timeout else {
+    // gRPC calls carry their own deadline (`grpc-timeout`), and a watch
+    // stream may legitimately wait long for its first message.
+    let Some(timeout) = limits.request_timeout.filter(|_| !is_grpc(req.headers())) else {
         return handler(req).await;
     };
     match tokio::time::timeout(timeout, handler(req)).await {

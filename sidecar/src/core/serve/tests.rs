@@ -88,6 +88,13 @@ async fn no_response_headers_in_time_is_504_timeout() {
         }
     }
     assert_eq!(metrics.timeouts.get_or_create(&labels()).get(), 1);
+
+    let grpc = Request::builder()
+        .header("content-type", "application/grpc+proto")
+        .body(())
+        .unwrap();
+    let res = guarded(&limits, HttpMode::FirstHop, &metrics, &labels(), grpc, slow).await;
+    assert_eq!(res.status(), StatusCode::OK, "gRPC keeps its own deadline");
 }
 
 #[test]
