@@ -405,16 +405,26 @@ fn builder(limits: &Limits, mode: HttpMode) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(match mode {
             HttpMode::Mesh => mesh_header_list_bytes(limits.max_header_bytes),
-            _ => read_buffer_bytes(limits.max_header_bytes),
+            _ => max_header_bytes_twice(limits.max_header_bytes),
         } as u32);
     b
 }
+
+/// hyper's own default read buffer limit (8 KiB + 100 × 4 KiB): kept as
+/// the floor so body throughput is what it was.
+const HYPER_READ_BUFFER: usize = 8192 + 4096 * 100;
 
 /// What an HTTP/1 connection may buffer while reading a request head.
 pub fn read_buffer_bytes(max_header_bytes: usize) -> usize {
     max_header_bytes
         .saturating_mul(2)
-        .clamp(8 * 1024, u32::MAX as usize / 2)
+        .clamp(HYPER_READ_BUFFER, u32::MAX as usize / 2)
+}
+
+fn max_header_bytes_twice(max_header_bytes: usize) -> usize {
+    max_header_bytes
+        .saturating_mul(2)
+        .min(u32::MAX as usize / 2)
 }
 
 /// The header list the mesh port accepts: a first hop's cap plus what the
