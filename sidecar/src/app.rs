@@ -100,8 +100,13 @@ async fn wait_for_cert(identity: &IdentityState) {
     }
 }
 
-/// Runs the proxy until `shutdown` completes or a part of it fails.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the proxy until a `shutdown()` future completes (then drains for
+/// at most the shutdown grace, or until a second one completes) or a part
+/// of it fails.
+pub async fn run<F: Future<Output = ()>>(
+    config: Config,
+    shutdown: impl Fn() -> F,
+) -> anyhow::Result<()> {
     tracing::info!(
         config = %serde_json::to_string(&config).unwrap_or_default(),
         "mycel-proxy starting"
@@ -214,13 +219,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
 
     tokio::select! {
-        () = shutdown => {
+        () = shutdown() => {
             let grace = config.limits.shutdown_grace;
             tracing::info!(?grace, "shutting down: no new connections; in-flight requests may finish");
-            if drain.drain(grace).await {
-                tracing::info!("drained");
-            } else {
-                tracing::warn!(?grace, "shutdown grace elapsed; closing the connections left");
+            tokio::select! {
+                drained = drain.drain(grace) => if drained {
+                    tracing::info!("drained");
+                } else {
+                    tracing::warn!(?grace, "shutdown grace elapsed; closing the connections left");
+                },
+                () = shutdown() => tracing::warn!("second stop signal; closing the connections left"),
             }
             Ok(())
         }

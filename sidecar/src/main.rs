@@ -1,5 +1,5 @@
 //! `mycel-proxy`: parse the configuration, set up logging, run the app
-//! until SIGTERM or Ctrl-C.
+//! until SIGTERM or Ctrl-C (a second one ends the drain at once).
 
 use mycel_sidecar::config::{names, Config, ConfigError, Env, ProcessEnv};
 use mycel_sidecar::init::{self, InitError};
@@ -78,5 +78,5 @@ fn main() -> anyhow::Result<()> {
         .thread_name("mycel-proxy")
         .enable_all()
         .build()?
-        .block_on(mycel_sidecar::app::run(config, shutdown_signal()))
+        .block_on(mycel_sidecar::app::run(config, shutdown_signal))
 }

@@ -283,23 +283,38 @@ impl Server {
                 server: self.clone(),
                 listener: name,
             };
-            let open = self.metrics.open.get_or_create(&labels).clone();
-            open.inc();
+            let open = Open::new(self.metrics.open.get_or_create(&labels).clone());
             let span = tracing::info_span!("conn", listener = name, %remote);
             let task = handler(tcp, remote, conn);
             let alive = drain.clone();
             tokio::spawn(
                 async move {
-                    // Held until the connection ends: the limit's slot, and
-                    // the drain's wait for it (tunnels too).
-                    let (_permit, _alive) = (permit, alive);
+                    // Held until the connection ends, even by a panic: the
+                    // limit's slot, the drain's wait for it (tunnels too)
+                    // and the open-connections gauge.
+                    let (_permit, _alive, _open) = (permit, alive, open);
                     task.await;
-                    open.dec();
                 }
                 .instrument(span),
             );
         }
         tracing::debug!(listener = name, "listener closed for drain");
+    }
+}
+
+/// One connection counted in `connections_open`.
+struct Open(Gauge);
+
+impl Open {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
