@@ -188,7 +188,22 @@ async fn oversized_header_does_not_break_other_callers() {
     assert_eq!((status, n), (200, BIG), "{}", p.client.proc.log());
     // And the connection still serves.
     assert_eq!(get(outbound, "/", &[]).await.status, 200);
-    drop(p.mesh);
+
+    // The gateway is a first hop too.
+    let gateway = p
+        .mesh
+        .sidecar(SidecarSpec::new("gateway", "gateway").route("/=api.shop:80"))
+        .await;
+    let refused = get(gateway.listen(), "/", &[("x-big", &huge)]).await;
+    assert_eq!(refused.status, 431, "{}", refused.body);
+    assert_eq!(
+        refused
+            .headers
+            .get(mycel_api::headers::PROXY_ERROR)
+            .unwrap(),
+        "header-too-large"
+    );
+    assert_eq!(get(gateway.listen(), "/", &[]).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
