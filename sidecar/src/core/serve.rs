@@ -9,13 +9,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -28,14 +25,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+mod idle;
+
+use self::idle::{Activity, Guarded, Tracked};
 pub use crate::config::Limits;
-use crate::outbound::http::{text, Body, BoxError};
+pub use crate::core::drain::{Drain, Shutdown};
+use crate::outbound::http::{text, Body};
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -44,72 +44,6 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub const HEADER_TOO_LARGE: &str = "header-too-large";
 /// Value of `mycel-proxy-error` when no response headers came in time.
 pub const TIMEOUT: &str = "timeout";
-
-/// Tells every listener and connection to drain, and waits for them.
-pub struct Shutdown {
-    signal: watch::Sender<bool>,
-    alive: mpsc::Sender<()>,
-    done: mpsc::Receiver<()>,
-}
-
-/// A listener's or connection's view of [`Shutdown`]: holding one keeps
-/// the drain waiting, so it is dropped when the work it guards ends.
-#[derive(Clone)]
-pub struct Drain {
-    signal: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        let (signal, _) = watch::channel(false);
-        let (alive, done) = mpsc::channel(1);
-        Self {
-            signal,
-            alive,
-            done,
-        }
-    }
-}
-
-impl Shutdown {
-    pub fn drain_handle(&self) -> Drain {
-        Drain {
-            signal: self.signal.subscribe(),
-            _alive: self.alive.clone(),
-        }
-    }
-
-    /// Stops every accept loop, asks HTTP connections to finish their
-    /// requests and close, and waits up to `grace` for every [`Drain`] to
-    /// be dropped. True when everything ended in time.
-    pub async fn drain(self, grace: Duration) -> bool {
-        let Shutdown {
-            signal,
-            alive,
-            mut done,
-        } = self;
-        signal.send_replace(true);
-        drop(alive);
-        // `recv` yields `None` once every sender (every Drain) is gone.
-        tokio::time::timeout(grace, done.recv()).await.is_ok()
-    }
-}
-
-impl Drain {
-    /// Completes once draining has started; never if the [`Shutdown`] was
-    /// dropped without draining.
-    pub async fn signaled(&self) {
-        let mut rx = self.signal.clone();
-        if rx.wait_for(|draining| *draining).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-
-    pub fn is_draining(&self) -> bool {
-        *self.signal.borrow()
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
@@ -524,150 +458,6 @@ where
                 &format!("no response headers within {timeout:?} (--request-timeout)"),
             )
         }
-    }
-}
-
-/// When a connection last read or wrote, and how many of its requests are
-/// in progress, for the idle timeout.
-#[derive(Clone)]
-struct Activity {
-    start: Instant,
-    /// Milliseconds since `start`.
-    last: Arc<AtomicU64>,
-    in_flight: Arc<AtomicUsize>,
-}
-
-/// One request in progress; dropped when its response body ends.
-struct InFlight(Activity);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // The idle clock starts when the last request ends.
-        self.0.touch();
-    }
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last: Arc::new(AtomicU64::new(0)),
-            in_flight: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    fn begin(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// No request in progress and no byte either way for `idle`.
-    fn is_idle(&self, idle: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && self.last() + idle <= Instant::now()
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that holds its request's [`InFlight`] until it ends.
-    struct Guarded {
-        #[pin]
-        inner: Body,
-        _guard: InFlight,
-    }
-}
-
-impl http_body::Body for Guarded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An IO that records its reads and writes in an [`Activity`].
-    struct Tracked<I> {
-        #[pin]
-        inner: I,
-        activity: Activity,
-    }
-}
-
-impl<I: AsyncRead> AsyncRead for Tracked<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let r = this.inner.poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
-        }
-        r
-    }
-}
-
-impl<I: AsyncWrite> AsyncWrite for Tracked<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let r = this.inner.poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let r = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
     }
 }
 
