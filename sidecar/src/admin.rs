@@ -6,21 +6,20 @@ mod certs;
 #[cfg(test)]
 mod tests;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::core::serve::{HttpMode, Server};
 use crate::discovery::{Discovery, DiscoveryStatus};
 use crate::identity::IdentityState;
+use crate::outbound::http::boxed;
 
 pub use certs::certs_json;
 
@@ -140,30 +139,18 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
     }
 }
 
-/// Serves until the listener fails; each connection on its own task.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, do not spin.
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
+/// Serves until the proxy drains; each connection on its own task.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, server: Server) {
+    server
+        .serve("admin", listener, move |tcp, _, conn| {
+            let state = state.clone();
+            async move {
+                conn.serve_http(tcp, HttpMode::Admin, move |req: Request<Incoming>| {
+                    let res = respond(&state, req.method(), req.uri().path()).map(boxed);
+                    async move { res }
+                })
+                .await;
             }
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let resp = respond(&state, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(resp) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "admin connection ended");
-            }
-        });
-    }
+        })
+        .await;
 }

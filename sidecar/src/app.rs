@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::{names, Config, Mode, Source, TcpUpstream};
+use crate::core::serve::{ConnMetrics, Server, Shutdown};
 use crate::discovery::{
     readiness, static_file, Discovery, DiscoveryClient, DiscoveryMetrics, DiscoveryStatus,
     HelloParams, Snapshot, Subscriptions,
@@ -23,6 +24,7 @@ use crate::identity::cert::{load_static, read_pem_certs};
 use crate::identity::channel::ControllerTls;
 use crate::identity::{GrpcCaClient, IdentityManager, IdentityMetrics, IdentityState};
 use crate::metrics::ProxyMetrics;
+use crate::outbound::pool::PoolSettings;
 use crate::outbound::transparent::orig_dst::SockOpt;
 use crate::outbound::transparent::TransparentOptions;
 use crate::outbound::{Outbound, OutboundContext};
@@ -98,8 +100,13 @@ async fn wait_for_cert(identity: &IdentityState) {
     }
 }
 
-/// Runs the proxy until `shutdown` completes or a part of it fails.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs the proxy until a `shutdown()` future completes (then drains for
+/// at most the shutdown grace, or until a second one completes) or a part
+/// of it fails.
+pub async fn run<F: Future<Output = ()>>(
+    config: Config,
+    shutdown: impl Fn() -> F,
+) -> anyhow::Result<()> {
     tracing::info!(
         config = %serde_json::to_string(&config).unwrap_or_default(),
         "mycel-proxy starting"
@@ -116,7 +123,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let proxy_metrics = ProxyMetrics::new(&mut registry);
     let identity_metrics = IdentityMetrics::new(&mut registry);
     let discovery_metrics = DiscoveryMetrics::new(&mut registry);
+    let conn_metrics = ConnMetrics::new(&mut registry);
     let registry = Arc::new(registry);
+    let drain = Shutdown::default();
+    let server = Server::new(config.limits.clone(), conn_metrics, drain.drain_handle());
 
     let identity = IdentityState::new();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -213,7 +223,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             status: status.clone(),
             registry,
         });
-        tasks.spawn(admin::serve(l, state));
+        tasks.spawn(admin::serve(l, state, server.clone()));
     }
     eprintln!("{ready}");
 
@@ -223,11 +233,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         identity,
         discovery,
         proxy_metrics,
+        server,
     ));
 
     tokio::select! {
-        () = shutdown => {
-            tracing::info!("shutting down");
+        () = shutdown() => {
+            let grace = config.limits.shutdown_grace;
+            tracing::info!(?grace, "shutting down: no new connections; in-flight requests may finish");
+            tokio::select! {
+                drained = drain.drain(grace) => if drained {
+                    tracing::info!("drained");
+                } else {
+                    tracing::warn!(?grace, "shutdown grace elapsed; closing the connections left");
+                },
+                () = shutdown() => tracing::warn!("second stop signal; closing the connections left"),
+            }
             Ok(())
         }
         Ok(e) = fatal_rx => Err(e),
@@ -245,8 +265,12 @@ async fn serve_data_path(
     identity: Arc<IdentityState>,
     discovery: Discovery,
     metrics: ProxyMetrics,
+    server: Server,
 ) {
-    wait_for_cert(&identity).await;
+    tokio::select! {
+        () = wait_for_cert(&identity) => {}
+        () = server.drain().signaled() => return,
+    }
     tracing::info!("certificate held; serving mesh traffic");
     let mut set = JoinSet::new();
     if let Some(listener) = l.inbound {
@@ -257,7 +281,9 @@ async fn serve_data_path(
                 app_host: config.app_host,
                 app_ports: config.workload.app_ports.iter().map(|p| p.port).collect(),
                 metrics: metrics.clone(),
+                app_pool_idle_timeout: config.limits.app_pool_idle_timeout,
             },
+            server.clone(),
         ));
     }
     if let Some(listener) = l.inbound_capture {
@@ -270,6 +296,7 @@ async fn serve_data_path(
                 metrics: metrics.clone(),
                 orig: Arc::new(SockOpt),
             },
+            server.clone(),
         ));
     }
     let outbound = Arc::new(Outbound::new(OutboundContext {
@@ -278,9 +305,10 @@ async fn serve_data_path(
         namespace: config.workload.namespace.clone(),
         cluster_domain: config.cluster_domain.clone(),
         metrics,
+        pool: PoolSettings::from_limits(&config.limits),
     }));
     if let Some(listener) = l.outbound {
-        set.spawn(outbound.clone().serve_http(listener));
+        set.spawn(outbound.clone().serve_http(listener, server.clone()));
     }
     if let Some(listener) = l.transparent_outbound {
         set.spawn(outbound.clone().serve_transparent(
@@ -290,16 +318,28 @@ async fn serve_data_path(
                 unknown: config.transparent.unknown_destination,
                 opaque_ports: config.transparent.opaque_ports.clone(),
             },
+            server.clone(),
         ));
     }
     for (up, listener) in l.tcp {
-        set.spawn(outbound.clone().serve_tcp(listener, up.service, up.port));
+        set.spawn(
+            outbound
+                .clone()
+                .serve_tcp(listener, up.service, up.port, server.clone()),
+        );
     }
     if let (Mode::Gateway, Some(listener)) = (config.mode, l.listen) {
-        set.spawn(gateway::serve(listener, config.routes.clone(), outbound));
+        set.spawn(gateway::serve(
+            listener,
+            config.routes.clone(),
+            outbound,
+            server.clone(),
+        ));
     }
-    // The listeners run until the proxy stops; one ending is logged.
+    // The listeners run until the proxy drains; one ending before is logged.
     while let Some(ended) = set.join_next().await {
-        tracing::error!(result = ?ended.err(), "a data-path listener stopped");
+        if !server.drain().is_draining() {
+            tracing::error!(result = ?ended.err(), "a data-path listener stopped");
+        }
     }
 }

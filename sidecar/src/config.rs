@@ -58,6 +58,14 @@ pub mod names {
     pub const MAX_SUBSCRIPTIONS: &str = "max-subscriptions";
     pub const SUBSCRIPTION_IDLE: &str = "subscription-idle";
     pub const CAPTURE_ALL_PORTS: &str = "capture-all-ports";
+    pub const MAX_CONNECTIONS: &str = "max-connections";
+    pub const MAX_HEADER_BYTES: &str = "max-header-bytes";
+    pub const HEADER_READ_TIMEOUT: &str = "header-read-timeout";
+    pub const IDLE_TIMEOUT: &str = "idle-timeout";
+    pub const REQUEST_TIMEOUT: &str = "request-timeout";
+    pub const MESH_KEEPALIVE: &str = "mesh-keepalive";
+    pub const APP_POOL_IDLE_TIMEOUT: &str = "app-pool-idle-timeout";
+    pub const SHUTDOWN_GRACE: &str = "shutdown-grace";
 
     /// Join token (or service-account token) when no `--token-file` is given.
     pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
@@ -188,6 +196,54 @@ pub struct TransparentConfig {
     pub capture_all_ports: bool,
 }
 
+/// Connection-level limits and timeouts, the same for every listener (see
+/// the "Limits and timeouts" table in docs/architecture.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Connections one listener serves at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Largest request header list (HTTP/2 measure: names, values and 32
+    /// bytes per field) a first hop lets in; larger gets 431.
+    pub max_header_bytes: usize,
+    /// An HTTP/1 client must send a whole request head within this.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed
+    /// (gracefully: requests in progress finish).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time for the response headers of a request (app or peer); the body
+    /// after them is not limited, so streams and tunnels are not cut.
+    /// `None`: no limit.
+    #[serde(with = "humantime_opt")]
+    pub request_timeout: Option<Duration>,
+    /// HTTP/2 PING interval on pooled mesh connections; a peer that does
+    /// not answer within the same time is dropped.
+    #[serde(with = "humantime_serde")]
+    pub mesh_keepalive: Duration,
+    /// Idle pooled connections to the app are closed after this.
+    #[serde(with = "humantime_serde")]
+    pub app_pool_idle_timeout: Duration,
+    /// On SIGTERM, how long in-flight requests and tunnels may finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Some(Duration::from_secs(60)),
+            mesh_keepalive: Duration::from_secs(20),
+            app_pool_idle_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Where the join token comes from. A file is re-read on every request, so
 /// a rotated (projected) token is picked up without a restart.
 #[derive(Clone, PartialEq, Eq)]
@@ -277,6 +333,14 @@ pub struct Config {
     pub worker_threads: usize,
     /// Cap and idle expiry of on-demand discovery subscriptions.
     pub subscriptions: crate::discovery::SubscriptionLimits,
+    pub limits: Limits,
+}
+
+mod humantime_serde {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*v))
+    }
 }
 
 mod humantime_opt {
@@ -364,6 +428,30 @@ struct Args {
     subscription_idle: String,
     #[arg(long = names::CAPTURE_ALL_PORTS)]
     capture_all_ports: bool,
+    /// Connections each listener serves at once [default: 4096].
+    #[arg(long = names::MAX_CONNECTIONS, value_name = "N")]
+    max_connections: Option<String>,
+    /// Largest request header list in bytes [default: 65536].
+    #[arg(long = names::MAX_HEADER_BYTES, value_name = "BYTES")]
+    max_header_bytes: Option<String>,
+    /// Time for an HTTP/1 client to send a request head [default: 10s].
+    #[arg(long = names::HEADER_READ_TIMEOUT, value_name = "DURATION")]
+    header_read_timeout: Option<String>,
+    /// Close connections idle this long [default: 60s].
+    #[arg(long = names::IDLE_TIMEOUT, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Time for response headers, or `off` [default: 60s].
+    #[arg(long = names::REQUEST_TIMEOUT, value_name = "DURATION|off")]
+    request_timeout: Option<String>,
+    /// HTTP/2 PING interval on mesh connections [default: 20s].
+    #[arg(long = names::MESH_KEEPALIVE, value_name = "DURATION")]
+    mesh_keepalive: Option<String>,
+    /// Close idle pooled app connections after this [default: 30s].
+    #[arg(long = names::APP_POOL_IDLE_TIMEOUT, value_name = "DURATION")]
+    app_pool_idle_timeout: Option<String>,
+    /// On SIGTERM, time for in-flight requests to finish [default: 5s].
+    #[arg(long = names::SHUTDOWN_GRACE, value_name = "DURATION")]
+    shutdown_grace: Option<String>,
 }
 
 impl Config {
@@ -389,6 +477,7 @@ impl Config {
 
 fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
     use names::*;
+    let limits = limits(&a)?;
     let source = match (a.controller, a.static_config) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::Conflict(format!(
@@ -566,6 +655,48 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         transparent,
         worker_threads,
         subscriptions,
+        limits,
+    })
+}
+
+fn limits(a: &Args) -> Result<Limits, ConfigError> {
+    use names::*;
+    let d = Limits::default();
+    let dur = |flag, raw: &Option<String>, default| {
+        opt(flag, raw.as_deref(), parse::duration).map(|v| v.unwrap_or(default))
+    };
+    Ok(Limits {
+        max_connections: opt(
+            MAX_CONNECTIONS,
+            a.max_connections.as_deref(),
+            parse::max_connections,
+        )?
+        .unwrap_or(d.max_connections),
+        max_header_bytes: opt(
+            MAX_HEADER_BYTES,
+            a.max_header_bytes.as_deref(),
+            parse::header_bytes,
+        )?
+        .unwrap_or(d.max_header_bytes),
+        header_read_timeout: dur(
+            HEADER_READ_TIMEOUT,
+            &a.header_read_timeout,
+            d.header_read_timeout,
+        )?,
+        idle_timeout: dur(IDLE_TIMEOUT, &a.idle_timeout, d.idle_timeout)?,
+        request_timeout: match a.request_timeout.as_deref() {
+            Some("off") => None,
+            Some(raw) => Some(parse::duration(REQUEST_TIMEOUT, raw)?),
+            None => d.request_timeout,
+        },
+        mesh_keepalive: dur(MESH_KEEPALIVE, &a.mesh_keepalive, d.mesh_keepalive)?,
+        app_pool_idle_timeout: dur(
+            APP_POOL_IDLE_TIMEOUT,
+            &a.app_pool_idle_timeout,
+            d.app_pool_idle_timeout,
+        )?,
+        shutdown_grace: opt(SHUTDOWN_GRACE, a.shutdown_grace.as_deref(), parse::grace)?
+            .unwrap_or(d.shutdown_grace),
     })
 }
 

@@ -4,20 +4,16 @@
 
 pub mod route;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 pub use crate::config::GatewayRoute;
+use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind};
 use crate::outbound::http::{boxed, proxy_error, Body, Caller};
 use crate::outbound::plan::Destination;
@@ -28,36 +24,19 @@ pub fn serve(
     listener: TcpListener,
     routes: Vec<GatewayRoute>,
     outbound: Arc<Outbound>,
+    server: Server,
 ) -> impl Future<Output = ()> {
     let routes: Arc<[GatewayRoute]> = routes.into();
-    async move {
-        loop {
-            let (tcp, remote) = match listener.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "gateway: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let routes = routes.clone();
-            let outbound = outbound.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let routes = routes.clone();
-                    let outbound = outbound.clone();
-                    async move { Ok::<_, Infallible>(handle(&routes, &outbound, req).await) }
-                });
-                if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                    .await
-                {
-                    tracing::debug!(%remote, error = %e, "gateway: connection ended with error");
-                }
-            });
+    server.serve("gateway", listener, move |tcp, _, conn| {
+        let (routes, outbound) = (routes.clone(), outbound.clone());
+        async move {
+            conn.serve_http(tcp, HttpMode::FirstHop, move |req| {
+                let (routes, outbound) = (routes.clone(), outbound.clone());
+                async move { handle(&routes, &outbound, req).await }
+            })
+            .await;
         }
-    }
+    })
 }
 
 /// A request the gateway answers itself, before any route: counted, logged

@@ -10,11 +10,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::core::serve::{Conn, HttpMode, Server};
 use crate::identity::IdentityState;
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
 
@@ -30,11 +29,13 @@ pub struct InboundContext {
     /// The only app ports peers may reach.
     pub app_ports: Vec<u16>,
     pub metrics: ProxyMetrics,
+    /// Idle pooled app connections are closed after this.
+    pub app_pool_idle_timeout: Duration,
 }
 
-/// Accepts mesh connections until the listener fails (never, in practice);
-/// each connection runs on its own task.
-pub async fn serve(listener: TcpListener, ctx: InboundContext) {
+/// Accepts mesh connections until the proxy drains; each connection runs
+/// on its own task.
+pub async fn serve(listener: TcpListener, ctx: InboundContext, server: Server) {
     let tls = match crate::tls::server_config(ctx.identity.clone()) {
         Ok(c) => TlsAcceptor::from(c),
         Err(e) => {
@@ -44,31 +45,24 @@ pub async fn serve(listener: TcpListener, ctx: InboundContext) {
     };
     let shared = Shared {
         tls,
-        app: app::AppClient::new(ctx.app_host),
+        app: app::AppClient::new(ctx.app_host, ctx.app_pool_idle_timeout),
         app_ports: ctx.app_ports.into(),
         metrics: ctx.metrics,
     };
     let shared = Arc::new(shared);
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "inbound: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    server
+        .serve("inbound", listener, move |tcp, _, conn| {
+            let shared = shared.clone();
+            async move {
+                if let Err(e) = connection(&shared, tcp, conn).await {
+                    tracing::info!(error = %e, "inbound: connection refused");
+                    shared
+                        .metrics
+                        .error(Direction::Inbound, ErrorKind::TlsHandshake);
+                }
             }
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(&shared, tcp).await {
-                tracing::info!(%remote, error = %e, "inbound: connection refused");
-                shared
-                    .metrics
-                    .error(Direction::Inbound, ErrorKind::TlsHandshake);
-            }
-        });
-    }
+        })
+        .await;
 }
 
 struct Shared {
@@ -89,8 +83,7 @@ enum AcceptError {
     NoPeerId,
 }
 
-async fn connection(shared: &Shared, tcp: TcpStream) -> Result<(), AcceptError> {
-    let _ = tcp.set_nodelay(true);
+async fn connection(shared: &Shared, tcp: TcpStream, conn: Conn) -> Result<(), AcceptError> {
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.tls.accept(tcp))
         .await
         .map_err(|_| AcceptError::Timeout(HANDSHAKE_TIMEOUT))?
@@ -101,21 +94,15 @@ async fn connection(shared: &Shared, tcp: TcpStream) -> Result<(), AcceptError> 
         .ok_or(AcceptError::NoPeerId)?
         .to_string();
     shared.metrics.inbound_connection(&peer);
-    let conn = Arc::new(handle::Conn {
+    let peer = Arc::new(handle::Conn {
         peer,
         app: shared.app.clone(),
         app_ports: shared.app_ports.clone(),
         metrics: shared.metrics.clone(),
     });
-    let service = service_fn(move |req| {
-        let conn = conn.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle::handle(conn, req).await) }
-    });
-    if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tls), service)
-        .await
-    {
-        tracing::debug!(error = %e, "inbound: connection ended with error");
-    }
+    conn.serve_http(tls, HttpMode::Mesh, move |req| {
+        handle::handle(peer.clone(), req)
+    })
+    .await;
     Ok(())
 }

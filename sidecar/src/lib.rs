@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod core;
 pub mod discovery;
 pub mod gateway;
 pub mod identity;

@@ -1,5 +1,5 @@
 //! `mycel-proxy`: parse the configuration, set up logging, run the app
-//! until SIGTERM or Ctrl-C.
+//! until SIGTERM or Ctrl-C (a second one ends the drain at once).
 
 use mycel_sidecar::config::{names, Config, ConfigError, Env, ProcessEnv};
 use std::process::ExitCode;
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(mycel_sidecar::app::run(config, shutdown_signal())));
+        .and_then(|rt| rt.block_on(mycel_sidecar::app::run(config, shutdown_signal)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, verbose),

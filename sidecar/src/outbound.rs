@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 pub use forward::{ForwardError, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
 
+use crate::core::serve::Server;
 use crate::discovery::Discovery;
 use crate::identity::IdentityState;
 use crate::metrics::ProxyMetrics;
@@ -33,6 +34,8 @@ pub struct OutboundContext {
     /// e.g. `cluster.local`, for fully qualified service names.
     pub cluster_domain: String,
     pub metrics: ProxyMetrics,
+    /// Settings of pooled mesh connections.
+    pub pool: pool::PoolSettings,
 }
 
 /// Shared by every outbound listener (and the gateway): one pool of mesh
@@ -53,14 +56,18 @@ impl Outbound {
             namespace: ctx.namespace,
             cluster_domain: ctx.cluster_domain,
             metrics: ctx.metrics,
-            pool: pool::Pool::new(ctx.identity),
+            pool: pool::Pool::new(ctx.identity, ctx.pool),
             balancer: balance::RoundRobin::default(),
         }
     }
 
     /// Serves the explicit HTTP proxy on `listener` until the task is dropped.
-    pub fn serve_http(self: Arc<Self>, listener: TcpListener) -> impl Future<Output = ()> {
-        listener::serve_http(self, listener)
+    pub fn serve_http(
+        self: Arc<Self>,
+        listener: TcpListener,
+        server: Server,
+    ) -> impl Future<Output = ()> {
+        listener::serve_http(self, listener, server)
     }
 
     /// Tunnels every connection on `listener` to `service` (`<name>.<ns>`
@@ -70,8 +77,9 @@ impl Outbound {
         listener: TcpListener,
         service: String,
         port: u16,
+        server: Server,
     ) -> impl Future<Output = ()> {
-        tcp::serve_tcp(self, listener, service, port)
+        tcp::serve_tcp(self, listener, service, port, server)
     }
 
     /// Serves captured connections (transparent mode) on `listener`,
@@ -81,8 +89,9 @@ impl Outbound {
         listener: TcpListener,
         orig: Arc<dyn transparent::orig_dst::OrigDst>,
         opts: transparent::TransparentOptions,
+        server: Server,
     ) -> impl Future<Output = ()> {
-        transparent::serve(self, listener, orig, Arc::new(opts))
+        transparent::serve(self, listener, orig, Arc::new(opts), server)
     }
 
     pub fn metrics(&self) -> &ProxyMetrics {

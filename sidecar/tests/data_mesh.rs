@@ -20,11 +20,13 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mycel_sidecar::core::serve::{Limits, Server};
 use mycel_sidecar::discovery::{
     Discovery, Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot, Subscriptions,
 };
 use mycel_sidecar::inbound::{self, InboundContext};
 use mycel_sidecar::metrics::{Direction, ErrorKind, ProxyMetrics};
+use mycel_sidecar::outbound::pool::PoolSettings;
 use mycel_sidecar::outbound::{Outbound, OutboundContext};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -173,7 +175,9 @@ async fn start() -> Mesh {
             app_host: "127.0.0.1".parse().unwrap(),
             app_ports: vec![app_port, echo_port, dead_port],
             metrics: server_metrics.clone(),
+            app_pool_idle_timeout: Limits::default().app_pool_idle_timeout,
         },
+        Server::standalone(Limits::default()),
     )));
 
     let mut snapshot = Snapshot::default();
@@ -218,16 +222,22 @@ async fn start() -> Mesh {
         namespace: "shop".into(),
         cluster_domain: "cluster.local".into(),
         metrics: client_metrics.clone(),
+        pool: PoolSettings::from_limits(&Limits::default()),
     }));
     let http_listener = listen().await;
     let outbound_http = http_listener.local_addr().unwrap();
-    tasks.push(tokio::spawn(outbound.clone().serve_http(http_listener)));
+    tasks.push(tokio::spawn(
+        outbound
+            .clone()
+            .serve_http(http_listener, Server::standalone(Limits::default())),
+    ));
     let tcp_listener = listen().await;
     let tcp_upstream = tcp_listener.local_addr().unwrap();
     tasks.push(tokio::spawn(outbound.clone().serve_tcp(
         tcp_listener,
         "catalog.shop".into(),
         5432,
+        Server::standalone(Limits::default()),
     )));
     Mesh {
         outbound_http,
@@ -459,6 +469,7 @@ async fn gateway_routes_by_host_and_prefix() {
         listener,
         routes,
         mesh.outbound.clone(),
+        Server::standalone(Limits::default()),
     )));
     let (status, body) = http1(addr, get("/api/items", Some("shop.example.com:8080"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -22,11 +22,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_sidecar::config::{MtlsMode, UnknownDestination};
+use mycel_sidecar::core::serve::{Limits, Server};
 use mycel_sidecar::discovery::{
     Discovery, Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot, Subscriptions,
 };
 use mycel_sidecar::inbound::{self, capture, InboundContext};
 use mycel_sidecar::metrics::ProxyMetrics;
+use mycel_sidecar::outbound::pool::PoolSettings;
 use mycel_sidecar::outbound::transparent::orig_dst::OrigDst;
 use mycel_sidecar::outbound::transparent::TransparentOptions;
 use mycel_sidecar::outbound::{Outbound, OutboundContext};
@@ -186,7 +188,9 @@ async fn start() -> World {
             app_host: "127.0.0.1".parse().unwrap(),
             app_ports,
             metrics: metrics.clone(),
+            app_pool_idle_timeout: Limits::default().app_pool_idle_timeout,
         },
+        Server::standalone(Limits::default()),
     )));
 
     let mut snapshot = Snapshot::default();
@@ -224,6 +228,7 @@ async fn start() -> World {
         namespace: "shop".into(),
         cluster_domain: "cluster.local".into(),
         metrics: metrics.clone(),
+        pool: PoolSettings::from_limits(&Limits::default()),
     }));
     let table: Table = Arc::default();
     let mut addrs = Vec::new();
@@ -237,6 +242,7 @@ async fn start() -> World {
                 unknown,
                 opaque_ports: vec![],
             },
+            Server::standalone(Limits::default()),
         )));
     }
     for mode in [MtlsMode::Permissive, MtlsMode::Strict] {
@@ -251,6 +257,7 @@ async fn start() -> World {
                 metrics: metrics.clone(),
                 orig: fake_orig(table.clone()),
             },
+            Server::standalone(Limits::default()),
         )));
     }
     World {

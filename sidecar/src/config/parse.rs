@@ -82,16 +82,61 @@ pub(super) fn ttl(flag: &'static str, raw: &str) -> Result<Duration, ConfigError
     Ok(d)
 }
 
-/// A worker thread count: 1 to 256.
-pub(super) fn threads(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+/// A timeout or interval: 100ms to 1 day.
+pub(super) fn duration(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(raw).map_err(|e| {
+        ConfigError::value(flag, raw, format!("not a duration ({e}); e.g. 10s, 500ms"))
+    })?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&d) {
+        return Err(ConfigError::value(
+            flag,
+            raw,
+            "must be between 100ms and 24h",
+        ));
+    }
+    Ok(d)
+}
+
+/// The shutdown grace: 0 (close at once) to 10 minutes.
+pub(super) fn grace(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(raw)
+        .map_err(|e| ConfigError::value(flag, raw, format!("not a duration ({e}); e.g. 5s")))?;
+    if d > Duration::from_secs(600) {
+        return Err(ConfigError::value(flag, raw, "must be at most 10m"));
+    }
+    Ok(d)
+}
+
+/// A count in `range`; `what` names it in the error.
+fn count(
+    flag: &'static str,
+    raw: &str,
+    range: std::ops::RangeInclusive<usize>,
+    what: &str,
+) -> Result<usize, ConfigError> {
     match raw.parse::<usize>() {
-        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(ConfigError::value(
             flag,
             raw,
-            "not a thread count in 1..=256",
+            format!("not a {what} in {}..={}", range.start(), range.end()),
         )),
     }
+}
+
+/// Connections per listener: 1 to 1,000,000.
+pub(super) fn max_connections(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+    count(flag, raw, 1..=1_000_000, "connection count")
+}
+
+/// A header list size in bytes: 1 KiB to 16 MiB.
+pub(super) fn header_bytes(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+    count(flag, raw, 1024..=16 * 1024 * 1024, "byte count")
+}
+
+/// A worker thread count: 1 to 256.
+pub(super) fn threads(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
+    count(flag, raw, 1..=256, "thread count")
 }
 
 fn port_number(flag: &'static str, whole: &str, raw: &str) -> Result<u16, ConfigError> {

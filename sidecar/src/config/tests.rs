@@ -495,3 +495,69 @@ fn subscription_limits_and_capture_ports() {
         );
     }
 }
+
+#[test]
+fn limits_default_and_parse() {
+    let base = ["--inbound", "127.0.0.1:1"];
+    let d = parse(&ctl(&base), &[]).unwrap().limits;
+    assert_eq!(d, Limits::default());
+    assert_eq!(d.max_header_bytes, 64 * 1024);
+    assert_eq!(d.shutdown_grace, Duration::from_secs(5));
+    let mut args = base.to_vec();
+    args.extend([
+        "--max-connections",
+        "10",
+        "--max-header-bytes",
+        "32768",
+        "--header-read-timeout",
+        "2s",
+        "--idle-timeout",
+        "500ms",
+        "--request-timeout",
+        "off",
+        "--mesh-keepalive",
+        "5s",
+        "--app-pool-idle-timeout",
+        "1m",
+        "--shutdown-grace",
+        "0s",
+    ]);
+    let l = parse(&ctl(&args), &[]).unwrap().limits;
+    assert_eq!(
+        l,
+        Limits {
+            max_connections: 10,
+            max_header_bytes: 32768,
+            header_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_millis(500),
+            request_timeout: None,
+            mesh_keepalive: Duration::from_secs(5),
+            app_pool_idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::ZERO,
+        }
+    );
+}
+
+#[test]
+fn bad_limits_name_the_flag() {
+    let cases = [
+        ("--max-connections", "0"),
+        ("--max-connections", "lots"),
+        ("--max-header-bytes", "100"),
+        ("--max-header-bytes", "64KiB"),
+        ("--header-read-timeout", "0s"),
+        ("--idle-timeout", "forever"),
+        ("--request-timeout", "10ms"),
+        ("--mesh-keepalive", "2d"),
+        ("--shutdown-grace", "1h"),
+    ];
+    for (flag, bad) in cases {
+        let err = parse(&ctl(&["--inbound", "127.0.0.1:1", flag, bad]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(flag) && err.contains(bad),
+            "{flag} {bad}: {err}"
+        );
+    }
+}

@@ -1,15 +1,19 @@
 //! Pooled plaintext clients from the sidecar to its own app.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::target::AppProtocol;
 use crate::outbound::http::Body;
+
+/// The app is local: a connect that takes longer is a stuck app.
+const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Forwarding to the app failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +44,21 @@ pub struct AppClient {
 }
 
 impl AppClient {
-    pub fn new(host: IpAddr) -> Self {
+    /// Pooled connections idle for `idle_timeout` are closed, before an
+    /// app's own keep-alive timeout is likely to race a reused connection.
+    pub fn new(host: IpAddr, idle_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector);
+        connector.set_connect_timeout(Some(APP_CONNECT_TIMEOUT));
+        let builder = || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(idle_timeout);
+            b
+        };
+        let http1 = builder().build(connector.clone());
+        let h2c = builder().http2_only(true).build(connector);
         Self { host, http1, h2c }
     }
 

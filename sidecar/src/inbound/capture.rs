@@ -10,11 +10,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::MtlsMode;
+use crate::core::serve::Server;
 use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
 use crate::outbound::transparent::orig_dst::OrigDst;
 
@@ -87,23 +87,15 @@ pub fn target(
     Verdict::Allow(dst)
 }
 
-pub async fn serve(listener: TcpListener, ctx: CaptureContext) {
+pub async fn serve(listener: TcpListener, ctx: CaptureContext, server: Server) {
     let ctx = Arc::new(ctx);
     let local = listener.local_addr().ok();
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "inbound capture: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            connection(&ctx, tcp, remote, local).await;
-        });
-    }
+    server
+        .serve("inbound_capture", listener, move |tcp, remote, _| {
+            let ctx = ctx.clone();
+            async move { connection(&ctx, tcp, remote, local).await }
+        })
+        .await;
 }
 
 async fn connection(
@@ -147,7 +139,6 @@ async fn connection(
             return;
         }
     };
-    let _ = tcp.set_nodelay(true);
     let _ = app.set_nodelay(true);
     let label = format!("plaintext:{port}");
     match tokio::io::copy_bidirectional(&mut tcp, &mut app).await {

@@ -200,14 +200,19 @@ impl Outbound {
         if super::upgrade::wants_upgrade(&req, port.protocol) {
             return self.upgrade(endpoint, port, authority, req).await;
         }
-        let (name, mut sender) = self.sender_to(endpoint).await?;
         let req = mesh_request(req, authority, port)?;
-        let res = sender
-            .send_request(req)
+        let res = self
+            .pool
+            .send(endpoint.mesh_addr, &endpoint.identity, req)
             .await
-            .map_err(|source| ForwardError::Request {
-                endpoint: name,
-                source,
+            .map_err(|e| {
+                let endpoint = endpoint_name(endpoint);
+                match e {
+                    super::pool::SendError::Dial(source) => ForwardError::Dial { endpoint, source },
+                    super::pool::SendError::Request(source) => {
+                        ForwardError::Request { endpoint, source }
+                    }
+                }
             })?;
         let (mut parts, body) = res.into_parts();
         strip_hop_by_hop(&mut parts.headers);

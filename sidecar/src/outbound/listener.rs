@@ -1,20 +1,16 @@
 //! The explicit outbound HTTP proxy apps call on loopback: HTTP/1.1 (origin
 //! or absolute form) and HTTP/2 with prior knowledge (gRPC).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use super::http::{boxed, proxy_error, Body, Caller};
 use super::plan::destination;
 use super::Outbound;
+use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind};
 
 /// The authority the app addressed: the request target's (absolute form,
@@ -29,31 +25,19 @@ pub fn request_authority<B>(req: &Request<B>) -> Option<String> {
         .map(str::to_string)
 }
 
-pub(super) async fn serve_http(outbound: Arc<Outbound>, listener: TcpListener) {
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbound: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+pub(super) async fn serve_http(outbound: Arc<Outbound>, listener: TcpListener, server: Server) {
+    server
+        .serve("outbound", listener, move |tcp, _, conn| {
+            let outbound = outbound.clone();
+            async move {
+                conn.serve_http(tcp, HttpMode::FirstHop, move |req| {
+                    let outbound = outbound.clone();
+                    async move { handle(&outbound, req).await }
+                })
+                .await;
             }
-        };
-        let _ = tcp.set_nodelay(true);
-        let outbound = outbound.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let outbound = outbound.clone();
-                async move { Ok::<_, Infallible>(handle(&outbound, req).await) }
-            });
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                .await
-            {
-                tracing::debug!(%remote, error = %e, "outbound: connection ended with error");
-            }
-        });
-    }
+        })
+        .await;
 }
 
 async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {

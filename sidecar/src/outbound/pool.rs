@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mycel_api::spiffe::SpiffeId;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -57,20 +58,101 @@ impl DialError {
 }
 
 type Key = (SocketAddr, SpiffeId);
-type Slot = Arc<tokio::sync::Mutex<Option<SendRequest<Body>>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
+
+/// A live connection and a number telling it from its successors.
+#[derive(Clone)]
+struct Pooled {
+    id: u64,
+    sender: SendRequest<Body>,
+}
+
+/// How pooled mesh connections behave.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// HTTP/2 PING interval, also the time a PING may go unanswered before
+    /// the connection is dropped. Pings run while idle too, so a dead
+    /// peer is found before a request waits on it.
+    pub keepalive: Duration,
+    /// Largest response header list accepted from a peer.
+    pub max_header_list_bytes: u32,
+}
+
+impl PoolSettings {
+    pub fn from_limits(limits: &crate::config::Limits) -> Self {
+        Self {
+            keepalive: limits.mesh_keepalive,
+            max_header_list_bytes: u32::try_from(crate::core::serve::mesh_header_list_bytes(
+                limits.max_header_bytes,
+            ))
+            .unwrap_or(u32::MAX),
+        }
+    }
+}
 
 /// Connections by (mesh address, expected identity): a peer that changes
 /// identity at the same address gets a fresh, re-verified connection.
 pub struct Pool {
     identity: Arc<IdentityState>,
+    settings: PoolSettings,
     slots: Mutex<HashMap<Key, Slot>>,
+    dialed: AtomicU64,
+}
+
+/// A request on a pooled connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error(transparent)]
+    Request(#[from] hyper::Error),
 }
 
 impl Pool {
-    pub fn new(identity: Arc<IdentityState>) -> Self {
+    pub fn new(identity: Arc<IdentityState>, settings: PoolSettings) -> Self {
         Self {
             identity,
+            settings,
             slots: Mutex::new(HashMap::new()),
+            dialed: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends `req` to the peer at `addr`. A request the shared connection
+    /// never sent (it closed, or a GOAWAY came first: hyper hands such a
+    /// request back) is sent once more on a fresh connection.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        expected: &SpiffeId,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        let mut pooled = self.pooled(addr, expected).await?;
+        let mut err = match pooled.sender.try_send_request(req).await {
+            Ok(res) => return Ok(res),
+            Err(e) => e,
+        };
+        let Some(req) = err.take_message() else {
+            return Err(err.into_error().into());
+        };
+        tracing::debug!(%addr, error = %err.into_error(), "mesh connection closed before the request was sent; retrying on a new one");
+        self.forget(addr, expected, pooled.id).await;
+        let mut sender = self.get(addr, expected).await?;
+        Ok(sender.send_request(req).await?)
+    }
+
+    /// Drops pooled connection `id` (one going away may not say closed
+    /// yet) so the next caller dials anew, unless it was replaced already.
+    async fn forget(&self, addr: SocketAddr, expected: &SpiffeId, id: u64) {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.get(&(addr, expected.clone())).cloned()
+        };
+        if let Some(slot) = slot {
+            let mut guard = slot.lock().await;
+            if guard.as_ref().is_some_and(|p| p.id == id) {
+                *guard = None;
+            }
         }
     }
 
@@ -81,6 +163,10 @@ impl Pool {
         addr: SocketAddr,
         expected: &SpiffeId,
     ) -> Result<SendRequest<Body>, DialError> {
+        Ok(self.pooled(addr, expected).await?.sender)
+    }
+
+    async fn pooled(&self, addr: SocketAddr, expected: &SpiffeId) -> Result<Pooled, DialError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             let key = (addr, expected.clone());
@@ -90,15 +176,18 @@ impl Pool {
             slots.entry(key).or_default().clone()
         };
         let mut guard = slot.lock().await;
-        if let Some(sender) = guard.as_ref() {
-            if !sender.is_closed() {
-                return Ok(sender.clone());
+        if let Some(pooled) = guard.as_ref() {
+            if !pooled.sender.is_closed() {
+                return Ok(pooled.clone());
             }
         }
         *guard = None;
-        let sender = self.dial(addr, expected).await?;
-        *guard = Some(sender.clone());
-        Ok(sender)
+        let pooled = Pooled {
+            id: self.dialed.fetch_add(1, Ordering::Relaxed),
+            sender: self.dial(addr, expected).await?,
+        };
+        *guard = Some(pooled.clone());
+        Ok(pooled)
     }
 
     /// How many peers have a slot (for tests and `/config_dump`).
@@ -137,10 +226,15 @@ impl Pool {
         if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
             return Err(DialError::NoH2);
         }
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .map_err(DialError::Http2)?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.settings.keepalive)
+            .keep_alive_timeout(self.settings.keepalive)
+            .keep_alive_while_idle(true)
+            .max_header_list_size(self.settings.max_header_list_bytes)
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(DialError::Http2)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "outbound: mesh connection ended with error");
@@ -155,7 +249,7 @@ impl Pool {
 /// new peer is added, which is when the map would grow.
 fn prune(slots: &mut HashMap<Key, Slot>) {
     slots.retain(|_, slot| match slot.try_lock() {
-        Ok(guard) => guard.as_ref().is_some_and(|s| !s.is_closed()),
+        Ok(guard) => guard.as_ref().is_some_and(|p| !p.sender.is_closed()),
         // Someone is dialing or using it right now.
         Err(_) => true,
     });

@@ -2,13 +2,13 @@
 //! becomes an HTTP/2 CONNECT tunnel to one service port.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::plan::destination;
 use super::Outbound;
+use crate::core::serve::Server;
 use crate::metrics::{Direction, Flow};
 
 pub(super) async fn serve_tcp(
@@ -16,27 +16,22 @@ pub(super) async fn serve_tcp(
     listener: TcpListener,
     service: String,
     port: u16,
+    server: Server,
 ) {
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbound tcp: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    let service: Arc<str> = service.into();
+    server
+        .serve("tcp_upstream", listener, move |tcp, _, _| {
+            let outbound = outbound.clone();
+            let service = service.clone();
+            async move {
+                tunnel(&outbound, tcp, &service, port).await;
+                tracing::debug!(%service, "outbound tcp: connection done");
             }
-        };
-        let outbound = outbound.clone();
-        let service = service.clone();
-        tokio::spawn(async move {
-            tunnel(&outbound, tcp, &service, port).await;
-            tracing::debug!(%remote, %service, "outbound tcp: connection done");
-        });
-    }
+        })
+        .await;
 }
 
 async fn tunnel(outbound: &Outbound, mut tcp: TcpStream, service: &str, port: u16) {
-    let _ = tcp.set_nodelay(true);
     let authority = format!("{service}:{port}");
     let opened = match destination(&authority, &outbound.namespace, &outbound.cluster_domain) {
         Ok(dest) => outbound.open_tunnel(&dest).await,

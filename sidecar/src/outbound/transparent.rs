@@ -10,14 +10,11 @@ pub mod classify;
 pub mod detect;
 pub mod orig_dst;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,6 +25,7 @@ use super::http::boxed;
 use super::plan::Destination;
 use super::{request_authority, ForwardError, Outbound, RESOLVE_WAIT};
 use crate::config::UnknownDestination;
+use crate::core::serve::{Conn, HttpMode, Server};
 use crate::discovery::{Endpoint, ServicePort, ServiceState, Snapshot};
 use crate::metrics::{Direction, Flow};
 
@@ -48,24 +46,18 @@ pub(super) async fn serve(
     listener: TcpListener,
     orig: Arc<dyn OrigDst>,
     opts: Arc<TransparentOptions>,
+    server: Server,
 ) {
     let local = listener.local_addr().ok();
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "transparent outbound: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    server
+        .serve("transparent_outbound", listener, move |tcp, _, conn| {
+            let (outbound, orig, opts) = (outbound.clone(), orig.clone(), opts.clone());
+            async move {
+                connection(&outbound, tcp, orig.as_ref(), &opts, local, &conn).await;
+                tracing::debug!("transparent outbound: connection done");
             }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (outbound, orig, opts) = (outbound.clone(), orig.clone(), opts.clone());
-        tokio::spawn(async move {
-            connection(&outbound, tcp, orig.as_ref(), &opts, local).await;
-            tracing::debug!(%remote, "transparent outbound: connection done");
-        });
-    }
+        })
+        .await;
 }
 
 /// A connection addressed to the listener itself was not redirected (or
@@ -100,6 +92,7 @@ async fn connection(
     orig: &dyn OrigDst,
     opts: &TransparentOptions,
     local: Option<SocketAddr>,
+    conn: &Conn,
 ) {
     let metrics = outbound.metrics.clone();
     let dst = match orig.original_dst(&tcp) {
@@ -167,7 +160,7 @@ async fn connection(
     let label = protocol_label(skipped, detected, seen);
     metrics.captured(Direction::Outbound, route.target(), label, dst.port());
     if detected.is_http() {
-        serve_http(outbound, tcp, route, dst).await;
+        serve_http(outbound, tcp, route, dst, conn).await;
         return;
     }
     let (opened, name) = match &route {
@@ -228,10 +221,16 @@ async fn sniff(tcp: &TcpStream) -> (Detected, usize) {
 
 /// Serves the app's HTTP on this connection, each request routed on its
 /// own (to the service as in explicit mode, or to the endpoint dialed).
-async fn serve_http(outbound: &Arc<Outbound>, tcp: TcpStream, route: HttpRoute, dst: SocketAddr) {
+async fn serve_http(
+    outbound: &Arc<Outbound>,
+    tcp: TcpStream,
+    route: HttpRoute,
+    dst: SocketAddr,
+    conn: &Conn,
+) {
     let route = Arc::new(route);
     let outbound = outbound.clone();
-    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let service = move |req: http::Request<hyper::body::Incoming>| {
         let route = route.clone();
         let outbound = outbound.clone();
         async move {
@@ -250,15 +249,10 @@ async fn serve_http(outbound: &Arc<Outbound>, tcp: TcpStream, route: HttpRoute, 
                         .await
                 }
             };
-            Ok::<_, Infallible>(res)
+            res
         }
-    });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-        .await
-    {
-        tracing::debug!(%dst, error = %e, "transparent outbound: HTTP connection ended with error");
-    }
+    };
+    conn.serve_http(tcp, HttpMode::FirstHop, service).await;
 }
 
 async fn pipe_or_log(

@@ -6,4 +6,5 @@
 //! harness in `mycel-tests`.
 
 mod certs;
+mod limits;
 mod protocol;
