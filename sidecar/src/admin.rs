@@ -16,10 +16,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::core::http::boxed;
 use crate::core::serve::{HttpMode, Server};
 use crate::discovery::{Discovery, DiscoveryStatus};
 use crate::identity::IdentityState;
-use crate::outbound::http::boxed;
 
 pub use certs::certs_json;
 

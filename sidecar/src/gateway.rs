@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 pub use crate::config::GatewayRoute;
+use crate::core::http::{boxed, proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind};
-use crate::outbound::http::{boxed, proxy_error, Body, Caller};
 use crate::outbound::plan::Destination;
 use crate::outbound::{request_authority, Outbound};
 

@@ -53,6 +53,10 @@ pub enum ErrorKind {
     BadPath,
     /// An HTTP/1.1 upgrade (WebSocket) could not be carried.
     Upgrade,
+    /// The request's header list is larger than `--max-header-bytes`.
+    HeaderTooLarge,
+    /// No response headers came within `--request-timeout`.
+    Timeout,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -98,6 +102,8 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::BadPath => "bad_path",
             ErrorKind::Upgrade => "upgrade",
+            ErrorKind::HeaderTooLarge => "header_too_large",
+            ErrorKind::Timeout => "timeout",
         }
     }
 
@@ -122,6 +128,8 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method-not-allowed",
             ErrorKind::BadPath => "bad-path",
             ErrorKind::Upgrade => "upgrade",
+            ErrorKind::HeaderTooLarge => "header-too-large",
+            ErrorKind::Timeout => "timeout",
         }
     }
 }

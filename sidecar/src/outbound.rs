@@ -4,7 +4,6 @@
 
 pub mod balance;
 mod forward;
-pub mod http;
 mod listener;
 pub mod plan;
 pub mod pool;

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use mycel_api::headers::PROXY_ERROR;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,15 +35,11 @@ mod idle;
 use self::idle::{Activity, Guarded, Tracked};
 pub use crate::config::Limits;
 pub use crate::core::drain::{Drain, Shutdown};
-use crate::outbound::http::{text, Body};
+use crate::core::http::{proxy_error, Body, Caller};
+use crate::metrics::ErrorKind;
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Value of `mycel-proxy-error` on a request refused for its headers.
-pub const HEADER_TOO_LARGE: &str = "header-too-large";
-/// Value of `mycel-proxy-error` when no response headers came in time.
-pub const TIMEOUT: &str = "timeout";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
@@ -395,20 +391,6 @@ pub fn header_list_bytes(headers: &HeaderMap) -> usize {
         .sum()
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// A local error response carrying `mycel-proxy-error: <kind>`.
-pub fn proxy_error(status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
-    let mut res = text(status, message);
-    res.headers_mut()
-        .insert(PROXY_ERROR, HeaderValue::from_static(kind));
-    res
-}
-
 /// The checks every request passes before its handler: the header cap (at
 /// a first hop) and the response-headers timeout.
 async fn guarded<B, F, Fut>(
@@ -432,19 +414,23 @@ where
                 limit = limits.max_header_bytes,
                 "request refused: header list too large"
             );
+            // The message names only sizes and the flag, so it suits
+            // external callers of a gateway as it is.
             return proxy_error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                HEADER_TOO_LARGE,
-                &format!(
+                ErrorKind::HeaderTooLarge,
+                format!(
                     "request headers are {size} bytes; this proxy accepts at most {} (--max-header-bytes)",
                     limits.max_header_bytes
                 ),
+                Caller::of(req.headers(), false),
             );
         }
     }
     // gRPC calls carry their own deadline (`grpc-timeout`), and a watch
     // stream may legitimately wait long for its first message.
-    let Some(timeout) = limits.request_timeout.filter(|_| !is_grpc(req.headers())) else {
+    let caller = Caller::of(req.headers(), false);
+    let Some(timeout) = limits.request_timeout.filter(|_| !caller.grpc) else {
         return handler(req).await;
     };
     match tokio::time::timeout(timeout, handler(req)).await {
@@ -454,8 +440,9 @@ where
             tracing::warn!(?timeout, "request timed out waiting for response headers");
             proxy_error(
                 StatusCode::GATEWAY_TIMEOUT,
-                TIMEOUT,
-                &format!("no response headers within {timeout:?} (--request-timeout)"),
+                ErrorKind::Timeout,
+                format!("no response headers within {timeout:?} (--request-timeout)"),
+                caller,
             )
         }
     }

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::target::AppProtocol;
-use crate::outbound::http::Body;
+use crate::core::http::Body;
 
 /// The app is local: a connect that takes longer is a stuck app.
 const APP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

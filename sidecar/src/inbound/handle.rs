@@ -10,10 +10,10 @@ use tokio::net::TcpStream;
 
 use super::app::{AppClient, AppError};
 use super::target::{connect_target, http_target};
-use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
-use crate::outbound::http::{
+use crate::core::http::{
     boxed, empty, proxy_error, strip_hop_by_hop, Body, Caller, APP_PROTOCOL, DST_PORT, PEER_ID,
 };
+use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
 
 /// What every request on one connection shares.
 pub(super) struct Conn {

@@ -4,7 +4,7 @@
 use http::header::HeaderMap;
 use http::Method;
 
-use crate::outbound::http::{APP_PROTOCOL, DST_PORT};
+use crate::core::http::{APP_PROTOCOL, DST_PORT};
 
 /// How the sidecar talks to the app on that port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,12 +6,12 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 
-use super::http::{
+use super::plan::{plan, Destination, Plan, PlanError};
+use super::Outbound;
+use crate::core::http::{
     boxed, empty, proxy_error, redact_proxy_error, strip_hop_by_hop, Body, Caller, APP_PROTOCOL,
     DST_PORT, PEER_ID,
 };
-use super::plan::{plan, Destination, Plan, PlanError};
-use super::Outbound;
 use crate::discovery::{Endpoint, Protocol, ServicePort, SubscribeError};
 use crate::metrics::{Direction, ErrorKind};
 

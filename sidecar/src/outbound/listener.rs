@@ -7,9 +7,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use super::http::{boxed, proxy_error, Body, Caller};
 use super::plan::destination;
 use super::Outbound;
+use crate::core::http::{boxed, proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind};
 

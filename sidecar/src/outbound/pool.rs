@@ -13,7 +13,7 @@ use mycel_api::spiffe::SpiffeId;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::http::Body;
+use crate::core::http::Body;
 use crate::identity::IdentityState;
 use crate::metrics::ErrorKind;
 use crate::tls::{PeerVerifyError, TlsConfigError};

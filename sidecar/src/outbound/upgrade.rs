@@ -17,8 +17,8 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
 use super::forward::ForwardError;
-use super::http::{boxed, empty, strip_hop_by_hop, Body, APP_PROTOCOL, DST_PORT, PEER_ID};
 use super::Outbound;
+use crate::core::http::{boxed, empty, strip_hop_by_hop, Body, APP_PROTOCOL, DST_PORT, PEER_ID};
 use crate::discovery::{Endpoint, Protocol, ServicePort};
 
 /// The `Upgrade` value of an HTTP/1.1 upgrade request worth carrying, if

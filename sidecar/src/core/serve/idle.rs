@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::outbound::http::{Body, BoxError};
+use crate::core::http::{Body, BoxError};
 
 /// When a connection last read or wrote, and how many of its requests are
 /// in progress, for the idle timeout.
