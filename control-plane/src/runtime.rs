@@ -18,12 +18,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::admin::{self, AdminState};
-use crate::ca::tokens::LocalAuthenticator;
+use crate::ca::tokens::TokenStore;
 use crate::ca::{Authority, CaFiles};
 use crate::grpc::{DiscoveryService, IdentityService};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
+use crate::sources::admission::TokenPolicy;
 use crate::sources::local::{self, MeshConfigWatcher, Poll};
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -44,6 +45,10 @@ pub struct Config {
     pub cert_ttl: Duration,
     /// A user-given CA; `None` generates (or reloads) one in the data dir.
     pub ca_files: Option<CaFiles>,
+    /// Certify rate limits (global and per source IP).
+    pub certify_limits: crate::grpc::ratelimit::CertifyLimits,
+    /// On-demand subscriptions one proxy may hold.
+    pub max_subscriptions: usize,
 }
 
 impl Config {
@@ -57,6 +62,8 @@ impl Config {
             mesh_config: None,
             cert_ttl: DEFAULT_CERT_TTL,
             ca_files: None,
+            certify_limits: Default::default(),
+            max_subscriptions: crate::grpc::discovery::DEFAULT_MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -109,10 +116,10 @@ impl Controller {
         let serving = authority
             .serving_cert()
             .context("issuing the controller's serving certificate")?;
-        let authenticator =
-            Arc::new(LocalAuthenticator::new(&config.data_dir).context("loading join tokens")?);
+        let tokens = Arc::new(TokenStore::new(&config.data_dir).context("loading join tokens")?);
 
         let index = SharedIndex::new(Index::new());
+        index.lock().set_max_subscriptions(config.max_subscriptions);
         index.lock().set_trust_bundle(authority.trust_bundle_der());
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(ProxyRegistry::default());
@@ -142,12 +149,14 @@ impl Controller {
             .identity(Identity::from_pem(&serving.chain_pem, &serving.key_pem))
             .client_ca_root(Certificate::from_pem(authority.root_pem()))
             .client_auth_optional(true);
-        let identity = IdentityService::new(authority.clone(), authenticator, metrics.clone());
+        let identity = IdentityService::new(authority.clone(), tokens.clone(), metrics.clone())
+            .with_limits(config.certify_limits);
         let discovery = DiscoveryService::new(
             index.clone(),
             registry.clone(),
             metrics.clone(),
             &config.trust_domain,
+            Arc::new(TokenPolicy::new(tokens)),
         )
         .with_shutdown(shutdown_rx.clone());
         let router = Server::builder()
