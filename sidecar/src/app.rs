@@ -151,7 +151,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             token,
         } => {
             let roots = read_pem_certs(ca_root).context("--ca-root")?;
-            let ca_tls = ControllerTls::new(address, server_name, &roots, None)?;
+            let ca_tls =
+                ControllerTls::for_certify(address, server_name, &roots, identity.clone())?;
             let manager = IdentityManager::new(
                 GrpcCaClient::new(ca_tls, token.clone()),
                 identity.clone(),
