@@ -322,7 +322,9 @@ impl Index {
                 let mut changed = false;
                 for r in &global {
                     if cur.resources.get(&r.key).map(|c| &c.version) != Some(&r.version) {
-                        Arc::make_mut(cur).resources.insert(r.key.clone(), r.clone());
+                        Arc::make_mut(cur)
+                            .resources
+                            .insert(r.key.clone(), r.clone());
                         changed = true;
                     }
                 }
@@ -348,7 +350,10 @@ impl Index {
                 } else if let Some(res) = resources.get(key) {
                     vec![res.service.clone(), res.endpoints.clone()]
                 } else {
-                    vec![view::resource(ResourceKey::service(key), ResourceBody::NotFound)]
+                    vec![view::resource(
+                        ResourceKey::service(key),
+                        ResourceBody::NotFound,
+                    )]
                 };
                 for rk in [ResourceKey::service(key), ResourceKey::endpoints(key)] {
                     let next = wanted.iter().find(|r| r.key == rk);

@@ -265,7 +265,12 @@ pub fn write_token(data_dir: &Path, dir: &Path, t: &TokenFor) -> PathBuf {
     let mut cmd = std::process::Command::new(bin("mycelctl"));
     cmd.args(["token", "create", "--data-dir"])
         .arg(data_dir)
-        .args(["--namespace", &t.namespace, "--service-account", &t.service_account]);
+        .args([
+            "--namespace",
+            &t.namespace,
+            "--service-account",
+            &t.service_account,
+        ]);
     for (k, v) in &t.labels {
         cmd.args(["--label", &format!("{k}={v}")]);
     }

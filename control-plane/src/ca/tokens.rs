@@ -281,7 +281,10 @@ pub fn parse_labels(flags: &[String]) -> Result<BTreeMap<String, String>, TokenE
 /// Creates a join token for `spec`, records its hash in
 /// `<data_dir>/tokens.json` and returns the token (shown once) with its
 /// record.
-pub fn create_token(data_dir: &Path, spec: &TokenSpec) -> Result<(String, TokenRecord), TokenError> {
+pub fn create_token(
+    data_dir: &Path,
+    spec: &TokenSpec,
+) -> Result<(String, TokenRecord), TokenError> {
     validate_names(&spec.namespace, &spec.service_account)?;
     validate_labels(&spec.labels)?;
     if spec.ttl.is_some_and(|t| t.is_zero()) {
@@ -305,7 +308,9 @@ pub fn create_token(data_dir: &Path, spec: &TokenSpec) -> Result<(String, TokenR
             labels: spec.labels.clone(),
             addresses: spec.addresses.clone(),
             created_unix,
-            expires_unix: spec.ttl.map(|t| created_unix.saturating_add(t.as_secs().max(1))),
+            expires_unix: spec
+                .ttl
+                .map(|t| created_unix.saturating_add(t.as_secs().max(1))),
             revoked_unix: None,
         };
         store.tokens.push(record.clone());

@@ -375,14 +375,20 @@ mod tests {
                 |w| w.name = String::new(),
                 "workload.name: workload name \"\" is not valid",
             ),
-            (|w| w.name = "Cat".into(), "workload.name: workload name \"Cat\""),
+            (
+                |w| w.name = "Cat".into(),
+                "workload.name: workload name \"Cat\"",
+            ),
             (|w| w.address = String::new(), "workload.address"),
             (|w| w.address = "a b".into(), "workload.address"),
             (
                 |w| w.address = "catalog.example".into(),
                 "workload.address: \"catalog.example\" is not an IP address",
             ),
-            (|w| w.address = "0.0.0.0".into(), "workload.address: 0.0.0.0 is not a dialable"),
+            (
+                |w| w.address = "0.0.0.0".into(),
+                "workload.address: 0.0.0.0 is not a dialable",
+            ),
             (|w| w.address = "10.0.0.1/8".into(), "workload.address"),
             (|w| w.zone = "z".repeat(300), "workload.zone"),
             (
@@ -399,7 +405,9 @@ mod tests {
             ),
             (
                 |w| {
-                    w.labels = (0..65).map(|i| (format!("k{i}"), "v".to_string())).collect()
+                    w.labels = (0..65)
+                        .map(|i| (format!("k{i}"), "v".to_string()))
+                        .collect()
                 },
                 "workload.labels",
             ),

@@ -441,7 +441,9 @@ impl Discovery for DiscoveryService {
             };
             if let Err(e) = self.policy.admit(&who, w).await {
                 tracing::warn!(spiffe_id = %peer, error = %e, "registration refused");
-                return Err(Status::permission_denied(format!("registration refused: {e}")));
+                return Err(Status::permission_denied(format!(
+                    "registration refused: {e}"
+                )));
             }
         }
 

@@ -51,7 +51,10 @@ impl IdentityService {
         token: &str,
     ) -> Result<(SpiffeId, String), CertifyError> {
         let current = leaf.and_then(|der| {
-            Some((SpiffeId::from_cert_der(der).ok()?, token_id_from_cert_der(der)?))
+            Some((
+                SpiffeId::from_cert_der(der).ok()?,
+                token_id_from_cert_der(der)?,
+            ))
         });
         let trust_domain = self.authority.trust_domain();
         if let Some((id, token_id)) = current {
@@ -60,7 +63,11 @@ impl IdentityService {
                     "client certificate {id} is not in trust domain {trust_domain}"
                 )));
             }
-            let rec = self.tokens.by_id(&token_id).await.map_err(CertifyError::Auth)?;
+            let rec = self
+                .tokens
+                .by_id(&token_id)
+                .await
+                .map_err(CertifyError::Auth)?;
             if rec.namespace != id.namespace() || rec.service_account != id.service_account() {
                 return Err(CertifyError::Identity(format!(
                     "client certificate {id} does not match join token {token_id}"
@@ -89,7 +96,12 @@ impl IdentityService {
         }
         let issued = self
             .authority
-            .sign_csr_for_token(&req.csr_der, &id, req.requested_ttl_seconds, Some(&token_id))
+            .sign_csr_for_token(
+                &req.csr_der,
+                &id,
+                req.requested_ttl_seconds,
+                Some(&token_id),
+            )
             .map_err(CertifyError::Sign)?;
         Ok(CertifyResponse {
             chain_der: issued.chain_der,

@@ -161,9 +161,17 @@ mod tests {
             assert_eq!(rl.check(Some(a), now), Ok(()));
         }
         assert_eq!(rl.check(Some(a), now), Err(Limited::PerIp));
-        assert_eq!(rl.check(Some(b), now), Ok(()), "another caller is not starved");
+        assert_eq!(
+            rl.check(Some(b), now),
+            Ok(()),
+            "another caller is not starved"
+        );
         let later = now + Duration::from_millis(500);
-        assert_eq!(rl.check(Some(a), later), Ok(()), "one token back after 0.5 s");
+        assert_eq!(
+            rl.check(Some(a), later),
+            Ok(()),
+            "one token back after 0.5 s"
+        );
         assert_eq!(rl.check(Some(a), later), Err(Limited::PerIp));
     }
 

@@ -40,7 +40,9 @@ pub enum AdmissionError {
         want: String,
         got: String,
     },
-    #[error("hello.workload.labels {got:?} do not equal the labels of join token {token} {want:?}")]
+    #[error(
+        "hello.workload.labels {got:?} do not equal the labels of join token {token} {want:?}"
+    )]
     Labels {
         token: String,
         want: BTreeMap<String, String>,

@@ -398,7 +398,10 @@ fn transparent_mode_flags() {
 fn transparent_mode_errors_name_the_flag() {
     let cases: &[(&[&str], &str)] = &[
         (&["--subscribe", "ratings"], "--subscribe \"ratings\""),
-        (&["--subscribe", "Ratings.shop"], "service name \"Ratings\" is not valid"),
+        (
+            &["--subscribe", "Ratings.shop"],
+            "service name \"Ratings\" is not valid",
+        ),
         (
             &["--transparent-outbound", "15001"],
             "--transparent-outbound",

@@ -4,3 +4,5 @@
 //!
 //! Real processes on loopback (controller, proxies, apps), started by the
 //! harness in `mycel-tests`.
+
+mod controller;

@@ -72,7 +72,10 @@ fn when(unix: u64) -> String {
     i64::try_from(unix)
         .ok()
         .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 

@@ -120,7 +120,14 @@ mod tests {
             "10.0.0.9/24".parse::<AddressRange>().unwrap().to_string(),
             "10.0.0.0/24"
         );
-        for bad in ["", "host", "10.0.0.0/33", "::/129", "10.0.0.0/x", "1.2.3.4:80"] {
+        for bad in [
+            "",
+            "host",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/x",
+            "1.2.3.4:80",
+        ] {
             assert!(bad.parse::<AddressRange>().is_err(), "{bad}");
         }
     }

@@ -1,10 +1,10 @@
 //! The controller's view of `tokens.json`: an in-memory cache looked up by
 //! token hash (Certify with a token) or by token id (renewals, registration
-//! admission). The file is checked at most once per second and re-read only
-//! when its stamp changed, so a flood of unknown tokens costs no file reads
-//! and no log lines, while a token created a moment ago is found (a miss
-//! waits out the rest of the second and checks once more) and a revocation
-//! takes effect within a second.
+//! admission). Each lookup compares the file's stamp (one `stat`); the file
+//! is re-read only when the stamp changed, and at most once per second, so
+//! a flood of unknown tokens costs no file reads and no log lines, while a
+//! token created a moment ago is found (a miss during the quiet second
+//! waits out the rest of it) and a revocation takes effect within a second.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{hash_token, is_well_formed, now_unix, read_store, tokens_path, TokenError, TokenRecord};
+use super::{
+    hash_token, is_well_formed, now_unix, read_store, tokens_path, TokenError, TokenRecord,
+};
 
 /// The least time between two looks at the file.
 pub const UNKNOWN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -46,7 +48,8 @@ struct Cache {
     by_hash: HashMap<String, Arc<TokenRecord>>,
     by_id: HashMap<String, Arc<TokenRecord>>,
     stamp: Option<Stamp>,
-    last_check: Option<Instant>,
+    last_reload: Option<Instant>,
+    reloads: u64,
 }
 
 enum Key<'a> {
@@ -94,24 +97,32 @@ impl TokenStore {
             c.by_hash.insert(t.sha256.clone(), t);
         }
         c.stamp = stamp;
+        c.reloads += 1;
         Ok(())
     }
 
-    /// Re-reads the file if it changed, unless it was checked less than
-    /// [`UNKNOWN_RELOAD_INTERVAL`] ago: then returns how long to wait.
+    /// How many times the file was read (tests).
+    #[cfg(test)]
+    pub fn reloads(&self) -> u64 {
+        self.lock().reloads
+    }
+
+    /// Re-reads the file if its stamp changed, unless it was read less
+    /// than [`UNKNOWN_RELOAD_INTERVAL`] ago: then returns how long to wait.
     fn check(&self, now: Instant) -> Result<Option<Duration>, AuthError> {
         let mut c = self.lock();
-        if let Some(last) = c.last_check {
+        if stamp_of(&self.path) == c.stamp {
+            return Ok(None);
+        }
+        if let Some(last) = c.last_reload {
             let since = now.saturating_duration_since(last);
             if since < UNKNOWN_RELOAD_INTERVAL {
                 return Ok(Some(UNKNOWN_RELOAD_INTERVAL - since));
             }
         }
-        c.last_check = Some(now);
-        if stamp_of(&self.path) != c.stamp {
-            self.reload(&mut c)
-                .map_err(|e| AuthError::Store(e.to_string()))?;
-        }
+        c.last_reload = Some(now);
+        self.reload(&mut c)
+            .map_err(|e| AuthError::Store(e.to_string()))?;
         Ok(None)
     }
 

@@ -64,7 +64,11 @@ fn bad_subscription_in_hello_is_refused_alone() {
     );
     assert_eq!(s.refused.len(), 2);
     assert_eq!(s.refused[0].0, ".shop");
-    assert!(s.refused[0].1.contains("not of the form"), "{:?}", s.refused);
+    assert!(
+        s.refused[0].1.contains("not of the form"),
+        "{:?}",
+        s.refused
+    );
     assert!(s.refused[1].0.len() < 300, "long keys are cut");
 }
 

@@ -40,17 +40,44 @@ fn req(token: &str, csr: Vec<u8>) -> CertifyRequest {
 #[test]
 fn errors_map_to_codes_and_bounded_labels() {
     let cases = [
-        (CertifyError::Auth(AuthError::Missing), Code::Unauthenticated, "unauthenticated"),
-        (CertifyError::Auth(AuthError::Malformed), Code::Unauthenticated, "unauthenticated"),
-        (CertifyError::Auth(AuthError::Unknown), Code::PermissionDenied, "unknown_token"),
         (
-            CertifyError::Auth(AuthError::Expired { id: "x".into(), at: 1 }),
+            CertifyError::Auth(AuthError::Missing),
+            Code::Unauthenticated,
+            "unauthenticated",
+        ),
+        (
+            CertifyError::Auth(AuthError::Malformed),
+            Code::Unauthenticated,
+            "unauthenticated",
+        ),
+        (
+            CertifyError::Auth(AuthError::Unknown),
+            Code::PermissionDenied,
+            "unknown_token",
+        ),
+        (
+            CertifyError::Auth(AuthError::Expired {
+                id: "x".into(),
+                at: 1,
+            }),
             Code::PermissionDenied,
             "expired",
         ),
-        (CertifyError::Auth(AuthError::Revoked("x".into())), Code::PermissionDenied, "revoked"),
-        (CertifyError::Auth(AuthError::Store("x".into())), Code::Unavailable, "error"),
-        (CertifyError::Limited(Limited::PerIp), Code::ResourceExhausted, "rate_limited"),
+        (
+            CertifyError::Auth(AuthError::Revoked("x".into())),
+            Code::PermissionDenied,
+            "revoked",
+        ),
+        (
+            CertifyError::Auth(AuthError::Store("x".into())),
+            Code::Unavailable,
+            "error",
+        ),
+        (
+            CertifyError::Limited(Limited::PerIp),
+            Code::ResourceExhausted,
+            "rate_limited",
+        ),
         (CertifyError::EmptyCsr, Code::InvalidArgument, "invalid_csr"),
     ];
     for (e, code, label) in cases {
@@ -72,18 +99,32 @@ async fn certify_outcomes() {
     assert_eq!(ok.spiffe_id, "spiffe://cluster.local/ns/shop/sa/catalog");
     assert_eq!(ok.chain_der.len(), 2);
     // The leaf carries its token id, and still exactly one SPIFFE ID.
-    assert_eq!(token_id_from_cert_der(&ok.chain_der[0]).as_deref(), Some(rec.id()));
     assert_eq!(
-        SpiffeId::from_cert_der(&ok.chain_der[0]).unwrap().to_string(),
+        token_id_from_cert_der(&ok.chain_der[0]).as_deref(),
+        Some(rec.id())
+    );
+    assert_eq!(
+        SpiffeId::from_cert_der(&ok.chain_der[0])
+            .unwrap()
+            .to_string(),
         ok.spiffe_id
     );
 
     let e = svc.certify(Request::new(req("", csr()))).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "missing join token"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unauthenticated, "missing join token")
+    );
     let unknown = format!("mycel.{}", "ab".repeat(32));
-    let e = svc.certify(Request::new(req(&unknown, csr()))).await.unwrap_err();
+    let e = svc
+        .certify(Request::new(req(&unknown, csr())))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    let e = svc.certify(Request::new(req(&good, vec![]))).await.unwrap_err();
+    let e = svc
+        .certify(Request::new(req(&good, vec![])))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = svc
         .certify(Request::new(req(&good, vec![1, 2, 3])))
@@ -109,7 +150,10 @@ async fn renewal_is_authenticated_by_the_current_certificate() {
         .await
         .unwrap();
     assert_eq!(renewed.spiffe_id, first.spiffe_id);
-    assert_eq!(token_id_from_cert_der(&renewed.chain_der[0]).as_deref(), Some(rec.id()));
+    assert_eq!(
+        token_id_from_cert_der(&renewed.chain_der[0]).as_deref(),
+        Some(rec.id())
+    );
 
     revoke_token(dir.path(), rec.id()).unwrap();
     // The store looks at the file at most once a second.
@@ -118,7 +162,16 @@ async fn renewal_is_authenticated_by_the_current_certificate() {
         .certify_inner(Some(&leaf), &req(&token, csr()))
         .await
         .unwrap_err();
-    assert!(matches!(e, CertifyError::Auth(AuthError::Revoked(_))), "{e}");
-    let e = svc.certify_inner(None, &req(&token, csr())).await.unwrap_err();
-    assert!(matches!(e, CertifyError::Auth(AuthError::Revoked(_))), "{e}");
+    assert!(
+        matches!(e, CertifyError::Auth(AuthError::Revoked(_))),
+        "{e}"
+    );
+    let e = svc
+        .certify_inner(None, &req(&token, csr()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CertifyError::Auth(AuthError::Revoked(_))),
+        "{e}"
+    );
 }
