@@ -214,14 +214,14 @@ async fn start_and_supervise(
         return Ok(end);
     }
 
-    for (proxy, namespace, service_account, labels) in plan::tokens(plan) {
+    for t in plan::tokens(plan) {
         let spec = TokenSpec {
-            namespace: namespace.to_string(),
-            service_account: service_account.to_string(),
-            labels: labels.into_iter().collect(),
+            namespace: plan::NAMESPACE.to_string(),
+            service_account: t.service_account.to_string(),
+            labels: t.labels.into_iter().collect(),
             ..TokenSpec::default()
         };
-        write_token(paths, &proxy, &spec)?;
+        write_token(paths, &t.proxy, &spec)?;
     }
     for w in &plan.workloads {
         spawn(sup, paths, &w.name, &bins.demo, &plan::app_args(w))?;

@@ -343,15 +343,31 @@ pub fn labels(w: &WorkloadPlan) -> Vec<(String, String)> {
     labels
 }
 
-/// (proxy name, namespace, service account, labels) of every join token
-/// the demo creates: one per proxy.
-pub fn tokens(plan: &DemoPlan) -> Vec<(String, &'static str, &'static str, Vec<(String, String)>)> {
-    let mut out: Vec<_> = plan
+/// A join token the demo creates: one per proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyToken {
+    /// Names the token file.
+    pub proxy: String,
+    pub service_account: &'static str,
+    pub labels: Vec<(String, String)>,
+}
+
+/// Every join token the demo creates (all in [`NAMESPACE`]).
+pub fn tokens(plan: &DemoPlan) -> Vec<ProxyToken> {
+    let mut out: Vec<ProxyToken> = plan
         .workloads
         .iter()
-        .map(|w| (w.name.clone(), NAMESPACE, w.service_account, labels(w)))
+        .map(|w| ProxyToken {
+            proxy: w.name.clone(),
+            service_account: w.service_account,
+            labels: labels(w),
+        })
         .collect();
-    out.push(("gateway".to_string(), NAMESPACE, "gateway", Vec::new()));
+    out.push(ProxyToken {
+        proxy: "gateway".to_string(),
+        service_account: "gateway",
+        labels: Vec::new(),
+    });
     out
 }
 

@@ -226,11 +226,12 @@ fn every_proxy_has_a_token_with_its_labels() {
     let tokens = tokens(&p);
     assert_eq!(tokens.len(), p.workloads.len() + 1);
     for w in &p.workloads {
-        let (_, _, sa, labels) = tokens
+        let t = tokens
             .iter()
-            .find(|t| t.0 == w.name)
+            .find(|t| t.proxy == w.name)
             .unwrap_or_else(|| panic!("no token for {}", w.name));
-        assert_eq!(*sa, w.service_account);
+        assert_eq!(t.service_account, w.service_account);
+        let labels = &t.labels;
         // The token's labels are exactly the --label flags of the sidecar.
         let args = sidecar_args(&p, &paths(), w).join(" ");
         for (k, v) in labels {
