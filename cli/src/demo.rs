@@ -219,6 +219,11 @@ async fn start_and_supervise(
             namespace: plan::NAMESPACE.to_string(),
             service_account: t.service_account.to_string(),
             labels: t.labels.into_iter().collect(),
+            addresses: t
+                .addresses
+                .iter()
+                .map(|ip| ip.to_string().parse())
+                .collect::<Result<_, _>>()?,
             ..TokenSpec::default()
         };
         write_token(paths, &t.proxy, &spec)?;

@@ -350,6 +350,9 @@ pub struct ProxyToken {
     pub proxy: String,
     pub service_account: &'static str,
     pub labels: Vec<(String, String)>,
+    /// The address the proxy registers (its inbound IP), allowed explicitly
+    /// so admission does not depend on which source address it dials from.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// Every join token the demo creates (all in [`NAMESPACE`]).
@@ -361,12 +364,14 @@ pub fn tokens(plan: &DemoPlan) -> Vec<ProxyToken> {
             proxy: w.name.clone(),
             service_account: w.service_account,
             labels: labels(w),
+            addresses: vec![w.inbound.ip()],
         })
         .collect();
     out.push(ProxyToken {
         proxy: "gateway".to_string(),
         service_account: "gateway",
         labels: Vec::new(),
+        addresses: Vec::new(),
     });
     out
 }
