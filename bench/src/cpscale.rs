@@ -266,7 +266,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
     let cpu0 = sample(pid, ticks).cpu_s;
     let start = Instant::now();
     let mut keep = Vec::new();
-    for i in 0..plan.services {
+    for (i, pool) in eps.iter_mut().enumerate() {
         for k in 0..plan.endpoints {
             let name = format!("svc-{i}-{k}");
             let hello = Hello {
@@ -277,7 +277,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
                 known: vec![],
                 mode: "sidecar".into(),
             };
-            keep.push(open_stream(eps[i].next(&ctl).await?, hello, usize::MAX, None).await?);
+            keep.push(open_stream(pool.next(&ctl).await?, hello, usize::MAX, None).await?);
         }
     }
     let (utx, mut urx) = mpsc::unbounded_channel();
