@@ -111,8 +111,18 @@ impl ControllerTls {
         identity: Arc<IdentityState>,
     ) -> Result<Self, ChannelError> {
         let builder = Self::builder(roots)?;
-        let config = builder.with_client_cert_resolver(Arc::new(ValidOnly(identity)));
+        let mut config = builder.with_client_cert_resolver(Arc::new(ValidOnly(identity)));
+        // A resumed session carries the client identity of the session it
+        // resumes (none, for the first Certify), so every Certify makes a
+        // full handshake.
+        config.resumption = rustls::client::Resumption::disabled();
         Self::finish(address, server_name, config)
+    }
+
+    /// Whether a handshake now would present a client certificate (for
+    /// Certify: a renewal, which needs no join token).
+    pub fn presents_cert(&self) -> bool {
+        self.config.client_auth_cert_resolver.has_certs()
     }
 
     /// A gRPC channel over this TLS connection (connects now, so an
@@ -157,8 +167,7 @@ impl ValidOnly {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        // A margin, so a certificate does not expire mid-handshake.
-        self.0.cert().filter(|c| c.not_after_unix > now + 5)
+        self.0.cert().filter(|c| c.not_after_unix > now)
     }
 }
 

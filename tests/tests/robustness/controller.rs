@@ -11,7 +11,7 @@ use mycel_api::v1::{
     resource, Ack, CertifyRequest, DiscoveryRequest, DiscoveryResponse, Hello, Subscribe, Workload,
 };
 use mycel_tests::http;
-use mycel_tests::mesh::{write_token, Mesh, TokenFor};
+use mycel_tests::mesh::{write_token, Mesh, SidecarSpec, TokenFor};
 use mycel_tests::process::bin;
 use mycel_tests::shop::mesh_yaml;
 use rcgen::{CertificateParams, KeyPair};
@@ -541,4 +541,36 @@ async fn thousands_of_subscriptions_are_capped() {
         .and_then(|a| a.iter().find(|p| p["workload"] == "frontend"))
         .and_then(|p| p["subscriptions"].as_array().map(Vec::len));
     assert_eq!(subs, Some(100));
+}
+
+/// A stolen (or deleted) token file is not what keeps a proxy alive: after
+/// the first certificate, the proxy renews with that certificate alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_needs_no_token_once_joined() {
+    let mesh = Mesh::start(&mesh_yaml("")).await;
+    let spec = SidecarSpec::new("catalog", "catalog")
+        .label("app", "catalog")
+        .arg("--cert-ttl")
+        .arg("4s");
+    let sidecar = mesh.sidecar(spec).await;
+    let serial = |v: serde_json::Value| v["serial"].as_str().unwrap_or_default().to_string();
+    let first = serial(sidecar.admin_json("/certs").await);
+    std::fs::remove_file(mesh.path("catalog.token")).expect("remove the token file");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = serial(sidecar.admin_json("/certs").await);
+        if !now.is_empty() && now != first {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no renewal without the token file:\n{}\ncontroller:\n{}",
+            sidecar.proc.log(),
+            mesh.controller
+                .as_ref()
+                .map(|c| c.log())
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
