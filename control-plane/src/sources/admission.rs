@@ -64,16 +64,6 @@ pub trait RegistrationPolicy: Send + Sync + 'static {
     fn admit<'a>(&'a self, peer: &'a Peer, workload: &'a Workload) -> Admit<'a>;
 }
 
-/// Accepts every registration (tests of other parts; never used by the
-/// controller binary).
-pub struct AdmitAll;
-
-impl RegistrationPolicy for AdmitAll {
-    fn admit<'a>(&'a self, _: &'a Peer, _: &'a Workload) -> Admit<'a> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// Local mode: the join token record is the truth.
 pub struct TokenPolicy {
     tokens: Arc<TokenStore>,

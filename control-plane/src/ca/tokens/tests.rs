@@ -241,3 +241,37 @@ fn old_store_without_new_fields_still_loads() {
     assert_eq!(all[0].id(), "0011223344556677");
     assert!(all[0].labels.is_empty() && all[0].expires_unix.is_none());
 }
+
+#[test]
+fn list_table_shows_every_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("shop", "catalog");
+    s.labels = parse_labels(&["app=catalog".into(), "version=v1".into()]).unwrap();
+    s.ttl = Some(Duration::from_secs(60));
+    let (_, a) = create_token(dir.path(), &s).unwrap();
+    let (_, b) = create_token(dir.path(), &spec("shop", "reviews")).unwrap();
+    revoke_token(dir.path(), b.id()).unwrap();
+    let text = cli::table(&list_tokens(dir.path()).unwrap());
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{text}");
+    for col in [
+        "NAMESPACE",
+        "SERVICE-ACCOUNT",
+        "LABELS",
+        "CREATED",
+        "EXPIRES",
+        "REVOKED",
+    ] {
+        assert!(lines[0].contains(col), "{col}: {text}");
+    }
+    assert!(
+        lines[1].starts_with(a.id()) && lines[1].contains("app=catalog,version=v1"),
+        "{text}"
+    );
+    assert!(lines[1].trim_end().ends_with('-'), "not revoked: {text}");
+    assert!(
+        lines[2].starts_with(b.id()) && lines[2].contains("never"),
+        "{text}"
+    );
+    assert!(!lines[2].trim_end().ends_with('-'), "revoked: {text}");
+}
