@@ -108,8 +108,15 @@ impl Pool {
     }
 }
 
-async fn identity(ctl: &Controller, bins: &Bins, sa: &str) -> Result<Identity, SetupError> {
-    let token = ctl.token(bins, sa)?;
+/// A client identity from a token for `sa` whose workloads register with
+/// exactly `labels` (the controller admits registrations by the token).
+async fn identity(
+    ctl: &Controller,
+    bins: &Bins,
+    sa: &str,
+    labels: &[&str],
+) -> Result<Identity, SetupError> {
+    let token = ctl.token_with_labels(bins, sa, labels)?;
     let cert = ctl.certify(ctl.channel(None).await?, &token).await?;
     Ok(Identity::from_pem(
         pem_chain(&cert.chain),
@@ -242,20 +249,24 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
     };
     report.controller_idle_rss_kb = sample(pid, ticks).rss_kb;
 
-    let mut eps = Pool {
-        identity: identity(&ctl, bins, "endpoints").await?,
-        channels: vec![],
-        used: 0,
-    };
+    // One identity per service: an endpoint's labels come from its token.
+    let mut eps = Vec::with_capacity(plan.services);
+    for i in 0..plan.services {
+        eps.push(Pool {
+            identity: identity(&ctl, bins, "endpoints", &[&format!("app=svc-{i}")]).await?,
+            channels: vec![],
+            used: 0,
+        });
+    }
     let mut subs = Pool {
-        identity: identity(&ctl, bins, "proxies").await?,
+        identity: identity(&ctl, bins, "proxies", &[]).await?,
         channels: vec![],
         used: 0,
     };
     let cpu0 = sample(pid, ticks).cpu_s;
     let start = Instant::now();
     let mut keep = Vec::new();
-    for i in 0..plan.services {
+    for (i, pool) in eps.iter_mut().enumerate() {
         for k in 0..plan.endpoints {
             let name = format!("svc-{i}-{k}");
             let hello = Hello {
@@ -266,7 +277,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
                 known: vec![],
                 mode: "sidecar".into(),
             };
-            keep.push(open_stream(eps.next(&ctl).await?, hello, usize::MAX, None).await?);
+            keep.push(open_stream(pool.next(&ctl).await?, hello, usize::MAX, None).await?);
         }
     }
     let (utx, mut urx) = mpsc::unbounded_channel();
@@ -327,7 +338,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
             known: vec![],
             mode: "sidecar".into(),
         };
-        let channel = eps.next(&ctl).await?;
+        let channel = eps[s].next(&ctl).await?;
         let t0 = Instant::now();
         keep.push(open_stream(channel, hello, usize::MAX, None).await?);
         let deadline = t0 + CHANGE_TIMEOUT;

@@ -19,7 +19,8 @@ use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 
-use plan::{DemoPlan, Paths, NAMESPACE, SERVICE_ACCOUNTS};
+use mycel_control_plane::ca::tokens::TokenSpec;
+use plan::{DemoPlan, Paths};
 use supervise::{Exited, Supervisor};
 
 /// How long children get between SIGTERM and SIGKILL.
@@ -213,8 +214,19 @@ async fn start_and_supervise(
         return Ok(end);
     }
 
-    for sa in SERVICE_ACCOUNTS {
-        write_token(paths, sa)?;
+    for t in plan::tokens(plan) {
+        let spec = TokenSpec {
+            namespace: plan::NAMESPACE.to_string(),
+            service_account: t.service_account.to_string(),
+            labels: t.labels.into_iter().collect(),
+            addresses: t
+                .addresses
+                .iter()
+                .map(|ip| ip.to_string().parse())
+                .collect::<Result<_, _>>()?,
+            ..TokenSpec::default()
+        };
+        write_token(paths, &t.proxy, &spec)?;
     }
     for w in &plan.workloads {
         spawn(sup, paths, &w.name, &bins.demo, &plan::app_args(w))?;
@@ -265,11 +277,10 @@ fn spawn(
     Ok(())
 }
 
-fn write_token(paths: &Paths, service_account: &str) -> anyhow::Result<()> {
-    let token =
-        mycel_control_plane::ca::tokens::create_token(&paths.data, NAMESPACE, service_account)
-            .with_context(|| format!("creating the token of {service_account}"))?;
-    let path = paths.token(service_account);
+fn write_token(paths: &Paths, proxy: &str, spec: &TokenSpec) -> anyhow::Result<()> {
+    let (token, _) = mycel_control_plane::ca::tokens::create_token(&paths.data, spec)
+        .with_context(|| format!("creating the token of {proxy}"))?;
+    let path = paths.token(proxy);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

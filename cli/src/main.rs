@@ -1,8 +1,10 @@
 //! `mycelctl`: the Mycel command line. `demo` runs the whole mesh on
-//! loopback; `token create` makes a join token for a proxy.
+//! loopback; `token create|list|revoke` manage join tokens.
 
 mod demo;
 mod token;
+
+use mycel_control_plane::ca::tokens::cli::TokenCommand;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,20 +33,6 @@ enum Command {
     },
     /// Run the demo shop on loopback: controller, sidecars, gateway, apps.
     Demo(DemoFlags),
-}
-
-#[derive(Debug, Subcommand)]
-enum TokenCommand {
-    /// Create a token bound to a namespace and service account; prints it once.
-    Create {
-        /// The controller's data directory (tokens.json lives there).
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        namespace: String,
-        #[arg(long)]
-        service_account: String,
-    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,14 +90,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    data_dir,
-                    namespace,
-                    service_account,
-                },
-        } => token::create(&data_dir, &namespace, &service_account),
+        Command::Token { command } => token::run(command),
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,

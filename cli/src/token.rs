@@ -1,18 +1,18 @@
-//! `mycelctl token create`: a join token for one service account, printed
-//! once on stdout; only its hash is kept in `<data-dir>/tokens.json`.
-
-use std::path::Path;
+//! `mycelctl token create|list|revoke`: join tokens in
+//! `<data-dir>/tokens.json` (hashes only; a new token is printed once).
 
 use anyhow::Context;
+use mycel_control_plane::ca::tokens::cli::{self, TokenCommand};
 
-pub fn create(data_dir: &Path, namespace: &str, service_account: &str) -> anyhow::Result<()> {
-    let token = mycel_control_plane::ca::tokens::create_token(data_dir, namespace, service_account)
-        .with_context(|| {
-            format!(
-                "creating a token for {namespace}/{service_account} in {}",
-                data_dir.display()
-            )
-        })?;
-    println!("{token}");
-    Ok(())
+pub fn run(command: TokenCommand) -> anyhow::Result<()> {
+    let what = match &command {
+        TokenCommand::Create {
+            namespace,
+            service_account,
+            ..
+        } => format!("creating a token for {namespace}/{service_account}"),
+        TokenCommand::List { .. } => "listing tokens".to_string(),
+        TokenCommand::Revoke { id, .. } => format!("revoking token {id}"),
+    };
+    cli::run(command).context(what)
 }

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod discovery;
 pub mod identity;
+pub mod ratelimit;
 
 pub use discovery::DiscoveryService;
 pub use identity::IdentityService;

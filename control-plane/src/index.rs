@@ -3,7 +3,9 @@
 //! recomputes the resources of the services it can affect, then re-publishes
 //! only the proxies subscribed to a service whose version changed, so the
 //! cost of one workload coming or going does not grow with every stream
-//! connected.
+//! connected. A proxy's view is updated in place for the keys that changed
+//! (a new subscription touches one service, not the whole view), and each
+//! proxy holds at most `max_subscriptions` on-demand subscriptions.
 
 mod services;
 mod view;
@@ -43,7 +45,11 @@ pub struct Index {
     resources: BTreeMap<ServiceKey, ServiceResources>,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
+    max_subscriptions: usize,
 }
+
+/// Subscriptions one proxy may hold unless configured otherwise.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
 
 impl Default for Index {
     fn default() -> Self {
@@ -66,7 +72,16 @@ impl Index {
             resources: BTreeMap::new(),
             proxies: BTreeMap::new(),
             next_conn: 1,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
         }
+    }
+
+    pub fn set_max_subscriptions(&mut self, max: usize) {
+        self.max_subscriptions = max;
+    }
+
+    pub fn max_subscriptions(&self) -> usize {
+        self.max_subscriptions
     }
 
     /// A fresh id for a new stream.
@@ -83,7 +98,7 @@ impl Index {
         );
         if next.version != self.trust_bundle.version {
             self.trust_bundle = next;
-            self.publish_all();
+            self.publish_global();
         }
     }
 
@@ -145,13 +160,18 @@ impl Index {
         self.workloads.get(conn)
     }
 
-    /// Starts tracking a proxy; its view is computed right away.
+    /// Starts tracking a proxy; its view is computed right away. Only the
+    /// first `max_subscriptions` keys are taken: the caller refuses the
+    /// rest (see [`Self::max_subscriptions`]).
     pub fn connect_proxy(
         &mut self,
         conn: ConnId,
         subscriptions: impl IntoIterator<Item = ServiceKey>,
     ) -> watch::Receiver<Arc<ProxyView>> {
-        let subscriptions: BTreeSet<ServiceKey> = subscriptions.into_iter().collect();
+        let subscriptions: BTreeSet<ServiceKey> = subscriptions
+            .into_iter()
+            .take(self.max_subscriptions)
+            .collect();
         let view = self.view_for(&subscriptions);
         let (tx, rx) = watch::channel(Arc::new(view));
         self.proxies.insert(conn, Proxy { subscriptions, tx });
@@ -162,16 +182,40 @@ impl Index {
         self.proxies.remove(&conn);
     }
 
-    /// Changes a proxy's subscriptions; unknown proxies are ignored.
-    pub fn subscribe(&mut self, conn: ConnId, add: &[ServiceKey], remove: &[ServiceKey]) {
+    /// Changes a proxy's subscriptions (removals first); unknown proxies
+    /// are ignored. Returns the keys refused because the proxy already
+    /// holds `max_subscriptions`. Only the changed keys of the view are
+    /// touched.
+    pub fn subscribe(
+        &mut self,
+        conn: ConnId,
+        add: &[ServiceKey],
+        remove: &[ServiceKey],
+    ) -> Vec<ServiceKey> {
+        let max = self.max_subscriptions;
         let Some(proxy) = self.proxies.get_mut(&conn) else {
-            return;
+            return Vec::new();
         };
+        let mut touched = BTreeSet::new();
         for k in remove {
-            proxy.subscriptions.remove(k);
+            if proxy.subscriptions.remove(k) {
+                touched.insert(k.clone());
+            }
         }
-        proxy.subscriptions.extend(add.iter().cloned());
-        self.publish(conn);
+        let mut refused = Vec::new();
+        for k in add {
+            if proxy.subscriptions.contains(k) {
+                continue;
+            }
+            if proxy.subscriptions.len() >= max {
+                refused.push(k.clone());
+                continue;
+            }
+            proxy.subscriptions.insert(k.clone());
+            touched.insert(k.clone());
+        }
+        self.update_view(conn, &touched);
+        refused
     }
 
     pub fn subscriptions(&self, conn: ConnId) -> Option<&BTreeSet<ServiceKey>> {
@@ -209,7 +253,7 @@ impl Index {
         let vips = view::service_vips(self.services.iter().map(|(_, svc)| svc));
         if vips.version != self.service_vips.version {
             self.service_vips = vips;
-            self.publish_all();
+            self.publish_global();
         }
         let all: BTreeSet<ServiceKey> = self
             .services
@@ -253,36 +297,79 @@ impl Index {
         if changed.is_empty() {
             return;
         }
-        let conns: Vec<ConnId> = self
+        let conns: Vec<(ConnId, BTreeSet<ServiceKey>)> = self
             .proxies
             .iter()
-            .filter(|(_, p)| changed.iter().any(|k| p.subscriptions.contains(k)))
-            .map(|(c, _)| *c)
+            .filter_map(|(c, p)| {
+                let mine: BTreeSet<ServiceKey> = changed
+                    .iter()
+                    .filter(|k| p.subscriptions.contains(*k))
+                    .cloned()
+                    .collect();
+                (!mine.is_empty()).then_some((*c, mine))
+            })
             .collect();
-        for conn in conns {
-            self.publish(conn);
+        for (conn, keys) in conns {
+            self.update_view(conn, &keys);
         }
     }
 
-    fn publish_all(&mut self) {
-        let conns: Vec<ConnId> = self.proxies.keys().copied().collect();
-        for conn in conns {
-            self.publish(conn);
+    /// Puts the current trust bundle and VIP table in every view.
+    fn publish_global(&mut self) {
+        let global = [self.trust_bundle.clone(), self.service_vips.clone()];
+        for proxy in self.proxies.values() {
+            proxy.tx.send_if_modified(|cur| {
+                let mut changed = false;
+                for r in &global {
+                    if cur.resources.get(&r.key).map(|c| &c.version) != Some(&r.version) {
+                        Arc::make_mut(cur)
+                            .resources
+                            .insert(r.key.clone(), r.clone());
+                        changed = true;
+                    }
+                }
+                changed
+            });
         }
     }
 
-    fn publish(&mut self, conn: ConnId) {
+    /// Brings the resources of `keys` in one proxy's view up to date: those
+    /// of a subscribed service (or NotFound), none for an unsubscribed one.
+    /// The view is changed in place; the stream task holds no reference to
+    /// it between pushes, so this does not copy the whole view.
+    fn update_view(&mut self, conn: ConnId, keys: &BTreeSet<ServiceKey>) {
         let Some(proxy) = self.proxies.get(&conn) else {
             return;
         };
-        let next = self.view_for(&proxy.subscriptions);
+        let resources = &self.resources;
         proxy.tx.send_if_modified(|cur| {
-            if cur.same_versions(&next) {
-                false
-            } else {
-                *cur = Arc::new(next);
-                true
+            let mut changed = false;
+            for key in keys {
+                let wanted: Vec<Arc<Resource>> = if !proxy.subscriptions.contains(key) {
+                    Vec::new()
+                } else if let Some(res) = resources.get(key) {
+                    vec![res.service.clone(), res.endpoints.clone()]
+                } else {
+                    vec![view::resource(
+                        ResourceKey::service(key),
+                        ResourceBody::NotFound,
+                    )]
+                };
+                for rk in [ResourceKey::service(key), ResourceKey::endpoints(key)] {
+                    let next = wanted.iter().find(|r| r.key == rk);
+                    let now = cur.resources.get(&rk);
+                    if now.map(|r| &r.version) == next.map(|r| &r.version) {
+                        continue;
+                    }
+                    let view = Arc::make_mut(cur);
+                    match next {
+                        Some(r) => view.resources.insert(rk, r.clone()),
+                        None => view.resources.remove(&rk),
+                    };
+                    changed = true;
+                }
             }
+            changed
         });
     }
 }

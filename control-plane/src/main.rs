@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mycel_control_plane::ca::tokens::create_token;
+use mycel_control_plane::ca::tokens::cli::{self as token_cli, TokenCommand};
 use mycel_control_plane::ca::CaFiles;
 use mycel_control_plane::runtime::{Config, Controller};
 use mycel_control_plane::serving::Limits;
@@ -34,19 +34,6 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum TokenCommand {
-    /// Create a join token for a namespace and service account; prints it.
-    Create {
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        namespace: String,
-        #[arg(long)]
-        service_account: String,
     },
 }
 
@@ -99,6 +86,44 @@ struct RunArgs {
     /// HTTP/2 keepalive PING interval on gRPC connections.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     grpc_keepalive_interval: Duration,
+    #[command(flatten)]
+    admission: AdmissionArgs,
+}
+
+/// Limits on Certify and on what one proxy may subscribe to.
+#[derive(Args)]
+struct AdmissionArgs {
+    /// Certify calls per second accepted from one source IP.
+    #[arg(long, default_value_t = 20.0)]
+    certify_rate_per_ip: f64,
+    /// Certify calls one source IP may make at once before the rate applies.
+    #[arg(long, default_value_t = 50)]
+    certify_burst_per_ip: u32,
+    /// Certify calls per second accepted in total.
+    #[arg(long, default_value_t = 100.0)]
+    certify_rate: f64,
+    /// Certify calls accepted at once in total before the rate applies.
+    #[arg(long, default_value_t = 200)]
+    certify_burst: u32,
+    /// Subscriptions one proxy may hold; more are refused one by one.
+    #[arg(long, default_value_t = mycel_control_plane::index::DEFAULT_MAX_SUBSCRIPTIONS)]
+    max_subscriptions_per_proxy: usize,
+}
+
+impl AdmissionArgs {
+    fn certify_limits(&self) -> mycel_control_plane::grpc::ratelimit::CertifyLimits {
+        use mycel_control_plane::grpc::ratelimit::{CertifyLimits, Rate};
+        CertifyLimits {
+            global: Rate {
+                per_second: self.certify_rate,
+                burst: self.certify_burst,
+            },
+            per_ip: Rate {
+                per_second: self.certify_rate_per_ip,
+                burst: self.certify_burst_per_ip,
+            },
+        }
+    }
 }
 
 fn init_tracing() {
@@ -149,6 +174,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             request_timeout: args.grpc_request_timeout,
             ..Limits::default()
         },
+        certify_limits: args.admission.certify_limits(),
+        max_subscriptions: args.admission.max_subscriptions_per_proxy,
     };
     let mut controller = Controller::start(config).await?;
     eprintln!(
@@ -204,18 +231,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Token {
-            command:
-                TokenCommand::Create {
-                    data_dir,
-                    namespace,
-                    service_account,
-                },
-        }) => {
-            let token = create_token(&data_dir, &namespace, &service_account)?;
-            println!("{token}");
-            Ok(())
-        }
+        Some(Command::Token { command }) => Ok(token_cli::run(command)?),
         None => run(cli.run).await,
     }
 }

@@ -45,7 +45,7 @@ impl Metrics {
         );
         registry.register(
             "certificates_issued",
-            "Certify requests by result (ok, unauthenticated, permission_denied, invalid_csr, error)",
+            "Certify requests by result (ok, unauthenticated, unknown_token, expired, revoked, rate_limited, permission_denied, invalid_csr, error)",
             certificates_issued.clone(),
         );
         registry.register(

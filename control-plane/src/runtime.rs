@@ -18,13 +18,14 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 use crate::admin::{self, AdminState};
-use crate::ca::tokens::LocalAuthenticator;
+use crate::ca::tokens::TokenStore;
 use crate::ca::{Authority, CaFiles};
 use crate::grpc::{DiscoveryService, IdentityService};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 use crate::serving::{self, Limits, ServingCerts};
+use crate::sources::admission::TokenPolicy;
 use crate::sources::local::{self, MeshConfigWatcher, Poll};
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -51,6 +52,10 @@ pub struct Config {
     pub issuer_ttl: Duration,
     /// Limits of the gRPC port.
     pub limits: Limits,
+    /// Certify rate limits (global and per source IP).
+    pub certify_limits: crate::grpc::ratelimit::CertifyLimits,
+    /// On-demand subscriptions one proxy may hold.
+    pub max_subscriptions: usize,
 }
 
 impl Config {
@@ -67,6 +72,8 @@ impl Config {
             serving_cert_ttl: crate::ca::authority::DEFAULT_SERVING_TTL,
             issuer_ttl: crate::ca::authority::DEFAULT_ISSUER_TTL,
             limits: Limits::default(),
+            certify_limits: Default::default(),
+            max_subscriptions: crate::grpc::discovery::DEFAULT_MAX_SUBSCRIPTIONS,
         }
     }
 }
@@ -139,10 +146,10 @@ impl Controller {
         let serving = authority
             .serving_cert_for(config.serving_cert_ttl)
             .context("issuing the controller's serving certificate")?;
-        let authenticator =
-            Arc::new(LocalAuthenticator::new(&config.data_dir).context("loading join tokens")?);
+        let tokens = Arc::new(TokenStore::new(&config.data_dir).context("loading join tokens")?);
 
         let index = SharedIndex::new(Index::new());
+        index.lock().set_max_subscriptions(config.max_subscriptions);
         index.lock().set_trust_bundle(authority.trust_bundle_der());
         let metrics = Arc::new(Metrics::new());
         metrics.set_serving_expiry(serving.not_after.unix_timestamp());
@@ -187,12 +194,14 @@ impl Controller {
             metrics.clone(),
             shutdown_rx.clone(),
         )));
-        let identity = IdentityService::new(authority.clone(), authenticator, metrics.clone());
+        let identity = IdentityService::new(authority.clone(), tokens.clone(), metrics.clone())
+            .with_limits(config.certify_limits);
         let discovery = DiscoveryService::new(
             index.clone(),
             registry.clone(),
             metrics.clone(),
             &config.trust_domain,
+            Arc::new(TokenPolicy::new(tokens)),
         )
         .with_shutdown(shutdown_rx.clone());
         let limits = &config.limits;

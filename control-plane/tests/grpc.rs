@@ -16,7 +16,20 @@ use mycel_api::v1::{
     Subscribe, Workload,
 };
 use mycel_control_plane::ca::authority::cert_pem;
-use mycel_control_plane::ca::tokens::create_token;
+use mycel_control_plane::ca::tokens::TokenSpec;
+
+/// A join token for `sa` in shop whose workload registers with app=`sa`.
+fn create_token(data: &std::path::Path, ns: &str, sa: &str) -> Result<String, String> {
+    let spec = TokenSpec {
+        namespace: ns.into(),
+        service_account: sa.into(),
+        labels: [("app".to_string(), sa.to_string())].into(),
+        ..TokenSpec::default()
+    };
+    mycel_control_plane::ca::tokens::create_token(data, &spec)
+        .map(|(t, _)| t)
+        .map_err(|e| e.to_string())
+}
 use mycel_control_plane::runtime::{Config, Controller, RunningController};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

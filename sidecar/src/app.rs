@@ -172,7 +172,8 @@ pub async fn run<F: Future<Output = ()>>(
                     return Err(e).with_context(|| format!("reading the join token {token:?}"))
                 }
             }
-            let ca_tls = ControllerTls::new(address, server_name, &roots, None)?;
+            let ca_tls =
+                ControllerTls::for_certify(address, server_name, &roots, identity.clone())?;
             let manager = IdentityManager::new(
                 GrpcCaClient::new(ca_tls, token.clone()),
                 identity.clone(),

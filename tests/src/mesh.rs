@@ -151,9 +151,24 @@ impl Mesh {
         self.path("data/ca/root.pem")
     }
 
-    /// Creates a join token with the real CLI; returns the token file.
+    /// Creates a join token without labels with the real CLI; returns the
+    /// token file.
     pub fn token(&self, ns: &str, sa: &str) -> PathBuf {
-        write_token(&self.path("data"), self.dir.path(), ns, sa)
+        write_token(
+            &self.path("data"),
+            self.dir.path(),
+            &TokenFor::new(&format!("{ns}-{sa}"), ns, sa),
+        )
+    }
+
+    /// Creates the join token a sidecar for `spec` needs: its identity, its
+    /// labels, and its address (sidecars dial the controller from
+    /// 127.0.0.1, not from their own loopback IP).
+    pub fn token_for(&self, spec: &SidecarSpec) -> PathBuf {
+        let mut t = TokenFor::new(&spec.workload, &spec.namespace, &spec.service_account);
+        t.labels = spec.labels.clone();
+        t.addresses = vec![spec.ip.to_string()];
+        write_token(&self.path("data"), self.dir.path(), &t)
     }
 
     /// Starts a demo app (`mycel-demo <service> ...`).
@@ -171,7 +186,7 @@ impl Mesh {
     }
 
     pub fn sidecar_unready(&self, spec: SidecarSpec) -> Sidecar {
-        let token = self.token(&spec.namespace, &spec.service_account);
+        let token = self.token_for(&spec);
         let ip = spec.ip;
         let admin = SocketAddr::from((ip, ADMIN_PORT));
         let mut args: Vec<String> = vec![
@@ -231,15 +246,55 @@ impl Mesh {
     }
 }
 
+/// What a join token is created for.
+#[derive(Clone, Debug)]
+pub struct TokenFor {
+    /// Names the token file (`<name>.token`).
+    pub name: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: Vec<(String, String)>,
+    /// `--address` values (IP or CIDR).
+    pub addresses: Vec<String>,
+    /// `--ttl`, e.g. "2s".
+    pub ttl: Option<String>,
+}
+
+impl TokenFor {
+    pub fn new(name: &str, ns: &str, sa: &str) -> Self {
+        Self {
+            name: name.into(),
+            namespace: ns.into(),
+            service_account: sa.into(),
+            labels: Vec::new(),
+            addresses: Vec::new(),
+            ttl: None,
+        }
+    }
+}
+
 /// Runs `mycelctl token create` against `data_dir` and writes the token to
-/// `<dir>/<ns>-<sa>.token`; returns that path.
-pub fn write_token(data_dir: &Path, dir: &Path, ns: &str, sa: &str) -> PathBuf {
-    let out = std::process::Command::new(bin("mycelctl"))
-        .args(["token", "create", "--data-dir"])
+/// `<dir>/<name>.token`; returns that path.
+pub fn write_token(data_dir: &Path, dir: &Path, t: &TokenFor) -> PathBuf {
+    let mut cmd = std::process::Command::new(bin("mycelctl"));
+    cmd.args(["token", "create", "--data-dir"])
         .arg(data_dir)
-        .args(["--namespace", ns, "--service-account", sa])
-        .output()
-        .expect("run mycelctl token create");
+        .args([
+            "--namespace",
+            &t.namespace,
+            "--service-account",
+            &t.service_account,
+        ]);
+    for (k, v) in &t.labels {
+        cmd.args(["--label", &format!("{k}={v}")]);
+    }
+    for a in &t.addresses {
+        cmd.args(["--address", a]);
+    }
+    if let Some(ttl) = &t.ttl {
+        cmd.args(["--ttl", ttl]);
+    }
+    let out = cmd.output().expect("run mycelctl token create");
     assert!(
         out.status.success(),
         "mycelctl token create failed: {}",
@@ -247,7 +302,7 @@ pub fn write_token(data_dir: &Path, dir: &Path, ns: &str, sa: &str) -> PathBuf {
     );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(token.starts_with("mycel."), "unexpected token {token:?}");
-    let path = dir.join(format!("{ns}-{sa}.token"));
+    let path = dir.join(format!("{}.token", t.name));
     std::fs::write(&path, token).expect("write token");
     path
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use cmd::{have, is_root, must, run, Ran};
 pub use pod::{Pod, PodSpec};
 
-use crate::mesh::{registered_ready, write_token};
+use crate::mesh::{registered_ready, write_token, TokenFor};
 use crate::process::{bin, Proc};
 
 pub const PREFIX: &str = "mycnet-";
@@ -259,9 +259,9 @@ impl Node {
         panic!("{workload} never registered ready: {last}");
     }
 
-    /// Creates a join token for (`ns`, `sa`) readable by the proxy's UID.
-    pub fn token(&self, ns: &str, sa: &str) -> PathBuf {
-        let path = write_token(&self.path("data"), self.dir.path(), ns, sa);
+    /// Creates a join token readable by the proxy's UID.
+    pub fn token(&self, t: &TokenFor) -> PathBuf {
+        let path = write_token(&self.path("data"), self.dir.path(), t);
         must(CMD, "chmod", &["0644", &path.display().to_string()]);
         path
     }

@@ -95,6 +95,16 @@ impl Controller {
             admin.to_string(),
             "--mesh-config".into(),
             mesh.display().to_string(),
+            // The CSR benchmark signs as fast as it can from one address:
+            // lift the Certify rate limits so they are not what is measured.
+            "--certify-rate".into(),
+            "1000000".into(),
+            "--certify-burst".into(),
+            "1000000".into(),
+            "--certify-rate-per-ip".into(),
+            "1000000".into(),
+            "--certify-burst-per-ip".into(),
+            "1000000".into(),
         ];
         let mut proc = ChildProc::spawn(
             "controller",
@@ -116,13 +126,27 @@ impl Controller {
         self.data.join("ca").join("root.pem")
     }
 
-    /// A join token from the real CLI.
+    /// A join token from the real CLI (no labels).
     pub fn token(&self, bins: &Bins, sa: &str) -> Result<String, SetupError> {
-        let out = std::process::Command::new(&bins.ctl)
-            .args(["token", "create", "--data-dir"])
+        self.token_with_labels(bins, sa, &[])
+    }
+
+    /// A join token for a workload that registers with exactly `labels`
+    /// (`key=value`).
+    pub fn token_with_labels(
+        &self,
+        bins: &Bins,
+        sa: &str,
+        labels: &[&str],
+    ) -> Result<String, SetupError> {
+        let mut cmd = std::process::Command::new(&bins.ctl);
+        cmd.args(["token", "create", "--data-dir"])
             .arg(&self.data)
-            .args(["--namespace", NAMESPACE, "--service-account", sa])
-            .output()?;
+            .args(["--namespace", NAMESPACE, "--service-account", sa]);
+        for l in labels {
+            cmd.args(["--label", l]);
+        }
+        let out = cmd.output()?;
         if !out.status.success() {
             return Err(start_err(
                 "mycelctl token create",
@@ -302,9 +326,10 @@ pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupEr
     let dir = tempfile::tempdir()?;
     let ctl = Controller::start(bins, dir.path(), &mesh_yaml(backend)).await?;
     let mut tokens = Vec::new();
-    for sa in ["backend", "client"] {
+    // The backend registers with app=backend; its token says so.
+    for (sa, labels) in [("backend", &["app=backend"][..]), ("client", &[][..])] {
         let path = dir.path().join(format!("{sa}.token"));
-        std::fs::write(&path, ctl.token(bins, sa)?)?;
+        std::fs::write(&path, ctl.token_with_labels(bins, sa, labels)?)?;
         tokens.push(path);
     }
     let server_inbound = free_port()?;

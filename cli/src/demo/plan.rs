@@ -27,8 +27,6 @@ const FIRST_SLOT: u16 = 10;
 const SLOT_WIDTH: u16 = 4;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const SECOND_LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-/// Service accounts that get a join token.
-pub const SERVICE_ACCOUNTS: [&str; 5] = ["frontend", "catalog", "reviews", "ratings", "gateway"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -189,10 +187,10 @@ impl Paths {
     pub fn ca_root(&self) -> PathBuf {
         self.data.join("ca").join("root.pem")
     }
-    pub fn token(&self, service_account: &str) -> PathBuf {
-        self.data
-            .join("tokens")
-            .join(format!("{service_account}.token"))
+    /// The join token file of one proxy (each proxy has its own: a token
+    /// carries the labels its workload registers with).
+    pub fn token(&self, proxy: &str) -> PathBuf {
+        self.data.join("tokens").join(format!("{proxy}.token"))
     }
     pub fn logs(&self) -> PathBuf {
         self.data.join("logs")
@@ -325,7 +323,7 @@ fn proxy_common(plan: &DemoPlan, paths: &Paths, workload: &str, sa: &str) -> Vec
         "--ca-root".into(),
         path(&paths.ca_root()),
         "--token-file".into(),
-        path(&paths.token(sa)),
+        path(&paths.token(workload)),
         "--workload".into(),
         workload.into(),
         "--namespace".into(),
@@ -335,11 +333,53 @@ fn proxy_common(plan: &DemoPlan, paths: &Paths, workload: &str, sa: &str) -> Vec
     ]
 }
 
+/// The labels a workload registers with; its join token is created with
+/// exactly these.
+pub fn labels(w: &WorkloadPlan) -> Vec<(String, String)> {
+    let mut labels = vec![("app".to_string(), w.service.to_string())];
+    if let Some(version) = w.version {
+        labels.push(("version".to_string(), version.to_string()));
+    }
+    labels
+}
+
+/// A join token the demo creates: one per proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyToken {
+    /// Names the token file.
+    pub proxy: String,
+    pub service_account: &'static str,
+    pub labels: Vec<(String, String)>,
+    /// The address the proxy registers (its inbound IP), allowed explicitly
+    /// so admission does not depend on which source address it dials from.
+    pub addresses: Vec<std::net::IpAddr>,
+}
+
+/// Every join token the demo creates (all in [`NAMESPACE`]).
+pub fn tokens(plan: &DemoPlan) -> Vec<ProxyToken> {
+    let mut out: Vec<ProxyToken> = plan
+        .workloads
+        .iter()
+        .map(|w| ProxyToken {
+            proxy: w.name.clone(),
+            service_account: w.service_account,
+            labels: labels(w),
+            addresses: vec![w.inbound.ip()],
+        })
+        .collect();
+    out.push(ProxyToken {
+        proxy: "gateway".to_string(),
+        service_account: "gateway",
+        labels: Vec::new(),
+        addresses: Vec::new(),
+    });
+    out
+}
+
 pub fn sidecar_args(plan: &DemoPlan, paths: &Paths, w: &WorkloadPlan) -> Vec<String> {
     let mut args = proxy_common(plan, paths, &w.name, w.service_account);
-    args.extend(["--label".into(), format!("app={}", w.service)]);
-    if let Some(version) = w.version {
-        args.extend(["--label".into(), format!("version={version}")]);
+    for (k, v) in labels(w) {
+        args.extend(["--label".into(), format!("{k}={v}")]);
     }
     let app_port = match w.proto {
         AppProto::Http => format!("http:{}", w.app.port()),

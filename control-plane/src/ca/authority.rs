@@ -446,11 +446,31 @@ impl Authority {
         identity: &SpiffeId,
         requested_ttl_secs: u64,
     ) -> Result<Issued, SignError> {
+        self.sign_csr_for_token(csr_der, identity, requested_ttl_secs, None)
+    }
+
+    /// [`Self::sign_csr`] for a join token: `token_id` (the join token the leaf is issued for) is added as a
+    /// second URI SAN `urn:mycel:token:<id>`, so the controller can tie
+    /// registrations and renewals back to the token record.
+    pub fn sign_csr_for_token(
+        &self,
+        csr_der: &[u8],
+        identity: &SpiffeId,
+        requested_ttl_secs: u64,
+        token_id: Option<&str>,
+    ) -> Result<Issued, SignError> {
         let csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
             .map_err(SignError::Csr)?;
         let ttl = effective_ttl(self.max_ttl, requested_ttl_secs);
         let issuer = self.issuer_for(ttl);
-        let params = issuer.leaf_params(identity, ttl, &[])?;
+        let mut extra = Vec::new();
+        if let Some(id) = token_id {
+            let uri = format!("{}{id}", super::tokens::TOKEN_URI_PREFIX)
+                .try_into()
+                .map_err(SignError::Issue)?;
+            extra.push(SanType::URI(uri));
+        }
+        let params = issuer.leaf_params(identity, ttl, &extra)?;
         let (not_before, not_after) = (params.not_before, params.not_after);
         let leaf = params
             .signed_by(&csr.public_key, &issuer.cert, &issuer.key)

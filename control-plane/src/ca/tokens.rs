@@ -1,27 +1,62 @@
-//! Local join tokens: `mycel.<64 hex>`, each bound to one (namespace,
-//! service account). Only SHA-256 hashes are stored, in
-//! `<data-dir>/tokens.json` (0600), so the file does not hand out
-//! identities to whoever reads it.
+//! Local join tokens: `mycel.<64 hex>`, each created for one workload: a
+//! (namespace, service account), the exact labels it registers with, the
+//! addresses it may register, and an optional expiry. Only SHA-256 hashes
+//! are stored, in `<data-dir>/tokens.json` (0600), so the file does not hand
+//! out identities to whoever reads it. Every read-modify-write of the file
+//! holds an advisory lock (`tokens.json.lock`) and replaces the file
+//! atomically, so concurrent `token create` calls never lose a token.
+//!
+//! A token's public id is the first 16 hex digits of its hash: what
+//! `token list` shows, `token revoke` takes, and what the controller puts in
+//! every certificate issued for the token (`urn:mycel:token:<id>`), so
+//! registrations and renewals can be checked against the token record
+//! across controller restarts.
 
-use std::collections::HashMap;
+pub mod cli;
+mod range;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mycel_api::spiffe::SpiffeId;
+use mycel_api::validate::limits;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use range::{AddressRange, RangeError};
+pub use store::{AuthError, TokenStore, UNKNOWN_RELOAD_INTERVAL};
 
 use super::files::{ensure_private_dir, write_private};
 
 pub const TOKENS_FILE: &str = "tokens.json";
 pub const TOKEN_PREFIX: &str = "mycel.";
+/// The URI SAN prefix that carries a token id in issued certificates.
+pub const TOKEN_URI_PREFIX: &str = "urn:mycel:token:";
+/// Hex digits of the hash that form a token's public id.
+pub const TOKEN_ID_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error(
-        "invalid {what} {value:?}: lowercase letters, digits, '-' and '.', at most 253 characters"
-    )]
-    InvalidName { what: &'static str, value: String },
+    #[error("invalid {what} {value:?}: {rule}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        rule: String,
+    },
+    #[error("invalid label {0:?}: {1}")]
+    InvalidLabel(String, String),
+    #[error("invalid --ttl: {0}")]
+    InvalidTtl(String),
+    #[error(transparent)]
+    Address(#[from] RangeError),
+    #[error("no token with id {0:?} (see `mycelctl token list`)")]
+    NotFound(String),
     #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
@@ -34,37 +69,64 @@ pub enum TokenError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error("cannot lock {path}: {cause}")]
+    Lock {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
-/// Why a caller was not authenticated.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AuthError {
-    #[error("missing join token")]
-    Missing,
-    #[error("malformed join token: expected mycel.<64 hex digits>")]
-    Malformed,
-    #[error("unknown join token: it was not created for this controller (create one with `mycelctl token create`)")]
-    Unknown,
-    #[error("token store unavailable: {0}")]
-    Store(String),
-}
-
-/// Turns a credential into the (namespace, service account) it stands for.
-pub trait Authenticator: Send + Sync + 'static {
-    fn authenticate(&self, token: &str) -> Result<(String, String), AuthError>;
+/// What a new token is for.
+#[derive(Clone, Debug, Default)]
+pub struct TokenSpec {
+    pub namespace: String,
+    pub service_account: String,
+    /// Exactly the labels the workload must register with.
+    pub labels: BTreeMap<String, String>,
+    /// Addresses the workload may register besides its connection's source
+    /// IP.
+    pub addresses: Vec<AddressRange>,
+    /// None = never expires.
+    pub ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct TokenFile {
-    tokens: Vec<TokenEntry>,
+    tokens: Vec<TokenRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TokenEntry {
-    sha256: String,
-    namespace: String,
-    service_account: String,
-    created_unix: u64,
+/// One token as stored (and as `token list` shows it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub sha256: String,
+    pub namespace: String,
+    pub service_account: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub addresses: Vec<AddressRange>,
+    pub created_unix: u64,
+    #[serde(default)]
+    pub expires_unix: Option<u64>,
+    #[serde(default)]
+    pub revoked_unix: Option<u64>,
+}
+
+impl TokenRecord {
+    pub fn id(&self) -> &str {
+        self.sha256.get(..TOKEN_ID_LEN).unwrap_or(&self.sha256)
+    }
+
+    pub fn is_expired(&self, now_unix: u64) -> bool {
+        self.expires_unix.is_some_and(|e| now_unix >= e)
+    }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn tokens_path(data_dir: &Path) -> PathBuf {
@@ -85,6 +147,19 @@ pub fn is_well_formed(token: &str) -> bool {
     })
 }
 
+/// The token id a certificate was issued for, if it carries one.
+pub fn token_id_from_cert_der(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => u
+            .strip_prefix(TOKEN_URI_PREFIX)
+            .filter(|id| id.len() == TOKEN_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string),
+        _ => None,
+    })
+}
+
 fn read_store(path: &Path) -> Result<TokenFile, TokenError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| TokenError::Parse {
@@ -99,6 +174,52 @@ fn read_store(path: &Path) -> Result<TokenFile, TokenError> {
     }
 }
 
+/// Holds the advisory lock of the token store until dropped (closing the
+/// file releases it).
+struct StoreLock {
+    _file: File,
+}
+
+fn lock_store(data_dir: &Path) -> Result<StoreLock, TokenError> {
+    let path = data_dir.join(format!("{TOKENS_FILE}.lock"));
+    let err = |cause| TokenError::Lock {
+        path: path.clone(),
+        cause,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    // An advisory flock: every writer (mycelctl, mycel-controller token,
+    // the demo launcher) takes it.
+    file.lock().map_err(err)?;
+    Ok(StoreLock { _file: file })
+}
+
+/// Reads, changes and atomically rewrites the store under its lock.
+fn modify<T>(
+    data_dir: &Path,
+    change: impl FnOnce(&mut TokenFile) -> Result<T, TokenError>,
+) -> Result<T, TokenError> {
+    ensure_private_dir(data_dir).map_err(|cause| TokenError::Write {
+        path: data_dir.to_path_buf(),
+        cause,
+    })?;
+    let _lock = lock_store(data_dir)?;
+    let path = tokens_path(data_dir);
+    let mut store = read_store(&path)?;
+    let out = change(&mut store)?;
+    let json = serde_json::to_vec_pretty(&store).map_err(|e| TokenError::Parse {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_private(&path, &json).map_err(|cause| TokenError::Write { path, cause })?;
+    Ok(out)
+}
+
 fn validate_names(namespace: &str, service_account: &str) -> Result<(), TokenError> {
     // Any trust domain works here: only the name rules of SpiffeId matter.
     SpiffeId::new("cluster.local", namespace, service_account)
@@ -106,186 +227,112 @@ fn validate_names(namespace: &str, service_account: &str) -> Result<(), TokenErr
         .map_err(|e| match e {
             mycel_api::spiffe::SpiffeIdError::Name(e) => TokenError::InvalidName {
                 what: e.kind.as_str(),
+                rule: e.to_string(),
                 value: e.value,
             },
             other => TokenError::InvalidName {
                 what: "identity",
-                value: other.to_string(),
+                value: String::new(),
+                rule: other.to_string(),
             },
         })
 }
 
-/// Creates a join token for `namespace`/`service_account`, records its hash
-/// in `<data_dir>/tokens.json` and returns the token (shown once).
+/// The label rules a registration must meet (the proxy applies the same).
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), TokenError> {
+    if labels.len() > limits::MAX_LABELS {
+        return Err(TokenError::InvalidLabel(
+            format!("{} labels", labels.len()),
+            format!("at most {} labels", limits::MAX_LABELS),
+        ));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > limits::MAX_LABEL_LEN || v.len() > limits::MAX_LABEL_LEN {
+            return Err(TokenError::InvalidLabel(
+                format!("{k}={v}"),
+                format!(
+                    "keys are 1 to {0} bytes, values at most {0}",
+                    limits::MAX_LABEL_LEN
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `k=v` label flags; a key given twice is an error.
+pub fn parse_labels(flags: &[String]) -> Result<BTreeMap<String, String>, TokenError> {
+    let mut labels = BTreeMap::new();
+    for flag in flags {
+        let (k, v) = flag
+            .split_once('=')
+            .ok_or_else(|| TokenError::InvalidLabel(flag.clone(), "expected key=value".into()))?;
+        if labels.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(TokenError::InvalidLabel(
+                flag.clone(),
+                format!("key {k:?} is given twice"),
+            ));
+        }
+    }
+    validate_labels(&labels)?;
+    Ok(labels)
+}
+
+/// Creates a join token for `spec`, records its hash in
+/// `<data_dir>/tokens.json` and returns the token (shown once) with its
+/// record.
 pub fn create_token(
     data_dir: &Path,
-    namespace: &str,
-    service_account: &str,
-) -> Result<String, TokenError> {
-    validate_names(namespace, service_account)?;
-    ensure_private_dir(data_dir).map_err(|cause| TokenError::Write {
-        path: data_dir.to_path_buf(),
-        cause,
-    })?;
-    let path = tokens_path(data_dir);
-    let mut store = read_store(&path)?;
-    let secret: [u8; 32] = rand::random();
-    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
-    store.tokens.push(TokenEntry {
-        sha256: hash_token(&token),
-        namespace: namespace.to_string(),
-        service_account: service_account.to_string(),
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    });
-    let json = serde_json::to_vec_pretty(&store).map_err(|e| TokenError::Parse {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
-    write_private(&path, &json).map_err(|cause| TokenError::Write { path, cause })?;
-    Ok(token)
-}
-
-/// Authenticates against `<data-dir>/tokens.json`, re-reading it when a
-/// token is not known yet, so tokens created while the controller runs work.
-pub struct LocalAuthenticator {
-    path: PathBuf,
-    known: Mutex<HashMap<String, (String, String)>>,
-}
-
-impl LocalAuthenticator {
-    /// Loads the store if it exists; a missing store is an empty one.
-    pub fn new(data_dir: &Path) -> Result<Self, TokenError> {
-        let auth = Self {
-            path: tokens_path(data_dir),
-            known: Mutex::new(HashMap::new()),
+    spec: &TokenSpec,
+) -> Result<(String, TokenRecord), TokenError> {
+    validate_names(&spec.namespace, &spec.service_account)?;
+    validate_labels(&spec.labels)?;
+    if spec.ttl.is_some_and(|t| t.is_zero()) {
+        return Err(TokenError::InvalidTtl("must be longer than 0s".into()));
+    }
+    modify(data_dir, |store| {
+        // A 64-bit id collision is unlikely; a fresh secret avoids it anyway.
+        let (token, sha256) = loop {
+            let secret: [u8; 32] = rand::random();
+            let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+            let sha = hash_token(&token);
+            if !store.tokens.iter().any(|t| t.id() == &sha[..TOKEN_ID_LEN]) {
+                break (token, sha);
+            }
         };
-        auth.reload()?;
-        Ok(auth)
-    }
+        let created_unix = now_unix();
+        let record = TokenRecord {
+            sha256,
+            namespace: spec.namespace.clone(),
+            service_account: spec.service_account.clone(),
+            labels: spec.labels.clone(),
+            addresses: spec.addresses.clone(),
+            created_unix,
+            expires_unix: spec
+                .ttl
+                .map(|t| created_unix.saturating_add(t.as_secs().max(1))),
+            revoked_unix: None,
+        };
+        store.tokens.push(record.clone());
+        Ok((token, record))
+    })
+}
 
-    fn reload(&self) -> Result<(), TokenError> {
-        let store = read_store(&self.path)?;
-        let map = store
+/// Every token in the store, oldest first.
+pub fn list_tokens(data_dir: &Path) -> Result<Vec<TokenRecord>, TokenError> {
+    Ok(read_store(&tokens_path(data_dir))?.tokens)
+}
+
+/// Marks the token with public id `id` revoked: it can no longer join,
+/// register or renew. Revoking twice keeps the first time.
+pub fn revoke_token(data_dir: &Path, id: &str) -> Result<TokenRecord, TokenError> {
+    modify(data_dir, |store| {
+        let t = store
             .tokens
-            .into_iter()
-            .map(|t| (t.sha256, (t.namespace, t.service_account)))
-            .collect();
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = map;
-        Ok(())
-    }
-
-    fn lookup(&self, hash: &str) -> Option<(String, String)> {
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(hash)
-            .cloned()
-    }
-}
-
-impl Authenticator for LocalAuthenticator {
-    fn authenticate(&self, token: &str) -> Result<(String, String), AuthError> {
-        if token.is_empty() {
-            return Err(AuthError::Missing);
-        }
-        if !is_well_formed(token) {
-            return Err(AuthError::Malformed);
-        }
-        let hash = hash_token(token);
-        if let Some(found) = self.lookup(&hash) {
-            return Ok(found);
-        }
-        self.reload().map_err(|e| AuthError::Store(e.to_string()))?;
-        self.lookup(&hash).ok_or(AuthError::Unknown)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn created_token_authenticates_to_its_identity() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = create_token(dir.path(), "shop", "catalog").unwrap();
-        assert!(is_well_formed(&t), "{t}");
-        let auth = LocalAuthenticator::new(dir.path()).unwrap();
-        assert_eq!(
-            auth.authenticate(&t).unwrap(),
-            ("shop".into(), "catalog".into())
-        );
-    }
-
-    #[test]
-    fn store_holds_hashes_only_with_private_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = create_token(dir.path(), "shop", "catalog").unwrap();
-        let path = tokens_path(dir.path());
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains(&t));
-        assert!(!text.contains(t.trim_start_matches(TOKEN_PREFIX)));
-        assert!(text.contains(&hash_token(&t)));
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-    }
-
-    #[test]
-    fn token_created_after_start_is_found_by_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = LocalAuthenticator::new(dir.path()).unwrap();
-        let t1 = create_token(dir.path(), "a", "one").unwrap();
-        let t2 = create_token(dir.path(), "b", "two").unwrap();
-        assert_eq!(auth.authenticate(&t2).unwrap(), ("b".into(), "two".into()));
-        assert_eq!(auth.authenticate(&t1).unwrap(), ("a".into(), "one".into()));
-    }
-
-    #[test]
-    fn rejections() {
-        let dir = tempfile::tempdir().unwrap();
-        create_token(dir.path(), "shop", "catalog").unwrap();
-        let auth = LocalAuthenticator::new(dir.path()).unwrap();
-        let unknown = format!("mycel.{}", "ab".repeat(32));
-        for (token, want) in [
-            ("", AuthError::Missing),
-            ("nope", AuthError::Malformed),
-            ("mycel.xyz", AuthError::Malformed),
-            (&*format!("mycel.{}", "AB".repeat(32)), AuthError::Malformed),
-            (&*unknown, AuthError::Unknown),
-        ] {
-            assert_eq!(auth.authenticate(token).unwrap_err(), want, "{token}");
-        }
-    }
-
-    #[test]
-    fn invalid_names_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = create_token(dir.path(), "Shop", "catalog").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "invalid namespace \"Shop\": lowercase letters, digits, '-' and '.', at most 253 characters"
-        );
-        let e = create_token(dir.path(), "shop", "").unwrap_err();
-        assert!(
-            e.to_string().starts_with("invalid service account \"\""),
-            "{e}"
-        );
-        assert!(!tokens_path(dir.path()).exists());
-    }
-
-    #[test]
-    fn corrupt_store_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(tokens_path(dir.path()), "{not json").unwrap();
-        let e = create_token(dir.path(), "a", "b").unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("tokens.json is not a valid token store"),
-            "{e}"
-        );
-        assert!(LocalAuthenticator::new(dir.path()).is_err());
-    }
+            .iter_mut()
+            .find(|t| t.id() == id)
+            .ok_or_else(|| TokenError::NotFound(id.to_string()))?;
+        t.revoked_unix.get_or_insert_with(now_unix);
+        Ok(t.clone())
+    })
 }

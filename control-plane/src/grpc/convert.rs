@@ -1,7 +1,9 @@
 //! Conversions between the domain model and the wire types.
 
+use mycel_api::names::{self, NameKind};
 use mycel_api::spiffe::SpiffeId;
 use mycel_api::v1;
+use mycel_api::validate::{self, limits};
 
 use crate::model::{
     Endpoint, Protocol, Resource, ResourceBody, ResourceKey, ResourceKind, Service, ServiceKey,
@@ -127,49 +129,44 @@ pub fn service_key_from_proto(s: &str) -> Result<ServiceKey, ConvertError> {
     Ok(ServiceKey::parse(s)?)
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+fn field(field: &'static str, message: impl Into<String>) -> ConvertError {
+    ConvertError::Workload {
+        field,
+        message: message.into(),
+    }
 }
 
-fn port(field: &'static str, p: u32) -> Result<u16, ConvertError> {
-    u16::try_from(p)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| ConvertError::Workload {
-            field,
-            message: format!("{p} is not a port number (1-65535)"),
-        })
+fn port(name: &'static str, p: u32) -> Result<u16, ConvertError> {
+    validate::port(name, p).map_err(|e| field(name, e.message))
 }
 
-/// Builds the workload a proxy registers. The identity comes from its
-/// client certificate (the caller checked it matches the message).
+/// Longest zone or proxy id accepted (they are copied into every
+/// subscriber's endpoints and the debug pages).
+const MAX_TEXT: usize = 253;
+
+/// Builds the workload a proxy registers, with the same rules the proxies
+/// apply to the endpoints made from it (an IP address, valid ports, bounded
+/// labels), so the controller never accepts what a subscriber would NACK.
+/// The identity comes from its client certificate (the caller checked it
+/// matches the message).
 pub fn workload_from_proto(
     proxy_id: &str,
     w: &v1::Workload,
     identity: SpiffeId,
 ) -> Result<Workload, ConvertError> {
-    if !valid_name(&w.name) {
-        return Err(ConvertError::Workload {
-            field: "name",
-            message: format!(
-                "{:?} is not a valid name (lowercase letters, digits, '-', '.')",
-                w.name
-            ),
-        });
+    names::validate(NameKind::Workload, &w.name).map_err(|e| field("name", e.to_string()))?;
+    if proxy_id.len() > MAX_TEXT {
+        return Err(field("proxy_id", format!("longer than {MAX_TEXT} bytes")));
     }
-    if w.address.is_empty()
-        || w.address.len() > 253
-        || w.address.chars().any(|c| c.is_whitespace() || c == '/')
-    {
-        return Err(ConvertError::Workload {
-            field: "address",
-            message: format!("{:?} is not an address peers can dial", w.address),
-        });
-    }
+    let address =
+        validate::address("address", &w.address).map_err(|e| field("address", e.message))?;
     let mesh_port = port("mesh_port", w.mesh_port)?;
+    if w.ports.len() > limits::MAX_PORTS {
+        return Err(field(
+            "ports",
+            format!("{} ports; at most {}", w.ports.len(), limits::MAX_PORTS),
+        ));
+    }
     let ports = w
         .ports
         .iter()
@@ -181,16 +178,22 @@ pub fn workload_from_proto(
             })
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
+    if w.zone.len() > MAX_TEXT {
+        return Err(field("zone", format!("longer than {MAX_TEXT} bytes")));
+    }
+    let labels = w
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    crate::ca::tokens::validate_labels(&labels).map_err(|e| field("labels", e.to_string()))?;
     Ok(Workload {
         proxy_id: proxy_id.to_string(),
         name: w.name.clone(),
         identity,
-        labels: w
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        address: w.address.clone(),
+        labels,
+        // The canonical spelling, so equal addresses compare equal.
+        address: address.to_string(),
         mesh_port,
         ports,
         ready: w.ready,
@@ -370,11 +373,56 @@ mod tests {
         let cases: Vec<(Mutate, &str)> = vec![
             (
                 |w| w.name = String::new(),
-                "workload.name: \"\" is not a valid name",
+                "workload.name: workload name \"\" is not valid",
             ),
-            (|w| w.name = "Cat".into(), "workload.name: \"Cat\""),
+            (
+                |w| w.name = "Cat".into(),
+                "workload.name: workload name \"Cat\"",
+            ),
             (|w| w.address = String::new(), "workload.address"),
             (|w| w.address = "a b".into(), "workload.address"),
+            (
+                |w| w.address = "catalog.example".into(),
+                "workload.address: \"catalog.example\" is not an IP address",
+            ),
+            (
+                |w| w.address = "0.0.0.0".into(),
+                "workload.address: 0.0.0.0 is not a dialable",
+            ),
+            (|w| w.address = "10.0.0.1/8".into(), "workload.address"),
+            (|w| w.zone = "z".repeat(300), "workload.zone"),
+            (
+                |w| {
+                    w.ports = (0..65)
+                        .map(|i| v1::WorkloadPort {
+                            name: String::new(),
+                            port: 1000 + i,
+                            protocol: 0,
+                        })
+                        .collect()
+                },
+                "workload.ports: 65 ports",
+            ),
+            (
+                |w| {
+                    w.labels = (0..65)
+                        .map(|i| (format!("k{i}"), "v".to_string()))
+                        .collect()
+                },
+                "workload.labels",
+            ),
+            (
+                |w| {
+                    w.labels.insert("k".into(), "v".repeat(300));
+                },
+                "workload.labels",
+            ),
+            (
+                |w| {
+                    w.labels.insert(String::new(), "v".into());
+                },
+                "workload.labels",
+            ),
             (
                 |w| w.mesh_port = 0,
                 "workload.mesh_port: 0 is not a port number",

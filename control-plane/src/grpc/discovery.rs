@@ -1,8 +1,10 @@
 //! `Discovery.Stream`: one bidirectional stream per proxy. The proxy proves
 //! who it is with its client certificate, says hello (and, in local mode,
-//! registers its workload for the life of the stream), subscribes to the
-//! services it calls, and is pushed the resources that changed whenever its
-//! view in the index changes.
+//! registers its workload for the life of the stream, if the
+//! [`RegistrationPolicy`] admits it), subscribes to the services it calls,
+//! and is pushed the resources that changed whenever its view in the index
+//! changes. A bad or over-the-limit subscription is refused on its own (in
+//! the `refused` field of a response); it never ends the stream.
 
 mod session;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 use mycel_api::spiffe::SpiffeId;
 use mycel_api::v1::discovery_request::Kind;
 use mycel_api::v1::discovery_server::Discovery;
-use mycel_api::v1::{DiscoveryRequest, DiscoveryResponse, Hello};
+use mycel_api::v1::{DiscoveryRequest, DiscoveryResponse, Hello, RefusedSubscription};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,10 +23,14 @@ use tonic::{Request, Response, Status, Streaming};
 pub use session::{Delta, Session};
 
 use super::convert;
+use crate::ca::tokens::token_id_from_cert_der;
 use crate::index::{ConnId, SharedIndex};
 use crate::metrics::Metrics;
 use crate::model::{ProxyView, ResourceKey, ServiceKey, Workload};
 use crate::registry::{now_rfc3339, NackRecord, ProxyRecord, ProxyRegistry};
+use crate::sources::admission::{Peer, RegistrationPolicy};
+
+pub use crate::index::DEFAULT_MAX_SUBSCRIPTIONS;
 
 /// How long a new stream may take to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +42,7 @@ pub struct DiscoveryService {
     registry: Arc<ProxyRegistry>,
     metrics: Arc<Metrics>,
     trust_domain: String,
+    policy: Arc<dyn RegistrationPolicy>,
     shutdown: Option<watch::Receiver<bool>>,
 }
 
@@ -45,12 +52,14 @@ impl DiscoveryService {
         registry: Arc<ProxyRegistry>,
         metrics: Arc<Metrics>,
         trust_domain: &str,
+        policy: Arc<dyn RegistrationPolicy>,
     ) -> Self {
         Self {
             index,
             registry,
             metrics,
             trust_domain: trust_domain.to_string(),
+            policy,
             shutdown: None,
         }
     }
@@ -118,7 +127,31 @@ pub struct Start {
     pub mode: String,
     pub registration: Option<Workload>,
     pub subscriptions: Vec<ServiceKey>,
+    /// Subscriptions refused on their own: (key as sent, reason).
+    pub refused: Vec<(String, String)>,
     pub known: Vec<(ResourceKey, String)>,
+}
+
+/// Splits subscription keys into valid ones and refusals.
+fn parse_keys(keys: &[String]) -> (Vec<ServiceKey>, Vec<(String, String)>) {
+    let mut ok = Vec::new();
+    let mut refused = Vec::new();
+    for k in keys {
+        match convert::service_key_from_proto(k) {
+            Ok(key) => ok.push(key),
+            Err(e) => refused.push((truncate(k), e.to_string())),
+        }
+    }
+    (ok, refused)
+}
+
+/// Keys echoed back in refusals are cut, so a huge key is not sent back
+/// whole.
+fn truncate(k: &str) -> String {
+    match k.char_indices().nth(256) {
+        Some((i, _)) => format!("{}...", &k[..i]),
+        None => k.to_string(),
+    }
 }
 
 /// Validates a Hello against the caller's certificate identity.
@@ -152,14 +185,7 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> 
     } else {
         None
     };
-    let subscriptions = hello
-        .subscriptions
-        .iter()
-        .map(|s| {
-            convert::service_key_from_proto(s)
-                .map_err(|e| AcceptError::Invalid(format!("hello.subscriptions: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (subscriptions, refused) = parse_keys(&hello.subscriptions);
     let known = hello
         .known
         .iter()
@@ -176,6 +202,7 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> 
         mode: mode.to_string(),
         registration,
         subscriptions,
+        refused,
         known,
     })
 }
@@ -211,6 +238,8 @@ struct StreamTask {
     registered: bool,
     proxy_id: String,
     shutdown: Option<watch::Receiver<bool>>,
+    /// Refusals not sent yet.
+    refused: Vec<(String, String)>,
 }
 
 fn fresh_nonce() -> String {
@@ -227,7 +256,7 @@ fn subscription_names(index: &SharedIndex, conn: ConnId) -> Vec<String> {
 
 impl StreamTask {
     async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        if self.push().await.is_err() {
+        if self.push().await.is_err() || self.send_refused().await.is_err() {
             return;
         }
         let shutdown = self.shutdown.take();
@@ -248,6 +277,11 @@ impl StreamTask {
                             let _ = self.tx.send(Err(Status::invalid_argument(e.to_string()))).await;
                             return;
                         }
+                        // The view change (if any) is pushed by the watch
+                        // branch; refusals go out right away.
+                        if self.send_refused().await.is_err() {
+                            break;
+                        }
                     }
                     Ok(None) => break,
                     Err(status) => {
@@ -267,6 +301,26 @@ impl StreamTask {
         tracing::info!(proxy_id = %self.proxy_id, "proxy disconnected");
     }
 
+    /// Tells the proxy which subscriptions were refused, in a response of
+    /// their own (no resources, so the proxy's state is unchanged).
+    async fn send_refused(&mut self) -> Result<(), ()> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        let refused = std::mem::take(&mut self.refused);
+        tracing::debug!(proxy_id = %self.proxy_id, count = refused.len(), "subscriptions refused");
+        let resp = DiscoveryResponse {
+            nonce: fresh_nonce(),
+            resources: Vec::new(),
+            removed: Vec::new(),
+            refused: refused
+                .into_iter()
+                .map(|(service, reason)| RefusedSubscription { service, reason })
+                .collect(),
+        };
+        self.tx.send(Ok(resp)).await.map_err(|_| ())
+    }
+
     /// Sends what changed in the proxy's view, if anything.
     async fn push(&mut self) -> Result<(), ()> {
         let view = self.view.borrow_and_update().clone();
@@ -281,6 +335,7 @@ impl StreamTask {
                 .map(|r| convert::resource_to_proto(r))
                 .collect(),
             removed: delta.removed.iter().map(convert::key_to_proto).collect(),
+            refused: Vec::new(),
         };
         self.tx.send(Ok(resp)).await.map_err(|_| ())?;
         self.guard.metrics.discovery_pushes.inc();
@@ -292,16 +347,16 @@ impl StreamTask {
         match msg.kind {
             Some(Kind::Hello(_)) => Err(RequestError("Hello may only be the first message".into())),
             Some(Kind::Subscribe(s)) => {
-                let parse = |keys: &[String]| {
-                    keys.iter()
-                        .map(|k| {
-                            convert::service_key_from_proto(k)
-                                .map_err(|e| RequestError(format!("subscribe: {e}")))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
+                let (add, refused_add) = parse_keys(&s.add);
+                // Removing a key that cannot exist is a no-op, not an error.
+                let (remove, _) = parse_keys(&s.remove);
+                self.refused.extend(refused_add);
+                let (over, max) = {
+                    let mut ix = self.guard.index.lock();
+                    (ix.subscribe(conn, &add, &remove), ix.max_subscriptions())
                 };
-                let (add, remove) = (parse(&s.add)?, parse(&s.remove)?);
-                self.guard.index.lock().subscribe(conn, &add, &remove);
+                self.refused
+                    .extend(over.into_iter().map(|k| (k.to_string(), over_limit(max))));
                 let subs = subscription_names(&self.guard.index, conn);
                 self.guard
                     .registry
@@ -341,6 +396,10 @@ impl StreamTask {
     }
 }
 
+fn over_limit(max: usize) -> String {
+    format!("this proxy already holds the maximum of {max} subscriptions (unsubscribe first)")
+}
+
 fn acked_map(acked: &BTreeMap<ResourceKey, String>) -> BTreeMap<String, String> {
     acked
         .iter()
@@ -359,6 +418,8 @@ impl Discovery for DiscoveryService {
         let certs = request.peer_certs();
         let peer = peer_identity(certs.as_deref().map(|v| v.as_slice()), &self.trust_domain)
             .map_err(Status::from)?;
+        let leaf = certs.as_deref().and_then(|c| c.first()).map(|c| c.to_vec());
+        let remote = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -368,15 +429,37 @@ impl Discovery for DiscoveryService {
             Some(Kind::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        let start = check_hello(&peer, hello).map_err(|e| {
+        let mut start = check_hello(&peer, hello).map_err(|e| {
             tracing::warn!(spiffe_id = %peer, error = %e, "discovery stream refused");
             Status::from(e)
         })?;
+        if let Some(w) = &start.registration {
+            let who = Peer {
+                identity: peer.clone(),
+                token_id: leaf.as_deref().and_then(token_id_from_cert_der),
+                remote_ip: remote.map(|a| a.ip()),
+            };
+            if let Err(e) = self.policy.admit(&who, w).await {
+                tracing::warn!(spiffe_id = %peer, error = %e, "registration refused");
+                return Err(Status::permission_denied(format!(
+                    "registration refused: {e}"
+                )));
+            }
+        }
 
         let registered = start.registration.is_some();
         let ready = start.registration.as_ref().is_some_and(|w| w.ready);
         let (conn, view) = {
             let mut ix = self.index.lock();
+            let max = ix.max_subscriptions();
+            start.subscriptions.sort();
+            start.subscriptions.dedup();
+            if start.subscriptions.len() > max {
+                let over = start.subscriptions.split_off(max);
+                start
+                    .refused
+                    .extend(over.into_iter().map(|k| (k.to_string(), over_limit(max))));
+            }
             let conn = ix.allocate_conn();
             let view = ix.connect_proxy(conn, start.subscriptions.iter().cloned());
             if let Some(w) = start.registration {
@@ -419,6 +502,7 @@ impl Discovery for DiscoveryService {
             registered,
             proxy_id: start.proxy_id,
             shutdown: self.shutdown.clone(),
+            refused: start.refused,
         };
         tokio::spawn(task.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -1,5 +1,10 @@
-//! `Identity.Certify`: authenticate the caller's credential, then sign its
-//! CSR for the identity that credential stands for.
+//! `Identity.Certify`: authenticate the caller, then sign its CSR for the
+//! identity it stands for. A first certificate is bought with a join token;
+//! a renewal is authenticated by the caller's current certificate (presented
+//! as its TLS client certificate), which names the identity and the token
+//! it was issued for, so the token is not needed again and a revoked
+//! token's certificates cannot renew. Calls are rate limited per source IP
+//! and globally before any lookup.
 
 use std::sync::Arc;
 
@@ -8,43 +13,95 @@ use mycel_api::v1::identity_server::Identity;
 use mycel_api::v1::{CertifyRequest, CertifyResponse};
 use tonic::{Request, Response, Status};
 
+use super::ratelimit::{CertifyLimits, Limited, RateLimiter};
 use crate::ca::authority::SignError;
-use crate::ca::tokens::{AuthError, Authenticator};
+use crate::ca::tokens::{token_id_from_cert_der, AuthError, TokenStore};
 use crate::ca::Authority;
 use crate::metrics::Metrics;
 
 pub struct IdentityService {
     authority: Arc<Authority>,
-    authenticator: Arc<dyn Authenticator>,
+    tokens: Arc<TokenStore>,
     metrics: Arc<Metrics>,
+    limiter: RateLimiter,
 }
 
 impl IdentityService {
-    pub fn new(
-        authority: Arc<Authority>,
-        authenticator: Arc<dyn Authenticator>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(authority: Arc<Authority>, tokens: Arc<TokenStore>, metrics: Arc<Metrics>) -> Self {
         Self {
             authority,
-            authenticator,
+            tokens,
             metrics,
+            limiter: RateLimiter::new(CertifyLimits::default()),
         }
     }
 
-    fn certify_inner(&self, req: &CertifyRequest) -> Result<CertifyResponse, CertifyError> {
-        let (namespace, service_account) = self
-            .authenticator
-            .authenticate(&req.token)
+    pub fn with_limits(mut self, limits: CertifyLimits) -> Self {
+        self.limiter = RateLimiter::new(limits);
+        self
+    }
+
+    /// The identity and token id to issue for: those of the caller's
+    /// current certificate when it presents one that carries a token id
+    /// (the TLS layer verified it chains to the mesh root), else those of
+    /// the join token in the request.
+    async fn who(
+        &self,
+        leaf: Option<&[u8]>,
+        token: &str,
+    ) -> Result<(SpiffeId, String), CertifyError> {
+        let current = leaf.and_then(|der| {
+            Some((
+                SpiffeId::from_cert_der(der).ok()?,
+                token_id_from_cert_der(der)?,
+            ))
+        });
+        let trust_domain = self.authority.trust_domain();
+        if let Some((id, token_id)) = current {
+            if id.trust_domain() != trust_domain {
+                return Err(CertifyError::Identity(format!(
+                    "client certificate {id} is not in trust domain {trust_domain}"
+                )));
+            }
+            let rec = self
+                .tokens
+                .by_id(&token_id)
+                .await
+                .map_err(CertifyError::Auth)?;
+            if rec.namespace != id.namespace() || rec.service_account != id.service_account() {
+                return Err(CertifyError::Identity(format!(
+                    "client certificate {id} does not match join token {token_id}"
+                )));
+            }
+            return Ok((id, token_id));
+        }
+        let rec = self
+            .tokens
+            .authenticate(token)
+            .await
             .map_err(CertifyError::Auth)?;
-        let id = SpiffeId::new(self.authority.trust_domain(), &namespace, &service_account)
+        let id = SpiffeId::new(trust_domain, &rec.namespace, &rec.service_account)
             .map_err(|e| CertifyError::Identity(e.to_string()))?;
+        Ok((id, rec.id().to_string()))
+    }
+
+    async fn certify_inner(
+        &self,
+        leaf: Option<&[u8]>,
+        req: &CertifyRequest,
+    ) -> Result<CertifyResponse, CertifyError> {
+        let (id, token_id) = self.who(leaf, &req.token).await?;
         if req.csr_der.is_empty() {
             return Err(CertifyError::EmptyCsr);
         }
         let issued = self
             .authority
-            .sign_csr(&req.csr_der, &id, req.requested_ttl_seconds)
+            .sign_csr_for_token(
+                &req.csr_der,
+                &id,
+                req.requested_ttl_seconds,
+                Some(&token_id),
+            )
             .map_err(CertifyError::Sign)?;
         Ok(CertifyResponse {
             chain_der: issued.chain_der,
@@ -61,7 +118,9 @@ impl IdentityService {
 pub enum CertifyError {
     #[error(transparent)]
     Auth(AuthError),
-    #[error("token maps to an invalid identity: {0}")]
+    #[error(transparent)]
+    Limited(Limited),
+    #[error("{0}")]
     Identity(String),
     #[error("csr_der is empty: send a DER PKCS#10 CSR")]
     EmptyCsr,
@@ -70,13 +129,17 @@ pub enum CertifyError {
 }
 
 impl CertifyError {
-    /// The `result` label of the certificates-issued metric.
+    /// The `result` label of the certificates-issued metric (a fixed set).
     pub fn label(&self) -> &'static str {
         match self {
             Self::Auth(AuthError::Missing | AuthError::Malformed) => "unauthenticated",
-            Self::Auth(AuthError::Unknown) => "permission_denied",
+            Self::Auth(AuthError::Unknown | AuthError::UnknownId(_)) => "unknown_token",
+            Self::Auth(AuthError::Expired { .. }) => "expired",
+            Self::Auth(AuthError::Revoked(_)) => "revoked",
+            Self::Limited(_) => "rate_limited",
+            Self::Identity(_) => "permission_denied",
             Self::EmptyCsr | Self::Sign(SignError::Csr(_)) => "invalid_csr",
-            Self::Auth(AuthError::Store(_)) | Self::Identity(_) | Self::Sign(_) => "error",
+            Self::Auth(AuthError::Store(_)) | Self::Sign(_) => "error",
         }
     }
 }
@@ -88,12 +151,19 @@ impl From<CertifyError> for Status {
             CertifyError::Auth(AuthError::Missing | AuthError::Malformed) => {
                 Status::unauthenticated(msg)
             }
-            CertifyError::Auth(AuthError::Unknown) => Status::permission_denied(msg),
+            CertifyError::Auth(
+                AuthError::Unknown
+                | AuthError::UnknownId(_)
+                | AuthError::Expired { .. }
+                | AuthError::Revoked(_),
+            )
+            | CertifyError::Identity(_) => Status::permission_denied(msg),
             CertifyError::Auth(AuthError::Store(_)) => Status::unavailable(msg),
+            CertifyError::Limited(_) => Status::resource_exhausted(msg),
             CertifyError::EmptyCsr | CertifyError::Sign(SignError::Csr(_)) => {
                 Status::invalid_argument(msg)
             }
-            CertifyError::Identity(_) | CertifyError::Sign(_) => Status::internal(msg),
+            CertifyError::Sign(_) => Status::internal(msg),
         }
     }
 }
@@ -104,17 +174,32 @@ impl Identity for IdentityService {
         &self,
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
+        let remote = request.remote_addr().map(|a| a.ip());
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| c.to_vec()));
         let req = request.into_inner();
-        match self.certify_inner(&req) {
+        let result = match self.limiter.check(remote, tokio::time::Instant::now()) {
+            Err(limited) => Err(CertifyError::Limited(limited)),
+            Ok(()) => self.certify_inner(leaf.as_deref(), &req).await,
+        };
+        match result {
             Ok(resp) => {
                 self.metrics.certificate("ok");
                 tracing::info!(spiffe_id = %resp.spiffe_id, not_after = resp.not_after_unix, "certificate issued");
                 Ok(Response::new(resp))
             }
             Err(e) => {
-                self.metrics.certificate(e.label());
+                let label = e.label();
+                self.metrics.certificate(label);
                 let status = Status::from(e);
-                tracing::warn!(code = ?status.code(), message = status.message(), "certify refused");
+                // Floods (unknown tokens, rate limited) are counted in the
+                // metric, not logged one line each.
+                if matches!(label, "unknown_token" | "rate_limited") {
+                    tracing::debug!(code = ?status.code(), message = status.message(), ?remote, "certify refused");
+                } else {
+                    tracing::warn!(code = ?status.code(), message = status.message(), ?remote, "certify refused");
+                }
                 Err(status)
             }
         }
@@ -122,93 +207,4 @@ impl Identity for IdentityService {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::Code;
-
-    #[test]
-    fn auth_errors_map_to_codes() {
-        for (e, code, label) in [
-            (AuthError::Missing, Code::Unauthenticated, "unauthenticated"),
-            (
-                AuthError::Malformed,
-                Code::Unauthenticated,
-                "unauthenticated",
-            ),
-            (
-                AuthError::Unknown,
-                Code::PermissionDenied,
-                "permission_denied",
-            ),
-            (AuthError::Store("x".into()), Code::Unavailable, "error"),
-        ] {
-            let e = CertifyError::Auth(e);
-            assert_eq!(e.label(), label);
-            assert_eq!(Status::from(e).code(), code);
-        }
-        assert_eq!(
-            Status::from(CertifyError::Auth(AuthError::Missing)).message(),
-            "missing join token"
-        );
-    }
-
-    struct Fixed;
-    impl Authenticator for Fixed {
-        fn authenticate(&self, token: &str) -> Result<(String, String), AuthError> {
-            match token {
-                "" => Err(AuthError::Missing),
-                "good" => Ok(("shop".into(), "catalog".into())),
-                _ => Err(AuthError::Unknown),
-            }
-        }
-    }
-
-    fn service(dir: &std::path::Path) -> IdentityService {
-        let ca =
-            Authority::load_or_generate(dir, "cluster.local", std::time::Duration::from_secs(3600))
-                .unwrap();
-        IdentityService::new(Arc::new(ca), Arc::new(Fixed), Arc::new(Metrics::new()))
-    }
-
-    #[tokio::test]
-    async fn certify_outcomes() {
-        let dir = tempfile::tempdir().unwrap();
-        let svc = service(dir.path());
-        let key = rcgen::KeyPair::generate().unwrap();
-        let csr = rcgen::CertificateParams::new(vec!["x.example".to_string()])
-            .unwrap()
-            .serialize_request(&key)
-            .unwrap()
-            .der()
-            .to_vec();
-        let call = |token: &str, csr: Vec<u8>| {
-            svc.certify(Request::new(CertifyRequest {
-                token: token.into(),
-                csr_der: csr,
-                requested_ttl_seconds: 0,
-            }))
-        };
-        let ok = call("good", csr.clone()).await.unwrap().into_inner();
-        assert_eq!(ok.spiffe_id, "spiffe://cluster.local/ns/shop/sa/catalog");
-        assert_eq!(ok.chain_der.len(), 2);
-        assert_eq!(ok.trust_bundle_der.len(), 1);
-        assert!(ok.not_after_unix > ok.not_before_unix);
-
-        let e = call("", csr.clone()).await.unwrap_err();
-        assert_eq!(
-            (e.code(), e.message()),
-            (Code::Unauthenticated, "missing join token")
-        );
-        let e = call("bad", csr.clone()).await.unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied);
-        let e = call("good", vec![]).await.unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.message().contains("csr_der is empty"));
-        let e = call("good", vec![1, 2, 3]).await.unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.message().contains("CSR"), "{}", e.message());
-        let text = svc.metrics.encode();
-        assert!(text.contains("result=\"ok\"} 1"), "{text}");
-        assert!(text.contains("result=\"invalid_csr\"} 2"), "{text}");
-    }
-}
+mod tests;

@@ -577,3 +577,53 @@ fn every_proxy_holds_the_mesh_vip_table() {
     assert!(rx.has_changed().unwrap());
     assert_eq!(vips(&rx).len(), 2);
 }
+
+#[test]
+fn subscriptions_over_the_cap_are_refused_one_by_one() {
+    let mut ix = shop_index();
+    ix.set_max_subscriptions(2);
+    let rx = ix.connect_proxy(ConnId(1), [key("a.shop"), key("b.shop"), key("c.shop")]);
+    assert_eq!(ix.subscriptions(ConnId(1)).unwrap().len(), 2);
+    let refused = ix.subscribe(ConnId(1), &[key("catalog.shop"), key("a.shop")], &[]);
+    assert_eq!(
+        refused,
+        vec![key("catalog.shop")],
+        "a held key is not refused"
+    );
+    // Unsubscribing makes room.
+    let refused = ix.subscribe(ConnId(1), &[key("catalog.shop")], &[key("a.shop")]);
+    assert!(refused.is_empty());
+    assert!(rx
+        .borrow()
+        .resources
+        .contains_key(&ResourceKey::endpoints(&key("catalog.shop"))));
+}
+
+/// The in-place view updates end where a full recompute would.
+#[test]
+fn incremental_views_equal_a_full_recompute() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.subscribe(ConnId(1), &[key("reviews.shop"), key("late.shop")], &[]);
+    ix.register_workload(
+        ConnId(10),
+        wl("c1", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    ix.register_workload(
+        ConnId(11),
+        wl("r1", "shop", &[("app", "reviews")], "127.0.0.3", true),
+    );
+    ix.apply_service(svc("late", "shop", &[("app", "late")]));
+    ix.subscribe(ConnId(1), &[], &[key("reviews.shop")]);
+    ix.set_trust_bundle(vec![vec![1, 2, 3]]);
+    ix.unregister_workload(ConnId(10));
+    ix.delete_service(&key("catalog.shop"));
+    let subs = ix.subscriptions(ConnId(1)).unwrap().clone();
+    let full = ix.view_for(&subs);
+    assert!(
+        rx.borrow().same_versions(&full),
+        "{:?}\n{:?}",
+        rx.borrow(),
+        full
+    );
+}

@@ -58,8 +58,14 @@ impl GrpcCaClient {
 
 impl CaClient for GrpcCaClient {
     async fn certify(&self, csr_der: Vec<u8>, ttl: Option<Duration>) -> Result<Issued, CaError> {
-        // Read per call: a projected token file is rotated under us.
-        let token = self.token.read().map_err(CaError::Token)?;
+        // Read per call: a projected token file is rotated under us. A
+        // renewal is authenticated by the current certificate, so it works
+        // even when the token file is gone.
+        let token = match self.token.read() {
+            Ok(token) => token,
+            Err(_) if self.tls.presents_cert() => String::new(),
+            Err(e) => return Err(CaError::Token(e)),
+        };
         let channel = self.tls.connect().await?;
         let answer = IdentityClient::new(channel)
             .certify(CertifyRequest {

@@ -1,6 +1,7 @@
 //! The TLS connection to the controller, used for both `Identity.Certify`
-//! (server-authenticated only: the proxy has no certificate yet) and
-//! `Discovery.Stream` (mutual TLS with the current workload certificate).
+//! (server-authenticated for the first certificate; renewals present the
+//! current certificate, which is what the controller authenticates them by)
+//! and `Discovery.Stream` (mutual TLS with the current workload certificate).
 //!
 //! A connector of our own rather than tonic's TLS settings, so the client
 //! certificate is read from [`IdentityState`] at handshake time instead of
@@ -56,6 +57,18 @@ impl ControllerTls {
         roots: &[CertificateDer<'static>],
         client: Option<Arc<IdentityState>>,
     ) -> Result<Self, ChannelError> {
+        let builder = Self::builder(roots)?;
+        let config = match client {
+            Some(state) => builder.with_client_cert_resolver(Arc::new(StateResolver(state))),
+            None => builder.with_no_client_auth(),
+        };
+        Self::finish(address, server_name, config)
+    }
+
+    fn builder(
+        roots: &[CertificateDer<'static>],
+    ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, ChannelError>
+    {
         let mut store = RootCertStore::empty();
         for root in roots {
             store
@@ -70,10 +83,14 @@ impl ControllerTls {
                 .with_safe_default_protocol_versions()
                 .map_err(|e| ChannelError::Roots(e.to_string()))?
                 .with_root_certificates(store);
-        let mut config = match client {
-            Some(state) => builder.with_client_cert_resolver(Arc::new(StateResolver(state))),
-            None => builder.with_no_client_auth(),
-        };
+        Ok(builder)
+    }
+
+    fn finish(
+        address: &str,
+        server_name: &str,
+        mut config: ClientConfig,
+    ) -> Result<Self, ChannelError> {
         config.alpn_protocols = vec![b"h2".to_vec()];
         let server_name = ServerName::try_from(server_name.to_string())
             .map_err(|_| ChannelError::ServerName(server_name.to_string()))?;
@@ -82,6 +99,30 @@ impl ControllerTls {
             server_name,
             config: Arc::new(config),
         })
+    }
+
+    /// For `Identity.Certify`: presents the current certificate while it is
+    /// still valid (a renewal, authenticated by that certificate), none
+    /// before the first one or after it expired (the join token is used).
+    pub fn for_certify(
+        address: &str,
+        server_name: &str,
+        roots: &[CertificateDer<'static>],
+        identity: Arc<IdentityState>,
+    ) -> Result<Self, ChannelError> {
+        let builder = Self::builder(roots)?;
+        let mut config = builder.with_client_cert_resolver(Arc::new(ValidOnly(identity)));
+        // A resumed session carries the client identity of the session it
+        // resumes (none, for the first Certify), so every Certify makes a
+        // full handshake.
+        config.resumption = rustls::client::Resumption::disabled();
+        Self::finish(address, server_name, config)
+    }
+
+    /// Whether a handshake now would present a client certificate (for
+    /// Certify: a renewal, which needs no join token).
+    pub fn presents_cert(&self) -> bool {
+        self.config.client_auth_cert_resolver.has_certs()
     }
 
     /// A gRPC channel over this TLS connection (connects now, so an
@@ -112,6 +153,31 @@ impl ResolvesClientCert for StateResolver {
 
     fn has_certs(&self) -> bool {
         self.0.has_cert()
+    }
+}
+
+/// Presents the current certificate only while it is valid: an expired one
+/// would fail the handshake, and then the join token could not be used.
+#[derive(Debug)]
+struct ValidOnly(Arc<IdentityState>);
+
+impl ValidOnly {
+    fn current(&self) -> Option<Arc<super::WorkloadCert>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.0.cert().filter(|c| c.not_after_unix > now)
+    }
+}
+
+impl ResolvesClientCert for ValidOnly {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.current().map(|c| c.certified_key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        self.current().is_some()
     }
 }
 

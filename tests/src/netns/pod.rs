@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::cmd::{run, Ran};
 use super::{in_ns, Node, PROXY_UID};
+use crate::mesh::TokenFor;
 use crate::process::{bin, Proc};
 
 const CMD: Duration = Duration::from_secs(20);
@@ -155,8 +156,11 @@ impl Pod {
     pub async fn start_sidecar(&mut self, node: &Node, spec: &PodSpec) {
         let r = self.init(&[]);
         assert!(r.ok, "mycel-proxy init: {}{}", r.stdout, r.stderr);
-        let token = node.token(&spec.namespace, &spec.service_account);
         let ip = self.ip.to_string();
+        let mut t = TokenFor::new(&spec.workload, &spec.namespace, &spec.service_account);
+        t.labels = spec.labels.clone();
+        t.addresses = vec![ip.clone()];
+        let token = node.token(&t);
         let mut args: Vec<String> = vec![
             format!("--reuid={PROXY_UID}"),
             format!("--regid={PROXY_UID}"),

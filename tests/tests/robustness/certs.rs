@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
-use mycel_tests::mesh::{write_token, Mesh, SidecarSpec};
+use mycel_tests::mesh::{write_token, Mesh, SidecarSpec, TokenFor};
 use mycel_tests::process::bin;
 use mycel_tests::shop::{mesh_yaml, workload};
 use mycel_tests::{http, Sidecar};
@@ -413,7 +413,11 @@ async fn unknown_token_exits_with_one_line() {
     let mesh = Mesh::start(&mesh_yaml("")).await;
     // A well-formed token from another controller's store.
     let other = tempfile::tempdir().expect("tempdir");
-    let token = write_token(&other.path().join("data"), other.path(), "shop", "lost");
+    let token = write_token(
+        &other.path().join("data"),
+        other.path(),
+        &TokenFor::new("lost", "shop", "lost"),
+    );
     let (status, stderr) = run_to_exit("mycel-proxy", &proxy_args(&mesh, &token)).await;
     assert!(!status.success(), "{stderr}");
     assert_one_error_line(&stderr, "certificate");

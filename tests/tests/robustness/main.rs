@@ -6,5 +6,6 @@
 //! harness in `mycel-tests`.
 
 mod certs;
+mod controller;
 mod limits;
 mod protocol;

@@ -197,7 +197,7 @@ fn command_lines() {
     for want in [
         "--controller 127.0.0.1:17000",
         "--ca-root /tmp/demo/ca/root.pem",
-        "--token-file /tmp/demo/tokens/reviews.token",
+        "--token-file /tmp/demo/tokens/reviews-v2.token",
         "--workload reviews-v2",
         "--namespace shop",
         "--service-account reviews",
@@ -221,9 +221,24 @@ fn command_lines() {
 }
 
 #[test]
-fn every_workload_service_account_has_a_token() {
-    for w in &plan().workloads {
-        assert!(SERVICE_ACCOUNTS.contains(&w.service_account), "{}", w.name);
+fn every_proxy_has_a_token_with_its_labels() {
+    let p = plan();
+    let tokens = tokens(&p);
+    assert_eq!(tokens.len(), p.workloads.len() + 1);
+    for w in &p.workloads {
+        let t = tokens
+            .iter()
+            .find(|t| t.proxy == w.name)
+            .unwrap_or_else(|| panic!("no token for {}", w.name));
+        assert_eq!(t.service_account, w.service_account);
+        let labels = &t.labels;
+        // The token's labels are exactly the --label flags of the sidecar.
+        let args = sidecar_args(&p, &paths(), w).join(" ");
+        for (k, v) in labels {
+            assert!(args.contains(&format!("--label {k}={v}")), "{args}");
+        }
+        assert_eq!(args.matches("--label").count(), labels.len(), "{args}");
+        assert!(args.contains(&format!("tokens/{}.token", w.name)), "{args}");
     }
 }
 

@@ -106,9 +106,21 @@ impl Session {
     }
 
     /// Records a NACK: the proxy kept its previous config, so what it
-    /// ACKed before stays; false for an unknown nonce.
+    /// ACKed before stays, and what it holds is rolled back to that for
+    /// every key of the rejected response, so the next delta sends those
+    /// keys again (the good resources of a rejected response are not lost
+    /// once the bad one is fixed); false for an unknown nonce.
     pub fn nack(&mut self, nonce: &str) -> bool {
-        self.take_pending(nonce).is_some()
+        let Some(record) = self.take_pending(nonce) else {
+            return false;
+        };
+        for (key, _) in record {
+            match self.acked.get(&key) {
+                Some(v) => self.held.insert(key, v.clone()),
+                None => self.held.remove(&key),
+            };
+        }
+        true
     }
 
     pub fn acked(&self) -> &BTreeMap<ResourceKey, String> {
@@ -222,6 +234,35 @@ mod tests {
         assert!(s.nack("2"));
         assert_eq!(s.acked().values().next().unwrap(), "1");
         assert!(!s.nack("2"));
+        // What the proxy rejected is sent again on the next delta.
+        let d = s.delta(&view(&[res("a", "2")]), || "3".into()).unwrap();
+        assert_eq!(names(&d), [("a.ns".to_string(), "2".to_string())]);
+    }
+
+    #[test]
+    fn nack_resends_the_good_resources_of_the_rejected_response() {
+        let mut s = Session::new([]);
+        s.delta(&view(&[res("keep", "1")]), || "1".into());
+        s.ack("1");
+        // One response carries a good new resource and a bad one, and
+        // removes `keep`; the proxy rejects it whole.
+        s.delta(&view(&[res("good", "1"), res("bad", "1")]), || "2".into());
+        assert!(s.nack("2"));
+        // The bad resource is fixed: the good one and the removal come
+        // again, not just the fix.
+        let d = s
+            .delta(&view(&[res("good", "1"), res("bad", "2")]), || "3".into())
+            .unwrap();
+        assert_eq!(
+            names(&d),
+            [
+                ("bad.ns".to_string(), "2".to_string()),
+                ("good.ns".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(d.removed, vec![res("keep", "1").key.clone()]);
+        assert!(s.ack("3"));
+        assert_eq!(s.acked().len(), 2);
     }
 
     #[test]

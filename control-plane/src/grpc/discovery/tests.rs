@@ -52,6 +52,27 @@ fn valid_hello() {
 }
 
 #[test]
+fn bad_subscription_in_hello_is_refused_alone() {
+    let mut h = hello();
+    h.subscriptions.push(".shop".into());
+    h.subscriptions.push("x".repeat(1000));
+    let s = check_hello(&peer(), h).unwrap();
+    assert!(s.registration.is_some(), "the registration stays");
+    assert_eq!(
+        s.subscriptions,
+        vec![ServiceKey::new("reviews", "shop").unwrap()]
+    );
+    assert_eq!(s.refused.len(), 2);
+    assert_eq!(s.refused[0].0, ".shop");
+    assert!(
+        s.refused[0].1.contains("not of the form"),
+        "{:?}",
+        s.refused
+    );
+    assert!(s.refused[1].0.len() < 300, "long keys are cut");
+}
+
+#[test]
 fn hello_without_register_has_no_registration() {
     let mut h = hello();
     h.register = false;
@@ -93,9 +114,9 @@ fn hello_errors() {
             "hello.mode \"mesh\"",
         ),
         (
-            |h| h.subscriptions.push("bad".into()),
+            |h| h.workload.as_mut().unwrap().address = "catalog.shop".into(),
             Code::InvalidArgument,
-            "hello.subscriptions: service key \"bad\"",
+            "workload.address: \"catalog.shop\" is not an IP address",
         ),
         (
             |h| h.workload.as_mut().unwrap().mesh_port = 0,

@@ -153,6 +153,7 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
             eps_resource("catalog.shop"),
         ],
         removed: vec![],
+        refused: vec![],
     }))
     .await
     .unwrap();
@@ -190,6 +191,7 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
         nonce: "n2".into(),
         resources: vec![svc_resource("reviews", "shop"), bad],
         removed: vec![],
+        refused: vec![],
     }))
     .await
     .unwrap();

@@ -292,6 +292,7 @@ fn cache_applies_whole_responses_only() {
                 eps_resource("catalog.shop"),
             ],
             removed: vec![],
+            refused: vec![],
         })
         .unwrap();
     let snap = cache.snapshot(&subs);
@@ -317,6 +318,7 @@ fn cache_applies_whole_responses_only() {
             nonce: "2".into(),
             resources: vec![good, bad],
             removed: vec![],
+            refused: vec![],
         })
         .unwrap_err();
     assert_eq!(err.resource, "endpoints/reviews.shop");
@@ -331,6 +333,7 @@ fn cache_applies_whole_responses_only() {
             nonce: "3".into(),
             resources: vec![],
             removed: vec![key(pb::ResourceType::Endpoints, "catalog.shop").unwrap()],
+            refused: vec![],
         })
         .unwrap();
     assert!(
@@ -364,6 +367,7 @@ fn service_vips_convert_and_reach_the_snapshot() {
             nonce: "n".into(),
             resources: vec![table],
             removed: vec![],
+            refused: vec![],
         })
         .unwrap();
     let snap = cache.snapshot(&[]);
