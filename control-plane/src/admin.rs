@@ -5,15 +5,16 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::index::SharedIndex;
 use crate::metrics::Metrics;
@@ -96,13 +97,43 @@ fn to_http(reply: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The admin port is for probes and operators, so its limits are small
+/// and fixed: a slow or flooding client must not hold it.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminLimits {
+    /// A client must send a whole request head within this.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 256,
+        }
+    }
+}
+
 /// Serves until `shutdown` turns true (or its sender is dropped).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
+    limits: AdminLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // Waiting for a slot before accepting leaves extra clients in the
+        // backlog instead of holding a task and a socket for each.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
@@ -118,11 +149,14 @@ pub async fn serve(
         };
         let state = state.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req: Request<Incoming>| {
                 let reply = route(&state, req.method(), req.uri().path());
                 async move { Ok::<_, Infallible>(to_http(reply)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {
@@ -144,6 +178,41 @@ mod tests {
             index: SharedIndex::default(),
             ready: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Slowloris on the admin port: a client that sends a request head a
+    /// byte at a time is cut at the header-read timeout, and a normal probe
+    /// is answered meanwhile.
+    #[tokio::test]
+    async fn slow_header_client_is_cut_and_probes_still_answered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stop_rx) = watch::channel(false);
+        let limits = AdminLimits {
+            header_read_timeout: Duration::from_millis(300),
+            max_connections: 4,
+        };
+        tokio::spawn(serve(listener, Arc::new(state()), limits, stop_rx));
+
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+
+        let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+        probe
+            .write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        probe.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // The slow client is closed by the server well before this bound.
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the slow client was never disconnected");
     }
 
     #[test]

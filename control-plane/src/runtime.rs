@@ -240,6 +240,7 @@ impl Controller {
         tasks.push(tokio::spawn(admin::serve(
             admin_listener,
             state,
+            admin::AdminLimits::default(),
             shutdown_rx,
         )));
         ready.store(true, Ordering::Release);
