@@ -11,6 +11,7 @@ pub mod http;
 pub mod mesh;
 pub mod mtls;
 pub mod netns;
+pub mod probe;
 pub mod process;
 pub mod shop;
 pub mod skip;

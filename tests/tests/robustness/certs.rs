@@ -12,10 +12,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
 use mycel_tests::mesh::{write_token, Mesh, SidecarSpec, TokenFor};
+use mycel_tests::probe::{closed_within, rss_kib};
 use mycel_tests::process::bin;
 use mycel_tests::shop::{mesh_yaml, workload};
 use mycel_tests::{http, Sidecar};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// Bound for anything awaited here; generous for a busy 2-core machine.
@@ -177,20 +178,6 @@ async fn certify_works(mesh: &Mesh) {
 }
 
 /// Reads until EOF or error; true when the peer closed within `within`.
-async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 512];
-    tokio::time::timeout(within, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_client_hello_connections_are_closed() {
     let mesh = Mesh::start_with(&mesh_yaml(""), &["--grpc-handshake-timeout", "2s"]).await;
@@ -217,15 +204,6 @@ async fn half_client_hello_connections_are_closed() {
         );
     }
     certify_works(&mesh).await;
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// One TLS connection without a client certificate, speaking raw HTTP/2.

@@ -15,6 +15,7 @@ use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_tests::http::Reply;
 use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT};
+use mycel_tests::probe::{closed_within, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
@@ -134,29 +135,6 @@ async fn download(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, usize)> 
 
 /// Waits until the peer closes `tcp` (EOF or reset); false if it did not
 /// within `limit`. Whatever the peer sends first (e.g. a 408) is read.
-async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    timeout(limit, async {
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_header_does_not_break_other_callers() {
     let p = pair(&[]).await;
@@ -261,7 +239,7 @@ async fn partial_request_flood_does_not_starve_others() {
     let outbound = p.client.outbound();
     let pid = p.client.proc.pid().unwrap();
     assert_eq!(get(outbound, "/", &[]).await.status, 200);
-    let rss_before = vm_rss_kib(pid);
+    let rss_before = rss_kib(pid);
 
     // 2,000 connections that each send half a request head and stall.
     let partial = b"GET / HTTP/1.1\r\nHost: api.shop\r\nX-Partial: ";
@@ -311,7 +289,7 @@ async fn partial_request_flood_does_not_starve_others() {
         Instant::now() < served,
         "not served after the flood: {last}"
     );
-    let rss_after = vm_rss_kib(pid);
+    let rss_after = rss_kib(pid);
     assert!(
         rss_after < rss_before + 150 * 1024,
         "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
