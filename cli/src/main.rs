@@ -217,7 +217,10 @@ mod tests {
             ["--catalog-error-rate", "x"],
             ["--catalog-latency", "soon"],
         ] {
-            let err = parse(&args).err().map(|e| e.to_string()).unwrap_or_default();
+            let err = parse(&args)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(err.contains(args[0]), "{args:?}: {err}");
         }
     }

@@ -27,7 +27,10 @@ fn has(tool: &str) -> bool {
 
 #[test]
 fn local_example_meshes_two_apps_and_cleans_up() {
-    if !skip::require("python3 and curl (examples/local/run.sh uses them)", has("python3") && has("curl")) {
+    if !skip::require(
+        "python3 and curl (examples/local/run.sh uses them)",
+        has("python3") && has("curl"),
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

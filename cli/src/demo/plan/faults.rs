@@ -69,7 +69,10 @@ impl Faults {
                     parts.push(format!("fails {}% of requests", f.error_rate * 100.0));
                 }
                 if !f.latency.is_zero() {
-                    parts.push(format!("answers after {}", humantime::format_duration(f.latency)));
+                    parts.push(format!(
+                        "answers after {}",
+                        humantime::format_duration(f.latency)
+                    ));
                 }
                 format!("{service} {}", parts.join(", "))
             })
@@ -130,9 +133,20 @@ mod tests {
             (
                 &seeded,
                 "ratings",
-                &["--error-rate", "0.5", "--seed", "7", "--upstream-timeout-ms", "2000"],
+                &[
+                    "--error-rate",
+                    "0.5",
+                    "--seed",
+                    "7",
+                    "--upstream-timeout-ms",
+                    "2000",
+                ],
             ),
-            (&seeded, "frontend", &["--seed", "7", "--upstream-timeout-ms", "2000"]),
+            (
+                &seeded,
+                "frontend",
+                &["--seed", "7", "--upstream-timeout-ms", "2000"],
+            ),
         ];
         for (faults, service, want) in cases {
             assert_eq!(faults.app_args(service), want, "{service} {faults:?}");
@@ -149,7 +163,13 @@ mod tests {
     fn describe_names_only_faulty_services() {
         let faults = Faults {
             services: [
-                ("ratings", Fault { error_rate: 0.25, latency: Duration::from_millis(100) }),
+                (
+                    "ratings",
+                    Fault {
+                        error_rate: 0.25,
+                        latency: Duration::from_millis(100),
+                    },
+                ),
                 ("catalog", Fault::default()),
             ]
             .into(),

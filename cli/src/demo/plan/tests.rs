@@ -193,7 +193,9 @@ fn command_lines() {
         .iter()
         .find(|w| w.name == "reviews-v2")
         .unwrap();
-    assert!(app_args(v2, &Faults::default()).ends_with(&["--version".to_string(), "v2".to_string()]));
+    assert!(
+        app_args(v2, &Faults::default()).ends_with(&["--version".to_string(), "v2".to_string()])
+    );
     let sc = sidecar_args(&plan, &paths, v2).join(" ");
     for want in [
         "--controller 127.0.0.1:17000",
@@ -278,7 +280,11 @@ fn faults_reach_the_apps_of_their_service() {
     let cases: [(&str, &[&str], &[&str]); 5] = [
         ("ratings", &["--error-rate 0.5"], &["--latency-ms"]),
         ("reviews-v1", &["--latency-ms 300"], &["--error-rate"]),
-        ("reviews-v2", &["--latency-ms 300", "--version v2"], &["--error-rate"]),
+        (
+            "reviews-v2",
+            &["--latency-ms 300", "--version v2"],
+            &["--error-rate"],
+        ),
         ("catalog", &[], &["--error-rate", "--latency-ms"]),
         ("frontend", &[], &["--error-rate", "--latency-ms"]),
     ];
