@@ -364,7 +364,7 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
     let admin = plan.controller_admin;
     let _ = writeln!(
         out,
-        "  curl http://{admin}/debug/proxies  # controller: connected proxies"
+        "  curl http://{admin}/debug/proxies    # controller: connected proxies"
     );
     let _ = writeln!(out, "  curl http://{admin}/metrics");
     let _ = writeln!(out, "\nProxy admin (/ready /metrics /config_dump /certs):");
