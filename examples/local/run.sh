@@ -156,20 +156,19 @@ if [ "$check" = 1 ]; then
     exit 0
 fi
 
-cat <<TRY
-
-The mesh is up. Try:
-  curl -x http://$client_ip:15001 http://hello.demo/    # client -> hello over mTLS
-  curl -x http://$hello_ip:15001 http://client.demo/    # hello -> client
-  curl http://$hello_ip:8080/                           # the app directly: no caller identity
-  curl http://$controller_admin/debug/proxies            # the controller's view of the proxies
-  curl http://$client_ip:15000/config_dump              # what the client sidecar knows
-  curl http://$hello_ip:15000/certs                     # the hello sidecar's certificate
-  $bin_dir/mycelctl token list --data-dir $data
-
-Logs: $logs/<name>.log
-Press Ctrl-C to stop everything (the temporary directory is removed).
-TRY
+echo
+echo "The mesh is up. Try:"
+try() { printf '  %-56s # %s\n' "$1" "$2"; }
+try "curl -x http://$client_ip:15001 http://hello.demo/" "client -> hello over mTLS"
+try "curl -x http://$hello_ip:15001 http://client.demo/" "hello -> client"
+try "curl http://$hello_ip:8080/" "the app directly: no caller identity"
+try "curl http://$controller_admin/debug/proxies" "the controller's view of the proxies"
+try "curl http://$client_ip:15000/config_dump" "what the client sidecar knows"
+try "curl http://$hello_ip:15000/certs" "the hello sidecar's certificate"
+echo "  $bin_dir/mycelctl token list --data-dir $data"
+echo
+echo "Logs: $logs/<name>.log"
+echo "Press Ctrl-C to stop everything (the temporary directory is removed)."
 # Until Ctrl-C, or until one of the processes stops on its own.
 wait -n "${pids[@]}" || true
 fail "a process stopped unexpectedly"
