@@ -34,6 +34,7 @@ pub struct DemoArgs {
     pub data_dir: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
     pub ready_timeout: Duration,
+    pub faults: plan::Faults,
 }
 
 /// The three programs the demo runs.
@@ -145,6 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &mut sup,
         &mut signals,
         args.ready_timeout,
+        &args.faults,
     )
     .await;
     println!("stopping {} processes...", sup.running());
@@ -196,6 +198,7 @@ async fn start_and_supervise(
     sup: &mut Supervisor,
     signals: &mut StopSignals,
     ready_timeout: Duration,
+    faults: &plan::Faults,
 ) -> anyhow::Result<End> {
     let deadline = Instant::now() + ready_timeout;
     spawn(
@@ -229,7 +232,7 @@ async fn start_and_supervise(
         write_token(paths, &t.proxy, &spec)?;
     }
     for w in &plan.workloads {
-        spawn(sup, paths, &w.name, &bins.demo, &plan::app_args(w))?;
+        spawn(sup, paths, &w.name, &bins.demo, &plan::app_args(w, faults))?;
         let sidecar = format!("{}-proxy", w.name);
         spawn(
             sup,
@@ -252,7 +255,7 @@ async fn start_and_supervise(
         Ok(products) => products,
         Err(end) => return Ok(end),
     };
-    print!("{}", banner(plan, paths));
+    print!("{}", banner(plan, paths, faults));
     for failed in failed_calls(&products) {
         println!("warning: {failed}");
     }
@@ -344,7 +347,7 @@ pub fn failed_calls(products: &serde_json::Value) -> Vec<String> {
 
 /// What to print once the demo is ready. The `gateway:` line is a contract
 /// (tests look for it).
-pub fn banner(plan: &DemoPlan, paths: &Paths) -> String {
+pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
     let gw = plan.gateway;
     let mut out = String::new();
     let _ = writeln!(out, "\nMycel demo is ready.");
@@ -354,17 +357,27 @@ pub fn banner(plan: &DemoPlan, paths: &Paths) -> String {
         out,
         "  curl http://{gw}/api/products     # JSON, with the identity each service saw"
     );
-    let _ = writeln!(out, "  open http://{gw}/                 # the shop page");
+    let _ = writeln!(
+        out,
+        "  curl http://{gw}/                 # the shop page (or open it in a browser)"
+    );
     let admin = plan.controller_admin;
     let _ = writeln!(
         out,
-        "  curl http://{admin}/debug/proxies  # controller: connected proxies"
+        "  curl http://{admin}/debug/proxies    # controller: connected proxies"
     );
     let _ = writeln!(out, "  curl http://{admin}/metrics");
     let _ = writeln!(out, "\nProxy admin (/ready /metrics /config_dump /certs):");
     let _ = writeln!(out, "  {:<12} http://{}", "gateway", plan.gateway_admin);
     for w in &plan.workloads {
         let _ = writeln!(out, "  {:<12} http://{}", w.name, w.admin);
+    }
+    let described = faults.describe();
+    if !described.is_empty() {
+        let _ = writeln!(out, "\nFaults injected:");
+        for line in described {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     let _ = writeln!(out, "\nLogs: {}/<name>.log", paths.logs().display());
     let _ = writeln!(out, "Press Ctrl-C to stop everything.");
@@ -381,7 +394,7 @@ mod tests {
         let paths = Paths {
             data: PathBuf::from("/d"),
         };
-        let text = banner(&plan, &paths);
+        let text = banner(&plan, &paths, &plan::Faults::default());
         assert!(
             text.lines().any(|l| l == "gateway: http://127.0.0.1:17002"),
             "{text}"
@@ -391,6 +404,46 @@ mod tests {
             assert!(text.contains(&format!("http://{}", w.admin)), "{}", w.name);
         }
         assert!(text.contains("/d/logs"));
+        assert!(!text.contains("Faults"), "{text}");
+    }
+
+    #[test]
+    fn banner_has_only_commands_every_platform_has() {
+        let plan = DemoPlan::new(17000).unwrap();
+        let paths = Paths {
+            data: PathBuf::from("/d"),
+        };
+        let text = banner(&plan, &paths, &plan::Faults::default());
+        for line in text.lines().map(str::trim_start) {
+            let command = line.split_whitespace().next().unwrap_or("");
+            // `open` exists on macOS only, `xdg-open` on some Linux desktops only.
+            assert!(
+                !["open", "xdg-open", "start"].contains(&command),
+                "{line:?} in {text}"
+            );
+        }
+        assert!(text.contains("curl http://127.0.0.1:17002/ "), "{text}");
+    }
+
+    #[test]
+    fn banner_lists_the_faults_in_effect() {
+        let plan = DemoPlan::new(17000).unwrap();
+        let paths = Paths {
+            data: PathBuf::from("/d"),
+        };
+        let faults = plan::Faults {
+            services: [(
+                "ratings",
+                plan::Fault {
+                    error_rate: 0.5,
+                    latency: Duration::ZERO,
+                },
+            )]
+            .into(),
+            ..plan::Faults::default()
+        };
+        let text = banner(&plan, &paths, &faults);
+        assert!(text.contains("ratings fails 50% of requests"), "{text}");
     }
 
     #[test]

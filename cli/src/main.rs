@@ -51,6 +51,72 @@ struct DemoFlags {
     /// How long to wait for everything to become ready.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     ready_timeout: Duration,
+    #[command(flatten)]
+    faults: FaultFlags,
+}
+
+/// Faults the demo apps inject, to watch the mesh under errors and delay.
+/// Each applies to every app of its service (both reviews versions).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Faults")]
+struct FaultFlags {
+    /// Fraction of ratings requests failed with 503 (0..1).
+    #[arg(long, value_name = "RATE", value_parser = demo::plan::faults::parse_rate)]
+    ratings_error_rate: Option<f64>,
+    /// Delay before every ratings answer (e.g. 200ms).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    ratings_latency: Option<Duration>,
+    /// Fraction of reviews calls failed with UNAVAILABLE (0..1).
+    #[arg(long, value_name = "RATE", value_parser = demo::plan::faults::parse_rate)]
+    reviews_error_rate: Option<f64>,
+    /// Delay before every reviews answer.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    reviews_latency: Option<Duration>,
+    /// Fraction of catalog requests failed with 503 (0..1).
+    #[arg(long, value_name = "RATE", value_parser = demo::plan::faults::parse_rate)]
+    catalog_error_rate: Option<f64>,
+    /// Delay before every catalog answer.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    catalog_latency: Option<Duration>,
+    /// Fraction of frontend requests failed with 503 (0..1).
+    #[arg(long, value_name = "RATE", value_parser = demo::plan::faults::parse_rate)]
+    frontend_error_rate: Option<f64>,
+    /// Delay before every frontend answer.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    frontend_latency: Option<Duration>,
+    /// Seed of the apps' fault generators, so that runs repeat.
+    #[arg(long, value_name = "N")]
+    fault_seed: Option<u64>,
+    /// How long an app waits for another service before giving up
+    /// (mycel-demo's default: 5s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    upstream_timeout: Option<Duration>,
+}
+
+impl FaultFlags {
+    fn faults(&self) -> demo::plan::Faults {
+        let per_service = [
+            ("ratings", self.ratings_error_rate, self.ratings_latency),
+            ("reviews", self.reviews_error_rate, self.reviews_latency),
+            ("catalog", self.catalog_error_rate, self.catalog_latency),
+            ("frontend", self.frontend_error_rate, self.frontend_latency),
+        ];
+        demo::plan::Faults {
+            services: per_service
+                .into_iter()
+                .filter(|(_, rate, latency)| rate.is_some() || latency.is_some())
+                .map(|(service, rate, latency)| {
+                    let fault = demo::plan::Fault {
+                        error_rate: rate.unwrap_or(0.0),
+                        latency: latency.unwrap_or_default(),
+                    };
+                    (service, fault)
+                })
+                .collect(),
+            seed: self.fault_seed,
+            upstream_timeout: self.upstream_timeout,
+        }
+    }
 }
 
 // One thread: children ask the kernel to kill them when the thread that
@@ -97,8 +163,65 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir: flags.data_dir,
                 bin_dir: flags.bin_dir,
                 ready_timeout: flags.ready_timeout,
+                faults: flags.faults.faults(),
             })
             .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(["mycelctl", "demo"].iter().chain(args))
+    }
+
+    fn faults(args: &[&str]) -> demo::plan::Faults {
+        match parse(args).map(|c| c.command) {
+            Ok(Command::Demo(flags)) => flags.faults.faults(),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fault_flags_table() {
+        let f = faults(&[]);
+        assert!(f.services.is_empty() && f.seed.is_none());
+        let f = faults(&["--ratings-error-rate", "0.5", "--catalog-latency", "200ms"]);
+        assert_eq!(f.services["ratings"].error_rate, 0.5);
+        assert_eq!(f.services["ratings"].latency, Duration::ZERO);
+        assert_eq!(f.services["catalog"].latency, Duration::from_millis(200));
+        assert_eq!(f.services.len(), 2);
+        let f = faults(&[
+            "--reviews-latency",
+            "1s",
+            "--frontend-error-rate",
+            "1",
+            "--fault-seed",
+            "9",
+            "--upstream-timeout",
+            "2s",
+        ]);
+        assert_eq!(f.services["reviews"].latency, Duration::from_secs(1));
+        assert_eq!(f.services["frontend"].error_rate, 1.0);
+        assert_eq!(f.seed, Some(9));
+        assert_eq!(f.upstream_timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn bad_fault_values_are_refused_naming_the_flag() {
+        for args in [
+            ["--ratings-error-rate", "1.5"],
+            ["--catalog-error-rate", "x"],
+            ["--catalog-latency", "soon"],
+        ] {
+            let err = parse(&args)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(args[0]), "{args:?}: {err}");
         }
     }
 }

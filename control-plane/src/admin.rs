@@ -262,7 +262,7 @@ mod tests {
                 spiffe_id: "spiffe://cluster.local/ns/n/sa/w".into(),
                 mode: "sidecar".into(),
                 registered: false,
-                ready: false,
+                ready: None,
                 connected_since: now_rfc3339(),
                 subscriptions: vec!["a.b".into()],
                 acked: Default::default(),
@@ -274,6 +274,8 @@ mod tests {
         assert_eq!(v[0]["proxy_id"], "p");
         assert_eq!(v[0]["subscriptions"][0], "a.b");
         assert_eq!(v[0]["last_nack"], serde_json::Value::Null);
+        // Not registered (a gateway): nothing to be ready, so null, not false.
+        assert_eq!(v[0]["ready"], serde_json::Value::Null);
     }
 
     #[test]

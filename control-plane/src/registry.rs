@@ -25,9 +25,10 @@ pub struct ProxyRecord {
     pub spiffe_id: String,
     pub mode: String,
     pub registered: bool,
-    /// The registered workload's last reported readiness (false when the
-    /// proxy does not register one).
-    pub ready: bool,
+    /// The registered workload's last reported readiness; `None` (JSON
+    /// `null`) when the proxy registers no workload (a gateway), since there
+    /// is nothing to be ready.
+    pub ready: Option<bool>,
     /// RFC 3339.
     pub connected_since: String,
     pub subscriptions: Vec<String>,
@@ -95,7 +96,7 @@ mod tests {
             spiffe_id: "spiffe://cluster.local/ns/ns/sa/w".into(),
             mode: "sidecar".into(),
             registered: true,
-            ready: true,
+            ready: Some(true),
             connected_since: now_rfc3339(),
             subscriptions: vec![],
             acked: BTreeMap::new(),

@@ -79,6 +79,38 @@ async fn demo_starts_serves_and_stops_cleanly() {
         processes_mentioning(&needle)
     );
 
+    // A gateway registers no workload: its readiness is null, not false.
+    let controller_admin = std::net::SocketAddr::new(gateway.ip(), gateway.port() - 1);
+    let proxies = http::get(controller_admin, "localhost", "/debug/proxies")
+        .await
+        .unwrap()
+        .json();
+    let proxies = proxies.as_array().cloned().unwrap_or_default();
+    assert_eq!(proxies.len(), 6, "{proxies:#?}");
+    for p in &proxies {
+        let want = if p["mode"] == "gateway" {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::Bool(true)
+        };
+        assert_eq!(p["ready"], want, "{p:#}");
+    }
+
+    let logs: Vec<_> = std::fs::read_dir(data.join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(logs.len() >= 5, "{logs:?}");
+    for log in &logs {
+        let text = std::fs::read(log).unwrap();
+        assert!(
+            !text.contains(&0x1b),
+            "{} holds terminal escape codes",
+            log.display()
+        );
+    }
+
     demo.signal(nix::sys::signal::Signal::SIGINT as i32);
     let status = demo
         .wait(Duration::from_secs(20))

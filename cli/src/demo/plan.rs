@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod faults;
+pub use faults::{Fault, Faults};
+
 /// Namespace of every demo workload.
 pub const NAMESPACE: &str = "shop";
 /// How many ports from `--base-port` the demo may use.
@@ -304,7 +307,7 @@ pub fn controller_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
     ]
 }
 
-pub fn app_args(w: &WorkloadPlan) -> Vec<String> {
+pub fn app_args(w: &WorkloadPlan, faults: &Faults) -> Vec<String> {
     let mut args = strings([w.service, "--listen"]);
     args.push(w.app.to_string());
     args.push("--proxy".into());
@@ -312,6 +315,7 @@ pub fn app_args(w: &WorkloadPlan) -> Vec<String> {
     if let Some(version) = w.version {
         args.extend(strings(["--version", version]));
     }
+    args.extend(faults.app_args(w.service));
     args
 }
 

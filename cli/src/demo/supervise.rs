@@ -107,6 +107,9 @@ impl Supervisor {
         command
             .args(args)
             .stdin(Stdio::null())
+            // Logs go to files: colour codes would only garble them (every
+            // binary's tracing honours NO_COLOR).
+            .env("NO_COLOR", "1")
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             // Own group: a terminal's Ctrl-C reaches only mycelctl, which

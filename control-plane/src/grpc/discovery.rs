@@ -387,7 +387,11 @@ impl StreamTask {
             Some(Kind::Status(st)) => {
                 if self.registered {
                     self.guard.index.lock().set_ready(conn, st.ready);
-                    self.guard.registry.update(conn.0, |r| r.ready = st.ready);
+                    self.guard.registry.update(conn.0, |r| {
+                        if r.registered {
+                            r.ready = Some(st.ready);
+                        }
+                    });
                 }
                 Ok(())
             }
@@ -448,7 +452,7 @@ impl Discovery for DiscoveryService {
         }
 
         let registered = start.registration.is_some();
-        let ready = start.registration.as_ref().is_some_and(|w| w.ready);
+        let ready = start.registration.as_ref().map(|w| w.ready);
         let (conn, view) = {
             let mut ix = self.index.lock();
             let max = ix.max_subscriptions();

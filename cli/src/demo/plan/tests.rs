@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::*;
 
@@ -176,7 +177,7 @@ fn command_lines() {
         .iter()
         .find(|w| w.name == "frontend")
         .unwrap();
-    let app = app_args(frontend);
+    let app = app_args(frontend, &Faults::default());
     assert_eq!(app[0], "frontend");
     assert_eq!(
         app[1..3],
@@ -192,7 +193,9 @@ fn command_lines() {
         .iter()
         .find(|w| w.name == "reviews-v2")
         .unwrap();
-    assert!(app_args(v2).ends_with(&["--version".to_string(), "v2".to_string()]));
+    assert!(
+        app_args(v2, &Faults::default()).ends_with(&["--version".to_string(), "v2".to_string()])
+    );
     let sc = sidecar_args(&plan, &paths, v2).join(" ");
     for want in [
         "--controller 127.0.0.1:17000",
@@ -248,4 +251,51 @@ fn controller_accepts_the_mesh_yaml() {
     let services = mycel_control_plane::sources::local::parse_mesh_config(&text)
         .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
     assert_eq!(services.len(), 6);
+}
+
+#[test]
+fn faults_reach_the_apps_of_their_service() {
+    let plan = plan();
+    let faults = Faults {
+        services: [
+            (
+                "ratings",
+                Fault {
+                    error_rate: 0.5,
+                    latency: Duration::ZERO,
+                },
+            ),
+            (
+                "reviews",
+                Fault {
+                    error_rate: 0.0,
+                    latency: Duration::from_millis(300),
+                },
+            ),
+        ]
+        .into(),
+        ..Faults::default()
+    };
+    // (workload, flags its app must get, flags it must not get)
+    let cases: [(&str, &[&str], &[&str]); 5] = [
+        ("ratings", &["--error-rate 0.5"], &["--latency-ms"]),
+        ("reviews-v1", &["--latency-ms 300"], &["--error-rate"]),
+        (
+            "reviews-v2",
+            &["--latency-ms 300", "--version v2"],
+            &["--error-rate"],
+        ),
+        ("catalog", &[], &["--error-rate", "--latency-ms"]),
+        ("frontend", &[], &["--error-rate", "--latency-ms"]),
+    ];
+    for (name, want, unwanted) in cases {
+        let w = plan.workloads.iter().find(|w| w.name == name).unwrap();
+        let args = app_args(w, &faults).join(" ");
+        for flag in want {
+            assert!(args.contains(flag), "{name}: {flag:?} not in {args}");
+        }
+        for flag in unwanted {
+            assert!(!args.contains(flag), "{name}: {flag:?} in {args}");
+        }
+    }
 }

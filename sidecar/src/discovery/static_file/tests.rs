@@ -92,3 +92,28 @@ fn errors_name_the_field() {
         assert!(err.contains(want), "{text}: {err:?} lacks {want:?}");
     }
 }
+
+/// The example that docs/static-config.md documents must stay valid.
+#[test]
+fn documented_example_parses() {
+    let text = include_str!("../../../../examples/static-config.yaml");
+    let c = parse(text, "examples/static-config.yaml", Path::new("/srv/mycel")).unwrap();
+    assert_eq!(
+        c.identity.cert,
+        PathBuf::from("/srv/mycel/certs/frontend-chain.pem")
+    );
+    let Some(ServiceState::Known { service, endpoints }) = c.snapshot.service("catalog.shop")
+    else {
+        panic!("catalog should be known")
+    };
+    assert_eq!(service.ports[0].target_port, 8080);
+    assert_eq!(endpoints.len(), 2);
+    assert_eq!(endpoints[0].workload, "catalog-1");
+    assert!(
+        matches!(c.snapshot.service("reviews.shop"), Some(ServiceState::Known { service, .. }) if service.ports[0].target_port == 9090 && service.ports[0].protocol == Protocol::Grpc)
+    );
+    assert!(
+        matches!(c.snapshot.service("postgres.shop"), Some(ServiceState::Known { endpoints, .. }) if endpoints.is_empty())
+    );
+    assert_eq!(c.snapshot.vips.len(), 1);
+}
