@@ -258,7 +258,7 @@ pub async fn run<F: Future<Output = ()>>(
         () = shutdown() => {
             if let Some(w) = &withdrawal {
                 tokio::select! {
-                    () = withdraw(w) => {}
+                    () = withdraw(w, &status) => {}
                     () = shutdown() => {
                         tracing::warn!("second stop signal; closing every connection");
                         return Ok(());
@@ -288,7 +288,13 @@ pub async fn run<F: Future<Output = ()>>(
 /// Tells the controller this proxy is no longer a ready endpoint and, once
 /// that is sent, gives peers a moment to hear of it; the listeners keep
 /// accepting meanwhile, so a peer that still picks this proxy is served.
-async fn withdraw(withdrawal: &Withdrawal) {
+async fn withdraw(withdrawal: &Withdrawal, status: &DiscoveryStatus) {
+    if !status.state().connected {
+        // The controller unregistered this proxy when the stream ended, and
+        // a stream that connects from now on says not ready.
+        withdrawal.ask();
+        return;
+    }
     match withdrawal.withdraw(WITHDRAW_SEND_WAIT).await {
         Some(true) => {
             tracing::info!(settle = ?WITHDRAW_SETTLE, "reported not ready; letting peers drop this endpoint");

@@ -91,9 +91,14 @@ impl Withdrawal {
     /// `None` when the stream could not take it in time (controller away).
     pub async fn withdraw(&self, within: Duration) -> Option<bool> {
         let mut told = self.0.told.subscribe();
-        self.0.asked.send_replace(true);
+        self.ask();
         let wait = async { told.wait_for(Option::is_some).await.ok().and_then(|t| *t) };
         tokio::time::timeout(within, wait).await.ok().flatten()
+    }
+
+    /// Asks without waiting: a stream that connects later says not ready.
+    pub fn ask(&self) {
+        self.0.asked.send_replace(true);
     }
 
     pub fn is_asked(&self) -> bool {
