@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use mycel_api::spiffe::SpiffeId;
@@ -16,6 +17,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState};
 use crate::config::{names, Config, Mode, Source, TcpUpstream};
 use crate::core::serve::{ConnMetrics, Server, Shutdown};
+use crate::discovery::readiness::Withdrawal;
 use crate::discovery::{
     readiness, static_file, Discovery, DiscoveryClient, DiscoveryMetrics, DiscoveryStatus,
     HelloParams, Snapshot, Subscriptions,
@@ -29,6 +31,13 @@ use crate::outbound::transparent::orig_dst::SockOpt;
 use crate::outbound::transparent::TransparentOptions;
 use crate::outbound::{Outbound, OutboundContext};
 use crate::{gateway, inbound};
+
+/// How long a stopping proxy waits for its "not ready" to be on the
+/// discovery stream, and how long it then keeps accepting so that peers
+/// can drop it from their endpoint lists before it refuses connections.
+/// Both are short so a controller that is away never holds up a stop.
+const WITHDRAW_SEND_WAIT: Duration = Duration::from_secs(1);
+const WITHDRAW_SETTLE: Duration = Duration::from_millis(500);
 
 /// Every listener, bound before anything is reported ready.
 struct Listeners {
@@ -139,6 +148,8 @@ pub async fn run<F: Future<Output = ()>>(
     let discovery = Discovery::new(snap_rx, subscriptions.clone());
     let status = Arc::new(DiscoveryStatus::default());
     let mut tasks = JoinSet::new();
+    // Set when the proxy reports to a controller as an endpoint.
+    let mut withdrawal: Option<Withdrawal> = None;
     // A first certificate refused for good ends the proxy with that reason.
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
 
@@ -194,16 +205,22 @@ pub async fn run<F: Future<Output = ()>>(
                 ControllerTls::new(address, server_name, &roots, Some(identity.clone()))?;
             let app_ports = config.workload.app_ports.iter().map(|p| p.port).collect();
             let ready = readiness::watch_app(config.app_host, app_ports, identity.clone());
+            let hello = HelloParams::from_config(&config);
+            let leave = Withdrawal::default();
+            if hello.register {
+                withdrawal = Some(leave.clone());
+            }
             let client = DiscoveryClient::new(
                 stream_tls,
-                HelloParams::from_config(&config),
+                hello,
                 snap_tx,
                 subscriptions,
                 identity.clone(),
                 ready,
                 status.clone(),
                 discovery_metrics,
-            );
+            )
+            .with_withdrawal(leave);
             let id = identity.clone();
             // The stream authenticates with the workload certificate.
             tasks.spawn(async move {
@@ -239,6 +256,15 @@ pub async fn run<F: Future<Output = ()>>(
 
     tokio::select! {
         () = shutdown() => {
+            if let Some(w) = &withdrawal {
+                tokio::select! {
+                    () = withdraw(w, &status) => {}
+                    () = shutdown() => {
+                        tracing::warn!("second stop signal; closing every connection");
+                        return Ok(());
+                    }
+                }
+            }
             let grace = config.limits.shutdown_grace;
             tracing::info!(?grace, "shutting down: no new connections; in-flight requests may finish");
             tokio::select! {
@@ -256,6 +282,29 @@ pub async fn run<F: Future<Output = ()>>(
             Err(e) if e.is_panic() => Err(anyhow::anyhow!("a proxy task panicked: {e}")),
             _ => Err(anyhow::anyhow!("a proxy task stopped unexpectedly")),
         },
+    }
+}
+
+/// Tells the controller this proxy is no longer a ready endpoint and, once
+/// that is sent, gives peers a moment to hear of it; the listeners keep
+/// accepting meanwhile, so a peer that still picks this proxy is served.
+async fn withdraw(withdrawal: &Withdrawal, status: &DiscoveryStatus) {
+    if !status.state().connected {
+        // The controller unregistered this proxy when the stream ended, and
+        // a stream that connects from now on says not ready.
+        withdrawal.ask();
+        return;
+    }
+    match withdrawal.withdraw(WITHDRAW_SEND_WAIT).await {
+        Some(true) => {
+            tracing::info!(settle = ?WITHDRAW_SETTLE, "reported not ready; letting peers drop this endpoint");
+            tokio::time::sleep(WITHDRAW_SETTLE).await;
+        }
+        Some(false) => {}
+        None => tracing::warn!(
+            wait = ?WITHDRAW_SEND_WAIT,
+            "could not report not ready to the controller; draining anyway"
+        ),
     }
 }
 

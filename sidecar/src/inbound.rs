@@ -99,6 +99,7 @@ async fn connection(shared: &Shared, tcp: TcpStream, conn: Conn) -> Result<(), A
         app: shared.app.clone(),
         app_ports: shared.app_ports.clone(),
         metrics: shared.metrics.clone(),
+        max_header_bytes: conn.limits().max_header_bytes,
     });
     conn.serve_http(tls, HttpMode::Mesh, move |req| {
         handle::handle(peer.clone(), req)

@@ -57,6 +57,9 @@ pub enum ErrorKind {
     HeaderTooLarge,
     /// No response headers came within `--request-timeout`.
     Timeout,
+    /// The app's response header list is larger than `--max-header-bytes`,
+    /// more than the mesh carries back to the caller.
+    ResponseHeaderTooLarge,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -104,6 +107,7 @@ impl ErrorKind {
             ErrorKind::Upgrade => "upgrade",
             ErrorKind::HeaderTooLarge => "header_too_large",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::ResponseHeaderTooLarge => "response_header_too_large",
         }
     }
 
@@ -130,6 +134,7 @@ impl ErrorKind {
             ErrorKind::Upgrade => "upgrade",
             ErrorKind::HeaderTooLarge => "header-too-large",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::ResponseHeaderTooLarge => "response-header-too-large",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `Discovery.Stream` client: says who this proxy is, forwards the
 //! services the data path subscribes to, applies each response whole (or
-//! NACKs it and keeps the last good snapshot), reports app readiness, and
+//! NACKs it and keeps the last good snapshot), reports app readiness (not
+//! ready once the proxy withdraws to stop), and
 //! reconnects with jittered backoff when the controller goes away, resyncing
 //! from what it already holds. The data path keeps serving meanwhile.
 
@@ -23,6 +24,7 @@ use tonic::transport::Channel;
 use super::cache::Cache;
 use super::handle::{Change, Subscriptions};
 use super::model::{Protocol, Snapshot};
+use super::readiness::Withdrawal;
 use super::status::{DiscoveryMetrics, DiscoveryStatus};
 use crate::config::{Config, Mode};
 use crate::identity::backoff::Backoff;
@@ -109,6 +111,7 @@ pub struct DiscoveryClient<C> {
     subscriptions: Subscriptions,
     identity: Arc<IdentityState>,
     ready: watch::Receiver<bool>,
+    withdrawal: Withdrawal,
     status: Arc<DiscoveryStatus>,
     metrics: DiscoveryMetrics,
 }
@@ -133,9 +136,22 @@ impl<C: Connect> DiscoveryClient<C> {
             subscriptions,
             identity,
             ready,
+            withdrawal: Withdrawal::default(),
             status,
             metrics,
         }
+    }
+
+    /// Reports not ready once `withdrawal` is asked for, and tells it when
+    /// that report is on the stream.
+    pub fn with_withdrawal(mut self, withdrawal: Withdrawal) -> Self {
+        self.withdrawal = withdrawal;
+        self
+    }
+
+    /// What to report: the app's readiness, unless the proxy is leaving.
+    fn ready_now(&self) -> bool {
+        *self.ready.borrow() && !self.withdrawal.is_asked()
     }
 
     /// Runs for the life of the proxy.
@@ -159,7 +175,7 @@ impl<C: Connect> DiscoveryClient<C> {
 
     fn hello(&self) -> pb::DiscoveryRequest {
         let mut workload = self.hello.workload.clone();
-        workload.ready = *self.ready.borrow();
+        workload.ready = self.ready_now();
         request(Req::Hello(pb::Hello {
             proxy_id: self.hello.proxy_id.clone(),
             workload: Some(workload),
@@ -181,7 +197,10 @@ impl<C: Connect> DiscoveryClient<C> {
             Err(e) => return e.into(),
         };
         let (tx, rx) = mpsc::channel(64);
-        let mut last_ready = *self.ready.borrow_and_update();
+        self.ready.borrow_and_update();
+        let mut withdrawing = self.withdrawal.asked();
+        withdrawing.borrow_and_update();
+        let mut last_ready = self.ready_now();
         if tx.send(self.hello()).await.is_err() {
             return StreamError::Closed;
         }
@@ -193,8 +212,13 @@ impl<C: Connect> DiscoveryClient<C> {
         self.status.connected();
         self.metrics.set_connected(true);
         tracing::info!(proxy_id = %self.hello.proxy_id, "discovery stream connected");
+        if !last_ready && self.withdrawal.is_asked() {
+            // This stream's Hello already said not ready.
+            self.withdrawal.told(false);
+        }
         let mut added_open = true;
         let mut ready_open = true;
+        let mut withdrawing_open = true;
         let mut sweep = tokio::time::interval(self.subscriptions.sweep_interval());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -237,13 +261,20 @@ impl<C: Connect> DiscoveryClient<C> {
                         ready_open = false;
                         continue;
                     }
-                    let ready = *self.ready.borrow_and_update();
-                    if ready != last_ready {
-                        last_ready = ready;
-                        let status = pb::WorkloadStatus { ready };
-                        if tx.send(request(Req::Status(status))).await.is_err() {
-                            return StreamError::Closed;
-                        }
+                    self.ready.borrow_and_update();
+                    if let Err(e) = self.report_ready(&tx, &mut last_ready).await {
+                        return e;
+                    }
+                    continue;
+                }
+                changed = withdrawing.changed(), if withdrawing_open => {
+                    if changed.is_err() {
+                        withdrawing_open = false;
+                        continue;
+                    }
+                    withdrawing.borrow_and_update();
+                    if let Err(e) = self.report_ready(&tx, &mut last_ready).await {
+                        return e;
                     }
                     continue;
                 }
@@ -259,6 +290,28 @@ impl<C: Connect> DiscoveryClient<C> {
                 return StreamError::Closed;
             }
         }
+    }
+
+    /// Sends a `WorkloadStatus` if what to report changed since
+    /// `last_ready`; tells a pending withdrawal once it is sent.
+    async fn report_ready(
+        &self,
+        tx: &mpsc::Sender<pb::DiscoveryRequest>,
+        last_ready: &mut bool,
+    ) -> Result<(), StreamError> {
+        let ready = self.ready_now();
+        let was_ready = *last_ready;
+        if ready != was_ready {
+            *last_ready = ready;
+            let status = pb::WorkloadStatus { ready };
+            if tx.send(request(Req::Status(status))).await.is_err() {
+                return Err(StreamError::Closed);
+            }
+        }
+        if self.withdrawal.is_asked() {
+            self.withdrawal.told(was_ready);
+        }
+        Ok(())
     }
 
     /// Applies one response and returns the ACK or NACK to send.

@@ -1,6 +1,8 @@
 //! Whether the local app is ready, as reported to the controller: every
 //! declared app port accepts TCP on the app host. With no declared port the
-//! workload is ready as soon as the proxy holds a certificate.
+//! workload is ready as soon as the proxy holds a certificate. A proxy
+//! that is stopping withdraws: it reports not ready whatever the app says
+//! (see [`Withdrawal`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -60,6 +62,63 @@ pub fn watch_app(
     rx
 }
 
+/// A stopping proxy's request to leave the endpoint lists before it stops
+/// accepting: the app side asks ([`Self::withdraw`]), the discovery stream
+/// reports `ready: false` and says so. Cheap to clone.
+#[derive(Clone)]
+pub struct Withdrawal(Arc<WithdrawalState>);
+
+struct WithdrawalState {
+    asked: watch::Sender<bool>,
+    /// `Some(was_ready)` once the controller has been told (or there was
+    /// nothing to tell): `was_ready` says whether peers may still list this
+    /// proxy and need time to learn it left.
+    told: watch::Sender<Option<bool>>,
+}
+
+impl Default for Withdrawal {
+    fn default() -> Self {
+        Self(Arc::new(WithdrawalState {
+            asked: watch::channel(false).0,
+            told: watch::channel(None).0,
+        }))
+    }
+}
+
+impl Withdrawal {
+    /// Asks to be reported not ready and waits at most `within` for the
+    /// report to be on the discovery stream. `Some(was_ready)` once it is;
+    /// `None` when the stream could not take it in time (controller away).
+    pub async fn withdraw(&self, within: Duration) -> Option<bool> {
+        let mut told = self.0.told.subscribe();
+        self.ask();
+        let wait = async { told.wait_for(Option::is_some).await.ok().and_then(|t| *t) };
+        tokio::time::timeout(within, wait).await.ok().flatten()
+    }
+
+    /// Asks without waiting: a stream that connects later says not ready.
+    pub fn ask(&self) {
+        self.0.asked.send_replace(true);
+    }
+
+    pub fn is_asked(&self) -> bool {
+        *self.0.asked.borrow()
+    }
+
+    /// Changes when a withdrawal is asked for.
+    pub fn asked(&self) -> watch::Receiver<bool> {
+        self.0.asked.subscribe()
+    }
+
+    /// The stream reported not ready; `was_ready` as in [`Self::withdraw`].
+    pub fn told(&self, was_ready: bool) {
+        self.0.told.send_if_modified(|t| {
+            let merged = Some(was_ready || t.unwrap_or(false));
+            std::mem::replace(t, merged) != merged
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +135,19 @@ mod tests {
         assert!(probe(host, &[open]).await);
         assert!(!probe(host, &[open, closed]).await);
         assert!(probe(host, &[]).await);
+    }
+
+    #[tokio::test]
+    async fn withdrawal_does_not_wait_for_an_absent_controller() {
+        let w = Withdrawal::default();
+        // Nobody reports it: the wait ends at its bound.
+        let started = tokio::time::Instant::now();
+        assert_eq!(w.withdraw(Duration::from_millis(50)).await, None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(w.is_asked());
+        w.told(true);
+        w.told(false);
+        assert_eq!(w.withdraw(Duration::from_millis(50)).await, Some(true));
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -13,6 +13,7 @@ use super::target::{connect_target, http_target};
 use crate::core::http::{
     boxed, empty, proxy_error, strip_hop_by_hop, Body, Caller, APP_PROTOCOL, DST_PORT, PEER_ID,
 };
+use crate::core::serve::header_list_bytes;
 use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
 
 /// What every request on one connection shares.
@@ -21,6 +22,8 @@ pub(super) struct Conn {
     pub app: AppClient,
     pub app_ports: Arc<[u16]>,
     pub metrics: ProxyMetrics,
+    /// The largest app response header list passed on (`--max-header-bytes`).
+    pub max_header_bytes: usize,
 }
 
 pub(super) async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
@@ -60,6 +63,18 @@ async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, String
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Err(e) = check_response_headers(&parts.headers, conn.max_header_bytes) {
+                tracing::warn!(peer = %conn.peer, port = target.port, error = %e, "inbound: app response refused");
+                conn.metrics
+                    .error(Direction::Inbound, ErrorKind::ResponseHeaderTooLarge);
+                let res = proxy_error(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorKind::ResponseHeaderTooLarge,
+                    e,
+                    caller,
+                );
+                return (res, label);
+            }
             (Response::from_parts(parts, boxed(body)), label)
         }
         Err(e) => {
@@ -72,6 +87,24 @@ async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, String
             (proxy_error(StatusCode::BAD_GATEWAY, kind, e, caller), label)
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the app's response headers are {size} bytes; the mesh carries at most {limit} (--max-header-bytes)")]
+struct ResponseHeaderTooLarge {
+    size: usize,
+    limit: usize,
+}
+
+/// The same cap as on requests: a larger header list could exceed what the
+/// caller's sidecar accepts, and a peer refusing a header block on the
+/// shared HTTP/2 connection may end it for every caller on it.
+fn check_response_headers(headers: &HeaderMap, limit: usize) -> Result<(), ResponseHeaderTooLarge> {
+    let size = header_list_bytes(headers);
+    if size > limit {
+        return Err(ResponseHeaderTooLarge { size, limit });
+    }
+    Ok(())
 }
 
 fn refuse(conn: &Conn, e: &super::target::TargetError, caller: Caller) -> Response<Body> {
@@ -136,4 +169,20 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Str
         }
     });
     (Response::new(empty()), label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_header_list_over_the_cap_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-big", HeaderValue::from_static("0123456789"));
+        // "x-big" + 10 value bytes + 32 per field.
+        assert!(check_response_headers(&headers, 47).is_ok());
+        let e = check_response_headers(&headers, 46).unwrap_err();
+        assert_eq!((e.size, e.limit), (47, 46));
+        assert!(e.to_string().contains("--max-header-bytes"), "{e}");
+    }
 }

@@ -26,7 +26,9 @@ type AppBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// The app behind the server sidecar:
 /// `/sleep/<ms>` answers after that long, `/bytes/<n>` streams n bytes,
-/// `/header-len` tells how long its `x-big` header was, anything else `ok`.
+/// `/header-len` tells how long its `x-big` header was,
+/// `/big-response-headers` answers with about 200 KiB of headers, anything
+/// else `ok`.
 async fn app(addr: SocketAddr) {
     let listener = TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
@@ -69,6 +71,15 @@ async fn app_answer(req: &http::Request<hyper::body::Incoming>) -> http::Respons
             Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
         });
         return http::Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    }
+    if path == "/big-response-headers" {
+        let mut res = text("big".into());
+        let value = http::HeaderValue::from_str(&"r".repeat(50 * 1024)).unwrap();
+        for i in 0..4 {
+            let name = http::HeaderName::from_bytes(format!("x-big-{i}").as_bytes()).unwrap();
+            res.headers_mut().insert(name, value.clone());
+        }
+        return res;
     }
     if path == "/header-len" {
         let len = req.headers().get("x-big").map_or(0, |v| v.len());
@@ -437,4 +448,140 @@ async fn goaway_unprocessed_requests_are_retried() {
     let r = long.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(p.server.proc.wait(Duration::from_secs(10)).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_response_headers_do_not_break_other_callers() {
+    let p = pair(&[]).await;
+    let outbound = p.client.outbound();
+    assert_eq!(get(outbound, "/", &[]).await.status, 200);
+
+    // Slow requests share the pooled mesh connection with the bad answer.
+    let slow: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(async move { get(outbound, "/sleep/1500", &[]).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let refused = get(outbound, "/big-response-headers", &[]).await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(
+        refused
+            .headers
+            .get(mycel_api::headers::PROXY_ERROR)
+            .map(|v| v.to_str().unwrap()),
+        Some("response-header-too-large"),
+        "{}\n{}",
+        refused.body,
+        p.server.proc.log()
+    );
+    assert!(
+        refused.body.contains("--max-header-bytes"),
+        "{}",
+        refused.body
+    );
+
+    for s in slow {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, 200, "{}\n{}", r.body, p.client.proc.log());
+    }
+    // And the connection still serves.
+    for _ in 0..5 {
+        assert_eq!(get(outbound, "/", &[]).await.status, 200);
+    }
+}
+
+/// Sends GETs for `/` through `outbound` from `workers` tasks until `stop`
+/// (or a bound on count and time); every answer that is not a 200.
+async fn steady_load(
+    outbound: SocketAddr,
+    workers: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (usize, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut sent, mut failed) = (0usize, Vec::new());
+                while !*stop.borrow() && sent < 2000 && Instant::now() < deadline {
+                    sent += 1;
+                    match mycel_tests::http::request(outbound, "api.shop", "/", &[]).await {
+                        Ok(r) if r.status == 200 => {}
+                        Ok(r) => failed.push(format!(
+                            "{} {:?}: {}",
+                            r.status,
+                            r.headers.get(mycel_api::headers::PROXY_ERROR),
+                            r.body
+                        )),
+                        Err(e) => failed.push(format!("{e:#}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (sent, failed)
+            })
+        })
+        .collect();
+    let (mut sent, mut failed) = (0, Vec::new());
+    for t in tasks {
+        let (s, f) = t.await.unwrap();
+        sent += s;
+        failed.extend(f);
+    }
+    (sent, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_replica_is_drained_without_failed_requests() {
+    let mesh = Mesh::start(SERVICE_YAML).await;
+    let mut replicas = Vec::new();
+    for name in ["api-1", "api-2"] {
+        let spec = SidecarSpec::new(name, "api")
+            .label("app", "api")
+            .app_port(&format!("http:{APP_PORT}"));
+        app(spec.app_addr()).await;
+        replicas.push(mesh.sidecar(spec).await);
+        mesh.wait_registered(name).await;
+    }
+    let client = mesh.sidecar(SidecarSpec::new("client", "frontend")).await;
+    let outbound = client.outbound();
+    // Both replicas take traffic before one stops.
+    let both = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert_eq!(get(outbound, "/", &[]).await.status, 200);
+        if replicas[0].served_inbound().await > 0 && replicas[1].served_inbound().await > 0 {
+            break;
+        }
+        assert!(Instant::now() < both, "traffic never reached both replicas");
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(steady_load(outbound, 4, stop_rx));
+    // Slow requests on both replicas keep the stopping one draining for a
+    // while: it must not be picked for new requests meanwhile.
+    let slow: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { get(outbound, "/sleep/2000", &[]).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = &mut replicas[0];
+    victim.proc.signal(nix::sys::signal::Signal::SIGTERM as i32);
+    let exited = victim.proc.wait(Duration::from_secs(15)).await;
+    assert!(exited.is_some(), "stopped replica did not exit");
+    let served_before = replicas[1].served_inbound().await;
+    // Keep the load going once it is gone, too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_tx.send_replace(true);
+    let (sent, failed) = load.await.unwrap();
+    for s in slow {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, 200, "slow request: {}", r.body);
+    }
+    assert!(sent > 20, "only {sent} requests sent");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} requests failed during the drain: {:?}\nclient log:\n{}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        client.proc.log()
+    );
+    assert!(replicas[1].served_inbound().await > served_before);
 }

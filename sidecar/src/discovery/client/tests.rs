@@ -243,3 +243,68 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
     assert_eq!(status.state().connects, 2);
     task.abort();
 }
+
+#[tokio::test]
+async fn withdrawal_reports_not_ready_before_the_drain() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (streams_tx, mut streams) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(FakeController {
+                streams: streams_tx,
+            }))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let config = Config::from_args(
+        [
+            "mycel-proxy",
+            "--static-config=/unused",
+            "--workload=catalog",
+            "--namespace=shop",
+            "--service-account=catalog",
+            "--inbound=127.0.0.1:15006",
+            "--app-port=http:8080",
+        ],
+        &MapEnv::default(),
+    )
+    .unwrap();
+    let (snap_tx, _snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (ready_tx, ready_rx) = watch::channel(true);
+    let withdrawal = Withdrawal::default();
+    let client = DiscoveryClient::new(
+        Plain(addr.to_string()),
+        HelloParams::from_config(&config),
+        snap_tx,
+        Subscriptions::default(),
+        IdentityState::new(),
+        ready_rx,
+        Arc::new(DiscoveryStatus::default()),
+        DiscoveryMetrics::default(),
+    )
+    .with_withdrawal(withdrawal.clone());
+    let task = tokio::spawn(client.run());
+
+    let (mut reqs, out) = next(&mut streams).await;
+    let Req::Hello(h) = kind(next(&mut reqs).await) else {
+        panic!("first message must be Hello")
+    };
+    assert!(h.workload.unwrap().ready);
+
+    // Stopping: not ready goes out although the app is still up, and the
+    // proxy learns it was sent while it was listed as ready.
+    assert_eq!(withdrawal.withdraw(WAIT).await, Some(true));
+    assert_eq!(
+        kind(next(&mut reqs).await),
+        Req::Status(pb::WorkloadStatus { ready: false })
+    );
+    // The app staying up changes nothing, and a new stream says not ready.
+    ready_tx.send(true).unwrap();
+    drop(out);
+    let (mut reqs2, _out2) = next(&mut streams).await;
+    let Req::Hello(h2) = kind(next(&mut reqs2).await) else {
+        panic!("Hello expected after reconnect")
+    };
+    assert!(!h2.workload.unwrap().ready);
+    task.abort();
+}
