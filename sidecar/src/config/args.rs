@@ -91,7 +91,7 @@ pub(super) struct Args {
     #[arg(long = SERVICE_ACCOUNT, value_name = "SA", required = true,
           value_parser = parse::name(NameKind::ServiceAccount), help_heading = heading::WORKLOAD)]
     pub service_account: Option<String>,
-    /// A label of the workload (repeatable); services select endpoints by labels.
+    /// A label of the workload; services select endpoints by labels.
     #[arg(long = LABEL, value_name = "KEY=VALUE", value_parser = parse::label,
           help_heading = heading::WORKLOAD)]
     pub label: Vec<(String, String)>,
@@ -114,7 +114,7 @@ pub(super) struct Args {
     /// Explicit outbound HTTP proxy for the app (HTTP/1.1 or h2c), on loopback.
     #[arg(long = OUTBOUND, value_name = "ADDR", help_heading = heading::SIDECAR)]
     pub outbound: Option<SocketAddr>,
-    /// A port of the app (repeatable); PROTO is http (default), http2, grpc or tcp.
+    /// A port of the app; PROTO is http (default), http2, grpc or tcp.
     #[arg(long = APP_PORT, value_name = "NAME:PORT[:PROTO]", value_parser = parse::app_port,
           help_heading = heading::SIDECAR)]
     pub app_port: Vec<AppPort>,
@@ -122,7 +122,7 @@ pub(super) struct Args {
     #[arg(long = APP_HOST, value_name = "IP", default_value = "127.0.0.1",
           help_heading = heading::SIDECAR)]
     pub app_host: IpAddr,
-    /// A local TCP port tunnelled to one service port over mTLS (repeatable).
+    /// A local TCP port tunnelled to one service port over mTLS.
     #[arg(long = TCP_UPSTREAM, value_name = "LISTEN_ADDR=SVC.NS:PORT",
           value_parser = parse::tcp_upstream, help_heading = heading::SIDECAR)]
     pub tcp_upstream: Vec<TcpUpstream>,
@@ -130,7 +130,7 @@ pub(super) struct Args {
     /// The gateway's public HTTP listener (required in gateway mode).
     #[arg(long = LISTEN, value_name = "ADDR", help_heading = heading::GATEWAY)]
     pub listen: Option<SocketAddr>,
-    /// A route (repeatable, at least one in gateway mode): requests for HOST
+    /// A route (at least one in gateway mode): requests for HOST
     /// (any host if empty) under PREFIX go to the service port; the longest
     /// prefix wins.
     #[arg(long = ROUTE, value_name = "[HOST]/PREFIX=SVC.NS:PORT", value_parser = parse::route,
@@ -151,12 +151,12 @@ pub(super) struct Args {
     #[arg(long = UNKNOWN_DESTINATION, value_enum, default_value = "passthrough",
           help_heading = heading::TRANSPARENT)]
     pub unknown_destination: UnknownDestination,
-    /// A service subscribed at start and never dropped (repeatable), so its
+    /// A service subscribed at start and never dropped, so its
     /// addresses are known before the app's first connection.
     #[arg(long = SUBSCRIBE, value_name = "SVC.NS", value_parser = parse::service_key,
           help_heading = heading::TRANSPARENT)]
     pub subscribe: Vec<String>,
-    /// A destination port tunnelled as opaque TCP without protocol detection (repeatable).
+    /// A destination port tunnelled as opaque TCP without protocol detection.
     #[arg(long = OPAQUE_PORT, value_name = "PORT",
           value_parser = clap::value_parser!(u16).range(1..), help_heading = heading::TRANSPARENT)]
     pub opaque_port: Vec<u16>,

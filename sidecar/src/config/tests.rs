@@ -696,3 +696,17 @@ fn every_flag_has_a_help_line() {
         }
     }
 }
+
+#[test]
+fn reference_page_matches_the_flags() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reference/mycel-proxy.md");
+    let page = mycel_api::clidoc::Page {
+        command: command(),
+        env: ENVIRONMENT,
+        test: "cargo test -p mycel-sidecar --lib reference_page",
+    };
+    if let Err(e) = mycel_api::clidoc::check(&path, page) {
+        panic!("{e}");
+    }
+}
