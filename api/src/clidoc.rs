@@ -206,11 +206,15 @@ fn row(arg: &clap::Arg) -> String {
     } else {
         String::new()
     };
-    let mut what = arg
-        .get_long_help()
-        .or(arg.get_help())
-        .map(|h| h.to_string().trim_end().trim_end_matches('.').to_string())
-        .unwrap_or_default();
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(help) = arg.get_long_help().or(arg.get_help()) {
+        parts.push(
+            help.to_string()
+                .trim_end()
+                .trim_end_matches('.')
+                .to_string(),
+        );
+    }
     if takes_value && !arg.is_hide_possible_values_set() {
         let values: Vec<String> = arg
             .get_possible_values()
@@ -222,15 +226,16 @@ fn row(arg: &clap::Arg) -> String {
             })
             .collect();
         if !values.is_empty() {
-            let _ = write!(what, ". One of: {}", values.join(", "));
+            parts.push(format!("One of: {}", values.join(", ")));
         }
     }
     if arg.is_required_set() {
-        what.push_str(". Required");
+        parts.push("Required".into());
     }
     if matches!(arg.get_action(), ArgAction::Append) {
-        what.push_str(". Repeatable");
+        parts.push("Repeatable".into());
     }
+    let what = parts.join(". ");
     format!(
         "| `{}` | {default} | {} |",
         flag.trim_end().replace('|', "\\|"),
