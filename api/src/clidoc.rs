@@ -111,10 +111,17 @@ fn command(out: &mut String, cmd: &mut Command, path: &str, root: bool) {
         } else {
             String::new()
         };
+        let version = if cmd
+            .get_arguments()
+            .any(|a| matches!(a.get_action(), ArgAction::Version))
+        {
+            format!("; `{path} --version` prints the version")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "Every command takes `-h` (summary) and `--help` (all of it){helps}; \
-             `{path} --version` prints the version.\n"
+            "Every command takes `-h` (summary) and `--help` (all of it){helps}{version}.\n"
         );
     }
 
@@ -138,8 +145,7 @@ fn command(out: &mut String, cmd: &mut Command, path: &str, root: bool) {
     // without a heading, then each heading in order of first use.
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for arg in cmd.get_arguments() {
-        let id = arg.get_id().as_str();
-        if id == "help" || id == "version" || arg.is_hide_set() || (!root && arg.is_global_set()) {
+        if is_help_or_version(arg) || arg.is_hide_set() || (!root && arg.is_global_set()) {
             continue;
         }
         let heading = match arg.get_help_heading() {
@@ -174,6 +180,14 @@ fn command(out: &mut String, cmd: &mut Command, path: &str, root: bool) {
         let sub_path = format!("{path} {}", sub.get_name());
         command(out, sub, &sub_path, false);
     }
+}
+
+/// The flags clap adds itself; the page says once what they do.
+fn is_help_or_version(arg: &clap::Arg) -> bool {
+    matches!(
+        arg.get_action(),
+        ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+    )
 }
 
 fn row(arg: &clap::Arg) -> String {
