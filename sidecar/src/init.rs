@@ -65,7 +65,8 @@ pub struct InitArgs {
     exclude_outbound_ports: Vec<u16>,
     /// Outbound destination networks left alone, IPv4 `a.b.c.d/n` (comma
     /// separated or repeated).
-    #[arg(long, value_name = "CIDR", value_delimiter = ',', help_heading = heading::EXCLUDE)]
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = ipv4_net,
+          help_heading = heading::EXCLUDE)]
     exclude_outbound_cidrs: Vec<Ipv4Net>,
     /// Print the rules (iptables-restore format) and change nothing.
     #[arg(long, help_heading = heading::ACTION)]
@@ -77,6 +78,16 @@ pub struct InitArgs {
     /// `-restore` siblings (e.g. `iptables-nft-restore`) do the work.
     #[arg(long, value_name = "PATH", help_heading = heading::ACTION)]
     iptables: Option<PathBuf>,
+}
+
+/// A CIDR that is not an IPv4 network (ipnet's own message says only
+/// "invalid IP address syntax").
+#[derive(Debug, thiserror::Error)]
+#[error("expected an IPv4 network a.b.c.d/n (n in 0..=32)")]
+pub struct CidrError;
+
+fn ipv4_net(raw: &str) -> Result<Ipv4Net, CidrError> {
+    raw.parse().map_err(|_| CidrError)
 }
 
 /// `init` alone, for [`parse`].
@@ -213,7 +224,7 @@ mod tests {
             ),
             (
                 "mycel-proxy init --exclude-outbound-cidrs 10.0.0.0/33",
-                "10.0.0.0/33",
+                "'10.0.0.0/33' for '--exclude-outbound-cidrs <CIDR>': expected an IPv4 network",
             ),
             (
                 "mycel-proxy init --outbound-capture-port 0",
