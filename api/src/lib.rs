@@ -7,6 +7,8 @@
 //! time with a pure-Rust compiler; conversions to each side's own model live
 //! beside that model, not here.
 
+#[cfg(feature = "clidoc")]
+pub mod clidoc;
 pub mod headers;
 pub mod names;
 pub mod protocol;

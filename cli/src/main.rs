@@ -38,18 +38,18 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct DemoFlags {
     /// First of the ports the demo uses (it needs a block of 40).
-    #[arg(long, default_value_t = 17000)]
+    #[arg(long, value_name = "PORT", default_value_t = 17000)]
     base_port: u16,
     /// Where the CA, tokens, mesh.yaml and logs go (default: a temporary
     /// directory removed on exit).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     data_dir: Option<PathBuf>,
     /// Where mycel-controller, mycel-proxy and mycel-demo are (default: next
     /// to mycelctl).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     bin_dir: Option<PathBuf>,
     /// How long to wait for everything to become ready.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     ready_timeout: Duration,
     #[command(flatten)]
     faults: FaultFlags,
@@ -122,11 +122,17 @@ impl FaultFlags {
 // One thread: children ask the kernel to kill them when the thread that
 // started them dies (PR_SET_PDEATHSIG), so that thread must live as long as
 // mycelctl does.
+/// Environment variables mycelctl reads (for the reference page).
+const ENVIRONMENT: &[(&str, &str)] = &[(
+    "MYCEL_LOG",
+    "Log filter of mycelctl itself in tracing's EnvFilter syntax (default: warn).",
+)];
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("MYCEL_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_env(ENVIRONMENT[0].0).unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -172,6 +178,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -222,6 +230,20 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(err.contains(args[0]), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn reference_page_matches_the_flags() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reference/mycelctl.md");
+        let page = mycel_api::clidoc::Page {
+            command: super::Cli::command(),
+            env: super::ENVIRONMENT,
+            test: "cargo test -p mycel-cli --bin mycelctl reference_page",
+        };
+        if let Err(e) = mycel_api::clidoc::check(&path, page) {
+            panic!("{e}");
         }
     }
 }

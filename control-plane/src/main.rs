@@ -40,51 +40,54 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// Directory for the CA and the join tokens.
-    #[arg(long, required = true)]
+    #[arg(long, value_name = "PATH", required = true)]
     data_dir: Option<PathBuf>,
-    #[arg(long, default_value = mycel_control_plane::runtime::DEFAULT_TRUST_DOMAIN)]
+    /// Trust domain of the SPIFFE identities it issues.
+    #[arg(long, value_name = "DOMAIN", default_value = mycel_control_plane::runtime::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
-    #[arg(long, default_value = mycel_control_plane::runtime::DEFAULT_GRPC_ADDR)]
+    /// gRPC over TLS (Identity, Discovery) for the proxies.
+    #[arg(long, value_name = "ADDR", default_value = mycel_control_plane::runtime::DEFAULT_GRPC_ADDR)]
     grpc_addr: SocketAddr,
-    #[arg(long, default_value = mycel_control_plane::runtime::DEFAULT_ADMIN_ADDR)]
+    /// Admin HTTP: /live, /ready, /metrics, /debug/proxies.
+    #[arg(long, value_name = "ADDR", default_value = mycel_control_plane::runtime::DEFAULT_ADMIN_ADDR)]
     admin_addr: SocketAddr,
     /// mesh.yaml with Kubernetes-style Service documents; polled for changes.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     mesh_config: Option<PathBuf>,
     /// Maximum (and default) lifetime of workload certificates.
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
     cert_ttl: Duration,
     /// Root certificate of a user-provided CA (PEM).
-    #[arg(long, requires_all = ["issuer_cert", "issuer_key"])]
+    #[arg(long, value_name = "PATH", requires_all = ["issuer_cert", "issuer_key"])]
     root_cert: Option<PathBuf>,
     /// Intermediate certificate that signs workload certificates (PEM).
-    #[arg(long, requires_all = ["root_cert", "issuer_key"])]
+    #[arg(long, value_name = "PATH", requires_all = ["root_cert", "issuer_key"])]
     issuer_cert: Option<PathBuf>,
     /// Private key of the intermediate (PKCS#8 PEM).
-    #[arg(long, requires_all = ["root_cert", "issuer_cert"])]
+    #[arg(long, value_name = "PATH", requires_all = ["root_cert", "issuer_cert"])]
     issuer_key: Option<PathBuf>,
     /// Lifetime of the gRPC serving certificate; renewed at 70% of it.
-    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = humantime::parse_duration)]
     serving_cert_ttl: Duration,
     /// Lifetime of each issuer (intermediate) generated here; a new one is
     /// rotated in at 75% of it.
-    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = humantime::parse_duration)]
     issuer_ttl: Duration,
     /// Most open gRPC connections; more are closed at accept.
-    #[arg(long, default_value_t = Limits::default().max_connections)]
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     grpc_max_connections: usize,
     /// A gRPC client must finish its TLS handshake within this.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     grpc_handshake_timeout: Duration,
     /// HTTP/2 streams per gRPC connection.
-    #[arg(long, default_value_t = Limits::default().max_concurrent_streams)]
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_concurrent_streams)]
     grpc_max_concurrent_streams: u32,
     /// Time until a gRPC call's response starts (not the discovery stream's
     /// life).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     grpc_request_timeout: Duration,
     /// HTTP/2 keepalive PING interval on gRPC connections.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     grpc_keepalive_interval: Duration,
     #[command(flatten)]
     admission: AdmissionArgs,
@@ -94,19 +97,19 @@ struct RunArgs {
 #[derive(Args)]
 struct AdmissionArgs {
     /// Certify calls per second accepted from one source IP.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 20.0)]
     certify_rate_per_ip: f64,
     /// Certify calls one source IP may make at once before the rate applies.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = 50)]
     certify_burst_per_ip: u32,
     /// Certify calls per second accepted in total.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, value_name = "PER_SECOND", default_value_t = 100.0)]
     certify_rate: f64,
     /// Certify calls accepted at once in total before the rate applies.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, value_name = "N", default_value_t = 200)]
     certify_burst: u32,
     /// Subscriptions one proxy may hold; more are refused one by one.
-    #[arg(long, default_value_t = mycel_control_plane::index::DEFAULT_MAX_SUBSCRIPTIONS)]
+    #[arg(long, value_name = "N", default_value_t = mycel_control_plane::index::DEFAULT_MAX_SUBSCRIPTIONS)]
     max_subscriptions_per_proxy: usize,
 }
 
@@ -126,8 +129,14 @@ impl AdmissionArgs {
     }
 }
 
+/// Environment variables the controller reads (for the reference page).
+const ENVIRONMENT: &[(&str, &str)] = &[(
+    "MYCEL_LOG",
+    "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_control_plane=debug` (default: info).",
+)];
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MYCEL_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(ENVIRONMENT[0].0)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -233,5 +242,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Token { command }) => Ok(token_cli::run(command)?),
         None => run(cli.run).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn reference_page_matches_the_flags() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/reference/mycel-controller.md");
+        let page = mycel_api::clidoc::Page {
+            command: super::Cli::command(),
+            env: super::ENVIRONMENT,
+            test: "cargo test -p mycel-control-plane --bin mycel-controller reference_page",
+        };
+        if let Err(e) = mycel_api::clidoc::check(&path, page) {
+            panic!("{e}");
+        }
     }
 }

@@ -46,6 +46,12 @@ impl Version {
     }
 }
 
+/// Environment variables `mycel-demo` reads (for the reference page).
+pub const ENVIRONMENT: &[(&str, &str)] = &[(
+    "RUST_LOG",
+    "Log filter in tracing's EnvFilter syntax (default: info).",
+)];
+
 /// Bad values on the command line.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -67,28 +73,28 @@ pub struct Cli {
     #[arg(value_enum)]
     pub service: ServiceKind,
     /// Address to serve on.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     pub listen: SocketAddr,
     /// The sidecar's explicit outbound proxy; other services are reached through it by name.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     pub proxy: Option<SocketAddr>,
     /// Reach service NAME directly at ADDR, bypassing the proxy (repeatable; for running without a mesh).
     #[arg(long = "direct", value_name = "NAME=ADDR")]
     pub direct: Vec<String>,
     /// Sleep this long before answering each request.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,
     /// Fail this fraction of requests (0..1) with 503 / UNAVAILABLE.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     pub error_rate: f64,
     /// Behaviour version (reviews v2 includes stars from ratings).
     #[arg(long, value_enum, default_value_t = Version::V1)]
     pub version: Version,
     /// Seed of the fault random generator (default: from the OS).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// Give up on a call to another service after this long.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub upstream_timeout_ms: u64,
 }
 
@@ -195,6 +201,21 @@ mod tests {
         assert_eq!(c.faults.latency, Duration::from_millis(20));
         assert_eq!(c.faults.error_rate, 0.5);
         assert_eq!(c.faults.seed, Some(7));
+    }
+
+    #[test]
+    fn reference_page_matches_the_flags() {
+        use clap::CommandFactory;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/reference/mycel-demo.md");
+        let page = mycel_api::clidoc::Page {
+            command: Cli::command(),
+            env: ENVIRONMENT,
+            test: "cargo test -p mycel-demo --lib reference_page",
+        };
+        if let Err(e) = mycel_api::clidoc::check(&path, page) {
+            panic!("{e}");
+        }
     }
 
     #[test]

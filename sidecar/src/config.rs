@@ -7,21 +7,23 @@
 //! the rest of the proxy never sees a raw string, and a bad value is reported
 //! naming the flag and the value.
 
+mod args;
 mod parse;
 #[cfg(test)]
 mod tests;
 
-use mycel_api::names::NameKind;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
-pub use parse::{AppPort, GatewayRoute, TcpUpstream};
+use args::Args;
+
+pub use parse::{AppPort, GatewayRoute, Switchable, TcpUpstream, ValueError};
 
 /// Flag and environment names, in one place.
 pub mod names {
@@ -114,27 +116,71 @@ impl Env for MapEnv {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// Unknown flag, missing value, `--help`, `--version`: clap's own report.
+    /// Unknown flag, bad or missing value, conflicting flags, `--help`,
+    /// `--version`: clap's own report, which names the flag and the value.
     #[error(transparent)]
     Cli(#[from] clap::Error),
+    /// A value fine alone but not beside the others (given twice).
     #[error("--{flag} {value:?}: {reason}")]
     Value {
         flag: &'static str,
         value: String,
-        reason: String,
+        reason: ValueError,
     },
-    #[error("{0}")]
-    Missing(String),
-    #[error("{0}")]
-    Conflict(String),
+    /// A setting the other flags (or the mode) make necessary.
+    #[error("{needed} is required{when}")]
+    Missing { needed: Needed, when: When },
 }
 
-impl ConfigError {
-    pub(crate) fn value(flag: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        Self::Value {
-            flag,
-            value: value.to_string(),
-            reason: reason.into(),
+/// What is missing, in [`ConfigError::Missing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needed {
+    Flag(&'static str),
+    OneOf(&'static str, &'static str),
+    AtLeastOne(&'static str),
+    FlagOrEnv {
+        flag: &'static str,
+        env: &'static str,
+    },
+}
+
+/// Why it is needed, in [`ConfigError::Missing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    Always,
+    With {
+        flag: &'static str,
+        because: Option<&'static str>,
+    },
+    InMode(Mode),
+}
+
+impl std::fmt::Display for Needed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Needed::Flag(flag) => write!(f, "--{flag}"),
+            Needed::OneOf(a, b) => write!(f, "one of --{a} or --{b}"),
+            Needed::AtLeastOne(flag) => write!(f, "at least one --{flag}"),
+            Needed::FlagOrEnv { flag, env } => {
+                write!(f, "--{flag} or the environment variable {env}")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            When::Always => Ok(()),
+            When::With {
+                flag,
+                because: None,
+            } => write!(f, " with --{flag}"),
+            When::With {
+                flag,
+                because: Some(why),
+            } => write!(f, " with --{flag} ({why})"),
+            When::InMode(mode) => write!(f, " in {} mode", mode.as_str()),
         }
     }
 }
@@ -142,7 +188,9 @@ impl ConfigError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Beside one app: the mesh port, an outbound proxy, captures.
     Sidecar,
+    /// The ingress gateway: a public listener and routes into the mesh.
     Gateway,
 }
 
@@ -353,116 +401,60 @@ mod humantime_opt {
     }
 }
 
-/// The command line as typed; [`Config::from_args`] turns it into settings.
-#[derive(Debug, Parser)]
-#[command(
-    name = "mycel-proxy",
-    version,
-    about = "Mycel sidecar proxy and ingress gateway",
-    after_help = "Transparent mode: `mycel-proxy init --help` programs the pod's iptables."
-)]
-struct Args {
-    #[arg(long = names::MODE, value_enum, default_value = "sidecar")]
-    mode: Mode,
-    #[arg(long = names::CONTROLLER, value_name = "HOST:PORT")]
-    controller: Option<String>,
-    #[arg(long = names::CONTROLLER_NAME, value_name = "NAME", default_value = names::DEFAULT_CONTROLLER_NAME)]
-    controller_name: String,
-    #[arg(long = names::CA_ROOT, value_name = "PATH")]
-    ca_root: Option<PathBuf>,
-    #[arg(long = names::TOKEN_FILE, value_name = "PATH")]
-    token_file: Option<PathBuf>,
-    #[arg(long = names::STATIC_CONFIG, value_name = "PATH")]
-    static_config: Option<PathBuf>,
-    #[arg(long = names::WORKLOAD, value_name = "NAME")]
-    workload: String,
-    #[arg(long = names::NAMESPACE, value_name = "NS")]
-    namespace: String,
-    #[arg(long = names::SERVICE_ACCOUNT, value_name = "SA")]
-    service_account: String,
-    #[arg(long = names::LABEL, value_name = "K=V")]
-    label: Vec<String>,
-    #[arg(long = names::APP_PORT, value_name = "NAME:PORT[:PROTO]")]
-    app_port: Vec<String>,
-    #[arg(long = names::ADDRESS, value_name = "IP")]
-    address: Option<String>,
-    #[arg(long = names::APP_HOST, value_name = "IP")]
-    app_host: Option<String>,
-    #[arg(long = names::INBOUND, value_name = "ADDR")]
-    inbound: Option<String>,
-    #[arg(long = names::OUTBOUND, value_name = "ADDR")]
-    outbound: Option<String>,
-    #[arg(long = names::TCP_UPSTREAM, value_name = "LISTEN_ADDR=SVC.NS:PORT")]
-    tcp_upstream: Vec<String>,
-    #[arg(long = names::ADMIN, value_name = "ADDR")]
-    admin: Option<String>,
-    #[arg(long = names::CERT_TTL, value_name = "DURATION")]
-    cert_ttl: Option<String>,
-    #[arg(long = names::TRUST_DOMAIN, default_value = names::DEFAULT_DOMAIN)]
-    trust_domain: String,
-    #[arg(long = names::CLUSTER_DOMAIN, default_value = names::DEFAULT_DOMAIN)]
-    cluster_domain: String,
-    #[arg(long = names::ZONE)]
-    zone: Option<String>,
-    #[arg(long = names::LISTEN, value_name = "ADDR")]
-    listen: Option<String>,
-    #[arg(long = names::ROUTE, value_name = "[HOST]/PREFIX=SVC.NS:PORT")]
-    route: Vec<String>,
-    #[arg(long = names::TRANSPARENT_OUTBOUND, value_name = "ADDR")]
-    transparent_outbound: Option<String>,
-    #[arg(long = names::INBOUND_CAPTURE, value_name = "ADDR")]
-    inbound_capture: Option<String>,
-    #[arg(long = names::MTLS_MODE, value_enum, default_value = "permissive")]
-    mtls_mode: MtlsMode,
-    #[arg(long = names::UNKNOWN_DESTINATION, value_enum, default_value = "passthrough")]
-    unknown_destination: UnknownDestination,
-    #[arg(long = names::SUBSCRIBE, value_name = "SVC.NS")]
-    subscribe: Vec<String>,
-    #[arg(long = names::OPAQUE_PORT, value_name = "PORT")]
-    opaque_port: Vec<u16>,
-    #[arg(long = names::WORKER_THREADS, value_name = "N")]
-    worker_threads: Option<String>,
-    #[arg(long = names::MAX_SUBSCRIPTIONS, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    max_subscriptions: u32,
-    #[arg(long = names::SUBSCRIPTION_IDLE, value_name = "DURATION", default_value = "10m")]
-    subscription_idle: String,
-    #[arg(long = names::CAPTURE_ALL_PORTS)]
-    capture_all_ports: bool,
-    /// Connections each listener serves at once [default: 4096].
-    #[arg(long = names::MAX_CONNECTIONS, value_name = "N")]
-    max_connections: Option<String>,
-    /// Largest request header list in bytes [default: 65536].
-    #[arg(long = names::MAX_HEADER_BYTES, value_name = "BYTES")]
-    max_header_bytes: Option<String>,
-    /// Time for an HTTP/1 client to send a request head [default: 10s].
-    #[arg(long = names::HEADER_READ_TIMEOUT, value_name = "DURATION")]
-    header_read_timeout: Option<String>,
-    /// Close connections idle this long [default: 60s].
-    #[arg(long = names::IDLE_TIMEOUT, value_name = "DURATION")]
-    idle_timeout: Option<String>,
-    /// Time for response headers, or `off` [default: 60s].
-    #[arg(long = names::REQUEST_TIMEOUT, value_name = "DURATION|off")]
-    request_timeout: Option<String>,
-    /// HTTP/2 PING interval on mesh connections [default: 20s].
-    #[arg(long = names::MESH_KEEPALIVE, value_name = "DURATION")]
-    mesh_keepalive: Option<String>,
-    /// Close idle pooled app connections after this [default: 30s].
-    #[arg(long = names::APP_POOL_IDLE_TIMEOUT, value_name = "DURATION")]
-    app_pool_idle_timeout: Option<String>,
-    /// On SIGTERM, time for in-flight requests to finish [default: 5s].
-    #[arg(long = names::SHUTDOWN_GRACE, value_name = "DURATION")]
-    shutdown_grace: Option<String>,
+/// What a command line asks for: run the proxy, or program iptables.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Init(crate::init::InitCommand),
 }
 
-impl Config {
+impl Invocation {
     /// Parses a full argument vector (program name first) and the environment.
-    pub fn from_args<I, T>(args: I, env: &dyn Env) -> Result<Config, ConfigError>
+    pub fn from_args<I, T>(args: I, env: &dyn Env) -> Result<Invocation, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
         let args = Args::try_parse_from(args)?;
-        build(args, env)
+        match args.command {
+            Some(args::Sub::Init(init)) => Ok(Invocation::Init(init.into())),
+            None => build(args, env).map(|c| Invocation::Run(Box::new(c))),
+        }
+    }
+}
+
+/// The whole command line, subcommands included, for help and the
+/// generated reference (docs/reference/mycel-proxy.md).
+pub fn command() -> clap::Command {
+    Args::command()
+}
+
+/// Environment variables the proxy reads, for the reference.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        names::ENV_TOKEN,
+        "Join token (or service-account token) when no --token-file is given.",
+    ),
+    (
+        names::ENV_LOG,
+        "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_sidecar=debug` (default: info).",
+    ),
+];
+
+impl Config {
+    /// Parses a command line that runs the proxy (no subcommand).
+    pub fn from_args<I, T>(args: I, env: &dyn Env) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        match Invocation::from_args(args, env)? {
+            Invocation::Run(config) => Ok(*config),
+            Invocation::Init(_) => Err(ConfigError::Cli(clap::Error::raw(
+                clap::error::ErrorKind::InvalidSubcommand,
+                "a proxy configuration was expected, not `init`",
+            ))),
+        }
     }
 
     /// The mesh (inbound) port peers dial, 0 when there is none (gateway).
@@ -475,40 +467,43 @@ impl Config {
     }
 }
 
+/// Checks what depends on several flags (or the environment) and builds the
+/// settings; single values were checked by clap.
 fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
     use names::*;
-    let limits = limits(&a)?;
     let source = match (a.controller, a.static_config) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::Conflict(format!(
-                "--{CONTROLLER} and --{STATIC_CONFIG} exclude each other; give exactly one"
-            )))
-        }
+        // Both at once is refused by clap (`conflicts_with`).
+        (_, Some(path)) => Source::Static { path },
         (None, None) => {
-            return Err(ConfigError::Missing(format!(
-                "one of --{CONTROLLER} or --{STATIC_CONFIG} is required"
-            )))
+            return Err(ConfigError::Missing {
+                needed: Needed::OneOf(CONTROLLER, STATIC_CONFIG),
+                when: When::Always,
+            })
         }
-        (None, Some(path)) => Source::Static { path },
         (Some(address), None) => {
-            parse::host_port(CONTROLLER, &address)?;
-            let ca_root = a.ca_root.ok_or_else(|| {
-                ConfigError::Missing(format!(
-                    "--{CA_ROOT} is required with --{CONTROLLER} (the controller's certificate is issued by the mesh CA)"
-                ))
+            let with_controller = |because| When::With {
+                flag: CONTROLLER,
+                because,
+            };
+            let ca_root = a.ca_root.ok_or(ConfigError::Missing {
+                needed: Needed::Flag(CA_ROOT),
+                when: with_controller(Some(
+                    "the controller's certificate is issued by the mesh CA",
+                )),
             })?;
             let token = match (a.token_file, env.get(ENV_TOKEN)) {
                 (Some(path), _) => TokenSource::File(path),
                 (None, Some(v)) if !v.trim().is_empty() => TokenSource::Value(v.trim().to_string()),
                 _ => {
-                    return Err(ConfigError::Missing(format!(
-                        "--{TOKEN_FILE} or the environment variable {ENV_TOKEN} is required with --{CONTROLLER}"
-                    )))
+                    return Err(ConfigError::Missing {
+                        needed: Needed::FlagOrEnv {
+                            flag: TOKEN_FILE,
+                            env: ENV_TOKEN,
+                        },
+                        when: with_controller(None),
+                    })
                 }
             };
-            if a.controller_name.is_empty() {
-                return Err(ConfigError::value(CONTROLLER_NAME, "", "must not be empty"));
-            }
             Source::Controller {
                 address,
                 server_name: a.controller_name,
@@ -518,92 +513,48 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         }
     };
 
-    parse::name(WORKLOAD, NameKind::Workload, &a.workload)?;
-    parse::name(NAMESPACE, NameKind::Namespace, &a.namespace)?;
-    parse::name(
-        SERVICE_ACCOUNT,
-        NameKind::ServiceAccount,
-        &a.service_account,
-    )?;
-    parse::name(TRUST_DOMAIN, NameKind::TrustDomain, &a.trust_domain)?;
-    if let Some(zone) = &a.zone {
-        if zone.is_empty() {
-            return Err(ConfigError::value(ZONE, zone, "must not be empty"));
-        }
-    }
+    // Required by clap unless a subcommand is given, which is not built here.
+    let required = |v: Option<String>, flag| {
+        v.ok_or(ConfigError::Missing {
+            needed: Needed::Flag(flag),
+            when: When::Always,
+        })
+    };
+    let name = required(a.workload, WORKLOAD)?;
+    let namespace = required(a.namespace, NAMESPACE)?;
+    let service_account = required(a.service_account, SERVICE_ACCOUNT)?;
 
     let mut labels = BTreeMap::new();
-    for raw in &a.label {
-        let (k, v) = parse::label(raw)?;
-        if labels.insert(k.clone(), v).is_some() {
-            return Err(ConfigError::value(
-                LABEL,
-                raw,
-                format!("label {k:?} given twice"),
-            ));
+    for (k, v) in a.label {
+        if labels.contains_key(&k) {
+            return Err(ConfigError::Value {
+                flag: LABEL,
+                value: format!("{k}={v}"),
+                reason: ValueError::Duplicate {
+                    what: format!("label {k:?}"),
+                },
+            });
         }
+        labels.insert(k, v);
     }
     let mut app_ports: Vec<AppPort> = Vec::new();
-    for raw in &a.app_port {
-        let p = parse::app_port(raw)?;
+    for p in a.app_port {
         if app_ports
             .iter()
             .any(|o| o.name == p.name || o.port == p.port)
         {
-            return Err(ConfigError::value(
-                APP_PORT,
-                raw,
-                "port name or number given twice",
-            ));
+            return Err(ConfigError::Value {
+                flag: APP_PORT,
+                value: format!("{}:{}", p.name, p.port),
+                reason: ValueError::Duplicate {
+                    what: "port name or number".into(),
+                },
+            });
         }
         app_ports.push(p);
     }
-    let default_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let address = opt(ADDRESS, a.address.as_deref(), parse::ip)?.unwrap_or(default_ip);
-    let app_host = opt(APP_HOST, a.app_host.as_deref(), parse::ip)?.unwrap_or(default_ip);
-    let inbound = opt(INBOUND, a.inbound.as_deref(), parse::socket_addr)?;
-    let outbound = opt(OUTBOUND, a.outbound.as_deref(), parse::socket_addr)?;
-    let admin = opt(ADMIN, a.admin.as_deref(), parse::socket_addr)?;
-    let listen = opt(LISTEN, a.listen.as_deref(), parse::socket_addr)?;
-    let cert_ttl = opt(CERT_TTL, a.cert_ttl.as_deref(), parse::ttl)?;
-    let tcp_upstreams = a
-        .tcp_upstream
-        .iter()
-        .map(|r| parse::tcp_upstream(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let routes = a
-        .route
-        .iter()
-        .map(|r| parse::route(r))
-        .collect::<Result<Vec<_>, _>>()?;
 
-    let transparent = TransparentConfig {
-        outbound: opt(
-            TRANSPARENT_OUTBOUND,
-            a.transparent_outbound.as_deref(),
-            parse::socket_addr,
-        )?,
-        inbound_capture: opt(
-            INBOUND_CAPTURE,
-            a.inbound_capture.as_deref(),
-            parse::socket_addr,
-        )?,
-        mtls_mode: a.mtls_mode,
-        unknown_destination: a.unknown_destination,
-        subscribe: a
-            .subscribe
-            .iter()
-            .map(|k| parse::service_key(SUBSCRIBE, k))
-            .collect::<Result<Vec<_>, _>>()?,
-        opaque_ports: a.opaque_port,
-        capture_all_ports: a.capture_all_ports,
-    };
-    let subscriptions = crate::discovery::SubscriptionLimits {
-        max: a.max_subscriptions as usize,
-        idle: parse::ttl(SUBSCRIPTION_IDLE, &a.subscription_idle)?,
-    };
-
-    let worker_threads = match opt(WORKER_THREADS, a.worker_threads.as_deref(), parse::threads)? {
+    let worker_threads = match a.worker_threads {
         Some(n) => n,
         None if a.mode == Mode::Gateway => {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -611,21 +562,25 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         None => 1,
     };
 
+    let in_mode = When::InMode(a.mode);
     match a.mode {
-        Mode::Sidecar if inbound.is_none() => {
-            return Err(ConfigError::Missing(format!(
-                "--{INBOUND} is required in sidecar mode"
-            )))
+        Mode::Sidecar if a.inbound.is_none() => {
+            return Err(ConfigError::Missing {
+                needed: Needed::Flag(INBOUND),
+                when: in_mode,
+            })
         }
-        Mode::Gateway if listen.is_none() => {
-            return Err(ConfigError::Missing(format!(
-                "--{LISTEN} is required in gateway mode"
-            )))
+        Mode::Gateway if a.listen.is_none() => {
+            return Err(ConfigError::Missing {
+                needed: Needed::Flag(LISTEN),
+                when: in_mode,
+            })
         }
-        Mode::Gateway if routes.is_empty() => {
-            return Err(ConfigError::Missing(format!(
-                "at least one --{ROUTE} is required in gateway mode"
-            )))
+        Mode::Gateway if a.route.is_empty() => {
+            return Err(ConfigError::Missing {
+                needed: Needed::AtLeastOne(ROUTE),
+                when: in_mode,
+            })
         }
         _ => {}
     }
@@ -634,76 +589,47 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         mode: a.mode,
         source,
         workload: WorkloadConfig {
-            name: a.workload,
-            namespace: a.namespace,
-            service_account: a.service_account,
+            name,
+            namespace,
+            service_account,
             labels,
             app_ports,
-            address,
+            address: a.address,
             zone: a.zone,
         },
-        app_host,
-        inbound,
-        outbound,
-        tcp_upstreams,
-        admin,
-        cert_ttl,
+        app_host: a.app_host,
+        inbound: a.inbound,
+        outbound: a.outbound,
+        tcp_upstreams: a.tcp_upstream,
+        admin: a.admin,
+        cert_ttl: a.cert_ttl,
         trust_domain: a.trust_domain,
         cluster_domain: a.cluster_domain,
-        listen,
-        routes,
-        transparent,
-        worker_threads,
-        subscriptions,
-        limits,
-    })
-}
-
-fn limits(a: &Args) -> Result<Limits, ConfigError> {
-    use names::*;
-    let d = Limits::default();
-    let dur = |flag, raw: &Option<String>, default| {
-        opt(flag, raw.as_deref(), parse::duration).map(|v| v.unwrap_or(default))
-    };
-    Ok(Limits {
-        max_connections: opt(
-            MAX_CONNECTIONS,
-            a.max_connections.as_deref(),
-            parse::max_connections,
-        )?
-        .unwrap_or(d.max_connections),
-        max_header_bytes: opt(
-            MAX_HEADER_BYTES,
-            a.max_header_bytes.as_deref(),
-            parse::header_bytes,
-        )?
-        .unwrap_or(d.max_header_bytes),
-        header_read_timeout: dur(
-            HEADER_READ_TIMEOUT,
-            &a.header_read_timeout,
-            d.header_read_timeout,
-        )?,
-        idle_timeout: dur(IDLE_TIMEOUT, &a.idle_timeout, d.idle_timeout)?,
-        request_timeout: match a.request_timeout.as_deref() {
-            Some("off") => None,
-            Some(raw) => Some(parse::duration(REQUEST_TIMEOUT, raw)?),
-            None => d.request_timeout,
+        listen: a.listen,
+        routes: a.route,
+        transparent: TransparentConfig {
+            outbound: a.transparent_outbound,
+            inbound_capture: a.inbound_capture,
+            mtls_mode: a.mtls_mode,
+            unknown_destination: a.unknown_destination,
+            subscribe: a.subscribe,
+            opaque_ports: a.opaque_port,
+            capture_all_ports: a.capture_all_ports,
         },
-        mesh_keepalive: dur(MESH_KEEPALIVE, &a.mesh_keepalive, d.mesh_keepalive)?,
-        app_pool_idle_timeout: dur(
-            APP_POOL_IDLE_TIMEOUT,
-            &a.app_pool_idle_timeout,
-            d.app_pool_idle_timeout,
-        )?,
-        shutdown_grace: opt(SHUTDOWN_GRACE, a.shutdown_grace.as_deref(), parse::grace)?
-            .unwrap_or(d.shutdown_grace),
+        worker_threads,
+        subscriptions: crate::discovery::SubscriptionLimits {
+            max: a.max_subscriptions as usize,
+            idle: a.subscription_idle,
+        },
+        limits: Limits {
+            max_connections: a.max_connections,
+            max_header_bytes: a.max_header_bytes,
+            header_read_timeout: a.header_read_timeout,
+            idle_timeout: a.idle_timeout,
+            request_timeout: a.request_timeout.0,
+            mesh_keepalive: a.mesh_keepalive,
+            app_pool_idle_timeout: a.app_pool_idle_timeout,
+            shutdown_grace: a.shutdown_grace,
+        },
     })
-}
-
-fn opt<T>(
-    flag: &'static str,
-    raw: Option<&str>,
-    f: fn(&'static str, &str) -> Result<T, ConfigError>,
-) -> Result<Option<T>, ConfigError> {
-    raw.map(|r| f(flag, r)).transpose()
 }

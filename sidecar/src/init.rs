@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use ipnet::Ipv4Net;
 
 use apply::{ApplyError, Iptables, Runner};
 use rules::{plan, CaptureConfig};
@@ -24,58 +25,84 @@ pub const DEFAULT_OUTBOUND_CAPTURE_PORT: u16 = 15001;
 pub const DEFAULT_INBOUND_CAPTURE_PORT: u16 = 15008;
 pub const DEFAULT_PROXY_UID: u32 = 1337;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "mycel-proxy init",
-    bin_name = "mycel-proxy init",
-    about = "Program iptables so the pod's TCP goes through the sidecar"
-)]
-struct InitArgs {
+/// Help headings of `init`.
+mod heading {
+    pub const CAPTURE: &str = "Capture";
+    pub const EXCLUDE: &str = "Left alone";
+    pub const ACTION: &str = "Action";
+}
+
+/// The flags of `mycel-proxy init` (a subcommand of the proxy's command line,
+/// `config::command`).
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
     /// The sidecar's UID; its own traffic is never captured.
-    #[arg(long, default_value_t = DEFAULT_PROXY_UID)]
+    #[arg(long, value_name = "UID", default_value_t = DEFAULT_PROXY_UID, help_heading = heading::CAPTURE)]
     proxy_uid: u32,
     /// Port of the sidecar's --transparent-outbound listener.
-    #[arg(long, default_value_t = DEFAULT_OUTBOUND_CAPTURE_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_OUTBOUND_CAPTURE_PORT,
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = heading::CAPTURE)]
     outbound_capture_port: u16,
     /// Port of the sidecar's --inbound-capture listener; 0 captures no inbound traffic.
-    #[arg(long, default_value_t = DEFAULT_INBOUND_CAPTURE_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_INBOUND_CAPTURE_PORT,
+          help_heading = heading::CAPTURE)]
     inbound_capture_port: u16,
     /// The sidecar's mesh (mTLS) port, never captured inbound.
-    #[arg(long, default_value_t = 15006)]
+    #[arg(long, value_name = "PORT", default_value_t = 15006,
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = heading::EXCLUDE)]
     mesh_port: u16,
     /// The sidecar's admin port, never captured inbound (probes).
-    #[arg(long, default_value_t = 15000)]
+    #[arg(long, value_name = "PORT", default_value_t = 15000,
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = heading::EXCLUDE)]
     admin_port: u16,
     /// More inbound ports left alone (comma separated or repeated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "PORT", value_delimiter = ',',
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = heading::EXCLUDE)]
     exclude_inbound_ports: Vec<u16>,
     /// Outbound destination ports left alone (comma separated or repeated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_name = "PORT", value_delimiter = ',',
+          value_parser = clap::value_parser!(u16).range(1..), help_heading = heading::EXCLUDE)]
     exclude_outbound_ports: Vec<u16>,
-    /// Outbound destination networks left alone, `a.b.c.d/n` (comma separated or repeated).
-    #[arg(long, value_delimiter = ',')]
-    exclude_outbound_cidrs: Vec<String>,
+    /// Outbound destination networks left alone, IPv4 `a.b.c.d/n` (comma
+    /// separated or repeated).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = ipv4_net,
+          help_heading = heading::EXCLUDE)]
+    exclude_outbound_cidrs: Vec<Ipv4Net>,
     /// Print the rules (iptables-restore format) and change nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::ACTION)]
     dry_run: bool,
     /// Remove every rule and chain this program installs.
-    #[arg(long, conflicts_with = "dry_run")]
+    #[arg(long, conflicts_with = "dry_run", help_heading = heading::ACTION)]
     cleanup: bool,
     /// The iptables program to use instead of detecting one; its `-save` and
     /// `-restore` siblings (e.g. `iptables-nft-restore`) do the work.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = heading::ACTION)]
     iptables: Option<PathBuf>,
 }
 
-/// Bad `init` flags, beyond what clap checks.
+/// A CIDR that is not an IPv4 network (ipnet's own message says only
+/// "invalid IP address syntax").
+#[derive(Debug, thiserror::Error)]
+#[error("expected an IPv4 network a.b.c.d/n (n in 0..=32)")]
+pub struct CidrError;
+
+fn ipv4_net(raw: &str) -> Result<Ipv4Net, CidrError> {
+    raw.parse().map_err(|_| CidrError)
+}
+
+/// `init` alone, for [`parse`].
+#[derive(Debug, Parser)]
+#[command(name = SUBCOMMAND, bin_name = "mycel-proxy init")]
+struct Standalone {
+    #[command(flatten)]
+    args: InitArgs,
+}
+
+/// What goes wrong in `init`.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
     Cli(#[from] clap::Error),
-    #[error("--exclude-outbound-cidrs {0:?}: expected an IPv4 network a.b.c.d/n (n in 0..=32)")]
-    BadCidr(String),
-    #[error("--{flag} 0: a capture port must be 1..=65535")]
-    ZeroPort { flag: &'static str },
     #[error(transparent)]
     Apply(#[from] ApplyError),
 }
@@ -95,50 +122,40 @@ pub enum Action {
     Cleanup,
 }
 
-/// True when `args` (program name first) is the init subcommand, so the
-/// proxy's own flags keep working unchanged.
-pub fn is_init(args: &[OsString]) -> bool {
-    args.get(1).is_some_and(|a| a == SUBCOMMAND)
-}
-
-fn valid_cidr(raw: &str) -> bool {
-    let Some((ip, len)) = raw.split_once('/') else {
-        return false;
-    };
-    ip.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|n| n <= 32)
-}
-
-/// Parses `mycel-proxy init ...` (program name, then `init`, then flags).
+/// Parses `mycel-proxy init ...` (program name, then `init`, then flags);
+/// the proxy itself parses `init` as a subcommand (`config::Invocation`).
 pub fn parse(args: &[OsString]) -> Result<InitCommand, InitError> {
-    let a = InitArgs::try_parse_from(args.iter().skip(1))?;
-    if a.outbound_capture_port == 0 {
-        return Err(InitError::ZeroPort {
-            flag: "outbound-capture-port",
-        });
+    Ok(Standalone::try_parse_from(args.iter().skip(1))?.args.into())
+}
+
+impl From<InitArgs> for InitCommand {
+    fn from(a: InitArgs) -> Self {
+        let inbound = (a.inbound_capture_port != 0).then_some(a.inbound_capture_port);
+        let mut exclude_inbound = vec![a.mesh_port, a.admin_port];
+        exclude_inbound.extend(a.exclude_inbound_ports);
+        let action = match (a.dry_run, a.cleanup) {
+            (true, _) => Action::DryRun,
+            (_, true) => Action::Cleanup,
+            _ => Action::Apply,
+        };
+        InitCommand {
+            capture: CaptureConfig {
+                outbound_port: a.outbound_capture_port,
+                inbound_port: inbound,
+                proxy_uid: a.proxy_uid,
+                exclude_outbound_ports: a.exclude_outbound_ports,
+                // Host bits dropped, as iptables itself lists the network.
+                exclude_outbound_cidrs: a
+                    .exclude_outbound_cidrs
+                    .iter()
+                    .map(Ipv4Net::trunc)
+                    .collect(),
+                exclude_inbound_ports: exclude_inbound,
+            },
+            action,
+            iptables: a.iptables,
+        }
     }
-    if let Some(bad) = a.exclude_outbound_cidrs.iter().find(|c| !valid_cidr(c)) {
-        return Err(InitError::BadCidr(bad.clone()));
-    }
-    let inbound = (a.inbound_capture_port != 0).then_some(a.inbound_capture_port);
-    let mut exclude_inbound = vec![a.mesh_port, a.admin_port];
-    exclude_inbound.extend(a.exclude_inbound_ports);
-    let action = match (a.dry_run, a.cleanup) {
-        (true, _) => Action::DryRun,
-        (_, true) => Action::Cleanup,
-        _ => Action::Apply,
-    };
-    Ok(InitCommand {
-        capture: CaptureConfig {
-            outbound_port: a.outbound_capture_port,
-            inbound_port: inbound,
-            proxy_uid: a.proxy_uid,
-            exclude_outbound_ports: a.exclude_outbound_ports,
-            exclude_outbound_cidrs: a.exclude_outbound_cidrs,
-            exclude_inbound_ports: exclude_inbound,
-        },
-        action,
-        iptables: a.iptables,
-    })
 }
 
 /// Carries out `cmd`; returns what to print on success.
@@ -178,9 +195,16 @@ mod tests {
     #[test]
     fn parses_flags() {
         let cmd = parse(&args(
-            "mycel-proxy init --proxy-uid 7 --exclude-outbound-ports 53,5432 --exclude-outbound-cidrs 10.0.0.0/8 --exclude-inbound-ports 9090 --dry-run",
+            "mycel-proxy init --proxy-uid 7 --exclude-outbound-ports 53,5432 --exclude-outbound-cidrs 10.0.0.0/8,192.168.1.7/16 --exclude-inbound-ports 9090 --dry-run",
         ))
         .unwrap();
+        let cidrs: Vec<String> = cmd
+            .capture
+            .exclude_outbound_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(cidrs, ["10.0.0.0/8", "192.168.0.0/16"]);
         assert_eq!(cmd.action, Action::DryRun);
         assert_eq!(cmd.capture.proxy_uid, 7);
         assert_eq!(cmd.capture.exclude_outbound_ports, vec![53, 5432]);
@@ -200,11 +224,15 @@ mod tests {
             ),
             (
                 "mycel-proxy init --exclude-outbound-cidrs 10.0.0.0/33",
-                "10.0.0.0/33",
+                "'10.0.0.0/33' for '--exclude-outbound-cidrs <CIDR>': expected an IPv4 network",
             ),
             (
                 "mycel-proxy init --outbound-capture-port 0",
-                "outbound-capture-port",
+                "'0' for '--outbound-capture-port <PORT>'",
+            ),
+            (
+                "mycel-proxy init --exclude-outbound-ports 53,x",
+                "'x' for '--exclude-outbound-ports <PORT>'",
             ),
             ("mycel-proxy init --dry-run --cleanup", "--cleanup"),
         ];
@@ -212,13 +240,6 @@ mod tests {
             let err = parse(&args(line)).unwrap_err().to_string();
             assert!(err.contains(want), "{line}: {err}");
         }
-    }
-
-    #[test]
-    fn only_a_leading_init_is_the_subcommand() {
-        assert!(is_init(&args("mycel-proxy init")));
-        assert!(!is_init(&args("mycel-proxy --workload init")));
-        assert!(!is_init(&args("mycel-proxy")));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `mycel-proxy`: parse the configuration, set up logging, run the app
 //! until SIGTERM or Ctrl-C (a second one ends the drain at once).
 
-use mycel_sidecar::config::{names, Config, ConfigError, Env, ProcessEnv};
+use mycel_sidecar::config::{names, ConfigError, Env, Invocation, ProcessEnv};
 use std::process::ExitCode;
 
 use mycel_api::report;
-use mycel_sidecar::init::{self, InitError};
+use mycel_sidecar::init;
 
 fn init_tracing(env: &dyn Env) {
     let filter = env.get(names::ENV_LOG).unwrap_or_else(|| "info".into());
@@ -47,36 +47,27 @@ async fn shutdown_signal() {
     }
 }
 
-/// `mycel-proxy init`: no runtime, no logging setup; one line of output.
-fn run_init(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
-    let result = init::parse(args).and_then(|cmd| init::execute(&cmd));
-    match result {
-        Ok(out) => {
-            print!("{out}");
-            Ok(())
-        }
-        Err(InitError::Cli(e)) => e.exit(),
-        Err(e) => {
-            eprintln!("error: mycel-proxy init: {}", report::one_line(&e));
-            std::process::exit(1);
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if init::is_init(&args) {
-        return match run_init(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&e, false),
-        };
-    }
-    // `-v`/`--verbose` only changes how a fatal error is reported.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `-v`/`--verbose` only changes how a fatal error is reported; it is
+    // looked for before parsing so that a bad flag is reported that way too.
     let verbose = report::verbose_requested(&args);
-    args.retain(|a| a != "-v" && a != "--verbose");
     let env = ProcessEnv;
-    let config = match Config::from_args(args, &env) {
-        Ok(c) => c,
+    let config = match Invocation::from_args(args, &env) {
+        Ok(Invocation::Run(c)) => c,
+        // No runtime, no logging setup; one line of output.
+        Ok(Invocation::Init(cmd)) => {
+            return match init::execute(&cmd) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: mycel-proxy init: {}", report::one_line(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Err(ConfigError::Cli(e)) if !e.use_stderr() || verbose => e.exit(),
         Err(ConfigError::Cli(e)) => {
             eprintln!("error: {}", report::first_line(&e.render().to_string()));
@@ -94,7 +85,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(mycel_sidecar::app::run(config, shutdown_signal)));
+        .and_then(|rt| rt.block_on(mycel_sidecar::app::run(*config, shutdown_signal)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, verbose),

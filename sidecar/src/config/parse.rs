@@ -1,15 +1,57 @@
-//! Parsers for single flag values; each error names the flag and the value.
+//! Value parsers for single flags, plugged into clap (`value_parser = ...`),
+//! so a bad value is refused while parsing with clap's
+//! `invalid value '<value>' for '--<flag> <VALUE>': <reason>`. The reasons
+//! are [`ValueError`]s.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use mycel_api::names::{self, NameKind, ServiceKey};
+use mycel_api::names::{self, NameError, NameKind, ServiceKey, ServiceKeyError};
 
-use super::names::{APP_PORT, LABEL, ROUTE, TCP_UPSTREAM};
-use super::ConfigError;
 use crate::discovery::Protocol;
+
+/// Why one flag value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("expected {0}")]
+    Shape(&'static str),
+    #[error("must not be empty")]
+    Empty,
+    #[error("host is empty")]
+    EmptyHost,
+    #[error("port {0:?} is not a number in 1..=65535")]
+    Port(String),
+    #[error("not a duration ({source}); e.g. {example}")]
+    Duration {
+        #[source]
+        source: humantime::DurationError,
+        example: &'static str,
+    },
+    /// `bounds` reads as "between 100ms and 24h", "at least 1s", ...
+    #[error("must be {bounds}")]
+    DurationOutOfRange { bounds: &'static str },
+    #[error("protocol {0:?} is not one of http, http2, grpc, tcp")]
+    Protocol(String),
+    #[error("port name {0:?} is not a valid name")]
+    PortName(String),
+    #[error("listen address {0:?} is not IP:PORT")]
+    ListenAddr(String),
+    #[error("path prefix must start with '/' (e.g. /api)")]
+    PathPrefix,
+    #[error("host {0:?} must be a plain host name without port")]
+    RouteHost(String),
+    #[error("target must be SVC.NS:PORT")]
+    Target,
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    ServiceKey(#[from] ServiceKeyError),
+    /// A value that is fine alone but repeats an earlier one.
+    #[error("{what} given twice")]
+    Duplicate { what: String },
+}
 
 /// A port of the local app, from `--app-port name:port[:proto]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -41,201 +83,146 @@ pub struct GatewayRoute {
     pub port: u16,
 }
 
-/// Port names follow the Kubernetes rule for them (a DNS label).
-fn valid_name(s: &str) -> bool {
-    names::validate(NameKind::Service, s).is_ok()
-}
+/// A duration that may be switched off (`off`), e.g. `--request-timeout`.
+/// A newtype, since clap reads an `Option` field as "flag may be absent".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Switchable(pub Option<Duration>);
 
-/// Checks a name flag with the mesh-wide rule for its kind.
-pub(super) fn name(flag: &'static str, kind: NameKind, raw: &str) -> Result<(), ConfigError> {
-    names::validate(kind, raw).map_err(|e| ConfigError::value(flag, raw, e.to_string()))
-}
-
-pub(super) fn ip(flag: &'static str, raw: &str) -> Result<IpAddr, ConfigError> {
-    raw.parse()
-        .map_err(|_| ConfigError::value(flag, raw, "not an IP address"))
-}
-
-pub(super) fn socket_addr(flag: &'static str, raw: &str) -> Result<SocketAddr, ConfigError> {
-    raw.parse()
-        .map_err(|_| ConfigError::value(flag, raw, "not an IP:PORT socket address"))
-}
-
-pub(super) fn host_port(flag: &'static str, raw: &str) -> Result<(), ConfigError> {
-    let (host, port) = raw
-        .rsplit_once(':')
-        .ok_or_else(|| ConfigError::value(flag, raw, "expected HOST:PORT"))?;
-    if host.is_empty() {
-        return Err(ConfigError::value(flag, raw, "host is empty"));
+/// A name flag checked with the mesh-wide rule for its kind.
+pub(super) fn name(
+    kind: NameKind,
+) -> impl Fn(&str) -> Result<String, ValueError> + Clone + Send + Sync + 'static {
+    move |raw| {
+        names::validate(kind, raw)?;
+        Ok(raw.to_string())
     }
-    port_number(flag, raw, port)?;
-    Ok(())
 }
 
-pub(super) fn ttl(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(raw).map_err(|e| {
-        ConfigError::value(flag, raw, format!("not a duration ({e}); e.g. 24h, 90m"))
-    })?;
+pub(super) fn non_empty(raw: &str) -> Result<String, ValueError> {
+    if raw.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    Ok(raw.to_string())
+}
+
+/// `HOST:PORT` where the host may be a name (the controller's address).
+pub(super) fn host_port(raw: &str) -> Result<String, ValueError> {
+    let (host, port) = raw.rsplit_once(':').ok_or(ValueError::Shape("HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(ValueError::EmptyHost);
+    }
+    port_number(port)?;
+    Ok(raw.to_string())
+}
+
+fn humantime(raw: &str, example: &'static str) -> Result<Duration, ValueError> {
+    humantime::parse_duration(raw).map_err(|source| ValueError::Duration { source, example })
+}
+
+/// A certificate lifetime or expiry: at least 1s.
+pub(super) fn ttl(raw: &str) -> Result<Duration, ValueError> {
+    let d = humantime(raw, "24h, 90m")?;
     if d < Duration::from_secs(1) {
-        return Err(ConfigError::value(flag, raw, "must be at least 1s"));
+        return Err(ValueError::DurationOutOfRange {
+            bounds: "at least 1s",
+        });
     }
     Ok(d)
 }
 
 /// A timeout or interval: 100ms to 1 day.
-pub(super) fn duration(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(raw).map_err(|e| {
-        ConfigError::value(flag, raw, format!("not a duration ({e}); e.g. 10s, 500ms"))
-    })?;
+pub(super) fn timeout(raw: &str) -> Result<Duration, ValueError> {
+    let d = humantime(raw, "10s, 500ms")?;
     if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&d) {
-        return Err(ConfigError::value(
-            flag,
-            raw,
-            "must be between 100ms and 24h",
-        ));
+        return Err(ValueError::DurationOutOfRange {
+            bounds: "between 100ms and 24h",
+        });
     }
     Ok(d)
+}
+
+/// A timeout, or `off` for none.
+pub(super) fn switchable_timeout(raw: &str) -> Result<Switchable, ValueError> {
+    if raw == "off" {
+        return Ok(Switchable(None));
+    }
+    timeout(raw).map(|d| Switchable(Some(d)))
 }
 
 /// The shutdown grace: 0 (close at once) to 10 minutes.
-pub(super) fn grace(flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(raw)
-        .map_err(|e| ConfigError::value(flag, raw, format!("not a duration ({e}); e.g. 5s")))?;
+pub(super) fn grace(raw: &str) -> Result<Duration, ValueError> {
+    let d = humantime(raw, "5s")?;
     if d > Duration::from_secs(600) {
-        return Err(ConfigError::value(flag, raw, "must be at most 10m"));
+        return Err(ValueError::DurationOutOfRange {
+            bounds: "at most 10m",
+        });
     }
     Ok(d)
 }
 
-/// A count in `range`; `what` names it in the error.
-fn count(
-    flag: &'static str,
-    raw: &str,
-    range: std::ops::RangeInclusive<usize>,
-    what: &str,
-) -> Result<usize, ConfigError> {
-    match raw.parse::<usize>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(ConfigError::value(
-            flag,
-            raw,
-            format!("not a {what} in {}..={}", range.start(), range.end()),
-        )),
-    }
-}
-
-/// Connections per listener: 1 to 1,000,000.
-pub(super) fn max_connections(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
-    count(flag, raw, 1..=1_000_000, "connection count")
-}
-
-/// A header list size in bytes: 1 KiB to 16 MiB.
-pub(super) fn header_bytes(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
-    count(flag, raw, 1024..=16 * 1024 * 1024, "byte count")
-}
-
-/// A worker thread count: 1 to 256.
-pub(super) fn threads(flag: &'static str, raw: &str) -> Result<usize, ConfigError> {
-    count(flag, raw, 1..=256, "thread count")
-}
-
-fn port_number(flag: &'static str, whole: &str, raw: &str) -> Result<u16, ConfigError> {
+fn port_number(raw: &str) -> Result<u16, ValueError> {
     match raw.parse::<u16>() {
-        Ok(0) | Err(_) => Err(ConfigError::value(
-            flag,
-            whole,
-            format!("port {raw:?} is not a number in 1..=65535"),
-        )),
+        Ok(0) | Err(_) => Err(ValueError::Port(raw.to_string())),
         Ok(p) => Ok(p),
     }
 }
 
-pub(super) fn label(raw: &str) -> Result<(String, String), ConfigError> {
-    let (k, v) = raw
-        .split_once('=')
-        .ok_or_else(|| ConfigError::value(LABEL, raw, "expected KEY=VALUE"))?;
+pub(super) fn label(raw: &str) -> Result<(String, String), ValueError> {
+    let (k, v) = raw.split_once('=').ok_or(ValueError::Shape("KEY=VALUE"))?;
     if k.is_empty() {
-        return Err(ConfigError::value(LABEL, raw, "label key is empty"));
+        return Err(ValueError::Shape("KEY=VALUE with a non-empty key"));
     }
     Ok((k.to_string(), v.to_string()))
 }
 
-pub(super) fn protocol(
-    flag: &'static str,
-    whole: &str,
-    raw: &str,
-) -> Result<Protocol, ConfigError> {
+fn protocol(raw: &str) -> Result<Protocol, ValueError> {
     match raw {
         "http" => Ok(Protocol::Http),
         "http2" => Ok(Protocol::Http2),
         "grpc" => Ok(Protocol::Grpc),
         "tcp" => Ok(Protocol::Tcp),
-        other => Err(ConfigError::value(
-            flag,
-            whole,
-            format!("protocol {other:?} is not one of http, http2, grpc, tcp"),
-        )),
+        other => Err(ValueError::Protocol(other.to_string())),
     }
 }
 
-pub(super) fn app_port(raw: &str) -> Result<AppPort, ConfigError> {
+pub(super) fn app_port(raw: &str) -> Result<AppPort, ValueError> {
     let parts: Vec<&str> = raw.split(':').collect();
     let (name, port, proto) = match parts.as_slice() {
         [name, port] => (*name, *port, None),
         [name, port, proto] => (*name, *port, Some(*proto)),
-        _ => {
-            return Err(ConfigError::value(
-                APP_PORT,
-                raw,
-                "expected NAME:PORT[:PROTOCOL]",
-            ))
-        }
+        _ => return Err(ValueError::Shape("NAME:PORT[:PROTOCOL]")),
     };
-    if !valid_name(name) {
-        return Err(ConfigError::value(
-            APP_PORT,
-            raw,
-            format!("port name {name:?} is not a valid name"),
-        ));
+    // Port names follow the Kubernetes rule for them (a DNS label).
+    if names::validate(NameKind::Service, name).is_err() {
+        return Err(ValueError::PortName(name.to_string()));
     }
     Ok(AppPort {
         name: name.to_string(),
-        port: port_number(APP_PORT, raw, port)?,
-        protocol: proto
-            .map(|p| protocol(APP_PORT, raw, p))
-            .transpose()?
-            .unwrap_or(Protocol::Http),
+        port: port_number(port)?,
+        protocol: proto.map(protocol).transpose()?.unwrap_or(Protocol::Http),
     })
 }
 
 /// `svc.ns` → the service key, checked.
-pub(super) fn service_key(flag: &'static str, raw: &str) -> Result<String, ConfigError> {
-    ServiceKey::parse(raw)
-        .map(ServiceKey::into_string)
-        .map_err(|e| ConfigError::value(flag, raw, e.to_string()))
+pub(super) fn service_key(raw: &str) -> Result<String, ValueError> {
+    Ok(ServiceKey::parse(raw)?.into_string())
 }
 
 /// `svc.ns:port` → (service key, port).
-fn service_port(flag: &'static str, whole: &str, raw: &str) -> Result<(String, u16), ConfigError> {
-    let (key, port) = raw
-        .rsplit_once(':')
-        .ok_or_else(|| ConfigError::value(flag, whole, "target must be SVC.NS:PORT"))?;
-    ServiceKey::parse(key).map_err(|e| ConfigError::value(flag, whole, e.to_string()))?;
-    Ok((key.to_string(), port_number(flag, whole, port)?))
+fn service_port(raw: &str) -> Result<(String, u16), ValueError> {
+    let (key, port) = raw.rsplit_once(':').ok_or(ValueError::Target)?;
+    ServiceKey::parse(key)?;
+    Ok((key.to_string(), port_number(port)?))
 }
 
-pub(super) fn tcp_upstream(raw: &str) -> Result<TcpUpstream, ConfigError> {
+pub(super) fn tcp_upstream(raw: &str) -> Result<TcpUpstream, ValueError> {
     let (listen, target) = raw
         .split_once('=')
-        .ok_or_else(|| ConfigError::value(TCP_UPSTREAM, raw, "expected LISTEN_ADDR=SVC.NS:PORT"))?;
-    let listen = listen.parse().map_err(|_| {
-        ConfigError::value(
-            TCP_UPSTREAM,
-            raw,
-            format!("listen address {listen:?} is not IP:PORT"),
-        )
-    })?;
-    let (service, port) = service_port(TCP_UPSTREAM, raw, target)?;
+        .ok_or(ValueError::Shape("LISTEN_ADDR=SVC.NS:PORT"))?;
+    let listen = listen
+        .parse()
+        .map_err(|_| ValueError::ListenAddr(listen.to_string()))?;
+    let (service, port) = service_port(target)?;
     Ok(TcpUpstream {
         listen,
         service,
@@ -243,28 +230,22 @@ pub(super) fn tcp_upstream(raw: &str) -> Result<TcpUpstream, ConfigError> {
     })
 }
 
-pub(super) fn route(raw: &str) -> Result<GatewayRoute, ConfigError> {
+pub(super) fn route(raw: &str) -> Result<GatewayRoute, ValueError> {
     let (matcher, target) = raw
         .rsplit_once('=')
-        .ok_or_else(|| ConfigError::value(ROUTE, raw, "expected [HOST]/PREFIX=SVC.NS:PORT"))?;
-    let slash = matcher.find('/').ok_or_else(|| {
-        ConfigError::value(ROUTE, raw, "path prefix must start with '/' (e.g. /api)")
-    })?;
+        .ok_or(ValueError::Shape("[HOST]/PREFIX=SVC.NS:PORT"))?;
+    let slash = matcher.find('/').ok_or(ValueError::PathPrefix)?;
     let (host, prefix) = matcher.split_at(slash);
     let host = if host.is_empty() {
         None
     } else {
         let h = host.to_ascii_lowercase();
         if h.contains(':') || h.contains('*') || !h.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ConfigError::value(
-                ROUTE,
-                raw,
-                format!("host {host:?} must be a plain host name without port"),
-            ));
+            return Err(ValueError::RouteHost(host.to_string()));
         }
         Some(h)
     };
-    let (service, port) = service_port(ROUTE, raw, target)?;
+    let (service, port) = service_port(target)?;
     Ok(GatewayRoute {
         host,
         prefix: prefix.to_string(),

@@ -187,7 +187,7 @@ fn errors_name_the_problem() {
         (
             ctl(&["--static-config", "/s", "--inbound", "127.0.0.1:1"]),
             vec![],
-            "exclude each other",
+            "'--controller <HOST:PORT>' cannot be used with '--static-config <PATH>'",
         ),
         (ctl(&[]), vec![], "--inbound is required in sidecar mode"),
         (
@@ -224,17 +224,17 @@ fn errors_name_the_problem() {
                 "/t",
             ],
             vec![],
-            "--controller \"nohost\": expected HOST:PORT",
+            "invalid value 'nohost' for '--controller <HOST:PORT>': expected HOST:PORT",
         ),
         (
             ctl(&["--inbound", "localhost:1"]),
             vec![],
-            "--inbound \"localhost:1\"",
+            "invalid value 'localhost:1' for '--inbound <ADDR>'",
         ),
         (
             ctl(&["--inbound", "127.0.0.1:1", "--app-port", "http:99999"]),
             vec![],
-            "--app-port \"http:99999\": port \"99999\"",
+            "'http:99999' for '--app-port <NAME:PORT[:PROTO]>': port \"99999\"",
         ),
         (
             ctl(&["--inbound", "127.0.0.1:1", "--app-port", "http:80:udp"]),
@@ -256,12 +256,12 @@ fn errors_name_the_problem() {
         (
             ctl(&["--inbound", "127.0.0.1:1", "--label", "novalue"]),
             vec![],
-            "--label \"novalue\": expected KEY=VALUE",
+            "'novalue' for '--label <KEY=VALUE>': expected KEY=VALUE",
         ),
         (
             ctl(&["--inbound", "127.0.0.1:1", "--cert-ttl", "soon"]),
             vec![],
-            "--cert-ttl \"soon\": not a duration",
+            "'soon' for '--cert-ttl <DURATION>': not a duration",
         ),
         (
             ctl(&[
@@ -286,7 +286,7 @@ fn errors_name_the_problem() {
         (
             ctl(&["--inbound", "127.0.0.1:1", "--address", "host"]),
             vec![],
-            "--address \"host\": not an IP address",
+            "'host' for '--address <IP>': invalid IP address syntax",
         ),
         (
             ctl(&["--mode", "gateway", "--route", "/=a.b:1"]),
@@ -320,7 +320,7 @@ fn errors_name_the_problem() {
                 "/x=a.b",
             ]),
             vec![],
-            "--route \"/x=a.b\": target must be SVC.NS:PORT",
+            "'/x=a.b' for '--route <[HOST]/PREFIX=SVC.NS:PORT>': target must be SVC.NS:PORT",
         ),
         (
             ctl(&[
@@ -397,7 +397,10 @@ fn transparent_mode_flags() {
 #[test]
 fn transparent_mode_errors_name_the_flag() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--subscribe", "ratings"], "--subscribe \"ratings\""),
+        (
+            &["--subscribe", "ratings"],
+            "'ratings' for '--subscribe <SVC.NS>'",
+        ),
         (
             &["--subscribe", "Ratings.shop"],
             "service name \"Ratings\" is not valid",
@@ -559,5 +562,151 @@ fn bad_limits_name_the_flag() {
             err.contains(flag) && err.contains(bad),
             "{flag} {bad}: {err}"
         );
+    }
+}
+
+#[test]
+fn missing_settings_are_typed() {
+    let cases: Vec<(Vec<&'static str>, Needed, When)> = vec![
+        (
+            vec!["--inbound", "127.0.0.1:1"],
+            Needed::OneOf(names::CONTROLLER, names::STATIC_CONFIG),
+            When::Always,
+        ),
+        (
+            ctl(&[]),
+            Needed::Flag(names::INBOUND),
+            When::InMode(Mode::Sidecar),
+        ),
+        (
+            ctl(&["--mode", "gateway", "--listen", "127.0.0.1:1"]),
+            Needed::AtLeastOne(names::ROUTE),
+            When::InMode(Mode::Gateway),
+        ),
+        (
+            vec![
+                "--controller",
+                "c:1",
+                "--ca-root",
+                "/c",
+                "--inbound",
+                "127.0.0.1:1",
+            ],
+            Needed::FlagOrEnv {
+                flag: names::TOKEN_FILE,
+                env: names::ENV_TOKEN,
+            },
+            When::With {
+                flag: names::CONTROLLER,
+                because: None,
+            },
+        ),
+    ];
+    for (extra, want_needed, want_when) in cases {
+        match parse(&extra, &[]) {
+            Err(ConfigError::Missing { needed, when }) => {
+                assert_eq!((needed, when), (want_needed, want_when), "{extra:?}")
+            }
+            other => panic!("{extra:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn repeated_label_names_flag_and_value() {
+    let err = parse(
+        &ctl(&[
+            "--inbound",
+            "127.0.0.1:1",
+            "--label",
+            "app=a",
+            "--label",
+            "app=b",
+        ]),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--label \"app=b\": label \"app\" given twice"
+    );
+}
+
+#[test]
+fn init_is_a_subcommand_only_in_first_place() {
+    let env = MapEnv::default();
+    let init = Invocation::from_args(["mycel-proxy", "init", "--dry-run"], &env).unwrap();
+    assert!(matches!(init, Invocation::Init(_)), "{init:?}");
+    // A flag value spelled `init` is a value.
+    let args: Vec<&str> = [
+        "mycel-proxy",
+        "--workload",
+        "init",
+        "--namespace",
+        "shop",
+        "--service-account",
+        "sa",
+        "--static-config",
+        "/s",
+        "--inbound",
+        "127.0.0.1:1",
+    ]
+    .to_vec();
+    match Invocation::from_args(args, &env).unwrap() {
+        Invocation::Run(c) => assert_eq!(c.workload.name, "init"),
+        other => panic!("{other:?}"),
+    }
+    // Proxy flags and the subcommand do not mix.
+    let mixed = Invocation::from_args(["mycel-proxy", "--admin", "127.0.0.1:1", "init"], &env);
+    assert!(matches!(mixed, Err(ConfigError::Cli(_))), "{mixed:?}");
+}
+
+#[test]
+fn help_subcommand_prints_help_like_the_other_binaries() {
+    let env = MapEnv::default();
+    for line in [
+        vec!["mycel-proxy", "help"],
+        vec!["mycel-proxy", "help", "init"],
+        vec!["mycel-proxy", "init", "--help"],
+    ] {
+        match Invocation::from_args(line.clone(), &env) {
+            Err(ConfigError::Cli(e)) => {
+                assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{line:?}");
+                assert!(!e.use_stderr(), "{line:?}");
+            }
+            other => panic!("{line:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_flag_has_a_help_line() {
+    let mut cmd = command();
+    cmd.build();
+    let mut commands = vec![&cmd];
+    commands.extend(cmd.get_subcommands());
+    for c in commands {
+        for arg in c.get_arguments() {
+            assert!(
+                arg.get_help().is_some() || arg.get_long_help().is_some(),
+                "{} --{:?} has no help line",
+                c.get_name(),
+                arg.get_long()
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_page_matches_the_flags() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reference/mycel-proxy.md");
+    let page = mycel_api::clidoc::Page {
+        command: command(),
+        env: ENVIRONMENT,
+        test: "cargo test -p mycel-sidecar --lib reference_page",
+    };
+    if let Err(e) = mycel_api::clidoc::check(&path, page) {
+        panic!("{e}");
     }
 }

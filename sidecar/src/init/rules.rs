@@ -25,7 +25,7 @@ pub struct CaptureConfig {
     /// outside the mesh).
     pub exclude_outbound_ports: Vec<u16>,
     /// Destination networks outbound traffic keeps, as `a.b.c.d/n`.
-    pub exclude_outbound_cidrs: Vec<String>,
+    pub exclude_outbound_cidrs: Vec<ipnet::Ipv4Net>,
     /// Local ports inbound traffic keeps: the mesh port, admin, probes.
     pub exclude_inbound_ports: Vec<u16>,
 }
@@ -105,7 +105,7 @@ pub fn plan(cfg: &CaptureConfig) -> RuleSet {
     rules.push(Rule::new(out, &["-o", "lo", "-j", "RETURN"]));
     rules.push(Rule::new(out, &["-d", "127.0.0.0/8", "-j", "RETURN"]));
     for cidr in &cfg.exclude_outbound_cidrs {
-        rules.push(Rule::new(out, &["-d", cidr, "-j", "RETURN"]));
+        rules.push(Rule::new(out, &["-d", &cidr.to_string(), "-j", "RETURN"]));
     }
     for port in &cfg.exclude_outbound_ports {
         rules.push(Rule::new(
@@ -200,7 +200,7 @@ COMMIT
                     inbound_port: None,
                     proxy_uid: 0,
                     exclude_outbound_ports: vec![5432, 53],
-                    exclude_outbound_cidrs: vec!["10.0.0.0/8".into()],
+                    exclude_outbound_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
                     ..base()
                 },
                 "*nat

@@ -19,11 +19,13 @@ pub enum TokenCommand {
     /// id goes to stderr).
     Create {
         /// The controller's data directory (tokens.json lives there).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         data_dir: PathBuf,
-        #[arg(long)]
+        /// Namespace of the workload the token is for.
+        #[arg(long, value_name = "NS")]
         namespace: String,
-        #[arg(long)]
+        /// Service account of the workload the token is for.
+        #[arg(long, value_name = "SA")]
         service_account: String,
         /// A label the workload registers with (key=value, repeatable). The
         /// proxy's labels must equal this set exactly.
@@ -35,12 +37,13 @@ pub enum TokenCommand {
         addresses: Vec<AddressRange>,
         /// How long the token may be used to join (e.g. 24h); joined
         /// workloads keep renewing after it expires. Default: no expiry.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
     /// List tokens: id, identity, labels, created, expires, revoked.
     List {
-        #[arg(long)]
+        /// The controller's data directory.
+        #[arg(long, value_name = "PATH")]
         data_dir: PathBuf,
         /// One JSON array instead of a table.
         #[arg(long)]
@@ -49,7 +52,8 @@ pub enum TokenCommand {
     /// Revoke a token by id: it can no longer join, and certificates issued
     /// for it can no longer register or renew.
     Revoke {
-        #[arg(long)]
+        /// The controller's data directory.
+        #[arg(long, value_name = "PATH")]
         data_dir: PathBuf,
         /// The id `token list` shows.
         id: String,
