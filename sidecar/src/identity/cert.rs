@@ -10,7 +10,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
-use super::state::{TrustBundle, WorkloadCert};
+use crate::core::credentials::{TrustBundle, WorkloadCert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

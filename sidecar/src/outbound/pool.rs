@@ -13,10 +13,10 @@ use mycel_api::spiffe::SpiffeId;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::core::credentials::IdentityState;
 use crate::core::http::Body;
-use crate::identity::IdentityState;
+use crate::core::tls::{PeerVerifyError, TlsConfigError};
 use crate::metrics::ErrorKind;
-use crate::tls::{PeerVerifyError, TlsConfigError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -204,18 +204,19 @@ impl Pool {
         addr: SocketAddr,
         expected: &SpiffeId,
     ) -> Result<SendRequest<Body>, DialError> {
-        let config = crate::tls::client_config(self.identity.clone(), expected.clone())?;
+        let config = crate::core::tls::client_config(self.identity.clone(), expected.clone())?;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| DialError::ConnectTimeout(CONNECT_TIMEOUT))?
             .map_err(DialError::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let connect = TlsConnector::from(config).connect(crate::tls::server_name_for(addr), tcp);
+        let connect =
+            TlsConnector::from(config).connect(crate::core::tls::server_name_for(addr), tcp);
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
             .await
             .map_err(|_| DialError::TlsTimeout(HANDSHAKE_TIMEOUT))?
             .map_err(|e| {
-                let mismatch = crate::tls::rejection(&e)
+                let mismatch = crate::core::tls::rejection(&e)
                     .filter(|r| matches!(r, PeerVerifyError::IdentityMismatch { .. }))
                     .map(ToString::to_string);
                 match mismatch {
@@ -223,7 +224,7 @@ impl Pool {
                     None => DialError::Tls(e),
                 }
             })?;
-        if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+        if tls.get_ref().1.alpn_protocol() != Some(crate::core::tls::ALPN_H2) {
             return Err(DialError::NoH2);
         }
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())

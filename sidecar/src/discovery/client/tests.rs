@@ -10,7 +10,6 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
-use crate::config::{Config, MapEnv};
 use crate::discovery::convert::tests::{eps_resource, svc_resource};
 use crate::discovery::model::ServiceState;
 
@@ -60,6 +59,32 @@ impl Connect for Plain {
     }
 }
 
+/// What `app` builds from `--workload=catalog --namespace=shop
+/// --service-account=catalog --inbound=127.0.0.1:15006 --app-port=http:8080
+/// --label=app=catalog` (that mapping is tested in `app`).
+fn hello_params() -> HelloParams {
+    HelloParams {
+        proxy_id: "catalog-0000abcd".into(),
+        workload: pb::Workload {
+            name: "catalog".into(),
+            namespace: "shop".into(),
+            service_account: "catalog".into(),
+            labels: [("app".to_string(), "catalog".to_string())].into(),
+            address: "127.0.0.1".into(),
+            mesh_port: 15006,
+            ports: vec![pb::WorkloadPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: pb::Protocol::Http as i32,
+            }],
+            ready: false,
+            zone: String::new(),
+        },
+        register: true,
+        mode: "sidecar".into(),
+    }
+}
+
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -86,21 +111,7 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
-    let config = Config::from_args(
-        [
-            "mycel-proxy",
-            "--static-config=/unused",
-            "--workload=catalog",
-            "--namespace=shop",
-            "--service-account=catalog",
-            "--inbound=127.0.0.1:15006",
-            "--app-port=http:8080",
-            "--label=app=catalog",
-        ],
-        &MapEnv::default(),
-    )
-    .unwrap();
-    let hello = HelloParams::from_config(&config);
+    let hello = hello_params();
     let (snap_tx, mut snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let subs = Subscriptions::default();
     subs.pin("catalog.shop");

@@ -23,7 +23,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::IdentityState;
+use super::credentials::{IdentityState, WorkloadCert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -162,7 +162,7 @@ impl ResolvesClientCert for StateResolver {
 struct ValidOnly(Arc<IdentityState>);
 
 impl ValidOnly {
-    fn current(&self) -> Option<Arc<super::WorkloadCert>> {
+    fn current(&self) -> Option<Arc<WorkloadCert>> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

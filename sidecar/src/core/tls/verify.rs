@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::{CertificateError, CommonState, OtherError};
 use webpki::KeyUsage;
 
-use crate::identity::TrustBundle;
+use crate::core::credentials::TrustBundle;
 
 /// Why a peer certificate was refused, beyond what rustls names itself.
 #[derive(Debug, thiserror::Error)]
