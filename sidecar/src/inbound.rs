@@ -76,7 +76,7 @@ struct Shared {
 #[derive(Debug, thiserror::Error)]
 enum AcceptError {
     #[error("TLS handshake failed: {0}")]
-    Handshake(std::io::Error),
+    Handshake(#[source] std::io::Error),
     #[error("TLS handshake timed out after {0:?}")]
     Timeout(Duration),
     #[error("peer certificate carries no SPIFFE ID")]

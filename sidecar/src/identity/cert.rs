@@ -25,9 +25,9 @@ pub enum CertError {
     #[error("leaf certificate is for {got}, but this proxy is {expected}")]
     Mismatch { expected: String, got: String },
     #[error("private key: {0}")]
-    Key(String),
+    Key(#[source] rustls::Error),
     #[error("leaf certificate does not match the private key: {0}")]
-    KeyMismatch(String),
+    KeyMismatch(#[source] rustls::Error),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
 }
@@ -72,12 +72,10 @@ pub fn workload_cert(
     for (i, der) in chain.iter().enumerate().skip(1) {
         summary(&format!("chain certificate {i}"), der)?;
     }
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| CertError::Key(e.to_string()))?;
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(CertError::Key)?;
     let certified_key = CertifiedKey::new(chain.clone(), signing_key);
-    certified_key
-        .keys_match()
-        .map_err(|e| CertError::KeyMismatch(e.to_string()))?;
+    certified_key.keys_match().map_err(CertError::KeyMismatch)?;
     Ok(WorkloadCert {
         spiffe_id,
         chain,

@@ -25,20 +25,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
     #[error("connect: {0}")]
-    Connect(std::io::Error),
+    Connect(#[source] std::io::Error),
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
     /// The peer proved a different identity than the endpoint should have.
-    #[error("{0}")]
-    IdentityMismatch(String),
+    #[error("identity mismatch: expected {expected}, got {got}")]
+    IdentityMismatch { expected: SpiffeId, got: SpiffeId },
     #[error("TLS handshake: {0}")]
-    Tls(std::io::Error),
+    Tls(#[source] std::io::Error),
     #[error("TLS handshake timed out after {0:?}")]
     TlsTimeout(Duration),
     #[error("peer did not agree to HTTP/2 (ALPN h2)")]
     NoH2,
     #[error("HTTP/2 handshake: {0}")]
-    Http2(hyper::Error),
+    Http2(#[source] hyper::Error),
     #[error(transparent)]
     Config(#[from] TlsConfigError),
 }
@@ -47,7 +47,7 @@ impl DialError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DialError::Connect(_) | DialError::ConnectTimeout(_) => ErrorKind::Connect,
-            DialError::IdentityMismatch(_) => ErrorKind::IdentityMismatch,
+            DialError::IdentityMismatch { .. } => ErrorKind::IdentityMismatch,
             DialError::Tls(_)
             | DialError::TlsTimeout(_)
             | DialError::NoH2
@@ -216,11 +216,14 @@ impl Pool {
             .await
             .map_err(|_| DialError::TlsTimeout(HANDSHAKE_TIMEOUT))?
             .map_err(|e| {
-                let mismatch = crate::core::tls::rejection(&e)
-                    .filter(|r| matches!(r, PeerVerifyError::IdentityMismatch { .. }))
-                    .map(ToString::to_string);
+                let mismatch = match crate::core::tls::rejection(&e) {
+                    Some(PeerVerifyError::IdentityMismatch { expected, got }) => {
+                        Some((expected.clone(), got.clone()))
+                    }
+                    _ => None,
+                };
                 match mismatch {
-                    Some(m) => DialError::IdentityMismatch(m),
+                    Some((expected, got)) => DialError::IdentityMismatch { expected, got },
                     None => DialError::Tls(e),
                 }
             })?;

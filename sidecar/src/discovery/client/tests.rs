@@ -49,7 +49,10 @@ struct Plain(String);
 impl Connect for Plain {
     async fn connect(&self) -> Result<Channel, ChannelError> {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.0))
-            .map_err(|e| ChannelError::Address(self.0.clone(), e.to_string()))?
+            .map_err(|source| ChannelError::Address {
+                address: self.0.clone(),
+                source,
+            })?
             .connect()
             .await
             .map_err(|source| ChannelError::Connect {
