@@ -18,8 +18,12 @@ pub enum CertError {
     EmptyChain,
     #[error("the trust bundle is empty")]
     EmptyBundle,
-    #[error("{what}: cannot parse certificate: {reason}")]
-    Parse { what: String, reason: String },
+    #[error("{what}: cannot parse certificate: {source}")]
+    Parse {
+        what: String,
+        #[source]
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
     #[error("leaf certificate identity: {0}")]
     SpiffeId(#[from] SpiffeIdError),
     #[error("leaf certificate is for {got}, but this proxy is {expected}")]
@@ -42,10 +46,11 @@ pub struct CertSummary {
 }
 
 pub fn summary(what: &str, der: &[u8]) -> Result<CertSummary, CertError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|source| CertError::Parse {
+            what: what.to_string(),
+            source,
+        })?;
     Ok(CertSummary {
         subject: cert.subject().to_string(),
         serial_hex: hex::encode(cert.raw_serial()),
