@@ -164,7 +164,7 @@ impl Controller {
             match watcher.poll() {
                 Poll::Changed(Ok(services)) => {
                     local::apply(&index, services)
-                        .map_err(|e| anyhow::anyhow!("mesh config {}: {e}", path.display()))?;
+                        .with_context(|| format!("mesh config {}", path.display()))?;
                 }
                 Poll::Changed(Err(e)) => return Err(e.into()),
                 Poll::Unchanged => bail!("mesh config {}: cannot read it", path.display()),

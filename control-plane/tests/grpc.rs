@@ -16,19 +16,17 @@ use mycel_api::v1::{
     Subscribe, Workload,
 };
 use mycel_control_plane::ca::authority::cert_pem;
-use mycel_control_plane::ca::tokens::TokenSpec;
+use mycel_control_plane::ca::tokens::{TokenError, TokenSpec};
 
 /// A join token for `sa` in shop whose workload registers with app=`sa`.
-fn create_token(data: &std::path::Path, ns: &str, sa: &str) -> Result<String, String> {
+fn create_token(data: &std::path::Path, ns: &str, sa: &str) -> Result<String, TokenError> {
     let spec = TokenSpec {
         namespace: ns.into(),
         service_account: sa.into(),
         labels: [("app".to_string(), sa.to_string())].into(),
         ..TokenSpec::default()
     };
-    mycel_control_plane::ca::tokens::create_token(data, &spec)
-        .map(|(t, _)| t)
-        .map_err(|e| e.to_string())
+    mycel_control_plane::ca::tokens::create_token(data, &spec).map(|(t, _)| t)
 }
 use mycel_control_plane::runtime::{Config, Controller, RunningController};
 use tokio::sync::mpsc;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mycel_api::spiffe::SpiffeId;
+use mycel_api::v1 as pb;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,6 +17,8 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::{names, Config, Mode, Source, TcpUpstream};
+use crate::core::channel::ControllerTls;
+use crate::core::orig_dst::SockOpt;
 use crate::core::serve::{ConnMetrics, Server, Shutdown};
 use crate::discovery::readiness::Withdrawal;
 use crate::discovery::{
@@ -23,11 +26,9 @@ use crate::discovery::{
     HelloParams, Snapshot, Subscriptions,
 };
 use crate::identity::cert::{load_static, read_pem_certs};
-use crate::identity::channel::ControllerTls;
 use crate::identity::{GrpcCaClient, IdentityManager, IdentityMetrics, IdentityState};
 use crate::metrics::ProxyMetrics;
 use crate::outbound::pool::PoolSettings;
-use crate::outbound::transparent::orig_dst::SockOpt;
 use crate::outbound::transparent::TransparentOptions;
 use crate::outbound::{Outbound, OutboundContext};
 use crate::{gateway, inbound};
@@ -98,6 +99,42 @@ fn ready_line(l: &Listeners) -> String {
         }
     }
     line
+}
+
+/// What this proxy tells the controller in `Hello`: its workload, and a
+/// proxy ID unique to this process (the name plus a random suffix), stable
+/// across reconnects.
+fn hello_params(config: &Config) -> HelloParams {
+    let w = &config.workload;
+    let suffix: u32 = rand::random();
+    HelloParams {
+        proxy_id: format!("{}-{suffix:08x}", w.name),
+        workload: pb::Workload {
+            name: w.name.clone(),
+            namespace: w.namespace.clone(),
+            service_account: w.service_account.clone(),
+            labels: w
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            address: w.address.to_string(),
+            mesh_port: u32::from(config.mesh_port()),
+            ports: w
+                .app_ports
+                .iter()
+                .map(|p| pb::WorkloadPort {
+                    name: p.name.clone(),
+                    port: u32::from(p.port),
+                    protocol: p.protocol.to_proto() as i32,
+                })
+                .collect(),
+            ready: false,
+            zone: w.zone.clone().unwrap_or_default(),
+        },
+        register: config.mode == Mode::Sidecar,
+        mode: config.mode.as_str().to_string(),
+    }
 }
 
 async fn wait_for_cert(identity: &IdentityState) {
@@ -205,7 +242,7 @@ pub async fn run<F: Future<Output = ()>>(
                 ControllerTls::new(address, server_name, &roots, Some(identity.clone()))?;
             let app_ports = config.workload.app_ports.iter().map(|p| p.port).collect();
             let ready = readiness::watch_app(config.app_host, app_ports, identity.clone());
-            let hello = HelloParams::from_config(&config);
+            let hello = hello_params(&config);
             let leave = Withdrawal::default();
             if hello.register {
                 withdrawal = Some(leave.clone());
@@ -391,5 +428,42 @@ async fn serve_data_path(
         if !server.drain().is_draining() {
             tracing::error!(result = ?ended.err(), "a data-path listener stopped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MapEnv;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["mycel-proxy", "--static-config=/unused"];
+        all.extend_from_slice(args);
+        Config::from_args(all, &MapEnv::default()).unwrap()
+    }
+
+    #[test]
+    fn hello_names_the_workload_and_registers_a_sidecar() {
+        let c = config(&[
+            "--workload=catalog",
+            "--namespace=shop",
+            "--service-account=catalog",
+            "--inbound=127.0.0.1:15006",
+            "--app-port=http:8080",
+            "--label=app=catalog",
+        ]);
+        let h = hello_params(&c);
+        assert!(h.proxy_id.starts_with("catalog-"), "{}", h.proxy_id);
+        assert_ne!(h.proxy_id, hello_params(&c).proxy_id, "one ID per process");
+        assert!(h.register);
+        assert_eq!(h.mode, "sidecar");
+        let w = &h.workload;
+        assert_eq!((w.name.as_str(), w.namespace.as_str()), ("catalog", "shop"));
+        assert_eq!(w.service_account, "catalog");
+        assert_eq!(w.labels.get("app").map(String::as_str), Some("catalog"));
+        assert_eq!(w.mesh_port, 15006);
+        assert_eq!(w.ports.len(), 1);
+        assert_eq!((w.ports[0].name.as_str(), w.ports[0].port), ("http", 8080));
+        assert!(!w.ready);
     }
 }

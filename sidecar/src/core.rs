@@ -1,8 +1,22 @@
-//! Plumbing every listener shares: how connections are accepted, limited,
-//! timed out and drained ([`serve`], [`drain`]), and the mesh's HTTP
-//! contract: body type, mesh headers, the proxy's own error responses
-//! ([`http`]).
+//! What every part of the proxy shares, and nothing else: the layer that
+//! `inbound`, `outbound`, `gateway`, `discovery` and `identity` build on
+//! (they never import each other's internals through it).
+//!
+//! - Serving: how connections are accepted, limited, timed out and drained
+//!   ([`serve`], [`drain`]).
+//! - The mesh's HTTP contract: body type, mesh headers, the proxy's own
+//!   error responses ([`http`]).
+//! - Transport: mutual TLS between sidecars ([`tls`]) over the proxy's
+//!   current certificate and trust bundle ([`credentials`]), and a captured
+//!   connection's original destination ([`orig_dst`]).
+//! - The controller: its TLS channel ([`channel`]) and the jittered backoff
+//!   every retry loop uses ([`backoff`]).
 
+pub mod backoff;
+pub mod channel;
+pub mod credentials;
 pub mod drain;
 pub mod http;
+pub mod orig_dst;
 pub mod serve;
+pub mod tls;

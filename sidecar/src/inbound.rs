@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::core::credentials::IdentityState;
 use crate::core::serve::{Conn, HttpMode, Server};
-use crate::identity::IdentityState;
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
 
 /// A peer that opens a connection and stays silent must not hold a task
@@ -36,7 +36,7 @@ pub struct InboundContext {
 /// Accepts mesh connections until the proxy drains; each connection runs
 /// on its own task.
 pub async fn serve(listener: TcpListener, ctx: InboundContext, server: Server) {
-    let tls = match crate::tls::server_config(ctx.identity.clone()) {
+    let tls = match crate::core::tls::server_config(ctx.identity.clone()) {
         Ok(c) => TlsAcceptor::from(c),
         Err(e) => {
             tracing::error!(error = %e, "inbound: cannot serve the mesh port");
@@ -76,7 +76,7 @@ struct Shared {
 #[derive(Debug, thiserror::Error)]
 enum AcceptError {
     #[error("TLS handshake failed: {0}")]
-    Handshake(std::io::Error),
+    Handshake(#[source] std::io::Error),
     #[error("TLS handshake timed out after {0:?}")]
     Timeout(Duration),
     #[error("peer certificate carries no SPIFFE ID")]
@@ -90,7 +90,7 @@ async fn connection(shared: &Shared, tcp: TcpStream, conn: Conn) -> Result<(), A
         .map_err(AcceptError::Handshake)?;
     // The verifier already required exactly one SPIFFE ID; reading it again
     // cannot fail for a connection that got this far.
-    let peer = crate::tls::peer_identity(tls.get_ref().1)
+    let peer = crate::core::tls::peer_identity(tls.get_ref().1)
         .ok_or(AcceptError::NoPeerId)?
         .to_string();
     shared.metrics.inbound_connection(&peer);

@@ -16,4 +16,3 @@ pub mod inbound;
 pub mod init;
 pub mod metrics;
 pub mod outbound;
-pub mod tls;

@@ -19,9 +19,9 @@ use tokio::net::TcpListener;
 pub use forward::{ForwardError, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
 
+use crate::core::credentials::IdentityState;
 use crate::core::serve::Server;
 use crate::discovery::Discovery;
-use crate::identity::IdentityState;
 use crate::metrics::ProxyMetrics;
 
 /// What the outbound side needs.
@@ -86,7 +86,7 @@ impl Outbound {
     pub fn serve_transparent(
         self: Arc<Self>,
         listener: TcpListener,
-        orig: Arc<dyn transparent::orig_dst::OrigDst>,
+        orig: Arc<dyn crate::core::orig_dst::OrigDst>,
         opts: transparent::TransparentOptions,
         server: Server,
     ) -> impl Future<Output = ()> {

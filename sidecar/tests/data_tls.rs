@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ca::{spiffe, TestCa};
+use mycel_sidecar::core::tls::{self, PeerVerifyError};
 use mycel_sidecar::identity::IdentityState;
-use mycel_sidecar::tls::{self, PeerVerifyError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 

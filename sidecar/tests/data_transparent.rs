@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_sidecar::config::{MtlsMode, UnknownDestination};
+use mycel_sidecar::core::orig_dst::OrigDst;
 use mycel_sidecar::core::serve::{Limits, Server};
 use mycel_sidecar::discovery::{
     Discovery, Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot, Subscriptions,
@@ -29,7 +30,6 @@ use mycel_sidecar::discovery::{
 use mycel_sidecar::inbound::{self, capture, InboundContext};
 use mycel_sidecar::metrics::ProxyMetrics;
 use mycel_sidecar::outbound::pool::PoolSettings;
-use mycel_sidecar::outbound::transparent::orig_dst::OrigDst;
 use mycel_sidecar::outbound::transparent::TransparentOptions;
 use mycel_sidecar::outbound::{Outbound, OutboundContext};
 use prometheus_client::registry::Registry;

@@ -65,25 +65,21 @@ impl Proc {
     /// Waits for a line of the log that starts with `prefix` (such as a
     /// binary's ready line, which names the ports it bound) and returns it.
     /// Fails early, with the log, if the process exits first.
-    pub async fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> Result<String, String> {
+    pub async fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(line) = self.log().lines().find(|l| l.starts_with(prefix)) {
                 return Ok(line.to_string());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "{} exited with {status}; log:\n{}",
-                    self.name,
-                    self.log()
-                ));
+                anyhow::bail!("{} exited with {status}; log:\n{}", self.name, self.log());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
+                anyhow::bail!(
                     "{} printed no line starting with {prefix:?} within {limit:?}; log:\n{}",
                     self.name,
                     self.log()
-                ));
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

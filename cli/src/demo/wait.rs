@@ -18,11 +18,12 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    #[error("GET http://{addr}{path}: {message}")]
+    #[error("GET http://{addr}{path}: {source}")]
     Get {
         addr: SocketAddr,
         path: String,
-        message: String,
+        #[source]
+        source: GetError,
     },
     #[error("{what} not ready after {waited:?}; last answer: {last}")]
     Deadline {
@@ -41,25 +42,39 @@ pub struct Answer {
 
 /// One GET `path` to `addr` with `Host: host`, bounded by [`ATTEMPT`].
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<Answer, WaitError> {
-    let fail = |message: String| WaitError::Get {
+    let result = match tokio::time::timeout(ATTEMPT, exchange(addr, host, path)).await {
+        Ok(r) => r,
+        Err(_) => Err(GetError::Timeout(ATTEMPT)),
+    };
+    result.map_err(|source| WaitError::Get {
         addr,
         path: path.to_string(),
-        message,
-    };
-    match tokio::time::timeout(ATTEMPT, exchange(addr, host, path)).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(message)) => Err(fail(message)),
-        Err(_) => Err(fail(format!("no answer within {ATTEMPT:?}"))),
-    }
+        source,
+    })
 }
 
-async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<Answer, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+/// Why one GET got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[source] http::Error),
+    #[error("send: {0}")]
+    Send(#[source] hyper::Error),
+    #[error("body: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<Answer, GetError> {
+    let stream = TcpStream::connect(addr).await.map_err(GetError::Connect)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(GetError::Handshake)?;
     // Ends with the exchange or when the server hangs up.
     tokio::spawn(async move {
         let _ = conn.await;
@@ -67,16 +82,13 @@ async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<Answer, St
     let request = http::Request::get(path)
         .header(http::header::HOST, host)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(GetError::Request)?;
+    let response = sender.send_request(request).await.map_err(GetError::Send)?;
     let status = response.status().as_u16();
     let body = Limited::new(response.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| format!("body: {e}"))?
+        .map_err(GetError::Body)?
         .to_bytes();
     Ok(Answer { status, body })
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mycel_api::spiffe::SpiffeId;
+use mycel_api::spiffe::{SpiffeId, SpiffeIdError};
 use mycel_api::v1::discovery_request::Kind;
 use mycel_api::v1::discovery_server::Discovery;
 use mycel_api::v1::{DiscoveryRequest, DiscoveryResponse, Hello, RefusedSubscription};
@@ -75,46 +75,77 @@ impl DiscoveryService {
 /// Why a stream was refused before it started.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AcceptError {
-    #[error("{0}")]
-    Unauthenticated(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("{0}")]
-    Invalid(String),
+    #[error(
+        "a client certificate issued by the mesh CA is required (call Identity.Certify first)"
+    )]
+    NoClientCert,
+    #[error("client certificate: {0}")]
+    BadClientCert(#[source] SpiffeIdError),
+    #[error("client identity {id} is not in trust domain {trust_domain}")]
+    ForeignTrustDomain { id: SpiffeId, trust_domain: String },
+    #[error("hello.proxy_id is empty")]
+    EmptyProxyId,
+    #[error(
+        "hello.workload is namespace {namespace:?} service account {service_account:?}, \
+         but the client certificate is {peer}"
+    )]
+    NotTheCaller {
+        namespace: String,
+        service_account: String,
+        peer: SpiffeId,
+    },
+    #[error("hello.mode {0:?} is not sidecar or gateway")]
+    UnknownMode(String),
+    /// The workload in Hello is missing or not valid.
+    #[error(transparent)]
+    Workload(#[from] convert::ConvertError),
+}
+
+impl AcceptError {
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            AcceptError::NoClientCert | AcceptError::BadClientCert(_) => {
+                tonic::Code::Unauthenticated
+            }
+            AcceptError::ForeignTrustDomain { .. } | AcceptError::NotTheCaller { .. } => {
+                tonic::Code::PermissionDenied
+            }
+            AcceptError::EmptyProxyId | AcceptError::UnknownMode(_) | AcceptError::Workload(_) => {
+                tonic::Code::InvalidArgument
+            }
+        }
+    }
 }
 
 impl From<AcceptError> for Status {
     fn from(e: AcceptError) -> Self {
-        match e {
-            AcceptError::Unauthenticated(m) => Status::unauthenticated(m),
-            AcceptError::PermissionDenied(m) => Status::permission_denied(m),
-            AcceptError::Invalid(m) => Status::invalid_argument(m),
-        }
+        Status::new(e.code(), e.to_string())
     }
 }
 
 /// A message on an established stream that ends it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct RequestError(String);
+pub enum RequestError {
+    #[error("Hello may only be the first message")]
+    SecondHello,
+    #[error("empty DiscoveryRequest")]
+    Empty,
+}
 
 /// The SPIFFE ID of the client certificate the TLS layer verified.
 pub fn peer_identity(
     certs: Option<&[impl AsRef<[u8]>]>,
     trust_domain: &str,
 ) -> Result<SpiffeId, AcceptError> {
-    let leaf = certs.and_then(|c| c.first()).ok_or_else(|| {
-        AcceptError::Unauthenticated(
-            "a client certificate issued by the mesh CA is required (call Identity.Certify first)"
-                .into(),
-        )
-    })?;
-    let id = SpiffeId::from_cert_der(leaf.as_ref())
-        .map_err(|e| AcceptError::Unauthenticated(format!("client certificate: {e}")))?;
+    let leaf = certs
+        .and_then(|c| c.first())
+        .ok_or(AcceptError::NoClientCert)?;
+    let id = SpiffeId::from_cert_der(leaf.as_ref()).map_err(AcceptError::BadClientCert)?;
     if id.trust_domain() != trust_domain {
-        return Err(AcceptError::PermissionDenied(format!(
-            "client identity {id} is not in trust domain {trust_domain}"
-        )));
+        return Err(AcceptError::ForeignTrustDomain {
+            id,
+            trust_domain: trust_domain.to_string(),
+        });
     }
     Ok(id)
 }
@@ -157,31 +188,29 @@ fn truncate(k: &str) -> String {
 /// Validates a Hello against the caller's certificate identity.
 pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> {
     if hello.proxy_id.is_empty() {
-        return Err(AcceptError::Invalid("hello.proxy_id is empty".into()));
+        return Err(AcceptError::EmptyProxyId);
     }
     let w = hello
         .workload
-        .ok_or_else(|| AcceptError::Invalid(convert::ConvertError::MissingWorkload.to_string()))?;
+        .ok_or(convert::ConvertError::MissingWorkload)?;
     if w.namespace != peer.namespace() || w.service_account != peer.service_account() {
-        return Err(AcceptError::PermissionDenied(format!(
-            "hello.workload is namespace {:?} service account {:?}, but the client certificate is {peer}",
-            w.namespace, w.service_account
-        )));
+        return Err(AcceptError::NotTheCaller {
+            namespace: w.namespace,
+            service_account: w.service_account,
+            peer: peer.clone(),
+        });
     }
     let mode = match hello.mode.as_str() {
         "" | "sidecar" => "sidecar",
         "gateway" => "gateway",
-        other => {
-            return Err(AcceptError::Invalid(format!(
-                "hello.mode {other:?} is not sidecar or gateway"
-            )))
-        }
+        other => return Err(AcceptError::UnknownMode(other.to_string())),
     };
     let registration = if hello.register {
-        Some(
-            convert::workload_from_proto(&hello.proxy_id, &w, peer.clone())
-                .map_err(|e| AcceptError::Invalid(e.to_string()))?,
-        )
+        Some(convert::workload_from_proto(
+            &hello.proxy_id,
+            &w,
+            peer.clone(),
+        )?)
     } else {
         None
     };
@@ -345,7 +374,7 @@ impl StreamTask {
     fn handle(&mut self, msg: DiscoveryRequest) -> Result<(), RequestError> {
         let conn = self.guard.conn;
         match msg.kind {
-            Some(Kind::Hello(_)) => Err(RequestError("Hello may only be the first message".into())),
+            Some(Kind::Hello(_)) => Err(RequestError::SecondHello),
             Some(Kind::Subscribe(s)) => {
                 let (add, refused_add) = parse_keys(&s.add);
                 // Removing a key that cannot exist is a no-op, not an error.
@@ -395,7 +424,7 @@ impl StreamTask {
                 }
                 Ok(())
             }
-            None => Err(RequestError("empty DiscoveryRequest".into())),
+            None => Err(RequestError::Empty),
         }
     }
 }

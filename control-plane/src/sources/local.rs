@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 pub use parse::{is_dns_label, is_service_name, parse_mesh_config, ParseError};
 
-use crate::index::SharedIndex;
+use crate::index::{DuplicateService, SharedIndex};
 use crate::model::Service;
 
 /// How often the file is checked; cheap, because an unchanged stamp skips
@@ -117,14 +117,11 @@ impl MeshConfigWatcher {
     }
 }
 
-/// Applies a parsed config to the index; returns an error message when the
-/// index refused it.
-pub fn apply(index: &SharedIndex, services: Vec<Service>) -> Result<usize, String> {
+/// Applies a parsed config to the index; returns how many services it
+/// holds, or why the index refused it.
+pub fn apply(index: &SharedIndex, services: Vec<Service>) -> Result<usize, DuplicateService> {
     let n = services.len();
-    index
-        .lock()
-        .apply_services(services)
-        .map_err(|e| e.to_string())?;
+    index.lock().apply_services(services)?;
     Ok(n)
 }
 

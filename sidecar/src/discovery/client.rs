@@ -15,7 +15,7 @@ use std::time::Duration;
 use mycel_api::v1 as pb;
 use pb::discovery_request::Kind as Req;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,13 +23,12 @@ use tonic::transport::Channel;
 
 use super::cache::Cache;
 use super::handle::{Change, Subscriptions};
-use super::model::{Protocol, Snapshot};
+use super::model::Snapshot;
 use super::readiness::Withdrawal;
 use super::status::{DiscoveryMetrics, DiscoveryStatus};
-use crate::config::{Config, Mode};
-use crate::identity::backoff::Backoff;
-use crate::identity::channel::{ChannelError, ControllerTls};
-use crate::identity::{IdentityState, TrustBundle};
+use crate::core::backoff::Backoff;
+use crate::core::channel::{ChannelError, ControllerTls};
+use crate::core::credentials::{IdentityState, TrustBundle};
 
 pub const RECONNECT_BACKOFF: Backoff = Backoff {
     min: Duration::from_millis(100),
@@ -58,7 +57,7 @@ pub enum StreamError {
 }
 
 /// What `Hello` says apart from the live parts (subscriptions, versions,
-/// readiness).
+/// readiness). Built from the configuration by `app`.
 #[derive(Clone, Debug)]
 pub struct HelloParams {
     /// Stable for the life of the process, across reconnects.
@@ -66,41 +65,6 @@ pub struct HelloParams {
     pub workload: pb::Workload,
     pub register: bool,
     pub mode: String,
-}
-
-impl HelloParams {
-    pub fn from_config(config: &Config) -> Self {
-        let w = &config.workload;
-        let suffix: u32 = StdRng::from_entropy().gen();
-        Self {
-            proxy_id: format!("{}-{suffix:08x}", w.name),
-            workload: pb::Workload {
-                name: w.name.clone(),
-                namespace: w.namespace.clone(),
-                service_account: w.service_account.clone(),
-                labels: w
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                address: w.address.to_string(),
-                mesh_port: u32::from(config.mesh_port()),
-                ports: w
-                    .app_ports
-                    .iter()
-                    .map(|p| pb::WorkloadPort {
-                        name: p.name.clone(),
-                        port: u32::from(p.port),
-                        protocol: Protocol::to_proto(p.protocol) as i32,
-                    })
-                    .collect(),
-                ready: false,
-                zone: w.zone.clone().unwrap_or_default(),
-            },
-            register: config.mode == Mode::Sidecar,
-            mode: config.mode.as_str().to_string(),
-        }
-    }
 }
 
 pub struct DiscoveryClient<C> {

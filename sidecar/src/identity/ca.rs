@@ -9,8 +9,8 @@ use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
 use rustls_pki_types::CertificateDer;
 
-use super::channel::{ChannelError, ControllerTls};
 use crate::config::TokenSource;
+use crate::core::channel::{ChannelError, ControllerTls};
 
 /// What the CA answered.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
-use super::state::{TrustBundle, WorkloadCert};
+use crate::core::credentials::{TrustBundle, WorkloadCert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -18,16 +18,20 @@ pub enum CertError {
     EmptyChain,
     #[error("the trust bundle is empty")]
     EmptyBundle,
-    #[error("{what}: cannot parse certificate: {reason}")]
-    Parse { what: String, reason: String },
+    #[error("{what}: cannot parse certificate: {source}")]
+    Parse {
+        what: String,
+        #[source]
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
     #[error("leaf certificate identity: {0}")]
     SpiffeId(#[from] SpiffeIdError),
     #[error("leaf certificate is for {got}, but this proxy is {expected}")]
     Mismatch { expected: String, got: String },
     #[error("private key: {0}")]
-    Key(String),
+    Key(#[source] rustls::Error),
     #[error("leaf certificate does not match the private key: {0}")]
-    KeyMismatch(String),
+    KeyMismatch(#[source] rustls::Error),
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
 }
@@ -42,10 +46,11 @@ pub struct CertSummary {
 }
 
 pub fn summary(what: &str, der: &[u8]) -> Result<CertSummary, CertError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|source| CertError::Parse {
+            what: what.to_string(),
+            source,
+        })?;
     Ok(CertSummary {
         subject: cert.subject().to_string(),
         serial_hex: hex::encode(cert.raw_serial()),
@@ -72,12 +77,10 @@ pub fn workload_cert(
     for (i, der) in chain.iter().enumerate().skip(1) {
         summary(&format!("chain certificate {i}"), der)?;
     }
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| CertError::Key(e.to_string()))?;
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(CertError::Key)?;
     let certified_key = CertifiedKey::new(chain.clone(), signing_key);
-    certified_key
-        .keys_match()
-        .map_err(|e| CertError::KeyMismatch(e.to_string()))?;
+    certified_key.keys_match().map_err(CertError::KeyMismatch)?;
     Ok(WorkloadCert {
         spiffe_id,
         chain,

@@ -13,6 +13,19 @@ use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 
 use super::ca::{CaClient, CaError, Issued};
 
+/// Why the fake CA could not issue a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum FakeCaError {
+    #[error("bad CSR: {0}")]
+    Csr(#[source] rcgen::Error),
+    #[error("SPIFFE ID as URI: {0}")]
+    Uri(#[source] rcgen::Error),
+    #[error("signing: {0}")]
+    Sign(#[source] rcgen::Error),
+    #[error("generating a key or CSR: {0}")]
+    Key(#[source] rcgen::Error),
+}
+
 /// Cheap to clone; clones share the CA and its counters.
 #[derive(Clone)]
 pub struct FakeCa {
@@ -114,7 +127,7 @@ impl FakeCa {
         csr_der: &[u8],
         identity: &SpiffeId,
         ttl: Duration,
-    ) -> Result<CertificateDer<'static>, String> {
+    ) -> Result<CertificateDer<'static>, FakeCaError> {
         Ok(self.sign_cert(csr_der, identity, ttl)?.der().clone())
     }
 
@@ -123,15 +136,12 @@ impl FakeCa {
         csr_der: &[u8],
         identity: &SpiffeId,
         ttl: Duration,
-    ) -> Result<rcgen::Certificate, String> {
+    ) -> Result<rcgen::Certificate, FakeCaError> {
         let csr =
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-                .map_err(|e| format!("bad CSR: {e}"))?;
+                .map_err(FakeCaError::Csr)?;
         let mut params = CertificateParams::default();
-        let uri = identity
-            .to_string()
-            .try_into()
-            .map_err(|e| format!("SPIFFE ID as URI: {e}"))?;
+        let uri = identity.to_string().try_into().map_err(FakeCaError::Uri)?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         let now = SystemTime::now();
         params.not_before = now.into();
@@ -143,16 +153,16 @@ impl FakeCa {
         ];
         let cert = params
             .signed_by(&csr.public_key, &self.inner.root, &self.inner.root_key)
-            .map_err(|e| format!("signing: {e}"))?;
+            .map_err(FakeCaError::Sign)?;
         Ok(cert)
     }
 
     /// A fresh key and certificate for `identity`, as PEM (for static files).
-    pub fn issue_pem(&self, identity: &SpiffeId, ttl: Duration) -> Result<IssuedPem, String> {
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+    pub fn issue_pem(&self, identity: &SpiffeId, ttl: Duration) -> Result<IssuedPem, FakeCaError> {
+        let key = KeyPair::generate().map_err(FakeCaError::Key)?;
         let csr = CertificateParams::default()
             .serialize_request(&key)
-            .map_err(|e| e.to_string())?;
+            .map_err(FakeCaError::Key)?;
         let cert = self.sign_cert(csr.der(), identity, ttl)?;
         Ok(IssuedPem {
             chain_pem: cert.pem(),
@@ -188,9 +198,9 @@ impl CaClient for FakeCa {
                 &self.inner.identity,
                 ttl.unwrap_or(self.inner.ttl),
             )
-            .map_err(|message| CaError::Rejected {
+            .map_err(|e| CaError::Rejected {
                 code: tonic::Code::InvalidArgument,
-                message,
+                message: e.to_string(),
             })?;
         self.state().issued += 1;
         Ok(Issued {

@@ -16,14 +16,20 @@ use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::time::Instant;
 
-use super::backoff::backoff;
 use super::ca::{CaClient, CaError};
 use super::cert::{trust_bundle, workload_cert, CertError};
 use super::metrics::IdentityMetrics;
-use super::state::IdentityState;
+use crate::core::backoff::Backoff;
+use crate::core::credentials::IdentityState;
 
 /// Share of a certificate's life (in percent) after which it is renewed.
 const REFRESH_PERCENT: i128 = 70;
+
+/// Certificate requests: from 1 s up to 1 min between attempts.
+pub const CERT_BACKOFF: Backoff = Backoff {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -187,7 +193,7 @@ impl<C: CaClient> IdentityManager<C> {
                 }
                 Err(e) if e.is_permanent() && !self.state.has_cert() => return Err(e),
                 Err(e) => {
-                    let delay = backoff(failures, &mut rng);
+                    let delay = CERT_BACKOFF.delay(failures, &mut rng);
                     failures = failures.saturating_add(1);
                     tracing::warn!(
                         error = %e,

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::MtlsMode;
+use crate::core::orig_dst::OrigDst;
 use crate::core::serve::Server;
 use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
-use crate::outbound::transparent::orig_dst::OrigDst;
 
 /// What the capture listener needs.
 pub struct CaptureContext {

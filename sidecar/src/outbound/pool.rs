@@ -13,10 +13,10 @@ use mycel_api::spiffe::SpiffeId;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::core::credentials::IdentityState;
 use crate::core::http::Body;
-use crate::identity::IdentityState;
+use crate::core::tls::{PeerVerifyError, TlsConfigError};
 use crate::metrics::ErrorKind;
-use crate::tls::{PeerVerifyError, TlsConfigError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,20 +25,20 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
     #[error("connect: {0}")]
-    Connect(std::io::Error),
+    Connect(#[source] std::io::Error),
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
     /// The peer proved a different identity than the endpoint should have.
-    #[error("{0}")]
-    IdentityMismatch(String),
+    #[error("identity mismatch: expected {expected}, got {got}")]
+    IdentityMismatch { expected: SpiffeId, got: SpiffeId },
     #[error("TLS handshake: {0}")]
-    Tls(std::io::Error),
+    Tls(#[source] std::io::Error),
     #[error("TLS handshake timed out after {0:?}")]
     TlsTimeout(Duration),
     #[error("peer did not agree to HTTP/2 (ALPN h2)")]
     NoH2,
     #[error("HTTP/2 handshake: {0}")]
-    Http2(hyper::Error),
+    Http2(#[source] hyper::Error),
     #[error(transparent)]
     Config(#[from] TlsConfigError),
 }
@@ -47,7 +47,7 @@ impl DialError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DialError::Connect(_) | DialError::ConnectTimeout(_) => ErrorKind::Connect,
-            DialError::IdentityMismatch(_) => ErrorKind::IdentityMismatch,
+            DialError::IdentityMismatch { .. } => ErrorKind::IdentityMismatch,
             DialError::Tls(_)
             | DialError::TlsTimeout(_)
             | DialError::NoH2
@@ -204,26 +204,30 @@ impl Pool {
         addr: SocketAddr,
         expected: &SpiffeId,
     ) -> Result<SendRequest<Body>, DialError> {
-        let config = crate::tls::client_config(self.identity.clone(), expected.clone())?;
+        let config = crate::core::tls::client_config(self.identity.clone(), expected.clone())?;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| DialError::ConnectTimeout(CONNECT_TIMEOUT))?
             .map_err(DialError::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let connect = TlsConnector::from(config).connect(crate::tls::server_name_for(addr), tcp);
+        let connect =
+            TlsConnector::from(config).connect(crate::core::tls::server_name_for(addr), tcp);
         let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect)
             .await
             .map_err(|_| DialError::TlsTimeout(HANDSHAKE_TIMEOUT))?
             .map_err(|e| {
-                let mismatch = crate::tls::rejection(&e)
-                    .filter(|r| matches!(r, PeerVerifyError::IdentityMismatch { .. }))
-                    .map(ToString::to_string);
+                let mismatch = match crate::core::tls::rejection(&e) {
+                    Some(PeerVerifyError::IdentityMismatch { expected, got }) => {
+                        Some((expected.clone(), got.clone()))
+                    }
+                    _ => None,
+                };
                 match mismatch {
-                    Some(m) => DialError::IdentityMismatch(m),
+                    Some((expected, got)) => DialError::IdentityMismatch { expected, got },
                     None => DialError::Tls(e),
                 }
             })?;
-        if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_H2) {
+        if tls.get_ref().1.alpn_protocol() != Some(crate::core::tls::ALPN_H2) {
             return Err(DialError::NoH2);
         }
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())

@@ -8,7 +8,6 @@
 
 pub mod classify;
 pub mod detect;
-pub mod orig_dst;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,11 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use self::classify::{classify, Target};
 use self::detect::{detect, protocol_label, should_detect, Detected, DETECT_TIMEOUT, PEEK_LIMIT};
-use self::orig_dst::OrigDst;
 use super::plan::Destination;
 use super::{request_authority, ForwardError, Outbound, RESOLVE_WAIT};
 use crate::config::UnknownDestination;
 use crate::core::http::boxed;
+use crate::core::orig_dst::OrigDst;
 use crate::core::serve::{Conn, HttpMode, Server};
 use crate::discovery::{Endpoint, ServicePort, ServiceState, Snapshot};
 use crate::metrics::{Direction, Flow};

@@ -10,7 +10,6 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
-use crate::config::{Config, MapEnv};
 use crate::discovery::convert::tests::{eps_resource, svc_resource};
 use crate::discovery::model::ServiceState;
 
@@ -50,13 +49,42 @@ struct Plain(String);
 impl Connect for Plain {
     async fn connect(&self) -> Result<Channel, ChannelError> {
         tonic::transport::Endpoint::from_shared(format!("http://{}", self.0))
-            .map_err(|e| ChannelError::Address(self.0.clone(), e.to_string()))?
+            .map_err(|source| ChannelError::Address {
+                address: self.0.clone(),
+                source,
+            })?
             .connect()
             .await
             .map_err(|source| ChannelError::Connect {
                 address: self.0.clone(),
                 source,
             })
+    }
+}
+
+/// What `app` builds from `--workload=catalog --namespace=shop
+/// --service-account=catalog --inbound=127.0.0.1:15006 --app-port=http:8080
+/// --label=app=catalog` (that mapping is tested in `app`).
+fn hello_params() -> HelloParams {
+    HelloParams {
+        proxy_id: "catalog-0000abcd".into(),
+        workload: pb::Workload {
+            name: "catalog".into(),
+            namespace: "shop".into(),
+            service_account: "catalog".into(),
+            labels: [("app".to_string(), "catalog".to_string())].into(),
+            address: "127.0.0.1".into(),
+            mesh_port: 15006,
+            ports: vec![pb::WorkloadPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: pb::Protocol::Http as i32,
+            }],
+            ready: false,
+            zone: String::new(),
+        },
+        register: true,
+        mode: "sidecar".into(),
     }
 }
 
@@ -86,21 +114,7 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
-    let config = Config::from_args(
-        [
-            "mycel-proxy",
-            "--static-config=/unused",
-            "--workload=catalog",
-            "--namespace=shop",
-            "--service-account=catalog",
-            "--inbound=127.0.0.1:15006",
-            "--app-port=http:8080",
-            "--label=app=catalog",
-        ],
-        &MapEnv::default(),
-    )
-    .unwrap();
-    let hello = HelloParams::from_config(&config);
+    let hello = hello_params();
     let (snap_tx, mut snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let subs = Subscriptions::default();
     subs.pin("catalog.shop");
@@ -256,25 +270,12 @@ async fn withdrawal_reports_not_ready_before_the_drain() {
             }))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
-    let config = Config::from_args(
-        [
-            "mycel-proxy",
-            "--static-config=/unused",
-            "--workload=catalog",
-            "--namespace=shop",
-            "--service-account=catalog",
-            "--inbound=127.0.0.1:15006",
-            "--app-port=http:8080",
-        ],
-        &MapEnv::default(),
-    )
-    .unwrap();
     let (snap_tx, _snap_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (ready_tx, ready_rx) = watch::channel(true);
     let withdrawal = Withdrawal::default();
     let client = DiscoveryClient::new(
         Plain(addr.to_string()),
-        HelloParams::from_config(&config),
+        hello_params(),
         snap_tx,
         Subscriptions::default(),
         IdentityState::new(),

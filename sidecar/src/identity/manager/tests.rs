@@ -6,7 +6,6 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
 use super::*;
-use crate::identity::backoff::CERT_BACKOFF;
 use crate::identity::fake::FakeCa;
 
 fn id(sa: &str) -> SpiffeId {

@@ -23,16 +23,22 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::IdentityState;
+use super::credentials::{IdentityState, WorkloadCert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("controller root certificates: {0}")]
-    Roots(String),
+    Roots(#[source] rustls::Error),
+    #[error("controller root certificates: no root certificate given")]
+    NoRoots,
     #[error("controller name {0:?} is not a valid TLS server name")]
     ServerName(String),
-    #[error("controller address {0:?}: {1}")]
-    Address(String, String),
+    #[error("controller address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("connecting to the controller at {address}: {source}")]
     Connect {
         address: String,
@@ -71,17 +77,15 @@ impl ControllerTls {
     {
         let mut store = RootCertStore::empty();
         for root in roots {
-            store
-                .add(root.clone())
-                .map_err(|e| ChannelError::Roots(e.to_string()))?;
+            store.add(root.clone()).map_err(ChannelError::Roots)?;
         }
         if store.is_empty() {
-            return Err(ChannelError::Roots("no root certificate given".into()));
+            return Err(ChannelError::NoRoots);
         }
         let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
-                .map_err(|e| ChannelError::Roots(e.to_string()))?
+                .map_err(ChannelError::Roots)?
                 .with_root_certificates(store);
         Ok(builder)
     }
@@ -129,7 +133,10 @@ impl ControllerTls {
     /// unreachable controller is reported here).
     pub async fn connect(&self) -> Result<Channel, ChannelError> {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
-            .map_err(|e| ChannelError::Address(self.address.clone(), e.to_string()))?
+            .map_err(|source| ChannelError::Address {
+                address: self.address.clone(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
@@ -162,7 +169,7 @@ impl ResolvesClientCert for StateResolver {
 struct ValidOnly(Arc<IdentityState>);
 
 impl ValidOnly {
-    fn current(&self) -> Option<Arc<super::WorkloadCert>> {
+    fn current(&self) -> Option<Arc<WorkloadCert>> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

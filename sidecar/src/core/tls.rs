@@ -1,6 +1,6 @@
 //! Mutual TLS between sidecars.
 //!
-//! Both ends read the proxy's [`IdentityState`](crate::identity::IdentityState)
+//! Both ends read the proxy's [`IdentityState`](crate::core::credentials::IdentityState)
 //! on every handshake: a renewed certificate or trust bundle applies to the
 //! next connection without touching open ones. Peers are authenticated by
 //! chain (to the current bundle) and by their single SPIFFE URI SAN; DNS

@@ -1,5 +1,6 @@
-//! Jittered exponential backoff, shared by certificate renewal and the
-//! discovery reconnect loop. Pure: the caller passes the attempt number and
+//! Jittered exponential backoff, shared by certificate renewal
+//! (`identity`) and the discovery reconnect loop (`discovery`), each with
+//! its own bounds. Pure: the caller passes the attempt number and
 //! the random source.
 
 use std::time::Duration;
@@ -14,12 +15,6 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// Certificate requests: from 1 s up to 1 min between attempts.
-pub const CERT_BACKOFF: Backoff = Backoff {
-    min: Duration::from_secs(1),
-    max: Duration::from_secs(60),
-};
-
 impl Backoff {
     /// The ceiling for `attempt` (0-based), before jitter.
     pub fn ceiling(&self, attempt: u32) -> Duration {
@@ -33,11 +28,6 @@ impl Backoff {
         let jitter_ms = u64::try_from((ceiling - half).as_millis()).unwrap_or(u64::MAX);
         half + Duration::from_millis(rng.gen_range(0..=jitter_ms))
     }
-}
-
-/// Delay before certificate request retry number `attempt` (0-based).
-pub fn backoff(attempt: u32, rng: &mut impl Rng) -> Duration {
-    CERT_BACKOFF.delay(attempt, rng)
 }
 
 #[cfg(test)]
@@ -72,12 +62,16 @@ mod tests {
 
     #[test]
     fn delays_stay_in_upper_half_of_ceiling() {
+        let b = Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
         let mut rng = StdRng::seed_from_u64(7);
         for attempt in 0..70 {
-            let d = backoff(attempt, &mut rng);
-            let c = CERT_BACKOFF.ceiling(attempt);
+            let d = b.delay(attempt, &mut rng);
+            let c = b.ceiling(attempt);
             assert!(d >= c / 2 && d <= c, "attempt {attempt}: {d:?} vs {c:?}");
         }
-        assert!(backoff(100, &mut rng) <= Duration::from_secs(60));
+        assert!(b.delay(100, &mut rng) <= Duration::from_secs(60));
     }
 }

@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::{CertificateError, CommonState, OtherError};
 use webpki::KeyUsage;
 
-use crate::identity::TrustBundle;
+use crate::core::credentials::TrustBundle;
 
 /// Why a peer certificate was refused, beyond what rustls names itself.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +15,9 @@ pub enum PeerVerifyError {
     #[error("no trust bundle yet; cannot authenticate peers")]
     NoBundle,
     #[error("peer certificate does not chain to the mesh trust bundle: {0}")]
-    Chain(webpki::Error),
+    Chain(#[source] webpki::Error),
     #[error("peer certificate has no usable SPIFFE ID: {0}")]
-    Spiffe(SpiffeIdError),
+    Spiffe(#[source] SpiffeIdError),
     #[error("identity mismatch: expected {expected}, got {got}")]
     IdentityMismatch { expected: SpiffeId, got: SpiffeId },
 }

@@ -14,7 +14,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
 use super::verify::{verify_peer, PeerVerifyError};
 use super::{provider, TlsConfigError, ALPN_H2};
-use crate::identity::IdentityState;
+use crate::core::credentials::IdentityState;
 
 #[derive(Debug)]
 struct CurrentClientCert(Arc<IdentityState>);

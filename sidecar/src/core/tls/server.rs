@@ -13,7 +13,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureSc
 
 use super::verify::verify_peer;
 use super::{provider, TlsConfigError, ALPN_H2};
-use crate::identity::IdentityState;
+use crate::core::credentials::IdentityState;
 
 /// Reads the certificate at every handshake, so renewal needs no restart.
 #[derive(Debug)]
