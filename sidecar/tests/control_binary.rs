@@ -258,7 +258,7 @@ fn bad_flags_exit_with_a_clear_error() {
                 "--cert-ttl",
                 "soon",
             ],
-            "--cert-ttl \"soon\"",
+            "invalid value 'soon' for '--cert-ttl",
         ),
         (
             &[

@@ -68,7 +68,11 @@ impl Proc {
     pub async fn wait_for_line(&mut self, prefix: &str, limit: Duration) -> anyhow::Result<String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if let Some(line) = self.log().lines().find(|l| l.starts_with(prefix)) {
+            // Only whole lines: stderr is unbuffered, so a line can be read
+            // while its later pieces are still being written.
+            let log = self.log();
+            let whole = log.split_inclusive('\n').filter(|l| l.ends_with('\n'));
+            if let Some(line) = whole.map(str::trim_end).find(|l| l.starts_with(prefix)) {
                 return Ok(line.to_string());
             }
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use mycel_api::names::{self, NameError, NameKind, ServiceKey, ServiceKeyError};
 
-use crate::discovery::Protocol;
+use mycel_api::protocol::Protocol;
 
 /// Why one flag value is refused.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::discovery::Protocol;
+use mycel_api::protocol::Protocol;
 
 const BASE: &[&str] = &[
     "mycel-proxy",
