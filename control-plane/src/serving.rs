@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -101,12 +102,14 @@ impl ResolvesServerCert for ServingCerts {
 }
 
 fn certified_key(cert: &ServingCert) -> Result<CertifiedKey, ServingError> {
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert.chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| ServingError::Cert(format!("chain: {e}")))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
-        .map_err(|e| ServingError::Cert(format!("key: {e}")))?
-        .ok_or_else(|| ServingError::Cert("no private key".into()))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ServingError::Cert(format!("chain: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).map_err(|e| match e {
+        pem::Error::NoItemsFound => ServingError::Cert("no private key".into()),
+        e => ServingError::Cert(format!("key: {e}")),
+    })?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| ServingError::Cert(format!("key: {e}")))?;
     Ok(CertifiedKey::new(chain, signer))

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
 use crate::http;
 use crate::process::{bin, Proc};
 
@@ -429,8 +432,8 @@ impl Sidecar {
 
 /// Reads a PEM file into DER blocks.
 pub fn pem_certs(path: &Path) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).expect("read pem");
-    rustls_pemfile::certs(&mut data.as_slice())
+    CertificateDer::pem_file_iter(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
         .map(|c| c.expect("pem cert").to_vec())
         .collect()
 }

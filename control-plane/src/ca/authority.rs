@@ -12,6 +12,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use super::files::{ensure_private_dir, write_private};
@@ -168,8 +170,7 @@ pub(crate) fn read(path: &Path) -> Result<String, LoadError> {
 }
 
 pub(crate) fn first_cert_der(path: &Path, pem: &str) -> Result<Vec<u8>, LoadError> {
-    let mut reader = pem.as_bytes();
-    let first = rustls_pemfile::certs(&mut reader).next();
+    let first = CertificateDer::pem_slice_iter(pem.as_bytes()).next();
     match first {
         Some(Ok(der)) => Ok(der.to_vec()),
         Some(Err(e)) => Err(LoadError::Invalid {

@@ -332,7 +332,7 @@ fn serving_cert_names() {
         s.spiffe_id.to_string(),
         "spiffe://cluster.local/ns/mycel-system/sa/mycel-controller"
     );
-    let der = rustls_pemfile::certs(&mut s.chain_pem.as_bytes())
+    let der = CertificateDer::pem_slice_iter(s.chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     assert_eq!(der.len(), 2);
@@ -408,7 +408,7 @@ fn workload_san_is_critical() {
     );
     // The serving cert's names survive the hand encoding.
     let s = a.serving_cert().unwrap();
-    let der = rustls_pemfile::certs(&mut s.chain_pem.as_bytes())
+    let der = CertificateDer::pem_slice_iter(s.chain_pem.as_bytes())
         .next()
         .unwrap()
         .unwrap();

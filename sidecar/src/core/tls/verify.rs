@@ -64,8 +64,8 @@ pub(super) fn verify_peer(
 fn chain_error(e: webpki::Error) -> rustls::Error {
     let known = match e {
         webpki::Error::UnknownIssuer => CertificateError::UnknownIssuer,
-        webpki::Error::CertExpired => CertificateError::Expired,
-        webpki::Error::CertNotValidYet => CertificateError::NotValidYet,
+        webpki::Error::CertExpired { .. } => CertificateError::Expired,
+        webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
         webpki::Error::BadDer | webpki::Error::BadDerTime => CertificateError::BadEncoding,
         webpki::Error::InvalidSignatureForPublicKey => CertificateError::BadSignature,
         other => return PeerVerifyError::Chain(other).into(),
