@@ -82,6 +82,13 @@ async fn workload(mesh: &Mesh, spec: SidecarSpec) -> Sidecar {
     sidecar
 }
 
+/// An HTTP/1 app that answers `<name> <path>`, behind its registered sidecar.
+async fn http1_workload(mesh: &Mesh, name: &'static str) -> Sidecar {
+    let spec = server_spec(name);
+    http1_app(spec.app_addr(), name).await;
+    workload(mesh, spec).await
+}
+
 fn server_spec(name: &str) -> SidecarSpec {
     SidecarSpec::new(name, name)
         .label("app", name)
@@ -135,9 +142,7 @@ fn assert_proxy_error(reply: &http::Reply, status: u16, kind: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_host_header_is_refused_before_subscribing() {
     let mesh = Mesh::start(&services(&["catalog"])).await;
-    let spec = server_spec("catalog");
-    http1_app(spec.app_addr(), "catalog").await;
-    let _catalog = workload(&mesh, spec).await;
+    let _catalog = http1_workload(&mesh, "catalog").await;
     let client = mesh.sidecar(SidecarSpec::new("client", "client")).await;
 
     for host in [".shop", "-x.shop", "a..b", "a_b.shop"] {
@@ -160,9 +165,7 @@ async fn bad_host_header_is_refused_before_subscribing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_hosts_flood_is_capped_and_metrics_stay_bounded() {
     let mesh = Mesh::start(&services(&["catalog"])).await;
-    let spec = server_spec("catalog");
-    http1_app(spec.app_addr(), "catalog").await;
-    let _catalog = workload(&mesh, spec).await;
+    let _catalog = http1_workload(&mesh, "catalog").await;
     let client = mesh
         .sidecar(
             SidecarSpec::new("client", "client")
@@ -266,9 +269,7 @@ async fn websocket_echo_through_gateway_and_sidecars() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_client_to_http1_app() {
     let mesh = Mesh::start(&services(&["catalog"])).await;
-    let spec = server_spec("catalog");
-    http1_app(spec.app_addr(), "catalog").await;
-    let _catalog = workload(&mesh, spec).await;
+    let _catalog = http1_workload(&mesh, "catalog").await;
     let client = mesh.sidecar(SidecarSpec::new("client", "client")).await;
 
     let tcp = tokio::net::TcpStream::connect(client.outbound())
@@ -295,9 +296,7 @@ async fn h2c_client_to_http1_app() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_refuses_connect() {
     let mesh = Mesh::start(&services(&["catalog"])).await;
-    let spec = server_spec("catalog");
-    http1_app(spec.app_addr(), "catalog").await;
-    let catalog = workload(&mesh, spec).await;
+    let catalog = http1_workload(&mesh, "catalog").await;
     let gateway = mesh
         .sidecar(SidecarSpec::new("gateway", "gateway").route("/=catalog.shop:80"))
         .await;
@@ -324,12 +323,8 @@ async fn gateway_refuses_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_path_traversal_cannot_escape_route() {
     let mesh = Mesh::start(&services(&["public", "admin"])).await;
-    let public = server_spec("public");
-    http1_app(public.app_addr(), "public").await;
-    let _public = workload(&mesh, public).await;
-    let admin = server_spec("admin");
-    http1_app(admin.app_addr(), "admin").await;
-    let _admin = workload(&mesh, admin).await;
+    let _public = http1_workload(&mesh, "public").await;
+    let _admin = http1_workload(&mesh, "admin").await;
     // Only /public is exposed; /internal goes to admin and must stay
     // reachable only by its own prefix.
     let gateway = mesh
@@ -380,9 +375,7 @@ async fn gateway_path_traversal_cannot_escape_route() {
 async fn gateway_errors_leak_no_internal_names() {
     // `ghost` is declared but has no workload.
     let mesh = Mesh::start(&services(&["catalog", "ghost"])).await;
-    let spec = server_spec("catalog");
-    http1_app(spec.app_addr(), "catalog").await;
-    let catalog = workload(&mesh, spec).await;
+    let catalog = http1_workload(&mesh, "catalog").await;
     let gateway = mesh
         .sidecar(
             SidecarSpec::new("gateway", "gateway")
