@@ -82,6 +82,26 @@ async fn workload(mesh: &Mesh, spec: SidecarSpec) -> Sidecar {
     sidecar
 }
 
+/// The WebSocket echo app of service `chat`, behind its registered sidecar.
+async fn websocket_workload(mesh: &Mesh) -> Sidecar {
+    let spec = server_spec("chat");
+    websocket_app(spec.app_addr()).await;
+    workload(mesh, spec).await
+}
+
+/// Sends one message and waits (at most 5 s) for the echo.
+async fn echoed<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, msg: Message) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(msg).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an echo within 5 s")
+        .expect("the socket stays open")
+        .unwrap()
+}
+
 /// An HTTP/1 app that answers `<name> <path>`, behind its registered sidecar.
 async fn http1_workload(mesh: &Mesh, name: &'static str) -> Sidecar {
     let spec = server_spec(name);
@@ -214,9 +234,7 @@ async fn distinct_hosts_flood_is_capped_and_metrics_stay_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_outbound_proxy() {
     let mesh = Mesh::start(&services(&["chat"])).await;
-    let spec = server_spec("chat");
-    websocket_app(spec.app_addr()).await;
-    let _chat = workload(&mesh, spec).await;
+    let _chat = websocket_workload(&mesh).await;
     let client = mesh.sidecar(SidecarSpec::new("client", "client")).await;
 
     let tcp = tokio::net::TcpStream::connect(client.outbound())
@@ -227,12 +245,7 @@ async fn websocket_echo_through_outbound_proxy() {
         .unwrap();
     assert_eq!(res.status(), 101);
     for text in ["hello", "through the mesh"] {
-        ws.send(Message::text(text)).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let got = echoed(&mut ws, Message::text(text)).await;
         assert_eq!(got.into_text().unwrap(), text);
     }
     ws.close(None).await.unwrap();
@@ -241,9 +254,7 @@ async fn websocket_echo_through_outbound_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_gateway_and_sidecars() {
     let mesh = Mesh::start(&services(&["chat"])).await;
-    let spec = server_spec("chat");
-    websocket_app(spec.app_addr()).await;
-    let _chat = workload(&mesh, spec).await;
+    let _chat = websocket_workload(&mesh).await;
     let gateway = mesh
         .sidecar(SidecarSpec::new("gateway", "gateway").route("/=chat.shop:80"))
         .await;
@@ -256,12 +267,7 @@ async fn websocket_echo_through_gateway_and_sidecars() {
         .unwrap();
     assert_eq!(res.status(), 101);
     let payload = vec![7u8; 100_000];
-    ws.send(Message::binary(payload.clone())).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let got = echoed(&mut ws, Message::binary(payload.clone())).await;
     assert_eq!(got.into_data().to_vec(), payload);
     ws.close(None).await.unwrap();
 }
