@@ -22,7 +22,7 @@ use tokio::sync::watch;
 pub use services::DuplicateService;
 pub use view::version_of;
 
-use crate::model::{ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, Workload};
+use crate::model::{Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, Workload};
 use services::Services;
 use view::ServiceResources;
 use workloads::Workloads;
@@ -42,6 +42,8 @@ pub struct Index {
     trust_bundle: Arc<Resource>,
     /// Every VIP in the mesh; in every proxy's view.
     service_vips: Arc<Resource>,
+    /// Endpoints a source gives directly, per service.
+    source_endpoints: BTreeMap<ServiceKey, Vec<Endpoint>>,
     resources: BTreeMap<ServiceKey, ServiceResources>,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
@@ -69,6 +71,7 @@ impl Index {
                 },
             ),
             service_vips: view::service_vips(std::iter::empty()),
+            source_endpoints: BTreeMap::new(),
             resources: BTreeMap::new(),
             proxies: BTreeMap::new(),
             next_conn: 1,
@@ -110,15 +113,37 @@ impl Index {
         Ok(())
     }
 
+    /// Adds or replaces one service (a watch event): only its own
+    /// resources and the VIP table are recomputed.
     pub fn apply_service(&mut self, svc: Service) {
+        let key = svc.key();
         if self.services.apply(svc) {
-            self.recompute();
+            self.recompute_vips();
+            self.recompute_services(BTreeSet::from([key]));
         }
     }
 
     pub fn delete_service(&mut self, key: &ServiceKey) {
         if self.services.delete(key) {
-            self.recompute();
+            self.recompute_vips();
+            self.recompute_services(BTreeSet::from([key.clone()]));
+        }
+    }
+
+    /// Sets the endpoints a source knows directly (Kubernetes
+    /// EndpointSlices) for a service, next to the workloads that registered
+    /// themselves. Kept even while the service itself is unknown, since
+    /// watches deliver the two in any order.
+    pub fn set_source_endpoints(&mut self, key: &ServiceKey, mut endpoints: Vec<Endpoint>) {
+        endpoints.sort();
+        endpoints.dedup();
+        let changed = if endpoints.is_empty() {
+            self.source_endpoints.remove(key).is_some()
+        } else {
+            self.source_endpoints.insert(key.clone(), endpoints.clone()) != Some(endpoints)
+        };
+        if changed {
+            self.recompute_services(BTreeSet::from([key.clone()]));
         }
     }
 
@@ -250,11 +275,7 @@ impl Index {
     /// Recomputes the resources of every service (the service set
     /// changed), then re-publishes the proxies that see a difference.
     fn recompute(&mut self) {
-        let vips = view::service_vips(self.services.iter().map(|(_, svc)| svc));
-        if vips.version != self.service_vips.version {
-            self.service_vips = vips;
-            self.publish_global();
-        }
+        self.recompute_vips();
         let all: BTreeSet<ServiceKey> = self
             .services
             .iter()
@@ -264,6 +285,14 @@ impl Index {
         self.recompute_services(all);
     }
 
+    fn recompute_vips(&mut self) {
+        let vips = view::service_vips(self.services.iter().map(|(_, svc)| svc));
+        if vips.version != self.service_vips.version {
+            self.service_vips = vips;
+            self.publish_global();
+        }
+    }
+
     /// Recomputes the resources of `keys` (dropping those of services that
     /// no longer exist) and re-publishes every proxy subscribed to one whose
     /// version changed.
@@ -271,7 +300,12 @@ impl Index {
         let mut changed = BTreeSet::new();
         for key in keys {
             let next = self.services.get(&key).map(|svc| {
-                let eps = self.workloads.endpoints_of(svc);
+                let mut eps = self.workloads.endpoints_of(svc);
+                if let Some(more) = self.source_endpoints.get(&key) {
+                    eps.extend(more.iter().cloned());
+                    eps.sort();
+                    eps.dedup();
+                }
                 view::service_resources(svc, eps)
             });
             let same = match (self.resources.get(&key), &next) {

@@ -1,0 +1,234 @@
+//! The watchers: Services, EndpointSlices and meshed Pods from the API
+//! server into [`Cluster`], and each changed service's view into the index.
+//!
+//! kube-runtime's watcher re-lists after a restart (a dropped watch, an
+//! expired resource version, a controller restart): the objects of a
+//! re-list arrive between `Init` and `InitDone`, and whatever the cluster
+//! view held that the re-list did not show was deleted meanwhile.
+
+use std::collections::BTreeSet;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use super::cluster::{obj_key, Cluster, ObjKey};
+use super::convert;
+use crate::index::SharedIndex;
+use crate::model::ServiceKey;
+
+/// Label the injector puts on every Pod it gave a proxy; the Pod watch
+/// selects on it, so the controller holds meshed Pods only.
+pub const MESHED_LABEL: &str = "mycel.io/meshed";
+
+enum Change {
+    Service(Event<Service>),
+    Slice(Event<EndpointSlice>),
+    Pod(Event<Pod>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Service,
+    Slice,
+    Pod,
+}
+
+/// Keys seen during a re-list of each kind, `None` outside one.
+#[derive(Default)]
+struct Relist {
+    services: Option<BTreeSet<ObjKey>>,
+    slices: Option<BTreeSet<ObjKey>>,
+    pods: Option<BTreeSet<ObjKey>>,
+}
+
+impl Relist {
+    fn slot(&mut self, kind: Kind) -> &mut Option<BTreeSet<ObjKey>> {
+        match kind {
+            Kind::Service => &mut self.services,
+            Kind::Slice => &mut self.slices,
+            Kind::Pod => &mut self.pods,
+        }
+    }
+}
+
+/// Runs the watchers until `shutdown`. `synced` turns true once every kind
+/// has been listed once (the controller is ready to serve from the cluster).
+pub async fn run(
+    client: Client,
+    mut cluster: Cluster,
+    index: SharedIndex,
+    synced: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let services = changes(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .map(|e| e.map(Change::Service));
+    let slices = changes(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default().labels(convert::SERVICE_NAME_LABEL),
+    )
+    .map(|e| e.map(Change::Slice));
+    let pods = changes(
+        Api::<Pod>::all(client),
+        watcher::Config::default().labels(MESHED_LABEL),
+    )
+    .map(|e| e.map(Change::Pod));
+    let mut events = futures::stream::select_all([
+        services.boxed(),
+        slices.boxed(),
+        pods.boxed(),
+    ]);
+    let mut relist = Relist::default();
+    let mut listed: BTreeSet<Kind> = BTreeSet::new();
+    loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            _ = shutdown.changed() => return,
+        };
+        let Some(next) = next else { return };
+        let change = match next {
+            Ok(c) => c,
+            Err(e) => {
+                // The backoff in `changes` retries; the view stays as it was.
+                tracing::warn!(error = %e, "kubernetes watch failed; retrying");
+                continue;
+            }
+        };
+        let (kind, affected) = apply(&mut cluster, &mut relist, change);
+        if let Some(kind) = kind {
+            listed.insert(kind);
+            if listed.len() == 3 {
+                synced.send_if_modified(|s| !std::mem::replace(s, true));
+            }
+        }
+        publish(&cluster, &index, affected);
+    }
+}
+
+fn changes<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher::watcher(api, config).default_backoff()
+}
+
+/// Applies one watch event; returns the kind whose re-list just finished
+/// (if it did) and the services to re-publish.
+fn apply(
+    cluster: &mut Cluster,
+    relist: &mut Relist,
+    change: Change,
+) -> (Option<Kind>, BTreeSet<ServiceKey>) {
+    match change {
+        Change::Service(e) => on_event(
+            cluster,
+            relist,
+            Kind::Service,
+            e,
+            |c, s| {
+                let key = obj_key(&s.metadata);
+                let affected = c.apply_service(s).into_iter().collect();
+                (key, affected)
+            },
+            |c, k| c.delete_service(k).into_iter().collect(),
+            Cluster::service_keys,
+        ),
+        Change::Slice(e) => on_event(
+            cluster,
+            relist,
+            Kind::Slice,
+            e,
+            |c, s| match obj_key(&s.metadata) {
+                Some(key) => {
+                    let affected = c.apply_slice(key.clone(), convert::slice(&s));
+                    (Some(key), affected)
+                }
+                None => (None, BTreeSet::new()),
+            },
+            |c, k| c.delete_slice(k),
+            Cluster::slice_keys,
+        ),
+        Change::Pod(e) => on_event(
+            cluster,
+            relist,
+            Kind::Pod,
+            e,
+            |c, p| match obj_key(&p.metadata) {
+                Some(key) => {
+                    let affected = c.apply_pod(key.clone(), convert::pod(&p));
+                    (Some(key), affected)
+                }
+                None => (None, BTreeSet::new()),
+            },
+            |c, k| c.delete_pod(k),
+            Cluster::pod_keys,
+        ),
+    }
+}
+
+type Applied = (Option<ObjKey>, BTreeSet<ServiceKey>);
+
+fn on_event<K: kube::Resource>(
+    cluster: &mut Cluster,
+    relist: &mut Relist,
+    kind: Kind,
+    event: Event<K>,
+    apply: impl Fn(&mut Cluster, K) -> Applied,
+    delete: impl Fn(&mut Cluster, &ObjKey) -> BTreeSet<ServiceKey>,
+    keys: impl Fn(&Cluster) -> Vec<ObjKey>,
+) -> (Option<Kind>, BTreeSet<ServiceKey>) {
+    match event {
+        Event::Apply(obj) => (None, apply(cluster, obj).1),
+        Event::Delete(obj) => match obj_key(obj.meta()) {
+            Some(k) => (None, delete(cluster, &k)),
+            None => (None, BTreeSet::new()),
+        },
+        Event::Init => {
+            *relist.slot(kind) = Some(BTreeSet::new());
+            (None, BTreeSet::new())
+        }
+        Event::InitApply(obj) => {
+            let (key, affected) = apply(cluster, obj);
+            if let (Some(seen), Some(key)) = (relist.slot(kind).as_mut(), key) {
+                seen.insert(key);
+            }
+            (None, affected)
+        }
+        Event::InitDone => {
+            let seen = relist.slot(kind).take().unwrap_or_default();
+            let mut affected = BTreeSet::new();
+            for gone in keys(cluster).into_iter().filter(|k| !seen.contains(k)) {
+                affected.extend(delete(cluster, &gone));
+            }
+            (Some(kind), affected)
+        }
+    }
+}
+
+/// Puts the current view of each affected service into the index.
+fn publish(cluster: &Cluster, index: &SharedIndex, affected: BTreeSet<ServiceKey>) {
+    if affected.is_empty() {
+        return;
+    }
+    let mut index = index.lock();
+    for key in affected {
+        let view = cluster.service_view(&key);
+        match view.service {
+            Some(svc) => {
+                index.apply_service(svc);
+                index.set_source_endpoints(&key, view.endpoints);
+            }
+            None => {
+                index.delete_service(&key);
+                index.set_source_endpoints(&key, Vec::new());
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! A real Kubernetes API server for tests: etcd and kube-apiserver built by
+//! `tests/k8s/build-binaries.sh`, on 127.0.0.1, with a CA, serving and
+//! admin certificates and a service-account signing key made here. Ready in
+//! a few seconds; everything stops when the handle drops.
+//!
+//! There is no kube-controller-manager: no `default` ServiceAccount appears
+//! by itself, Deployments create no Pods and namespace deletion never
+//! finishes. Tests create what they need and use namespaces of their own.
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
+
+use crate::process::Proc;
+use crate::skip;
+
+/// Kubernetes version the binaries are built for (tests/k8s/build-binaries.sh).
+pub const K8S_VERSION: &str = "1.35.4";
+
+/// Where the binaries are: `MYCEL_K8S_BIN`, else the build script's cache.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MYCEL_K8S_BIN") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("MYCEL_K8S_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/mycel/k8s")
+        });
+    cache.join(format!("v{K8S_VERSION}")).join("bin")
+}
+
+/// Whether the API-server tier can run here; reports the skip if not.
+pub fn available() -> bool {
+    let dir = bin_dir();
+    let missing: Vec<&str> = ["etcd", "kube-apiserver"]
+        .into_iter()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    skip::require(
+        &format!(
+            "{} missing in {} (tests/k8s/build-binaries.sh builds them; tests/run.sh runs it when Go is installed)",
+            missing.join(", "),
+            dir.display()
+        ),
+        missing.is_empty(),
+    )
+}
+
+/// Whether helm and kubectl are there too.
+pub fn tools_available() -> bool {
+    let dir = bin_dir();
+    skip::require(
+        &format!("helm and kubectl missing in {}", dir.display()),
+        dir.join("helm").is_file() && dir.join("kubectl").is_file(),
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The certificates and keys of one API server.
+struct Pki {
+    ca_pem: String,
+    serving: (String, String),
+    admin: (String, String),
+    sa_key_pem: String,
+    sa_pub_pem: String,
+}
+
+fn pki() -> anyhow::Result<Pki> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "mycel-test-kubernetes-ca");
+    let ca_cert = ca.self_signed(&ca_key)?;
+
+    let leaf = |cn: &str, org: Option<&str>, sans: Vec<SanType>, server: bool| {
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(o) = org {
+            p.distinguished_name.push(DnType::OrganizationName, o);
+        }
+        p.subject_alt_names = sans;
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = p.signed_by(&key, &ca_cert, &ca_key)?;
+        anyhow::Ok((cert.pem(), key.serialize_pem()))
+    };
+    let serving = leaf(
+        "kube-apiserver",
+        None,
+        vec![
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            SanType::DnsName("localhost".try_into()?),
+            SanType::DnsName("kubernetes.default.svc".try_into()?),
+        ],
+        true,
+    )?;
+    let admin = leaf("mycel-test-admin", Some("system:masters"), Vec::new(), false)?;
+    let sa = KeyPair::generate()?;
+    Ok(Pki {
+        ca_pem: ca_cert.pem(),
+        serving,
+        admin,
+        sa_key_pem: sa.serialize_pem(),
+        sa_pub_pem: sa.public_key_pem(),
+    })
+}
+
+/// A running etcd + kube-apiserver pair.
+pub struct ApiServer {
+    pub url: String,
+    /// A kubeconfig with cluster-admin rights (`system:masters`).
+    pub kubeconfig: PathBuf,
+    /// The cluster CA (PEM), for webhooks' and clients' trust.
+    pub ca_pem: String,
+    dir: tempfile::TempDir,
+    apiserver: Proc,
+    etcd: Proc,
+}
+
+impl ApiServer {
+    /// Starts both processes and waits until the API server is ready.
+    pub async fn start() -> anyhow::Result<ApiServer> {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new().prefix("mycel-k8s-").tempdir()?;
+        let path = |name: &str| dir.path().join(name);
+        let pki = pki()?;
+        for (name, text) in [
+            ("ca.crt", &pki.ca_pem),
+            ("serving.crt", &pki.serving.0),
+            ("serving.key", &pki.serving.1),
+            ("sa.key", &pki.sa_key_pem),
+            ("sa.pub", &pki.sa_pub_pem),
+        ] {
+            std::fs::write(path(name), text)?;
+        }
+
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd_args: Vec<String> = [
+            "--name=default".to_string(),
+            format!("--data-dir={}", path("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=default={peer_url}"),
+            "--log-level=warn".to_string(),
+        ]
+        .into();
+        let etcd = Proc::spawn("etcd", &bin.join("etcd"), &etcd_args, dir.path());
+
+        let port = free_port()?;
+        let p = |name: &str| path(name).display().to_string();
+        let args: Vec<String> = vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", p("apiserver-certs")),
+            format!("--tls-cert-file={}", p("serving.crt")),
+            format!("--tls-private-key-file={}", p("serving.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--authorization-mode=Node,RBAC".into(),
+            "--service-cluster-ip-range=198.19.0.0/16".into(),
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+            "--v=1".into(),
+        ];
+        let apiserver = Proc::spawn(
+            "kube-apiserver",
+            &bin.join("kube-apiserver"),
+            &args,
+            dir.path(),
+        );
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = path("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_text(&url, &pki))?;
+        let mut server = ApiServer {
+            url,
+            kubeconfig,
+            ca_pem: pki.ca_pem,
+            dir,
+            apiserver,
+            etcd,
+        };
+        server.wait_ready(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let deadline = Instant::now() + limit;
+        loop {
+            let req = http::Request::get("/readyz").body(Vec::new())?;
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                _ if Instant::now() > deadline => bail!(
+                    "kube-apiserver not ready within {limit:?}\n--- apiserver log:\n{}\n--- etcd log:\n{}",
+                    tail(&self.apiserver.log()),
+                    tail(&self.etcd.log())
+                ),
+                _ => {
+                    self.apiserver.assert_running();
+                    self.etcd.assert_running();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// A client with cluster-admin rights.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .context("reading the test kubeconfig")?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kubeconfig that authenticates with a bearer token (e.g. a
+    /// ServiceAccount's, to test RBAC as that account).
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(format!("kubeconfig-{name}"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {name}\ncurrent-context: test\n",
+            self.url,
+            b64(&self.ca_pem),
+        );
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// The API server's log so far.
+    pub fn log(&self) -> String {
+        self.apiserver.log()
+    }
+}
+
+fn kubeconfig_text(url: &str, pki: &Pki) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
+        b64(&pki.ca_pem),
+        b64(&pki.admin.0),
+        b64(&pki.admin.1),
+    )
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
