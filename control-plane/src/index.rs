@@ -22,7 +22,9 @@ use tokio::sync::watch;
 pub use services::DuplicateService;
 pub use view::version_of;
 
-use crate::model::{Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, Workload};
+use crate::model::{
+    Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, Workload,
+};
 use services::Services;
 use view::ServiceResources;
 use workloads::Workloads;

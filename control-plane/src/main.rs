@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mycel_control_plane::ca::tokens::cli::{self as token_cli, TokenCommand};
 use mycel_control_plane::ca::CaFiles;
-use mycel_control_plane::runtime::{Config, Controller};
+use mycel_control_plane::runtime::{Config, Controller, KubernetesConfig};
 use mycel_control_plane::serving::Limits;
 
 #[derive(Parser)]
@@ -52,8 +52,25 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR", default_value = mycel_control_plane::runtime::DEFAULT_ADMIN_ADDR)]
     admin_addr: SocketAddr,
     /// mesh.yaml with Kubernetes-style Service documents; polled for changes.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "kubernetes")]
     mesh_config: Option<PathBuf>,
+    /// Follow a Kubernetes API server (in-cluster config, else KUBECONFIG):
+    /// Services, EndpointSlices and meshed Pods; Pods' proxies authenticate
+    /// with service-account tokens (TokenReview).
+    #[arg(long)]
+    kubernetes: bool,
+    /// Kubeconfig for --kubernetes (default: in-cluster config, else
+    /// KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
+    /// The mesh (mTLS) port of injected proxies, which endpoints are dialled on.
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 15006,
+        requires = "kubernetes"
+    )]
+    proxy_mesh_port: u16,
     /// Maximum (and default) lifetime of workload certificates.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
     cert_ttl: Duration,
@@ -185,6 +202,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         certify_limits: args.admission.certify_limits(),
         max_subscriptions: args.admission.max_subscriptions_per_proxy,
+        kubernetes: args.kubernetes.then_some(KubernetesConfig {
+            proxy_mesh_port: args.proxy_mesh_port,
+            kubeconfig: args.kubeconfig,
+        }),
     };
     let mut controller = Controller::start(config).await?;
     eprintln!(

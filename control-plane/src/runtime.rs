@@ -25,7 +25,8 @@ use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 use crate::serving::{self, Limits, ServingCerts};
-use crate::sources::admission::TokenPolicy;
+use crate::sources::admission::{ClusterPolicy, RegistrationPolicy, TokenPolicy};
+use crate::sources::k8s::{self, review::TokenReviewer, Cluster, ClusterSettings};
 use crate::sources::local::{self, MeshConfigWatcher, Poll};
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -56,6 +57,17 @@ pub struct Config {
     pub certify_limits: crate::grpc::ratelimit::CertifyLimits,
     /// On-demand subscriptions one proxy may hold.
     pub max_subscriptions: usize,
+    /// Follow a Kubernetes API server (in-cluster config or KUBECONFIG).
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// The Kubernetes source's settings.
+#[derive(Clone, Debug)]
+pub struct KubernetesConfig {
+    /// The mesh (mTLS) port of every injected proxy.
+    pub proxy_mesh_port: u16,
+    /// A kubeconfig file; `None` infers (in-cluster, KUBECONFIG, ~/.kube).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl Config {
@@ -74,6 +86,7 @@ impl Config {
             limits: Limits::default(),
             certify_limits: Default::default(),
             max_subscriptions: crate::grpc::discovery::DEFAULT_MAX_SUBSCRIPTIONS,
+            kubernetes: None,
         }
     }
 }
@@ -176,6 +189,26 @@ impl Controller {
             )));
         }
 
+        let mut reviewer = None;
+        let mut synced = None;
+        if let Some(k8s) = &config.kubernetes {
+            let client = k8s::client(k8s.kubeconfig.as_deref()).await?;
+            let (tx, rx) = watch::channel(false);
+            let cluster = Cluster::new(ClusterSettings {
+                trust_domain: config.trust_domain.clone(),
+                mesh_port: k8s.proxy_mesh_port,
+            });
+            tasks.push(tokio::spawn(k8s::watch::run(
+                client.clone(),
+                cluster,
+                index.clone(),
+                tx,
+                shutdown_rx.clone(),
+            )));
+            reviewer = Some(TokenReviewer::new(client, &config.trust_domain));
+            synced = Some(rx);
+        }
+
         let grpc_listener = bind(config.grpc_addr, "gRPC").await?;
         let grpc_addr = grpc_listener.local_addr()?;
         let certs = ServingCerts::new(&serving).context("the serving certificate")?;
@@ -194,14 +227,21 @@ impl Controller {
             metrics.clone(),
             shutdown_rx.clone(),
         )));
-        let identity = IdentityService::new(authority.clone(), tokens.clone(), metrics.clone())
+        let mut identity = IdentityService::new(authority.clone(), tokens.clone(), metrics.clone())
             .with_limits(config.certify_limits);
+        if let Some(reviewer) = reviewer {
+            identity = identity.with_token_review(reviewer);
+        }
+        let policy: Arc<dyn RegistrationPolicy> = match config.kubernetes {
+            Some(_) => Arc::new(ClusterPolicy::new(tokens)),
+            None => Arc::new(TokenPolicy::new(tokens)),
+        };
         let discovery = DiscoveryService::new(
             index.clone(),
             registry.clone(),
             metrics.clone(),
             &config.trust_domain,
-            Arc::new(TokenPolicy::new(tokens)),
+            policy,
         )
         .with_shutdown(shutdown_rx.clone());
         let limits = &config.limits;
@@ -241,9 +281,28 @@ impl Controller {
             admin_listener,
             state,
             admin::AdminLimits::default(),
-            shutdown_rx,
+            shutdown_rx.clone(),
         )));
-        ready.store(true, Ordering::Release);
+        let shutdown_rx_admin = shutdown_rx;
+        match synced {
+            // Ready once every watch has listed its objects: before that the
+            // index would tell proxies services have no endpoints.
+            Some(mut synced) => {
+                let mut stop = shutdown_rx_admin.clone();
+                tasks.push(tokio::spawn(async move {
+                    tokio::select! {
+                        r = synced.wait_for(|s| *s) => {
+                            if r.is_ok() {
+                                tracing::info!("kubernetes objects listed; ready");
+                                ready.store(true, Ordering::Release);
+                            }
+                        }
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                }));
+            }
+            None => ready.store(true, Ordering::Release),
+        }
         tracing::info!(%grpc_addr, %admin_addr, trust_domain = %config.trust_domain, "controller serving");
 
         Ok(RunningController {

@@ -62,8 +62,8 @@ pub fn tools_available() -> bool {
     )
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 /// The certificates and keys of one API server.
@@ -75,7 +75,7 @@ struct Pki {
     sa_pub_pem: String,
 }
 
-fn pki() -> anyhow::Result<Pki> {
+fn pki(ip: Ipv4Addr) -> anyhow::Result<Pki> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -104,12 +104,18 @@ fn pki() -> anyhow::Result<Pki> {
         None,
         vec![
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            SanType::IpAddress(IpAddr::V4(ip)),
             SanType::DnsName("localhost".try_into()?),
             SanType::DnsName("kubernetes.default.svc".try_into()?),
         ],
         true,
     )?;
-    let admin = leaf("mycel-test-admin", Some("system:masters"), Vec::new(), false)?;
+    let admin = leaf(
+        "mycel-test-admin",
+        Some("system:masters"),
+        Vec::new(),
+        false,
+    )?;
     let sa = KeyPair::generate()?;
     Ok(Pki {
         ca_pem: ca_cert.pem(),
@@ -133,12 +139,19 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Starts both processes and waits until the API server is ready.
+    /// Starts both processes on 127.0.0.1 and waits until the API server
+    /// is ready.
     pub async fn start() -> anyhow::Result<ApiServer> {
+        Self::start_at(Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Like [`Self::start`], with the API server on `ip` (an address of
+    /// this network namespace; etcd stays on 127.0.0.1).
+    pub async fn start_at(ip: Ipv4Addr) -> anyhow::Result<ApiServer> {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("mycel-k8s-").tempdir()?;
         let path = |name: &str| dir.path().join(name);
-        let pki = pki()?;
+        let pki = pki(ip)?;
         for (name, text) in [
             ("ca.crt", &pki.ca_pem),
             ("serving.crt", &pki.serving.0),
@@ -149,8 +162,8 @@ impl ApiServer {
             std::fs::write(path(name), text)?;
         }
 
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
+        let client_port = free_port(Ipv4Addr::LOCALHOST)?;
+        let peer_port = free_port(Ipv4Addr::LOCALHOST)?;
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd_args: Vec<String> = [
@@ -166,12 +179,12 @@ impl ApiServer {
         .into();
         let etcd = Proc::spawn("etcd", &bin.join("etcd"), &etcd_args, dir.path());
 
-        let port = free_port()?;
+        let port = free_port(ip)?;
         let p = |name: &str| path(name).display().to_string();
         let args: Vec<String> = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--bind-address={ip}"),
+            format!("--advertise-address={ip}"),
             format!("--secure-port={port}"),
             format!("--cert-dir={}", p("apiserver-certs")),
             format!("--tls-cert-file={}", p("serving.crt")),
@@ -191,7 +204,7 @@ impl ApiServer {
             &args,
             dir.path(),
         );
-        let url = format!("https://127.0.0.1:{port}");
+        let url = format!("https://{ip}:{port}");
         let kubeconfig = path("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_text(&url, &pki))?;
         let mut server = ApiServer {
@@ -251,6 +264,36 @@ impl ApiServer {
         );
         std::fs::write(&path, text)?;
         Ok(path)
+    }
+
+    /// A service-account token for `namespace/account` (whose uid is
+    /// `uid`) signed with the API server's own key but already expired: what
+    /// a proxy holding a stale token presents.
+    pub fn expired_token(
+        &self,
+        namespace: &str,
+        account: &str,
+        uid: &str,
+    ) -> anyhow::Result<String> {
+        let key = std::fs::read(self.dir.path().join("sa.key"))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let claims = serde_json::json!({
+            "iss": "https://kubernetes.default.svc.cluster.local",
+            "sub": format!("system:serviceaccount:{namespace}:{account}"),
+            "aud": ["mycel"],
+            "iat": now - 7200,
+            "nbf": now - 7200,
+            "exp": now - 3600,
+            "kubernetes.io": {
+                "namespace": namespace,
+                "serviceaccount": {"name": account, "uid": uid},
+            },
+        });
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&key)?;
+        Ok(jsonwebtoken::encode(&header, &claims, &key)?)
     }
 
     /// The API server's log so far.

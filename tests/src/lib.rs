@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod grpc;
 pub mod http;
+pub mod k8s;
 pub mod mesh;
 pub mod mtls;
 pub mod netns;

@@ -46,6 +46,9 @@ pub struct Mesh {
     pub grpc: SocketAddr,
     pub admin: SocketAddr,
     extra_controller_args: Vec<String>,
+    /// Whether the controller reads `mesh.yaml` (else its args name another
+    /// source, e.g. `--kubernetes`).
+    mesh_config: bool,
 }
 
 impl Mesh {
@@ -55,9 +58,27 @@ impl Mesh {
     }
 
     pub async fn start_with(mesh_yaml: &str, controller_args: &[&str]) -> Mesh {
+        Self::start_inner(Some(mesh_yaml), controller_args).await
+    }
+
+    /// Starts a controller that follows a Kubernetes API server.
+    pub async fn start_kubernetes(kubeconfig: &Path, controller_args: &[&str]) -> Mesh {
+        let mut args = vec![
+            "--kubernetes".to_string(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ];
+        args.extend(controller_args.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_inner(None, &args).await
+    }
+
+    async fn start_inner(mesh_yaml: Option<&str>, controller_args: &[&str]) -> Mesh {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
-        std::fs::write(dir.path().join("mesh.yaml"), mesh_yaml).expect("write mesh.yaml");
+        if let Some(text) = mesh_yaml {
+            std::fs::write(dir.path().join("mesh.yaml"), text).expect("write mesh.yaml");
+        }
         let mut mesh = Mesh {
             dir,
             controller: None,
@@ -66,6 +87,7 @@ impl Mesh {
             grpc: addr(0),
             admin: addr(0),
             extra_controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
+            mesh_config: mesh_yaml.is_some(),
         };
         mesh.start_controller().await;
         mesh
@@ -89,9 +111,13 @@ impl Mesh {
             self.grpc.to_string(),
             "--admin-addr".into(),
             self.admin.to_string(),
-            "--mesh-config".into(),
-            self.path("mesh.yaml").display().to_string(),
         ];
+        if self.mesh_config {
+            args.extend([
+                "--mesh-config".into(),
+                self.path("mesh.yaml").display().to_string(),
+            ]);
+        }
         args.extend(self.extra_controller_args.iter().cloned());
         let n = std::fs::read_dir(self.logs())
             .map(|d| d.count())
@@ -189,7 +215,10 @@ impl Mesh {
     }
 
     pub fn sidecar_unready(&self, spec: SidecarSpec) -> Sidecar {
-        let token = self.token_for(&spec);
+        let token = match &spec.token_file {
+            Some(t) => t.clone(),
+            None => self.token_for(&spec),
+        };
         let ip = spec.ip;
         let admin = SocketAddr::from((ip, ADMIN_PORT));
         let mut args: Vec<String> = vec![
@@ -332,6 +361,9 @@ pub struct SidecarSpec {
     pub app_ports: Vec<String>,
     pub gateway_routes: Vec<String>,
     pub extra: Vec<String>,
+    /// A token file of the test's own (e.g. a Kubernetes service-account
+    /// token) instead of a join token made for the spec.
+    pub token_file: Option<PathBuf>,
 }
 
 impl SidecarSpec {
@@ -346,7 +378,13 @@ impl SidecarSpec {
             app_ports: Vec::new(),
             gateway_routes: Vec::new(),
             extra: Vec::new(),
+            token_file: None,
         }
+    }
+
+    pub fn token_file(mut self, path: PathBuf) -> Self {
+        self.token_file = Some(path);
+        self
     }
 
     pub fn label(mut self, k: &str, v: &str) -> Self {

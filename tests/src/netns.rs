@@ -195,29 +195,64 @@ impl Node {
         SocketAddr::from((NODE_IP, CONTROLLER_GRPC_PORT))
     }
 
+    /// A point-to-point link from this (the test's) namespace into the
+    /// node's: returns `(host_ip, node_ip)`, both in 198.18.255.0/24, so a
+    /// process here (an API server) serves the node's controller.
+    pub fn link_to_host(&mut self) -> (Ipv4Addr, Ipv4Addr) {
+        static LINKS: AtomicU32 = AtomicU32::new(0);
+        let n = (std::process::id() + LINKS.fetch_add(1, Ordering::Relaxed)) % 60;
+        let host_ip = Ipv4Addr::new(198, 18, 255, (4 * n + 1) as u8);
+        let node_ip = Ipv4Addr::new(198, 18, 255, (4 * n + 2) as u8);
+        // Interface names are at most 15 bytes; the pid keeps parallel test
+        // processes apart, and the link dies with the node namespace.
+        let host_end = format!("myk{}-{n}", std::process::id() % 100_000);
+        must(
+            CMD,
+            "ip",
+            &[
+                "link", "add", &host_end, "type", "veth", "peer", "name", "host0", "netns",
+                &self.ns,
+            ],
+        );
+        must(
+            CMD,
+            "ip",
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &host_end],
+        );
+        must(CMD, "ip", &["link", "set", &host_end, "up"]);
+        self.ip(&["addr", "add", &format!("{node_ip}/30"), "dev", "host0"]);
+        self.ip(&["link", "set", "host0", "up"]);
+        (host_ip, node_ip)
+    }
+
     /// Starts the controller in the node namespace with `mesh_yaml`; waits
     /// until it is ready and its CA root is copied where pods can read it.
     pub async fn start_controller(&mut self, mesh_yaml: &str) {
         std::fs::write(self.path("mesh.yaml"), mesh_yaml).expect("mesh.yaml");
-        let data = self.path("data").display().to_string();
         let mesh = self.path("mesh.yaml").display().to_string();
+        self.start_controller_with(&["--mesh-config", &mesh]).await;
+    }
+
+    /// Starts the controller in the node namespace with a source given by
+    /// `source_args` (`--mesh-config PATH` or `--kubernetes ...`).
+    pub async fn start_controller_with(&mut self, source_args: &[&str]) {
+        let data = self.path("data").display().to_string();
         let grpc = self.grpc_addr().to_string();
         let admin = SocketAddr::from((NODE_IP, CONTROLLER_ADMIN_PORT)).to_string();
         let controller = bin("mycel-controller").display().to_string();
-        let proc = self.spawn(
-            "controller",
-            &controller,
-            &[
-                "--data-dir",
-                &data,
-                "--grpc-addr",
-                &grpc,
-                "--admin-addr",
-                &admin,
-                "--mesh-config",
-                &mesh,
-            ],
-        );
+        let mut args = vec![
+            "--data-dir",
+            &data,
+            "--grpc-addr",
+            &grpc,
+            "--admin-addr",
+            &admin,
+        ];
+        args.extend_from_slice(source_args);
+        let n = std::fs::read_dir(self.logs())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let proc = self.spawn(&format!("controller-{n}"), &controller, &args);
         self.controller = Some(proc);
         let url = format!("http://{admin}/ready");
         if !self.wait_curl(&url, Duration::from_secs(20)).await {

@@ -3,8 +3,10 @@
 //! a renewal is authenticated by the caller's current certificate (presented
 //! as its TLS client certificate), which names the identity and the token
 //! it was issued for, so the token is not needed again and a revoked
-//! token's certificates cannot renew. Calls are rate limited per source IP
-//! and globally before any lookup.
+//! token's certificates cannot renew. On Kubernetes a Pod's proxy pays with
+//! its projected service-account token instead, at every call, and the
+//! identity is the one the API server's `TokenReview` names. Calls are rate
+//! limited per source IP and globally before any lookup.
 
 use std::sync::Arc;
 
@@ -18,12 +20,26 @@ use crate::ca::authority::SignError;
 use crate::ca::tokens::{token_id_from_cert_der, AuthError, TokenStore};
 use crate::ca::Authority;
 use crate::metrics::Metrics;
+use crate::sources::k8s::review::{ReviewError, TokenReviewer};
 
 pub struct IdentityService {
     authority: Arc<Authority>,
     tokens: Arc<TokenStore>,
+    reviewer: Option<TokenReviewer>,
     metrics: Arc<Metrics>,
     limiter: RateLimiter,
+}
+
+/// Whether a token is a JWT (a service-account token) rather than a join
+/// token: three base64url parts.
+fn is_jwt(token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 impl IdentityService {
@@ -31,9 +47,17 @@ impl IdentityService {
         Self {
             authority,
             tokens,
+            reviewer: None,
             metrics,
             limiter: RateLimiter::new(CertifyLimits::default()),
         }
+    }
+
+    /// Accepts Kubernetes service-account tokens, reviewed by the API
+    /// server, next to join tokens.
+    pub fn with_token_review(mut self, reviewer: TokenReviewer) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     pub fn with_limits(mut self, limits: CertifyLimits) -> Self {
@@ -49,7 +73,7 @@ impl IdentityService {
         &self,
         leaf: Option<&[u8]>,
         token: &str,
-    ) -> Result<(SpiffeId, String), CertifyError> {
+    ) -> Result<(SpiffeId, Option<String>), CertifyError> {
         let current = leaf.and_then(|der| {
             Some((
                 SpiffeId::from_cert_der(der).ok()?,
@@ -73,7 +97,17 @@ impl IdentityService {
                     "client certificate {id} does not match join token {token_id}"
                 )));
             }
-            return Ok((id, token_id));
+            return Ok((id, Some(token_id)));
+        }
+        if let Some(reviewer) = self.reviewer.as_ref().filter(|_| is_jwt(token)) {
+            let reviewed = reviewer.review(token).await.map_err(CertifyError::Review)?;
+            if reviewed.identity.trust_domain() != trust_domain {
+                return Err(CertifyError::Identity(format!(
+                    "{} is not in trust domain {trust_domain}",
+                    reviewed.identity
+                )));
+            }
+            return Ok((reviewed.identity, None));
         }
         let rec = self
             .tokens
@@ -82,7 +116,7 @@ impl IdentityService {
             .map_err(CertifyError::Auth)?;
         let id = SpiffeId::new(trust_domain, &rec.namespace, &rec.service_account)
             .map_err(|e| CertifyError::Identity(e.to_string()))?;
-        Ok((id, rec.id().to_string()))
+        Ok((id, Some(rec.id().to_string())))
     }
 
     async fn certify_inner(
@@ -100,7 +134,7 @@ impl IdentityService {
                 &req.csr_der,
                 &id,
                 req.requested_ttl_seconds,
-                Some(&token_id),
+                token_id.as_deref(),
             )
             .map_err(CertifyError::Sign)?;
         Ok(CertifyResponse {
@@ -119,6 +153,8 @@ pub enum CertifyError {
     #[error(transparent)]
     Auth(AuthError),
     #[error(transparent)]
+    Review(ReviewError),
+    #[error(transparent)]
     Limited(Limited),
     #[error("{0}")]
     Identity(String),
@@ -136,6 +172,8 @@ impl CertifyError {
             Self::Auth(AuthError::Unknown | AuthError::UnknownId(_)) => "unknown_token",
             Self::Auth(AuthError::Expired { .. }) => "expired",
             Self::Auth(AuthError::Revoked(_)) => "revoked",
+            Self::Review(e) if e.is_refusal() => "unauthenticated",
+            Self::Review(_) => "error",
             Self::Limited(_) => "rate_limited",
             Self::Identity(_) => "permission_denied",
             Self::EmptyCsr | Self::Sign(SignError::Csr(_)) => "invalid_csr",
@@ -159,6 +197,8 @@ impl From<CertifyError> for Status {
             )
             | CertifyError::Identity(_) => Status::permission_denied(msg),
             CertifyError::Auth(AuthError::Store(_)) => Status::unavailable(msg),
+            CertifyError::Review(e) if e.is_refusal() => Status::unauthenticated(msg),
+            CertifyError::Review(_) => Status::unavailable(msg),
             CertifyError::Limited(_) => Status::resource_exhausted(msg),
             CertifyError::EmptyCsr | CertifyError::Sign(SignError::Csr(_)) => {
                 Status::invalid_argument(msg)
@@ -208,3 +248,22 @@ impl Identity for IdentityService {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod jwt_tests {
+    #[test]
+    fn service_account_tokens_are_told_from_join_tokens() {
+        assert!(super::is_jwt("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_"));
+        for not in [
+            "",
+            "a.b",
+            "a..c",
+            "a.b.c.d",
+            "mycel-abc.def",
+            "a b.c.d",
+            "a.b.c==",
+        ] {
+            assert!(!super::is_jwt(not), "{not}");
+        }
+    }
+}

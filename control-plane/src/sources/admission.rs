@@ -126,6 +126,34 @@ impl RegistrationPolicy for TokenPolicy {
     }
 }
 
+/// Kubernetes: a Pod's endpoints come from its EndpointSlices and its
+/// identity from a TokenReview, and cluster services select no registered
+/// workload, so a Pod proxy's Hello only makes it visible in
+/// `/debug/proxies`. Proxies that joined with a join token (a VM, a
+/// gateway outside the cluster) are still held to their token.
+pub struct ClusterPolicy {
+    tokens: TokenPolicy,
+}
+
+impl ClusterPolicy {
+    pub fn new(tokens: Arc<TokenStore>) -> Self {
+        Self {
+            tokens: TokenPolicy::new(tokens),
+        }
+    }
+}
+
+impl RegistrationPolicy for ClusterPolicy {
+    fn admit<'a>(&'a self, peer: &'a Peer, workload: &'a Workload) -> Admit<'a> {
+        Box::pin(async move {
+            match peer.token_id {
+                Some(_) => self.tokens.check(peer, workload).await,
+                None => Ok(()),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

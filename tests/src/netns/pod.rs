@@ -33,6 +33,9 @@ pub struct PodSpec {
     /// pod's default is loopback).
     pub app_host: Option<String>,
     pub extra: Vec<String>,
+    /// A token file of the test's own (a Kubernetes service-account token)
+    /// instead of a join token made for the spec; readable by the proxy UID.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl PodSpec {
@@ -47,7 +50,13 @@ impl PodSpec {
             subscribe: Vec::new(),
             app_host: None,
             extra: Vec::new(),
+            token_file: None,
         }
+    }
+
+    pub fn token_file(mut self, path: std::path::PathBuf) -> Self {
+        self.token_file = Some(path);
+        self
     }
 
     pub fn app_host(mut self, host: &str) -> Self {
@@ -157,10 +166,15 @@ impl Pod {
         let r = self.init(&[]);
         assert!(r.ok, "mycel-proxy init: {}{}", r.stdout, r.stderr);
         let ip = self.ip.to_string();
-        let mut t = TokenFor::new(&spec.workload, &spec.namespace, &spec.service_account);
-        t.labels = spec.labels.clone();
-        t.addresses = vec![ip.clone()];
-        let token = node.token(&t);
+        let token = match &spec.token_file {
+            Some(t) => t.clone(),
+            None => {
+                let mut t = TokenFor::new(&spec.workload, &spec.namespace, &spec.service_account);
+                t.labels = spec.labels.clone();
+                t.addresses = vec![ip.clone()];
+                node.token(&t)
+            }
+        };
         let mut args: Vec<String> = vec![
             format!("--reuid={PROXY_UID}"),
             format!("--regid={PROXY_UID}"),

@@ -231,11 +231,15 @@ impl Cluster {
     }
 }
 
-fn service_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ServiceKey> {
+fn service_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ServiceKey> {
     ServiceKey::new(meta.name.as_deref()?, meta.namespace.as_deref()?).ok()
 }
 
 /// `(namespace, name)` of an object's metadata, if it has both.
-pub fn obj_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ObjKey> {
+pub fn obj_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<ObjKey> {
     Some((meta.namespace.clone()?, meta.name.clone()?))
 }

@@ -137,15 +137,37 @@ mod tests {
             status(true, &["mycel"], "system:serviceaccount:shop:web"),
         )
         .unwrap();
-        assert_eq!(ok.identity.to_string(), "spiffe://cluster.local/ns/shop/sa/web");
+        assert_eq!(
+            ok.identity.to_string(),
+            "spiffe://cluster.local/ns/shop/sa/web"
+        );
         assert_eq!(ok.pod.as_deref(), Some("web-0"));
 
         let cases = [
-            (status(false, &["mycel"], "system:serviceaccount:shop:web"), "refused"),
-            (status(true, &["https://kubernetes.default.svc"], "system:serviceaccount:shop:web"), "audience"),
-            (status(true, &["mycel"], "alice"), "not to a service account"),
-            (status(true, &["mycel"], "system:serviceaccount:shop"), "not to a service account"),
-            (status(true, &["mycel"], "system:serviceaccount:Shop!:web"), "not a valid mesh identity"),
+            (
+                status(false, &["mycel"], "system:serviceaccount:shop:web"),
+                "refused",
+            ),
+            (
+                status(
+                    true,
+                    &["https://kubernetes.default.svc"],
+                    "system:serviceaccount:shop:web",
+                ),
+                "audience",
+            ),
+            (
+                status(true, &["mycel"], "alice"),
+                "not to a service account",
+            ),
+            (
+                status(true, &["mycel"], "system:serviceaccount:shop"),
+                "not to a service account",
+            ),
+            (
+                status(true, &["mycel"], "system:serviceaccount:Shop!:web"),
+                "not a valid mesh identity",
+            ),
         ];
         for (st, want) in cases {
             let err = judge("cluster.local", st).unwrap_err();

@@ -16,7 +16,11 @@ fn settings() -> ClusterSettings {
     }
 }
 
-fn svc(ns: &str, name: &str, ports: &[(&str, i32, Option<IntOrString>, Option<&str>)]) -> core::Service {
+fn svc(
+    ns: &str,
+    name: &str,
+    ports: &[(&str, i32, Option<IntOrString>, Option<&str>)],
+) -> core::Service {
     core::Service {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -60,7 +64,13 @@ fn ep<'a>(ip: &'a str, pod: &'a str) -> Ep<'a> {
     }
 }
 
-fn slice(ns: &str, name: &str, service: &str, eps: &[Ep], ports: &[(&str, i32)]) -> discovery::EndpointSlice {
+fn slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    eps: &[Ep],
+    ports: &[(&str, i32)],
+) -> discovery::EndpointSlice {
     discovery::EndpointSlice {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -159,20 +169,35 @@ fn cluster_service_skips_what_the_mesh_cannot_use() {
         ],
     );
     if let Some(spec) = s.spec.as_mut() {
-        spec.ports.get_or_insert_with(Vec::new).push(core::ServicePort {
-            name: Some("dns".into()),
-            port: 53,
-            protocol: Some("UDP".into()),
-            ..Default::default()
-        });
+        spec.ports
+            .get_or_insert_with(Vec::new)
+            .push(core::ServicePort {
+                name: Some("dns".into()),
+                port: 53,
+                protocol: Some("UDP".into()),
+                ..Default::default()
+            });
     }
     let named = BTreeMap::from([("http".to_string(), 8080u16)]);
     let got = convert::service(&s, Strictness::Cluster, &named).unwrap();
     assert_eq!(got.ports.len(), 2, "the UDP port is left out");
-    assert_eq!(got.ports[0].target_port, 8080, "named target from the slice");
-    assert_eq!(got.ports[1].protocol, Protocol::Http, "unknown appProtocol falls back");
-    assert!(got.selector.is_empty(), "cluster endpoints come from slices only");
-    assert_eq!(got.vips, vec!["198.19.0.10".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        got.ports[0].target_port, 8080,
+        "named target from the slice"
+    );
+    assert_eq!(
+        got.ports[1].protocol,
+        Protocol::Http,
+        "unknown appProtocol falls back"
+    );
+    assert!(
+        got.selector.is_empty(),
+        "cluster endpoints come from slices only"
+    );
+    assert_eq!(
+        got.vips,
+        vec!["198.19.0.10".parse::<std::net::IpAddr>().unwrap()]
+    );
 
     let err = convert::service(&s, Strictness::Manifest, &named).unwrap_err();
     assert_eq!(err.field, "spec.ports[0].targetPort");
@@ -181,10 +206,18 @@ fn cluster_service_skips_what_the_mesh_cannot_use() {
 #[test]
 fn endpoints_need_a_known_meshed_pod_and_carry_its_identity() {
     let mut c = Cluster::new(settings());
-    let k = c.apply_service(svc("shop", "web", &[("http", 80, None, None)])).unwrap();
+    let k = c
+        .apply_service(svc("shop", "web", &[("http", 80, None, None)]))
+        .unwrap();
     c.apply_slice(
         key("shop", "web-1"),
-        convert::slice(&slice("shop", "web-1", "web", &[ep("198.18.0.1", "a"), ep("198.18.0.2", "b")], &[])),
+        convert::slice(&slice(
+            "shop",
+            "web-1",
+            "web",
+            &[ep("198.18.0.1", "a"), ep("198.18.0.2", "b")],
+            &[],
+        )),
     );
     assert!(addresses(&c, &k).is_empty(), "pods not known yet");
 
@@ -199,7 +232,10 @@ fn endpoints_need_a_known_meshed_pod_and_carry_its_identity() {
     );
     assert_eq!(
         addresses(&c, &k),
-        vec![("198.18.0.1".into(), "spiffe://cluster.local/ns/shop/sa/web-sa".into())]
+        vec![(
+            "198.18.0.1".into(),
+            "spiffe://cluster.local/ns/shop/sa/web-sa".into()
+        )]
     );
     let view = c.service_view(&k);
     assert_eq!(view.endpoints[0].mesh_port, 15006);
@@ -210,7 +246,9 @@ fn endpoints_need_a_known_meshed_pod_and_carry_its_identity() {
 #[test]
 fn not_ready_and_terminating_endpoints_are_left_out() {
     let mut c = Cluster::new(settings());
-    let k = c.apply_service(svc("shop", "web", &[("http", 80, None, None)])).unwrap();
+    let k = c
+        .apply_service(svc("shop", "web", &[("http", 80, None, None)]))
+        .unwrap();
     for p in ["a", "b", "c"] {
         c.apply_pod(key("shop", p), meshed("sa"));
     }
@@ -225,21 +263,29 @@ fn not_ready_and_terminating_endpoints_are_left_out() {
             ..ep("198.18.0.3", "c")
         },
     ];
-    c.apply_slice(key("shop", "s"), convert::slice(&slice("shop", "s", "web", &eps, &[])));
+    c.apply_slice(
+        key("shop", "s"),
+        convert::slice(&slice("shop", "s", "web", &eps, &[])),
+    );
     assert_eq!(addresses(&c, &k).len(), 1);
     // An unset `ready` means ready, as Kubernetes defines it.
     let eps = [Ep {
         ready: None,
         ..ep("198.18.0.2", "b")
     }];
-    c.apply_slice(key("shop", "s"), convert::slice(&slice("shop", "s", "web", &eps, &[])));
+    c.apply_slice(
+        key("shop", "s"),
+        convert::slice(&slice("shop", "s", "web", &eps, &[])),
+    );
     assert_eq!(addresses(&c, &k)[0].0, "198.18.0.2");
 }
 
 #[test]
 fn an_address_in_two_slices_counts_once_and_survives_one_removal() {
     let mut c = Cluster::new(settings());
-    let k = c.apply_service(svc("shop", "web", &[("http", 80, None, None)])).unwrap();
+    let k = c
+        .apply_service(svc("shop", "web", &[("http", 80, None, None)]))
+        .unwrap();
     c.apply_pod(key("shop", "a"), meshed("sa"));
     for s in ["s1", "s2"] {
         c.apply_slice(
@@ -251,10 +297,16 @@ fn an_address_in_two_slices_counts_once_and_survives_one_removal() {
     assert_eq!(c.delete_slice(&key("shop", "s1")), [k.clone()].into());
     assert_eq!(addresses(&c, &k).len(), 1);
     // The pod is still referenced by s2: a change of its account shows.
-    assert_eq!(c.apply_pod(key("shop", "a"), meshed("other")), [k.clone()].into());
+    assert_eq!(
+        c.apply_pod(key("shop", "a"), meshed("other")),
+        [k.clone()].into()
+    );
     c.delete_slice(&key("shop", "s2"));
     assert!(addresses(&c, &k).is_empty());
-    assert!(c.apply_pod(key("shop", "a"), meshed("third")).is_empty(), "no slice names it any more");
+    assert!(
+        c.apply_pod(key("shop", "a"), meshed("third")).is_empty(),
+        "no slice names it any more"
+    );
 }
 
 #[test]
@@ -263,7 +315,13 @@ fn deleted_service_has_no_view_and_slices_wait_for_it() {
     c.apply_pod(key("shop", "a"), meshed("sa"));
     let affected = c.apply_slice(
         key("shop", "s"),
-        convert::slice(&slice("shop", "s", "web", &[ep("198.18.0.1", "a")], &[("http", 8080)])),
+        convert::slice(&slice(
+            "shop",
+            "s",
+            "web",
+            &[ep("198.18.0.1", "a")],
+            &[("http", 8080)],
+        )),
     );
     let k = skey("web", "shop");
     assert_eq!(affected, [k.clone()].into());
@@ -297,7 +355,10 @@ fn slices_without_a_service_label_or_with_fqdn_addresses_are_ignored() {
 fn pod_identity_defaults_to_the_default_account() {
     let p = core::Pod {
         metadata: ObjectMeta {
-            annotations: Some(BTreeMap::from([(convert::INJECTED_ANNOTATION.to_string(), "true".to_string())])),
+            annotations: Some(BTreeMap::from([(
+                convert::INJECTED_ANNOTATION.to_string(),
+                "true".to_string(),
+            )])),
             ..Default::default()
         },
         ..Default::default()

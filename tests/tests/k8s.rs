@@ -1,0 +1,336 @@
+//! The controller against a real kube-apiserver (and etcd) on loopback:
+//! Services and EndpointSlices created, changed and deleted through the API
+//! reach real proxies; proxies get certificates for exactly the service
+//! account of their token (TokenReview).
+//!
+//! No kubelet runs, so the tests write EndpointSlices themselves (as the
+//! endpoint-slice controller would). The API server refuses loopback
+//! endpoint addresses, so the endpoint test runs its Pods as network
+//! namespaces on a bridge (198.18.0.0/24, needs root), with the API server
+//! reached over a link of its own.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Pod as KubePod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use mycel_tests::http;
+use mycel_tests::k8s::{self, ApiServer};
+use mycel_tests::mesh::{Mesh, SidecarSpec, APP_PORT};
+use mycel_tests::netns::{self, Node, Pod, PodSpec};
+use mycel_tests::{bin, skip};
+use serde_json::json;
+
+const NS: &str = "shop";
+
+/// Creates a namespaced object from its JSON.
+async fn create<K>(client: &Client, ns: Option<&str>, value: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_json::from_value(value).unwrap();
+    let api: Api<K> = Api::namespaced(client.clone(), ns.unwrap_or(NS));
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {obj:?}: {e}"))
+}
+
+/// Namespace `shop`, service accounts, and a meshed Pod per `(pod, sa)`.
+async fn seed(client: &Client, pods: &[(&str, &str)]) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let mut accounts: Vec<&str> = pods.iter().map(|(_, sa)| *sa).collect();
+    accounts.push("client");
+    accounts.sort();
+    accounts.dedup();
+    for sa in accounts {
+        let _: ServiceAccount = create(client, Some(NS), json!({"metadata": {"name": sa}})).await;
+    }
+    for (pod, sa) in pods {
+        let _: KubePod = create(client, Some(NS), meshed_pod(pod, sa)).await;
+    }
+}
+
+fn meshed_pod(name: &str, sa: &str) -> serde_json::Value {
+    json!({
+        "metadata": {
+            "name": name,
+            "labels": {"app": "web", "mycel.io/meshed": "true"},
+            "annotations": {"mycel.io/injected": "true"},
+        },
+        "spec": {
+            "serviceAccountName": sa,
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": "mycel-demo"}],
+        },
+    })
+}
+
+fn slice(name: &str, endpoints: &[(&str, &str)]) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": APP_PORT, "protocol": "TCP"}],
+        "endpoints": endpoints.iter().map(|(ip, pod)| json!({
+            "addresses": [ip],
+            "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "name": pod, "namespace": NS},
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A projected-style token for `sa` (TokenRequest), written to a file.
+async fn sa_token(client: &Client, dir: &std::path::Path, sa: &str, audience: &str) -> PathBuf {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    let req: TokenRequest = serde_json::from_value(json!({
+        "spec": {"audiences": [audience], "expirationSeconds": 600},
+    }))
+    .unwrap();
+    let answer = api
+        .create_token_request(sa, &PostParams::default(), &req)
+        .await
+        .unwrap();
+    let token = answer.status.unwrap().token;
+    let safe: String = audience
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = dir.join(format!("{sa}-{safe}.jwt"));
+    std::fs::write(&path, token).unwrap();
+    // Pod proxies run as their own UID.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    path
+}
+
+/// Waits until `f(config_dump of the pod's proxy)` holds, or fails with it.
+async fn wait_dump(pod: &Pod, what: &str, f: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dump = pod.admin("/config_dump").stdout;
+        if f(&dump) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: not seen in {dump}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A meshed Pod in its own network namespace: the demo app and a
+/// transparent proxy holding the Pod's service-account token.
+async fn pod(node: &mut Node, client: &Client, name: &str, sa: &str, subscribe: &[&str]) -> Pod {
+    let token = sa_token(client, node.dir.path(), sa, "mycel").await;
+    let mut pod = Pod::new(node, name);
+    let listen = format!("{}:{APP_PORT}", pod.ip);
+    let demo = bin("mycel-demo").display().to_string();
+    pod.app("app", &demo, &["ratings", "--listen", &listen]);
+    let mut spec = PodSpec::new(name)
+        .token_file(token)
+        .app_port(&format!("http:{APP_PORT}:http"));
+    spec.service_account = sa.into();
+    for s in subscribe {
+        spec = spec.subscribe(s);
+    }
+    pod.start_sidecar(node, &spec).await;
+    pod
+}
+
+fn can_run_pods() -> bool {
+    let missing = netns::missing_requirements();
+    skip::require(
+        &format!(
+            "root and ip netns: {}",
+            missing.as_deref().unwrap_or("available")
+        ),
+        missing.is_none(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_follows_services_and_endpoint_slices_through_restarts() {
+    if !k8s::available() || !can_run_pods() {
+        return;
+    }
+    let mut node = Node::new();
+    let (host_ip, _) = node.link_to_host();
+    let api = ApiServer::start_at(host_ip).await.unwrap();
+    let client = api.client().await.unwrap();
+    seed(&client, &[("web-0", "web"), ("web-1", "web")]).await;
+    let svc: Service = create(
+        &client,
+        Some(NS),
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        }),
+    )
+    .await;
+    let vip = svc.spec.unwrap().cluster_ip.unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let source = [
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--proxy-mesh-port",
+        "15006",
+    ];
+    node.start_controller_with(&source).await;
+
+    let web0 = pod(&mut node, &client, "web-0", "web", &[]).await;
+    let web1 = pod(&mut node, &client, "web-1", "web", &[]).await;
+    let caller = pod(&mut node, &client, "client-0", "client", &["web.shop"]).await;
+    let (ip0, ip1) = (web0.ip.to_string(), web1.ip.to_string());
+    let certs = caller.admin("/certs").stdout;
+    assert!(
+        certs.contains("spiffe://cluster.local/ns/shop/sa/client"),
+        "the client's certificate names its service account: {certs}"
+    );
+    let url = format!("http://{vip}/ratings/1");
+    let served = |p: &Pod| p.metric_sum("mycel_requests_total", &["direction=\"inbound\""]);
+
+    // An EndpointSlice appears: the client reaches web-0 over mTLS through
+    // the VIP the API server allocated.
+    let _: EndpointSlice = create(&client, Some(NS), slice("web-a", &[(&ip0, "web-0")])).await;
+    wait_dump(&caller, "web-0 as an endpoint", |d| d.contains(&ip0)).await;
+    let r = caller.exec("curl", &["-sf", "-m", "5", &url]);
+    assert!(
+        r.ok,
+        "curl {url}: {}{}\n{}",
+        r.stdout,
+        r.stderr,
+        caller.sidecar_log()
+    );
+    assert!(served(&web0) >= 1, "web-0 served nothing");
+
+    // A second slice adds web-1; deleting the first leaves only web-1.
+    let _: EndpointSlice = create(&client, Some(NS), slice("web-b", &[(&ip1, "web-1")])).await;
+    wait_dump(&caller, "web-1 added", |d| {
+        d.contains(&ip0) && d.contains(&ip1)
+    })
+    .await;
+    slices
+        .delete("web-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_dump(&caller, "web-0 removed", |d| {
+        !d.contains(&ip0) && d.contains(&ip1)
+    })
+    .await;
+    let before = served(&web1);
+    for _ in 0..5 {
+        let r = caller.exec("curl", &["-sf", "-m", "5", &url]);
+        assert!(r.ok, "curl {url}: {}", r.stderr);
+    }
+    assert_eq!(served(&web1) - before, 5, "every request lands on web-1");
+
+    // Controller restart: a slice deleted and another created while it is
+    // down are seen after it lists again, as on a fresh start.
+    node.controller.take();
+    slices
+        .delete("web-b", &DeleteParams::default())
+        .await
+        .unwrap();
+    let _: EndpointSlice = create(&client, Some(NS), slice("web-c", &[(&ip0, "web-0")])).await;
+    node.start_controller_with(&source).await;
+    wait_dump(&caller, "state after the controller restart", |d| {
+        d.contains(&ip0) && !d.contains(&ip1)
+    })
+    .await;
+
+    // The Service is deleted: its VIP no longer leads anywhere.
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_dump(&caller, "web gone", |d| !d.contains(&ip0)).await;
+    let r = caller.exec("curl", &["-sf", "-m", "5", &url]);
+    assert!(
+        !r.ok,
+        "a deleted service must not be reachable: {}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_buy_certificates_for_exactly_that_account() {
+    if !k8s::available() {
+        return;
+    }
+    let api = ApiServer::start().await.unwrap();
+    let client = api.client().await.unwrap();
+    seed(&client, &[("web-0", "web")]).await;
+    let mesh = Mesh::start_kubernetes(&api.kubeconfig, &[]).await;
+    let dir = mesh.dir.path();
+
+    // The right audience: a certificate for exactly that account.
+    let good = sa_token(&client, dir, "web", "mycel").await;
+    let sc = mesh
+        .sidecar(SidecarSpec::new("web-0", "web").token_file(good))
+        .await;
+    let certs = sc.admin_json("/certs").await.to_string();
+    assert!(
+        certs.contains("spiffe://cluster.local/ns/shop/sa/web"),
+        "{certs}"
+    );
+
+    // Refused: a token for another audience, a token whose account was
+    // deleted, and a token that is not one.
+    let other_audience = sa_token(&client, dir, "web", "https://kubernetes.default.svc").await;
+    let doomed = sa_token(&client, dir, "client", "mycel").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    accounts
+        .delete("client", &DeleteParams::default())
+        .await
+        .unwrap();
+    let web_uid = accounts.get("web").await.unwrap().metadata.uid.unwrap();
+    let expired = dir.join("expired.jwt");
+    std::fs::write(&expired, api.expired_token(NS, "web", &web_uid).unwrap()).unwrap();
+    let forged = dir.join("forged.jwt");
+    std::fs::write(&forged, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln").unwrap();
+    for (what, token, sa, want) in [
+        ("another audience", other_audience, "web", "audience"),
+        (
+            "a deleted account",
+            doomed,
+            "client",
+            "refused by the API server",
+        ),
+        ("an expired token", expired, "web", "expired"),
+        ("a forged token", forged, "web", "refused by the API server"),
+    ] {
+        let sc = mesh.sidecar_unready(SidecarSpec::new(&format!("bad-{sa}"), sa).token_file(token));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = sc.proc.log();
+            if log.contains(want) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the proxy's log never says {want:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Not ready, or not even serving its admin port yet.
+        if let Ok(r) = http::get(sc.admin, "localhost", "/ready").await {
+            assert_ne!(
+                r.status, 200,
+                "{what}: a proxy without a certificate is not ready"
+            );
+        }
+    }
+}
