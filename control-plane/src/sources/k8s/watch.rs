@@ -25,6 +25,9 @@ use crate::model::ServiceKey;
 /// selects on it, so the controller holds meshed Pods only.
 pub const MESHED_LABEL: &str = "mycel.io/meshed";
 
+// One event at a time moves through here; boxing would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Change {
     Service(Event<Service>),
     Slice(Event<EndpointSlice>),
