@@ -136,29 +136,30 @@ pub fn service(
                 )
             })?;
         let name = p.name.clone().unwrap_or_default();
-        let target_port =
-            match &p.target_port {
-                None => port,
-                Some(IntOrString::Int(n)) => {
-                    u16::try_from(*n).ok().filter(|p| *p != 0).ok_or_else(|| {
-                        field_error(
-                            format!("{at}.targetPort"),
-                            format!("{n} is not a port number (1-65535)"),
-                        )
-                    })?
-                }
-                Some(IntOrString::String(target)) => match strictness {
-                    Strictness::Manifest => return Err(field_error(
+        let target_port = match &p.target_port {
+            None => port,
+            Some(IntOrString::Int(n)) => {
+                u16::try_from(*n).ok().filter(|p| *p != 0).ok_or_else(|| {
+                    field_error(
+                        format!("{at}.targetPort"),
+                        format!("{n} is not a port number (1-65535)"),
+                    )
+                })?
+            }
+            Some(IntOrString::String(target)) => match strictness {
+                Strictness::Manifest => {
+                    return Err(field_error(
                         format!("{at}.targetPort"),
                         format!(
                             "{target:?}: named target ports are not supported here, give a number"
                         ),
-                    )),
-                    // Unknown until an EndpointSlice names it; the service
-                    // port is the likeliest guess meanwhile.
-                    Strictness::Cluster => named_targets.get(&name).copied().unwrap_or(port),
-                },
-            };
+                    ))
+                }
+                // Unknown until an EndpointSlice names it; the service
+                // port is the likeliest guess meanwhile.
+                Strictness::Cluster => named_targets.get(&name).copied().unwrap_or(port),
+            },
+        };
         let protocol = match port_protocol(&name, p.app_protocol.as_deref()) {
             Ok(p) => p,
             Err(message) => match strictness {

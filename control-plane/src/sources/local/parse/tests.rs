@@ -1,4 +1,7 @@
+use std::net::IpAddr;
+
 use super::*;
+use crate::model::{Protocol, ServicePort};
 
 fn err(text: &str) -> String {
     parse_mesh_config(text).unwrap_err().to_string()
@@ -24,7 +27,7 @@ kind: Service
 metadata:
   name: reviews
 spec:
-  selector: {app: reviews, version: 2}
+  selector: {app: reviews, version: "2"}
   clusterIPs: ["10.96.0.11", "fd00::11"]
   ports:
     - name: grpc
@@ -149,7 +152,7 @@ fn errors_name_document_and_field() {
         ),
         (
             base("{ports: [{port: http}]}"),
-            "spec.ports[0].port: must be a port number, found a string",
+            "spec.ports[0].port: invalid type: string \"http\"",
         ),
         (
             base("{ports: [{name: x}]}"),
@@ -197,18 +200,30 @@ fn errors_name_document_and_field() {
         ),
         (
             base("{clusterIPs: 10.0.0.1, ports: [{port: 80}]}"),
-            "spec.clusterIPs: must be a list",
+            "spec.clusterIPs: invalid type: string",
         ),
         (
             base("{selector: [a], ports: [{port: 80}]}"),
-            "spec.selector: must be a mapping, found a list",
+            "spec.selector: invalid type: sequence",
         ),
         (
             base("{selector: {app: [x]}, ports: [{port: 80}]}"),
-            "spec.selector.app: must be a string",
+            "spec.selector.app: invalid type: sequence",
         ),
-        (base("{ports: {port: 80}}"), "spec.ports: must be a list"),
-        (base("[1]"), "spec: must be a mapping"),
+        (base("{ports: {port: 80}}"), "spec.ports: invalid type: map"),
+        (base("[1]"), "spec: invalid type: sequence"),
+        (
+            base("{ports: [{port: 80, targetport: 8080}]}"),
+            "spec.ports[0].targetport: unknown field",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, labelz: {}}\nspec: {ports: [{port: 80}]}\n".into(),
+            "metadata.labelz: unknown field",
+        ),
+        (
+            base("{selector: {version: 2}, ports: [{port: 80}]}"),
+            "spec.selector.version: invalid type: integer",
+        ),
         ("a: [unclosed\n".into(), "invalid YAML"),
     ];
     for (text, want) in cases {
@@ -246,7 +261,7 @@ fn duplicate_services_name_both_documents() {
 #[test]
 fn same_name_in_other_namespace_is_fine() {
     let a = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: 80}]}\n";
-    let b = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: y}\nspec: {ports: [{port: 80}]}\n";
+    let b = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: z}\nspec: {ports: [{port: 80}]}\n";
     assert_eq!(parse_mesh_config(&format!("{a}---\n{b}")).unwrap().len(), 2);
 }
 
