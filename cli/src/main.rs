@@ -4,7 +4,7 @@
 mod demo;
 mod token;
 
-use mycel_control_plane::ca::tokens::cli::TokenCommand;
+use mycel_tokens::cli::TokenCommand;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mycel_control_plane::ca::tokens::cli::{self as token_cli, TokenCommand};
 use mycel_control_plane::ca::CaFiles;
 use mycel_control_plane::runtime::{Config, Controller};
 use mycel_control_plane::serving::Limits;
+use mycel_tokens::cli::{self as token_cli, TokenCommand};
 
 #[derive(Parser)]
 #[command(
