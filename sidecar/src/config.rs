@@ -73,7 +73,7 @@ pub mod names {
     /// Join token (or service-account token) when no `--token-file` is given.
     pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
     /// Log filter (tracing `EnvFilter` syntax).
-    pub const ENV_LOG: &str = "MYCEL_LOG";
+    pub const ENV_LOG: &str = mycel_api::report::LOG_ENV;
 
     pub const DEFAULT_CONTROLLER_NAME: &str = "mycel-controller.mycel-system.svc";
     pub const DEFAULT_DOMAIN: &str = "cluster.local";
