@@ -1,7 +1,8 @@
 //! The wire contract between the Mycel control plane and its proxies, plus
 //! the few types and rules both sides must agree on byte for byte: SPIFFE
 //! IDs, name rules and service keys, port protocols, mesh header names and
-//! the field validators applied on both ends of the stream.
+//! the field validators applied on both ends of the stream; and what every
+//! binary shares: reporting a fatal error, writing secrets to disk.
 //!
 //! The protobuf code is generated from `proto/mycel/v1/*.proto` at build
 //! time with a pure-Rust compiler; conversions to each side's own model live
@@ -9,6 +10,7 @@
 
 #[cfg(feature = "clidoc")]
 pub mod clidoc;
+pub mod files;
 pub mod headers;
 pub mod names;
 pub mod protocol;

@@ -1,8 +1,19 @@
 //! How every Mycel binary reports a fatal error: one line,
 //! `error: outer: cause: cause`, unless `-v`/`--verbose` asks for more.
+//! With the `main` feature, [`Program`] is the whole start and end of a
+//! binary: arguments, logging, exit code.
+
+#[cfg(feature = "main")]
+mod main;
 
 use std::error::Error;
 use std::ffi::OsString;
+
+#[cfg(feature = "main")]
+pub use main::{exit_code, Program, UsageError};
+
+/// The environment variable every binary reads its log filter from.
+pub const LOG_ENV: &str = "MYCEL_LOG";
 
 /// Whether `-v` or `--verbose` is among the command-line arguments.
 pub fn verbose_requested(args: &[OsString]) -> bool {

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 
-use mycel_control_plane::ca::tokens::TokenSpec;
+use mycel_tokens::TokenSpec;
 use plan::{DemoPlan, Paths};
 use supervise::{Exited, Supervisor};
 
@@ -281,7 +281,7 @@ fn spawn(
 }
 
 fn write_token(paths: &Paths, proxy: &str, spec: &TokenSpec) -> anyhow::Result<()> {
-    let (token, _) = mycel_control_plane::ca::tokens::create_token(&paths.data, spec)
+    let (token, _) = mycel_tokens::create_token(&paths.data, spec)
         .with_context(|| format!("creating the token of {proxy}"))?;
     let path = paths.token(proxy);
     let mut file = std::fs::OpenOptions::new()

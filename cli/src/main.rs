@@ -4,15 +4,13 @@
 mod demo;
 mod token;
 
-use mycel_control_plane::ca::tokens::cli::TokenCommand;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mycel_api::report;
-use tracing_subscriber::EnvFilter;
+use mycel_tokens::cli::TokenCommand;
 
 #[derive(Debug, Parser)]
 #[command(name = "mycelctl", version, about = "Mycel service mesh command line")]
@@ -119,47 +117,26 @@ impl FaultFlags {
     }
 }
 
-// One thread: children ask the kernel to kill them when the thread that
-// started them dies (PR_SET_PDEATHSIG), so that thread must live as long as
-// mycelctl does.
 /// Environment variables mycelctl reads (for the reference page).
 const ENVIRONMENT: &[(&str, &str)] = &[(
-    "MYCEL_LOG",
+    report::LOG_ENV,
     "Log filter of mycelctl itself in tracing's EnvFilter syntax (default: warn).",
 )];
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env(ENVIRONMENT[0].0).unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let verbose = report::verbose_requested(&args);
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() || verbose => e.exit(),
-        Err(e) => {
-            eprintln!("error: {}", report::first_line(&e.render().to_string()));
-            return ExitCode::from(2);
-        }
-    };
-    // Errors are for people: one line, no backtrace, unless --verbose.
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if verbose => {
-            eprintln!("error: {e:?}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {}", report::one_line(e.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
+const PROGRAM: report::Program = report::Program {
+    name: "mycelctl",
+    log_env: ENVIRONMENT[0].0,
+    default_log: "warn",
+};
+
+fn main() -> ExitCode {
+    PROGRAM.main(|args| Ok(Cli::try_parse_from(args)?), run)
 }
 
+// One thread: children ask the kernel to kill them when the thread that
+// started them dies (PR_SET_PDEATHSIG), so that thread must live as long as
+// mycelctl does.
+#[tokio::main(flavor = "current_thread")]
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token { command } => token::run(command),

@@ -2,7 +2,9 @@
 //! ask it for certificates.
 
 pub mod authority;
-pub(crate) mod files;
-pub mod tokens;
+
+/// The join-token store lives in its own crate (`control-plane/tokens`) so
+/// that `mycelctl` can use it without linking the control plane.
+pub use mycel_tokens as tokens;
 
 pub use authority::{Authority, CaFiles, Issued, ServingCert};

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use mycel_control_plane::ca::tokens::cli::{self as token_cli, TokenCommand};
 use mycel_control_plane::ca::CaFiles;
 use mycel_control_plane::runtime::{Config, Controller, KubernetesConfig};
 use mycel_control_plane::serving::Limits;
+use mycel_tokens::cli::{self as token_cli, TokenCommand};
 
 #[derive(Parser)]
 #[command(
@@ -148,19 +148,15 @@ impl AdmissionArgs {
 
 /// Environment variables the controller reads (for the reference page).
 const ENVIRONMENT: &[(&str, &str)] = &[(
-    "MYCEL_LOG",
+    mycel_api::report::LOG_ENV,
     "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_control_plane=debug` (default: info).",
 )];
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(ENVIRONMENT[0].0)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
+const PROGRAM: mycel_api::report::Program = mycel_api::report::Program {
+    name: "mycel-controller",
+    log_env: ENVIRONMENT[0].0,
+    default_log: "info",
+};
 
 async fn shutdown_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -229,36 +225,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let verbose = mycel_api::report::verbose_requested(&args);
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() || verbose => e.exit(),
-        Err(e) => {
-            // One line; the usage and hints clap adds are for `--help`.
-            eprintln!(
-                "error: {}",
-                mycel_api::report::first_line(&e.render().to_string())
-            );
-            return std::process::ExitCode::from(2);
-        }
-    };
-    init_tracing();
-    match dispatch(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) if verbose => {
-            eprintln!("error: {e:?}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {}", mycel_api::report::one_line(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    PROGRAM.main(|args| Ok(Cli::try_parse_from(args)?), dispatch)
 }
 
+#[tokio::main]
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Token { command }) => Ok(token_cli::run(command)?),

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use args::Args;
 
+pub use crate::core::limits::{Limits, SubscriptionLimits};
 pub use parse::{AppPort, GatewayRoute, Switchable, TcpUpstream, ValueError};
 
 /// Flag and environment names, in one place.
@@ -72,7 +73,7 @@ pub mod names {
     /// Join token (or service-account token) when no `--token-file` is given.
     pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
     /// Log filter (tracing `EnvFilter` syntax).
-    pub const ENV_LOG: &str = "MYCEL_LOG";
+    pub const ENV_LOG: &str = mycel_api::report::LOG_ENV;
 
     pub const DEFAULT_CONTROLLER_NAME: &str = "mycel-controller.mycel-system.svc";
     pub const DEFAULT_DOMAIN: &str = "cluster.local";
@@ -244,54 +245,6 @@ pub struct TransparentConfig {
     pub capture_all_ports: bool,
 }
 
-/// Connection-level limits and timeouts, the same for every listener (see
-/// the "Limits and timeouts" table in docs/architecture.md).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    /// Connections one listener serves at once; more wait to be accepted.
-    pub max_connections: usize,
-    /// Largest request header list (HTTP/2 measure: names, values and 32
-    /// bytes per field) a first hop lets in; larger gets 431.
-    pub max_header_bytes: usize,
-    /// An HTTP/1 client must send a whole request head within this.
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
-    /// A connection with no bytes either way for this long is closed
-    /// (gracefully: requests in progress finish).
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Time for the response headers of a request (app or peer); the body
-    /// after them is not limited, so streams and tunnels are not cut.
-    /// `None`: no limit.
-    #[serde(with = "humantime_opt")]
-    pub request_timeout: Option<Duration>,
-    /// HTTP/2 PING interval on pooled mesh connections; a peer that does
-    /// not answer within the same time is dropped.
-    #[serde(with = "humantime_serde")]
-    pub mesh_keepalive: Duration,
-    /// Idle pooled connections to the app are closed after this.
-    #[serde(with = "humantime_serde")]
-    pub app_pool_idle_timeout: Duration,
-    /// On SIGTERM, how long in-flight requests and tunnels may finish.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_connections: 4096,
-            max_header_bytes: 64 * 1024,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            request_timeout: Some(Duration::from_secs(60)),
-            mesh_keepalive: Duration::from_secs(20),
-            app_pool_idle_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Where the join token comes from. A file is re-read on every request, so
 /// a rotated (projected) token is picked up without a restart.
 #[derive(Clone, PartialEq, Eq)]
@@ -368,7 +321,7 @@ pub struct Config {
     pub tcp_upstreams: Vec<TcpUpstream>,
     pub admin: Option<SocketAddr>,
     /// Requested certificate lifetime; `None` leaves it to the controller.
-    #[serde(with = "humantime_opt")]
+    #[serde(with = "crate::core::limits::humantime_opt")]
     pub cert_ttl: Option<Duration>,
     pub trust_domain: String,
     pub cluster_domain: String,
@@ -380,25 +333,8 @@ pub struct Config {
     /// docs/benchmarks.md), every core for a gateway.
     pub worker_threads: usize,
     /// Cap and idle expiry of on-demand discovery subscriptions.
-    pub subscriptions: crate::discovery::SubscriptionLimits,
+    pub subscriptions: SubscriptionLimits,
     pub limits: Limits,
-}
-
-mod humantime_serde {
-    use std::time::Duration;
-    pub fn serialize<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*v))
-    }
-}
-
-mod humantime_opt {
-    use std::time::Duration;
-    pub fn serialize<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(d) => s.collect_str(&humantime::format_duration(*d)),
-            None => s.serialize_none(),
-        }
-    }
 }
 
 /// What a command line asks for: run the proxy, or program iptables.
@@ -617,7 +553,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
             capture_all_ports: a.capture_all_ports,
         },
         worker_threads,
-        subscriptions: crate::discovery::SubscriptionLimits {
+        subscriptions: SubscriptionLimits {
             max: a.max_subscriptions as usize,
             idle: a.subscription_idle,
         },

@@ -3,7 +3,7 @@
 //! (they never import each other's internals through it).
 //!
 //! - Serving: how connections are accepted, limited, timed out and drained
-//!   ([`serve`], [`drain`]).
+//!   ([`serve`], [`drain`]), under the limits the flags set ([`limits`]).
 //! - The mesh's HTTP contract: body type, mesh headers, the proxy's own
 //!   error responses ([`http`]).
 //! - Transport: mutual TLS between sidecars ([`tls`]) over the proxy's
@@ -17,6 +17,9 @@ pub mod channel;
 pub mod credentials;
 pub mod drain;
 pub mod http;
+#[cfg(test)]
+mod layering;
+pub mod limits;
 pub mod orig_dst;
 pub mod serve;
 pub mod tls;

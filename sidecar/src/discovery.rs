@@ -13,6 +13,6 @@ pub mod static_file;
 pub mod status;
 
 pub use client::{Connect, DiscoveryClient, HelloParams};
-pub use handle::{Change, Discovery, SubscribeError, SubscriptionLimits, Subscriptions};
+pub use handle::{Change, Discovery, SubscribeError, Subscriptions};
 pub use model::{Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot};
 pub use status::{DiscoveryMetrics, DiscoveryStatus};

@@ -1,28 +1,19 @@
 //! `mycel-proxy`: parse the configuration, set up logging, run the app
-//! until SIGTERM or Ctrl-C (a second one ends the drain at once).
+//! until SIGTERM or Ctrl-C (a second one ends the drain at once), or run
+//! `mycel-proxy init` (no runtime; its output on stdout).
 
-use mycel_sidecar::config::{names, ConfigError, Env, Invocation, ProcessEnv};
 use std::process::ExitCode;
 
-use mycel_api::report;
+use anyhow::Context;
+use mycel_api::report::{Program, UsageError};
+use mycel_sidecar::config::{names, ConfigError, Invocation, ProcessEnv};
 use mycel_sidecar::init;
 
-fn init_tracing(env: &dyn Env) {
-    let filter = env.get(names::ENV_LOG).unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
-        eprintln!(
-            "mycel-proxy: {} {filter:?} is not a valid filter ({e}); using info",
-            names::ENV_LOG
-        );
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: a log file must stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
+const PROGRAM: Program = Program {
+    name: "mycel-proxy",
+    log_env: names::ENV_LOG,
+    default_log: "info",
+};
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -48,56 +39,31 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // `-v`/`--verbose` only changes how a fatal error is reported; it is
-    // looked for before parsing so that a bad flag is reported that way too.
-    let verbose = report::verbose_requested(&args);
-    let env = ProcessEnv;
-    let config = match Invocation::from_args(args, &env) {
-        Ok(Invocation::Run(c)) => c,
-        // No runtime, no logging setup; one line of output.
-        Ok(Invocation::Init(cmd)) => {
-            return match init::execute(&cmd) {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: mycel-proxy init: {}", report::one_line(&e));
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Err(ConfigError::Cli(e)) if !e.use_stderr() || verbose => e.exit(),
-        Err(ConfigError::Cli(e)) => {
-            eprintln!("error: {}", report::first_line(&e.render().to_string()));
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("error: {}", report::one_line(&e));
-            return ExitCode::from(2);
-        }
-    };
-    init_tracing(&env);
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .thread_name("mycel-proxy")
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(mycel_sidecar::app::run(*config, shutdown_signal)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e, verbose),
-    }
+    PROGRAM.main(
+        |args| {
+            Invocation::from_args(args, &ProcessEnv).map_err(|e| match e {
+                ConfigError::Cli(e) => UsageError::Cli(e),
+                other => UsageError::Invalid(Box::new(other)),
+            })
+        },
+        run,
+    )
 }
 
-/// Reports a fatal error: one line, or the whole chain with `--verbose`.
-fn fail(e: &anyhow::Error, verbose: bool) -> ExitCode {
-    if verbose {
-        eprintln!("error: {e:?}");
-    } else {
-        eprintln!("error: {}", report::one_line(e.as_ref()));
+fn run(invocation: Invocation) -> anyhow::Result<()> {
+    match invocation {
+        Invocation::Init(cmd) => {
+            let out = init::execute(&cmd).context("mycel-proxy init")?;
+            print!("{out}");
+            Ok(())
+        }
+        // The runtime is built here, after parsing: its size is a flag.
+        Invocation::Run(config) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .thread_name("mycel-proxy")
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(mycel_sidecar::app::run(*config, shutdown_signal)),
     }
-    ExitCode::FAILURE
 }

@@ -16,7 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::files::{ensure_private_dir, write_private};
+use mycel_api::files::{ensure_private_dir, write_private};
 
 mod issuer;
 mod san;

@@ -33,9 +33,9 @@ use tracing::Instrument;
 mod idle;
 
 use self::idle::{Activity, Guarded, Tracked};
-pub use crate::config::Limits;
 pub use crate::core::drain::{Drain, Shutdown};
 use crate::core::http::{proxy_error, Body, Caller};
+pub use crate::core::limits::Limits;
 use crate::metrics::ErrorKind;
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);

@@ -9,37 +9,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::model::{ServiceState, Snapshot};
+use crate::core::limits::SubscriptionLimits;
 
 /// Read side of discovery, cheap to clone, shared by every listener.
 #[derive(Clone)]
 pub struct Discovery {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     subscriptions: Subscriptions,
-}
-
-/// How many services a proxy follows on demand, and for how long unused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SubscriptionLimits {
-    /// On-demand subscriptions at most; a request for one more service is
-    /// refused (503 `subscription-limit`) without subscribing.
-    pub max: usize,
-    /// A subscription no request used for this long is dropped (and
-    /// unsubscribed from the controller).
-    #[serde(serialize_with = "as_humantime")]
-    pub idle: Duration,
-}
-
-fn as_humantime<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_duration(*d))
-}
-
-impl Default for SubscriptionLimits {
-    fn default() -> Self {
-        Self {
-            max: 1000,
-            idle: Duration::from_secs(600),
-        }
-    }
 }
 
 /// Why a service was not subscribed.

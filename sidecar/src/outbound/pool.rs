@@ -79,7 +79,7 @@ pub struct PoolSettings {
 }
 
 impl PoolSettings {
-    pub fn from_limits(limits: &crate::config::Limits) -> Self {
+    pub fn from_limits(limits: &crate::core::limits::Limits) -> Self {
         Self {
             keepalive: limits.mesh_keepalive,
             max_header_list_bytes: u32::try_from(crate::core::serve::mesh_header_list_bytes(

@@ -12,7 +12,7 @@ use rcgen::{
 use time::OffsetDateTime;
 
 use super::{invalid, random_serial, read, san, LoadError, SignError, BACKDATE};
-use crate::ca::files::write_private;
+use mycel_api::files::write_private;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {

@@ -11,6 +11,10 @@
 //! every certificate issued for the token (`urn:mycel:token:<id>`), so
 //! registrations and renewals can be checked against the token record
 //! across controller restarts.
+//!
+//! A crate of its own so that `mycelctl` can create tokens without linking
+//! the control plane; `mycel-controller` reads the same store through
+//! [`TokenStore`].
 
 pub mod cli;
 mod range;
@@ -24,6 +28,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mycel_api::files::{ensure_private_dir, write_private};
 use mycel_api::spiffe::SpiffeId;
 use mycel_api::validate::limits;
 use serde::{Deserialize, Serialize};
@@ -31,8 +36,6 @@ use sha2::{Digest, Sha256};
 
 pub use range::{AddressRange, RangeError};
 pub use store::{AuthError, TokenStore, UNKNOWN_RELOAD_INTERVAL};
-
-use super::files::{ensure_private_dir, write_private};
 
 pub const TOKENS_FILE: &str = "tokens.json";
 pub const TOKEN_PREFIX: &str = "mycel.";
