@@ -52,7 +52,11 @@ fn detection() {
             false,
             Detected::Upgrade,
         ),
-        (b"GET / HTTP/1.1\r\nUpgrade: \r\n\r\n", false, Detected::Http1),
+        (
+            b"GET / HTTP/1.1\r\nUpgrade: \r\n\r\n",
+            false,
+            Detected::Http1,
+        ),
         // A valid request line and a bad or long header list: HTTP, which
         // hyper answers (400, 431) as it would any client.
         (
