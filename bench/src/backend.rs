@@ -133,10 +133,7 @@ async fn serve_grpc(listener: TcpListener) {
     // TCP_NODELAY on every accepted socket: without it small replies wait
     // for the client's delayed ACK (~40 ms). `Server::tcp_nodelay` only
     // applies to listeners tonic binds itself.
-    let Ok(incoming) = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
-    else {
-        return;
-    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let svc = proto::echo_server::EchoServer::new(Echo { body: payload() });
     let _ = tonic::transport::Server::builder()
         .add_service(svc)

@@ -223,7 +223,6 @@ pub struct Options {
 
 fn machine() -> crate::report::Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let version = |p: &str, a: &str| {
         std::process::Command::new(p)
             .arg(a)
@@ -248,7 +247,7 @@ fn machine() -> crate::report::Machine {
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_default(),
-        mem_total_mb: procstat::parse_status_kb(&meminfo, "MemTotal").unwrap_or(0) / 1024,
+        mem_total_mb: procstat::mem_total_kb() / 1024,
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()

@@ -8,7 +8,8 @@
 //!   error responses ([`http`]).
 //! - Transport: mutual TLS between sidecars ([`tls`]) over the proxy's
 //!   current certificate and trust bundle ([`credentials`]), and a captured
-//!   connection's original destination ([`orig_dst`]).
+//!   connection's original destination ([`orig_dst`]); a connection whose
+//!   first bytes were read to detect its protocol, replayed ([`prefixed`]).
 //! - The controller: its TLS channel ([`channel`]) and the jittered backoff
 //!   every retry loop uses ([`backoff`]).
 
@@ -21,5 +22,6 @@ pub mod http;
 mod layering;
 pub mod limits;
 pub mod orig_dst;
+pub mod prefixed;
 pub mod serve;
 pub mod tls;

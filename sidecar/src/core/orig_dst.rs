@@ -17,7 +17,7 @@ pub struct SockOpt;
 
 impl OrigDst for SockOpt {
     fn original_dst(&self, tcp: &TcpStream) -> std::io::Result<SocketAddr> {
-        let addr = socket2::SockRef::from(tcp).original_dst()?;
+        let addr = socket2::SockRef::from(tcp).original_dst_v4()?;
         addr.as_socket().ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

@@ -18,12 +18,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use self::classify::{classify, Target};
-use self::detect::{detect, protocol_label, should_detect, Detected, DETECT_TIMEOUT, PEEK_LIMIT};
+use self::detect::{protocol_label, read_and_detect, should_detect, Detected, DETECT_TIMEOUT};
 use super::plan::Destination;
 use super::{request_authority, ForwardError, Outbound, RESOLVE_WAIT};
 use crate::config::UnknownDestination;
 use crate::core::http::boxed;
 use crate::core::orig_dst::OrigDst;
+use crate::core::prefixed::Prefixed;
 use crate::core::serve::{Conn, HttpMode, Server};
 use crate::discovery::{Endpoint, ServicePort, ServiceState, Snapshot};
 use crate::metrics::{Direction, Flow};
@@ -151,12 +152,15 @@ async fn connection(
         }
     };
     let skipped = !should_detect(dst.port(), protocol, &opts.opaque_ports);
-    let (detected, seen) = if skipped {
-        (Detected::Opaque, 0)
+    let mut tcp = tcp;
+    let (detected, read) = if skipped {
+        (Detected::Opaque, Vec::new())
     } else {
-        sniff(&tcp).await
+        read_and_detect(&mut tcp, DETECT_TIMEOUT).await
     };
-    let label = protocol_label(skipped, detected, seen);
+    let label = protocol_label(skipped, detected, read.len());
+    // Whoever serves the connection sees it from its first byte.
+    let tcp = Prefixed::new(read, tcp);
     metrics.captured(Direction::Outbound, route.target(), label, dst.port());
     if detected.is_http() {
         serve_http(outbound, tcp, route, dst, conn).await;
@@ -190,39 +194,11 @@ impl HttpRoute {
     }
 }
 
-/// Peeks until the first bytes tell the protocol or [`DETECT_TIMEOUT`]
-/// passes. Peeking leaves the bytes in the socket for whoever reads next.
-async fn sniff(tcp: &TcpStream) -> (Detected, usize) {
-    let deadline = tokio::time::Instant::now() + DETECT_TIMEOUT;
-    let mut buf = vec![0u8; PEEK_LIMIT];
-    let mut seen = 0;
-    // `peek` returns at once while unread bytes wait, so each round sleeps
-    // a little; the deadline bounds the rounds.
-    for _ in 0..200 {
-        match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
-            Ok(Ok(n)) => {
-                seen = n;
-                let d = detect(&buf[..n], n == 0);
-                if d != Detected::NeedMore {
-                    return (d, n);
-                }
-            }
-            Ok(Err(_)) => return (Detected::Opaque, seen),
-            Err(_) => break,
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (detect(&buf[..seen], true), seen)
-}
-
 /// Serves the app's HTTP on this connection, each request routed on its
 /// own (to the service as in explicit mode, or to the endpoint dialed).
 async fn serve_http(
     outbound: &Arc<Outbound>,
-    tcp: TcpStream,
+    tcp: Prefixed<TcpStream>,
     route: HttpRoute,
     dst: SocketAddr,
     conn: &Conn,
@@ -256,7 +232,7 @@ async fn serve_http(
 
 async fn pipe_or_log(
     outbound: &Outbound,
-    tcp: TcpStream,
+    tcp: Prefixed<TcpStream>,
     opened: Result<hyper::upgrade::Upgraded, ForwardError>,
     label: &str,
 ) {
@@ -289,8 +265,9 @@ async fn passthrough(outbound: &Outbound, tcp: TcpStream, dst: SocketAddr) {
     pipe(outbound, tcp, upstream, PASSTHROUGH_LABEL).await;
 }
 
-async fn pipe<S>(outbound: &Outbound, mut tcp: TcpStream, mut upstream: S, label: &str)
+async fn pipe<C, S>(outbound: &Outbound, mut tcp: C, mut upstream: S, label: &str)
 where
+    C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {

@@ -1,8 +1,10 @@
 //! Protocol detection on a captured connection: is the client speaking
-//! HTTP? Pure functions over the first bytes; the listener peeks them
-//! with a short timeout.
+//! HTTP? [`detect`] is a pure function over the first bytes;
+//! [`read_and_detect`] reads them under one short timeout.
 
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::discovery::Protocol;
 
@@ -10,8 +12,9 @@ use crate::discovery::Protocol;
 /// protocol sends at once; one that stays silent is treated as opaque TCP.
 pub const DETECT_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// How many bytes are peeked at most: enough for a request head.
-pub const PEEK_LIMIT: usize = 4096;
+/// How many bytes are read at most before deciding: enough for a request
+/// head. They are replayed to whoever serves the connection.
+pub const DETECT_LIMIT: usize = 4096;
 
 /// Well-known server-first ports: the server speaks first, so waiting for
 /// the client would only add the timeout to every connection.
@@ -72,6 +75,8 @@ pub fn should_detect(port: u16, declared: Protocol, opaque_ports: &[u16]) -> boo
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The methods taken for HTTP, each with the space after it. Bytes that
+/// cannot begin one of these are opaque at once, without waiting for more.
 const METHODS: &[&[u8]] = &[
     b"GET ",
     b"HEAD ",
@@ -82,146 +87,102 @@ const METHODS: &[&[u8]] = &[
     b"PATCH ",
     b"TRACE ",
 ];
+/// Header fields parsed to look for `Upgrade`; a head with more is still
+/// HTTP/1 (hyper applies its own limits to it).
+const MAX_HEADERS: usize = 128;
 
 /// What `buf` (the first bytes the client sent) is. `complete` says no more
 /// bytes will come in time (timeout or end of stream), so a partial match
-/// must be decided now.
+/// must be decided now; a full buffer ([`DETECT_LIMIT`]) counts as complete.
+///
+/// HTTP/1 is a known method and a request line `httparse` accepts up to the
+/// version; the head is read on (while it stays valid) only to see whether
+/// it asks for an upgrade. A request line that is not finished when the
+/// bytes stop is opaque: it is carried unchanged, never guessed at.
 pub fn detect(buf: &[u8], complete: bool) -> Detected {
+    let complete = complete || buf.len() >= DETECT_LIMIT;
     if buf.is_empty() {
-        return if complete {
-            Detected::Opaque
-        } else {
-            Detected::NeedMore
-        };
+        return undecided(complete);
     }
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
-        return match (n == H2_PREFACE.len(), complete) {
-            (true, _) => Detected::Http2,
-            (false, false) => Detected::NeedMore,
-            (false, true) => Detected::Opaque,
+        return if n == H2_PREFACE.len() {
+            Detected::Http2
+        } else {
+            undecided(complete)
         };
     }
-    let method = METHODS.iter().find(|m| {
+    let Some(method) = METHODS.iter().find(|m| {
         let k = buf.len().min(m.len());
         buf[..k] == m[..k]
-    });
-    let Some(method) = method else {
+    }) else {
         return Detected::Opaque;
     };
     if buf.len() < method.len() {
-        return if complete {
-            Detected::Opaque
-        } else {
-            Detected::NeedMore
-        };
+        return undecided(complete);
     }
-    // A method matched; look for an Upgrade header in the head.
-    match head_end(buf) {
-        Some(end) if has_upgrade(&buf[..end]) => Detected::Upgrade,
-        Some(_) => Detected::Http1,
-        None if complete || buf.len() >= PEEK_LIMIT => Detected::Http1,
-        None => Detected::NeedMore,
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let parsed = req.parse(buf);
+    // The version is set once the request line is read up to it.
+    let request_line = req.version.is_some();
+    match parsed {
+        Ok(httparse::Status::Complete(_)) if has_upgrade(req.headers) => Detected::Upgrade,
+        Ok(httparse::Status::Complete(_)) => Detected::Http1,
+        // A valid request line followed by a header hyper will refuse: it
+        // is still HTTP, and hyper answers it as such.
+        Err(_) if request_line => Detected::Http1,
+        Err(_) => Detected::Opaque,
+        Ok(httparse::Status::Partial) if !complete => Detected::NeedMore,
+        Ok(httparse::Status::Partial) if request_line => Detected::Http1,
+        Ok(httparse::Status::Partial) => Detected::Opaque,
     }
 }
 
-fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n")
+fn undecided(complete: bool) -> Detected {
+    if complete {
+        Detected::Opaque
+    } else {
+        Detected::NeedMore
+    }
 }
 
-fn has_upgrade(head: &[u8]) -> bool {
-    head.split(|b| *b == b'\n').skip(1).any(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line.len() > 8
-            && line[..8].eq_ignore_ascii_case(b"upgrade:")
-            && !line[8..].iter().all(u8::is_ascii_whitespace)
+fn has_upgrade(headers: &[httparse::Header<'_>]) -> bool {
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("upgrade") && !h.value.iter().all(u8::is_ascii_whitespace)
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detection() {
-        let ws =
-            b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        let cases: Vec<(&[u8], bool, Detected)> = vec![
-            (b"", false, Detected::NeedMore),
-            (b"", true, Detected::Opaque),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, Detected::Http1),
-            (
-                b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx",
-                false,
-                Detected::Http1,
-            ),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n", false, Detected::NeedMore),
-            (b"GET / HTTP/1.1\r\nHost: x\r\n", true, Detected::Http1),
-            (b"GE", false, Detected::NeedMore),
-            (b"GE", true, Detected::Opaque),
-            (ws, false, Detected::Upgrade),
-            (
-                b"GET / HTTP/1.1\r\nX-Upgrade: no\r\n\r\n",
-                false,
-                Detected::Http1,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nupgrade: h2c\r\n\r\n",
-                false,
-                Detected::Upgrade,
-            ),
-            (
-                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00",
-                false,
-                Detected::Http2,
-            ),
-            (b"PRI * HTTP/2", false, Detected::NeedMore),
-            (b"PRI * HTTP/2", true, Detected::Opaque),
-            // redis RESP, postgres startup, TLS client hello
-            (b"*1\r\n$4\r\nPING\r\n", false, Detected::Opaque),
-            (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", false, Detected::Opaque),
-            (b"\x16\x03\x01\x02\x00\x01", false, Detected::Opaque),
-            (b"get / HTTP/1.1\r\n\r\n", false, Detected::Opaque),
-        ];
-        for (buf, complete, want) in cases {
-            assert_eq!(
-                detect(buf, complete),
-                want,
-                "{:?} complete={complete}",
-                String::from_utf8_lossy(buf)
-            );
+/// Reads the connection's first bytes until [`detect`] decides, the buffer
+/// is full, the stream ends or `timeout` passes, all under that one
+/// timeout. Returns the decision and every byte read, which the caller
+/// must replay in front of the stream ([`crate::core::prefixed`]).
+pub async fn read_and_detect<R>(io: &mut R, timeout: Duration) -> (Detected, Vec<u8>)
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = vec![0u8; DETECT_LIMIT];
+    let mut seen = 0;
+    let reading = async {
+        loop {
+            match io.read(&mut buf[seen..]).await {
+                // End of stream, or a broken one: decided on what came.
+                Ok(0) | Err(_) => return detect(&buf[..seen], true),
+                Ok(n) => {
+                    seen += n;
+                    let d = detect(&buf[..seen], false);
+                    if d != Detected::NeedMore {
+                        return d;
+                    }
+                }
+            }
         }
-    }
-
-    #[test]
-    fn labels() {
-        let cases = [
-            (true, Detected::Opaque, 0, "opaque_declared"),
-            (false, Detected::Http1, 40, "http"),
-            (false, Detected::Http2, 24, "http"),
-            (false, Detected::Upgrade, 90, "upgrade"),
-            (false, Detected::Opaque, 8, "opaque"),
-            (false, Detected::Opaque, 0, "opaque_silent"),
-        ];
-        for (skipped, d, seen, want) in cases {
-            assert_eq!(protocol_label(skipped, d, seen), want, "{d:?}");
-        }
-    }
-
-    #[test]
-    fn skipping() {
-        let cases = [
-            (80, Protocol::Http, &[][..], true),
-            (8080, Protocol::Grpc, &[][..], true),
-            (6379, Protocol::Tcp, &[][..], false),
-            (3306, Protocol::Http, &[][..], false),
-            (25, Protocol::Http, &[][..], false),
-            (587, Protocol::Http, &[][..], false),
-            (5432, Protocol::Http, &[][..], true),
-            (9000, Protocol::Http, &[9000][..], false),
-        ];
-        for (port, proto, opaque, want) in cases {
-            assert_eq!(should_detect(port, proto, opaque), want, "{port}");
-        }
-    }
+    };
+    let outcome = tokio::time::timeout(timeout, reading).await;
+    let detected = outcome.unwrap_or_else(|_| detect(&buf[..seen], true));
+    buf.truncate(seen);
+    (detected, buf)
 }
+
+#[cfg(test)]
+mod tests;
