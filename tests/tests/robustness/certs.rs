@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
+use mycel_test_support::ca::Csr;
 use mycel_tests::mesh::{write_token, Mesh, SidecarSpec, TokenFor};
 use mycel_tests::probe::{closed_within, rss_kib};
 use mycel_tests::process::bin;
@@ -160,15 +161,11 @@ async fn identity_client(mesh: &Mesh) -> IdentityClient<Channel> {
 /// A Certify with a real token and CSR succeeds.
 async fn certify_works(mesh: &Mesh) {
     let token = std::fs::read_to_string(mesh.token("shop", "catalog")).expect("token");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .expect("csr");
     let reply = tokio::time::timeout(
         WAIT,
         identity_client(mesh).await.certify(CertifyRequest {
             token,
-            csr_der: csr.der().to_vec(),
+            csr_der: Csr::new().der,
             requested_ttl_seconds: 0,
         }),
     )

@@ -10,11 +10,11 @@ use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::{
     resource, Ack, CertifyRequest, DiscoveryRequest, DiscoveryResponse, Hello, Subscribe, Workload,
 };
+use mycel_test_support::ca::Csr;
 use mycel_tests::http;
 use mycel_tests::mesh::{write_token, Mesh, SidecarSpec, TokenFor};
 use mycel_tests::process::bin;
 use mycel_tests::shop::mesh_yaml;
-use rcgen::{CertificateParams, KeyPair};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -52,23 +52,18 @@ fn pem(der: &[u8]) -> String {
 
 /// Certify over `channel` with `token`; the status on refusal.
 async fn certify_on(channel: Channel, token: &str) -> Result<Cert, tonic::Status> {
-    let key = KeyPair::generate().expect("key");
-    let csr = CertificateParams::default()
-        .serialize_request(&key)
-        .expect("csr")
-        .der()
-        .to_vec();
+    let csr = Csr::new();
     let reply = IdentityClient::new(channel)
         .certify(CertifyRequest {
             token: token.to_string(),
-            csr_der: csr,
+            csr_der: csr.der,
             requested_ttl_seconds: 0,
         })
         .await?
         .into_inner();
     Ok(Cert {
         chain: reply.chain_der.iter().map(|d| pem(d)).collect(),
-        key: key.serialize_pem(),
+        key: csr.key_pem,
     })
 }
 

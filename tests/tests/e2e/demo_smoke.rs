@@ -1,7 +1,5 @@
 //! `mycelctl demo` from start to a clean stop.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::time::{Duration, Instant};
 
 use mycel_tests::{bin, http, Proc};

@@ -1,8 +1,6 @@
 //! gRPC streams across two sidecars: messages, trailers and status intact,
 //! and certificate renewal under a long-lived stream.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::time::{Duration, Instant};
 
 use mycel_demo::proto::reviews::{ChatMessage, StreamReviewsRequest};

@@ -1,7 +1,5 @@
 //! The examples in `examples/` run as their README says, so they cannot rot.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,12 +1,10 @@
 //! The controller's CA: what a join token can and cannot get.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
+use mycel_test_support::ca::Csr;
 use mycel_tests::mesh::{spiffe, Mesh};
 use mycel_tests::shop::mesh_yaml;
-use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 async fn identity_client(mesh: &Mesh) -> IdentityClient<Channel> {
@@ -24,14 +22,6 @@ async fn identity_client(mesh: &Mesh) -> IdentityClient<Channel> {
     IdentityClient::new(channel)
 }
 
-fn csr_asking_for(uri: &str) -> Vec<u8> {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "admin");
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-    params.serialize_request(&key).unwrap().der().to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csr_for_another_identity_gets_the_tokens_identity_only() {
     let mesh = Mesh::start(&mesh_yaml("")).await;
@@ -41,7 +31,7 @@ async fn csr_for_another_identity_gets_the_tokens_identity_only() {
     let reply = client
         .certify(CertifyRequest {
             token,
-            csr_der: csr_asking_for(&wanted),
+            csr_der: Csr::asking_for(&wanted).der,
             requested_ttl_seconds: 0,
         })
         .await;
@@ -86,7 +76,7 @@ async fn missing_or_wrong_token_is_refused_clearly() {
         let err = client
             .certify(CertifyRequest {
                 token: token.into(),
-                csr_der: csr_asking_for(&spiffe("shop", "x")),
+                csr_der: Csr::asking_for(&spiffe("shop", "x")).der,
                 requested_ttl_seconds: 0,
             })
             .await

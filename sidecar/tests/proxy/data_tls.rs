@@ -1,15 +1,9 @@
 //! Mesh mTLS handshakes over in-memory pipes: who is accepted, who is not.
 
-// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
-#![allow(clippy::unwrap_used)]
-
-#[path = "data_support/ca.rs"]
-mod ca;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use ca::{spiffe, TestCa};
+use crate::identity::{spiffe, ProxyIdentity, TestCa};
 use mycel_sidecar::core::tls::{self, PeerVerifyError};
 use mycel_sidecar::identity::IdentityState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +21,7 @@ async fn handshake(
     client: &Arc<IdentityState>,
     expect: &str,
 ) -> Outcome {
+    mycel_test_support::init_tracing();
     let (c, s) = tokio::io::duplex(64 * 1024);
     let acceptor = TlsAcceptor::from(tls::server_config(server.clone()).unwrap());
     let connector =
@@ -93,7 +88,7 @@ async fn server_from_another_ca_is_refused() {
     let server = other.identity(&spiffe("catalog"));
     // The server trusts our CA so only the client's check can fail.
     server.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![ca.root_der.clone()],
+        roots: vec![ca.root_der()],
     });
     let client = ca.identity(&spiffe("frontend"));
     let out = handshake(&server, &client, &spiffe("catalog")).await;
@@ -108,7 +103,7 @@ async fn client_from_another_ca_is_refused() {
     let server = ca.identity(&spiffe("catalog"));
     let client = other.identity(&spiffe("frontend"));
     client.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![ca.root_der.clone()],
+        roots: vec![ca.root_der()],
     });
     let out = handshake(&server, &client, &spiffe("catalog")).await;
     let err = out.server.expect_err("server must refuse");
@@ -164,7 +159,7 @@ async fn certificate_and_bundle_swaps_apply_to_new_handshakes_only() {
     let mut old_server = first.server.unwrap();
     let old_leaf = old_client.get_ref().1.peer_certificates().unwrap()[0].clone();
 
-    server.set_cert(ca.leaf(&spiffe("catalog")));
+    server.set_cert(ca.workload_cert(&spiffe("catalog")));
     let second = handshake(&server, &client, &spiffe("catalog")).await;
     let new_client = second.client.unwrap();
     assert_ne!(
@@ -181,7 +176,7 @@ async fn certificate_and_bundle_swaps_apply_to_new_handshakes_only() {
     // A new bundle without our root: new handshakes fail at once.
     let other = TestCa::new("other");
     client.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![other.root_der.clone()],
+        roots: vec![other.root_der()],
     });
     assert!(handshake(&server, &client, &spiffe("catalog"))
         .await
@@ -236,7 +231,7 @@ async fn handshake_after_trust_change_is_fully_verified_not_resumed() {
     // skip the client certificate check and let it in anyway.
     let other = TestCa::new("other");
     server.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![other.root_der.clone()],
+        roots: vec![other.root_der()],
     });
     let second = exchange(&acceptor, &connector).await;
     assert!(
