@@ -22,10 +22,15 @@ async fn handshake(
     expect: &str,
 ) -> Outcome {
     mycel_test_support::init_tracing();
-    let (c, s) = tokio::io::duplex(64 * 1024);
     let acceptor = TlsAcceptor::from(tls::server_config(server.clone()).unwrap());
     let connector =
         TlsConnector::from(tls::client_config(client.clone(), expect.parse().unwrap()).unwrap());
+    connect(&acceptor, &connector).await
+}
+
+/// Both ends of one handshake over a fresh in-memory pipe.
+async fn connect(acceptor: &TlsAcceptor, connector: &TlsConnector) -> Outcome {
+    let (c, s) = tokio::io::duplex(64 * 1024);
     let addr = "127.0.0.1:15006".parse().unwrap();
     let (client, server) = tokio::time::timeout(LIMIT, async {
         tokio::join!(
@@ -194,16 +199,7 @@ async fn exchange(
     tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
     tokio_rustls::server::TlsStream<tokio::io::DuplexStream>,
 )> {
-    let (c, s) = tokio::io::duplex(64 * 1024);
-    let addr = "127.0.0.1:15006".parse().unwrap();
-    let (client, server) = tokio::time::timeout(LIMIT, async {
-        tokio::join!(
-            connector.connect(tls::server_name_for(addr), c),
-            acceptor.accept(s)
-        )
-    })
-    .await
-    .expect("handshake finished");
+    let Outcome { client, server } = connect(acceptor, connector).await;
     let (mut client, mut server) = (client?, server?);
     // A round trip, so the client has read any session ticket sent after
     // the handshake.

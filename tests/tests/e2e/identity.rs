@@ -3,23 +3,13 @@
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
 use mycel_test_support::ca::Csr;
+use mycel_tests::grpc;
 use mycel_tests::mesh::{spiffe, Mesh};
 use mycel_tests::shop::mesh_yaml;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 async fn identity_client(mesh: &Mesh) -> IdentityClient<Channel> {
-    let root = std::fs::read(mesh.ca_root()).expect("root.pem");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(root))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{}", mesh.grpc))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect to controller");
-    IdentityClient::new(channel)
+    IdentityClient::new(grpc::controller(mesh, None).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,3 +21,4 @@ mod netns_init;
 mod netns_mesh;
 mod shop;
 mod tcp_tunnel;
+// The Kubernetes suites (API server, kind) join here as `mod k8s;`.
