@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The network-namespace suites (tests/tests/netns_*.rs) run real clients and
+# The network-namespace suites (tests/tests/e2e/netns_*.rs) run real clients and
 # servers inside pods: install them when we can (root with apt-get) and they
 # are missing. Elsewhere those suites skip and say why.
 # The bench's every-configuration run needs nginx and haproxy as well.

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use mycel_test_support::tls::AcceptAnyServer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -139,57 +139,6 @@ async fn tls_get_without_cert(addr: SocketAddr, host: &str) -> Result<(u16, Stri
         })?
 }
 
-/// Accepts any server certificate. The handshake test measures the server
-/// side (the proxy); the client skips verification for every configuration
-/// alike, so its own cost does not depend on how the server names itself.
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A client certificate chain and its PKCS#8 key, DER.
 #[derive(Clone, Debug)]
 pub struct ClientCert {
@@ -197,7 +146,11 @@ pub struct ClientCert {
     pub key_pkcs8: Vec<u8>,
 }
 
-/// TLS 1.3 client config (ring) with an optional client certificate.
+/// TLS 1.3 client config (ring) with an optional client certificate. It
+/// accepts any server certificate: the handshake test measures the server
+/// side (the proxy), and the client skips verification for every
+/// configuration alike, so its own cost does not depend on how the server
+/// names itself.
 pub fn client_config(
     cert: Option<&ClientCert>,
     alpn: Vec<Vec<u8>>,
@@ -206,7 +159,7 @@ pub fn client_config(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)));
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer::new(provider)));
     let mut config = match cert {
         Some(c) => builder.with_client_auth_cert(
             c.chain

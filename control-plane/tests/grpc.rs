@@ -47,6 +47,7 @@ spec:
 "#;
 
 async fn start(dir: &Path) -> RunningController {
+    mycel_test_support::init_tracing();
     let mesh = dir.join("mesh.yaml");
     std::fs::write(&mesh, MESH).unwrap();
     let mut config = Config::new(dir.join("data"));
@@ -74,16 +75,12 @@ async fn channel(ctl: &RunningController, identity: Option<Identity>) -> Channel
 
 /// Certifies with a fresh key and returns the TLS identity.
 async fn certify(ctl: &RunningController, token: &str) -> Identity {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let csr = rcgen::CertificateParams::new(vec!["ignored.example".to_string()])
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap();
+    let csr = mycel_test_support::ca::Csr::new();
     let mut client = IdentityClient::new(channel(ctl, None).await);
     let resp = client
         .certify(CertifyRequest {
             token: token.into(),
-            csr_der: csr.der().to_vec(),
+            csr_der: csr.der,
             requested_ttl_seconds: 3600,
         })
         .await
@@ -91,7 +88,7 @@ async fn certify(ctl: &RunningController, token: &str) -> Identity {
         .into_inner();
     assert_eq!(resp.chain_der.len(), 2);
     let chain: String = resp.chain_der.iter().map(|d| cert_pem(d)).collect();
-    Identity::from_pem(chain, key.serialize_pem())
+    Identity::from_pem(chain, csr.key_pem)
 }
 
 fn workload(name: &str, app: &str, ready: bool) -> Workload {
@@ -179,18 +176,12 @@ fn hello(proxy_id: &str, w: Workload, register: bool, subs: &[&str]) -> Hello {
     }
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+/// Status and body of an admin page.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let reply = mycel_test_support::http::get(addr, "x", path)
         .await
         .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    out
+    (reply.status, reply.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,12 +243,12 @@ async fn certify_register_subscribe_and_unregister() {
     assert_eq!(eps[0].workload, "catalog");
 
     // The admin server shows both proxies.
-    let body = http_get(ctl.admin_addr(), "/debug/proxies").await;
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let (status, body) = http_get(ctl.admin_addr(), "/debug/proxies").await;
+    assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"proxy_id\": \"catalog-1\""), "{body}");
     assert!(body.contains("\"registered\": true"), "{body}");
     assert!(body.contains("\"catalog.shop\""), "{body}");
-    let metrics = http_get(ctl.admin_addr(), "/metrics").await;
+    let (_, metrics) = http_get(ctl.admin_addr(), "/metrics").await;
     assert!(
         metrics.contains("mycel_controller_connected_proxies 2"),
         "{metrics}"
@@ -266,9 +257,7 @@ async fn certify_register_subscribe_and_unregister() {
         metrics.contains("mycel_controller_index_endpoints 1"),
         "{metrics}"
     );
-    assert!(http_get(ctl.admin_addr(), "/ready")
-        .await
-        .starts_with("HTTP/1.1 200"));
+    assert_eq!(http_get(ctl.admin_addr(), "/ready").await.0, 200);
 
     // Closing the catalog stream removes its endpoint everywhere.
     drop(catalog);

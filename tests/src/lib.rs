@@ -3,11 +3,12 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`;
 //! `tests/run.sh` does it). Every process is killed when its handle drops,
-//! so a failing test leaves nothing behind.
+//! so a failing test leaves nothing behind, and a failing test prints the
+//! tail of each child's log (see [`Proc`]). What the crates' own tests share
+//! too (test CA, accept-any verifier, proxy flags, HTTP GET, tracing) is in
+//! `mycel-test-support`.
 
-pub mod certs;
 pub mod grpc;
-pub mod http;
 pub mod k8s;
 pub mod mesh;
 pub mod mtls;
@@ -18,4 +19,6 @@ pub mod shop;
 pub mod skip;
 
 pub use mesh::{Mesh, Sidecar, SidecarSpec};
+/// The shared HTTP GET client, where the suites have always found it.
+pub use mycel_test_support::http;
 pub use process::{bin, Proc};

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use mycel_test_support::{http, init_tracing, ProxyArgs};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use crate::http;
 use crate::process::{bin, Proc};
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -74,6 +74,7 @@ impl Mesh {
     }
 
     async fn start_inner(mesh_yaml: Option<&str>, controller_args: &[&str]) -> Mesh {
+        init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
         if let Some(text) = mesh_yaml {
@@ -221,51 +222,28 @@ impl Mesh {
         };
         let ip = spec.ip;
         let admin = SocketAddr::from((ip, ADMIN_PORT));
-        let mut args: Vec<String> = vec![
-            "--controller".into(),
-            self.grpc.to_string(),
-            "--ca-root".into(),
-            self.ca_root().display().to_string(),
-            "--token-file".into(),
-            token.display().to_string(),
-            "--workload".into(),
-            spec.workload.clone(),
-            "--namespace".into(),
-            spec.namespace.clone(),
-            "--service-account".into(),
-            spec.service_account.clone(),
-            "--admin".into(),
-            admin.to_string(),
-            "--address".into(),
-            ip.to_string(),
-            "--app-host".into(),
-            ip.to_string(),
-        ];
-        let (inbound, outbound, listen) = match spec.gateway_routes.is_empty() {
+        let args = ProxyArgs::new(&spec.workload, &spec.namespace, &spec.service_account)
+            .controller(self.grpc, &self.ca_root(), &token)
+            .admin(admin)
+            .address(ip.into(), &ip.to_string());
+        let (args, inbound, outbound, listen) = match spec.gateway_routes.is_empty() {
             true => {
                 let inbound = SocketAddr::from((ip, INBOUND_PORT));
                 let outbound = SocketAddr::from((ip, OUTBOUND_PORT));
-                args.extend(["--inbound".into(), inbound.to_string()]);
-                args.extend(["--outbound".into(), outbound.to_string()]);
-                (Some(inbound), Some(outbound), None)
+                let args = args.explicit(inbound, outbound);
+                (args, Some(inbound), Some(outbound), None)
             }
             false => {
                 let listen = SocketAddr::from((ip, GATEWAY_PORT));
-                args.extend(["--mode".into(), "gateway".into()]);
-                args.extend(["--listen".into(), listen.to_string()]);
-                for r in &spec.gateway_routes {
-                    args.extend(["--route".into(), r.clone()]);
-                }
-                (None, None, Some(listen))
+                let args = args.gateway(listen, &spec.gateway_routes);
+                (args, None, None, Some(listen))
             }
         };
-        for (k, v) in &spec.labels {
-            args.extend(["--label".into(), format!("{k}={v}")]);
-        }
-        for p in &spec.app_ports {
-            args.extend(["--app-port".into(), p.clone()]);
-        }
-        args.extend(spec.extra.iter().cloned());
+        let args = args
+            .labels(&spec.labels)
+            .app_ports(&spec.app_ports)
+            .extra(&spec.extra)
+            .into_vec();
         let proc = Proc::spawn(&spec.workload, &bin("mycel-proxy"), &args, &self.logs());
         Sidecar {
             proc,

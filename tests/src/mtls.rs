@@ -9,67 +9,20 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use mycel_test_support::tls::accept_any_client;
+use mycel_test_support::Leaf;
+use rustls::pki_types::ServerName;
 
-/// Accepts any server: these probes test the server's checks, not ours.
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// GET `path` over HTTP/2 + mTLS on a mesh port, presenting `chain_pem`.
+/// GET `path` over HTTP/2 + mTLS on a mesh port, presenting `cert`; the
+/// server is not checked (these probes test the server's checks, not ours).
 /// Returns (status, body).
 pub async fn get(
     mesh: SocketAddr,
-    chain_pem: &str,
-    key_pem: &str,
+    cert: &Leaf,
     path: &str,
     dst_port: u16,
 ) -> Result<(u16, String)> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .context("chain pem")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("key pem")?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-        .with_client_auth_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = accept_any_client(Some(cert), &[b"h2"]);
     let fut = async {
         let tcp = tokio::net::TcpStream::connect(mesh).await?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -82,7 +35,7 @@ pub async fn get(
                 .context("h2 handshake")?;
         tokio::spawn(conn);
         let req = http::Request::get(format!("http://mesh{path}"))
-            .header("mycel-dst-port", dst_port.to_string())
+            .header(mycel_api::headers::DST_PORT, dst_port.to_string())
             .body(Empty::<Bytes>::new())?;
         let resp = send.send_request(req).await.context("request")?;
         let status = resp.status().as_u16();

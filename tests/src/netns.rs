@@ -37,6 +37,19 @@ pub fn missing_requirements() -> Option<String> {
     CHECKED.get_or_init(check_requirements).clone()
 }
 
+/// Whether this machine can run the network-namespace tests; when not, the
+/// test is reported skipped with the reason (see [`crate::skip::require`]).
+pub fn can_run() -> bool {
+    let missing = missing_requirements();
+    crate::skip::require(
+        &format!(
+            "root and ip netns: {}",
+            missing.as_deref().unwrap_or("available")
+        ),
+        missing.is_none(),
+    )
+}
+
 fn check_requirements() -> Option<String> {
     if !is_root() {
         return Some("not root (network namespaces and iptables need it)".into());

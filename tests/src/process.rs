@@ -25,12 +25,19 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Lines of each child's log printed when a test fails.
+const TAIL_LINES: usize = 40;
+
 /// A running child process; killed on drop. Output goes to a log file that
-/// is printed when a test asks for it (see [`Proc::log`]).
+/// is printed when a test asks for it (see [`Proc::log`]), and whose tail is
+/// printed when the test fails (panics) while the child is alive.
 pub struct Proc {
     pub name: String,
     child: Child,
     log: PathBuf,
+    /// Opened at spawn, so the tail can still be read when a test's temporary
+    /// directory is removed before this handle drops.
+    tail: Option<std::fs::File>,
 }
 
 impl Proc {
@@ -49,6 +56,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("spawn {name} ({}): {e}", program.display()));
         Proc {
             name: name.to_string(),
+            tail: std::fs::File::open(&log).ok(),
             child,
             log,
         }
@@ -132,6 +140,55 @@ impl Proc {
             .ok()
             .and_then(Result::ok)
     }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Written to the test's captured output: libtest shows it with the
+        // failure and drops it for a passing test.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- last {TAIL_LINES} lines of {} ({}) ---\n{}",
+                self.name,
+                self.log.display(),
+                self.tail.as_mut().map(read_tail).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// The last [`TAIL_LINES`] lines of an open log file.
+fn read_tail(file: &mut std::fs::File) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = String::new();
+    if file.seek(SeekFrom::Start(0)).is_err() {
+        return text;
+    }
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    text.push_str(&String::from_utf8_lossy(&bytes));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// Processes (other than this one) whose command line mentions `needle`:
+/// what a test left running.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{name}: {cmd}"));
+            }
+        }
+    }
+    found
 }
 
 fn signal(pid: u32, sig: i32) {

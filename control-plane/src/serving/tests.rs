@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mycel_test_support::net::closed_within;
+use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
 use super::*;
@@ -74,21 +75,6 @@ async fn listen(limits: Limits) -> (std::net::SocketAddr, ReceiverStream<io::Res
     (addr, stream)
 }
 
-/// Reads until EOF or error; returns whether that happened within `within`.
-async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    tokio::time::timeout(within, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
 #[tokio::test]
 async fn half_handshake_is_closed_after_the_timeout() {
     let (addr, _incoming) = listen(Limits {
@@ -132,11 +118,7 @@ async fn completed_handshakes_reach_the_server() {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     // A client that trusts anything is enough to finish the handshake here;
     // what is checked is that the accepted stream is handed on.
-    let mut config = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = mycel_test_support::tls::accept_any_client(None, &[b"h2"]);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let _client = connector.connect(name, tcp).await.unwrap();
@@ -146,46 +128,6 @@ async fn completed_handshakes_reach_the_server() {
         .unwrap()
         .unwrap();
     assert!(conn.connect_info().get_ref().remote_addr().is_some());
-}
-
-#[derive(Debug)]
-struct AnyServer;
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[tokio::test]

@@ -2,13 +2,15 @@
 //! `mycel-proxy init` rules and a sidecar running as its own UID, and the
 //! app processes, unmodified.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use mycel_test_support::ProxyArgs;
+
 use super::cmd::{run, Ran};
 use super::{in_ns, Node, PROXY_UID};
-use crate::mesh::TokenFor;
+use crate::mesh::{spiffe, TokenFor};
 use crate::process::{bin, Proc};
 
 const CMD: Duration = Duration::from_secs(20);
@@ -175,51 +177,29 @@ impl Pod {
                 node.token(&t)
             }
         };
+        let proxy = ProxyArgs::new(&spec.workload, &spec.namespace, &spec.service_account)
+            .controller(node.grpc_addr(), &node.path("root.pem"), &token)
+            // The controller's certificate names `localhost`, not the bridge IP.
+            .flag("--controller-name", "localhost")
+            .address(self.ip.into(), spec.app_host.as_deref().unwrap_or(&ip))
+            .admin(SocketAddr::from((Ipv4Addr::UNSPECIFIED, ADMIN_PORT)))
+            .transparent(
+                SocketAddr::from((self.ip, MESH_PORT)),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, OUTBOUND_CAPTURE_PORT)),
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, INBOUND_CAPTURE_PORT)),
+                spec.mtls_mode,
+            )
+            .labels(&spec.labels)
+            .app_ports(&spec.app_ports)
+            .subscribe(&spec.subscribe)
+            .extra(&spec.extra);
         let mut args: Vec<String> = vec![
             format!("--reuid={PROXY_UID}"),
             format!("--regid={PROXY_UID}"),
             "--clear-groups".into(),
             bin("mycel-proxy").display().to_string(),
-            "--controller".into(),
-            node.grpc_addr().to_string(),
-            // The controller's certificate names `localhost`, not the bridge IP.
-            "--controller-name".into(),
-            "localhost".into(),
-            "--ca-root".into(),
-            node.path("root.pem").display().to_string(),
-            "--token-file".into(),
-            token.display().to_string(),
-            "--workload".into(),
-            spec.workload.clone(),
-            "--namespace".into(),
-            spec.namespace.clone(),
-            "--service-account".into(),
-            spec.service_account.clone(),
-            "--address".into(),
-            ip.clone(),
-            "--app-host".into(),
-            spec.app_host.clone().unwrap_or_else(|| ip.clone()),
-            "--inbound".into(),
-            format!("{ip}:{MESH_PORT}"),
-            "--admin".into(),
-            format!("0.0.0.0:{ADMIN_PORT}"),
-            "--transparent-outbound".into(),
-            format!("127.0.0.1:{OUTBOUND_CAPTURE_PORT}"),
-            "--inbound-capture".into(),
-            format!("0.0.0.0:{INBOUND_CAPTURE_PORT}"),
-            "--mtls-mode".into(),
-            spec.mtls_mode.into(),
         ];
-        for (k, v) in &spec.labels {
-            args.extend(["--label".into(), format!("{k}={v}")]);
-        }
-        for p in &spec.app_ports {
-            args.extend(["--app-port".into(), p.clone()]);
-        }
-        for s in &spec.subscribe {
-            args.extend(["--subscribe".into(), s.clone()]);
-        }
-        args.extend(spec.extra.iter().cloned());
+        args.extend(proxy.into_vec());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = Proc::spawn(
             &format!("{}-sidecar", self.ns),
@@ -228,10 +208,7 @@ impl Pod {
             &self.logs,
         );
         self.sidecar = Some(proc);
-        self.spiffe_id = Some(format!(
-            "spiffe://cluster.local/ns/{}/sa/{}",
-            spec.namespace, spec.service_account
-        ));
+        self.spiffe_id = Some(spiffe(&spec.namespace, &spec.service_account));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while tokio::time::Instant::now() < deadline {
             if self.admin("/ready").ok {

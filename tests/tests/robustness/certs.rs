@@ -11,13 +11,15 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
+use mycel_test_support::ca::Csr;
+use mycel_tests::grpc;
 use mycel_tests::mesh::{write_token, Mesh, SidecarSpec, TokenFor};
 use mycel_tests::probe::{closed_within, rss_kib};
 use mycel_tests::process::bin;
 use mycel_tests::shop::{mesh_yaml, workload};
 use mycel_tests::{http, Sidecar};
 use tokio::io::AsyncWriteExt;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 /// Bound for anything awaited here; generous for a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -143,32 +145,17 @@ async fn requests_flow_through_cert_renewal_and_issuer_rotation() {
 }
 
 async fn identity_client(mesh: &Mesh) -> IdentityClient<Channel> {
-    let root = std::fs::read(mesh.ca_root()).expect("root.pem");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(root))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{}", mesh.grpc))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect to controller");
-    IdentityClient::new(channel)
+    IdentityClient::new(grpc::controller(mesh, None).await)
 }
 
 /// A Certify with a real token and CSR succeeds.
 async fn certify_works(mesh: &Mesh) {
     let token = std::fs::read_to_string(mesh.token("shop", "catalog")).expect("token");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .expect("csr");
     let reply = tokio::time::timeout(
         WAIT,
         identity_client(mesh).await.certify(CertifyRequest {
             token,
-            csr_der: csr.der().to_vec(),
+            csr_der: Csr::new().der,
             requested_ttl_seconds: 0,
         }),
     )

@@ -10,14 +10,14 @@ use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::{
     resource, Ack, CertifyRequest, DiscoveryRequest, DiscoveryResponse, Hello, Subscribe, Workload,
 };
-use mycel_tests::http;
+use mycel_test_support::ca::Csr;
 use mycel_tests::mesh::{write_token, Mesh, SidecarSpec, TokenFor};
 use mycel_tests::process::bin;
 use mycel_tests::shop::mesh_yaml;
-use rcgen::{CertificateParams, KeyPair};
+use mycel_tests::{grpc, http};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Channel, Identity};
 use tonic::{Code, Streaming};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -30,20 +30,8 @@ struct Cert {
 }
 
 async fn channel(mesh: &Mesh, cert: Option<&Cert>) -> Channel {
-    let root = std::fs::read(mesh.ca_root()).expect("root.pem");
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(root))
-        .domain_name("localhost");
-    if let Some(c) = cert {
-        tls = tls.identity(Identity::from_pem(&c.chain, &c.key));
-    }
-    Channel::from_shared(format!("https://{}", mesh.grpc))
-        .expect("uri")
-        .tls_config(tls)
-        .expect("tls")
-        .connect()
-        .await
-        .expect("connect to controller")
+    let client = cert.map(|c| Identity::from_pem(&c.chain, &c.key));
+    grpc::controller(mesh, client).await
 }
 
 fn pem(der: &[u8]) -> String {
@@ -52,23 +40,18 @@ fn pem(der: &[u8]) -> String {
 
 /// Certify over `channel` with `token`; the status on refusal.
 async fn certify_on(channel: Channel, token: &str) -> Result<Cert, tonic::Status> {
-    let key = KeyPair::generate().expect("key");
-    let csr = CertificateParams::default()
-        .serialize_request(&key)
-        .expect("csr")
-        .der()
-        .to_vec();
+    let csr = Csr::new();
     let reply = IdentityClient::new(channel)
         .certify(CertifyRequest {
             token: token.to_string(),
-            csr_der: csr,
+            csr_der: csr.der,
             requested_ttl_seconds: 0,
         })
         .await?
         .into_inner();
     Ok(Cert {
         chain: reply.chain_der.iter().map(|d| pem(d)).collect(),
-        key: key.serialize_pem(),
+        key: csr.key_pem,
     })
 }
 

@@ -3,26 +3,11 @@
 //! without privilege. Needs root and iptables; skips (or fails under
 //! MYCEL_REQUIRE_ALL=1) elsewhere.
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used)]
-
 use mycel_tests::netns::{self, Node, Pod};
-use mycel_tests::skip;
-
-fn can_run() -> bool {
-    let missing = netns::missing_requirements();
-    skip::require(
-        &format!(
-            "root and ip netns: {}",
-            missing.as_deref().unwrap_or("available")
-        ),
-        missing.is_none(),
-    )
-}
 
 #[tokio::test]
 async fn init_twice_is_one_rule_set_and_cleanup_leaves_none() {
-    if !can_run() {
+    if !netns::can_run() {
         return;
     }
     let mut node = Node::new();
@@ -73,7 +58,7 @@ async fn init_twice_is_one_rule_set_and_cleanup_leaves_none() {
 
 #[tokio::test]
 async fn init_without_privilege_says_what_is_missing() {
-    if !can_run() {
+    if !netns::can_run() {
         return;
     }
     let mut node = Node::new();

@@ -1,28 +1,21 @@
 //! `mycelctl demo` from start to a clean stop.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mycel_tests::process::processes_mentioning;
 use mycel_tests::{bin, http, Proc};
 
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push(format!("{name}: {cmd}"));
-            }
-        }
-    }
-    found
+/// `mycelctl demo` on ports from `base`, with its data (and logs) in `data`.
+fn demo(name: &str, base: u16, data: &Path, log_dir: &Path) -> Proc {
+    let args = [
+        "demo".to_string(),
+        "--base-port".into(),
+        base.to_string(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    Proc::spawn(name, &bin("mycelctl"), &args, log_dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,18 +24,7 @@ async fn demo_starts_serves_and_stops_cleanly() {
     let data = dir.path().join("demo-data");
     // Below the ephemeral range, so no test socket can be sitting on it.
     let base = 20_000 + (std::process::id() % 10_000) as u16;
-    let mut demo = Proc::spawn(
-        "mycelctl-demo",
-        &bin("mycelctl"),
-        &[
-            "demo".into(),
-            "--base-port".into(),
-            base.to_string(),
-            "--data-dir".into(),
-            data.display().to_string(),
-        ],
-        dir.path(),
-    );
+    let mut demo = demo("mycelctl-demo", base, &data, dir.path());
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let gateway = loop {
@@ -132,18 +114,7 @@ async fn demo_reports_a_busy_port_and_starts_nothing() {
     let data = dir.path().join("demo-data");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = busy.local_addr().unwrap().port();
-    let mut demo = Proc::spawn(
-        "mycelctl-demo-busy",
-        &bin("mycelctl"),
-        &[
-            "demo".into(),
-            "--base-port".into(),
-            base.to_string(),
-            "--data-dir".into(),
-            data.display().to_string(),
-        ],
-        dir.path(),
-    );
+    let mut demo = demo("mycelctl-demo-busy", base, &data, dir.path());
     let status = demo
         .wait(Duration::from_secs(20))
         .await

@@ -2,17 +2,17 @@
 //! mode readiness and admin pages, controller mode without a controller,
 //! and a clean exit on SIGTERM.
 
-// Test helpers panic on setup failures by design; `Proxy`'s Drop reaps the child.
-#![allow(clippy::unwrap_used, clippy::zombie_processes)]
+// `Proxy`'s Drop reaps the child.
+#![allow(clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use mycel_test_support::{http, ProxyArgs, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mycel-proxy");
 const WAIT: Duration = Duration::from_secs(20);
@@ -20,20 +20,28 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Proxy {
     child: Child,
     admin: String,
-    _stderr: mpsc::Receiver<String>,
+    /// The log up to the ready line, then the rest as it comes.
+    seen: Vec<String>,
+    stderr: mpsc::Receiver<String>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Shown with a failing test (libtest captures it), so the failure
+        // comes with the proxy's side of the story.
+        if std::thread::panicking() {
+            self.seen.extend(self.stderr.try_iter());
+            eprintln!("--- mycel-proxy log ---\n{}", self.seen.join("\n"));
+        }
     }
 }
 
 /// Starts the proxy and waits for its ready line.
-fn start(args: &[&str]) -> Proxy {
+fn start(args: &ProxyArgs) -> Proxy {
     let mut child = Command::new(BIN)
-        .args(args)
+        .args(args.as_slice())
         .env("MYCEL_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -49,11 +57,13 @@ fn start(args: &[&str]) -> Proxy {
         }
     });
     let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("no ready line from mycel-proxy");
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!("no ready line from mycel-proxy; log:\n{}", seen.join("\n"));
+        };
+        seen.push(line.clone());
         if let Some(rest) = line.strip_prefix("mycel-proxy ready ") {
             let admin = rest
                 .split(' ')
@@ -64,60 +74,27 @@ fn start(args: &[&str]) -> Proxy {
             return Proxy {
                 child,
                 admin,
-                _stderr: rx,
+                seen,
+                stderr: rx,
             };
         }
     }
 }
 
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
-struct Pki {
-    root_pem: String,
-    chain_pem: String,
-    key_pem: String,
-}
-
-fn pki(spiffe: &str) -> Pki {
-    let root_key = KeyPair::generate().unwrap();
-    let mut root = CertificateParams::default();
-    root.distinguished_name
-        .push(DnType::CommonName, "test root");
-    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    let root = root.self_signed(&root_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::default();
-    leaf.subject_alt_names = vec![SanType::URI(spiffe.try_into().unwrap())];
-    let leaf = leaf.signed_by(&key, &root, &root_key).unwrap();
-    Pki {
-        root_pem: root.pem(),
-        chain_pem: leaf.pem(),
-        key_pem: key.serialize_pem(),
-    }
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let addr = addr.parse().unwrap();
+    let reply = http::get(addr, "admin", path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e:#}"));
+    (reply.status, reply.body)
 }
 
 fn write_static(dir: &Path, spiffe: &str) -> String {
-    let p = pki(spiffe);
-    std::fs::write(dir.join("chain.pem"), p.chain_pem).unwrap();
-    std::fs::write(dir.join("key.pem"), p.key_pem).unwrap();
-    std::fs::write(dir.join("roots.pem"), p.root_pem).unwrap();
+    let ca = TestCa::new("static");
+    let leaf = ca.leaf(spiffe);
+    std::fs::write(dir.join("chain.pem"), leaf.chain_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), leaf.key_pem).unwrap();
+    std::fs::write(dir.join("roots.pem"), ca.root_pem()).unwrap();
     let yaml = r#"
 identity: {cert: chain.pem, key: key.pem, bundle: roots.pem}
 services:
@@ -131,39 +108,33 @@ services:
     path.display().to_string()
 }
 
-const IDENTITY: &[&str] = &[
-    "--workload",
-    "catalog",
-    "--namespace",
-    "shop",
-    "--service-account",
-    "catalog",
-    "--inbound",
-    "127.0.0.1:0",
-    "--outbound",
-    "127.0.0.1:0",
-    "--admin",
-    "127.0.0.1:0",
-];
+/// The catalog proxy with every listener on a free loopback port.
+fn catalog() -> ProxyArgs {
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    ProxyArgs::new("catalog", "shop", "catalog")
+        .explicit(any, any)
+        .admin(any)
+}
 
-#[test]
-fn static_mode_serves_admin_and_exits_on_sigterm() {
+#[tokio::test]
+async fn static_mode_serves_admin_and_exits_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_static(dir.path(), "spiffe://cluster.local/ns/shop/sa/catalog");
-    let mut args = IDENTITY.to_vec();
-    args.extend(["--static-config", &file]);
-    let mut proxy = start(&args);
+    let mut proxy = start(&catalog().flag("--static-config", &file));
 
-    assert_eq!(get(&proxy.admin, "/live").0, 200);
-    assert_eq!(get(&proxy.admin, "/ready"), (200, "ready\n".to_string()));
-    let (code, body) = get(&proxy.admin, "/certs");
+    assert_eq!(get(&proxy.admin, "/live").await.0, 200);
+    assert_eq!(
+        get(&proxy.admin, "/ready").await,
+        (200, "ready\n".to_string())
+    );
+    let (code, body) = get(&proxy.admin, "/certs").await;
     assert_eq!(code, 200, "{body}");
     let certs: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         certs["spiffe_id"],
         "spiffe://cluster.local/ns/shop/sa/catalog"
     );
-    let (code, body) = get(&proxy.admin, "/config_dump");
+    let (code, body) = get(&proxy.admin, "/config_dump").await;
     assert_eq!(code, 200);
     let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -171,7 +142,7 @@ fn static_mode_serves_admin_and_exits_on_sigterm() {
         "known"
     );
     assert_eq!(dump["config"]["source"]["kind"], "static");
-    let (code, body) = get(&proxy.admin, "/metrics");
+    let (code, body) = get(&proxy.admin, "/metrics").await;
     assert_eq!(code, 200);
     assert!(
         body.contains("mycel_identity_cert_expiry_timestamp_seconds"),
@@ -196,9 +167,8 @@ fn static_mode_serves_admin_and_exits_on_sigterm() {
 fn static_cert_for_another_identity_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_static(dir.path(), "spiffe://cluster.local/ns/shop/sa/reviews");
-    let mut args = IDENTITY.to_vec();
-    args.extend(["--static-config", &file]);
-    let out = Command::new(BIN).args(&args).output().unwrap();
+    let args = catalog().flag("--static-config", &file);
+    let out = Command::new(BIN).args(args.as_slice()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -207,39 +177,32 @@ fn static_cert_for_another_identity_is_refused() {
     );
 }
 
-#[test]
-fn controller_mode_without_controller_is_live_not_ready() {
+#[tokio::test]
+async fn controller_mode_without_controller_is_live_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root.pem");
-    std::fs::write(&root, pki("spiffe://cluster.local/ns/a/sa/b").root_pem).unwrap();
+    std::fs::write(&root, TestCa::new("unreachable").root_pem()).unwrap();
     // A port nobody listens on: bind, note, close.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap()
-        .to_string();
-    let mut args = IDENTITY.to_vec();
-    let root = root.display().to_string();
-    args.extend(["--controller", &dead, "--ca-root", &root]);
-    let proxy = start_with_token(&args);
-    assert_eq!(get(&proxy.admin, "/live").0, 200);
-    let (code, body) = get(&proxy.admin, "/ready");
+        .unwrap();
+    let proxy = start_with_token(catalog(), dead, &root);
+    assert_eq!(get(&proxy.admin, "/live").await.0, 200);
+    let (code, body) = get(&proxy.admin, "/ready").await;
     assert_eq!(code, 503);
     assert!(
         body.contains("certificate") && body.contains("discovery"),
         "{body}"
     );
-    assert_eq!(get(&proxy.admin, "/certs").0, 503);
+    assert_eq!(get(&proxy.admin, "/certs").await.0, 503);
 }
 
-fn start_with_token(args: &[&str]) -> Proxy {
+fn start_with_token(args: ProxyArgs, controller: SocketAddr, ca_root: &Path) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "mycel.test\n").unwrap();
-    let token = token.display().to_string();
-    let mut all = args.to_vec();
-    all.extend(["--token-file", &token]);
-    let p = start(&all);
+    let p = start(&args.controller(controller, ca_root, &token));
     // The token file is read per request; keep it around for the proxy.
     std::mem::forget(dir);
     p
@@ -271,16 +234,8 @@ fn bad_flags_exit_with_a_clear_error() {
         ),
     ];
     for (extra, want) in cases {
-        let mut args = vec![
-            "--workload",
-            "a",
-            "--namespace",
-            "b",
-            "--service-account",
-            "c",
-        ];
-        args.extend_from_slice(extra);
-        let out = Command::new(BIN).args(&args).output().unwrap();
+        let args = ProxyArgs::new("a", "b", "c").extra(extra);
+        let out = Command::new(BIN).args(args.as_slice()).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
@@ -293,19 +248,10 @@ fn busy_port_is_named() {
     let addr = busy.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let file = write_static(dir.path(), "spiffe://cluster.local/ns/shop/sa/catalog");
-    let args = [
-        "--workload",
-        "catalog",
-        "--namespace",
-        "shop",
-        "--service-account",
-        "catalog",
-        "--static-config",
-        &file,
-        "--inbound",
-        &addr,
-    ];
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let args = ProxyArgs::new("catalog", "shop", "catalog")
+        .flag("--static-config", &file)
+        .flag("--inbound", &addr);
+    let out = Command::new(BIN).args(args.as_slice()).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("--inbound {addr}")), "{err}");

@@ -1,12 +1,11 @@
 //! What the mesh port accepts, and what a client sidecar refuses.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::time::Duration;
 
+use mycel_test_support::{ProxyArgs, TestCa};
 use mycel_tests::mesh::{spiffe, Mesh, SidecarSpec, APP_PORT};
 use mycel_tests::shop::{mesh_yaml, workload};
-use mycel_tests::{certs, http, mtls};
+use mycel_tests::{http, mtls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn ratings_mesh() -> (Mesh, mycel_tests::shop::Workload) {
@@ -35,10 +34,9 @@ async fn mesh_port_refuses_plaintext_and_foreign_certs() {
 
     // Positive control: a cert from the mesh CA gets through, and the app
     // sees exactly the identity in it.
-    let issuer = certs::mesh_issuer(&mesh.path("data"));
+    let issuer = TestCa::from_data_dir(&mesh.path("data"));
     let probe_id = spiffe("shop", "probe");
-    let (chain, key) = certs::leaf(&issuer, &probe_id);
-    let (status, body) = mtls::get(port, &chain, &key, "/ratings/7", APP_PORT)
+    let (status, body) = mtls::get(port, &issuer.leaf(&probe_id), "/ratings/7", APP_PORT)
         .await
         .expect("mesh-CA client must be served");
     assert_eq!(status, 200, "{body}");
@@ -46,14 +44,12 @@ async fn mesh_port_refuses_plaintext_and_foreign_certs() {
     assert_eq!(json["caller"], probe_id);
 
     // The same identity from a foreign CA is refused.
-    let foreign = certs::foreign_ca();
-    let (chain, key) = certs::leaf(&foreign, &probe_id);
-    let result = mtls::get(port, &chain, &key, "/ratings/7", APP_PORT).await;
+    let foreign = TestCa::new("foreign");
+    let result = mtls::get(port, &foreign.leaf(&probe_id), "/ratings/7", APP_PORT).await;
     assert!(result.is_err(), "foreign-CA client was served: {result:?}");
 
     // Only ports the workload declared can be reached through the mesh port.
-    let (chain, key) = certs::leaf(&issuer, &probe_id);
-    let (status, body) = mtls::get(port, &chain, &key, "/", 22)
+    let (status, body) = mtls::get(port, &issuer.leaf(&probe_id), "/", 22)
         .await
         .expect("request");
     assert_eq!(status, 403, "undeclared port must be refused: {body}");
@@ -62,12 +58,12 @@ async fn mesh_port_refuses_plaintext_and_foreign_certs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_refuses_server_with_wrong_identity() {
     let (mesh, ratings) = ratings_mesh().await;
-    let issuer = certs::mesh_issuer(&mesh.path("data"));
-    let (chain, key) = certs::leaf(&issuer, &spiffe("shop", "frontend"));
+    let issuer = TestCa::from_data_dir(&mesh.path("data"));
+    let leaf = issuer.leaf(&spiffe("shop", "frontend"));
     let dir = mesh.path("static");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("chain.pem"), &chain).unwrap();
-    std::fs::write(dir.join("key.pem"), &key).unwrap();
+    std::fs::write(dir.join("chain.pem"), &leaf.chain_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
     std::fs::copy(mesh.ca_root(), dir.join("bundle.pem")).unwrap();
     let mesh_addr = ratings.sidecar.inbound();
     // Two names for the same endpoint: one with the identity its sidecar
@@ -93,25 +89,14 @@ async fn client_refuses_server_with_wrong_identity() {
     let ip = spec.ip;
     let admin = std::net::SocketAddr::from((ip, 15000));
     let outbound = std::net::SocketAddr::from((ip, 15001));
+    let args = ProxyArgs::new("static-client", "shop", "frontend")
+        .flag("--static-config", dir.join("static.yaml").display())
+        .explicit(std::net::SocketAddr::from((ip, 15006)), outbound)
+        .admin(admin);
     let mut proc = mycel_tests::Proc::spawn(
         "static-client",
         &mycel_tests::bin("mycel-proxy"),
-        &[
-            "--static-config".to_string(),
-            dir.join("static.yaml").display().to_string(),
-            "--workload".into(),
-            "static-client".into(),
-            "--namespace".into(),
-            "shop".into(),
-            "--service-account".into(),
-            "frontend".into(),
-            "--inbound".into(),
-            format!("{ip}:15006"),
-            "--outbound".into(),
-            outbound.to_string(),
-            "--admin".into(),
-            admin.to_string(),
-        ],
+        args.as_slice(),
         &mesh.logs(),
     );
     if let Err(e) = http::wait_ok(admin, "/ready", Duration::from_secs(20)).await {

@@ -1,8 +1,6 @@
 //! The demo shop through the gateway: every hop is a real process, every
 //! call between services crosses two sidecars over mTLS.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use mycel_tests::http;
 use mycel_tests::mesh::spiffe;
 use mycel_tests::shop::Shop;

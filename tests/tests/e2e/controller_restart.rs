@@ -1,8 +1,6 @@
 //! Losing the controller: traffic keeps flowing on the last config, and
 //! proxies resync with changes made while it was gone.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::time::{Duration, Instant};
 
 use mycel_tests::http;

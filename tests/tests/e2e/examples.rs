@@ -1,12 +1,11 @@
 //! The examples in `examples/` run as their README says, so they cannot rot.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mycel_tests::mesh::next_ip;
+use mycel_tests::process::processes_mentioning;
 use mycel_tests::{bin, skip};
 
 fn repo_root() -> PathBuf {
@@ -91,22 +90,4 @@ fn local_example_meshes_two_apps_and_cleans_up() {
     let needle = dir.path().display().to_string();
     let running = processes_mentioning(&needle);
     assert!(running.is_empty(), "processes left behind: {running:#?}");
-}
-
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push(format!("{name}: {cmd}"));
-            }
-        }
-    }
-    found
 }

@@ -1,8 +1,6 @@
 //! Endpoints follow instances: started ones get traffic within a second,
 //! stopped ones get none after a second.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::time::{Duration, Instant};
 
 use mycel_tests::http;

@@ -1,15 +1,9 @@
 //! Mesh mTLS handshakes over in-memory pipes: who is accepted, who is not.
 
-// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
-#![allow(clippy::unwrap_used)]
-
-#[path = "data_support/ca.rs"]
-mod ca;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use ca::{spiffe, TestCa};
+use crate::identity::{spiffe, ProxyIdentity, TestCa};
 use mycel_sidecar::core::tls::{self, PeerVerifyError};
 use mycel_sidecar::identity::IdentityState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,10 +21,16 @@ async fn handshake(
     client: &Arc<IdentityState>,
     expect: &str,
 ) -> Outcome {
-    let (c, s) = tokio::io::duplex(64 * 1024);
+    mycel_test_support::init_tracing();
     let acceptor = TlsAcceptor::from(tls::server_config(server.clone()).unwrap());
     let connector =
         TlsConnector::from(tls::client_config(client.clone(), expect.parse().unwrap()).unwrap());
+    connect(&acceptor, &connector).await
+}
+
+/// Both ends of one handshake over a fresh in-memory pipe.
+async fn connect(acceptor: &TlsAcceptor, connector: &TlsConnector) -> Outcome {
+    let (c, s) = tokio::io::duplex(64 * 1024);
     let addr = "127.0.0.1:15006".parse().unwrap();
     let (client, server) = tokio::time::timeout(LIMIT, async {
         tokio::join!(
@@ -93,7 +93,7 @@ async fn server_from_another_ca_is_refused() {
     let server = other.identity(&spiffe("catalog"));
     // The server trusts our CA so only the client's check can fail.
     server.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![ca.root_der.clone()],
+        roots: vec![ca.root_der()],
     });
     let client = ca.identity(&spiffe("frontend"));
     let out = handshake(&server, &client, &spiffe("catalog")).await;
@@ -108,7 +108,7 @@ async fn client_from_another_ca_is_refused() {
     let server = ca.identity(&spiffe("catalog"));
     let client = other.identity(&spiffe("frontend"));
     client.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![ca.root_der.clone()],
+        roots: vec![ca.root_der()],
     });
     let out = handshake(&server, &client, &spiffe("catalog")).await;
     let err = out.server.expect_err("server must refuse");
@@ -164,7 +164,7 @@ async fn certificate_and_bundle_swaps_apply_to_new_handshakes_only() {
     let mut old_server = first.server.unwrap();
     let old_leaf = old_client.get_ref().1.peer_certificates().unwrap()[0].clone();
 
-    server.set_cert(ca.leaf(&spiffe("catalog")));
+    server.set_cert(ca.workload_cert(&spiffe("catalog")));
     let second = handshake(&server, &client, &spiffe("catalog")).await;
     let new_client = second.client.unwrap();
     assert_ne!(
@@ -181,7 +181,7 @@ async fn certificate_and_bundle_swaps_apply_to_new_handshakes_only() {
     // A new bundle without our root: new handshakes fail at once.
     let other = TestCa::new("other");
     client.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![other.root_der.clone()],
+        roots: vec![other.root_der()],
     });
     assert!(handshake(&server, &client, &spiffe("catalog"))
         .await
@@ -199,16 +199,7 @@ async fn exchange(
     tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
     tokio_rustls::server::TlsStream<tokio::io::DuplexStream>,
 )> {
-    let (c, s) = tokio::io::duplex(64 * 1024);
-    let addr = "127.0.0.1:15006".parse().unwrap();
-    let (client, server) = tokio::time::timeout(LIMIT, async {
-        tokio::join!(
-            connector.connect(tls::server_name_for(addr), c),
-            acceptor.accept(s)
-        )
-    })
-    .await
-    .expect("handshake finished");
+    let Outcome { client, server } = connect(acceptor, connector).await;
     let (mut client, mut server) = (client?, server?);
     // A round trip, so the client has read any session ticket sent after
     // the handshake.
@@ -236,7 +227,7 @@ async fn handshake_after_trust_change_is_fully_verified_not_resumed() {
     // skip the client certificate check and let it in anyway.
     let other = TestCa::new("other");
     server.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![other.root_der.clone()],
+        roots: vec![other.root_der()],
     });
     let second = exchange(&acceptor, &connector).await;
     assert!(

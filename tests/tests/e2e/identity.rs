@@ -1,35 +1,15 @@
 //! The controller's CA: what a join token can and cannot get.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
+use mycel_test_support::ca::Csr;
+use mycel_tests::grpc;
 use mycel_tests::mesh::{spiffe, Mesh};
 use mycel_tests::shop::mesh_yaml;
-use rcgen::{CertificateParams, DnType, KeyPair, SanType};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 async fn identity_client(mesh: &Mesh) -> IdentityClient<Channel> {
-    let root = std::fs::read(mesh.ca_root()).expect("root.pem");
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(root))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{}", mesh.grpc))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect to controller");
-    IdentityClient::new(channel)
-}
-
-fn csr_asking_for(uri: &str) -> Vec<u8> {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "admin");
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-    params.serialize_request(&key).unwrap().der().to_vec()
+    IdentityClient::new(grpc::controller(mesh, None).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +21,7 @@ async fn csr_for_another_identity_gets_the_tokens_identity_only() {
     let reply = client
         .certify(CertifyRequest {
             token,
-            csr_der: csr_asking_for(&wanted),
+            csr_der: Csr::asking_for(&wanted).der,
             requested_ttl_seconds: 0,
         })
         .await;
@@ -86,7 +66,7 @@ async fn missing_or_wrong_token_is_refused_clearly() {
         let err = client
             .certify(CertifyRequest {
                 token: token.into(),
-                csr_der: csr_asking_for(&spiffe("shop", "x")),
+                csr_der: Csr::asking_for(&spiffe("shop", "x")).der,
                 requested_ttl_seconds: 0,
             })
             .await

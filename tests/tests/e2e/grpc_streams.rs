@@ -1,29 +1,41 @@
 //! gRPC streams across two sidecars: messages, trailers and status intact,
 //! and certificate renewal under a long-lived stream.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::time::{Duration, Instant};
 
 use mycel_demo::proto::reviews::{ChatMessage, StreamReviewsRequest};
 use mycel_tests::grpc::reviews_via;
 use mycel_tests::mesh::{spiffe, Mesh, Sidecar, SidecarSpec};
-use mycel_tests::shop::{mesh_yaml, workload};
+use mycel_tests::shop::{mesh_yaml, workload, Workload};
 use tokio_stream::StreamExt;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_streaming_and_bidi_keep_messages_trailers_and_status() {
+/// Reviews v1 and a client sidecar, both started with `sidecar_args`.
+async fn reviews_and_client(sidecar_args: &[&str]) -> (Mesh, Workload, Sidecar) {
     let mesh = Mesh::start(&mesh_yaml("")).await;
-    let _reviews = workload(
+    let with_args = |mut spec: SidecarSpec| {
+        for a in sidecar_args {
+            spec = spec.arg(a);
+        }
+        spec
+    };
+    let reviews = workload(
         &mesh,
         "reviews",
         "reviews",
         "grpc",
         &["--version", "v1"],
-        |s| s,
+        with_args,
     )
     .await;
-    let client = mesh.sidecar(SidecarSpec::new("client", "frontend")).await;
+    let client = mesh
+        .sidecar(with_args(SidecarSpec::new("client", "frontend")))
+        .await;
+    (mesh, reviews, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_streaming_and_bidi_keep_messages_trailers_and_status() {
+    let (_mesh, _reviews, client) = reviews_and_client(&[]).await;
     let mut rc = reviews_via(client.outbound()).await;
 
     for (code, message) in [(0, ""), (9, "stream ended on purpose")] {
@@ -98,23 +110,7 @@ async fn serial(sidecar: &Sidecar) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_under_a_long_lived_stream_fails_no_message() {
-    let mesh = Mesh::start(&mesh_yaml("")).await;
-    let reviews = workload(
-        &mesh,
-        "reviews",
-        "reviews",
-        "grpc",
-        &["--version", "v1"],
-        |s| s.arg("--cert-ttl").arg("6s"),
-    )
-    .await;
-    let client = mesh
-        .sidecar(
-            SidecarSpec::new("client", "frontend")
-                .arg("--cert-ttl")
-                .arg("6s"),
-        )
-        .await;
+    let (_mesh, reviews, client) = reviews_and_client(&["--cert-ttl", "6s"]).await;
     let mut rc = reviews_via(client.outbound()).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut replies = rc

@@ -1,19 +1,13 @@
 //! The whole data path in one process on loopback: app → outbound → mTLS
 //! HTTP/2 → inbound → app, with discovery fed from a watch channel.
 
-// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
-#![allow(clippy::unwrap_used)]
-
-#[path = "data_support/ca.rs"]
-mod ca;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::identity::{spiffe, ProxyIdentity, TestCa};
 use bytes::Bytes;
-use ca::{spiffe, TestCa};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -151,6 +145,7 @@ fn service(name: &str, ports: Vec<ServicePort>, mesh_addr: SocketAddr, sa: &str)
 }
 
 async fn start() -> Mesh {
+    mycel_test_support::init_tracing();
     let ca = TestCa::new("mesh");
     let seen: Seen = Arc::default();
     let app_listener = listen().await;

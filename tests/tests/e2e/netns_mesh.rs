@@ -4,13 +4,10 @@
 //! mTLS. Needs root, iptables and the client/server packages; skips (or
 //! fails under MYCEL_REQUIRE_ALL=1) elsewhere.
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use mycel_tests::netns::{self, must, Node, Pod, PodSpec};
-use mycel_tests::{bin, skip, Proc};
+use mycel_tests::{bin, Proc};
 
 const VIP: &str = "198.19.0.10";
 
@@ -42,17 +39,6 @@ spec:
       targetPort: 2525
       appProtocol: http
 ";
-
-fn can_run() -> bool {
-    let missing = netns::missing_requirements();
-    skip::require(
-        &format!(
-            "root and ip netns: {}",
-            missing.as_deref().unwrap_or("available")
-        ),
-        missing.is_none(),
-    )
-}
 
 async fn node() -> Node {
     let mut node = Node::new();
@@ -194,7 +180,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn curl_to_a_service_vip_goes_over_mtls_and_the_app_sees_the_caller() {
-    if !can_run() {
+    if !netns::can_run() {
         return;
     }
     let mut node = node().await;
@@ -255,7 +241,7 @@ async fn curl_to_a_service_vip_goes_over_mtls_and_the_app_sees_the_caller() {
 
 #[tokio::test]
 async fn pod_ips_reach_the_endpoint_over_mtls_and_other_addresses_pass_through_or_are_denied() {
-    if !can_run() {
+    if !netns::can_run() {
         return;
     }
     let mut node = node().await;
@@ -390,7 +376,7 @@ async fn wait_ok(pod: &Pod, what: &str, program: &str, args: &[&str]) -> String 
 
 #[tokio::test]
 async fn redis_psql_and_a_server_first_protocol_go_through_the_mesh() {
-    if !can_run() {
+    if !netns::can_run() {
         return;
     }
     let mut node = node().await;
@@ -535,7 +521,7 @@ async fn redis_psql_and_a_server_first_protocol_go_through_the_mesh() {
 
 #[tokio::test]
 async fn strict_refuses_and_permissive_admits_plaintext_from_outside_the_mesh() {
-    if !can_run() {
+    if !netns::can_run() {
         return;
     }
     let mut node = node().await;
@@ -593,7 +579,7 @@ async fn strict_refuses_and_permissive_admits_plaintext_from_outside_the_mesh() 
 /// must not carry captured plaintext there, nor to undeclared ports.
 #[tokio::test]
 async fn permissive_capture_does_not_reach_localhost_only_server() {
-    if !can_run() {
+    if !netns::can_run() {
         return;
     }
     let mut node = node().await;

@@ -1,8 +1,6 @@
 //! Opaque TCP through the mesh: a declared upstream port on the client side,
 //! tunnelled with HTTP/2 CONNECT over mTLS to the server's app.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -2,20 +2,14 @@
 //! the transparent listeners with a fake original destination (no root, no
 //! iptables), and go out through the real mesh data path.
 
-// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
-#![allow(clippy::unwrap_used)]
-
-#[path = "data_support/ca.rs"]
-mod ca;
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::identity::{spiffe, ProxyIdentity, TestCa};
 use bytes::Bytes;
-use ca::{spiffe, TestCa};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -154,6 +148,7 @@ impl Drop for World {
 }
 
 async fn start() -> World {
+    mycel_test_support::init_tracing();
     let ca = TestCa::new("transparent");
     let mut tasks = Vec::new();
     let mut ports = HashMap::new();
@@ -313,29 +308,12 @@ async fn exchange(tcp: &mut TcpStream, send: &[u8], want_len: usize) -> String {
     .expect("exchange finished in time")
 }
 
+/// The bodies of GETs of `paths` to the VIP, one after another on `tcp`.
 async fn http_get(tcp: TcpStream, paths: &[&str]) -> Vec<String> {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    let replies = mycel_test_support::http::get_each(tcp, VIP, paths)
         .await
         .unwrap();
-    tokio::spawn(conn);
-    let mut out = Vec::new();
-    for p in paths {
-        let req = Request::builder()
-            .uri(*p)
-            .header("host", VIP)
-            .body(http_body_util::Empty::<Bytes>::new())
-            .unwrap();
-        let res = tokio::time::timeout(LIMIT, sender.send_request(req))
-            .await
-            .unwrap()
-            .unwrap();
-        let body = http_body_util::BodyExt::collect(res.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        out.push(String::from_utf8_lossy(&body).into_owned());
-    }
-    out
+    replies.into_iter().map(|r| r.body).collect()
 }
 
 #[tokio::test]

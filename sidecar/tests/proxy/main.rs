@@ -1,0 +1,16 @@
+//! The proxy's integration tests, one test binary with a module per area:
+//! the binary's control side (`control_binary`) and the data path run in
+//! this process on loopback (`data_mesh`, `data_tls`, `data_transparent`).
+//! In-process proxies log through the test subscriber, so a failing test
+//! shows their log.
+//!
+//! Run one area: `cargo test -p mycel-sidecar --test proxy data_tls::`.
+
+// Test scaffolding: a failure here is a broken test setup, best shown as a panic.
+#![allow(clippy::unwrap_used)]
+
+mod control_binary;
+mod data_mesh;
+mod data_tls;
+mod data_transparent;
+mod identity;

@@ -1,0 +1,24 @@
+//! The end-to-end suites, one test binary with a module per suite (one link
+//! of tonic, hyper and rustls instead of one per file). Real controller,
+//! proxies and demo apps on loopback, started by the harness in
+//! `mycel-tests`; the `netns_*` suites run in network-namespace pods and
+//! skip, saying why, where the machine cannot make them.
+//!
+//! Run one suite: `cargo test -p mycel-tests --test e2e shop::`.
+//! The attacks the mesh withstands are their own binary, `robustness`.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod churn;
+mod controller_restart;
+mod demo_smoke;
+mod examples;
+mod grpc_streams;
+mod identity;
+mod k8s;
+mod mtls;
+mod netns_init;
+mod netns_mesh;
+mod shop;
+mod tcp_tunnel;
