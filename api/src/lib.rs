@@ -11,6 +11,7 @@
 pub mod clidoc;
 pub mod headers;
 pub mod names;
+pub mod probes;
 pub mod protocol;
 pub mod report;
 pub mod spiffe;
