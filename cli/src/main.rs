@@ -2,6 +2,7 @@
 //! loopback; `token create|list|revoke` manage join tokens.
 
 mod demo;
+mod inject;
 mod token;
 
 use mycel_control_plane::ca::tokens::cli::TokenCommand;
@@ -33,6 +34,8 @@ enum Command {
     },
     /// Run the demo shop on loopback: controller, sidecars, gateway, apps.
     Demo(DemoFlags),
+    /// Add the mesh proxy to the pods of Kubernetes manifests (offline, as the webhook does).
+    Inject(inject::InjectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -163,6 +166,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token { command } => token::run(command),
+        Command::Inject(args) => inject::run(args),
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,

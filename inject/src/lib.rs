@@ -43,6 +43,19 @@ pub enum Unchanged {
     HostNetwork,
 }
 
+impl std::fmt::Display for Unchanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AlreadyInjected => {
+                "already meshed (it has mycel.io/injected or a mycel-proxy container)"
+            }
+            Self::HostNetwork => {
+                "hostNetwork pods are not meshed (capture would take the node's traffic)"
+            }
+        })
+    }
+}
+
 /// Whether [`inject_pod`] leaves this pod alone, and why.
 pub fn unchanged(pod: &Pod) -> Option<Unchanged> {
     let annotated = pod
