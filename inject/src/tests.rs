@@ -267,3 +267,22 @@ fn config_from_values_is_checked() {
     cfg.ports.admin = cfg.ports.mesh;
     assert!(check_config(&cfg).is_err());
 }
+
+#[test]
+fn config_reads_from_values_and_refuses_unknown_keys() {
+    let cfg: InjectConfig = serde_json::from_value(json!({
+        "proxyImage": "mycel-proxy:0.1.0",
+        "sidecarMode": "classic",
+        "ports": {"admin": 15020},
+    }))
+    .unwrap();
+    assert_eq!(cfg.sidecar_mode, SidecarMode::Classic);
+    assert_eq!(cfg.ports.admin, 15020);
+    assert_eq!(cfg.ports.mesh, 15006, "unset ports keep their defaults");
+    assert_eq!(
+        cfg.controller_address,
+        "mycel-controller.mycel-system.svc:8443"
+    );
+    let err = serde_json::from_value::<InjectConfig>(json!({"proxyImg": "x"})).unwrap_err();
+    assert!(err.to_string().contains("proxyImg"), "{err}");
+}
