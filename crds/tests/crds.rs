@@ -19,6 +19,33 @@ fn generated_files_match_the_types() {
     );
 }
 
+#[test]
+fn drift_names_the_stale_missing_and_extra_files() {
+    let root = tempfile::tempdir().unwrap();
+    generate::write_all(root.path()).unwrap();
+    assert!(generate::drift(root.path()).unwrap().is_empty());
+    let [generated, chart] = generate::output_dirs(root.path());
+    std::fs::write(generated.join("meshconfigs.mycel.io.yaml"), "edited\n").unwrap();
+    std::fs::remove_file(chart.join("meshconfigs.mycel.io.yaml")).unwrap();
+    std::fs::write(chart.join("gone.mycel.io.yaml"), "old\n").unwrap();
+    let drift = generate::drift(root.path()).unwrap().join("\n");
+    assert!(
+        drift.contains("meshconfigs.mycel.io.yaml differs"),
+        "{drift}"
+    );
+    assert!(
+        drift.contains("meshconfigs.mycel.io.yaml is missing"),
+        "{drift}"
+    );
+    assert!(
+        drift.contains("gone.mycel.io.yaml belongs to no CRD type"),
+        "{drift}"
+    );
+    // Regenerating repairs all three.
+    generate::write_all(root.path()).unwrap();
+    assert!(generate::drift(root.path()).unwrap().is_empty());
+}
+
 fn schema() -> Value {
     let crd = &generate::crds()[0];
     let v = crd.spec.versions[0].schema.as_ref().unwrap();
