@@ -13,6 +13,7 @@ pub mod clidoc;
 pub mod files;
 pub mod headers;
 pub mod names;
+pub mod probes;
 pub mod protocol;
 pub mod report;
 pub mod spiffe;

@@ -37,6 +37,14 @@ impl Protocol {
         Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
+    /// The protocol a Kubernetes port name announces by its prefix, as
+    /// Istio and Linkerd users write them: `grpc`/`grpc-*`, `http2`/`http2-*`,
+    /// `tcp`/`tcp-*`, `http`/`http-*`; `None` for any other name.
+    pub fn from_port_name(name: &str) -> Option<Self> {
+        let head = name.split_once('-').map_or(name, |(head, _)| head);
+        Self::parse(head)
+    }
+
     /// Whether the app on this port speaks HTTP/2 (h2c) rather than HTTP/1.1.
     pub fn is_h2(self) -> bool {
         matches!(self, Self::Http2 | Self::Grpc)
@@ -88,5 +96,21 @@ mod tests {
         assert_eq!(Protocol::parse("HTTP"), None);
         assert_eq!(Protocol::from_proto(0), Some(Protocol::Http));
         assert_eq!(Protocol::from_proto(99), None);
+    }
+
+    #[test]
+    fn port_name_prefixes() {
+        for (name, want) in [
+            ("grpc", Some(Protocol::Grpc)),
+            ("grpc-api", Some(Protocol::Grpc)),
+            ("http2-web", Some(Protocol::Http2)),
+            ("tcp-db", Some(Protocol::Tcp)),
+            ("http-metrics", Some(Protocol::Http)),
+            ("grpcweb", None),
+            ("web", None),
+            ("", None),
+        ] {
+            assert_eq!(Protocol::from_port_name(name), want, "{name}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! loopback; `token create|list|revoke` manage join tokens.
 
 mod demo;
+mod inject;
 mod token;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
     },
     /// Run the demo shop on loopback: controller, sidecars, gateway, apps.
     Demo(DemoFlags),
+    /// Add the mesh proxy to the pods of Kubernetes manifests (offline, as the webhook does).
+    Inject(inject::InjectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token { command } => token::run(command),
+        Command::Inject(args) => inject::run(args),
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,

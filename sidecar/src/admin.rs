@@ -1,8 +1,10 @@
 //! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/config_dump`,
-//! `/certs`. Answers are built by [`respond`], a plain function of the
+//! `/certs`, and the app's probes under `/app-health/` ([`probe`]). Answers
+//! other than probes are built by [`respond`], a plain function of the
 //! shared state, so they are tested without a socket.
 
 mod certs;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 
@@ -139,6 +141,31 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
     }
 }
 
+/// Probes go to the app; everything else is [`respond`].
+pub async fn route(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    user_agent: Option<http::HeaderValue>,
+) -> Response<Full<Bytes>> {
+    if !path.starts_with(mycel_api::probes::PATH_PREFIX) {
+        return respond(state, method, path);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match state.config.app_probes.get(path) {
+        Some(p) => probe::forward(p, state.config.app_host, user_agent).await,
+        None => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no app probe at {path} (see {})\n",
+                mycel_api::probes::ENV_APP_PROBES
+            ),
+        ),
+    }
+}
+
 /// Serves until the proxy drains; each connection on its own task.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, server: Server) {
     server
@@ -146,8 +173,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, server: Server
             let state = state.clone();
             async move {
                 conn.serve_http(tcp, HttpMode::Admin, move |req: Request<Incoming>| {
-                    let res = respond(&state, req.method(), req.uri().path()).map(boxed);
-                    async move { res }
+                    let state = state.clone();
+                    async move {
+                        let ua = req.headers().get(http::header::USER_AGENT).cloned();
+                        route(&state, req.method(), req.uri().path(), ua)
+                            .await
+                            .map(boxed)
+                    }
                 })
                 .await;
             }

@@ -74,6 +74,8 @@ pub mod names {
     pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
     /// Log filter (tracing `EnvFilter` syntax).
     pub const ENV_LOG: &str = mycel_api::report::LOG_ENV;
+    /// The app's probe targets (JSON), set by the injector.
+    pub const ENV_APP_PROBES: &str = mycel_api::probes::ENV_APP_PROBES;
 
     pub const DEFAULT_CONTROLLER_NAME: &str = "mycel-controller.mycel-system.svc";
     pub const DEFAULT_DOMAIN: &str = "cluster.local";
@@ -131,6 +133,9 @@ pub enum ConfigError {
     /// A setting the other flags (or the mode) make necessary.
     #[error("{needed} is required{when}")]
     Missing { needed: Needed, when: When },
+    /// An environment variable whose value cannot be used (it names itself).
+    #[error(transparent)]
+    Env(#[from] mycel_api::probes::ProbesError),
 }
 
 /// What is missing, in [`ConfigError::Missing`].
@@ -335,6 +340,17 @@ pub struct Config {
     /// Cap and idle expiry of on-demand discovery subscriptions.
     pub subscriptions: SubscriptionLimits,
     pub limits: Limits,
+    /// App probes served under `/app-health/` (from `MYCEL_APP_PROBES`);
+    /// only their paths are shown, since headers may hold credentials.
+    #[serde(serialize_with = "probe_paths")]
+    pub app_probes: mycel_api::probes::AppProbes,
+}
+
+fn probe_paths<S: serde::Serializer>(
+    v: &mycel_api::probes::AppProbes,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.keys())
 }
 
 /// What a command line asks for: run the proxy, or program iptables.
@@ -374,6 +390,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         names::ENV_LOG,
         "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_sidecar=debug` (default: info).",
+    ),
+    (
+        names::ENV_APP_PROBES,
+        "The app's HTTP probes the admin port forwards under /app-health/<container>/<livez|readyz|startupz>: JSON set by the injector (Kubernetes).",
     ),
 ];
 
@@ -498,6 +518,11 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         None => 1,
     };
 
+    let app_probes = match env.get(ENV_APP_PROBES) {
+        Some(raw) => mycel_api::probes::parse(&raw).map_err(ConfigError::Env)?,
+        None => mycel_api::probes::AppProbes::new(),
+    };
+
     let in_mode = When::InMode(a.mode);
     match a.mode {
         Mode::Sidecar if a.inbound.is_none() => {
@@ -567,5 +592,6 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
             app_pool_idle_timeout: a.app_pool_idle_timeout,
             shutdown_grace: a.shutdown_grace,
         },
+        app_probes,
     })
 }

@@ -10,6 +10,10 @@ use crate::identity::fake::FakeCa;
 use crate::identity::{IdentityManager, IdentityMetrics};
 
 fn state(args: &[&str]) -> (AdminState, FakeCa) {
+    state_with_env(args, &[])
+}
+
+fn state_with_env(args: &[&str], env: &[(&str, &str)]) -> (AdminState, FakeCa) {
     let mut full = vec![
         "mycel-proxy",
         "--workload=catalog",
@@ -18,7 +22,9 @@ fn state(args: &[&str]) -> (AdminState, FakeCa) {
         "--inbound=127.0.0.1:1",
     ];
     full.extend_from_slice(args);
-    let config = Config::from_args(full, &MapEnv::new([("MYCEL_TOKEN", "t")])).unwrap();
+    let mut vars = vec![("MYCEL_TOKEN", "t")];
+    vars.extend_from_slice(env);
+    let config = Config::from_args(full, &MapEnv::new(vars)).unwrap();
     let mut registry = Registry::default();
     let _ = IdentityMetrics::new(&mut registry);
     let (_tx, rx) = watch::channel(std::sync::Arc::new(Snapshot::default()));
@@ -144,4 +150,64 @@ async fn certs_metrics_and_dump() {
     assert_eq!(v["subscriptions"][0], "catalog.shop");
     assert!(v["discovery"]["connected"].is_boolean());
     assert_eq!(get(&s, "/nope").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn app_probes_are_forwarded_only_where_the_injector_put_them() {
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = app.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = app.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await;
+    });
+    let probes = format!(r#"{{"/app-health/web/livez":{{"port":{port},"path":"/healthz"}}}}"#);
+    let (state, _) = state_with_env(
+        &["--static-config=/s.yaml"],
+        &[("MYCEL_APP_PROBES", &probes)],
+    );
+    let call = |path: &'static str, method: Method| {
+        let state = &state;
+        async move {
+            let resp = route(state, &method, path, None).await;
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        call("/app-health/web/livez", Method::GET).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call("/app-health/web/readyz", Method::GET).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        call("/app-health/web/livez", Method::POST).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    // The dump shows which probes exist, not their headers.
+    let (_, dump) = call("/config_dump", Method::GET).await;
+    assert!(dump.contains("/app-health/web/livez"), "{dump}");
+}
+
+#[test]
+fn a_bad_probe_variable_stops_the_start_naming_it() {
+    let err = Config::from_args(
+        [
+            "mycel-proxy",
+            "--workload=catalog",
+            "--namespace=shop",
+            "--service-account=catalog",
+            "--inbound=127.0.0.1:1",
+            "--static-config=/nonexistent",
+        ],
+        &MapEnv::new([("MYCEL_APP_PROBES", "{not json")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("MYCEL_APP_PROBES"), "{err}");
 }

@@ -1,0 +1,14 @@
+//! Mycel's custom resources, group `mycel.io`, version `v1alpha1`, as Rust
+//! types; their CRD manifests are generated from these types
+//! (`cargo run -p mycel-crds`), never written by hand.
+
+pub mod cases;
+pub mod generate;
+pub mod mesh_config;
+
+pub use mesh_config::{MeshConfig, MeshConfigSpec, MeshConfigStatus};
+
+/// The API group of every Mycel resource.
+pub const GROUP: &str = "mycel.io";
+/// The version every Mycel resource is served and stored at.
+pub const VERSION: &str = "v1alpha1";
