@@ -23,6 +23,13 @@ if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
   fi
 fi
 
+# The Kubernetes tier runs a real etcd and kube-apiserver (built from Go
+# modules) and helm/kubectl; built once and cached outside the repo, keyed by
+# version (tests/k8s/build-binaries.sh). Without Go those tests skip.
+if command -v go >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
+  tests/k8s/build-binaries.sh || echo "warning: building the Kubernetes binaries failed; the k8s tests will say what is missing" >&2
+fi
+
 cargo build --workspace --bins
 # Skipped tests report as `ok` in libtest; they are listed here at the end.
 skipped=target/debug/mycel-skipped.txt
