@@ -25,7 +25,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use mycel_control_plane::sources::k8s::rbac::{self, Scope, REQUIRED};
@@ -782,4 +782,154 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         "the controller was refused by RBAC:\n{}",
         refused.join("\n")
     );
+}
+
+/// Creates a Pod (admin rights); the API server's answer.
+async fn create_pod(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    labels: Value,
+    annotations: Value,
+) -> Result<k8s_openapi::api::core::v1::Pod, kube::Error> {
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": "app",
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "app", "image": "mycel-demo"}],
+        },
+    }))
+    .unwrap();
+    Api::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_sees_only_meshed_pods_and_never_system_namespaces() {
+    if !k8s::available() || !k8s::tools_available() {
+        return;
+    }
+    let api = ApiServer::start().await.unwrap();
+    let admin = api.client().await.unwrap();
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let chart = chart();
+    let out = helm(&[
+        "install",
+        "mycel",
+        &chart,
+        "-n",
+        NS,
+        "--create-namespace",
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
+    assert!(out.status.success(), "helm install: {}", text(&out));
+
+    // Point the installed webhook at a closed loopback port: a Pod the
+    // webhook is asked about is refused (failurePolicy Fail), any other is
+    // created. Only the selectors and conditions of the chart decide.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hooks: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
+    let mut hook = hooks.get("mycel-injector").await.unwrap();
+    for w in hook.webhooks.iter_mut().flatten() {
+        w.client_config.service = None;
+        w.client_config.url = Some(format!("https://127.0.0.1:{closed}/inject"));
+    }
+    hooks
+        .replace("mycel-injector", &PostParams::default(), &hook)
+        .await
+        .unwrap();
+
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let meshed = json!({"mycel.io/inject": "enabled"});
+    for (name, labels) in [("shop", meshed.clone()), ("plain", json!({}))] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    // Even labelled for injection, the system namespaces stay out.
+    for name in ["kube-system", NS] {
+        let patch = json!({"metadata": {"labels": meshed}});
+        namespaces
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    for ns in ["shop", "plain", "kube-system", NS] {
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap();
+        Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+    }
+
+    let none = json!({});
+    let disabled = json!({"mycel.io/inject": "disabled"});
+    for (what, ns, name, labels, annotations, sent) in [
+        (
+            "a Pod of a meshed namespace",
+            "shop",
+            "web-0",
+            &none,
+            &none,
+            true,
+        ),
+        (
+            "a Pod annotated disabled",
+            "shop",
+            "web-1",
+            &none,
+            &disabled,
+            false,
+        ),
+        (
+            "a Pod labelled disabled",
+            "shop",
+            "web-2",
+            &disabled,
+            &none,
+            false,
+        ),
+        (
+            "a Pod of an unmeshed namespace",
+            "plain",
+            "web-3",
+            &none,
+            &none,
+            false,
+        ),
+        (
+            "a Pod of kube-system",
+            "kube-system",
+            "web-4",
+            &none,
+            &none,
+            false,
+        ),
+        (
+            "a Pod of the mesh's namespace",
+            NS,
+            "web-5",
+            &none,
+            &none,
+            false,
+        ),
+    ] {
+        let r = create_pod(&admin, ns, name, labels.clone(), annotations.clone()).await;
+        match (sent, r) {
+            (false, Ok(_)) => {}
+            (true, Err(kube::Error::Api(s))) if s.message.contains("inject.mycel.io") => {}
+            (sent, r) => panic!("{what}: sent to the webhook should be {sent}, got {r:?}"),
+        }
+    }
 }
