@@ -1,8 +1,8 @@
 //! Every call the controller makes to the API server, as RBAC sees it.
 //!
 //! The helm chart's ClusterRole and Role grant exactly this list, no verb
-//! more and none missing: a test renders the chart and compares (tests/
-//! tests/helm.rs), and another runs the controller with the chart's
+//! more and none missing: a test renders the chart and compares
+//! (`tests/tests/helm/`), and another runs the controller with the chart's
 //! ServiceAccount and fails on any RBAC refusal. A new API call starts here,
 //! then goes into `helm/mycel/templates/rbac.yaml`.
 
