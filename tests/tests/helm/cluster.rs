@@ -354,6 +354,24 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
                 .is_some()
         })
         .await;
+        // An upgrade leaves the patched caBundle alone: the chart never
+        // sets the field, so helm does not own it.
+        let out = helm(&[
+            "upgrade",
+            "mycel",
+            &chart,
+            "-n",
+            NS,
+            "--kubeconfig",
+            &kubeconfig,
+        ]);
+        assert!(out.status.success(), "helm upgrade: {}", text(&out));
+        let hook = hooks.get("mycel-injector").await.unwrap();
+        let bundle = hook.webhooks.unwrap()[0].client_config.ca_bundle.clone();
+        assert!(
+            bundle.is_some_and(|b| !b.0.is_empty()),
+            "helm upgrade dropped the caBundle the controller patched in"
+        );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = mesh.controller.as_ref().unwrap().log();
