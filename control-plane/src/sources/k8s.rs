@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod rbac;
 pub mod review;
 pub mod watch;
 

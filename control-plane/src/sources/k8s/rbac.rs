@@ -1,0 +1,197 @@
+//! Every call the controller makes to the API server, as RBAC sees it.
+//!
+//! The helm chart's ClusterRole and Role grant exactly this list, no verb
+//! more and none missing: a test renders the chart and compares
+//! (`tests/tests/helm/`), and another runs the controller with the chart's
+//! ServiceAccount and fails on any RBAC refusal. A new API call starts here,
+//! then goes into `helm/mycel/templates/rbac.yaml`.
+
+/// Where a grant applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every namespace (or a cluster-scoped resource): a ClusterRole.
+    Cluster,
+    /// The controller's own namespace only (`mycel-system`): a Role.
+    ControllerNamespace,
+}
+
+/// One RBAC rule: these verbs on one resource, optionally only on the named
+/// objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// API group, `""` for the core group.
+    pub group: &'static str,
+    /// Plural resource name, as in a Role's `resources`.
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    pub scope: Scope,
+    /// Objects the verbs are limited to; empty means any. RBAC cannot limit
+    /// `create` by name (the name is not known when it authorizes), and a
+    /// `list` limited by name must carry a `metadata.name` field selector.
+    pub resource_names: &'static [&'static str],
+    /// What the controller does with it.
+    pub why: &'static str,
+}
+
+/// The webhook configuration whose `caBundle` the controller patches at
+/// start (`--webhook-config`).
+pub const WEBHOOK_CONFIG: &str = "mycel-injector";
+/// The Secret in the controller's namespace holding the CA root and issuer
+/// (`--ca-secret`); the chart substitutes `ca.existingSecret` when set.
+pub const CA_SECRET: &str = "mycel-ca";
+/// The ConfigMap with the trust bundle in every meshed namespace
+/// (`--trust-bundle-configmap`).
+pub const TRUST_BUNDLE_CONFIGMAP: &str = "mycel-trust-bundle";
+
+/// What the controller may do, and nothing else.
+pub const REQUIRED: &[Permission] = &[
+    Permission {
+        group: "",
+        resource: "services",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "the service index follows every Service (watch.rs)",
+    },
+    Permission {
+        group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "endpoints come from EndpointSlices (watch.rs)",
+    },
+    Permission {
+        group: "",
+        resource: "pods",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "meshed Pods (label mycel.io/meshed) give endpoints their identity (watch.rs)",
+    },
+    Permission {
+        group: "",
+        resource: "namespaces",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "namespaces labelled for injection (--namespace-label) get the trust bundle",
+    },
+    Permission {
+        group: "authentication.k8s.io",
+        resource: "tokenreviews",
+        verbs: &["create"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "proxies' service-account tokens are checked by a TokenReview (review.rs)",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["create"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "the trust bundle is published into each meshed namespace",
+    },
+    Permission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["get", "list", "update"],
+        scope: Scope::Cluster,
+        resource_names: &[TRUST_BUNDLE_CONFIGMAP],
+        why: "the trust bundle is kept current; no other ConfigMap is readable",
+    },
+    Permission {
+        group: "admissionregistration.k8s.io",
+        resource: "mutatingwebhookconfigurations",
+        verbs: &["get", "patch"],
+        scope: Scope::Cluster,
+        resource_names: &[WEBHOOK_CONFIG],
+        why: "the injector webhook's caBundle is patched with the mesh CA at start",
+    },
+    Permission {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "events about meshed objects (kube-runtime's recorder patches a repeated one)",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["create"],
+        scope: Scope::ControllerNamespace,
+        resource_names: &[],
+        why: "the CA Secret is created on first start when absent",
+    },
+    Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get", "update"],
+        scope: Scope::ControllerNamespace,
+        resource_names: &[CA_SECRET],
+        why: "the CA root and issuer are read, and rotated issuers written back",
+    },
+    Permission {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["create", "get", "update"],
+        scope: Scope::ControllerNamespace,
+        resource_names: &[],
+        why: "leader election for CA writes (one replica writes, all serve)",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::authentication::v1::TokenReview;
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::Resource;
+
+    use super::*;
+
+    fn granted(group: &str, resource: &str, verb: &str) -> bool {
+        REQUIRED.iter().any(|p| {
+            p.group == group
+                && p.resource == resource
+                && p.scope == Scope::Cluster
+                && p.resource_names.is_empty()
+                && p.verbs.contains(&verb)
+        })
+    }
+
+    fn watchable<K: Resource<DynamicType = ()>>() -> bool {
+        let (group, plural) = (K::group(&()), K::plural(&()));
+        granted(&group, &plural, "list") && granted(&group, &plural, "watch")
+    }
+
+    #[test]
+    fn the_kinds_the_code_calls_are_in_the_list() {
+        assert!(watchable::<Service>());
+        assert!(watchable::<EndpointSlice>());
+        assert!(watchable::<Pod>());
+        assert!(granted(
+            &TokenReview::group(&()),
+            &TokenReview::plural(&()),
+            "create"
+        ));
+    }
+
+    #[test]
+    fn every_rule_is_well_formed() {
+        const VERBS: &[&str] = &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ];
+        for p in REQUIRED {
+            assert!(!p.verbs.is_empty(), "{p:?}");
+            assert!(p.verbs.iter().all(|v| VERBS.contains(v)), "{p:?}");
+            assert!(
+                p.resource_names.is_empty() || !p.verbs.contains(&"create"),
+                "RBAC cannot limit create by name: {p:?}"
+            );
+            assert!(!p.why.is_empty());
+        }
+    }
+}
