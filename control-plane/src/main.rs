@@ -63,6 +63,21 @@ struct RunArgs {
     /// KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "PATH", requires = "kubernetes")]
     kubeconfig: Option<PathBuf>,
+    /// The namespace the controller runs in (its Services' DNS names);
+    /// default: POD_NAMESPACE, else mycel-system.
+    #[arg(long, value_name = "NS", requires = "kubernetes")]
+    controller_namespace: Option<String>,
+    /// Serve the sidecar-injection webhook (HTTPS, path /inject) here.
+    #[arg(long, value_name = "ADDR", requires = "kubernetes")]
+    webhook_addr: Option<SocketAddr>,
+    /// MutatingWebhookConfiguration whose caBundle the controller keeps on
+    /// the mesh CA.
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    webhook_config: Option<String>,
+    /// What the injector writes into Pods (YAML with the fields of the
+    /// chart's inject.yaml); default: the built-in settings.
+    #[arg(long, value_name = "PATH", requires = "webhook_addr")]
+    inject_config: Option<PathBuf>,
     /// The mesh (mTLS) port of injected proxies, which endpoints are dialled on.
     #[arg(
         long,
@@ -168,6 +183,19 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The injector's settings file: every field named as in the chart's
+/// inject.yaml; an unknown one is an error naming it.
+fn read_inject_config(path: &std::path::Path) -> anyhow::Result<mycel_inject::InjectConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--inject-config {}: cannot read it", path.display()))?;
+    serde_saphyr::from_str(&text).with_context(|| {
+        format!(
+            "--inject-config {}: not valid injector settings",
+            path.display()
+        )
+    })
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.context("--data-dir is required")?;
     let ca_files = match (args.root_cert, args.issuer_cert, args.issuer_key) {
@@ -177,6 +205,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             issuer_key,
         }),
         _ => None,
+    };
+    let kubernetes = match args.kubernetes {
+        false => None,
+        true => Some(KubernetesConfig {
+            proxy_mesh_port: args.proxy_mesh_port,
+            kubeconfig: args.kubeconfig,
+            namespace: args
+                .controller_namespace
+                .or_else(|| {
+                    std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                })
+                .unwrap_or_else(|| "mycel-system".to_string()),
+            webhook_addr: args.webhook_addr,
+            webhook_config: args.webhook_config,
+            inject: match &args.inject_config {
+                Some(path) => read_inject_config(path)?,
+                None => mycel_inject::InjectConfig::default(),
+            },
+        }),
     };
     let config = Config {
         data_dir,
@@ -198,10 +247,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         certify_limits: args.admission.certify_limits(),
         max_subscriptions: args.admission.max_subscriptions_per_proxy,
-        kubernetes: args.kubernetes.then_some(KubernetesConfig {
-            proxy_mesh_port: args.proxy_mesh_port,
-            kubeconfig: args.kubeconfig,
-        }),
+        kubernetes,
     };
     let mut controller = Controller::start(config).await?;
     eprintln!(

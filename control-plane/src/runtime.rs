@@ -68,6 +68,14 @@ pub struct KubernetesConfig {
     pub proxy_mesh_port: u16,
     /// A kubeconfig file; `None` infers (in-cluster, KUBECONFIG, ~/.kube).
     pub kubeconfig: Option<PathBuf>,
+    /// The namespace the controller runs in (its Services' DNS names).
+    pub namespace: String,
+    /// Serve the sidecar-injection webhook here (HTTPS, path `/inject`).
+    pub webhook_addr: Option<SocketAddr>,
+    /// MutatingWebhookConfiguration whose caBundle is kept on the mesh CA.
+    pub webhook_config: Option<String>,
+    /// What the injector writes into Pods.
+    pub inject: mycel_inject::InjectConfig,
 }
 
 impl Config {
@@ -100,6 +108,73 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub struct Controller;
+
+/// Starts the injection webhook (and the namespace watch it reads) and the
+/// task that keeps its configuration's caBundle on the mesh CA.
+async fn start_webhook(
+    k8s: &KubernetesConfig,
+    client: &kube::Client,
+    authority: &Authority,
+    certs: Arc<ServingCerts>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+
+    let mut tasks = Vec::new();
+    if let Some(name) = &k8s.webhook_config {
+        tasks.push(tokio::spawn(crate::webhook::ca_bundle::keep_ca_bundle(
+            client.clone(),
+            name.clone(),
+            authority.root_pem().to_string(),
+            Duration::from_secs(60),
+            shutdown.clone(),
+        )));
+    }
+    let Some(addr) = k8s.webhook_addr else {
+        return Ok(tasks);
+    };
+    mycel_inject::check_config(&k8s.inject).context("--inject-config")?;
+    let (namespaces, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(
+            kube::Api::<Namespace>::all(client.clone()),
+            Default::default(),
+        ),
+    )
+    .default_backoff();
+    let mut stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        tokio::pin!(stream);
+        loop {
+            tokio::select! {
+                next = stream.next() => match next {
+                    Some(Err(e)) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
+                    Some(Ok(_)) => {}
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }));
+    let listener = bind(addr, "webhook").await?;
+    let tls = serving::webhook_server_config(certs).context("configuring webhook TLS")?;
+    let state = Arc::new(crate::webhook::serve::WebhookState {
+        config: k8s.inject.clone(),
+        namespaces,
+    });
+    tracing::info!(webhook_addr = %listener.local_addr()?, "injection webhook serving");
+    tasks.push(tokio::spawn(crate::webhook::serve(
+        listener,
+        TlsAcceptor::from(tls),
+        state,
+        crate::webhook::WebhookLimits::default(),
+        shutdown.clone(),
+    )));
+    Ok(tasks)
+}
 
 /// A running controller.
 pub struct RunningController {
@@ -155,6 +230,14 @@ impl Controller {
             ),
         }
         .context("loading the CA")?;
+        let mut authority = authority;
+        if let Some(k8s) = &config.kubernetes {
+            // The API server calls the webhook by its Service's name.
+            authority.add_serving_names([
+                format!("mycel-controller.{}.svc", k8s.namespace),
+                format!("mycel-webhook.{}.svc", k8s.namespace),
+            ]);
+        }
         let authority = Arc::new(authority);
         let serving = authority
             .serving_cert_for(config.serving_cert_ttl)
@@ -191,6 +274,7 @@ impl Controller {
 
         let mut reviewer = None;
         let mut synced = None;
+        let mut kube_client = None;
         if let Some(k8s) = &config.kubernetes {
             let client = k8s::client(k8s.kubeconfig.as_deref()).await?;
             let (tx, rx) = watch::channel(false);
@@ -205,8 +289,9 @@ impl Controller {
                 tx,
                 shutdown_rx.clone(),
             )));
-            reviewer = Some(TokenReviewer::new(client, &config.trust_domain));
+            reviewer = Some(TokenReviewer::new(client.clone(), &config.trust_domain));
             synced = Some(rx);
+            kube_client = Some(client);
         }
 
         let grpc_listener = bind(config.grpc_addr, "gRPC").await?;
@@ -216,7 +301,7 @@ impl Controller {
             .context("configuring gRPC TLS")?;
         tasks.push(tokio::spawn(serving::renew_serving_cert(
             authority.clone(),
-            certs,
+            certs.clone(),
             serving.not_after,
             config.serving_cert_ttl,
             metrics.clone(),
@@ -227,6 +312,10 @@ impl Controller {
             metrics.clone(),
             shutdown_rx.clone(),
         )));
+        if let (Some(k8s), Some(client)) = (&config.kubernetes, &kube_client) {
+            tasks
+                .extend(start_webhook(k8s, client, &authority, certs.clone(), &shutdown_rx).await?);
+        }
         let mut identity = IdentityService::new(authority.clone(), tokens.clone(), metrics.clone())
             .with_limits(config.certify_limits);
         if let Some(reviewer) = reviewer {

@@ -139,6 +139,18 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// TLS for the injection webhook: the same serving certificate, no client
+/// certificate (the API server does not present one), HTTP/1.1.
+pub fn webhook_server_config(certs: Arc<ServingCerts>) -> Result<Arc<ServerConfig>, ServingError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// An accepted TLS connection holding its slot under the connection limit.
 pub struct Conn {
     inner: TlsStream<TcpStream>,

@@ -12,6 +12,9 @@ pub const INJECT: &str = "mycel.io/inject";
 /// Set by the injector on a meshed pod (value: the sidecar mode); its
 /// presence makes a second injection a no-op.
 pub const INJECTED: &str = "mycel.io/injected";
+/// Label on every meshed pod: the controller watches only Pods that carry
+/// it (labels can be selected on, annotations cannot).
+pub const MESHED_LABEL: &str = "mycel.io/meshed";
 /// Inbound ports not captured (comma-separated).
 pub const EXCLUDE_INBOUND_PORTS: &str = "mycel.io/exclude-inbound-ports";
 /// Outbound destination ports not captured (comma-separated).

@@ -120,7 +120,7 @@ impl Default for InjectConfig {
         Self {
             proxy_image: "mycel-proxy:latest".into(),
             image_pull_policy: Some("IfNotPresent".into()),
-            controller_address: "mycel-controller.mycel-system.svc:8443".into(),
+            controller_address: "mycel-controller.mycel-system.svc:15010".into(),
             controller_name: "mycel-controller.mycel-system.svc".into(),
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),

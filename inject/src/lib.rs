@@ -13,7 +13,8 @@
 //! * the projected token and trust-bundle volumes;
 //! * its HTTP probes pointed at the proxy's admin port ([`probes`]);
 //! * the annotation `mycel.io/injected: <mode>`, which makes a second
-//!   injection a no-op.
+//!   injection a no-op, and the label `mycel.io/meshed: "true"`, which the
+//!   controller's Pod watch selects on.
 
 pub mod annotations;
 mod config;
@@ -136,6 +137,10 @@ pub fn inject_pod(mut pod: Pod, cfg: &InjectConfig) -> Result<Pod, InjectError> 
     annotations
         .entry(annotations::DEFAULT_CONTAINER.into())
         .or_insert(first_app);
+    pod.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(annotations::MESHED_LABEL.into(), "true".into());
     Ok(pod)
 }
 

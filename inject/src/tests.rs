@@ -281,7 +281,7 @@ fn config_reads_from_values_and_refuses_unknown_keys() {
     assert_eq!(cfg.ports.mesh, 15006, "unset ports keep their defaults");
     assert_eq!(
         cfg.controller_address,
-        "mycel-controller.mycel-system.svc:8443"
+        "mycel-controller.mycel-system.svc:15010"
     );
     let err = serde_json::from_value::<InjectConfig>(json!({"proxyImg": "x"})).unwrap_err();
     assert!(err.to_string().contains("proxyImg"), "{err}");

@@ -134,6 +134,9 @@ pub struct Authority {
     /// signed by the previous one stay valid, as they chain to the same root
     /// and carry their issuer in their chain.
     issuer: std::sync::Mutex<std::sync::Arc<Issuer>>,
+    /// DNS names the serving certificate carries besides
+    /// [`CONTROLLER_DNS_NAMES`] (e.g. the webhook Service in a cluster).
+    serving_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -327,6 +330,7 @@ impl Authority {
             root_not_after: root.params().not_after,
             root: Some(RootSigner::new(dir.to_path_buf(), root, root_key)),
             issuer: std::sync::Mutex::new(std::sync::Arc::new(issuer)),
+            serving_names: Vec::new(),
         })
     }
 
@@ -392,6 +396,7 @@ impl Authority {
             root_not_after,
             root: None,
             issuer: std::sync::Mutex::new(std::sync::Arc::new(issuer)),
+            serving_names: Vec::new(),
         })
     }
 
@@ -492,6 +497,11 @@ impl Authority {
 
     /// Issues the controller's own serving certificate with a fresh key,
     /// valid for `ttl`.
+    /// Adds DNS names to every serving certificate issued from now on.
+    pub fn add_serving_names(&mut self, names: impl IntoIterator<Item = String>) {
+        self.serving_names.extend(names);
+    }
+
     pub fn serving_cert_for(&self, ttl: Duration) -> Result<ServingCert, SignError> {
         let id = SpiffeId::new(
             &self.trust_domain,
@@ -502,8 +512,12 @@ impl Authority {
         let key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(SignError::Issue)?;
         let mut extra: Vec<SanType> = Vec::new();
-        for name in CONTROLLER_DNS_NAMES {
-            let dns = (*name).try_into().map_err(SignError::Issue)?;
+        let names = CONTROLLER_DNS_NAMES
+            .iter()
+            .copied()
+            .chain(self.serving_names.iter().map(String::as_str));
+        for name in names {
+            let dns = name.try_into().map_err(SignError::Issue)?;
             extra.push(SanType::DnsName(dns));
         }
         extra.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));

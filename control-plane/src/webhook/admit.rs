@@ -1,0 +1,208 @@
+//! One admission review, decided without I/O: parse the request, ask
+//! `mycel_inject::should_inject` (pod annotation, then namespace label or
+//! annotation), and answer with the injection patch, or allowed without
+//! one. A pod the injector refuses (an annotation that is not a number, a
+//! volume name the mesh needs) is denied with the injector's message, so
+//! whoever applied it sees what is wrong; a pod is never half meshed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use mycel_inject::InjectConfig;
+
+/// What the webhook knows of a namespace (from its watch).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Why a request body could not be answered at all (the API server gets a
+/// 400 and applies the webhook's failure policy).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("the body is not an AdmissionReview of a Pod: {0}")]
+    Body(#[source] serde_json::Error),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+}
+
+/// Answers one AdmissionReview body with the response review (JSON).
+pub fn review(
+    body: &[u8],
+    config: &InjectConfig,
+    namespace: impl Fn(&str) -> Option<NamespaceInfo>,
+) -> Result<serde_json::Value, ReviewError> {
+    let review: AdmissionReview<Pod> = serde_json::from_slice(body).map_err(ReviewError::Body)?;
+    let request: AdmissionRequest<Pod> = review.try_into().map_err(|_| ReviewError::NoRequest)?;
+    let response = decide(&request, config, namespace);
+    serde_json::to_value(response.into_review()).map_err(ReviewError::Body)
+}
+
+fn decide(
+    request: &AdmissionRequest<Pod>,
+    config: &InjectConfig,
+    namespace: impl Fn(&str) -> Option<NamespaceInfo>,
+) -> AdmissionResponse {
+    let allowed = AdmissionResponse::from(request);
+    // Only creation meshes a pod; a pod's containers cannot change later.
+    if request.operation != Operation::Create {
+        return allowed;
+    }
+    let Some(pod) = request.object.as_ref() else {
+        return allowed;
+    };
+    let ns_name = request
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let ns = namespace(&ns_name).unwrap_or_default();
+    let pod_annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let decision =
+        mycel_inject::should_inject(&pod_annotations, &ns.labels, &ns.annotations, &ns_name);
+    let name = pod
+        .metadata
+        .name
+        .clone()
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    if !decision.inject {
+        tracing::debug!(namespace = %ns_name, pod = %name, reason = %decision.reason, "pod not meshed");
+        return allowed;
+    }
+    if let Some(why) = mycel_inject::unchanged(pod) {
+        tracing::debug!(namespace = %ns_name, pod = %name, reason = %why, "pod left as it is");
+        return allowed;
+    }
+    match mycel_inject::patch(pod, config) {
+        Ok(patch) => {
+            tracing::info!(namespace = %ns_name, pod = %name, "sidecar injected");
+            match allowed.with_patch(patch) {
+                Ok(r) => r,
+                Err(e) => AdmissionResponse::from(request)
+                    .deny(format!("mycel: cannot encode the patch: {e}")),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(namespace = %ns_name, pod = %name, error = %e, "injection refused");
+            AdmissionResponse::from(request).deny(format!("mycel sidecar injection: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn body(operation: &str, ns: &str, pod: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "1d7b4c3e-0000-4000-8000-000000000001",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": ns,
+                "operation": operation,
+                "userInfo": {"username": "alice"},
+                "object": pod,
+                "oldObject": null,
+                "dryRun": false,
+                "options": null,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn pod(annotations: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-0", "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "app:1",
+                                      "ports": [{"name": "http", "containerPort": 8080}]}]},
+        })
+    }
+
+    fn meshed_ns(name: &str) -> Option<NamespaceInfo> {
+        (name == "shop").then(|| NamespaceInfo {
+            labels: BTreeMap::from([("mycel.io/inject".to_string(), "enabled".to_string())]),
+            annotations: BTreeMap::new(),
+        })
+    }
+
+    fn answer(b: &[u8]) -> Value {
+        review(b, &InjectConfig::default(), meshed_ns).unwrap()["response"].clone()
+    }
+
+    #[test]
+    fn pods_of_meshed_namespaces_get_the_patch_and_others_do_not() {
+        let r = answer(&body("CREATE", "shop", pod(json!({}))));
+        assert_eq!(r["allowed"], true);
+        assert_eq!(r["uid"], "1d7b4c3e-0000-4000-8000-000000000001");
+        assert_eq!(r["patchType"], "JSONPatch");
+        // kube serializes the patch bytes as a list of numbers, which the
+        // API server's decoder takes as it takes base64.
+        let bytes: Vec<u8> = serde_json::from_value(r["patch"].clone()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        let text = serde_json::to_string(&patch).unwrap();
+        assert!(
+            text.contains("mycel-proxy") && text.contains("mycel.io/meshed"),
+            "{text}"
+        );
+
+        for (op, ns, annotations) in [
+            ("CREATE", "other", json!({})),
+            ("CREATE", "shop", json!({"mycel.io/inject": "disabled"})),
+            ("CREATE", "shop", json!({"mycel.io/injected": "native"})),
+            ("UPDATE", "shop", json!({})),
+            (
+                "CREATE",
+                "kube-system",
+                json!({"mycel.io/inject": "enabled"}),
+            ),
+        ] {
+            let r = answer(&body(op, ns, pod(annotations.clone())));
+            assert_eq!(r["allowed"], true, "{op} {ns} {annotations}");
+            assert!(
+                r.get("patch").is_none_or(Value::is_null),
+                "{op} {ns} {annotations}: {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pod_the_injector_refuses_is_denied_naming_the_annotation() {
+        let r = answer(&body(
+            "CREATE",
+            "shop",
+            pod(json!({"mycel.io/proxy-cpu-limit": "lots"})),
+        ));
+        assert_eq!(r["allowed"], false);
+        let msg = r["status"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("mycel.io/proxy-cpu-limit"), "{r}");
+    }
+
+    #[test]
+    fn garbage_bodies_are_errors_not_panics() {
+        let cfg = InjectConfig::default();
+        for b in [
+            &b""[..],
+            b"{}",
+            b"[1,2]",
+            b"{\"request\": 5}",
+            &[0xff; 64][..],
+        ] {
+            assert!(
+                review(b, &cfg, meshed_ns).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+    }
+}
