@@ -334,3 +334,185 @@ async fn service_account_tokens_buy_certificates_for_exactly_that_account() {
         }
     }
 }
+
+/// Registers `mycel-injector` pointing at `url` (no caBundle: the
+/// controller patches it in), for Pods of namespaces labelled for Mycel.
+async fn register_webhook(client: &Client, url: &str) {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "mycel-injector"},
+        "webhooks": [{
+            "name": "inject.mycel.io",
+            "clientConfig": {"url": url},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {"mycel.io/inject": "enabled"}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+        }],
+    }))
+    .unwrap();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
+}
+
+fn app_pod(name: &str, annotations: serde_json::Value) -> serde_json::Value {
+    json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": "web",
+            "containers": [{
+                "name": "app", "image": "mycel-demo",
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+            }],
+        },
+    })
+}
+
+fn init_names(p: &KubePod) -> Vec<String> {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_calls_the_webhook_and_pods_are_meshed_once() {
+    if !k8s::available() {
+        return;
+    }
+    let api = ApiServer::start().await.unwrap();
+    let client = api.client().await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    register_webhook(&client, &format!("https://127.0.0.1:{port}/inject")).await;
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": NS, "labels": {"mycel.io/inject": "enabled"}},
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let _: ServiceAccount = create(&client, Some(NS), json!({"metadata": {"name": "web"}})).await;
+    let webhook = format!("127.0.0.1:{port}");
+    let _mesh = Mesh::start_kubernetes(
+        &api.kubeconfig,
+        &[
+            "--webhook-addr",
+            &webhook,
+            "--webhook-config",
+            "mycel-injector",
+        ],
+    )
+    .await;
+
+    // The controller sets the caBundle; until then the API server cannot
+    // verify the webhook and (failurePolicy Fail) refuses Pods.
+    let pods: Api<KubePod> = Api::namespaced(client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let injected = loop {
+        match pods
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(app_pod("web-0", json!({}))).unwrap(),
+            )
+            .await
+        {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the API server never admitted a Pod through the webhook: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    assert_eq!(
+        init_names(&injected),
+        ["mycel-init", "mycel-proxy"],
+        "{injected:?}"
+    );
+    let labels = injected.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("mycel.io/meshed").map(String::as_str),
+        Some("true")
+    );
+    let probe = injected.spec.as_ref().unwrap().containers[0]
+        .readiness_probe
+        .clone()
+        .unwrap()
+        .http_get
+        .unwrap();
+    assert_eq!(
+        probe.path.as_deref(),
+        Some("/app-health/app/readyz"),
+        "probe rewritten to the proxy"
+    );
+
+    // The stored (meshed) Pod created again under another name is not
+    // meshed twice.
+    let mut again = injected.clone();
+    again.metadata = kube::api::ObjectMeta {
+        name: Some("web-1".into()),
+        annotations: injected.metadata.annotations.clone(),
+        labels: injected.metadata.labels.clone(),
+        ..Default::default()
+    };
+    let again = pods.create(&PostParams::default(), &again).await.unwrap();
+    assert_eq!(
+        init_names(&again),
+        ["mycel-init", "mycel-proxy"],
+        "injected twice: {again:?}"
+    );
+
+    // An update of a meshed Pod changes nothing of the mesh's.
+    let mut labelled = pods.get("web-0").await.unwrap();
+    labelled
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("tier".into(), "front".into());
+    let updated = pods
+        .replace("web-0", &PostParams::default(), &labelled)
+        .await
+        .unwrap();
+    assert_eq!(init_names(&updated), ["mycel-init", "mycel-proxy"]);
+
+    // Annotation off: untouched.
+    let off = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(app_pod("plain", json!({"mycel.io/inject": "disabled"})))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(init_names(&off).is_empty(), "{off:?}");
+
+    // A bad override is refused with the annotation named, not half meshed.
+    let err = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(app_pod("bad", json!({"mycel.io/proxy-cpu-limit": "lots"})))
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("mycel.io/proxy-cpu-limit"),
+        "{err}"
+    );
+}
