@@ -39,7 +39,15 @@ const PENDING_FLAGS: &[&str] = &[
 
 /// Flags the harness sets itself: loopback ports, a temporary data dir,
 /// `--kubernetes` with `--kubeconfig`.
-const HARNESS_FLAGS: &[&str] = &["--kubernetes", "--data-dir", "--grpc-addr", "--admin-addr"];
+/// The chart's `--inject-config` file is the mounted ConfigMap, checked by
+/// `rendered_inject_settings_are_read_by_the_controller`.
+const HARNESS_FLAGS: &[&str] = &[
+    "--kubernetes",
+    "--data-dir",
+    "--grpc-addr",
+    "--admin-addr",
+    "--inject-config",
+];
 
 async fn client_for(kubeconfig: &Path) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).unwrap();

@@ -74,9 +74,9 @@ fn render(sets: &[&str]) -> String {
 
 /// The documents of a multi-document YAML stream.
 fn docs(yaml: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).unwrap())
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .unwrap()
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -110,6 +110,22 @@ fn python_tools() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The injector settings the chart mounts (`--inject-config`) are what the
+/// controller reads: every field known, every quantity valid.
+#[test]
+fn rendered_inject_settings_are_read_by_the_controller() {
+    if !k8s::tools_available() {
+        return;
+    }
+    let docs = docs(&render(&[]));
+    let config = find(&docs, "ConfigMap", "mycel-config");
+    let text = config["data"]["inject.yaml"].as_str().unwrap();
+    let settings: mycel_inject::InjectConfig = serde_saphyr::from_str(text)
+        .unwrap_or_else(|e| panic!("the chart's inject.yaml is refused: {e}\n{text}"));
+    mycel_inject::check_config(&settings).unwrap();
+    assert_eq!(settings.controller_address, "mycel-controller.mycel-system.svc:15010");
 }
 
 #[test]
