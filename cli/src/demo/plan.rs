@@ -277,11 +277,11 @@ pub fn services(plan: &DemoPlan) -> Vec<ServiceDoc> {
 }
 
 /// `mesh.yaml`: the Services as YAML documents.
-pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_yaml::Error> {
+pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::from("# Written by `mycelctl demo`.\n");
     for doc in services(plan) {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&doc)?);
+        out.push_str(&serde_saphyr::to_string(&doc)?);
     }
     Ok(out)
 }

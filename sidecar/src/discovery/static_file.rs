@@ -122,7 +122,7 @@ pub fn load(path: &Path) -> Result<StaticConfig, StaticError> {
 
 /// `name` is used in errors; `base` resolves relative identity paths.
 pub fn parse(text: &str, name: &str, base: &Path) -> Result<StaticConfig, StaticError> {
-    let raw: RawFile = serde_yaml::from_str(text).map_err(|e| StaticError::Syntax {
+    let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| StaticError::Syntax {
         path: name.to_string(),
         reason: e.to_string(),
     })?;

@@ -86,9 +86,7 @@ fn reviews_versions_share_the_target_port_on_two_addresses() {
 fn mesh_yaml_parses_back_with_selectors_and_ports() {
     let plan = plan();
     let text = mesh_yaml(&plan).unwrap();
-    let docs: Vec<ServiceDoc> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| ServiceDoc::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<ServiceDoc> = serde_saphyr::from_multiple(&text).unwrap();
     let by_name: BTreeMap<_, _> = docs.iter().map(|d| (d.metadata.name.as_str(), d)).collect();
     let names: Vec<_> = by_name.keys().copied().collect();
     assert_eq!(
