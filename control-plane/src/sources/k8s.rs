@@ -3,6 +3,7 @@
 //! `convert` reads objects, `cluster` holds what the watches saw and
 //! computes each service's view, `watch` runs the kube-runtime watchers.
 
+pub mod ca_secret;
 pub mod cluster;
 pub mod convert;
 pub mod rbac;
