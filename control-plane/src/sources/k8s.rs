@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod convert;
 pub mod rbac;
 pub mod review;
+pub mod trust_bundle;
 pub mod watch;
 
 #[cfg(test)]
