@@ -16,7 +16,9 @@ use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use mycel_control_plane::ca::Authority;
-use mycel_control_plane::sources::k8s::ca_secret::{sync_ca_secret, CaOrigin, CaSource};
+use mycel_control_plane::sources::k8s::ca_secret::{
+    store_or_adopt_ca_secret, sync_ca_secret, CaOrigin, CaSource,
+};
 use mycel_control_plane::sources::k8s::rbac::{Scope, CA_SECRET, REQUIRED, TRUST_BUNDLE_CONFIGMAP};
 use mycel_control_plane::sources::k8s::trust_bundle::{publish_trust_bundle, KEY, NAMESPACE_LABEL};
 use mycel_tests::k8s::{self, ApiServer};
@@ -113,11 +115,17 @@ async fn cluster() -> (ApiServer, Client, Client) {
         .status
         .unwrap()
         .token;
-    let kubeconfig = api.token_kubeconfig(SA, &token).unwrap();
-    let controller = mycel_control_plane::sources::k8s::client(Some(&kubeconfig))
-        .await
-        .unwrap();
+    api.token_kubeconfig(SA, &token).unwrap();
+    let controller = controller_client(&api).await;
     (api, admin, controller)
+}
+
+/// Another client as the controller's ServiceAccount (after [`cluster`]).
+async fn controller_client(api: &ApiServer) -> Client {
+    let kubeconfig = api.dir().join(format!("kubeconfig-{SA}"));
+    mycel_control_plane::sources::k8s::client(Some(&kubeconfig))
+        .await
+        .unwrap()
 }
 
 async fn sync(client: &Client, data_dir: &std::path::Path) -> anyhow::Result<CaSource> {
@@ -187,17 +195,44 @@ async fn two_replicas_starting_at_once_end_with_one_ca_that_restarts_reuse() {
     if !k8s::available() {
         return;
     }
-    let (_api, admin, controller) = cluster().await;
+    let (api, admin, controller) = cluster().await;
+    // Two replicas: a client each, each started on its own task.
+    let other = controller_client(&api).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |client: Client, dir: std::path::PathBuf| {
+        tokio::spawn(async move { sync(&client, &dir).await.unwrap() })
+    };
     let (a, b) = tokio::join!(
-        sync(&controller, dir_a.path()),
-        sync(&controller, dir_b.path())
+        start(controller.clone(), dir_a.path().to_path_buf()),
+        start(other, dir_b.path().to_path_buf())
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.authority.root_pem(), b.authority.root_pem());
-    let mut origins = [a.origin, b.origin];
-    origins.sort_by_key(|o| format!("{o:?}"));
-    assert_eq!(origins, [CaOrigin::Created, CaOrigin::Existing]);
+    // One created the Secret; the other found it (or lost the create race:
+    // which one depends on timing).
+    let origins = [a.origin, b.origin];
+    assert_eq!(
+        origins.iter().filter(|o| **o == CaOrigin::Created).count(),
+        1,
+        "{origins:?}"
+    );
+
+    // Losing the race for certain: the Secret appears between the GET
+    // (not made here) and the create. The loser's own CA is dropped.
+    let dir_c = tempfile::tempdir().unwrap();
+    let c = store_or_adopt_ca_secret(
+        controller.clone(),
+        NS,
+        CA_SECRET,
+        dir_c.path(),
+        TD,
+        CERT_TTL,
+        ISSUER_TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.origin, CaOrigin::LostRace);
+    assert_eq!(c.authority.root_pem(), a.authority.root_pem());
 
     let secret = ca_secret(&admin).await;
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
@@ -212,7 +247,7 @@ async fn two_replicas_starting_at_once_end_with_one_ca_that_restarts_reuse() {
     );
     assert_eq!(text(&secret, "root.pem"), a.authority.root_pem());
     // Both data dirs hold the Secret's CA, byte for byte.
-    for dir in [&dir_a, &dir_b] {
+    for dir in [&dir_a, &dir_b, &dir_c] {
         for key in ["root.pem", "root.key", "issuer.pem", "issuer.key"] {
             let file = std::fs::read_to_string(dir.path().join("ca").join(key)).unwrap();
             assert_eq!(

@@ -124,6 +124,9 @@ pub enum CaOrigin {
     /// The Secret already held a Mycel CA (an earlier start, another
     /// replica, or the user), with its root key.
     Existing,
+    /// The Secret was absent, and another replica created it while this
+    /// one was generating: that replica's CA was adopted.
+    LostRace,
     /// The Secret is cert-manager-style: no root key, no issuer rotation.
     Provided,
 }
@@ -243,8 +246,12 @@ pub fn secret_for(namespace: &str, name: &str, texts: &[String; 4]) -> Secret {
 /// Makes the CA in Secret `namespace/name` the one this controller uses,
 /// creating the Secret from the data dir's CA (generated on first start)
 /// when it is absent; see the module doc. Call it once at start instead of
-/// `Authority::load_or_generate_with` (same `data_dir`, trust domain and
-/// lifetimes); it returns the loaded [`Authority`].
+/// `Authority::load_or_generate_with` / `Authority::from_files` (same
+/// `data_dir`, trust domain, `cert_ttl` as max leaf lifetime, and
+/// `issuer_ttl`); it returns the loaded [`Authority`]. Replicas may call it
+/// at the same time: all end with the root of whichever created the Secret.
+/// Any error is fatal at start (the Secret is not usable or the API server
+/// not reachable within [`API_TIMEOUT`]); the error names the Secret.
 pub async fn sync_ca_secret(
     client: Client,
     namespace: &str,
@@ -267,7 +274,47 @@ pub async fn sync_ca_secret(
         tracing::info!(secret = %secret, "using the mesh CA stored in the Secret");
         return load.from_secret(&found);
     }
+    store_or_adopt(api, namespace, name, &load).await
+}
 
+/// The half of [`sync_ca_secret`] after its GET found no Secret: creates it
+/// from the data dir's CA (generated if absent) or, when another replica
+/// created it meanwhile (409), adopts that one ([`CaOrigin::LostRace`]).
+/// Public so that losing the race can be tested without luck.
+pub async fn store_or_adopt_ca_secret(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    data_dir: &Path,
+    trust_domain: &str,
+    cert_ttl: Duration,
+    issuer_ttl: Duration,
+) -> Result<CaSource, CaSecretError> {
+    let secret = format!("{namespace}/{name}");
+    let load = Loader {
+        secret: &secret,
+        data_dir,
+        trust_domain,
+        cert_ttl,
+        issuer_ttl,
+    };
+    store_or_adopt(Api::namespaced(client, namespace), namespace, name, &load).await
+}
+
+async fn store_or_adopt(
+    api: Api<Secret>,
+    namespace: &str,
+    name: &str,
+    load: &Loader<'_>,
+) -> Result<CaSource, CaSecretError> {
+    let Loader {
+        secret,
+        data_dir,
+        trust_domain,
+        cert_ttl,
+        issuer_ttl,
+    } = *load;
+    let secret = secret.to_string();
     let authority = Authority::load_or_generate_with(data_dir, trust_domain, cert_ttl, issuer_ttl)
         .map_err(|source| CaSecretError::Local {
             secret: secret.clone(),
@@ -300,7 +347,9 @@ pub async fn sync_ca_secret(
                     secret: secret.clone(),
                 })?;
             tracing::info!(secret = %secret, "another replica stored the mesh CA first; using it");
-            load.from_secret(&found)
+            let mut adopted = load.from_secret(&found)?;
+            adopted.origin = CaOrigin::LostRace;
+            Ok(adopted)
         }
         Err(source) => Err(CaSecretError::Api {
             verb: "create",
@@ -347,6 +396,7 @@ fn read_mycel_files(data_dir: &Path) -> Result<[String; 4], LoadError> {
     ])
 }
 
+#[derive(Clone, Copy)]
 struct Loader<'a> {
     secret: &'a str,
     data_dir: &'a Path,
