@@ -272,7 +272,7 @@ pub async fn sync_ca_secret(
     };
     if let Some(found) = get(&api, name, &secret).await? {
         tracing::info!(secret = %secret, "using the mesh CA stored in the Secret");
-        return load.from_secret(&found);
+        return load.load_secret(&found);
     }
     store_or_adopt(api, namespace, name, &load).await
 }
@@ -347,7 +347,7 @@ async fn store_or_adopt(
                     secret: secret.clone(),
                 })?;
             tracing::info!(secret = %secret, "another replica stored the mesh CA first; using it");
-            let mut adopted = load.from_secret(&found)?;
+            let mut adopted = load.load_secret(&found)?;
             adopted.origin = CaOrigin::LostRace;
             Ok(adopted)
         }
@@ -407,7 +407,7 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     /// Writes the Secret's CA into the data dir and loads it from there.
-    fn from_secret(&self, found: &Secret) -> Result<CaSource, CaSecretError> {
+    fn load_secret(&self, found: &Secret) -> Result<CaSource, CaSecretError> {
         let data = found.data.clone().unwrap_or_default();
         let invalid = |source| CaSecretError::Invalid {
             secret: self.secret.into(),

@@ -34,7 +34,8 @@ fn secrets_are_classified_or_refused_naming_the_key() {
         Ok(SecretCa::Mycel(_))
     ));
 
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (&mycel[..3], &["mycel-system/mycel-ca", "no issuer.key"]),
         (&[("root.pem", "R")], &["no root.key", "has root.pem"]),
         (&provided[1..], &["no tls.crt"]),
@@ -111,7 +112,7 @@ fn a_secret_overrides_the_data_dir_and_a_stale_rotation() {
     let ca = data_dir.path().join("ca");
     std::fs::write(ca.join("issuer-next.pem"), "stale").unwrap();
 
-    let got = loader(data_dir.path()).from_secret(&secret).unwrap();
+    let got = loader(data_dir.path()).load_secret(&secret).unwrap();
     assert_eq!(got.origin, CaOrigin::Existing);
     assert_eq!(got.authority.root_pem(), texts[2]);
     assert_eq!(read_mycel_files(data_dir.path()).unwrap(), texts);
@@ -135,7 +136,7 @@ fn a_cert_manager_secret_loads_without_rotation_and_a_bad_one_names_the_secret()
         ..Default::default()
     };
     let got = loader(data_dir.path())
-        .from_secret(&secret(&[
+        .load_secret(&secret(&[
             ("tls.crt", &issuer),
             ("tls.key", &issuer_key),
             ("ca.crt", &root),
@@ -148,7 +149,7 @@ fn a_cert_manager_secret_loads_without_rotation_and_a_bad_one_names_the_secret()
 
     // The issuer given as the root: not self-signed.
     let err = loader(data_dir.path())
-        .from_secret(&secret(&[
+        .load_secret(&secret(&[
             ("tls.crt", &issuer),
             ("tls.key", &issuer_key),
             ("ca.crt", &issuer),
