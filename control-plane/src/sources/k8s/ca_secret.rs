@@ -161,32 +161,25 @@ pub fn classify(
             .collect()
     };
     let (mycel, provided) = (has(&MYCEL_KEYS), has(&PROVIDED_KEYS));
-    if !mycel.is_empty() && !provided.is_empty() {
-        return Err(CaSecretError::Mixed {
+    match (mycel.is_empty(), provided.is_empty()) {
+        (false, true) => texts(secret, data, &MYCEL_KEYS, &mycel).map(SecretCa::Mycel),
+        (true, false) => texts(secret, data, &PROVIDED_KEYS, &provided).map(SecretCa::Provided),
+        (false, false) => Err(CaSecretError::Mixed {
             secret: secret.into(),
             mycel: mycel.join(", "),
             provided: provided.join(", "),
-        });
-    }
-    let (keys, present): (&[&str], _) = match (mycel.is_empty(), provided.is_empty()) {
-        (false, _) => (&MYCEL_KEYS, mycel),
-        (true, false) => (&PROVIDED_KEYS, provided),
+        }),
         (true, true) => {
             let all: Vec<&str> = data.keys().map(String::as_str).collect();
-            return Err(CaSecretError::NoCa {
+            Err(CaSecretError::NoCa {
                 secret: secret.into(),
                 present: if all.is_empty() {
                     "no keys".into()
                 } else {
                     all.join(", ")
                 },
-            });
+            })
         }
-    };
-    if keys.len() == MYCEL_KEYS.len() {
-        texts(secret, data, &MYCEL_KEYS, &present).map(SecretCa::Mycel)
-    } else {
-        texts(secret, data, &PROVIDED_KEYS, &present).map(SecretCa::Provided)
     }
 }
 
