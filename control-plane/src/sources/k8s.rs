@@ -3,10 +3,12 @@
 //! `convert` reads objects, `cluster` holds what the watches saw and
 //! computes each service's view, `watch` runs the kube-runtime watchers.
 
+pub mod ca_secret;
 pub mod cluster;
 pub mod convert;
 pub mod rbac;
 pub mod review;
+pub mod trust_bundle;
 pub mod watch;
 
 #[cfg(test)]

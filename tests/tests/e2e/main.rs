@@ -17,6 +17,7 @@ mod examples;
 mod grpc_streams;
 mod identity;
 mod k8s;
+mod k8s_ca;
 mod mtls;
 mod netns_init;
 mod netns_mesh;

@@ -268,6 +268,9 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         ("", "pods", "delete", "shop", ""),
         ("", "services", "update", "shop", ""),
         ("coordination.k8s.io", "leases", "get", "kube-system", ""),
+        // The CA Secret is never written after creation (ca_secret.rs).
+        ("", "secrets", "update", NS, rbac::CA_SECRET),
+        ("coordination.k8s.io", "leases", "create", NS, ""),
         (
             "rbac.authorization.k8s.io",
             "clusterroles",

@@ -128,18 +128,10 @@ pub const REQUIRED: &[Permission] = &[
     Permission {
         group: "",
         resource: "secrets",
-        verbs: &["get", "update"],
+        verbs: &["get"],
         scope: Scope::ControllerNamespace,
         resource_names: &[CA_SECRET],
-        why: "the CA root and issuer are read, and rotated issuers written back",
-    },
-    Permission {
-        group: "coordination.k8s.io",
-        resource: "leases",
-        verbs: &["create", "get", "update"],
-        scope: Scope::ControllerNamespace,
-        resource_names: &[],
-        why: "leader election for CA writes (one replica writes, all serve)",
+        why: "the CA root and issuer are read at start; never written after creation, so no update and no leader election (ca_secret.rs)",
     },
 ];
 

@@ -1,0 +1,328 @@
+//! The trust bundle (the mesh root, PEM) published as a ConfigMap
+//! (`mycel-trust-bundle`, key `ca.crt`) in every meshed namespace, where the
+//! injector mounts it as the proxy's `--ca-root`.
+//!
+//! A namespace is meshed while it carries the label `mycel.io/inject=enabled`
+//! (a kube-runtime watcher selects on it). Each one is brought up to date
+//! (get → create if absent → replace if different) when the watch shows it,
+//! on every re-list, and again every `resync`, which is what puts back a
+//! ConfigMap someone edited or deleted (the controller may not watch
+//! ConfigMaps: its RBAC allows get/update of this one name only). A failure
+//! is logged and retried with a growing delay; it never stops the
+//! controller. A namespace that stops being meshed keeps its ConfigMap (the
+//! controller may not delete), harmless as it holds public certificates.
+//!
+//! Every replica publishes: they write the same content, and a replace
+//! that loses to another one's (409 Conflict) is retried and then finds
+//! the ConfigMap current, so no leader election is needed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::ca_secret::PART_OF;
+
+/// The namespace label (and annotation, for the injector) that meshes a
+/// namespace, and its value.
+pub const NAMESPACE_LABEL: &str = "mycel.io/inject";
+pub const ENABLED: &str = "enabled";
+/// The ConfigMap key holding the roots, the one the injector mounts.
+pub const KEY: &str = "ca.crt";
+/// How often every meshed namespace's ConfigMap is checked again.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+/// First and longest delay before a failed namespace is tried again.
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long one API call may take.
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What bringing one namespace's ConfigMap up to date takes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Create(ConfigMap),
+    /// The ConfigMap as read, corrected (its resourceVersion kept, so a
+    /// concurrent change makes the replace fail and be retried).
+    Replace(ConfigMap),
+    Current,
+}
+
+/// The ConfigMap as it should be in `namespace`.
+pub fn desired(name: &str, namespace: &str, key: &str, roots_pem: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(PART_OF.0.into(), PART_OF.1.into())])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(key.into(), roots_pem.into())])),
+        ..Default::default()
+    }
+}
+
+/// What to do given the ConfigMap found (`None`: absent). The controller
+/// owns this ConfigMap: its data is exactly `key` = the roots, other keys
+/// and binary data are removed; labels and annotations others added stay.
+pub fn plan(
+    existing: Option<ConfigMap>,
+    name: &str,
+    namespace: &str,
+    key: &str,
+    roots_pem: &str,
+) -> Action {
+    let Some(mut cm) = existing else {
+        return Action::Create(desired(name, namespace, key, roots_pem));
+    };
+    let want = BTreeMap::from([(key.to_string(), roots_pem.to_string())]);
+    let labelled = cm
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PART_OF.0))
+        .is_some_and(|v| v == PART_OF.1);
+    let binary_empty = cm.binary_data.as_ref().is_none_or(BTreeMap::is_empty);
+    if cm.data.as_ref() == Some(&want) && binary_empty && labelled {
+        return Action::Current;
+    }
+    cm.data = Some(want);
+    cm.binary_data = None;
+    cm.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(PART_OF.0.into(), PART_OF.1.into());
+    Action::Replace(cm)
+}
+
+/// Whether a namespace the watch shows should get the bundle: not one
+/// being deleted (creating in it is refused, and retrying would spin).
+pub fn wanted(ns: &Namespace) -> bool {
+    let terminating = ns.metadata.deletion_timestamp.is_some()
+        || ns
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Terminating");
+    !terminating
+}
+
+/// The delay before the `failures`-th retry: doubling from [`RETRY_MIN`],
+/// at most [`RETRY_MAX`].
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    RETRY_MIN.saturating_mul(factor).min(RETRY_MAX)
+}
+
+/// When each meshed namespace is next checked. Pure: time is passed in.
+#[derive(Debug, Default)]
+pub struct Schedule {
+    due: BTreeMap<String, (Instant, u32)>,
+    /// Namespaces seen during a re-list, `None` outside one.
+    relist: Option<BTreeSet<String>>,
+}
+
+impl Schedule {
+    /// Applies a watch event; the namespaces it shows are due at once.
+    pub fn on_event(&mut self, event: Event<Namespace>, now: Instant) {
+        match event {
+            Event::Apply(ns) => self.show(&ns, now),
+            Event::InitApply(ns) => {
+                self.show(&ns, now);
+                if let (Some(seen), Some(name)) = (self.relist.as_mut(), ns.metadata.name) {
+                    seen.insert(name);
+                }
+            }
+            Event::Delete(ns) => {
+                if let Some(name) = &ns.metadata.name {
+                    self.due.remove(name);
+                }
+            }
+            Event::Init => self.relist = Some(BTreeSet::new()),
+            Event::InitDone => {
+                let seen = self.relist.take().unwrap_or_default();
+                self.due.retain(|name, _| seen.contains(name));
+            }
+        }
+    }
+
+    fn show(&mut self, ns: &Namespace, now: Instant) {
+        let Some(name) = ns.metadata.name.clone() else {
+            return;
+        };
+        if wanted(ns) {
+            self.due.insert(name, (now, 0));
+        } else {
+            self.due.remove(&name);
+        }
+    }
+
+    /// The earliest time something is due.
+    pub fn next(&self) -> Option<Instant> {
+        self.due.values().map(|(at, _)| *at).min()
+    }
+
+    /// The namespaces due at `now`.
+    pub fn due(&self, now: Instant) -> Vec<String> {
+        self.due
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Records the outcome of checking `namespace` (if still meshed).
+    pub fn done(&mut self, namespace: &str, ok: bool, now: Instant, resync: Duration) {
+        if let Some((at, failures)) = self.due.get_mut(namespace) {
+            if ok {
+                *failures = 0;
+                *at = now + resync;
+            } else {
+                *failures = failures.saturating_add(1);
+                *at = now + backoff(*failures);
+            }
+        }
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        self.due.keys().cloned().collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EnsureError {
+    #[error("cannot {verb} ConfigMap {namespace}/{name}: {source}")]
+    Api {
+        verb: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot {verb} ConfigMap {namespace}/{name}: no answer within {API_TIMEOUT:?}")]
+    Timeout {
+        verb: &'static str,
+        namespace: String,
+        name: String,
+    },
+}
+
+/// Publishes `roots_pem` as ConfigMap `configmap_name` (key `key`) in every
+/// namespace labelled `namespace_label=enabled`, checking each again every
+/// `resync`, until `shutdown` turns true. Never returns an error: failures
+/// are logged and retried. Spawn it once the CA is loaded, with
+/// [`DEFAULT_RESYNC`] unless configured otherwise.
+pub async fn publish_trust_bundle(
+    client: Client,
+    configmap_name: &str,
+    key: &str,
+    namespace_label: &str,
+    roots_pem: String,
+    resync: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let selector = format!("{namespace_label}={ENABLED}");
+    let mut events = watcher::watcher(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+    )
+    .default_backoff()
+    .boxed();
+    let mut schedule = Schedule::default();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = Instant::now();
+        for ns in schedule.due(now) {
+            let result = tokio::select! {
+                r = ensure(&client, configmap_name, &ns, key, &roots_pem) => r,
+                _ = shutdown.changed() => return,
+            };
+            let ok = match result {
+                Ok(Action::Current) => true,
+                Ok(action) => {
+                    let what = if matches!(action, Action::Create(_)) {
+                        "created"
+                    } else {
+                        "corrected"
+                    };
+                    tracing::info!(namespace = %ns, configmap = configmap_name, "{what} the trust bundle");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot publish the trust bundle; retrying");
+                    false
+                }
+            };
+            schedule.done(&ns, ok, Instant::now(), resync);
+        }
+        let wake = schedule.next().unwrap_or_else(|| Instant::now() + resync);
+        tokio::select! {
+            next = events.next() => match next {
+                Some(Ok(event)) => schedule.on_event(event, Instant::now()),
+                // The watcher's backoff retries; the schedule stays.
+                Some(Err(e)) => tracing::warn!(error = %e, "namespace watch failed; retrying"),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Brings one namespace's ConfigMap up to date; returns what it did.
+async fn ensure(
+    client: &Client,
+    name: &str,
+    namespace: &str,
+    key: &str,
+    roots_pem: &str,
+) -> Result<Action, EnsureError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let fail = |verb: &'static str| {
+        move |source| EnsureError::Api {
+            verb,
+            namespace: namespace.into(),
+            name: name.into(),
+            source,
+        }
+    };
+    let timeout = |verb: &'static str| EnsureError::Timeout {
+        verb,
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let existing = tokio::time::timeout(API_TIMEOUT, api.get_opt(name))
+        .await
+        .map_err(|_| timeout("get"))?
+        .map_err(fail("get"))?;
+    let action = plan(existing, name, namespace, key, roots_pem);
+    let pp = PostParams::default();
+    match &action {
+        Action::Create(cm) => {
+            tokio::time::timeout(API_TIMEOUT, api.create(&pp, cm))
+                .await
+                .map_err(|_| timeout("create"))?
+                .map_err(fail("create"))?;
+        }
+        Action::Replace(cm) => {
+            tokio::time::timeout(API_TIMEOUT, api.replace(name, &pp, cm))
+                .await
+                .map_err(|_| timeout("update"))?
+                .map_err(fail("update"))?;
+        }
+        Action::Current => {}
+    }
+    Ok(action)
+}
+
+#[cfg(test)]
+mod tests;
