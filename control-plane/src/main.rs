@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mycel_control_plane::ca::CaFiles;
-use mycel_control_plane::runtime::{Config, Controller, KubernetesConfig};
+use mycel_control_plane::runtime::{
+    Config, Controller, KubernetesConfig, SecretRef, TrustBundleConfig,
+};
 use mycel_control_plane::serving::Limits;
 use mycel_tokens::cli::{self as token_cli, TokenCommand};
 
@@ -78,6 +80,18 @@ struct RunArgs {
     /// chart's inject.yaml); default: the built-in settings.
     #[arg(long, value_name = "PATH", requires = "webhook_addr")]
     inject_config: Option<PathBuf>,
+    /// Keep the mesh CA in this Secret (NAMESPACE/NAME): the Secret's CA is
+    /// used when present (Mycel's own keys, or cert-manager-style tls.crt,
+    /// tls.key, ca.crt); otherwise the data dir's CA is stored in it.
+    #[arg(long, value_name = "NS/NAME", requires = "kubernetes", conflicts_with = "root_cert", value_parser = parse_secret_ref)]
+    ca_secret: Option<SecretRef>,
+    /// Publish the trust bundle (the mesh's root certificates) as a
+    /// ConfigMap of this name in every meshed namespace.
+    #[arg(long, value_name = "NAME", requires = "kubernetes")]
+    trust_bundle_configmap: Option<String>,
+    /// The label that marks a namespace as meshed (value `enabled`).
+    #[arg(long, value_name = "KEY", default_value = mycel_control_plane::sources::k8s::trust_bundle::NAMESPACE_LABEL, requires = "trust_bundle_configmap")]
+    namespace_label: String,
     /// The mesh (mTLS) port of injected proxies, which endpoints are dialled on.
     #[arg(
         long,
@@ -183,6 +197,23 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--ca-secret NAMESPACE/NAME`.
+fn parse_secret_ref(s: &str) -> Result<SecretRef, String> {
+    match s.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(SecretRef {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            })
+        }
+        _ => Err(format!(
+            "{s:?} is not NAMESPACE/NAME (e.g. mycel-system/mycel-ca)"
+        )),
+    }
+}
+
 /// The injector's settings file: every field named as in the chart's
 /// inject.yaml; an unknown one is an error naming it.
 fn read_inject_config(path: &std::path::Path) -> anyhow::Result<mycel_inject::InjectConfig> {
@@ -221,6 +252,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "mycel-system".to_string()),
             webhook_addr: args.webhook_addr,
             webhook_config: args.webhook_config,
+            ca_secret: args.ca_secret,
+            trust_bundle: args
+                .trust_bundle_configmap
+                .map(|configmap| TrustBundleConfig {
+                    configmap,
+                    namespace_label: args.namespace_label,
+                }),
             inject: match &args.inject_config {
                 Some(path) => read_inject_config(path)?,
                 None => mycel_inject::InjectConfig::default(),
@@ -298,6 +336,19 @@ mod tests {
         };
         if let Err(e) = mycel_api::clidoc::check(&path, page) {
             panic!("{e}");
+        }
+    }
+
+    #[test]
+    fn ca_secret_must_be_namespace_slash_name() {
+        let ok = super::parse_secret_ref("mycel-system/mycel-ca").unwrap();
+        assert_eq!(
+            (ok.namespace.as_str(), ok.name.as_str()),
+            ("mycel-system", "mycel-ca")
+        );
+        for bad in ["mycel-ca", "/mycel-ca", "mycel-system/", "a/b/c", ""] {
+            let e = super::parse_secret_ref(bad).unwrap_err();
+            assert!(e.contains("NAMESPACE/NAME"), "{bad:?}: {e}");
         }
     }
 }

@@ -76,6 +76,26 @@ pub struct KubernetesConfig {
     pub webhook_config: Option<String>,
     /// What the injector writes into Pods.
     pub inject: mycel_inject::InjectConfig,
+    /// Keep the mesh CA in this Secret (shared by every replica).
+    pub ca_secret: Option<SecretRef>,
+    /// Publish the trust bundle into meshed namespaces.
+    pub trust_bundle: Option<TrustBundleConfig>,
+}
+
+/// A namespaced object's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Where the trust bundle is published.
+#[derive(Clone, Debug)]
+pub struct TrustBundleConfig {
+    /// The ConfigMap's name in every meshed namespace.
+    pub configmap: String,
+    /// A namespace is meshed when it has this label with value `enabled`.
+    pub namespace_label: String,
 }
 
 impl Config {
@@ -220,17 +240,43 @@ impl Controller {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
 
-        let authority = match &config.ca_files {
-            Some(files) => Authority::from_files(files, &config.trust_domain, config.cert_ttl),
-            None => Authority::load_or_generate_with(
+        // The client comes first: with --ca-secret, the CA itself is read
+        // from (or stored into) the API server.
+        let kube_client = match &config.kubernetes {
+            Some(k8s) => Some(k8s::client(k8s.kubeconfig.as_deref()).await?),
+            None => None,
+        };
+        let ca_secret = config
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.ca_secret.as_ref());
+        let mut authority = match (&config.ca_files, ca_secret, &kube_client) {
+            (Some(files), _, _) => {
+                Authority::from_files(files, &config.trust_domain, config.cert_ttl)
+                    .context("loading the CA")?
+            }
+            (None, Some(secret), Some(client)) => {
+                let source = k8s::ca_secret::sync_ca_secret(
+                    client.clone(),
+                    &secret.namespace,
+                    &secret.name,
+                    &config.data_dir,
+                    &config.trust_domain,
+                    config.cert_ttl,
+                    config.issuer_ttl,
+                )
+                .await?;
+                tracing::info!(origin = ?source.origin, secret = %format!("{}/{}", secret.namespace, secret.name), "mesh CA loaded");
+                source.authority
+            }
+            _ => Authority::load_or_generate_with(
                 &config.data_dir,
                 &config.trust_domain,
                 config.cert_ttl,
                 config.issuer_ttl,
-            ),
-        }
-        .context("loading the CA")?;
-        let mut authority = authority;
+            )
+            .context("loading the CA")?,
+        };
         if let Some(k8s) = &config.kubernetes {
             // The API server calls the webhook by its Service's name.
             authority.add_serving_names([
@@ -274,9 +320,7 @@ impl Controller {
 
         let mut reviewer = None;
         let mut synced = None;
-        let mut kube_client = None;
-        if let Some(k8s) = &config.kubernetes {
-            let client = k8s::client(k8s.kubeconfig.as_deref()).await?;
+        if let (Some(k8s), Some(client)) = (&config.kubernetes, &kube_client) {
             let (tx, rx) = watch::channel(false);
             let cluster = Cluster::new(ClusterSettings {
                 trust_domain: config.trust_domain.clone(),
@@ -291,7 +335,28 @@ impl Controller {
             )));
             reviewer = Some(TokenReviewer::new(client.clone(), &config.trust_domain));
             synced = Some(rx);
-            kube_client = Some(client);
+            if let Some(bundle) = &k8s.trust_bundle {
+                let (client, bundle) = (client.clone(), bundle.clone());
+                // Every root proxies must trust, as the stream pushes them.
+                let roots: String = authority
+                    .trust_bundle_der()
+                    .iter()
+                    .map(|der| crate::ca::authority::cert_pem(der))
+                    .collect();
+                let shutdown = shutdown_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    k8s::trust_bundle::publish_trust_bundle(
+                        client,
+                        &bundle.configmap,
+                        k8s::trust_bundle::KEY,
+                        &bundle.namespace_label,
+                        roots,
+                        k8s::trust_bundle::DEFAULT_RESYNC,
+                        shutdown,
+                    )
+                    .await;
+                }));
+            }
         }
 
         let grpc_listener = bind(config.grpc_addr, "gRPC").await?;

@@ -25,18 +25,6 @@ use serde_json::{json, Value};
 
 use super::{chart, helm, text, NS, SA};
 
-/// Flags the chart passes that the controller gains in this same round of
-/// work (webhook, CA Secret, trust bundle). Until `mycel-controller --help`
-/// lists one, it is left out of the local run and the test says so; any
-/// other flag the controller does not know fails the test.
-const PENDING_FLAGS: &[&str] = &[
-    "--webhook-addr",
-    "--webhook-config",
-    "--ca-secret",
-    "--trust-bundle-configmap",
-    "--namespace-label",
-];
-
 /// Flags the harness sets itself: loopback ports, a temporary data dir,
 /// `--kubernetes` with `--kubeconfig`.
 /// The chart's `--inject-config` file is the mounted ConfigMap, checked by
@@ -107,25 +95,21 @@ async fn controller_token(admin: &Client) -> String {
         .token
 }
 
-/// The chart's controller args for a local run, and the pending flags left out.
-fn local_args(chart_args: &[String], help: &str) -> (Vec<String>, Vec<String>) {
+/// The chart's controller args for a local run; every flag the chart
+/// passes must be one the controller knows.
+fn local_args(chart_args: &[String], help: &str) -> Vec<String> {
     let known =
         |flag: &str| help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n"));
     let mut args = Vec::new();
-    let mut left_out = Vec::new();
     for arg in chart_args {
         let flag = arg.split('=').next().unwrap();
         if HARNESS_FLAGS.contains(&flag) {
             continue;
         }
-        if !known(flag) {
-            assert!(
-                PENDING_FLAGS.contains(&flag),
-                "the chart passes {arg}, which mycel-controller does not know"
-            );
-            left_out.push(arg.clone());
-            continue;
-        }
+        assert!(
+            known(flag),
+            "the chart passes {arg}, which mycel-controller does not know"
+        );
         if flag == "--webhook-addr" {
             let port = TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -137,7 +121,7 @@ fn local_args(chart_args: &[String], help: &str) -> (Vec<String>, Vec<String>) {
             args.push(arg.clone());
         }
     }
-    (args, left_out)
+    args
 }
 
 /// Waits until `check` holds, or fails with `what` and the controller's log.
@@ -305,12 +289,7 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
             .output()
             .unwrap(),
     );
-    let (args, left_out) = local_args(&chart_args, &help);
-    if !left_out.is_empty() {
-        eprintln!(
-            "mycel-controller does not know these chart flags yet; run without: {left_out:?}"
-        );
-    }
+    let args = local_args(&chart_args, &help);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mesh = Mesh::start_kubernetes(&sa_kubeconfig, &args).await;
 
@@ -335,55 +314,67 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
 
     // With the webhook, CA-Secret and trust-bundle flags in force, the
     // controller's writes happen (each one allowed by the chart).
-    if left_out.is_empty() {
-        let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
-        eventually(&mesh, "the CA Secret written", || async {
-            secrets
-                .get_opt(rbac::CA_SECRET)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-        })
-        .await;
-        eventually(&mesh, "the webhook's caBundle patched", || async {
-            hooks
-                .get("mycel-injector")
-                .await
-                .ok()
-                .and_then(|h| h.webhooks?.first()?.client_config.ca_bundle.clone())
-                .is_some_and(|b| !b.0.is_empty())
-        })
-        .await;
-        let bundles: Api<ConfigMap> = Api::namespaced(admin.clone(), "shop");
-        eventually(&mesh, "the trust bundle published into shop", || async {
-            bundles
-                .get_opt(rbac::TRUST_BUNDLE_CONFIGMAP)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-        })
-        .await;
-        // An upgrade leaves the patched caBundle alone: the chart never
-        // sets the field, so helm does not own it.
-        let out = helm(&[
-            "upgrade",
-            "mycel",
-            &chart,
-            "-n",
-            NS,
-            "--kubeconfig",
-            &kubeconfig,
-        ]);
-        assert!(out.status.success(), "helm upgrade: {}", text(&out));
-        let hook = hooks.get("mycel-injector").await.unwrap();
-        let bundle = hook.webhooks.unwrap()[0].client_config.ca_bundle.clone();
-        assert!(
-            bundle.is_some_and(|b| !b.0.is_empty()),
-            "helm upgrade dropped the caBundle the controller patched in"
-        );
-    }
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    eventually(&mesh, "the CA Secret written", || async {
+        secrets
+            .get_opt(rbac::CA_SECRET)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    eventually(&mesh, "the webhook's caBundle patched", || async {
+        hooks
+            .get("mycel-injector")
+            .await
+            .ok()
+            .and_then(|h| h.webhooks?.first()?.client_config.ca_bundle.clone())
+            .is_some_and(|b| !b.0.is_empty())
+    })
+    .await;
+    let bundles: Api<ConfigMap> = Api::namespaced(admin.clone(), "shop");
+    eventually(&mesh, "the trust bundle published into shop", || async {
+        bundles
+            .get_opt(rbac::TRUST_BUNDLE_CONFIGMAP)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    // The published bundle is the root stored in the Secret: the CA the
+    // controller signs with is the one every replica shares.
+    let root = secrets.get(rbac::CA_SECRET).await.unwrap().data.unwrap()["root.pem"].clone();
+    let bundle = bundles
+        .get(rbac::TRUST_BUNDLE_CONFIGMAP)
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(
+        bundle["ca.crt"].trim(),
+        String::from_utf8(root.0).unwrap().trim(),
+        "the trust bundle is not the Secret's root"
+    );
+    // An upgrade leaves the patched caBundle alone: the chart never
+    // sets the field, so helm does not own it.
+    let out = helm(&[
+        "upgrade",
+        "mycel",
+        &chart,
+        "-n",
+        NS,
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
+    assert!(out.status.success(), "helm upgrade: {}", text(&out));
+    let hook = hooks.get("mycel-injector").await.unwrap();
+    let bundle = hook.webhooks.unwrap()[0].client_config.ca_bundle.clone();
+    assert!(
+        bundle.is_some_and(|b| !b.0.is_empty()),
+        "helm upgrade dropped the caBundle the controller patched in"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let log = mesh.controller.as_ref().unwrap().log();
     let refused: Vec<&str> = log
