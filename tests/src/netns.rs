@@ -249,9 +249,43 @@ impl Node {
     /// Starts the controller in the node namespace with a source given by
     /// `source_args` (`--mesh-config PATH` or `--kubernetes ...`).
     pub async fn start_controller_with(&mut self, source_args: &[&str]) {
-        let data = self.path("data").display().to_string();
-        let grpc = self.grpc_addr().to_string();
-        let admin = SocketAddr::from((NODE_IP, CONTROLLER_ADMIN_PORT)).to_string();
+        let proc = self
+            .spawn_controller("data", self.grpc_addr(), CONTROLLER_ADMIN_PORT, source_args)
+            .await;
+        self.controller = Some(proc);
+        let root = self.path("root.pem");
+        std::fs::copy(self.path("data/ca/root.pem"), &root).expect("copy root");
+        must(CMD, "chmod", &["0644", &root.display().to_string()]);
+    }
+
+    /// Starts replica `n` (1, 2, ...) of the controller beside the first,
+    /// with a data dir and ports of its own (gRPC 15010 + 100n, admin
+    /// 15014 + 100n); returns its gRPC address for [`PodSpec::controller`].
+    /// The caller keeps the process.
+    pub async fn start_replica(&mut self, n: u16, source_args: &[&str]) -> (Proc, SocketAddr) {
+        let grpc = SocketAddr::from((NODE_IP, CONTROLLER_GRPC_PORT + 100 * n));
+        let proc = self
+            .spawn_controller(
+                &format!("data-{n}"),
+                grpc,
+                CONTROLLER_ADMIN_PORT + 100 * n,
+                source_args,
+            )
+            .await;
+        (proc, grpc)
+    }
+
+    /// Spawns a controller and waits until its admin port says ready.
+    async fn spawn_controller(
+        &self,
+        data_dir: &str,
+        grpc: SocketAddr,
+        admin_port: u16,
+        source_args: &[&str],
+    ) -> Proc {
+        let data = self.path(data_dir).display().to_string();
+        let grpc = grpc.to_string();
+        let admin = SocketAddr::from((NODE_IP, admin_port)).to_string();
         let controller = bin("mycel-controller").display().to_string();
         let mut args = vec![
             "--data-dir",
@@ -266,17 +300,11 @@ impl Node {
             .map(|d| d.count())
             .unwrap_or(0);
         let proc = self.spawn(&format!("controller-{n}"), &controller, &args);
-        self.controller = Some(proc);
         let url = format!("http://{admin}/ready");
         if !self.wait_curl(&url, Duration::from_secs(20)).await {
-            panic!(
-                "controller not ready; log:\n{}",
-                self.controller.as_ref().map(Proc::log).unwrap_or_default()
-            );
+            panic!("controller not ready; log:\n{}", proc.log());
         }
-        let root = self.path("root.pem");
-        std::fs::copy(self.path("data/ca/root.pem"), &root).expect("copy root");
-        must(CMD, "chmod", &["0644", &root.display().to_string()]);
+        proc
     }
 
     /// Polls `url` with curl from the node namespace until it answers 2xx.

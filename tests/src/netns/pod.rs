@@ -38,6 +38,9 @@ pub struct PodSpec {
     /// A token file of the test's own (a Kubernetes service-account token)
     /// instead of a join token made for the spec; readable by the proxy UID.
     pub token_file: Option<std::path::PathBuf>,
+    /// The controller replica the sidecar talks to; the node's first
+    /// unless set.
+    pub controller: Option<SocketAddr>,
 }
 
 impl PodSpec {
@@ -53,7 +56,13 @@ impl PodSpec {
             app_host: None,
             extra: Vec::new(),
             token_file: None,
+            controller: None,
         }
+    }
+
+    pub fn controller(mut self, grpc: SocketAddr) -> Self {
+        self.controller = Some(grpc);
+        self
     }
 
     pub fn token_file(mut self, path: std::path::PathBuf) -> Self {
@@ -178,7 +187,11 @@ impl Pod {
             }
         };
         let proxy = ProxyArgs::new(&spec.workload, &spec.namespace, &spec.service_account)
-            .controller(node.grpc_addr(), &node.path("root.pem"), &token)
+            .controller(
+                spec.controller.unwrap_or_else(|| node.grpc_addr()),
+                &node.path("root.pem"),
+                &token,
+            )
             // The controller's certificate names `localhost`, not the bridge IP.
             .flag("--controller-name", "localhost")
             .address(self.ip.into(), spec.app_host.as_deref().unwrap_or(&ip))

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -129,8 +130,21 @@ async fn wait_dump(pod: &Pod, what: &str, f: impl Fn(&str) -> bool) {
 }
 
 /// A meshed Pod in its own network namespace: the demo app and a
-/// transparent proxy holding the Pod's service-account token.
+/// transparent proxy holding the Pod's service-account token, talking to
+/// the node's first controller.
 async fn pod(node: &mut Node, client: &Client, name: &str, sa: &str, subscribe: &[&str]) -> Pod {
+    pod_of(node, client, name, sa, subscribe, None).await
+}
+
+/// [`pod`], its proxy talking to the controller replica at `controller`.
+async fn pod_of(
+    node: &mut Node,
+    client: &Client,
+    name: &str,
+    sa: &str,
+    subscribe: &[&str],
+    controller: Option<SocketAddr>,
+) -> Pod {
     let token = sa_token(client, node.dir.path(), sa, "mycel").await;
     let mut pod = Pod::new(node, name);
     let listen = format!("{}:{APP_PORT}", pod.ip);
@@ -142,6 +156,9 @@ async fn pod(node: &mut Node, client: &Client, name: &str, sa: &str, subscribe: 
     spec.service_account = sa.into();
     for s in subscribe {
         spec = spec.subscribe(s);
+    }
+    if let Some(addr) = controller {
+        spec = spec.controller(addr);
     }
     pod.start_sidecar(node, &spec).await;
     pod
@@ -263,6 +280,100 @@ async fn controller_follows_services_and_endpoint_slices_through_restarts() {
         "a deleted service must not be reachable: {}",
         r.stdout
     );
+}
+
+/// Two replicas with one CA Secret, no leader: both certify and both serve
+/// discovery at once. A caller certified by replica 1 reaches a server
+/// certified by replica 0 over mTLS, and keeps reaching new endpoints
+/// while replica 0 is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controller_replicas_share_the_ca_secret_and_serve_at_once() {
+    if !k8s::available() || !can_run_pods() {
+        return;
+    }
+    let mut node = Node::new();
+    let (host_ip, _) = node.link_to_host();
+    let api = ApiServer::start_at(host_ip).await.unwrap();
+    let client = api.client().await.unwrap();
+    seed(&client, &[("web-0", "web"), ("web-1", "web")]).await;
+    let system: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "mycel-system"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &system)
+        .await
+        .unwrap();
+    let svc: Service = create(
+        &client,
+        Some(NS),
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        }),
+    )
+    .await;
+    let vip = svc.spec.unwrap().cluster_ip.unwrap();
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let source = [
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--proxy-mesh-port",
+        "15006",
+        "--ca-secret",
+        "mycel-system/mycel-ca",
+    ];
+    node.start_controller_with(&source).await;
+    let (replica1, grpc1) = node.start_replica(1, &source).await;
+    let root = |dir: &str| std::fs::read_to_string(node.path(dir).join("ca/root.pem")).unwrap();
+    assert_eq!(
+        root("data"),
+        root("data-1"),
+        "replica 1 signs under another root than replica 0"
+    );
+
+    let web0 = pod(&mut node, &client, "web-0", "web", &[]).await;
+    let caller = pod_of(
+        &mut node,
+        &client,
+        "client-0",
+        "client",
+        &["web.shop"],
+        Some(grpc1),
+    )
+    .await;
+    let ip0 = web0.ip.to_string();
+    let _: EndpointSlice = create(&client, Some(NS), slice("web-a", &[(&ip0, "web-0")])).await;
+    wait_dump(&caller, "web-0 from replica 1", |d| d.contains(&ip0)).await;
+    let url = format!("http://{vip}/ratings/1");
+    let served = |p: &Pod| p.metric_sum("mycel_requests_total", &["direction=\"inbound\""]);
+    let r = caller.exec("curl", &["-sf", "-m", "5", &url]);
+    assert!(
+        r.ok,
+        "a caller certified by replica 1 cannot reach a server certified by replica 0: {}{}\n{}",
+        r.stdout,
+        r.stderr,
+        caller.sidecar_log()
+    );
+    assert!(served(&web0) >= 1, "web-0 served nothing");
+
+    // Replica 0 goes away: replica 1 alone certifies a new Pod and tells
+    // the caller about it.
+    node.controller.take();
+    let web1 = pod_of(&mut node, &client, "web-1", "web", &[], Some(grpc1)).await;
+    let ip1 = web1.ip.to_string();
+    let _: EndpointSlice = create(&client, Some(NS), slice("web-b", &[(&ip1, "web-1")])).await;
+    wait_dump(&caller, "web-1 from replica 1 alone", |d| {
+        d.contains(&ip0) && d.contains(&ip1)
+    })
+    .await;
+    let before = served(&web0) + served(&web1);
+    for _ in 0..6 {
+        let r = caller.exec("curl", &["-sf", "-m", "5", &url]);
+        assert!(r.ok, "curl {url} with replica 0 down: {}", r.stderr);
+    }
+    assert_eq!(served(&web0) + served(&web1) - before, 6);
+    assert!(served(&web1) >= 1, "the new endpoint got no traffic");
+    drop(replica1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
