@@ -175,11 +175,9 @@ fn can_run_pods() -> bool {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_follows_services_and_endpoint_slices_through_restarts() {
-    if !k8s::available() || !can_run_pods() {
-        return;
-    }
+/// A node with an API server linked in, namespace `shop` seeded with Pods
+/// web-0 and web-1 (service account `web`), and Service `web`; its VIP.
+async fn web_cluster() -> (Node, ApiServer, Client, String) {
     let mut node = Node::new();
     let (host_ip, _) = node.link_to_host();
     let api = ApiServer::start_at(host_ip).await.unwrap();
@@ -195,6 +193,15 @@ async fn controller_follows_services_and_endpoint_slices_through_restarts() {
     )
     .await;
     let vip = svc.spec.unwrap().cluster_ip.unwrap();
+    (node, api, client, vip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_follows_services_and_endpoint_slices_through_restarts() {
+    if !k8s::available() || !can_run_pods() {
+        return;
+    }
+    let (mut node, api, client, vip) = web_cluster().await;
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
     let kubeconfig = api.kubeconfig.display().to_string();
     let source = [
@@ -291,27 +298,13 @@ async fn two_controller_replicas_share_the_ca_secret_and_serve_at_once() {
     if !k8s::available() || !can_run_pods() {
         return;
     }
-    let mut node = Node::new();
-    let (host_ip, _) = node.link_to_host();
-    let api = ApiServer::start_at(host_ip).await.unwrap();
-    let client = api.client().await.unwrap();
-    seed(&client, &[("web-0", "web"), ("web-1", "web")]).await;
+    let (mut node, api, client, vip) = web_cluster().await;
     let system: Namespace =
         serde_json::from_value(json!({"metadata": {"name": "mycel-system"}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &system)
         .await
         .unwrap();
-    let svc: Service = create(
-        &client,
-        Some(NS),
-        json!({
-            "metadata": {"name": "web"},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-        }),
-    )
-    .await;
-    let vip = svc.spec.unwrap().cluster_ip.unwrap();
     let kubeconfig = api.kubeconfig.display().to_string();
     let source = [
         "--kubernetes",
