@@ -18,9 +18,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::core::directory::Discovery;
 use crate::core::http::boxed;
 use crate::core::serve::{HttpMode, Server};
-use crate::discovery::{Discovery, DiscoveryStatus};
+use crate::discovery::DiscoveryStatus;
 use crate::identity::IdentityState;
 
 pub use certs::certs_json;

@@ -18,12 +18,12 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState};
 use crate::config::{names, Config, Mode, Source, TcpUpstream};
 use crate::core::channel::ControllerTls;
+use crate::core::directory::{Discovery, Snapshot, Subscriptions};
 use crate::core::orig_dst::SockOpt;
 use crate::core::serve::{ConnMetrics, Server, Shutdown};
 use crate::discovery::readiness::Withdrawal;
 use crate::discovery::{
-    readiness, static_file, Discovery, DiscoveryClient, DiscoveryMetrics, DiscoveryStatus,
-    HelloParams, Snapshot, Subscriptions,
+    readiness, static_file, DiscoveryClient, DiscoveryMetrics, DiscoveryStatus, HelloParams,
 };
 use crate::identity::cert::{load_static, read_pem_certs};
 use crate::identity::{GrpcCaClient, IdentityManager, IdentityMetrics, IdentityState};

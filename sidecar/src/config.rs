@@ -24,7 +24,12 @@ use serde::Serialize;
 use args::Args;
 
 pub use crate::core::limits::{Limits, SubscriptionLimits};
-pub use parse::{AppPort, GatewayRoute, Switchable, TcpUpstream, ValueError};
+pub use parse::{AppPort, Switchable, TcpUpstream, ValueError};
+// Value types the parts own; flags parse into them here.
+pub use crate::gateway::route::GatewayRoute;
+pub use crate::identity::ca::TokenSource;
+pub use crate::inbound::capture::MtlsMode;
+pub use crate::outbound::transparent::UnknownDestination;
 
 /// Flag and environment names, in one place.
 pub mod names {
@@ -71,7 +76,7 @@ pub mod names {
     pub const SHUTDOWN_GRACE: &str = "shutdown-grace";
 
     /// Join token (or service-account token) when no `--token-file` is given.
-    pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
+    pub const ENV_TOKEN: &str = crate::identity::ca::ENV_TOKEN;
     /// Log filter (tracing `EnvFilter` syntax).
     pub const ENV_LOG: &str = mycel_api::report::LOG_ENV;
     /// The app's probe targets (JSON), set by the injector.
@@ -209,28 +214,6 @@ impl Mode {
     }
 }
 
-/// What the inbound capture listener does with plaintext from clients
-/// outside the mesh.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum MtlsMode {
-    /// Refused: only mesh (mTLS) traffic reaches the app.
-    Strict,
-    /// Passed to the app and counted as plaintext.
-    Permissive,
-}
-
-/// Where the transparent outbound listener sends a destination that is
-/// neither a service address nor a meshed endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownDestination {
-    /// Plain TCP to the original destination, as without the mesh.
-    Passthrough,
-    /// The connection is closed.
-    Deny,
-}
-
 /// Transparent mode (iptables capture by `mycel-proxy init`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TransparentConfig {
@@ -248,32 +231,6 @@ pub struct TransparentConfig {
     /// Permissive inbound capture passes any port, not only declared app
     /// ports.
     pub capture_all_ports: bool,
-}
-
-/// Where the join token comes from. A file is re-read on every request, so
-/// a rotated (projected) token is picked up without a restart.
-#[derive(Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    File(PathBuf),
-    Value(String),
-}
-
-impl std::fmt::Debug for TokenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenSource::File(p) => f.debug_tuple("File").field(p).finish(),
-            TokenSource::Value(_) => f.write_str("Value(<redacted>)"),
-        }
-    }
-}
-
-impl Serialize for TokenSource {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            TokenSource::File(p) => s.collect_str(&format_args!("file:{}", p.display())),
-            TokenSource::Value(_) => s.serialize_str(&format!("env:{}", names::ENV_TOKEN)),
-        }
-    }
 }
 
 impl TokenSource {

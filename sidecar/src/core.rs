@@ -10,12 +10,15 @@
 //!   current certificate and trust bundle ([`credentials`]), and a captured
 //!   connection's original destination ([`orig_dst`]); a connection whose
 //!   first bytes were read to detect its protocol, replayed ([`prefixed`]).
+//! - The directory of services and endpoints the data path reads, filled by
+//!   `discovery` ([`directory`]).
 //! - The controller: its TLS channel ([`channel`]) and the jittered backoff
 //!   every retry loop uses ([`backoff`]).
 
 pub mod backoff;
 pub mod channel;
 pub mod credentials;
+pub mod directory;
 pub mod drain;
 pub mod http;
 #[cfg(test)]

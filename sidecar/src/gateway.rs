@@ -12,12 +12,12 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-pub use crate::config::GatewayRoute;
 use crate::core::http::{boxed, proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind};
 use crate::outbound::plan::Destination;
 use crate::outbound::{request_authority, Outbound};
+pub use route::GatewayRoute;
 
 /// Serves the gateway listener until the task is dropped.
 pub fn serve(

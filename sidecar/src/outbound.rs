@@ -20,8 +20,8 @@ pub use forward::{ForwardError, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
 
 use crate::core::credentials::IdentityState;
+use crate::core::directory::Discovery;
 use crate::core::serve::Server;
-use crate::discovery::Discovery;
 use crate::metrics::ProxyMetrics;
 
 /// What the outbound side needs.

@@ -5,7 +5,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::config::MapEnv;
-use crate::discovery::{Snapshot, Subscriptions};
+use crate::core::directory::{Snapshot, Subscriptions};
 use crate::identity::fake::FakeCa;
 use crate::identity::{IdentityManager, IdentityMetrics};
 

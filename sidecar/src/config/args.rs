@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 use mycel_api::names::NameKind;
 
 use super::names::*;
-use super::parse::{self, AppPort, GatewayRoute, Switchable, TcpUpstream};
+use super::parse::{self, AppPort, Switchable, TcpUpstream};
 use super::{Mode, MtlsMode, UnknownDestination};
+use crate::gateway::route::GatewayRoute;
 
 /// Help headings, one per mode or concern.
 mod heading {

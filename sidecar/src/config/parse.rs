@@ -12,6 +12,8 @@ use mycel_api::names::{self, NameError, NameKind, ServiceKey, ServiceKeyError};
 
 use mycel_api::protocol::Protocol;
 
+use crate::gateway::route::GatewayRoute;
+
 /// Why one flag value is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ValueError {
@@ -66,18 +68,6 @@ pub struct AppPort {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpUpstream {
     pub listen: SocketAddr,
-    /// Service key, `<name>.<namespace>`.
-    pub service: String,
-    pub port: u16,
-}
-
-/// A gateway route, from `--route [HOST]/PREFIX=svc.ns:port`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GatewayRoute {
-    /// Matched against the request's host (without port); `None` = any host.
-    pub host: Option<String>,
-    /// Path prefix, always starting with `/`.
-    pub prefix: String,
     /// Service key, `<name>.<namespace>`.
     pub service: String,
     pub port: u16,

@@ -9,7 +9,7 @@ use mycel_api::v1 as pb;
 use rustls_pki_types::CertificateDer;
 
 use super::convert::{self, ConvertError, Converted, Kind};
-use super::model::{Endpoint, Service, ServiceState, Snapshot};
+use crate::core::directory::model::{Endpoint, Service, ServiceState, Snapshot};
 
 #[derive(Debug, Default)]
 pub struct Cache {

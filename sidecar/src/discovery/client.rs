@@ -22,13 +22,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::cache::Cache;
-use super::handle::{Change, Subscriptions};
-use super::model::Snapshot;
 use super::readiness::Withdrawal;
 use super::status::{DiscoveryMetrics, DiscoveryStatus};
 use crate::core::backoff::Backoff;
 use crate::core::channel::{ChannelError, ControllerTls};
 use crate::core::credentials::{IdentityState, TrustBundle};
+use crate::core::directory::handle::{Change, Subscriptions};
+use crate::core::directory::model::Snapshot;
 
 pub const RECONNECT_BACKOFF: Backoff = Backoff {
     min: Duration::from_millis(100),

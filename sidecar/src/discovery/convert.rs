@@ -16,7 +16,7 @@ use mycel_api::v1 as pb;
 use pb::resource::Body;
 use rustls_pki_types::CertificateDer;
 
-use super::model::{Endpoint, Protocol, Service, ServicePort};
+use crate::core::directory::model::{Endpoint, Protocol, Service, ServicePort};
 
 /// A resource, converted. Keyed by service key except the trust bundle.
 #[derive(Clone, Debug, PartialEq)]

@@ -25,7 +25,9 @@ use mycel_api::names::{self, service_key, NameKind};
 use mycel_api::spiffe::SpiffeId;
 use serde::Deserialize;
 
-use super::model::{Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot};
+use crate::core::directory::model::{
+    Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StaticError {

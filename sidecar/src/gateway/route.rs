@@ -1,7 +1,19 @@
 //! Which route a gateway request takes, and the path it is matched and
 //! forwarded with. Pure and table-tested.
 
-use crate::config::GatewayRoute;
+use serde::Serialize;
+
+/// A gateway route, from `--route [HOST]/PREFIX=svc.ns:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayRoute {
+    /// Matched against the request's host (without port); `None` = any host.
+    pub host: Option<String>,
+    /// Path prefix, always starting with `/`.
+    pub prefix: String,
+    /// Service key, `<name>.<namespace>`.
+    pub service: String,
+    pub port: u16,
+}
 
 /// A path the gateway refuses to route.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -3,14 +3,44 @@
 //! tested with [`super::fake::FakeCa`] and paused time.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
 use rustls_pki_types::CertificateDer;
+use serde::Serialize;
 
-use crate::config::TokenSource;
 use crate::core::channel::{ChannelError, ControllerTls};
+
+/// The environment variable a join token may come from.
+pub const ENV_TOKEN: &str = "MYCEL_TOKEN";
+
+/// Where the join token comes from. A file is re-read on every request, so
+/// a rotated (projected) token is picked up without a restart.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    File(PathBuf),
+    Value(String),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            TokenSource::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
+}
+
+impl Serialize for TokenSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TokenSource::File(p) => s.collect_str(&format_args!("file:{}", p.display())),
+            TokenSource::Value(_) => s.serialize_str(&format!("env:{}", ENV_TOKEN)),
+        }
+    }
+}
 
 /// What the CA answered.
 #[derive(Clone, Debug)]

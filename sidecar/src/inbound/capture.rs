@@ -13,10 +13,21 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::MtlsMode;
 use crate::core::orig_dst::OrigDst;
 use crate::core::serve::Server;
 use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
+use serde::Serialize;
+
+/// What the inbound capture listener does with plaintext from clients
+/// outside the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// Refused: only mesh (mTLS) traffic reaches the app.
+    Strict,
+    /// Passed to the app and counted as plaintext.
+    Permissive,
+}
 
 /// What the capture listener needs.
 pub struct CaptureContext {

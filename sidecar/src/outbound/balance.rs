@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::discovery::Endpoint;
+use crate::core::directory::Endpoint;
 
 /// The `cursor`-th ready endpoint, wrapping around. Pure so the rotation
 /// rules are tested without shared state.

@@ -8,11 +8,11 @@ use hyper::upgrade::Upgraded;
 
 use super::plan::{plan, Destination, Plan, PlanError};
 use super::Outbound;
+use crate::core::directory::{Endpoint, Protocol, ServicePort, SubscribeError};
 use crate::core::http::{
     boxed, empty, proxy_error, redact_proxy_error, strip_hop_by_hop, Body, Caller, APP_PROTOCOL,
     DST_PORT, PEER_ID,
 };
-use crate::discovery::{Endpoint, Protocol, ServicePort, SubscribeError};
 use crate::metrics::{Direction, ErrorKind};
 
 /// How long a request waits for the controller's first answer on a service.
@@ -305,7 +305,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::discovery::Service;
+    use crate::core::directory::Service;
 
     fn plan_with(protocol: Protocol) -> Plan {
         Plan {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::discovery::{Endpoint, Service, ServicePort, ServiceState};
+use crate::core::directory::{Endpoint, Service, ServicePort, ServiceState};
 use crate::metrics::ErrorKind;
 
 /// The parsed authority of a request, before discovery is consulted.
@@ -188,7 +188,7 @@ pub fn plan(dest: &Destination, state: &ServiceState) -> Result<Plan, PlanError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Protocol;
+    use crate::core::directory::Protocol;
 
     fn port(name: &str, port: u16, target: u16) -> ServicePort {
         ServicePort {

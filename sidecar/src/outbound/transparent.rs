@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -21,13 +22,23 @@ use self::classify::{classify, Target};
 use self::detect::{protocol_label, read_and_detect, should_detect, Detected, DETECT_TIMEOUT};
 use super::plan::Destination;
 use super::{request_authority, ForwardError, Outbound, RESOLVE_WAIT};
-use crate::config::UnknownDestination;
+use crate::core::directory::{Endpoint, ServicePort, ServiceState, Snapshot};
 use crate::core::http::boxed;
 use crate::core::orig_dst::OrigDst;
 use crate::core::prefixed::Prefixed;
 use crate::core::serve::{Conn, HttpMode, Server};
-use crate::discovery::{Endpoint, ServicePort, ServiceState, Snapshot};
 use crate::metrics::{Direction, Flow};
+
+/// Where the transparent outbound listener sends a destination that is
+/// neither a service address nor a meshed endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownDestination {
+    /// Plain TCP to the original destination, as without the mesh.
+    Passthrough,
+    /// The connection is closed.
+    Deny,
+}
 
 const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The metric label of every passthrough connection.

@@ -18,8 +18,8 @@ use hyper_util::rt::TokioIo;
 
 use super::forward::ForwardError;
 use super::Outbound;
+use crate::core::directory::{Endpoint, Protocol, ServicePort};
 use crate::core::http::{boxed, empty, strip_hop_by_hop, Body, APP_PROTOCOL, DST_PORT, PEER_ID};
-use crate::discovery::{Endpoint, Protocol, ServicePort};
 
 /// The `Upgrade` value of an HTTP/1.1 upgrade request worth carrying, if
 /// any. `h2c` is not carried: the mesh speaks HTTP/2 itself.

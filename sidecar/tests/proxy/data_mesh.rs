@@ -14,10 +14,10 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mycel_sidecar::core::serve::{Limits, Server};
-use mycel_sidecar::discovery::{
+use mycel_sidecar::core::directory::{
     Discovery, Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot, Subscriptions,
 };
+use mycel_sidecar::core::serve::{Limits, Server};
 use mycel_sidecar::inbound::{self, InboundContext};
 use mycel_sidecar::metrics::{Direction, ErrorKind, ProxyMetrics};
 use mycel_sidecar::outbound::pool::PoolSettings;

@@ -16,11 +16,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_sidecar::config::{MtlsMode, UnknownDestination};
-use mycel_sidecar::core::orig_dst::OrigDst;
-use mycel_sidecar::core::serve::{Limits, Server};
-use mycel_sidecar::discovery::{
+use mycel_sidecar::core::directory::{
     Discovery, Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot, Subscriptions,
 };
+use mycel_sidecar::core::orig_dst::OrigDst;
+use mycel_sidecar::core::serve::{Limits, Server};
 use mycel_sidecar::inbound::{self, capture, InboundContext};
 use mycel_sidecar::metrics::ProxyMetrics;
 use mycel_sidecar::outbound::pool::PoolSettings;

@@ -10,8 +10,8 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
+use crate::core::directory::model::ServiceState;
 use crate::discovery::convert::tests::{eps_resource, svc_resource};
-use crate::discovery::model::ServiceState;
 
 type Outbox = mpsc::Sender<Result<pb::DiscoveryResponse, Status>>;
 

@@ -1,6 +1,6 @@
 use super::*;
+use crate::core::directory::model::ServiceState;
 use crate::discovery::cache::Cache;
-use crate::discovery::model::ServiceState;
 use pb::resource::Body;
 
 pub(crate) fn key(t: pb::ResourceType, name: &str) -> Option<pb::ResourceKey> {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use crate::discovery::{Endpoint, Protocol, ServicePort, ServiceState, Snapshot};
+use crate::core::directory::{Endpoint, Protocol, ServicePort, ServiceState, Snapshot};
 
 /// The mesh meaning of an original destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::discovery::Service;
+    use crate::core::directory::Service;
 
     fn snapshot() -> Snapshot {
         let mut s = Snapshot::default();

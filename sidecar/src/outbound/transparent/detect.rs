@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::discovery::Protocol;
+use crate::core::directory::Protocol;
 
 /// How long the client gets to send its first bytes. A client-first
 /// protocol sends at once; one that stays silent is treated as opaque TCP.

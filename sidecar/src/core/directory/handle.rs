@@ -223,8 +223,8 @@ fn known_in(snapshot: &Snapshot, key: &str) -> Option<ServiceState> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::Service;
     use super::*;
-    use crate::discovery::model::Service;
 
     fn known(name: &str) -> ServiceState {
         ServiceState::Known {
