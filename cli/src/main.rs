@@ -1,8 +1,13 @@
 //! `mycelctl`: the Mycel command line. `demo` runs the whole mesh on
-//! loopback; `token create|list|revoke` manage join tokens.
+//! loopback; `token create|list|revoke` manage join tokens; `inject` meshes
+//! manifests offline; `install` and `check` install Mycel into a Kubernetes
+//! cluster and check it.
 
+mod check;
 mod demo;
 mod inject;
+mod install;
+mod kubeconfig;
 mod token;
 
 use std::path::PathBuf;
@@ -34,6 +39,10 @@ enum Command {
     Demo(DemoFlags),
     /// Add the mesh proxy to the pods of Kubernetes manifests (offline, as the webhook does).
     Inject(inject::InjectArgs),
+    /// Print Mycel's Kubernetes manifests (the helm chart's, default values), or apply them.
+    Install(install::InstallArgs),
+    /// Check that Mycel is installed and healthy in a Kubernetes cluster (or, with --pre, that it can be).
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,6 +153,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token { command } => token::run(command),
         Command::Inject(args) => inject::run(args),
+        Command::Install(args) => install::run(args).await,
+        Command::Check(args) => check::run(args).await,
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,
