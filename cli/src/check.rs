@@ -21,7 +21,8 @@ pub struct CheckArgs {
     /// enough, and you may create what the chart creates.
     #[arg(long, conflicts_with = "proxy")]
     pub pre: bool,
-    /// Also check that every meshed Pod runs a ready proxy.
+    /// Also check that every meshed Pod runs a ready proxy holding a valid
+    /// certificate for its service account.
     #[arg(long)]
     pub proxy: bool,
     /// Namespace Mycel is installed in.
