@@ -111,7 +111,7 @@ fn with_checksum(text: &str) -> anyhow::Result<String> {
     let end = text[start..]
         .find("\n---\n")
         .map_or(text.len(), |i| start + i + 1);
-    let sum = hex::encode(Sha256::digest(text[start..end].as_bytes()));
+    let sum = hex::encode(Sha256::digest(&text.as_bytes()[start..end]));
     let at = text
         .find(CHECKSUM_KEY)
         .context("the rendered chart has no checksum/config")?

@@ -4,6 +4,11 @@ use super::*;
 
 const DAY: i64 = 86_400;
 
+/// A Secret's data, as the check reads it.
+type Data = BTreeMap<String, Vec<u8>>;
+/// Each webhook's caBundle, `None` for a missing configuration.
+type Bundles = Option<Vec<Option<Vec<u8>>>>;
+
 /// A self-signed CA valid from `from` to `to` (unix seconds), and its key.
 fn ca(from: i64, to: i64) -> (rcgen::Certificate, KeyPair) {
     let key = KeyPair::generate().unwrap();
@@ -75,7 +80,7 @@ fn ca_secret_formats() {
     let t = now();
     let (root, _) = ca(t - DAY, t + 400 * DAY);
     let (issuer, _) = ca(t - DAY, t + 300 * DAY);
-    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+    let map = |pairs: &[(&str, &str)]| -> Data {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
@@ -94,7 +99,7 @@ fn ca_secret_formats() {
         ca_secret("ns/ca", Some(&cm)).unwrap().root,
         root.der().to_vec()
     );
-    let table: [(Option<BTreeMap<String, Vec<u8>>>, &str); 3] = [
+    let table: [(Option<Data>, &str); 3] = [
         (None, "no CA Secret"),
         (Some(map(&[("root.pem", "not pem")])), "no readable root"),
         (Some(map(&[("tls.key", "k")])), "no readable root"),
@@ -119,7 +124,7 @@ fn webhook_bundles_must_be_or_chain_to_the_mesh_root() {
     let pem = |c: &rcgen::Certificate| Some(c.pem().into_bytes());
     let both = Some(format!("{}{}", other.pem(), root.pem()).into_bytes());
     let r = Some(root.der().as_ref());
-    let table: Vec<(Option<Vec<Option<Vec<u8>>>>, Option<&[u8]>, Status)> = vec![
+    let table: Vec<(Bundles, Option<&[u8]>, Status)> = vec![
         (Some(vec![pem(&root)]), r, Status::Ok),
         (Some(vec![pem(&issuer)]), r, Status::Ok),
         (Some(vec![both]), r, Status::Ok),
