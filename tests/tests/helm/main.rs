@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 
 /// `helm install` into a real API server.
 mod cluster;
+/// `mycelctl install` renders the chart.
+mod install;
 
 /// Where the chart is installed, as the README says.
 const NS: &str = "mycel-system";
@@ -125,7 +127,10 @@ fn rendered_inject_settings_are_read_by_the_controller() {
     let settings: mycel_inject::InjectConfig = serde_saphyr::from_str(text)
         .unwrap_or_else(|e| panic!("the chart's inject.yaml is refused: {e}\n{text}"));
     mycel_inject::check_config(&settings).unwrap();
-    assert_eq!(settings.controller_address, "mycel-controller.mycel-system.svc:15010");
+    assert_eq!(
+        settings.controller_address,
+        "mycel-controller.mycel-system.svc:15010"
+    );
 }
 
 #[test]
