@@ -353,7 +353,8 @@ async fn proxies(client: &Client, namespace: &str) -> Vec<Check> {
                 }
             }
             Ok(Err(e)) => problems.push(format!(
-                "{key}: /certs not readable through the API server ({e})"
+                "{key}: /certs not readable through the API server ({})",
+                short(&e)
             )),
             Err(_) => problems.push(format!(
                 "{key}: /certs not answered within {PROXY_TIMEOUT:?}"
@@ -370,6 +371,15 @@ async fn proxies(client: &Client, namespace: &str) -> Vec<Check> {
         ));
     }
     out
+}
+
+/// An API error as its code and message: the pod proxy's answers are
+/// rarely a Status object, and kube's rendering of that is long.
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.message),
+        other => other.to_string(),
+    }
 }
 
 /// A native sidecar's status is among the init containers', a classic
