@@ -88,8 +88,15 @@ pub async fn gather(args: &CheckArgs) -> Vec<Check> {
         .flatten()
         .and_then(|d| ca_secret_flag(&d))
         .unwrap_or_else(|| (args.namespace.clone(), CA_SECRET.to_string()));
-    let ca = ca(&client, &ca_name, &mut checks).await;
-    checks.push(webhook(&client, ca.as_ref().map(|c| c.root.as_slice())).await);
+    let ca = ca(&client, &args.namespace, &ca_name, &mut checks).await;
+    checks.push(
+        webhook(
+            &client,
+            &args.namespace,
+            ca.as_ref().map(|c| c.root.as_slice()),
+        )
+        .await,
+    );
     checks.push(webhook_endpoints(&client, &args.namespace).await);
     if let Some(ca) = &ca {
         checks.push(trust_bundles(&client, &ca.root).await);
@@ -182,6 +189,7 @@ async fn crds(client: &Client) -> Vec<Check> {
 /// The CA Secret's certificates, judged; `None` when they cannot be read.
 async fn ca(
     client: &Client,
+    namespace: &str,
     (ns, name): &(String, String),
     checks: &mut Vec<Check>,
 ) -> Option<verdict::CaCerts> {
@@ -200,7 +208,7 @@ async fn ca(
             .collect()
     });
     let full = format!("{ns}/{name}");
-    match verdict::ca_secret(&full, data.as_ref()) {
+    match verdict::ca_secret(&full, namespace, data.as_ref()) {
         Ok(certs) => {
             let now = now_unix();
             checks.push(verdict::ca_validity(&certs.root, now, "root"));
@@ -223,7 +231,7 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-async fn webhook(client: &Client, root: Option<&[u8]>) -> Check {
+async fn webhook(client: &Client, namespace: &str, root: Option<&[u8]>) -> Check {
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     match get_opt(&api, WEBHOOK_CONFIG).await {
         Ok(config) => {
@@ -234,7 +242,7 @@ async fn webhook(client: &Client, root: Option<&[u8]>) -> Check {
                     .map(|w| w.client_config.ca_bundle.map(|b| b.0))
                     .collect()
             });
-            verdict::webhook(WEBHOOK_CONFIG, bundles.as_deref(), root)
+            verdict::webhook(WEBHOOK_CONFIG, namespace, bundles.as_deref(), root)
         }
         Err(e) => api_failed("webhook", &e),
     }
@@ -252,7 +260,7 @@ async fn webhook_endpoints(client: &Client, namespace: &str) -> Check {
                 .flat_map(|s| &s.endpoints)
                 .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
                 .count();
-            verdict::webhook_endpoints(WEBHOOK_SERVICE, ready)
+            verdict::webhook_endpoints(namespace, WEBHOOK_SERVICE, ready)
         }
         Err(e) => api_failed("webhook-endpoints", &e),
     }

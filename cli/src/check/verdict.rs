@@ -205,12 +205,17 @@ pub struct CaCerts {
 /// Reads the CA Secret's certificates (never its keys): Mycel's format
 /// (`root.pem`, `issuer.pem`) or cert-manager's (`ca.crt` root, `tls.crt`
 /// issuer), as `control-plane/src/sources/k8s/ca_secret.rs` stores them.
-pub fn ca_secret(name: &str, data: Option<&BTreeMap<String, Vec<u8>>>) -> Result<CaCerts, Check> {
+/// `namespace` is the controller's, for the hints.
+pub fn ca_secret(
+    name: &str,
+    namespace: &str,
+    data: Option<&BTreeMap<String, Vec<u8>>>,
+) -> Result<CaCerts, Check> {
     let Some(data) = data else {
         return Err(fail(
             "ca",
             format!("no CA Secret {name}"),
-            "the controller creates it on first start: check that it runs (kubectl -n mycel-system logs deploy/mycel-controller)",
+            format!("the controller creates it on first start: check that it runs (kubectl -n {namespace} logs deploy/mycel-controller)"),
         ));
     };
     let (root_key, issuer_key) = if data.contains_key("root.pem") {
@@ -288,7 +293,13 @@ fn chains_to(cert: &[u8], root: &[u8]) -> bool {
 /// Whether each webhook's `caBundle` holds certificates and one of them is
 /// the mesh root (or a certificate the root signed, which the API server
 /// trusts as well). `root` is `None` when the CA Secret could not be read.
-pub fn webhook(config: &str, bundles: Option<&[Option<Vec<u8>>]>, root: Option<&[u8]>) -> Check {
+/// `namespace` is the controller's, for the hints.
+pub fn webhook(
+    config: &str,
+    namespace: &str,
+    bundles: Option<&[Option<Vec<u8>>]>,
+    root: Option<&[u8]>,
+) -> Check {
     let Some(bundles) = bundles else {
         return fail(
             "webhook",
@@ -311,7 +322,7 @@ pub fn webhook(config: &str, bundles: Option<&[Option<Vec<u8>>]>, root: Option<&
         return fail(
             "webhook",
             format!("{config}: a webhook has no caBundle with a certificate, so the API server cannot call the injector"),
-            "the controller writes it at start: check that it runs (kubectl -n mycel-system logs deploy/mycel-controller)",
+            format!("the controller writes it at start: check that it runs (kubectl -n {namespace} logs deploy/mycel-controller)"),
         );
     }
     let Some(root) = root else {
@@ -335,12 +346,12 @@ pub fn webhook(config: &str, bundles: Option<&[Option<Vec<u8>>]>, root: Option<&
 }
 
 /// The webhook Service's endpoints: how many are ready.
-pub fn webhook_endpoints(service: &str, ready: usize) -> Check {
+pub fn webhook_endpoints(namespace: &str, service: &str, ready: usize) -> Check {
     if ready == 0 {
         return fail(
             "webhook-endpoints",
             format!("Service {service} has no ready endpoint: meshed pods cannot be created"),
-            "the controller serves the webhook: check its pods are ready (kubectl -n mycel-system get pods)",
+            format!("the controller serves the webhook: check its pods are ready (kubectl -n {namespace} get pods)"),
         );
     }
     pass(

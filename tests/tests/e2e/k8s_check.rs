@@ -447,3 +447,70 @@ async fn check_proxy_names_meshed_pods_without_a_ready_or_reachable_proxy() {
     );
     assert_line(&text, "[FAIL]", "proxy-certs", "shop/web-1");
 }
+
+/// The documented path without helm: `mycelctl install | kubectl apply -f -`,
+/// into a namespace of the user's choosing, and check finds it there.
+#[tokio::test]
+async fn printed_manifests_apply_with_kubectl_into_another_namespace() {
+    if !k8s::available() || !k8s::tools_available() {
+        return;
+    }
+    let api = ApiServer::start().await.unwrap();
+    let admin = api.client().await.unwrap();
+    let kc = api.kubeconfig.display().to_string();
+    let printed = mycelctl(&["install", "--namespace", "mesh-a"]).await;
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+
+    let mut kubectl = tokio::process::Command::new(k8s::bin_dir().join("kubectl"))
+        .args(["--kubeconfig", &kc, "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = kubectl.stdin.take().unwrap();
+        stdin.write_all(&printed.stdout).await.unwrap();
+    }
+    let applied = kubectl.wait_with_output().await.unwrap();
+    assert!(
+        applied.status.success(),
+        "kubectl apply: {}{}",
+        stdout(&applied),
+        String::from_utf8_lossy(&applied.stderr)
+    );
+
+    let hook = Api::<MutatingWebhookConfiguration>::all(admin.clone())
+        .get("mycel-injector")
+        .await
+        .unwrap();
+    let service = hook.webhooks.unwrap()[0]
+        .client_config
+        .service
+        .clone()
+        .unwrap();
+    assert_eq!(service.namespace, "mesh-a");
+    let (ok, text) = check(&kc, &["--namespace", "mesh-a"]).await;
+    assert!(!ok, "{text}");
+    assert_line(
+        &text,
+        "[ok]",
+        "crds",
+        "meshconfigs.mycel.io installed and current",
+    );
+    assert_line(
+        &text,
+        "[FAIL]",
+        "controller",
+        "mycel-controller in mesh-a has no ready replica",
+    );
+    assert_line(&text, "[FAIL]", "ca", "no CA Secret mesh-a/mycel-ca");
+    // Hints name the namespace it is installed in.
+    assert!(text.contains("kubectl -n mesh-a get pods"), "{text}");
+    assert!(!text.contains("-n mycel-system"), "{text}");
+}

@@ -91,12 +91,12 @@ fn ca_secret_formats() {
         ("issuer.pem", &issuer.pem()),
         ("root.key", "secret"),
     ]);
-    let got = ca_secret("ns/ca", Some(&mycel)).unwrap();
+    let got = ca_secret("ns/ca", "ns", Some(&mycel)).unwrap();
     assert_eq!(got.root, root.der().to_vec());
     assert_eq!(got.issuer.as_deref(), Some(issuer.der().as_ref()));
     let cm = map(&[("ca.crt", &root.pem()), ("tls.crt", &issuer.pem())]);
     assert_eq!(
-        ca_secret("ns/ca", Some(&cm)).unwrap().root,
+        ca_secret("ns/ca", "ns", Some(&cm)).unwrap().root,
         root.der().to_vec()
     );
     let table: [(Option<Data>, &str); 3] = [
@@ -105,7 +105,7 @@ fn ca_secret_formats() {
         (Some(map(&[("tls.key", "k")])), "no readable root"),
     ];
     for (data, words) in table {
-        let err = ca_secret("ns/ca", data.as_ref()).unwrap_err();
+        let err = ca_secret("ns/ca", "ns", data.as_ref()).unwrap_err();
         assert!(!err.ok && err.detail.contains(words), "{err:?}");
     }
 }
@@ -137,7 +137,7 @@ fn webhook_bundles_must_be_or_chain_to_the_mesh_root() {
         (Some(vec![pem(&other)]), None, Status::Warn),
     ];
     for (i, (bundles, root, status)) in table.into_iter().enumerate() {
-        let c = webhook("mycel-injector", bundles.as_deref(), root);
+        let c = webhook("mycel-injector", "ns", bundles.as_deref(), root);
         assert_eq!(c.status, status, "case {i}: {c:?}");
     }
 }
@@ -213,8 +213,8 @@ fn lists_and_lines() {
         (trust_bundles(&[], &[], 2), Status::Ok),
         (trust_bundles(&many[..1], &[], 2), Status::Fail),
         (trust_bundles(&[], &many[..1], 2), Status::Fail),
-        (webhook_endpoints("mycel-webhook", 0), Status::Fail),
-        (webhook_endpoints("mycel-webhook", 2), Status::Ok),
+        (webhook_endpoints("ns", "mycel-webhook", 0), Status::Fail),
+        (webhook_endpoints("ns", "mycel-webhook", 2), Status::Ok),
         (access(&[], 12), Status::Ok),
         (access(&many[..2], 12), Status::Fail),
     ];
