@@ -132,13 +132,15 @@ impl FaultFlags {
 /// Environment variables mycelctl reads (for the reference page).
 const ENVIRONMENT: &[(&str, &str)] = &[(
     report::LOG_ENV,
-    "Log filter of mycelctl itself in tracing's EnvFilter syntax (default: warn).",
+    "Log filter of mycelctl itself in tracing's EnvFilter syntax (default: warn, without the Kubernetes client's log of each refused request).",
 )];
 
 const PROGRAM: report::Program = report::Program {
     name: "mycelctl",
     log_env: ENVIRONMENT[0].0,
-    default_log: "warn",
+    // kube logs every non-2xx answer at error level; check and install
+    // report those themselves, as a line with a hint.
+    default_log: "warn,kube_client::client::builder=off",
 };
 
 fn main() -> ExitCode {

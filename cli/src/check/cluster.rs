@@ -23,6 +23,9 @@ use crate::install;
 
 /// What one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the dry-run Pod create may take: longer than the chart's webhook
+/// timeout (10 s), so the API server's own answer about the webhook wins.
+const DRY_RUN_TIMEOUT: Duration = Duration::from_secs(15);
 /// What reading one proxy's `/certs` through the API server may take.
 const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -98,6 +101,7 @@ pub async fn gather(args: &CheckArgs) -> Vec<Check> {
         .await,
     );
     checks.push(webhook_endpoints(&client, &args.namespace).await);
+    checks.push(verdict::webhook_call(&webhook_call(&client).await));
     if let Some(ca) = &ca {
         checks.push(trust_bundles(&client, &ca.root).await);
     }
@@ -263,6 +267,49 @@ async fn webhook_endpoints(client: &Client, namespace: &str) -> Check {
             verdict::webhook_endpoints(namespace, WEBHOOK_SERVICE, ready)
         }
         Err(e) => api_failed("webhook-endpoints", &e),
+    }
+}
+
+/// Is the webhook reachable, as the API server sees it? A dry-run Pod
+/// create in the first meshed namespace goes through admission (webhooks
+/// with `sideEffects: None` are called on dry runs) and is never stored.
+async fn webhook_call(client: &Client) -> verdict::DryRun {
+    let lp = ListParams::default().labels(INJECT_LABEL).limit(1);
+    let ns = match call(Api::<Namespace>::all(client.clone()).list(&lp)).await {
+        Ok(list) => match list.items.into_iter().next().and_then(|n| n.metadata.name) {
+            Some(ns) => ns,
+            None => return verdict::DryRun::NoNamespace,
+        },
+        Err(e) => return verdict::DryRun::Other(String::new(), e),
+    };
+    let pod: Pod = match serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "mycelctl-check-dry-run"},
+        "spec": {"containers": [{"name": "check", "image": "mycelctl-check:dry-run"}]},
+    })) {
+        Ok(p) => p,
+        Err(e) => return verdict::DryRun::Other(ns, e.to_string()),
+    };
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some("mycelctl".into()),
+    };
+    let api = Api::<Pod>::namespaced(client.clone(), &ns);
+    match tokio::time::timeout(DRY_RUN_TIMEOUT, api.create(&params, &pod)).await {
+        Ok(Ok(pod)) => {
+            let spec = pod.spec.unwrap_or_default();
+            let injected = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .chain(&spec.containers)
+                .any(|c| c.name == PROXY_CONTAINER);
+            verdict::DryRun::Answered { ns, injected }
+        }
+        Ok(Err(kube::Error::Api(s))) if s.message.contains("failed calling webhook") => {
+            verdict::DryRun::WebhookFailed(ns, s.message)
+        }
+        Ok(Err(e)) => verdict::DryRun::Other(ns, short(&e)),
+        Err(_) => verdict::DryRun::Other(ns, format!("no answer within {DRY_RUN_TIMEOUT:?}")),
     }
 }
 

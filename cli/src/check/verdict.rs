@@ -360,6 +360,48 @@ pub fn webhook_endpoints(namespace: &str, service: &str, ready: usize) -> Check 
     )
 }
 
+/// What a dry-run Pod create in a meshed namespace gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DryRun {
+    /// No namespace is labelled mycel.io/inject=enabled: nothing to try.
+    NoNamespace,
+    /// The API server admitted it; whether the injector added the proxy.
+    Answered { ns: String, injected: bool },
+    /// The API server says it could not call the webhook.
+    WebhookFailed(String, String),
+    /// Something else went wrong (rights, quota, a missing account...).
+    Other(String, String),
+}
+
+/// Whether the API server can call the injector.
+pub fn webhook_call(d: &DryRun) -> Check {
+    match d {
+        DryRun::NoNamespace => pass(
+            "webhook-call",
+            "not tried: no namespace is labelled mycel.io/inject=enabled",
+        ),
+        DryRun::Answered { ns, injected: true } => pass(
+            "webhook-call",
+            format!("a dry-run Pod in {ns} got the proxy: the API server calls the injector"),
+        ),
+        DryRun::Answered { ns, injected: false } => fail(
+            "webhook-call",
+            format!("a dry-run Pod in {ns} was admitted without the proxy"),
+            "check the webhook's namespaceSelector and objectSelector: kubectl get mutatingwebhookconfiguration mycel-injector -o yaml",
+        ),
+        DryRun::WebhookFailed(ns, msg) => fail(
+            "webhook-call",
+            format!("a dry-run Pod in {ns}: {msg}"),
+            "the API server cannot reach the injector: check the controller's pods, Service mycel-webhook and its NetworkPolicy",
+        ),
+        DryRun::Other(ns, msg) => warn(
+            "webhook-call",
+            format!("could not try a dry-run Pod in {ns:?}: {msg}"),
+            "mycelctl needs to create Pods (dry run) in a meshed namespace for this check",
+        ),
+    }
+}
+
 /// Trust-bundle ConfigMaps of the meshed namespaces: those without one,
 /// those whose bundle lacks the mesh root, out of `total` namespaces.
 pub fn trust_bundles(missing: &[String], stale: &[String], total: usize) -> Check {

@@ -305,6 +305,7 @@ async fn install_apply_then_check_follows_crds_controller_ca_webhook_and_proxies
     assert!(ok, "{text}");
     assert_line(&text, "[ok]", "webhook", "caBundle is the mesh CA");
     assert_line(&text, "[ok]", "trust-bundle", "all 0 meshed namespace");
+    assert_line(&text, "[ok]", "webhook-call", "not tried");
 
     // A meshed namespace without its trust bundle, then with it.
     let _: Namespace = create(
@@ -320,12 +321,45 @@ async fn install_apply_then_check_follows_crds_controller_ca_webhook_and_proxies
         "trust-bundle",
         "no ConfigMap mycel-trust-bundle in shop",
     );
+    // Without the namespace's default account the dry run cannot be
+    // tried: a warning, not a failure.
+    assert_line(
+        &text,
+        "[warn]",
+        "webhook-call",
+        "serviceaccount \"default\" not found",
+    );
     let _: ConfigMap = create(
         Api::namespaced(admin.clone(), "shop"),
         json!({"metadata": {"name": "mycel-trust-bundle"}, "data": {"ca.crt": root.0}}),
     )
     .await;
-    assert!(check(&kc, &[]).await.0);
+    // The account every Pod of shop runs as (no controller-manager makes it).
+    let _: ServiceAccount = create(
+        Api::namespaced(admin.clone(), "shop"),
+        json!({"metadata": {"name": "default"}}),
+    )
+    .await;
+    // A dry-run Pod in shop makes the API server call the webhook, which
+    // nothing serves here (the EndpointSlice above names an address with no
+    // listener): that is reported, and the trust bundle is now fine.
+    let (ok, text) = check(&kc, &[]).await;
+    assert!(!ok, "{text}");
+    assert_line(
+        &text,
+        "[ok]",
+        "trust-bundle",
+        "present in all 1 meshed namespace",
+    );
+    assert_line(&text, "[FAIL]", "webhook-call", "failed calling webhook");
+    assert!(
+        Api::<Pod>::namespaced(admin.clone(), "shop")
+            .get_opt("mycelctl-check-dry-run")
+            .await
+            .unwrap()
+            .is_none(),
+        "a dry run stores nothing"
+    );
 
     // An expired root fails.
     let expired = ca_cert("mycel-test-root", -3);

@@ -203,6 +203,38 @@ fn proxy_cert_answers() {
 }
 
 #[test]
+fn webhook_dry_runs() {
+    let ns = || "shop".to_string();
+    let table = [
+        (DryRun::NoNamespace, Status::Ok),
+        (
+            DryRun::Answered {
+                ns: ns(),
+                injected: true,
+            },
+            Status::Ok,
+        ),
+        (
+            DryRun::Answered {
+                ns: ns(),
+                injected: false,
+            },
+            Status::Fail,
+        ),
+        (
+            DryRun::WebhookFailed(ns(), "failed calling webhook".into()),
+            Status::Fail,
+        ),
+        (DryRun::Other(ns(), "forbidden".into()), Status::Warn),
+    ];
+    for (d, status) in table {
+        let c = webhook_call(&d);
+        assert_eq!(c.status, status, "{d:?}: {c:?}");
+        assert_eq!(c.hint.is_empty(), status == Status::Ok, "{d:?}: {c:?}");
+    }
+}
+
+#[test]
 fn lists_and_lines() {
     let many: Vec<String> = (0..12).map(|i| format!("shop/p{i}")).collect();
     let table = [
