@@ -209,6 +209,34 @@ mod tests {
         assert_eq!(with_checksum(RENDERED_DEFAULT).unwrap(), RENDERED_DEFAULT);
     }
 
+    /// Without helm at hand, the embedded CRDs still cannot fall behind
+    /// the Rust types (`cargo run -p mycel-crds` then the helm suite's
+    /// MYCEL_UPDATE_GOLDEN=1 brings them along).
+    #[test]
+    fn embedded_crds_are_the_generated_ones() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        for text in [RENDERED_DEFAULT, RENDERED_ANY] {
+            let embedded: Vec<serde_json::Value> = documents(text)
+                .unwrap()
+                .into_iter()
+                .filter(|d| d["kind"] == "CustomResourceDefinition")
+                .map(|d| {
+                    let crd: CustomResourceDefinition = serde_json::from_value(d).unwrap();
+                    serde_json::to_value(crd).unwrap()
+                })
+                .collect();
+            let generated: Vec<serde_json::Value> = mycel_crds::generate::crds()
+                .into_iter()
+                .map(|c| serde_json::to_value(c).unwrap())
+                .collect();
+            assert!(
+                embedded == generated,
+                "cli/src/install/rendered/ holds other CRDs than crds/src: run cargo run -p mycel-crds, \
+                 then MYCEL_UPDATE_GOLDEN=1 cargo test -p mycel-tests --test helm install::"
+            );
+        }
+    }
+
     #[test]
     fn resources_cover_every_kind_the_chart_creates() {
         let r = resources("mesh-a").unwrap();
