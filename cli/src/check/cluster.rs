@@ -114,7 +114,7 @@ pub async fn gather(args: &CheckArgs) -> Vec<Check> {
 fn api_failed(name: &'static str, error: &str) -> Check {
     verdict::fail(
         name,
-        format!("the API server did not answer: {error}"),
+        format!("the API server refused or did not answer: {error}"),
         "check your rights (kubectl auth can-i --list) and the API server's health",
     )
 }
