@@ -40,10 +40,26 @@ const PROXY_CONTAINER: &str = mycel_inject::PROXY_NAME;
 /// The label of namespaces whose pods are injected.
 const INJECT_LABEL: &str = "mycel.io/inject=enabled";
 
-async fn call<T, E: std::fmt::Display>(f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
+/// An error with its causes ("client error (Connect): ... timed out"), for
+/// kube's top-level messages say little alone.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+async fn call<T, E: std::error::Error>(f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(chain(&e)),
         Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
     }
 }
