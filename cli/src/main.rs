@@ -1,8 +1,13 @@
 //! `mycelctl`: the Mycel command line. `demo` runs the whole mesh on
-//! loopback; `token create|list|revoke` manage join tokens.
+//! loopback; `token create|list|revoke` manage join tokens; `inject` meshes
+//! manifests offline; `install` and `check` install Mycel into a Kubernetes
+//! cluster and check it.
 
+mod check;
 mod demo;
 mod inject;
+mod install;
+mod kubeconfig;
 mod token;
 
 use std::path::PathBuf;
@@ -34,6 +39,10 @@ enum Command {
     Demo(DemoFlags),
     /// Add the mesh proxy to the pods of Kubernetes manifests (offline, as the webhook does).
     Inject(inject::InjectArgs),
+    /// Print Mycel's Kubernetes manifests (the helm chart's, default values), or apply them.
+    Install(install::InstallArgs),
+    /// Check that Mycel is installed and healthy in a Kubernetes cluster (or, with --pre, that it can be).
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,13 +132,15 @@ impl FaultFlags {
 /// Environment variables mycelctl reads (for the reference page).
 const ENVIRONMENT: &[(&str, &str)] = &[(
     report::LOG_ENV,
-    "Log filter of mycelctl itself in tracing's EnvFilter syntax (default: warn).",
+    "Log filter of mycelctl itself in tracing's EnvFilter syntax (default: warn, without the Kubernetes client's log of each refused request).",
 )];
 
 const PROGRAM: report::Program = report::Program {
     name: "mycelctl",
     log_env: ENVIRONMENT[0].0,
-    default_log: "warn",
+    // kube logs every non-2xx answer at error level; check and install
+    // report those themselves, as a line with a hint.
+    default_log: "warn,kube_client::client::builder=off",
 };
 
 fn main() -> ExitCode {
@@ -144,6 +155,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Token { command } => token::run(command),
         Command::Inject(args) => inject::run(args),
+        Command::Install(args) => install::run(args).await,
+        Command::Check(args) => check::run(args).await,
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,

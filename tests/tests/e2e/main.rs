@@ -18,6 +18,7 @@ mod grpc_streams;
 mod identity;
 mod k8s;
 mod k8s_ca;
+mod k8s_check;
 mod mtls;
 mod netns_init;
 mod netns_mesh;

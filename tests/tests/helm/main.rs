@@ -23,6 +23,8 @@ use serde_json::{json, Value};
 
 /// `helm install` into a real API server.
 mod cluster;
+/// `mycelctl install` renders the chart.
+mod install;
 
 /// Where the chart is installed, as the README says.
 const NS: &str = "mycel-system";
