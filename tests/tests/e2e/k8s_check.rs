@@ -130,6 +130,32 @@ async fn set_ca_bundle(admin: &Client, pem: &str) {
         .unwrap();
 }
 
+/// Points the webhook at a loopback port where nothing listens. Installed,
+/// it names the webhook Service, which the API server would dial at its
+/// cluster IP: an address of no network namespace here, so test traffic
+/// could leave the machine. Loopback keeps the refusal local.
+async fn webhook_to_closed_loopback_port(admin: &Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let patch = json!([
+        {"op": "remove", "path": "/webhooks/0/clientConfig/service"},
+        {"op": "add", "path": "/webhooks/0/clientConfig/url",
+         "value": format!("https://127.0.0.1:{port}/inject")},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+    Api::<MutatingWebhookConfiguration>::all(admin.clone())
+        .patch(
+            "mycel-injector",
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn on_an_empty_cluster_check_fails_naming_what_is_missing_and_pre_needs_rights() {
     if !k8s::available() {
@@ -341,8 +367,9 @@ async fn install_apply_then_check_follows_crds_controller_ca_webhook_and_proxies
     )
     .await;
     // A dry-run Pod in shop makes the API server call the webhook, which
-    // nothing serves here (the EndpointSlice above names an address with no
-    // listener): that is reported, and the trust bundle is now fine.
+    // nothing serves here: that is reported, and the trust bundle is now
+    // fine.
+    webhook_to_closed_loopback_port(&admin).await;
     let (ok, text) = check(&kc, &[]).await;
     assert!(!ok, "{text}");
     assert_line(
@@ -444,19 +471,17 @@ async fn check_proxy_names_meshed_pods_without_a_ready_or_reachable_proxy() {
     );
 
     // What a kubelet would report for web-1: the native sidecar ready, on a
-    // pod IP where nothing answers. The API server's pod proxy cannot reach
-    // it (depending on this machine's network an error comes back, or
-    // nothing, which the check's 5 s timeout cuts), and the check names the
-    // pod instead of hanging.
+    // loopback pod IP, which the API server's pod proxy refuses to dial
+    // (so no test traffic goes anywhere); the check names the pod.
     // A real proxy behind the pod proxy needs a pod IP the API server may
-    // dial (it refuses loopback); that part runs in kind (the next issue).
+    // dial; that part runs in kind (the next issue).
     pods.patch_status(
         "web-1",
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {
             "phase": "Running",
-            "podIP": "198.18.0.20",
-            "podIPs": [{"ip": "198.18.0.20"}],
+            "podIP": "127.0.0.20",
+            "podIPs": [{"ip": "127.0.0.20"}],
             "initContainerStatuses": [{
                 "name": "mycel-proxy", "ready": true, "restartCount": 0, "image": "mycel-proxy:test",
                 "imageID": "", "started": true, "state": {"running": {}},
