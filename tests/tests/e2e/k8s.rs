@@ -619,4 +619,25 @@ async fn api_server_calls_the_webhook_and_pods_are_meshed_once() {
         err.to_string().contains("mycel.io/proxy-cpu-limit"),
         "{err}"
     );
+
+    // `mycelctl check` asks the API server for a dry-run Pod in the meshed
+    // namespace, so the API server calls this webhook: reachable, trusted
+    // through the caBundle, answering.
+    let _: ServiceAccount =
+        create(&client, Some(NS), json!({"metadata": {"name": "default"}})).await;
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let out = tokio::process::Command::new(bin("mycelctl"))
+        .args(["check", "-o", "json", "--kubeconfig", &kubeconfig])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let call = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "webhook-call")
+        .unwrap_or_else(|| panic!("no webhook-call check: {report}"));
+    assert_eq!(call["status"], "ok", "{call}");
 }
