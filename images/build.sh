@@ -48,10 +48,23 @@ for tool in apt-get dpkg-deb cargo readelf; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (the proxy's iptables root filesystem is made from Debian packages; binaries with cargo)"
 done
 
+# Run from inside cargo (the images test does), the caller's CARGO_PKG_*,
+# CARGO_MANIFEST_DIR and the like would reach the build scripts that watch
+# them (ring's does) and rebuild half the graph each time the caller
+# changes; the user's own cargo settings (CARGO_HOME, CARGO_TARGET_DIR,
+# CARGO_PROFILE_*, ...) stay.
+while read -r var; do
+  case $var in
+    CARGO | CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_* | CARGO_BIN_* | CARGO_PRIMARY_PACKAGE | \
+      CARGO_TARGET_TMPDIR | CARGO_RUSTC_CURRENT_DIR | CARGO_CFG_* | CARGO_ENCODED_RUSTFLAGS | OUT_DIR)
+      unset "$var" ;;
+  esac
+done < <(compgen -e)
+
 target=x86_64-unknown-linux-gnu
 profile=image
 work=target/image
-bins="target/$target/$profile"
+bins="${CARGO_TARGET_DIR:-target}/$target/$profile"
 
 # 1. Static binaries. RUSTFLAGS with --target reaches only the target's
 # crates, not build scripts or proc macros, which stay dynamic host programs.
@@ -106,7 +119,7 @@ for deb in "$debs"/*.deb; do
   # one control file per package, so the iptables and glibc versions shipped
   # are visible to CVE scanners.
   dpkg-deb -f "$deb" >"$root/var/lib/dpkg/status.d/$pkg"
-  echo "    $(dpkg-deb -f "$deb" Package Version | paste -sd' ')"
+  printf '    %s %s\n' $(dpkg-deb --show "$deb")
 done
 # Not needed to run iptables: documentation, glibc's charset converters, and
 # iptables-apply, a bash script (there is no shell in the image).
