@@ -63,7 +63,8 @@ done < <(compgen -e)
 
 target=x86_64-unknown-linux-gnu
 profile=image
-work=target/image
+# Not target/image: cargo keeps the profile's build scripts there.
+work=target/images
 bins="${CARGO_TARGET_DIR:-target}/$target/$profile"
 
 # 1. Static binaries. RUSTFLAGS with --target reaches only the target's
