@@ -30,6 +30,21 @@ if command -v go >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
   tests/k8s/build-binaries.sh || echo "warning: building the Kubernetes binaries failed; the k8s tests will say what is missing" >&2
 fi
 
+# The images suite (tests/tests/e2e/images.rs) builds and runs the container
+# images: it needs a docker daemon, installed and started here when we can
+# (root with apt-get). Elsewhere it skips and says why.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  tests/docker/ensure-dockerd.sh || echo "warning: no docker daemon; the images tests will say why" >&2
+elif ! docker info >/dev/null 2>&1; then
+  echo "warning: no docker daemon and not root with apt-get to start one; the images tests will skip" >&2
+fi
+# The images are built here, alone, rather than by the test amid the timed
+# suites: a cold build is minutes of both cores. The test runs the same
+# script again, which then only checks that nothing changed.
+if docker info >/dev/null 2>&1; then
+  images/build.sh || echo "warning: images/build.sh failed; the images tests will fail and say why" >&2
+fi
+
 cargo build --workspace --bins
 # Skipped tests report as `ok` in libtest; they are listed here at the end.
 skipped=target/debug/mycel-skipped.txt

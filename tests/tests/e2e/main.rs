@@ -16,6 +16,7 @@ mod demo_smoke;
 mod examples;
 mod grpc_streams;
 mod identity;
+mod images;
 mod k8s;
 mod k8s_ca;
 mod k8s_check;

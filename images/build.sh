@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Builds Mycel's container images from this checkout, pulling nothing:
+#   mycel-controller:<tag>  mycel-proxy:<tag>  mycel-demo:<tag>
+#
+# Usage: images/build.sh [TAG]
+#   TAG defaults to the workspace version in Cargo.toml, which is the chart's
+#   appVersion (helm/mycel/Chart.yaml), the tag the chart deploys by default.
+#
+# Steps: static binaries (glibc, +crt-static: the musl target cannot be had
+# here) built with the `image` profile into target/x86_64-unknown-linux-gnu/,
+# apart from the debug build; the proxy's iptables root filesystem unpacked
+# from Debian packages (apt-get download + dpkg-deb -x, see
+# docs/architecture.md "Images" for why iptables at all); then one
+# `docker build` per image, each FROM scratch.
+#
+# Needs: cargo, docker with a running daemon (tests/docker/ensure-dockerd.sh
+# starts one), apt-get and dpkg-deb (a Debian or Ubuntu machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() {
+  echo "images/build.sh: error: $*" >&2
+  exit 1
+}
+
+workspace_version() {
+  sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml
+}
+
+version=$(workspace_version)
+[ -n "$version" ] || die "no version in Cargo.toml's [workspace.package]"
+tag=${1:-$version}
+app_version=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' helm/mycel/Chart.yaml)
+if [ "$app_version" != "$version" ]; then
+  # The chart deploys appVersion by default; a mismatch means it would ask
+  # for a tag this script does not build.
+  echo "images/build.sh: warning: helm/mycel/Chart.yaml appVersion ($app_version) differs from the workspace version ($version)" >&2
+fi
+
+# Fail early and say what to do, before minutes of compiling.
+command -v docker >/dev/null 2>&1 ||
+  die "docker is not installed (Debian: apt-get install docker.io; tests/docker/ensure-dockerd.sh installs and starts it)"
+if ! info_err=$(docker info 2>&1 >/dev/null); then
+  die "the docker daemon is not reachable: $(echo "$info_err" | grep -m1 -v '^$')
+  start it with tests/docker/ensure-dockerd.sh (as root), or check DOCKER_HOST and the permissions of /var/run/docker.sock"
+fi
+for tool in apt-get dpkg-deb cargo readelf; do
+  command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (the proxy's iptables root filesystem is made from Debian packages; binaries with cargo)"
+done
+
+# Run from inside cargo (the images test does), the caller's CARGO_PKG_*,
+# CARGO_MANIFEST_DIR and the like would reach the build scripts that watch
+# them (ring's does) and rebuild half the graph each time the caller
+# changes; the user's own cargo settings (CARGO_HOME, CARGO_TARGET_DIR,
+# CARGO_PROFILE_*, ...) stay.
+while read -r var; do
+  case $var in
+    CARGO | CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_* | CARGO_BIN_* | CARGO_PRIMARY_PACKAGE | \
+      CARGO_TARGET_TMPDIR | CARGO_RUSTC_CURRENT_DIR | CARGO_CFG_* | CARGO_ENCODED_RUSTFLAGS | OUT_DIR)
+      unset "$var" ;;
+  esac
+done < <(compgen -e)
+
+target=x86_64-unknown-linux-gnu
+profile=image
+# Not target/image: cargo keeps the profile's build scripts there.
+work=target/images
+bins="${CARGO_TARGET_DIR:-target}/$target/$profile"
+
+# 1. Static binaries. RUSTFLAGS with --target reaches only the target's
+# crates, not build scripts or proc macros, which stay dynamic host programs.
+echo "==> cargo build --profile $profile --target $target (static)"
+started=$(date +%s)
+RUSTFLAGS="-C target-feature=+crt-static" nice cargo build --profile "$profile" --target "$target" \
+  -p mycel-control-plane --bin mycel-controller \
+  -p mycel-sidecar --bin mycel-proxy \
+  -p mycel-demo --bin mycel-demo
+echo "    binaries built in $(($(date +%s) - started)) s"
+for b in mycel-controller mycel-proxy mycel-demo; do
+  # A FROM scratch image has no dynamic loader: refuse a dynamic binary here
+  # rather than ship one that fails with a bare "no such file or directory".
+  if readelf -l "$bins/$b" | grep -q 'program interpreter'; then
+    die "$bins/$b is dynamically linked; it cannot run in a scratch image"
+  fi
+done
+
+# 2. The proxy's root filesystem: iptables (nf_tables backend) with its
+# libraries, from the packages of this machine's apt sources.
+# The closure of `iptables` Depends, checked by hand (apt-cache depends):
+# libc6 needs libgcc-s1; netbase gives /etc/protocols for `-p tcp` lookups.
+packages="iptables libxtables12 libip4tc2 libip6tc2 libnftnl11 libmnl0
+  libnetfilter-conntrack3 libnfnetlink0 libc6 libgcc-s1 netbase"
+debs="$work/debs"
+mkdir -p "$debs"
+echo "==> apt-get download iptables and its libraries"
+fresh=$(mktemp -d "$work/debs.XXXXXX")
+# shellcheck disable=SC2086 # a word per package
+if (cd "$fresh" && apt-get download -q $packages >download.log 2>&1); then
+  rm -f "$debs"/*.deb
+  mv "$fresh"/*.deb "$debs"/
+elif ls "$debs"/*.deb >/dev/null 2>&1; then
+  echo "images/build.sh: warning: apt-get download failed; using the packages downloaded before (in $debs):" >&2
+  tail -3 "$fresh/download.log" >&2
+else
+  cat "$fresh/download.log" >&2
+  rm -rf "$fresh"
+  die "apt-get download failed and no packages were downloaded before (apt-get update may help)"
+fi
+rm -rf "$fresh"
+
+context="$work/context"
+rm -rf "$context"
+mkdir -p "$context/controller" "$context/proxy" "$context/demo"
+root="$context/proxy/root"
+mkdir -p "$root/var/lib/dpkg/status.d"
+for deb in "$debs"/*.deb; do
+  pkg=$(dpkg-deb -f "$deb" Package)
+  dpkg-deb -x "$deb" "$root"
+  # What scanners read in distroless-style images (no dpkg in the image):
+  # one control file per package, so the iptables and glibc versions shipped
+  # are visible to CVE scanners.
+  dpkg-deb -f "$deb" >"$root/var/lib/dpkg/status.d/$pkg"
+  printf '    %s %s\n' $(dpkg-deb --show "$deb")
+done
+# Not needed to run iptables: documentation, glibc's charset converters, and
+# iptables-apply, a bash script (there is no shell in the image).
+rm -rf "$root/usr/share" "$root/usr/lib/x86_64-linux-gnu/gconv" \
+  "$root"/usr/sbin/*-apply "$root/etc/ld.so.conf.d"
+# The plain names are update-alternatives links, made by a maintainer
+# script that dpkg-deb -x does not run: point them at the nf_tables backend.
+for t in iptables ip6tables; do
+  for suffix in "" -save -restore; do
+    ln -sf xtables-nft-multi "$root/usr/sbin/$t$suffix"
+  done
+done
+# iptables-legacy takes its lock under /run; scratch has no directories.
+mkdir -p "$root/run" "$root/tmp"
+chmod 1777 "$root/tmp"
+if scripts=$(grep -rlI '^#!' "$root" 2>/dev/null) && [ -n "$scripts" ]; then
+  die "scripts left in the proxy's root filesystem (no shell there to run them): $scripts"
+fi
+
+cp "$bins/mycel-controller" "$context/controller/"
+cp "$bins/mycel-proxy" "$context/proxy/"
+cp "$bins/mycel-demo" "$context/demo/"
+
+# 3. The images.
+for image in controller proxy demo; do
+  name="mycel-$image:$tag"
+  echo "==> docker build $name"
+  if ! out=$(docker build --label "org.opencontainers.image.version=$tag" \
+      -f "images/$image.Dockerfile" -t "$name" "$context/$image" 2>&1); then
+    echo "$out" >&2
+    die "docker build of $name failed"
+  fi
+done
+
+echo "==> images"
+for image in controller proxy demo; do
+  bytes=$(docker image inspect -f '{{.Size}}' "mycel-$image:$tag")
+  printf '    %-24s %6s MB\n' "mycel-$image:$tag" "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1000000 }')"
+done
