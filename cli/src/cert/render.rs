@@ -66,7 +66,12 @@ pub fn text(doc: &Document<'_>, style: Style) -> String {
     };
     let _ = writeln!(out, "\nChain: {line}");
     if !report.trust_bundle.is_empty() {
-        let _ = writeln!(out, "\nTrust bundle ({} roots):", report.trust_bundle.len());
+        let n = report.trust_bundle.len();
+        let _ = writeln!(
+            out,
+            "\nTrust bundle ({n} {}):",
+            if n == 1 { "root" } else { "roots" }
+        );
         roots(&mut out, &report.trust_bundle, style);
     }
     out
@@ -179,5 +184,103 @@ fn roots(out: &mut String, roots: &[CertInfo], style: Style) {
             a = widths[0],
             b = widths[1]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::describe::{Role, Verification};
+    use super::*;
+
+    fn info(subject: &str, validity: Validity, time_left: &str) -> CertInfo {
+        CertInfo {
+            role: Role::Root,
+            subject: subject.into(),
+            issuer: subject.into(),
+            spiffe_id: None,
+            uris: vec![],
+            dns_names: vec![],
+            ip_addresses: vec![],
+            serial: "01".into(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            seconds_left: 1,
+            time_left: time_left.into(),
+            validity,
+            key_type: "ECDSA P-256".into(),
+            ca: true,
+            sha256: "00".into(),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            ok: false,
+            chain: vec![info("CN=leaf", Validity::Expired, "expired 1h ago")],
+            verification: Verification {
+                status: VerifyStatus::NotVerified,
+                reason: "unknown issuer".into(),
+            },
+            trust_bundle: vec![
+                info("CN=a", Validity::Valid, "30d"),
+                info(
+                    "CN=a much longer root name",
+                    Validity::Expired,
+                    "expired 2d ago",
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn colour_only_when_asked_and_columns_stay_aligned() {
+        let r = report();
+        let doc = Document {
+            source: "x.pem",
+            handshake: None,
+            report: &r,
+        };
+        let plain = text(&doc, Style { color: false });
+        assert!(!plain.contains('\x1b'), "{plain}");
+        assert!(
+            plain.contains("Chain: not verified: unknown issuer"),
+            "{plain}"
+        );
+        assert!(plain.contains("Trust bundle (2 roots):"), "{plain}");
+        // Every row of the roots table has its KEY column at the same place,
+        // with and without colour codes.
+        let coloured = text(&doc, Style { color: true });
+        assert!(coloured.contains("\x1b[31m"), "{coloured}");
+        for out in [&plain, &coloured] {
+            let stripped = out
+                .replace("\x1b[31m", "")
+                .replace("\x1b[32m", "")
+                .replace("\x1b[0m", "");
+            let cols: Vec<usize> = stripped
+                .lines()
+                .skip_while(|l| !l.starts_with("Trust bundle"))
+                .skip(1)
+                .filter_map(|l| l.find("KEY").or_else(|| l.find("ECDSA")))
+                .collect();
+            assert_eq!(cols.len(), 3, "{stripped}");
+            assert!(cols.iter().all(|c| *c == cols[0]), "{stripped}");
+        }
+    }
+
+    #[test]
+    fn json_field_names() {
+        let r = report();
+        let doc = Document {
+            source: "x.pem",
+            handshake: None,
+            report: &r,
+        };
+        let v: serde_json::Value = serde_json::from_str(&json(&doc).unwrap()).unwrap();
+        assert_eq!(v["source"], "x.pem");
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["verification"]["status"], "not_verified");
+        assert_eq!(v["chain"][0]["validity"], "expired");
+        assert_eq!(v["trust_bundle"][1]["role"], "root");
+        assert!(v.get("handshake").is_none());
     }
 }

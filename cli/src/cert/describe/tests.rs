@@ -182,6 +182,22 @@ fn verification_table() {
             ok: true,
         },
         Case {
+            name: "a root of the bundle, inspected itself",
+            chain: vec![der(&mesh)],
+            roots: Some(vec![der(&other), der(&mesh)]),
+            status: VerifyStatus::Verified,
+            reason: "",
+            ok: true,
+        },
+        Case {
+            name: "a root not in the bundle",
+            chain: vec![der(&other)],
+            roots: Some(vec![der(&mesh)]),
+            status: VerifyStatus::NotVerified,
+            reason: "the first certificate is a CA",
+            ok: false,
+        },
+        Case {
             name: "empty bundle",
             chain: vec![good.clone()],
             roots: Some(vec![]),
