@@ -105,7 +105,14 @@ fn cert(out: &mut String, c: &CertInfo, style: Style) {
         Validity::Valid => style.good(&c.time_left),
         Validity::Expired | Validity::NotYetValid => style.bad(&c.time_left),
     };
-    let mut rows: Vec<(&str, String)> = vec![("Subject", c.subject.clone())];
+    // Mesh leaves carry their identity in the SAN only; say so rather than
+    // print a blank.
+    let subject = if c.subject.is_empty() {
+        "(empty)".to_string()
+    } else {
+        c.subject.clone()
+    };
+    let mut rows: Vec<(&str, String)> = vec![("Subject", subject)];
     if let Some(id) = &c.spiffe_id {
         rows.push(("SPIFFE ID", id.clone()));
     }
