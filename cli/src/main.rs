@@ -1,8 +1,10 @@
 //! `mycelctl`: the Mycel command line. `demo` runs the whole mesh on
 //! loopback; `token create|list|revoke` manage join tokens; `inject` meshes
 //! manifests offline; `install` and `check` install Mycel into a Kubernetes
-//! cluster and check it.
+//! cluster and check it; `cert inspect` shows a certificate chain (a PEM file
+//! or what a TLS server presents) and whether it verifies.
 
+mod cert;
 mod check;
 mod demo;
 mod inject;
@@ -43,6 +45,11 @@ enum Command {
     Install(install::InstallArgs),
     /// Check that Mycel is installed and healthy in a Kubernetes cluster (or, with --pre, that it can be).
     Check(check::CheckArgs),
+    /// Inspect certificates: a PEM file, or what a TLS server presents.
+    Cert {
+        #[command(subcommand)]
+        command: cert::CertCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,6 +164,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inject(args) => inject::run(args),
         Command::Install(args) => install::run(args).await,
         Command::Check(args) => check::run(args).await,
+        Command::Cert { command } => cert::run(command).await,
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,
