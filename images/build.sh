@@ -44,14 +44,14 @@ if ! info_err=$(docker info 2>&1 >/dev/null); then
   die "the docker daemon is not reachable: $(echo "$info_err" | grep -m1 -v '^$')
   start it with tests/docker/ensure-dockerd.sh (as root), or check DOCKER_HOST and the permissions of /var/run/docker.sock"
 fi
-for tool in apt-get dpkg-deb cargo readelf; do
+for tool in apt-get dpkg-deb cargo readelf python3; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (the proxy's iptables root filesystem is made from Debian packages; binaries with cargo)"
 done
 
 # Run from inside cargo (the images test does), the caller's CARGO_PKG_*,
 # CARGO_MANIFEST_DIR and the like would reach the build scripts that watch
 # them (ring's does) and rebuild half the graph each time the caller
-# changes; the user's own cargo settings (CARGO_HOME, CARGO_TARGET_DIR,
+# changes; the user's own cargo settings (CARGO_HOME,
 # CARGO_PROFILE_*, ...) stay.
 while read -r var; do
   case $var in
@@ -65,7 +65,29 @@ target=x86_64-unknown-linux-gnu
 profile=image
 # Not target/image: cargo keeps the profile's build scripts there.
 work=target/images
-bins="${CARGO_TARGET_DIR:-target}/$target/$profile"
+# The static release build goes to a target dir outside the checkout, one
+# per toolchain (MYCEL_IMAGE_TARGET_DIR overrides): its ~270 dependencies
+# at opt-level 3 take 25+ minutes cold on 2 cores, and kept here a fresh
+# clone (CI) recompiles only Mycel's own crates.
+if [ -z "${MYCEL_IMAGE_TARGET_DIR:-}" ]; then
+  toolchain=$(rustc -V | cut -d' ' -f2)
+  MYCEL_IMAGE_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/mycel/image-target/rust-$toolchain"
+fi
+export CARGO_TARGET_DIR="$MYCEL_IMAGE_TARGET_DIR"
+bins="$CARGO_TARGET_DIR/$target/$profile"
+
+# Cargo judges Mycel's own crates fresh by file times: in a target dir
+# shared by several checkouts, another checkout's newer build would pass for
+# this one's sources. So their artefacts are dropped whenever the checkout
+# differs from the one that built last (dependencies stay).
+checkout=$(pwd -P)
+stamp="$CARGO_TARGET_DIR/mycel-image-checkout"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$checkout" ] && [ -d "$CARGO_TARGET_DIR/$target/$profile" ]; then
+  members=$(cargo metadata --no-deps --format-version 1 |
+    python3 -c 'import json, sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')
+  # shellcheck disable=SC2086 # one word per flag
+  cargo clean -q --profile "$profile" --target "$target" $members
+fi
 
 # 1. Static binaries. RUSTFLAGS with --target reaches only the target's
 # crates, not build scripts or proc macros, which stay dynamic host programs.
@@ -76,6 +98,7 @@ RUSTFLAGS="-C target-feature=+crt-static" nice cargo build --profile "$profile" 
   -p mycel-sidecar --bin mycel-proxy \
   -p mycel-demo --bin mycel-demo
 echo "    binaries built in $(($(date +%s) - started)) s"
+echo "$checkout" >"$stamp"
 for b in mycel-controller mycel-proxy mycel-demo; do
   # A FROM scratch image has no dynamic loader: refuse a dynamic binary here
   # rather than ship one that fails with a bare "no such file or directory".
