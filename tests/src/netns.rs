@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub use cmd::{have, is_root, must, run, Ran};
-pub use pod::{Pod, PodSpec};
+pub use pod::{Pod, PodSpec, ADMIN_PORT};
 
 use crate::mesh::{registered_ready, write_token, TokenFor};
 use crate::process::{bin, Proc};
@@ -133,6 +133,8 @@ pub struct Node {
     next_pod: u8,
     namespaces: Vec<String>,
     pub controller: Option<Proc>,
+    /// `(host_ip, node_ip)` once [`Node::link_to_host`] made the link.
+    link: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 impl Node {
@@ -158,6 +160,7 @@ impl Node {
             next_pod: 2,
             namespaces: Vec::new(),
             controller: None,
+            link: None,
         };
         node.add_ns(&ns);
         node.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -235,7 +238,13 @@ impl Node {
         must(CMD, "ip", &["link", "set", &host_end, "up"]);
         self.ip(&["addr", "add", &format!("{node_ip}/30"), "dev", "host0"]);
         self.ip(&["link", "set", "host0", "up"]);
+        self.link = Some((host_ip, node_ip));
         (host_ip, node_ip)
+    }
+
+    /// `(host_ip, node_ip)` of the link to the host, if made.
+    pub fn host_link(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        self.link
     }
 
     /// Starts the controller in the node namespace with `mesh_yaml`; waits

@@ -16,14 +16,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Pod as KubePod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod as KubePod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use mycel_tests::http;
 use mycel_tests::k8s::{self, ApiServer};
 use mycel_tests::mesh::{Mesh, SidecarSpec, APP_PORT};
-use mycel_tests::netns::{self, Node, Pod, PodSpec};
+use mycel_tests::netns::{self, Node, Pod, PodSpec, ADMIN_PORT};
 use mycel_tests::{bin, skip};
 use serde_json::json;
 
@@ -287,6 +287,131 @@ async fn controller_follows_services_and_endpoint_slices_through_restarts() {
         "a deleted service must not be reachable: {}",
         r.stdout
     );
+}
+
+/// `mycelctl check --proxy` reads a real proxy's `/certs` through the API
+/// server's pod proxy (no port of the pod exposed to the CLI): the Pod's
+/// proxy holds its service account's certificate; a Pod whose account
+/// differs from the certificate's is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_proxy_reads_a_real_proxy_certificate_through_the_api_server() {
+    if !k8s::available() || !can_run_pods() {
+        return;
+    }
+    let (mut node, api, client, _vip) = web_cluster().await;
+    let (_, node_ip) = node_link(&node);
+    let kubeconfig = api.kubeconfig.display().to_string();
+    node.start_controller_with(&[
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--proxy-mesh-port",
+        "15006",
+    ])
+    .await;
+    let web = pod(&mut node, &client, "web-live", "web", &[]).await;
+    // The API server (this namespace) reaches the pod through the node, as
+    // a control plane reaches pod IPs; the route goes with the link.
+    let fwd = node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    assert!(fwd.ok, "sysctl in the node: {}", fwd.stderr);
+    let r = netns::run(
+        Duration::from_secs(10),
+        "ip",
+        &[
+            "route",
+            "replace",
+            &format!("{}/32", web.ip),
+            "via",
+            &node_ip.to_string(),
+        ],
+    );
+    assert!(r.ok, "ip route: {}", r.stderr);
+    // The netns pods' admin port, where check looks (the chart's settings).
+    let _: Namespace = Api::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "mycel-system"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let _: ConfigMap = create(
+        &client,
+        Some("mycel-system"),
+        json!({"metadata": {"name": "mycel-config"},
+               "data": {"inject.yaml": format!("ports:\n  admin: {ADMIN_PORT}\n")}}),
+    )
+    .await;
+    // Two Pod objects at the live proxy's IP, as a kubelet reports them:
+    // one runs as `web` (its certificate's account), one claims `client`.
+    let pods: Api<KubePod> = Api::namespaced(client.clone(), NS);
+    for (name, sa) in [("web-live", "web"), ("web-liar", "client")] {
+        let _: KubePod = create(
+            &client,
+            Some(NS),
+            json!({
+                "metadata": {"name": name, "labels": {"mycel.io/meshed": "true"}},
+                "spec": {
+                    "serviceAccountName": sa,
+                    "automountServiceAccountToken": false,
+                    "initContainers": [{"name": "mycel-proxy", "image": "mycel-proxy", "restartPolicy": "Always"}],
+                    "containers": [{"name": "app", "image": "mycel-demo"}],
+                },
+            }),
+        )
+        .await;
+        pods.patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {
+                "phase": "Running",
+                "podIP": web.ip.to_string(),
+                "podIPs": [{"ip": web.ip.to_string()}],
+                "initContainerStatuses": [{
+                    "name": "mycel-proxy", "ready": true, "restartCount": 0,
+                    "image": "mycel-proxy", "imageID": "", "started": true,
+                    "state": {"running": {}},
+                }],
+            }})),
+        )
+        .await
+        .unwrap();
+    }
+    let out = tokio::process::Command::new(bin("mycelctl"))
+        .args([
+            "check",
+            "--proxy",
+            "-o",
+            "json",
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let certs = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "proxy-certs")
+        .unwrap_or_else(|| panic!("no proxy-certs check: {report}"))
+        .clone();
+    let detail = certs["detail"].as_str().unwrap_or_default();
+    assert_eq!(certs["status"], "fail", "{certs}");
+    assert!(
+        detail.starts_with("1 of 2:")
+            && detail.contains("shop/web-liar")
+            && detail.contains("spiffe://cluster.local/ns/shop/sa/web")
+            && !detail.contains("shop/web-live"),
+        "only the Pod whose account differs from its proxy's certificate is named: {certs}"
+    );
+}
+
+/// The link [`Node::link_to_host`] made: `(host_ip, node_ip)`.
+fn node_link(node: &Node) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    node.host_link()
+        .expect("web_cluster links the node to the host")
 }
 
 /// Two replicas with one CA Secret, no leader: both certify and both serve

@@ -473,8 +473,8 @@ async fn check_proxy_names_meshed_pods_without_a_ready_or_reachable_proxy() {
     // What a kubelet would report for web-1: the native sidecar ready, on a
     // loopback pod IP, which the API server's pod proxy refuses to dial
     // (so no test traffic goes anywhere); the check names the pod.
-    // A real proxy behind the pod proxy needs a pod IP the API server may
-    // dial; that part runs in kind (the next issue).
+    // A real proxy behind the pod proxy: k8s.rs
+    // (check_proxy_reads_a_real_proxy_certificate_through_the_api_server).
     pods.patch_status(
         "web-1",
         &PatchParams::default(),
