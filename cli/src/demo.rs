@@ -307,6 +307,20 @@ async fn wait_ready(plan: &DemoPlan, deadline: Instant) -> anyhow::Result<serde_
     for (what, addr) in &admins {
         wait::until_ok(what, *addr, "/ready", deadline).await?;
     }
+    // A proxy is ready before its app answers; the controller hears of each
+    // app's readiness from its sidecar, and routes only to ready endpoints.
+    // The demo is ready when every app is, not when the first answer of
+    // each service gets through.
+    let names: Vec<&str> = plan.workloads.iter().map(|w| w.name.as_str()).collect();
+    wait::until(
+        "every app ready at the controller",
+        plan.controller_admin,
+        "localhost",
+        "/debug/proxies",
+        deadline,
+        |a| all_workloads_ready(&a.body, &names),
+    )
+    .await?;
     let answer = wait::until(
         "GET /api/products through the gateway",
         plan.gateway,
@@ -317,6 +331,19 @@ async fn wait_ready(plan: &DemoPlan, deadline: Instant) -> anyhow::Result<serde_
     )
     .await?;
     serde_json::from_slice(&answer.body).context("the /api/products answer is not JSON")
+}
+
+/// Whether the controller's `/debug/proxies` lists each of `names` as a
+/// registered, ready workload.
+fn all_workloads_ready(body: &[u8], names: &[&str]) -> bool {
+    let Ok(serde_json::Value::Array(proxies)) = serde_json::from_slice(body) else {
+        return false;
+    };
+    names.iter().all(|name| {
+        proxies
+            .iter()
+            .any(|p| p["workload"] == *name && p["ready"] == true)
+    })
 }
 
 fn has_products(body: &[u8]) -> bool {
@@ -387,6 +414,27 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_waits_for_every_app_ready_at_the_controller() {
+        let both = ["ratings", "reviews-v2"];
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"[{"workload":"ratings","ready":true},{"workload":"reviews-v2","ready":true},{"mode":"gateway","ready":null}]"#,
+                true,
+            ),
+            (
+                r#"[{"workload":"ratings","ready":true},{"workload":"reviews-v2","ready":false}]"#,
+                false,
+            ),
+            (r#"[{"workload":"ratings","ready":true}]"#, false),
+            (r#"{"not":"a list"}"#, false),
+            ("not json", false),
+        ];
+        for (body, want) in cases {
+            assert_eq!(all_workloads_ready(body.as_bytes(), &both), *want, "{body}");
+        }
+    }
 
     #[test]
     fn banner_has_the_gateway_line_and_admin_urls() {
