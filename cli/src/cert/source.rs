@@ -15,7 +15,14 @@ pub enum PemError {
     NotPem { name: String, reason: String },
     #[error("{name} holds no CERTIFICATE block (found: {found})")]
     NoCertificate { name: String, found: String },
+    #[error("{name} is larger than {limit} bytes; a certificate chain is a few KB")]
+    TooLarge { name: String, limit: u64 },
 }
+
+/// The most PEM read from a file or standard input. Chains are kilobytes;
+/// the cap keeps `/dev/zero` or a mistaken multi-gigabyte file from
+/// exhausting memory.
+pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where certificates come from, named as the user named it.
 #[derive(Clone, Debug)]
@@ -48,15 +55,30 @@ impl PemSource {
             source,
         };
         let bytes = match self {
-            Self::File(p) => std::fs::read(p).map_err(read)?,
-            Self::Stdin => {
-                let mut b = Vec::new();
-                std::io::stdin().read_to_end(&mut b).map_err(read)?;
-                b
-            }
+            Self::File(p) => read_capped(std::fs::File::open(p).map_err(read)?, &name)?,
+            Self::Stdin => read_capped(std::io::stdin().lock(), &name)?,
         };
         certificates(&name, &bytes)
     }
+}
+
+/// All of `reader`, refused past [`MAX_PEM_BYTES`].
+fn read_capped(reader: impl Read, name: &str) -> Result<Vec<u8>, PemError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| PemError::Read {
+            name: name.to_string(),
+            source,
+        })?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(PemError::TooLarge {
+            name: name.to_string(),
+            limit: MAX_PEM_BYTES,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Parses PEM `bytes` (named `name` in errors) into certificate DERs. Other

@@ -171,3 +171,49 @@ async fn pem_files_are_inspected_and_garbage_is_named() {
         "{stderr}"
     );
 }
+
+/// Attack: an endless or huge input (`/dev/zero`) is refused at the cap,
+/// naming it, instead of eating memory.
+#[tokio::test]
+async fn an_endless_pem_input_is_refused_at_the_size_cap() {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        mycelctl(&["cert", "inspect", "/dev/zero"]),
+    )
+    .await
+    .expect("mycelctl cert inspect /dev/zero did not stop");
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("/dev/zero is larger than 4194304 bytes"),
+        "{stderr}"
+    );
+}
+
+/// Attack: a server that accepts and never speaks TLS. The handshake gives
+/// up after `--timeout`, naming the address and the phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tls_server_is_named_after_the_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            conns.push(conn);
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = mycelctl(&["cert", "inspect", "--handshake", &addr, "--timeout", "1s"]).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("no answer within 1s"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    held.abort();
+}
