@@ -299,7 +299,9 @@ async fn check_proxy_reads_a_real_proxy_certificate_through_the_api_server() {
         return;
     }
     let (mut node, api, client, _vip) = web_cluster().await;
-    let (_, node_ip) = node_link(&node);
+    let (_, node_ip) = node
+        .host_link()
+        .expect("web_cluster links the node to the host");
     let kubeconfig = api.kubeconfig.display().to_string();
     node.start_controller_with(&[
         "--kubernetes",
@@ -376,27 +378,7 @@ async fn check_proxy_reads_a_real_proxy_certificate_through_the_api_server() {
         .await
         .unwrap();
     }
-    let out = tokio::process::Command::new(bin("mycelctl"))
-        .args([
-            "check",
-            "--proxy",
-            "-o",
-            "json",
-            "--kubeconfig",
-            &kubeconfig,
-        ])
-        .output()
-        .await
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    let certs = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "proxy-certs")
-        .unwrap_or_else(|| panic!("no proxy-certs check: {report}"))
-        .clone();
+    let certs = check_line(&kubeconfig, &["--proxy"], "proxy-certs").await;
     let detail = certs["detail"].as_str().unwrap_or_default();
     assert_eq!(certs["status"], "fail", "{certs}");
     assert!(
@@ -408,10 +390,23 @@ async fn check_proxy_reads_a_real_proxy_certificate_through_the_api_server() {
     );
 }
 
-/// The link [`Node::link_to_host`] made: `(host_ip, node_ip)`.
-fn node_link(node: &Node) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
-    node.host_link()
-        .expect("web_cluster links the node to the host")
+/// Runs `mycelctl check -o json` with `args`; the check named `name`.
+async fn check_line(kubeconfig: &str, args: &[&str], name: &str) -> serde_json::Value {
+    let out = tokio::process::Command::new(bin("mycelctl"))
+        .args(["check", "-o", "json", "--kubeconfig", kubeconfig])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check: {report}"))
+        .clone()
 }
 
 /// Two replicas with one CA Secret, no leader: both certify and both serve
@@ -751,18 +746,6 @@ async fn api_server_calls_the_webhook_and_pods_are_meshed_once() {
     let _: ServiceAccount =
         create(&client, Some(NS), json!({"metadata": {"name": "default"}})).await;
     let kubeconfig = api.kubeconfig.display().to_string();
-    let out = tokio::process::Command::new(bin("mycelctl"))
-        .args(["check", "-o", "json", "--kubeconfig", &kubeconfig])
-        .output()
-        .await
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    let call = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "webhook-call")
-        .unwrap_or_else(|| panic!("no webhook-call check: {report}"));
+    let call = check_line(&kubeconfig, &[], "webhook-call").await;
     assert_eq!(call["status"], "ok", "{call}");
 }
