@@ -141,20 +141,16 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_needs() {
-    if !k8s::available() || !k8s::tools_available() {
-        return;
-    }
+/// A fresh API server with the chart installed (no --wait: without
+/// kube-controller-manager no Pod ever starts); helm's output.
+async fn installed() -> (ApiServer, Client, std::process::Output) {
     let api = ApiServer::start().await.unwrap();
     let admin = api.client().await.unwrap();
     let kubeconfig = api.kubeconfig.display().to_string();
-    let chart = chart();
-    // No --wait: without kube-controller-manager no Pod ever starts.
     let out = helm(&[
         "install",
         "mycel",
-        &chart,
+        &chart(),
         "-n",
         NS,
         "--create-namespace",
@@ -162,6 +158,17 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         &kubeconfig,
     ]);
     assert!(out.status.success(), "helm install: {}", text(&out));
+    (api, admin, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_needs() {
+    if !k8s::available() || !k8s::tools_available() {
+        return;
+    }
+    let (api, admin, out) = installed().await;
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let chart = chart();
     assert!(
         text(&out).contains("mycelctl check"),
         "NOTES name the next step: {}",
@@ -415,21 +422,7 @@ async fn webhook_sees_only_meshed_pods_and_never_system_namespaces() {
     if !k8s::available() || !k8s::tools_available() {
         return;
     }
-    let api = ApiServer::start().await.unwrap();
-    let admin = api.client().await.unwrap();
-    let kubeconfig = api.kubeconfig.display().to_string();
-    let chart = chart();
-    let out = helm(&[
-        "install",
-        "mycel",
-        &chart,
-        "-n",
-        NS,
-        "--create-namespace",
-        "--kubeconfig",
-        &kubeconfig,
-    ]);
-    assert!(out.status.success(), "helm install: {}", text(&out));
+    let (_api, admin, _) = installed().await;
 
     // Point the installed webhook at a closed loopback port: a Pod the
     // webhook is asked about is refused (failurePolicy Fail), any other is
