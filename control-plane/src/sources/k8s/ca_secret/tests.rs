@@ -158,3 +158,35 @@ fn a_cert_manager_secret_loads_without_rotation_and_a_bad_one_names_the_secret()
         .to_string();
     assert!(err.contains(SECRET) && err.contains("ca.crt"), "{err}");
 }
+
+/// Attack: a Secret whose root is not a certificate, or whose issuer was
+/// not signed by its root (someone edited one key). The start is refused
+/// naming the Secret; nothing is signed with a CA that does not chain.
+#[test]
+fn a_tampered_mycel_secret_is_refused_naming_it() {
+    let (_a, texts) = generated();
+    let (_b, other) = generated();
+    let data_dir = tempfile::tempdir().unwrap();
+    let garbage_root = [
+        texts[0].clone(),
+        texts[1].clone(),
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n".to_string(),
+        texts[3].clone(),
+    ];
+    // The issuer of another CA under this one's root.
+    let foreign_issuer = [
+        texts[0].clone(),
+        other[1].clone(),
+        texts[2].clone(),
+        other[3].clone(),
+    ];
+    for texts in [garbage_root, foreign_issuer] {
+        let secret = secret_for("mycel-system", "mycel-ca", &texts);
+        let err = loader(data_dir.path())
+            .load_secret(&secret)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(SECRET), "{err}");
+    }
+}
