@@ -1,0 +1,3 @@
+module mycel.test/pause
+
+go 1.22
