@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::FutureExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -23,8 +24,37 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 }
 
 /// Serves on an already bound listener until `shutdown` completes; for tests
-/// that bind port 0 first. `config.listen` is not used.
+/// that bind port 0 first. `config.listen` is not used; `config.health`,
+/// when set, is bound here.
 pub async fn run_with_listener(
+    config: ServiceConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Both servers stop on the one signal.
+    let shutdown = shutdown.shared();
+    let health = match config.health {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--health)"))?;
+            tracing::info!(service = config.kind.name(), listen = %addr, "serving /healthz");
+            let stop = shutdown.clone();
+            async move {
+                crate::http::serve(listener, Arc::new(crate::http::Healthz), stop)
+                    .await
+                    .context("health server")
+            }
+            .boxed()
+        }
+        None => async { anyhow::Ok(()) }.boxed(),
+    };
+    let service = serve_service(config, listener, shutdown);
+    tokio::try_join!(service, health)?;
+    Ok(())
+}
+
+async fn serve_service(
     config: ServiceConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -35,7 +65,7 @@ pub async fn run_with_listener(
         service = config.kind.name(),
         version = config.version.as_str(),
         listen = %local,
-        proxy = ?config.upstreams.proxy,
+        upstreams = ?config.upstreams.fallback,
         direct = ?config.upstreams.direct,
         latency = ?config.faults.latency,
         error_rate = config.faults.error_rate,

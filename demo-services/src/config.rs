@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::faults::FaultConfig;
-use crate::upstream::Upstreams;
+use crate::upstream::{Fallback, Target, TargetError, Upstreams};
 
 /// Which shop service a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -57,10 +57,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[(
 pub enum ConfigError {
     #[error("--error-rate must be between 0 and 1, got {0}")]
     ErrorRate(f64),
-    #[error("--direct wants NAME=ADDR (like catalog=127.0.0.1:8080), got {0:?}")]
+    #[error("--direct wants NAME=ADDR (like catalog=127.0.0.1:8080 or catalog=catalog.shop:80), got {0:?}")]
     DirectSyntax(String),
-    #[error("--direct {name}: {addr:?} is not a socket address")]
-    DirectAddr { name: String, addr: String },
+    #[error("--direct {name}: {addr:?}: {reason}")]
+    DirectAddr {
+        name: String,
+        addr: String,
+        reason: TargetError,
+    },
     #[error("--direct {0} given twice")]
     DirectTwice(String),
 }
@@ -78,9 +82,18 @@ pub struct Cli {
     /// The sidecar's explicit outbound proxy; other services are reached through it by name.
     #[arg(long, value_name = "ADDR")]
     pub proxy: Option<SocketAddr>,
-    /// Reach service NAME directly at ADDR, bypassing the proxy (repeatable; for running without a mesh).
+    /// Reach other services at their own name and port (catalog:80, reviews:9090), looked up at
+    /// each connection: Kubernetes Service names, which a transparent sidecar captures.
+    #[arg(long, conflicts_with = "proxy")]
+    pub dns: bool,
+    /// Reach service NAME at ADDR (IP:PORT, or HOST:PORT looked up at each connection),
+    /// bypassing --proxy or --dns (repeatable; for running without a mesh).
     #[arg(long = "direct", value_name = "NAME=ADDR")]
     pub direct: Vec<String>,
+    /// Also answer GET /healthz over HTTP/1.1 on this address: a readiness probe for reviews,
+    /// whose own port speaks only gRPC.
+    #[arg(long, value_name = "ADDR")]
+    pub health: Option<SocketAddr>,
     /// Sleep this long before answering each request.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub latency_ms: u64,
@@ -103,6 +116,8 @@ pub struct Cli {
 pub struct ServiceConfig {
     pub kind: ServiceKind,
     pub listen: SocketAddr,
+    /// Where GET /healthz is answered besides `listen`, if anywhere.
+    pub health: Option<SocketAddr>,
     pub upstreams: Upstreams,
     pub faults: FaultConfig,
     pub version: Version,
@@ -115,6 +130,7 @@ impl ServiceConfig {
         ServiceConfig {
             kind,
             listen,
+            health: None,
             upstreams: Upstreams::default(),
             faults: FaultConfig::default(),
             version: Version::V1,
@@ -133,8 +149,14 @@ impl TryFrom<Cli> for ServiceConfig {
         Ok(ServiceConfig {
             kind: cli.service,
             listen: cli.listen,
+            health: cli.health,
             upstreams: Upstreams {
-                proxy: cli.proxy,
+                // clap refuses --proxy with --dns.
+                fallback: match (cli.proxy, cli.dns) {
+                    (Some(addr), _) => Fallback::Proxy(addr),
+                    (None, true) => Fallback::Dns,
+                    (None, false) => Fallback::None,
+                },
                 direct: parse_direct(&cli.direct)?,
             },
             faults: FaultConfig {
@@ -149,16 +171,17 @@ impl TryFrom<Cli> for ServiceConfig {
 }
 
 /// Parses `--direct NAME=ADDR` values into a map; a name may appear once.
-pub fn parse_direct(values: &[String]) -> Result<BTreeMap<String, SocketAddr>, ConfigError> {
+pub fn parse_direct(values: &[String]) -> Result<BTreeMap<String, Target>, ConfigError> {
     let mut out = BTreeMap::new();
     for value in values {
         let (name, addr) = value
             .split_once('=')
             .filter(|(n, a)| !n.is_empty() && !a.is_empty())
             .ok_or_else(|| ConfigError::DirectSyntax(value.clone()))?;
-        let parsed: SocketAddr = addr.parse().map_err(|_| ConfigError::DirectAddr {
+        let parsed = Target::parse(addr).map_err(|reason| ConfigError::DirectAddr {
             name: name.to_string(),
             addr: addr.to_string(),
+            reason,
         })?;
         if out.insert(name.to_string(), parsed).is_some() {
             return Err(ConfigError::DirectTwice(name.to_string()));
@@ -197,7 +220,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.kind, ServiceKind::Reviews);
         assert_eq!(c.version, Version::V2);
-        assert_eq!(c.upstreams.proxy, Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(
+            c.upstreams.fallback,
+            Fallback::Proxy("127.0.0.1:9001".parse().unwrap())
+        );
+        assert_eq!(c.health, None);
         assert_eq!(c.faults.latency, Duration::from_millis(20));
         assert_eq!(c.faults.error_rate, 0.5);
         assert_eq!(c.faults.seed, Some(7));
@@ -218,6 +245,37 @@ mod tests {
         }
     }
 
+    /// The command line of the Kubernetes manifests (demo-services/k8s/).
+    #[test]
+    fn parses_the_kubernetes_command_line() {
+        let c = cli(&[
+            "reviews",
+            "--listen=0.0.0.0:9090",
+            "--dns",
+            "--health=0.0.0.0:8081",
+            "--version=v2",
+        ])
+        .unwrap();
+        assert_eq!(c.upstreams.fallback, Fallback::Dns);
+        assert!(c.upstreams.direct.is_empty());
+        assert_eq!(c.health, Some("0.0.0.0:8081".parse().unwrap()));
+        let route = c.upstreams.route("ratings", 80).unwrap();
+        assert_eq!(route.connect.to_string(), "ratings:80");
+    }
+
+    #[test]
+    fn proxy_and_dns_exclude_each_other() {
+        let r = Cli::try_parse_from([
+            "mycel-demo",
+            "frontend",
+            "--listen=127.0.0.1:1",
+            "--proxy=127.0.0.1:2",
+            "--dns",
+        ]);
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("--dns") && err.contains("--proxy"), "{err}");
+    }
+
     #[test]
     fn rejects_error_rate_out_of_range() {
         for rate in ["1.5", "-0.1", "NaN"] {
@@ -234,7 +292,10 @@ mod tests {
             (&["catalog=127.0.0.1:1", "ratings=[::1]:2"], Ok(2)),
             (&["catalog"], Err("NAME=ADDR")),
             (&["=127.0.0.1:1"], Err("NAME=ADDR")),
-            (&["catalog=nowhere"], Err("not a socket address")),
+            (&["catalog=catalog:80", "reviews=reviews.shop:9090"], Ok(2)),
+            (&["catalog=nowhere"], Err("no port")),
+            (&["catalog=no_where:80"], Err("not a host name")),
+            (&["catalog=catalog:0"], Err("not a port")),
             (&["a=127.0.0.1:1", "a=127.0.0.1:2"], Err("given twice")),
         ];
         for (input, want) in cases {

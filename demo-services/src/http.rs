@@ -121,6 +121,20 @@ fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Res
     response
 }
 
+/// The `--health` listener: `GET /healthz` answers 200 while the process
+/// serves, anything else 404. Never faulted: the fault knobs are for the
+/// mesh to carry, not for the kubelet to restart the pod over.
+pub struct Healthz;
+
+impl Handler for Healthz {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            path => text(StatusCode::NOT_FOUND, &format!("no route {path}\n")),
+        }
+    }
+}
+
 /// `/prefix/{id}` → `Some(id)` when `id` is one non-empty segment.
 pub fn path_param<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     path.strip_prefix(prefix)

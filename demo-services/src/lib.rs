@@ -1,9 +1,11 @@
 //! The Mycel demo shop: `frontend` (HTML + JSON), `catalog` and `ratings`
 //! (REST/JSON) and `reviews` (gRPC, v1 without stars, v2 asking ratings).
 //!
-//! Services reach each other only by service name, through their own
-//! sidecar's explicit outbound proxy (`--proxy`), or, without a mesh, through
-//! `--direct name=addr` overrides. Every service has fault knobs (latency,
+//! Services reach each other only by service name: through their own
+//! sidecar's explicit outbound proxy (`--proxy`, local mode), by that name
+//! looked up in DNS (`--dns`, Kubernetes: the pod's sidecar captures the
+//! connection to the Service), or, without a mesh, through `--direct
+//! name=addr` overrides. Every service has fault knobs (latency,
 //! error rate) and echoes the `x-mycel-peer-id` header its sidecar set, so a
 //! caller can see which identity the mesh proved.
 //!

@@ -1,6 +1,10 @@
 //! How a service reaches another one by name: through the sidecar's explicit
 //! outbound proxy (connect to the proxy, name the service in `Host` /
-//! `:authority`), or, without a mesh, straight to a `--direct` address.
+//! `:authority`), by the service's own name resolved by DNS (in
+//! Kubernetes: `http://catalog:80`, whose ClusterIP the sidecar captures),
+//! or, without a mesh, at a `--direct` address.
+
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,31 +13,53 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
+
+pub use target::{Target, TargetError};
 
 /// Largest response body a service reads from another one.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// Where a call to a service without a `--direct` entry goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fallback {
+    /// Nowhere: the call fails with [`UpstreamError::NoRoute`].
+    #[default]
+    None,
+    /// The sidecar's explicit outbound proxy (`--proxy`).
+    Proxy(SocketAddr),
+    /// The service's own name and the port it is called on, looked up at
+    /// each connection (`--dns`).
+    Dns,
+}
+
 /// Where calls to other services go.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Upstreams {
-    pub proxy: Option<SocketAddr>,
-    /// Per-service overrides that bypass the proxy.
-    pub direct: BTreeMap<String, SocketAddr>,
+    pub fallback: Fallback,
+    /// Per-service overrides that bypass the fallback.
+    pub direct: BTreeMap<String, Target>,
 }
 
-/// One resolved call target: the socket to dial and the authority to name.
+/// One resolved call target: where to dial and the authority to name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub connect: SocketAddr,
+    pub connect: Target,
     pub authority: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("no route to service {0:?}: give --proxy or --direct {0}=ADDR")]
+    #[error("no route to service {0:?}: give --proxy, --dns or --direct {0}=ADDR")]
     NoRoute(String),
+    #[error("looking up {host:?} (for {service}): {source}")]
+    Resolve {
+        service: String,
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("{target} has no address (for {service})")]
+    NoAddress { service: String, target: String },
     #[error("connecting to {addr} (for {service}): {source}")]
     Connect {
         service: String,
@@ -73,6 +99,22 @@ pub enum UpstreamError {
 }
 
 impl Upstreams {
+    /// Every service through the explicit proxy at `addr`.
+    pub fn proxy(addr: SocketAddr) -> Self {
+        Upstreams {
+            fallback: Fallback::Proxy(addr),
+            direct: BTreeMap::new(),
+        }
+    }
+
+    /// Only the services named, each at its address.
+    pub fn direct<T: Into<Target>>(pairs: impl IntoIterator<Item = (String, T)>) -> Self {
+        Upstreams {
+            fallback: Fallback::None,
+            direct: pairs.into_iter().map(|(n, t)| (n, t.into())).collect(),
+        }
+    }
+
     /// Resolves `service` on `port`. Port 80 is left out of the authority
     /// (`Host: catalog`), as an HTTP client would; other ports are kept
     /// (`reviews:9090`).
@@ -82,17 +124,22 @@ impl Upstreams {
         } else {
             format!("{service}:{port}")
         };
-        let connect = self
-            .direct
-            .get(service)
-            .or(self.proxy.as_ref())
-            .copied()
-            .ok_or_else(|| UpstreamError::NoRoute(service.to_string()))?;
+        let connect = match (self.direct.get(service), self.fallback) {
+            (Some(target), _) => target.clone(),
+            (None, Fallback::Proxy(addr)) => Target::Addr(addr),
+            (None, Fallback::Dns) => Target::Host {
+                host: service.to_string(),
+                port,
+            },
+            (None, Fallback::None) => return Err(UpstreamError::NoRoute(service.to_string())),
+        };
         Ok(Route { connect, authority })
     }
 
     /// A lazily connecting gRPC channel to `service:port`; `:authority` names
-    /// the service while the TCP connection goes to the proxy.
+    /// the service while the TCP connection goes to the proxy. A host name
+    /// is looked up by tonic's connector at every (re)connection, as
+    /// [`target::connect`] does for HTTP calls.
     pub fn grpc_channel(
         &self,
         service: &str,
@@ -148,14 +195,7 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
 /// One HTTP/1.1 GET on a fresh connection, origin-form with a `Host` header:
 /// what an explicit-proxy client sends on loopback. Returns status and body.
 pub async fn get(route: &Route, service: &str, path: &str) -> Result<(u16, Bytes), UpstreamError> {
-    let stream =
-        TcpStream::connect(route.connect)
-            .await
-            .map_err(|source| UpstreamError::Connect {
-                service: service.to_string(),
-                addr: route.connect,
-                source,
-            })?;
+    let stream = target::connect(&target::SystemResolver, &route.connect, service).await?;
     let http_err = |source| UpstreamError::Http {
         service: service.to_string(),
         source,
@@ -199,13 +239,18 @@ mod tests {
 
     #[test]
     fn route_table() {
-        let proxy_only = Upstreams {
-            proxy: Some(addr("127.0.0.1:15001")),
-            direct: BTreeMap::new(),
-        };
+        let proxy_only = Upstreams::proxy(addr("127.0.0.1:15001"));
         let mixed = Upstreams {
-            proxy: Some(addr("127.0.0.1:15001")),
-            direct: [("ratings".to_string(), addr("127.0.0.1:9999"))].into(),
+            fallback: Fallback::Proxy(addr("127.0.0.1:15001")),
+            direct: [("ratings".to_string(), Target::Addr(addr("127.0.0.1:9999")))].into(),
+        };
+        let dns = Upstreams {
+            fallback: Fallback::Dns,
+            direct: [(
+                "ratings".to_string(),
+                Target::parse("ratings.other.svc:8080").unwrap(),
+            )]
+            .into(),
         };
         let none = Upstreams::default();
         let cases = [
@@ -223,12 +268,28 @@ mod tests {
             ),
             (&mixed, "ratings", 80, Some(("127.0.0.1:9999", "ratings"))),
             (&mixed, "catalog", 80, Some(("127.0.0.1:15001", "catalog"))),
+            // DNS: the name and port the caller uses, as in `http://catalog`.
+            (&dns, "catalog", 80, Some(("catalog:80", "catalog"))),
+            (
+                &dns,
+                "reviews",
+                9090,
+                Some(("reviews:9090", "reviews:9090")),
+            ),
+            // A --direct entry wins over DNS; the authority still names
+            // the service.
+            (
+                &dns,
+                "ratings",
+                80,
+                Some(("ratings.other.svc:8080", "ratings")),
+            ),
             (&none, "catalog", 80, None),
         ];
         for (up, service, port, want) in cases {
             let got = up.route(service, port).ok();
             let want = want.map(|(c, a)| Route {
-                connect: addr(c),
+                connect: Target::parse(c).unwrap(),
                 authority: a.to_string(),
             });
             assert_eq!(got, want, "{service}:{port}");
@@ -238,6 +299,20 @@ mod tests {
     #[test]
     fn no_route_error_says_what_to_do() {
         let err = Upstreams::default().route("catalog", 80).unwrap_err();
-        assert!(err.to_string().contains("--proxy"), "{err}");
+        for flag in ["--proxy", "--dns", "--direct catalog="] {
+            assert!(err.to_string().contains(flag), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_channels_accept_host_names() {
+        // Lazy: nothing is looked up or dialled until the first call.
+        let dns = Upstreams {
+            fallback: Fallback::Dns,
+            direct: BTreeMap::new(),
+        };
+        assert!(dns
+            .grpc_channel("reviews", 9090, Duration::from_secs(1))
+            .is_ok());
     }
 }

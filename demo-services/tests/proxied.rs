@@ -110,10 +110,9 @@ async fn serve(config: ServiceConfig) -> SocketAddr {
 
 fn with_proxy(kind: ServiceKind, proxy: Option<SocketAddr>) -> ServiceConfig {
     let mut c = ServiceConfig::new(kind, "127.0.0.1:0".parse().unwrap());
-    c.upstreams = Upstreams {
-        proxy,
-        direct: Default::default(),
-    };
+    if let Some(addr) = proxy {
+        c.upstreams = Upstreams::proxy(addr);
+    }
     c
 }
 
@@ -144,10 +143,7 @@ async fn services_name_each_other_and_echo_the_caller() {
     .await;
     let frontend = serve(with_proxy(ServiceKind::Frontend, Some(frontend_proxy))).await;
 
-    let to_frontend = Upstreams {
-        proxy: None,
-        direct: [("frontend".to_string(), frontend)].into(),
-    };
+    let to_frontend = Upstreams::direct([("frontend".to_string(), frontend)]);
     let view: ProductsView = get_json(
         &to_frontend,
         "frontend",

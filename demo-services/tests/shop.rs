@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use mycel_demo::faults::FaultConfig;
 use mycel_demo::frontend::view::{CatalogFailed, ProductsView};
 use mycel_demo::proto::reviews::reviews_client::ReviewsClient;
 use mycel_demo::proto::reviews::{ChatMessage, StreamReviewsRequest};
-use mycel_demo::upstream::{get, get_json, Upstreams};
+use mycel_demo::upstream::{get, get_json, Target, Upstreams};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -40,13 +39,7 @@ async fn start(config: ServiceConfig) -> Running {
 }
 
 fn direct(pairs: &[(&str, SocketAddr)]) -> Upstreams {
-    Upstreams {
-        proxy: None,
-        direct: pairs
-            .iter()
-            .map(|(n, a)| (n.to_string(), *a))
-            .collect::<BTreeMap<_, _>>(),
-    }
+    Upstreams::direct(pairs.iter().map(|(n, a)| (n.to_string(), *a)))
 }
 
 fn config(kind: ServiceKind, upstreams: Upstreams) -> ServiceConfig {
@@ -196,4 +189,72 @@ async fn stream_reviews_ends_with_requested_status_and_chat_echoes() {
         assert_eq!(m.caller, "spiffe://test/ns/shop/sa/t");
     }
     assert!(echoes.message().await.unwrap().is_none());
+}
+
+/// `--direct NAME=HOST:PORT` with host names, as in a cluster where every
+/// service is a DNS name: `localhost` (from /etc/hosts, no DNS server
+/// needed) for each, over HTTP and gRPC. Reviews answers `/healthz` on its
+/// `--health` listener while its own port speaks only gRPC.
+#[tokio::test]
+async fn services_reach_each_other_by_host_name() {
+    let by_name = |pairs: &[(&str, SocketAddr)]| {
+        Upstreams::direct(pairs.iter().map(|(n, a)| {
+            let target = Target::Host {
+                host: "localhost".into(),
+                port: a.port(),
+            };
+            (n.to_string(), target)
+        }))
+    };
+    let catalog = start(config(ServiceKind::Catalog, Upstreams::default())).await;
+    let ratings = start(config(ServiceKind::Ratings, Upstreams::default())).await;
+    let health = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut reviews_cfg = config(ServiceKind::Reviews, by_name(&[("ratings", ratings.addr)]));
+    reviews_cfg.version = Version::V2;
+    reviews_cfg.health = Some(health);
+    let reviews = start(reviews_cfg).await;
+    let frontend = start(config(
+        ServiceKind::Frontend,
+        by_name(&[
+            ("catalog", catalog.addr),
+            ("reviews", reviews.addr),
+            ("ratings", ratings.addr),
+        ]),
+    ))
+    .await;
+
+    let view: ProductsView = get_json(
+        &by_name(&[("frontend", frontend.addr)]),
+        "frontend",
+        "/api/products",
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert!(view.calls.iter().all(|c| c.ok), "{:?}", view.calls);
+    assert!(view
+        .products
+        .iter()
+        .all(|p| p.reviews_version.as_deref() == Some("v2")
+            && p.reviews.iter().all(|r| r.stars == p.stars)));
+
+    // The spawned service binds its health listener itself, maybe after
+    // `start` returned: retry briefly.
+    let route = direct(&[("reviews", health)]).route("reviews", 80).unwrap();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        match get(&route, "reviews", "/healthz").await {
+            Ok((status, _)) => break status,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("reviews --health: {e}"),
+        }
+    };
+    assert_eq!(status, 200);
+    let (status, _) = get(&route, "reviews", "/products").await.unwrap();
+    assert_eq!(status, 404);
 }

@@ -21,6 +21,7 @@ mod images;
 mod k8s;
 mod k8s_ca;
 mod k8s_check;
+mod k8s_demo;
 mod mtls;
 mod netns_init;
 mod netns_mesh;
