@@ -61,6 +61,7 @@ impl Frontend {
         let mut out = ProductsView {
             products: Vec::with_capacity(list.products.len()),
             calls: vec![CallReport::ok("catalog", None, list.caller)],
+            caller: None,
         };
         // The catalog is a handful of items, so one concurrent pair of calls
         // per product stays small.
@@ -111,7 +112,11 @@ impl Handler for Frontend {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, &fault.to_string(), caller);
         }
         // The page is rendered from the same aggregation the API serves.
-        match (self.products().await, is_page) {
+        let products = self.products().await.map(|view| ProductsView {
+            caller: caller.clone(),
+            ..view
+        });
+        match (products, is_page) {
             (Ok(view), false) => json(StatusCode::OK, &view),
             (Err(failed), false) => json(StatusCode::BAD_GATEWAY, &failed),
             (Ok(view), true) => crate::http::html(StatusCode::OK, html::page(&view, None)),
@@ -119,6 +124,7 @@ impl Handler for Frontend {
                 let view = ProductsView {
                     products: Vec::new(),
                     calls: failed.calls,
+                    caller,
                 };
                 crate::http::html(
                     StatusCode::BAD_GATEWAY,

@@ -128,6 +128,7 @@ mod tests {
                 reviews_ratings_error: None,
             }],
             calls: vec![CallReport::failed("ratings", Some("p1"), "<503>".into())],
+            caller: None,
         };
         let html = page(&view, None);
         assert!(html.contains("Kit &lt;b&gt;"));

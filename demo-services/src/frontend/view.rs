@@ -13,6 +13,10 @@ pub struct ProductsView {
     pub products: Vec<ProductView>,
     /// One entry per call the frontend made, in order, failures included.
     pub calls: Vec<CallReport>,
+    /// Who called the frontend, as its sidecar vouched (`x-mycel-peer-id`):
+    /// the ingress gateway's identity when the request came through it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub caller: Option<String>,
 }
 
 /// Returned with HTTP 502 when the catalog itself could not be read.
@@ -185,6 +189,7 @@ mod tests {
         let v = serde_json::to_value(ProductsView {
             products: vec![view],
             calls: calls.to_vec(),
+            caller: None,
         })
         .unwrap();
         let p = &v["products"][0];
