@@ -283,7 +283,9 @@ async fn from_cluster(
 }
 
 async fn connect(kube: &KubeArgs, timeout: Duration) -> anyhow::Result<Client> {
-    kube.client(timeout)
+    // The client's own timeouts are only a backstop: each call's, which
+    // comes first, names the call that hung.
+    kube.client(timeout.saturating_mul(2))
         .await
         .map_err(cluster::ClusterError::Connect)
         .map_err(anyhow::Error::from)

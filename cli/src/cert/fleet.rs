@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::describe::{Report, Validity, VerifyStatus};
+use super::describe::{self, Report, Validity, VerifyStatus};
 use super::render::{self, Cell, Mark, Style};
 
 /// One meshed pod's line; field names are the `-o json` contract.
@@ -90,7 +90,7 @@ pub fn row(namespace: &str, pod: &str, outcome: Outcome, warn: Duration) -> Row 
             Validity::Valid if cert.seconds_left < warn_secs => row.problems.push(format!(
                 "{what} expires in {} (within --warn {})",
                 cert.time_left,
-                humantime::format_duration(warn)
+                describe::human(warn_secs)
             )),
             Validity::Valid => {}
         }
