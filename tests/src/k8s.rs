@@ -302,6 +302,48 @@ impl ApiServer {
     }
 }
 
+/// An API server that accepts connections and never answers, and a
+/// kubeconfig for it: a hung control plane as a client sees it. Needs no
+/// Kubernetes binaries; stops when dropped.
+pub struct SilentApiServer {
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentApiServer {
+    pub async fn start() -> anyhow::Result<SilentApiServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        // Holds every connection open and says nothing.
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: silent\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: silent\n    user: u\ncurrent-context: c\n"
+            ),
+        )?;
+        Ok(SilentApiServer {
+            kubeconfig,
+            _dir: dir,
+            task,
+        })
+    }
+}
+
+impl Drop for SilentApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 fn kubeconfig_text(url: &str, pki: &Pki) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
