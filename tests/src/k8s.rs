@@ -266,6 +266,29 @@ impl ApiServer {
         Ok(path)
     }
 
+    /// A kubeconfig for a new ServiceAccount `account` in the existing
+    /// `namespace`, which holds no rights until a test grants some.
+    pub async fn account_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+    ) -> anyhow::Result<PathBuf> {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: kube::Api<ServiceAccount> =
+            kube::Api::namespaced(self.client().await?, namespace);
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": account}}))?;
+        accounts.create(&Default::default(), &sa).await?;
+        let req = serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}}))?;
+        let token = accounts
+            .create_token_request(account, &Default::default(), &req)
+            .await?
+            .status
+            .context("TokenRequest answered without a status")?
+            .token;
+        self.token_kubeconfig(account, &token)
+    }
+
     /// A service-account token for `namespace/account` (whose uid is
     /// `uid`) signed with the API server's own key but already expired: what
     /// a proxy holding a stale token presents.

@@ -110,6 +110,16 @@ pub struct Document<'a> {
     pub pods: &'a [Row],
 }
 
+pub const HEADER: [&str; 7] = [
+    "NAMESPACE",
+    "POD",
+    "SPIFFE ID",
+    "EXPIRES",
+    "TIME LEFT",
+    "VERIFIED",
+    "PROBLEM",
+];
+
 /// The aligned table, then a line counting what passed.
 pub fn text(rows: &[Row], scope: &str, warn: Duration, style: Style) -> String {
     if rows.is_empty() {
@@ -141,20 +151,7 @@ pub fn text(rows: &[Row], scope: &str, warn: Duration, style: Style) -> String {
             ]
         })
         .collect();
-    let mut out = render::table(
-        "",
-        &[
-            "NAMESPACE",
-            "POD",
-            "SPIFFE ID",
-            "EXPIRES",
-            "TIME LEFT",
-            "VERIFIED",
-            "PROBLEM",
-        ],
-        &cells,
-        style,
-    );
+    let mut out = render::table("", &HEADER, &cells, style);
     let good = rows.iter().filter(|r| r.ok).count();
     out.push_str(&format!(
         "\n{} meshed pod(s) {scope}: {good} ok, {} not\n",

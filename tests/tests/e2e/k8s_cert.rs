@@ -10,7 +10,6 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -38,6 +37,14 @@ async fn run(args: &[&str]) -> (bool, String, String) {
         started.elapsed()
     );
     (out.status.success(), stdout, stderr)
+}
+
+/// `mycelctl cert ARGS --kubeconfig KC`.
+async fn cert(kc: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["cert"];
+    all.extend_from_slice(args);
+    all.extend(["--kubeconfig", kc]);
+    run(&all).await
 }
 
 fn json_of(stdout: &str) -> Value {
@@ -113,16 +120,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
 
     // pod/NAME: the proxy's real certificate, verified against the
     // namespace's published bundle.
-    let (ok, out, err) = run(&[
-        "cert",
-        "inspect",
-        "--kubeconfig",
-        &kc,
-        "-n",
-        NS,
-        "pod/web-live",
-    ])
-    .await;
+    let (ok, out, err) = cert(&kc, &["inspect", "-n", NS, "pod/web-live"]).await;
     assert!(ok, "{out}{err}");
     for want in [
         "Source: pod shop/web-live",
@@ -139,18 +137,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
     assert!(!out.contains('\x1b'), "colour on a pipe: {out:?}");
 
     // A bare pod name with -n, as JSON.
-    let (ok, out, err) = run(&[
-        "cert",
-        "inspect",
-        "--kubeconfig",
-        &kc,
-        "-n",
-        NS,
-        "web-live",
-        "-o",
-        "json",
-    ])
-    .await;
+    let (ok, out, err) = cert(&kc, &["inspect", "-n", NS, "web-live", "-o", "json"]).await;
     assert!(ok, "{out}{err}");
     let doc = json_of(&out);
     assert_eq!(doc["ok"], true, "{doc}");
@@ -178,16 +165,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
     // deploy/NAME: of the three pods it selects only web-live has a ready
     // proxy (web-0 and web-1 have none), and the output says so.
     deployment(&client, "web", "web").await;
-    let (ok, out, err) = run(&[
-        "cert",
-        "inspect",
-        "--kubeconfig",
-        &kc,
-        "-n",
-        NS,
-        "deploy/web",
-    ])
-    .await;
+    let (ok, out, err) = cert(&kc, &["inspect", "-n", NS, "deploy/web"]).await;
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("Source: deploy/web in shop: pod web-live"),
@@ -202,7 +180,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
     // cert check -A: web-0 and web-1 are labelled meshed but run no proxy
     // (k8s.rs seeds them so), so there is no certificate to read: each is
     // named, and the exit status is non-zero.
-    let (ok, out, err) = run(&["cert", "check", "-A", "--kubeconfig", &kc]).await;
+    let (ok, out, err) = cert(&kc, &["check", "-A"]).await;
     assert!(!ok, "{out}{err}");
     for pod in ["shop/web-0", "shop/web-1"] {
         assert!(
@@ -225,7 +203,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
     }
 
     // Now every meshed pod passes: one aligned row, exit 0.
-    let (ok, out, err) = run(&["cert", "check", "-A", "--kubeconfig", &kc]).await;
+    let (ok, out, err) = cert(&kc, &["check", "-A"]).await;
     assert!(ok, "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("NAMESPACE  POD"), "{out}");
@@ -244,7 +222,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
     );
 
     // --warn longer than the certificate's life (24h): the pod is named.
-    let (ok, out, err) = run(&["cert", "check", "-A", "--warn", "48h", "--kubeconfig", &kc]).await;
+    let (ok, out, err) = cert(&kc, &["check", "-A", "--warn", "48h"]).await;
     assert!(!ok, "{out}{err}");
     assert!(
         err.contains("shop/web-live: leaf expires in") && err.contains("(within --warn 2d)"),
@@ -252,7 +230,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
     );
 
     // JSON, one namespace.
-    let (ok, out, err) = run(&["cert", "check", "-n", NS, "-o", "json", "--kubeconfig", &kc]).await;
+    let (ok, out, err) = cert(&kc, &["check", "-n", NS, "-o", "json"]).await;
     assert!(ok, "{out}{err}");
     let doc = json_of(&out);
     assert_eq!(doc["ok"], true, "{doc}");
@@ -338,42 +316,22 @@ async fn cert_inspect_and_check_say_what_is_wrong_in_the_cluster() {
             "svc/web: cert inspect does not read kind \"svc\"; give deploy/NAME, pod/NAME, or a pod's NAME with -n NS",
         ),
     ] {
-        let (ok, out, err) = run(&["cert", "inspect", "--kubeconfig", &kc, "-n", NS, target]).await;
+        let (ok, out, err) = cert(&kc, &["inspect", "-n", NS, target]).await;
         assert!(!ok && out.is_empty(), "{target}: {out}");
         assert!(err.contains(want), "{target}: want {want:?}, got: {err}");
     }
 
     // A ServiceAccount with no rights is told the API server's refusal.
-    let _: ServiceAccount =
-        create(&client, Some(NS), json!({"metadata": {"name": "nobody"}})).await;
-    let req: TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 600}})).unwrap();
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), NS)
-        .create_token_request("nobody", &PostParams::default(), &req)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let nobody = api.token_kubeconfig("nobody", &token).unwrap();
+    let nobody = api.account_kubeconfig(NS, "nobody").await.unwrap();
     let nobody = nobody.display().to_string();
-    let (ok, _, err) = run(&[
-        "cert",
-        "inspect",
-        "--kubeconfig",
-        &nobody,
-        "-n",
-        NS,
-        "deploy/plain",
-    ])
-    .await;
+    let (ok, _, err) = cert(&nobody, &["inspect", "-n", NS, "deploy/plain"]).await;
     assert!(!ok);
     assert!(
         err.contains("getting deployment shop/plain: forbidden:")
             && err.contains("system:serviceaccount:shop:nobody"),
         "{err}"
     );
-    let (ok, _, err) = run(&["cert", "check", "-A", "--kubeconfig", &nobody]).await;
+    let (ok, _, err) = cert(&nobody, &["check", "-A"]).await;
     assert!(!ok);
     assert!(
         err.contains("listing meshed pods in all namespaces: forbidden:"),
@@ -382,7 +340,7 @@ async fn cert_inspect_and_check_say_what_is_wrong_in_the_cluster() {
 
     // cert check lists meshed pods only (not `plain`) and names the one
     // whose certificate it cannot read.
-    let (ok, out, err) = run(&["cert", "check", "-n", NS, "--kubeconfig", &kc]).await;
+    let (ok, out, err) = cert(&kc, &["check", "-n", NS]).await;
     assert!(!ok, "{out}{err}");
     assert!(
         err.contains("1 of 1 meshed pod(s) failed: shop/starting: its proxy is not ready (waiting: CrashLoopBackOff)"),
@@ -399,13 +357,11 @@ async fn cert_commands_time_out_on_a_silent_api_server() {
     let silent = k8s::SilentApiServer::start().await.unwrap();
     let kc = silent.kubeconfig.display().to_string();
     for args in [
-        vec!["cert", "inspect", "-n", NS, "deploy/web"],
-        vec!["cert", "check", "-A"],
+        ["inspect", "-n", NS, "deploy/web", "--timeout", "1s"].as_slice(),
+        &["check", "-A", "--timeout", "1s"],
     ] {
-        let mut args = args;
-        args.extend(["--kubeconfig", &kc, "--timeout", "1s"]);
         let started = Instant::now();
-        let (ok, _, err) = run(&args).await;
+        let (ok, _, err) = cert(&kc, args).await;
         let took = started.elapsed();
         assert!(!ok, "{args:?}");
         assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");

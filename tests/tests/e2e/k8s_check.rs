@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -216,21 +215,7 @@ async fn on_an_empty_cluster_check_fails_naming_what_is_missing_and_pre_needs_ri
         json!({"metadata": {"name": "nobody"}}),
     )
     .await;
-    let _: ServiceAccount = create(
-        Api::namespaced(admin.clone(), "nobody"),
-        json!({"metadata": {"name": "nobody"}}),
-    )
-    .await;
-    let req: TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap();
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), "nobody")
-        .create_token_request("nobody", &PostParams::default(), &req)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let nobody = api.token_kubeconfig("nobody", &token).unwrap();
+    let nobody = api.account_kubeconfig("nobody", "nobody").await.unwrap();
     let (ok, text) = check(&nobody.display().to_string(), &["--pre"]).await;
     assert!(!ok, "{text}");
     assert_line(
