@@ -8,11 +8,10 @@
 mod cluster;
 pub mod verdict;
 
-use std::path::PathBuf;
-
 use anyhow::bail;
 use serde::Serialize;
 
+use crate::kubeconfig::KubeArgs;
 use verdict::Check;
 
 #[derive(Debug, clap::Args)]
@@ -28,9 +27,8 @@ pub struct CheckArgs {
     /// Namespace Mycel is installed in.
     #[arg(long, value_name = "NS", default_value = "mycel-system")]
     pub namespace: String,
-    /// Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub output: Format,

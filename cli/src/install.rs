@@ -59,7 +59,7 @@ pub async fn run(args: InstallArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let docs = documents(&text)?;
-    let client = crate::kubeconfig::client(args.kubeconfig.as_deref(), apply::CALL_TIMEOUT)
+    let client = crate::kubeconfig::client(args.kubeconfig.as_deref(), None, apply::CALL_TIMEOUT)
         .await
         .map_err(anyhow::Error::msg)
         .context("connecting to the API server")?;

@@ -1,27 +1,92 @@
-//! The API client `check` and `install` use: kubeconfig as kubectl finds
-//! it, with timeouts short enough for a command line.
+//! The API client `check`, `install` and `cert` use: kubeconfig as kubectl
+//! finds it, with timeouts short enough for a command line; and kube's
+//! errors as one line a person can act on.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
+/// Which cluster, as kubectl's flags of the same names say it.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct KubeArgs {
+    /// Kubeconfig to use (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl KubeArgs {
+    /// Whether the user named a cluster at all.
+    pub fn given(&self) -> bool {
+        self.kubeconfig.is_some() || self.context.is_some()
+    }
+
+    pub async fn client(&self, timeout: Duration) -> Result<Client, String> {
+        client(self.kubeconfig.as_deref(), self.context.as_deref(), timeout).await
+    }
+}
+
 /// A client from `path`, else `KUBECONFIG`, `~/.kube/config` or the
-/// in-cluster config; each request may take `timeout`.
-pub async fn client(path: Option<&Path>, timeout: Duration) -> Result<Client, String> {
-    let mut config = match path {
-        Some(path) => {
+/// in-cluster config, in `context` or the current one; each request may
+/// take `timeout`.
+pub async fn client(
+    path: Option<&Path>,
+    context: Option<&str>,
+    timeout: Duration,
+) -> Result<Client, String> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..KubeConfigOptions::default()
+    };
+    let mut config = match (path, context) {
+        (Some(path), _) => {
             let kc = Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| chain(&e))?
         }
-        None => kube::Config::infer().await.map_err(|e| e.to_string())?,
+        // A context exists only in a kubeconfig: no in-cluster fallback.
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| chain(&e))?,
+        (None, None) => kube::Config::infer().await.map_err(|e| chain(&e))?,
     };
     // kube's defaults wait minutes for an answer; a check must not hang.
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
-    Client::try_from(config).map_err(|e| e.to_string())
+    Client::try_from(config).map_err(|e| chain(&e))
+}
+
+/// An error with its causes ("client error (Connect): ... timed out"), for
+/// kube's top-level messages say little alone.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// `f`, given up after `timeout`; its error as [`chain`] words it.
+pub async fn call<T, E: std::error::Error>(
+    timeout: Duration,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(chain(&e)),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
 }

@@ -10,6 +10,7 @@ mod demo;
 mod inject;
 mod install;
 mod kubeconfig;
+mod podcerts;
 mod token;
 
 use std::path::PathBuf;

@@ -25,6 +25,10 @@ pub const TRUST_VOLUME: &str = "mycel-trust-bundle";
 /// The projected token is the file `token` in this directory.
 pub const TOKEN_DIR: &str = "/var/run/secrets/mycel";
 pub const TRUST_DIR: &str = "/var/run/mycel/trust";
+/// The proxy container's named ports: tools find the admin port of a pod
+/// injected with other settings by this name (`mycelctl cert`).
+pub const MESH_PORT_NAME: &str = "mycel-mesh";
+pub const ADMIN_PORT_NAME: &str = "mycel-admin";
 
 /// The iptables init container: root with NET_ADMIN and NET_RAW only, runs
 /// once and exits. Its root filesystem stays writable: iptables takes its
@@ -178,8 +182,8 @@ pub fn proxy_container(
         args: Some(args),
         env: Some(env),
         ports: Some(vec![
-            port("mycel-mesh", p.mesh),
-            port("mycel-admin", p.admin),
+            port(MESH_PORT_NAME, p.mesh),
+            port(ADMIN_PORT_NAME, p.admin),
         ]),
         // A native sidecar is an init container that keeps running; the
         // kubelet starts the next container only once its startup probe

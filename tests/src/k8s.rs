@@ -266,6 +266,29 @@ impl ApiServer {
         Ok(path)
     }
 
+    /// A kubeconfig for a new ServiceAccount `account` in the existing
+    /// `namespace`, which holds no rights until a test grants some.
+    pub async fn account_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+    ) -> anyhow::Result<PathBuf> {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: kube::Api<ServiceAccount> =
+            kube::Api::namespaced(self.client().await?, namespace);
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": account}}))?;
+        accounts.create(&Default::default(), &sa).await?;
+        let req = serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}}))?;
+        let token = accounts
+            .create_token_request(account, &Default::default(), &req)
+            .await?
+            .status
+            .context("TokenRequest answered without a status")?
+            .token;
+        self.token_kubeconfig(account, &token)
+    }
+
     /// A service-account token for `namespace/account` (whose uid is
     /// `uid`) signed with the API server's own key but already expired: what
     /// a proxy holding a stale token presents.
@@ -299,6 +322,48 @@ impl ApiServer {
     /// The API server's log so far.
     pub fn log(&self) -> String {
         self.apiserver.log()
+    }
+}
+
+/// An API server that accepts connections and never answers, and a
+/// kubeconfig for it: a hung control plane as a client sees it. Needs no
+/// Kubernetes binaries; stops when dropped.
+pub struct SilentApiServer {
+    pub kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentApiServer {
+    pub async fn start() -> anyhow::Result<SilentApiServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        // Holds every connection open and says nothing.
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: silent\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: silent\n    user: u\ncurrent-context: c\n"
+            ),
+        )?;
+        Ok(SilentApiServer {
+            kubeconfig,
+            _dir: dir,
+            task,
+        })
+    }
+}
+
+impl Drop for SilentApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

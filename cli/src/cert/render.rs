@@ -13,8 +13,24 @@ pub struct Document<'a> {
     pub source: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake: Option<&'a Handshake>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<&'a PodSource>,
+    /// Where the roots came from (a file, a ConfigMap, the proxy itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_bundle_source: Option<&'a str>,
     #[serde(flatten)]
     pub report: &'a Report,
+}
+
+/// The pod whose proxy was read through the API server.
+#[derive(Clone, Debug, Serialize)]
+pub struct PodSource {
+    pub namespace: String,
+    pub name: String,
+    pub admin_port: u16,
+    /// For a Deployment: which of its pods, and why that one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected: Option<String>,
 }
 
 pub fn json(doc: &Document<'_>) -> serde_json::Result<String> {
@@ -35,10 +51,10 @@ impl Style {
             text.to_string()
         }
     }
-    fn good(self, text: &str) -> String {
+    pub fn good(self, text: &str) -> String {
         self.paint("32", text)
     }
-    fn bad(self, text: &str) -> String {
+    pub fn bad(self, text: &str) -> String {
         self.paint("31", text)
     }
     fn dim(self, text: &str) -> String {
@@ -51,6 +67,16 @@ pub fn text(doc: &Document<'_>, style: Style) -> String {
     let _ = writeln!(out, "Source: {}", doc.source);
     if let Some(h) = doc.handshake {
         handshake(&mut out, h, style);
+    }
+    if let Some(p) = doc.pod {
+        let _ = writeln!(
+            out,
+            "Pod: {}/{} (its proxy's admin port {}, through the API server)",
+            p.namespace, p.name, p.admin_port
+        );
+        if let Some(why) = &p.selected {
+            let _ = writeln!(out, "     {why}");
+        }
     }
     let report = doc.report;
     let n = report.chain.len();
@@ -67,11 +93,11 @@ pub fn text(doc: &Document<'_>, style: Style) -> String {
     let _ = writeln!(out, "\nChain: {line}");
     if !report.trust_bundle.is_empty() {
         let n = report.trust_bundle.len();
-        let _ = writeln!(
-            out,
-            "\nTrust bundle ({n} {}):",
-            if n == 1 { "root" } else { "roots" }
-        );
+        let noun = if n == 1 { "root" } else { "roots" };
+        let _ = match doc.trust_bundle_source {
+            Some(from) => writeln!(out, "\nTrust bundle ({n} {noun}) from {from}:"),
+            None => writeln!(out, "\nTrust bundle ({n} {noun}):"),
+        };
         roots(&mut out, &report.trust_bundle, style);
     }
     out
@@ -92,7 +118,7 @@ fn handshake(out: &mut String, h: &Handshake, style: Style) {
     let _ = writeln!(out, "Handshake: {outcome}");
 }
 
-fn role(c: &CertInfo) -> &'static str {
+pub fn role(c: &CertInfo) -> &'static str {
     match c.role {
         super::describe::Role::Leaf => "leaf",
         super::describe::Role::Intermediate => "intermediate CA",
@@ -143,55 +169,101 @@ fn cert(out: &mut String, c: &CertInfo, style: Style) {
 
 /// One aligned row per root: subject, not-after, time left, key type.
 fn roots(out: &mut String, roots: &[CertInfo], style: Style) {
-    let header = ["SUBJECT", "NOT AFTER", "TIME LEFT", "KEY"];
-    let rows: Vec<[String; 4]> = roots
+    let rows: Vec<Vec<Cell>> = roots
         .iter()
         .map(|r| {
-            [
-                r.subject.clone(),
-                r.not_after.clone(),
-                r.time_left.clone(),
-                r.key_type.clone(),
+            let time = if r.validity == Validity::Valid {
+                Mark::Plain
+            } else {
+                Mark::Bad
+            };
+            vec![
+                Cell::plain(&r.subject),
+                Cell::plain(&r.not_after),
+                Cell::new(&r.time_left, time),
+                Cell::plain(&r.key_type),
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    out.push_str(&table(
+        "  ",
+        &["SUBJECT", "NOT AFTER", "TIME LEFT", "KEY"],
+        &rows,
+        style,
+    ));
+}
+
+/// How a table cell is painted on a terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    Plain,
+    Good,
+    Bad,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub text: String,
+    pub mark: Mark,
+}
+
+impl Cell {
+    pub fn new(text: &str, mark: Mark) -> Self {
+        Self {
+            text: text.to_string(),
+            mark,
         }
     }
-    let line = |cells: [&str; 4]| {
-        format!(
-            "  {:<a$}  {:<b$}  {:<c$}  {}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            a = widths[0],
-            b = widths[1],
-            c = widths[2]
-        )
-    };
-    let _ = writeln!(out, "{}", line(header).trim_end());
-    for (row, root) in rows.iter().zip(roots) {
-        // Pad before painting: escape codes would count towards the width.
-        let padded = format!("{:<w$}", row[2], w = widths[2]);
-        let time = if root.validity == Validity::Valid {
-            padded
-        } else {
-            style.bad(&padded)
-        };
-        let _ = writeln!(
-            out,
-            "  {:<a$}  {:<b$}  {time}  {}",
-            row[0],
-            row[1],
-            row[3],
-            a = widths[0],
-            b = widths[1]
-        );
+    pub fn plain(text: &str) -> Self {
+        Self::new(text, Mark::Plain)
     }
+}
+
+/// Rows under a header, each column as wide as its widest cell, every line
+/// prefixed with `indent`.
+pub fn table(indent: &str, header: &[&str], rows: &[Vec<Cell>], style: Style) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.text.chars().count());
+        }
+    }
+    let line = |cells: Vec<(String, Mark)>| {
+        let last = cells.len().saturating_sub(1);
+        let mut l = indent.to_string();
+        for (i, ((text, mark), width)) in cells.into_iter().zip(&widths).enumerate() {
+            // Pad before painting: escape codes would count towards the width.
+            let padded = if i == last {
+                text
+            } else {
+                format!("{text:<width$}  ")
+            };
+            let body = padded.trim_end();
+            let pad = &padded[body.len()..];
+            let painted = match mark {
+                // An empty cell unpainted, so a line's end trims the same.
+                _ if body.is_empty() => String::new(),
+                Mark::Plain => body.to_string(),
+                Mark::Good => style.good(body),
+                Mark::Bad => style.bad(body),
+            };
+            l.push_str(&painted);
+            l.push_str(pad);
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = line(
+        header
+            .iter()
+            .map(|h| (h.to_string(), Mark::Plain))
+            .collect(),
+    );
+    for row in rows {
+        out.push_str(&line(
+            row.iter().map(|c| (c.text.clone(), c.mark)).collect(),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -245,6 +317,8 @@ mod tests {
         let doc = Document {
             source: "x.pem",
             handshake: None,
+            pod: None,
+            trust_bundle_source: None,
             report: &r,
         };
         let plain = text(&doc, Style { color: false });
@@ -280,6 +354,8 @@ mod tests {
         let doc = Document {
             source: "x.pem",
             handshake: None,
+            pod: None,
+            trust_bundle_source: None,
             report: &r,
         };
         let v: serde_json::Value = serde_json::from_str(&json(&doc).unwrap()).unwrap();

@@ -20,6 +20,7 @@ use kube::{Api, Client};
 use super::verdict::{self, pass, Check};
 use super::CheckArgs;
 use crate::install;
+use crate::podcerts;
 
 /// What one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,32 +37,11 @@ const WEBHOOK_SERVICE: &str = "mycel-webhook";
 const CA_SECRET: &str = "mycel-ca";
 const TRUST_BUNDLE: &str = "mycel-trust-bundle";
 const MESH_CONFIG: &str = "mycel-config";
-const PROXY_CONTAINER: &str = mycel_inject::PROXY_NAME;
 /// The label of namespaces whose pods are injected.
 const INJECT_LABEL: &str = "mycel.io/inject=enabled";
 
-/// An error with its causes ("client error (Connect): ... timed out"), for
-/// kube's top-level messages say little alone.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
-}
-
 async fn call<T, E: std::error::Error>(f: impl Future<Output = Result<T, E>>) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(chain(&e)),
-        Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
-    }
+    crate::kubeconfig::call(CALL_TIMEOUT, f).await
 }
 
 /// `Ok(None)` for a 404.
@@ -75,7 +55,7 @@ where
 /// Runs the checks `args` asks for, in order; an unreachable API server is
 /// the only check then.
 pub async fn gather(args: &CheckArgs) -> Vec<Check> {
-    let client = match crate::kubeconfig::client(args.kubeconfig.as_deref(), CALL_TIMEOUT).await {
+    let client = match args.kube.client(CALL_TIMEOUT).await {
         Ok(c) => c,
         Err(e) => return vec![verdict::unreachable(&e)],
     };
@@ -318,7 +298,7 @@ async fn webhook_call(client: &Client) -> verdict::DryRun {
                 .iter()
                 .flatten()
                 .chain(&spec.containers)
-                .any(|c| c.name == PROXY_CONTAINER);
+                .any(|c| c.name == podcerts::PROXY_CONTAINER);
             verdict::DryRun::Answered { ns, injected }
         }
         Ok(Err(kube::Error::Api(s))) if s.message.contains("failed calling webhook") => {
@@ -398,7 +378,7 @@ async fn proxies(client: &Client, namespace: &str) -> Vec<Check> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let key = format!("{ns}/{name}");
-        if !proxy_ready(pod) {
+        if !podcerts::proxy_ready(pod) {
             not_ready.push(key);
             continue;
         }
@@ -409,26 +389,16 @@ async fn proxies(client: &Client, namespace: &str) -> Vec<Check> {
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".into());
         let want = format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}");
-        let path = format!("/api/v1/namespaces/{ns}/pods/{name}:{admin_port}/proxy/certs");
-        let answer = match http::Request::get(&path).body(Vec::new()) {
-            Ok(req) => tokio::time::timeout(PROXY_TIMEOUT, client.request_text(req)).await,
-            Err(e) => {
-                problems.push(format!("{key}: {e}"));
-                continue;
-            }
-        };
-        match answer {
-            Ok(Ok(body)) => {
+        let port = podcerts::admin_port(pod).unwrap_or(admin_port);
+        match podcerts::read(client, &ns, &name, port, PROXY_TIMEOUT).await {
+            Ok(body) => {
                 if let Some(why) = verdict::proxy_cert(&body, &want, now) {
                     problems.push(format!("{key}: {why}"));
                 }
             }
-            Ok(Err(e)) => problems.push(format!(
-                "{key}: /certs not readable through the API server ({})",
-                short(&e)
-            )),
-            Err(_) => problems.push(format!(
-                "{key}: /certs not answered within {PROXY_TIMEOUT:?}"
+            Err(e @ podcerts::ReadError::Timeout(_)) => problems.push(format!("{key}: {e}")),
+            Err(e) => problems.push(format!(
+                "{key}: /certs not readable through the API server ({e})"
             )),
         }
     }
@@ -444,25 +414,11 @@ async fn proxies(client: &Client, namespace: &str) -> Vec<Check> {
     out
 }
 
-/// An API error as its code and message: the pod proxy's answers are
-/// rarely a Status object, and kube's rendering of that is long.
+/// An API error as its code and message: kube's rendering of a Status is
+/// long.
 fn short(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} {}", s.code, s.message),
         other => other.to_string(),
     }
-}
-
-/// A native sidecar's status is among the init containers', a classic
-/// one's among the containers'.
-fn proxy_ready(pod: &Pod) -> bool {
-    let Some(status) = &pod.status else {
-        return false;
-    };
-    status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten())
-        .any(|c| c.name == PROXY_CONTAINER && c.ready)
 }

@@ -1,5 +1,7 @@
 //! `/certs`: the certificate this proxy holds, its issuers and the trust
-//! bundle, as JSON.
+//! bundle, as JSON. The chain and the roots are also there as PEM (public
+//! certificates, never the key), so a client such as `mycelctl cert inspect`
+//! can verify them itself rather than trust this summary.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,6 +10,14 @@ use sha2::{Digest, Sha256};
 
 use crate::identity::cert::summary;
 use crate::identity::IdentityState;
+
+fn pem_of<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let blocks: Vec<pem::Pem> = ders
+        .into_iter()
+        .map(|der| pem::Pem::new("CERTIFICATE", der.to_vec()))
+        .collect();
+    pem::encode_many(&blocks)
+}
 
 fn rfc3339(unix: i64) -> String {
     let t = match u64::try_from(unix) {
@@ -58,5 +68,7 @@ pub fn certs_json(identity: &IdentityState) -> Option<Value> {
         "not_after_unix": cert.not_after_unix,
         "issuer_chain": issuers,
         "trust_bundle": bundle,
+        "chain_pem": pem_of(cert.chain.iter().map(|c| c.as_ref())),
+        "trust_bundle_pem": pem_of(identity.bundle().roots.iter().map(|c| c.as_ref())),
     }))
 }

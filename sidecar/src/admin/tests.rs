@@ -134,6 +134,13 @@ async fn certs_metrics_and_dump() {
         .as_str()
         .unwrap()
         .contains("fake mycel root"));
+    // The same chain and roots as PEM, leaf first.
+    let chain = pem::parse_many(v["chain_pem"].as_str().unwrap()).unwrap();
+    assert!(!chain.is_empty() && chain.iter().all(|b| b.tag() == "CERTIFICATE"));
+    let leaf = s.identity.cert().unwrap();
+    assert_eq!(chain[0].contents(), leaf.chain[0].as_ref());
+    let roots = pem::parse_many(v["trust_bundle_pem"].as_str().unwrap()).unwrap();
+    assert_eq!(roots.len(), s.identity.bundle().roots.len());
 
     let (code, body) = get(&s, "/metrics").await;
     assert_eq!(code, StatusCode::OK);

@@ -10,7 +10,7 @@ use mycel_tests::process;
 use mycel_tests::shop::{mesh_yaml, workload};
 use serde_json::Value;
 
-async fn mycelctl(args: &[&str]) -> Output {
+pub(super) async fn mycelctl(args: &[&str]) -> Output {
     tokio::process::Command::new(process::bin("mycelctl"))
         .args(args)
         .output()
@@ -18,7 +18,7 @@ async fn mycelctl(args: &[&str]) -> Output {
         .expect("run mycelctl")
 }
 
-fn text(out: &Output) -> (String, String) {
+pub(super) fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

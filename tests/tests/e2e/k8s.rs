@@ -30,7 +30,7 @@ use serde_json::json;
 const NS: &str = "shop";
 
 /// Creates a namespaced object from its JSON.
-async fn create<K>(client: &Client, ns: Option<&str>, value: serde_json::Value) -> K
+pub(super) async fn create<K>(client: &Client, ns: Option<&str>, value: serde_json::Value) -> K
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -164,7 +164,7 @@ async fn pod_of(
     pod
 }
 
-fn can_run_pods() -> bool {
+pub(super) fn can_run_pods() -> bool {
     let missing = netns::missing_requirements();
     skip::require(
         &format!(
@@ -298,36 +298,8 @@ async fn check_proxy_reads_a_real_proxy_certificate_through_the_api_server() {
     if !k8s::available() || !can_run_pods() {
         return;
     }
-    let (mut node, api, client, _vip) = web_cluster().await;
-    let (_, node_ip) = node
-        .host_link()
-        .expect("web_cluster links the node to the host");
+    let (_node, api, client, web) = cluster_with_live_proxy(&[]).await;
     let kubeconfig = api.kubeconfig.display().to_string();
-    node.start_controller_with(&[
-        "--kubernetes",
-        "--kubeconfig",
-        &kubeconfig,
-        "--proxy-mesh-port",
-        "15006",
-    ])
-    .await;
-    let web = pod(&mut node, &client, "web-live", "web", &[]).await;
-    // The API server (this namespace) reaches the pod through the node, as
-    // a control plane reaches pod IPs; the route goes with the link.
-    let fwd = node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    assert!(fwd.ok, "sysctl in the node: {}", fwd.stderr);
-    let r = netns::run(
-        Duration::from_secs(10),
-        "ip",
-        &[
-            "route",
-            "replace",
-            &format!("{}/32", web.ip),
-            "via",
-            &node_ip.to_string(),
-        ],
-    );
-    assert!(r.ok, "ip route: {}", r.stderr);
     // The netns pods' admin port, where check looks (the chart's settings).
     let _: Namespace = Api::all(client.clone())
         .create(
@@ -343,40 +315,10 @@ async fn check_proxy_reads_a_real_proxy_certificate_through_the_api_server() {
                "data": {"inject.yaml": format!("ports:\n  admin: {ADMIN_PORT}\n")}}),
     )
     .await;
-    // Two Pod objects at the live proxy's IP, as a kubelet reports them:
-    // one runs as `web` (its certificate's account), one claims `client`.
-    let pods: Api<KubePod> = Api::namespaced(client.clone(), NS);
+    // Two Pod objects at the live proxy's IP: one runs as `web` (its
+    // certificate's account), one claims `client`.
     for (name, sa) in [("web-live", "web"), ("web-liar", "client")] {
-        let _: KubePod = create(
-            &client,
-            Some(NS),
-            json!({
-                "metadata": {"name": name, "labels": {"mycel.io/meshed": "true"}},
-                "spec": {
-                    "serviceAccountName": sa,
-                    "automountServiceAccountToken": false,
-                    "initContainers": [{"name": "mycel-proxy", "image": "mycel-proxy", "restartPolicy": "Always"}],
-                    "containers": [{"name": "app", "image": "mycel-demo"}],
-                },
-            }),
-        )
-        .await;
-        pods.patch_status(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"status": {
-                "phase": "Running",
-                "podIP": web.ip.to_string(),
-                "podIPs": [{"ip": web.ip.to_string()}],
-                "initContainerStatuses": [{
-                    "name": "mycel-proxy", "ready": true, "restartCount": 0,
-                    "image": "mycel-proxy", "imageID": "", "started": true,
-                    "state": {"running": {}},
-                }],
-            }})),
-        )
-        .await
-        .unwrap();
+        running_meshed_pod(&client, name, sa, &web, &[], None).await;
     }
     let certs = check_line(&kubeconfig, &["--proxy"], "proxy-certs").await;
     let detail = certs["detail"].as_str().unwrap_or_default();
@@ -407,6 +349,108 @@ async fn check_line(kubeconfig: &str, args: &[&str], name: &str) -> serde_json::
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no {name} check: {report}"))
         .clone()
+}
+
+/// [`web_cluster`] with the controller following it (`controller_args`
+/// added to its flags), and a real proxy (pod `web-live`, account `web`)
+/// the API server can reach. The Pod objects are the test's to create
+/// ([`running_meshed_pod`]).
+pub(super) async fn cluster_with_live_proxy(
+    controller_args: &[&str],
+) -> (Node, ApiServer, Client, Pod) {
+    let (mut node, api, client, _vip) = web_cluster().await;
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let mut args = vec![
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--proxy-mesh-port",
+        "15006",
+    ];
+    args.extend_from_slice(controller_args);
+    node.start_controller_with(&args).await;
+    let web = pod(&mut node, &client, "web-live", "web", &[]).await;
+    reach_from_api_server(&node, &web);
+    (node, api, client, web)
+}
+
+/// Lets the API server (the host's namespace) reach `pod` through the
+/// node, as a control plane reaches pod IPs: a /32 route over the test's
+/// own link, which goes with it.
+fn reach_from_api_server(node: &Node, pod: &Pod) {
+    let (_, node_ip) = node
+        .host_link()
+        .expect("the node is linked to the host (web_cluster does it)");
+    let fwd = node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    assert!(fwd.ok, "sysctl in the node: {}", fwd.stderr);
+    let r = netns::run(
+        Duration::from_secs(10),
+        "ip",
+        &[
+            "route",
+            "replace",
+            &format!("{}/32", pod.ip),
+            "via",
+            &node_ip.to_string(),
+        ],
+    );
+    assert!(r.ok, "ip route: {}", r.stderr);
+}
+
+/// A meshed Pod object at `live`'s IP, running as `sa`, its native sidecar
+/// ready: what a kubelet would report for it (there is none here).
+/// `admin_port` names the proxy's admin port in the spec, as the injector
+/// does; labels are added to `mycel.io/meshed`.
+pub(super) async fn running_meshed_pod(
+    client: &Client,
+    name: &str,
+    sa: &str,
+    live: &Pod,
+    labels: &[(&str, &str)],
+    admin_port: Option<u16>,
+) {
+    let mut all = serde_json::Map::new();
+    all.insert("mycel.io/meshed".into(), json!("true"));
+    for (k, v) in labels {
+        all.insert((*k).into(), json!(v));
+    }
+    let ports: Vec<serde_json::Value> = admin_port
+        .map(|p| json!({"name": "mycel-admin", "containerPort": p}))
+        .into_iter()
+        .collect();
+    let _: KubePod = create(
+        client,
+        Some(NS),
+        json!({
+            "metadata": {"name": name, "labels": all},
+            "spec": {
+                "serviceAccountName": sa,
+                "automountServiceAccountToken": false,
+                "initContainers": [{"name": "mycel-proxy", "image": "mycel-proxy",
+                                    "restartPolicy": "Always", "ports": ports}],
+                "containers": [{"name": "app", "image": "mycel-demo"}],
+            },
+        }),
+    )
+    .await;
+    let ip = live.ip.to_string();
+    Api::<KubePod>::namespaced(client.clone(), NS)
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {
+                "phase": "Running",
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "initContainerStatuses": [{
+                    "name": "mycel-proxy", "ready": true, "restartCount": 0,
+                    "image": "mycel-proxy", "imageID": "", "started": true,
+                    "state": {"running": {}},
+                }],
+            }})),
+        )
+        .await
+        .unwrap();
 }
 
 /// Two replicas with one CA Secret, no leader: both certify and both serve

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -216,21 +215,7 @@ async fn on_an_empty_cluster_check_fails_naming_what_is_missing_and_pre_needs_ri
         json!({"metadata": {"name": "nobody"}}),
     )
     .await;
-    let _: ServiceAccount = create(
-        Api::namespaced(admin.clone(), "nobody"),
-        json!({"metadata": {"name": "nobody"}}),
-    )
-    .await;
-    let req: TokenRequest =
-        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).unwrap();
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), "nobody")
-        .create_token_request("nobody", &PostParams::default(), &req)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let nobody = api.token_kubeconfig("nobody", &token).unwrap();
+    let nobody = api.account_kubeconfig("nobody", "nobody").await.unwrap();
     let (ok, text) = check(&nobody.display().to_string(), &["--pre"]).await;
     assert!(!ok, "{text}");
     assert_line(
@@ -579,28 +564,11 @@ async fn printed_manifests_apply_with_kubectl_into_another_namespace() {
 /// Kubernetes binaries needed.
 #[tokio::test]
 async fn a_silent_api_server_is_a_failed_line_not_a_hang() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    // Holds every connection open and says nothing.
-    let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = listener.accept().await {
-            held.push(conn);
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kc,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: silent\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: silent\n    user: u\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
+    let silent = k8s::SilentApiServer::start().await.unwrap();
     let started = Instant::now();
-    let (ok, text) = check(&kc.display().to_string(), &[]).await;
+    let (ok, text) = check(&silent.kubeconfig.display().to_string(), &[]).await;
     let took = started.elapsed();
-    silent.abort();
+    drop(silent);
     assert!(!ok, "{text}");
     assert!(took < Duration::from_secs(20), "took {took:?}:\n{text}");
     assert_line(&text, "[FAIL]", "kubernetes-api", "not reachable");

@@ -20,6 +20,7 @@ mod identity;
 mod images;
 mod k8s;
 mod k8s_ca;
+mod k8s_cert;
 mod k8s_check;
 mod k8s_demo;
 mod mtls;
