@@ -53,6 +53,28 @@ rm -f "$skipped"
 # two-core machine responsive enough for the timing the tests assert.
 status=0
 cargo test --workspace --no-fail-fast -- --test-threads=2 || status=$?
+# The kind tier (tests/kind/run.sh all): a real kind cluster, the chart,
+# the demo shop and the end-to-end suite of tests/tests/kind/. It needs root
+# and docker; the node image is built here with nothing pulled
+# (tests/kind/node-image/build.sh, cached) unless MYCEL_KIND_NODE_IMAGE
+# names one.
+if [ "$(id -u)" = 0 ] && docker info >/dev/null 2>&1; then
+  if [ -z "${MYCEL_KIND_NODE_IMAGE:-}" ]; then
+    MYCEL_KIND_NODE_IMAGE=$(tests/kind/node-image/build.sh) || { echo "the kind node image failed to build" >&2; status=1; }
+    export MYCEL_KIND_NODE_IMAGE
+  fi
+  if [ -n "${MYCEL_KIND_NODE_IMAGE:-}" ]; then
+    tests/kind/run.sh all || status=$?
+  fi
+else
+  reason="the kind tier needs root and a docker daemon"
+  echo "SKIPPED kind tier: $reason" | tee -a "$skipped"
+  if [ "${MYCEL_REQUIRE_ALL:-0}" = 1 ]; then
+    echo "MYCEL_REQUIRE_ALL=1 but $reason" >&2
+    status=1
+  fi
+fi
+
 if [ -s "$skipped" ]; then
   echo
   echo "Skipped tests ($(wc -l <"$skipped")); they passed nothing:"

@@ -9,8 +9,8 @@
 #   test     run the end-to-end suite (tests/tests/kind/) against the cluster
 #   mem      print the node's and Mycel's memory in the cluster
 #   down     delete the cluster and its docker network; nothing is left
-#   all      up load install demo test mem, then down (MYCEL_KIND_KEEP=1
-#            keeps the cluster)
+#   all      down (a cluster left from before), up load install demo test
+#            mem, then down (MYCEL_KIND_KEEP=1 keeps the cluster)
 #
 # Usage: tests/kind/run.sh VERB [VERB...]
 #
@@ -170,13 +170,39 @@ demo() {
   die "the shop did not answer on $GATEWAY_URL/ within 60 s"
 }
 
+# What the suite runs on the host: tcpdump and nsenter (the packet capture
+# on a pod's interface) and headless Chromium (the page's screenshot).
+# Installed here where this script may (root with apt-get); elsewhere the
+# tests that need them skip and say why.
+install_test_tools() {
+  local missing=""
+  command -v tcpdump >/dev/null 2>&1 || missing="$missing tcpdump"
+  command -v nsenter >/dev/null 2>&1 || missing="$missing util-linux"
+  command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+  [ -n "$missing" ] || return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing$missing"
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } ||
+      say "warning: apt-get install$missing failed; the tests that need them will say so"
+  fi
+}
+
 run_tests() {
   use_kubeconfig
+  install_test_tools
   mkdir -p target/kind-artifacts
-  # The suite is #[ignore]d in plain `cargo test`: it needs this cluster.
-  MYCEL_KIND_CLUSTER=$CLUSTER MYCEL_KIND_GATEWAY=$GATEWAY_URL \
-    MYCEL_KIND_ARTIFACTS="$(pwd)/target/kind-artifacts" \
-    cargo test -p mycel-tests --test kind -- --ignored --test-threads=1
+  cargo build -p mycel-cli --bin mycelctl
+  export MYCEL_KIND_CLUSTER=$CLUSTER MYCEL_KIND_GATEWAY=$GATEWAY_URL
+  export MYCEL_KIND_ARTIFACTS="$(pwd)/target/kind-artifacts"
+  local status=0
+  # The suite is #[ignore]d in a plain `cargo test`: it needs this cluster.
+  # lifecycle uninstalls and reinstalls the chart: it runs alone, last.
+  cargo test -p mycel-tests --test kind -- --ignored --test-threads=1 --skip lifecycle:: || status=$?
+  cargo test -p mycel-tests --test kind -- --ignored --test-threads=1 lifecycle:: || status=$?
+  say "artifacts (screenshot, certificate reports): target/kind-artifacts/"
+  return "$status"
 }
 
 mem() {
@@ -224,6 +250,9 @@ all() {
     trap 'down || true' EXIT
   fi
   local verb t
+  # A fresh cluster: what a leftover one holds would make the run a
+  # different test.
+  down
   for verb in up load install demo run_tests mem; do
     t=$SECONDS
     "$verb"
