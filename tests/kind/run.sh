@@ -226,9 +226,15 @@ for pod in summary["pods"]:
             mycel += ws
 for pod, container, ws in sorted(rows):
     print(f"  {pod:50} {container:18} {mib(ws):7.1f} MiB")
-print(f"Mycel in the cluster: {mib(mycel):.1f} MiB ({proxies} proxies and the controllers)")
-print(f"node working set: {mib(summary[\"node\"][\"memory\"][\"workingSetBytes\"]):.1f} MiB")
+print(f"Mycel working set (kubelet): {mib(mycel):.1f} MiB ({proxies} sidecars and the controllers)")
+node = summary["node"]["memory"]["workingSetBytes"]
+print(f"node working set: {mib(node):.1f} MiB")
 '
+  # The kubelet's working set leaves out file pages, such as a static
+  # binary's own text; resident set sizes, seen from inside the node:
+  docker exec "$node" ps -o rss=,args= -C mycel-proxy,mycel-controller | awk '
+    { kib[$2] += $1; n[$2]++ }
+    END { for (p in kib) printf "  %-32s %2d processes, %6.1f MiB resident (%.1f each)\n", p, n[p], kib[p] / 1024, kib[p] / 1024 / n[p] }'
 }
 
 down() {
