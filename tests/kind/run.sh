@@ -100,6 +100,28 @@ ensure_privileged_works() {
     die "privileged containers still fail with the runtime wrapper installed"
 }
 
+# On a machine whose docker daemon was started without NAT
+# (tests/docker/ensure-dockerd.sh: --iptables=false), the cluster is meant
+# to reach nothing outside it: should anything turn on forwarding on the
+# host, packets from the kind network still go nowhere but that network.
+network_bridge() {
+  echo "br-$(docker network inspect -f '{{.Id}}' "$NETWORK" | cut -c1-12)"
+}
+isolate_network() {
+  pgrep -a dockerd 2>/dev/null | grep -q -- '--iptables=false' || return 0
+  command -v iptables >/dev/null 2>&1 || return 0
+  local br
+  br=$(network_bridge)
+  iptables -C FORWARD -i "$br" ! -o "$br" -j DROP 2>/dev/null ||
+    iptables -I FORWARD -i "$br" ! -o "$br" -j DROP
+}
+unisolate_network() {
+  command -v iptables >/dev/null 2>&1 || return 0
+  local br
+  br=$(network_bridge)
+  while iptables -D FORWARD -i "$br" ! -o "$br" -j DROP 2>/dev/null; do :; done
+}
+
 up() {
   need docker "install docker (Debian: apt-get install docker.io)"
   docker info >/dev/null 2>&1 || die "no docker daemon answers (as root, tests/docker/ensure-dockerd.sh starts one)"
@@ -117,6 +139,7 @@ up() {
   if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
     docker network create --driver bridge --subnet "$NETWORK_SUBNET" "$NETWORK" >/dev/null
   fi
+  isolate_network
   mkdir -p "$state"
   cp tests/kind/cluster.yaml "$state/cluster.yaml"
   sed -i "s/^name: .*/name: $CLUSTER/" "$state/cluster.yaml"
@@ -242,6 +265,7 @@ down() {
     "$KIND" delete cluster --name "$CLUSTER"
   fi
   if docker network inspect "$NETWORK" >/dev/null 2>&1; then
+    unisolate_network
     docker network rm "$NETWORK" >/dev/null || say "warning: docker network $NETWORK is still in use"
   fi
   rm -rf "$state"
