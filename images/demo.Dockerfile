@@ -1,5 +1,7 @@
-# mycel-demo: the demo shop's services, one static binary (its role is a
-# flag). Built by images/build.sh, context target/image/context/demo.
+# mycel-demo: the demo shop's services, one static binary (its role is its
+# first argument; `mycel-demo fetch URL` is the HTTP client tests run with
+# kubectl exec, as the image has no shell or curl). Built by
+# images/build.sh, context target/image/context/demo.
 FROM scratch
 COPY mycel-demo /usr/local/bin/mycel-demo
 ENV PATH=/usr/local/bin

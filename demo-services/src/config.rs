@@ -1,12 +1,17 @@
 //! Command line of `mycel-demo` and the typed configuration of one service.
+//! Two shapes: `mycel-demo <service> --listen ADDR [...]` runs a shop
+//! service ([`Cli`]), `mycel-demo fetch URL [...]` is a client
+//! ([`FetchArgs`]); [`command`] is the one clap definition of both.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::faults::FaultConfig;
+use crate::fetch::FetchUrl;
 use crate::upstream::{Fallback, Target, TargetError, Upstreams};
 
 /// Which shop service a process runs.
@@ -109,6 +114,73 @@ pub struct Cli {
     /// Give up on a call to another service after this long.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub upstream_timeout_ms: u64,
+}
+
+/// `mycel-demo fetch URL [--count N] [--every MS] [--timeout MS]`.
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct FetchArgs {
+    /// The URL to GET: http://HOST[:PORT][/PATH], HOST an IP address or a name looked up at each
+    /// request (the pod's DNS).
+    #[arg(value_name = "URL", value_parser = FetchUrl::parse)]
+    pub url: FetchUrl,
+    /// How many requests to make, one after another.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub count: u32,
+    /// Start a request at most this often; a slower request delays the next one.
+    #[arg(long = "every", value_name = "MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_FETCH_MS))]
+    pub every_ms: u64,
+    /// Give up on one request (lookup, connect, answer and body) after this long.
+    #[arg(long = "timeout", value_name = "MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_FETCH_MS))]
+    pub timeout_ms: u64,
+}
+
+/// Longest `--every` and `--timeout`, a day: anything longer is a typo, and
+/// a bound keeps instants computed from them from overflowing.
+const MAX_FETCH_MS: u64 = 24 * 3600 * 1000;
+
+// The client commands, which take the place of a service name. (A `///`
+// comment here would become the about text of `mycel-demo` itself.)
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// GET a URL over plain HTTP/1.1 and print one JSON line per request.
+    ///
+    /// Each line is printed as its request ends: {"status":200,"ms":3.1}, or {"error":"...","ms":2000.3} when no complete answer came
+    /// (refused, reset, timed out, a body over 1 MiB). The exit status is 0 only if every request
+    /// got a 2xx answer, 1 otherwise. For pods whose image has no shell or curl: kubectl exec POD
+    /// -- mycel-demo fetch URL.
+    Fetch(FetchArgs),
+}
+
+/// What one `mycel-demo` process does.
+#[derive(Debug)]
+pub enum Invocation {
+    Serve(Cli),
+    Fetch(FetchArgs),
+}
+
+/// The whole command line: [`Cli`] with `fetch` beside the service names.
+/// A subcommand stands in for the service and its required flags, and
+/// service flags do not mix with it.
+pub fn command() -> clap::Command {
+    ClientCommand::augment_subcommands(Cli::command())
+        .subcommand_negates_reqs(true)
+        .args_conflicts_with_subcommands(true)
+}
+
+/// Reads the command line (program name first).
+pub fn parse_args(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> Result<Invocation, clap::Error> {
+    let matches: ArgMatches = command().try_get_matches_from(args)?;
+    if matches.subcommand().is_some() {
+        let ClientCommand::Fetch(args) = ClientCommand::from_arg_matches(&matches)?;
+        Ok(Invocation::Fetch(args))
+    } else {
+        Ok(Invocation::Serve(Cli::from_arg_matches(&matches)?))
+    }
 }
 
 /// Everything one service needs to run.
@@ -232,11 +304,10 @@ mod tests {
 
     #[test]
     fn reference_page_matches_the_flags() {
-        use clap::CommandFactory;
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../docs/reference/mycel-demo.md");
         let page = mycel_api::clidoc::Page {
-            command: Cli::command(),
+            command: command(),
             env: ENVIRONMENT,
             test: "cargo test -p mycel-demo --lib reference_page",
         };
@@ -261,6 +332,93 @@ mod tests {
         assert_eq!(c.health, Some("0.0.0.0:8081".parse().unwrap()));
         let route = c.upstreams.route("ratings", 80).unwrap();
         assert_eq!(route.connect.to_string(), "ratings:80");
+    }
+
+    fn invocation(args: &[&str]) -> Result<Invocation, clap::Error> {
+        parse_args(std::iter::once("mycel-demo").chain(args.iter().copied()))
+    }
+
+    fn fetch(args: &[&str]) -> Result<FetchArgs, String> {
+        let mut full = vec!["fetch"];
+        full.extend_from_slice(args);
+        match invocation(&full) {
+            Ok(Invocation::Fetch(f)) => Ok(f),
+            Ok(other) => panic!("{args:?}: {other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn fetch_defaults_and_flags() {
+        let f = fetch(&["http://catalog/products"]).unwrap();
+        assert_eq!((f.count, f.every_ms, f.timeout_ms), (1, 0, 2000));
+        assert_eq!(f.url.authority, "catalog");
+        assert_eq!(f.url.path, "/products");
+        let f = fetch(&[
+            "http://127.0.0.1:8080/",
+            "--count=5",
+            "--every",
+            "250",
+            "--timeout=500",
+        ])
+        .unwrap();
+        assert_eq!((f.count, f.every_ms, f.timeout_ms), (5, 250, 500));
+        // Flags may come before the URL too.
+        let f = fetch(&["--count", "2", "http://ratings/ratings/1"]).unwrap();
+        assert_eq!((f.count, f.url.path.as_str()), (2, "/ratings/1"));
+    }
+
+    #[test]
+    fn fetch_refuses_bad_values_naming_them() {
+        for (args, want) in [
+            (&["https://catalog/"][..], "only http://"),
+            (&["http://cat_alog/"], "not a host name"),
+            (&["http://catalog/", "--count=0"], "--count"),
+            (&["http://catalog/", "--count=-1"], "--count"),
+            (&["http://catalog/", "--timeout=0"], "--timeout"),
+            (&["http://catalog/", "--every=86400001"], "--every"),
+            (
+                &["http://catalog/", "--timeout=18446744073709551615"],
+                "--timeout",
+            ),
+            (&["http://catalog/", "--every=soon"], "--every"),
+            (&[], "<URL>"),
+            // Service flags are not fetch's.
+            (&["http://catalog/", "--listen=127.0.0.1:1"], "--listen"),
+        ] {
+            let err = fetch(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn services_parse_as_before_beside_fetch() {
+        let argv = ["frontend", "--listen=0.0.0.0:8080", "--dns"];
+        let Ok(Invocation::Serve(cli)) = invocation(&argv) else {
+            panic!("{argv:?} is not a service");
+        };
+        let config = ServiceConfig::try_from(cli).unwrap();
+        assert_eq!(config.kind, ServiceKind::Frontend);
+        assert_eq!(config.upstreams.fallback, Fallback::Dns);
+        // The same as the service-only parser (the manifests' test uses it).
+        let alone = Cli::try_parse_from(std::iter::once("mycel-demo").chain(argv)).unwrap();
+        assert_eq!(
+            format!("{alone:?}"),
+            format!("{:?}", {
+                let Ok(Invocation::Serve(cli)) = invocation(&argv) else {
+                    unreachable!()
+                };
+                cli
+            })
+        );
+        // Still required without fetch.
+        let err = invocation(&["catalog"]).unwrap_err().to_string();
+        assert!(err.contains("--listen"), "{err}");
+        let err = invocation(&[]).unwrap_err().to_string();
+        assert!(err.contains("<SERVICE>"), "{err}");
+        // fetch is not a flag value or a second positional of a service.
+        assert!(invocation(&["catalog", "--listen=127.0.0.1:1", "fetch"]).is_err());
+        assert!(invocation(&["--listen=127.0.0.1:1", "fetch", "http://a/"]).is_err());
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! error rate) and echoes the `x-mycel-peer-id` header its sidecar set, so a
 //! caller can see which identity the mesh proved.
 //!
+//! `mycel-demo fetch URL` ([`fetch`]) is a small HTTP client, for checking
+//! reachability from inside a pod whose image has no shell or curl.
+//!
 //! `app::run` / `app::run_with_listener` run one service in-process;
 //! `proto::reviews` holds the generated gRPC client and server.
 
@@ -16,6 +19,7 @@ pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod faults;
+pub mod fetch;
 pub mod frontend;
 pub mod http;
 pub mod proto;

@@ -1,11 +1,11 @@
-//! `mycel-demo <frontend|catalog|reviews|ratings> --listen ADDR [...]`.
+//! `mycel-demo <frontend|catalog|reviews|ratings> --listen ADDR [...]`, or
+//! `mycel-demo fetch URL [...]`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use mycel_api::report::Program;
-use mycel_demo::config::{Cli, ServiceConfig};
+use mycel_demo::config::{parse_args, Invocation, ServiceConfig};
 
 const PROGRAM: Program = Program {
     name: "mycel-demo",
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         // `-v`/`--verbose` only changes how a fatal error is reported, so
         // the apps' own flags never see it.
         |args| {
-            Ok(Cli::try_parse_from(
+            Ok(parse_args(
                 args.into_iter().filter(|a| a != "-v" && a != "--verbose"),
             )?)
         },
@@ -27,7 +27,12 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = ServiceConfig::try_from(cli).context("bad flags")?;
-    mycel_demo::run(config).await
+async fn run(invocation: Invocation) -> anyhow::Result<()> {
+    match invocation {
+        Invocation::Serve(cli) => {
+            let config = ServiceConfig::try_from(cli).context("bad flags")?;
+            mycel_demo::run(config).await
+        }
+        Invocation::Fetch(args) => Ok(mycel_demo::fetch::run(&args).await?),
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::SidecarMode;
+use crate::config::{MtlsMode, SidecarMode};
 use crate::InjectError;
 
 /// `enabled` or `disabled`, on a pod or a namespace (label or annotation).
@@ -31,6 +31,9 @@ pub const PROXY_MEMORY_REQUEST: &str = "mycel.io/proxy-memory-request";
 pub const PROXY_MEMORY_LIMIT: &str = "mycel.io/proxy-memory-limit";
 /// `native` or `classic`: overrides the configured sidecar mode.
 pub const SIDECAR_MODE: &str = "mycel.io/sidecar-mode";
+/// `strict` or `permissive`: overrides the configured mTLS mode of the
+/// proxy's inbound capture.
+pub const MTLS_MODE: &str = "mycel.io/mtls-mode";
 /// kubectl's default container for `logs` and `exec`; set to the first app
 /// container when the pod has none, so a classic sidecar is not picked.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
@@ -48,6 +51,7 @@ pub const OVERRIDES: &[&str] = &[
     PROXY_MEMORY_REQUEST,
     PROXY_MEMORY_LIMIT,
     SIDECAR_MODE,
+    MTLS_MODE,
 ];
 
 /// What a pod's annotations ask for, parsed.
@@ -63,6 +67,7 @@ pub struct Overrides {
     pub memory_request: Option<String>,
     pub memory_limit: Option<String>,
     pub sidecar_mode: Option<SidecarMode>,
+    pub mtls_mode: Option<MtlsMode>,
 }
 
 impl Overrides {
@@ -92,6 +97,12 @@ impl Overrides {
                 .map(|v| {
                     SidecarMode::parse(v)
                         .ok_or_else(|| bad(SIDECAR_MODE, v, "expected native or classic"))
+                })
+                .transpose()?,
+            mtls_mode: get(MTLS_MODE)
+                .map(|v| {
+                    MtlsMode::parse(v)
+                        .ok_or_else(|| bad(MTLS_MODE, v, "expected strict or permissive"))
                 })
                 .transpose()?,
         })
@@ -241,6 +252,7 @@ mod tests {
             (PROXY_LOG_LEVEL, "warn,mycel_sidecar=debug"),
             (PROXY_MEMORY_LIMIT, "128Mi"),
             (SIDECAR_MODE, "classic"),
+            (MTLS_MODE, "strict"),
         ])
         .unwrap();
         assert_eq!(o.exclude_inbound_ports, [8080, 9090]);
@@ -248,6 +260,7 @@ mod tests {
         assert_eq!(o.opaque_ports, [5432]);
         assert_eq!(o.memory_limit.as_deref(), Some("128Mi"));
         assert_eq!(o.sidecar_mode, Some(SidecarMode::Classic));
+        assert_eq!(o.mtls_mode, Some(MtlsMode::Strict));
         assert_eq!(parse(&[]).unwrap(), Overrides::default());
     }
 
@@ -262,6 +275,8 @@ mod tests {
             (PROXY_CPU_REQUEST, "a lot"),
             (PROXY_MEMORY_LIMIT, "-64Mi"),
             (SIDECAR_MODE, "sidecar"),
+            (MTLS_MODE, "STRICT"),
+            (MTLS_MODE, "disabled"),
         ] {
             let err = parse(&[(key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");

@@ -33,6 +33,35 @@ impl SidecarMode {
     }
 }
 
+/// What the proxy's inbound capture does with plaintext from outside the
+/// mesh: the values of `mycel-proxy --mtls-mode`, whose own default is
+/// permissive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    /// Passed to the app: meshing a workload breaks none of its callers
+    /// that are not meshed yet.
+    #[default]
+    Permissive,
+    /// Refused: only mesh (mTLS) traffic reaches the app.
+    Strict,
+}
+
+impl MtlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Permissive => "permissive",
+            Self::Strict => "strict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Permissive, Self::Strict]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
 /// The proxy's listeners inside the pod. They must match what
 /// `mycel-proxy init` is told, so both are built from here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +125,8 @@ pub struct InjectConfig {
     pub trust_domain: String,
     pub cluster_domain: String,
     pub sidecar_mode: SidecarMode,
+    /// The proxy's `--mtls-mode` unless a pod annotation sets one.
+    pub mtls_mode: MtlsMode,
     /// The proxy's UID and GID; its own traffic is never captured.
     pub proxy_uid: i64,
     pub ports: ProxyPorts,
@@ -125,6 +156,7 @@ impl Default for InjectConfig {
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
             sidecar_mode: SidecarMode::Native,
+            mtls_mode: MtlsMode::Permissive,
             proxy_uid: 1337,
             ports: ProxyPorts::default(),
             token_audience: "mycel".into(),

@@ -116,6 +116,12 @@ pub fn proxy_container(
         format!("--admin=0.0.0.0:{}", p.admin),
         format!("--transparent-outbound=127.0.0.1:{}", p.outbound_capture),
         format!("--inbound-capture=0.0.0.0:{}", p.inbound_capture),
+        // Always written, even when it is the proxy's own default, so the
+        // pod spec says which mode the pod runs in.
+        format!(
+            "--mtls-mode={}",
+            o.mtls_mode.unwrap_or(cfg.mtls_mode).as_str()
+        ),
     ];
     args.extend(app_ports.iter().map(|a| format!("--app-port={}", a.flag())));
     args.extend(

@@ -27,7 +27,7 @@ mod quantity;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
-pub use config::{InjectConfig, ProxyPorts, Resources, SidecarMode};
+pub use config::{InjectConfig, MtlsMode, ProxyPorts, Resources, SidecarMode};
 pub use containers::{
     ADMIN_PORT_NAME, INIT_NAME, MESH_PORT_NAME, PROXY_NAME, TOKEN_DIR, TOKEN_VOLUME, TRUST_DIR,
     TRUST_VOLUME,

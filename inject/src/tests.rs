@@ -212,6 +212,51 @@ fn annotations_reach_the_init_container_and_the_proxy() {
     assert_eq!(r.requests.as_ref().unwrap()["memory"].0, "64Mi");
 }
 
+fn mtls_flags(p: &Pod) -> Vec<&str> {
+    proxy(p)
+        .args
+        .iter()
+        .flatten()
+        .filter(|a| a.starts_with("--mtls-mode"))
+        .map(String::as_str)
+        .collect()
+}
+
+#[test]
+fn mtls_mode_comes_from_the_settings_unless_the_pod_says_otherwise() {
+    let permissive = InjectConfig::default();
+    let strict = InjectConfig {
+        mtls_mode: MtlsMode::Strict,
+        ..InjectConfig::default()
+    };
+    let annotated = |v| with_annotations(web(), &[(annotations::MTLS_MODE, v)]);
+    let cases = [
+        (web(), &permissive, "--mtls-mode=permissive"),
+        (web(), &strict, "--mtls-mode=strict"),
+        (annotated("strict"), &permissive, "--mtls-mode=strict"),
+        (annotated("permissive"), &strict, "--mtls-mode=permissive"),
+        // An empty value is no override, as for every other annotation.
+        (annotated(""), &strict, "--mtls-mode=strict"),
+    ];
+    for (pod, cfg, want) in cases {
+        let out = inject_pod(pod, cfg).unwrap();
+        assert_eq!(mtls_flags(&out), [want], "exactly one flag, {want}");
+    }
+}
+
+#[test]
+fn bad_mtls_mode_is_refused_naming_the_annotation_and_the_choices() {
+    let p = with_annotations(web(), &[(annotations::MTLS_MODE, "off")]);
+    let err = inject_pod(p.clone(), &InjectConfig::default())
+        .unwrap_err()
+        .to_string();
+    for want in [annotations::MTLS_MODE, "\"off\"", "strict", "permissive"] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // The webhook answers with the patch: refused there too.
+    assert!(patch(&p, &InjectConfig::default()).is_err());
+}
+
 #[test]
 fn bad_pods_are_refused_naming_the_field() {
     let cfg = InjectConfig::default();
@@ -273,10 +318,19 @@ fn config_reads_from_values_and_refuses_unknown_keys() {
     let cfg: InjectConfig = serde_json::from_value(json!({
         "proxyImage": "mycel-proxy:0.1.0",
         "sidecarMode": "classic",
+        "mtlsMode": "strict",
         "ports": {"admin": 15020},
     }))
     .unwrap();
     assert_eq!(cfg.sidecar_mode, SidecarMode::Classic);
+    assert_eq!(cfg.mtls_mode, MtlsMode::Strict);
+    assert_eq!(
+        InjectConfig::default().mtls_mode,
+        MtlsMode::Permissive,
+        "meshing a workload must not cut off its callers outside the mesh"
+    );
+    let err = serde_json::from_value::<InjectConfig>(json!({"mtlsMode": "on"})).unwrap_err();
+    assert!(err.to_string().contains("on"), "{err}");
     assert_eq!(cfg.ports.admin, 15020);
     assert_eq!(cfg.ports.mesh, 15006, "unset ports keep their defaults");
     assert_eq!(

@@ -178,14 +178,19 @@ mod tests {
 
     #[test]
     fn a_pod_the_injector_refuses_is_denied_naming_the_annotation() {
-        let r = answer(&body(
-            "CREATE",
-            "shop",
-            pod(json!({"mycel.io/proxy-cpu-limit": "lots"})),
-        ));
-        assert_eq!(r["allowed"], false);
-        let msg = r["status"]["message"].as_str().unwrap_or_default();
-        assert!(msg.contains("mycel.io/proxy-cpu-limit"), "{r}");
+        for (key, value, wants) in [
+            ("mycel.io/proxy-cpu-limit", "lots", &[][..]),
+            // A mode the proxy does not know: the accepted ones are named.
+            ("mycel.io/mtls-mode", "off", &["strict", "permissive"][..]),
+        ] {
+            let r = answer(&body("CREATE", "shop", pod(json!({ key: value }))));
+            assert_eq!(r["allowed"], false, "{key}: {r}");
+            let msg = r["status"]["message"].as_str().unwrap_or_default();
+            assert!(msg.contains(key), "{r}");
+            for want in wants {
+                assert!(msg.contains(want), "{want}: {r}");
+            }
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ const CONTROLLER: &str = "mycel-controller";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The proxy's admin port in a meshed Pod (helm/mycel/values.yaml).
 const PROXY_ADMIN: i32 = 15000;
-/// Flags of a sidecar's own listeners and app ports: a gateway has none of
+/// Flags of a sidecar's own listeners, app ports and capture mode: a gateway has none of
 /// them (it listens with --listen and sends requests by --route).
 const SIDECAR_ONLY: &[&str] = &[
     "--inbound=",
@@ -50,6 +50,8 @@ const SIDECAR_ONLY: &[&str] = &[
     "--inbound-capture=",
     "--app-port=",
     "--opaque-port=",
+    // Governs the inbound capture, which a gateway has not.
+    "--mtls-mode=",
 ];
 
 fn repo() -> PathBuf {

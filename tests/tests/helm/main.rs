@@ -131,6 +131,30 @@ fn rendered_inject_settings_are_read_by_the_controller() {
         settings.controller_address,
         "mycel-controller.mycel-system.svc:15010"
     );
+    assert_eq!(settings.mtls_mode, mycel_inject::MtlsMode::Permissive);
+}
+
+/// `proxy.mtlsMode` reaches the injector's settings, so every injected proxy
+/// gets it as `--mtls-mode` (unless its pod's annotation says otherwise).
+#[test]
+fn proxy_mtls_mode_reaches_the_injector() {
+    if !k8s::tools_available() {
+        return;
+    }
+    let docs = docs(&render(&["proxy.mtlsMode=strict"]));
+    let text = find(&docs, "ConfigMap", "mycel-config")["data"]["inject.yaml"]
+        .as_str()
+        .unwrap();
+    let settings: mycel_inject::InjectConfig = serde_saphyr::from_str(text).unwrap();
+    assert_eq!(settings.mtls_mode, mycel_inject::MtlsMode::Strict, "{text}");
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+    }))
+    .unwrap();
+    let meshed = mycel_inject::inject_pod(pod, &settings).unwrap();
+    let args = serde_json::to_string(&meshed.spec.unwrap().init_containers).unwrap();
+    assert!(args.contains("--mtls-mode=strict"), "{args}");
 }
 
 #[test]
@@ -211,6 +235,7 @@ fn values_of_the_wrong_type_fail_naming_the_value() {
             "/controller/resources/limits/memory",
         ),
         ("proxy.ports.mesh=70000", "/proxy/ports/mesh"),
+        ("proxy.mtlsMode=off", "/proxy/mtlsMode"),
         ("trustDomain=Not_A_Name", "/trustDomain"),
         ("replica=2", "replica"),
         ("ca.existingSecret=my-ca", "ca.existingSecret"),
@@ -249,6 +274,7 @@ fn renders(for_checkov: bool) -> Vec<(String, String)> {
             "controller.antiAffinity=hard",
             "controller.podDisruptionBudget.enabled=false",
             "proxy.sidecarMode=classic",
+            "proxy.mtlsMode=strict",
             "proxy.logLevel=debug",
             "webhook.failurePolicy=Ignore",
             "webhook.caBundle=Zm9v",
