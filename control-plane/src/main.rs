@@ -73,7 +73,9 @@ struct RunArgs {
     #[arg(long, value_name = "ADDR", requires = "kubernetes")]
     webhook_addr: Option<SocketAddr>,
     /// MutatingWebhookConfiguration whose caBundle the controller keeps on
-    /// the mesh CA.
+    /// the mesh CA. It also owns what the controller creates (the CA
+    /// Secret, the trust-bundle ConfigMaps), so deleting it (helm
+    /// uninstall) garbage-collects them.
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
     webhook_config: Option<String>,
     /// What the injector writes into Pods (YAML with the fields of the
@@ -85,6 +87,11 @@ struct RunArgs {
     /// tls.key, ca.crt); otherwise the data dir's CA is stored in it.
     #[arg(long, value_name = "NS/NAME", requires = "kubernetes", conflicts_with = "root_cert", value_parser = parse_secret_ref)]
     ca_secret: Option<SecretRef>,
+    /// The --ca-secret is the user's (the chart's ca.existingSecret): it is
+    /// never owned by the --webhook-config, and an owner reference to it is
+    /// removed, so uninstalling keeps the CA.
+    #[arg(long, requires = "ca_secret")]
+    keep_ca_secret: bool,
     /// Publish the trust bundle (the mesh's root certificates) as a
     /// ConfigMap of this name in every meshed namespace.
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
@@ -253,6 +260,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             webhook_addr: args.webhook_addr,
             webhook_config: args.webhook_config,
             ca_secret: args.ca_secret,
+            keep_ca_secret: args.keep_ca_secret,
             trust_bundle: args
                 .trust_bundle_configmap
                 .map(|configmap| TrustBundleConfig {

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 use crate::serving::{self, Limits, ServingCerts};
 use crate::sources::admission::{ClusterPolicy, RegistrationPolicy, TokenPolicy};
+use crate::sources::k8s::owner::{self, Ownership};
 use crate::sources::k8s::{self, review::TokenReviewer, Cluster, ClusterSettings};
 use crate::sources::local::{self, MeshConfigWatcher, Poll};
 
@@ -72,12 +73,15 @@ pub struct KubernetesConfig {
     pub namespace: String,
     /// Serve the sidecar-injection webhook here (HTTPS, path `/inject`).
     pub webhook_addr: Option<SocketAddr>,
-    /// MutatingWebhookConfiguration whose caBundle is kept on the mesh CA.
+    /// MutatingWebhookConfiguration whose caBundle is kept on the mesh CA,
+    /// and which owns the objects the controller creates.
     pub webhook_config: Option<String>,
     /// What the injector writes into Pods.
     pub inject: mycel_inject::InjectConfig,
     /// Keep the mesh CA in this Secret (shared by every replica).
     pub ca_secret: Option<SecretRef>,
+    /// The CA Secret is the user's: never owned, so uninstalling keeps it.
+    pub keep_ca_secret: bool,
     /// Publish the trust bundle into meshed namespaces.
     pub trust_bundle: Option<TrustBundleConfig>,
 }
@@ -128,6 +132,28 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub struct Controller;
+
+/// Who owns the objects the controller creates, as the API server has it
+/// at start: nothing to own them without `--webhook-config`. While the
+/// configuration is absent or cannot be read, a CA Secret created then gets
+/// its owner at the next start, and trust bundles wait for
+/// [`owner::follow_owner`] to find it (warned).
+async fn initial_ownership(k8s: &KubernetesConfig, client: &kube::Client) -> Ownership {
+    let Some(name) = &k8s.webhook_config else {
+        return Ownership::Leave;
+    };
+    match owner::current(client, name).await {
+        Ok(Ownership::Absent(_)) => {
+            tracing::warn!(webhook_config = %name, "MutatingWebhookConfiguration not found: a CA Secret created now gets no owner until a restart; trust bundles wait for it");
+            Ownership::Absent(name.clone())
+        }
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "a CA Secret created now gets no owner until a restart; trust bundles wait for the webhook configuration");
+            Ownership::Absent(name.clone())
+        }
+    }
+}
 
 /// Starts the injection webhook (and the namespace watch it reads) and the
 /// task that keeps its configuration's caBundle on the mesh CA.
@@ -250,20 +276,37 @@ impl Controller {
             .kubernetes
             .as_ref()
             .and_then(|k| k.ca_secret.as_ref());
+        // Known before the CA Secret is written, so that a new one is
+        // created owned; followed afterwards (owner.rs).
+        let ownership = match (&config.kubernetes, &kube_client) {
+            (Some(k8s), Some(client)) => initial_ownership(k8s, client).await,
+            _ => Ownership::Leave,
+        };
         let mut authority = match (&config.ca_files, ca_secret, &kube_client) {
             (Some(files), _, _) => {
                 Authority::from_files(files, &config.trust_domain, config.cert_ttl)
                     .context("loading the CA")?
             }
             (None, Some(secret), Some(client)) => {
+                let secret_ownership = match &config.kubernetes {
+                    Some(k8s) => k8s::ca_secret::ownership(
+                        k8s.webhook_config.as_deref(),
+                        k8s.keep_ca_secret,
+                        &ownership,
+                    ),
+                    None => Ownership::Leave,
+                };
                 let source = k8s::ca_secret::sync_ca_secret(
                     client.clone(),
-                    &secret.namespace,
-                    &secret.name,
-                    &config.data_dir,
-                    &config.trust_domain,
-                    config.cert_ttl,
-                    config.issuer_ttl,
+                    &k8s::ca_secret::CaSecretConfig {
+                        namespace: &secret.namespace,
+                        name: &secret.name,
+                        data_dir: &config.data_dir,
+                        trust_domain: &config.trust_domain,
+                        cert_ttl: config.cert_ttl,
+                        issuer_ttl: config.issuer_ttl,
+                        ownership: &secret_ownership,
+                    },
                 )
                 .await?;
                 tracing::info!(origin = ?source.origin, secret = %format!("{}/{}", secret.namespace, secret.name), "mesh CA loaded");
@@ -335,6 +378,16 @@ impl Controller {
             )));
             reviewer = Some(TokenReviewer::new(client.clone(), &config.trust_domain));
             synced = Some(rx);
+            let (owner_tx, owner_rx) = watch::channel(ownership);
+            if let Some(name) = &k8s.webhook_config {
+                tasks.push(tokio::spawn(owner::follow_owner(
+                    client.clone(),
+                    name.clone(),
+                    owner_tx,
+                    owner::DEFAULT_RESYNC,
+                    shutdown_rx.clone(),
+                )));
+            }
             if let Some(bundle) = &k8s.trust_bundle {
                 let (client, bundle) = (client.clone(), bundle.clone());
                 // Every root proxies must trust, as the stream pushes them.
@@ -348,10 +401,10 @@ impl Controller {
                     k8s::trust_bundle::publish_trust_bundle(
                         client,
                         &bundle.configmap,
-                        k8s::trust_bundle::KEY,
                         &bundle.namespace_label,
                         roots,
                         k8s::trust_bundle::DEFAULT_RESYNC,
+                        owner_rx,
                         shutdown,
                     )
                     .await;

@@ -6,6 +6,8 @@
 //! There is no kube-controller-manager: no `default` ServiceAccount appears
 //! by itself, Deployments create no Pods and namespace deletion never
 //! finishes. Tests create what they need and use namespaces of their own.
+//! A test that needs garbage collection starts the one controller that does
+//! it ([`ApiServer::start_garbage_collector`]).
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,18 @@ pub fn available() -> bool {
             dir.display()
         ),
         missing.is_empty(),
+    )
+}
+
+/// Whether kube-controller-manager is there too (for garbage collection).
+pub fn controller_manager_available() -> bool {
+    let dir = bin_dir();
+    skip::require(
+        &format!(
+            "kube-controller-manager missing in {} (tests/k8s/build-binaries.sh builds it)",
+            dir.display()
+        ),
+        dir.join("kube-controller-manager").is_file(),
     )
 }
 
@@ -322,6 +336,26 @@ impl ApiServer {
     /// The API server's log so far.
     pub fn log(&self) -> String {
         self.apiserver.log()
+    }
+
+    /// kube-controller-manager running its garbage collector and nothing
+    /// else (no Pods, no tokens, no namespace cleanup), as cluster admin,
+    /// serving no port: what deletes an object once its owners are gone.
+    /// It stops when the returned process drops.
+    pub fn start_garbage_collector(&self) -> Proc {
+        let args: Vec<String> = vec![
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--controllers=garbage-collector-controller".into(),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+            "--v=1".into(),
+        ];
+        Proc::spawn(
+            "kube-controller-manager",
+            &bin_dir().join("kube-controller-manager"),
+            &args,
+            self.dir.path(),
+        )
     }
 }
 

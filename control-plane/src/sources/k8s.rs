@@ -2,10 +2,13 @@
 //! meshed Pods feed the same index that mesh.yaml and registrations feed.
 //! `convert` reads objects, `cluster` holds what the watches saw and
 //! computes each service's view, `watch` runs the kube-runtime watchers.
+//! `ca_secret`, `trust_bundle` and `owner` keep what the controller
+//! writes: the CA Secret, the trust bundles, and who owns them.
 
 pub mod ca_secret;
 pub mod cluster;
 pub mod convert;
+pub mod owner;
 pub mod rbac;
 pub mod review;
 pub mod trust_bundle;

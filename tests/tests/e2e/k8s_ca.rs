@@ -12,25 +12,27 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use mycel_control_plane::ca::Authority;
 use mycel_control_plane::sources::k8s::ca_secret::{
-    store_or_adopt_ca_secret, sync_ca_secret, CaOrigin, CaSource,
+    store_or_adopt_ca_secret, sync_ca_secret, CaOrigin, CaSecretConfig, CaSource,
 };
+use mycel_control_plane::sources::k8s::owner::Ownership;
 use mycel_control_plane::sources::k8s::rbac::{Scope, CA_SECRET, REQUIRED, TRUST_BUNDLE_CONFIGMAP};
 use mycel_control_plane::sources::k8s::trust_bundle::{publish_trust_bundle, KEY, NAMESPACE_LABEL};
 use mycel_tests::k8s::{self, ApiServer};
 use serde_json::json;
 
-const NS: &str = "mycel-system";
+pub(crate) const NS: &str = "mycel-system";
 const SA: &str = "mycel-controller";
 const TD: &str = "cluster.local";
 const CERT_TTL: Duration = Duration::from_secs(3600);
 const ISSUER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-async fn create<K>(api: Api<K>, value: serde_json::Value) -> K
+pub(crate) async fn create<K>(api: Api<K>, value: serde_json::Value) -> K
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
 {
@@ -40,7 +42,7 @@ where
         .unwrap_or_else(|e| panic!("create {obj:?}: {e}"))
 }
 
-async fn namespace(admin: &Client, name: &str, meshed: bool) {
+pub(crate) async fn namespace(admin: &Client, name: &str, meshed: bool) {
     let labels = if meshed {
         json!({ NAMESPACE_LABEL: "enabled" })
     } else {
@@ -55,7 +57,7 @@ async fn namespace(admin: &Client, name: &str, meshed: bool) {
 
 /// The API server, an admin client, and a client acting as the controller's
 /// ServiceAccount with exactly the rights of `rbac::REQUIRED`.
-async fn cluster() -> (ApiServer, Client, Client) {
+pub(crate) async fn cluster() -> (ApiServer, Client, Client) {
     let api = ApiServer::start().await.unwrap();
     let admin = api.client().await.unwrap();
     namespace(&admin, NS, false).await;
@@ -128,17 +130,25 @@ async fn controller_client(api: &ApiServer) -> Client {
         .unwrap()
 }
 
-async fn sync(client: &Client, data_dir: &std::path::Path) -> anyhow::Result<CaSource> {
-    Ok(sync_ca_secret(
-        client.clone(),
-        NS,
-        CA_SECRET,
+/// The CA Secret's settings as the chart gives them, owned as `ownership`
+/// says.
+pub(crate) fn ca_config<'a>(
+    data_dir: &'a std::path::Path,
+    ownership: &'a Ownership,
+) -> CaSecretConfig<'a> {
+    CaSecretConfig {
+        namespace: NS,
+        name: CA_SECRET,
         data_dir,
-        TD,
-        CERT_TTL,
-        ISSUER_TTL,
-    )
-    .await?)
+        trust_domain: TD,
+        cert_ttl: CERT_TTL,
+        issuer_ttl: ISSUER_TTL,
+        ownership,
+    }
+}
+
+async fn sync(client: &Client, data_dir: &std::path::Path) -> anyhow::Result<CaSource> {
+    Ok(sync_ca_secret(client.clone(), &ca_config(data_dir, &Ownership::Leave)).await?)
 }
 
 fn text(secret: &Secret, key: &str) -> String {
@@ -146,7 +156,7 @@ fn text(secret: &Secret, key: &str) -> String {
     String::from_utf8(data.get(key).unwrap().0.clone()).unwrap()
 }
 
-async fn ca_secret(admin: &Client) -> Secret {
+pub(crate) async fn ca_secret(admin: &Client) -> Secret {
     Api::<Secret>::namespaced(admin.clone(), NS)
         .get(CA_SECRET)
         .await
@@ -154,7 +164,7 @@ async fn ca_secret(admin: &Client) -> Secret {
 }
 
 /// A CA generated in a directory of its own: (root, root key, issuer, issuer key).
-fn some_ca() -> (tempfile::TempDir, [String; 4]) {
+pub(crate) fn some_ca() -> (tempfile::TempDir, [String; 4]) {
     let dir = tempfile::tempdir().unwrap();
     Authority::load_or_generate(dir.path(), TD, CERT_TTL).unwrap();
     let read = |n: &str| std::fs::read_to_string(dir.path().join("ca").join(n)).unwrap();
@@ -222,12 +232,7 @@ async fn two_replicas_starting_at_once_end_with_one_ca_that_restarts_reuse() {
     let dir_c = tempfile::tempdir().unwrap();
     let c = store_or_adopt_ca_secret(
         controller.clone(),
-        NS,
-        CA_SECRET,
-        dir_c.path(),
-        TD,
-        CERT_TTL,
-        ISSUER_TTL,
+        &ca_config(dir_c.path(), &Ownership::Leave),
     )
     .await
     .unwrap();
@@ -246,6 +251,8 @@ async fn two_replicas_starting_at_once_end_with_one_ca_that_restarts_reuse() {
         Some(&"mycel".to_string())
     );
     assert_eq!(text(&secret, "root.pem"), a.authority.root_pem());
+    // Without --webhook-config nothing owns it.
+    assert_eq!(secret.metadata.owner_references, None);
     // Both data dirs hold the Secret's CA, byte for byte.
     for dir in [&dir_a, &dir_b, &dir_c] {
         for key in ["root.pem", "root.key", "issuer.pem", "issuer.key"] {
@@ -297,7 +304,17 @@ async fn a_cert_manager_style_secret_is_used_as_given() {
     let before = ca_secret(&admin).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let got = sync(&controller, dir.path()).await.unwrap();
+    // Even with a webhook configuration owning what the controller
+    // creates, a Secret it never creates is not given an owner.
+    let hook: OwnerReference = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "name": "mycel-injector", "uid": "0b4c1e2e-0000-4000-8000-000000000001",
+    }))
+    .unwrap();
+    let owned = Ownership::By(hook);
+    let got = sync_ca_secret(controller.clone(), &ca_config(dir.path(), &owned))
+        .await
+        .unwrap();
     assert_eq!(got.origin, CaOrigin::Provided);
     assert_eq!(got.authority.root_pem(), root);
     assert_eq!(got.authority.issuer_pem(), issuer);
@@ -306,6 +323,11 @@ async fn a_cert_manager_style_secret_is_used_as_given() {
     assert!(!dir.path().join("ca").exists(), "no CA generated beside it");
     let after = ca_secret(&admin).await;
     assert_eq!(after.data, before.data);
+    assert_eq!(after.metadata.owner_references, None);
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +357,7 @@ async fn a_ca_secret_missing_issuer_key_is_refused_naming_it() {
 }
 
 /// Polls `check` until it holds, or fails naming `what`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -365,17 +387,19 @@ async fn the_trust_bundle_reaches_meshed_namespaces_and_edits_are_undone() {
     namespace(&admin, "plain", false).await;
     let (_src, [root, ..]) = some_ca();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    // No --webhook-config: owner references are left alone.
+    let (_owner, owner) = tokio::sync::watch::channel(Ownership::Leave);
     let publisher = tokio::spawn({
         let (client, roots) = (controller.clone(), root.clone());
         async move {
             publish_trust_bundle(
                 client,
                 TRUST_BUNDLE_CONFIGMAP,
-                KEY,
                 NAMESPACE_LABEL,
                 roots,
                 // Periodic resync is what undoes edits; short here.
                 Duration::from_secs(1),
+                owner,
                 shutdown,
             )
             .await

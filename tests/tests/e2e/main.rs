@@ -23,6 +23,7 @@ mod k8s_ca;
 mod k8s_cert;
 mod k8s_check;
 mod k8s_demo;
+mod k8s_owner;
 mod mtls;
 mod netns_init;
 mod netns_mesh;

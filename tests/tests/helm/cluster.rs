@@ -232,6 +232,7 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         ("", "secrets", "list", NS, ""),
         ("", "secrets", "get", NS, "another-secret"),
         ("", "secrets", "delete", NS, rbac::CA_SECRET),
+        ("", "secrets", "patch", NS, "another-secret"),
         ("", "configmaps", "get", "shop", "app-config"),
         ("", "configmaps", "list", "shop", ""),
         (
@@ -259,7 +260,8 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         ("", "pods", "delete", "shop", ""),
         ("", "services", "update", "shop", ""),
         ("coordination.k8s.io", "leases", "get", "kube-system", ""),
-        // The CA Secret is never written after creation (ca_secret.rs).
+        // The CA Secret's CA is never written after creation; only its
+        // owner references are patched (ca_secret.rs).
         ("", "secrets", "update", NS, rbac::CA_SECRET),
         ("coordination.k8s.io", "leases", "create", NS, ""),
         (
@@ -364,6 +366,29 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         String::from_utf8(root.0).unwrap().trim(),
         "the trust bundle is not the Secret's root"
     );
+    // What the controller created is owned by the webhook configuration
+    // helm installed, so `helm uninstall` garbage-collects it.
+    let uid = hooks
+        .get("mycel-injector")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let owned_by_hook = |meta: &kube::api::ObjectMeta| {
+        meta.owner_references.iter().flatten().any(|r| {
+            r.kind == "MutatingWebhookConfiguration" && r.name == "mycel-injector" && r.uid == uid
+        })
+    };
+    let secret = secrets.get(rbac::CA_SECRET).await.unwrap();
+    assert!(owned_by_hook(&secret.metadata), "{:?}", secret.metadata);
+    eventually(&mesh, "the trust bundle owned", || async {
+        bundles
+            .get(rbac::TRUST_BUNDLE_CONFIGMAP)
+            .await
+            .is_ok_and(|cm| owned_by_hook(&cm.metadata))
+    })
+    .await;
     // An upgrade leaves the patched caBundle alone: the chart never
     // sets the field, so helm does not own it.
     let out = helm(&[
@@ -393,6 +418,34 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         "the controller was refused by RBAC:\n{}",
         refused.join("\n")
     );
+
+    // `helm uninstall` leaves nothing behind: the controller goes with the
+    // release, and the garbage collector deletes what it created once helm
+    // has deleted their owner, the webhook configuration.
+    if !k8s::controller_manager_available() {
+        return;
+    }
+    drop(sc);
+    drop(mesh);
+    let gc = api.start_garbage_collector();
+    let out = helm(&["uninstall", "mycel", "-n", NS, "--kubeconfig", &kubeconfig]);
+    assert!(out.status.success(), "helm uninstall: {}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let secret = secrets.get_opt(rbac::CA_SECRET).await.unwrap();
+        let bundle = bundles.get_opt(rbac::TRUST_BUNDLE_CONFIGMAP).await.unwrap();
+        if secret.is_none() && bundle.is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind by helm uninstall: CA Secret {}, trust bundle {}; kube-controller-manager log:\n{}",
+            secret.is_some(),
+            bundle.is_some(),
+            gc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Creates a Pod (admin rights); the API server's answer.

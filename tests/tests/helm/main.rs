@@ -220,6 +220,44 @@ fn chart_lints_clean_and_renders_every_object() {
     assert!(hook["matchConditions"].to_string().contains("disabled"));
 }
 
+/// The controller's args in a rendering.
+fn controller_args(docs: &[Value]) -> Vec<String> {
+    let deploy = find(docs, "Deployment", SA);
+    deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The generated CA is owned by the webhook configuration (deleted on
+/// uninstall); a Secret the user names is kept (`--keep-ca-secret`).
+#[test]
+fn only_the_users_ca_secret_is_kept_on_uninstall() {
+    if !k8s::tools_available() {
+        return;
+    }
+    let generated = controller_args(&docs(&render(&[])));
+    assert!(generated.contains(&format!("--ca-secret={NS}/mycel-ca")));
+    assert!(generated.contains(&"--webhook-config=mycel-injector".to_string()));
+    assert!(
+        !generated.iter().any(|a| a == "--keep-ca-secret"),
+        "{generated:?}"
+    );
+
+    let docs = docs(&render(&["ca.generate=false", "ca.existingSecret=my-ca"]));
+    let users = controller_args(&docs);
+    assert!(users.contains(&format!("--ca-secret={NS}/my-ca")));
+    assert!(users.iter().any(|a| a == "--keep-ca-secret"), "{users:?}");
+    // The Role lets it patch (its owner references) that Secret only.
+    let role = find(&docs, "Role", SA).to_string();
+    assert!(
+        role.contains("my-ca") && !role.contains("mycel-ca"),
+        "{role}"
+    );
+}
+
 #[test]
 fn values_of_the_wrong_type_fail_naming_the_value() {
     if !k8s::tools_available() {

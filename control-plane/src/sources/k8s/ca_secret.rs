@@ -13,10 +13,10 @@
 //!   409 AlreadyExists another replica won the race; its Secret is read and
 //!   written over the local files, so both end with the same root.
 //!
-//! Nothing is written to the Secret after it is created, which is why the
-//! controller needs `create` and `get` on Secrets and no `update`, and why
-//! no leader election is needed: what the replicas must share is the root,
-//! and the root never changes. Each replica rotates
+//! The CA in the Secret is never written after it is created, which is why
+//! the controller needs `create` and `get` on Secrets and no `update`, and
+//! why no leader election is needed: what the replicas must share is the
+//! root, and the root never changes. Each replica rotates
 //! its own issuer (an intermediate signed by the shared root key) in its own
 //! data dir; every proxy trusts the root and receives the issuer in the
 //! chain of each certificate, so certificates from different replicas, or
@@ -27,6 +27,15 @@
 //! A cert-manager-style Secret carries no root key: the controller then
 //! cannot rotate the issuer (as with `--issuer-cert`/`--issuer-key` files)
 //! and its owner renews `tls.crt`/`tls.key`; a restart picks the new one up.
+//!
+//! Only the Secret's owner references are ever patched (`patch` of this one
+//! Secret): with `--webhook-config` the Secret is owned by that
+//! MutatingWebhookConfiguration, so `helm uninstall` (which deletes it)
+//! garbage-collects the CA too; a Secret from an older install gets the
+//! reference at start. A Secret the user brought ([`Ownership::NeverBy`],
+//! `--keep-ca-secret`) and a cert-manager-style one, which the controller
+//! never creates, are never given an owner (see `owner.rs`). Owning is
+//! housekeeping: a failure to patch is logged, never fatal.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,9 +44,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use mycel_api::files::{ensure_private_dir, write_private};
+
+use super::owner::Ownership;
 
 use crate::ca::authority::LoadError;
 use crate::ca::{Authority, CaFiles};
@@ -95,6 +106,10 @@ pub enum CaSecretError {
     NoCa { secret: String, present: String },
     #[error("CA Secret {secret} already existed when it was created, then was gone when read; is something deleting it?")]
     Vanished { secret: String },
+    #[error(
+        "CA Secret {secret} changed or disappeared each time its owner references were patched"
+    )]
+    Contended { secret: String },
     #[error("cannot write the CA from Secret {secret} to {path}: {cause}")]
     Write {
         secret: String,
@@ -129,6 +144,22 @@ pub enum CaOrigin {
     LostRace,
     /// The Secret is cert-manager-style: no root key, no issuer rotation.
     Provided,
+}
+
+/// Where the CA Secret is, how its CA is loaded, and who owns it.
+#[derive(Clone, Copy, Debug)]
+pub struct CaSecretConfig<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// Where the CA is written and loaded from (`<data-dir>/ca/`).
+    pub data_dir: &'a Path,
+    pub trust_domain: &'a str,
+    /// The longest leaf lifetime.
+    pub cert_ttl: Duration,
+    /// The lifetime of each issuer generated here.
+    pub issuer_ttl: Duration,
+    /// The Secret's owner references (see the module doc).
+    pub ownership: &'a Ownership,
 }
 
 /// The CA to serve with, and where it came from.
@@ -215,13 +246,19 @@ fn texts<const N: usize>(
 }
 
 /// The Secret created from a Mycel CA's files (`texts` in [`MYCEL_KEYS`]
-/// order).
-pub fn secret_for(namespace: &str, name: &str, texts: &[String; 4]) -> Secret {
+/// order), owned as `ownership` says.
+pub fn secret_for(
+    namespace: &str,
+    name: &str,
+    texts: &[String; 4],
+    ownership: &Ownership,
+) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             labels: Some(BTreeMap::from([(PART_OF.0.into(), PART_OF.1.into())])),
+            owner_references: ownership.for_new(),
             ..Default::default()
         },
         type_: Some("Opaque".into()),
@@ -244,30 +281,22 @@ pub fn secret_for(namespace: &str, name: &str, texts: &[String; 4]) -> Secret {
 /// `issuer_ttl`); it returns the loaded [`Authority`]. Replicas may call it
 /// at the same time: all end with the root of whichever created the Secret.
 /// Any error is fatal at start (the Secret is not usable or the API server
-/// not reachable within [`API_TIMEOUT`]); the error names the Secret.
+/// not reachable within [`API_TIMEOUT`]); the error names the Secret. The
+/// Secret's owner references are brought to what `config.ownership` asks
+/// (a failure is only logged).
 pub async fn sync_ca_secret(
     client: Client,
-    namespace: &str,
-    name: &str,
-    data_dir: &Path,
-    trust_domain: &str,
-    cert_ttl: Duration,
-    issuer_ttl: Duration,
+    config: &CaSecretConfig<'_>,
 ) -> Result<CaSource, CaSecretError> {
-    let api: Api<Secret> = Api::namespaced(client, namespace);
-    let secret = format!("{namespace}/{name}");
-    let load = Loader {
-        secret: &secret,
-        data_dir,
-        trust_domain,
-        cert_ttl,
-        issuer_ttl,
-    };
-    if let Some(found) = get(&api, name, &secret).await? {
-        tracing::info!(secret = %secret, "using the mesh CA stored in the Secret");
-        return load.load_secret(&found);
+    let api: Api<Secret> = Api::namespaced(client, config.namespace);
+    let load = Loader::new(config);
+    if let Some(found) = get(&api, config.name, &load.secret).await? {
+        tracing::info!(secret = %load.secret, "using the mesh CA stored in the Secret");
+        let source = load.load_secret(&found)?;
+        own(&api, &load, found, source.origin).await;
+        return Ok(source);
     }
-    store_or_adopt(api, namespace, name, &load).await
+    store_or_adopt(api, config, &load).await
 }
 
 /// The half of [`sync_ca_secret`] after its GET found no Secret: creates it
@@ -276,56 +305,37 @@ pub async fn sync_ca_secret(
 /// Public so that losing the race can be tested without luck.
 pub async fn store_or_adopt_ca_secret(
     client: Client,
-    namespace: &str,
-    name: &str,
-    data_dir: &Path,
-    trust_domain: &str,
-    cert_ttl: Duration,
-    issuer_ttl: Duration,
+    config: &CaSecretConfig<'_>,
 ) -> Result<CaSource, CaSecretError> {
-    let secret = format!("{namespace}/{name}");
-    let load = Loader {
-        secret: &secret,
-        data_dir,
-        trust_domain,
-        cert_ttl,
-        issuer_ttl,
-    };
-    store_or_adopt(Api::namespaced(client, namespace), namespace, name, &load).await
+    let load = Loader::new(config);
+    store_or_adopt(Api::namespaced(client, config.namespace), config, &load).await
 }
 
 async fn store_or_adopt(
     api: Api<Secret>,
-    namespace: &str,
-    name: &str,
+    config: &CaSecretConfig<'_>,
     load: &Loader<'_>,
 ) -> Result<CaSource, CaSecretError> {
-    let Loader {
-        secret,
-        data_dir,
-        trust_domain,
-        cert_ttl,
-        issuer_ttl,
-    } = *load;
-    let secret = secret.to_string();
-    let authority = Authority::load_or_generate_with(data_dir, trust_domain, cert_ttl, issuer_ttl)
-        .map_err(|source| CaSecretError::Local {
-            secret: secret.clone(),
-            source,
-        })?;
-    let texts = read_mycel_files(data_dir).map_err(|source| CaSecretError::Local {
+    let secret = load.secret.clone();
+    let local = |source| CaSecretError::Local {
         secret: secret.clone(),
         source,
-    })?;
-    let created = timed(
-        "create",
-        &secret,
-        api.create(&PostParams::default(), &secret_for(namespace, name, &texts)),
+    };
+    let authority = Authority::load_or_generate_with(
+        config.data_dir,
+        config.trust_domain,
+        config.cert_ttl,
+        config.issuer_ttl,
     )
-    .await?;
+    .map_err(local)?;
+    let texts = read_mycel_files(config.data_dir).map_err(local)?;
+    // Created with its owner, so no moment passes in which an uninstall
+    // would leave it behind.
+    let new = secret_for(config.namespace, config.name, &texts, config.ownership);
+    let created = timed("create", &secret, api.create(&PostParams::default(), &new)).await?;
     match created {
         Ok(_) => {
-            tracing::info!(secret = %secret, "stored the mesh CA in a new Secret");
+            tracing::info!(secret = %secret, owner = ?config.ownership, "stored the mesh CA in a new Secret");
             Ok(CaSource {
                 authority,
                 origin: CaOrigin::Created,
@@ -334,14 +344,16 @@ async fn store_or_adopt(
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
             // Another replica created it first: its CA is the mesh's.
             drop(authority);
-            let found = get(&api, name, &secret)
-                .await?
-                .ok_or_else(|| CaSecretError::Vanished {
-                    secret: secret.clone(),
-                })?;
+            let found =
+                get(&api, config.name, &secret)
+                    .await?
+                    .ok_or_else(|| CaSecretError::Vanished {
+                        secret: secret.clone(),
+                    })?;
             tracing::info!(secret = %secret, "another replica stored the mesh CA first; using it");
             let mut adopted = load.load_secret(&found)?;
             adopted.origin = CaOrigin::LostRace;
+            own(&api, load, found, adopted.origin).await;
             Ok(adopted)
         }
         Err(source) => Err(CaSecretError::Api {
@@ -350,6 +362,101 @@ async fn store_or_adopt(
             source,
         }),
     }
+}
+
+/// The CA Secret's ownership given `--webhook-config`, `--keep-ca-secret`
+/// and the ownership of everything else: the user's Secret (`keep`) is
+/// never owned by the webhook configuration, whatever its uid; otherwise
+/// the Secret is owned like everything the controller creates.
+pub fn ownership(webhook_config: Option<&str>, keep: bool, others: &Ownership) -> Ownership {
+    match (webhook_config, keep) {
+        (Some(name), true) => Ownership::NeverBy(name.into()),
+        (None, true) => Ownership::Leave,
+        (_, false) => others.clone(),
+    }
+}
+
+/// The owner references a Secret holding a CA of `origin` gets: a
+/// cert-manager-style Secret is never one the controller created, so it
+/// is never given an owner (a reference [`Ownership::NeverBy`] forbids is
+/// still removed).
+pub fn secret_ownership(origin: CaOrigin, ownership: &Ownership) -> Ownership {
+    match (origin, ownership) {
+        (CaOrigin::Provided, Ownership::By(_)) => Ownership::Leave,
+        _ => ownership.clone(),
+    }
+}
+
+/// Patches the Secret's owner references as [`secret_ownership`] says,
+/// logging a failure: the CA is in use either way.
+async fn own(api: &Api<Secret>, load: &Loader<'_>, found: Secret, origin: CaOrigin) {
+    let ownership = secret_ownership(origin, load.ownership);
+    match patch_owners(api, &load.secret, found, &ownership).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::info!(secret = %load.secret, owner = ?ownership, "set the CA Secret's owner references")
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot set the CA Secret's owner references: uninstalling may leave it behind, or delete a Secret meant to be kept"
+        ),
+    }
+}
+
+/// How often a patch of the owner references is tried when another writer
+/// changed the Secret between the read and the patch.
+const PATCH_ATTEMPTS: usize = 3;
+
+/// Writes the owner references `ownership` asks for, and only them: a JSON
+/// merge patch of `metadata.ownerReferences` carrying the resourceVersion
+/// read, so a concurrent change (another replica doing the same) fails it
+/// with 409 and it is read and decided again. Whether it wrote.
+async fn patch_owners(
+    api: &Api<Secret>,
+    secret: &str,
+    mut found: Secret,
+    ownership: &Ownership,
+) -> Result<bool, CaSecretError> {
+    let fail = |source| CaSecretError::Api {
+        verb: "patch",
+        secret: secret.into(),
+        source,
+    };
+    for _ in 0..PATCH_ATTEMPTS {
+        let existing = found.metadata.owner_references.clone().unwrap_or_default();
+        let Some(references) = ownership.references(&existing) else {
+            return Ok(false);
+        };
+        let Some(name) = found.metadata.name.clone() else {
+            return Ok(false);
+        };
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": found.metadata.resource_version,
+                "ownerReferences": references,
+            }
+        });
+        match timed(
+            "patch",
+            secret,
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await?
+        {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(status)) if status.is_conflict() => {
+                found = get(api, &name, secret)
+                    .await?
+                    .ok_or_else(|| CaSecretError::Contended {
+                        secret: secret.into(),
+                    })?;
+            }
+            Err(source) => return Err(fail(source)),
+        }
+    }
+    Err(CaSecretError::Contended {
+        secret: secret.into(),
+    })
 }
 
 async fn timed<T>(
@@ -389,24 +496,36 @@ fn read_mycel_files(data_dir: &Path) -> Result<[String; 4], LoadError> {
     ])
 }
 
-#[derive(Clone, Copy)]
 struct Loader<'a> {
-    secret: &'a str,
+    /// `namespace/name`, for messages.
+    secret: String,
     data_dir: &'a Path,
     trust_domain: &'a str,
     cert_ttl: Duration,
     issuer_ttl: Duration,
+    ownership: &'a Ownership,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    fn new(config: &CaSecretConfig<'a>) -> Self {
+        Loader {
+            secret: format!("{}/{}", config.namespace, config.name),
+            data_dir: config.data_dir,
+            trust_domain: config.trust_domain,
+            cert_ttl: config.cert_ttl,
+            issuer_ttl: config.issuer_ttl,
+            ownership: config.ownership,
+        }
+    }
+
     /// Writes the Secret's CA into the data dir and loads it from there.
     fn load_secret(&self, found: &Secret) -> Result<CaSource, CaSecretError> {
         let data = found.data.clone().unwrap_or_default();
         let invalid = |source| CaSecretError::Invalid {
-            secret: self.secret.into(),
+            secret: self.secret.clone(),
             source,
         };
-        match classify(self.secret, &data)? {
+        match classify(&self.secret, &data)? {
             SecretCa::Mycel(texts) => {
                 let dir = self.data_dir.join("ca");
                 self.write(&dir, &MYCEL_KEYS, &texts)?;
@@ -459,7 +578,7 @@ impl Loader<'_> {
 
     fn write_error(&self, path: PathBuf, cause: std::io::Error) -> CaSecretError {
         CaSecretError::Write {
-            secret: self.secret.into(),
+            secret: self.secret.clone(),
             path,
             cause,
         }

@@ -107,7 +107,7 @@ pub const REQUIRED: &[Permission] = &[
         verbs: &["get", "patch"],
         scope: Scope::Cluster,
         resource_names: &[WEBHOOK_CONFIG],
-        why: "the injector webhook's caBundle is patched with the mesh CA at start",
+        why: "the injector webhook's caBundle is patched with the mesh CA at start; its uid makes it the owner of what the controller creates (owner.rs)",
     },
     Permission {
         group: "events.k8s.io",
@@ -128,10 +128,10 @@ pub const REQUIRED: &[Permission] = &[
     Permission {
         group: "",
         resource: "secrets",
-        verbs: &["get"],
+        verbs: &["get", "patch"],
         scope: Scope::ControllerNamespace,
         resource_names: &[CA_SECRET],
-        why: "the CA root and issuer are read at start; never written after creation, so no update and no leader election (ca_secret.rs)",
+        why: "the CA root and issuer are read at start; the CA is never written after creation, so no update and no leader election; patch sets only its owner references (ca_secret.rs, owner.rs)",
     },
 ];
 

@@ -15,6 +15,14 @@
 //! Every replica publishes: they write the same content, and a replace
 //! that loses to another one's (409 Conflict) is retried and then finds
 //! the ConfigMap current, so no leader election is needed.
+//!
+//! With `--webhook-config` each ConfigMap is owned by that configuration
+//! (see `owner.rs`), so uninstalling garbage-collects them all; one without
+//! the reference (an older install's) or naming an older uid is corrected
+//! like any other difference, and when the owner changes every namespace
+//! is checked again at once. While the owner is absent (an uninstall in
+//! progress deleted it) no ConfigMap is created, since nothing would ever
+//! collect it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -30,6 +38,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::ca_secret::PART_OF;
+use super::owner::Ownership;
 
 /// The namespace label (and annotation, for the injector) that meshes a
 /// namespace, and its value.
@@ -53,15 +62,25 @@ pub enum Action {
     /// concurrent change makes the replace fail and be retried).
     Replace(ConfigMap),
     Current,
+    /// Absent, and not created while its owner is absent: an uninstall in
+    /// progress would leave it behind. Its owner's return makes it due.
+    AwaitOwner,
 }
 
 /// The ConfigMap as it should be in `namespace`.
-pub fn desired(name: &str, namespace: &str, key: &str, roots_pem: &str) -> ConfigMap {
+pub fn desired(
+    name: &str,
+    namespace: &str,
+    key: &str,
+    roots_pem: &str,
+    ownership: &Ownership,
+) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             labels: Some(BTreeMap::from([(PART_OF.0.into(), PART_OF.1.into())])),
+            owner_references: ownership.for_new(),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(key.into(), roots_pem.into())])),
@@ -71,17 +90,23 @@ pub fn desired(name: &str, namespace: &str, key: &str, roots_pem: &str) -> Confi
 
 /// What to do given the ConfigMap found (`None`: absent). The controller
 /// owns this ConfigMap: its data is exactly `key` = the roots, other keys
-/// and binary data are removed; labels and annotations others added stay.
+/// and binary data are removed; its owner references are what `ownership`
+/// asks; labels, annotations and other owners others added stay.
 pub fn plan(
     existing: Option<ConfigMap>,
     name: &str,
     namespace: &str,
     key: &str,
     roots_pem: &str,
+    ownership: &Ownership,
 ) -> Action {
     let Some(mut cm) = existing else {
-        return Action::Create(desired(name, namespace, key, roots_pem));
+        if let Ownership::Absent(_) = ownership {
+            return Action::AwaitOwner;
+        }
+        return Action::Create(desired(name, namespace, key, roots_pem, ownership));
     };
+    let owners = ownership.references(cm.metadata.owner_references.as_deref().unwrap_or_default());
     let want = BTreeMap::from([(key.to_string(), roots_pem.to_string())]);
     let labelled = cm
         .metadata
@@ -90,8 +115,11 @@ pub fn plan(
         .and_then(|l| l.get(PART_OF.0))
         .is_some_and(|v| v == PART_OF.1);
     let binary_empty = cm.binary_data.as_ref().is_none_or(BTreeMap::is_empty);
-    if cm.data.as_ref() == Some(&want) && binary_empty && labelled {
+    if cm.data.as_ref() == Some(&want) && binary_empty && labelled && owners.is_none() {
         return Action::Current;
+    }
+    if let Some(owners) = owners {
+        cm.metadata.owner_references = Some(owners);
     }
     cm.data = Some(want);
     cm.binary_data = None;
@@ -191,6 +219,13 @@ impl Schedule {
         }
     }
 
+    /// Makes every namespace due at `now` (what they must hold changed).
+    pub fn all_due(&mut self, now: Instant) {
+        for (at, _) in self.due.values_mut() {
+            *at = now;
+        }
+    }
+
     pub fn namespaces(&self) -> Vec<String> {
         self.due.keys().cloned().collect()
     }
@@ -214,18 +249,19 @@ enum EnsureError {
     },
 }
 
-/// Publishes `roots_pem` as ConfigMap `configmap_name` (key `key`) in every
-/// namespace labelled `namespace_label=enabled`, checking each again every
-/// `resync`, until `shutdown` turns true. Never returns an error: failures
-/// are logged and retried. Spawn it once the CA is loaded, with
-/// [`DEFAULT_RESYNC`] unless configured otherwise.
+/// Publishes `roots_pem` as ConfigMap `configmap_name` (key [`KEY`]) in
+/// every namespace labelled `namespace_label=enabled`, owned as `owner`
+/// says at the time, checking each again every `resync` and all of them
+/// when `owner` changes, until `shutdown` turns true. Never returns an
+/// error: failures are logged and retried. Spawn it once the CA is loaded,
+/// with [`DEFAULT_RESYNC`] unless configured otherwise.
 pub async fn publish_trust_bundle(
     client: Client,
     configmap_name: &str,
-    key: &str,
     namespace_label: &str,
     roots_pem: String,
     resync: Duration,
+    mut owner: watch::Receiver<Ownership>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let selector = format!("{namespace_label}={ENABLED}");
@@ -242,12 +278,17 @@ pub async fn publish_trust_bundle(
         }
         let now = Instant::now();
         for ns in schedule.due(now) {
+            let ownership = owner.borrow_and_update().clone();
             let result = tokio::select! {
-                r = ensure(&client, configmap_name, &ns, key, &roots_pem) => r,
+                r = ensure(&client, configmap_name, &ns, &roots_pem, &ownership) => r,
                 _ = shutdown.changed() => return,
             };
             let ok = match result {
                 Ok(Action::Current) => true,
+                Ok(Action::AwaitOwner) => {
+                    tracing::info!(namespace = %ns, configmap = configmap_name, owner = ?ownership, "trust bundle not created until its owner exists");
+                    true
+                }
                 Ok(action) => {
                     let what = if matches!(action, Action::Create(_)) {
                         "created"
@@ -273,6 +314,9 @@ pub async fn publish_trust_bundle(
                 None => return,
             },
             _ = tokio::time::sleep_until(wake) => {}
+            // A sender gone (no --webhook-config, or shutting down) keeps
+            // the last ownership; the shutdown branch ends the loop.
+            Ok(()) = owner.changed() => schedule.all_due(Instant::now()),
             _ = shutdown.changed() => return,
         }
     }
@@ -283,8 +327,8 @@ async fn ensure(
     client: &Client,
     name: &str,
     namespace: &str,
-    key: &str,
     roots_pem: &str,
+    ownership: &Ownership,
 ) -> Result<Action, EnsureError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let fail = |verb: &'static str| {
@@ -304,7 +348,7 @@ async fn ensure(
         .await
         .map_err(|_| timeout("get"))?
         .map_err(fail("get"))?;
-    let action = plan(existing, name, namespace, key, roots_pem);
+    let action = plan(existing, name, namespace, KEY, roots_pem, ownership);
     let pp = PostParams::default();
     match &action {
         Action::Create(cm) => {
@@ -319,7 +363,7 @@ async fn ensure(
                 .map_err(|_| timeout("update"))?
                 .map_err(fail("update"))?;
         }
-        Action::Current => {}
+        Action::Current | Action::AwaitOwner => {}
     }
     Ok(action)
 }

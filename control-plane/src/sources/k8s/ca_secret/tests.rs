@@ -1,3 +1,5 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
 use super::*;
 
 const SECRET: &str = "mycel-system/mycel-ca";
@@ -72,7 +74,7 @@ fn secrets_are_classified_or_refused_naming_the_key() {
 #[test]
 fn the_created_secret_holds_the_four_files_labelled() {
     let texts = ["RK", "IK", "R", "I"].map(String::from);
-    let s = secret_for("mycel-system", "mycel-ca", &texts);
+    let s = secret_for("mycel-system", "mycel-ca", &texts, &Ownership::Leave);
     assert_eq!(s.metadata.name.as_deref(), Some("mycel-ca"));
     assert_eq!(s.metadata.namespace.as_deref(), Some("mycel-system"));
     assert_eq!(s.type_.as_deref(), Some("Opaque"));
@@ -80,17 +82,102 @@ fn the_created_secret_holds_the_four_files_labelled() {
         s.metadata.labels.unwrap().get("app.kubernetes.io/part-of"),
         Some(&"mycel".to_string())
     );
+    assert_eq!(s.metadata.owner_references, None);
     let back = classify(SECRET, &s.data.unwrap()).unwrap();
-    assert_eq!(back, SecretCa::Mycel(texts));
+    assert_eq!(back, SecretCa::Mycel(texts.clone()));
+
+    // Owned by the webhook configuration from its creation on; the user's
+    // (never owned) gets no reference.
+    let hook = webhook("u-1");
+    let owned = secret_for(
+        "mycel-system",
+        "mycel-ca",
+        &texts,
+        &Ownership::By(hook.clone()),
+    );
+    assert_eq!(owned.metadata.owner_references, Some(vec![hook]));
+    let kept = secret_for(
+        "mycel-system",
+        "mycel-ca",
+        &texts,
+        &Ownership::NeverBy("mycel-injector".into()),
+    );
+    assert_eq!(kept.metadata.owner_references, None);
 }
 
-fn loader<'a>(dir: &'a Path) -> Loader<'a> {
+fn webhook(uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        kind: "MutatingWebhookConfiguration".into(),
+        name: "mycel-injector".into(),
+        uid: uid.into(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }
+}
+
+#[test]
+fn only_a_secret_the_controller_may_have_created_is_owned() {
+    let by = Ownership::By(webhook("u-1"));
+    let never = Ownership::NeverBy("mycel-injector".into());
+    for origin in [CaOrigin::Created, CaOrigin::Existing, CaOrigin::LostRace] {
+        assert_eq!(secret_ownership(origin, &by), by, "{origin:?}");
+        assert_eq!(secret_ownership(origin, &never), never, "{origin:?}");
+    }
+    // cert-manager's (or the user's) Secret: never given an owner, and a
+    // reference to the webhook configuration is still taken off.
+    assert_eq!(secret_ownership(CaOrigin::Provided, &by), Ownership::Leave);
+    assert_eq!(secret_ownership(CaOrigin::Provided, &never), never);
+    assert_eq!(
+        secret_ownership(CaOrigin::Existing, &Ownership::Leave),
+        Ownership::Leave
+    );
+}
+
+#[test]
+fn the_users_secret_is_never_owned_and_ours_is_owned_like_the_rest() {
+    let by = Ownership::By(webhook("u-1"));
+    let absent = Ownership::Absent("mycel-injector".into());
+    // (--webhook-config, --keep-ca-secret, the others' ownership, the Secret's)
+    let cases = [
+        (Some("mycel-injector"), false, &by, by.clone()),
+        (
+            Some("mycel-injector"),
+            true,
+            &by,
+            Ownership::NeverBy("mycel-injector".into()),
+        ),
+        // The configuration absent at start: the user's still loses a
+        // stale reference to it; ours is created unowned, or left as it is.
+        (
+            Some("mycel-injector"),
+            true,
+            &absent,
+            Ownership::NeverBy("mycel-injector".into()),
+        ),
+        (Some("mycel-injector"), false, &absent, absent.clone()),
+        (None, true, &Ownership::Leave, Ownership::Leave),
+        (None, false, &Ownership::Leave, Ownership::Leave),
+    ];
+    for (config, keep, others, want) in cases {
+        assert_eq!(
+            ownership(config, keep, others),
+            want,
+            "{config:?} keep={keep}"
+        );
+    }
+}
+
+static LEAVE: Ownership = Ownership::Leave;
+
+fn loader(dir: &Path) -> Loader<'_> {
     Loader {
-        secret: SECRET,
+        secret: SECRET.into(),
         data_dir: dir,
         trust_domain: "cluster.local",
         cert_ttl: Duration::from_secs(3600),
         issuer_ttl: Duration::from_secs(7 * 24 * 3600),
+        ownership: &LEAVE,
     }
 }
 
@@ -106,7 +193,7 @@ fn generated() -> (tempfile::TempDir, [String; 4]) {
 #[test]
 fn a_secret_overrides_the_data_dir_and_a_stale_rotation() {
     let (_src, texts) = generated();
-    let secret = secret_for("mycel-system", "mycel-ca", &texts);
+    let secret = secret_for("mycel-system", "mycel-ca", &texts, &Ownership::Leave);
     // The data dir holds another CA and a half-finished rotation of it.
     let (data_dir, _) = generated();
     let ca = data_dir.path().join("ca");
@@ -181,7 +268,7 @@ fn a_tampered_mycel_secret_is_refused_naming_it() {
         other[3].clone(),
     ];
     for texts in [garbage_root, foreign_issuer] {
-        let secret = secret_for("mycel-system", "mycel-ca", &texts);
+        let secret = secret_for("mycel-system", "mycel-ca", &texts, &Ownership::Leave);
         let err = loader(data_dir.path())
             .load_secret(&secret)
             .map(|_| ())

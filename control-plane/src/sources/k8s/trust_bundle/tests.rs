@@ -1,5 +1,5 @@
 use k8s_openapi::api::core::v1::NamespaceStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
 use super::*;
 
@@ -7,7 +7,7 @@ const NAME: &str = "mycel-trust-bundle";
 const ROOTS: &str = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
 
 fn cm(data: &[(&str, &str)], labelled: bool) -> ConfigMap {
-    let mut c = desired(NAME, "shop", KEY, ROOTS);
+    let mut c = desired(NAME, "shop", KEY, ROOTS, &Ownership::Leave);
     c.data = Some(
         data.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -23,11 +23,18 @@ fn cm(data: &[(&str, &str)], labelled: bool) -> ConfigMap {
 #[test]
 fn the_configmap_is_created_corrected_or_left_alone() {
     assert_eq!(
-        plan(None, NAME, "shop", KEY, ROOTS),
-        Action::Create(desired(NAME, "shop", KEY, ROOTS))
+        plan(None, NAME, "shop", KEY, ROOTS, &Ownership::Leave),
+        Action::Create(desired(NAME, "shop", KEY, ROOTS, &Ownership::Leave))
     );
     assert_eq!(
-        plan(Some(cm(&[(KEY, ROOTS)], true)), NAME, "shop", KEY, ROOTS),
+        plan(
+            Some(cm(&[(KEY, ROOTS)], true)),
+            NAME,
+            "shop",
+            KEY,
+            ROOTS,
+            &Ownership::Leave
+        ),
         Action::Current
     );
     let mut with_binary = cm(&[(KEY, ROOTS)], true);
@@ -40,7 +47,14 @@ fn the_configmap_is_created_corrected_or_left_alone() {
         with_binary,
     ];
     for found in stale {
-        let Action::Replace(fixed) = plan(Some(found.clone()), NAME, "shop", KEY, ROOTS) else {
+        let Action::Replace(fixed) = plan(
+            Some(found.clone()),
+            NAME,
+            "shop",
+            KEY,
+            ROOTS,
+            &Ownership::Leave,
+        ) else {
             panic!("{found:?} should be replaced");
         };
         assert_eq!(
@@ -56,6 +70,71 @@ fn the_configmap_is_created_corrected_or_left_alone() {
             assert_eq!(labels.get("team"), Some(team));
         }
     }
+}
+
+fn webhook(uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        kind: "MutatingWebhookConfiguration".into(),
+        name: "mycel-injector".into(),
+        uid: uid.into(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }
+}
+
+#[test]
+fn the_configmap_is_owned_by_the_webhook_configuration_when_asked() {
+    let by = |uid: &str| Ownership::By(webhook(uid));
+    let Action::Create(new) = plan(None, NAME, "shop", KEY, ROOTS, &by("u-1")) else {
+        panic!("absent: created");
+    };
+    assert_eq!(new.metadata.owner_references, Some(vec![webhook("u-1")]));
+
+    let owned = |refs: Option<Vec<OwnerReference>>| {
+        let mut c = cm(&[(KEY, ROOTS)], true);
+        c.metadata.owner_references = refs;
+        c
+    };
+    assert_eq!(
+        plan(
+            Some(owned(Some(vec![webhook("u-1")]))),
+            NAME,
+            "shop",
+            KEY,
+            ROOTS,
+            &by("u-1")
+        ),
+        Action::Current
+    );
+    // An older install's (no reference) and one naming a configuration
+    // deleted since (old uid) get the current owner; nothing else changes.
+    for refs in [None, Some(vec![]), Some(vec![webhook("u-0")])] {
+        let found = owned(refs.clone());
+        let Action::Replace(fixed) =
+            plan(Some(found.clone()), NAME, "shop", KEY, ROOTS, &by("u-1"))
+        else {
+            panic!("{refs:?}: replaced");
+        };
+        assert_eq!(fixed.metadata.owner_references, Some(vec![webhook("u-1")]));
+        assert_eq!(fixed.data, found.data);
+        assert_eq!(fixed.metadata.resource_version.as_deref(), Some("42"));
+    }
+    // Without --webhook-config, or while the configuration is absent, the
+    // references are left as they are...
+    let absent = Ownership::Absent("mycel-injector".into());
+    for ownership in [&Ownership::Leave, &absent] {
+        let found = owned(Some(vec![webhook("u-0")]));
+        assert_eq!(
+            plan(Some(found), NAME, "shop", KEY, ROOTS, ownership),
+            Action::Current
+        );
+    }
+    // ...and while it is absent none is created: nothing would collect it.
+    assert_eq!(
+        plan(None, NAME, "shop", KEY, ROOTS, &absent),
+        Action::AwaitOwner
+    );
 }
 
 #[test]
@@ -115,6 +194,21 @@ fn the_schedule_follows_the_watch_relists_and_outcomes() {
     // Outcomes for a namespace no longer meshed are dropped.
     s.done("b", false, t1, resync);
     assert!(s.namespaces().is_empty());
+}
+
+#[test]
+fn a_new_owner_makes_every_namespace_due_at_once() {
+    let t0 = Instant::now();
+    let resync = Duration::from_secs(300);
+    let mut s = Schedule::default();
+    s.on_event(Event::Apply(ns("a")), t0);
+    s.on_event(Event::Apply(ns("b")), t0);
+    s.done("a", true, t0, resync);
+    s.done("b", false, t0, resync);
+    let t1 = t0 + Duration::from_millis(10);
+    assert!(s.due(t1).is_empty());
+    s.all_due(t1);
+    assert_eq!(s.due(t1), ["a", "b"]);
 }
 
 #[test]
