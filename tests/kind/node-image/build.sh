@@ -178,17 +178,20 @@ docker_build() { # docker build ARGS..., quiet unless it fails
   out=$(docker build "$@" 2>&1) || { echo "$out" >&2; die "docker build $* failed"; }
 }
 
-scratch_image() { # name entrypoint-binary source-path [extra dockerfile lines]
-  local ref=$1 exe=$2 src=$3 extra=${4:-} ctx="$work/img"
+# An image FROM scratch whose entrypoint is one static program at $dest;
+# with a root tarball, that file system under it.
+scratch_image() { # ref source dest [root.tar]
+  local ref=$1 src=$2 dest=$3 root=${4:-} ctx="$work/img"
   rm -rf "$ctx"
   mkdir -p "$ctx"
-  cp "$src" "$ctx/$exe"
+  cp "$src" "$ctx/program"
+  [ -z "$root" ] || cp "$root" "$ctx/root.tar"
   {
     echo "FROM scratch"
-    [ -n "$extra" ] && echo "$extra"
-    echo "COPY $exe /usr/local/bin/$exe"
+    [ -z "$root" ] || echo "ADD root.tar /"
+    echo "COPY program $dest"
     echo "ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    echo "ENTRYPOINT [\"/usr/local/bin/$exe\"]"
+    echo "ENTRYPOINT [\"$dest\"]"
   } >"$ctx/Dockerfile"
   docker_build --network none -t "$ref" "$ctx"
 }
@@ -198,29 +201,12 @@ for ref in "${wanted[@]}"; do
   name=${name%%:*}
   case $name in
     kube-apiserver | kube-controller-manager | kube-scheduler | etcd)
-      scratch_image "$ref" "$name" "$bin/$name" ;;
-    kube-proxy)
-      ctx="$work/img"
-      rm -rf "$ctx" && mkdir -p "$ctx"
-      cp "$rootfs_dir/proxy-root.tar" "$ctx/root.tar"
-      cp "$bin/kube-proxy" "$ctx/"
-      printf '%s\n' "FROM scratch" "ADD root.tar /" "COPY kube-proxy /usr/local/bin/kube-proxy" \
-        "ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        'ENTRYPOINT ["/usr/local/bin/kube-proxy"]' >"$ctx/Dockerfile"
-      docker_build --network none -t "$ref" "$ctx" ;;
-    coredns)
-      # kubeadm's Deployment runs the image's entrypoint with -conf only.
-      ctx="$work/img"
-      rm -rf "$ctx" && mkdir -p "$ctx"
-      cp "$coredns" "$ctx/coredns"
-      printf '%s\n' "FROM scratch" "COPY coredns /coredns" 'ENTRYPOINT ["/coredns"]' >"$ctx/Dockerfile"
-      docker_build --network none -t "$ref" "$ctx" ;;
-    pause)
-      ctx="$work/img"
-      rm -rf "$ctx" && mkdir -p "$ctx"
-      cp "$pause" "$ctx/pause"
-      printf '%s\n' "FROM scratch" "COPY pause /pause" 'ENTRYPOINT ["/pause"]' >"$ctx/Dockerfile"
-      docker_build --network none -t "$ref" "$ctx" ;;
+      scratch_image "$ref" "$bin/$name" "/usr/local/bin/$name" ;;
+    # kube-proxy programs iptables.
+    kube-proxy) scratch_image "$ref" "$bin/kube-proxy" /usr/local/bin/kube-proxy "$rootfs_dir/proxy-root.tar" ;;
+    # kubeadm's Deployment runs the image's entrypoint with -conf only.
+    coredns) scratch_image "$ref" "$coredns" /coredns ;;
+    pause) scratch_image "$ref" "$pause" /pause ;;
     *) die "kubeadm asks for $ref, which this script does not know how to build" ;;
   esac
   log "built $ref"

@@ -41,22 +41,7 @@ async fn cert_inspect_shows_the_frontends_chain_verified_against_the_trust_bundl
     )
     .expect("artifact");
 
-    let out = cluster::mycelctl(&[
-        "cert",
-        "inspect",
-        "-n",
-        SHOP,
-        "deploy/frontend",
-        "-o",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json(&out);
-    let report = report.get("report").unwrap_or(&report);
+    let report = cluster::cert_report(SHOP, "deploy/frontend");
     assert_eq!(
         report["chain"][0]["spiffe_id"],
         spiffe(SHOP, "frontend"),

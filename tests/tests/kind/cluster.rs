@@ -235,3 +235,86 @@ pub fn counter(metrics: &str, needles: &[&str]) -> f64 {
 pub async fn shop_get(path: &str) -> anyhow::Result<mycel_test_support::http::Reply> {
     mycel_test_support::http::get(gateway(), "shop.local", path).await
 }
+
+/// The shop's Deployments, the gateway included.
+pub const SHOP_DEPLOYMENTS: [&str; 6] = [
+    "frontend",
+    "catalog",
+    "ratings",
+    "reviews-v1",
+    "reviews-v2",
+    "gateway",
+];
+
+/// Restarts every Deployment of the shop and waits for the new pods: how a
+/// test has each proxy ask for a new certificate.
+pub fn restart_shop() {
+    for d in SHOP_DEPLOYMENTS {
+        kubectl(&["-n", SHOP, "rollout", "restart", &format!("deployment/{d}")]);
+    }
+    for d in SHOP_DEPLOYMENTS {
+        rollout_status(SHOP, d);
+    }
+}
+
+/// `mycelctl cert inspect -n NS TARGET -o json`'s report (it must succeed).
+pub fn cert_report(ns: &str, target: &str) -> serde_json::Value {
+    let out = mycelctl(&["cert", "inspect", "-n", ns, target, "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "cert inspect {target}: not JSON ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "cert inspect {target} failed: {doc}");
+    doc.get("report").cloned().unwrap_or(doc)
+}
+
+/// A pod running a harmless demo server (ratings), in `ns`, with the
+/// given annotations: a workload whose only job is to exist.
+pub fn demo_pod(name: &str, ns: &str, annotations: &[(&str, &str)]) -> String {
+    let annotations: String = annotations
+        .iter()
+        .map(|(k, v)| format!("\n    {k}: {v}"))
+        .collect();
+    let annotations = if annotations.is_empty() {
+        String::new()
+    } else {
+        format!("\n  annotations:{annotations}")
+    };
+    format!(
+        r#"---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {ns}{annotations}
+spec:
+  containers:
+    - name: app
+      image: mycel-demo:{tag}
+      imagePullPolicy: IfNotPresent
+      args: ["ratings", "--listen=0.0.0.0:8080"]
+"#,
+        tag = env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// `helm upgrade` of the release with the values it has and `sets`
+/// (`key=value`), waiting for it. Run from the checkout (the chart's path).
+pub fn helm_upgrade(sets: &[&str]) {
+    let mut args = vec![
+        "upgrade",
+        "mycel",
+        "helm/mycel",
+        "-n",
+        SYSTEM,
+        "--reuse-values",
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["--wait", "--timeout", "5m"]);
+    helm(&args);
+}

@@ -65,39 +65,11 @@ async fn shop_pods_carry_a_native_sidecar_and_other_pods_do_not() {
         );
     }
 
-    let manifest = r#"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: kind-plain
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: plain
-  namespace: kind-plain
-spec:
-  containers:
-    - name: app
-      image: mycel-demo:@TAG@
-      imagePullPolicy: IfNotPresent
-      args: ["ratings", "--listen=0.0.0.0:8080"]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: opted-out
-  namespace: shop
-  annotations:
-    mycel.io/inject: disabled
-spec:
-  containers:
-    - name: app
-      image: mycel-demo:@TAG@
-      imagePullPolicy: IfNotPresent
-      args: ["ratings", "--listen=0.0.0.0:8080"]
-"#
-    .replace("@TAG@", env!("CARGO_PKG_VERSION"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kind-plain\n{}{}",
+        cluster::demo_pod("plain", "kind-plain", &[]),
+        cluster::demo_pod("opted-out", SHOP, &[("mycel.io/inject", "disabled")]),
+    );
     cluster::apply(&manifest);
     for (ns, name) in [("kind-plain", "plain"), (SHOP, "opted-out")] {
         let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), ns);

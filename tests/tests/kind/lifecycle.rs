@@ -14,15 +14,6 @@ use kube::Api;
 
 use crate::cluster::{self, SHOP, SYSTEM};
 
-const SHOP_DEPLOYMENTS: [&str; 6] = [
-    "frontend",
-    "catalog",
-    "ratings",
-    "reviews-v1",
-    "reviews-v2",
-    "gateway",
-];
-
 fn check_is_green() {
     let out = cluster::mycelctl(&["check", "--proxy", "-o", "json"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -48,21 +39,7 @@ async fn check_is_green_upgrades_apply_and_uninstall_leaves_nothing_behind() {
     check_is_green();
 
     // Upgrade to other values: one replica, debug logs.
-    cluster::helm(&[
-        "upgrade",
-        "mycel",
-        "helm/mycel",
-        "-n",
-        SYSTEM,
-        "--reuse-values",
-        "--set",
-        "replicas=1",
-        "--set",
-        "controller.logLevel=debug",
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
+    cluster::helm_upgrade(&["replicas=1", "controller.logLevel=debug"]);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), SYSTEM);
     let d = deployments
         .get("mycel-controller")
@@ -134,21 +111,7 @@ async fn check_is_green_upgrades_apply_and_uninstall_leaves_nothing_behind() {
     .await;
     // The shop namespace is still labelled for injection: without Mycel a
     // pod is created, unmeshed, rather than refused.
-    let manifest = format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: after-uninstall
-  namespace: shop
-spec:
-  containers:
-    - name: app
-      image: mycel-demo:{}
-      imagePullPolicy: IfNotPresent
-      args: ["ratings", "--listen=0.0.0.0:8080"]
-"#,
-        env!("CARGO_PKG_VERSION")
-    );
+    let manifest = cluster::demo_pod("after-uninstall", SHOP, &[]);
     cluster::apply(&manifest);
     let pods: Api<Pod> = Api::namespaced(client.clone(), SHOP);
     let pod = pods
@@ -174,12 +137,7 @@ spec:
         "--timeout",
         "5m",
     ]);
-    for d in SHOP_DEPLOYMENTS {
-        cluster::kubectl(&["-n", SHOP, "rollout", "restart", &format!("deployment/{d}")]);
-    }
-    for d in SHOP_DEPLOYMENTS {
-        cluster::rollout_status(SHOP, d);
-    }
+    cluster::restart_shop();
     cluster::eventually(
         "the shop answers again",
         Duration::from_secs(60),

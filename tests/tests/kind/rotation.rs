@@ -4,60 +4,18 @@
 
 use std::time::Duration;
 
-use crate::cluster::{self, spiffe, SHOP, SYSTEM};
+use crate::cluster::{self, spiffe, SHOP};
 use crate::load::Load;
 
-const DEPLOYMENTS: [&str; 6] = [
-    "frontend",
-    "catalog",
-    "ratings",
-    "reviews-v1",
-    "reviews-v2",
-    "gateway",
-];
-
 fn set_cert_ttl(ttl: &str) {
-    cluster::helm(&[
-        "upgrade",
-        "mycel",
-        "helm/mycel",
-        "-n",
-        SYSTEM,
-        "--reuse-values",
-        "--set",
-        &format!("controller.certTTL={ttl}"),
-        "--wait",
-        "--timeout",
-        "5m",
-    ]);
+    cluster::helm_upgrade(&[&format!("controller.certTTL={ttl}")]);
     // Certificates are issued for the lifetime in force when asked: restart
     // the shop so that every proxy asks again.
-    for d in DEPLOYMENTS {
-        cluster::kubectl(&["-n", SHOP, "rollout", "restart", &format!("deployment/{d}")]);
-    }
-    for d in DEPLOYMENTS {
-        cluster::rollout_status(SHOP, d);
-    }
+    cluster::restart_shop();
 }
 
 fn frontend_leaf() -> serde_json::Value {
-    let out = cluster::mycelctl(&[
-        "cert",
-        "inspect",
-        "-n",
-        SHOP,
-        "deploy/frontend",
-        "-o",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let report = doc.get("report").cloned().unwrap_or(doc);
-    report["chain"][0].clone()
+    cluster::cert_report(SHOP, "deploy/frontend")["chain"][0].clone()
 }
 
 #[tokio::test]

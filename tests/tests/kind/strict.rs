@@ -13,20 +13,7 @@ apiVersion: v1
 kind: Namespace
 metadata:
   name: kind-outside
----
-# Outside the mesh: the namespace is not annotated for injection.
-apiVersion: v1
-kind: Pod
-metadata:
-  name: caller
-  namespace: kind-outside
-spec:
-  containers:
-    - name: app
-      image: mycel-demo:@TAG@
-      imagePullPolicy: IfNotPresent
-      args: ["ratings", "--listen=0.0.0.0:8080"]
-@SERVICES@"#;
+@CALLER@@SERVICES@"#;
 
 fn service(name: &str, mode: &str) -> String {
     format!(
@@ -108,7 +95,10 @@ async fn a_pod_outside_the_mesh_is_refused_by_strict_pods_and_admitted_by_permis
         service("echo-strict", "strict"),
         service("echo-permissive", "permissive")
     );
+    // Outside the mesh: the namespace is not labelled for injection.
+    let caller = cluster::demo_pod("caller", "kind-outside", &[]);
     let manifest = MANIFEST
+        .replace("@CALLER@", &caller)
         .replace("@SERVICES@", &services)
         .replace("@TAG@", env!("CARGO_PKG_VERSION"));
     // What a failed run may have left.
