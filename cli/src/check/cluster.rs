@@ -365,8 +365,14 @@ async fn proxy_settings(client: &Client, namespace: &str) -> (String, u16) {
 /// its service account.
 async fn proxies(client: &Client, namespace: &str) -> Vec<Check> {
     let lp = ListParams::default().labels(mycel_inject::annotations::MESHED_LABEL);
-    let pods = match call(Api::<Pod>::all(client.clone()).list(&lp)).await {
-        Ok(list) => list.items,
+    let pods: Vec<Pod> = match call(Api::<Pod>::all(client.clone()).list(&lp)).await {
+        // A terminating pod's proxy drains and stops being ready on
+        // purpose (a rollout leaves some for a while): not a problem.
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect(),
         Err(e) => return vec![api_failed("proxies", &e)],
     };
     let (trust_domain, admin_port) = proxy_settings(client, namespace).await;

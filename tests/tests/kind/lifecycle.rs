@@ -72,15 +72,16 @@ async fn check_is_green_upgrades_apply_and_uninstall_leaves_nothing_behind() {
             .is_none(),
         "the webhook is gone"
     );
-    let left = cluster::kubectl(&[
+    // Pods go after their ReplicaSet, a moment after helm returns.
+    cluster::eventually("the release's objects gone", Duration::from_secs(90), || async {
+        let left = cluster::kubectl(&[
         "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,\
          networkpolicies,poddisruptionbudgets,mutatingwebhookconfigurations",
         "-A", "-l", "app.kubernetes.io/instance=mycel", "-o", "name",
     ]);
-    assert!(
-        left.trim().is_empty(),
-        "objects of the release left:\n{left}"
-    );
+        if left.trim().is_empty() { Ok(()) } else { Err(format!("left:\n{left}")) }
+    })
+    .await;
     // What the controller made itself goes with the webhook it hangs from.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
     let maps: Api<ConfigMap> = Api::all(client.clone());
