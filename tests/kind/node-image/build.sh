@@ -103,6 +103,11 @@ debian_mirror() {
 rootfs_dir="$cache/rootfs/$DEBIAN_SUITE-$rootfs_key"
 if ! docker image inspect "$base_image" >/dev/null 2>&1; then
   if [ ! -f "$rootfs_dir/rootfs.tar" ]; then
+    if ! command -v debootstrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+      log "installing debootstrap"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } || true
+    fi
     need debootstrap "apt-get install debootstrap"
     mirror=${MYCEL_KIND_DEBIAN_MIRROR:-$(debian_mirror)}
     root="$rootfs_dir/root"
