@@ -216,14 +216,16 @@ run_tests() {
   use_kubeconfig
   install_test_tools
   mkdir -p target/kind-artifacts
-  cargo build -p mycel-cli --bin mycelctl
+  # --workspace, as tests/run.sh builds: a single package's build resolves
+  # features differently and would rebuild a hundred crates (95 s here).
+  cargo build --workspace --bins
   export MYCEL_KIND_CLUSTER=$CLUSTER MYCEL_KIND_GATEWAY=$GATEWAY_URL
   export MYCEL_KIND_ARTIFACTS="$(pwd)/target/kind-artifacts"
   local status=0
   # The suite is #[ignore]d in a plain `cargo test`: it needs this cluster.
   # lifecycle uninstalls and reinstalls the chart: it runs alone, last.
-  cargo test -p mycel-tests --test kind -- --ignored --test-threads=1 --skip lifecycle:: || status=$?
-  cargo test -p mycel-tests --test kind -- --ignored --test-threads=1 lifecycle:: || status=$?
+  cargo test --workspace --test kind -- --ignored --test-threads=1 --skip lifecycle:: || status=$?
+  cargo test --workspace --test kind -- --ignored --test-threads=1 lifecycle:: || status=$?
   say "artifacts (screenshot, certificate reports): target/kind-artifacts/"
   return "$status"
 }
