@@ -268,7 +268,7 @@ pub fn cert_report(ns: &str, target: &str) -> serde_json::Value {
         )
     });
     assert!(out.status.success(), "cert inspect {target} failed: {doc}");
-    doc.get("report").cloned().unwrap_or(doc)
+    doc
 }
 
 /// A pod running a harmless demo server (ratings), in `ns`, with the
