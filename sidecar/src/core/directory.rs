@@ -7,6 +7,8 @@
 
 pub mod handle;
 pub mod model;
+pub mod policy;
 
 pub use handle::{Change, Discovery, SubscribeError, Subscriptions};
 pub use model::{Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot};
+pub use policy::{PolicyRules, TrafficPolicy};
