@@ -3,10 +3,13 @@
 //! (`cargo run -p mycel-crds`), never written by hand.
 
 pub mod cases;
+pub mod duration;
 pub mod generate;
 pub mod mesh_config;
+pub mod traffic_policy;
 
 pub use mesh_config::{MeshConfig, MeshConfigSpec, MeshConfigStatus};
+pub use traffic_policy::{TrafficPolicy, TrafficPolicySpec, TrafficPolicyStatus};
 
 /// The API group of every Mycel resource.
 pub const GROUP: &str = "mycel.io";

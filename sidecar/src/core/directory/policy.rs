@@ -77,14 +77,21 @@ pub enum Algorithm {
     /// Power of two choices, comparing peak-EWMA latency times
     /// outstanding requests; errors (5xx, 429, connect failures) count as
     /// slow answers.
-    PeakEwma { decay: Duration },
+    PeakEwma {
+        decay: Duration,
+    },
     RoundRobin,
     /// Power of two choices on outstanding requests.
     LeastRequest,
     /// Consistent hashing on a ring of virtual nodes.
-    RingHash { key: HashKey, min_ring_size: u32 },
+    RingHash {
+        key: HashKey,
+        min_ring_size: u32,
+    },
     /// Consistent hashing with a Maglev lookup table.
-    Maglev { key: HashKey },
+    Maglev {
+        key: HashKey,
+    },
 }
 
 /// What a consistent hash is computed over.
