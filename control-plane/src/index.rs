@@ -23,7 +23,8 @@ pub use services::DuplicateService;
 pub use view::version_of;
 
 use crate::model::{
-    Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, Workload,
+    Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, ServicePolicy,
+    Workload,
 };
 use services::Services;
 use view::ServiceResources;
@@ -46,6 +47,9 @@ pub struct Index {
     service_vips: Arc<Resource>,
     /// Endpoints a source gives directly, per service.
     source_endpoints: BTreeMap<ServiceKey, Vec<Endpoint>>,
+    /// Traffic policies by the service they are attached to; kept while
+    /// the service is unknown, since sources deliver them in any order.
+    policies: BTreeMap<ServiceKey, ServicePolicy>,
     resources: BTreeMap<ServiceKey, ServiceResources>,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
@@ -74,6 +78,7 @@ impl Index {
             ),
             service_vips: view::service_vips(std::iter::empty()),
             source_endpoints: BTreeMap::new(),
+            policies: BTreeMap::new(),
             resources: BTreeMap::new(),
             proxies: BTreeMap::new(),
             next_conn: 1,
@@ -147,6 +152,43 @@ impl Index {
         if changed {
             self.recompute_services(BTreeSet::from([key.clone()]));
         }
+    }
+
+    /// Replaces every traffic policy (mesh.yaml is applied whole); only
+    /// services whose policy changed are recomputed.
+    pub fn apply_policies(&mut self, policies: BTreeMap<ServiceKey, ServicePolicy>) {
+        let mut changed: BTreeSet<ServiceKey> = self
+            .policies
+            .iter()
+            .filter(|(k, p)| policies.get(*k) != Some(*p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        changed.extend(
+            policies
+                .iter()
+                .filter(|(k, p)| self.policies.get(*k) != Some(*p))
+                .map(|(k, _)| k.clone()),
+        );
+        self.policies = policies;
+        if !changed.is_empty() {
+            self.recompute_services(changed);
+        }
+    }
+
+    /// Sets or removes the traffic policy of one service (a watch event).
+    pub fn set_policy(&mut self, key: &ServiceKey, policy: Option<ServicePolicy>) {
+        let changed = match policy {
+            Some(p) => self.policies.insert(key.clone(), p.clone()) != Some(p),
+            None => self.policies.remove(key).is_some(),
+        };
+        if changed {
+            self.recompute_services(BTreeSet::from([key.clone()]));
+        }
+    }
+
+    /// The traffic policy attached to a service, if any.
+    pub fn policy(&self, key: &ServiceKey) -> Option<&ServicePolicy> {
+        self.policies.get(key)
     }
 
     pub fn register_workload(&mut self, conn: ConnId, workload: Workload) {
@@ -308,13 +350,10 @@ impl Index {
                     eps.sort();
                     eps.dedup();
                 }
-                view::service_resources(svc, eps)
+                view::service_resources(svc, eps, self.policies.get(&key))
             });
             let same = match (self.resources.get(&key), &next) {
-                (Some(a), Some(b)) => {
-                    a.service.version == b.service.version
-                        && a.endpoints.version == b.endpoints.version
-                }
+                (Some(a), Some(b)) => a.same_versions(b),
                 (None, None) => true,
                 _ => false,
             };
@@ -384,14 +423,14 @@ impl Index {
                 let wanted: Vec<Arc<Resource>> = if !proxy.subscriptions.contains(key) {
                     Vec::new()
                 } else if let Some(res) = resources.get(key) {
-                    vec![res.service.clone(), res.endpoints.clone()]
+                    res.all().cloned().collect()
                 } else {
                     vec![view::resource(
                         ResourceKey::service(key),
                         ResourceBody::NotFound,
                     )]
                 };
-                for rk in [ResourceKey::service(key), ResourceKey::endpoints(key)] {
+                for rk in view::service_keys(key) {
                     let next = wanted.iter().find(|r| r.key == rk);
                     let now = cur.resources.get(&rk);
                     if now.map(|r| &r.version) == next.map(|r| &r.version) {

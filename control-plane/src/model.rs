@@ -11,6 +11,7 @@ use serde::Serialize;
 
 pub use mycel_api::names::ServiceKey;
 pub use mycel_api::protocol::Protocol;
+pub use mycel_crds::TrafficPolicySpec;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServicePort {
@@ -115,6 +116,7 @@ pub enum ResourceKind {
     Endpoints,
     TrustBundle,
     ServiceVips,
+    TrafficPolicy,
 }
 
 impl ResourceKind {
@@ -124,6 +126,7 @@ impl ResourceKind {
             Self::Endpoints => "endpoints",
             Self::TrustBundle => "trust_bundle",
             Self::ServiceVips => "service_vips",
+            Self::TrafficPolicy => "traffic_policy",
         }
     }
 }
@@ -146,6 +149,13 @@ impl ResourceKey {
     pub fn endpoints(key: &ServiceKey) -> Self {
         Self {
             kind: ResourceKind::Endpoints,
+            name: key.to_string(),
+        }
+    }
+
+    pub fn traffic_policy(key: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::TrafficPolicy,
             name: key.to_string(),
         }
     }
@@ -185,6 +195,24 @@ pub enum ResourceBody {
     ServiceVips(BTreeMap<IpAddr, ServiceKey>),
     /// A subscribed service that does not exist (yet).
     NotFound,
+    /// How clients reach a service.
+    TrafficPolicy {
+        service: ServiceKey,
+        policy: ServicePolicy,
+    },
+}
+
+/// The traffic policy objects attached to one service, already validated
+/// and with conflicts resolved (one object per target).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServicePolicy {
+    /// `<namespace>/<name>` of every object applied, sorted.
+    pub sources: Vec<String>,
+    /// The policy of the whole service.
+    pub service_wide: Option<TrafficPolicySpec>,
+    /// Policies of single service ports, replacing the service-wide one
+    /// for their port.
+    pub ports: BTreeMap<u16, TrafficPolicySpec>,
 }
 
 /// A resource with its content version.

@@ -18,7 +18,7 @@ use crate::duration::{parse_duration, DURATION_PATTERN};
 
 /// The policy of one Service (`kubectl get trafficpolicy -n shop`).
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[kube(
     group = "mycel.io",
     version = "v1alpha1",
@@ -96,7 +96,7 @@ pub enum TargetKind {
 }
 
 /// How an endpoint is chosen for each request.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("(self.algorithm == 'RingHash' || self.algorithm == 'Maglev') == has(self.hashOn)")
@@ -168,7 +168,7 @@ pub struct HashOn {
 }
 
 /// When a failed request is tried again.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Retry {
     /// Tries in total, the first included.

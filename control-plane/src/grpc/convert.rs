@@ -1,5 +1,7 @@
 //! Conversions between the domain model and the wire types.
 
+mod policy;
+
 use mycel_api::names::{self, NameKind};
 use mycel_api::spiffe::SpiffeId;
 use mycel_api::v1;
@@ -38,6 +40,7 @@ pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
         ResourceKind::Endpoints => v1::ResourceType::Endpoints,
         ResourceKind::TrustBundle => v1::ResourceType::TrustBundle,
         ResourceKind::ServiceVips => v1::ResourceType::ServiceVips,
+        ResourceKind::TrafficPolicy => v1::ResourceType::TrafficPolicy,
     }
 }
 
@@ -55,6 +58,7 @@ pub fn key_from_proto(k: &v1::ResourceKey) -> Option<ResourceKey> {
         v1::ResourceType::Endpoints => ResourceKind::Endpoints,
         v1::ResourceType::TrustBundle => ResourceKind::TrustBundle,
         v1::ResourceType::ServiceVips => ResourceKind::ServiceVips,
+        v1::ResourceType::TrafficPolicy => ResourceKind::TrafficPolicy,
         v1::ResourceType::Unspecified => return None,
     };
     Some(ResourceKey {
@@ -117,6 +121,9 @@ pub fn resource_to_proto(r: &Resource) -> v1::Resource {
                 .collect(),
         }),
         ResourceBody::NotFound => v1::resource::Body::NotFound(v1::NotFound {}),
+        ResourceBody::TrafficPolicy { service, policy } => {
+            v1::resource::Body::TrafficPolicy(policy::policy_to_proto(service, policy))
+        }
     };
     v1::Resource {
         key: Some(key_to_proto(&r.key)),

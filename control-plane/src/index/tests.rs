@@ -627,3 +627,57 @@ fn incremental_views_equal_a_full_recompute() {
         full
     );
 }
+
+fn policy(attempts: u32) -> ServicePolicy {
+    let spec: crate::model::TrafficPolicySpec = serde_json::from_value(serde_json::json!({
+        "targetRef": {"kind": "Service", "name": "catalog"},
+        "retry": {"attempts": attempts},
+    }))
+    .unwrap();
+    ServicePolicy {
+        sources: vec!["shop/catalog".into()],
+        service_wide: Some(spec),
+        ports: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn traffic_policy_reaches_subscribers_and_follows_changes() {
+    let mut ix = shop_index();
+    let conn = ix.allocate_conn();
+    let mut rx = ix.connect_proxy(conn, [key("catalog.shop"), key("reviews.shop")]);
+    let tp = ResourceKey::traffic_policy(&key("catalog.shop"));
+    assert!(!rx.borrow_and_update().resources.contains_key(&tp));
+
+    ix.apply_policies(BTreeMap::from([(key("catalog.shop"), policy(3))]));
+    assert!(rx.has_changed().unwrap());
+    let first = rx.borrow_and_update().resources[&tp].version.clone();
+    assert!(
+        !rx.borrow()
+            .resources
+            .contains_key(&ResourceKey::traffic_policy(&key("reviews.shop"))),
+        "only the target has a policy"
+    );
+
+    // The same policy again is no change; another one is.
+    ix.apply_policies(BTreeMap::from([(key("catalog.shop"), policy(3))]));
+    assert!(!rx.has_changed().unwrap());
+    ix.set_policy(&key("catalog.shop"), Some(policy(4)));
+    assert_ne!(rx.borrow_and_update().resources[&tp].version, first);
+
+    // Removed: the resource leaves the view; proxies fall back to defaults.
+    ix.apply_policies(BTreeMap::new());
+    assert!(!rx.borrow_and_update().resources.contains_key(&tp));
+}
+
+#[test]
+fn traffic_policy_waits_for_its_service() {
+    let mut ix = Index::new();
+    let conn = ix.allocate_conn();
+    let rx = ix.connect_proxy(conn, [key("catalog.shop")]);
+    ix.set_policy(&key("catalog.shop"), Some(policy(3)));
+    let tp = ResourceKey::traffic_policy(&key("catalog.shop"));
+    assert!(!rx.borrow().resources.contains_key(&tp), "no service yet");
+    ix.apply_service(svc("catalog", "shop", &[("app", "catalog")]));
+    assert!(rx.borrow().resources.contains_key(&tp));
+}

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey};
+use crate::model::{
+    ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, ServicePolicy,
+};
 
 /// A content hash: equal bodies get equal versions, across restarts too, so
 /// a reconnecting proxy that declares what it holds is sent nothing new.
@@ -30,15 +32,52 @@ pub fn resource(key: ResourceKey, body: ResourceBody) -> Arc<Resource> {
 pub struct ServiceResources {
     pub service: Arc<Resource>,
     pub endpoints: Arc<Resource>,
+    /// Absent when no policy is attached: proxies use the defaults.
+    pub policy: Option<Arc<Resource>>,
     pub endpoint_count: usize,
+}
+
+impl ServiceResources {
+    /// Every resource of the service, as proxies receive them.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        [&self.service, &self.endpoints]
+            .into_iter()
+            .chain(self.policy.as_ref())
+    }
+
+    /// Whether `other` holds the same resources at the same versions.
+    pub fn same_versions(&self, other: &ServiceResources) -> bool {
+        self.service.version == other.service.version
+            && self.endpoints.version == other.endpoints.version
+            && self.policy.as_ref().map(|r| &r.version) == other.policy.as_ref().map(|r| &r.version)
+    }
+}
+
+/// The keys of every resource a service may have.
+pub fn service_keys(key: &ServiceKey) -> [ResourceKey; 3] {
+    [
+        ResourceKey::service(key),
+        ResourceKey::endpoints(key),
+        ResourceKey::traffic_policy(key),
+    ]
 }
 
 pub fn service_resources(
     svc: &Service,
     endpoints: Vec<crate::model::Endpoint>,
+    policy: Option<&ServicePolicy>,
 ) -> ServiceResources {
     let key = svc.key();
     let endpoint_count = endpoints.len();
+    let policy = policy.map(|p| {
+        resource(
+            ResourceKey::traffic_policy(&key),
+            ResourceBody::TrafficPolicy {
+                service: key.clone(),
+                policy: p.clone(),
+            },
+        )
+    });
     ServiceResources {
         service: resource(
             ResourceKey::service(&key),
@@ -51,6 +90,7 @@ pub fn service_resources(
                 endpoints,
             },
         ),
+        policy,
         endpoint_count,
     }
 }
@@ -82,10 +122,9 @@ pub fn proxy_view<'a>(
     for key in subscriptions {
         match lookup(key) {
             Some(res) => {
-                view.resources
-                    .insert(res.service.key.clone(), res.service.clone());
-                view.resources
-                    .insert(res.endpoints.key.clone(), res.endpoints.clone());
+                for r in res.all() {
+                    view.resources.insert(r.key.clone(), r.clone());
+                }
             }
             None => {
                 let nf = resource(ResourceKey::service(key), ResourceBody::NotFound);

@@ -10,10 +10,9 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-pub use parse::{is_dns_label, is_service_name, parse_mesh_config, ParseError};
+pub use parse::{is_dns_label, is_service_name, parse_mesh_config, MeshConfig, ParseError};
 
 use crate::index::{DuplicateService, SharedIndex};
-use crate::model::Service;
 
 /// How often the file is checked; cheap, because an unchanged stamp skips
 /// reading it.
@@ -31,7 +30,7 @@ pub enum LoadError {
 }
 
 /// Reads and validates a mesh config file.
-pub fn load(path: &Path) -> Result<Vec<Service>, LoadError> {
+pub fn load(path: &Path) -> Result<MeshConfig, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
         path: path.to_path_buf(),
         cause,
@@ -46,7 +45,7 @@ pub fn load(path: &Path) -> Result<Vec<Service>, LoadError> {
 #[derive(Debug)]
 pub enum Poll {
     Unchanged,
-    Changed(Result<Vec<Service>, LoadError>),
+    Changed(Result<MeshConfig, LoadError>),
 }
 
 /// Tracks the file's modification stamp and content hash between polls.
@@ -117,12 +116,25 @@ impl MeshConfigWatcher {
     }
 }
 
-/// Applies a parsed config to the index; returns how many services it
-/// holds, or why the index refused it.
-pub fn apply(index: &SharedIndex, services: Vec<Service>) -> Result<usize, DuplicateService> {
-    let n = services.len();
-    index.lock().apply_services(services)?;
-    Ok(n)
+/// What was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub services: usize,
+    pub policies: usize,
+}
+
+/// Applies a parsed config to the index (services, then their policies,
+/// under one lock), or says why the index refused it; a refused config
+/// changes nothing.
+pub fn apply(index: &SharedIndex, config: MeshConfig) -> Result<Applied, DuplicateService> {
+    let applied = Applied {
+        services: config.services.len(),
+        policies: config.policies.len(),
+    };
+    let mut index = index.lock();
+    index.apply_services(config.services)?;
+    index.apply_policies(config.policies);
+    Ok(applied)
 }
 
 /// Polls until `shutdown` turns true (or its sender is dropped).
@@ -144,9 +156,9 @@ pub async fn run(
         }
         match watcher.poll() {
             Poll::Unchanged => {}
-            Poll::Changed(Ok(services)) => match apply(&index, services) {
+            Poll::Changed(Ok(config)) => match apply(&index, config) {
                 Ok(n) => {
-                    tracing::info!(path = %watcher.path().display(), services = n, "mesh config applied")
+                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, "mesh config applied")
                 }
                 Err(e) => {
                     tracing::error!(path = %watcher.path().display(), error = %e, "mesh config rejected; keeping the last good one")
@@ -166,9 +178,9 @@ mod tests {
     const ONE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {selector: {app: a}, ports: [{port: 80}]}\n";
     const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: x}\nspec: {selector: {app: b}, ports: [{port: 81}]}\n";
 
-    fn changed_ok(p: Poll) -> Vec<Service> {
+    fn changed_ok(p: Poll) -> Vec<crate::model::Service> {
         match p {
-            Poll::Changed(Ok(s)) => s,
+            Poll::Changed(Ok(s)) => s.services,
             other => panic!("expected a valid change, got {other:?}"),
         }
     }

@@ -248,7 +248,7 @@ fn controller_accepts_the_mesh_yaml() {
     let text = mesh_yaml(&plan()).unwrap();
     let services = mycel_control_plane::sources::local::parse_mesh_config(&text)
         .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
-    assert_eq!(services.len(), 6);
+    assert_eq!(services.services.len(), 6);
 }
 
 #[test]

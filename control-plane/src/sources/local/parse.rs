@@ -1,6 +1,8 @@
 //! mesh.yaml parsing and validation: Kubernetes manifests, of which this
 //! version reads `kind: Service`, as `k8s_openapi`'s own type, so a manifest
-//! means the same here and in a cluster. What Kubernetes would accept but
+//! means the same here and in a cluster, and `kind: TrafficPolicy`
+//! (`mycel.io/v1alpha1`) as the CRD's own type, checked by the rules its
+//! schema holds (see [`policies`]). What Kubernetes would accept but
 //! Mycel cannot honour, and every field Kubernetes does not know, is an
 //! error. The whole file is valid or rejected; every error names the
 //! document (1-based) and the field.
@@ -11,8 +13,10 @@ use k8s_openapi::api::core::v1 as core;
 use mycel_api::names::{self, NameKind};
 use serde_json::Value;
 
-use crate::model::Service;
+use crate::model::{Service, ServiceKey, ServicePolicy};
 use crate::sources::k8s::convert::{self, Strictness};
+
+mod policies;
 
 /// Why a mesh config was rejected. The file name is added by the caller.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,16 +39,29 @@ pub enum ParseError {
     },
 }
 
-/// Parses every document of a mesh config into services.
-pub fn parse_mesh_config(text: &str) -> Result<Vec<Service>, ParseError> {
+/// What a mesh config holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshConfig {
+    pub services: Vec<Service>,
+    /// Traffic policies by the service they are attached to.
+    pub policies: BTreeMap<ServiceKey, ServicePolicy>,
+}
+
+/// Parses every document of a mesh config.
+pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|e| ParseError::Yaml(e.to_string()))?;
     let mut services = Vec::new();
+    let mut policies = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, value) in docs.into_iter().enumerate() {
         let document = i + 1;
         if value.is_null() {
             continue; // empty document, e.g. a trailing `---`
+        }
+        if value.get("kind").and_then(Value::as_str) == Some(policies::KIND) {
+            policies.push(policies::parse_document(document, value)?);
+            continue;
         }
         let svc = parse_document(document, value)?;
         let key = svc.key().to_string();
@@ -57,7 +74,8 @@ pub fn parse_mesh_config(text: &str) -> Result<Vec<Service>, ParseError> {
         }
         services.push(svc);
     }
-    Ok(services)
+    let policies = policies::attach(&services, policies)?;
+    Ok(MeshConfig { services, policies })
 }
 
 /// Builds the errors of one document.
@@ -113,7 +131,10 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
     if kind != "Service" {
         return Err(ParseError::Document {
             document,
-            message: format!("unsupported kind {kind:?} (this version reads kind: Service)"),
+            message: format!(
+                "unsupported kind {kind:?} (mesh.yaml reads kind: Service and kind: {})",
+                policies::KIND
+            ),
         });
     }
     let api_version = string("apiVersion")?;
@@ -156,21 +177,28 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
 /// would drop it silently, and a typo such as `targetport` would go
 /// unnoticed).
 fn deserialize_service(d: &Doc, value: Value) -> Result<core::Service, ParseError> {
+    deserialize_strict(d, value, "a Kubernetes v1 Service")
+}
+
+/// Deserializes a document as `T`, naming the path of a field of the wrong
+/// type and refusing any field `T` does not have (`what` says whose).
+fn deserialize_strict<T: serde::de::DeserializeOwned>(
+    d: &Doc,
+    value: Value,
+    what: &str,
+) -> Result<T, ParseError> {
     let mut unknown = Vec::new();
     let mut track = |path: serde_ignored::Path| unknown.push(path_string(&path));
-    let svc: Result<core::Service, _> =
+    let parsed: Result<T, _> =
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut track));
-    let svc = svc.map_err(|e| {
+    let parsed = parsed.map_err(|e| {
         let field = e.path().to_string();
         d.err(&field, e.into_inner().to_string())
     })?;
     if let Some(field) = unknown.into_iter().next() {
-        return Err(d.err(
-            &field,
-            "unknown field (not part of a Kubernetes v1 Service)",
-        ));
+        return Err(d.err(&field, format!("unknown field (not part of {what})")));
     }
-    Ok(svc)
+    Ok(parsed)
 }
 
 /// `spec.ports[0].name`, as Kubernetes' own messages write paths.

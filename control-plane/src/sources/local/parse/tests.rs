@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 
 use super::*;
-use crate::model::{Protocol, ServicePort};
+use crate::model::{Protocol, ServiceKey, ServicePort};
 
 fn err(text: &str) -> String {
     parse_mesh_config(text).unwrap_err().to_string()
@@ -42,7 +42,7 @@ spec:
 
 #[test]
 fn parses_full_example() {
-    let svcs = parse_mesh_config(SHOP).unwrap();
+    let svcs = parse_mesh_config(SHOP).unwrap().services;
     assert_eq!(svcs.len(), 2);
     let c = &svcs[0];
     assert_eq!((c.name.as_str(), c.namespace.as_str()), ("catalog", "shop"));
@@ -69,8 +69,8 @@ fn parses_full_example() {
 
 #[test]
 fn empty_file_is_no_services() {
-    assert_eq!(parse_mesh_config("").unwrap(), vec![]);
-    assert_eq!(parse_mesh_config("---\n---\n").unwrap(), vec![]);
+    assert_eq!(parse_mesh_config("").unwrap().services, vec![]);
+    assert_eq!(parse_mesh_config("---\n---\n").unwrap().services, vec![]);
 }
 
 #[test]
@@ -78,7 +78,8 @@ fn headless_service_has_no_vip() {
     let svcs = parse_mesh_config(
         "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIP: None, ports: [{port: 80}]}\n",
     )
-    .unwrap();
+    .unwrap()
+    .services;
     assert!(svcs[0].vips.is_empty());
     assert_eq!(svcs[0].ports[0].name, "");
 }
@@ -243,7 +244,7 @@ fn error_names_later_document_index() {
         e,
         ParseError::Document {
             document: 3,
-            message: "unsupported kind \"ConfigMap\" (this version reads kind: Service)".into()
+            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service and kind: TrafficPolicy)".into()
         }
     );
 }
@@ -262,7 +263,7 @@ fn duplicate_services_name_both_documents() {
 fn same_name_in_other_namespace_is_fine() {
     let a = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: 80}]}\n";
     let b = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: z}\nspec: {ports: [{port: 80}]}\n";
-    assert_eq!(parse_mesh_config(&format!("{a}---\n{b}")).unwrap().len(), 2);
+    assert_eq!(parse_mesh_config(&format!("{a}---\n{b}")).unwrap().services.len(), 2);
 }
 
 #[test]
@@ -279,5 +280,100 @@ fn label_names() {
     ] {
         assert_eq!(is_dns_label(s), label, "{s}");
         assert_eq!(is_service_name(s), svc, "{s}");
+    }
+}
+
+const RATINGS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: shop}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 80, targetPort: 8080}, {name: admin, port: 81}]
+"#;
+
+fn with_policy(policy: &str) -> String {
+    format!("{RATINGS}---\n{policy}")
+}
+
+#[test]
+fn traffic_policies_attach_to_their_service_and_port() {
+    let text = with_policy(
+        r#"
+apiVersion: mycel.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: ratings, namespace: shop}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  retry: {attempts: 3, retryOn: [5xx]}
+---
+apiVersion: mycel.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: ratings-admin, namespace: shop}
+spec:
+  targetRef: {kind: Service, name: ratings, port: 81}
+  timeouts: {request: 1s}
+"#,
+    );
+    let config = parse_mesh_config(&text).unwrap();
+    assert_eq!(config.services.len(), 1);
+    let key = ServiceKey::new("ratings", "shop").unwrap();
+    let p = &config.policies[&key];
+    assert_eq!(p.sources, vec!["shop/ratings", "shop/ratings-admin"]);
+    assert_eq!(p.service_wide.as_ref().unwrap().retry.as_ref().unwrap().attempts, 3);
+    assert_eq!(
+        p.ports[&81].timeouts.as_ref().unwrap().request.as_deref(),
+        Some("1s")
+    );
+}
+
+#[test]
+fn invalid_traffic_policies_name_document_and_field() {
+    let policy = |spec: &str| {
+        with_policy(&format!(
+            "apiVersion: mycel.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p, namespace: shop}}\nspec: {spec}\n"
+        ))
+    };
+    let cases = [
+        (
+            policy("{targetRef: {kind: Service, name: ratings}, retry: {attempts: 11}}"),
+            "document 2: spec.retry.attempts: 11 is out of range (2-10)",
+        ),
+        (
+            policy("{targetRef: {kind: Service, name: ratings}, retry: {attemps: 3}}"),
+            "document 2: spec.retry.attemps: unknown field (not part of a mycel.io/v1alpha1 TrafficPolicy)",
+        ),
+        (
+            policy("{targetRef: {kind: Service, name: ratings}, loadBalancer: {algorithm: Random}}"),
+            "document 2: spec.loadBalancer.algorithm: unknown variant `Random`",
+        ),
+        (
+            policy("{targetRef: {kind: Service, name: nope}}"),
+            "document 2: spec.targetRef.name: no Service \"nope\" in namespace \"shop\" in this file",
+        ),
+        (
+            policy("{targetRef: {kind: Service, name: ratings, port: 9}}"),
+            "document 2: spec.targetRef.port: service ratings.shop has no port 9 (it has 80, 81)",
+        ),
+        (
+            policy("{targetRef: {kind: Service, name: ratings}, timeouts: {request: 5 seconds}}"),
+            "document 2: spec.timeouts.request: \"5 seconds\" is not a duration",
+        ),
+        (
+            with_policy("apiVersion: mycel.io/v1\nkind: TrafficPolicy\nmetadata: {name: p}\nspec: {targetRef: {kind: Service, name: ratings}}\n"),
+            "document 2: apiVersion: must be mycel.io/v1alpha1 for kind TrafficPolicy, found \"mycel.io/v1\"",
+        ),
+        (
+            format!(
+                "{}---\n{}",
+                policy("{targetRef: {kind: Service, name: ratings}}"),
+                "apiVersion: mycel.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: q, namespace: shop}\nspec: {targetRef: {kind: Service, name: ratings}}\n"
+            ),
+            "document 3: service ratings.shop already has a traffic policy (document 2)",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = err(&text);
+        assert!(got.starts_with(want), "got:  {got}\nwant: {want}");
     }
 }

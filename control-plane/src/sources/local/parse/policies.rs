@@ -1,0 +1,146 @@
+//! `kind: TrafficPolicy` documents of mesh.yaml: read as the CRD's type,
+//! checked by [`TrafficPolicySpec::validate`] (the schema's rules, as the
+//! API server would apply them in a cluster), then attached to the
+//! Services of the same file. A policy whose Service or port is not in the
+//! file, or a second policy for the same target, is an error: in local
+//! mode the file is the whole mesh, so either is a mistake, and applying
+//! the rest would leave the mesh half-configured.
+
+use std::collections::BTreeMap;
+
+use mycel_crds::TrafficPolicy;
+use serde_json::Value;
+
+use super::{deserialize_strict, is_dns_label, Doc, ParseError};
+use crate::model::{Service, ServiceKey, ServicePolicy};
+
+pub const KIND: &str = "TrafficPolicy";
+const API_VERSION: &str = "mycel.io/v1alpha1";
+
+/// One policy document, validated on its own.
+pub struct Parsed {
+    document: usize,
+    namespace: String,
+    name: String,
+    policy: TrafficPolicy,
+}
+
+pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, ParseError> {
+    let d = Doc { document };
+    match value.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => {}
+        Some(Value::String(v)) => {
+            return Err(d.err(
+                "apiVersion",
+                format!("must be {API_VERSION} for kind {KIND}, found {v:?}"),
+            ))
+        }
+        _ => return Err(d.err("apiVersion", format!("is missing (want {API_VERSION})"))),
+    }
+    if value.get("spec").is_none_or(Value::is_null) {
+        return Err(d.err("spec", "is missing"));
+    }
+    // Checked above; the type takes them as given rather than as fields.
+    if let Some(root) = value.as_object_mut() {
+        root.remove("apiVersion");
+        root.remove("kind");
+    }
+    let policy: TrafficPolicy = deserialize_strict(&d, value, "a mycel.io/v1alpha1 TrafficPolicy")?;
+    let name = policy
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| d.err("metadata.name", "is missing"))?;
+    if !is_dns_label(&name) {
+        return Err(d.err(
+            "metadata.name",
+            format!("{name:?} is not a valid name (lowercase letters, digits and '-', at most 63)"),
+        ));
+    }
+    let namespace = policy
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    if !is_dns_label(&namespace) {
+        return Err(d.err(
+            "metadata.namespace",
+            format!("{namespace:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"),
+        ));
+    }
+    policy
+        .spec
+        .validate()
+        .map_err(|e| d.err(&e.field, e.message))?;
+    Ok(Parsed {
+        document,
+        namespace,
+        name,
+        policy,
+    })
+}
+
+/// Groups the policies by their Service, which must be in `services`.
+pub fn attach(
+    services: &[Service],
+    parsed: Vec<Parsed>,
+) -> Result<BTreeMap<ServiceKey, ServicePolicy>, ParseError> {
+    let by_key: BTreeMap<ServiceKey, &Service> = services.iter().map(|s| (s.key(), s)).collect();
+    let mut out: BTreeMap<ServiceKey, ServicePolicy> = BTreeMap::new();
+    // (service, port) -> document of the first policy on it.
+    let mut targets: BTreeMap<(ServiceKey, Option<u16>), usize> = BTreeMap::new();
+    for p in parsed {
+        let d = Doc {
+            document: p.document,
+        };
+        let target = &p.policy.spec.target_ref;
+        let key = ServiceKey::new(&target.name, &p.namespace)
+            .map_err(|e| d.err("spec.targetRef.name", e.to_string()))?;
+        let Some(svc) = by_key.get(&key) else {
+            return Err(d.err(
+                "spec.targetRef.name",
+                format!(
+                    "no Service {:?} in namespace {:?} in this file (a policy applies to a Service of its own namespace)",
+                    target.name, p.namespace
+                ),
+            ));
+        };
+        if let Some(port) = target.port {
+            if !svc.ports.iter().any(|sp| sp.port == port) {
+                return Err(d.err(
+                    "spec.targetRef.port",
+                    format!(
+                        "service {key} has no port {port} (it has {})",
+                        svc.ports
+                            .iter()
+                            .map(|sp| sp.port.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(first) = targets.insert((key.clone(), target.port), p.document) {
+            let what = match target.port {
+                Some(port) => format!("port {port} of service {key}"),
+                None => format!("service {key}"),
+            };
+            return Err(ParseError::Document {
+                document: p.document,
+                message: format!(
+                    "{what} already has a traffic policy (document {first}); a target takes one policy"
+                ),
+            });
+        }
+        let entry = out.entry(key).or_default();
+        entry.sources.push(format!("{}/{}", p.namespace, p.name));
+        entry.sources.sort();
+        match target.port {
+            Some(port) => {
+                entry.ports.insert(port, p.policy.spec);
+            }
+            None => entry.service_wide = Some(p.policy.spec),
+        }
+    }
+    Ok(out)
+}
