@@ -198,7 +198,7 @@ pub enum ResourceBody {
     /// How clients reach a service.
     TrafficPolicy {
         service: ServiceKey,
-        policy: ServicePolicy,
+        policy: Box<ServicePolicy>,
     },
 }
 

@@ -74,7 +74,7 @@ pub fn service_resources(
             ResourceKey::traffic_policy(&key),
             ResourceBody::TrafficPolicy {
                 service: key.clone(),
-                policy: p.clone(),
+                policy: Box::new(p.clone()),
             },
         )
     });
