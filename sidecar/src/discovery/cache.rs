@@ -10,12 +10,14 @@ use rustls_pki_types::CertificateDer;
 
 use super::convert::{self, ConvertError, Converted, Kind};
 use crate::core::directory::model::{Endpoint, Service, ServiceState, Snapshot};
+use crate::core::directory::policy::TrafficPolicy;
 
 #[derive(Debug, Default)]
 pub struct Cache {
     /// `None` = the controller says the service does not exist.
     services: BTreeMap<String, Option<Arc<Service>>>,
     endpoints: BTreeMap<String, Arc<[Endpoint]>>,
+    policies: BTreeMap<String, Arc<TrafficPolicy>>,
     vips: BTreeMap<std::net::IpAddr, String>,
     versions: BTreeMap<(Kind, String), String>,
 }
@@ -63,6 +65,9 @@ impl Cache {
                 // The bundle is never withdrawn: peers would become unverifiable.
                 Kind::TrustBundle => continue,
                 Kind::ServiceVips => self.vips.clear(),
+                Kind::TrafficPolicy => {
+                    self.policies.remove(&name);
+                }
             }
             self.versions.remove(&(kind, name));
         }
@@ -79,6 +84,9 @@ impl Cache {
                 }
                 Converted::TrustBundle { roots } => applied.bundle = Some(roots),
                 Converted::ServiceVips { vips } => self.vips = vips,
+                Converted::TrafficPolicy { key, policy } => {
+                    self.policies.insert(key, policy);
+                }
             }
             self.versions.insert((kind, name), version);
         }
@@ -90,7 +98,8 @@ impl Cache {
     pub fn forget(&mut self, key: &str) {
         self.services.remove(key);
         self.endpoints.remove(key);
-        for kind in [Kind::Service, Kind::Endpoints] {
+        self.policies.remove(key);
+        for kind in [Kind::Service, Kind::Endpoints, Kind::TrafficPolicy] {
             self.versions.remove(&(kind, key.to_string()));
         }
     }
@@ -111,6 +120,7 @@ impl Cache {
                         .get(key)
                         .cloned()
                         .unwrap_or_else(|| Arc::from(Vec::new())),
+                    policy: self.policies.get(key).cloned().unwrap_or_default(),
                 },
             };
             services.insert(key.clone(), state);

@@ -3,6 +3,7 @@
 //! whole first, so one bad resource rejects it all (NACK) and the last good
 //! snapshot stays in use.
 
+mod policy;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -17,6 +18,7 @@ use pb::resource::Body;
 use rustls_pki_types::CertificateDer;
 
 use crate::core::directory::model::{Endpoint, Protocol, Service, ServicePort};
+use crate::core::directory::policy::TrafficPolicy;
 
 /// A resource, converted. Keyed by service key except the trust bundle.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +41,10 @@ pub enum Converted {
     ServiceVips {
         vips: BTreeMap<IpAddr, String>,
     },
+    TrafficPolicy {
+        key: String,
+        policy: Arc<TrafficPolicy>,
+    },
 }
 
 /// Which resource and which field are wrong, and why.
@@ -58,6 +64,7 @@ pub enum Kind {
     Endpoints,
     TrustBundle,
     ServiceVips,
+    TrafficPolicy,
 }
 
 impl Kind {
@@ -67,6 +74,7 @@ impl Kind {
             pb::ResourceType::Endpoints => Some(Kind::Endpoints),
             pb::ResourceType::TrustBundle => Some(Kind::TrustBundle),
             pb::ResourceType::ServiceVips => Some(Kind::ServiceVips),
+            pb::ResourceType::TrafficPolicy => Some(Kind::TrafficPolicy),
             pb::ResourceType::Unspecified => None,
         }
     }
@@ -77,6 +85,7 @@ impl Kind {
             Kind::Endpoints => pb::ResourceType::Endpoints,
             Kind::TrustBundle => pb::ResourceType::TrustBundle,
             Kind::ServiceVips => pb::ResourceType::ServiceVips,
+            Kind::TrafficPolicy => pb::ResourceType::TrafficPolicy,
         }
     }
 
@@ -86,6 +95,7 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::TrustBundle => "trust_bundle",
             Kind::ServiceVips => "service_vips",
+            Kind::TrafficPolicy => "traffic_policy",
         }
     }
 }
@@ -119,7 +129,7 @@ pub fn key(index: usize, key: Option<&pb::ResourceKey>) -> Result<(Kind, String)
         Kind::TrustBundle | Kind::ServiceVips if !key.name.is_empty() => {
             return Err(ctx.err("key.name", "must be empty for this resource type"))
         }
-        Kind::Service | Kind::Endpoints => {
+        Kind::Service | Kind::Endpoints | Kind::TrafficPolicy => {
             if let Err(e) = ServiceKey::parse(&key.name) {
                 return Err(ctx.err("key.name", e.to_string()));
             }
@@ -153,6 +163,10 @@ pub fn resource(index: usize, r: &pb::Resource) -> Result<Converted, ConvertErro
         }),
         (Kind::ServiceVips, Some(Body::ServiceVips(v))) => Ok(Converted::ServiceVips {
             vips: service_vips(&ctx, v)?,
+        }),
+        (Kind::TrafficPolicy, Some(Body::TrafficPolicy(p))) => Ok(Converted::TrafficPolicy {
+            policy: Arc::new(policy::traffic_policy(&ctx, &name, p)?),
+            key: name,
         }),
         (_, None) => Err(ctx.err("body", "missing")),
         (_, Some(_)) => Err(ctx.err("body", "does not match the resource type")),

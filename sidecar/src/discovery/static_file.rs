@@ -263,6 +263,8 @@ fn service(s: &RawService) -> Result<(String, ServiceState), FieldError> {
         ServiceState::Known {
             service: Arc::new(service),
             endpoints: endpoints.into(),
+            // A static file carries no policies: the defaults apply.
+            policy: Default::default(),
         },
     ))
 }

@@ -322,6 +322,7 @@ mod tests {
                 protocol,
             },
             endpoints: Arc::from(Vec::new()),
+            policy: Default::default(),
         }
     }
 

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::core::directory::{Endpoint, Service, ServicePort, ServiceState};
+use crate::core::directory::{
+    Endpoint, PolicyRules, Service, ServicePort, ServiceState, TrafficPolicy,
+};
 use crate::metrics::ErrorKind;
 
 /// The parsed authority of a request, before discovery is consulted.
@@ -24,6 +26,15 @@ pub struct Plan {
     pub service: Arc<Service>,
     pub port: ServicePort,
     pub endpoints: Arc<[Endpoint]>,
+    /// The service's traffic policy; [`Plan::rules`] picks the port's.
+    pub policy: Arc<TrafficPolicy>,
+}
+
+impl Plan {
+    /// The policy rules for the chosen port.
+    pub fn rules(&self) -> &PolicyRules {
+        self.policy.for_port(self.port.port)
+    }
 }
 
 /// Why a request cannot be routed. The message is the response body the
@@ -171,7 +182,11 @@ pub fn plan(dest: &Destination, state: &ServiceState) -> Result<Plan, PlanError>
     match state {
         ServiceState::Pending => Err(PlanError::NoAnswer(dest.service_key.clone())),
         ServiceState::NotFound => Err(PlanError::UnknownService(dest.host.clone())),
-        ServiceState::Known { service, endpoints } => {
+        ServiceState::Known {
+            service,
+            endpoints,
+            policy,
+        } => {
             let port = choose_port(service, dest.port)?.clone();
             if !endpoints.iter().any(|e| e.ready) {
                 return Err(PlanError::NoReadyEndpoints(service.key()));
@@ -180,6 +195,7 @@ pub fn plan(dest: &Destination, state: &ServiceState) -> Result<Plan, PlanError>
                 service: service.clone(),
                 port,
                 endpoints: endpoints.clone(),
+                policy: policy.clone(),
             })
         }
     }
@@ -212,6 +228,7 @@ mod tests {
 
     fn known(ports: Vec<ServicePort>, ready: &[bool]) -> ServiceState {
         ServiceState::Known {
+            policy: Default::default(),
             service: Arc::new(Service {
                 name: "catalog".into(),
                 namespace: "shop".into(),

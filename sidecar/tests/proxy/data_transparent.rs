@@ -192,6 +192,7 @@ async fn start() -> World {
     snapshot.services.insert(
         "ratings.shop".into(),
         ServiceState::Known {
+            policy: Default::default(),
             service: Arc::new(Service {
                 name: "ratings".into(),
                 namespace: "shop".into(),

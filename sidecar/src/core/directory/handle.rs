@@ -228,6 +228,7 @@ mod tests {
 
     fn known(name: &str) -> ServiceState {
         ServiceState::Known {
+            policy: Default::default(),
             service: Arc::new(Service {
                 name: name.into(),
                 namespace: "shop".into(),

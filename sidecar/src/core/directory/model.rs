@@ -57,7 +57,7 @@ fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S:
 }
 
 /// What the proxy knows of one service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ServiceState {
     /// Subscribed, no answer from the controller yet.
@@ -67,6 +67,8 @@ pub enum ServiceState {
     Known {
         service: Arc<Service>,
         endpoints: Arc<[Endpoint]>,
+        /// The defaults when the service has no policy.
+        policy: Arc<super::policy::TrafficPolicy>,
     },
 }
 

@@ -404,3 +404,149 @@ fn bad_service_vips_name_the_entry() {
     named.key = key(pb::ResourceType::ServiceVips, "x");
     assert_eq!(resource(0, &named).unwrap_err().field, "key.name");
 }
+
+fn policy_resource(rules: pb::PolicyRules) -> pb::Resource {
+    pb::Resource {
+        key: key(pb::ResourceType::TrafficPolicy, "catalog.shop"),
+        version: "p1".into(),
+        body: Some(Body::TrafficPolicy(pb::TrafficPolicy {
+            service: "catalog.shop".into(),
+            source: "shop/catalog".into(),
+            rules: Some(rules),
+            ports: vec![pb::PortPolicy {
+                port: 80,
+                rules: Some(pb::PolicyRules::default()),
+            }],
+        })),
+    }
+}
+
+fn retry_rules() -> pb::PolicyRules {
+    pb::PolicyRules {
+        retry: Some(pb::RetryPolicy {
+            attempts: 3,
+            per_try_timeout_ms: 250,
+            on_5xx: true,
+            grpc_codes: vec![14],
+            backoff_base_ms: 25,
+            backoff_max_ms: 250,
+            budget_percent: 20,
+            budget_min_per_second: 10,
+            budget_window_ms: 10_000,
+            max_body_bytes: 65_536,
+            ..Default::default()
+        }),
+        circuit_breaker: Some(pb::CircuitBreaker {
+            max_requests: 7,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn traffic_policy_reaches_the_snapshot_with_its_port_override() {
+    let mut cache = Cache::default();
+    let resp = pb::DiscoveryResponse {
+        nonce: "n".into(),
+        resources: vec![
+            svc_resource("catalog", "shop"),
+            eps_resource("catalog.shop"),
+            policy_resource(retry_rules()),
+        ],
+        ..Default::default()
+    };
+    cache.apply(&resp).unwrap();
+    let snap = cache.snapshot(&[]);
+    let Some(ServiceState::Known { policy, .. }) = snap.service("catalog.shop") else {
+        panic!("{snap:?}");
+    };
+    let r = policy.rules.retry.as_ref().unwrap();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(
+        r.per_try_timeout,
+        Some(std::time::Duration::from_millis(250))
+    );
+    assert!(r.retry_on.server_error && !r.retry_on.gateway_error);
+    assert!((r.budget.ratio - 0.2).abs() < 1e-9);
+    let cb = policy.rules.circuit_breaker.as_ref().unwrap();
+    assert_eq!((cb.max_requests, cb.max_connections), (7, u32::MAX));
+    // Port 80 has its own (empty) rules: no retries there.
+    assert!(policy.for_port(80).retry.is_none());
+    assert!(policy.for_port(81).retry.is_some());
+
+    // Withdrawn: back to the defaults.
+    cache
+        .apply(&pb::DiscoveryResponse {
+            nonce: "m".into(),
+            removed: vec![key(pb::ResourceType::TrafficPolicy, "catalog.shop").unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+    let snap = cache.snapshot(&[]);
+    let Some(ServiceState::Known { policy, .. }) = snap.service("catalog.shop") else {
+        panic!("{snap:?}");
+    };
+    assert!(policy.rules.retry.is_none());
+}
+
+type Mutation = Box<dyn Fn(&mut pb::PolicyRules)>;
+
+#[test]
+fn invalid_traffic_policies_nack_naming_the_field() {
+    let cases: Vec<(Mutation, &str)> = vec![
+        (
+            Box::new(|r| r.retry.as_mut().unwrap().attempts = 11),
+            "traffic_policy.rules.retry.attempts: 11 is out of range (2-10)",
+        ),
+        (
+            Box::new(|r| r.retry.as_mut().unwrap().budget_window_ms = 0),
+            "traffic_policy.rules.retry.budget_window_ms",
+        ),
+        (
+            Box::new(|r| r.retry.as_mut().unwrap().backoff_base_ms = 1_000),
+            "traffic_policy.rules.retry.backoff_base_ms",
+        ),
+        (
+            Box::new(|r| {
+                r.load_balancer = Some(pb::LoadBalancer {
+                    algorithm: 99,
+                    ..Default::default()
+                })
+            }),
+            "traffic_policy.rules.load_balancer.algorithm: unknown algorithm 99",
+        ),
+        (
+            Box::new(|r| {
+                r.load_balancer = Some(pb::LoadBalancer {
+                    algorithm: pb::load_balancer::Algorithm::Maglev as i32,
+                    ..Default::default()
+                })
+            }),
+            "traffic_policy.rules.load_balancer.hash_key: missing",
+        ),
+        (
+            Box::new(|r| {
+                r.fault = Some(pb::Fault {
+                    abort: Some(pb::FaultAbort {
+                        http_status: 700,
+                        percent: 10,
+                    }),
+                    delay: None,
+                })
+            }),
+            "traffic_policy.rules.fault.abort.http_status",
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut rules = retry_rules();
+        mutate(&mut rules);
+        let err = resource(0, &policy_resource(rules))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("resource traffic_policy/catalog.shop: {want}")),
+            "{err}"
+        );
+    }
+}

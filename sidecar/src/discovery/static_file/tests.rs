@@ -21,7 +21,9 @@ fn parses_a_complete_snapshot() {
     assert_eq!(c.identity.cert, PathBuf::from("/etc/mycel/certs/chain.pem"));
     assert_eq!(c.identity.key, PathBuf::from("/abs/key.pem"));
     assert_eq!(c.identity.bundle, PathBuf::from("/etc/mycel/roots.pem"));
-    let Some(ServiceState::Known { service, endpoints }) = c.snapshot.service("catalog.shop")
+    let Some(ServiceState::Known {
+        service, endpoints, ..
+    }) = c.snapshot.service("catalog.shop")
     else {
         panic!("catalog should be known")
     };
@@ -102,7 +104,9 @@ fn documented_example_parses() {
         c.identity.cert,
         PathBuf::from("/srv/mycel/certs/frontend-chain.pem")
     );
-    let Some(ServiceState::Known { service, endpoints }) = c.snapshot.service("catalog.shop")
+    let Some(ServiceState::Known {
+        service, endpoints, ..
+    }) = c.snapshot.service("catalog.shop")
     else {
         panic!("catalog should be known")
     };

@@ -41,7 +41,10 @@ pub fn classify(snapshot: &Snapshot, dst: SocketAddr) -> Target {
         };
     }
     for state in snapshot.services.values() {
-        let ServiceState::Known { service, endpoints } = state else {
+        let ServiceState::Known {
+            service, endpoints, ..
+        } = state
+        else {
             continue;
         };
         let Some(port) = service.ports.iter().find(|p| p.target_port == dst.port()) else {
@@ -78,6 +81,7 @@ mod tests {
         s.services.insert(
             "ratings.shop".into(),
             ServiceState::Known {
+                policy: Default::default(),
                 service: Arc::new(Service {
                     name: "ratings".into(),
                     namespace: "shop".into(),

@@ -263,7 +263,13 @@ fn duplicate_services_name_both_documents() {
 fn same_name_in_other_namespace_is_fine() {
     let a = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\nspec: {ports: [{port: 80}]}\n";
     let b = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: z}\nspec: {ports: [{port: 80}]}\n";
-    assert_eq!(parse_mesh_config(&format!("{a}---\n{b}")).unwrap().services.len(), 2);
+    assert_eq!(
+        parse_mesh_config(&format!("{a}---\n{b}"))
+            .unwrap()
+            .services
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -320,7 +326,16 @@ spec:
     let key = ServiceKey::new("ratings", "shop").unwrap();
     let p = &config.policies[&key];
     assert_eq!(p.sources, vec!["shop/ratings", "shop/ratings-admin"]);
-    assert_eq!(p.service_wide.as_ref().unwrap().retry.as_ref().unwrap().attempts, 3);
+    assert_eq!(
+        p.service_wide
+            .as_ref()
+            .unwrap()
+            .retry
+            .as_ref()
+            .unwrap()
+            .attempts,
+        3
+    );
     assert_eq!(
         p.ports[&81].timeouts.as_ref().unwrap().request.as_deref(),
         Some("1s")
