@@ -3,10 +3,12 @@
 //! pooled mTLS HTTP/2 connections.
 
 pub mod balance;
+pub mod breaker;
 mod forward;
 mod listener;
 pub mod plan;
 pub mod pool;
+pub mod retry;
 mod tcp;
 pub mod transparent;
 mod upgrade;
