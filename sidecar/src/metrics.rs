@@ -60,6 +60,10 @@ pub enum ErrorKind {
     /// The app's response header list is larger than `--max-header-bytes`,
     /// more than the mesh carries back to the caller.
     ResponseHeaderTooLarge,
+    /// A circuit breaker limit of the service's traffic policy was reached.
+    Overflow,
+    /// The service's traffic policy injected an abort on purpose.
+    Fault,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -108,6 +112,8 @@ impl ErrorKind {
             ErrorKind::HeaderTooLarge => "header_too_large",
             ErrorKind::Timeout => "timeout",
             ErrorKind::ResponseHeaderTooLarge => "response_header_too_large",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Fault => "fault",
         }
     }
 
@@ -135,6 +141,8 @@ impl ErrorKind {
             ErrorKind::HeaderTooLarge => "header-too-large",
             ErrorKind::Timeout => "timeout",
             ErrorKind::ResponseHeaderTooLarge => "response-header-too-large",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Fault => "fault",
         }
     }
 }
@@ -205,6 +213,19 @@ pub struct CaptureLabels {
     pub port: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceReasonLabels {
+    /// A service key known to discovery.
+    pub service: String,
+    /// From a closed set (retry reasons, ejection reasons, limits, faults).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+}
+
 /// Handles to every data-path metric family.
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
@@ -214,6 +235,11 @@ pub struct ProxyMetrics {
     inbound_requests: Family<PeerRequestLabels, Counter>,
     tunnel_bytes: Family<TunnelLabels, Counter>,
     captured: Family<CaptureLabels, Counter>,
+    retries: Family<ServiceReasonLabels, Counter>,
+    budget_exhausted: Family<ServiceLabels, Counter>,
+    ejections: Family<ServiceReasonLabels, Counter>,
+    overflow: Family<ServiceReasonLabels, Counter>,
+    faults: Family<ServiceReasonLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -225,6 +251,11 @@ impl ProxyMetrics {
             inbound_requests: Family::default(),
             tunnel_bytes: Family::default(),
             captured: Family::default(),
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+            ejections: Family::default(),
+            overflow: Family::default(),
+            faults: Family::default(),
         };
         registry.register(
             "mycel_requests",
@@ -256,7 +287,69 @@ impl ProxyMetrics {
             "Connections taken by the transparent listeners, by what they were found to be",
             m.captured.clone(),
         );
+        registry.register(
+            "mycel_retries",
+            "Requests tried again by the client sidecar, by service and the failure retried",
+            m.retries.clone(),
+        );
+        registry.register(
+            "mycel_retry_budget_exhausted",
+            "Retries not made because the service's retry budget was spent",
+            m.budget_exhausted.clone(),
+        );
+        registry.register(
+            "mycel_outlier_ejections",
+            "Endpoints taken out of load balancing by outlier detection, by service and reason",
+            m.ejections.clone(),
+        );
+        registry.register(
+            "mycel_overflow",
+            "Requests shed by a circuit breaker, by service and the limit reached",
+            m.overflow.clone(),
+        );
+        registry.register(
+            "mycel_faults_injected",
+            "Requests delayed or aborted on purpose by a traffic policy's fault",
+            m.faults.clone(),
+        );
         m
+    }
+
+    fn service_reason(
+        family: &Family<ServiceReasonLabels, Counter>,
+        service: &str,
+        reason: &'static str,
+    ) -> Counter {
+        family
+            .get_or_create(&ServiceReasonLabels {
+                service: service.to_string(),
+                reason,
+            })
+            .clone()
+    }
+
+    pub fn retry(&self, service: &str, reason: &'static str) {
+        Self::service_reason(&self.retries, service, reason).inc();
+    }
+
+    pub fn retry_budget_exhausted(&self, service: &str) {
+        self.budget_exhausted
+            .get_or_create(&ServiceLabels {
+                service: service.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn ejection(&self, service: &str, reason: &'static str) {
+        Self::service_reason(&self.ejections, service, reason).inc();
+    }
+
+    pub fn overflow(&self, service: &str, limit: &'static str) {
+        Self::service_reason(&self.overflow, service, limit).inc();
+    }
+
+    pub fn fault(&self, service: &str, kind: &'static str) {
+        Self::service_reason(&self.faults, service, kind).inc();
     }
 
     /// Counts one captured connection (transparent mode).

@@ -108,7 +108,13 @@ pub struct Server {
 pub struct Conn {
     server: Server,
     listener: &'static str,
+    remote: SocketAddr,
 }
+
+/// The address of the client of the connection a request came on, in the
+/// request's extensions (for load balancing by source IP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
 
 /// Which HTTP a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,6 +218,7 @@ impl Server {
             let conn = Conn {
                 server: self.clone(),
                 listener: name,
+                remote,
             };
             let open = Open::new(self.metrics.open.get_or_create(&labels).clone());
             let span = tracing::info_span!("conn", listener = name, %remote);
@@ -279,7 +286,9 @@ impl Conn {
             ConnMetrics::labels(self.listener),
         );
         let in_flight = activity.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
+        let client = ClientAddr(self.remote);
+        let svc = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(client);
             let service = service.clone();
             let limits = limits.clone();
             let (metrics, labels) = (metrics.clone(), labels.clone());

@@ -18,7 +18,8 @@ use crate::core::http::Body;
 use crate::core::tls::{PeerVerifyError, TlsConfigError};
 use crate::metrics::ErrorKind;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connect timeout when the service's traffic policy sets none.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why no connection to a peer sidecar could be had.
@@ -65,6 +66,25 @@ type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
 struct Pooled {
     id: u64,
     sender: SendRequest<Body>,
+    /// Milliseconds since the pool's epoch when it was last handed out.
+    last_used: Arc<AtomicU64>,
+}
+
+/// Per-service dialing settings from its traffic policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DialOptions {
+    pub connect_timeout: Duration,
+    /// Close the connection after this long without a request.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for DialOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: CONNECT_TIMEOUT,
+            idle_timeout: None,
+        }
+    }
 }
 
 /// How pooled mesh connections behave.
@@ -97,6 +117,7 @@ pub struct Pool {
     settings: PoolSettings,
     slots: Mutex<HashMap<Key, Slot>>,
     dialed: AtomicU64,
+    epoch: std::time::Instant,
 }
 
 /// A request on a pooled connection failed.
@@ -115,7 +136,25 @@ impl Pool {
             settings,
             slots: Mutex::new(HashMap::new()),
             dialed: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a live connection to the peer is pooled (a request to it
+    /// will not wait for a dial).
+    pub fn has_live(&self, addr: SocketAddr, expected: &SpiffeId) -> bool {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.get(&(addr, expected.clone())).cloned()
+        };
+        slot.is_some_and(|slot| match slot.try_lock() {
+            Ok(guard) => guard.as_ref().is_some_and(|p| !p.sender.is_closed()),
+            Err(_) => false,
+        })
     }
 
     /// Sends `req` to the peer at `addr`. A request the shared connection
@@ -126,8 +165,9 @@ impl Pool {
         addr: SocketAddr,
         expected: &SpiffeId,
         req: http::Request<Body>,
+        opts: DialOptions,
     ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-        let mut pooled = self.pooled(addr, expected).await?;
+        let mut pooled = self.pooled(addr, expected, opts).await?;
         let mut err = match pooled.sender.try_send_request(req).await {
             Ok(res) => return Ok(res),
             Err(e) => e,
@@ -137,7 +177,7 @@ impl Pool {
         };
         tracing::debug!(%addr, error = %err.into_error(), "mesh connection closed before the request was sent; retrying on a new one");
         self.forget(addr, expected, pooled.id).await;
-        let mut sender = self.get(addr, expected).await?;
+        let mut sender = self.get(addr, expected, opts).await?;
         Ok(sender.send_request(req).await?)
     }
 
@@ -162,11 +202,17 @@ impl Pool {
         &self,
         addr: SocketAddr,
         expected: &SpiffeId,
+        opts: DialOptions,
     ) -> Result<SendRequest<Body>, DialError> {
-        Ok(self.pooled(addr, expected).await?.sender)
+        Ok(self.pooled(addr, expected, opts).await?.sender)
     }
 
-    async fn pooled(&self, addr: SocketAddr, expected: &SpiffeId) -> Result<Pooled, DialError> {
+    async fn pooled(
+        &self,
+        addr: SocketAddr,
+        expected: &SpiffeId,
+        opts: DialOptions,
+    ) -> Result<Pooled, DialError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             let key = (addr, expected.clone());
@@ -178,15 +224,26 @@ impl Pool {
         let mut guard = slot.lock().await;
         if let Some(pooled) = guard.as_ref() {
             if !pooled.sender.is_closed() {
+                pooled.last_used.store(self.now_ms(), Ordering::Relaxed);
                 return Ok(pooled.clone());
             }
         }
         *guard = None;
         let pooled = Pooled {
             id: self.dialed.fetch_add(1, Ordering::Relaxed),
-            sender: self.dial(addr, expected).await?,
+            sender: self.dial(addr, expected, opts.connect_timeout).await?,
+            last_used: Arc::new(AtomicU64::new(self.now_ms())),
         };
         *guard = Some(pooled.clone());
+        if let Some(idle) = opts.idle_timeout {
+            tokio::spawn(reap_when_idle(
+                Arc::downgrade(&slot),
+                pooled.id,
+                pooled.last_used.clone(),
+                self.epoch,
+                idle,
+            ));
+        }
         Ok(pooled)
     }
 
@@ -203,11 +260,12 @@ impl Pool {
         &self,
         addr: SocketAddr,
         expected: &SpiffeId,
+        connect_timeout: Duration,
     ) -> Result<SendRequest<Body>, DialError> {
         let config = crate::core::tls::client_config(self.identity.clone(), expected.clone())?;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| DialError::ConnectTimeout(CONNECT_TIMEOUT))?
+            .map_err(|_| DialError::ConnectTimeout(connect_timeout))?
             .map_err(DialError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let connect =
@@ -245,6 +303,38 @@ impl Pool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// Drops pooled connection `id` from its slot once nobody has asked for it
+/// for `idle`; dropping the last sender closes the connection after the
+/// streams still open on it finish. Ends when the slot or connection is
+/// gone or replaced.
+async fn reap_when_idle(
+    slot: std::sync::Weak<tokio::sync::Mutex<Option<Pooled>>>,
+    id: u64,
+    last_used: Arc<AtomicU64>,
+    epoch: std::time::Instant,
+    idle: Duration,
+) {
+    let tick = (idle / 2).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(slot) = slot.upgrade() else { return };
+        let mut guard = slot.lock().await;
+        let Some(p) = guard.as_ref().filter(|p| p.id == id) else {
+            return;
+        };
+        if p.sender.is_closed() {
+            return;
+        }
+        let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last_used.load(Ordering::Relaxed)) >= idle_ms {
+            tracing::debug!(idle = ?idle, "outbound: closing an idle mesh connection");
+            *guard = None;
+            return;
+        }
     }
 }
 
