@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use crate::core::directory::policy::{LoadBalancer, OutlierDetection};
 use crate::core::directory::Endpoint;
 
-use super::service::{decay_of, Event, ServiceState};
+use super::service::{decay_of, Answer, Event, ServiceState};
 
 /// How often, in callers' time, services nobody asked about are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -290,16 +290,16 @@ impl Pick {
         };
         in_flight.fetch_sub(1, Ordering::Relaxed);
         let mut events = Vec::new();
-        self.cell.lock().record(
-            self.endpoint.mesh_addr,
-            &in_flight,
+        let answer = Answer {
+            addr: self.endpoint.mesh_addr,
+            picked: &in_flight,
             outcome,
-            self.start,
+            start: self.start,
             now,
-            self.decay,
-            self.outlier.as_ref(),
-            &mut events,
-        );
+            decay: self.decay,
+            outlier: self.outlier.as_ref(),
+        };
+        self.cell.lock().record(&answer, &mut events);
         self.cell.tell(events);
     }
 }

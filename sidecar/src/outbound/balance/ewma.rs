@@ -18,21 +18,21 @@ pub(super) struct PeakEwma {
     /// Nanoseconds as of `stamp`.
     estimate: f64,
     stamp: Instant,
-    /// False while `estimate` is only the starting guess: the first real
-    /// sample replaces a guess whichever way it lies.
+    /// False until the first answer: an endpoint without one has no
+    /// estimate, and the balancer compares it as a typical endpoint.
     measured: bool,
 }
 
 impl PeakEwma {
-    pub(super) fn new(initial: Duration, now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         Self {
-            estimate: nanos(initial),
+            estimate: 0.0,
             stamp: now,
             measured: false,
         }
     }
 
-    /// Whether a real sample has been seen (a guess is not evidence).
+    /// Whether an answer has been seen.
     pub(super) fn measured(&self) -> bool {
         self.measured
     }
@@ -78,9 +78,9 @@ mod tests {
     }
 
     #[test]
-    fn first_sample_replaces_the_guess_even_when_lower() {
+    fn the_first_sample_is_the_estimate() {
         let t0 = Instant::now();
-        let mut e = PeakEwma::new(30 * MS, t0);
+        let mut e = PeakEwma::new(t0);
         assert!(!e.measured());
         e.observe(MS, t0 + MS, DECAY);
         assert!((ms(e.value(t0 + MS, DECAY)) - 1.0).abs() < 1e-9);
@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn peaks_at_once_and_comes_down_slowly() {
         let t0 = Instant::now();
-        let mut e = PeakEwma::new(MS, t0);
+        let mut e = PeakEwma::new(t0);
         e.observe(MS, t0, DECAY);
         e.observe(100 * MS, t0 + MS, DECAY);
         assert!((ms(e.value(t0 + MS, DECAY)) - 100.0).abs() < 1e-9);
@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn idle_estimate_decays_towards_zero() {
         let t0 = Instant::now();
-        let mut e = PeakEwma::new(MS, t0);
+        let mut e = PeakEwma::new(t0);
         e.observe(Duration::from_secs(1), t0, DECAY);
         let cases = [(0u64, 1000.0), (10, 367.88), (20, 135.34), (69, 1.01)];
         for (secs, want_ms) in cases {
@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn steady_samples_converge_to_the_sample() {
         let t0 = Instant::now();
-        let mut e = PeakEwma::new(MS, t0);
+        let mut e = PeakEwma::new(t0);
         e.observe(50 * MS, t0, DECAY);
         // Time constant 10 s: 40 ms too high at first, 40·e^-6 after 60 s.
         for k in 1..=6000u32 {
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn zero_decay_is_no_nan() {
         let t0 = Instant::now();
-        let mut e = PeakEwma::new(MS, t0);
+        let mut e = PeakEwma::new(t0);
         e.observe(5 * MS, t0 + MS, Duration::ZERO);
         e.observe(MS, t0 + 2 * MS, Duration::ZERO);
         assert!(e.value(t0 + 3 * MS, Duration::ZERO).is_finite());

@@ -3,6 +3,7 @@
 //! answer changes. Synchronous and clock-free (instants come from the
 //! caller), so it is tested with explicit times.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,10 +21,9 @@ use super::ring::Ring;
 use super::stats::{weight, EndpointStats};
 use super::{p2c, wrr, EjectReason, Outcome, PickInput};
 
-/// Where a new endpoint's latency estimate starts when no other endpoint of
-/// the service has answered yet: slow enough not to flood it, fast enough
-/// that it is tried soon.
-const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// The latency an endpoint that has not answered yet is compared with
+/// when no endpoint of the service has answered either.
+const DEFAULT_RTT_NS: f64 = 30e6;
 
 /// The latency a failed answer counts as (at least), so that an endpoint
 /// answering errors fast does not attract traffic by looking fast.
@@ -38,6 +38,19 @@ const MIN_COST_RTT_NS: f64 = 1_000.0;
 pub(super) enum Event {
     Ejected(Endpoint, EjectReason, Duration),
     Returned(Endpoint),
+}
+
+/// How a try went, for [`ServiceState::record`].
+pub(super) struct Answer<'a> {
+    pub(super) addr: SocketAddr,
+    /// The in-flight counter of the endpoint when it was picked.
+    pub(super) picked: &'a Arc<AtomicU32>,
+    pub(super) outcome: Outcome,
+    /// When it was picked.
+    pub(super) start: Instant,
+    pub(super) now: Instant,
+    pub(super) decay: Duration,
+    pub(super) outlier: Option<&'a OutlierDetection>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -107,7 +120,7 @@ impl ServiceState {
     ) -> Option<(Endpoint, Arc<AtomicU32>)> {
         let now = input.now;
         self.last_used = self.last_used.max(now);
-        self.sync(endpoints, now, decay_of(lb), events);
+        self.sync(endpoints, now, events);
         self.tick(outlier, now, events);
         let mut pool = std::mem::take(&mut self.pool);
         self.candidates(&mut pool, lb.locality.then_some(input.local_zone), avoid);
@@ -119,19 +132,17 @@ impl ServiceState {
         Some((self.endpoints.get(i)?.clone(), stats.in_flight.clone()))
     }
 
-    /// Takes in an answer of the endpoint at `addr` picked at `start`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn record(
-        &mut self,
-        addr: SocketAddr,
-        picked: &Arc<AtomicU32>,
-        outcome: Outcome,
-        start: Instant,
-        now: Instant,
-        decay: Duration,
-        outlier: Option<&OutlierDetection>,
-        events: &mut Vec<Event>,
-    ) {
+    /// Takes in how a try went.
+    pub(super) fn record(&mut self, answer: &Answer<'_>, events: &mut Vec<Event>) {
+        let Answer {
+            addr,
+            picked,
+            outcome,
+            start,
+            now,
+            decay,
+            outlier,
+        } = *answer;
         let Some(&i) = self.index.get(&addr) else {
             return;
         };
@@ -171,13 +182,7 @@ impl ServiceState {
 
     /// Brings the state in line with the list given: stats of endpoints
     /// that left are dropped, new endpoints start fresh.
-    fn sync(
-        &mut self,
-        endpoints: &[Endpoint],
-        now: Instant,
-        decay: Duration,
-        events: &mut Vec<Event>,
-    ) {
+    fn sync(&mut self, endpoints: &[Endpoint], now: Instant, events: &mut Vec<Event>) {
         if self.seen_any && self.endpoints == endpoints {
             return;
         }
@@ -193,7 +198,6 @@ impl ServiceState {
             self.table = None;
             self.wrr = vec![0.0; endpoints.len()];
         }
-        let initial_rtt = self.typical_rtt(now, decay);
         let mut old: HashMap<SocketAddr, (Endpoint, EndpointStats)> = self
             .endpoints
             .drain(..)
@@ -204,7 +208,7 @@ impl ServiceState {
             .iter()
             .map(|e| match old.remove(&e.mesh_addr) {
                 Some((_, s)) => s,
-                None => EndpointStats::new(e.mesh_addr, (!first).then_some(now), initial_rtt, now),
+                None => EndpointStats::new(e.mesh_addr, (!first).then_some(now), now),
             })
             .collect();
         // Observers count ejected endpoints; one that leaves while ejected
@@ -221,23 +225,6 @@ impl ServiceState {
             .enumerate()
             .map(|(i, s)| (s.addr, i))
             .collect();
-    }
-
-    /// The median latency estimate of the endpoints that have answered: a
-    /// newcomer starting there competes on equal terms instead of waiting
-    /// for a default guess to decay below a fast fleet.
-    fn typical_rtt(&self, now: Instant, decay: Duration) -> Duration {
-        let mut known: Vec<f64> = self
-            .stats
-            .iter()
-            .filter(|s| s.rtt.measured())
-            .map(|s| s.rtt.value(now, decay))
-            .collect();
-        if known.is_empty() {
-            return DEFAULT_RTT;
-        }
-        known.sort_by(f64::total_cmp);
-        Duration::from_secs_f64(known[known.len() / 2] / 1e9)
     }
 
     /// Returns endpoints whose ejection is over and, once an interval is
@@ -354,9 +341,17 @@ impl ServiceState {
                     endpoints,
                     ..
                 } = self;
+                // Computed only when an endpoint without answers is
+                // sampled, which is rare.
+                let typical = OnceCell::new();
                 p2c::pick(rng, pool, |i| {
                     let s = &stats[i];
-                    let rtt = s.rtt.value(now, *decay).max(MIN_COST_RTT_NS);
+                    let rtt = if s.rtt.measured() {
+                        s.rtt.value(now, *decay)
+                    } else {
+                        *typical.get_or_init(|| typical_rtt_ns(stats, now, *decay))
+                    };
+                    let rtt = rtt.max(MIN_COST_RTT_NS);
                     rtt * f64::from(s.in_flight().saturating_add(1))
                         / s.effective_weight(&endpoints[i], slow_start, now)
                 })
@@ -453,6 +448,23 @@ impl ServiceState {
     pub(super) fn stats_of(&self, addr: SocketAddr) -> Option<&EndpointStats> {
         self.stats.iter().find(|s| s.addr == addr)
     }
+}
+
+/// The median latency estimate of the endpoints that have answered. An
+/// endpoint yet to answer (new, or all of them at start) counts as this:
+/// a fixed guess would starve it behind a fast fleet, or flood it before a
+/// slow fleet, until the guess decayed.
+fn typical_rtt_ns(stats: &[EndpointStats], now: Instant, decay: Duration) -> f64 {
+    let mut known: Vec<f64> = stats
+        .iter()
+        .filter(|s| s.rtt.measured())
+        .map(|s| s.rtt.value(now, decay))
+        .collect();
+    if known.is_empty() {
+        return DEFAULT_RTT_NS;
+    }
+    let mid = known.len() / 2;
+    *known.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
 /// The EWMA decay answers are recorded with: the policy's, or the default

@@ -29,17 +29,12 @@ pub(super) struct EndpointStats {
 }
 
 impl EndpointStats {
-    pub(super) fn new(
-        addr: SocketAddr,
-        first_seen: Option<Instant>,
-        rtt: Duration,
-        now: Instant,
-    ) -> Self {
+    pub(super) fn new(addr: SocketAddr, first_seen: Option<Instant>, now: Instant) -> Self {
         Self {
             addr,
             first_seen,
             in_flight: Arc::new(AtomicU32::new(0)),
-            rtt: PeakEwma::new(rtt, now),
+            rtt: PeakEwma::new(now),
             outlier: OutlierState::default(),
         }
     }
@@ -89,8 +84,8 @@ mod tests {
             weight: 0,
             ready: true,
         };
-        let fresh = EndpointStats::new(e.mesh_addr, Some(t0), s, t0);
-        let old = EndpointStats::new(e.mesh_addr, None, s, t0);
+        let fresh = EndpointStats::new(e.mesh_addr, Some(t0), t0);
+        let old = EndpointStats::new(e.mesh_addr, None, t0);
         let ramp = Some(60 * s);
         let cases = [
             (&fresh, 0, 0, ramp, 0.1),
