@@ -171,7 +171,8 @@ impl ServiceState {
         }
     }
 
-    /// Ends every ejection, for a state about to be dropped.
+    /// Ends every ejection: the policy no longer ejects, or the state is
+    /// about to be dropped.
     pub(super) fn drain(&mut self, now: Instant, events: &mut Vec<Event>) {
         for (e, s) in self.endpoints.iter().zip(&mut self.stats) {
             if s.outlier.lift_now(now) {
