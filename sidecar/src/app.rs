@@ -393,6 +393,7 @@ async fn serve_data_path(
         cluster_domain: config.cluster_domain.clone(),
         metrics,
         pool: PoolSettings::from_limits(&config.limits),
+        zone: config.workload.zone.clone().unwrap_or_default(),
     }));
     if let Some(listener) = l.outbound {
         set.spawn(outbound.clone().serve_http(listener, server.clone()));

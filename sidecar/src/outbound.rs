@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod breaker;
+mod call;
 mod forward;
 mod listener;
 pub mod plan;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-pub use forward::{ForwardError, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
+pub use forward::{ForwardError, TunnelGuard, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
 
 use crate::core::credentials::IdentityState;
@@ -37,6 +38,9 @@ pub struct OutboundContext {
     pub metrics: ProxyMetrics,
     /// Settings of pooled mesh connections.
     pub pool: pool::PoolSettings,
+    /// This workload's zone, for locality-aware load balancing ("" if
+    /// unknown).
+    pub zone: String,
 }
 
 /// Shared by every outbound listener (and the gateway): one pool of mesh
@@ -47,7 +51,10 @@ pub struct Outbound {
     cluster_domain: String,
     metrics: ProxyMetrics,
     pool: pool::Pool,
-    balancer: balance::RoundRobin,
+    balancer: balance::Balancer,
+    budgets: retry::Budgets,
+    breakers: breaker::Breakers,
+    zone: String,
 }
 
 impl Outbound {
@@ -56,9 +63,14 @@ impl Outbound {
             discovery: ctx.discovery,
             namespace: ctx.namespace,
             cluster_domain: ctx.cluster_domain,
-            metrics: ctx.metrics,
+            metrics: ctx.metrics.clone(),
+            balancer: balance::Balancer::new(Arc::new(EjectionLog {
+                metrics: ctx.metrics.clone(),
+            })),
             pool: pool::Pool::new(ctx.identity, ctx.pool),
-            balancer: balance::RoundRobin::default(),
+            budgets: retry::Budgets::default(),
+            breakers: breaker::Breakers::default(),
+            zone: ctx.zone,
         }
     }
 
@@ -97,5 +109,27 @@ impl Outbound {
 
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
+    }
+}
+
+/// Logs and counts what outlier detection does.
+struct EjectionLog {
+    metrics: ProxyMetrics,
+}
+
+impl balance::BalanceObserver for EjectionLog {
+    fn ejected(
+        &self,
+        service: &str,
+        endpoint: &crate::core::directory::Endpoint,
+        reason: balance::EjectReason,
+        duration: std::time::Duration,
+    ) {
+        tracing::warn!(%service, endpoint = %forward::endpoint_name(endpoint), reason = reason.as_str(), ?duration, "outlier detection ejected an endpoint");
+        self.metrics.ejection(service, reason.as_str());
+    }
+
+    fn returned(&self, service: &str, endpoint: &crate::core::directory::Endpoint) {
+        tracing::info!(%service, endpoint = %forward::endpoint_name(endpoint), "endpoint back in load balancing after its ejection");
     }
 }

@@ -162,6 +162,42 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+pin_project_lite::pin_project! {
+    /// A body that keeps `guard` alive until the body is dropped (its end
+    /// or its abandonment), e.g. a circuit breaker permit for a response
+    /// still streaming.
+    pub struct Held<G> {
+        #[pin]
+        inner: Body,
+        guard: G,
+    }
+}
+
+impl<G> http_body::Body for Held<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body`, holding `guard` until it is dropped.
+pub fn hold<G: Send + Sync + 'static>(body: Body, guard: G) -> Body {
+    BodyExt::boxed(Held { inner: body, guard })
+}
+
 pub fn boxed<B>(body: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,

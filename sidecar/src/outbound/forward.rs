@@ -7,6 +7,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
 
 use super::plan::{plan, Destination, Plan, PlanError};
+use super::pool::DialOptions;
 use super::Outbound;
 use crate::core::directory::{Endpoint, Protocol, ServicePort, SubscribeError};
 use crate::core::http::{
@@ -49,6 +50,16 @@ pub enum ForwardError {
         endpoint: String,
         source: hyper::Error,
     },
+    /// A circuit breaker limit of the service's policy.
+    #[error("overflow: {0}")]
+    Overflow(#[from] super::breaker::Overflow),
+    #[error("{what} took longer than {after:?}")]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+    #[error(transparent)]
+    Body(#[from] super::retry::BufferError),
 }
 
 impl ForwardError {
@@ -59,15 +70,19 @@ impl ForwardError {
             ForwardError::Request { .. } | ForwardError::TunnelRefused { .. } => {
                 ErrorKind::Upstream
             }
-            ForwardError::Build(_) => ErrorKind::BadRequest,
+            ForwardError::Build(_) | ForwardError::Body(_) => ErrorKind::BadRequest,
             ForwardError::Upgrade { .. } => ErrorKind::Upgrade,
+            ForwardError::Overflow(_) => ErrorKind::Overflow,
+            ForwardError::Timeout { .. } => ErrorKind::Timeout,
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             ForwardError::Plan(e) => e.status(),
-            ForwardError::Build(_) => StatusCode::BAD_REQUEST,
+            ForwardError::Build(_) | ForwardError::Body(_) => StatusCode::BAD_REQUEST,
+            ForwardError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -82,8 +97,8 @@ pub(super) fn endpoint_name(e: &Endpoint) -> String {
 }
 
 impl Outbound {
-    /// Resolves `dest` and picks one ready endpoint.
-    pub(crate) async fn route(&self, dest: &Destination) -> Result<(Plan, Endpoint), PlanError> {
+    /// Resolves `dest` to its service, port, endpoints and policy.
+    pub(crate) async fn resolve(&self, dest: &Destination) -> Result<Plan, PlanError> {
         let state = self
             .discovery
             .resolve(&dest.service_key, RESOLVE_WAIT)
@@ -92,13 +107,7 @@ impl Outbound {
                 SubscribeError::Limit(max) => PlanError::SubscriptionLimit(max),
                 SubscribeError::BadKey(_) => PlanError::BadHost(dest.host.clone()),
             })?;
-        let plan = plan(dest, &state)?;
-        let endpoint = self
-            .balancer
-            .pick(&dest.service_key, &plan.endpoints)
-            .cloned()
-            .ok_or_else(|| PlanError::NoReadyEndpoints(plan.service.key()))?;
-        Ok((plan, endpoint))
+        plan(dest, &state)
     }
 
     /// Sends `req` to `dest` and returns the peer's response, or an error
@@ -112,13 +121,10 @@ impl Outbound {
         req: Request<Body>,
     ) -> Response<Body> {
         let caller = Caller::of(req.headers(), direction == Direction::Gateway);
-        let (res, label) = match self.route(dest).await {
-            Ok((plan, endpoint)) => {
+        let (res, label) = match self.resolve(dest).await {
+            Ok(plan) => {
                 let label = plan.service.key();
-                let res = match self.send_to(&endpoint, &plan.port, authority, req).await {
-                    Ok(res) => res,
-                    Err(e) => self.fail(direction, &label, &e, caller),
-                };
+                let res = self.call(direction, &plan, authority, req, caller).await;
                 (res, label)
             }
             Err(e) => {
@@ -166,7 +172,8 @@ impl Outbound {
         req: Request<Body>,
     ) -> Response<Body> {
         let caller = Caller::of(req.headers(), false);
-        let res = match self.send_to(endpoint, port, authority, req).await {
+        let opts = super::pool::DialOptions::default();
+        let res = match self.send_to(endpoint, port, authority, req, opts).await {
             Ok(res) => res,
             Err(e) => self.fail(direction, service, &e, caller),
         };
@@ -179,9 +186,14 @@ impl Outbound {
     async fn sender_to(
         &self,
         endpoint: &Endpoint,
+        opts: DialOptions,
     ) -> Result<(String, SendRequest<Body>), ForwardError> {
         let name = endpoint_name(endpoint);
-        match self.pool.get(endpoint.mesh_addr, &endpoint.identity).await {
+        match self
+            .pool
+            .get(endpoint.mesh_addr, &endpoint.identity, opts)
+            .await
+        {
             Ok(sender) => Ok((name, sender)),
             Err(source) => Err(ForwardError::Dial {
                 endpoint: name,
@@ -190,20 +202,21 @@ impl Outbound {
         }
     }
 
-    async fn send_to(
+    pub(super) async fn send_to(
         &self,
         endpoint: &Endpoint,
         port: &ServicePort,
         authority: &str,
         req: Request<Body>,
+        opts: DialOptions,
     ) -> Result<Response<Body>, ForwardError> {
         if super::upgrade::wants_upgrade(&req, port.protocol) {
-            return self.upgrade(endpoint, port, authority, req).await;
+            return self.upgrade(endpoint, port, authority, req, opts).await;
         }
         let req = mesh_request(req, authority, port)?;
         let res = self
             .pool
-            .send(endpoint.mesh_addr, &endpoint.identity, req)
+            .send(endpoint.mesh_addr, &endpoint.identity, req, opts)
             .await
             .map_err(|e| {
                 let endpoint = endpoint_name(endpoint);
@@ -219,10 +232,55 @@ impl Outbound {
         Ok(Response::from_parts(parts, boxed(body)))
     }
 
-    /// Opens a CONNECT tunnel to `dest` and returns its byte stream.
-    pub(crate) async fn open_tunnel(&self, dest: &Destination) -> Result<Upgraded, ForwardError> {
-        let (plan, endpoint) = self.route(dest).await?;
-        self.tunnel_to(&endpoint, plan.port.target_port).await
+    /// Opens a CONNECT tunnel to `dest` and returns its byte stream and
+    /// what must be held while it is open (the circuit breaker's count of
+    /// the service's connections).
+    pub(crate) async fn open_tunnel(
+        &self,
+        dest: &Destination,
+    ) -> Result<(Upgraded, TunnelGuard), ForwardError> {
+        let plan = self.resolve(dest).await?;
+        let service = plan.service.key();
+        let rules = plan.rules();
+        let permit = match &rules.circuit_breaker {
+            Some(cb) => Some(self.breakers.connection(&service, cb).map_err(|e| {
+                self.metrics.overflow(&service, e.limit.as_str());
+                ForwardError::Overflow(e)
+            })?),
+            None => None,
+        };
+        let input = super::balance::PickInput {
+            hash: None,
+            local_zone: &self.zone,
+            now: std::time::Instant::now(),
+        };
+        let pick = self
+            .balancer
+            .pick(
+                &service,
+                &plan.endpoints,
+                &rules.load_balancer,
+                rules.outlier_detection.as_ref(),
+                &input,
+                None,
+            )
+            .ok_or_else(|| PlanError::NoReadyEndpoints(service.clone()))?;
+        let opts = DialOptions {
+            connect_timeout: rules
+                .timeouts
+                .connect
+                .unwrap_or(super::pool::CONNECT_TIMEOUT),
+            idle_timeout: rules.timeouts.idle,
+        };
+        let opened = self
+            .tunnel_with(&pick.endpoint, plan.port.target_port, opts)
+            .await;
+        pick.finish(match &opened {
+            Ok(_) => super::balance::Outcome::Success,
+            Err(ForwardError::Dial { .. }) => super::balance::Outcome::ConnectFailure,
+            Err(_) => super::balance::Outcome::Reset,
+        });
+        Ok((opened?, TunnelGuard { _permit: permit }))
     }
 
     /// Opens a CONNECT tunnel to app port `target_port` behind one chosen
@@ -232,7 +290,17 @@ impl Outbound {
         endpoint: &Endpoint,
         target_port: u16,
     ) -> Result<Upgraded, ForwardError> {
-        let (name, mut sender) = self.sender_to(endpoint).await?;
+        self.tunnel_with(endpoint, target_port, DialOptions::default())
+            .await
+    }
+
+    pub(super) async fn tunnel_with(
+        &self,
+        endpoint: &Endpoint,
+        target_port: u16,
+        opts: DialOptions,
+    ) -> Result<Upgraded, ForwardError> {
+        let (name, mut sender) = self.sender_to(endpoint, opts).await?;
         let target = std::net::SocketAddr::new(endpoint.mesh_addr.ip(), target_port);
         let req = Request::builder()
             .method(Method::CONNECT)
@@ -259,6 +327,11 @@ impl Outbound {
                 source,
             })
     }
+}
+
+/// Held for as long as a tunnel is open.
+pub struct TunnelGuard {
+    _permit: Option<super::breaker::ConnectionPermit>,
 }
 
 /// Rewrites an app's request into the mesh form (see the architecture

@@ -37,7 +37,7 @@ async fn tunnel(outbound: &Outbound, mut tcp: TcpStream, service: &str, port: u1
         Ok(dest) => outbound.open_tunnel(&dest).await,
         Err(e) => Err(e.into()),
     };
-    let upgraded = match opened {
+    let (upgraded, _guard) = match opened {
         Ok(u) => u,
         Err(e) => {
             // The app sees the connection close; the reason is in the log.

@@ -177,11 +177,15 @@ async fn connection(
         serve_http(outbound, tcp, route, dst, conn).await;
         return;
     }
-    let (opened, name) = match &route {
-        HttpRoute::Service(dest) => (outbound.open_tunnel(dest).await, dest.service_key.clone()),
+    let (opened, name, _guard) = match &route {
+        HttpRoute::Service(dest) => match outbound.open_tunnel(dest).await {
+            Ok((io, guard)) => (Ok(io), dest.service_key.clone(), Some(guard)),
+            Err(e) => (Err(e), dest.service_key.clone(), None),
+        },
         HttpRoute::Endpoint(ep) => (
             outbound.tunnel_to(&ep.0, ep.1.target_port).await,
             ep.2.clone(),
+            None,
         ),
     };
     pipe_or_log(outbound, tcp, opened, &name).await;

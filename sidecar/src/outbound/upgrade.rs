@@ -85,6 +85,7 @@ impl Outbound {
         port: &ServicePort,
         authority: &str,
         mut req: Request<Body>,
+        opts: super::pool::DialOptions,
     ) -> Result<Response<Body>, ForwardError> {
         let name = super::forward::endpoint_name(endpoint);
         let failed = |source| ForwardError::Upgrade {
@@ -93,7 +94,7 @@ impl Outbound {
         };
         let caller_side = hyper::upgrade::on(&mut req);
         let req = app_request(req, authority)?;
-        let tunnel = self.tunnel_to(endpoint, port.target_port).await?;
+        let tunnel = self.tunnel_with(endpoint, port.target_port, opts).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(tunnel)
             .await
             .map_err(failed)?;

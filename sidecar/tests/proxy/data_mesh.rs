@@ -213,6 +213,7 @@ async fn start() -> Mesh {
 
     let client_metrics = ProxyMetrics::new(&mut prometheus_client::registry::Registry::default());
     let outbound = Arc::new(Outbound::new(OutboundContext {
+        zone: String::new(),
         identity: ca.identity(&spiffe("frontend")),
         discovery: Discovery::new(rx, Subscriptions::default()),
         namespace: "shop".into(),

@@ -219,6 +219,7 @@ async fn start() -> World {
     tasks.push(tokio::spawn(async move { tx.closed().await }));
 
     let outbound = Arc::new(Outbound::new(OutboundContext {
+        zone: String::new(),
         identity: ca.identity(&spiffe("frontend")),
         discovery: Discovery::new(rx, Subscriptions::default()),
         namespace: "shop".into(),
