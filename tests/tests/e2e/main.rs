@@ -29,3 +29,4 @@ mod netns_init;
 mod netns_mesh;
 mod shop;
 mod tcp_tunnel;
+mod traffic;
