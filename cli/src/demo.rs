@@ -399,6 +399,12 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
     for w in &plan.workloads {
         let _ = writeln!(out, "  {:<12} http://{}", w.name, w.admin);
     }
+    let _ = writeln!(
+        out,
+        "\nTraffic policy: calls to ratings are retried (6 tries); see it hide\n  \
+         failures with --ratings-error-rate 0.2 and mycel_retries_total on the\n  \
+         frontend and reviews-v2 proxies' /metrics."
+    );
     let described = faults.describe();
     if !described.is_empty() {
         let _ = writeln!(out, "\nFaults injected:");

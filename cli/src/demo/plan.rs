@@ -276,10 +276,67 @@ pub fn services(plan: &DemoPlan) -> Vec<ServiceDoc> {
     docs
 }
 
-/// `mesh.yaml`: the Services as YAML documents.
+/// The shop's traffic policies. Ratings is retried (up to 6 tries, the
+/// budget at half the requests), so its fault knob
+/// (`--ratings-error-rate`) shows retries at work: at an error rate of 0.2
+/// a failed answer reaches a page about once in 15,000 ratings calls, and
+/// `mycel_retries_total` on the frontend and reviews sidecars counts what
+/// was hidden.
+pub fn policies(plan: &DemoPlan) -> Vec<mycel_crds::TrafficPolicy> {
+    use mycel_crds::traffic_policy::{
+        Backoff, RetryBudget, RetryOn, TargetKind, TargetRef, TrafficPolicySpec,
+    };
+    if plan.target_port("ratings").is_none() {
+        return Vec::new();
+    }
+    let spec = TrafficPolicySpec {
+        target_ref: TargetRef {
+            group: String::new(),
+            kind: TargetKind::Service,
+            name: "ratings".into(),
+            port: None,
+        },
+        load_balancer: None,
+        retry: Some(mycel_crds::traffic_policy::Retry {
+            attempts: 6,
+            per_try_timeout: Some("2s".into()),
+            retry_on: vec![
+                RetryOn::ConnectFailure,
+                RetryOn::RefusedStream,
+                RetryOn::Reset,
+                RetryOn::ServerError,
+            ],
+            retriable_status_codes: Vec::new(),
+            backoff: Some(Backoff {
+                base: "5ms".into(),
+                max: "50ms".into(),
+            }),
+            budget: Some(RetryBudget {
+                percent: 50,
+                min_per_second: 10,
+                window: "10s".into(),
+            }),
+            max_body_bytes: None,
+            retry_non_idempotent: false,
+        }),
+        timeouts: None,
+        circuit_breaker: None,
+        outlier_detection: None,
+        fault: None,
+    };
+    let mut policy = mycel_crds::TrafficPolicy::new("ratings", spec);
+    policy.metadata.namespace = Some(NAMESPACE.into());
+    vec![policy]
+}
+
+/// `mesh.yaml`: the Services and traffic policies as YAML documents.
 pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::from("# Written by `mycelctl demo`.\n");
     for doc in services(plan) {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&doc)?);
+    }
+    for doc in policies(plan) {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }

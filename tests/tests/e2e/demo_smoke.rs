@@ -8,14 +8,100 @@ use mycel_tests::{bin, http, Proc};
 
 /// `mycelctl demo` on ports from `base`, with its data (and logs) in `data`.
 fn demo(name: &str, base: u16, data: &Path, log_dir: &Path) -> Proc {
-    let args = [
+    demo_with(name, base, data, log_dir, &[])
+}
+
+fn demo_with(name: &str, base: u16, data: &Path, log_dir: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
         "demo".to_string(),
         "--base-port".into(),
         base.to_string(),
         "--data-dir".into(),
         data.display().to_string(),
     ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     Proc::spawn(name, &bin("mycelctl"), &args, log_dir)
+}
+
+/// The gateway address the demo's banner names, once it is ready.
+async fn gateway_of(demo: &mut Proc) -> std::net::SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        demo.assert_running();
+        let log = demo.log();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.trim_start().starts_with("gateway: http://"))
+        {
+            let url = line.trim().trim_start_matches("gateway: http://");
+            return url.trim_end_matches('/').parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "demo never became ready:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_retry_policy_keeps_ratings_faults_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo-data");
+    let base = 30_000 + (std::process::id() % 2_000) as u16 * 16;
+    let mut demo = demo_with(
+        "mycelctl-demo-faults",
+        base,
+        &data,
+        dir.path(),
+        &["--ratings-error-rate", "0.2", "--fault-seed", "11"],
+    );
+    let gateway = gateway_of(&mut demo).await;
+    let (mut ratings_calls, mut failed) = (0, Vec::new());
+    for _ in 0..60 {
+        let r = http::get(gateway, "localhost", "/api/products")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let body = r.json();
+        for call in body["calls"].as_array().cloned().unwrap_or_default() {
+            if call["service"] == "ratings" {
+                ratings_calls += 1;
+                if call["ok"] != true {
+                    failed.push(call.clone());
+                }
+            }
+        }
+        for p in body["products"].as_array().cloned().unwrap_or_default() {
+            if !p["reviews_ratings_error"].is_null() {
+                failed.push(p["reviews_ratings_error"].clone());
+            }
+        }
+    }
+    assert!(ratings_calls >= 60, "{ratings_calls} ratings calls");
+    // 20% of ratings answers fail; six tries leave about one in 15,000.
+    assert!(failed.len() <= 1, "failures reached the page: {failed:#?}");
+    // What was hidden is counted by the callers' sidecars.
+    let log = demo.log();
+    let mut retries = 0.0;
+    for who in ["frontend", "reviews-v2"] {
+        let admin: std::net::SocketAddr = log
+            .lines()
+            .find_map(|l| {
+                let rest = l.trim().strip_prefix(who)?;
+                rest.trim().strip_prefix("http://")?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no admin address for {who} in\n{log}"));
+        let text = http::get(admin, "localhost", "/metrics")
+            .await
+            .unwrap()
+            .body;
+        retries += text
+            .lines()
+            .filter(|l| l.starts_with("mycel_retries_total") && l.contains("ratings.shop"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    assert!(retries >= 5.0, "only {retries} retries counted");
+    demo.signal(nix::sys::signal::Signal::SIGINT as i32);
+    let _ = demo.wait(Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,7 +86,12 @@ fn reviews_versions_share_the_target_port_on_two_addresses() {
 fn mesh_yaml_parses_back_with_selectors_and_ports() {
     let plan = plan();
     let text = mesh_yaml(&plan).unwrap();
-    let docs: Vec<ServiceDoc> = serde_saphyr::from_multiple(&text).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let docs: Vec<ServiceDoc> = docs
+        .into_iter()
+        .filter(|d| d["kind"] == "Service")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .collect();
     let by_name: BTreeMap<_, _> = docs.iter().map(|d| (d.metadata.name.as_str(), d)).collect();
     let names: Vec<_> = by_name.keys().copied().collect();
     assert_eq!(
@@ -246,9 +251,17 @@ fn every_proxy_has_a_token_with_its_labels() {
 #[test]
 fn controller_accepts_the_mesh_yaml() {
     let text = mesh_yaml(&plan()).unwrap();
-    let services = mycel_control_plane::sources::local::parse_mesh_config(&text)
+    let config = mycel_control_plane::sources::local::parse_mesh_config(&text)
         .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
-    assert_eq!(services.services.len(), 6);
+    assert_eq!(config.services.len(), 6);
+    // Ratings is retried, so its fault knob shows retries at work.
+    let ratings = mycel_control_plane::model::ServiceKey::new("ratings", "shop").unwrap();
+    let retry = config.policies[&ratings]
+        .service_wide
+        .as_ref()
+        .and_then(|p| p.retry.as_ref())
+        .unwrap();
+    assert_eq!(retry.attempts, 6);
 }
 
 #[test]
