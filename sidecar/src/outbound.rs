@@ -54,6 +54,7 @@ pub struct Outbound {
     balancer: balance::Balancer,
     budgets: retry::Budgets,
     breakers: breaker::Breakers,
+    retry_buffers: call::RetryBuffers,
     zone: String,
 }
 
@@ -70,6 +71,7 @@ impl Outbound {
             pool: pool::Pool::new(ctx.identity, ctx.pool),
             budgets: retry::Budgets::default(),
             breakers: breaker::Breakers::default(),
+            retry_buffers: call::RetryBuffers::new(call::RETRY_BUFFER_TOTAL_KIB),
             zone: ctx.zone,
         }
     }

@@ -163,6 +163,17 @@ impl Outbound {
             version: parts.version,
             headers: parts.headers,
         };
+        // Bodies kept for retries share one bound, so many callers with big
+        // bodies cannot make the proxy hold them all; past it a request is
+        // sent once, as if its body were too large.
+        let Some(_reserved) = self.retry_buffers.reserve(policy.max_body_bytes) else {
+            tracing::debug!(%service, "retry buffers full; the request is sent once");
+            let req = head.request(body);
+            return self
+                .try_once(plan, rules, service, authority, req, hash, None, deadline)
+                .await
+                .result;
+        };
         let replay = match buffer_for_retry(body, policy.max_body_bytes).await {
             Ok(Buffered::Replayable(r)) => r,
             Ok(Buffered::Streaming(body)) => {
@@ -249,6 +260,11 @@ impl Outbound {
             .as_ref()
             .ok()
             .and_then(|res| retry_after(res.headers(), SystemTime::now()));
+        if after.is_some_and(|a| a > longest_retry_after(policy)) {
+            // The server asks for a long pause: the caller gets the answer
+            // and may wait itself, rather than a request held open here.
+            return None;
+        }
         let jittered = backoff(policy, attempt, &mut rand::thread_rng());
         let wait = retry_delay(jittered, after, Instant::now(), deadline)?;
         Some((wait, reason.as_str()))
@@ -362,6 +378,36 @@ impl Outbound {
     }
 }
 
+/// The longest `Retry-After` a retry waits for: the policy's longest
+/// backoff, but at least a second.
+fn longest_retry_after(policy: &RetryPolicy) -> Duration {
+    policy.backoff_max.max(Duration::from_secs(1))
+}
+
+/// Memory set aside for request bodies kept for retries, across every
+/// request of the proxy.
+pub(super) struct RetryBuffers {
+    kib: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Total of request bodies kept for retries at once (64 MiB).
+pub(super) const RETRY_BUFFER_TOTAL_KIB: usize = 64 * 1024;
+
+impl RetryBuffers {
+    pub(super) fn new(total_kib: usize) -> Self {
+        Self {
+            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total_kib)),
+        }
+    }
+
+    /// Reserves room for a body of up to `bytes`, or None when that would
+    /// pass the total. The room is returned when the permit is dropped.
+    pub(super) fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
+        self.kib.clone().try_acquire_many_owned(kib).ok()
+    }
+}
+
 impl ForwardError {
     /// The retriable failure this error is, if any.
     pub(super) fn try_failure(&self) -> Option<TryFailure> {
@@ -394,6 +440,36 @@ fn refused_stream(e: &hyper::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_big_bodies_cannot_pass_the_retry_buffer_total() {
+        let buffers = RetryBuffers::new(128);
+        let first = buffers.reserve(64 * 1024).unwrap();
+        let second = buffers.reserve(64 * 1024).unwrap();
+        assert!(buffers.reserve(1).is_none(), "the total is spent");
+        drop(first);
+        assert!(buffers.reserve(64 * 1024).is_some(), "room comes back");
+        drop(second);
+        // An empty body reserves nothing and always fits.
+        assert!(RetryBuffers::new(0).reserve(0).is_some());
+    }
+
+    #[test]
+    fn a_long_retry_after_is_not_waited_for() {
+        let mut p = crate::core::directory::policy::RetryPolicy {
+            attempts: 3,
+            per_try_timeout: None,
+            retry_on: Default::default(),
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            budget: Default::default(),
+            max_body_bytes: 0,
+            non_idempotent: false,
+        };
+        assert_eq!(longest_retry_after(&p), Duration::from_secs(1));
+        p.backoff_max = Duration::from_secs(5);
+        assert_eq!(longest_retry_after(&p), Duration::from_secs(5));
+    }
 
     #[test]
     fn head_rebuilds_the_same_request() {
