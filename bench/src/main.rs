@@ -33,7 +33,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,mycel,nginx,haproxy"
+        default_value = "direct,mycel,mycel-policy,nginx,haproxy"
     )]
     configs: Vec<String>,
     /// Where mycel-controller, mycel-proxy and mycelctl are (default: beside

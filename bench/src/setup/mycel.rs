@@ -321,10 +321,31 @@ fn proxy_args(ctl: &Controller, p: ProxyArgs<'_>) -> Vec<String> {
     a
 }
 
+/// A traffic policy on the backend with every section that costs work per
+/// request (retries with a budget, outlier detection, a circuit breaker,
+/// timeouts) but whose limits the benchmark never reaches, so the figures
+/// show the policy's cost, not its effects.
+pub const POLICY_YAML: &str = "---\napiVersion: mycel.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: backend, namespace: bench}\nspec:\n  targetRef: {kind: Service, name: backend}\n  retry: {attempts: 3, perTryTimeout: 5s, retryOn: [connect-failure, refused-stream, reset, gateway-error]}\n  timeouts: {request: 10s, connect: 2s}\n  circuitBreaker: {maxRequests: 100000, maxPendingRequests: 10000, maxConnections: 10000}\n  outlierDetection: {consecutive5xx: 50, baseEjectionTime: 1s}\n";
+
 /// Controller + server sidecar (beside the backend) + client sidecar.
 pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    start_named(bins, backend, "mycel", "").await
+}
+
+/// The same pair with [`POLICY_YAML`] applied to the backend.
+pub async fn start_with_policy(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    start_named(bins, backend, "mycel-policy", POLICY_YAML).await
+}
+
+async fn start_named(
+    bins: &Bins,
+    backend: &BackendAddrs,
+    name: &'static str,
+    extra_yaml: &str,
+) -> Result<Setup, SetupError> {
     let dir = tempfile::tempdir()?;
-    let ctl = Controller::start(bins, dir.path(), &mesh_yaml(backend)).await?;
+    let yaml = format!("{}{extra_yaml}", mesh_yaml(backend));
+    let ctl = Controller::start(bins, dir.path(), &yaml).await?;
     let mut tokens = Vec::new();
     // The backend registers with app=backend; its token says so.
     for (sa, labels) in [("backend", &["app=backend"][..]), ("client", &[][..])] {
@@ -418,7 +439,7 @@ pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupEr
     // on the data path and is not measured here.
     children.push(ctl.proc);
     Ok(Setup {
-        name: "mycel",
+        name,
         targets,
         mesh_ports: vec![server_inbound],
         watched,
