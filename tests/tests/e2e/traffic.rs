@@ -355,3 +355,46 @@ async fn an_invalid_policy_is_refused_naming_the_field_and_the_old_one_stays() {
     assert_eq!(r.status, 200, "{}", r.body);
     wait_policy(&client, |p| p["rules"]["retry"]["attempts"] == 3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_hash_keeps_each_user_on_one_endpoint() {
+    let mesh = Mesh::start(&with_policy(
+        "  loadBalancer: {algorithm: RingHash, hashOn: {header: x-user}}\n",
+    ))
+    .await;
+    let mut instances = Vec::new();
+    for i in 0..4 {
+        instances.push(ratings(&mesh, &format!("ratings-{i}"), &[]).await);
+    }
+    let client = client_with_policy(&mesh, |p| {
+        p["rules"]["load_balancer"]["algorithm"]["type"] == "ring_hash"
+    })
+    .await;
+    let mut homes = std::collections::BTreeSet::new();
+    for user in ["ann", "bob", "cyd", "dee", "eve", "fay"] {
+        let mut before = Vec::new();
+        for w in &instances {
+            before.push(w.sidecar.served_inbound().await);
+        }
+        for i in 0..10 {
+            let r = http::request(
+                client.outbound(),
+                "ratings",
+                &format!("/ratings/{i}"),
+                &[("x-user", user)],
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let mut got = Vec::new();
+        for (w, b) in instances.iter().zip(&before) {
+            got.push(w.sidecar.served_inbound().await - b);
+        }
+        let home: Vec<usize> = (0..got.len()).filter(|i| got[*i] > 0).collect();
+        assert_eq!(home.len(), 1, "user {user} was spread over {got:?}");
+        assert_eq!(got[home[0]], 10, "{user}: {got:?}");
+        homes.insert(home[0]);
+    }
+    assert!(homes.len() >= 2, "six users all hashed to one endpoint: {homes:?}");
+}
