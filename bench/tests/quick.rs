@@ -101,7 +101,10 @@ fn every_configuration_runs_in_quick_mode() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(configs, ["direct", "mycel", "mycel-policy", "nginx", "haproxy"]);
+    assert_eq!(
+        configs,
+        ["direct", "mycel", "mycel-policy", "nginx", "haproxy"]
+    );
     for c in report["configs"].as_array().unwrap() {
         for check in c["refusal_checks"].as_array().unwrap() {
             assert_eq!(check["refused"], true, "{check}");

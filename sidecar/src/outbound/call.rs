@@ -48,6 +48,17 @@ impl Head {
     }
 }
 
+/// What every try of one request shares.
+struct Call<'a> {
+    plan: &'a Plan,
+    rules: &'a PolicyRules,
+    service: &'a str,
+    authority: &'a str,
+    /// For ring hash and Maglev.
+    hash: Option<u64>,
+    deadline: Option<Instant>,
+}
+
 /// How one try ended.
 struct Tried {
     result: Result<Response<Body>, ForwardError>,
@@ -78,7 +89,22 @@ impl Outbound {
             rules.timeouts.request,
             grpc_timeout(req.headers()),
         );
-        let tries = self.tries(plan, rules, &service, authority, req, deadline);
+        let hash = match &rules.load_balancer.algorithm {
+            Algorithm::RingHash { key, .. } | Algorithm::Maglev { key } => {
+                let source = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+                request_hash(key, req.headers(), source)
+            }
+            _ => None,
+        };
+        let call = Call {
+            plan,
+            rules,
+            service: &service,
+            authority,
+            hash,
+            deadline,
+        };
+        let tries = self.tries(&call, req);
         let result = match deadline {
             Some(at) => match tokio::time::timeout_at(at.into(), tries).await {
                 Ok(r) => r,
@@ -131,30 +157,18 @@ impl Outbound {
     /// Every try of one request; the last response or error.
     async fn tries(
         &self,
-        plan: &Plan,
-        rules: &PolicyRules,
-        service: &str,
-        authority: &str,
+        call: &Call<'_>,
         req: Request<Body>,
-        deadline: Option<Instant>,
     ) -> Result<Response<Body>, ForwardError> {
-        let hash = match &rules.load_balancer.algorithm {
-            Algorithm::RingHash { key, .. } | Algorithm::Maglev { key } => {
-                let source = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
-                request_hash(key, req.headers(), source)
-            }
-            _ => None,
-        };
-        let retry = rules
+        let service = call.service;
+        let retry = call
+            .rules
             .retry
             .as_ref()
             // The caller's connection is handed over on an upgrade.
-            .filter(|_| !super::upgrade::wants_upgrade(&req, plan.port.protocol));
+            .filter(|_| !super::upgrade::wants_upgrade(&req, call.plan.port.protocol));
         let Some(policy) = retry else {
-            return self
-                .try_once(plan, rules, service, authority, req, hash, None, deadline)
-                .await
-                .result;
+            return self.try_once(call, req, None).await.result;
         };
         let (parts, body) = req.into_parts();
         let head = Head {
@@ -168,21 +182,13 @@ impl Outbound {
         // sent once, as if its body were too large.
         let Some(_reserved) = self.retry_buffers.reserve(policy.max_body_bytes) else {
             tracing::debug!(%service, "retry buffers full; the request is sent once");
-            let req = head.request(body);
-            return self
-                .try_once(plan, rules, service, authority, req, hash, None, deadline)
-                .await
-                .result;
+            return self.try_once(call, head.request(body), None).await.result;
         };
         let replay = match buffer_for_retry(body, policy.max_body_bytes).await {
             Ok(Buffered::Replayable(r)) => r,
             Ok(Buffered::Streaming(body)) => {
                 tracing::debug!(%service, limit = policy.max_body_bytes, "request body too large to keep; it is sent once");
-                let req = head.request(body);
-                return self
-                    .try_once(plan, rules, service, authority, req, hash, None, deadline)
-                    .await
-                    .result;
+                return self.try_once(call, head.request(body), None).await.result;
             }
             Err(e) => return Err(ForwardError::Body(e)),
         };
@@ -192,21 +198,12 @@ impl Outbound {
         let mut attempt = 1;
         loop {
             let tried = self
-                .try_once(
-                    plan,
-                    rules,
-                    service,
-                    authority,
-                    head.request(replay.body()),
-                    hash,
-                    avoid,
-                    deadline,
-                )
+                .try_once(call, head.request(replay.body()), avoid)
                 .await;
             if attempt >= policy.attempts {
                 return tried.result;
             }
-            let Some(wait) = self.retry_wait(policy, &head.method, &tried, attempt, deadline)
+            let Some(wait) = self.retry_wait(policy, &head.method, &tried, attempt, call.deadline)
             else {
                 return tried.result;
             };
@@ -272,57 +269,45 @@ impl Outbound {
 
     /// One try: pick, permit, send within the per-try timeout, and tell the
     /// balancer how it went.
-    #[allow(clippy::too_many_arguments)]
     async fn try_once(
         &self,
-        plan: &Plan,
-        rules: &PolicyRules,
-        service: &str,
-        authority: &str,
+        call: &Call<'_>,
         req: Request<Body>,
-        hash: Option<u64>,
         avoid: Option<SocketAddr>,
-        deadline: Option<Instant>,
     ) -> Tried {
         let input = PickInput {
-            hash,
+            hash: call.hash,
             local_zone: &self.zone,
             now: Instant::now(),
         };
         let Some(pick) = self.balancer.pick(
-            service,
-            &plan.endpoints,
-            &rules.load_balancer,
-            rules.outlier_detection.as_ref(),
+            call.service,
+            &call.plan.endpoints,
+            &call.rules.load_balancer,
+            call.rules.outlier_detection.as_ref(),
             &input,
             avoid,
         ) else {
             return Tried {
-                result: Err(PlanError::NoReadyEndpoints(service.to_string()).into()),
+                result: Err(PlanError::NoReadyEndpoints(call.service.to_string()).into()),
                 endpoint: None,
             };
         };
         let endpoint = pick.endpoint.mesh_addr;
-        let result = self
-            .send_picked(pick, plan, rules, service, authority, req, deadline)
-            .await;
+        let result = self.send_picked(call, pick, req).await;
         Tried {
             result,
             endpoint: Some(endpoint),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn send_picked(
         &self,
+        call: &Call<'_>,
         pick: Pick,
-        plan: &Plan,
-        rules: &PolicyRules,
-        service: &str,
-        authority: &str,
         req: Request<Body>,
-        deadline: Option<Instant>,
     ) -> Result<Response<Body>, ForwardError> {
+        let (rules, service) = (call.rules, call.service);
         let endpoint = pick.endpoint.clone();
         let (permit, _pending) = match &rules.circuit_breaker {
             Some(cb) => {
@@ -348,9 +333,9 @@ impl Outbound {
             idle_timeout: rules.timeouts.idle,
         };
         let per_try = rules.retry.as_ref().and_then(|r| r.per_try_timeout);
-        let send = self.send_to(&endpoint, &plan.port, authority, req, opts);
+        let send = self.send_to(&endpoint, &call.plan.port, call.authority, req, opts);
         let result =
-            match try_timeout(per_try, deadline, Instant::now()) {
+            match try_timeout(per_try, call.deadline, Instant::now()) {
                 Some(limit) if per_try.is_some() => tokio::time::timeout(limit, send)
                     .await
                     .unwrap_or(Err(ForwardError::Timeout {

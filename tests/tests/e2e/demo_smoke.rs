@@ -112,23 +112,7 @@ async fn demo_starts_serves_and_stops_cleanly() {
     let base = 20_000 + (std::process::id() % 10_000) as u16;
     let mut demo = demo("mycelctl-demo", base, &data, dir.path());
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let gateway = loop {
-        demo.assert_running();
-        let log = demo.log();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.trim_start().starts_with("gateway: http://"))
-        {
-            let url = line.trim().trim_start_matches("gateway: http://");
-            break url
-                .trim_end_matches('/')
-                .parse::<std::net::SocketAddr>()
-                .unwrap();
-        }
-        assert!(Instant::now() < deadline, "demo never became ready:\n{log}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let gateway = gateway_of(&mut demo).await;
 
     let r = http::get(gateway, "localhost", "/api/products")
         .await

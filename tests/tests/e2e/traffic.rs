@@ -396,5 +396,8 @@ async fn ring_hash_keeps_each_user_on_one_endpoint() {
         assert_eq!(got[home[0]], 10, "{user}: {got:?}");
         homes.insert(home[0]);
     }
-    assert!(homes.len() >= 2, "six users all hashed to one endpoint: {homes:?}");
+    assert!(
+        homes.len() >= 2,
+        "six users all hashed to one endpoint: {homes:?}"
+    );
 }
