@@ -13,6 +13,11 @@ use mycel_tests::http;
 use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec};
 use mycel_tests::shop::{mesh_yaml, workload, Workload};
 
+/// The tests of this module run one at a time: each puts a few thousand
+/// requests through real processes, and latency-based balancing is judged
+/// on a machine with two cores, where a neighbour's load is noise.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A ratings instance with its fault knobs.
 async fn ratings(mesh: &Mesh, name: &str, knobs: &[&str]) -> Workload {
     workload(mesh, name, "ratings", "http", knobs, |s| s).await
@@ -118,6 +123,7 @@ fn has_retry(p: &serde_json::Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_hide_an_endpoint_that_fails_half_its_requests() {
+    let _serial = SERIAL.lock().await;
     let mesh = Mesh::start(&with_policy(
         "  loadBalancer: {algorithm: RoundRobin}\n  retry:\n    attempts: 3\n    retryOn: [5xx]\n    backoff: {base: 1ms, max: 5ms}\n    budget: {percent: 60, minPerSecond: 10}\n",
     ))
@@ -161,6 +167,7 @@ async fn retries_hide_an_endpoint_that_fails_half_its_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_caps_retries_when_every_endpoint_fails() {
+    let _serial = SERIAL.lock().await;
     let mesh = Mesh::start(&with_policy(
         "  retry:\n    attempts: 5\n    retryOn: [5xx]\n    backoff: {base: 1ms, max: 2ms}\n    budget: {percent: 20, minPerSecond: 1, window: 10s}\n",
     ))
@@ -201,6 +208,7 @@ async fn retry_budget_caps_retries_when_every_endpoint_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peak_ewma_sends_a_slow_endpoint_less_than_a_tenth() {
+    let _serial = SERIAL.lock().await;
     // No policy: P2C over peak-EWMA latency is the default.
     let mesh = Mesh::start(&mesh_yaml("")).await;
     let slow = ratings(&mesh, "ratings-slow", &["--latency-ms", "50"]).await;
@@ -222,6 +230,7 @@ async fn peak_ewma_sends_a_slow_endpoint_less_than_a_tenth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consecutive_5xx_eject_an_endpoint_until_its_time_is_up() {
+    let _serial = SERIAL.lock().await;
     let mesh = Mesh::start(&with_policy(
         "  loadBalancer: {algorithm: RoundRobin}\n  outlierDetection:\n    consecutive5xx: 3\n    interval: 1s\n    baseEjectionTime: 2s\n    maxEjectionPercent: 50\n",
     ))
@@ -265,6 +274,7 @@ async fn consecutive_5xx_eject_an_endpoint_until_its_time_is_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_try_timeout_beats_a_hung_endpoint() {
+    let _serial = SERIAL.lock().await;
     let mesh = Mesh::start(&with_policy(
         "  loadBalancer: {algorithm: RoundRobin}\n  retry:\n    attempts: 2\n    perTryTimeout: 200ms\n    retryOn: [gateway-error]\n",
     ))
@@ -283,6 +293,7 @@ async fn per_try_timeout_beats_a_hung_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_sheds_load_fast_with_the_overflow_header() {
+    let _serial = SERIAL.lock().await;
     let mesh = Mesh::start(&with_policy("  circuitBreaker: {maxRequests: 2}\n")).await;
     let _slow = ratings(&mesh, "ratings-slow", &["--latency-ms", "1000"]).await;
     let client = client_with_policy(&mesh, |p| !p["rules"]["circuit_breaker"].is_null()).await;
@@ -306,6 +317,7 @@ async fn circuit_breaker_sheds_load_fast_with_the_overflow_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_aborts_its_share_of_requests() {
+    let _serial = SERIAL.lock().await;
     let mesh = Mesh::start(&with_policy(
         "  fault:\n    abort: {httpStatus: 503, percentage: 50}\n",
     ))
@@ -327,6 +339,7 @@ async fn fault_injection_aborts_its_share_of_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_policy_is_refused_naming_the_field_and_the_old_one_stays() {
+    let _serial = SERIAL.lock().await;
     let good = with_policy("  retry: {attempts: 3}\n");
     let mesh = Mesh::start(&good).await;
     let _app = ratings(&mesh, "ratings", &[]).await;
@@ -358,6 +371,7 @@ async fn an_invalid_policy_is_refused_naming_the_field_and_the_old_one_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ring_hash_keeps_each_user_on_one_endpoint() {
+    let _serial = SERIAL.lock().await;
     let mesh = Mesh::start(&with_policy(
         "  loadBalancer: {algorithm: RingHash, hashOn: {header: x-user}}\n",
     ))
