@@ -440,6 +440,34 @@ mod tests {
         changes.into_iter().map(|ch| apply(c, r, ch).0).collect()
     }
 
+    fn policy(name: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "mycel.io/v1alpha1", "kind": "TrafficPolicy",
+            "metadata": {"name": name, "namespace": "shop", "generation": 1,
+                         "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"targetRef": {"kind": "Service", "name": "web"}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_policy_relist_drops_policies_deleted_meanwhile() {
+        let web = ServiceKey::new("web", "shop").unwrap();
+        let mut p = Policies::default();
+        let mut r = Relist::default();
+        let (_, affected) = apply_policy(&mut p, &mut r, Event::Apply(policy("a")));
+        assert_eq!(affected, BTreeSet::from([web.clone()]));
+        apply_policy(&mut p, &mut r, Event::Apply(policy("b")));
+        // The watch restarts; `a` was deleted meanwhile.
+        apply_policy(&mut p, &mut r, Event::Init);
+        apply_policy(&mut p, &mut r, Event::InitApply(policy("b")));
+        let (done, affected) = apply_policy(&mut p, &mut r, Event::InitDone);
+        assert_eq!(done, Some(Kind::Policy));
+        assert_eq!(affected, BTreeSet::from([web.clone()]));
+        assert_eq!(p.keys(), [("shop".to_string(), "b".to_string())]);
+        assert_eq!(p.service_policy(&web).unwrap().sources, ["shop/b"]);
+    }
+
     #[test]
     fn a_relist_drops_what_disappeared_and_equals_a_fresh_start() {
         let key = ServiceKey::new("web", "shop").unwrap();
