@@ -122,7 +122,12 @@ async fn retries_hide_an_endpoint_that_fails_half_its_requests() {
         "  loadBalancer: {algorithm: RoundRobin}\n  retry:\n    attempts: 3\n    retryOn: [5xx]\n    backoff: {base: 1ms, max: 5ms}\n    budget: {percent: 60, minPerSecond: 10}\n",
     ))
     .await;
-    let flaky = ratings(&mesh, "ratings-flaky", &["--error-rate", "0.5", "--seed", "7"]).await;
+    let flaky = ratings(
+        &mesh,
+        "ratings-flaky",
+        &["--error-rate", "0.5", "--seed", "7"],
+    )
+    .await;
     let _good = ratings(&mesh, "ratings-good", &[]).await;
     let client = client_with_policy(&mesh, has_retry).await;
 
@@ -132,14 +137,22 @@ async fn retries_hide_an_endpoint_that_fails_half_its_requests() {
         tally.ok() as f64 >= 0.999 * 5_000.0,
         "fewer than 99.9% succeeded: {tally:?}"
     );
-    let retries = counter(&client, "mycel_retries_total", &["service=\"ratings.shop\""]).await;
+    let retries = counter(
+        &client,
+        "mycel_retries_total",
+        &["service=\"ratings.shop\""],
+    )
+    .await;
     let flaky_failed = counter(
         &flaky.sidecar,
         "mycel_requests_total",
         &["direction=\"inbound\"", "code=\"503\""],
     )
     .await;
-    assert!(flaky_failed > 500, "the flaky endpoint failed only {flaky_failed} times");
+    assert!(
+        flaky_failed > 500,
+        "the flaky endpoint failed only {flaky_failed} times"
+    );
     assert!(
         retries >= flaky_failed.saturating_sub(tally.total() - tally.ok()),
         "each failure the caller did not see was retried: {retries} retries, {flaky_failed} failures"
@@ -163,7 +176,12 @@ async fn retry_budget_caps_retries_when_every_endpoint_fails() {
     let secs = started.elapsed().as_secs() + 1;
     assert_eq!(tally.by_status.get(&503), Some(&requests), "{tally:?}");
 
-    let retries = counter(&client, "mycel_retries_total", &["service=\"ratings.shop\""]).await;
+    let retries = counter(
+        &client,
+        "mycel_retries_total",
+        &["service=\"ratings.shop\""],
+    )
+    .await;
     let refused = counter(&client, "mycel_retry_budget_exhausted_total", &[]).await;
     let served = a.sidecar.served_inbound().await + b.sidecar.served_inbound().await - before;
     // Without a budget, 4 retries per request: 2,000. The budget allows 20%
@@ -219,11 +237,20 @@ async fn consecutive_5xx_eject_an_endpoint_until_its_time_is_up() {
     assert!(failed_first <= 4, "{first:?}");
     let bad_before = bad.sidecar.served_inbound().await;
     let ejected = load(client.outbound(), 40, 1).await;
-    assert_eq!(ejected.ok(), 40, "requests reached the ejected endpoint: {ejected:?}");
+    assert_eq!(
+        ejected.ok(),
+        40,
+        "requests reached the ejected endpoint: {ejected:?}"
+    );
     assert_eq!(bad.sidecar.served_inbound().await, bad_before);
     assert!(good.sidecar.served_inbound().await >= 40);
     assert_eq!(
-        counter(&client, "mycel_outlier_ejections_total", &["reason=\"consecutive_5xx\""]).await,
+        counter(
+            &client,
+            "mycel_outlier_ejections_total",
+            &["reason=\"consecutive_5xx\""]
+        )
+        .await,
         1
     );
 
@@ -267,7 +294,12 @@ async fn circuit_breaker_sheds_load_fast_with_the_overflow_header() {
     assert_eq!(shed + tally.ok(), 8, "{tally:?}");
     assert_eq!(tally.by_status.get(&503).copied().unwrap_or(0), shed);
     assert_eq!(
-        counter(&client, "mycel_overflow_total", &["reason=\"max_requests\""]).await,
+        counter(
+            &client,
+            "mycel_overflow_total",
+            &["reason=\"max_requests\""]
+        )
+        .await,
         shed
     );
 }
@@ -285,7 +317,10 @@ async fn fault_injection_aborts_its_share_of_requests() {
     let tally = load(client.outbound(), 400, 4).await;
     let aborted = tally.proxy_errors.get("fault").copied().unwrap_or(0);
     assert_eq!(aborted + tally.ok(), 400, "{tally:?}");
-    assert!((120..=280).contains(&aborted), "{aborted} of 400 aborted at 50%");
+    assert!(
+        (120..=280).contains(&aborted),
+        "{aborted} of 400 aborted at 50%"
+    );
     // Aborted requests never reach the app.
     assert_eq!(app.sidecar.served_inbound().await - before, tally.ok());
 }
@@ -300,7 +335,11 @@ async fn an_invalid_policy_is_refused_naming_the_field_and_the_old_one_stays() {
     mesh.write_mesh_yaml(&with_policy("  retry: {attempts: 11}\n"));
     let deadline = Instant::now() + Duration::from_secs(10);
     let log = loop {
-        let log = mesh.controller.as_ref().map(|c| c.log()).unwrap_or_default();
+        let log = mesh
+            .controller
+            .as_ref()
+            .map(|c| c.log())
+            .unwrap_or_default();
         if log.contains("spec.retry.attempts") || Instant::now() > deadline {
             break log;
         }
@@ -310,7 +349,9 @@ async fn an_invalid_policy_is_refused_naming_the_field_and_the_old_one_stays() {
         log.contains("spec.retry.attempts: 11 is out of range (2-10)"),
         "the controller did not name the field:\n{log}"
     );
-    let r = http::get(client.outbound(), "ratings", "/ratings/2").await.unwrap();
+    let r = http::get(client.outbound(), "ratings", "/ratings/2")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     wait_policy(&client, |p| p["rules"]["retry"]["attempts"] == 3).await;
 }
