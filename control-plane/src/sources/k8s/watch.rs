@@ -61,11 +61,13 @@ struct Failure {
 
 impl Failure {
     /// The API server does not serve the kind: the TrafficPolicy CRD is
-    /// not installed (yet). Its watch keeps retrying meanwhile.
+    /// not installed (yet). Its watch keeps retrying meanwhile. The code,
+    /// not the reason: for a path it does not serve the API server answers
+    /// a plain `404 page not found`, not a `Status` with reason NotFound.
     fn kind_not_served(&self) -> bool {
         matches!(
             &self.error,
-            watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_not_found()
+            watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404
         )
     }
 }
