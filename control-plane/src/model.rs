@@ -215,6 +215,25 @@ pub struct ServicePolicy {
     pub ports: BTreeMap<u16, TrafficPolicySpec>,
 }
 
+impl ServicePolicy {
+    /// Adds the policy object `source` (`<namespace>/<name>`) for `port`
+    /// (`None`: the whole service). Both sources build their policies with
+    /// this, after each has settled which object a target takes (local mode
+    /// refuses a second one, Kubernetes keeps the oldest), so a policy reads
+    /// the same whichever source it came from.
+    pub fn attach(&mut self, source: String, port: Option<u16>, spec: TrafficPolicySpec) {
+        if let Err(at) = self.sources.binary_search(&source) {
+            self.sources.insert(at, source);
+        }
+        match port {
+            Some(port) => {
+                self.ports.insert(port, spec);
+            }
+            None => self.service_wide = Some(spec),
+        }
+    }
+}
+
 /// A resource with its content version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {

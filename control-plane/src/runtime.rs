@@ -369,11 +369,18 @@ impl Controller {
                 trust_domain: config.trust_domain.clone(),
                 mesh_port: k8s.proxy_mesh_port,
             });
+            let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(k8s::watch::run(
                 client.clone(),
                 cluster,
                 index.clone(),
+                status_tx,
                 tx,
+                shutdown_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(k8s::policies::write::run(
+                client.clone(),
+                status_rx,
                 shutdown_rx.clone(),
             )));
             reviewer = Some(TokenReviewer::new(client.clone(), &config.trust_domain));

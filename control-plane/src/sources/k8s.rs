@@ -1,7 +1,9 @@
-//! The Kubernetes source: the API server's Services, EndpointSlices and
-//! meshed Pods feed the same index that mesh.yaml and registrations feed.
-//! `convert` reads objects, `cluster` holds what the watches saw and
-//! computes each service's view, `watch` runs the kube-runtime watchers.
+//! The Kubernetes source: the API server's Services, EndpointSlices,
+//! meshed Pods and TrafficPolicies feed the same index that mesh.yaml and
+//! registrations feed. `convert` reads objects, `cluster` holds what the
+//! watches saw and computes each service's view, `policies` does the same
+//! for traffic policies and decides their statuses, `watch` runs the
+//! kube-runtime watchers.
 //! `ca_secret`, `trust_bundle` and `owner` keep what the controller
 //! writes: the CA Secret, the trust bundles, and who owns them.
 
@@ -9,6 +11,7 @@ pub mod ca_secret;
 pub mod cluster;
 pub mod convert;
 pub mod owner;
+pub mod policies;
 pub mod rbac;
 pub mod review;
 pub mod trust_bundle;

@@ -47,7 +47,7 @@ where
 }
 
 /// Namespace `shop`, service accounts, and a meshed Pod per `(pod, sa)`.
-async fn seed(client: &Client, pods: &[(&str, &str)]) {
+pub(super) async fn seed(client: &Client, pods: &[(&str, &str)]) {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
@@ -94,7 +94,12 @@ fn slice(name: &str, endpoints: &[(&str, &str)]) -> serde_json::Value {
 }
 
 /// A projected-style token for `sa` (TokenRequest), written to a file.
-async fn sa_token(client: &Client, dir: &std::path::Path, sa: &str, audience: &str) -> PathBuf {
+pub(super) async fn sa_token(
+    client: &Client,
+    dir: &std::path::Path,
+    sa: &str,
+    audience: &str,
+) -> PathBuf {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
     let req: TokenRequest = serde_json::from_value(json!({
         "spec": {"audiences": [audience], "expirationSeconds": 600},

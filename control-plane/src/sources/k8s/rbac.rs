@@ -70,6 +70,22 @@ pub const REQUIRED: &[Permission] = &[
         why: "meshed Pods (label mycel.io/meshed) give endpoints their identity (watch.rs)",
     },
     Permission {
+        group: "mycel.io",
+        resource: "trafficpolicies",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "traffic policies of every namespace are followed (watch.rs, policies.rs)",
+    },
+    Permission {
+        group: "mycel.io",
+        resource: "trafficpolicies/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "each policy's Accepted condition, a merge patch of status only (policies/write.rs)",
+    },
+    Permission {
         group: "",
         resource: "namespaces",
         verbs: &["list", "watch"],
@@ -141,6 +157,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{Pod, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use kube::Resource;
+    use mycel_crds::TrafficPolicy;
 
     use super::*;
 
@@ -164,6 +181,12 @@ mod tests {
         assert!(watchable::<Service>());
         assert!(watchable::<EndpointSlice>());
         assert!(watchable::<Pod>());
+        assert!(watchable::<TrafficPolicy>());
+        assert!(granted(
+            &TrafficPolicy::group(&()),
+            &format!("{}/status", TrafficPolicy::plural(&())),
+            "patch"
+        ));
         assert!(granted(
             &TokenReview::group(&()),
             &TokenReview::plural(&()),

@@ -1,5 +1,8 @@
 //! The watchers: Services, EndpointSlices and meshed Pods from the API
-//! server into [`Cluster`], and each changed service's view into the index.
+//! server into [`Cluster`], `TrafficPolicy` objects into [`Policies`], and
+//! each changed service's view and policy into the index. Policy statuses
+//! go to the writer task ([`policies::write`]) once everything is listed:
+//! before, a Service not yet seen would read as missing.
 //!
 //! kube-runtime's watcher re-lists after a restart (a dropped watch, an
 //! expired resource version, a controller restart): the objects of a
@@ -11,13 +14,17 @@ use std::collections::BTreeSet;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
-use tokio::sync::watch;
+use mycel_crds::TrafficPolicy;
+use tokio::sync::{mpsc, watch};
 
 use super::cluster::{obj_key, Cluster, ObjKey};
 use super::convert;
+use super::policies::{self, write::StatusUpdate, Policies};
 use crate::index::SharedIndex;
 use crate::model::ServiceKey;
 
@@ -32,6 +39,7 @@ enum Change {
     Service(Event<Service>),
     Slice(Event<EndpointSlice>),
     Pod(Event<Pod>),
+    Policy(Event<DynamicObject>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,6 +47,29 @@ enum Kind {
     Service,
     Slice,
     Pod,
+    Policy,
+}
+
+/// Every kind the controller lists before it is ready.
+const KINDS: usize = 4;
+
+/// A watch that failed, and of which kind.
+struct Failure {
+    kind: Kind,
+    error: watcher::Error,
+}
+
+impl Failure {
+    /// The API server does not serve the kind: the TrafficPolicy CRD is
+    /// not installed (yet). Its watch keeps retrying meanwhile. The code,
+    /// not the reason: for a path it does not serve the API server answers
+    /// a plain `404 page not found`, not a `Status` with reason NotFound.
+    fn kind_not_served(&self) -> bool {
+        matches!(
+            &self.error,
+            watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404
+        )
+    }
 }
 
 /// Keys seen during a re-list of each kind, `None` outside one.
@@ -47,6 +78,7 @@ struct Relist {
     services: Option<BTreeSet<ObjKey>>,
     slices: Option<BTreeSet<ObjKey>>,
     pods: Option<BTreeSet<ObjKey>>,
+    policies: Option<BTreeSet<ObjKey>>,
 }
 
 impl Relist {
@@ -55,59 +87,114 @@ impl Relist {
             Kind::Service => &mut self.services,
             Kind::Slice => &mut self.slices,
             Kind::Pod => &mut self.pods,
+            Kind::Policy => &mut self.policies,
         }
     }
 }
 
 /// Runs the watchers until `shutdown`. `synced` turns true once every kind
-/// has been listed once (the controller is ready to serve from the cluster).
+/// has been listed once (the controller is ready to serve from the cluster;
+/// TrafficPolicies count as listed while their CRD is not installed).
+/// Policy statuses to write go to `statuses`.
 pub async fn run(
     client: Client,
     mut cluster: Cluster,
     index: SharedIndex,
+    statuses: mpsc::UnboundedSender<StatusUpdate>,
     synced: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let tag = |kind| move |e: watcher::Error| Failure { kind, error: e };
     let services = changes(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
-    .map(|e| e.map(Change::Service));
+    .map(move |e| e.map(Change::Service).map_err(tag(Kind::Service)));
     let slices = changes(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(convert::SERVICE_NAME_LABEL),
     )
-    .map(|e| e.map(Change::Slice));
+    .map(move |e| e.map(Change::Slice).map_err(tag(Kind::Slice)));
     let pods = changes(
-        Api::<Pod>::all(client),
+        Api::<Pod>::all(client.clone()),
         watcher::Config::default().labels(MESHED_LABEL),
     )
-    .map(|e| e.map(Change::Pod));
-    let mut events = futures::stream::select_all([services.boxed(), slices.boxed(), pods.boxed()]);
+    .map(move |e| e.map(Change::Pod).map_err(tag(Kind::Pod)));
+    let policy_objects = changes(
+        Api::<DynamicObject>::all_with(client, &ApiResource::erase::<TrafficPolicy>(&())),
+        watcher::Config::default(),
+    )
+    .map(move |e| e.map(Change::Policy).map_err(tag(Kind::Policy)));
+    let mut events = futures::stream::select_all([
+        services.boxed(),
+        slices.boxed(),
+        pods.boxed(),
+        policy_objects.boxed(),
+    ]);
+    let mut policies = Policies::default();
     let mut relist = Relist::default();
     let mut listed: BTreeSet<Kind> = BTreeSet::new();
+    let mut crd_missing_logged = false;
     loop {
         let next = tokio::select! {
             next = events.next() => next,
             _ = shutdown.changed() => return,
         };
         let Some(next) = next else { return };
-        let change = match next {
-            Ok(c) => c,
-            Err(e) => {
+        let was_synced = listed.len() == KINDS;
+        let (kind, affected, touched) = match next {
+            Ok(Change::Policy(e)) => {
+                let touched = match &e {
+                    Event::Apply(o) | Event::InitApply(o) | Event::Delete(o) => {
+                        obj_key(&o.metadata)
+                    }
+                    Event::Init | Event::InitDone => None,
+                };
+                let (kind, affected) = apply_policy(&mut policies, &mut relist, e);
+                publish_policies(&policies, &index, &affected);
+                (kind, affected, touched)
+            }
+            Ok(change) => {
+                let (kind, affected) = apply(&mut cluster, &mut relist, change);
+                publish(&cluster, &index, affected.clone());
+                (kind, affected, None)
+            }
+            Err(f) if f.kind == Kind::Policy && f.kind_not_served() => {
+                if !crd_missing_logged {
+                    tracing::info!(
+                        "TrafficPolicy CRD not installed; traffic policies are followed once it is"
+                    );
+                    crd_missing_logged = true;
+                }
+                (Some(Kind::Policy), BTreeSet::new(), None)
+            }
+            Err(f) => {
                 // The backoff in `changes` retries; the view stays as it was.
-                tracing::warn!(error = %e, "kubernetes watch failed; retrying");
+                tracing::warn!(error = %f.error, kind = ?f.kind, "kubernetes watch failed; retrying");
                 continue;
             }
         };
-        let (kind, affected) = apply(&mut cluster, &mut relist, change);
         if let Some(kind) = kind {
             listed.insert(kind);
-            if listed.len() == 3 {
+            if listed.len() == KINDS {
                 synced.send_if_modified(|s| !std::mem::replace(s, true));
             }
         }
-        publish(&cluster, &index, affected);
+        if listed.len() < KINDS {
+            continue;
+        }
+        // Statuses wait for every list: a policy whose Service is not
+        // listed yet would be written TargetNotFound, then Accepted.
+        let keys: BTreeSet<ObjKey> = if was_synced {
+            policies
+                .on_services(&affected)
+                .into_iter()
+                .chain(touched)
+                .collect()
+        } else {
+            policies.keys().into_iter().collect()
+        };
+        send_statuses(&cluster, &policies, keys, &statuses);
     }
 }
 
@@ -119,6 +206,30 @@ where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     watcher::watcher(api, config).default_backoff()
+}
+
+/// Applies one TrafficPolicy event; returns the kind whose re-list just
+/// finished (if it did) and the services whose policy may have changed.
+fn apply_policy(
+    policies: &mut Policies,
+    relist: &mut Relist,
+    event: Event<DynamicObject>,
+) -> (Option<Kind>, BTreeSet<ServiceKey>) {
+    on_event(
+        policies,
+        relist,
+        Kind::Policy,
+        event,
+        |p, o| match policies::object::read(&o) {
+            Some(obj) => {
+                let key = obj.key.clone();
+                (Some(key), p.apply(obj))
+            }
+            None => (None, BTreeSet::new()),
+        },
+        |p, k| p.delete(k),
+        Policies::keys,
+    )
 }
 
 /// Applies one watch event; returns the kind whose re-list just finished
@@ -157,6 +268,8 @@ fn apply(
             |c, k| c.delete_slice(k),
             Cluster::slice_keys,
         ),
+        // Policies are not part of the cluster view (see `apply_policy`).
+        Change::Policy(_) => (None, BTreeSet::new()),
         Change::Pod(e) => on_event(
             cluster,
             relist,
@@ -177,14 +290,14 @@ fn apply(
 
 type Applied = (Option<ObjKey>, BTreeSet<ServiceKey>);
 
-fn on_event<K: kube::Resource>(
-    cluster: &mut Cluster,
+fn on_event<S, K: kube::Resource>(
+    cluster: &mut S,
     relist: &mut Relist,
     kind: Kind,
     event: Event<K>,
-    apply: impl Fn(&mut Cluster, K) -> Applied,
-    delete: impl Fn(&mut Cluster, &ObjKey) -> BTreeSet<ServiceKey>,
-    keys: impl Fn(&Cluster) -> Vec<ObjKey>,
+    apply: impl Fn(&mut S, K) -> Applied,
+    delete: impl Fn(&mut S, &ObjKey) -> BTreeSet<ServiceKey>,
+    keys: impl Fn(&S) -> Vec<ObjKey>,
 ) -> (Option<Kind>, BTreeSet<ServiceKey>) {
     match event {
         Event::Apply(obj) => (None, apply(cluster, obj).1),
@@ -232,6 +345,45 @@ fn publish(cluster: &Cluster, index: &SharedIndex, affected: BTreeSet<ServiceKey
                 index.set_source_endpoints(&key, Vec::new());
             }
         }
+    }
+}
+
+/// Puts the policy of each affected service into the index.
+fn publish_policies(policies: &Policies, index: &SharedIndex, affected: &BTreeSet<ServiceKey>) {
+    if affected.is_empty() {
+        return;
+    }
+    let mut index = index.lock();
+    for key in affected {
+        index.set_policy(key, policies.service_policy(key));
+    }
+}
+
+/// Sends the status each of `keys` should carry (`None` when it already
+/// does, or the object is gone, which drops a queued write).
+fn send_statuses(
+    cluster: &Cluster,
+    policies: &Policies,
+    keys: BTreeSet<ObjKey>,
+    tx: &mpsc::UnboundedSender<StatusUpdate>,
+) {
+    if keys.is_empty() {
+        return;
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let ports = |svc: &ServiceKey| {
+        cluster
+            .service_view(svc)
+            .service
+            .map(|s| s.ports.iter().map(|p| p.port).collect())
+    };
+    for key in keys {
+        let status = policies.object(&key).and_then(|obj| {
+            let verdict = policies.verdict(&key, ports)?;
+            policies::status::desired(&verdict, obj.generation, obj.status.as_ref(), &now)
+        });
+        // Only a closed writer fails this, at shutdown.
+        let _ = tx.send(StatusUpdate { key, status });
     }
 }
 
@@ -288,6 +440,34 @@ mod tests {
 
     fn feed(c: &mut Cluster, r: &mut Relist, changes: Vec<Change>) -> Vec<Option<Kind>> {
         changes.into_iter().map(|ch| apply(c, r, ch).0).collect()
+    }
+
+    fn policy(name: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "mycel.io/v1alpha1", "kind": "TrafficPolicy",
+            "metadata": {"name": name, "namespace": "shop", "generation": 1,
+                         "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"targetRef": {"kind": "Service", "name": "web"}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_policy_relist_drops_policies_deleted_meanwhile() {
+        let web = ServiceKey::new("web", "shop").unwrap();
+        let mut p = Policies::default();
+        let mut r = Relist::default();
+        let (_, affected) = apply_policy(&mut p, &mut r, Event::Apply(policy("a")));
+        assert_eq!(affected, BTreeSet::from([web.clone()]));
+        apply_policy(&mut p, &mut r, Event::Apply(policy("b")));
+        // The watch restarts; `a` was deleted meanwhile.
+        apply_policy(&mut p, &mut r, Event::Init);
+        apply_policy(&mut p, &mut r, Event::InitApply(policy("b")));
+        let (done, affected) = apply_policy(&mut p, &mut r, Event::InitDone);
+        assert_eq!(done, Some(Kind::Policy));
+        assert_eq!(affected, BTreeSet::from([web.clone()]));
+        assert_eq!(p.keys(), [("shop".to_string(), "b".to_string())]);
+        assert_eq!(p.service_policy(&web).unwrap().sources, ["shop/b"]);
     }
 
     #[test]

@@ -132,15 +132,12 @@ pub fn attach(
                 ),
             });
         }
-        let entry = out.entry(key).or_default();
-        entry.sources.push(format!("{}/{}", p.namespace, p.name));
-        entry.sources.sort();
-        match target.port {
-            Some(port) => {
-                entry.ports.insert(port, p.policy.spec);
-            }
-            None => entry.service_wide = Some(p.policy.spec),
-        }
+        let port = target.port;
+        out.entry(key).or_default().attach(
+            format!("{}/{}", p.namespace, p.name),
+            port,
+            p.policy.spec,
+        );
     }
     Ok(out)
 }
