@@ -1,6 +1,7 @@
 //! The proxy's directory of the mesh: what it knows about services and
-//! endpoints ([`model`]: one immutable snapshot at a time) and how the data
-//! path reads it and asks for more ([`handle`]). `discovery` fills it (from
+//! endpoints ([`model`]: one immutable snapshot at a time; [`policy`] and
+//! [`routes`]: how to reach them) and how the data path reads it and asks
+//! for more ([`handle`]). `discovery` fills it (from
 //! the controller's stream or a static file); `outbound`, `gateway` and
 //! `admin` read it. Kept here, below both, so that readers and the writer
 //! never import each other.
@@ -8,6 +9,7 @@
 pub mod handle;
 pub mod model;
 pub mod policy;
+pub mod routes;
 
 pub use handle::{Change, Discovery, SubscribeError, Subscriptions};
 pub use model::{Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot};
