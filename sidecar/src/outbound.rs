@@ -10,6 +10,7 @@ mod listener;
 pub mod plan;
 pub mod pool;
 pub mod retry;
+pub mod route;
 mod tcp;
 pub mod transparent;
 mod upgrade;
