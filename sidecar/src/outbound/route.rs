@@ -50,8 +50,8 @@ pub struct Selected<'a> {
 /// against each other, as the spec forbids merging them.
 ///
 /// Among the matches that hold, the spec's precedence decides (see
-/// `matching::Rank`); on a tie the earliest route wins (routes come oldest first),
-/// then the earliest rule of that route, as the spec says.
+/// `matching::Rank`); on a tie the earliest route wins (routes come
+/// oldest first), then the earliest rule of that route, as the spec says.
 ///
 /// The path is matched as the request carries it: the gateway normalizes
 /// it before calling this (`gateway::route::normalize_path`); a sidecar
