@@ -211,28 +211,34 @@ mod tests {
 
     /// Without helm at hand, the embedded CRDs still cannot fall behind
     /// the Rust types (`cargo run -p mycel-crds` then the helm suite's
-    /// MYCEL_UPDATE_GOLDEN=1 brings them along).
+    /// MYCEL_UPDATE_GOLDEN=1 brings them along), nor behind the upstream
+    /// Gateway API CRDs the chart ships (`crds/gateway-api/update.sh`).
     #[test]
-    fn embedded_crds_are_the_generated_ones() {
+    fn embedded_crds_are_the_generated_and_vendored_ones() {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let value = |crd: CustomResourceDefinition| serde_json::to_value(crd).unwrap();
+        let mut want: Vec<serde_json::Value> = mycel_crds::generate::crds()
+            .into_iter()
+            .map(value)
+            .collect();
+        let root = mycel_crds::generate::repo_root();
+        for (_, text) in mycel_crds::generate::upstream_files(&root).unwrap() {
+            want.push(value(serde_saphyr::from_str(&text).unwrap()));
+        }
+        let name = |v: &serde_json::Value| v["metadata"]["name"].as_str().unwrap().to_string();
+        want.sort_by_key(name);
         for text in [RENDERED_DEFAULT, RENDERED_ANY] {
-            let embedded: Vec<serde_json::Value> = documents(text)
+            let mut embedded: Vec<serde_json::Value> = documents(text)
                 .unwrap()
                 .into_iter()
                 .filter(|d| d["kind"] == "CustomResourceDefinition")
-                .map(|d| {
-                    let crd: CustomResourceDefinition = serde_json::from_value(d).unwrap();
-                    serde_json::to_value(crd).unwrap()
-                })
+                .map(|d| value(serde_json::from_value(d).unwrap()))
                 .collect();
-            let generated: Vec<serde_json::Value> = mycel_crds::generate::crds()
-                .into_iter()
-                .map(|c| serde_json::to_value(c).unwrap())
-                .collect();
+            embedded.sort_by_key(name);
             assert!(
-                embedded == generated,
-                "cli/src/install/rendered/ holds other CRDs than crds/src: run cargo run -p mycel-crds, \
-                 then MYCEL_UPDATE_GOLDEN=1 cargo test -p mycel-tests --test helm install::"
+                embedded == want,
+                "cli/src/install/rendered/ holds other CRDs than crds/src and crds/gateway-api/crds: \
+                 run cargo run -p mycel-crds, then MYCEL_UPDATE_GOLDEN=1 cargo test -p mycel-tests --test helm install::"
             );
         }
     }

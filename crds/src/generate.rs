@@ -1,5 +1,7 @@
 //! CRD manifests from the types: one YAML file per CRD, written to
-//! `crds/generated/` and to the chart's `helm/mycel/crds/`.
+//! `crds/generated/` and to the chart's `helm/mycel/crds/`. The chart also
+//! ships the upstream Gateway API CRDs that `crds/gateway-api/update.sh`
+//! vendors into [`UPSTREAM_DIR`]; its copies must equal those.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,12 +100,81 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Writes every file into every output directory (created if missing) and
-/// removes generated files of CRDs that no longer exist.
+/// Where `crds/gateway-api/update.sh` puts the upstream CRDs the chart
+/// ships beside Mycel's own, from the repository root.
+pub const UPSTREAM_DIR: &str = "crds/gateway-api/crds";
+/// The command that vendors them anew.
+pub const UPDATE_UPSTREAM: &str = "crds/gateway-api/update.sh";
+
+/// `(file name, YAML text)` of every upstream CRD in [`UPSTREAM_DIR`]
+/// (none when the directory does not exist), sorted by name.
+pub fn upstream_files(repo_root: &Path) -> Result<Vec<(String, String)>, GenerateError> {
+    let dir = repo_root.join(UPSTREAM_DIR);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GenerateError::Io { path, source }
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io(&dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+        if let (Some(name), true) = (name, path.extension().is_some_and(|e| e == "yaml")) {
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            files.push((name, text));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A file an output directory must hold, and what to say when it does not.
+#[derive(Clone)]
+struct Expected {
+    name: String,
+    text: String,
+    /// Where its content comes from, for "differs from ...".
+    origin: String,
+}
+
+/// What each output directory must hold: Mycel's CRDs in both, the
+/// upstream ones in the chart's only.
+fn expected(repo_root: &Path) -> Result<Vec<(PathBuf, Vec<Expected>)>, GenerateError> {
+    let ours: Vec<Expected> = files()?
+        .into_iter()
+        .map(|(name, text)| Expected {
+            name,
+            text,
+            origin: "the types".into(),
+        })
+        .collect();
+    let upstream = upstream_files(repo_root)?;
+    let [generated, chart] = output_dirs(repo_root);
+    let mut in_chart = ours.clone();
+    in_chart.extend(upstream.into_iter().map(|(name, text)| Expected {
+        origin: format!("{UPSTREAM_DIR}/{name}"),
+        name,
+        text,
+    }));
+    Ok(vec![(generated, ours), (chart, in_chart)])
+}
+
+fn is_expected(files: &[Expected], path: &Path) -> bool {
+    files
+        .iter()
+        .any(|e| path.file_name().is_some_and(|f| f == e.name.as_str()))
+}
+
+/// Writes every file into every output directory (created if missing),
+/// copies the upstream CRDs into the chart, and removes files of CRDs that
+/// no longer exist.
 pub fn write_all(repo_root: &Path) -> Result<Vec<PathBuf>, GenerateError> {
-    let files = files()?;
     let mut written = Vec::new();
-    for dir in output_dirs(repo_root) {
+    for (dir, files) in expected(repo_root)? {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| GenerateError::Io { path, source }
@@ -111,43 +182,35 @@ pub fn write_all(repo_root: &Path) -> Result<Vec<PathBuf>, GenerateError> {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
             let path = entry.map_err(io(&dir))?.path();
-            let stale = path.extension().is_some_and(|e| e == "yaml")
-                && !files
-                    .iter()
-                    .any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
-            if stale {
+            if path.extension().is_some_and(|e| e == "yaml") && !is_expected(&files, &path) {
                 std::fs::remove_file(&path).map_err(io(&path))?;
             }
         }
-        for (name, text) in &files {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(io(&path))?;
+        for e in &files {
+            let path = dir.join(&e.name);
+            std::fs::write(&path, &e.text).map_err(io(&path))?;
             written.push(path);
         }
     }
     Ok(written)
 }
 
-/// What differs between the files on disk and the types: one line per
-/// missing, stale or extra file.
+/// What differs between the files on disk and the types or the vendored
+/// upstream CRDs: one line per missing, stale or extra file.
 pub fn drift(repo_root: &Path) -> Result<Vec<String>, GenerateError> {
-    let files = files()?;
     let mut out = Vec::new();
-    for dir in output_dirs(repo_root) {
-        for (name, text) in &files {
-            let path = dir.join(name);
+    for (dir, files) in expected(repo_root)? {
+        for e in &files {
+            let path = dir.join(&e.name);
             match std::fs::read_to_string(&path) {
-                Ok(on_disk) if &on_disk == text => {}
-                Ok(_) => out.push(format!("{} differs from the types", path.display())),
+                Ok(on_disk) if on_disk == e.text => {}
+                Ok(_) => out.push(format!("{} differs from {}", path.display(), e.origin)),
                 Err(_) => out.push(format!("{} is missing", path.display())),
             }
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-                let known = files
-                    .iter()
-                    .any(|(name, _)| path.file_name().is_some_and(|f| f == name.as_str()));
-                if path.extension().is_some_and(|e| e == "yaml") && !known {
+                if path.extension().is_some_and(|e| e == "yaml") && !is_expected(&files, &path) {
                     out.push(format!("{} belongs to no CRD type", path.display()));
                 }
             }

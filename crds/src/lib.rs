@@ -1,9 +1,12 @@
 //! Mycel's custom resources, group `mycel.io`, version `v1alpha1`, as Rust
 //! types; their CRD manifests are generated from these types
-//! (`cargo run -p mycel-crds`), never written by hand.
+//! (`cargo run -p mycel-crds`), never written by hand. Beside them, the
+//! upstream Gateway API resources ([`gateway_api`]), generated from the
+//! upstream CRDs by `crds/gateway-api/update.sh`.
 
 pub mod cases;
 pub mod duration;
+pub mod gateway_api;
 pub mod generate;
 pub mod mesh_config;
 pub mod traffic_policy;

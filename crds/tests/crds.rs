@@ -46,6 +46,48 @@ fn drift_names_the_stale_missing_and_extra_files() {
     assert!(generate::drift(root.path()).unwrap().is_empty());
 }
 
+#[test]
+fn drift_names_edited_missing_and_extra_upstream_copies() {
+    let root = tempfile::tempdir().unwrap();
+    let upstream = root.path().join(generate::UPSTREAM_DIR);
+    std::fs::create_dir_all(&upstream).unwrap();
+    let name = "gateway.networking.k8s.io_httproutes.yaml";
+    std::fs::write(
+        upstream.join(name),
+        "# upstream\nkind: CustomResourceDefinition\n",
+    )
+    .unwrap();
+    // Regenerating copies the vendored file into the chart only.
+    generate::write_all(root.path()).unwrap();
+    assert!(generate::drift(root.path()).unwrap().is_empty());
+    let [generated, chart] = generate::output_dirs(root.path());
+    assert!(chart.join(name).exists());
+    assert!(!generated.join(name).exists());
+
+    std::fs::write(chart.join(name), "# edited in the chart\n").unwrap();
+    let drift = generate::drift(root.path()).unwrap().join("\n");
+    assert!(
+        drift.contains(&format!("{name} differs from crds/gateway-api/crds/{name}")),
+        "{drift}"
+    );
+    std::fs::remove_file(chart.join(name)).unwrap();
+    let drift = generate::drift(root.path()).unwrap().join("\n");
+    assert!(drift.contains(&format!("{name} is missing")), "{drift}");
+    // A chart file that is neither Mycel's nor vendored is stale.
+    std::fs::write(
+        chart.join("gateway.networking.k8s.io_udproutes.yaml"),
+        "x\n",
+    )
+    .unwrap();
+    let drift = generate::drift(root.path()).unwrap().join("\n");
+    assert!(
+        drift.contains("gateway.networking.k8s.io_udproutes.yaml belongs to no CRD type"),
+        "{drift}"
+    );
+    generate::write_all(root.path()).unwrap();
+    assert!(generate::drift(root.path()).unwrap().is_empty());
+}
+
 fn schema() -> Value {
     let crd = &generate::crds()[0];
     let v = crd.spec.versions[0].schema.as_ref().unwrap();

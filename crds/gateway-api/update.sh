@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Vendors the upstream Gateway API CRDs the mesh routes with and generates
+# their Rust types. Run by hand when the pinned version changes; CI never
+# runs it (its outputs are committed, and crds/tests/crds.rs checks them).
+#
+#   1. the Go module sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION, fetched
+#      with the Go toolchain (`go mod download`) into the module cache
+#   2. its standard-channel CRDs (config/crd/standard/) for $KINDS, with a
+#      header line, into crds/gateway-api/crds/ and helm/mycel/crds/
+#   3. Rust types from the v1 versions of $TYPES, by kopium, into
+#      crds/src/gateway_api/<plural>.rs (rustfmt'd)
+#
+# kopium is installed once, pinned, into ~/.cache/mycel/kopium-<version>/
+# (about 11 minutes of compiling on 2 cores the first time).
+#
+# Usage: crds/gateway-api/update.sh
+# Needs Go, cargo and rustfmt.
+set -euo pipefail
+
+GATEWAY_API_VERSION=v1.6.3
+KOPIUM_VERSION=0.24.1
+# CRDs shipped in the chart: what the mesh reads, and ReferenceGrant,
+# which routes across namespaces need.
+KINDS="gatewayclasses gateways httproutes grpcroutes referencegrants"
+# CRDs the mesh has Rust types for.
+TYPES="gatewayclasses gateways httproutes grpcroutes"
+# The flags kopium gets: field docs kept; no JSON schema (the CRDs come from
+# upstream, not from these types, so kube derives none and schemars is not
+# involved); the served-and-stored v1 version; PartialEq everywhere, for
+# telling a changed object from a resent one, and Default where every field
+# has one, for building objects in code and tests.
+KOPIUM_FLAGS="--docs --schema=disabled --api-version=v1 --derive=PartialEq --derive=Default --smart-derive-elision"
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+log() { echo "update.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required: $2"; }
+need go "install Go"
+need cargo "install Rust"
+need rustfmt "rustup component add rustfmt"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# --- 1. the Go module ------------------------------------------------------
+# A throwaway module so that `go mod download` never touches a go.mod of
+# this repository; GOMODCACHE is Go's own default unless the caller sets it
+# (~/.cache/mycel/go-mod keeps it beside the other caches).
+export GOFLAGS=-mod=mod
+module_dir=$(
+  cd "$tmp"
+  printf 'module mycel.local/gateway-api-crds\n\ngo 1.22\n' >go.mod
+  go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p'
+)
+if [ -z "$module_dir" ] || [ ! -d "$module_dir" ]; then
+  die "go mod download gave no directory for sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
+fi
+src="$module_dir/config/crd/standard"
+log "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION in $module_dir"
+
+# --- 2. the CRDs -------------------------------------------------------------
+vendored="$here/crds"
+chart="$repo/helm/mycel/crds"
+mkdir -p "$vendored" "$chart"
+# Files of an older pin that is no longer shipped.
+for old in "$vendored"/gateway.networking.k8s.io_*.yaml; do
+  [ -e "$old" ] || continue
+  rm -f "$old" "$chart/$(basename "$old")"
+done
+for kind in $KINDS; do
+  name="gateway.networking.k8s.io_$kind.yaml"
+  [ -f "$src/$name" ] || die "$src/$name is missing"
+  grep -q "gateway.networking.k8s.io/bundle-version: $GATEWAY_API_VERSION\$" "$src/$name" ||
+    die "$src/$name is not of bundle version $GATEWAY_API_VERSION"
+  grep -q 'gateway.networking.k8s.io/channel: standard$' "$src/$name" ||
+    die "$src/$name is not of the standard channel"
+  {
+    echo "# Upstream Gateway API $GATEWAY_API_VERSION standard-channel CRD, copied by crds/gateway-api/update.sh; not edited."
+    cat "$src/$name"
+  } >"$vendored/$name"
+  cp "$vendored/$name" "$chart/$name"
+  log "copied $name"
+done
+
+# --- 3. the Rust types -------------------------------------------------------
+kopium_root="$HOME/.cache/mycel/kopium-$KOPIUM_VERSION"
+kopium="$kopium_root/bin/kopium"
+if [ ! -x "$kopium" ]; then
+  log "installing kopium $KOPIUM_VERSION into $kopium_root"
+  cargo install kopium --locked --version "$KOPIUM_VERSION" --root "$kopium_root"
+fi
+[ "$("$kopium" --version)" = "kopium $KOPIUM_VERSION" ] || die "$kopium is not kopium $KOPIUM_VERSION"
+
+out="$repo/crds/src/gateway_api"
+mkdir -p "$out"
+cd "$repo"
+for kind in $TYPES; do
+  crd="crds/gateway-api/crds/gateway.networking.k8s.io_$kind.yaml"
+  rs="$out/$kind.rs"
+  # shellcheck disable=SC2086 # one word per flag
+  "$kopium" $KOPIUM_FLAGS -f "$crd" >"$tmp/$kind.rs"
+  # kopium spells the root type in Rust's case (HttpRoute); the alias gives
+  # it the kind's own name (HTTPRoute) too.
+  kind_name=$(sed -n 's/^#\[kube(group = .*kind = "\([A-Za-z]*\)".*/\1/p' "$tmp/$kind.rs" | head -n 1)
+  root_name=$(sed -n 's/^#\[kube(group = .*root = "\([A-Za-z]*\)".*/\1/p' "$tmp/$kind.rs" | head -n 1)
+  [ -n "$kind_name" ] || die "kopium's $kind.rs names no kind"
+  {
+    echo "// Generated by kopium $KOPIUM_VERSION from the upstream Gateway API $GATEWAY_API_VERSION"
+    echo "// standard-channel CRD $crd"
+    echo "// by crds/gateway-api/update.sh; do not edit."
+    echo
+    echo "#![allow(clippy::all)]"
+    echo "#![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]"
+    echo
+    cat "$tmp/$kind.rs"
+    if [ -n "$root_name" ] && [ "$root_name" != "$kind_name" ]; then
+      echo
+      echo "/// The kind under its Kubernetes name."
+      echo "pub type $kind_name = $root_name;"
+    fi
+  } >"$rs"
+  rustfmt --edition 2021 "$rs"
+  log "generated crds/src/gateway_api/$kind.rs ($kind_name)"
+done
+log "done: review with git diff, then cargo test -p mycel-crds and MYCEL_UPDATE_GOLDEN=1 cargo test -p mycel-tests --test helm install::"
