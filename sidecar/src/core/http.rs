@@ -111,7 +111,14 @@ pub fn proxy_error(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        h.insert(GRPC_STATUS, HeaderValue::from(grpc_code(status)));
+        // The proxy knows it ran out of time: the caller's deadline (or
+        // the policy's) passed, which gRPC calls DEADLINE_EXCEEDED rather
+        // than the UNAVAILABLE a bare 504 maps to.
+        let code = match kind {
+            ErrorKind::Timeout => 4,
+            _ => grpc_code(status),
+        };
+        h.insert(GRPC_STATUS, HeaderValue::from(code));
         h.insert(GRPC_MESSAGE, grpc_message(&message));
         res
     } else {
@@ -346,6 +353,13 @@ mod tests {
         assert_eq!(res.headers()["grpc-status"], "14");
         assert_eq!(res.headers()["grpc-message"], "no endpoints: 100%25");
         assert_eq!(res.headers()["content-type"], "application/grpc");
+        let late = proxy_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Timeout,
+            "late",
+            caller,
+        );
+        assert_eq!(late.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
         assert_eq!(grpc_code(StatusCode::NOT_FOUND), 12);
         assert_eq!(grpc_code(StatusCode::FORBIDDEN), 7);
         assert_eq!(grpc_code(StatusCode::BAD_GATEWAY), 14);

@@ -84,11 +84,9 @@ impl Outbound {
                 return res;
             }
         }
-        let deadline = effective_deadline(
-            Instant::now(),
-            rules.timeouts.request,
-            grpc_timeout(req.headers()),
-        );
+        let started = Instant::now();
+        let deadline =
+            effective_deadline(started, rules.timeouts.request, grpc_timeout(req.headers()));
         let hash = match &rules.load_balancer.algorithm {
             Algorithm::RingHash { key, .. } | Algorithm::Maglev { key } => {
                 let source = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
@@ -110,7 +108,7 @@ impl Outbound {
                 Ok(r) => r,
                 Err(_) => Err(ForwardError::Timeout {
                     what: "the request",
-                    after: rules.timeouts.request.unwrap_or_default(),
+                    after: at.saturating_duration_since(started),
                 }),
             },
             None => tries.await,

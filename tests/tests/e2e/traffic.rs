@@ -415,3 +415,62 @@ async fn ring_hash_keeps_each_user_on_one_endpoint() {
         "six users all hashed to one endpoint: {homes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_timeout_is_respected_by_the_client_sidecar() {
+    let _serial = SERIAL.lock().await;
+    // No policy at all: the caller's own deadline bounds the call.
+    let mesh = Mesh::start(&mesh_yaml("")).await;
+    let _slow = workload(
+        &mesh,
+        "reviews-slow",
+        "reviews",
+        "grpc",
+        &["--latency-ms", "5000"],
+        |s| s,
+    )
+    .await;
+    let client = mesh.sidecar(SidecarSpec::new("client", "frontend")).await;
+    // A plain HTTP/2 client, so that only the sidecar keeps the deadline
+    // (tonic would enforce `grpc-timeout` itself and race it).
+    let tcp = tokio::net::TcpStream::connect(client.outbound())
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // GetReviewsRequest{product_id: "1"}: field 1, length 1, "1".
+    const MESSAGE: [u8; 8] = [0, 0, 0, 0, 3, 0x0a, 0x01, b'1'];
+    let req = ::http::Request::post("http://reviews:9090/shop.v1.Reviews/GetReviews")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            &MESSAGE,
+        )))
+        .unwrap();
+    let started = Instant::now();
+    let res = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("no answer within 10 s")
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        res.headers().get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"4"[..]),
+        "{res:?}"
+    );
+    assert_eq!(res.headers()["mycel-proxy-error"], "timeout");
+    assert!(
+        took < Duration::from_secs(3),
+        "the answer waited for the slow app: {took:?}"
+    );
+    assert_eq!(
+        counter(&client, "mycel_errors_total", &["kind=\"timeout\""]).await,
+        1
+    );
+}
