@@ -82,19 +82,6 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     Ok(format!("/{}", out.join("/")))
 }
 
-/// True when `prefix` matches `path` on a segment boundary, as Gateway API
-/// `PathPrefix` does: `/api` matches `/api` and `/api/x`, not `/apix`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix.is_empty() || prefix == "/" {
-        return true;
-    }
-    let prefix = prefix.trim_end_matches('/');
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
-
 /// The route for `host` (without port) and `path`: host must match exactly
 /// (case-insensitive) or the route takes any host; the longest prefix wins,
 /// and at equal length a route naming the host beats a catch-all.
@@ -105,7 +92,9 @@ pub fn select<'a>(routes: &'a [GatewayRoute], host: &str, path: &str) -> Option<
             None => true,
             Some(h) => h.eq_ignore_ascii_case(host),
         })
-        .filter(|r| prefix_matches(&r.prefix, path))
+        // Segment-wise, as Gateway API `PathPrefix`; paths here are
+        // normalized, so they start with `/`.
+        .filter(|r| crate::outbound::route::prefix_matches(&r.prefix, path))
         .max_by_key(|r| (r.prefix.trim_end_matches('/').len(), r.host.is_some()))
 }
 

@@ -66,21 +66,21 @@ struct Tried {
 }
 
 impl Outbound {
-    /// Sends `req` to the service of `plan` under the port's policy and
-    /// returns the response the caller gets (the app's, or the proxy's own
-    /// error response).
+    /// Sends `req` to the service of `plan` (whose key is `service`) under
+    /// the port's policy and returns the response the caller gets (the
+    /// app's, or the proxy's own error response).
     pub(super) async fn call(
         &self,
         direction: Direction,
         plan: &Plan,
+        service: &str,
         authority: &str,
         req: Request<Body>,
         caller: Caller,
     ) -> Response<Body> {
-        let service = plan.service.key();
         let rules = plan.rules();
         if let Some(fault) = &rules.fault {
-            if let Some(res) = self.inject(fault, &service, caller).await {
+            if let Some(res) = self.inject(fault, service, caller).await {
                 return res;
             }
         }
@@ -97,7 +97,7 @@ impl Outbound {
         let call = Call {
             plan,
             rules,
-            service: &service,
+            service,
             authority,
             hash,
             deadline,
@@ -115,7 +115,7 @@ impl Outbound {
         };
         match result {
             Ok(res) => res,
-            Err(e) => self.fail(direction, &service, &e, caller),
+            Err(e) => self.fail(direction, service, &e, caller),
         }
     }
 

@@ -124,7 +124,9 @@ impl Outbound {
         let (res, label) = match self.resolve(dest).await {
             Ok(plan) => {
                 let label = plan.service.key();
-                let res = self.call(direction, &plan, authority, req, caller).await;
+                let res = self
+                    .call(direction, &plan, &label, authority, req, caller)
+                    .await;
                 (res, label)
             }
             Err(e) => {

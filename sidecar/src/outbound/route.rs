@@ -12,6 +12,9 @@
 mod backend;
 mod filter;
 mod matching;
+
+/// Shared with the gateway's prefix routes, so both follow one rule.
+pub(crate) use matching::prefix_matches;
 #[cfg(test)]
 mod tests;
 

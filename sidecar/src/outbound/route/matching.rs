@@ -72,7 +72,7 @@ fn grpc_method(path: &str) -> Option<(&str, &str)> {
 /// Gateway API `PathPrefix`: element by element, a trailing `/` of the
 /// prefix ignored. `/api` and `/api/` both match `/api`, `/api/` and
 /// `/api/x`, never `/apix`.
-pub(super) fn prefix_matches(prefix: &str, path: &str) -> bool {
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix.trim_end_matches('/')) {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
