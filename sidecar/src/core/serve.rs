@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +31,7 @@ use tracing::Instrument;
 
 mod idle;
 
-use self::idle::{Activity, Guarded, Tracked};
+use self::idle::{Activity, Tracked};
 pub use crate::core::drain::{Drain, Shutdown};
 use crate::core::http::{proxy_error, Body, Caller};
 pub use crate::core::limits::Limits;
@@ -297,12 +296,9 @@ impl Conn {
             let guard = in_flight.begin();
             async move {
                 let res = guarded(&limits, mode, &metrics, &labels, req, |r| service(r)).await;
-                Ok::<_, std::convert::Infallible>(res.map(|body| {
-                    BodyExt::boxed(Guarded {
-                        inner: body,
-                        _guard: guard,
-                    })
-                }))
+                Ok::<_, std::convert::Infallible>(
+                    res.map(|body| crate::core::http::hold(body, guard)),
+                )
             }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);

@@ -7,11 +7,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-
-use crate::core::http::{Body, BoxError};
 
 /// When a connection last read or wrote, and how many of its requests are
 /// in progress, for the idle timeout.
@@ -60,35 +57,6 @@ impl Activity {
 
     pub(super) fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that holds its request's [`InFlight`] until it ends.
-    pub(super) struct Guarded {
-        #[pin]
-        pub(super) inner: Body,
-        pub(super) _guard: InFlight,
-    }
-}
-
-impl http_body::Body for Guarded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
