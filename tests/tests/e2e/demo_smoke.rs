@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use mycel_tests::process::processes_mentioning;
 use mycel_tests::{bin, http, Proc};
 
+/// How many ports from `--base-port` the demo uses (`cli/src/demo/plan.rs`).
+const DEMO_SPAN: u16 = 40;
+
 /// `mycelctl demo` on ports from `base`, with its data (and logs) in `data`.
 fn demo(name: &str, base: u16, data: &Path, log_dir: &Path) -> Proc {
     demo_with(name, base, data, log_dir, &[])
@@ -45,7 +48,7 @@ async fn gateway_of(demo: &mut Proc) -> std::net::SocketAddr {
 async fn demo_retry_policy_keeps_ratings_faults_from_the_page() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo-data");
-    let base = 30_000 + (std::process::id() % 2_000) as u16 * 16;
+    let base = mycel_tests::ports::free_block(DEMO_SPAN);
     let mut demo = demo_with(
         "mycelctl-demo-faults",
         base,
@@ -108,8 +111,7 @@ async fn demo_retry_policy_keeps_ratings_faults_from_the_page() {
 async fn demo_starts_serves_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo-data");
-    // Below the ephemeral range, so no test socket can be sitting on it.
-    let base = 20_000 + (std::process::id() % 10_000) as u16;
+    let base = mycel_tests::ports::free_block(DEMO_SPAN);
     let mut demo = demo("mycelctl-demo", base, &data, dir.path());
 
     let gateway = gateway_of(&mut demo).await;

@@ -35,8 +35,7 @@ fn local_example_meshes_two_apps_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let bin_dir = bin("mycel-proxy").parent().unwrap().to_path_buf();
     let (hello, client) = (next_ip(), next_ip());
-    // Below the ephemeral range, so no test socket can be sitting on them.
-    let grpc = 30_000 + (std::process::id() % 1_300) as u16 * 2;
+    let grpc = mycel_tests::ports::free_block(2);
     let out = dir.path().join("run.log");
     let mut child = Command::new("bash")
         .arg(repo_root().join("examples/local/run.sh"))
