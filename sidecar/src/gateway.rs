@@ -61,7 +61,7 @@ fn refuse(
 
 async fn handle(
     routes: &[GatewayRoute],
-    outbound: &Outbound,
+    outbound: &Arc<Outbound>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let caller = Caller::of(req.headers(), true);

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod pool;
 pub mod retry;
 pub mod route;
+mod routed;
 mod tcp;
 pub mod transparent;
 mod upgrade;
@@ -56,6 +57,8 @@ pub struct Outbound {
     budgets: retry::Budgets,
     breakers: breaker::Breakers,
     retry_buffers: call::RetryBuffers,
+    /// Mirror copies in flight (see `routed`).
+    mirrors: Arc<tokio::sync::Semaphore>,
     zone: String,
 }
 
@@ -73,6 +76,7 @@ impl Outbound {
             budgets: retry::Budgets::default(),
             breakers: breaker::Breakers::default(),
             retry_buffers: call::RetryBuffers::new(call::RETRY_BUFFER_TOTAL_KIB),
+            mirrors: Arc::new(tokio::sync::Semaphore::new(routed::MIRRORS_IN_FLIGHT)),
             zone: ctx.zone,
         }
     }

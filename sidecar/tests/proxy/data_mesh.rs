@@ -127,6 +127,7 @@ fn port(name: &str, port: u16, target_port: u16, protocol: Protocol) -> ServiceP
 
 fn service(name: &str, ports: Vec<ServicePort>, mesh_addr: SocketAddr, sa: &str) -> ServiceState {
     ServiceState::Known {
+        routes: Default::default(),
         policy: Default::default(),
         service: Arc::new(Service {
             name: name.into(),

@@ -69,6 +69,9 @@ pub enum ServiceState {
         endpoints: Arc<[Endpoint]>,
         /// The defaults when the service has no policy.
         policy: Arc<super::policy::TrafficPolicy>,
+        /// Routes whose parent is this service (GAMMA); empty when none
+        /// attach, and requests go to the service itself.
+        routes: Arc<super::routes::ServiceRoutes>,
     },
 }
 
