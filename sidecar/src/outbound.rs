@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub use forward::{ForwardError, TunnelGuard, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
+pub use routed::{Parent, Routed};
 
 use crate::core::credentials::IdentityState;
 use crate::core::directory::Discovery;
@@ -116,6 +117,11 @@ impl Outbound {
 
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
+    }
+
+    /// What discovery knows now.
+    pub fn snapshot(&self) -> Arc<crate::core::directory::Snapshot> {
+        self.discovery.snapshot()
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Cache {
     endpoints: BTreeMap<String, Arc<[Endpoint]>>,
     policies: BTreeMap<String, Arc<TrafficPolicy>>,
     routes: BTreeMap<String, Arc<ServiceRoutes>>,
+    /// `None` = the controller says the Gateway does not exist.
+    gateway_routes: BTreeMap<String, Option<Arc<ServiceRoutes>>>,
     vips: BTreeMap<std::net::IpAddr, String>,
     versions: BTreeMap<(Kind, String), String>,
 }
@@ -73,6 +75,9 @@ impl Cache {
                 Kind::Routes => {
                     self.routes.remove(&name);
                 }
+                Kind::GatewayRoutes => {
+                    self.gateway_routes.remove(&name);
+                }
             }
             self.versions.remove(&(kind, name));
         }
@@ -94,6 +99,9 @@ impl Cache {
                 }
                 Converted::Routes { key, routes } => {
                     self.routes.insert(key, routes);
+                }
+                Converted::GatewayRoutes { key, routes } => {
+                    self.gateway_routes.insert(key, routes);
                 }
             }
             self.versions.insert((kind, name), version);
@@ -149,6 +157,7 @@ impl Cache {
             services,
             versions,
             vips: self.vips.clone(),
+            gateway_routes: self.gateway_routes.clone(),
             complete: false,
         }
     }

@@ -52,6 +52,11 @@ pub enum Converted {
         key: String,
         routes: Arc<ServiceRoutes>,
     },
+    /// The routes attached to the Gateway `key`; None: no such Gateway.
+    GatewayRoutes {
+        key: String,
+        routes: Option<Arc<ServiceRoutes>>,
+    },
 }
 
 /// Which resource and which field are wrong, and why.
@@ -73,6 +78,7 @@ pub enum Kind {
     ServiceVips,
     TrafficPolicy,
     Routes,
+    GatewayRoutes,
 }
 
 impl Kind {
@@ -84,6 +90,7 @@ impl Kind {
             pb::ResourceType::ServiceVips => Some(Kind::ServiceVips),
             pb::ResourceType::TrafficPolicy => Some(Kind::TrafficPolicy),
             pb::ResourceType::Routes => Some(Kind::Routes),
+            pb::ResourceType::GatewayRoutes => Some(Kind::GatewayRoutes),
             pb::ResourceType::Unspecified => None,
         }
     }
@@ -96,6 +103,7 @@ impl Kind {
             Kind::ServiceVips => pb::ResourceType::ServiceVips,
             Kind::TrafficPolicy => pb::ResourceType::TrafficPolicy,
             Kind::Routes => pb::ResourceType::Routes,
+            Kind::GatewayRoutes => pb::ResourceType::GatewayRoutes,
         }
     }
 
@@ -107,6 +115,7 @@ impl Kind {
             Kind::ServiceVips => "service_vips",
             Kind::TrafficPolicy => "traffic_policy",
             Kind::Routes => "routes",
+            Kind::GatewayRoutes => "gateway_routes",
         }
     }
 }
@@ -140,7 +149,11 @@ pub fn key(index: usize, key: Option<&pb::ResourceKey>) -> Result<(Kind, String)
         Kind::TrustBundle | Kind::ServiceVips if !key.name.is_empty() => {
             return Err(ctx.err("key.name", "must be empty for this resource type"))
         }
-        Kind::Service | Kind::Endpoints | Kind::TrafficPolicy | Kind::Routes => {
+        Kind::Service
+        | Kind::Endpoints
+        | Kind::TrafficPolicy
+        | Kind::Routes
+        | Kind::GatewayRoutes => {
             if let Err(e) = ServiceKey::parse(&key.name) {
                 return Err(ctx.err("key.name", e.to_string()));
             }
@@ -181,6 +194,14 @@ pub fn resource(index: usize, r: &pb::Resource) -> Result<Converted, ConvertErro
         }),
         (Kind::Routes, Some(Body::Routes(r))) => Ok(Converted::Routes {
             routes: Arc::new(routes::routes(&ctx, &name, r)?),
+            key: name,
+        }),
+        (Kind::GatewayRoutes, Some(Body::Routes(r))) => Ok(Converted::GatewayRoutes {
+            routes: Some(Arc::new(routes::routes(&ctx, &name, r)?)),
+            key: name,
+        }),
+        (Kind::GatewayRoutes, Some(Body::NotFound(_))) => Ok(Converted::GatewayRoutes {
+            routes: None,
             key: name,
         }),
         (_, None) => Err(ctx.err("body", "missing")),

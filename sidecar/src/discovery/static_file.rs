@@ -167,6 +167,7 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<StaticConfig, Static
             services,
             versions,
             vips,
+            gateway_routes: Default::default(),
             complete: true,
         },
     })

@@ -20,7 +20,7 @@ use super::plan::{Destination, Plan, PlanError};
 use super::retry::{buffer_for_retry, Buffered, ReplayBody};
 use super::route::{self, FilterOutcome};
 use super::Outbound;
-use crate::core::directory::routes::{Backend, Filter, Mirror, RouteRule};
+use crate::core::directory::routes::{Backend, Filter, Mirror, RouteRule, ServiceRoutes};
 use crate::core::http::{empty, proxy_error, Body, Caller};
 use crate::metrics::{Direction, ErrorKind};
 
@@ -37,10 +37,10 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a routed request has nowhere to go.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("no route of {service} port {port} matches {method} {path}")]
+    #[error("no route of {parent} matches {method} {path}")]
     NoMatch {
-        service: String,
-        port: u16,
+        /// `reviews.shop port 9080`, `gateway shop-gw.shop`.
+        parent: String,
         method: http::Method,
         path: String,
     },
@@ -83,10 +83,41 @@ impl RouteError {
     }
 }
 
+/// The routes a request is matched against, and what of the request they
+/// look at beyond the request itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Parent<'a> {
+    /// `<name>.<namespace>` of the Service or Gateway.
+    pub key: &'a str,
+    pub routes: &'a ServiceRoutes,
+    /// The port of the parent Service the request was sent to; 0 for a
+    /// Gateway, whose routes name no ports.
+    pub port: u16,
+    /// The request's host (lowercase, no port), checked against route
+    /// hostnames: the gateway's; None for a Service (GAMMA), whose
+    /// routes apply whatever name the caller used.
+    pub host: Option<&'a str>,
+}
+
+impl Parent<'_> {
+    fn describe(&self) -> String {
+        match self.host {
+            None => format!("{} port {}", self.key, self.port),
+            Some(_) => format!("gateway {}", self.key),
+        }
+    }
+}
+
+/// A routed request's answer and the backend service it went to, if it
+/// got that far (the metric label of a gateway's requests).
+pub struct Routed {
+    pub response: Response<Body>,
+    pub backend: Option<String>,
+}
+
 impl Outbound {
     /// Sends `req`, addressed to a routed port of `plan`'s service, where
-    /// its routes say. `label` is the parent's key (the metric label of the
-    /// request).
+    /// its routes say.
     pub(super) async fn call_routed(
         self: &Arc<Self>,
         direction: Direction,
@@ -95,22 +126,47 @@ impl Outbound {
         req: Request<Body>,
         caller: Caller,
     ) -> Response<Body> {
-        let parent = plan.service.key();
-        let Some(selected) = route::select(&plan.routes, plan.port.port, &req, None) else {
+        let key = plan.service.key();
+        let parent = Parent {
+            key: &key,
+            routes: &plan.routes,
+            port: plan.port.port,
+            host: None,
+        };
+        self.route(direction, parent, authority, req, caller)
+            .await
+            .response
+    }
+
+    /// Sends `req` where `parent`'s routes say: the rule that takes it,
+    /// its filters, a backend by weight, that backend's service under its
+    /// own policy, the response filters.
+    pub(crate) async fn route(
+        self: &Arc<Self>,
+        direction: Direction,
+        parent: Parent<'_>,
+        authority: &str,
+        req: Request<Body>,
+        caller: Caller,
+    ) -> Routed {
+        let unrouted = |response| Routed {
+            response,
+            backend: None,
+        };
+        let Some(selected) = route::select(parent.routes, parent.port, &req, parent.host) else {
             let e = RouteError::NoMatch {
-                service: parent.clone(),
-                port: plan.port.port,
+                parent: parent.describe(),
                 method: req.method().clone(),
                 path: req.uri().path().to_string(),
             };
-            return self.route_fail(direction, &parent, &e, caller);
+            return unrouted(self.route_fail(direction, parent.key, &e, caller));
         };
         let (route, rule) = (selected.route, selected.rule);
         let (mut parts, body) = req.into_parts();
         if let FilterOutcome::Redirect(r) =
             route::apply_request_filters(&rule.filters, &mut parts, selected.matched)
         {
-            return redirect(r);
+            return unrouted(redirect(r));
         }
         let roll = rand::thread_rng().gen_range(0..route::total_weight(rule).max(1));
         let Some(backend) = route::pick_backend(rule, roll) else {
@@ -118,17 +174,20 @@ impl Outbound {
                 route: route.name.clone(),
                 rule: selected.rule_index,
             };
-            return self.route_fail(direction, &parent, &e, caller);
+            return unrouted(self.route_fail(direction, parent.key, &e, caller));
         };
         if let FilterOutcome::Redirect(r) =
             route::apply_request_filters(&backend.filters, &mut parts, selected.matched)
         {
-            return redirect(r);
+            return unrouted(redirect(r));
         }
+        // A Gateway's routes name every backend's port (the controller
+        // requires it); a Service's may leave it to the request's.
+        let port = backend.port.or((parent.port != 0).then_some(parent.port));
         let dest = Destination {
             host: backend.service_key.clone(),
             service_key: backend.service_key.clone(),
-            port: Some(backend.port.unwrap_or(plan.port.port)),
+            port,
         };
         let target = match self.resolve(&dest).await {
             Ok(target) => target,
@@ -138,19 +197,17 @@ impl Outbound {
                     backend: backend.service_key.clone(),
                     source,
                 };
-                return self.route_fail(direction, &parent, &e, caller);
+                return unrouted(self.route_fail(direction, parent.key, &e, caller));
             }
         };
         // A rewritten host is the authority the backend is called with.
         let authority = rewritten_authority(rule, backend, &parts)
             .unwrap_or(authority)
             .to_string();
-        let body = self
-            .mirror(rule, backend, &parts, body, plan.port.port)
-            .await;
+        let body = self.mirror(rule, backend, &parts, body, port).await;
         let body = match body {
             Ok(body) => body,
-            Err(e) => return self.fail(direction, &parent, &e, caller),
+            Err(e) => return unrouted(self.fail(direction, parent.key, &e, caller)),
         };
         let overrides = RuleOverrides {
             fault: fault_of(&rule.filters).or(fault_of(&backend.filters)),
@@ -167,7 +224,10 @@ impl Outbound {
             .await;
         route::apply_response_filters(&rule.filters, res.headers_mut());
         route::apply_response_filters(&backend.filters, res.headers_mut());
-        res
+        Routed {
+            response: res,
+            backend: Some(backend.service_key.clone()),
+        }
     }
 
     fn route_fail(
@@ -192,7 +252,7 @@ impl Outbound {
         backend: &Backend,
         parts: &Parts,
         body: Body,
-        port: u16,
+        port: Option<u16>,
     ) -> Result<Body, ForwardError> {
         let roll = rand::thread_rng().gen_range(0..100);
         let mut targets = route::mirror_targets(&rule.filters, roll);
@@ -244,7 +304,7 @@ impl Outbound {
         let dest = Destination {
             host: copy.target.service_key.clone(),
             service_key: copy.target.service_key.clone(),
-            port: Some(copy.target.port.unwrap_or(copy.port)),
+            port: copy.target.port.or(copy.port),
         };
         let plan = match self.resolve(&dest).await {
             Ok(plan) => plan,
@@ -291,7 +351,8 @@ struct MirrorCopy {
     head: Parts,
     body: ReplayBody,
     target: Mirror,
-    port: u16,
+    /// The primary request's port, for a mirror that names none.
+    port: Option<u16>,
 }
 
 /// A copy of a request head (extensions are left out: they hold the

@@ -465,7 +465,7 @@ async fn gateway_routes_by_host_and_prefix() {
     }];
     mesh._tasks.push(tokio::spawn(mycel_sidecar::gateway::serve(
         listener,
-        routes,
+        mycel_sidecar::gateway::RouteSource::Static(routes.into()),
         mesh.outbound.clone(),
         Server::standalone(Limits::default()),
     )));

@@ -24,6 +24,7 @@ use mycel_sidecar::core::directory::{
     Discovery, Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot, Subscriptions,
 };
 use mycel_sidecar::core::serve::{Limits, Server};
+use mycel_sidecar::gateway::{self, RouteSource};
 use mycel_sidecar::inbound::{self, InboundContext};
 use mycel_sidecar::metrics::ProxyMetrics;
 use mycel_sidecar::outbound::pool::PoolSettings;
@@ -43,6 +44,10 @@ struct Workload {
 
 struct Mesh {
     outbound_http: SocketAddr,
+    /// A gateway serving the Gateway `shop-gw.shop`.
+    gateway: SocketAddr,
+    /// A gateway serving a Gateway the controller has not answered for.
+    gateway_unanswered: SocketAddr,
     v1: Seen,
     v2: Seen,
     shadow: Seen,
@@ -302,6 +307,41 @@ fn reviews_routes() -> ServiceRoutes {
     }
 }
 
+/// The routes of the Gateway `shop-gw.shop`: the shop's public host to
+/// v1, any API host to v2.
+fn gateway_routes() -> ServiceRoutes {
+    let route = |name: &str, hostnames: Vec<String>, rules| Route {
+        name: name.into(),
+        kind: RouteKind::Http,
+        ports: vec![],
+        hostnames,
+        rules,
+    };
+    let to = |key: &str, p: &str| RouteRule {
+        matches: vec![prefix(p)],
+        filters: vec![],
+        backends: vec![Backend {
+            port: Some(PORT),
+            ..backend(key, 1)
+        }],
+        timeout: None,
+    };
+    ServiceRoutes {
+        routes: vec![
+            route(
+                "shop/www",
+                vec!["shop.example".into()],
+                vec![to("reviews-v1.shop", "/reviews")],
+            ),
+            route(
+                "shop/api",
+                vec!["*.api.example".into()],
+                vec![to("reviews-v2.shop", "/")],
+            ),
+        ],
+    }
+}
+
 async fn start() -> Mesh {
     mycel_test_support::init_tracing();
     let ca = TestCa::new("routes");
@@ -326,6 +366,10 @@ async fn start() -> Mesh {
     ] {
         snapshot.services.insert(key.into(), state);
     }
+    snapshot
+        .gateway_routes
+        .insert("shop-gw.shop".into(), Some(Arc::new(gateway_routes())));
+    snapshot.gateway_routes.insert("gone-gw.shop".into(), None);
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(snapshot));
     tasks.push(tokio::spawn(async move { tx.closed().await }));
     let outbound = Arc::new(Outbound::new(OutboundContext {
@@ -340,10 +384,25 @@ async fn start() -> Mesh {
     let http_listener = listen().await;
     let outbound_http = http_listener.local_addr().unwrap();
     tasks.push(tokio::spawn(
-        outbound.serve_http(http_listener, Server::standalone(Limits::default())),
+        outbound
+            .clone()
+            .serve_http(http_listener, Server::standalone(Limits::default())),
     ));
+    let mut gateways = Vec::new();
+    for key in ["shop-gw.shop", "later-gw.shop"] {
+        let listener = listen().await;
+        gateways.push(listener.local_addr().unwrap());
+        tasks.push(tokio::spawn(gateway::serve(
+            listener,
+            RouteSource::Gateway(key.into()),
+            outbound.clone(),
+            Server::standalone(Limits::default()),
+        )));
+    }
     Mesh {
         outbound_http,
+        gateway: gateways[0],
+        gateway_unanswered: gateways[1],
         v1: v1.seen,
         v2: v2.seen,
         shadow: shadow.seen,
@@ -387,7 +446,16 @@ impl Client {
         path: &str,
         headers: &[(&'static str, &'static str)],
     ) -> (StatusCode, HeaderMap, String) {
-        let mut b = Request::builder().uri(path).header("host", "reviews:9080");
+        self.get_from("reviews:9080", path, headers).await
+    }
+
+    async fn get_from(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut b = Request::builder().uri(path).header("host", host);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -519,4 +587,35 @@ async fn a_rule_fault_aborts_its_requests_only() {
     let (status, _, _) = client.get("/reviews/1", &[("x-user", "tester")]).await;
     assert_eq!(status, StatusCode::OK);
     assert!(mesh.v1.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_gateway_routes_by_its_gateway_routes_and_their_hostnames() {
+    let mesh = start().await;
+    let mut gw = Client::new(mesh.gateway).await;
+    let (status, _, body) = gw.get_from("shop.example", "/reviews/3", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v1 /reviews/3"));
+    let (status, _, body) = gw.get_from("eu.api.example:8080", "/reviews/3", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v2 /reviews/3"));
+    // Dot-segments are resolved before matching: still the shop's
+    // /reviews rule, still v1.
+    let (status, _, body) = gw.get_from("shop.example", "/x/../reviews/4", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v1 /reviews/4"));
+    // No route for this host: 404, and an external caller is told no more.
+    let (status, headers, body) = gw.get_from("other.example", "/reviews/3", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["mycel-proxy-error"], "no-route");
+    assert!(!body.contains("shop-gw"), "{body}");
+    // The apex is not covered by the wildcard.
+    let (status, _, _) = gw.get_from("api.example", "/", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_gateway_without_an_answer_for_its_gateway_is_unavailable() {
+    let mesh = start().await;
+    let mut gw = Client::new(mesh.gateway_unanswered).await;
+    let (status, headers, _) = gw.get_from("shop.example", "/reviews/3", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["mycel-proxy-error"], "no-answer");
 }
