@@ -21,6 +21,7 @@ use super::retry::{buffer_for_retry, Buffered, ReplayBody};
 use super::route::{self, FilterOutcome};
 use super::Outbound;
 use crate::core::directory::routes::{Backend, Filter, Mirror, RouteRule, ServiceRoutes};
+use crate::core::directory::Protocol;
 use crate::core::http::{empty, proxy_error, Body, Caller};
 use crate::metrics::{Direction, ErrorKind};
 
@@ -162,6 +163,9 @@ impl Outbound {
             return unrouted(self.route_fail(direction, parent.key, &e, caller));
         };
         let (route, rule) = (selected.route, selected.rule);
+        // An upgrade hands the caller's connection over: it cannot be
+        // copied, so it is never mirrored.
+        let upgrading = super::upgrade::wants_upgrade(&req, Protocol::Http);
         let (mut parts, body) = req.into_parts();
         if let FilterOutcome::Redirect(r) =
             route::apply_request_filters(&rule.filters, &mut parts, selected.matched)
@@ -204,7 +208,11 @@ impl Outbound {
         let authority = rewritten_authority(rule, backend, &parts)
             .unwrap_or(authority)
             .to_string();
-        let body = self.mirror(rule, backend, &parts, body, port).await;
+        let body = if upgrading {
+            Ok(body)
+        } else {
+            self.mirror(rule, backend, &parts, body, port).await
+        };
         let body = match body {
             Ok(body) => body,
             Err(e) => return unrouted(self.fail(direction, parent.key, &e, caller)),

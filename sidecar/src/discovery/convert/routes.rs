@@ -25,6 +25,9 @@ const MAX_ROUTES: usize = 256;
 const MAX_RULES: usize = 64;
 const MAX_MATCHES: usize = 64;
 const MAX_BACKENDS: usize = 64;
+/// Matches across every route of one parent: each request may be checked
+/// against all of them.
+const MAX_TOTAL_MATCHES: usize = 4096;
 
 pub(super) fn routes(ctx: &Ctx, key: &str, r: &pb::Routes) -> Result<ServiceRoutes, ConvertError> {
     if r.parent != key {
@@ -37,6 +40,18 @@ pub(super) fn routes(ctx: &Ctx, key: &str, r: &pb::Routes) -> Result<ServiceRout
         return Err(ctx.err(
             "routes.routes",
             format!("{} routes; at most {MAX_ROUTES}", r.routes.len()),
+        ));
+    }
+    let total: usize = r
+        .routes
+        .iter()
+        .flat_map(|route| &route.rules)
+        .map(|rule| rule.matches.len().max(1))
+        .sum();
+    if total > MAX_TOTAL_MATCHES {
+        return Err(ctx.err(
+            "routes.routes",
+            format!("{total} matches in all; at most {MAX_TOTAL_MATCHES}"),
         ));
     }
     let routes = r

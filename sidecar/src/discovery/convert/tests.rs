@@ -812,3 +812,31 @@ fn a_routes_resource_for_another_parent_is_refused() {
     let err = resource(0, &r).unwrap_err();
     assert_eq!(err.field, "routes.parent");
 }
+
+#[test]
+fn a_flood_of_matches_across_routes_is_refused() {
+    // 100 routes of 50 rules of one match: each within its own caps, too
+    // many for one request to be checked against.
+    let route = pb::Route {
+        name: "shop/many".into(),
+        kind: pb::RouteKind::Http as i32,
+        rules: vec![
+            pb::RouteRule {
+                matches: vec![pb::RouteMatch::default()],
+                ..Default::default()
+            };
+            50
+        ],
+        ..Default::default()
+    };
+    let r = pb::Resource {
+        key: key(pb::ResourceType::Routes, "reviews.shop"),
+        version: "r1".into(),
+        body: Some(Body::Routes(pb::Routes {
+            parent: "reviews.shop".into(),
+            routes: vec![route; 100],
+        })),
+    };
+    let err = resource(0, &r).unwrap_err().to_string();
+    assert!(err.contains("5000 matches in all; at most 4096"), "{err}");
+}
