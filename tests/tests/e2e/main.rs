@@ -28,6 +28,7 @@ mod k8s_policy;
 mod mtls;
 mod netns_init;
 mod netns_mesh;
+mod routing;
 mod shop;
 mod tcp_tunnel;
 mod traffic;

@@ -12,6 +12,7 @@ use crate::cluster::{self, spiffe, SHOP};
 #[ignore = "needs a kind cluster with Mycel and the shop: tests/kind/run.sh test"]
 async fn the_shop_answers_through_the_gateway_with_each_hop_seeing_its_callers_service_account() {
     let mut versions = BTreeSet::new();
+    let (mut v1, mut v2) = (0u32, 0u32);
     for _ in 0..20 {
         let reply = cluster::shop_get("/api/products")
             .await
@@ -42,6 +43,11 @@ async fn the_shop_answers_through_the_gateway_with_each_hop_seeing_its_callers_s
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
+            match version.as_str() {
+                "v1" => v1 += 1,
+                "v2" => v2 += 1,
+                _ => {}
+            }
             if version == "v2" {
                 assert_eq!(
                     product["reviews_ratings_caller"],
@@ -55,6 +61,14 @@ async fn the_shop_answers_through_the_gateway_with_each_hop_seeing_its_callers_s
     assert!(
         versions.contains("v1") && versions.contains("v2"),
         "both reviews versions answered: {versions:?}"
+    );
+    // The demo's GRPCRoute gives v2 one call in ten (round robin would
+    // give it half).
+    let share = f64::from(v2) / f64::from(v1 + v2);
+    assert!(
+        share <= 0.25,
+        "reviews v2 answered {v2} of {} calls: the GRPCRoute split is not applied",
+        v1 + v2
     );
     let page = cluster::shop_get("/").await.expect("the page");
     assert_eq!(page.status, 200);
