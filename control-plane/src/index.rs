@@ -23,8 +23,8 @@ pub use services::DuplicateService;
 pub use view::version_of;
 
 use crate::model::{
-    Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, ServicePolicy,
-    Workload,
+    Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Route, Service, ServiceKey,
+    ServicePolicy, Workload,
 };
 use services::Services;
 use view::ServiceResources;
@@ -50,6 +50,9 @@ pub struct Index {
     /// Traffic policies by the service they are attached to; kept while
     /// the service is unknown, since sources deliver them in any order.
     policies: BTreeMap<ServiceKey, ServicePolicy>,
+    /// Routes by their parent service, oldest first; kept while the
+    /// service is unknown, like policies.
+    routes: BTreeMap<ServiceKey, Vec<Route>>,
     resources: BTreeMap<ServiceKey, ServiceResources>,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
@@ -79,6 +82,7 @@ impl Index {
             service_vips: view::service_vips(std::iter::empty()),
             source_endpoints: BTreeMap::new(),
             policies: BTreeMap::new(),
+            routes: BTreeMap::new(),
             resources: BTreeMap::new(),
             proxies: BTreeMap::new(),
             next_conn: 1,
@@ -184,6 +188,47 @@ impl Index {
         if changed {
             self.recompute_services(BTreeSet::from([key.clone()]));
         }
+    }
+
+    /// Replaces every route (mesh.yaml is applied whole): the routes of
+    /// each parent service, oldest first. Only parents whose routes
+    /// changed are recomputed; an empty list counts as no routes.
+    pub fn apply_routes(&mut self, mut routes: BTreeMap<ServiceKey, Vec<Route>>) {
+        routes.retain(|_, r| !r.is_empty());
+        let mut changed: BTreeSet<ServiceKey> = self
+            .routes
+            .iter()
+            .filter(|(k, r)| routes.get(*k) != Some(*r))
+            .map(|(k, _)| k.clone())
+            .collect();
+        changed.extend(
+            routes
+                .iter()
+                .filter(|(k, r)| self.routes.get(*k) != Some(*r))
+                .map(|(k, _)| k.clone()),
+        );
+        self.routes = routes;
+        if !changed.is_empty() {
+            self.recompute_services(changed);
+        }
+    }
+
+    /// Sets the routes of one parent service, oldest first (a watch
+    /// event); an empty list removes them.
+    pub fn set_routes(&mut self, key: &ServiceKey, routes: Vec<Route>) {
+        let changed = if routes.is_empty() {
+            self.routes.remove(key).is_some()
+        } else {
+            self.routes.insert(key.clone(), routes.clone()) != Some(routes)
+        };
+        if changed {
+            self.recompute_services(BTreeSet::from([key.clone()]));
+        }
+    }
+
+    /// The routes attached to a service, oldest first.
+    pub fn routes(&self, key: &ServiceKey) -> &[Route] {
+        self.routes.get(key).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// The traffic policy attached to a service, if any.
@@ -350,7 +395,12 @@ impl Index {
                     eps.sort();
                     eps.dedup();
                 }
-                view::service_resources(svc, eps, self.policies.get(&key))
+                view::service_resources(
+                    svc,
+                    eps,
+                    self.policies.get(&key),
+                    self.routes.get(&key).map(Vec::as_slice),
+                )
             });
             let same = match (self.resources.get(&key), &next) {
                 (Some(a), Some(b)) => a.same_versions(b),

@@ -13,6 +13,8 @@ pub use mycel_api::names::ServiceKey;
 pub use mycel_api::protocol::Protocol;
 pub use mycel_crds::TrafficPolicySpec;
 
+pub use crate::routes::model::Route;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServicePort {
     pub name: String,
@@ -117,6 +119,7 @@ pub enum ResourceKind {
     TrustBundle,
     ServiceVips,
     TrafficPolicy,
+    Routes,
 }
 
 impl ResourceKind {
@@ -127,6 +130,7 @@ impl ResourceKind {
             Self::TrustBundle => "trust_bundle",
             Self::ServiceVips => "service_vips",
             Self::TrafficPolicy => "traffic_policy",
+            Self::Routes => "routes",
         }
     }
 }
@@ -156,6 +160,13 @@ impl ResourceKey {
     pub fn traffic_policy(key: &ServiceKey) -> Self {
         Self {
             kind: ResourceKind::TrafficPolicy,
+            name: key.to_string(),
+        }
+    }
+
+    pub fn routes(key: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::Routes,
             name: key.to_string(),
         }
     }
@@ -199,6 +210,11 @@ pub enum ResourceBody {
     TrafficPolicy {
         service: ServiceKey,
         policy: Box<ServicePolicy>,
+    },
+    /// The Gateway API routes attached to a service, oldest first.
+    Routes {
+        parent: ServiceKey,
+        routes: Vec<Route>,
     },
 }
 

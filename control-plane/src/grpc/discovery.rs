@@ -6,7 +6,7 @@
 //! changes. A bad or over-the-limit subscription is refused on its own (in
 //! the `refused` field of a response); it never ends the stream.
 
-mod session;
+pub(crate) mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
