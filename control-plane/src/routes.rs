@@ -28,6 +28,10 @@ pub use validate::PATTERN_SIZE_LIMIT;
 
 use crate::model::ServiceKey;
 
+/// The `controllerName` of this controller's entries in a route's
+/// `status.parents` (a Gateway API domain-prefixed path).
+pub const CONTROLLER_NAME: &str = "mycel.io/mesh-controller";
+
 /// Why a route is refused, for its status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
