@@ -405,6 +405,13 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
          failures with --ratings-error-rate 0.2 and mycel_retries_total on the\n  \
          frontend and reviews-v2 proxies' /metrics."
     );
+    let _ = writeln!(
+        out,
+        "Routing: a GRPCRoute splits reviews calls {}/{} between v1 and v2\n  \
+         (v2 shows stars): reload the page and watch the version change.",
+        100 - plan::REVIEWS_V2_PERCENT,
+        plan::REVIEWS_V2_PERCENT
+    );
     let described = faults.describe();
     if !described.is_empty() {
         let _ = writeln!(out, "\nFaults injected:");

@@ -134,6 +134,7 @@ fn hello_params(config: &Config) -> HelloParams {
         },
         register: config.mode == Mode::Sidecar,
         mode: config.mode.as_str().to_string(),
+        gateway: config.gateway.clone().unwrap_or_default(),
     }
 }
 
@@ -417,12 +418,11 @@ async fn serve_data_path(
         );
     }
     if let (Mode::Gateway, Some(listener)) = (config.mode, l.listen) {
-        set.spawn(gateway::serve(
-            listener,
-            config.routes.clone(),
-            outbound,
-            server.clone(),
-        ));
+        let routes = match &config.gateway {
+            Some(key) => gateway::RouteSource::Gateway(key.as_str().into()),
+            None => gateway::RouteSource::Static(config.routes.clone().into()),
+        };
+        set.spawn(gateway::serve(listener, routes, outbound, server.clone()));
     }
     // The listeners run until the proxy drains; one ending before is logged.
     while let Some(ended) = set.join_next().await {

@@ -56,6 +56,7 @@ pub mod names {
     pub const ZONE: &str = "zone";
     pub const LISTEN: &str = "listen";
     pub const ROUTE: &str = "route";
+    pub const GATEWAY: &str = "gateway";
     pub const TRANSPARENT_OUTBOUND: &str = "transparent-outbound";
     pub const INBOUND_CAPTURE: &str = "inbound-capture";
     pub const MTLS_MODE: &str = "mtls-mode";
@@ -289,6 +290,9 @@ pub struct Config {
     pub cluster_domain: String,
     pub listen: Option<SocketAddr>,
     pub routes: Vec<GatewayRoute>,
+    /// Gateway mode: `<name>.<namespace>` of the Gateway (Gateway API)
+    /// whose routes the controller sends, in place of `routes`.
+    pub gateway: Option<String>,
     pub transparent: TransparentConfig,
     /// Runtime worker threads: one for a sidecar unless asked (a request
     /// that stays on one thread wakes no other; measured in
@@ -494,15 +498,27 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
                 when: in_mode,
             })
         }
-        Mode::Gateway if a.route.is_empty() => {
+        Mode::Gateway if a.route.is_empty() && a.gateway.is_none() => {
             return Err(ConfigError::Missing {
-                needed: Needed::AtLeastOne(ROUTE),
+                needed: Needed::OneOf(ROUTE, GATEWAY),
                 when: in_mode,
             })
         }
         _ => {}
     }
 
+    let gateway_key = match &a.gateway {
+        Some(name) => Some(
+            mycel_api::names::ServiceKey::new(name, &namespace)
+                .map_err(|e| ConfigError::Value {
+                    flag: GATEWAY,
+                    value: name.clone(),
+                    reason: ValueError::Name(e),
+                })?
+                .into_string(),
+        ),
+        None => None,
+    };
     Ok(Config {
         mode: a.mode,
         source,
@@ -525,6 +541,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         cluster_domain: a.cluster_domain,
         listen: a.listen,
         routes: a.route,
+        gateway: gateway_key,
         transparent: TransparentConfig {
             outbound: a.transparent_outbound,
             inbound_capture: a.inbound_capture,

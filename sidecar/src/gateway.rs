@@ -1,6 +1,9 @@
-//! Gateway mode: a plaintext HTTP listener (HTTP/1.1 and h2c) that routes by
-//! host and path prefix to mesh services, through the same outbound pool
-//! and identity checks as a sidecar.
+//! Gateway mode: a plaintext HTTP listener (HTTP/1.1 and h2c) that routes to
+//! mesh services, through the same outbound pool and identity checks as a
+//! sidecar. Routes are either the `--route` flags (host and path prefix) or
+//! the HTTPRoutes and GRPCRoutes of a Gateway (Gateway API) that the
+//! controller sends (`--gateway`), matched by the same engine as mesh
+//! routes.
 
 pub mod route;
 
@@ -12,21 +15,30 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::core::http::{boxed, proxy_error, Body, Caller};
+use crate::core::http::{boxed, proxy_error, redact_proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind};
 use crate::outbound::plan::Destination;
-use crate::outbound::{request_authority, Outbound};
+use crate::outbound::{request_authority, Outbound, Parent};
 pub use route::GatewayRoute;
+
+/// Where the gateway's routes come from.
+#[derive(Clone, Debug)]
+pub enum RouteSource {
+    /// `--route` flags.
+    Static(Arc<[GatewayRoute]>),
+    /// `<name>.<namespace>` of the Gateway whose routes the controller
+    /// sends.
+    Gateway(Arc<str>),
+}
 
 /// Serves the gateway listener until the task is dropped.
 pub fn serve(
     listener: TcpListener,
-    routes: Vec<GatewayRoute>,
+    routes: RouteSource,
     outbound: Arc<Outbound>,
     server: Server,
 ) -> impl Future<Output = ()> {
-    let routes: Arc<[GatewayRoute]> = routes.into();
     server.serve("gateway", listener, move |tcp, _, conn| {
         let (routes, outbound) = (routes.clone(), outbound.clone());
         async move {
@@ -60,8 +72,8 @@ fn refuse(
 }
 
 async fn handle(
-    routes: &[GatewayRoute],
-    outbound: &Outbound,
+    routes: &RouteSource,
+    outbound: &Arc<Outbound>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let caller = Caller::of(req.headers(), true);
@@ -113,6 +125,12 @@ async fn handle(
     }
     let authority = request_authority(&req).unwrap_or_default();
     let host = route::host_only(&authority).to_ascii_lowercase();
+    let routes = match routes {
+        RouteSource::Static(routes) => routes,
+        RouteSource::Gateway(key) => {
+            return gateway_api(outbound, key, &authority, &host, req, caller).await
+        }
+    };
     let Some(route) = route::select(routes, &host, &path) else {
         let detail = format!("no route for {host}{path}");
         return refuse(
@@ -144,4 +162,67 @@ async fn handle(
             Request::from_parts(parts, boxed(body)),
         )
         .await
+}
+
+/// A request routed by the Gateway API routes of the Gateway `key`.
+async fn gateway_api(
+    outbound: &Arc<Outbound>,
+    key: &str,
+    authority: &str,
+    host: &str,
+    req: Request<Incoming>,
+    caller: Caller,
+) -> Response<Body> {
+    let snapshot = outbound.snapshot();
+    let routes = match snapshot.gateway_routes.get(key) {
+        Some(Some(routes)) => routes,
+        Some(None) => {
+            let detail = format!("gateway {key} does not exist at the controller");
+            return refuse(
+                outbound,
+                caller,
+                StatusCode::NOT_FOUND,
+                ErrorKind::NoRoute,
+                &detail,
+            );
+        }
+        None => {
+            let detail = format!("no routes from the control plane yet for gateway {key}");
+            return refuse(
+                outbound,
+                caller,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::NoAnswer,
+                &detail,
+            );
+        }
+    };
+    if authority.is_empty() {
+        return refuse(
+            outbound,
+            caller,
+            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
+            "the request names no host",
+        );
+    }
+    let parent = Parent {
+        key,
+        routes,
+        port: 0,
+        host: Some(host),
+    };
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, boxed(body));
+    let routed = outbound
+        .route(Direction::Gateway, parent, authority, req, caller)
+        .await;
+    let label = routed
+        .backend
+        .as_deref()
+        .unwrap_or(crate::outbound::UNKNOWN_SERVICE_LABEL);
+    outbound
+        .metrics()
+        .request(Direction::Gateway, label, routed.response.status().as_u16());
+    redact_proxy_error(routed.response, caller)
 }

@@ -240,6 +240,7 @@ pub struct ProxyMetrics {
     ejections: Family<ServiceReasonLabels, Counter>,
     overflow: Family<ServiceReasonLabels, Counter>,
     faults: Family<ServiceReasonLabels, Counter>,
+    mirrors: Family<ServiceReasonLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -256,6 +257,7 @@ impl ProxyMetrics {
             ejections: Family::default(),
             overflow: Family::default(),
             faults: Family::default(),
+            mirrors: Family::default(),
         };
         registry.register(
             "mycel_requests",
@@ -312,6 +314,11 @@ impl ProxyMetrics {
             "Requests delayed or aborted on purpose by a traffic policy's fault",
             m.faults.clone(),
         );
+        registry.register(
+            "mycel_mirrored_requests",
+            "Request copies a route's mirror filter sent, or skipped (body too large to copy, too many copies in flight)",
+            m.mirrors.clone(),
+        );
         m
     }
 
@@ -350,6 +357,12 @@ impl ProxyMetrics {
 
     pub fn fault(&self, service: &str, kind: &'static str) {
         Self::service_reason(&self.faults, service, kind).inc();
+    }
+
+    /// Counts a mirror copy of a request to `service` (the mirror target):
+    /// `sent`, `body_too_large` or `busy`.
+    pub fn mirror(&self, service: &str, result: &'static str) {
+        Self::service_reason(&self.mirrors, service, result).inc();
     }
 
     /// Counts one captured connection (transparent mode).

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod pool;
 pub mod retry;
 pub mod route;
+mod routed;
 mod tcp;
 pub mod transparent;
 mod upgrade;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub use forward::{ForwardError, TunnelGuard, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
+pub use routed::{Parent, Routed};
 
 use crate::core::credentials::IdentityState;
 use crate::core::directory::Discovery;
@@ -56,6 +58,8 @@ pub struct Outbound {
     budgets: retry::Budgets,
     breakers: breaker::Breakers,
     retry_buffers: call::RetryBuffers,
+    /// Mirror copies in flight (see `routed`).
+    mirrors: Arc<tokio::sync::Semaphore>,
     zone: String,
 }
 
@@ -73,6 +77,7 @@ impl Outbound {
             budgets: retry::Budgets::default(),
             breakers: breaker::Breakers::default(),
             retry_buffers: call::RetryBuffers::new(call::RETRY_BUFFER_TOTAL_KIB),
+            mirrors: Arc::new(tokio::sync::Semaphore::new(routed::MIRRORS_IN_FLIGHT)),
             zone: ctx.zone,
         }
     }
@@ -112,6 +117,11 @@ impl Outbound {
 
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
+    }
+
+    /// What discovery knows now.
+    pub fn snapshot(&self) -> Arc<crate::core::directory::Snapshot> {
+        self.discovery.snapshot()
     }
 }
 

@@ -329,7 +329,44 @@ pub fn policies(plan: &DemoPlan) -> Vec<mycel_crds::TrafficPolicy> {
     vec![policy]
 }
 
-/// `mesh.yaml`: the Services and traffic policies as YAML documents.
+/// Share of reviews calls that v2 answers, in percent.
+pub const REVIEWS_V2_PERCENT: u32 = 10;
+
+/// The shop's routes: a GRPCRoute on the `reviews` Service (GAMMA) that
+/// splits its calls between `reviews-v1` and `reviews-v2`, so the page
+/// shows v2 (with stars) for about one product in ten. Empty when the plan
+/// has no two reviews versions.
+pub fn routes(plan: &DemoPlan) -> Vec<serde_json::Value> {
+    let versions: Vec<&str> = plan
+        .workloads
+        .iter()
+        .filter(|w| w.service == "reviews")
+        .filter_map(|w| w.version)
+        .collect();
+    if versions != ["v1", "v2"] || plan.target_port("reviews").is_none() {
+        return Vec::new();
+    }
+    let Some((_, port, _)) = SERVICES.iter().find(|(name, _, _)| *name == "reviews") else {
+        return Vec::new();
+    };
+    vec![serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": "reviews-split", "namespace": NAMESPACE},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "reviews", "port": port}],
+            "rules": [{
+                "backendRefs": [
+                    {"name": "reviews-v1", "port": port, "weight": 100 - REVIEWS_V2_PERCENT},
+                    {"name": "reviews-v2", "port": port, "weight": REVIEWS_V2_PERCENT},
+                ],
+            }],
+        },
+    })]
+}
+
+/// `mesh.yaml`: the Services, traffic policies and routes as YAML
+/// documents.
 pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::from("# Written by `mycelctl demo`.\n");
     for doc in services(plan) {
@@ -337,6 +374,10 @@ pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }
     for doc in policies(plan) {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&doc)?);
+    }
+    for doc in routes(plan) {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }

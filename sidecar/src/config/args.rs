@@ -137,6 +137,12 @@ pub(super) struct Args {
     #[arg(long = ROUTE, value_name = "[HOST]/PREFIX=SVC.NS:PORT", value_parser = parse::route,
           help_heading = heading::GATEWAY)]
     pub route: Vec<GatewayRoute>,
+    /// The Gateway (Gateway API, in --namespace) whose HTTPRoutes and
+    /// GRPCRoutes this gateway serves, sent by the controller; instead of
+    /// --route.
+    #[arg(long = GATEWAY, value_name = "NAME", conflicts_with_all = ["route", "static_config"],
+          help_heading = heading::GATEWAY)]
+    pub gateway: Option<String>,
 
     /// Listener for outbound connections captured by iptables (`mycel-proxy init`).
     #[arg(long = TRANSPARENT_OUTBOUND, value_name = "ADDR", help_heading = heading::TRANSPARENT)]

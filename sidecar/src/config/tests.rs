@@ -296,7 +296,33 @@ fn errors_name_the_problem() {
         (
             ctl(&["--mode", "gateway", "--listen", "127.0.0.1:1"]),
             vec![],
-            "at least one --route",
+            "one of --route or --gateway is required in gateway mode",
+        ),
+        (
+            ctl(&[
+                "--mode",
+                "gateway",
+                "--listen",
+                "127.0.0.1:1",
+                "--route",
+                "/=a.b:1",
+                "--gateway",
+                "shop-gw",
+            ]),
+            vec![],
+            "the argument '--route <[HOST]/PREFIX=SVC.NS:PORT>' cannot be used with '--gateway <NAME>'",
+        ),
+        (
+            ctl(&[
+                "--mode",
+                "gateway",
+                "--listen",
+                "127.0.0.1:1",
+                "--gateway",
+                "Shop_GW",
+            ]),
+            vec![],
+            "--gateway \"Shop_GW\":",
         ),
         (
             ctl(&[
@@ -580,7 +606,7 @@ fn missing_settings_are_typed() {
         ),
         (
             ctl(&["--mode", "gateway", "--listen", "127.0.0.1:1"]),
-            Needed::AtLeastOne(names::ROUTE),
+            Needed::OneOf(names::ROUTE, names::GATEWAY),
             When::InMode(Mode::Gateway),
         ),
         (

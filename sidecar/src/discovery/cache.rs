@@ -11,6 +11,7 @@ use rustls_pki_types::CertificateDer;
 use super::convert::{self, ConvertError, Converted, Kind};
 use crate::core::directory::model::{Endpoint, Service, ServiceState, Snapshot};
 use crate::core::directory::policy::TrafficPolicy;
+use crate::core::directory::routes::ServiceRoutes;
 
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -18,6 +19,9 @@ pub struct Cache {
     services: BTreeMap<String, Option<Arc<Service>>>,
     endpoints: BTreeMap<String, Arc<[Endpoint]>>,
     policies: BTreeMap<String, Arc<TrafficPolicy>>,
+    routes: BTreeMap<String, Arc<ServiceRoutes>>,
+    /// `None` = the controller says the Gateway does not exist.
+    gateway_routes: BTreeMap<String, Option<Arc<ServiceRoutes>>>,
     vips: BTreeMap<std::net::IpAddr, String>,
     versions: BTreeMap<(Kind, String), String>,
 }
@@ -68,6 +72,12 @@ impl Cache {
                 Kind::TrafficPolicy => {
                     self.policies.remove(&name);
                 }
+                Kind::Routes => {
+                    self.routes.remove(&name);
+                }
+                Kind::GatewayRoutes => {
+                    self.gateway_routes.remove(&name);
+                }
             }
             self.versions.remove(&(kind, name));
         }
@@ -87,6 +97,12 @@ impl Cache {
                 Converted::TrafficPolicy { key, policy } => {
                     self.policies.insert(key, policy);
                 }
+                Converted::Routes { key, routes } => {
+                    self.routes.insert(key, routes);
+                }
+                Converted::GatewayRoutes { key, routes } => {
+                    self.gateway_routes.insert(key, routes);
+                }
             }
             self.versions.insert((kind, name), version);
         }
@@ -99,7 +115,13 @@ impl Cache {
         self.services.remove(key);
         self.endpoints.remove(key);
         self.policies.remove(key);
-        for kind in [Kind::Service, Kind::Endpoints, Kind::TrafficPolicy] {
+        self.routes.remove(key);
+        for kind in [
+            Kind::Service,
+            Kind::Endpoints,
+            Kind::TrafficPolicy,
+            Kind::Routes,
+        ] {
             self.versions.remove(&(kind, key.to_string()));
         }
     }
@@ -121,6 +143,7 @@ impl Cache {
                         .cloned()
                         .unwrap_or_else(|| Arc::from(Vec::new())),
                     policy: self.policies.get(key).cloned().unwrap_or_default(),
+                    routes: self.routes.get(key).cloned().unwrap_or_default(),
                 },
             };
             services.insert(key.clone(), state);
@@ -134,6 +157,7 @@ impl Cache {
             services,
             versions,
             vips: self.vips.clone(),
+            gateway_routes: self.gateway_routes.clone(),
             complete: false,
         }
     }

@@ -65,6 +65,9 @@ pub struct HelloParams {
     pub workload: pb::Workload,
     pub register: bool,
     pub mode: String,
+    /// `<name>.<namespace>` of the Gateway whose routes to receive; "" for
+    /// none.
+    pub gateway: String,
 }
 
 pub struct DiscoveryClient<C> {
@@ -147,6 +150,7 @@ impl<C: Connect> DiscoveryClient<C> {
             subscriptions: self.subscriptions.all(),
             known: self.cache.known(),
             mode: self.hello.mode.clone(),
+            gateway: self.hello.gateway.clone(),
         }))
     }
 

@@ -4,6 +4,7 @@
 //! snapshot stays in use.
 
 mod policy;
+mod routes;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -19,6 +20,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::core::directory::model::{Endpoint, Protocol, Service, ServicePort};
 use crate::core::directory::policy::TrafficPolicy;
+use crate::core::directory::routes::ServiceRoutes;
 
 /// A resource, converted. Keyed by service key except the trust bundle.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +47,16 @@ pub enum Converted {
         key: String,
         policy: Arc<TrafficPolicy>,
     },
+    /// The routes whose parent is the service `key`.
+    Routes {
+        key: String,
+        routes: Arc<ServiceRoutes>,
+    },
+    /// The routes attached to the Gateway `key`; None: no such Gateway.
+    GatewayRoutes {
+        key: String,
+        routes: Option<Arc<ServiceRoutes>>,
+    },
 }
 
 /// Which resource and which field are wrong, and why.
@@ -65,6 +77,8 @@ pub enum Kind {
     TrustBundle,
     ServiceVips,
     TrafficPolicy,
+    Routes,
+    GatewayRoutes,
 }
 
 impl Kind {
@@ -75,6 +89,8 @@ impl Kind {
             pb::ResourceType::TrustBundle => Some(Kind::TrustBundle),
             pb::ResourceType::ServiceVips => Some(Kind::ServiceVips),
             pb::ResourceType::TrafficPolicy => Some(Kind::TrafficPolicy),
+            pb::ResourceType::Routes => Some(Kind::Routes),
+            pb::ResourceType::GatewayRoutes => Some(Kind::GatewayRoutes),
             pb::ResourceType::Unspecified => None,
         }
     }
@@ -86,6 +102,8 @@ impl Kind {
             Kind::TrustBundle => pb::ResourceType::TrustBundle,
             Kind::ServiceVips => pb::ResourceType::ServiceVips,
             Kind::TrafficPolicy => pb::ResourceType::TrafficPolicy,
+            Kind::Routes => pb::ResourceType::Routes,
+            Kind::GatewayRoutes => pb::ResourceType::GatewayRoutes,
         }
     }
 
@@ -96,6 +114,8 @@ impl Kind {
             Kind::TrustBundle => "trust_bundle",
             Kind::ServiceVips => "service_vips",
             Kind::TrafficPolicy => "traffic_policy",
+            Kind::Routes => "routes",
+            Kind::GatewayRoutes => "gateway_routes",
         }
     }
 }
@@ -129,7 +149,11 @@ pub fn key(index: usize, key: Option<&pb::ResourceKey>) -> Result<(Kind, String)
         Kind::TrustBundle | Kind::ServiceVips if !key.name.is_empty() => {
             return Err(ctx.err("key.name", "must be empty for this resource type"))
         }
-        Kind::Service | Kind::Endpoints | Kind::TrafficPolicy => {
+        Kind::Service
+        | Kind::Endpoints
+        | Kind::TrafficPolicy
+        | Kind::Routes
+        | Kind::GatewayRoutes => {
             if let Err(e) = ServiceKey::parse(&key.name) {
                 return Err(ctx.err("key.name", e.to_string()));
             }
@@ -166,6 +190,18 @@ pub fn resource(index: usize, r: &pb::Resource) -> Result<Converted, ConvertErro
         }),
         (Kind::TrafficPolicy, Some(Body::TrafficPolicy(p))) => Ok(Converted::TrafficPolicy {
             policy: Arc::new(policy::traffic_policy(&ctx, &name, p)?),
+            key: name,
+        }),
+        (Kind::Routes, Some(Body::Routes(r))) => Ok(Converted::Routes {
+            routes: Arc::new(routes::routes(&ctx, &name, r)?),
+            key: name,
+        }),
+        (Kind::GatewayRoutes, Some(Body::Routes(r))) => Ok(Converted::GatewayRoutes {
+            routes: Some(Arc::new(routes::routes(&ctx, &name, r)?)),
+            key: name,
+        }),
+        (Kind::GatewayRoutes, Some(Body::NotFound(_))) => Ok(Converted::GatewayRoutes {
+            routes: None,
             key: name,
         }),
         (_, None) => Err(ctx.err("body", "missing")),

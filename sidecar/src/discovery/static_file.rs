@@ -167,6 +167,7 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<StaticConfig, Static
             services,
             versions,
             vips,
+            gateway_routes: Default::default(),
             complete: true,
         },
     })
@@ -263,8 +264,10 @@ fn service(s: &RawService) -> Result<(String, ServiceState), FieldError> {
         ServiceState::Known {
             service: Arc::new(service),
             endpoints: endpoints.into(),
-            // A static file carries no policies: the defaults apply.
+            // A static file carries no policies or routes: the defaults
+            // apply and requests go to the service itself.
             policy: Default::default(),
+            routes: Default::default(),
         },
     ))
 }

@@ -59,6 +59,25 @@ struct Call<'a> {
     deadline: Option<Instant>,
 }
 
+/// What the route rule that chose the service changes in how it is
+/// called: its fault replaces the policy's, its request timeout the
+/// policy's. Empty for a request sent to a service directly.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RuleOverrides<'a> {
+    pub fault: Option<&'a Fault>,
+    pub timeout: Option<Duration>,
+}
+
+/// Who sent a request and how it named the service: the listener it came
+/// in on, what kind of caller it is (for error responses) and the
+/// authority passed on to the server's app.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Origin<'a> {
+    pub direction: Direction,
+    pub caller: Caller,
+    pub authority: &'a str,
+}
+
 /// How one try ended.
 struct Tried {
     result: Result<Response<Body>, ForwardError>,
@@ -71,22 +90,29 @@ impl Outbound {
     /// app's, or the proxy's own error response).
     pub(super) async fn call(
         &self,
-        direction: Direction,
         plan: &Plan,
         service: &str,
-        authority: &str,
         req: Request<Body>,
-        caller: Caller,
+        origin: Origin<'_>,
+        rule: RuleOverrides<'_>,
     ) -> Response<Body> {
+        let Origin {
+            direction,
+            caller,
+            authority,
+        } = origin;
         let rules = plan.rules();
-        if let Some(fault) = &rules.fault {
+        if let Some(fault) = rule.fault.or(rules.fault.as_ref()) {
             if let Some(res) = self.inject(fault, service, caller).await {
                 return res;
             }
         }
         let started = Instant::now();
-        let deadline =
-            effective_deadline(started, rules.timeouts.request, grpc_timeout(req.headers()));
+        let deadline = effective_deadline(
+            started,
+            rule.timeout.or(rules.timeouts.request),
+            grpc_timeout(req.headers()),
+        );
         let hash = match &rules.load_balancer.algorithm {
             Algorithm::RingHash { key, .. } | Algorithm::Maglev { key } => {
                 let source = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
@@ -147,7 +173,7 @@ impl Outbound {
         Some(proxy_error(
             status,
             ErrorKind::Fault,
-            format!("fault injected by the traffic policy of {service}"),
+            format!("fault injected by the traffic policy or route of {service}"),
             caller,
         ))
     }

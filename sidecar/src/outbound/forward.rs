@@ -114,7 +114,7 @@ impl Outbound {
     /// response naming what failed. `authority` is what the app addressed;
     /// the server side passes it on to its app.
     pub(crate) async fn forward(
-        &self,
+        self: &std::sync::Arc<Self>,
         direction: Direction,
         dest: &Destination,
         authority: &str,
@@ -124,9 +124,18 @@ impl Outbound {
         let (res, label) = match self.resolve(dest).await {
             Ok(plan) => {
                 let label = plan.service.key();
-                let res = self
-                    .call(direction, &plan, &label, authority, req, caller)
-                    .await;
+                let res = if plan.routed() {
+                    self.call_routed(direction, &plan, authority, req, caller)
+                        .await
+                } else {
+                    let origin = super::call::Origin {
+                        direction,
+                        caller,
+                        authority,
+                    };
+                    let rule = super::call::RuleOverrides::default();
+                    self.call(&plan, &label, req, origin, rule).await
+                };
                 (res, label)
             }
             Err(e) => {
@@ -398,6 +407,7 @@ mod tests {
             },
             endpoints: Arc::from(Vec::new()),
             policy: Default::default(),
+            routes: Default::default(),
         }
     }
 

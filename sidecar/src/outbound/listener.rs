@@ -40,7 +40,7 @@ pub(super) async fn serve_http(outbound: Arc<Outbound>, listener: TcpListener, s
         .await;
 }
 
-async fn handle(outbound: &Outbound, req: Request<Incoming>) -> Response<Body> {
+async fn handle(outbound: &Arc<Outbound>, req: Request<Incoming>) -> Response<Body> {
     let caller = Caller::of(req.headers(), false);
     if req.method() == http::Method::CONNECT {
         tracing::warn!(uri = %req.uri(), "outbound: CONNECT refused on the HTTP proxy");

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::core::directory::routes::ServiceRoutes;
 use crate::core::directory::{
     Endpoint, PolicyRules, Service, ServicePort, ServiceState, TrafficPolicy,
 };
@@ -28,6 +29,16 @@ pub struct Plan {
     pub endpoints: Arc<[Endpoint]>,
     /// The service's traffic policy; [`Plan::rules`] picks the port's.
     pub policy: Arc<TrafficPolicy>,
+    /// Routes whose parent is the service (GAMMA).
+    pub routes: Arc<ServiceRoutes>,
+}
+
+impl Plan {
+    /// True when the chosen port's requests are routed rather than sent to
+    /// the service's own endpoints.
+    pub fn routed(&self) -> bool {
+        self.routes.routes_port(self.port.port)
+    }
 }
 
 impl Plan {
@@ -186,9 +197,12 @@ pub fn plan(dest: &Destination, state: &ServiceState) -> Result<Plan, PlanError>
             service,
             endpoints,
             policy,
+            routes,
         } => {
             let port = choose_port(service, dest.port)?.clone();
-            if !endpoints.iter().any(|e| e.ready) {
+            // A routed port's requests go to the routes' backends: the
+            // parent itself may have no endpoints at all.
+            if !routes.routes_port(port.port) && !endpoints.iter().any(|e| e.ready) {
                 return Err(PlanError::NoReadyEndpoints(service.key()));
             }
             Ok(Plan {
@@ -196,6 +210,7 @@ pub fn plan(dest: &Destination, state: &ServiceState) -> Result<Plan, PlanError>
                 port,
                 endpoints: endpoints.clone(),
                 policy: policy.clone(),
+                routes: routes.clone(),
             })
         }
     }
@@ -229,6 +244,7 @@ mod tests {
     fn known(ports: Vec<ServicePort>, ready: &[bool]) -> ServiceState {
         ServiceState::Known {
             policy: Default::default(),
+            routes: Default::default(),
             service: Arc::new(Service {
                 name: "catalog".into(),
                 namespace: "shop".into(),

@@ -127,6 +127,7 @@ fn port(name: &str, port: u16, target_port: u16, protocol: Protocol) -> ServiceP
 
 fn service(name: &str, ports: Vec<ServicePort>, mesh_addr: SocketAddr, sa: &str) -> ServiceState {
     ServiceState::Known {
+        routes: Default::default(),
         policy: Default::default(),
         service: Arc::new(Service {
             name: name.into(),
@@ -464,7 +465,7 @@ async fn gateway_routes_by_host_and_prefix() {
     }];
     mesh._tasks.push(tokio::spawn(mycel_sidecar::gateway::serve(
         listener,
-        routes,
+        mycel_sidecar::gateway::RouteSource::Static(routes.into()),
         mesh.outbound.clone(),
         Server::standalone(Limits::default()),
     )));

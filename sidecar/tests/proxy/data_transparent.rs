@@ -192,6 +192,7 @@ async fn start() -> World {
     snapshot.services.insert(
         "ratings.shop".into(),
         ServiceState::Known {
+            routes: Default::default(),
             policy: Default::default(),
             service: Arc::new(Service {
                 name: "ratings".into(),

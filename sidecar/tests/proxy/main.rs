@@ -11,6 +11,7 @@
 
 mod control_binary;
 mod data_mesh;
+mod data_routes;
 mod data_tls;
 mod data_transparent;
 mod identity;

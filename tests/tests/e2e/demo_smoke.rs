@@ -126,6 +126,27 @@ async fn demo_starts_serves_and_stops_cleanly() {
     let page = http::get(gateway, "localhost", "/").await.unwrap();
     assert_eq!(page.status, 200);
 
+    // The demo's GRPCRoute sends about one reviews call in ten to v2.
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..40 {
+        let r = http::get(gateway, "localhost", "/api/products")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        for p in r.json()["products"].as_array().cloned().unwrap_or_default() {
+            match p["reviews_version"].as_str() {
+                Some("v1") => v1 += 1,
+                Some("v2") => v2 += 1,
+                other => panic!("reviews version {other:?} in {p:#}"),
+            }
+        }
+    }
+    let share = f64::from(v2) / f64::from(v1 + v2);
+    assert!(
+        v1 + v2 >= 80 && (0.02..=0.25).contains(&share),
+        "v1 {v1}, v2 {v2}: not a 90/10 split"
+    );
+
     let needle = data.display().to_string();
     assert!(
         processes_mentioning(&needle).len() >= 5,

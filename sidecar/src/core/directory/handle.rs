@@ -228,6 +228,7 @@ mod tests {
 
     fn known(name: &str) -> ServiceState {
         ServiceState::Known {
+            routes: Default::default(),
             policy: Default::default(),
             service: Arc::new(Service {
                 name: name.into(),

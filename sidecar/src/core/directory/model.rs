@@ -69,6 +69,9 @@ pub enum ServiceState {
         endpoints: Arc<[Endpoint]>,
         /// The defaults when the service has no policy.
         policy: Arc<super::policy::TrafficPolicy>,
+        /// Routes whose parent is this service (GAMMA); empty when none
+        /// attach, and requests go to the service itself.
+        routes: Arc<super::routes::ServiceRoutes>,
     },
 }
 
@@ -83,6 +86,10 @@ pub struct Snapshot {
     /// including services this proxy has not subscribed to.
     #[serde(serialize_with = "vip_table")]
     pub vips: BTreeMap<IpAddr, String>,
+    /// Gateway mode: the routes of the Gateway this proxy serves, keyed by
+    /// `<name>.<namespace>`; `None` when the controller says it does not
+    /// exist. Absent until the controller answers.
+    pub gateway_routes: BTreeMap<String, Option<Arc<super::routes::ServiceRoutes>>>,
     /// True when the snapshot holds every service there is (a static
     /// config file): a service missing from it does not exist, rather than
     /// waiting for a controller's answer.

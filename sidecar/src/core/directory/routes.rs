@@ -22,6 +22,16 @@ pub struct ServiceRoutes {
     pub routes: Vec<Route>,
 }
 
+impl ServiceRoutes {
+    /// True when some route attaches to `port` of the parent: its requests
+    /// are routed (and answered 404 when no rule matches them).
+    pub fn routes_port(&self, port: u16) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.ports.is_empty() || r.ports.contains(&port))
+    }
+}
+
 /// One HTTPRoute or GRPCRoute.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Route {
@@ -203,6 +213,9 @@ pub enum Filter {
     RequestRedirect(Redirect),
     UrlRewrite(UrlRewrite),
     RequestMirror(Mirror),
+    /// Faults for the rule's requests (a Mycel extension, from an
+    /// `ExtensionRef` to a TrafficPolicy), in place of the service's.
+    Fault(super::policy::Fault),
 }
 
 /// Each name appears at most once across the three lists (validation).

@@ -85,6 +85,7 @@ fn hello_params() -> HelloParams {
         },
         register: true,
         mode: "sidecar".into(),
+        gateway: String::new(),
     }
 }
 

@@ -297,7 +297,7 @@ fn outlier(
     })
 }
 
-fn fault(ctx: &Ctx, at: &str, f: &pb::Fault) -> Result<Fault, ConvertError> {
+pub(super) fn fault(ctx: &Ctx, at: &str, f: &pb::Fault) -> Result<Fault, ConvertError> {
     let delay = match &f.delay {
         Some(d) => {
             range(ctx, format!("{at}.delay.percent"), d.percent.into(), 0, 100)?;

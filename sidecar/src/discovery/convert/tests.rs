@@ -550,3 +550,293 @@ fn invalid_traffic_policies_nack_naming_the_field() {
         );
     }
 }
+
+fn exact(v: &str) -> Option<pb::StringMatch> {
+    Some(pb::StringMatch {
+        kind: Some(pb::string_match::Kind::Exact(v.into())),
+    })
+}
+
+fn backend(service: &str, weight: u32) -> pb::RouteBackend {
+    pb::RouteBackend {
+        service: service.into(),
+        port: 9080,
+        weight,
+        filters: vec![],
+    }
+}
+
+/// reviews: `x-user: tester` → v2; everything else 90/10 to v1/v2.
+fn split_route() -> pb::Route {
+    pb::Route {
+        name: "shop/reviews-split".into(),
+        kind: pb::RouteKind::Http as i32,
+        ports: vec![9080],
+        hostnames: vec![],
+        rules: vec![
+            pb::RouteRule {
+                matches: vec![pb::RouteMatch {
+                    headers: vec![pb::HeaderMatch {
+                        name: "x-user".into(),
+                        value: exact("tester"),
+                    }],
+                    ..Default::default()
+                }],
+                backends: vec![backend("reviews-v2.shop", 1)],
+                ..Default::default()
+            },
+            pb::RouteRule {
+                filters: vec![pb::RouteFilter {
+                    kind: Some(pb::route_filter::Kind::ResponseHeaderModifier(
+                        pb::HeaderModifier {
+                            set: vec![pb::HeaderPair {
+                                name: "x-split".into(),
+                                value: b"90-10".to_vec(),
+                            }],
+                            ..Default::default()
+                        },
+                    )),
+                }],
+                backends: vec![
+                    backend("reviews-v1.shop", 90),
+                    backend("reviews-v2.shop", 10),
+                ],
+                timeout_ms: 1_500,
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+fn routes_resource(route: pb::Route) -> pb::Resource {
+    pb::Resource {
+        key: key(pb::ResourceType::Routes, "reviews.shop"),
+        version: "r1".into(),
+        body: Some(Body::Routes(pb::Routes {
+            parent: "reviews.shop".into(),
+            routes: vec![route],
+        })),
+    }
+}
+
+#[test]
+fn routes_reach_the_snapshot_and_leave_it_when_withdrawn() {
+    let mut cache = Cache::default();
+    let resp = pb::DiscoveryResponse {
+        nonce: "n".into(),
+        resources: vec![
+            svc_resource("reviews", "shop"),
+            routes_resource(split_route()),
+        ],
+        ..Default::default()
+    };
+    cache.apply(&resp).unwrap();
+    let snap = cache.snapshot(&[]);
+    let Some(ServiceState::Known { routes, .. }) = snap.service("reviews.shop") else {
+        panic!("{snap:?}");
+    };
+    assert!(routes.routes_port(9080) && !routes.routes_port(80));
+    let rules = &routes.routes[0].rules;
+    assert_eq!(rules[1].backends[0].service_key, "reviews-v1.shop");
+    assert_eq!(rules[1].backends[0].port, Some(9080));
+    assert_eq!(
+        rules[1].timeout,
+        Some(std::time::Duration::from_millis(1_500))
+    );
+    assert_eq!(
+        snap.versions.get("routes/reviews.shop").map(String::as_str),
+        Some("r1")
+    );
+
+    cache
+        .apply(&pb::DiscoveryResponse {
+            nonce: "m".into(),
+            removed: vec![key(pb::ResourceType::Routes, "reviews.shop").unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+    let snap = cache.snapshot(&[]);
+    let Some(ServiceState::Known { routes, .. }) = snap.service("reviews.shop") else {
+        panic!("{snap:?}");
+    };
+    assert!(routes.routes.is_empty());
+}
+
+type RouteMutation = Box<dyn Fn(&mut pb::Route)>;
+
+#[test]
+fn invalid_routes_nack_naming_the_field() {
+    let filter = |kind| pb::RouteFilter { kind: Some(kind) };
+    let cases: Vec<(RouteMutation, &str)> = vec![
+        (
+            Box::new(|r| r.kind = 7),
+            "routes.routes[0].kind: unknown route kind 7",
+        ),
+        (
+            Box::new(|r| r.rules[0].matches[0].headers[0].name = "bad name".into()),
+            "routes.routes[0].rules[0].matches[0].headers[0].name",
+        ),
+        (
+            Box::new(|r| {
+                r.rules[0].matches[0].path = Some(pb::PathMatch {
+                    kind: Some(pb::path_match::Kind::Regex("\\w{1000}{1000}".into())),
+                })
+            }),
+            "routes.routes[0].rules[0].matches[0].path.regex",
+        ),
+        (
+            Box::new(|r| {
+                r.rules[0].matches[0].path = Some(pb::PathMatch {
+                    kind: Some(pb::path_match::Kind::Prefix("api".into())),
+                })
+            }),
+            "routes.routes[0].rules[0].matches[0].path: \"api\" does not start with '/'",
+        ),
+        (
+            Box::new(|r| r.rules[1].backends[0].service = "Reviews".into()),
+            "routes.routes[0].rules[1].backends[0].service",
+        ),
+        (
+            Box::new(|r| r.rules[1].backends[0].port = 70_000),
+            "routes.routes[0].rules[1].backends[0].port",
+        ),
+        (
+            Box::new(move |r| {
+                r.rules[1]
+                    .filters
+                    .push(filter(pb::route_filter::Kind::RequestRedirect(
+                        pb::RequestRedirect {
+                            status_code: 200,
+                            ..Default::default()
+                        },
+                    )))
+            }),
+            "routes.routes[0].rules[1].filters[1].request_redirect.status_code",
+        ),
+        (
+            Box::new(move |r| {
+                r.rules[1]
+                    .filters
+                    .push(filter(pb::route_filter::Kind::RequestHeaderModifier(
+                        pb::HeaderModifier {
+                            set: vec![pb::HeaderPair {
+                                name: "x-a".into(),
+                                value: b"1".to_vec(),
+                            }],
+                            remove: vec!["X-A".into()],
+                            ..Default::default()
+                        },
+                    )))
+            }),
+            "routes.routes[0].rules[1].filters[1].remove[0]: header x-a is named twice",
+        ),
+        (
+            Box::new(move |r| {
+                r.rules[1]
+                    .filters
+                    .push(filter(pb::route_filter::Kind::RequestHeaderModifier(
+                        pb::HeaderModifier {
+                            add: vec![pb::HeaderPair {
+                                name: "x-a".into(),
+                                value: b"line\nbreak".to_vec(),
+                            }],
+                            ..Default::default()
+                        },
+                    )))
+            }),
+            "routes.routes[0].rules[1].filters[1].add[0].value",
+        ),
+        (
+            Box::new(move |r| {
+                r.rules[0]
+                    .filters
+                    .push(filter(pb::route_filter::Kind::UrlRewrite(pb::UrlRewrite {
+                        hostname: String::new(),
+                        path: Some(pb::PathModifier {
+                            kind: Some(pb::path_modifier::Kind::ReplacePrefixMatch("/v2".into())),
+                        }),
+                    })));
+                r.rules[0].matches[0].path = Some(pb::PathMatch {
+                    kind: Some(pb::path_match::Kind::Exact("/x".into())),
+                });
+            }),
+            "routes.routes[0].rules[0].filters: ReplacePrefixMatch needs",
+        ),
+        (
+            Box::new(move |r| {
+                r.rules[1]
+                    .filters
+                    .push(filter(pb::route_filter::Kind::RequestMirror(
+                        pb::RequestMirror {
+                            service: "shadow.shop".into(),
+                            port: 0,
+                            percent: 101,
+                        },
+                    )))
+            }),
+            "routes.routes[0].rules[1].filters[1].request_mirror.percent",
+        ),
+        (
+            Box::new(|r| {
+                r.rules[0].matches[0].grpc = Some(pb::GrpcMethodMatch {
+                    service: exact("shop.Reviews"),
+                    method: None,
+                })
+            }),
+            "routes.routes[0].rules[0].matches[0].grpc: only a GRPCRoute",
+        ),
+        (
+            Box::new(|r| r.rules = vec![pb::RouteRule::default(); 65]),
+            "routes.routes[0].rules: 65 rules; at most 64",
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut route = split_route();
+        mutate(&mut route);
+        let err = resource(0, &routes_resource(route))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("resource routes/reviews.shop: {want}")),
+            "want {want}\n got {err}"
+        );
+    }
+}
+
+#[test]
+fn a_routes_resource_for_another_parent_is_refused() {
+    let mut r = routes_resource(split_route());
+    if let Some(Body::Routes(routes)) = &mut r.body {
+        routes.parent = "catalog.shop".into();
+    }
+    let err = resource(0, &r).unwrap_err();
+    assert_eq!(err.field, "routes.parent");
+}
+
+#[test]
+fn a_flood_of_matches_across_routes_is_refused() {
+    // 100 routes of 50 rules of one match: each within its own caps, too
+    // many for one request to be checked against.
+    let route = pb::Route {
+        name: "shop/many".into(),
+        kind: pb::RouteKind::Http as i32,
+        rules: vec![
+            pb::RouteRule {
+                matches: vec![pb::RouteMatch::default()],
+                ..Default::default()
+            };
+            50
+        ],
+        ..Default::default()
+    };
+    let r = pb::Resource {
+        key: key(pb::ResourceType::Routes, "reviews.shop"),
+        version: "r1".into(),
+        body: Some(Body::Routes(pb::Routes {
+            parent: "reviews.shop".into(),
+            routes: vec![route; 100],
+        })),
+    };
+    let err = resource(0, &r).unwrap_err().to_string();
+    assert!(err.contains("5000 matches in all; at most 4096"), "{err}");
+}

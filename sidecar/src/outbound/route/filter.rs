@@ -47,7 +47,7 @@ pub fn apply_request_filters(
                 return FilterOutcome::Redirect(redirect(r, parts, matched));
             }
             Filter::UrlRewrite(u) => rewrite(u, parts, matched),
-            Filter::ResponseHeaderModifier(_) | Filter::RequestMirror(_) => {}
+            Filter::ResponseHeaderModifier(_) | Filter::RequestMirror(_) | Filter::Fault(_) => {}
         }
     }
     FilterOutcome::Continue

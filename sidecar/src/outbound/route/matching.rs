@@ -196,9 +196,12 @@ pub(super) fn host_rank(hostnames: &[String], host: Option<&str>) -> Option<Host
 /// The precedence of a match that holds; the greater wins.
 ///
 /// HTTPRoute, in the spec's order: an `Exact` path, then a `PathPrefix` by
-/// its length, then a `RegularExpression` path (its place is left to
-/// implementations; here below every prefix); then a method match; then
-/// more header matches; then more query matches.
+/// its length; then a method match; then more header matches; then more
+/// query matches. The spec leaves the place of a `RegularExpression` path
+/// to implementations: here it ranks below `Exact` and above every prefix
+/// (a longer pattern first), as the more specific intent. Below the
+/// prefixes, a rule without matches (prefix `/`) would shadow every
+/// pattern of its route.
 ///
 /// GRPCRoute, in the spec's order: the characters of an exact service
 /// match, then of an exact method match, then the number of regular
@@ -217,10 +220,10 @@ impl Rank {
         let by_kind = match kind {
             RouteKind::Http => {
                 let (class, len) = match &m.path {
-                    Some(PathMatch::Exact(p)) => (2, p.len()),
+                    Some(PathMatch::Exact(p)) => (3, p.len()),
+                    Some(PathMatch::RegularExpression(p)) => (2, p.as_str().len()),
                     Some(PathMatch::PathPrefix(p)) => (1, prefix_len(p)),
                     None => (1, 1),
-                    Some(PathMatch::RegularExpression(_)) => (0, 0),
                 };
                 let query = first_of_each(&m.query, |q| q.name.as_str()).count();
                 [class, len, usize::from(m.method.is_some()), headers, query]

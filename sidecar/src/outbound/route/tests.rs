@@ -217,8 +217,10 @@ fn http_precedence() {
                 Some("login"),
             ),
             ("GET", "/api/login/x", NO, 80, Some("api")),
-            // A regular expression ranks below every prefix, `/` included.
-            ("GET", "/api/v3/items/7", NO, 80, Some("api")),
+            // A regular expression ranks above every prefix, below Exact.
+            ("GET", "/api/v3/items/7", NO, 80, Some("item-re")),
+            ("GET", "/api/v2/items/7", NO, 80, Some("item-re")),
+            ("GET", "/api/v3/items/x", NO, 80, Some("api")),
             // Method beats headers; more headers beat fewer; headers beat
             // query parameters.
             ("POST", "/api/x", NO, 80, Some("api-post")),

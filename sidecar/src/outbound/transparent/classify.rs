@@ -81,6 +81,7 @@ mod tests {
         s.services.insert(
             "ratings.shop".into(),
             ServiceState::Known {
+                routes: Default::default(),
                 policy: Default::default(),
                 service: Arc::new(Service {
                     name: "ratings".into(),

@@ -1,0 +1,412 @@
+//! A request to a port of a service that routes attach to (GAMMA): the
+//! route engine ([`super::route`]) picks the rule and the backend, the
+//! rule's filters rewrite the request (or answer it with a redirect), the
+//! backend service is called under its own traffic policy, and mirrors get
+//! a copy that never touches the caller's response.
+//!
+//! A backend is reached directly, never through its own routes: a route to
+//! the parent itself (a rule that only adds a header) would otherwise loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use rand::Rng;
+
+use super::call::{Origin, RuleOverrides};
+use super::forward::ForwardError;
+use super::plan::{Destination, Plan, PlanError};
+use super::retry::{buffer_for_retry, Buffered, ReplayBody};
+use super::route::{self, FilterOutcome};
+use super::Outbound;
+use crate::core::directory::routes::{Backend, Filter, Mirror, RouteRule, ServiceRoutes};
+use crate::core::directory::Protocol;
+use crate::core::http::{empty, proxy_error, Body, Caller};
+use crate::metrics::{Direction, ErrorKind};
+
+/// The largest request body copied to mirrors; a larger request is sent to
+/// its backend unmirrored (and counted), so a mirror never makes the proxy
+/// hold a big upload.
+pub(super) const MIRROR_BODY_LIMIT: usize = 64 * 1024;
+/// Mirror copies in flight at once across the proxy; past it copies are
+/// skipped, so a slow mirror target cannot pile up work.
+pub(super) const MIRRORS_IN_FLIGHT: usize = 128;
+/// How long a mirror copy may take before it is abandoned.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a routed request has nowhere to go.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("no route of {parent} matches {method} {path}")]
+    NoMatch {
+        /// `reviews.shop port 9080`, `gateway shop-gw.shop`.
+        parent: String,
+        method: http::Method,
+        path: String,
+    },
+    /// Gateway API: a rule without usable backends answers 500.
+    #[error("rule {rule} of route {route} has no backend with a weight")]
+    NoBackend { route: String, rule: usize },
+    #[error("backend {backend} of route {route}: {source}")]
+    Backend {
+        route: String,
+        backend: String,
+        source: PlanError,
+    },
+}
+
+impl RouteError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RouteError::NoMatch { .. } => StatusCode::NOT_FOUND,
+            RouteError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            // A backend that does not exist (or lacks the port) is the
+            // route's mistake: 500, as the Gateway API asks; one that exists
+            // but cannot be reached now is unavailable.
+            RouteError::Backend { source, .. } => match source {
+                PlanError::UnknownService(_)
+                | PlanError::NoSuchPort { .. }
+                | PlanError::AmbiguousPort { .. }
+                | PlanError::NoPorts(_)
+                | PlanError::BadHost(_)
+                | PlanError::BadAuthority(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => source.status(),
+            },
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RouteError::NoMatch { .. } | RouteError::NoBackend { .. } => ErrorKind::NoRoute,
+            RouteError::Backend { source, .. } => source.kind(),
+        }
+    }
+}
+
+/// The routes a request is matched against, and what of the request they
+/// look at beyond the request itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Parent<'a> {
+    /// `<name>.<namespace>` of the Service or Gateway.
+    pub key: &'a str,
+    pub routes: &'a ServiceRoutes,
+    /// The port of the parent Service the request was sent to; 0 for a
+    /// Gateway, whose routes name no ports.
+    pub port: u16,
+    /// The request's host (lowercase, no port), checked against route
+    /// hostnames: the gateway's; None for a Service (GAMMA), whose
+    /// routes apply whatever name the caller used.
+    pub host: Option<&'a str>,
+}
+
+impl Parent<'_> {
+    fn describe(&self) -> String {
+        match self.host {
+            None => format!("{} port {}", self.key, self.port),
+            Some(_) => format!("gateway {}", self.key),
+        }
+    }
+}
+
+/// A routed request's answer and the backend service it went to, if it
+/// got that far (the metric label of a gateway's requests).
+pub struct Routed {
+    pub response: Response<Body>,
+    pub backend: Option<String>,
+}
+
+impl Outbound {
+    /// Sends `req`, addressed to a routed port of `plan`'s service, where
+    /// its routes say.
+    pub(super) async fn call_routed(
+        self: &Arc<Self>,
+        direction: Direction,
+        plan: &Plan,
+        authority: &str,
+        req: Request<Body>,
+        caller: Caller,
+    ) -> Response<Body> {
+        let key = plan.service.key();
+        let parent = Parent {
+            key: &key,
+            routes: &plan.routes,
+            port: plan.port.port,
+            host: None,
+        };
+        self.route(direction, parent, authority, req, caller)
+            .await
+            .response
+    }
+
+    /// Sends `req` where `parent`'s routes say: the rule that takes it,
+    /// its filters, a backend by weight, that backend's service under its
+    /// own policy, the response filters.
+    pub(crate) async fn route(
+        self: &Arc<Self>,
+        direction: Direction,
+        parent: Parent<'_>,
+        authority: &str,
+        req: Request<Body>,
+        caller: Caller,
+    ) -> Routed {
+        let unrouted = |response| Routed {
+            response,
+            backend: None,
+        };
+        let Some(selected) = route::select(parent.routes, parent.port, &req, parent.host) else {
+            let e = RouteError::NoMatch {
+                parent: parent.describe(),
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+            };
+            return unrouted(self.route_fail(direction, parent.key, &e, caller));
+        };
+        let (route, rule) = (selected.route, selected.rule);
+        // An upgrade hands the caller's connection over: it cannot be
+        // copied, so it is never mirrored.
+        let upgrading = super::upgrade::wants_upgrade(&req, Protocol::Http);
+        let (mut parts, body) = req.into_parts();
+        if let FilterOutcome::Redirect(r) =
+            route::apply_request_filters(&rule.filters, &mut parts, selected.matched)
+        {
+            return unrouted(redirect(r));
+        }
+        let roll = rand::thread_rng().gen_range(0..route::total_weight(rule).max(1));
+        let Some(backend) = route::pick_backend(rule, roll) else {
+            let e = RouteError::NoBackend {
+                route: route.name.clone(),
+                rule: selected.rule_index,
+            };
+            return unrouted(self.route_fail(direction, parent.key, &e, caller));
+        };
+        if let FilterOutcome::Redirect(r) =
+            route::apply_request_filters(&backend.filters, &mut parts, selected.matched)
+        {
+            return unrouted(redirect(r));
+        }
+        // A Gateway's routes name every backend's port (the controller
+        // requires it); a Service's may leave it to the request's.
+        let port = backend.port.or((parent.port != 0).then_some(parent.port));
+        let dest = Destination {
+            host: backend.service_key.clone(),
+            service_key: backend.service_key.clone(),
+            port,
+        };
+        let target = match self.resolve(&dest).await {
+            Ok(target) => target,
+            Err(source) => {
+                let e = RouteError::Backend {
+                    route: route.name.clone(),
+                    backend: backend.service_key.clone(),
+                    source,
+                };
+                return unrouted(self.route_fail(direction, parent.key, &e, caller));
+            }
+        };
+        // A rewritten host is the authority the backend is called with.
+        let authority = rewritten_authority(rule, backend, &parts)
+            .unwrap_or(authority)
+            .to_string();
+        let body = if upgrading {
+            Ok(body)
+        } else {
+            self.mirror(rule, backend, &parts, body, port).await
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => return unrouted(self.fail(direction, parent.key, &e, caller)),
+        };
+        let overrides = RuleOverrides {
+            fault: fault_of(&rule.filters).or(fault_of(&backend.filters)),
+            timeout: rule.timeout,
+        };
+        let origin = Origin {
+            direction,
+            caller,
+            authority: &authority,
+        };
+        let req = Request::from_parts(parts, body);
+        let mut res = self
+            .call(&target, &backend.service_key, req, origin, overrides)
+            .await;
+        route::apply_response_filters(&rule.filters, res.headers_mut());
+        route::apply_response_filters(&backend.filters, res.headers_mut());
+        Routed {
+            response: res,
+            backend: Some(backend.service_key.clone()),
+        }
+    }
+
+    fn route_fail(
+        &self,
+        direction: Direction,
+        service: &str,
+        e: &RouteError,
+        caller: Caller,
+    ) -> Response<Body> {
+        tracing::warn!(?direction, %service, error = %e, "request not routed");
+        self.metrics.error(direction, e.kind());
+        proxy_error(e.status(), e.kind(), e, caller)
+    }
+
+    /// Starts the copies the rule's and backend's mirrors ask for and
+    /// returns the body the primary request goes on with. Copies need the
+    /// body whole: a body larger than [`MIRROR_BODY_LIMIT`] (or one that
+    /// finds no room in the shared body buffers) is sent on unmirrored.
+    async fn mirror(
+        self: &Arc<Self>,
+        rule: &RouteRule,
+        backend: &Backend,
+        parts: &Parts,
+        body: Body,
+        port: Option<u16>,
+    ) -> Result<Body, ForwardError> {
+        let roll = rand::thread_rng().gen_range(0..100);
+        let mut targets = route::mirror_targets(&rule.filters, roll);
+        targets.extend(route::mirror_targets(&backend.filters, roll));
+        if targets.is_empty() {
+            return Ok(body);
+        }
+        let Some(reserved) = self.retry_buffers.reserve(MIRROR_BODY_LIMIT) else {
+            self.count_mirrors(&targets, "busy");
+            return Ok(body);
+        };
+        let replay = match buffer_for_retry(body, MIRROR_BODY_LIMIT).await? {
+            Buffered::Replayable(replay) => replay,
+            Buffered::Streaming(body) => {
+                self.count_mirrors(&targets, "body_too_large");
+                return Ok(body);
+            }
+        };
+        let reserved = Arc::new(reserved);
+        for m in targets {
+            let Ok(slot) = self.mirrors.clone().try_acquire_owned() else {
+                self.metrics.mirror(&m.service_key, "busy");
+                continue;
+            };
+            self.metrics.mirror(&m.service_key, "sent");
+            let copy = MirrorCopy {
+                head: clone_head(parts),
+                body: replay.clone(),
+                target: m.clone(),
+                port,
+            };
+            let (outbound, reserved) = (self.clone(), reserved.clone());
+            tokio::spawn(async move {
+                let _hold = (slot, reserved);
+                let _ = tokio::time::timeout(MIRROR_TIMEOUT, outbound.send_copy(copy)).await;
+            });
+        }
+        Ok(replay.body())
+    }
+
+    fn count_mirrors(&self, targets: &[&Mirror], result: &'static str) {
+        for m in targets {
+            self.metrics.mirror(&m.service_key, result);
+        }
+    }
+
+    /// Sends one mirror copy and drops whatever comes back.
+    async fn send_copy(&self, copy: MirrorCopy) {
+        let dest = Destination {
+            host: copy.target.service_key.clone(),
+            service_key: copy.target.service_key.clone(),
+            port: copy.target.port.or(copy.port),
+        };
+        let plan = match self.resolve(&dest).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::debug!(mirror = %dest.service_key, error = %e, "mirror copy not sent");
+                return;
+            }
+        };
+        let authority = copy
+            .head
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(copy.head.uri.authority().map(|a| a.as_str()))
+            .unwrap_or(&dest.service_key)
+            .to_string();
+        let caller = Caller::of(&copy.head.headers, false);
+        let req = Request::from_parts(copy.head, copy.body.body());
+        // The copy is counted under its own service like any request; its
+        // answer goes nowhere.
+        let origin = Origin {
+            direction: Direction::Outbound,
+            caller,
+            authority: &authority,
+        };
+        let res = self
+            .call(
+                &plan,
+                &dest.service_key,
+                req,
+                origin,
+                RuleOverrides::default(),
+            )
+            .await;
+        self.metrics.request(
+            Direction::Outbound,
+            &dest.service_key,
+            res.status().as_u16(),
+        );
+    }
+}
+
+struct MirrorCopy {
+    head: Parts,
+    body: ReplayBody,
+    target: Mirror,
+    /// The primary request's port, for a mirror that names none.
+    port: Option<u16>,
+}
+
+/// A copy of a request head (extensions are left out: they hold the
+/// caller's connection state, which a copy must not carry).
+fn clone_head(parts: &Parts) -> Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
+
+fn fault_of(filters: &[Filter]) -> Option<&crate::core::directory::policy::Fault> {
+    filters.iter().find_map(|f| match f {
+        Filter::Fault(fault) => Some(fault),
+        _ => None,
+    })
+}
+
+/// The authority after a URL rewrite that set a hostname, if one did.
+fn rewritten_authority<'a>(
+    rule: &RouteRule,
+    backend: &Backend,
+    parts: &'a Parts,
+) -> Option<&'a str> {
+    let rewrites_host = rule
+        .filters
+        .iter()
+        .chain(&backend.filters)
+        .any(|f| matches!(f, Filter::UrlRewrite(u) if u.hostname.is_some()));
+    if !rewrites_host {
+        return None;
+    }
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+}
+
+fn redirect(r: route::RedirectResponse) -> Response<Body> {
+    let mut res = Response::new(empty());
+    *res.status_mut() = r.status;
+    res.headers_mut().insert(header::LOCATION, r.location);
+    res.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    res
+}
