@@ -120,6 +120,7 @@ pub enum ResourceKind {
     ServiceVips,
     TrafficPolicy,
     Routes,
+    GatewayRoutes,
 }
 
 impl ResourceKind {
@@ -131,6 +132,7 @@ impl ResourceKind {
             Self::ServiceVips => "service_vips",
             Self::TrafficPolicy => "traffic_policy",
             Self::Routes => "routes",
+            Self::GatewayRoutes => "gateway_routes",
         }
     }
 }
@@ -138,7 +140,8 @@ impl ResourceKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ResourceKey {
     pub kind: ResourceKind,
-    /// The service key, or "" for the trust bundle.
+    /// The service key (the Gateway's for gateway routes), or "" for the
+    /// trust bundle and the VIP table.
     pub name: String,
 }
 
@@ -168,6 +171,14 @@ impl ResourceKey {
         Self {
             kind: ResourceKind::Routes,
             name: key.to_string(),
+        }
+    }
+
+    /// The routes of a Gateway, for the gateway proxies that follow it.
+    pub fn gateway_routes(gateway: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::GatewayRoutes,
+            name: gateway.to_string(),
         }
     }
 
@@ -211,7 +222,9 @@ pub enum ResourceBody {
         service: ServiceKey,
         policy: Box<ServicePolicy>,
     },
-    /// The Gateway API routes attached to a service, oldest first.
+    /// The Gateway API routes attached to a service (key kind `Routes`)
+    /// or to a Gateway (key kind `GatewayRoutes`, `parent` is then the
+    /// Gateway's `<name>.<namespace>`), oldest first.
     Routes {
         parent: ServiceKey,
         routes: Vec<Route>,

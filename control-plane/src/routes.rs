@@ -4,11 +4,13 @@
 //! the `ROUTES` resource carries. Shared by mesh.yaml and the Kubernetes
 //! watch, so a route means the same whichever source gave it.
 //!
-//! Only Service parents are read here: a route attaches to the Services its
-//! parentRefs name; other parents (a Gateway) are left to the ingress code.
+//! A route attaches to the Services its parentRefs name (mesh routing) and
+//! to the Gateways they name ([`gateway`]: listeners, hostnames); parents
+//! of other kinds are another controller's and are left alone.
 //! Every refusal names the field as the API server would
 //! (`spec.rules[0].backendRefs[1].weight`).
 
+pub mod gateway;
 pub mod model;
 
 mod convert;
@@ -112,6 +114,8 @@ pub struct Converted {
     /// `<namespace>/<name>`.
     pub name: String,
     pub parents: Vec<ServiceParent>,
+    /// The parentRefs naming a Gateway.
+    pub gateways: Vec<gateway::GatewayParent>,
     pub hostnames: Vec<String>,
     pub rules: Vec<RouteRule>,
     /// Every Service the rules send or mirror to, for the source to check

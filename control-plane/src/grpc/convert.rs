@@ -43,6 +43,7 @@ pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
         ResourceKind::ServiceVips => v1::ResourceType::ServiceVips,
         ResourceKind::TrafficPolicy => v1::ResourceType::TrafficPolicy,
         ResourceKind::Routes => v1::ResourceType::Routes,
+        ResourceKind::GatewayRoutes => v1::ResourceType::GatewayRoutes,
     }
 }
 
@@ -62,6 +63,7 @@ pub fn key_from_proto(k: &v1::ResourceKey) -> Option<ResourceKey> {
         v1::ResourceType::ServiceVips => ResourceKind::ServiceVips,
         v1::ResourceType::TrafficPolicy => ResourceKind::TrafficPolicy,
         v1::ResourceType::Routes => ResourceKind::Routes,
+        v1::ResourceType::GatewayRoutes => ResourceKind::GatewayRoutes,
         v1::ResourceType::Unspecified => return None,
     };
     Some(ResourceKey {

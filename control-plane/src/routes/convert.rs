@@ -14,6 +14,7 @@ use mycel_crds::gateway_api::httproutes::{
 };
 
 use super::filters::{filters, recast, Place};
+use super::gateway::{self, GatewayParent};
 use super::model::{
     GrpcMethodMatch, HeaderMatch, PathMatch, QueryMatch, RouteBackend, RouteKind, RouteMatch,
     RouteRule, StringMatch,
@@ -36,7 +37,7 @@ pub fn http_route(source: &Source<'_>, spec: &HttpRouteSpec) -> Result<Converted
         source,
         refs: Vec::new(),
     };
-    let parents = parents(&ctx, spec.parent_refs.as_deref().unwrap_or_default())?;
+    let (parents, gateways) = parents(&ctx, spec.parent_refs.as_deref().unwrap_or_default())?;
     let hostnames = hostnames(spec.hostnames.as_deref().unwrap_or_default())?;
     let rules = spec
         .rules
@@ -45,7 +46,13 @@ pub fn http_route(source: &Source<'_>, spec: &HttpRouteSpec) -> Result<Converted
         .enumerate()
         .map(|(i, r)| http_rule(&mut ctx, &format!("spec.rules[{i}]"), r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(converted(ctx, RouteKind::Http, parents, hostnames, rules))
+    Ok(converted(
+        ctx,
+        RouteKind::Http,
+        (parents, gateways),
+        hostnames,
+        rules,
+    ))
 }
 
 pub fn grpc_route(source: &Source<'_>, spec: &GrpcRouteSpec) -> Result<Converted, RouteError> {
@@ -57,7 +64,7 @@ pub fn grpc_route(source: &Source<'_>, spec: &GrpcRouteSpec) -> Result<Converted
         "spec.parentRefs",
         &spec.parent_refs.clone().unwrap_or_default(),
     )?;
-    let parents = parents(&ctx, &parent_refs)?;
+    let (parents, gateways) = parents(&ctx, &parent_refs)?;
     let hostnames = hostnames(spec.hostnames.as_deref().unwrap_or_default())?;
     let rules = spec
         .rules
@@ -66,13 +73,19 @@ pub fn grpc_route(source: &Source<'_>, spec: &GrpcRouteSpec) -> Result<Converted
         .enumerate()
         .map(|(i, r)| grpc_rule(&mut ctx, &format!("spec.rules[{i}]"), r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(converted(ctx, RouteKind::Grpc, parents, hostnames, rules))
+    Ok(converted(
+        ctx,
+        RouteKind::Grpc,
+        (parents, gateways),
+        hostnames,
+        rules,
+    ))
 }
 
 fn converted(
     ctx: Ctx<'_>,
     kind: RouteKind,
-    parents: Vec<ServiceParent>,
+    (parents, gateways): (Vec<ServiceParent>, Vec<GatewayParent>),
     hostnames: Vec<String>,
     rules: Vec<RouteRule>,
 ) -> Converted {
@@ -80,6 +93,7 @@ fn converted(
         kind,
         name: format!("{}/{}", ctx.source.namespace, ctx.source.name),
         parents,
+        gateways,
         hostnames,
         rules,
         refs: ctx.refs,
@@ -91,11 +105,22 @@ fn core_group(group: Option<&str>) -> bool {
     matches!(group, Some("" | "core"))
 }
 
-/// The Service parents; other parents are not the mesh's.
-fn parents(ctx: &Ctx<'_>, refs: &[HttpRouteParentRefs]) -> Result<Vec<ServiceParent>, RouteError> {
+type Parents = (Vec<ServiceParent>, Vec<GatewayParent>);
+
+/// The Service parents and the Gateway parents; other parents (another
+/// group's kinds) are not this controller's and are left alone.
+fn parents(ctx: &Ctx<'_>, refs: &[HttpRouteParentRefs]) -> Result<Parents, RouteError> {
     let mut out = Vec::new();
+    let mut gateways = Vec::new();
     for (index, p) in refs.iter().enumerate() {
         let at = format!("spec.parentRefs[{index}]");
+        // A parentRef's kind defaults to Gateway and its group to the
+        // Gateway API's, as the schema says.
+        let group = p.group.as_deref().unwrap_or(gateway::GROUP);
+        if p.kind.as_deref().unwrap_or("Gateway") == "Gateway" && group == gateway::GROUP {
+            gateways.push(gateway_parent(ctx, index, p)?);
+            continue;
+        }
         if p.kind.as_deref() != Some("Service") {
             continue;
         }
@@ -129,7 +154,33 @@ fn parents(ctx: &Ctx<'_>, refs: &[HttpRouteParentRefs]) -> Result<Vec<ServicePar
             port,
         });
     }
-    Ok(out)
+    Ok((out, gateways))
+}
+
+fn gateway_parent(
+    ctx: &Ctx<'_>,
+    index: usize,
+    p: &HttpRouteParentRefs,
+) -> Result<GatewayParent, RouteError> {
+    let at = format!("spec.parentRefs[{index}]");
+    let namespace = p.namespace.as_deref().unwrap_or(ctx.source.namespace);
+    let gateway = ServiceKey::new(&p.name, namespace).map_err(|e| {
+        RouteError::invalid(
+            format!("{at}.name"),
+            format!("{e} (a Gateway name must be a DNS label)"),
+        )
+    })?;
+    let port = p
+        .port
+        .map(validate::port)
+        .transpose()
+        .map_err(|m| RouteError::invalid(format!("{at}.port"), m))?;
+    Ok(GatewayParent {
+        index,
+        gateway,
+        section: p.section_name.clone(),
+        port,
+    })
 }
 
 fn hostnames(raw: &[String]) -> Result<Vec<String>, RouteError> {

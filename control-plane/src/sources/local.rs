@@ -123,6 +123,7 @@ pub struct Applied {
     pub policies: usize,
     /// Route objects (HTTPRoute, GRPCRoute).
     pub routes: usize,
+    pub gateways: usize,
 }
 
 /// Applies a parsed config to the index (services, then their policies
@@ -133,11 +134,13 @@ pub fn apply(index: &SharedIndex, config: MeshConfig) -> Result<Applied, Duplica
         services: config.services.len(),
         policies: config.policies.len(),
         routes: config.route_count(),
+        gateways: config.gateways.len(),
     };
     let mut index = index.lock();
     index.apply_services(config.services)?;
     index.apply_policies(config.policies);
     index.apply_routes(config.routes);
+    index.apply_gateways(config.gateways);
     Ok(applied)
 }
 
@@ -162,7 +165,7 @@ pub async fn run(
             Poll::Unchanged => {}
             Poll::Changed(Ok(config)) => match apply(&index, config) {
                 Ok(n) => {
-                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, routes = n.routes, "mesh config applied")
+                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, routes = n.routes, gateways = n.gateways, "mesh config applied")
                 }
                 Err(e) => {
                     tracing::error!(path = %watcher.path().display(), error = %e, "mesh config rejected; keeping the last good one")

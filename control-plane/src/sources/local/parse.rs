@@ -2,9 +2,9 @@
 //! version reads `kind: Service`, as `k8s_openapi`'s own type, so a manifest
 //! means the same here and in a cluster, and `kind: TrafficPolicy`
 //! (`mycel.io/v1alpha1`) as the CRD's own type, checked by the rules its
-//! schema holds (see [`policies`]), and `kind: HTTPRoute` / `kind:
-//! GRPCRoute` (`gateway.networking.k8s.io/v1`) as the Gateway API's own
-//! types, held to the rules of [`crate::routes`]. What Kubernetes would accept but
+//! schema holds (see [`policies`]), and `kind: Gateway`, `kind: HTTPRoute`
+//! and `kind: GRPCRoute` (`gateway.networking.k8s.io/v1`) as the Gateway
+//! API's own types, held to the rules of [`crate::routes`]. What Kubernetes would accept but
 //! Mycel cannot honour, and every field Kubernetes does not know, is an
 //! error. The whole file is valid or rejected; every error names the
 //! document (1-based) and the field.
@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::model::{Route, Service, ServiceKey, ServicePolicy};
 use crate::sources::k8s::convert::{self, Strictness};
 
+mod gateways;
 mod policies;
 mod routes;
 
@@ -50,6 +51,9 @@ pub struct MeshConfig {
     pub policies: BTreeMap<ServiceKey, ServicePolicy>,
     /// Routes by their parent service, in file order.
     pub routes: BTreeMap<ServiceKey, Vec<Route>>,
+    /// Every Gateway of the file with the routes attached to it, in file
+    /// order.
+    pub gateways: BTreeMap<ServiceKey, Vec<Route>>,
 }
 
 impl MeshConfig {
@@ -58,6 +62,7 @@ impl MeshConfig {
     pub fn route_count(&self) -> usize {
         self.routes
             .values()
+            .chain(self.gateways.values())
             .flatten()
             .map(|r| (r.kind, r.name.as_str()))
             .collect::<BTreeSet<_>>()
@@ -72,6 +77,7 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let mut services = Vec::new();
     let mut policies = Vec::new();
     let mut routes = Vec::new();
+    let mut gateways = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, value) in docs.into_iter().enumerate() {
         let document = i + 1;
@@ -80,6 +86,10 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         }
         if value.get("kind").and_then(Value::as_str) == Some(policies::KIND) {
             policies.push(policies::parse_document(document, value)?);
+            continue;
+        }
+        if value.get("kind").and_then(Value::as_str) == Some(gateways::KIND) {
+            gateways.push(gateways::parse_document(document, value)?);
             continue;
         }
         if routes::is_route(value.get("kind").and_then(Value::as_str)) {
@@ -99,11 +109,13 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     }
     let faults = policies::faults(&policies);
     let policies = policies::attach(&services, policies)?;
-    let routes = routes::attach(&services, &faults, routes)?;
+    let gateways = gateways::by_key(gateways)?;
+    let attached = routes::attach(&services, &gateways, &faults, routes)?;
     Ok(MeshConfig {
         services,
         policies,
-        routes,
+        routes: attached.services,
+        gateways: attached.gateways,
     })
 }
 
@@ -161,8 +173,9 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
         return Err(ParseError::Document {
             document,
             message: format!(
-                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {} and {})",
+                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {} and {})",
                 policies::KIND,
+                gateways::KIND,
                 routes::HTTP_KIND,
                 routes::GRPC_KIND
             ),

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{deserialize_strict, is_dns_label, Doc, ParseError};
 use crate::model::{Route, Service, ServiceKey};
+use crate::routes::gateway::{self, Attachment, Gateway};
 use crate::routes::{self, Converted, PolicyFault, RouteKind, Source};
 
 pub const HTTP_KIND: &str = "HTTPRoute";
@@ -100,16 +101,28 @@ pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, Parse
     })
 }
 
-/// Converts every route and groups them by parent Service, in file order
-/// (mesh.yaml has no creation times; the file's order stands for them).
-/// `faults` holds each TrafficPolicy of the file by `(namespace, name)`.
+/// The routes of a file by parent: Services, and Gateways (every Gateway
+/// of the file, with an empty list when no route attaches to it).
+#[derive(Default)]
+pub struct Attached {
+    pub services: BTreeMap<ServiceKey, Vec<Route>>,
+    pub gateways: BTreeMap<ServiceKey, Vec<Route>>,
+}
+
+/// Converts every route and groups them by parent Service and Gateway, in
+/// file order (mesh.yaml has no creation times; the file's order stands
+/// for them). `faults` holds each TrafficPolicy of the file by
+/// `(namespace, name)`.
 pub fn attach(
     services: &[Service],
+    gateways: &BTreeMap<ServiceKey, Gateway>,
     faults: &BTreeMap<(String, String), Option<Fault>>,
     parsed: Vec<Parsed>,
-) -> Result<BTreeMap<ServiceKey, Vec<Route>>, ParseError> {
+) -> Result<Attached, ParseError> {
     let by_key: BTreeMap<ServiceKey, &Service> = services.iter().map(|s| (s.key(), s)).collect();
     let mut out: BTreeMap<ServiceKey, Vec<Route>> = BTreeMap::new();
+    let mut on_gateways: BTreeMap<ServiceKey, Vec<Route>> =
+        gateways.keys().map(|k| (k.clone(), Vec::new())).collect();
     let mut seen: BTreeMap<(RouteKind, String), usize> = BTreeMap::new();
     for p in parsed {
         let d = Doc {
@@ -146,8 +159,46 @@ pub fn attach(
                 out.entry(parent).or_default().push(route);
             }
         }
+        for (key, route) in gateway_routes(&d, gateways, &converted)? {
+            on_gateways.entry(key).or_default().push(route);
+        }
     }
-    Ok(out)
+    Ok(Attached {
+        services: out,
+        gateways: on_gateways,
+    })
+}
+
+/// The route as each Gateway it names serves it. Every Gateway parent
+/// must be in the file and take the route: a parentRef that attaches
+/// nowhere is an error naming it (a cluster would say so in the route's
+/// status, which the file does not have).
+fn gateway_routes(
+    d: &Doc,
+    gateways: &BTreeMap<ServiceKey, Gateway>,
+    route: &Converted,
+) -> Result<Vec<(ServiceKey, Route)>, ParseError> {
+    let mut attached: BTreeMap<&ServiceKey, Vec<Attachment>> = BTreeMap::new();
+    let namespace = route.name.split('/').next().unwrap_or_default();
+    for p in &route.gateways {
+        let at = format!("spec.parentRefs[{}]", p.index);
+        let Some(gw) = gateways.get(&p.gateway) else {
+            return Err(d.err(
+                &format!("{at}.name"),
+                format!("no Gateway {} in this file", p.gateway),
+            ));
+        };
+        let a = gateway::attach(gw, p, route.kind, namespace, &route.hostnames)
+            .map_err(|e| d.err(&at, format!("{} ({})", e.message, e.reason.as_str())))?;
+        attached.entry(&gw.key).or_default().push(a);
+    }
+    Ok(attached
+        .into_iter()
+        .map(|(k, list)| {
+            let refs: Vec<&Attachment> = list.iter().collect();
+            (k.clone(), gateway::gateway_route(route, &refs))
+        })
+        .collect())
 }
 
 /// Every parent and every Service sent or mirrored to must be in the file,

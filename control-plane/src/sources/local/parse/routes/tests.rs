@@ -115,20 +115,6 @@ spec:
 }
 
 #[test]
-fn a_route_with_only_a_gateway_parent_attaches_to_nothing() {
-    let route = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: ingress, namespace: shop}
-spec:
-  parentRefs: [{name: public-gateway}]
-  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
-"#;
-    let config = parse_mesh_config(&with(route)).unwrap();
-    assert!(config.routes.is_empty());
-}
-
-#[test]
 fn invalid_routes_name_document_and_field() {
     let route = |rule: &str| {
         format!(
