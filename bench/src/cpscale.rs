@@ -276,6 +276,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
                 subscriptions: vec![],
                 known: vec![],
                 mode: "sidecar".into(),
+                gateway: String::new(),
             };
             keep.push(open_stream(pool.next(&ctl).await?, hello, usize::MAX, None).await?);
         }
@@ -295,6 +296,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
             subscriptions: svcs.iter().map(|&s| service_key(s)).collect(),
             known: vec![],
             mode: "sidecar".into(),
+            gateway: String::new(),
         };
         keep.push(open_stream(subs.next(&ctl).await?, hello, j, Some(utx.clone())).await?);
     }
@@ -337,6 +339,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
             subscriptions: vec![],
             known: vec![],
             mode: "sidecar".into(),
+            gateway: String::new(),
         };
         let channel = eps[s].next(&ctl).await?;
         let t0 = Instant::now();

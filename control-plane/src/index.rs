@@ -7,6 +7,7 @@
 //! (a new subscription touches one service, not the whole view), and each
 //! proxy holds at most `max_subscriptions` on-demand subscriptions.
 
+mod gateways;
 mod services;
 mod view;
 mod workloads;
@@ -23,9 +24,10 @@ pub use services::DuplicateService;
 pub use view::version_of;
 
 use crate::model::{
-    Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, ServicePolicy,
-    Workload,
+    Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Route, Service, ServiceKey,
+    ServicePolicy, Workload,
 };
+use gateways::Gateways;
 use services::Services;
 use view::ServiceResources;
 use workloads::Workloads;
@@ -36,6 +38,8 @@ pub struct ConnId(pub u64);
 
 struct Proxy {
     subscriptions: BTreeSet<ServiceKey>,
+    /// The Gateway a gateway proxy follows (its Hello named it).
+    gateway: Option<ServiceKey>,
     tx: watch::Sender<Arc<ProxyView>>,
 }
 
@@ -50,7 +54,12 @@ pub struct Index {
     /// Traffic policies by the service they are attached to; kept while
     /// the service is unknown, since sources deliver them in any order.
     policies: BTreeMap<ServiceKey, ServicePolicy>,
+    /// Routes by their parent service, oldest first; kept while the
+    /// service is unknown, like policies.
+    routes: BTreeMap<ServiceKey, Vec<Route>>,
     resources: BTreeMap<ServiceKey, ServiceResources>,
+    /// Gateways and their routes, by `<name>.<namespace>`.
+    gateways: Gateways,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
     max_subscriptions: usize,
@@ -79,7 +88,9 @@ impl Index {
             service_vips: view::service_vips(std::iter::empty()),
             source_endpoints: BTreeMap::new(),
             policies: BTreeMap::new(),
+            routes: BTreeMap::new(),
             resources: BTreeMap::new(),
+            gateways: Gateways::default(),
             proxies: BTreeMap::new(),
             next_conn: 1,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
@@ -186,6 +197,47 @@ impl Index {
         }
     }
 
+    /// Replaces every route (mesh.yaml is applied whole): the routes of
+    /// each parent service, oldest first. Only parents whose routes
+    /// changed are recomputed; an empty list counts as no routes.
+    pub fn apply_routes(&mut self, mut routes: BTreeMap<ServiceKey, Vec<Route>>) {
+        routes.retain(|_, r| !r.is_empty());
+        let mut changed: BTreeSet<ServiceKey> = self
+            .routes
+            .iter()
+            .filter(|(k, r)| routes.get(*k) != Some(*r))
+            .map(|(k, _)| k.clone())
+            .collect();
+        changed.extend(
+            routes
+                .iter()
+                .filter(|(k, r)| self.routes.get(*k) != Some(*r))
+                .map(|(k, _)| k.clone()),
+        );
+        self.routes = routes;
+        if !changed.is_empty() {
+            self.recompute_services(changed);
+        }
+    }
+
+    /// Sets the routes of one parent service, oldest first (a watch
+    /// event); an empty list removes them.
+    pub fn set_routes(&mut self, key: &ServiceKey, routes: Vec<Route>) {
+        let changed = if routes.is_empty() {
+            self.routes.remove(key).is_some()
+        } else {
+            self.routes.insert(key.clone(), routes.clone()) != Some(routes)
+        };
+        if changed {
+            self.recompute_services(BTreeSet::from([key.clone()]));
+        }
+    }
+
+    /// The routes attached to a service, oldest first.
+    pub fn routes(&self, key: &ServiceKey) -> &[Route] {
+        self.routes.get(key).map(Vec::as_slice).unwrap_or_default()
+    }
+
     /// The traffic policy attached to a service, if any.
     pub fn policy(&self, key: &ServiceKey) -> Option<&ServicePolicy> {
         self.policies.get(key)
@@ -243,8 +295,73 @@ impl Index {
             .collect();
         let view = self.view_for(&subscriptions);
         let (tx, rx) = watch::channel(Arc::new(view));
-        self.proxies.insert(conn, Proxy { subscriptions, tx });
+        self.proxies.insert(
+            conn,
+            Proxy {
+                subscriptions,
+                gateway: None,
+                tx,
+            },
+        );
         rx
+    }
+
+    /// Makes a connected proxy follow a Gateway: its view gets that
+    /// Gateway's `GATEWAY_ROUTES` (`not_found` while it does not exist),
+    /// now and on every change.
+    pub fn follow_gateway(&mut self, conn: ConnId, gateway: ServiceKey) {
+        let Some(proxy) = self.proxies.get_mut(&conn) else {
+            return;
+        };
+        proxy.gateway = Some(gateway.clone());
+        self.update_gateway_views(&BTreeSet::from([gateway]));
+    }
+
+    /// Replaces every Gateway (mesh.yaml is applied whole): each with its
+    /// routes, oldest first. Only proxies following a changed one are
+    /// re-published.
+    pub fn apply_gateways(&mut self, gateways: BTreeMap<ServiceKey, Vec<Route>>) {
+        let changed = self.gateways.replace_all(gateways);
+        if !changed.is_empty() {
+            self.update_gateway_views(&changed);
+        }
+    }
+
+    /// Sets (Some: it exists, with these routes oldest first) or removes
+    /// (None) one Gateway (a watch event).
+    pub fn set_gateway(&mut self, key: &ServiceKey, routes: Option<Vec<Route>>) {
+        if self.gateways.set(key, routes) {
+            self.update_gateway_views(&BTreeSet::from([key.clone()]));
+        }
+    }
+
+    /// The routes of a Gateway; None when it does not exist.
+    pub fn gateway_routes(&self, key: &ServiceKey) -> Option<&[Route]> {
+        self.gateways.routes(key)
+    }
+
+    pub fn gateway_count(&self) -> usize {
+        self.gateways.len()
+    }
+
+    /// Puts the current resource of each Gateway in `keys` in the views
+    /// of the proxies following it.
+    fn update_gateway_views(&mut self, keys: &BTreeSet<ServiceKey>) {
+        for proxy in self.proxies.values() {
+            let Some(gw) = proxy.gateway.as_ref().filter(|g| keys.contains(*g)) else {
+                continue;
+            };
+            let next = self.gateways.resource(gw);
+            proxy.tx.send_if_modified(|cur| {
+                if cur.resources.get(&next.key).map(|r| &r.version) == Some(&next.version) {
+                    return false;
+                }
+                Arc::make_mut(cur)
+                    .resources
+                    .insert(next.key.clone(), next.clone());
+                true
+            });
+        }
     }
 
     pub fn disconnect_proxy(&mut self, conn: ConnId) {
@@ -350,7 +467,12 @@ impl Index {
                     eps.sort();
                     eps.dedup();
                 }
-                view::service_resources(svc, eps, self.policies.get(&key))
+                view::service_resources(
+                    svc,
+                    eps,
+                    self.policies.get(&key),
+                    self.routes.get(&key).map(Vec::as_slice),
+                )
             });
             let same = match (self.resources.get(&key), &next) {
                 (Some(a), Some(b)) => a.same_versions(b),

@@ -16,6 +16,7 @@ pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod routes;
 pub mod runtime;
 pub mod serving;
 pub mod sources;

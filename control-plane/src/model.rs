@@ -13,6 +13,8 @@ pub use mycel_api::names::ServiceKey;
 pub use mycel_api::protocol::Protocol;
 pub use mycel_crds::TrafficPolicySpec;
 
+pub use crate::routes::model::Route;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ServicePort {
     pub name: String,
@@ -117,6 +119,8 @@ pub enum ResourceKind {
     TrustBundle,
     ServiceVips,
     TrafficPolicy,
+    Routes,
+    GatewayRoutes,
 }
 
 impl ResourceKind {
@@ -127,6 +131,8 @@ impl ResourceKind {
             Self::TrustBundle => "trust_bundle",
             Self::ServiceVips => "service_vips",
             Self::TrafficPolicy => "traffic_policy",
+            Self::Routes => "routes",
+            Self::GatewayRoutes => "gateway_routes",
         }
     }
 }
@@ -134,7 +140,8 @@ impl ResourceKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct ResourceKey {
     pub kind: ResourceKind,
-    /// The service key, or "" for the trust bundle.
+    /// The service key (the Gateway's for gateway routes), or "" for the
+    /// trust bundle and the VIP table.
     pub name: String,
 }
 
@@ -157,6 +164,21 @@ impl ResourceKey {
         Self {
             kind: ResourceKind::TrafficPolicy,
             name: key.to_string(),
+        }
+    }
+
+    pub fn routes(key: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::Routes,
+            name: key.to_string(),
+        }
+    }
+
+    /// The routes of a Gateway, for the gateway proxies that follow it.
+    pub fn gateway_routes(gateway: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::GatewayRoutes,
+            name: gateway.to_string(),
         }
     }
 
@@ -199,6 +221,13 @@ pub enum ResourceBody {
     TrafficPolicy {
         service: ServiceKey,
         policy: Box<ServicePolicy>,
+    },
+    /// The Gateway API routes attached to a service (key kind `Routes`)
+    /// or to a Gateway (key kind `GatewayRoutes`, `parent` is then the
+    /// Gateway's `<name>.<namespace>`), oldest first.
+    Routes {
+        parent: ServiceKey,
+        routes: Vec<Route>,
     },
 }
 

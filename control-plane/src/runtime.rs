@@ -370,17 +370,24 @@ impl Controller {
                 mesh_port: k8s.proxy_mesh_port,
             });
             let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (route_status_tx, route_status_rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(k8s::watch::run(
                 client.clone(),
                 cluster,
                 index.clone(),
                 status_tx,
+                route_status_tx,
                 tx,
                 shutdown_rx.clone(),
             )));
             tasks.push(tokio::spawn(k8s::policies::write::run(
                 client.clone(),
                 status_rx,
+                shutdown_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(k8s::routes::write::run(
+                client.clone(),
+                route_status_rx,
                 shutdown_rx.clone(),
             )));
             reviewer = Some(TokenReviewer::new(client.clone(), &config.trust_domain));

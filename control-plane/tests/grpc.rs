@@ -173,6 +173,7 @@ fn hello(proxy_id: &str, w: Workload, register: bool, subs: &[&str]) -> Hello {
         subscriptions: subs.iter().map(|s| s.to_string()).collect(),
         known: vec![],
         mode: "sidecar".into(),
+        gateway: String::new(),
     }
 }
 
@@ -345,6 +346,142 @@ async fn unknown_service_is_not_found() {
         .find(|r| r.key.as_ref().unwrap().name == "nope.shop")
         .unwrap();
     assert!(matches!(nf.body, Some(resource::Body::NotFound(_))));
+    drop(p);
+    ctl.shutdown().await.unwrap();
+}
+
+const GATEWAY: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: shop}
+spec:
+  gatewayClassName: mycel
+  listeners: [{name: http, port: 8080, protocol: HTTP, hostname: "*.shop.example"}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: catalog, namespace: shop}
+spec:
+  parentRefs: [{name: web}]
+  hostnames: [HOST]
+  rules: [{backendRefs: [{name: catalog, port: 80}]}]
+"#;
+
+fn gateway_hello(gateway: &str) -> Hello {
+    let mut w = workload("gateway", "gateway", true);
+    w.address = String::new();
+    w.mesh_port = 0;
+    Hello {
+        mode: "gateway".into(),
+        gateway: gateway.into(),
+        ..hello("gw", w, false, &[])
+    }
+}
+
+/// The hostnames of every route of the GATEWAY_ROUTES resource in `resp`;
+/// None when it holds `not_found`.
+fn gateway_routes(resp: &DiscoveryResponse, gateway: &str) -> Option<Option<Vec<String>>> {
+    let r = resp.resources.iter().find(|r| {
+        r.key
+            .as_ref()
+            .is_some_and(|k| k.r#type == ResourceType::GatewayRoutes as i32 && k.name == gateway)
+    })?;
+    Some(match &r.body {
+        Some(resource::Body::Routes(routes)) => {
+            assert_eq!(routes.parent, gateway);
+            Some(
+                routes
+                    .routes
+                    .iter()
+                    .flat_map(|r| {
+                        assert!(r.ports.is_empty(), "no ports on a Gateway parent");
+                        r.hostnames.clone()
+                    })
+                    .collect(),
+            )
+        }
+        Some(resource::Body::NotFound(_)) => None,
+        other => panic!("unexpected body {other:?}"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_proxy_follows_its_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = start(dir.path()).await;
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        format!("{MESH}{}", GATEWAY.replace("HOST", "www.shop.example")),
+    )
+    .unwrap();
+    let token = create_token(&dir.path().join("data"), "shop", "gateway").unwrap();
+    let id = certify(&ctl, &token).await;
+
+    // Bad keys and another namespace's Gateway are refused whole.
+    for (key, code, want) in [
+        (
+            "web",
+            Code::InvalidArgument,
+            "hello.gateway \"web\" is not <name>.<namespace>",
+        ),
+        (
+            "web.payments",
+            Code::PermissionDenied,
+            "a gateway proxy may only follow a Gateway of its own namespace",
+        ),
+    ] {
+        let r = open(channel(&ctl, Some(id.clone())).await, gateway_hello(key)).await;
+        let e = match r {
+            Err(s) => s,
+            Ok(mut p) => p.next().await.unwrap_err(),
+        };
+        assert_eq!(e.code(), code, "{key}");
+        assert!(e.message().contains(want), "{key}: {}", e.message());
+    }
+
+    // An unknown Gateway is not_found.
+    let mut nope = open(
+        channel(&ctl, Some(id.clone())).await,
+        gateway_hello("nope.shop"),
+    )
+    .await
+    .unwrap();
+    let resp = nope.next().await.unwrap();
+    assert_eq!(gateway_routes(&resp, "nope.shop"), Some(None));
+    drop(nope);
+
+    // The Gateway's routes come once mesh.yaml is applied, hostnames cut
+    // to the listener's.
+    let mut p = open(channel(&ctl, Some(id)).await, gateway_hello("web.shop"))
+        .await
+        .unwrap();
+    let mut routes = None;
+    for _ in 0..20 {
+        let resp = p.next().await.unwrap();
+        p.ack(&resp.nonce).await;
+        if let Some(Some(hosts)) = gateway_routes(&resp, "web.shop") {
+            routes = Some(hosts);
+            break;
+        }
+    }
+    assert_eq!(routes.unwrap(), ["www.shop.example"]);
+
+    // A change of the route is pushed as a delta of that resource alone.
+    std::fs::write(
+        &mesh,
+        format!("{MESH}{}", GATEWAY.replace("HOST", "api.shop.example")),
+    )
+    .unwrap();
+    let resp = p.next().await.unwrap();
+    assert_eq!(resp.resources.len(), 1, "{resp:?}");
+    assert_eq!(
+        gateway_routes(&resp, "web.shop"),
+        Some(Some(vec!["api.shop.example".to_string()]))
+    );
+    assert!(resp.removed.is_empty());
+    p.ack(&resp.nonce).await;
     drop(p);
     ctl.shutdown().await.unwrap();
 }

@@ -226,7 +226,8 @@ impl Mesh {
             .controller(self.grpc, &self.ca_root(), &token)
             .admin(admin)
             .address(ip.into(), &ip.to_string());
-        let (args, inbound, outbound, listen) = match spec.gateway_routes.is_empty() {
+        let gateway_mode = !spec.gateway_routes.is_empty() || spec.gateway.is_some();
+        let (args, inbound, outbound, listen) = match !gateway_mode {
             true => {
                 let inbound = SocketAddr::from((ip, INBOUND_PORT));
                 let outbound = SocketAddr::from((ip, OUTBOUND_PORT));
@@ -235,7 +236,10 @@ impl Mesh {
             }
             false => {
                 let listen = SocketAddr::from((ip, GATEWAY_PORT));
-                let args = args.gateway(listen, &spec.gateway_routes);
+                let mut args = args.gateway(listen, &spec.gateway_routes);
+                if let Some(name) = &spec.gateway {
+                    args = args.extra(["--gateway", name.as_str()]);
+                }
                 (args, None, None, Some(listen))
             }
         };
@@ -338,6 +342,9 @@ pub struct SidecarSpec {
     pub labels: Vec<(String, String)>,
     pub app_ports: Vec<String>,
     pub gateway_routes: Vec<String>,
+    /// A gateway that serves this Gateway's routes (`--gateway NAME`, in
+    /// the spec's namespace) instead of static `--route`s.
+    pub gateway: Option<String>,
     pub extra: Vec<String>,
     /// A token file of the test's own (e.g. a Kubernetes service-account
     /// token) instead of a join token made for the spec.
@@ -355,6 +362,7 @@ impl SidecarSpec {
             labels: Vec::new(),
             app_ports: Vec::new(),
             gateway_routes: Vec::new(),
+            gateway: None,
             extra: Vec::new(),
             token_file: None,
         }
@@ -378,6 +386,12 @@ impl SidecarSpec {
 
     pub fn route(mut self, route: &str) -> Self {
         self.gateway_routes.push(route.into());
+        self
+    }
+
+    /// A gateway following the Gateway `name` of the spec's namespace.
+    pub fn gateway(mut self, name: &str) -> Self {
+        self.gateway = Some(name.into());
         self
     }
 

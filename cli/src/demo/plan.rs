@@ -365,8 +365,48 @@ pub fn routes(plan: &DemoPlan) -> Vec<serde_json::Value> {
     })]
 }
 
-/// `mesh.yaml`: the Services, traffic policies and routes as YAML
-/// documents.
+/// The Gateway (Gateway API) the demo gateway serves (`--gateway`).
+pub const GATEWAY_NAME: &str = "shop-gateway";
+
+/// The shop's front door: a Gateway `shop-gateway` with one HTTP listener
+/// on the demo gateway's port, and an HTTPRoute `shop` sending every path
+/// of any host to `frontend:80`. Neither names a hostname, so the gateway
+/// answers whatever host the browser uses (`127.0.0.1:<port>`). Empty when
+/// the plan has no frontend.
+pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
+    if plan.target_port("frontend").is_none() {
+        return Vec::new();
+    }
+    let Some((_, port, _)) = SERVICES.iter().find(|(name, _, _)| *name == "frontend") else {
+        return Vec::new();
+    };
+    vec![
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": GATEWAY_NAME, "namespace": NAMESPACE},
+            "spec": {
+                "gatewayClassName": "mycel",
+                "listeners": [{"name": "http", "port": plan.gateway.port(), "protocol": "HTTP"}],
+            },
+        }),
+        serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "shop", "namespace": NAMESPACE},
+            "spec": {
+                "parentRefs": [{"name": GATEWAY_NAME}],
+                "rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"name": "frontend", "port": port}],
+                }],
+            },
+        }),
+    ]
+}
+
+/// `mesh.yaml`: the Services, traffic policies, the Gateway and the routes
+/// as YAML documents.
 pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::from("# Written by `mycelctl demo`.\n");
     for doc in services(plan) {
@@ -377,7 +417,7 @@ pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }
-    for doc in routes(plan) {
+    for doc in gateway(plan).into_iter().chain(routes(plan)) {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }
@@ -508,8 +548,8 @@ pub fn gateway_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
     args.extend([
         "--listen".into(),
         plan.gateway.to_string(),
-        "--route".into(),
-        format!("/=frontend.{NAMESPACE}:80"),
+        "--gateway".into(),
+        GATEWAY_NAME.into(),
         "--admin".into(),
         plan.gateway_admin.to_string(),
     ]);

@@ -1,6 +1,7 @@
 //! Conversions between the domain model and the wire types.
 
 mod policy;
+mod routes;
 
 use mycel_api::names::{self, NameKind};
 use mycel_api::spiffe::SpiffeId;
@@ -41,6 +42,8 @@ pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
         ResourceKind::TrustBundle => v1::ResourceType::TrustBundle,
         ResourceKind::ServiceVips => v1::ResourceType::ServiceVips,
         ResourceKind::TrafficPolicy => v1::ResourceType::TrafficPolicy,
+        ResourceKind::Routes => v1::ResourceType::Routes,
+        ResourceKind::GatewayRoutes => v1::ResourceType::GatewayRoutes,
     }
 }
 
@@ -59,6 +62,8 @@ pub fn key_from_proto(k: &v1::ResourceKey) -> Option<ResourceKey> {
         v1::ResourceType::TrustBundle => ResourceKind::TrustBundle,
         v1::ResourceType::ServiceVips => ResourceKind::ServiceVips,
         v1::ResourceType::TrafficPolicy => ResourceKind::TrafficPolicy,
+        v1::ResourceType::Routes => ResourceKind::Routes,
+        v1::ResourceType::GatewayRoutes => ResourceKind::GatewayRoutes,
         v1::ResourceType::Unspecified => return None,
     };
     Some(ResourceKey {
@@ -123,6 +128,9 @@ pub fn resource_to_proto(r: &Resource) -> v1::Resource {
         ResourceBody::NotFound => v1::resource::Body::NotFound(v1::NotFound {}),
         ResourceBody::TrafficPolicy { service, policy } => {
             v1::resource::Body::TrafficPolicy(policy::policy_to_proto(service, policy))
+        }
+        ResourceBody::Routes { parent, routes } => {
+            v1::resource::Body::Routes(routes::routes_to_proto(parent, routes))
         }
     };
     v1::Resource {
@@ -257,6 +265,8 @@ mod tests {
         for key in [
             ResourceKey::service(&k),
             ResourceKey::endpoints(&k),
+            ResourceKey::traffic_policy(&k),
+            ResourceKey::routes(&k),
             ResourceKey::trust_bundle(),
         ] {
             assert_eq!(key_from_proto(&key_to_proto(&key)), Some(key));

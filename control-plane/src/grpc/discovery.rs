@@ -6,7 +6,7 @@
 //! changes. A bad or over-the-limit subscription is refused on its own (in
 //! the `refused` field of a response); it never ends the stream.
 
-mod session;
+pub(crate) mod session;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,6 +96,15 @@ pub enum AcceptError {
     },
     #[error("hello.mode {0:?} is not sidecar or gateway")]
     UnknownMode(String),
+    #[error("hello.gateway is set but hello.mode is not gateway (only a gateway proxy follows a Gateway)")]
+    GatewayNotGatewayMode,
+    #[error("hello.gateway {key:?} is not <name>.<namespace> of a Gateway: {reason}")]
+    BadGateway { key: String, reason: String },
+    #[error(
+        "hello.gateway names Gateway {gateway}, but the client certificate is {peer}: \
+         a gateway proxy may only follow a Gateway of its own namespace"
+    )]
+    ForeignGateway { gateway: ServiceKey, peer: SpiffeId },
     /// The workload in Hello is missing or not valid.
     #[error(transparent)]
     Workload(#[from] convert::ConvertError),
@@ -107,12 +116,14 @@ impl AcceptError {
             AcceptError::NoClientCert | AcceptError::BadClientCert(_) => {
                 tonic::Code::Unauthenticated
             }
-            AcceptError::ForeignTrustDomain { .. } | AcceptError::NotTheCaller { .. } => {
-                tonic::Code::PermissionDenied
-            }
-            AcceptError::EmptyProxyId | AcceptError::UnknownMode(_) | AcceptError::Workload(_) => {
-                tonic::Code::InvalidArgument
-            }
+            AcceptError::ForeignTrustDomain { .. }
+            | AcceptError::NotTheCaller { .. }
+            | AcceptError::ForeignGateway { .. } => tonic::Code::PermissionDenied,
+            AcceptError::EmptyProxyId
+            | AcceptError::UnknownMode(_)
+            | AcceptError::GatewayNotGatewayMode
+            | AcceptError::BadGateway { .. }
+            | AcceptError::Workload(_) => tonic::Code::InvalidArgument,
         }
     }
 }
@@ -161,6 +172,8 @@ pub struct Start {
     /// Subscriptions refused on their own: (key as sent, reason).
     pub refused: Vec<(String, String)>,
     pub known: Vec<(ResourceKey, String)>,
+    /// The Gateway a gateway proxy follows.
+    pub gateway: Option<ServiceKey>,
 }
 
 /// Splits subscription keys into valid ones and refusals.
@@ -205,6 +218,11 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> 
         "gateway" => "gateway",
         other => return Err(AcceptError::UnknownMode(other.to_string())),
     };
+    let gateway = match hello.gateway.as_str() {
+        "" => None,
+        _ if mode != "gateway" => return Err(AcceptError::GatewayNotGatewayMode),
+        raw => Some(gateway_key(peer, raw)?),
+    };
     let registration = if hello.register {
         Some(convert::workload_from_proto(
             &hello.proxy_id,
@@ -233,7 +251,25 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> 
         subscriptions,
         refused,
         known,
+        gateway,
     })
+}
+
+/// The Gateway a Hello names, which must be of the caller's own namespace:
+/// the certificate proves the namespace, so a gateway proxy cannot read
+/// the routes (and backends) of another team's Gateway.
+fn gateway_key(peer: &SpiffeId, raw: &str) -> Result<ServiceKey, AcceptError> {
+    let gateway = convert::service_key_from_proto(raw).map_err(|e| AcceptError::BadGateway {
+        key: truncate(raw),
+        reason: e.to_string(),
+    })?;
+    if gateway.namespace() != peer.namespace() {
+        return Err(AcceptError::ForeignGateway {
+            gateway,
+            peer: peer.clone(),
+        });
+    }
+    Ok(gateway)
 }
 
 /// Removes everything a stream put in the index and registry, however the
@@ -495,6 +531,9 @@ impl Discovery for DiscoveryService {
             }
             let conn = ix.allocate_conn();
             let view = ix.connect_proxy(conn, start.subscriptions.iter().cloned());
+            if let Some(gw) = start.gateway.clone() {
+                ix.follow_gateway(conn, gw);
+            }
             if let Some(w) = start.registration {
                 ix.register_workload(conn, w);
             }
@@ -524,7 +563,12 @@ impl Discovery for DiscoveryService {
                 last_nack: None,
             },
         );
-        tracing::info!(proxy_id = %start.proxy_id, spiffe_id = %peer, registered, "proxy connected");
+        let gateway = start
+            .gateway
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::info!(proxy_id = %start.proxy_id, spiffe_id = %peer, registered, gateway, "proxy connected");
 
         let (tx, rx) = mpsc::channel(OUTBOUND_BUFFER);
         let task = StreamTask {

@@ -681,3 +681,106 @@ fn traffic_policy_waits_for_its_service() {
     ix.apply_service(svc("catalog", "shop", &[("app", "catalog")]));
     assert!(rx.borrow().resources.contains_key(&tp));
 }
+
+fn route(name: &str, weight_v2: u32) -> Route {
+    use crate::routes::model::{PathMatch, RouteBackend, RouteKind, RouteMatch, RouteRule};
+    let backend = |svc: &str, weight| RouteBackend {
+        service: key(svc),
+        port: 80,
+        weight,
+        filters: vec![],
+    };
+    Route {
+        name: format!("shop/{name}"),
+        kind: RouteKind::Http,
+        ports: vec![],
+        hostnames: vec![],
+        rules: vec![RouteRule {
+            matches: vec![RouteMatch {
+                path: Some(PathMatch::Prefix("/".into())),
+                ..RouteMatch::default()
+            }],
+            filters: vec![],
+            backends: vec![
+                backend("catalog.shop", 100 - weight_v2),
+                backend("reviews.shop", weight_v2),
+            ],
+            timeout_ms: 0,
+        }],
+    }
+}
+
+#[test]
+fn routes_reach_subscribers_of_their_parent_and_an_update_is_a_delta() {
+    use crate::grpc::discovery::session::Session;
+    let mut ix = shop_index();
+    let conn = ix.allocate_conn();
+    let mut rx = ix.connect_proxy(conn, [key("catalog.shop"), key("reviews.shop")]);
+    let rk = ResourceKey::routes(&key("catalog.shop"));
+    let mut session = Session::new([]);
+    let first = session
+        .delta(&rx.borrow_and_update(), || "n1".into())
+        .unwrap();
+    assert!(first
+        .resources
+        .iter()
+        .all(|r| r.key.kind != ResourceKind::Routes));
+    session.ack("n1");
+
+    ix.apply_routes(BTreeMap::from([(
+        key("catalog.shop"),
+        vec![route("split", 10)],
+    )]));
+    assert!(rx.has_changed().unwrap());
+    let view = rx.borrow_and_update().clone();
+    assert!(
+        !view
+            .resources
+            .contains_key(&ResourceKey::routes(&key("reviews.shop"))),
+        "only the parent has routes"
+    );
+    let added = session.delta(&view, || "n2".into()).unwrap();
+    assert_eq!(added.resources.len(), 1, "only the routes are sent");
+    assert_eq!(added.resources[0].key, rk);
+    assert!(matches!(
+        &added.resources[0].body,
+        ResourceBody::Routes { parent, routes } if parent == &key("catalog.shop") && routes.len() == 1
+    ));
+    session.ack("n2");
+
+    // The same routes again are no change; another weight is, and only
+    // the routes resource is re-sent.
+    ix.apply_routes(BTreeMap::from([(
+        key("catalog.shop"),
+        vec![route("split", 10)],
+    )]));
+    assert!(!rx.has_changed().unwrap());
+    ix.set_routes(&key("catalog.shop"), vec![route("split", 50)]);
+    let view = rx.borrow_and_update().clone();
+    let changed = session.delta(&view, || "n3".into()).unwrap();
+    assert_eq!(changed.resources.len(), 1);
+    assert_eq!(changed.resources[0].key, rk);
+    assert_ne!(changed.resources[0].version, added.resources[0].version);
+    assert!(changed.removed.is_empty());
+    session.ack("n3");
+
+    // No routes left: the resource is removed.
+    ix.apply_routes(BTreeMap::new());
+    let view = rx.borrow_and_update().clone();
+    let gone = session.delta(&view, || "n4".into()).unwrap();
+    assert!(gone.resources.is_empty());
+    assert_eq!(gone.removed, [rk]);
+}
+
+#[test]
+fn routes_wait_for_their_parent() {
+    let mut ix = Index::new();
+    let conn = ix.allocate_conn();
+    let rx = ix.connect_proxy(conn, [key("catalog.shop")]);
+    ix.set_routes(&key("catalog.shop"), vec![route("split", 10)]);
+    let rk = ResourceKey::routes(&key("catalog.shop"));
+    assert!(!rx.borrow().resources.contains_key(&rk), "no service yet");
+    assert_eq!(ix.routes(&key("catalog.shop")).len(), 1);
+    ix.apply_service(svc("catalog", "shop", &[("app", "catalog")]));
+    assert!(rx.borrow().resources.contains_key(&rk));
+}

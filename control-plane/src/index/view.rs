@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    ProxyView, Resource, ResourceBody, ResourceKey, Service, ServiceKey, ServicePolicy,
+    ProxyView, Resource, ResourceBody, ResourceKey, Route, Service, ServiceKey, ServicePolicy,
 };
 
 /// A content hash: equal bodies get equal versions, across restarts too, so
@@ -34,6 +34,8 @@ pub struct ServiceResources {
     pub endpoints: Arc<Resource>,
     /// Absent when no policy is attached: proxies use the defaults.
     pub policy: Option<Arc<Resource>>,
+    /// Absent when no route attaches: requests go to the service itself.
+    pub routes: Option<Arc<Resource>>,
     pub endpoint_count: usize,
 }
 
@@ -43,6 +45,7 @@ impl ServiceResources {
         [&self.service, &self.endpoints]
             .into_iter()
             .chain(self.policy.as_ref())
+            .chain(self.routes.as_ref())
     }
 
     /// Whether `other` holds the same resources at the same versions.
@@ -50,15 +53,17 @@ impl ServiceResources {
         self.service.version == other.service.version
             && self.endpoints.version == other.endpoints.version
             && self.policy.as_ref().map(|r| &r.version) == other.policy.as_ref().map(|r| &r.version)
+            && self.routes.as_ref().map(|r| &r.version) == other.routes.as_ref().map(|r| &r.version)
     }
 }
 
 /// The keys of every resource a service may have.
-pub fn service_keys(key: &ServiceKey) -> [ResourceKey; 3] {
+pub fn service_keys(key: &ServiceKey) -> [ResourceKey; 4] {
     [
         ResourceKey::service(key),
         ResourceKey::endpoints(key),
         ResourceKey::traffic_policy(key),
+        ResourceKey::routes(key),
     ]
 }
 
@@ -66,6 +71,7 @@ pub fn service_resources(
     svc: &Service,
     endpoints: Vec<crate::model::Endpoint>,
     policy: Option<&ServicePolicy>,
+    routes: Option<&[Route]>,
 ) -> ServiceResources {
     let key = svc.key();
     let endpoint_count = endpoints.len();
@@ -75,6 +81,16 @@ pub fn service_resources(
             ResourceBody::TrafficPolicy {
                 service: key.clone(),
                 policy: Box::new(p.clone()),
+            },
+        )
+    });
+    // An empty list is no routes: the proxy then needs no resource at all.
+    let routes = routes.filter(|r| !r.is_empty()).map(|r| {
+        resource(
+            ResourceKey::routes(&key),
+            ResourceBody::Routes {
+                parent: key.clone(),
+                routes: r.to_vec(),
             },
         )
     });
@@ -91,6 +107,7 @@ pub fn service_resources(
             },
         ),
         policy,
+        routes,
         endpoint_count,
     }
 }

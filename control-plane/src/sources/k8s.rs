@@ -14,6 +14,7 @@ pub mod owner;
 pub mod policies;
 pub mod rbac;
 pub mod review;
+pub mod routes;
 pub mod trust_bundle;
 pub mod watch;
 

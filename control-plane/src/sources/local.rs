@@ -121,19 +121,26 @@ impl MeshConfigWatcher {
 pub struct Applied {
     pub services: usize,
     pub policies: usize,
+    /// Route objects (HTTPRoute, GRPCRoute).
+    pub routes: usize,
+    pub gateways: usize,
 }
 
-/// Applies a parsed config to the index (services, then their policies,
-/// under one lock), or says why the index refused it; a refused config
+/// Applies a parsed config to the index (services, then their policies
+/// and routes, under one lock), or says why the index refused it; a refused config
 /// changes nothing.
 pub fn apply(index: &SharedIndex, config: MeshConfig) -> Result<Applied, DuplicateService> {
     let applied = Applied {
         services: config.services.len(),
         policies: config.policies.len(),
+        routes: config.route_count(),
+        gateways: config.gateways.len(),
     };
     let mut index = index.lock();
     index.apply_services(config.services)?;
     index.apply_policies(config.policies);
+    index.apply_routes(config.routes);
+    index.apply_gateways(config.gateways);
     Ok(applied)
 }
 
@@ -158,7 +165,7 @@ pub async fn run(
             Poll::Unchanged => {}
             Poll::Changed(Ok(config)) => match apply(&index, config) {
                 Ok(n) => {
-                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, "mesh config applied")
+                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, routes = n.routes, gateways = n.gateways, "mesh config applied")
                 }
                 Err(e) => {
                     tracing::error!(path = %watcher.path().display(), error = %e, "mesh config rejected; keeping the last good one")

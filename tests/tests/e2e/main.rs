@@ -15,6 +15,7 @@ mod churn;
 mod controller_restart;
 mod demo_smoke;
 mod examples;
+mod gateway_api;
 mod grpc_streams;
 mod identity;
 mod images;

@@ -113,6 +113,7 @@ fn hello(w: Workload, register: bool, subs: &[&str]) -> Hello {
         subscriptions: subs.iter().map(|s| s.to_string()).collect(),
         known: vec![],
         mode: String::new(),
+        gateway: String::new(),
     }
 }
 

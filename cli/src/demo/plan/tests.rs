@@ -219,7 +219,7 @@ fn command_lines() {
         "--token-file /tmp/demo/tokens/gateway.token",
         "--service-account gateway",
         "--listen 127.0.0.1:17002",
-        "--route /=frontend.shop:80",
+        "--gateway shop-gateway",
         "--admin 127.0.0.1:17003",
     ] {
         assert!(gw.contains(want), "{want:?} not in {gw}");
@@ -262,6 +262,19 @@ fn controller_accepts_the_mesh_yaml() {
         .and_then(|p| p.retry.as_ref())
         .unwrap();
     assert_eq!(retry.attempts, 6);
+    // The gateway serves the Gateway's one route to the frontend, on any
+    // host; the reviews split stays a mesh route.
+    let gw = mycel_control_plane::model::ServiceKey::new("shop-gateway", "shop").unwrap();
+    let routes = &config.gateways[&gw];
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].name, "shop/shop");
+    assert!(routes[0].hostnames.is_empty());
+    assert_eq!(
+        routes[0].rules[0].backends[0].service.to_string(),
+        "frontend.shop"
+    );
+    let reviews = mycel_control_plane::model::ServiceKey::new("reviews", "shop").unwrap();
+    assert_eq!(config.routes[&reviews][0].name, "shop/reviews-split");
 }
 
 #[test]

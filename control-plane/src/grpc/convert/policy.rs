@@ -72,15 +72,20 @@ fn rules(spec: &TrafficPolicySpec) -> v1::PolicyRules {
                     stdev_factor: s.stdev_factor,
                 }),
             }),
-        fault: spec.fault.as_ref().map(|f| v1::Fault {
-            delay: f.delay.as_ref().map(|d| v1::FaultDelay {
-                delay_ms: ms(&d.fixed_delay),
-                percent: d.percentage,
-            }),
-            abort: f.abort.as_ref().map(|a| v1::FaultAbort {
-                http_status: u32::from(a.http_status),
-                percent: a.percentage,
-            }),
+        fault: spec.fault.as_ref().map(fault),
+    }
+}
+
+/// Also the fault a route's `ExtensionRef` to a policy applies.
+pub fn fault(f: &tp::Fault) -> v1::Fault {
+    v1::Fault {
+        delay: f.delay.as_ref().map(|d| v1::FaultDelay {
+            delay_ms: ms(&d.fixed_delay),
+            percent: d.percentage,
+        }),
+        abort: f.abort.as_ref().map(|a| v1::FaultAbort {
+            http_status: u32::from(a.http_status),
+            percent: a.percentage,
         }),
     }
 }

@@ -31,6 +31,7 @@ fn hello() -> Hello {
             version: "abc".into(),
         }],
         mode: String::new(),
+        gateway: String::new(),
     }
 }
 
@@ -79,9 +80,13 @@ fn hello_without_register_has_no_registration() {
     // A non-registering proxy need not describe a dialable workload.
     h.workload.as_mut().unwrap().address = String::new();
     h.mode = "gateway".into();
-    let s = check_hello(&peer(), h).unwrap();
+    let s = check_hello(&peer(), h.clone()).unwrap();
     assert!(s.registration.is_none());
     assert_eq!(s.mode, "gateway");
+    assert_eq!(s.gateway, None);
+    h.gateway = "web.shop".into();
+    let s = check_hello(&peer(), h).unwrap();
+    assert_eq!(s.gateway, Some(ServiceKey::new("web", "shop").unwrap()));
 }
 
 #[test]
@@ -112,6 +117,27 @@ fn hello_errors() {
             |h| h.mode = "mesh".into(),
             Code::InvalidArgument,
             "hello.mode \"mesh\"",
+        ),
+        (
+            |h| h.gateway = "web.shop".into(),
+            Code::InvalidArgument,
+            "hello.mode is not gateway",
+        ),
+        (
+            |h| {
+                h.mode = "gateway".into();
+                h.gateway = "web".into();
+            },
+            Code::InvalidArgument,
+            "hello.gateway \"web\" is not <name>.<namespace>",
+        ),
+        (
+            |h| {
+                h.mode = "gateway".into();
+                h.gateway = "web.payments".into();
+            },
+            Code::PermissionDenied,
+            "may only follow a Gateway of its own namespace",
         ),
         (
             |h| h.workload.as_mut().unwrap().address = "catalog.shop".into(),

@@ -29,6 +29,7 @@ use mycel_crds::traffic_policy::FieldError;
 
 use super::cluster::ObjKey;
 use crate::model::{ServiceKey, ServicePolicy};
+use crate::routes::PolicyFault;
 pub use object::{PolicyObject, Target, Valid};
 
 /// What a policy's `Accepted` condition reports.
@@ -163,6 +164,19 @@ impl Policies {
             }
         }
         Some(policy)
+    }
+
+    /// The fault section of a policy, as a route's `ExtensionRef` to it
+    /// applies it (an invalid policy with no version kept counts as
+    /// missing).
+    pub fn fault(&self, key: &ObjKey) -> PolicyFault {
+        match self.entries.get(key).and_then(Entry::effective) {
+            None => PolicyFault::Missing,
+            Some(v) => match &v.spec.fault {
+                Some(f) => PolicyFault::Fault(f.clone()),
+                None => PolicyFault::NoFault,
+            },
+        }
     }
 
     /// The verdict on one policy; `ports(service)` gives the ports of a

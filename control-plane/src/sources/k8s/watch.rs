@@ -1,8 +1,12 @@
 //! The watchers: Services, EndpointSlices and meshed Pods from the API
-//! server into [`Cluster`], `TrafficPolicy` objects into [`Policies`], and
-//! each changed service's view and policy into the index. Policy statuses
-//! go to the writer task ([`policies::write`]) once everything is listed:
-//! before, a Service not yet seen would read as missing.
+//! server into [`Cluster`], `TrafficPolicy` objects into [`Policies`],
+//! HTTPRoutes and GRPCRoutes into [`Routes`], and each changed service's
+//! view, policy and routes into the index. Policy and route statuses go to
+//! their writer tasks ([`policies::write`], [`routes::write`]) once
+//! everything is listed: before, a Service not yet seen would read as
+//! missing. A kind whose CRD is not installed (TrafficPolicy, or the
+//! Gateway API's routes) counts as listed and empty, so a cluster without
+//! the Gateway API runs with no routes.
 //!
 //! kube-runtime's watcher re-lists after a restart (a dropped watch, an
 //! expired resource version, a controller restart): the objects of a
@@ -19,14 +23,18 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use mycel_crds::gateway_api::grpcroutes::GrpcRoute;
+use mycel_crds::gateway_api::httproutes::HttpRoute;
 use mycel_crds::TrafficPolicy;
 use tokio::sync::{mpsc, watch};
 
 use super::cluster::{obj_key, Cluster, ObjKey};
 use super::convert;
 use super::policies::{self, write::StatusUpdate, Policies};
+use super::routes::{self, Routes};
 use crate::index::SharedIndex;
 use crate::model::ServiceKey;
+use crate::routes::{PolicyFault, RouteKind};
 
 /// Label the injector puts on every Pod it gave a proxy; the Pod watch
 /// selects on it, so the controller holds meshed Pods only.
@@ -40,6 +48,7 @@ enum Change {
     Slice(Event<EndpointSlice>),
     Pod(Event<Pod>),
     Policy(Event<DynamicObject>),
+    Route(RouteKind, Event<DynamicObject>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -48,10 +57,37 @@ enum Kind {
     Slice,
     Pod,
     Policy,
+    HttpRoute,
+    GrpcRoute,
+}
+
+impl Kind {
+    fn of_route(kind: RouteKind) -> Self {
+        match kind {
+            RouteKind::Http => Kind::HttpRoute,
+            RouteKind::Grpc => Kind::GrpcRoute,
+        }
+    }
+
+    /// A kind served by a CRD that may not be installed.
+    fn optional(self) -> Option<&'static str> {
+        match self {
+            Kind::Policy => {
+                Some("TrafficPolicy CRD not installed; traffic policies are followed once it is")
+            }
+            Kind::HttpRoute => {
+                Some("Gateway API HTTPRoute CRD not installed; HTTPRoutes are followed once it is")
+            }
+            Kind::GrpcRoute => {
+                Some("Gateway API GRPCRoute CRD not installed; GRPCRoutes are followed once it is")
+            }
+            Kind::Service | Kind::Slice | Kind::Pod => None,
+        }
+    }
 }
 
 /// Every kind the controller lists before it is ready.
-const KINDS: usize = 4;
+const KINDS: usize = 6;
 
 /// A watch that failed, and of which kind.
 struct Failure {
@@ -60,8 +96,8 @@ struct Failure {
 }
 
 impl Failure {
-    /// The API server does not serve the kind: the TrafficPolicy CRD is
-    /// not installed (yet). Its watch keeps retrying meanwhile. The code,
+    /// The API server does not serve the kind: its CRD is not installed
+    /// (yet). Its watch keeps retrying meanwhile. The code,
     /// not the reason: for a path it does not serve the API server answers
     /// a plain `404 page not found`, not a `Status` with reason NotFound.
     fn kind_not_served(&self) -> bool {
@@ -79,6 +115,8 @@ struct Relist {
     slices: Option<BTreeSet<ObjKey>>,
     pods: Option<BTreeSet<ObjKey>>,
     policies: Option<BTreeSet<ObjKey>>,
+    http_routes: Option<BTreeSet<ObjKey>>,
+    grpc_routes: Option<BTreeSet<ObjKey>>,
 }
 
 impl Relist {
@@ -88,6 +126,8 @@ impl Relist {
             Kind::Slice => &mut self.slices,
             Kind::Pod => &mut self.pods,
             Kind::Policy => &mut self.policies,
+            Kind::HttpRoute => &mut self.http_routes,
+            Kind::GrpcRoute => &mut self.grpc_routes,
         }
     }
 }
@@ -95,12 +135,14 @@ impl Relist {
 /// Runs the watchers until `shutdown`. `synced` turns true once every kind
 /// has been listed once (the controller is ready to serve from the cluster;
 /// TrafficPolicies count as listed while their CRD is not installed).
-/// Policy statuses to write go to `statuses`.
+/// Policy statuses to write go to `statuses`, route statuses to
+/// `route_statuses`.
 pub async fn run(
     client: Client,
     mut cluster: Cluster,
     index: SharedIndex,
     statuses: mpsc::UnboundedSender<StatusUpdate>,
+    route_statuses: mpsc::UnboundedSender<routes::write::StatusUpdate>,
     synced: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -121,20 +163,39 @@ pub async fn run(
     )
     .map(move |e| e.map(Change::Pod).map_err(tag(Kind::Pod)));
     let policy_objects = changes(
-        Api::<DynamicObject>::all_with(client, &ApiResource::erase::<TrafficPolicy>(&())),
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<TrafficPolicy>(&())),
         watcher::Config::default(),
     )
     .map(move |e| e.map(Change::Policy).map_err(tag(Kind::Policy)));
+    let http_routes = changes(
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<HttpRoute>(&())),
+        watcher::Config::default(),
+    )
+    .map(move |e| {
+        e.map(|e| Change::Route(RouteKind::Http, e))
+            .map_err(tag(Kind::HttpRoute))
+    });
+    let grpc_routes = changes(
+        Api::<DynamicObject>::all_with(client, &ApiResource::erase::<GrpcRoute>(&())),
+        watcher::Config::default(),
+    )
+    .map(move |e| {
+        e.map(|e| Change::Route(RouteKind::Grpc, e))
+            .map_err(tag(Kind::GrpcRoute))
+    });
     let mut events = futures::stream::select_all([
         services.boxed(),
         slices.boxed(),
         pods.boxed(),
         policy_objects.boxed(),
+        http_routes.boxed(),
+        grpc_routes.boxed(),
     ]);
     let mut policies = Policies::default();
+    let mut route_store = Routes::default();
     let mut relist = Relist::default();
     let mut listed: BTreeSet<Kind> = BTreeSet::new();
-    let mut crd_missing_logged = false;
+    let mut crd_missing_logged: BTreeSet<Kind> = BTreeSet::new();
     loop {
         let next = tokio::select! {
             next = events.next() => next,
@@ -142,6 +203,9 @@ pub async fn run(
         };
         let Some(next) = next else { return };
         let was_synced = listed.len() == KINDS;
+        // Whether route statuses may have changed: their Services, their
+        // TrafficPolicies or the routes themselves.
+        let mut routes_touched = false;
         let (kind, affected, touched) = match next {
             Ok(Change::Policy(e)) => {
                 let touched = match &e {
@@ -152,21 +216,29 @@ pub async fn run(
                 };
                 let (kind, affected) = apply_policy(&mut policies, &mut relist, e);
                 publish_policies(&policies, &index, &affected);
+                let parents = route_store.reconvert(&faults(&policies));
+                publish_routes(&route_store, &index, &parents);
+                routes_touched = true;
                 (kind, affected, touched)
             }
+            Ok(Change::Route(route_kind, e)) => {
+                let (kind, parents) =
+                    apply_route(&mut route_store, &policies, &mut relist, route_kind, e);
+                publish_routes(&route_store, &index, &parents);
+                routes_touched = true;
+                (kind, BTreeSet::new(), None)
+            }
             Ok(change) => {
+                routes_touched = matches!(change, Change::Service(_));
                 let (kind, affected) = apply(&mut cluster, &mut relist, change);
                 publish(&cluster, &index, affected.clone());
                 (kind, affected, None)
             }
-            Err(f) if f.kind == Kind::Policy && f.kind_not_served() => {
-                if !crd_missing_logged {
-                    tracing::info!(
-                        "TrafficPolicy CRD not installed; traffic policies are followed once it is"
-                    );
-                    crd_missing_logged = true;
+            Err(f) if f.kind_not_served() && f.kind.optional().is_some() => {
+                if crd_missing_logged.insert(f.kind) {
+                    tracing::info!("{}", f.kind.optional().unwrap_or_default());
                 }
-                (Some(Kind::Policy), BTreeSet::new(), None)
+                (Some(f.kind), BTreeSet::new(), None)
             }
             Err(f) => {
                 // The backoff in `changes` retries; the view stays as it was.
@@ -195,6 +267,58 @@ pub async fn run(
             policies.keys().into_iter().collect()
         };
         send_statuses(&cluster, &policies, keys, &statuses);
+        if routes_touched || !was_synced {
+            routes::send_statuses(&cluster, &route_store, &route_statuses);
+        }
+    }
+}
+
+/// TrafficPolicy faults as routes' `ExtensionRef`s read them.
+fn faults(policies: &Policies) -> impl Fn(&str, &str) -> PolicyFault + '_ {
+    |namespace, name| policies.fault(&(namespace.to_string(), name.to_string()))
+}
+
+/// Applies one route event; returns the kind whose re-list just finished
+/// (if it did) and the parents whose routes may have changed.
+fn apply_route(
+    store: &mut Routes,
+    policies: &Policies,
+    relist: &mut Relist,
+    kind: RouteKind,
+    event: Event<DynamicObject>,
+) -> (Option<Kind>, BTreeSet<ServiceKey>) {
+    let lookup = faults(policies);
+    on_event(
+        store,
+        relist,
+        Kind::of_route(kind),
+        event,
+        |s, o| match routes::object::read(kind, &o) {
+            Some(obj) => {
+                let key = (obj.key.1.clone(), obj.key.2.clone());
+                (Some(key), s.apply(obj, &lookup))
+            }
+            None => (None, BTreeSet::new()),
+        },
+        |s, (ns, name)| s.delete(&(kind, ns.clone(), name.clone())),
+        |s| {
+            s.keys()
+                .into_iter()
+                .filter(|k| k.0 == kind)
+                .map(|(_, ns, name)| (ns, name))
+                .collect()
+        },
+    )
+}
+
+/// Puts the routes of each affected parent into the index.
+fn publish_routes(store: &Routes, index: &SharedIndex, parents: &BTreeSet<ServiceKey>) {
+    if parents.is_empty() {
+        return;
+    }
+    let mut index = index.lock();
+    for parent in parents {
+        index.set_routes(parent, store.routes_of(parent));
     }
 }
 
@@ -268,8 +392,9 @@ fn apply(
             |c, k| c.delete_slice(k),
             Cluster::slice_keys,
         ),
-        // Policies are not part of the cluster view (see `apply_policy`).
-        Change::Policy(_) => (None, BTreeSet::new()),
+        // Policies and routes are not part of the cluster view (see
+        // `apply_policy`, `apply_route`).
+        Change::Policy(_) | Change::Route(..) => (None, BTreeSet::new()),
         Change::Pod(e) => on_event(
             cluster,
             relist,
@@ -388,146 +513,4 @@ fn send_statuses(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use serde_json::json;
-
-    use super::*;
-    use crate::sources::k8s::ClusterSettings;
-
-    fn cluster() -> Cluster {
-        Cluster::new(ClusterSettings {
-            trust_domain: "cluster.local".into(),
-            mesh_port: 15006,
-        })
-    }
-
-    fn slice(name: &str, ip: &str, pod: &str) -> EndpointSlice {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "shop",
-                         "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [ip], "conditions": {"ready": true},
-                           "targetRef": {"kind": "Pod", "name": pod, "namespace": "shop"}}],
-        }))
-        .unwrap()
-    }
-
-    fn pod(name: &str) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("shop".into()),
-                annotations: Some(BTreeMap::from([(
-                    convert::INJECTED_ANNOTATION.to_string(),
-                    "true".to_string(),
-                )])),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    fn service() -> Service {
-        serde_json::from_value(json!({
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"ports": [{"name": "http", "port": 80}]},
-        }))
-        .unwrap()
-    }
-
-    fn feed(c: &mut Cluster, r: &mut Relist, changes: Vec<Change>) -> Vec<Option<Kind>> {
-        changes.into_iter().map(|ch| apply(c, r, ch).0).collect()
-    }
-
-    fn policy(name: &str) -> DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "mycel.io/v1alpha1", "kind": "TrafficPolicy",
-            "metadata": {"name": name, "namespace": "shop", "generation": 1,
-                         "creationTimestamp": "2024-01-01T00:00:00Z"},
-            "spec": {"targetRef": {"kind": "Service", "name": "web"}},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_policy_relist_drops_policies_deleted_meanwhile() {
-        let web = ServiceKey::new("web", "shop").unwrap();
-        let mut p = Policies::default();
-        let mut r = Relist::default();
-        let (_, affected) = apply_policy(&mut p, &mut r, Event::Apply(policy("a")));
-        assert_eq!(affected, BTreeSet::from([web.clone()]));
-        apply_policy(&mut p, &mut r, Event::Apply(policy("b")));
-        // The watch restarts; `a` was deleted meanwhile.
-        apply_policy(&mut p, &mut r, Event::Init);
-        apply_policy(&mut p, &mut r, Event::InitApply(policy("b")));
-        let (done, affected) = apply_policy(&mut p, &mut r, Event::InitDone);
-        assert_eq!(done, Some(Kind::Policy));
-        assert_eq!(affected, BTreeSet::from([web.clone()]));
-        assert_eq!(p.keys(), [("shop".to_string(), "b".to_string())]);
-        assert_eq!(p.service_policy(&web).unwrap().sources, ["shop/b"]);
-    }
-
-    #[test]
-    fn a_relist_drops_what_disappeared_and_equals_a_fresh_start() {
-        let key = ServiceKey::new("web", "shop").unwrap();
-        let mut c = cluster();
-        let mut r = Relist::default();
-        feed(
-            &mut c,
-            &mut r,
-            vec![
-                Change::Service(Event::Apply(service())),
-                Change::Pod(Event::Apply(pod("a"))),
-                Change::Pod(Event::Apply(pod("b"))),
-                Change::Slice(Event::Apply(slice("s1", "198.18.0.2", "a"))),
-                Change::Slice(Event::Apply(slice("s2", "198.18.0.3", "b"))),
-            ],
-        );
-        assert_eq!(c.service_view(&key).endpoints.len(), 2);
-
-        // The watches restart; meanwhile slice s1 and pod a were deleted.
-        let done = feed(
-            &mut c,
-            &mut r,
-            vec![
-                Change::Slice(Event::Init),
-                Change::Slice(Event::InitApply(slice("s2", "198.18.0.3", "b"))),
-                Change::Slice(Event::InitDone),
-                Change::Pod(Event::Init),
-                Change::Pod(Event::InitApply(pod("b"))),
-                Change::Pod(Event::InitDone),
-            ],
-        );
-        assert_eq!(done[2], Some(Kind::Slice));
-        assert_eq!(done[5], Some(Kind::Pod));
-
-        let mut fresh = cluster();
-        let mut fr = Relist::default();
-        feed(
-            &mut fresh,
-            &mut fr,
-            vec![
-                Change::Service(Event::InitApply(service())),
-                Change::Pod(Event::InitApply(pod("b"))),
-                Change::Slice(Event::InitApply(slice("s2", "198.18.0.3", "b"))),
-            ],
-        );
-        assert_eq!(c.service_view(&key), fresh.service_view(&key));
-        assert_eq!(c.slice_keys(), fresh.slice_keys());
-        assert_eq!(c.pod_keys(), fresh.pod_keys());
-
-        // A re-list of services that no longer shows `web` deletes it.
-        feed(
-            &mut c,
-            &mut r,
-            vec![
-                Change::Service(Event::Init),
-                Change::Service(Event::InitDone),
-            ],
-        );
-        assert_eq!(c.service_view(&key).service, None);
-    }
-}
+mod tests;

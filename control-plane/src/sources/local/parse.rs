@@ -2,7 +2,9 @@
 //! version reads `kind: Service`, as `k8s_openapi`'s own type, so a manifest
 //! means the same here and in a cluster, and `kind: TrafficPolicy`
 //! (`mycel.io/v1alpha1`) as the CRD's own type, checked by the rules its
-//! schema holds (see [`policies`]). What Kubernetes would accept but
+//! schema holds (see [`policies`]), and `kind: Gateway`, `kind: HTTPRoute`
+//! and `kind: GRPCRoute` (`gateway.networking.k8s.io/v1`) as the Gateway
+//! API's own types, held to the rules of [`crate::routes`]. What Kubernetes would accept but
 //! Mycel cannot honour, and every field Kubernetes does not know, is an
 //! error. The whole file is valid or rejected; every error names the
 //! document (1-based) and the field.
@@ -13,10 +15,12 @@ use k8s_openapi::api::core::v1 as core;
 use mycel_api::names::{self, NameKind};
 use serde_json::Value;
 
-use crate::model::{Service, ServiceKey, ServicePolicy};
+use crate::model::{Route, Service, ServiceKey, ServicePolicy};
 use crate::sources::k8s::convert::{self, Strictness};
 
+mod gateways;
 mod policies;
+mod routes;
 
 /// Why a mesh config was rejected. The file name is added by the caller.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,6 +49,25 @@ pub struct MeshConfig {
     pub services: Vec<Service>,
     /// Traffic policies by the service they are attached to.
     pub policies: BTreeMap<ServiceKey, ServicePolicy>,
+    /// Routes by their parent service, in file order.
+    pub routes: BTreeMap<ServiceKey, Vec<Route>>,
+    /// Every Gateway of the file with the routes attached to it, in file
+    /// order.
+    pub gateways: BTreeMap<ServiceKey, Vec<Route>>,
+}
+
+impl MeshConfig {
+    /// How many route objects the routes come from (one may attach to
+    /// several parents).
+    pub fn route_count(&self) -> usize {
+        self.routes
+            .values()
+            .chain(self.gateways.values())
+            .flatten()
+            .map(|r| (r.kind, r.name.as_str()))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
 }
 
 /// Parses every document of a mesh config.
@@ -53,6 +76,8 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         serde_saphyr::from_multiple(text).map_err(|e| ParseError::Yaml(e.to_string()))?;
     let mut services = Vec::new();
     let mut policies = Vec::new();
+    let mut routes = Vec::new();
+    let mut gateways = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, value) in docs.into_iter().enumerate() {
         let document = i + 1;
@@ -61,6 +86,14 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         }
         if value.get("kind").and_then(Value::as_str) == Some(policies::KIND) {
             policies.push(policies::parse_document(document, value)?);
+            continue;
+        }
+        if value.get("kind").and_then(Value::as_str) == Some(gateways::KIND) {
+            gateways.push(gateways::parse_document(document, value)?);
+            continue;
+        }
+        if routes::is_route(value.get("kind").and_then(Value::as_str)) {
+            routes.push(routes::parse_document(document, value)?);
             continue;
         }
         let svc = parse_document(document, value)?;
@@ -74,8 +107,16 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         }
         services.push(svc);
     }
+    let faults = policies::faults(&policies);
     let policies = policies::attach(&services, policies)?;
-    Ok(MeshConfig { services, policies })
+    let gateways = gateways::by_key(gateways)?;
+    let attached = routes::attach(&services, &gateways, &faults, routes)?;
+    Ok(MeshConfig {
+        services,
+        policies,
+        routes: attached.services,
+        gateways: attached.gateways,
+    })
 }
 
 /// Builds the errors of one document.
@@ -132,8 +173,11 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
         return Err(ParseError::Document {
             document,
             message: format!(
-                "unsupported kind {kind:?} (mesh.yaml reads kind: Service and kind: {})",
-                policies::KIND
+                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {} and {})",
+                policies::KIND,
+                gateways::KIND,
+                routes::HTTP_KIND,
+                routes::GRPC_KIND
             ),
         });
     }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use mycel_crds::traffic_policy::Fault;
 use mycel_crds::TrafficPolicy;
 use serde_json::Value;
 
@@ -78,6 +79,20 @@ pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, Parse
         name,
         policy,
     })
+}
+
+/// The fault section of every policy by `(namespace, name)`, for routes'
+/// `ExtensionRef`s.
+pub fn faults(parsed: &[Parsed]) -> BTreeMap<(String, String), Option<Fault>> {
+    parsed
+        .iter()
+        .map(|p| {
+            (
+                (p.namespace.clone(), p.name.clone()),
+                p.policy.spec.fault.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Groups the policies by their Service, which must be in `services`.

@@ -244,7 +244,7 @@ fn error_names_later_document_index() {
         e,
         ParseError::Document {
             document: 3,
-            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service and kind: TrafficPolicy)".into()
+            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, Gateway, HTTPRoute and GRPCRoute)".into()
         }
     );
 }

@@ -1,0 +1,188 @@
+//! The Gateways the sources know, each with the routes attached to it, as
+//! the `GATEWAY_ROUTES` resource gateway proxies follow. A proxy follows at
+//! most one Gateway (the one its Hello named).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::view;
+use crate::model::{Resource, ResourceBody, ResourceKey, Route, ServiceKey};
+
+#[derive(Debug, Default)]
+pub struct Gateways {
+    /// Presence means the Gateway exists (and is this controller's).
+    by_key: BTreeMap<ServiceKey, Arc<Resource>>,
+}
+
+fn routes_resource(key: &ServiceKey, routes: Vec<Route>) -> Arc<Resource> {
+    view::resource(
+        ResourceKey::gateway_routes(key),
+        ResourceBody::Routes {
+            parent: key.clone(),
+            routes,
+        },
+    )
+}
+
+impl Gateways {
+    /// Replaces every Gateway; returns the keys whose resource changed.
+    pub fn replace_all(&mut self, next: BTreeMap<ServiceKey, Vec<Route>>) -> BTreeSet<ServiceKey> {
+        let next: BTreeMap<ServiceKey, Arc<Resource>> = next
+            .into_iter()
+            .map(|(k, r)| {
+                let res = routes_resource(&k, r);
+                (k, res)
+            })
+            .collect();
+        let mut changed: BTreeSet<ServiceKey> = self
+            .by_key
+            .iter()
+            .filter(|(k, r)| next.get(*k).map(|n| &n.version) != Some(&r.version))
+            .map(|(k, _)| k.clone())
+            .collect();
+        changed.extend(
+            next.iter()
+                .filter(|(k, r)| self.by_key.get(*k).map(|n| &n.version) != Some(&r.version))
+                .map(|(k, _)| k.clone()),
+        );
+        self.by_key = next;
+        changed
+    }
+
+    /// Sets (Some) or removes (None) one Gateway; whether it changed.
+    pub fn set(&mut self, key: &ServiceKey, routes: Option<Vec<Route>>) -> bool {
+        match routes {
+            Some(r) => {
+                let res = routes_resource(key, r);
+                if self.by_key.get(key).map(|o| &o.version) == Some(&res.version) {
+                    return false;
+                }
+                self.by_key.insert(key.clone(), res);
+                true
+            }
+            None => self.by_key.remove(key).is_some(),
+        }
+    }
+
+    /// What a proxy following `key` holds: its routes, or `not_found`.
+    pub fn resource(&self, key: &ServiceKey) -> Arc<Resource> {
+        match self.by_key.get(key) {
+            Some(r) => r.clone(),
+            None => view::resource(ResourceKey::gateway_routes(key), ResourceBody::NotFound),
+        }
+    }
+
+    pub fn routes(&self, key: &ServiceKey) -> Option<&[Route]> {
+        match &self.by_key.get(key)?.body {
+            ResourceBody::Routes { routes, .. } => Some(routes),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::discovery::session::Session;
+    use crate::index::Index;
+    use crate::model::ResourceKind;
+    use crate::routes::model::RouteKind;
+
+    fn key(s: &str) -> ServiceKey {
+        ServiceKey::parse(s).unwrap()
+    }
+
+    fn route(name: &str, host: &str) -> Route {
+        Route {
+            name: format!("shop/{name}"),
+            kind: RouteKind::Http,
+            ports: vec![],
+            hostnames: vec![host.to_string()],
+            rules: vec![],
+        }
+    }
+
+    #[test]
+    fn a_follower_gets_not_found_then_the_routes_then_deltas() {
+        let mut ix = Index::new();
+        let conn = ix.allocate_conn();
+        let mut rx = ix.connect_proxy(conn, []);
+        ix.follow_gateway(conn, key("web.shop"));
+        let rk = ResourceKey::gateway_routes(&key("web.shop"));
+        let mut session = Session::new([]);
+        let first = session
+            .delta(&rx.borrow_and_update(), || "n1".into())
+            .unwrap();
+        let gw = first.resources.iter().find(|r| r.key == rk).unwrap();
+        assert_eq!(gw.body, ResourceBody::NotFound, "no such Gateway yet");
+        assert!(ix.gateway_routes(&key("web.shop")).is_none());
+        session.ack("n1");
+
+        // The Gateway appears without routes: an empty list, not not_found.
+        ix.apply_gateways(BTreeMap::from([(key("web.shop"), vec![])]));
+        let d = session
+            .delta(&rx.borrow_and_update(), || "n2".into())
+            .unwrap();
+        assert_eq!(d.resources.len(), 1, "only the Gateway's routes");
+        assert!(matches!(
+            &d.resources[0].body,
+            ResourceBody::Routes { parent, routes } if parent == &key("web.shop") && routes.is_empty()
+        ));
+        session.ack("n2");
+
+        // A route attaches; another Gateway's change is not this proxy's.
+        ix.apply_gateways(BTreeMap::from([
+            (key("web.shop"), vec![route("shop", "shop.example")]),
+            (key("other.shop"), vec![route("x", "x.example")]),
+        ]));
+        let d = session
+            .delta(&rx.borrow_and_update(), || "n3".into())
+            .unwrap();
+        assert_eq!(d.resources.len(), 1);
+        assert_eq!(d.resources[0].key.kind, ResourceKind::GatewayRoutes);
+        session.ack("n3");
+        ix.set_gateway(&key("other.shop"), None);
+        assert!(!rx.has_changed().unwrap());
+        // The same routes again are no change.
+        ix.set_gateway(&key("web.shop"), Some(vec![route("shop", "shop.example")]));
+        assert!(!rx.has_changed().unwrap());
+        assert_eq!(ix.gateway_routes(&key("web.shop")).unwrap().len(), 1);
+
+        // The Gateway goes away: not_found again (never removed: the
+        // proxy still follows it).
+        ix.set_gateway(&key("web.shop"), None);
+        let d = session
+            .delta(&rx.borrow_and_update(), || "n4".into())
+            .unwrap();
+        assert_eq!(d.resources[0].body, ResourceBody::NotFound);
+        assert!(d.removed.is_empty());
+        assert!(ix.gateway_routes(&key("web.shop")).is_none());
+    }
+
+    #[test]
+    fn a_reconnecting_follower_that_holds_the_version_is_sent_nothing_new() {
+        let mut ix = Index::new();
+        ix.apply_gateways(BTreeMap::from([(
+            key("web.shop"),
+            vec![route("shop", "shop.example")],
+        )]));
+        let conn = ix.allocate_conn();
+        let mut rx = ix.connect_proxy(conn, []);
+        ix.follow_gateway(conn, key("web.shop"));
+        let view = rx.borrow_and_update().clone();
+        let rk = ResourceKey::gateway_routes(&key("web.shop"));
+        let held: Vec<(ResourceKey, String)> = view
+            .resources
+            .values()
+            .map(|r| (r.key.clone(), r.version.clone()))
+            .collect();
+        assert!(held.iter().any(|(k, _)| k == &rk));
+        let mut session = Session::new(held);
+        let d = session.delta(&view, || "n".into()).unwrap();
+        assert!(d.resources.is_empty() && d.removed.is_empty());
+    }
+}

@@ -1,0 +1,304 @@
+//! HTTPRoutes and GRPCRoutes in Kubernetes mode: the objects the watch
+//! saw, converted by [`crate::routes`] (the rules mesh.yaml is held to),
+//! the routes of each parent Service, and what each Service parentRef's
+//! status entry says. Pure and synchronous, like [`super::Policies`]:
+//! every change returns the parents it may have altered.
+//!
+//! A route refused on an update keeps its last valid conversion applied,
+//! as proxies keep their last good config; nothing is kept across a
+//! controller restart. A route's `ExtensionRef`s read TrafficPolicies, so
+//! a policy change converts the routes again ([`Routes::reconvert`]).
+//! Routes of one parent are ordered oldest first (`creationTimestamp`,
+//! then `<namespace>/<name>`), the order the Gateway API breaks ties by.
+
+pub mod object;
+pub mod status;
+pub mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{Route, ServiceKey};
+use crate::routes::{Converted, PolicyFault, Reason, RouteError};
+pub use object::{RouteKey, RouteObject};
+
+#[derive(Clone, Debug)]
+struct Entry {
+    object: RouteObject,
+    converted: Result<Converted, RouteError>,
+    /// While `converted` is an error: the last valid conversion and the
+    /// generation it came from, which stays applied.
+    kept: Option<(i64, Converted)>,
+}
+
+impl Entry {
+    fn effective(&self) -> Option<&Converted> {
+        match &self.converted {
+            Ok(c) => Some(c),
+            Err(_) => self.kept.as_ref().map(|(_, c)| c),
+        }
+    }
+
+    fn parents(&self) -> BTreeSet<ServiceKey> {
+        self.effective()
+            .map(Converted::parent_services)
+            .unwrap_or_default()
+    }
+
+    fn applied(&self) -> Option<(i64, Converted)> {
+        match &self.converted {
+            Ok(c) => Some((self.object.generation, c.clone())),
+            Err(_) => self.kept.clone(),
+        }
+    }
+}
+
+/// Looks a TrafficPolicy's fault up by namespace and name.
+pub type PolicyLookup<'a> = &'a dyn Fn(&str, &str) -> PolicyFault;
+
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    entries: BTreeMap<RouteKey, Entry>,
+}
+
+/// What one Service parentRef's conditions say: `(status, reason,
+/// message)` of `Accepted` and of `ResolvedRefs`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentVerdict {
+    pub accepted: (bool, &'static str, String),
+    pub resolved: (bool, &'static str, String),
+}
+
+impl Routes {
+    /// Adds or replaces a route; returns the parents whose routes may have
+    /// changed.
+    pub fn apply(
+        &mut self,
+        object: RouteObject,
+        policies: PolicyLookup<'_>,
+    ) -> BTreeSet<ServiceKey> {
+        let converted = object.convert(policies);
+        let key = object.key.clone();
+        let old = self.entries.remove(&key);
+        let kept = match (&converted, &old) {
+            (Ok(_), _) | (_, None) => None,
+            (Err(_), Some(e)) => e.applied(),
+        };
+        let next = Entry {
+            object,
+            converted,
+            kept,
+        };
+        let mut affected = next.parents();
+        if let Some(old) = &old {
+            affected.extend(old.parents());
+        }
+        self.entries.insert(key, next);
+        affected
+    }
+
+    pub fn delete(&mut self, key: &RouteKey) -> BTreeSet<ServiceKey> {
+        self.entries
+            .remove(key)
+            .map(|e| e.parents())
+            .unwrap_or_default()
+    }
+
+    /// Converts every route again (a TrafficPolicy changed); returns the
+    /// parents of the routes whose conversion changed.
+    pub fn reconvert(&mut self, policies: PolicyLookup<'_>) -> BTreeSet<ServiceKey> {
+        let keys: Vec<RouteKey> = self.entries.keys().cloned().collect();
+        let mut affected = BTreeSet::new();
+        for key in keys {
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            let converted = entry.object.convert(policies);
+            if converted == entry.converted {
+                continue;
+            }
+            let object = entry.object.clone();
+            affected.extend(self.apply(object, policies));
+        }
+        affected
+    }
+
+    /// Keys of the routes of one kind, for a re-list.
+    pub fn keys(&self) -> Vec<RouteKey> {
+        self.entries.keys().cloned().collect()
+    }
+
+    pub fn object(&self, key: &RouteKey) -> Option<&RouteObject> {
+        self.entries.get(key).map(|e| &e.object)
+    }
+
+    /// The routes attached to `parent`, oldest first.
+    pub fn routes_of(&self, parent: &ServiceKey) -> Vec<Route> {
+        let mut attached: Vec<(&Entry, Route)> = self
+            .entries
+            .values()
+            .filter_map(|e| Some((e, e.effective()?.for_parent(parent)?)))
+            .collect();
+        // Objects without a creation time (never from an API server) last.
+        attached.sort_by(|(a, _), (b, _)| {
+            (
+                a.object.created.is_none(),
+                &a.object.created,
+                &a.object.key.1,
+                &a.object.key.2,
+            )
+                .cmp(&(
+                    b.object.created.is_none(),
+                    &b.object.created,
+                    &b.object.key.1,
+                    &b.object.key.2,
+                ))
+        });
+        attached.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The verdict on each Service parentRef of a route, by position in
+    /// `spec.parentRefs`. `ports(service)` gives the ports of a known
+    /// Service, `None` for an unknown one.
+    pub fn verdicts(
+        &self,
+        key: &RouteKey,
+        ports: impl Fn(&ServiceKey) -> Option<Vec<u16>>,
+    ) -> Vec<(usize, ParentVerdict)> {
+        let Some(entry) = self.entries.get(key) else {
+            return Vec::new();
+        };
+        let ours = service_parent_positions(&entry.object);
+        let converted = match &entry.converted {
+            Ok(c) => c,
+            Err(e) => {
+                let v = refused(e, entry.kept.as_ref().map(|(g, _)| *g));
+                return ours.into_iter().map(|i| (i, v.clone())).collect();
+            }
+        };
+        let resolved = resolved(converted, &ports);
+        ours.into_iter()
+            .filter_map(|i| {
+                let parent = converted.parents.iter().find(|p| p.index == i)?;
+                let name = parent.service.name();
+                let accepted = match (ports(&parent.service), parent.port) {
+                    (None, _) => (
+                        false,
+                        "NoMatchingParent",
+                        format!(
+                            "Service {name} does not exist in namespace {}; the route attaches once it does",
+                            parent.service.namespace()
+                        ),
+                    ),
+                    (Some(known), Some(port)) if !known.contains(&port) => (
+                        false,
+                        "NoMatchingParent",
+                        format!("Service {name} has no port {port}"),
+                    ),
+                    _ => (true, "Accepted", format!("attached to Service {name}")),
+                };
+                Some((
+                    i,
+                    ParentVerdict {
+                        accepted,
+                        resolved: resolved.clone(),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Positions of the parentRefs this controller answers for: those naming
+/// a Service (another kind belongs to a gateway's controller).
+pub fn service_parent_positions(object: &RouteObject) -> Vec<usize> {
+    object
+        .parent_refs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.get("kind").and_then(|k| k.as_str()) == Some("Service"))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn refused(e: &RouteError, kept: Option<i64>) -> ParentVerdict {
+    let mut message = format!("not applied: {e}");
+    if let Some(generation) = kept {
+        message.push_str(&format!(
+            "; the previous version (generation {generation}) stays applied"
+        ));
+    }
+    let resolved = match e.reason {
+        Reason::RefNotPermitted => (false, "RefNotPermitted", e.to_string()),
+        Reason::RefNotFound => (false, "BackendNotFound", e.to_string()),
+        Reason::Invalid | Reason::Unsupported => {
+            (true, "ResolvedRefs", "no reference was refused".to_string())
+        }
+    };
+    ParentVerdict {
+        accepted: (false, "UnsupportedValue", message),
+        resolved,
+    }
+}
+
+/// `ResolvedRefs` of a valid route: every Service it sends or mirrors to
+/// exists with the port named.
+fn resolved(
+    c: &Converted,
+    ports: &impl Fn(&ServiceKey) -> Option<Vec<u16>>,
+) -> (bool, &'static str, String) {
+    for r in &c.refs {
+        let name = r.service.name();
+        match ports(&r.service) {
+            None => {
+                return (
+                    false,
+                    "BackendNotFound",
+                    format!("{}: Service {name} does not exist", r.field),
+                )
+            }
+            Some(known) if !known.contains(&r.port) => {
+                return (
+                    false,
+                    "BackendNotFound",
+                    format!("{}: Service {name} has no port {}", r.field, r.port),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    (true, "ResolvedRefs", "every reference resolved".to_string())
+}
+
+/// Sends the `status.parents` each route should carry (`None` when it
+/// already does, which drops a queued write).
+pub fn send_statuses(
+    cluster: &super::Cluster,
+    store: &Routes,
+    tx: &tokio::sync::mpsc::UnboundedSender<write::StatusUpdate>,
+) {
+    // Whole seconds: the API server keeps no more, and a value it would
+    // round differs from what it echoes back.
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let ports = |svc: &ServiceKey| {
+        cluster
+            .service_view(svc)
+            .service
+            .map(|s| s.ports.iter().map(|p| p.port).collect())
+    };
+    for key in store.keys() {
+        let Some(object) = store.object(&key) else {
+            continue;
+        };
+        let verdicts = store.verdicts(&key, ports);
+        let write = status::desired(object, &verdicts, &now)
+            .map(|parents| (object.resource_version.clone(), parents));
+        // Only a closed writer fails this, at shutdown.
+        let _ = tx.send(write::StatusUpdate { key, write });
+    }
+}
