@@ -149,12 +149,15 @@ impl Proxy {
     /// satisfying `f`; returns that response.
     async fn until(&mut self, what: &str, f: impl Fn(&Routes) -> bool) -> DiscoveryResponse {
         let wait = Duration::from_secs(20);
+        let mut last: Option<Routes> = None;
         loop {
             let r = tokio::time::timeout(wait, self.rx.message())
                 .await
-                .unwrap_or_else(|_| panic!("{what}: no discovery response within {wait:?}"))
-                .unwrap()
-                .unwrap();
+                .unwrap_or_else(|_| {
+                    panic!("{what}: no discovery response within {wait:?}; last routes: {last:?}")
+                })
+                .unwrap_or_else(|s| panic!("{what}: the stream failed: {s}"))
+                .unwrap_or_else(|| panic!("{what}: the stream ended"));
             self.tx
                 .send(DiscoveryRequest {
                     kind: Some(Kind::Ack(Ack {
@@ -165,6 +168,7 @@ impl Proxy {
                 .unwrap();
             let found = r.resources.iter().any(|res| match &res.body {
                 Some(resource::Body::Routes(routes)) => {
+                    last = Some(routes.clone());
                     routes.parent == "reviews.shop" && f(routes)
                 }
                 _ => false,
