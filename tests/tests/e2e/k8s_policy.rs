@@ -27,7 +27,7 @@ const NS: &str = "shop";
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// Creates every CRD of `crds/generated/` and waits until each is served.
-async fn install_crds(admin: &Client) {
+pub(super) async fn install_crds(admin: &Client) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/generated");
     let api = Api::<CustomResourceDefinition>::all(admin.clone());
     let mut names = Vec::new();
@@ -59,7 +59,7 @@ async fn install_crds(admin: &Client) {
 }
 
 /// Polls `f` every 100 ms until it gives a value, for at most [`LIMIT`].
-async fn poll<T, F, Fut>(what: &str, f: F) -> T
+pub(super) async fn poll<T, F, Fut>(what: &str, f: F) -> T
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

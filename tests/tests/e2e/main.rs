@@ -26,6 +26,7 @@ mod k8s_check;
 mod k8s_demo;
 mod k8s_owner;
 mod k8s_policy;
+mod k8s_routes;
 mod mtls;
 mod netns_init;
 mod netns_mesh;
