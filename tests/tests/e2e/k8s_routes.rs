@@ -133,6 +133,7 @@ impl Proxy {
                 subscriptions: vec!["reviews.shop".into()],
                 known: vec![],
                 mode: "sidecar".into(),
+                gateway: String::new(),
             })),
         })
         .await
