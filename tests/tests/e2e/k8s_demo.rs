@@ -526,6 +526,8 @@ async fn assert_services(admin: &Client, deployments: &[Deployment]) {
         ("catalog", 80, &["catalog"][..]),
         ("ratings", 80, &["ratings"][..]),
         ("reviews", 9090, &["reviews-v1", "reviews-v2"][..]),
+        ("reviews-v1", 9090, &["reviews-v1"][..]),
+        ("reviews-v2", 9090, &["reviews-v2"][..]),
         ("gateway", 80, &["gateway"][..]),
     ] {
         let spec = services.get(service).await.unwrap().spec.unwrap();
@@ -668,6 +670,11 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
     ] {
         want.insert(("Deployment".into(), d.into()));
     }
+    // The reviews versions' own Services, the backends of the split.
+    for v in ["reviews-v1", "reviews-v2"] {
+        want.insert(("Service".into(), v.into()));
+    }
+    want.insert(("GRPCRoute".into(), "reviews-split".into()));
     assert_eq!(documents(), want, "the objects of demo-services/k8s/");
 
     let api = ApiServer::start().await.unwrap();
