@@ -224,6 +224,36 @@ fn deserialize_service(d: &Doc, value: Value) -> Result<core::Service, ParseErro
     deserialize_strict(d, value, "a Kubernetes v1 Service")
 }
 
+/// Checks the header of a document of a Kubernetes kind read as its own
+/// type (`apiVersion` must be `api_version`, a `spec` must be there), then
+/// drops `apiVersion` and `kind`: the generated types take them as given
+/// rather than as fields, and a strict read would call them unknown.
+fn check_header(
+    d: &Doc,
+    value: &mut Value,
+    api_version: &str,
+    kind: &str,
+) -> Result<(), ParseError> {
+    match value.get("apiVersion") {
+        Some(Value::String(v)) if v == api_version => {}
+        Some(Value::String(v)) => {
+            return Err(d.err(
+                "apiVersion",
+                format!("must be {api_version} for kind {kind}, found {v:?}"),
+            ))
+        }
+        _ => return Err(d.err("apiVersion", format!("is missing (want {api_version})"))),
+    }
+    if value.get("spec").is_none_or(Value::is_null) {
+        return Err(d.err("spec", "is missing"));
+    }
+    if let Some(root) = value.as_object_mut() {
+        root.remove("apiVersion");
+        root.remove("kind");
+    }
+    Ok(())
+}
+
 /// Deserializes a document as `T`, naming the path of a field of the wrong
 /// type and refusing any field `T` does not have (`what` says whose).
 fn deserialize_strict<T: serde::de::DeserializeOwned>(

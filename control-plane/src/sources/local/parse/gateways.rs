@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use mycel_crds::gateway_api::gateways::Gateway as GatewayObject;
 use serde_json::Value;
 
-use super::{deserialize_strict, Doc, ParseError};
+use super::{check_header, deserialize_strict, Doc, ParseError};
 use crate::model::ServiceKey;
 use crate::routes::gateway::{self, Gateway};
 
@@ -27,23 +27,7 @@ pub struct Parsed {
 
 pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, ParseError> {
     let d = Doc { document };
-    match value.get("apiVersion") {
-        Some(Value::String(v)) if v == API_VERSION => {}
-        Some(Value::String(v)) => {
-            return Err(d.err(
-                "apiVersion",
-                format!("must be {API_VERSION} for kind {KIND}, found {v:?}"),
-            ))
-        }
-        _ => return Err(d.err("apiVersion", format!("is missing (want {API_VERSION})"))),
-    }
-    if value.get("spec").is_none_or(Value::is_null) {
-        return Err(d.err("spec", "is missing"));
-    }
-    if let Some(root) = value.as_object_mut() {
-        root.remove("apiVersion");
-        root.remove("kind");
-    }
+    check_header(&d, &mut value, API_VERSION, KIND)?;
     let object: GatewayObject =
         deserialize_strict(&d, value, "a gateway.networking.k8s.io/v1 Gateway")?;
     let name = object

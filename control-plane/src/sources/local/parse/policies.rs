@@ -12,7 +12,7 @@ use mycel_crds::traffic_policy::Fault;
 use mycel_crds::TrafficPolicy;
 use serde_json::Value;
 
-use super::{deserialize_strict, is_dns_label, Doc, ParseError};
+use super::{check_header, deserialize_strict, is_dns_label, Doc, ParseError};
 use crate::model::{Service, ServiceKey, ServicePolicy};
 
 pub const KIND: &str = "TrafficPolicy";
@@ -28,24 +28,7 @@ pub struct Parsed {
 
 pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, ParseError> {
     let d = Doc { document };
-    match value.get("apiVersion") {
-        Some(Value::String(v)) if v == API_VERSION => {}
-        Some(Value::String(v)) => {
-            return Err(d.err(
-                "apiVersion",
-                format!("must be {API_VERSION} for kind {KIND}, found {v:?}"),
-            ))
-        }
-        _ => return Err(d.err("apiVersion", format!("is missing (want {API_VERSION})"))),
-    }
-    if value.get("spec").is_none_or(Value::is_null) {
-        return Err(d.err("spec", "is missing"));
-    }
-    // Checked above; the type takes them as given rather than as fields.
-    if let Some(root) = value.as_object_mut() {
-        root.remove("apiVersion");
-        root.remove("kind");
-    }
+    check_header(&d, &mut value, API_VERSION, KIND)?;
     let policy: TrafficPolicy = deserialize_strict(&d, value, "a mycel.io/v1alpha1 TrafficPolicy")?;
     let name = policy
         .metadata

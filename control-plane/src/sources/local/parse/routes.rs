@@ -13,7 +13,7 @@ use mycel_crds::gateway_api::httproutes::HttpRoute;
 use mycel_crds::traffic_policy::Fault;
 use serde_json::Value;
 
-use super::{deserialize_strict, is_dns_label, Doc, ParseError};
+use super::{check_header, deserialize_strict, is_dns_label, Doc, ParseError};
 use crate::model::{Route, Service, ServiceKey};
 use crate::routes::gateway::{self, Attachment, Gateway};
 use crate::routes::{self, Converted, PolicyFault, RouteKind, Source};
@@ -48,24 +48,7 @@ pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, Parse
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    match value.get("apiVersion") {
-        Some(Value::String(v)) if v == API_VERSION => {}
-        Some(Value::String(v)) => {
-            return Err(d.err(
-                "apiVersion",
-                format!("must be {API_VERSION} for kind {kind}, found {v:?}"),
-            ))
-        }
-        _ => return Err(d.err("apiVersion", format!("is missing (want {API_VERSION})"))),
-    }
-    if value.get("spec").is_none_or(Value::is_null) {
-        return Err(d.err("spec", "is missing"));
-    }
-    // Checked above; the types take them as given rather than as fields.
-    if let Some(root) = value.as_object_mut() {
-        root.remove("apiVersion");
-        root.remove("kind");
-    }
+    check_header(&d, &mut value, API_VERSION, &kind)?;
     let (object, metadata) = if kind == HTTP_KIND {
         let r: HttpRoute =
             deserialize_strict(&d, value, "a gateway.networking.k8s.io/v1 HTTPRoute")?;
