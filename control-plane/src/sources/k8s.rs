@@ -10,6 +10,7 @@
 pub mod ca_secret;
 pub mod cluster;
 pub mod convert;
+pub mod gateways;
 pub mod owner;
 pub mod policies;
 pub mod rbac;

@@ -45,7 +45,7 @@ const CONTROLLER: &str = "mycel.io/mesh-controller";
 const OTHER: &str = "example.com/gateway-controller";
 
 /// Creates the vendored Gateway API CRDs and waits until each is served.
-async fn install_gateway_api(admin: &Client) {
+pub(super) async fn install_gateway_api(admin: &Client) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/gateway-api/crds");
     let api = Api::<CustomResourceDefinition>::all(admin.clone());
     let mut names = Vec::new();
@@ -94,14 +94,36 @@ fn split(v2: &str) -> Value {
     })
 }
 
-/// A discovery stream as a proxy opens it, subscribed to reviews.shop.
-struct Proxy {
+/// A discovery stream as a proxy opens it, subscribed to reviews.shop (or
+/// following a Gateway: [`Proxy::open_hello`]).
+pub(super) struct Proxy {
     tx: mpsc::Sender<DiscoveryRequest>,
     rx: Streaming<DiscoveryResponse>,
+    /// Whose routes [`Proxy::until`] waits for.
+    parent: String,
 }
 
 impl Proxy {
     async fn open(mesh: &Mesh, token: &str) -> Proxy {
+        let hello = Hello {
+            proxy_id: "routes-probe".into(),
+            workload: Some(Workload {
+                name: "client-0".into(),
+                namespace: NS.into(),
+                service_account: "client".into(),
+                ..Workload::default()
+            }),
+            register: false,
+            subscriptions: vec!["reviews.shop".into()],
+            known: vec![],
+            mode: "sidecar".into(),
+            gateway: String::new(),
+        };
+        Self::open_hello(mesh, token, hello, "reviews.shop").await
+    }
+
+    /// Opens a stream with `hello`, waiting for the routes of `parent`.
+    pub(super) async fn open_hello(mesh: &Mesh, token: &str, hello: Hello, parent: &str) -> Proxy {
         let csr = Csr::new();
         let channel = grpc::controller(mesh, None).await;
         let reply = IdentityClient::new(channel)
@@ -121,20 +143,7 @@ impl Proxy {
         let channel = grpc::controller(mesh, Some(Identity::from_pem(chain, &csr.key_pem))).await;
         let (tx, rx) = mpsc::channel(16);
         tx.send(DiscoveryRequest {
-            kind: Some(Kind::Hello(Hello {
-                proxy_id: "routes-probe".into(),
-                workload: Some(Workload {
-                    name: "client-0".into(),
-                    namespace: NS.into(),
-                    service_account: "client".into(),
-                    ..Workload::default()
-                }),
-                register: false,
-                subscriptions: vec!["reviews.shop".into()],
-                known: vec![],
-                mode: "sidecar".into(),
-                gateway: String::new(),
-            })),
+            kind: Some(Kind::Hello(hello)),
         })
         .await
         .unwrap();
@@ -143,12 +152,20 @@ impl Proxy {
             .await
             .unwrap()
             .into_inner();
-        Proxy { tx, rx }
+        Proxy {
+            tx,
+            rx,
+            parent: parent.to_string(),
+        }
     }
 
     /// Reads (and ACKs) responses until one holds the parent's routes
     /// satisfying `f`; returns that response.
-    async fn until(&mut self, what: &str, f: impl Fn(&Routes) -> bool) -> DiscoveryResponse {
+    pub(super) async fn until(
+        &mut self,
+        what: &str,
+        f: impl Fn(&Routes) -> bool,
+    ) -> DiscoveryResponse {
         let wait = Duration::from_secs(20);
         let mut last: Option<Routes> = None;
         loop {
@@ -170,7 +187,7 @@ impl Proxy {
             let found = r.resources.iter().any(|res| match &res.body {
                 Some(resource::Body::Routes(routes)) => {
                     last = Some(routes.clone());
-                    routes.parent == "reviews.shop" && f(routes)
+                    routes.parent == self.parent && f(routes)
                 }
                 _ => false,
             });

@@ -141,22 +141,29 @@ impl Routes {
             .values()
             .filter_map(|e| Some((e, e.effective()?.for_parent(parent)?)))
             .collect();
-        // Objects without a creation time (never from an API server) last.
-        attached.sort_by(|(a, _), (b, _)| {
-            (
-                a.object.created.is_none(),
-                &a.object.created,
-                &a.object.key.1,
-                &a.object.key.2,
-            )
-                .cmp(&(
-                    b.object.created.is_none(),
-                    &b.object.created,
-                    &b.object.key.1,
-                    &b.object.key.2,
-                ))
-        });
+        attached.sort_by(|(a, _), (b, _)| age(&a.object).cmp(&age(&b.object)));
         attached.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Every route oldest first, as a Gateway reads them: the conversion
+    /// it serves (the last valid one of a refused route) and, when it is
+    /// refused, the verdict its parent entries carry.
+    pub fn views(&self) -> Vec<RouteView<'_>> {
+        let mut out: Vec<RouteView<'_>> = self
+            .entries
+            .values()
+            .map(|e| RouteView {
+                object: &e.object,
+                serving: e.effective(),
+                refused: e
+                    .converted
+                    .as_ref()
+                    .err()
+                    .map(|err| refused(err, e.kept.as_ref().map(|(g, _)| *g))),
+            })
+            .collect();
+        out.sort_by(|a, b| age(a.object).cmp(&age(b.object)));
+        out
     }
 
     /// The verdict on each Service parentRef of a route, by position in
@@ -211,6 +218,26 @@ impl Routes {
     }
 }
 
+/// Orders routes oldest first; objects without a creation time (never from
+/// an API server) last.
+fn age(
+    o: &RouteObject,
+) -> (
+    bool,
+    &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    &str,
+    &str,
+) {
+    (o.created.is_none(), &o.created, &o.key.1, &o.key.2)
+}
+
+/// One route as [`Routes::views`] shows it.
+pub struct RouteView<'a> {
+    pub object: &'a RouteObject,
+    pub serving: Option<&'a Converted>,
+    pub refused: Option<ParentVerdict>,
+}
+
 /// Positions of the parentRefs this controller answers for: those naming
 /// a Service (another kind belongs to a gateway's controller).
 pub fn service_parent_positions(object: &RouteObject) -> Vec<usize> {
@@ -245,7 +272,7 @@ fn refused(e: &RouteError, kept: Option<i64>) -> ParentVerdict {
 
 /// `ResolvedRefs` of a valid route: every Service it sends or mirrors to
 /// exists with the port named.
-fn resolved(
+pub fn resolved(
     c: &Converted,
     ports: &impl Fn(&ServiceKey) -> Option<Vec<u16>>,
 ) -> (bool, &'static str, String) {
@@ -272,33 +299,79 @@ fn resolved(
     (true, "ResolvedRefs", "every reference resolved".to_string())
 }
 
-/// Sends the `status.parents` each route should carry (`None` when it
-/// already does, which drops a queued write).
+/// The ports of each Service the cluster knows (`None`: no such Service).
+pub fn ports(cluster: &super::Cluster) -> impl Fn(&ServiceKey) -> Option<Vec<u16>> + '_ {
+    |svc: &ServiceKey| {
+        cluster
+            .service_view(svc)
+            .service
+            .map(|s| s.ports.iter().map(|p| p.port).collect())
+    }
+}
+
+/// Attaches every route to our Gateways (see [`super::gateways`]).
+pub fn attach_gateways(
+    cluster: &super::Cluster,
+    store: &Routes,
+    gateways: &super::gateways::Gateways,
+) -> super::gateways::Outcome {
+    let ports = ports(cluster);
+    gateways.attach(store, |c| resolved(c, &ports))
+}
+
+/// Sends the statuses each route, each GatewayClass of ours and each
+/// Gateway of ours should carry (`None` when it already does, which drops
+/// a queued write). A route's entries for its Service parents and for its
+/// Gateway parents are decided here together: one write per route.
 pub fn send_statuses(
     cluster: &super::Cluster,
     store: &Routes,
+    gateways: &super::gateways::Gateways,
+    outcome: &super::gateways::Outcome,
     tx: &tokio::sync::mpsc::UnboundedSender<write::StatusUpdate>,
 ) {
+    use super::gateways::status as gw_status;
+    use write::{StatusUpdate, Target};
     // Whole seconds: the API server keeps no more, and a value it would
     // round differs from what it echoes back.
     let now = k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let ports = |svc: &ServiceKey| {
-        cluster
-            .service_view(svc)
-            .service
-            .map(|s| s.ports.iter().map(|p| p.port).collect())
-    };
+    let ports = ports(cluster);
+    // Only a closed writer fails a send, at shutdown.
     for key in store.keys() {
         let Some(object) = store.object(&key) else {
             continue;
         };
-        let verdicts = store.verdicts(&key, ports);
-        let write = status::desired(object, &verdicts, &now)
+        let verdicts = store.verdicts(&key, &ports);
+        let on_gateways = outcome
+            .verdicts
+            .get(&key)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let write = status::desired(object, &verdicts, on_gateways, &now)
             .map(|parents| (object.resource_version.clone(), parents));
-        // Only a closed writer fails this, at shutdown.
-        let _ = tx.send(write::StatusUpdate { key, write });
+        let _ = tx.send(StatusUpdate::route(key, write));
+    }
+    for class in gateways.our_classes() {
+        let write = gw_status::class(class, &now).map(|s| (class.resource_version.clone(), s));
+        let _ = tx.send(StatusUpdate {
+            key: Target::GatewayClass(class.name.clone()),
+            write,
+        });
+    }
+    for gw in gateways.ours() {
+        let attached = outcome
+            .attached
+            .get(&gw.key)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let write =
+            gw_status::gateway(gw, attached, &now).map(|s| (gw.resource_version.clone(), s));
+        let _ = tx.send(StatusUpdate {
+            key: Target::Gateway(gw.key.0.clone(), gw.key.1.clone()),
+            write,
+        });
     }
 }

@@ -1,12 +1,14 @@
 //! The watchers: Services, EndpointSlices and meshed Pods from the API
 //! server into [`Cluster`], `TrafficPolicy` objects into [`Policies`],
-//! HTTPRoutes and GRPCRoutes into [`Routes`], and each changed service's
-//! view, policy and routes into the index. Policy and route statuses go to
-//! their writer tasks ([`policies::write`], [`routes::write`]) once
+//! HTTPRoutes and GRPCRoutes into [`Routes`], Gateways and GatewayClasses
+//! into [`Gateways`], and each changed service's view, policy and routes,
+//! and the routes of each of our Gateways, into the index. Policy and route statuses go to
+//! their writer tasks ([`policies::write`], [`routes::write`], which also
+//! writes Gateway and GatewayClass statuses) once
 //! everything is listed: before, a Service not yet seen would read as
 //! missing. A kind whose CRD is not installed (TrafficPolicy, or the
-//! Gateway API's routes) counts as listed and empty, so a cluster without
-//! the Gateway API runs with no routes.
+//! Gateway API's kinds) counts as listed and empty, so a cluster without
+//! the Gateway API runs with no routes and no Gateways.
 //!
 //! kube-runtime's watcher re-lists after a restart (a dropped watch, an
 //! expired resource version, a controller restart): the objects of a
@@ -23,6 +25,8 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
+use mycel_crds::gateway_api::gateways::Gateway;
 use mycel_crds::gateway_api::grpcroutes::GrpcRoute;
 use mycel_crds::gateway_api::httproutes::HttpRoute;
 use mycel_crds::TrafficPolicy;
@@ -30,6 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::cluster::{obj_key, Cluster, ObjKey};
 use super::convert;
+use super::gateways::{self, Gateways};
 use super::policies::{self, write::StatusUpdate, Policies};
 use super::routes::{self, Routes};
 use crate::index::SharedIndex;
@@ -49,6 +54,8 @@ enum Change {
     Pod(Event<Pod>),
     Policy(Event<DynamicObject>),
     Route(RouteKind, Event<DynamicObject>),
+    Gateway(Event<DynamicObject>),
+    Class(Event<DynamicObject>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +66,8 @@ enum Kind {
     Policy,
     HttpRoute,
     GrpcRoute,
+    Gateway,
+    GatewayClass,
 }
 
 impl Kind {
@@ -81,13 +90,19 @@ impl Kind {
             Kind::GrpcRoute => {
                 Some("Gateway API GRPCRoute CRD not installed; GRPCRoutes are followed once it is")
             }
+            Kind::Gateway => {
+                Some("Gateway API Gateway CRD not installed; Gateways are followed once it is")
+            }
+            Kind::GatewayClass => Some(
+                "Gateway API GatewayClass CRD not installed; GatewayClasses are followed once it is",
+            ),
             Kind::Service | Kind::Slice | Kind::Pod => None,
         }
     }
 }
 
 /// Every kind the controller lists before it is ready.
-const KINDS: usize = 6;
+const KINDS: usize = 8;
 
 /// A watch that failed, and of which kind.
 struct Failure {
@@ -117,6 +132,8 @@ struct Relist {
     policies: Option<BTreeSet<ObjKey>>,
     http_routes: Option<BTreeSet<ObjKey>>,
     grpc_routes: Option<BTreeSet<ObjKey>>,
+    gateways: Option<BTreeSet<ObjKey>>,
+    classes: Option<BTreeSet<ObjKey>>,
 }
 
 impl Relist {
@@ -128,6 +145,8 @@ impl Relist {
             Kind::Policy => &mut self.policies,
             Kind::HttpRoute => &mut self.http_routes,
             Kind::GrpcRoute => &mut self.grpc_routes,
+            Kind::Gateway => &mut self.gateways,
+            Kind::GatewayClass => &mut self.classes,
         }
     }
 }
@@ -176,12 +195,25 @@ pub async fn run(
             .map_err(tag(Kind::HttpRoute))
     });
     let grpc_routes = changes(
-        Api::<DynamicObject>::all_with(client, &ApiResource::erase::<GrpcRoute>(&())),
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<GrpcRoute>(&())),
         watcher::Config::default(),
     )
     .map(move |e| {
         e.map(|e| Change::Route(RouteKind::Grpc, e))
             .map_err(tag(Kind::GrpcRoute))
+    });
+    let gateway_objects = changes(
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<Gateway>(&())),
+        watcher::Config::default(),
+    )
+    .map(move |e| e.map(Change::Gateway).map_err(tag(Kind::Gateway)));
+    let classes = changes(
+        Api::<DynamicObject>::all_with(client, &ApiResource::erase::<GatewayClass>(&())),
+        watcher::Config::default(),
+    )
+    .map(move |e| {
+        e.map(|e| Change::Class(e.modify(cluster_scoped)))
+            .map_err(tag(Kind::GatewayClass))
     });
     let mut events = futures::stream::select_all([
         services.boxed(),
@@ -190,9 +222,13 @@ pub async fn run(
         policy_objects.boxed(),
         http_routes.boxed(),
         grpc_routes.boxed(),
+        gateway_objects.boxed(),
+        classes.boxed(),
     ]);
     let mut policies = Policies::default();
     let mut route_store = Routes::default();
+    let mut gateway_store = Gateways::default();
+    let mut outcome = gateways::Outcome::default();
     let mut relist = Relist::default();
     let mut listed: BTreeSet<Kind> = BTreeSet::new();
     let mut crd_missing_logged: BTreeSet<Kind> = BTreeSet::new();
@@ -228,6 +264,22 @@ pub async fn run(
                 routes_touched = true;
                 (kind, BTreeSet::new(), None)
             }
+            Ok(Change::Gateway(e)) => {
+                routes_touched = true;
+                (
+                    apply_gateway(&mut gateway_store, &mut relist, e),
+                    BTreeSet::new(),
+                    None,
+                )
+            }
+            Ok(Change::Class(e)) => {
+                routes_touched = true;
+                (
+                    apply_class(&mut gateway_store, &mut relist, e),
+                    BTreeSet::new(),
+                    None,
+                )
+            }
             Ok(change) => {
                 routes_touched = matches!(change, Change::Service(_));
                 let (kind, affected) = apply(&mut cluster, &mut relist, change);
@@ -246,6 +298,13 @@ pub async fn run(
                 continue;
             }
         };
+        if routes_touched {
+            // Recomputed whole: a Gateway, its class, a route or a
+            // Service may each change what a Gateway serves, and the
+            // index pushes only the Gateways whose routes changed.
+            outcome = routes::attach_gateways(&cluster, &route_store, &gateway_store);
+            index.lock().apply_gateways(outcome.routes.clone());
+        }
         if let Some(kind) = kind {
             listed.insert(kind);
             if listed.len() == KINDS {
@@ -268,7 +327,13 @@ pub async fn run(
         };
         send_statuses(&cluster, &policies, keys, &statuses);
         if routes_touched || !was_synced {
-            routes::send_statuses(&cluster, &route_store, &route_statuses);
+            routes::send_statuses(
+                &cluster,
+                &route_store,
+                &gateway_store,
+                &outcome,
+                &route_statuses,
+            );
         }
     }
 }
@@ -392,9 +457,11 @@ fn apply(
             |c, k| c.delete_slice(k),
             Cluster::slice_keys,
         ),
-        // Policies and routes are not part of the cluster view (see
-        // `apply_policy`, `apply_route`).
-        Change::Policy(_) | Change::Route(..) => (None, BTreeSet::new()),
+        // Policies, routes and Gateways are not part of the cluster view
+        // (see `apply_policy`, `apply_route`, `apply_gateway`).
+        Change::Policy(_) | Change::Route(..) | Change::Gateway(_) | Change::Class(_) => {
+            (None, BTreeSet::new())
+        }
         Change::Pod(e) => on_event(
             cluster,
             relist,
@@ -512,5 +579,8 @@ fn send_statuses(
     }
 }
 
+mod gateway_kinds;
 #[cfg(test)]
 mod tests;
+
+use gateway_kinds::{apply_class, apply_gateway, cluster_scoped};

@@ -182,7 +182,7 @@ fn status_replaces_only_our_entries_and_is_written_once() {
     let k = (RouteKind::Http, "shop".to_string(), "r".to_string());
     s.apply(route("r", 1, "2024-01-01T00:00:00Z", v1()), &no_policies);
     let obj = s.object(&k).unwrap().clone();
-    let parents = desired(&obj, &s.verdicts(&k, ports), "2024-05-01T00:00:00Z").unwrap();
+    let parents = desired(&obj, &s.verdicts(&k, ports), &[], "2024-05-01T00:00:00Z").unwrap();
     assert_eq!(parents.len(), 2);
     assert_eq!(
         parents[0]["controllerName"], "example.com/gateway",
@@ -203,13 +203,19 @@ fn status_replaces_only_our_entries_and_is_written_once() {
     let mut again = obj.clone();
     again.status_parents = parents.clone();
     assert_eq!(
-        desired(&again, &s.verdicts(&k, ports), "2024-06-01T00:00:00Z"),
+        desired(&again, &s.verdicts(&k, ports), &[], "2024-06-01T00:00:00Z"),
         None
     );
 
     // A change keeps the other entry and the time of the unchanged one.
     let missing = |svc: &ServiceKey| (svc.name() == "reviews").then(|| vec![9080]);
-    let next = desired(&again, &s.verdicts(&k, missing), "2024-06-01T00:00:00Z").unwrap();
+    let next = desired(
+        &again,
+        &s.verdicts(&k, missing),
+        &[],
+        "2024-06-01T00:00:00Z",
+    )
+    .unwrap();
     assert_eq!(next[0], parents[0]);
     assert_eq!(
         next[1]["conditions"][0]["lastTransitionTime"],
@@ -224,7 +230,12 @@ fn status_replaces_only_our_entries_and_is_written_once() {
 
 #[test]
 fn the_patch_carries_the_version_it_was_read_at() {
-    let body = write::body(Some("42"), &[json!({"controllerName": CONTROLLER_NAME})]);
+    let update = write::StatusUpdate::route(
+        (RouteKind::Http, "shop".into(), "r".into()),
+        Some((None, vec![json!({"controllerName": CONTROLLER_NAME})])),
+    );
+    let status = update.write.map(|(_, s)| s).unwrap_or_default();
+    let body = write::body(Some("42"), &status);
     assert_eq!(body["metadata"]["resourceVersion"], "42");
     assert_eq!(
         body["status"]["parents"][0]["controllerName"],

@@ -1,20 +1,24 @@
-//! Writes route statuses through the status subresource, off the watch
-//! loop, as policy statuses are written ([`super::super::policies::write`]):
-//! queued per object, the newest replacing an older one not yet written,
-//! retried with backoff.
+//! Writes the statuses of routes, Gateways and GatewayClasses through the
+//! status subresource, off the watch loop, as policy statuses are written
+//! ([`super::super::policies::write`]): queued per object, the newest
+//! replacing an older one not yet written, retried with backoff. One
+//! writer for all three, so a route's Service-parent and Gateway-parent
+//! entries are computed and written together and never race.
 //!
-//! The patch replaces the whole `status.parents` list (a merge patch
-//! cannot edit one entry of a list), so it carries the `resourceVersion`
-//! the list was read at: should another controller have written its
-//! entries meanwhile, the API server refuses the patch (409) instead of
-//! the patch erasing them. The write is then dropped; the watch brings the
-//! newer object, and from it a new status to write.
+//! The patch replaces whole lists (a merge patch cannot edit one entry of
+//! a list: a route's `status.parents`, a Gateway's `listeners`), so it
+//! carries the `resourceVersion` they were read at: should another
+//! controller have written its entries meanwhile, the API server refuses
+//! the patch (409) instead of the patch erasing them. The write is then
+//! dropped; the watch brings the newer object, and from it a new status.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
+use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
+use mycel_crds::gateway_api::gateways::Gateway;
 use mycel_crds::gateway_api::grpcroutes::GrpcRoute;
 use mycel_crds::gateway_api::httproutes::HttpRoute;
 use serde_json::Value;
@@ -29,27 +33,57 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// What to write to one route: its whole `status.parents`, read at
+/// The object a status is written to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Route(RouteKey),
+    /// `(namespace, name)`.
+    Gateway(String, String),
+    /// Cluster-scoped: its name.
+    GatewayClass(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Route((kind, ns, name)) => write!(f, "{} {ns}/{name}", kind.as_str()),
+            Target::Gateway(ns, name) => write!(f, "Gateway {ns}/{name}"),
+            Target::GatewayClass(name) => write!(f, "GatewayClass {name}"),
+        }
+    }
+}
+
+/// What to write to one object: the `status` fields to merge, read at
 /// `resource_version`. `None`: nothing (a queued write is dropped).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusUpdate {
-    pub key: RouteKey,
-    pub write: Option<(Option<String>, Vec<Value>)>,
+    pub key: Target,
+    pub write: Option<(Option<String>, Value)>,
+}
+
+impl StatusUpdate {
+    /// A route's whole `status.parents`.
+    pub fn route(key: RouteKey, write: Option<(Option<String>, Vec<Value>)>) -> Self {
+        Self {
+            key: Target::Route(key),
+            write: write.map(|(rv, parents)| (rv, serde_json::json!({ "parents": parents }))),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("{} {}/{}: writing its status: {source}", .key.0.as_str(), .key.1, .key.2)]
+    #[error("{key}: writing its status: {source}")]
     Api {
-        key: RouteKey,
+        key: Target,
         #[source]
         source: kube::Error,
     },
-    #[error("{} {}/{}: writing its status took longer than {API_TIMEOUT:?}", .key.0.as_str(), .key.1, .key.2)]
-    Timeout { key: RouteKey },
+    #[error("{key}: writing its status took longer than {API_TIMEOUT:?}")]
+    Timeout { key: Target },
 }
 
-type Pending = BTreeMap<RouteKey, (Option<String>, Vec<Value>)>;
+type Pending = BTreeMap<Target, (Option<String>, Value)>;
 
 /// Writes the updates `rx` brings until it closes or `shutdown`.
 pub async fn run(
@@ -68,7 +102,7 @@ pub async fn run(
             let mut failed = false;
             for (key, write) in pending.clone() {
                 if let Err(e) = patch(&client, &key, &write).await {
-                    tracing::warn!(error = %e, "route status not written; retrying");
+                    tracing::warn!(error = %e, "status not written; retrying");
                     failed = true;
                     continue;
                 }
@@ -112,30 +146,42 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// The merge patch of one write.
-pub fn body(resource_version: Option<&str>, parents: &[Value]) -> Value {
-    let mut body = serde_json::json!({ "status": { "parents": parents } });
+pub fn body(resource_version: Option<&str>, status: &Value) -> Value {
+    let mut body = serde_json::json!({ "status": status });
     if let Some(rv) = resource_version {
         body["metadata"] = serde_json::json!({ "resourceVersion": rv });
     }
     body
 }
 
-/// One merge patch of `status.parents`. An object deleted meanwhile needs
-/// no status, and one changed meanwhile gets a new write from the watch:
+/// One merge patch of `status`. An object deleted meanwhile needs no
+/// status, and one changed meanwhile gets a new write from the watch:
 /// both count as done.
 async fn patch(
     client: &Client,
-    key: &RouteKey,
-    (resource_version, parents): &(Option<String>, Vec<Value>),
+    key: &Target,
+    (resource_version, status): &(Option<String>, Value),
 ) -> Result<(), WriteError> {
-    let resource = match key.0 {
-        RouteKind::Http => ApiResource::erase::<HttpRoute>(&()),
-        RouteKind::Grpc => ApiResource::erase::<GrpcRoute>(&()),
+    let (api, name): (Api<DynamicObject>, &str) = match key {
+        Target::Route((kind, ns, name)) => {
+            let resource = match kind {
+                RouteKind::Http => ApiResource::erase::<HttpRoute>(&()),
+                RouteKind::Grpc => ApiResource::erase::<GrpcRoute>(&()),
+            };
+            (Api::namespaced_with(client.clone(), ns, &resource), name)
+        }
+        Target::Gateway(ns, name) => {
+            let resource = ApiResource::erase::<Gateway>(&());
+            (Api::namespaced_with(client.clone(), ns, &resource), name)
+        }
+        Target::GatewayClass(name) => {
+            let resource = ApiResource::erase::<GatewayClass>(&());
+            (Api::all_with(client.clone(), &resource), name)
+        }
     };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.1, &resource);
-    let body = body(resource_version.as_deref(), parents);
+    let body = body(resource_version.as_deref(), status);
     let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
-    let call = api.patch_status(&key.2, &params, &patch);
+    let call = api.patch_status(name, &params, &patch);
     match tokio::time::timeout(API_TIMEOUT, call).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(kube::Error::Api(s))) if s.is_not_found() || s.code == 409 => Ok(()),

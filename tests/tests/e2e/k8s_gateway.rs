@@ -1,0 +1,217 @@
+//! Gateway parents through a real kube-apiserver: the vendored Gateway API
+//! CRDs and the mesh's own installed, the controller running as a
+//! ServiceAccount bound to exactly `rbac::REQUIRED` (so its status writes
+//! prove the rights suffice). A GatewayClass of ours and one of another
+//! controller, a Gateway of each, and an HTTPRoute with both as parents:
+//! our class and Gateway are accepted (listener `attachedRoutes` 1), the
+//! route's entry for our Gateway reads Accepted/ResolvedRefs, nothing is
+//! written for the other class, Gateway or parent, and a proxy following
+//! `shop-gateway.shop` gets the route as `GATEWAY_ROUTES`, then a change.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use mycel_api::v1::{Hello, Workload};
+use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
+use mycel_crds::gateway_api::gateways::Gateway;
+use mycel_crds::gateway_api::httproutes::HttpRoute;
+use mycel_tests::k8s;
+use mycel_tests::mesh::Mesh;
+use serde_json::{json, Value};
+
+use super::k8s::{create, sa_token, seed};
+use super::k8s_policy::{install_crds, poll};
+use super::k8s_routes::{install_gateway_api, Proxy};
+
+const NS: &str = "shop";
+const GATEWAY_CONTROLLER: &str = "mycel.io/gateway-controller";
+const OTHER: &str = "example.com/gateway-controller";
+
+async fn dynamic(admin: &Client, resource: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
+    match ns {
+        Some(ns) => Api::namespaced_with(admin.clone(), ns, resource),
+        None => Api::all_with(admin.clone(), resource),
+    }
+}
+
+/// `(type, status, reason)` of each condition in `list`.
+fn conditions(list: Option<&Value>) -> Vec<(String, String, String)> {
+    list.and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .map(|c| {
+                    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+                    (s("type"), s("status"), s("reason"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn t(kind: &str, status: &str, reason: &str) -> (String, String, String) {
+    (kind.into(), status.into(), reason.into())
+}
+
+fn route_spec(prefix: &str) -> Value {
+    json!({
+        "parentRefs": [{"name": "shop-gateway"}, {"name": "theirs"}],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+                   "backendRefs": [{"name": "frontend", "port": 80}]}],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_of_our_class_are_served_and_report_status() {
+    if !k8s::available() {
+        return;
+    }
+    let (api, admin, _controller) = super::k8s_ca::cluster().await;
+    install_crds(&admin).await;
+    install_gateway_api(&admin).await;
+    seed(&admin, &[]).await;
+    let _: k8s_openapi::api::core::v1::Service = create(
+        &admin,
+        Some(NS),
+        json!({"metadata": {"name": "frontend"}, "spec": {"ports": [{"name": "http", "port": 80}]}}),
+    )
+    .await;
+    for (name, controller) in [("mycel", GATEWAY_CONTROLLER), ("other", OTHER)] {
+        let class: GatewayClass = serde_json::from_value(
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                   "metadata": {"name": name}, "spec": {"controllerName": controller}}),
+        )
+        .unwrap();
+        Api::<GatewayClass>::all(admin.clone())
+            .create(&PostParams::default(), &class)
+            .await
+            .unwrap();
+    }
+    for (name, class) in [("shop-gateway", "mycel"), ("theirs", "other")] {
+        let _: Gateway = create(
+            &admin,
+            Some(NS),
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                   "metadata": {"name": name},
+                   "spec": {"gatewayClassName": class,
+                            "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]}}),
+        )
+        .await;
+    }
+    let _: HttpRoute = create(
+        &admin,
+        Some(NS),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+               "metadata": {"name": "shop"}, "spec": route_spec("/")}),
+    )
+    .await;
+
+    let controller_kubeconfig = api.dir().join("kubeconfig-mycel-controller");
+    let mesh = Mesh::start_kubernetes(&controller_kubeconfig, &[]).await;
+    let classes = dynamic(&admin, &ApiResource::erase::<GatewayClass>(&()), None).await;
+    let gateways = dynamic(&admin, &ApiResource::erase::<Gateway>(&()), Some(NS)).await;
+    let routes = dynamic(&admin, &ApiResource::erase::<HttpRoute>(&()), Some(NS)).await;
+
+    // Our class: Accepted, for its generation.
+    poll("GatewayClass mycel Accepted", || async {
+        let c = classes.get("mycel").await.ok()?;
+        let status = c.data.get("status")?;
+        (conditions(status.get("conditions")) == [t("Accepted", "True", "Accepted")]
+            && status["conditions"][0]["observedGeneration"] == c.metadata.generation.unwrap())
+        .then_some(())
+    })
+    .await;
+
+    // Our Gateway: Accepted and Programmed, one route on its listener.
+    poll(
+        "Gateway shop-gateway Accepted, Programmed, 1 route",
+        || async {
+            let g = gateways.get("shop-gateway").await.ok()?;
+            let status = g.data.get("status")?;
+            let listener = &status["listeners"][0];
+            (conditions(status.get("conditions"))
+                == [
+                    t("Accepted", "True", "Accepted"),
+                    t("Programmed", "True", "Programmed"),
+                ]
+                && listener["name"] == "http"
+                && listener["attachedRoutes"] == 1
+                && listener["supportedKinds"]
+                    == json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                          {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}])
+                && conditions(listener.get("conditions"))
+                    == [
+                        t("Accepted", "True", "Accepted"),
+                        t("Programmed", "True", "Programmed"),
+                        t("ResolvedRefs", "True", "ResolvedRefs"),
+                    ])
+            .then_some(())
+        },
+    )
+    .await;
+
+    // The route: one entry, ours, for our Gateway.
+    poll("the route's entry for shop-gateway", || async {
+        let r = routes.get("shop").await.ok()?;
+        let parents = r.data.get("status")?.get("parents")?.as_array()?.clone();
+        (parents.len() == 1
+            && parents[0]["controllerName"] == GATEWAY_CONTROLLER
+            && parents[0]["parentRef"]["name"] == "shop-gateway"
+            && conditions(parents[0].get("conditions"))
+                == [
+                    t("Accepted", "True", "Accepted"),
+                    t("ResolvedRefs", "True", "ResolvedRefs"),
+                ])
+        .then_some(())
+    })
+    .await;
+
+    // The other controller's class and Gateway carry nothing of ours (the
+    // CRDs' defaults at most: Unknown/Pending).
+    let untouched = |v: Option<&Value>| {
+        conditions(v.and_then(|s| s.get("conditions")))
+            .iter()
+            .all(|(_, status, _)| status == "Unknown")
+    };
+    let other = classes.get("other").await.unwrap();
+    assert!(untouched(other.data.get("status")), "{:?}", other.data);
+    let theirs = gateways.get("theirs").await.unwrap();
+    assert!(untouched(theirs.data.get("status")), "{:?}", theirs.data);
+    assert!(theirs.data["status"].get("listeners").is_none());
+
+    // A proxy following shop-gateway.shop gets the route, then its change.
+    let token = sa_token(&admin, mesh.dir.path(), "client", "mycel").await;
+    let hello = Hello {
+        proxy_id: "gateway-probe".into(),
+        workload: Some(Workload {
+            name: "gateway-0".into(),
+            namespace: NS.into(),
+            service_account: "client".into(),
+            ..Workload::default()
+        }),
+        register: false,
+        subscriptions: vec![],
+        known: vec![],
+        mode: "gateway".into(),
+        gateway: "shop-gateway.shop".into(),
+    };
+    let token = std::fs::read_to_string(token).unwrap();
+    let mut proxy = Proxy::open_hello(&mesh, token.trim(), hello, "shop-gateway.shop").await;
+    let prefix = |r: &mycel_api::v1::Routes| format!("{:?}", r.routes);
+    proxy
+        .until("the route on the Gateway", |r| {
+            r.routes.len() == 1 && r.routes[0].name == "shop/shop" && r.routes[0].ports.is_empty()
+        })
+        .await;
+    let patch = json!({"spec": route_spec("/shop")});
+    routes
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    proxy
+        .until("the changed route", |r| {
+            r.routes.len() == 1 && prefix(r).contains("\"/shop\"")
+        })
+        .await;
+    drop(api);
+}
