@@ -43,7 +43,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The proxy's admin port in a meshed Pod (helm/mycel/values.yaml).
 const PROXY_ADMIN: i32 = 15000;
 /// Flags of a sidecar's own listeners, app ports and capture mode: a gateway has none of
-/// them (it listens with --listen and sends requests by --route).
+/// them (it listens with --listen and routes by its Gateway, --gateway).
 const SIDECAR_ONLY: &[&str] = &[
     "--inbound=",
     "--transparent-outbound=",
@@ -641,11 +641,22 @@ async fn run_gateway(admin: &Client, mesh: &Mesh, gateway: &Pod, dir: &Path) {
     let get = |path| async move { http::get(admin_addr, "localhost", path).await.unwrap().body };
     let certs = get("/certs").await;
     assert!(certs.contains(&spiffe(SHOP, "gateway")), "{certs}");
-    let dump = get("/config_dump").await;
-    assert!(
-        dump.contains("frontend.shop"),
-        "the route to the frontend: {dump}"
-    );
+    // The Gateway's HTTPRoute to the frontend, pushed by the controller.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let dump = get("/config_dump").await;
+        let routes = serde_json::from_str::<serde_json::Value>(&dump).unwrap_or_default()
+            ["snapshot"]["gateway_routes"]["shop-gateway.shop"]
+            .to_string();
+        if routes.contains("frontend.shop") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the route to the frontend never came: {dump}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -675,6 +686,8 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         want.insert(("Service".into(), v.into()));
     }
     want.insert(("GRPCRoute".into(), "reviews-split".into()));
+    want.insert(("Gateway".into(), "shop-gateway".into()));
+    want.insert(("HTTPRoute".into(), "shop".into()));
     assert_eq!(documents(), want, "the objects of demo-services/k8s/");
 
     let api = ApiServer::start().await.unwrap();
