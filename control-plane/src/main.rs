@@ -96,6 +96,16 @@ struct RunArgs {
     /// ConfigMap of this name in every meshed namespace.
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
     trust_bundle_configmap: Option<String>,
+    /// Create this GatewayClass (controllerName mycel.io/gateway-controller)
+    /// when the Gateway API CRDs are installed and it is missing; "" for
+    /// none.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "mycel",
+        requires = "kubernetes"
+    )]
+    gateway_class: String,
     /// The label that marks a namespace as meshed (value `enabled`).
     #[arg(long, value_name = "KEY", default_value = mycel_control_plane::sources::k8s::trust_bundle::NAMESPACE_LABEL, requires = "trust_bundle_configmap")]
     namespace_label: String,
@@ -267,6 +277,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                     configmap,
                     namespace_label: args.namespace_label,
                 }),
+            gateway_class: Some(args.gateway_class).filter(|c| !c.is_empty()),
             inject: match &args.inject_config {
                 Some(path) => read_inject_config(path)?,
                 None => mycel_inject::InjectConfig::default(),

@@ -84,6 +84,8 @@ pub struct KubernetesConfig {
     pub keep_ca_secret: bool,
     /// Publish the trust bundle into meshed namespaces.
     pub trust_bundle: Option<TrustBundleConfig>,
+    /// Create this GatewayClass when it is missing.
+    pub gateway_class: Option<String>,
 }
 
 /// A namespaced object's name.
@@ -399,6 +401,14 @@ impl Controller {
                     name.clone(),
                     owner_tx,
                     owner::DEFAULT_RESYNC,
+                    shutdown_rx.clone(),
+                )));
+            }
+            if let Some(class) = &k8s.gateway_class {
+                tasks.push(tokio::spawn(k8s::gateway_class::keep(
+                    client.clone(),
+                    class.clone(),
+                    owner_rx.clone(),
                     shutdown_rx.clone(),
                 )));
             }

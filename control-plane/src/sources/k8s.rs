@@ -10,6 +10,7 @@
 pub mod ca_secret;
 pub mod cluster;
 pub mod convert;
+pub mod gateway_class;
 pub mod gateways;
 pub mod owner;
 pub mod policies;

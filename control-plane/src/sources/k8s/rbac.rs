@@ -111,6 +111,14 @@ pub const REQUIRED: &[Permission] = &[
     },
     Permission {
         group: "gateway.networking.k8s.io",
+        resource: "gatewayclasses",
+        verbs: &["get", "create", "patch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "the controller creates its --gateway-class when it is missing and corrects the owner of one it created (gateway_class.rs); RBAC cannot limit create by name",
+    },
+    Permission {
+        group: "gateway.networking.k8s.io",
         resource: "httproutes/status",
         verbs: &["patch"],
         scope: Scope::Cluster,
