@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::ListParams;
 use kube::Api;
+use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
 
 use crate::cluster::{self, SHOP, SYSTEM};
 
@@ -85,8 +86,9 @@ async fn check_is_green_upgrades_apply_and_uninstall_leaves_nothing_behind() {
     // What the controller made itself goes with the webhook it hangs from.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
     let maps: Api<ConfigMap> = Api::all(client.clone());
+    let classes: Api<GatewayClass> = Api::all(client.clone());
     cluster::eventually(
-        "the CA Secret and trust bundles collected",
+        "the CA Secret, trust bundles and GatewayClass collected",
         Duration::from_secs(60),
         || async {
             let ca = secrets
@@ -99,12 +101,14 @@ async fn check_is_green_upgrades_apply_and_uninstall_leaves_nothing_behind() {
                 .map_err(|e| e.to_string())?
                 .items
                 .len();
-            if ca.is_none() && bundles == 0 {
+            let class = classes.get_opt("mycel").await.map_err(|e| e.to_string())?;
+            if ca.is_none() && bundles == 0 && class.is_none() {
                 Ok(())
             } else {
                 Err(format!(
-                    "CA Secret present: {}, trust bundles: {bundles}",
-                    ca.is_some()
+                    "CA Secret present: {}, trust bundles: {bundles}, GatewayClass present: {}",
+                    ca.is_some(),
+                    class.is_some()
                 ))
             }
         },
