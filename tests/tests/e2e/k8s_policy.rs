@@ -28,7 +28,19 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// Creates every CRD of `crds/generated/` and waits until each is served.
 pub(super) async fn install_crds(admin: &Client) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/generated");
+    let names = install_crd_dir(admin, "crds/generated").await;
+    assert!(
+        names.contains(&"trafficpolicies.mycel.io".to_string()),
+        "{names:?}"
+    );
+}
+
+/// Creates every CRD of the repository folder `dir` and waits until each
+/// is served; returns their names.
+pub(super) async fn install_crd_dir(admin: &Client, dir: &str) -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(dir);
     let api = Api::<CustomResourceDefinition>::all(admin.clone());
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -37,14 +49,9 @@ pub(super) async fn install_crds(admin: &Client) {
         names.push(crd.metadata.name.clone().unwrap());
         api.create(&PostParams::default(), &crd).await.unwrap();
     }
-    assert!(
-        names.contains(&"trafficpolicies.mycel.io".to_string()),
-        "{names:?}"
-    );
-    for name in names {
+    for name in &names {
         poll(&format!("CRD {name} established"), || {
-            let api = api.clone();
-            let name = name.clone();
+            let (api, name) = (api.clone(), name.clone());
             async move {
                 let crd = api.get(&name).await.ok()?;
                 crd.status?
@@ -56,6 +63,7 @@ pub(super) async fn install_crds(admin: &Client) {
         })
         .await;
     }
+    names
 }
 
 /// Polls `f` every 100 ms until it gives a value, for at most [`LIMIT`].

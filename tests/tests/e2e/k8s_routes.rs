@@ -17,8 +17,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use mycel_api::v1::discovery_client::DiscoveryClient;
 use mycel_api::v1::discovery_request::Kind;
@@ -38,7 +37,7 @@ use tonic::transport::Identity;
 use tonic::Streaming;
 
 use super::k8s::{create, sa_token, seed};
-use super::k8s_policy::{install_crds, poll};
+use super::k8s_policy::{install_crd_dir, install_crds, poll};
 
 const NS: &str = "shop";
 const CONTROLLER: &str = "mycel.io/mesh-controller";
@@ -46,30 +45,8 @@ const OTHER: &str = "example.com/gateway-controller";
 
 /// Creates the vendored Gateway API CRDs and waits until each is served.
 pub(super) async fn install_gateway_api(admin: &Client) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/gateway-api/crds");
-    let api = Api::<CustomResourceDefinition>::all(admin.clone());
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
-        names.push(crd.metadata.name.clone().unwrap());
-        api.create(&PostParams::default(), &crd).await.unwrap();
-    }
+    let names = install_crd_dir(admin, "crds/gateway-api/crds").await;
     assert!(names.contains(&"httproutes.gateway.networking.k8s.io".to_string()));
-    for name in names {
-        poll(&format!("CRD {name} established"), || {
-            let (api, name) = (api.clone(), name.clone());
-            async move {
-                let crd = api.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
 }
 
 async fn service(admin: &Client, name: &str) {
