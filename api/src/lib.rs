@@ -8,6 +8,7 @@
 //! time with a pure-Rust compiler; conversions to each side's own model live
 //! beside that model, not here.
 
+pub mod authz;
 #[cfg(feature = "clidoc")]
 pub mod clidoc;
 pub mod files;

@@ -121,6 +121,7 @@ pub enum ResourceKind {
     TrafficPolicy,
     Routes,
     GatewayRoutes,
+    InboundPolicy,
 }
 
 impl ResourceKind {
@@ -133,6 +134,7 @@ impl ResourceKind {
             Self::TrafficPolicy => "traffic_policy",
             Self::Routes => "routes",
             Self::GatewayRoutes => "gateway_routes",
+            Self::InboundPolicy => "inbound_policy",
         }
     }
 }
@@ -179,6 +181,14 @@ impl ResourceKey {
         Self {
             kind: ResourceKind::GatewayRoutes,
             name: gateway.to_string(),
+        }
+    }
+
+    /// Who may call the proxy's own workload; each proxy's body differs.
+    pub fn inbound_policy() -> Self {
+        Self {
+            kind: ResourceKind::InboundPolicy,
+            name: String::new(),
         }
     }
 
@@ -229,6 +239,8 @@ pub enum ResourceBody {
         parent: ServiceKey,
         routes: Vec<Route>,
     },
+    /// The authorization of one proxy's workload.
+    InboundPolicy(Box<mycel_api::authz::InboundPolicy>),
 }
 
 /// The traffic policy objects attached to one service, already validated

@@ -370,6 +370,7 @@ async fn serve_data_path(
                 app_ports: config.workload.app_ports.iter().map(|p| p.port).collect(),
                 metrics: metrics.clone(),
                 app_pool_idle_timeout: config.limits.app_pool_idle_timeout,
+                discovery: discovery.clone(),
             },
             server.clone(),
         ));

@@ -2,11 +2,12 @@
 //! local app in plaintext on the ports the workload declared.
 
 mod app;
+mod authorize;
 pub mod capture;
 mod handle;
 pub mod target;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::core::credentials::IdentityState;
+use crate::core::directory::Discovery;
 use crate::core::serve::{Conn, HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
 
@@ -31,6 +33,8 @@ pub struct InboundContext {
     pub metrics: ProxyMetrics,
     /// Idle pooled app connections are closed after this.
     pub app_pool_idle_timeout: Duration,
+    /// Where the workload's authorization policy comes from.
+    pub discovery: Discovery,
 }
 
 /// Accepts mesh connections until the proxy drains; each connection runs
@@ -47,14 +51,18 @@ pub async fn serve(listener: TcpListener, ctx: InboundContext, server: Server) {
         tls,
         app: app::AppClient::new(ctx.app_host, ctx.app_pool_idle_timeout),
         app_ports: ctx.app_ports.into(),
+        authz: Arc::new(authorize::Authorizer::new(
+            ctx.discovery,
+            ctx.metrics.clone(),
+        )),
         metrics: ctx.metrics,
     };
     let shared = Arc::new(shared);
     server
-        .serve("inbound", listener, move |tcp, _, conn| {
+        .serve("inbound", listener, move |tcp, remote, conn| {
             let shared = shared.clone();
             async move {
-                if let Err(e) = connection(&shared, tcp, conn).await {
+                if let Err(e) = connection(&shared, tcp, remote, conn).await {
                     tracing::info!(error = %e, "inbound: connection refused");
                     shared
                         .metrics
@@ -69,6 +77,7 @@ struct Shared {
     tls: TlsAcceptor,
     app: app::AppClient,
     app_ports: Arc<[u16]>,
+    authz: Arc<authorize::Authorizer>,
     metrics: ProxyMetrics,
 }
 
@@ -83,19 +92,26 @@ enum AcceptError {
     NoPeerId,
 }
 
-async fn connection(shared: &Shared, tcp: TcpStream, conn: Conn) -> Result<(), AcceptError> {
+async fn connection(
+    shared: &Shared,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    conn: Conn,
+) -> Result<(), AcceptError> {
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.tls.accept(tcp))
         .await
         .map_err(|_| AcceptError::Timeout(HANDSHAKE_TIMEOUT))?
         .map_err(AcceptError::Handshake)?;
     // The verifier already required exactly one SPIFFE ID; reading it again
     // cannot fail for a connection that got this far.
-    let peer = crate::core::tls::peer_identity(tls.get_ref().1)
-        .ok_or(AcceptError::NoPeerId)?
-        .to_string();
+    let peer_id = crate::core::tls::peer_identity(tls.get_ref().1).ok_or(AcceptError::NoPeerId)?;
+    let peer = peer_id.to_string();
     shared.metrics.inbound_connection(&peer);
     let peer = Arc::new(handle::Conn {
         peer,
+        peer_id,
+        source_ip: remote.ip(),
+        authz: shared.authz.clone(),
         app: shared.app.clone(),
         app_ports: shared.app_ports.clone(),
         metrics: shared.metrics.clone(),

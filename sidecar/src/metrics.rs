@@ -64,6 +64,8 @@ pub enum ErrorKind {
     Overflow,
     /// The service's traffic policy injected an abort on purpose.
     Fault,
+    /// An authorization policy (or the default) refused the caller.
+    Forbidden,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -114,6 +116,7 @@ impl ErrorKind {
             ErrorKind::ResponseHeaderTooLarge => "response_header_too_large",
             ErrorKind::Overflow => "overflow",
             ErrorKind::Fault => "fault",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 
@@ -143,6 +146,7 @@ impl ErrorKind {
             ErrorKind::ResponseHeaderTooLarge => "response-header-too-large",
             ErrorKind::Overflow => "overflow",
             ErrorKind::Fault => "fault",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }
@@ -221,6 +225,19 @@ pub struct ServiceReasonLabels {
     pub reason: &'static str,
 }
 
+/// One authorization decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// `allow`, `deny`, or `audit` (a DENY-like AUDIT policy matched; the
+    /// request went through).
+    pub decision: &'static str,
+    /// `<namespace>/<name>` of the deciding policy, or `default:<mode>`, or
+    /// `no-allow-match`: bounded by the policies selecting the workload.
+    pub policy: String,
+    /// `http` or `tcp`.
+    pub protocol: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     pub service: String,
@@ -241,6 +258,7 @@ pub struct ProxyMetrics {
     overflow: Family<ServiceReasonLabels, Counter>,
     faults: Family<ServiceReasonLabels, Counter>,
     mirrors: Family<ServiceReasonLabels, Counter>,
+    authz: Family<AuthzLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -258,6 +276,7 @@ impl ProxyMetrics {
             overflow: Family::default(),
             faults: Family::default(),
             mirrors: Family::default(),
+            authz: Family::default(),
         };
         registry.register(
             "mycel_requests",
@@ -319,7 +338,32 @@ impl ProxyMetrics {
             "Request copies a route's mirror filter sent, or skipped (body too large to copy, too many copies in flight)",
             m.mirrors.clone(),
         );
+        registry.register(
+            "mycel_authz_decisions",
+            "Inbound authorization decisions, by decision, deciding policy and protocol (denials and audits always; allows only when a policy decided)",
+            m.authz.clone(),
+        );
         m
+    }
+
+    pub fn authz(&self, decision: &'static str, policy: String, protocol: &'static str) {
+        self.authz
+            .get_or_create(&AuthzLabels {
+                decision,
+                policy,
+                protocol,
+            })
+            .inc();
+    }
+
+    pub fn authz_count(&self, decision: &'static str, policy: &str, protocol: &'static str) -> u64 {
+        self.authz
+            .get_or_create(&AuthzLabels {
+                decision,
+                policy: policy.to_string(),
+                protocol,
+            })
+            .get()
     }
 
     fn service_reason(

@@ -282,6 +282,26 @@ async fn wait_registered(ctl: &Controller, workload: &str) -> Result<(), SetupEr
     ))
 }
 
+/// Waits until the client sidecar routes HTTP/1.1 to the backend by the
+/// bench's routes (the probe rule's redirect answers).
+async fn wait_routed(proc: &mut ChildProc, outbound: SocketAddr) -> Result<(), SetupError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let host = format!("backend.{NAMESPACE}:{HTTP_PORT}");
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match probe::http_get(outbound, &host, ROUTE_PROBE_PATH).await {
+            Ok((302, _)) => return Ok(()),
+            Ok((s, b)) => last = format!("status {s}: {b}"),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(start_err(
+        &proc.name,
+        format!("routes never applied (probe: {last})\n{}", proc.log_tail()),
+    ))
+}
+
 struct ProxyArgs<'a> {
     workload: &'a str,
     sa: &'a str,
@@ -327,6 +347,47 @@ fn proxy_args(ctl: &Controller, p: ProxyArgs<'_>) -> Vec<String> {
 /// show the policy's cost, not its effects.
 pub const POLICY_YAML: &str = "---\napiVersion: mycel.io/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: backend, namespace: bench}\nspec:\n  targetRef: {kind: Service, name: backend}\n  retry: {attempts: 3, perTryTimeout: 5s, retryOn: [connect-failure, refused-stream, reset, gateway-error]}\n  timeouts: {request: 10s, connect: 2s}\n  circuitBreaker: {maxRequests: 100000, maxPendingRequests: 10000, maxConnections: 10000}\n  outlierDetection: {consecutive5xx: 50, baseEjectionTime: 1s}\n";
 
+/// A path only the routes' probe rule answers (302).
+const ROUTE_PROBE_PATH: &str = "/mycel-bench-route-probe";
+
+/// [`POLICY_YAML`] plus routes on every HTTP port of the backend: seven
+/// rules that never match (a header the load does not send, or a gRPC
+/// service it does not call) ahead of the catch-all the load takes, so the
+/// figures carry rule matching, backend choice and the routed call path.
+pub fn routes_yaml() -> String {
+    let mut out = String::from(POLICY_YAML);
+    for (name, port) in [("http", HTTP_PORT), ("h2", H2_PORT)] {
+        out.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: backend-{name}, namespace: {NAMESPACE}}}\nspec:\n  parentRefs:\n  - {{group: \"\", kind: Service, name: backend, port: {port}}}\n  rules:\n"
+        ));
+        for i in 1..=7 {
+            out.push_str(&format!(
+                "  - matches:\n    - headers:\n      - {{name: x-bench-variant, value: v{i}}}\n    backendRefs:\n    - {{name: backend, port: {port}}}\n"
+            ));
+        }
+        // The probe rule: a redirect the setup waits for, so a refused
+        // route set fails the setup instead of measuring unrouted traffic.
+        out.push_str(&format!(
+            "  - matches:\n    - path: {{type: Exact, value: {ROUTE_PROBE_PATH}}}\n    filters:\n    - type: RequestRedirect\n      requestRedirect: {{statusCode: 302, path: {{type: ReplaceFullPath, replaceFullPath: /probed}}}}\n"
+        ));
+        out.push_str(&format!(
+            "  - matches:\n    - path: {{type: PathPrefix, value: /}}\n    backendRefs:\n    - {{name: backend, port: {port}}}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: backend-grpc, namespace: {NAMESPACE}}}\nspec:\n  parentRefs:\n  - {{group: \"\", kind: Service, name: backend, port: {GRPC_PORT}}}\n  rules:\n"
+    ));
+    for i in 1..=7 {
+        out.push_str(&format!(
+            "  - matches:\n    - method: {{service: bench.Other{i}, method: Get}}\n    backendRefs:\n    - {{name: backend, port: {GRPC_PORT}}}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "  - backendRefs:\n    - {{name: backend, port: {GRPC_PORT}}}\n"
+    ));
+    out
+}
+
 /// Controller + server sidecar (beside the backend) + client sidecar.
 pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
     start_named(bins, backend, "mycel", "").await
@@ -335,6 +396,11 @@ pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupEr
 /// The same pair with [`POLICY_YAML`] applied to the backend.
 pub async fn start_with_policy(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
     start_named(bins, backend, "mycel-policy", POLICY_YAML).await
+}
+
+/// The policy pair with [`routes_yaml`] applied: what routing adds.
+pub async fn start_with_routes(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    start_named(bins, backend, "mycel-routes", &routes_yaml()).await
 }
 
 async fn start_named(
@@ -411,6 +477,9 @@ async fn start_named(
     wait_ok(&mut children[0], server_admin, "/ready").await?;
     wait_ok(&mut children[1], client_admin, "/ready").await?;
     wait_registered(&ctl, "backend-0").await?;
+    if extra_yaml.contains(ROUTE_PROBE_PATH) {
+        wait_routed(&mut children[1], outbound).await?;
+    }
 
     // A client certificate from the mesh CA for the handshake test.
     let hs_token = ctl.token(bins, "handshake")?;

@@ -44,6 +44,7 @@ pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
         ResourceKind::TrafficPolicy => v1::ResourceType::TrafficPolicy,
         ResourceKind::Routes => v1::ResourceType::Routes,
         ResourceKind::GatewayRoutes => v1::ResourceType::GatewayRoutes,
+        ResourceKind::InboundPolicy => v1::ResourceType::InboundPolicy,
     }
 }
 
@@ -64,6 +65,7 @@ pub fn key_from_proto(k: &v1::ResourceKey) -> Option<ResourceKey> {
         v1::ResourceType::TrafficPolicy => ResourceKind::TrafficPolicy,
         v1::ResourceType::Routes => ResourceKind::Routes,
         v1::ResourceType::GatewayRoutes => ResourceKind::GatewayRoutes,
+        v1::ResourceType::InboundPolicy => ResourceKind::InboundPolicy,
         v1::ResourceType::Unspecified => return None,
     };
     Some(ResourceKey {
@@ -131,6 +133,9 @@ pub fn resource_to_proto(r: &Resource) -> v1::Resource {
         }
         ResourceBody::Routes { parent, routes } => {
             v1::resource::Body::Routes(routes::routes_to_proto(parent, routes))
+        }
+        ResourceBody::InboundPolicy(p) => {
+            v1::resource::Body::InboundPolicy(mycel_api::authz::to_proto(p))
         }
     };
     v1::Resource {

@@ -23,6 +23,7 @@ pub struct Cache {
     /// `None` = the controller says the Gateway does not exist.
     gateway_routes: BTreeMap<String, Option<Arc<ServiceRoutes>>>,
     vips: BTreeMap<std::net::IpAddr, String>,
+    inbound: Option<Arc<mycel_api::authz::InboundPolicy>>,
     versions: BTreeMap<(Kind, String), String>,
 }
 
@@ -78,6 +79,10 @@ impl Cache {
                 Kind::GatewayRoutes => {
                     self.gateway_routes.remove(&name);
                 }
+                // Like the bundle, never withdrawn: a proxy with no policy
+                // would fall back to the default and admit more than its
+                // policies do.
+                Kind::InboundPolicy => continue,
             }
             self.versions.remove(&(kind, name));
         }
@@ -103,6 +108,7 @@ impl Cache {
                 Converted::GatewayRoutes { key, routes } => {
                     self.gateway_routes.insert(key, routes);
                 }
+                Converted::InboundPolicy { policy } => self.inbound = Some(policy),
             }
             self.versions.insert((kind, name), version);
         }
@@ -158,6 +164,7 @@ impl Cache {
             versions,
             vips: self.vips.clone(),
             gateway_routes: self.gateway_routes.clone(),
+            inbound: self.inbound.clone(),
             complete: false,
         }
     }

@@ -57,6 +57,10 @@ pub enum Converted {
         key: String,
         routes: Option<Arc<ServiceRoutes>>,
     },
+    /// Who may call this proxy's workload.
+    InboundPolicy {
+        policy: Arc<mycel_api::authz::InboundPolicy>,
+    },
 }
 
 /// Which resource and which field are wrong, and why.
@@ -79,6 +83,7 @@ pub enum Kind {
     TrafficPolicy,
     Routes,
     GatewayRoutes,
+    InboundPolicy,
 }
 
 impl Kind {
@@ -91,6 +96,7 @@ impl Kind {
             pb::ResourceType::TrafficPolicy => Some(Kind::TrafficPolicy),
             pb::ResourceType::Routes => Some(Kind::Routes),
             pb::ResourceType::GatewayRoutes => Some(Kind::GatewayRoutes),
+            pb::ResourceType::InboundPolicy => Some(Kind::InboundPolicy),
             pb::ResourceType::Unspecified => None,
         }
     }
@@ -104,6 +110,7 @@ impl Kind {
             Kind::TrafficPolicy => pb::ResourceType::TrafficPolicy,
             Kind::Routes => pb::ResourceType::Routes,
             Kind::GatewayRoutes => pb::ResourceType::GatewayRoutes,
+            Kind::InboundPolicy => pb::ResourceType::InboundPolicy,
         }
     }
 
@@ -116,6 +123,7 @@ impl Kind {
             Kind::TrafficPolicy => "traffic_policy",
             Kind::Routes => "routes",
             Kind::GatewayRoutes => "gateway_routes",
+            Kind::InboundPolicy => "inbound_policy",
         }
     }
 }
@@ -146,7 +154,7 @@ pub fn key(index: usize, key: Option<&pb::ResourceKey>) -> Result<(Kind, String)
         resource: format!("{}/{}", kind.as_str(), key.name),
     };
     match kind {
-        Kind::TrustBundle | Kind::ServiceVips if !key.name.is_empty() => {
+        Kind::TrustBundle | Kind::ServiceVips | Kind::InboundPolicy if !key.name.is_empty() => {
             return Err(ctx.err("key.name", "must be empty for this resource type"))
         }
         Kind::Service
@@ -191,6 +199,11 @@ pub fn resource(index: usize, r: &pb::Resource) -> Result<Converted, ConvertErro
         (Kind::TrafficPolicy, Some(Body::TrafficPolicy(p))) => Ok(Converted::TrafficPolicy {
             policy: Arc::new(policy::traffic_policy(&ctx, &name, p)?),
             key: name,
+        }),
+        (Kind::InboundPolicy, Some(Body::InboundPolicy(p))) => Ok(Converted::InboundPolicy {
+            policy: Arc::new(
+                mycel_api::authz::from_proto(p).map_err(|e| ctx.err(e.field, e.problem))?,
+            ),
         }),
         (Kind::Routes, Some(Body::Routes(r))) => Ok(Converted::Routes {
             routes: Arc::new(routes::routes(&ctx, &name, r)?),

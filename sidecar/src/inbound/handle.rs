@@ -1,7 +1,11 @@
 //! One request on the mesh port: check the app port, rewrite the mesh
 //! headers, forward to the app (or open a tunnel for CONNECT).
 
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use mycel_api::authz::{Attributes, HttpAttributes};
+use mycel_api::spiffe::SpiffeId;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -9,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::app::{AppClient, AppError};
+use super::authorize::{Authorizer, Denied};
 use super::target::{connect_target, http_target};
 use crate::core::http::{
     boxed, empty, proxy_error, strip_hop_by_hop, Body, Caller, APP_PROTOCOL, DST_PORT, PEER_ID,
@@ -19,6 +24,11 @@ use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
 /// What every request on one connection shares.
 pub(super) struct Conn {
     pub peer: String,
+    /// The identity proved in the handshake, the only one authorization
+    /// looks at.
+    pub peer_id: SpiffeId,
+    pub source_ip: IpAddr,
+    pub authz: Arc<Authorizer>,
     pub app: AppClient,
     pub app_ports: Arc<[u16]>,
     pub metrics: ProxyMetrics,
@@ -49,6 +59,9 @@ async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, String
         Err(e) => return (refuse(conn, &e, caller), service_label(None)),
     };
     let label = service_label(Some(target.port));
+    if let Err(denied) = authorize_http(conn, target.port, &req) {
+        return (forbidden(conn, &denied, caller), label);
+    }
     let (mut parts, body) = req.into_parts();
     parts.headers.remove(DST_PORT);
     parts.headers.remove(APP_PROTOCOL);
@@ -117,6 +130,38 @@ fn refuse(conn: &Conn, e: &super::target::TargetError, caller: Caller) -> Respon
     proxy_error(e.status(), kind, e, caller)
 }
 
+fn authorize_http(conn: &Conn, port: u16, req: &Request<Incoming>) -> Result<(), Denied> {
+    // The client sidecar sends the original authority; a request without
+    // one has no host to match.
+    let host = req
+        .uri()
+        .host()
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
+        })
+        .unwrap_or_default();
+    conn.authz.check(&Attributes {
+        peer: Some(&conn.peer_id),
+        source_ip: Some(conn.source_ip),
+        port,
+        http: Some(HttpAttributes {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            host,
+            headers: req.headers(),
+            claims: None,
+        }),
+    })
+}
+
+fn forbidden(conn: &Conn, denied: &Denied, caller: Caller) -> Response<Body> {
+    conn.metrics.error(Direction::Inbound, ErrorKind::Forbidden);
+    proxy_error(StatusCode::FORBIDDEN, ErrorKind::Forbidden, denied, caller)
+}
+
 /// HTTP/2 CONNECT: the stream becomes a byte pipe to the app port.
 async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, String) {
     let caller = Caller::of(req.headers(), false);
@@ -126,6 +171,17 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Str
         Err(e) => return (refuse(conn, &e, caller), service_label(None)),
     };
     let label = service_label(Some(port));
+    let attrs = Attributes {
+        peer: Some(&conn.peer_id),
+        source_ip: Some(conn.source_ip),
+        port,
+        http: None,
+    };
+    // Checked before the app is dialled: a denied tunnel never opens a
+    // connection to the app.
+    if let Err(denied) = conn.authz.check(&attrs) {
+        return (forbidden(conn, &denied, caller), label);
+    }
     let addr = conn.app.addr(port);
     // Connect before answering, so the client learns of a dead app as a 502
     // rather than as a tunnel that closes at once.

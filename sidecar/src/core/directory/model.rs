@@ -90,6 +90,10 @@ pub struct Snapshot {
     /// `<name>.<namespace>`; `None` when the controller says it does not
     /// exist. Absent until the controller answers.
     pub gateway_routes: BTreeMap<String, Option<Arc<super::routes::ServiceRoutes>>>,
+    /// Who may call this proxy's workload; `None` until the controller
+    /// sends it (the mesh default, `mesh-authenticated`, applies until then:
+    /// see `inbound::authorize`).
+    pub inbound: Option<Arc<mycel_api::authz::InboundPolicy>>,
     /// True when the snapshot holds every service there is (a static
     /// config file): a service missing from it does not exist, rather than
     /// waiting for a controller's answer.

@@ -1,0 +1,128 @@
+//! Inbound authorization: the workload's policy (from discovery) applied
+//! to each request and tunnel on the verified peer identity, never on a
+//! header the caller could write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mycel_api::authz::{decide, Attributes, DecidedBy, InboundPolicy};
+
+use crate::core::directory::Discovery;
+use crate::metrics::ProxyMetrics;
+
+/// Denial log lines per second; a caller hammering a denied path must not
+/// flood the log (the metric still counts every denial).
+const LOG_PER_SECOND: u64 = 20;
+
+pub(super) struct Authorizer {
+    discovery: Discovery,
+    metrics: ProxyMetrics,
+    log: LogBudget,
+}
+
+/// Why a request was refused, for the caller and the log.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("forbidden: {by}")]
+pub(super) struct Denied {
+    pub by: String,
+}
+
+impl Authorizer {
+    pub fn new(discovery: Discovery, metrics: ProxyMetrics) -> Self {
+        Self {
+            discovery,
+            metrics,
+            log: LogBudget::default(),
+        }
+    }
+
+    /// Decides, counts and logs one request (HTTP) or tunnel (TCP).
+    pub fn check(&self, attrs: &Attributes<'_>) -> Result<(), Denied> {
+        let snapshot = self.discovery.snapshot();
+        // Until the controller sends the workload's policy, the mesh
+        // default applies (every mesh-port caller has an identity).
+        let fallback = InboundPolicy::default();
+        let policy = snapshot.inbound.as_deref().unwrap_or(&fallback);
+        let d = decide(policy, attrs);
+        let protocol = if attrs.http.is_some() { "http" } else { "tcp" };
+        let peer = attrs
+            .peer
+            .map_or_else(|| "unauthenticated".to_string(), ToString::to_string);
+        if let Some((name, rule)) = d.audit {
+            self.metrics.authz("audit", name.to_string(), protocol);
+            if self.log.take() {
+                tracing::warn!(%peer, port = attrs.port, policy = name, rule, path = attrs.http.map(|h| h.path), "inbound: AUDIT policy matched (would deny; let through)");
+            }
+        }
+        if d.allowed {
+            // Allows by a named policy are counted; default allows are the
+            // bulk of traffic and already counted as requests.
+            if let DecidedBy::Policy { name, .. } = d.by {
+                self.metrics.authz("allow", name.to_string(), protocol);
+            }
+            return Ok(());
+        }
+        let label = match d.by {
+            DecidedBy::Policy { name, .. } => name.to_string(),
+            DecidedBy::NoAllowMatched => "no-allow-match".to_string(),
+            DecidedBy::Default(mode) => format!("default:{}", mode.as_str()),
+        };
+        self.metrics.authz("deny", label, protocol);
+        if self.log.take() {
+            tracing::warn!(%peer, port = attrs.port, decided_by = %d.by, path = attrs.http.map(|h| h.path), method = attrs.http.map(|h| h.method), "inbound: request denied");
+        }
+        Err(Denied {
+            by: d.by.to_string(),
+        })
+    }
+}
+
+/// At most [`LOG_PER_SECOND`] lines per wall-clock second, lock-free.
+#[derive(Default)]
+struct LogBudget {
+    /// Second (high 32 bits) and lines logged in it (low 32 bits).
+    state: AtomicU64,
+}
+
+impl LogBudget {
+    fn take(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() & 0xffff_ffff);
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            let (sec, used) = (cur >> 32, cur & 0xffff_ffff);
+            let next = if sec == now {
+                if used >= LOG_PER_SECOND {
+                    return false;
+                }
+                cur + 1
+            } else {
+                (now << 32) | 1
+            };
+            match self
+                .state
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_denials_logs_a_bounded_number_of_lines() {
+        let budget = LogBudget::default();
+        let logged = (0..10_000).filter(|_| budget.take()).count() as u64;
+        // One second boundary may fall inside the loop.
+        assert!(
+            (LOG_PER_SECOND..=2 * LOG_PER_SECOND).contains(&logged),
+            "{logged}"
+        );
+    }
+}
