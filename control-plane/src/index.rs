@@ -23,6 +23,7 @@ use tokio::sync::watch;
 pub use services::DuplicateService;
 pub use view::version_of;
 
+use crate::authz::Authorization;
 use crate::model::{
     Endpoint, ProxyView, Resource, ResourceBody, ResourceKey, Route, Service, ServiceKey,
     ServicePolicy, Workload,
@@ -38,6 +39,9 @@ pub struct ConnId(pub u64);
 
 struct Proxy {
     subscriptions: BTreeSet<ServiceKey>,
+    /// A sidecar's workload (namespace, labels): what its inbound policy
+    /// is computed for. None for a gateway.
+    workload: Option<(String, BTreeMap<String, String>)>,
     /// The Gateway a gateway proxy follows (its Hello named it).
     gateway: Option<ServiceKey>,
     tx: watch::Sender<Arc<ProxyView>>,
@@ -60,6 +64,8 @@ pub struct Index {
     resources: BTreeMap<ServiceKey, ServiceResources>,
     /// Gateways and their routes, by `<name>.<namespace>`.
     gateways: Gateways,
+    /// Authorization policies and the mesh default.
+    authz: Authorization,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
     max_subscriptions: usize,
@@ -91,6 +97,7 @@ impl Index {
             routes: BTreeMap::new(),
             resources: BTreeMap::new(),
             gateways: Gateways::default(),
+            authz: Authorization::default(),
             proxies: BTreeMap::new(),
             next_conn: 1,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
@@ -299,11 +306,65 @@ impl Index {
             conn,
             Proxy {
                 subscriptions,
+                workload: None,
                 gateway: None,
                 tx,
             },
         );
         rx
+    }
+
+    /// Gives a connected sidecar its workload's inbound policy, now and on
+    /// every policy change.
+    pub fn set_proxy_workload(
+        &mut self,
+        conn: ConnId,
+        namespace: String,
+        labels: BTreeMap<String, String>,
+    ) {
+        let Some(proxy) = self.proxies.get_mut(&conn) else {
+            return;
+        };
+        proxy.workload = Some((namespace, labels));
+        self.update_inbound_views(Some(conn));
+    }
+
+    /// Replaces every authorization policy and the default; every sidecar
+    /// whose policy changed is re-published.
+    pub fn set_authorization(&mut self, authz: Authorization) {
+        if authz != self.authz {
+            self.authz = authz;
+            self.update_inbound_views(None);
+        }
+    }
+
+    pub fn authorization(&self) -> &Authorization {
+        &self.authz
+    }
+
+    /// Puts the current inbound policy in the view of one proxy (or all).
+    fn update_inbound_views(&mut self, only: Option<ConnId>) {
+        for (conn, proxy) in &self.proxies {
+            if only.is_some_and(|c| c != *conn) {
+                continue;
+            }
+            let Some((ns, labels)) = &proxy.workload else {
+                continue;
+            };
+            let next = view::resource(
+                ResourceKey::inbound_policy(),
+                ResourceBody::InboundPolicy(Box::new(self.authz.for_workload(ns, labels))),
+            );
+            proxy.tx.send_if_modified(|cur| {
+                if cur.resources.get(&next.key).map(|r| &r.version) == Some(&next.version) {
+                    return false;
+                }
+                Arc::make_mut(cur)
+                    .resources
+                    .insert(next.key.clone(), next.clone());
+                true
+            });
+        }
     }
 
     /// Makes a connected proxy follow a Gateway: its view gets that

@@ -10,6 +10,7 @@
 //! that knows them all.
 
 pub mod admin;
+pub mod authz;
 pub mod ca;
 pub mod grpc;
 pub mod index;

@@ -174,6 +174,10 @@ struct AdmissionArgs {
     /// Subscriptions one proxy may hold; more are refused one by one.
     #[arg(long, value_name = "N", default_value_t = mycel_control_plane::index::DEFAULT_MAX_SUBSCRIPTIONS)]
     max_subscriptions_per_proxy: usize,
+    /// Who may call a workload that no ALLOW AuthorizationPolicy selects:
+    /// allow-all, mesh-authenticated (callers with a mesh identity), or deny.
+    #[arg(long, value_name = "MODE", default_value = "mesh-authenticated", value_parser = |s: &str| s.parse::<mycel_api::authz::DefaultPolicy>())]
+    default_inbound_policy: mycel_api::authz::DefaultPolicy,
 }
 
 impl AdmissionArgs {
@@ -304,6 +308,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         certify_limits: args.admission.certify_limits(),
         max_subscriptions: args.admission.max_subscriptions_per_proxy,
+        default_inbound_policy: args.admission.default_inbound_policy,
         kubernetes,
     };
     let mut controller = Controller::start(config).await?;

@@ -58,6 +58,8 @@ pub struct Config {
     pub certify_limits: crate::grpc::ratelimit::CertifyLimits,
     /// On-demand subscriptions one proxy may hold.
     pub max_subscriptions: usize,
+    /// Who may call a workload no ALLOW policy selects.
+    pub default_inbound_policy: mycel_api::authz::DefaultPolicy,
     /// Follow a Kubernetes API server (in-cluster config or KUBECONFIG).
     pub kubernetes: Option<KubernetesConfig>,
 }
@@ -120,6 +122,7 @@ impl Config {
             limits: Limits::default(),
             certify_limits: Default::default(),
             max_subscriptions: crate::grpc::discovery::DEFAULT_MAX_SUBSCRIPTIONS,
+            default_inbound_policy: Default::default(),
             kubernetes: None,
         }
     }
@@ -337,6 +340,10 @@ impl Controller {
 
         let index = SharedIndex::new(Index::new());
         index.lock().set_max_subscriptions(config.max_subscriptions);
+        index.lock().set_authorization(crate::authz::Authorization {
+            default: config.default_inbound_policy,
+            ..Default::default()
+        });
         index.lock().set_trust_bundle(authority.trust_bundle_der());
         let metrics = Arc::new(Metrics::new());
         metrics.set_serving_expiry(serving.not_after.unix_timestamp());

@@ -11,13 +11,17 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{MeshConfig, TrafficPolicy};
+use crate::{AuthorizationPolicy, MeshConfig, TrafficPolicy};
 
 /// Every CRD of the mesh.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut mesh_config = MeshConfig::crd();
     only_name(&mut mesh_config, crate::mesh_config::NAME);
-    vec![mesh_config, TrafficPolicy::crd()]
+    vec![
+        mesh_config,
+        TrafficPolicy::crd(),
+        AuthorizationPolicy::crd(),
+    ]
 }
 
 /// Restricts a singleton's `metadata.name` to one value. A CRD schema may

@@ -4,6 +4,7 @@
 //! upstream Gateway API resources ([`gateway_api`]), generated from the
 //! upstream CRDs by `crds/gateway-api/update.sh`.
 
+pub mod authorization_policy;
 pub mod cases;
 pub mod duration;
 pub mod gateway_api;
@@ -11,6 +12,7 @@ pub mod generate;
 pub mod mesh_config;
 pub mod traffic_policy;
 
+pub use authorization_policy::{AuthorizationPolicy, AuthorizationPolicySpec};
 pub use mesh_config::{MeshConfig, MeshConfigSpec, MeshConfigStatus};
 pub use traffic_policy::{TrafficPolicy, TrafficPolicySpec, TrafficPolicyStatus};
 

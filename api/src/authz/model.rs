@@ -31,6 +31,20 @@ pub enum DefaultPolicy {
     Deny,
 }
 
+impl std::str::FromStr for DefaultPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow-all" => Ok(DefaultPolicy::AllowAll),
+            "mesh-authenticated" => Ok(DefaultPolicy::MeshAuthenticated),
+            "deny" => Ok(DefaultPolicy::Deny),
+            other => Err(format!(
+                "{other:?} is not a default policy (allow-all, mesh-authenticated, deny)"
+            )),
+        }
+    }
+}
+
 impl DefaultPolicy {
     pub fn as_str(self) -> &'static str {
         match self {

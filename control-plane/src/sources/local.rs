@@ -124,6 +124,7 @@ pub struct Applied {
     /// Route objects (HTTPRoute, GRPCRoute).
     pub routes: usize,
     pub gateways: usize,
+    pub authorization_policies: usize,
 }
 
 /// Applies a parsed config to the index (services, then their policies
@@ -135,12 +136,16 @@ pub fn apply(index: &SharedIndex, config: MeshConfig) -> Result<Applied, Duplica
         policies: config.policies.len(),
         routes: config.route_count(),
         gateways: config.gateways.len(),
+        authorization_policies: config.authz.len(),
     };
     let mut index = index.lock();
     index.apply_services(config.services)?;
     index.apply_policies(config.policies);
     index.apply_routes(config.routes);
     index.apply_gateways(config.gateways);
+    let mut authz = index.authorization().clone();
+    authz.policies = config.authz;
+    index.set_authorization(authz);
     Ok(applied)
 }
 
@@ -165,7 +170,7 @@ pub async fn run(
             Poll::Unchanged => {}
             Poll::Changed(Ok(config)) => match apply(&index, config) {
                 Ok(n) => {
-                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, routes = n.routes, gateways = n.gateways, "mesh config applied")
+                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, routes = n.routes, gateways = n.gateways, authorization_policies = n.authorization_policies, "mesh config applied")
                 }
                 Err(e) => {
                     tracing::error!(path = %watcher.path().display(), error = %e, "mesh config rejected; keeping the last good one")

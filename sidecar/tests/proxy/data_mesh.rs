@@ -173,6 +173,7 @@ async fn start() -> Mesh {
             app_ports: vec![app_port, echo_port, dead_port],
             metrics: server_metrics.clone(),
             app_pool_idle_timeout: Limits::default().app_pool_idle_timeout,
+            discovery: crate::no_policy(),
         },
         Server::standalone(Limits::default()),
     )));

@@ -131,6 +131,7 @@ async fn workload(
             app_ports: vec![app_port],
             metrics: ProxyMetrics::new(&mut prometheus_client::registry::Registry::default()),
             app_pool_idle_timeout: Limits::default().app_pool_idle_timeout,
+            discovery: crate::no_policy(),
         },
         Server::standalone(Limits::default()),
     )));

@@ -184,6 +184,7 @@ async fn start() -> World {
             app_ports,
             metrics: metrics.clone(),
             app_pool_idle_timeout: Limits::default().app_pool_idle_timeout,
+            discovery: crate::no_policy(),
         },
         Server::standalone(Limits::default()),
     )));

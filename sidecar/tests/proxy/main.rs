@@ -15,3 +15,13 @@ mod data_routes;
 mod data_tls;
 mod data_transparent;
 mod identity;
+
+/// A discovery handle holding no policy: the inbound side applies the mesh
+/// default (every mesh-port caller has an identity, so all pass).
+pub fn no_policy() -> mycel_sidecar::core::directory::Discovery {
+    use std::sync::Arc;
+
+    use mycel_sidecar::core::directory::{Discovery, Snapshot, Subscriptions};
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
+    Discovery::new(rx, Subscriptions::default())
+}

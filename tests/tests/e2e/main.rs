@@ -10,6 +10,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod authz;
 mod cert_inspect;
 mod churn;
 mod controller_restart;

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::model::{Route, Service, ServiceKey, ServicePolicy};
 use crate::sources::k8s::convert::{self, Strictness};
 
+mod authz;
 mod gateways;
 mod policies;
 mod routes;
@@ -54,6 +55,8 @@ pub struct MeshConfig {
     /// Every Gateway of the file with the routes attached to it, in file
     /// order.
     pub gateways: BTreeMap<ServiceKey, Vec<Route>>,
+    /// Authorization policies, sorted by namespace and name.
+    pub authz: Vec<crate::authz::SelectedPolicy>,
 }
 
 impl MeshConfig {
@@ -78,6 +81,7 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let mut policies = Vec::new();
     let mut routes = Vec::new();
     let mut gateways = Vec::new();
+    let mut authz: Vec<(usize, crate::authz::SelectedPolicy)> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, value) in docs.into_iter().enumerate() {
         let document = i + 1;
@@ -86,6 +90,10 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         }
         if value.get("kind").and_then(Value::as_str) == Some(policies::KIND) {
             policies.push(policies::parse_document(document, value)?);
+            continue;
+        }
+        if value.get("kind").and_then(Value::as_str) == Some(authz::KIND) {
+            authz.push((document, authz::parse_document(document, value)?));
             continue;
         }
         if value.get("kind").and_then(Value::as_str) == Some(gateways::KIND) {
@@ -111,7 +119,22 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let policies = policies::attach(&services, policies)?;
     let gateways = gateways::by_key(gateways)?;
     let attached = routes::attach(&services, &gateways, &faults, routes)?;
+    authz.sort_by(|(_, a), (_, b)| a.policy.name.cmp(&b.policy.name));
+    if let Some(w) = authz
+        .windows(2)
+        .find(|w| w[0].1.policy.name == w[1].1.policy.name)
+    {
+        let (first, second) = (w[0].0.min(w[1].0), w[0].0.max(w[1].0));
+        return Err(Doc { document: second }.err(
+            "metadata.name",
+            format!(
+                "AuthorizationPolicy {} is already declared in document {first}",
+                w[0].1.policy.name
+            ),
+        ));
+    }
     Ok(MeshConfig {
+        authz: authz.into_iter().map(|(_, p)| p).collect(),
         services,
         policies,
         routes: attached.services,
@@ -173,8 +196,9 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
         return Err(ParseError::Document {
             document,
             message: format!(
-                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {} and {})",
+                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {}, {} and {})",
                 policies::KIND,
+                authz::KIND,
                 gateways::KIND,
                 routes::HTTP_KIND,
                 routes::GRPC_KIND

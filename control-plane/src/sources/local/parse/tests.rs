@@ -244,7 +244,7 @@ fn error_names_later_document_index() {
         e,
         ParseError::Document {
             document: 3,
-            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, Gateway, HTTPRoute and GRPCRoute)".into()
+            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, AuthorizationPolicy, Gateway, HTTPRoute and GRPCRoute)".into()
         }
     );
 }
@@ -390,5 +390,36 @@ fn invalid_traffic_policies_name_document_and_field() {
     for (text, want) in cases {
         let got = err(&text);
         assert!(got.starts_with(want), "got:  {got}\nwant: {want}");
+    }
+}
+
+fn authz_doc(name: &str, spec: &str) -> String {
+    format!("---\napiVersion: mycel.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec: {spec}\n")
+}
+
+#[test]
+fn authorization_policies_are_read_sorted_and_checked() {
+    let text = format!(
+        "{SHOP}{}{}",
+        authz_doc("b", "{selector: {matchLabels: {app: ratings}}, rules: [{from: [{serviceAccounts: [shop/reviews]}]}]}"),
+        authz_doc("a", "{action: DENY, rules: [{from: [{namespaces: [evil]}]}]}")
+    );
+    let cfg = parse_mesh_config(&text).unwrap();
+    let names: Vec<&str> = cfg.authz.iter().map(|p| p.policy.name.as_str()).collect();
+    assert_eq!(names, ["shop/a", "shop/b"]);
+
+    for (extra, want) in [
+        (
+            authz_doc("p", "{rules: [{from: [{principals: [reviews]}]}]}"),
+            "spec.rules[0].from[0].principals[0]",
+        ),
+        (authz_doc("p", "{action: MAYBE}"), "MAYBE"),
+        (
+            format!("{}{}", authz_doc("p", "{}"), authz_doc("p", "{}")),
+            "AuthorizationPolicy shop/p is already declared in document",
+        ),
+    ] {
+        let got = err(&format!("{SHOP}{extra}"));
+        assert!(got.contains(want), "want {want:?} in {got:?}");
     }
 }
