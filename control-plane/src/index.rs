@@ -338,6 +338,19 @@ impl Index {
         }
     }
 
+    /// Adds, replaces (Some) or removes (None) one policy, named
+    /// `<namespace>/<name>` (a watch event).
+    pub fn set_authz_policy(&mut self, name: &str, policy: Option<crate::authz::SelectedPolicy>) {
+        let mut next = self.authz.clone();
+        next.policies.retain(|p| p.policy.name != name);
+        if let Some(p) = policy {
+            next.policies.push(p);
+            next.policies
+                .sort_by(|a, b| a.policy.name.cmp(&b.policy.name));
+        }
+        self.set_authorization(next);
+    }
+
     pub fn authorization(&self) -> &Authorization {
         &self.authz
     }

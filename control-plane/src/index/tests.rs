@@ -784,3 +784,62 @@ fn routes_wait_for_their_parent() {
     ix.apply_service(svc("catalog", "shop", &[("app", "catalog")]));
     assert!(rx.borrow().resources.contains_key(&rk));
 }
+
+mod authz {
+    use std::collections::BTreeMap;
+
+    use super::super::*;
+    use crate::authz::from_spec;
+
+    fn policy(name: &str, yaml: &str) -> crate::authz::SelectedPolicy {
+        from_spec("shop", name, &serde_saphyr::from_str(yaml).unwrap()).unwrap()
+    }
+
+    fn inbound(view: &watch::Receiver<Arc<ProxyView>>) -> Option<mycel_api::authz::InboundPolicy> {
+        match &view
+            .borrow()
+            .resources
+            .get(&ResourceKey::inbound_policy())?
+            .body
+        {
+            ResourceBody::InboundPolicy(p) => Some((**p).clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn each_sidecar_gets_the_policies_selecting_its_workload_and_follows_changes() {
+        let mut ix = Index::new();
+        let (a, b) = (ix.allocate_conn(), ix.allocate_conn());
+        let va = ix.connect_proxy(a, []);
+        let mut vb = ix.connect_proxy(b, []);
+        ix.set_proxy_workload(
+            a,
+            "shop".into(),
+            BTreeMap::from([("app".into(), "ratings".into())]),
+        );
+        ix.set_proxy_workload(
+            b,
+            "shop".into(),
+            BTreeMap::from([("app".into(), "catalog".into())]),
+        );
+        assert_eq!(inbound(&va).unwrap().policies.len(), 0);
+        vb.borrow_and_update();
+
+        ix.set_authz_policy(
+            "shop/r",
+            Some(policy(
+                "r",
+                "selector: {matchLabels: {app: ratings}}\nrules: [{}]",
+            )),
+        );
+        let pa = inbound(&va).unwrap();
+        assert_eq!(pa.policies[0].name, "shop/r");
+        assert!(inbound(&vb).unwrap().policies.is_empty());
+        // Only the selected proxy's view changed.
+        assert!(!vb.has_changed().unwrap());
+
+        ix.set_authz_policy("shop/r", None);
+        assert!(inbound(&va).unwrap().policies.is_empty());
+    }
+}
