@@ -20,6 +20,8 @@ use crate::index::SharedIndex;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 
+mod explain;
+
 /// What the admin endpoints read.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
@@ -151,7 +153,11 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req: Request<Incoming>| {
-                let reply = route(&state, req.method(), req.uri().path());
+                // Explain reads the query, which `route` does not take.
+                let reply = match req.uri().path() {
+                    explain::PATH => explain::reply(&state, req.method(), req.uri().query()),
+                    path => route(&state, req.method(), path),
+                };
                 async move { Ok::<_, Infallible>(to_http(reply)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()

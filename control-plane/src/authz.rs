@@ -3,6 +3,8 @@
 //! selecting it, the mesh default). Pure; sources convert the
 //! `AuthorizationPolicy` kind here and the index serves the result.
 
+pub mod explain;
+
 use std::collections::BTreeMap;
 
 use mycel_api::authz::{

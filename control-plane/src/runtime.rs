@@ -380,18 +380,33 @@ impl Controller {
             });
             let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
             let (route_status_tx, route_status_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (authz_status_tx, authz_status_rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(k8s::watch::run(
                 client.clone(),
                 cluster,
                 index.clone(),
-                status_tx,
-                route_status_tx,
+                k8s::watch::StatusSinks {
+                    policies: status_tx,
+                    routes: route_status_tx,
+                    authz: authz_status_tx,
+                },
                 tx,
                 shutdown_rx.clone(),
             )));
-            tasks.push(tokio::spawn(k8s::policies::write::run(
+            tasks.push(tokio::spawn(k8s::policies::write::run::<
+                mycel_crds::TrafficPolicy,
+                _,
+            >(
                 client.clone(),
                 status_rx,
+                shutdown_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(k8s::policies::write::run::<
+                mycel_crds::AuthorizationPolicy,
+                _,
+            >(
+                client.clone(),
+                authz_status_rx,
                 shutdown_rx.clone(),
             )));
             tasks.push(tokio::spawn(k8s::routes::write::run(

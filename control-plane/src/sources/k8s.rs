@@ -7,6 +7,7 @@
 //! `ca_secret`, `trust_bundle` and `owner` keep what the controller
 //! writes: the CA Secret, the trust bundles, and who owns them.
 
+pub mod authz;
 pub mod ca_secret;
 pub mod cluster;
 pub mod convert;

@@ -1,5 +1,6 @@
 //! The watchers: Services, EndpointSlices and meshed Pods from the API
 //! server into [`Cluster`], `TrafficPolicy` objects into [`Policies`],
+//! `AuthorizationPolicy` objects into [`AuthzPolicies`] (and the index),
 //! HTTPRoutes and GRPCRoutes into [`Routes`], Gateways and GatewayClasses
 //! into [`Gateways`], and each changed service's view, policy and routes,
 //! and the routes of each of our Gateways, into the index. Policy and route statuses go to
@@ -25,13 +26,15 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use mycel_crds::authorization_policy::AuthorizationPolicyStatus;
 use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
 use mycel_crds::gateway_api::gateways::Gateway;
 use mycel_crds::gateway_api::grpcroutes::GrpcRoute;
 use mycel_crds::gateway_api::httproutes::HttpRoute;
-use mycel_crds::TrafficPolicy;
+use mycel_crds::{AuthorizationPolicy, TrafficPolicy};
 use tokio::sync::{mpsc, watch};
 
+use super::authz::{self, AuthzPolicies};
 use super::cluster::{obj_key, Cluster, ObjKey};
 use super::convert;
 use super::gateways::{self, Gateways};
@@ -56,6 +59,7 @@ enum Change {
     Route(RouteKind, Event<DynamicObject>),
     Gateway(Event<DynamicObject>),
     Class(Event<DynamicObject>),
+    Authz(Event<DynamicObject>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,6 +72,7 @@ enum Kind {
     GrpcRoute,
     Gateway,
     GatewayClass,
+    Authz,
 }
 
 impl Kind {
@@ -96,13 +101,16 @@ impl Kind {
             Kind::GatewayClass => Some(
                 "Gateway API GatewayClass CRD not installed; GatewayClasses are followed once it is",
             ),
+            Kind::Authz => Some(
+                "AuthorizationPolicy CRD not installed; authorization policies are followed once it is",
+            ),
             Kind::Service | Kind::Slice | Kind::Pod => None,
         }
     }
 }
 
 /// Every kind the controller lists before it is ready.
-const KINDS: usize = 8;
+const KINDS: usize = 9;
 
 /// A watch that failed, and of which kind.
 struct Failure {
@@ -134,6 +142,7 @@ struct Relist {
     grpc_routes: Option<BTreeSet<ObjKey>>,
     gateways: Option<BTreeSet<ObjKey>>,
     classes: Option<BTreeSet<ObjKey>>,
+    authz: Option<BTreeSet<ObjKey>>,
 }
 
 impl Relist {
@@ -147,21 +156,30 @@ impl Relist {
             Kind::GrpcRoute => &mut self.grpc_routes,
             Kind::Gateway => &mut self.gateways,
             Kind::GatewayClass => &mut self.classes,
+            Kind::Authz => &mut self.authz,
         }
     }
+}
+
+/// Where the watch sends the statuses it wants written, one writer task
+/// per kind.
+pub struct StatusSinks {
+    pub policies: mpsc::UnboundedSender<StatusUpdate>,
+    pub routes: mpsc::UnboundedSender<routes::write::StatusUpdate>,
+    pub authz: mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
 }
 
 /// Runs the watchers until `shutdown`. `synced` turns true once every kind
 /// has been listed once (the controller is ready to serve from the cluster;
 /// TrafficPolicies count as listed while their CRD is not installed).
-/// Policy statuses to write go to `statuses`, route statuses to
-/// `route_statuses`.
+/// Statuses to write go to `sinks` (AuthorizationPolicy statuses at once,
+/// since they depend on the object alone; the others once every kind is
+/// listed).
 pub async fn run(
     client: Client,
     mut cluster: Cluster,
     index: SharedIndex,
-    statuses: mpsc::UnboundedSender<StatusUpdate>,
-    route_statuses: mpsc::UnboundedSender<routes::write::StatusUpdate>,
+    sinks: StatusSinks,
     synced: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -207,6 +225,14 @@ pub async fn run(
         watcher::Config::default(),
     )
     .map(move |e| e.map(Change::Gateway).map_err(tag(Kind::Gateway)));
+    let authz_objects = changes(
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &ApiResource::erase::<AuthorizationPolicy>(&()),
+        ),
+        watcher::Config::default(),
+    )
+    .map(move |e| e.map(Change::Authz).map_err(tag(Kind::Authz)));
     let classes = changes(
         Api::<DynamicObject>::all_with(client, &ApiResource::erase::<GatewayClass>(&())),
         watcher::Config::default(),
@@ -224,7 +250,9 @@ pub async fn run(
         grpc_routes.boxed(),
         gateway_objects.boxed(),
         classes.boxed(),
+        authz_objects.boxed(),
     ]);
+    let mut authz_store = AuthzPolicies::default();
     let mut policies = Policies::default();
     let mut route_store = Routes::default();
     let mut gateway_store = Gateways::default();
@@ -271,6 +299,17 @@ pub async fn run(
                     BTreeSet::new(),
                     None,
                 )
+            }
+            Ok(Change::Authz(e)) => {
+                // A policy's status depends on the object alone: written
+                // at once, without waiting for the other kinds' lists.
+                let touched = match &e {
+                    Event::Apply(o) | Event::InitApply(o) => obj_key(&o.metadata),
+                    _ => None,
+                };
+                let kind = apply_authz(&mut authz_store, &mut relist, &index, e);
+                send_authz_statuses(&authz_store, touched, &sinks.authz);
+                (kind, BTreeSet::new(), None)
             }
             Ok(Change::Class(e)) => {
                 routes_touched = true;
@@ -325,14 +364,14 @@ pub async fn run(
         } else {
             policies.keys().into_iter().collect()
         };
-        send_statuses(&cluster, &policies, keys, &statuses);
+        send_statuses(&cluster, &policies, keys, &sinks.policies);
         if routes_touched || !was_synced {
             routes::send_statuses(
                 &cluster,
                 &route_store,
                 &gateway_store,
                 &outcome,
-                &route_statuses,
+                &sinks.routes,
             );
         }
     }
@@ -459,9 +498,11 @@ fn apply(
         ),
         // Policies, routes and Gateways are not part of the cluster view
         // (see `apply_policy`, `apply_route`, `apply_gateway`).
-        Change::Policy(_) | Change::Route(..) | Change::Gateway(_) | Change::Class(_) => {
-            (None, BTreeSet::new())
-        }
+        Change::Policy(_)
+        | Change::Route(..)
+        | Change::Gateway(_)
+        | Change::Class(_)
+        | Change::Authz(_) => (None, BTreeSet::new()),
         Change::Pod(e) => on_event(
             cluster,
             relist,
@@ -574,6 +615,59 @@ fn send_statuses(
             let verdict = policies.verdict(&key, ports)?;
             policies::status::desired(&verdict, obj.generation, obj.status.as_ref(), &now)
         });
+        // Only a closed writer fails this, at shutdown.
+        let _ = tx.send(StatusUpdate { key, status });
+    }
+}
+
+/// Applies one AuthorizationPolicy event and puts what changed into the
+/// index; returns the kind whose re-list just finished (if it did).
+fn apply_authz(
+    store: &mut AuthzPolicies,
+    relist: &mut Relist,
+    index: &SharedIndex,
+    event: Event<DynamicObject>,
+) -> Option<Kind> {
+    let publish = |store: &AuthzPolicies, key: &ObjKey| {
+        let name = format!("{}/{}", key.0, key.1);
+        index
+            .lock()
+            .set_authz_policy(&name, store.effective(key).cloned());
+    };
+    let (kind, _) = on_event(
+        store,
+        relist,
+        Kind::Authz,
+        event,
+        |s, o| match authz::read(&o) {
+            Some(obj) => {
+                let key = obj.key.clone();
+                if s.apply(obj) {
+                    publish(s, &key);
+                }
+                (Some(key), BTreeSet::new())
+            }
+            None => (None, BTreeSet::new()),
+        },
+        |s, k| {
+            if s.delete(k) {
+                publish(s, k);
+            }
+            BTreeSet::new()
+        },
+        AuthzPolicies::keys,
+    );
+    kind
+}
+
+fn send_authz_statuses(
+    store: &AuthzPolicies,
+    key: Option<ObjKey>,
+    tx: &mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
+) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    if let Some(key) = key {
+        let status = store.desired_status(&key, &now);
         // Only a closed writer fails this, at shutdown.
         let _ = tx.send(StatusUpdate { key, status });
     }

@@ -81,17 +81,39 @@ fn describe(target: &Target) -> String {
 }
 
 /// The status to write for `verdict` on `generation`, or `None` when
-/// `current` already says it. Conditions of other types are kept (a merge
-/// patch replaces the whole list).
+/// `current` already says it.
 pub fn desired(
     verdict: &Verdict,
     generation: i64,
     current: Option<&TrafficPolicyStatus>,
     now: &Time,
 ) -> Option<TrafficPolicyStatus> {
-    let (status, reason, message) = accepted(verdict);
-    let old = current.and_then(|s| s.conditions.iter().find(|c| c.type_ == ACCEPTED));
-    let up_to_date = current.is_some_and(|s| s.observed_generation == Some(generation))
+    let conditions = accepted_conditions(
+        accepted(verdict),
+        generation,
+        current.map(|s| (s.conditions.as_slice(), s.observed_generation)),
+        now,
+    )?;
+    Some(TrafficPolicyStatus {
+        observed_generation: Some(generation),
+        conditions,
+    })
+}
+
+/// The conditions to write so that `Accepted` says `(status, reason,
+/// message)` for `generation`, or `None` when `current` (its conditions
+/// and observed generation) already does. Conditions of other types are
+/// kept (a merge patch replaces the whole list). Shared by every policy
+/// kind the controller writes.
+pub fn accepted_conditions(
+    (status, reason, message): (&str, &str, String),
+    generation: i64,
+    current: Option<(&[Condition], Option<i64>)>,
+    now: &Time,
+) -> Option<Vec<Condition>> {
+    let (conditions_now, observed) = current.unwrap_or((&[], None));
+    let old = conditions_now.iter().find(|c| c.type_ == ACCEPTED);
+    let up_to_date = observed == Some(generation)
         && old.is_some_and(|c| {
             c.status == status
                 && c.reason == reason
@@ -105,15 +127,11 @@ pub fn desired(
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => now.clone(),
     };
-    let mut conditions: Vec<Condition> = current
-        .map(|s| {
-            s.conditions
-                .iter()
-                .filter(|c| c.type_ != ACCEPTED)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut conditions: Vec<Condition> = conditions_now
+        .iter()
+        .filter(|c| c.type_ != ACCEPTED)
+        .cloned()
+        .collect();
     conditions.push(Condition {
         type_: ACCEPTED.into(),
         status: status.into(),
@@ -123,8 +141,5 @@ pub fn desired(
         last_transition_time,
     });
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    Some(TrafficPolicyStatus {
-        observed_generation: Some(generation),
-        conditions,
-    })
+    Some(conditions)
 }

@@ -1,5 +1,5 @@
-//! Writes policy statuses through the status subresource (a JSON merge
-//! patch of `status`), off the watch loop: the watch never waits for the
+//! Writes policy statuses (TrafficPolicy, AuthorizationPolicy) through the
+//! status subresource (a JSON merge patch of `status`), off the watch loop: the watch never waits for the
 //! API server. Writes are queued per object, the newest replacing an
 //! older one not yet written; a failed write is retried with backoff, one
 //! for an object since deleted is dropped.
@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::{Api, Client};
-use mycel_crds::{TrafficPolicy, TrafficPolicyStatus};
+use kube::{Api, Client, Resource};
+use mycel_crds::TrafficPolicyStatus;
+use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -23,31 +24,36 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// One object's status to write; `None`: the object already says the
 /// right thing (or is gone), so a queued write for it is dropped.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StatusUpdate {
+pub struct StatusUpdate<S = TrafficPolicyStatus> {
     pub key: ObjKey,
-    pub status: Option<TrafficPolicyStatus>,
+    pub status: Option<S>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("TrafficPolicy {}/{}: writing its status: {source}", .key.0, .key.1)]
+    #[error("{kind} {}/{}: writing its status: {source}", .key.0, .key.1)]
     Api {
+        kind: String,
         key: ObjKey,
         #[source]
         source: kube::Error,
     },
-    #[error("TrafficPolicy {}/{}: writing its status took longer than {API_TIMEOUT:?}", .key.0, .key.1)]
-    Timeout { key: ObjKey },
+    #[error("{kind} {}/{}: writing its status took longer than {API_TIMEOUT:?}", .key.0, .key.1)]
+    Timeout { kind: String, key: ObjKey },
 }
 
-/// Writes the updates `rx` brings until it closes or `shutdown`.
-pub async fn run(
+/// Writes the statuses of kind `K` that `rx` brings until it closes or
+/// `shutdown`.
+pub async fn run<K, S>(
     client: Client,
-    mut rx: mpsc::UnboundedReceiver<StatusUpdate>,
+    mut rx: mpsc::UnboundedReceiver<StatusUpdate<S>>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let resource = ApiResource::erase::<TrafficPolicy>(&());
-    let mut pending: BTreeMap<ObjKey, TrafficPolicyStatus> = BTreeMap::new();
+) where
+    K: Resource<DynamicType = ()>,
+    S: Serialize + Clone + PartialEq,
+{
+    let resource = ApiResource::erase::<K>(&());
+    let mut pending: BTreeMap<ObjKey, S> = BTreeMap::new();
     let mut retry = FIRST_RETRY;
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -90,7 +96,7 @@ pub async fn run(
     }
 }
 
-fn queue(pending: &mut BTreeMap<ObjKey, TrafficPolicyStatus>, update: StatusUpdate) {
+fn queue<S>(pending: &mut BTreeMap<ObjKey, S>, update: StatusUpdate<S>) {
     match update.status {
         Some(status) => pending.insert(update.key, status),
         None => pending.remove(&update.key),
@@ -106,11 +112,11 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// One merge patch of `status`. An object deleted meanwhile needs no
 /// status: that counts as done.
-async fn patch(
+async fn patch<S: Serialize>(
     client: &Client,
     resource: &ApiResource,
     key: &ObjKey,
-    status: &TrafficPolicyStatus,
+    status: &S,
 ) -> Result<(), WriteError> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &key.0, resource);
     let body = serde_json::json!({ "status": status });
@@ -120,9 +126,13 @@ async fn patch(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(kube::Error::Api(s))) if s.is_not_found() => Ok(()),
         Ok(Err(source)) => Err(WriteError::Api {
+            kind: resource.kind.clone(),
             key: key.clone(),
             source,
         }),
-        Err(_) => Err(WriteError::Timeout { key: key.clone() }),
+        Err(_) => Err(WriteError::Timeout {
+            kind: resource.kind.clone(),
+            key: key.clone(),
+        }),
     }
 }
