@@ -381,3 +381,6 @@ impl RotationDriver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
