@@ -337,3 +337,65 @@ async fn a_bad_new_root_is_refused_and_the_mesh_keeps_working() {
         text(&out.stdout)
     );
 }
+
+/// Bring your own CA: a root whose key the controller never sees, replaced
+/// by another such root under load; a restart with the old flags keeps the
+/// new CA (the flags name a retired root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_ca_without_its_root_key_rotates_to_another_user_ca() {
+    let users = tempfile::tempdir().unwrap();
+    let first = TestCa::new("user-one");
+    let mut args = vec!["--rotation-overlap".to_string(), "2s".into()];
+    args.extend(first.write_user_ca(&users.path().join("one")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut mesh = Mesh::start_with(&mesh_yaml(""), &args).await;
+    // Proxies pin the root the user gave (the data dir holds no CA yet).
+    std::fs::create_dir_all(mesh.path("data/ca")).unwrap();
+    std::fs::write(mesh.ca_root(), first.root_pem()).unwrap();
+    let ratings = workload(&mesh, "ratings", "ratings", "http", &[], |s| s).await;
+    let client = mesh.sidecar(SidecarSpec::new("client", "frontend")).await;
+    let admin = mesh.admin.to_string();
+    let load = start_load(client.outbound());
+
+    let second = TestCa::new("user-two");
+    let flags = second.write_user_ca(&users.path().join("two"));
+    let mut rotate = vec!["ca", "rotate", "--controller-admin", admin.as_str()];
+    rotate.extend(flags.iter().map(String::as_str));
+    let out = mycelctl(&rotate).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_phase(&mesh, "stable", Duration::from_secs(40)).await;
+    let (ok, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 20, "{ok}");
+
+    let new_root = second.root_der().to_vec();
+    for sidecar in [&ratings.sidecar, &client] {
+        assert_only_trusts(sidecar, &new_root).await;
+    }
+    assert!(
+        !mesh.path("data/ca/root.key").exists(),
+        "the user's root key is never needed"
+    );
+
+    // Restarted with the flags of the first CA: it was retired, so the
+    // data dir's (the second) is used, and the mesh keeps working.
+    mesh.kill_controller().await;
+    mesh.start_controller().await;
+    let s = ca_status(&mesh).await;
+    assert_eq!(
+        s["roots"][0]["fingerprint"],
+        fingerprint(&new_root),
+        "{s:#}"
+    );
+    assert_eq!(s["roots"].as_array().unwrap().len(), 1);
+    let late = mesh.sidecar(SidecarSpec::new("late", "reviews")).await;
+    let r = http::get(late.outbound(), "ratings", "/ratings/1")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_only_trusts(&late, &new_root).await;
+}
