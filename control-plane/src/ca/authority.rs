@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mycel_api::spiffe::SpiffeId;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-};
+use rcgen::{CertificateSigningRequestParams, DnType, KeyPair, SanType, SerialNumber};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -20,12 +17,15 @@ use mycel_api::files::{ensure_private_dir, write_private};
 
 mod anchor;
 mod issuer;
+mod rotate;
 mod san;
 
 pub use anchor::{chain_root, fingerprint, CaMaterial};
 use anchor::{Checked, Labels, Root};
 pub use issuer::RotateError;
 use issuer::{Issuer, RootSigner};
+pub use rotate::generate_material;
+use rotate::new_root;
 
 /// Leaves may not ask for less than this, so a proxy cannot make the CA
 /// issue certificates that expire before they are installed.
@@ -212,52 +212,6 @@ pub(crate) fn invalid(path: &Path, problem: impl Into<String>) -> LoadError {
         path: path.to_path_buf(),
         problem: problem.into(),
     }
-}
-
-/// A fresh self-signed root for `trust_domain`, with its key.
-fn new_root(trust_domain: &str) -> Result<(rcgen::Certificate, KeyPair), LoadError> {
-    let now = OffsetDateTime::now_utc();
-    let root_key =
-        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(LoadError::Generate)?;
-    let mut root_params = CertificateParams::default();
-    root_params.distinguished_name = DistinguishedName::new();
-    root_params
-        .distinguished_name
-        .push(DnType::OrganizationName, "Mycel");
-    root_params.distinguished_name.push(
-        DnType::CommonName,
-        format!("Mycel Root CA ({trust_domain})"),
-    );
-    root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    root_params.not_before = now - BACKDATE;
-    root_params.not_after = now + ROOT_LIFETIME;
-    root_params.serial_number = Some(random_serial());
-    let root = root_params
-        .self_signed(&root_key)
-        .map_err(LoadError::Generate)?;
-    Ok((root, root_key))
-}
-
-/// A new CA (root with its key, and an issuer) to rotate to, as PEM.
-pub fn generate_material(
-    trust_domain: &str,
-    issuer_ttl: Duration,
-) -> Result<CaMaterial, LoadError> {
-    check_trust_domain(trust_domain)?;
-    let (root, root_key) = new_root(trust_domain)?;
-    let issuer = Issuer::generate(trust_domain, issuer_ttl, &root, &root_key)
-        .map_err(LoadError::Generate)?;
-    Ok(CaMaterial {
-        root_pem: root.pem(),
-        root_key_pem: Some(root_key.serialize_pem()),
-        issuer_pem: issuer.pem.clone(),
-        issuer_key_pem: issuer.key.serialize_pem(),
-    })
 }
 
 impl Authority {
@@ -486,44 +440,6 @@ impl Authority {
         let mut roots = vec![current.clone()];
         roots.extend(also.into_iter().filter(|r| *r != current));
         roots
-    }
-
-    /// Sets the roots trusted besides the current one.
-    pub fn set_also_trusted(&self, roots: Vec<Vec<u8>>) {
-        let mut g = self.also_trusted.lock().unwrap_or_else(|p| p.into_inner());
-        *g = roots;
-    }
-
-    /// Checks `material` as a new CA to rotate to: everything a CA loaded
-    /// at start must pass, the same trust domain's use, and a root that is
-    /// not the current one. Nothing changes here.
-    pub fn check_new_ca(
-        &self,
-        material: &CaMaterial,
-        signer_dir: &Path,
-    ) -> Result<NewCa, LoadError> {
-        let labels = anchor::given();
-        let checked = anchor::check(material, &labels, signer_dir)?;
-        if checked.root.fingerprint == self.root().fingerprint {
-            return Err(invalid(
-                labels.root,
-                "is the current root already; a rotation needs a new root",
-            ));
-        }
-        Ok(NewCa(checked))
-    }
-
-    /// Makes `next` the CA new leaves are signed by; the previous root is
-    /// returned (the caller keeps trusting it for the overlap).
-    pub fn install(&self, next: NewCa) -> Vec<u8> {
-        // Issuer first, held while the root changes, so an issuer rotation
-        // cannot run between the two under the wrong root.
-        let mut issuer = self.issuer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut root = self.root.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = root.der.clone();
-        *issuer = std::sync::Arc::new(next.0.issuer);
-        *root = std::sync::Arc::new(next.0.root);
-        previous
     }
 
     /// Signs a leaf for `identity`, using only the CSR's public key.
