@@ -4,6 +4,7 @@
 //! cluster and check it; `cert inspect` shows a certificate chain (a PEM file
 //! or what a TLS server presents) and whether it verifies.
 
+mod ca;
 mod cert;
 mod check;
 mod demo;
@@ -46,6 +47,11 @@ enum Command {
     Install(install::InstallArgs),
     /// Check that Mycel is installed and healthy in a Kubernetes cluster (or, with --pre, that it can be).
     Check(check::CheckArgs),
+    /// The mesh CA's trust-anchor rotation: status, and starting one (local mode).
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
     /// Inspect certificates: a PEM file, or what a TLS server presents.
     Cert {
         #[command(subcommand)]
@@ -166,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Install(args) => install::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Cert { command } => cert::run(command).await,
+        Command::Ca { command } => ca::run(command).await,
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,

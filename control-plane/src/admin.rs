@@ -1,6 +1,8 @@
-//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/debug/proxies`.
-//! Routing is a pure function of the request path and the shared state, so
-//! it is tested without sockets.
+//! The admin HTTP server: `/live`, `/ready`, `/metrics`, `/debug/proxies`,
+//! `/ca/status`, and `POST /ca/rotate` (local mode; from a loopback peer
+//! only, since starting a rotation changes what the whole mesh trusts).
+//! Routing is a pure function of the request and the shared state, so it
+//! is tested without sockets.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::index::SharedIndex;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
+use crate::rotation::{RotationDriver, RotationError, StartRequest};
 
 mod explain;
 
@@ -29,6 +32,70 @@ pub struct AdminState {
     pub index: SharedIndex,
     /// Set once the CA is loaded and the gRPC port listens.
     pub ready: Arc<AtomicBool>,
+    pub rotation: Option<RotationAdmin>,
+}
+
+/// The trust-anchor rotation as the admin port sees it.
+pub struct RotationAdmin {
+    pub driver: Arc<RotationDriver>,
+    /// Whether `POST /ca/rotate` may start one: local mode only (with
+    /// `--ca-secret` the Secret is the CA's source of truth).
+    pub can_start: bool,
+}
+
+/// Largest `POST /ca/rotate` body (three PEMs fit many times over).
+const MAX_ROTATE_BODY: usize = 64 * 1024;
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Reply {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => Reply {
+            status,
+            content_type: "application/json",
+            body: body + "\n",
+        },
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode: {e}\n"),
+        ),
+    }
+}
+
+/// `POST /ca/rotate` with `body` (JSON [`StartRequest`], empty for a
+/// generated CA), from a peer that `loopback` says is local.
+pub fn rotate(state: &AdminState, loopback: bool, body: &[u8]) -> Reply {
+    let Some(rotation) = &state.rotation else {
+        return text(StatusCode::NOT_FOUND, "no CA rotation here\n");
+    };
+    if !loopback {
+        return text(
+            StatusCode::FORBIDDEN,
+            "a rotation may only be started from the controller's own host (loopback)\n",
+        );
+    }
+    if !rotation.can_start {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the CA comes from a Kubernetes Secret (--ca-secret); change the Secret instead\n",
+        );
+    }
+    let req: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRequest::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad request body: {e}\n")),
+        }
+    };
+    match rotation.driver.start(req) {
+        Ok(status) => json(StatusCode::OK, &status),
+        Err(e @ RotationError::Busy(_)) => text(StatusCode::CONFLICT, format!("{e}\n")),
+        Err(e @ (RotationError::Refused(_) | RotationError::Partial(_))) => {
+            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
+        Err(e @ RotationError::Store(_)) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+        }
+    }
 }
 
 /// A response before it becomes HTTP.
@@ -71,6 +138,10 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Reply {
                 body: state.metrics.encode(),
             }
         }
+        "/ca/status" => match &state.rotation {
+            Some(r) => json(StatusCode::OK, &r.driver.status()),
+            None => text(StatusCode::NOT_FOUND, "no CA rotation here\n"),
+        },
         "/debug/proxies" => match serde_json::to_string_pretty(&state.registry.snapshot()) {
             Ok(json) => Reply {
                 status: StatusCode::OK,
@@ -84,8 +155,20 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Reply {
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /metrics, /debug/proxies\n",
+            "not found; try /live, /ready, /metrics, /debug/proxies, /ca/status\n",
         ),
+    }
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Reply> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, MAX_ROTATE_BODY);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body refused: {e}\n"),
+        )),
     }
 }
 
@@ -140,8 +223,8 @@ pub async fn serve(
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => return,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // Transient (e.g. out of file descriptors): back off briefly.
                 tracing::warn!(error = %e, "admin accept failed");
@@ -153,12 +236,22 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let svc = service_fn(move |req: Request<Incoming>| {
-                // Explain reads the query, which `route` does not take.
-                let reply = match req.uri().path() {
-                    explain::PATH => explain::reply(&state, req.method(), req.uri().query()),
-                    path => route(&state, req.method(), path),
-                };
-                async move { Ok::<_, Infallible>(to_http(reply)) }
+                let state = state.clone();
+                async move {
+                    let reply = if req.method() == Method::POST && req.uri().path() == "/ca/rotate"
+                    {
+                        match read_body(req.into_body()).await {
+                            Ok(body) => rotate(&state, peer.ip().is_loopback(), &body),
+                            Err(reply) => reply,
+                        }
+                    } else if req.uri().path() == explain::PATH {
+                        // Explain reads the query, which `route` does not take.
+                        explain::reply(&state, req.method(), req.uri().query())
+                    } else {
+                        route(&state, req.method(), req.uri().path())
+                    };
+                    Ok::<_, Infallible>(to_http(reply))
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -183,6 +276,7 @@ mod tests {
             registry: Arc::new(ProxyRegistry::default()),
             index: SharedIndex::default(),
             ready: Arc::new(AtomicBool::new(false)),
+            rotation: None,
         }
     }
 
@@ -273,6 +367,8 @@ mod tests {
                 subscriptions: vec!["a.b".into()],
                 acked: Default::default(),
                 last_nack: None,
+                leaf_serial: String::new(),
+                leaf_chain: Vec::new(),
             },
         );
         let r = route(&s, &Method::GET, "/debug/proxies");

@@ -7,4 +7,6 @@ pub mod authority;
 /// that `mycelctl` can use it without linking the control plane.
 pub use mycel_tokens as tokens;
 
-pub use authority::{Authority, CaFiles, Issued, ServingCert};
+pub mod rotation;
+
+pub use authority::{Authority, CaFiles, CaMaterial, Issued, NewCa, ServingCert};

@@ -17,6 +17,7 @@ pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod rotation;
 pub mod routes;
 pub mod runtime;
 pub mod serving;

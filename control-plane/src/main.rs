@@ -136,6 +136,12 @@ struct RunArgs {
     /// rotated in at 75% of it.
     #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = humantime::parse_duration)]
     issuer_ttl: Duration,
+    /// Trust-anchor rotation: how long both the old and the new root stay
+    /// trusted after new leaves switch to the new root (and at least until
+    /// every connected proxy holds a new-root leaf). Local mode starts one
+    /// with `mycelctl ca rotate`.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    rotation_overlap: Duration,
     /// Most open gRPC connections; more are closed at accept.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     grpc_max_connections: usize,
@@ -298,6 +304,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ca_files,
         serving_cert_ttl: args.serving_cert_ttl,
         issuer_ttl: args.issuer_ttl,
+        rotation_overlap: args.rotation_overlap,
         limits: Limits {
             handshake_timeout: args.grpc_handshake_timeout,
             max_connections: args.grpc_max_connections,

@@ -35,6 +35,13 @@ pub struct ProxyRecord {
     /// `"<type>/<name>"` → version the proxy ACKed.
     pub acked: BTreeMap<String, String>,
     pub last_nack: Option<NackRecord>,
+    /// Serial (hex) of the leaf the stream was opened with; renewals since
+    /// are followed by the rotation's leaf tracker.
+    #[serde(default)]
+    pub leaf_serial: String,
+    /// That leaf's chain, to tell which root it chains to.
+    #[serde(skip)]
+    pub leaf_chain: Vec<Vec<u8>>,
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
@@ -101,6 +108,8 @@ mod tests {
             subscriptions: vec![],
             acked: BTreeMap::new(),
             last_nack: None,
+            leaf_serial: String::new(),
+            leaf_chain: Vec::new(),
         }
     }
 

@@ -18,13 +18,16 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 use crate::admin::{self, AdminState};
+use crate::ca::rotation::leaves::LeafTracker;
+use crate::ca::rotation::store;
 use crate::ca::tokens::TokenStore;
 use crate::ca::{Authority, CaFiles};
 use crate::grpc::{DiscoveryService, IdentityService};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
-use crate::serving::{self, Limits, ServingCerts};
+use crate::rotation::{DriverParts, RotationDriver};
+use crate::serving::{self, ClientRoots, Limits, ServingCerts};
 use crate::sources::admission::{ClusterPolicy, RegistrationPolicy, TokenPolicy};
 use crate::sources::k8s::owner::{self, Ownership};
 use crate::sources::k8s::{self, review::TokenReviewer, Cluster, ClusterSettings};
@@ -52,6 +55,9 @@ pub struct Config {
     pub serving_cert_ttl: Duration,
     /// Lifetime of each issuer (intermediate), rotated at 75%.
     pub issuer_ttl: Duration,
+    /// How long a trust-anchor rotation keeps both roots trusted after
+    /// new leaves switch to the new root.
+    pub rotation_overlap: Duration,
     /// Limits of the gRPC port.
     pub limits: Limits,
     /// Certify rate limits (global and per source IP).
@@ -119,6 +125,7 @@ impl Config {
             ca_files: None,
             serving_cert_ttl: crate::ca::authority::DEFAULT_SERVING_TTL,
             issuer_ttl: crate::ca::authority::DEFAULT_ISSUER_TTL,
+            rotation_overlap: crate::ca::rotation::DEFAULT_OVERLAP,
             limits: Limits::default(),
             certify_limits: Default::default(),
             max_subscriptions: crate::grpc::discovery::DEFAULT_MAX_SUBSCRIPTIONS,
@@ -178,7 +185,7 @@ async fn start_webhook(
         tasks.push(tokio::spawn(crate::webhook::ca_bundle::keep_ca_bundle(
             client.clone(),
             name.clone(),
-            authority.root_pem().to_string(),
+            authority.root_pem(),
             Duration::from_secs(60),
             shutdown.clone(),
         )));
@@ -287,10 +294,19 @@ impl Controller {
             (Some(k8s), Some(client)) => initial_ownership(k8s, client).await,
             _ => Ownership::Leave,
         };
+        let mut rotation_state = None;
         let mut authority = match (&config.ca_files, ca_secret, &kube_client) {
             (Some(files), _, _) => {
-                Authority::from_files(files, &config.trust_domain, config.cert_ttl)
-                    .context("loading the CA")?
+                let (authority, state) = store::load_ca(&store::LoadSettings {
+                    data_dir: &config.data_dir,
+                    trust_domain: &config.trust_domain,
+                    cert_ttl: config.cert_ttl,
+                    issuer_ttl: config.issuer_ttl,
+                    files: Some(files),
+                })
+                .context("loading the CA")?;
+                rotation_state = state;
+                authority
             }
             (None, Some(secret), Some(client)) => {
                 let secret_ownership = match &config.kubernetes {
@@ -317,13 +333,18 @@ impl Controller {
                 tracing::info!(origin = ?source.origin, secret = %format!("{}/{}", secret.namespace, secret.name), "mesh CA loaded");
                 source.authority
             }
-            _ => Authority::load_or_generate_with(
-                &config.data_dir,
-                &config.trust_domain,
-                config.cert_ttl,
-                config.issuer_ttl,
-            )
-            .context("loading the CA")?,
+            _ => {
+                let (authority, state) = store::load_ca(&store::LoadSettings {
+                    data_dir: &config.data_dir,
+                    trust_domain: &config.trust_domain,
+                    cert_ttl: config.cert_ttl,
+                    issuer_ttl: config.issuer_ttl,
+                    files: None,
+                })
+                .context("loading the CA")?;
+                rotation_state = state;
+                authority
+            }
         };
         if let Some(k8s) = &config.kubernetes {
             // The API server calls the webhook by its Service's name.
@@ -461,8 +482,31 @@ impl Controller {
         let grpc_listener = bind(config.grpc_addr, "gRPC").await?;
         let grpc_addr = grpc_listener.local_addr()?;
         let certs = ServingCerts::new(&serving).context("the serving certificate")?;
-        let tls = serving::server_config(certs.clone(), &authority.trust_bundle_der())
+        let client_roots =
+            ClientRoots::new(&authority.trust_bundle_der()).context("configuring gRPC TLS")?;
+        let tls = serving::server_config_with(certs.clone(), client_roots.clone())
             .context("configuring gRPC TLS")?;
+        let leaves = Arc::new(LeafTracker::default());
+        // Rotations of a CA kept in a Kubernetes Secret are not driven
+        // here (yet): the driver then only reports.
+        let rotation = RotationDriver::new(
+            DriverParts {
+                data_dir: config.data_dir.clone(),
+                issuer_ttl: config.issuer_ttl,
+                serving_ttl: config.serving_cert_ttl,
+                overlap: config.rotation_overlap,
+                authority: authority.clone(),
+                index: index.clone(),
+                registry: registry.clone(),
+                leaves: leaves.clone(),
+                certs: certs.clone(),
+                client_roots,
+                metrics: metrics.clone(),
+            },
+            rotation_state,
+        );
+        let rotation_local = ca_secret.is_none();
+        tasks.push(tokio::spawn(rotation.clone().run(shutdown_rx.clone())));
         tasks.push(tokio::spawn(serving::renew_serving_cert(
             authority.clone(),
             certs.clone(),
@@ -481,7 +525,8 @@ impl Controller {
                 .extend(start_webhook(k8s, client, &authority, certs.clone(), &shutdown_rx).await?);
         }
         let mut identity = IdentityService::new(authority.clone(), tokens.clone(), metrics.clone())
-            .with_limits(config.certify_limits);
+            .with_limits(config.certify_limits)
+            .with_leaf_tracker(leaves);
         if let Some(reviewer) = reviewer {
             identity = identity.with_token_review(reviewer);
         }
@@ -529,6 +574,10 @@ impl Controller {
             registry: registry.clone(),
             index: index.clone(),
             ready: ready.clone(),
+            rotation: Some(admin::RotationAdmin {
+                driver: rotation,
+                can_start: rotation_local,
+            }),
         });
         tasks.push(tokio::spawn(admin::serve(
             admin_listener,
@@ -561,7 +610,7 @@ impl Controller {
         Ok(RunningController {
             grpc_addr,
             admin_addr,
-            root_pem: authority.root_pem().to_string(),
+            root_pem: authority.root_pem(),
             index,
             registry,
             shutdown: shutdown_tx,

@@ -15,6 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -122,21 +124,112 @@ pub fn server_config(
     certs: Arc<ServingCerts>,
     roots: &[Vec<u8>],
 ) -> Result<Arc<ServerConfig>, ServingError> {
+    server_config_with(certs, ClientRoots::new(roots)?)
+}
+
+/// [`server_config`] with client certificates checked against `roots`,
+/// which a trust-anchor rotation changes while the server runs.
+pub fn server_config_with(
+    certs: Arc<ServingCerts>,
+    roots: Arc<ClientRoots>,
+) -> Result<Arc<ServerConfig>, ServingError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut store = RootCertStore::empty();
-    for root in roots {
-        store.add(CertificateDer::from(root.clone()))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| ServingError::Cert(format!("client verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(roots)
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The roots client certificates must chain to, replaceable in place: each
+/// handshake reads the current verifier, open connections are untouched.
+pub struct ClientRoots {
+    current: ArcSwap<Arc<dyn ClientCertVerifier>>,
+}
+
+impl std::fmt::Debug for ClientRoots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRoots").finish_non_exhaustive()
+    }
+}
+
+impl ClientRoots {
+    pub fn new(roots: &[Vec<u8>]) -> Result<Arc<Self>, ServingError> {
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(Self::verifier(roots)?),
+        }))
+    }
+
+    /// Replaces the roots; on error the previous ones stay.
+    pub fn set(&self, roots: &[Vec<u8>]) -> Result<(), ServingError> {
+        self.current.store(Arc::new(Self::verifier(roots)?));
+        Ok(())
+    }
+
+    fn verifier(roots: &[Vec<u8>]) -> Result<Arc<dyn ClientCertVerifier>, ServingError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut store = RootCertStore::empty();
+        for root in roots {
+            store.add(CertificateDer::from(root.clone()))?;
+        }
+        WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| ServingError::Cert(format!("client verifier: {e}")))
+    }
+
+    fn load(&self) -> Arc<dyn ClientCertVerifier> {
+        Arc::clone(&self.current.load())
+    }
+}
+
+impl ClientCertVerifier for ClientRoots {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    // No CA names in the request: they change with rotation, and our
+    // clients send their one certificate whatever the hint.
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.load().supported_verify_schemes()
+    }
 }
 
 /// TLS for the injection webhook: the same serving certificate, no client

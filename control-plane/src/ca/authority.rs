@@ -8,21 +8,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mycel_api::spiffe::SpiffeId;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-};
+use rcgen::{CertificateSigningRequestParams, DnType, KeyPair, SanType, SerialNumber};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use mycel_api::files::{ensure_private_dir, write_private};
 
+mod anchor;
 mod issuer;
+mod rotate;
 mod san;
 
+pub use anchor::{chain_root, fingerprint, CaMaterial};
+use anchor::{Checked, Labels, Root};
 pub use issuer::RotateError;
 use issuer::{Issuer, RootSigner};
+pub use rotate::generate_material;
+use rotate::new_root;
 
 /// Leaves may not ask for less than this, so a proxy cannot make the CA
 /// issue certificates that expire before they are installed.
@@ -106,6 +109,22 @@ pub struct Issued {
     pub spiffe_id: SpiffeId,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The root the leaf chains to.
+    pub root_fingerprint: String,
+}
+
+/// A CA checked for a rotation ([`Authority::check_new_ca`]), ready to be
+/// installed.
+pub struct NewCa(Checked);
+
+impl NewCa {
+    pub fn root_der(&self) -> &[u8] {
+        &self.0.root.der
+    }
+
+    pub fn root_fingerprint(&self) -> &str {
+        &self.0.root.fingerprint
+    }
 }
 
 /// The controller's TLS identity, as PEM for the gRPC server.
@@ -123,13 +142,14 @@ pub struct Authority {
     trust_domain: String,
     max_ttl: Duration,
     issuer_ttl: Duration,
-    root_der: Vec<u8>,
-    root_pem: String,
-    root_not_after: OffsetDateTime,
-    /// The root's key, held only for a CA generated in the data dir: it is
-    /// what lets the issuer be rotated. A user's own CA keeps its root
-    /// outside, and its issuer is theirs to renew.
-    root: Option<RootSigner>,
+    /// The root new leaves chain to. Its key is held only for a CA
+    /// generated in the data dir (what lets the issuer be rotated); a
+    /// user's own CA keeps its root key outside, and its issuer is theirs
+    /// to renew. Replaced by a trust-anchor rotation.
+    root: std::sync::Mutex<std::sync::Arc<Root>>,
+    /// Roots trusted besides the current one while a trust-anchor rotation
+    /// runs; they follow it in the trust bundle.
+    also_trusted: std::sync::Mutex<Vec<Vec<u8>>>,
     /// The issuer new leaves are signed with. Swapped on rotation; leaves
     /// signed by the previous one stay valid, as they chain to the same root
     /// and carry their issuer in their chain.
@@ -194,30 +214,6 @@ pub(crate) fn invalid(path: &Path, problem: impl Into<String>) -> LoadError {
     }
 }
 
-/// Checks a parsed certificate is a CA certificate valid now.
-fn check_ca_cert(
-    path: &Path,
-    cert: &x509_parser::certificate::X509Certificate<'_>,
-) -> Result<(), LoadError> {
-    if !cert.is_ca() {
-        return Err(invalid(
-            path,
-            "is not a CA certificate (basicConstraints CA:TRUE missing)",
-        ));
-    }
-    if !cert.validity().is_valid() {
-        return Err(invalid(
-            path,
-            format!(
-                "is not valid now (valid from {} to {})",
-                cert.validity().not_before,
-                cert.validity().not_after
-            ),
-        ));
-    }
-    Ok(())
-}
-
 impl Authority {
     /// Loads the CA from `<data_dir>/ca/`, generating it on first start,
     /// with the default issuer lifetime.
@@ -254,7 +250,8 @@ impl Authority {
                 max_ttl,
             )?;
             ca.issuer_ttl = issuer_ttl;
-            ca.root = Some(RootSigner::load(&dir, &ca.root_der)?);
+            let root_der = ca.root().der.clone();
+            ca.set_signer(RootSigner::load(&dir, &root_der)?);
             return Ok(ca);
         }
         if let Some(i) = present.iter().position(|p| *p) {
@@ -276,31 +273,7 @@ impl Authority {
         max_ttl: Duration,
         issuer_ttl: Duration,
     ) -> Result<Self, LoadError> {
-        let now = OffsetDateTime::now_utc();
-        let root_key =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(LoadError::Generate)?;
-        let mut root_params = CertificateParams::default();
-        root_params.distinguished_name = DistinguishedName::new();
-        root_params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Mycel");
-        root_params.distinguished_name.push(
-            DnType::CommonName,
-            format!("Mycel Root CA ({trust_domain})"),
-        );
-        root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        root_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        root_params.not_before = now - BACKDATE;
-        root_params.not_after = now + ROOT_LIFETIME;
-        root_params.serial_number = Some(random_serial());
-        let root = root_params
-            .self_signed(&root_key)
-            .map_err(LoadError::Generate)?;
-
+        let (root, root_key) = new_root(trust_domain)?;
         let issuer = Issuer::generate(trust_domain, issuer_ttl, &root, &root_key)
             .map_err(LoadError::Generate)?;
 
@@ -321,17 +294,22 @@ impl Authority {
                 .map_err(|cause| LoadError::Write { path, cause })?;
         }
         tracing::info!(dir = %dir.display(), "generated a new mesh CA");
-        Ok(Self {
-            trust_domain: trust_domain.to_string(),
+        let anchor = Root {
+            der: root.der().to_vec(),
+            pem: root.pem(),
+            not_after: root.params().not_after,
+            fingerprint: fingerprint(root.der()),
+            signer: Some(RootSigner::new(dir.to_path_buf(), root, root_key)),
+        };
+        Ok(Self::assemble(
+            trust_domain,
             max_ttl,
             issuer_ttl,
-            root_der: root.der().to_vec(),
-            root_pem: root.pem(),
-            root_not_after: root.params().not_after,
-            root: Some(RootSigner::new(dir.to_path_buf(), root, root_key)),
-            issuer: std::sync::Mutex::new(std::sync::Arc::new(issuer)),
-            serving_names: Vec::new(),
-        })
+            Checked {
+                root: anchor,
+                issuer,
+            },
+        ))
     }
 
     /// Loads a CA from PEM files, checking that the issuer is a CA signed by
@@ -342,62 +320,57 @@ impl Authority {
         max_ttl: Duration,
     ) -> Result<Self, LoadError> {
         check_trust_domain(trust_domain)?;
-        let root_pem_text = read(&files.root_cert)?;
-        let issuer_pem_text = read(&files.issuer_cert)?;
-        let key_pem = read(&files.issuer_key)?;
-        let root_der = first_cert_der(&files.root_cert, &root_pem_text)?;
-        let issuer_der = first_cert_der(&files.issuer_cert, &issuer_pem_text)?;
-        let issuer_key = KeyPair::from_pem(&key_pem).map_err(|e| {
-            invalid(
-                &files.issuer_key,
-                format!("is not a usable PKCS#8 private key (BEGIN PRIVATE KEY): {e}"),
-            )
-        })?;
+        let material = CaMaterial {
+            root_pem: read(&files.root_cert)?,
+            root_key_pem: None,
+            issuer_pem: read(&files.issuer_cert)?,
+            issuer_key_pem: read(&files.issuer_key)?,
+        };
+        let labels = Labels {
+            root: &files.root_cert,
+            root_key: &files.root_cert,
+            issuer: &files.issuer_cert,
+            issuer_key: &files.issuer_key,
+        };
+        let dir = files.root_cert.parent().unwrap_or(Path::new("."));
+        let checked = anchor::check(&material, &labels, dir)?;
+        Ok(Self::assemble(
+            trust_domain,
+            max_ttl,
+            DEFAULT_ISSUER_TTL,
+            checked,
+        ))
+    }
 
-        let (_, root) = x509_parser::parse_x509_certificate(&root_der)
-            .map_err(|e| invalid(&files.root_cert, format!("cannot parse certificate: {e}")))?;
-        let (_, issuer_x509) = x509_parser::parse_x509_certificate(&issuer_der)
-            .map_err(|e| invalid(&files.issuer_cert, format!("cannot parse certificate: {e}")))?;
-        check_ca_cert(&files.root_cert, &root)?;
-        check_ca_cert(&files.issuer_cert, &issuer_x509)?;
-        if root.verify_signature(None).is_err() {
-            return Err(invalid(
-                &files.root_cert,
-                "is not a self-signed root certificate",
-            ));
-        }
-        let chained = issuer_x509.issuer().as_raw() == root.subject().as_raw()
-            && issuer_x509
-                .verify_signature(Some(root.public_key()))
-                .is_ok();
-        if !chained {
-            return Err(LoadError::NotChained {
-                issuer: files.issuer_cert.clone(),
-                root: files.root_cert.clone(),
-            });
-        }
-        if issuer_x509.public_key().subject_public_key.data.as_ref() != issuer_key.public_key_raw()
-        {
-            return Err(LoadError::KeyMismatch {
-                key: files.issuer_key.clone(),
-                cert: files.issuer_cert.clone(),
-            });
-        }
-        let issuer_not_after = issuer_x509.validity().not_after.to_datetime();
-        let root_not_after = root.validity().not_after.to_datetime();
-        let issuer = Issuer::from_der(issuer_der, issuer_key, issuer_not_after)
-            .map_err(|e| invalid(&files.issuer_cert, format!("cannot be used to sign: {e}")))?;
-        Ok(Self {
+    fn assemble(trust_domain: &str, max_ttl: Duration, issuer_ttl: Duration, ca: Checked) -> Self {
+        Self {
             trust_domain: trust_domain.to_string(),
             max_ttl,
-            issuer_ttl: DEFAULT_ISSUER_TTL,
-            root_pem: cert_pem(&root_der),
-            root_der,
-            root_not_after,
-            root: None,
-            issuer: std::sync::Mutex::new(std::sync::Arc::new(issuer)),
+            issuer_ttl,
+            root: std::sync::Mutex::new(std::sync::Arc::new(ca.root)),
+            also_trusted: std::sync::Mutex::new(Vec::new()),
+            issuer: std::sync::Mutex::new(std::sync::Arc::new(ca.issuer)),
             serving_names: Vec::new(),
-        })
+        }
+    }
+
+    fn root(&self) -> std::sync::Arc<Root> {
+        match self.root.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_signer(&mut self, signer: RootSigner) {
+        let root = self.root.get_mut().unwrap_or_else(|p| p.into_inner());
+        let current = std::sync::Arc::clone(root);
+        *root = std::sync::Arc::new(Root {
+            der: current.der.clone(),
+            pem: current.pem.clone(),
+            not_after: current.not_after,
+            fingerprint: current.fingerprint.clone(),
+            signer: Some(signer),
+        });
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -408,8 +381,23 @@ impl Authority {
         self.max_ttl
     }
 
-    pub fn root_pem(&self) -> &str {
-        &self.root_pem
+    /// The current root (the one new leaves chain to), PEM.
+    pub fn root_pem(&self) -> String {
+        self.root().pem.clone()
+    }
+
+    /// The current root's SHA-256 fingerprint (hex).
+    pub fn root_fingerprint(&self) -> String {
+        self.root().fingerprint.clone()
+    }
+
+    pub fn root_der(&self) -> Vec<u8> {
+        self.root().der.clone()
+    }
+
+    /// Whether the root key is held here (the issuer can be rotated).
+    pub fn holds_root_key(&self) -> bool {
+        self.root().signer.is_some()
     }
 
     /// The current issuer's certificate.
@@ -426,7 +414,7 @@ impl Authority {
     }
 
     pub fn root_not_after(&self) -> OffsetDateTime {
-        self.root_not_after
+        self.root().not_after
     }
 
     pub fn issuer_ttl(&self) -> Duration {
@@ -440,9 +428,18 @@ impl Authority {
         }
     }
 
-    /// The trust anchors proxies accept peers from.
+    /// The trust anchors proxies accept peers from: the current root first
+    /// (proxies renew early when their leaf does not chain to it), then any
+    /// a rotation still trusts.
     pub fn trust_bundle_der(&self) -> Vec<Vec<u8>> {
-        vec![self.root_der.clone()]
+        let current = self.root().der.clone();
+        let also = match self.also_trusted.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut roots = vec![current.clone()];
+        roots.extend(also.into_iter().filter(|r| *r != current));
+        roots
     }
 
     /// Signs a leaf for `identity`, using only the CSR's public key.
@@ -486,6 +483,7 @@ impl Authority {
             spiffe_id: identity.clone(),
             not_before,
             not_after,
+            root_fingerprint: issuer.root_fingerprint.clone(),
         })
     }
 
@@ -544,7 +542,7 @@ impl Authority {
     /// a leaf's life is never cut short by an issuer about to expire.
     fn issuer_for(&self, ttl: Duration) -> std::sync::Arc<Issuer> {
         let current = self.current_issuer();
-        if current.not_after >= OffsetDateTime::now_utc() + ttl || self.root.is_none() {
+        if current.not_after >= OffsetDateTime::now_utc() + ttl || !self.holds_root_key() {
             return current;
         }
         match self.rotate_issuer() {
@@ -561,19 +559,22 @@ impl Authority {
     /// counted back from the expiry, since `not_before` is backdated).
     /// `None` when this CA cannot rotate (no root key here).
     pub fn issuer_rotation_due(&self) -> Option<OffsetDateTime> {
-        self.root.as_ref()?;
+        if !self.holds_root_key() {
+            return None;
+        }
         Some(self.current_issuer().not_after - self.issuer_ttl / 4)
     }
 
     /// Replaces the issuer by a new one signed by the same root, written to
     /// the data dir first so a restart keeps it.
     pub fn rotate_issuer(&self) -> Result<(), RotateError> {
-        let root = self.root.as_ref().ok_or(RotateError::NoRootKey)?;
         let mut guard = match self.issuer.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let next = root.rotate(&self.trust_domain, self.issuer_ttl)?;
+        let root = self.root();
+        let signer = root.signer.as_ref().ok_or(RotateError::NoRootKey)?;
+        let next = signer.rotate(&self.trust_domain, self.issuer_ttl)?;
         tracing::info!(
             serial = %hex::encode(&next.serial),
             not_after = %next.not_after,

@@ -503,6 +503,10 @@ impl Discovery for DiscoveryService {
         let peer = peer_identity(certs.as_deref().map(|v| v.as_slice()), &self.trust_domain)
             .map_err(Status::from)?;
         let leaf = certs.as_deref().and_then(|c| c.first()).map(|c| c.to_vec());
+        let leaf_chain: Vec<Vec<u8>> = certs
+            .as_deref()
+            .map(|c| c.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default();
         let remote = request.remote_addr();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
@@ -579,6 +583,11 @@ impl Discovery for DiscoveryService {
                 subscriptions: subscription_names(&self.index, conn),
                 acked: acked_map(session.acked()),
                 last_nack: None,
+                leaf_serial: leaf
+                    .as_deref()
+                    .and_then(crate::ca::rotation::leaves::serial_hex)
+                    .unwrap_or_default(),
+                leaf_chain,
             },
         );
         let gateway = start

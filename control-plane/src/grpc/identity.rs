@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::ratelimit::{CertifyLimits, Limited, RateLimiter};
 use crate::ca::authority::SignError;
+use crate::ca::rotation::leaves::{serial_hex, LeafTracker};
 use crate::ca::tokens::{token_id_from_cert_der, AuthError, TokenStore};
 use crate::ca::Authority;
 use crate::metrics::Metrics;
@@ -28,6 +29,7 @@ pub struct IdentityService {
     reviewer: Option<TokenReviewer>,
     metrics: Arc<Metrics>,
     limiter: RateLimiter,
+    leaves: Option<Arc<LeafTracker>>,
 }
 
 /// Whether a token is a JWT (a service-account token) rather than a join
@@ -50,7 +52,15 @@ impl IdentityService {
             reviewer: None,
             metrics,
             limiter: RateLimiter::new(CertifyLimits::default()),
+            leaves: None,
         }
+    }
+
+    /// Records every leaf issued and the leaf it renews, so a rotation
+    /// knows which root each proxy's current leaf chains to.
+    pub fn with_leaf_tracker(mut self, leaves: Arc<LeafTracker>) -> Self {
+        self.leaves = Some(leaves);
+        self
     }
 
     /// Accepts Kubernetes service-account tokens, reviewed by the API
@@ -137,6 +147,18 @@ impl IdentityService {
                 token_id.as_deref(),
             )
             .map_err(CertifyError::Sign)?;
+        if let Some(leaves) = &self.leaves {
+            let issued_serial = issued.chain_der.first().and_then(|d| serial_hex(d));
+            if let Some(serial) = issued_serial {
+                leaves.record(
+                    leaf.and_then(serial_hex).as_deref(),
+                    &serial,
+                    &issued.root_fingerprint,
+                    issued.not_after.unix_timestamp(),
+                    time::OffsetDateTime::now_utc().unix_timestamp(),
+                );
+            }
+        }
         Ok(CertifyResponse {
             chain_der: issued.chain_der,
             trust_bundle_der: self.authority.trust_bundle_der(),

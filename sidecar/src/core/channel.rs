@@ -14,16 +14,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::credentials::{IdentityState, WorkloadCert};
+use super::credentials::{IdentityState, TrustBundle, WorkloadCert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -63,7 +64,7 @@ impl ControllerTls {
         roots: &[CertificateDer<'static>],
         client: Option<Arc<IdentityState>>,
     ) -> Result<Self, ChannelError> {
-        let builder = Self::builder(roots)?;
+        let builder = Self::builder(roots, client.clone())?;
         let config = match client {
             Some(state) => builder.with_client_cert_resolver(Arc::new(StateResolver(state))),
             None => builder.with_no_client_auth(),
@@ -73,6 +74,7 @@ impl ControllerTls {
 
     fn builder(
         roots: &[CertificateDer<'static>],
+        identity: Option<Arc<IdentityState>>,
     ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, ChannelError>
     {
         let mut store = RootCertStore::empty();
@@ -82,11 +84,22 @@ impl ControllerTls {
         if store.is_empty() {
             return Err(ChannelError::NoRoots);
         }
-        let builder =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(ChannelError::Roots)?
-                .with_root_certificates(store);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let bootstrap =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+                .build()
+                .map_err(|e| ChannelError::Roots(rustls::Error::General(e.to_string())))?;
+        let verifier = Arc::new(ControllerRoots {
+            bootstrap,
+            identity,
+            provider: provider.clone(),
+            cache: std::sync::Mutex::new(None),
+        });
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(ChannelError::Roots)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         Ok(builder)
     }
 
@@ -114,7 +127,7 @@ impl ControllerTls {
         roots: &[CertificateDer<'static>],
         identity: Arc<IdentityState>,
     ) -> Result<Self, ChannelError> {
-        let builder = Self::builder(roots)?;
+        let builder = Self::builder(roots, Some(identity.clone()))?;
         let mut config = builder.with_client_cert_resolver(Arc::new(ValidOnly(identity)));
         // A resumed session carries the client identity of the session it
         // resumes (none, for the first Certify), so every Certify makes a
@@ -147,6 +160,95 @@ impl ControllerTls {
                 address: self.address.clone(),
                 source,
             })
+    }
+}
+
+/// The roots the controller's certificate must chain to: the mesh trust
+/// bundle once the controller has sent one, the `--ca-root` file's before.
+/// So a trust-anchor rotation, which moves the controller's own serving
+/// certificate to the new root, needs no restart, and once the old root
+/// leaves the bundle it is not trusted for the controller either.
+#[derive(Debug)]
+struct ControllerRoots {
+    bootstrap: Arc<WebPkiServerVerifier>,
+    identity: Option<Arc<IdentityState>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The verifier built for the last bundle seen.
+    cache: std::sync::Mutex<Option<(Arc<TrustBundle>, Arc<WebPkiServerVerifier>)>>,
+}
+
+impl ControllerRoots {
+    fn current(&self) -> Arc<WebPkiServerVerifier> {
+        let Some(bundle) = self.identity.as_ref().map(|s| s.bundle()) else {
+            return self.bootstrap.clone();
+        };
+        if bundle.roots.is_empty() {
+            return self.bootstrap.clone();
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, verifier)) = cache.as_ref() {
+            if Arc::ptr_eq(seen, &bundle) {
+                return verifier.clone();
+            }
+        }
+        let mut store = RootCertStore::empty();
+        let (added, _) = store.add_parsable_certificates(bundle.roots.iter().cloned());
+        if added == 0 {
+            return self.bootstrap.clone();
+        }
+        match WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+            .build()
+        {
+            Ok(verifier) => {
+                *cache = Some((bundle, verifier.clone()));
+                verifier
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use the trust bundle for the controller; using --ca-root");
+                self.bootstrap.clone()
+            }
+        }
+    }
+}
+
+impl ServerCertVerifier for ControllerRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.current().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.bootstrap.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.bootstrap.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.bootstrap.supported_verify_schemes()
     }
 }
 

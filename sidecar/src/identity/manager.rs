@@ -20,7 +20,7 @@ use super::ca::{CaClient, CaError};
 use super::cert::{trust_bundle, workload_cert, CertError};
 use super::metrics::IdentityMetrics;
 use crate::core::backoff::Backoff;
-use crate::core::credentials::IdentityState;
+use crate::core::credentials::{IdentityState, TrustBundle};
 
 /// Share of a certificate's life (in percent) after which it is renewed.
 const REFRESH_PERCENT: i128 = 70;
@@ -95,6 +95,26 @@ pub fn refresh_at(not_before_unix: i64, not_after_unix: i64, now: Now) -> Instan
     now.mono + Duration::from_millis(wait_ms)
 }
 
+/// Whether the certificate chain `chain` (leaf first) chains to the first
+/// root of `bundle`. The controller lists the root it signs with first, so
+/// a leaf that does not is one a trust-anchor rotation is replacing.
+pub fn chains_to_first_root(
+    chain: &[rustls_pki_types::CertificateDer<'_>],
+    bundle: &TrustBundle,
+) -> bool {
+    let (Some(top), Some(root)) = (chain.get(1).or_else(|| chain.first()), bundle.roots.first())
+    else {
+        return true;
+    };
+    let (Ok((_, top)), Ok((_, root))) = (
+        x509_parser::parse_x509_certificate(top),
+        x509_parser::parse_x509_certificate(root),
+    ) else {
+        return true;
+    };
+    top.verify_signature(Some(root.public_key())).is_ok()
+}
+
 pub struct IdentityManager<C> {
     ca: C,
     state: Arc<IdentityState>,
@@ -165,6 +185,41 @@ impl<C: CaClient> IdentityManager<C> {
         Ok(not_after)
     }
 
+    /// Whether the trust bundle now names a signing root the current leaf
+    /// does not chain to (a rotation), and this bundle has not already
+    /// caused a renewal.
+    fn bundle_asks_renewal(&self, acted_on: &mut Option<Arc<TrustBundle>>) -> bool {
+        let bundle = self.state.bundle();
+        if acted_on.as_ref().is_some_and(|b| Arc::ptr_eq(b, &bundle)) {
+            return false;
+        }
+        let Some(cert) = self.state.cert() else {
+            return false;
+        };
+        if chains_to_first_root(&cert.chain, &bundle) {
+            return false;
+        }
+        *acted_on = Some(bundle);
+        true
+    }
+
+    /// Returns once a trust bundle change asks for an early renewal; never
+    /// when the state is gone.
+    async fn new_root_announced(
+        &self,
+        changes: &mut tokio::sync::watch::Receiver<u64>,
+        acted_on: &mut Option<Arc<TrustBundle>>,
+    ) {
+        loop {
+            if self.bundle_asks_renewal(acted_on) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     fn next_refresh(&self) -> Option<Instant> {
         self.state
             .cert()
@@ -182,9 +237,19 @@ impl<C: CaClient> IdentityManager<C> {
         // When the next request is due; `None` = now. After a failure this is
         // the backoff, not the old certificate's schedule, which has passed.
         let mut next = self.next_refresh();
+        let mut changes = self.state.changes();
+        // The bundle that last triggered an early renewal: one renewal per
+        // bundle, so a CA that keeps signing under the old root (or a bundle
+        // listed in another order) cannot make the proxy renew in a loop.
+        let mut acted_on: Option<Arc<TrustBundle>> = None;
         loop {
             if let Some(at) = next {
-                tokio::time::sleep_until(at).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = self.new_root_announced(&mut changes, &mut acted_on) => {
+                        tracing::info!("the trust bundle names a new signing root; renewing the certificate now");
+                    }
+                }
             }
             match self.renew().await {
                 Ok(()) => {

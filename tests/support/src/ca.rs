@@ -108,6 +108,36 @@ impl TestCa {
         &self.root_pem
     }
 
+    /// The issuer certificate (PEM), for a test that hands this CA to a
+    /// controller as its own (`--issuer-cert`).
+    pub fn issuer_pem(&self) -> &str {
+        &self.issuer_chain_pem
+    }
+
+    /// The issuer's private key (PKCS#8 PEM, `--issuer-key`).
+    pub fn issuer_key_pem(&self) -> String {
+        self.issuer_key.serialize_pem()
+    }
+
+    /// Writes `root.pem`, `issuer.pem` and `issuer.key` into `dir` and
+    /// returns the controller flags naming them (no root key: it stays
+    /// offline).
+    pub fn write_user_ca(&self, dir: &Path) -> Vec<String> {
+        std::fs::create_dir_all(dir).expect("test CA: create dir");
+        let mut flags = Vec::new();
+        for (flag, name, text) in [
+            ("--root-cert", "root.pem", self.root_pem.clone()),
+            ("--issuer-cert", "issuer.pem", self.issuer_chain_pem.clone()),
+            ("--issuer-key", "issuer.key", self.issuer_key_pem()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("test CA: write");
+            flags.push(flag.to_string());
+            flags.push(path.display().to_string());
+        }
+        flags
+    }
+
     pub fn root_der(&self) -> CertificateDer<'static> {
         pem_chain(&self.root_pem)
             .into_iter()

@@ -289,7 +289,7 @@ async fn the_users_ca_secret_is_never_garbage_collected() {
     assert!(owner_uids(&before.metadata).is_empty(), "{before:?}");
 
     // The trust bundles are still the install's.
-    let publisher = Publisher::start(&controller, generated.authority.root_pem());
+    let publisher = Publisher::start(&controller, &generated.authority.root_pem());
     eventually("the bundle owned", || async {
         bundle(&admin, "shop")
             .await

@@ -32,6 +32,7 @@ mod k8s_routes;
 mod mtls;
 mod netns_init;
 mod netns_mesh;
+mod rotation;
 mod routing;
 mod shop;
 mod tcp_tunnel;

@@ -37,6 +37,9 @@ pub(crate) struct Issuer {
     pub(crate) pem: String,
     pub(crate) serial: Vec<u8>,
     pub(crate) not_after: OffsetDateTime,
+    /// The root this issuer is signed by, so each leaf is known to chain to
+    /// it (rotation status) without parsing it again.
+    pub(crate) root_fingerprint: String,
 }
 
 impl Issuer {
@@ -75,6 +78,7 @@ impl Issuer {
             pem: cert.pem(),
             serial: serial.to_bytes(),
             not_after: now + ttl,
+            root_fingerprint: super::anchor::fingerprint(root.der()),
             cert,
             key,
         })
@@ -85,6 +89,7 @@ impl Issuer {
         der: Vec<u8>,
         key: KeyPair,
         not_after: OffsetDateTime,
+        root_fingerprint: String,
     ) -> Result<Self, rcgen::Error> {
         let params = CertificateParams::from_ca_cert_der(&der.clone().into())?;
         let serial = params
@@ -99,6 +104,7 @@ impl Issuer {
             key,
             serial,
             not_after,
+            root_fingerprint,
             cert,
         })
     }
@@ -152,19 +158,37 @@ impl RootSigner {
     /// Loads `root.key` from `dir`, checking it belongs to `root_der`.
     pub(crate) fn load(dir: &Path, root_der: &[u8]) -> Result<Self, LoadError> {
         let key_path = dir.join("root.key");
-        let key = KeyPair::from_pem(&read(&key_path)?)
-            .map_err(|e| invalid(&key_path, format!("is not a usable private key: {e}")))?;
+        Self::from_pem(
+            dir,
+            root_der,
+            &read(&key_path)?,
+            &key_path,
+            &dir.join("root.pem"),
+        )
+    }
+
+    /// The root `root_der` with its key `key_pem`, checked to belong to it;
+    /// rotated issuers are written to `dir`.
+    pub(crate) fn from_pem(
+        dir: &Path,
+        root_der: &[u8],
+        key_pem: &str,
+        key_label: &Path,
+        root_label: &Path,
+    ) -> Result<Self, LoadError> {
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| invalid(key_label, format!("is not a usable private key: {e}")))?;
         let (_, root) = x509_parser::parse_x509_certificate(root_der)
-            .map_err(|e| invalid(&dir.join("root.pem"), format!("cannot parse: {e}")))?;
+            .map_err(|e| invalid(root_label, format!("cannot parse: {e}")))?;
         if root.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(LoadError::KeyMismatch {
-                key: key_path,
-                cert: dir.join("root.pem"),
+                key: key_label.to_path_buf(),
+                cert: root_label.to_path_buf(),
             });
         }
         let cert = CertificateParams::from_ca_cert_der(&root_der.to_vec().into())
             .and_then(|p| p.self_signed(&key))
-            .map_err(|e| invalid(&dir.join("root.pem"), format!("cannot sign: {e}")))?;
+            .map_err(|e| invalid(root_label, format!("cannot sign: {e}")))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             cert,

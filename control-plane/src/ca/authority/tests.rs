@@ -499,7 +499,8 @@ fn interrupted_rotation_is_completed_at_start() {
     let cadir = dir.path().join("ca");
     // Simulate a crash after the key rename: the new key is installed, the
     // new certificate is still under its temporary name.
-    let root = a.root.as_ref().unwrap();
+    let root_state = a.root();
+    let root = root_state.signer.as_ref().unwrap();
     let next = Issuer::generate(
         "cluster.local",
         DAY,

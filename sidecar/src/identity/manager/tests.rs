@@ -6,6 +6,7 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
 use super::*;
+use crate::core::credentials::TrustBundle;
 use crate::identity::fake::FakeCa;
 
 fn id(sa: &str) -> SpiffeId {
@@ -224,4 +225,57 @@ fn unavailable_is_transient() {
         std::io::ErrorKind::NotFound,
     )));
     assert!(e.is_permanent());
+}
+
+/// A trust bundle whose first root the current leaf does not chain to (a
+/// trust-anchor rotation) makes the proxy renew at once, once.
+#[tokio::test(start_paused = true)]
+async fn a_new_first_root_triggers_one_early_renewal() {
+    let ca = FakeCa::new(id("catalog"), Duration::from_secs(3600));
+    let (m, state) = manager(ca.clone());
+    let task = tokio::spawn(m.run());
+    let mut changes = state.changes();
+    while !state.has_cert() {
+        changes.changed().await.unwrap();
+    }
+    assert_eq!(ca.calls(), 1);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(ca.calls(), 1, "no renewal before 70% without a new root");
+
+    let other = FakeCa::new(id("catalog"), Duration::from_secs(3600));
+    let mut roots = vec![other.root_der()];
+    roots.extend(state.bundle().roots.iter().cloned());
+    state.set_bundle(TrustBundle { roots });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ca.calls(), 2, "renewed early");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(ca.calls(), 2, "once per bundle, not in a loop");
+    task.abort();
+}
+
+#[test]
+fn chains_to_first_root_table() {
+    let ca = FakeCa::new(id("catalog"), Duration::from_secs(3600));
+    let other = FakeCa::new(id("catalog"), Duration::from_secs(3600));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let chain = vec![ca
+        .sign(csr.der(), &id("catalog"), Duration::from_secs(60))
+        .unwrap()];
+    let bundle = |roots: Vec<_>| TrustBundle { roots };
+    assert!(chains_to_first_root(&chain, &bundle(vec![ca.root_der()])));
+    assert!(chains_to_first_root(
+        &chain,
+        &bundle(vec![ca.root_der(), other.root_der()])
+    ));
+    assert!(!chains_to_first_root(
+        &chain,
+        &bundle(vec![other.root_der(), ca.root_der()])
+    ));
+    assert!(
+        chains_to_first_root(&chain, &bundle(vec![])),
+        "no bundle: nothing to chase"
+    );
 }
