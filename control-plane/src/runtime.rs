@@ -363,7 +363,13 @@ impl Controller {
         index.lock().set_max_subscriptions(config.max_subscriptions);
         index.lock().set_authorization(crate::authz::Authorization {
             default: config.default_inbound_policy,
-            ..Default::default()
+            // In a cluster, policies in the controller's own namespace
+            // apply mesh-wide.
+            root_namespace: config.kubernetes.as_ref().map_or_else(
+                || crate::authz::DEFAULT_ROOT_NAMESPACE.to_string(),
+                |k| k.namespace.clone(),
+            ),
+            policies: Vec::new(),
         });
         index.lock().set_trust_bundle(authority.trust_bundle_der());
         let metrics = Arc::new(Metrics::new());

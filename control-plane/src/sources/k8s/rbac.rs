@@ -78,6 +78,14 @@ pub const REQUIRED: &[Permission] = &[
         why: "traffic policies of every namespace are followed (watch.rs, policies.rs)",
     },
     Permission {
+        group: "mycel.io",
+        resource: "authorizationpolicies",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "authorization policies of every namespace are followed (watch.rs, authz.rs)",
+    },
+    Permission {
         group: "gateway.networking.k8s.io",
         resource: "httproutes",
         verbs: &["list", "watch"],
@@ -156,6 +164,14 @@ pub const REQUIRED: &[Permission] = &[
         scope: Scope::Cluster,
         resource_names: &[],
         why: "each policy's Accepted condition, a merge patch of status only (policies/write.rs)",
+    },
+    Permission {
+        group: "mycel.io",
+        resource: "authorizationpolicies/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "each authorization policy's Accepted condition, a merge patch of status only (policies/write.rs)",
     },
     Permission {
         group: "",
