@@ -21,6 +21,7 @@ mod grpc_streams;
 mod identity;
 mod images;
 mod k8s;
+mod k8s_authz;
 mod k8s_ca;
 mod k8s_cert;
 mod k8s_check;
