@@ -412,6 +412,16 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
         100 - plan::REVIEWS_V2_PERCENT,
         plan::REVIEWS_V2_PERCENT
     );
+    if let Some(ratings) = plan.workloads.iter().find(|w| w.service == "ratings") {
+        let _ = writeln!(
+            out,
+            "Authorization: only frontend may call catalog (AuthorizationPolicy {});
+               a call from ratings' sidecar is refused with the reason:
+               curl -i -H 'Host: catalog' http://{}/products",
+            plan::CATALOG_POLICY,
+            ratings.outbound
+        );
+    }
     let described = faults.describe();
     if !described.is_empty() {
         let _ = writeln!(out, "\nFaults injected:");

@@ -33,15 +33,24 @@ use services::Services;
 use view::ServiceResources;
 use workloads::Workloads;
 
+/// The workload a sidecar guards, as its Hello names it (the namespace is
+/// its certificate's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyWorkload {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Identifies one discovery stream (one connection of one proxy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
 struct Proxy {
     subscriptions: BTreeSet<ServiceKey>,
-    /// A sidecar's workload (namespace, labels): what its inbound policy
-    /// is computed for. None for a gateway.
-    workload: Option<(String, BTreeMap<String, String>)>,
+    /// A sidecar's workload: what its inbound policy is computed for. None
+    /// for a gateway.
+    workload: Option<ProxyWorkload>,
     /// The Gateway a gateway proxy follows (its Hello named it).
     gateway: Option<ServiceKey>,
     tx: watch::Sender<Arc<ProxyView>>,
@@ -66,6 +75,9 @@ pub struct Index {
     gateways: Gateways,
     /// Authorization policies and the mesh default.
     authz: Authorization,
+    /// Labels of Kubernetes Pods by (namespace, name): in a cluster these,
+    /// not a proxy's own word, choose the policies of its workload.
+    pod_labels: BTreeMap<(String, String), BTreeMap<String, String>>,
     proxies: BTreeMap<ConnId, Proxy>,
     next_conn: u64,
     max_subscriptions: usize,
@@ -98,6 +110,7 @@ impl Index {
             resources: BTreeMap::new(),
             gateways: Gateways::default(),
             authz: Authorization::default(),
+            pod_labels: BTreeMap::new(),
             proxies: BTreeMap::new(),
             next_conn: 1,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
@@ -316,17 +329,43 @@ impl Index {
 
     /// Gives a connected sidecar its workload's inbound policy, now and on
     /// every policy change.
-    pub fn set_proxy_workload(
-        &mut self,
-        conn: ConnId,
-        namespace: String,
-        labels: BTreeMap<String, String>,
-    ) {
+    pub fn set_proxy_workload(&mut self, conn: ConnId, workload: ProxyWorkload) {
         let Some(proxy) = self.proxies.get_mut(&conn) else {
             return;
         };
-        proxy.workload = Some((namespace, labels));
+        proxy.workload = Some(workload);
         self.update_inbound_views(Some(conn));
+    }
+
+    /// Sets (Some) or forgets (None) the labels of a Kubernetes Pod; the
+    /// sidecars of that Pod get the policies those labels select.
+    pub fn set_pod_labels(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        labels: Option<BTreeMap<String, String>>,
+    ) {
+        let key = (namespace.to_string(), name.to_string());
+        let changed = match labels {
+            Some(l) => self.pod_labels.insert(key.clone(), l.clone()) != Some(l),
+            None => self.pod_labels.remove(&key).is_some(),
+        };
+        if !changed {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .proxies
+            .iter()
+            .filter(|(_, p)| {
+                p.workload
+                    .as_ref()
+                    .is_some_and(|w| w.namespace == key.0 && w.name == key.1)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            self.update_inbound_views(Some(conn));
+        }
     }
 
     /// Replaces every authorization policy and the default; every sidecar
@@ -361,12 +400,18 @@ impl Index {
             if only.is_some_and(|c| c != *conn) {
                 continue;
             }
-            let Some((ns, labels)) = &proxy.workload else {
+            let Some(w) = &proxy.workload else {
                 continue;
             };
+            let labels = self
+                .pod_labels
+                .get(&(w.namespace.clone(), w.name.clone()))
+                .unwrap_or(&w.labels);
             let next = view::resource(
                 ResourceKey::inbound_policy(),
-                ResourceBody::InboundPolicy(Box::new(self.authz.for_workload(ns, labels))),
+                ResourceBody::InboundPolicy(Box::new(
+                    self.authz.for_workload(&w.namespace, labels),
+                )),
             );
             proxy.tx.send_if_modified(|cur| {
                 if cur.resources.get(&next.key).map(|r| &r.version) == Some(&next.version) {

@@ -365,6 +365,31 @@ pub fn routes(plan: &DemoPlan) -> Vec<serde_json::Value> {
     })]
 }
 
+/// The AuthorizationPolicy that lets only `frontend` call `catalog`.
+pub const CATALOG_POLICY: &str = "catalog-callers";
+
+/// Who may call whom: only the frontend's identity may call catalog (any
+/// other caller, e.g. ratings, gets 403 naming why). Empty when the plan
+/// has no catalog.
+pub fn authorization(plan: &DemoPlan) -> Vec<serde_json::Value> {
+    let Some(frontend) = plan.workloads.iter().find(|w| w.service == "frontend") else {
+        return Vec::new();
+    };
+    if plan.target_port("catalog").is_none() {
+        return Vec::new();
+    }
+    vec![serde_json::json!({
+        "apiVersion": "mycel.io/v1alpha1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": CATALOG_POLICY, "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"matchLabels": {"app": "catalog"}},
+            "action": "ALLOW",
+            "rules": [{"from": [{"serviceAccounts": [format!("{NAMESPACE}/{}", frontend.service_account)]}]}],
+        },
+    })]
+}
+
 /// The Gateway (Gateway API) the demo gateway serves (`--gateway`).
 pub const GATEWAY_NAME: &str = "shop-gateway";
 
@@ -417,7 +442,11 @@ pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }
-    for doc in gateway(plan).into_iter().chain(routes(plan)) {
+    for doc in gateway(plan)
+        .into_iter()
+        .chain(routes(plan))
+        .chain(authorization(plan))
+    {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }

@@ -174,8 +174,8 @@ pub struct Start {
     pub known: Vec<(ResourceKey, String)>,
     /// The Gateway a gateway proxy follows.
     pub gateway: Option<ServiceKey>,
-    /// A sidecar's namespace and labels, for its inbound policy.
-    pub inbound: Option<(String, std::collections::BTreeMap<String, String>)>,
+    /// A sidecar's workload, for its inbound policy.
+    pub inbound: Option<crate::index::ProxyWorkload>,
 }
 
 /// Splits subscription keys into valid ones and refusals.
@@ -248,14 +248,14 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> 
     // The namespace is the certificate's (checked above); labels are the
     // proxy's word, and only choose the policies that guard its own
     // workload: claiming others can only weaken its own protection.
-    let inbound = (mode == "sidecar").then(|| {
-        (
-            w.namespace.clone(),
-            w.labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
+    let inbound = (mode == "sidecar").then(|| crate::index::ProxyWorkload {
+        namespace: w.namespace.clone(),
+        name: w.name.clone(),
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     });
     Ok(Start {
         proxy_id: hello.proxy_id,
@@ -553,8 +553,8 @@ impl Discovery for DiscoveryService {
             if let Some(gw) = start.gateway.clone() {
                 ix.follow_gateway(conn, gw);
             }
-            if let Some((ns, labels)) = start.inbound.take() {
-                ix.set_proxy_workload(conn, ns, labels);
+            if let Some(workload) = start.inbound.take() {
+                ix.set_proxy_workload(conn, workload);
             }
             if let Some(w) = start.registration {
                 ix.register_workload(conn, w);

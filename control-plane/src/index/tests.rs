@@ -813,16 +813,8 @@ mod authz {
         let (a, b) = (ix.allocate_conn(), ix.allocate_conn());
         let va = ix.connect_proxy(a, []);
         let mut vb = ix.connect_proxy(b, []);
-        ix.set_proxy_workload(
-            a,
-            "shop".into(),
-            BTreeMap::from([("app".into(), "ratings".into())]),
-        );
-        ix.set_proxy_workload(
-            b,
-            "shop".into(),
-            BTreeMap::from([("app".into(), "catalog".into())]),
-        );
+        ix.set_proxy_workload(a, workload("ratings-0", "ratings"));
+        ix.set_proxy_workload(b, workload("catalog-0", "catalog"));
         assert_eq!(inbound(&va).unwrap().policies.len(), 0);
         vb.borrow_and_update();
 
@@ -840,6 +832,38 @@ mod authz {
         assert!(!vb.has_changed().unwrap());
 
         ix.set_authz_policy("shop/r", None);
+        assert!(inbound(&va).unwrap().policies.is_empty());
+    }
+
+    fn workload(name: &str, app: &str) -> ProxyWorkload {
+        ProxyWorkload {
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: BTreeMap::from([("app".into(), app.into())]),
+        }
+    }
+
+    #[test]
+    fn in_a_cluster_the_pods_labels_choose_the_policies_not_the_proxys_word() {
+        let mut ix = Index::new();
+        let a = ix.allocate_conn();
+        let va = ix.connect_proxy(a, []);
+        ix.set_authz_policy(
+            "shop/r",
+            Some(policy(
+                "r",
+                "selector: {matchLabels: {app: ratings}}\nrules: [{}]",
+            )),
+        );
+        // The proxy says nothing of its labels (an injected sidecar).
+        let mut w = workload("ratings-7f9", "ratings");
+        w.labels.clear();
+        ix.set_proxy_workload(a, w);
+        assert!(inbound(&va).unwrap().policies.is_empty());
+        let labels = |app: &str| Some(BTreeMap::from([("app".into(), app.into())]));
+        ix.set_pod_labels("shop", "ratings-7f9", labels("ratings"));
+        assert_eq!(inbound(&va).unwrap().policies.len(), 1);
+        ix.set_pod_labels("shop", "ratings-7f9", labels("other"));
         assert!(inbound(&va).unwrap().policies.is_empty());
     }
 }

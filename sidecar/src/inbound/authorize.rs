@@ -72,9 +72,33 @@ impl Authorizer {
             tracing::warn!(%peer, port = attrs.port, decided_by = %d.by, path = attrs.http.map(|h| h.path), method = attrs.http.map(|h| h.method), "inbound: request denied");
         }
         Err(Denied {
-            by: d.by.to_string(),
+            by: reason(policy, &d.by),
         })
     }
+}
+
+/// The reason a caller reads. For "no ALLOW policy matched" it names the
+/// ALLOW policies (at most three), so the caller knows what to ask for.
+fn reason(policy: &InboundPolicy, by: &DecidedBy<'_>) -> String {
+    if *by != DecidedBy::NoAllowMatched {
+        return by.to_string();
+    }
+    let allows: Vec<&str> = policy
+        .policies
+        .iter()
+        .filter(|p| p.action == mycel_api::authz::Action::Allow)
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut names = allows
+        .iter()
+        .take(3)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if allows.len() > 3 {
+        names.push_str(&format!(" and {} more", allows.len() - 3));
+    }
+    format!("{by} ({names})")
 }
 
 /// At most [`LOG_PER_SECOND`] lines per wall-clock second, lock-free.

@@ -147,6 +147,25 @@ async fn demo_starts_serves_and_stops_cleanly() {
         "v1 {v1}, v2 {v2}: not a 90/10 split"
     );
 
+    // Only frontend may call catalog: the banner's command, from ratings'
+    // sidecar, is refused with the reason.
+    let log = demo.log();
+    let ratings_outbound = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("curl -i -H 'Host: catalog' http://"))
+        .and_then(|rest| rest.strip_suffix("/products"))
+        .unwrap_or_else(|| panic!("no authorization line in the banner:\n{log}"));
+    let denied = http::get(ratings_outbound.parse().unwrap(), "catalog", "/products")
+        .await
+        .unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.headers["mycel-proxy-error"], "forbidden");
+    assert!(
+        denied.body.contains("no ALLOW policy matched"),
+        "{}",
+        denied.body
+    );
+
     let needle = data.display().to_string();
     assert!(
         processes_mentioning(&needle).len() >= 5,

@@ -688,6 +688,7 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
     want.insert(("GRPCRoute".into(), "reviews-split".into()));
     want.insert(("Gateway".into(), "shop-gateway".into()));
     want.insert(("HTTPRoute".into(), "shop".into()));
+    want.insert(("AuthorizationPolicy".into(), "catalog-callers".into()));
     assert_eq!(documents(), want, "the objects of demo-services/k8s/");
 
     let api = ApiServer::start().await.unwrap();

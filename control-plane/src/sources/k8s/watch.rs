@@ -321,6 +321,9 @@ pub async fn run(
             }
             Ok(change) => {
                 routes_touched = matches!(change, Change::Service(_));
+                if let Change::Pod(e) = &change {
+                    publish_pod_labels(&index, e);
+                }
                 let (kind, affected) = apply(&mut cluster, &mut relist, change);
                 publish(&cluster, &index, affected.clone());
                 (kind, affected, None)
@@ -558,6 +561,22 @@ fn on_event<S, K: kube::Resource>(
             (Some(kind), affected)
         }
     }
+}
+
+/// A Pod's labels choose the authorization policies of its sidecar. A Pod
+/// gone while the watch was down keeps its entry until a Pod of that name
+/// comes again (its sidecar is gone too, so nothing reads it).
+fn publish_pod_labels(index: &SharedIndex, event: &Event<Pod>) {
+    let (pod, gone) = match event {
+        Event::Apply(p) | Event::InitApply(p) => (p, false),
+        Event::Delete(p) => (p, true),
+        Event::Init | Event::InitDone => return,
+    };
+    let Some((ns, name)) = obj_key(&pod.metadata) else {
+        return;
+    };
+    let labels = (!gone).then(|| pod.metadata.labels.clone().unwrap_or_default());
+    index.lock().set_pod_labels(&ns, &name, labels);
 }
 
 /// Puts the current view of each affected service into the index.
