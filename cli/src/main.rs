@@ -2,8 +2,11 @@
 //! loopback; `token create|list|revoke` manage join tokens; `inject` meshes
 //! manifests offline; `install` and `check` install Mycel into a Kubernetes
 //! cluster and check it; `cert inspect` shows a certificate chain (a PEM file
-//! or what a TLS server presents) and whether it verifies.
+//! or what a TLS server presents) and whether it verifies; `authz explain`
+//! says why a caller may or may not call a service; `proxy-config` shows
+//! what one proxy holds.
 
+mod authz;
 mod ca;
 mod cert;
 mod check;
@@ -12,6 +15,7 @@ mod inject;
 mod install;
 mod kubeconfig;
 mod podcerts;
+mod proxy_config;
 mod token;
 
 use std::path::PathBuf;
@@ -57,6 +61,18 @@ enum Command {
         #[command(subcommand)]
         command: cert::CertCommand,
     },
+    /// Authorization: why a caller may or may not call a service.
+    Authz {
+        #[command(subcommand)]
+        command: authz::AuthzCommand,
+    },
+    /// Show what one proxy holds (services, endpoints, policies, routes,
+    /// authorization, certificate), read from its admin port.
+    ///
+    /// Exit status: 1 when the proxy cannot be reached, its certificate
+    /// cannot be read, or it is not synced with the controller (the tables
+    /// are still printed).
+    ProxyConfig(proxy_config::ProxyConfigArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -172,6 +188,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Install(args) => install::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Cert { command } => cert::run(command).await,
+        Command::Authz { command } => authz::run(command).await,
+        Command::ProxyConfig(args) => proxy_config::run(args).await,
         Command::Ca { command } => ca::run(command).await,
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
@@ -241,6 +259,14 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains(args[0]), "{args:?}: {err}");
         }
+    }
+
+    /// mycelctl does not link the controller, so its defaults are copies.
+    #[test]
+    fn controller_defaults_match_the_controller() {
+        use mycel_control_plane::runtime;
+        assert_eq!(authz::DEFAULT_CONTROLLER_ADMIN, runtime::DEFAULT_ADMIN_ADDR);
+        assert_eq!(authz::DEFAULT_TRUST_DOMAIN, runtime::DEFAULT_TRUST_DOMAIN);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authz;
+mod authz_cli;
 mod cert_inspect;
 mod churn;
 mod controller_restart;

@@ -16,6 +16,7 @@ fn state() -> AdminState {
         registry: Arc::new(ProxyRegistry::default()),
         index: SharedIndex::default(),
         ready: Arc::new(AtomicBool::new(true)),
+        rotation: None,
     }
 }
 
