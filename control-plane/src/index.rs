@@ -42,6 +42,16 @@ pub struct ProxyWorkload {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A workload behind a service, with the labels that choose its
+/// authorization policies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadLabels {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+}
+
 /// Identifies one discovery stream (one connection of one proxy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
@@ -388,6 +398,37 @@ impl Index {
                 .sort_by(|a, b| a.policy.name.cmp(&b.policy.name));
         }
         self.set_authorization(next);
+    }
+
+    /// The workloads behind `service` as authorization sees them: the
+    /// registered ones (local mode) and the Pods whose labels it selects
+    /// (a cluster), one per name, with the labels that choose their
+    /// policies.
+    pub fn workloads_behind(&self, service: &Service) -> Vec<WorkloadLabels> {
+        let mut out: BTreeMap<String, WorkloadLabels> = BTreeMap::new();
+        for w in self.workloads.selected_by(service) {
+            out.entry(w.name.clone()).or_insert_with(|| WorkloadLabels {
+                name: w.name.clone(),
+                namespace: w.identity.namespace().to_string(),
+                labels: w.labels.clone(),
+                ready: w.ready,
+            });
+        }
+        for ((ns, name), labels) in &self.pod_labels {
+            if service.selects_labels(ns, labels) {
+                // The Pod's labels win, as they do for its sidecar.
+                out.insert(
+                    name.clone(),
+                    WorkloadLabels {
+                        name: name.clone(),
+                        namespace: ns.clone(),
+                        labels: labels.clone(),
+                        ready: true,
+                    },
+                );
+            }
+        }
+        out.into_values().collect()
     }
 
     pub fn authorization(&self) -> &Authorization {

@@ -44,12 +44,15 @@ impl Service {
 
     /// Whether a workload is selected by this service (readiness aside).
     pub fn selects(&self, workload: &Workload) -> bool {
+        self.selects_labels(workload.identity.namespace(), &workload.labels)
+    }
+
+    /// Whether a workload of `namespace` with `labels` is behind this
+    /// service.
+    pub fn selects_labels(&self, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         !self.selector.is_empty()
-            && workload.identity.namespace() == self.namespace
-            && self
-                .selector
-                .iter()
-                .all(|(k, v)| workload.labels.get(k) == Some(v))
+            && namespace == self.namespace
+            && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
     }
 }
 

@@ -8,7 +8,6 @@
 //! `<name>.<namespace>`), and optionally `port` (a service port), `path`,
 //! `method`, `host`, `source_ip`, and `header=<name>:<value>` (repeated).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -17,8 +16,6 @@ use mycel_api::spiffe::SpiffeId;
 
 use super::{AdminState, Reply};
 use crate::authz::explain::{explain, Backend, Question};
-use crate::index::{ConnId, Index};
-use crate::model::{Service, Workload};
 
 pub const PATH: &str = "/debug/authz/explain";
 
@@ -41,21 +38,19 @@ pub fn reply(state: &AdminState, method: &Method, query: Option<&str>) -> Reply 
         Ok(parsed) => parsed,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let mut ix = state.index.lock();
-    let end = ix.allocate_conn().0;
-    let ix = &*ix;
+    let ix = state.index.lock();
     let Some(service) = ix.service(&key) else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("no service {key} in the controller's config"),
         );
     };
-    let workloads = workloads_of(ix, service, end);
+    let workloads = ix.workloads_behind(service);
     let backends: Vec<Backend<'_>> = workloads
         .iter()
         .map(|w| Backend {
             name: &w.name,
-            namespace: w.namespace(),
+            namespace: &w.namespace,
             labels: &w.labels,
             ready: w.ready,
         })
@@ -82,26 +77,6 @@ fn error(status: StatusCode, message: &str) -> Reply {
         content_type: "application/json",
         body: serde_json::json!({ "error": message }).to_string() + "\n",
     }
-}
-
-/// The workloads a service selects, ready or not, one per name.
-///
-/// The index offers no list of workloads, only a lookup by discovery
-/// stream, and ids are handed out in order from 1: every live stream's id
-/// is below `end`, an id the caller allocated for the purpose (taking one
-/// only skips it; ids are never reused). The walk is one map lookup per
-/// stream the controller has ever accepted, under the index lock: fine for
-/// a debug endpoint, and to be replaced by an index accessor.
-fn workloads_of(ix: &Index, service: &Service, end: u64) -> Vec<Workload> {
-    let mut by_name: BTreeMap<String, Workload> = BTreeMap::new();
-    for id in 1..end {
-        if let Some(w) = ix.workload(ConnId(id)) {
-            if service.selects(w) {
-                by_name.entry(w.name.clone()).or_insert_with(|| w.clone());
-            }
-        }
-    }
-    by_name.into_values().collect()
 }
 
 fn parse(query: &str) -> Result<(ServiceKey, Question), QueryError> {

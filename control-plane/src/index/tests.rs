@@ -5,7 +5,7 @@ use mycel_api::spiffe::SpiffeId;
 use super::*;
 use crate::model::{Endpoint, Protocol, ResourceKind, ServicePort};
 
-fn svc(name: &str, ns: &str, selector: &[(&str, &str)]) -> Service {
+pub(super) fn svc(name: &str, ns: &str, selector: &[(&str, &str)]) -> Service {
     Service {
         name: name.into(),
         namespace: ns.into(),
@@ -841,6 +841,22 @@ mod authz {
             name: name.into(),
             labels: BTreeMap::from([("app".into(), app.into())]),
         }
+    }
+
+    #[test]
+    fn workloads_behind_a_service_include_pods_by_their_labels() {
+        let mut ix = Index::new();
+        let svc = super::super::tests::svc("ratings", "shop", &[("app", "ratings")]);
+        let labels = |app: &str| Some(BTreeMap::from([("app".into(), app.into())]));
+        ix.set_pod_labels("shop", "ratings-1", labels("ratings"));
+        ix.set_pod_labels("shop", "catalog-1", labels("catalog"));
+        ix.set_pod_labels("other", "ratings-2", labels("ratings"));
+        let names: Vec<String> = ix
+            .workloads_behind(&svc)
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(names, ["ratings-1"]);
     }
 
     #[test]

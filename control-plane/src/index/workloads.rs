@@ -42,6 +42,11 @@ impl Workloads {
         self.by_conn.get(&conn)
     }
 
+    /// Every registered workload `service` selects, ready or not.
+    pub fn selected_by<'a>(&'a self, service: &'a Service) -> impl Iterator<Item = &'a Workload> {
+        self.by_conn.values().filter(|w| service.selects(w))
+    }
+
     /// The ready workloads a service selects, in a stable order so the
     /// content hash does not depend on registration order.
     pub fn endpoints_of(&self, service: &Service) -> Vec<Endpoint> {

@@ -45,13 +45,16 @@ impl Authorizer {
         let policy = snapshot.inbound.as_deref().unwrap_or(&fallback);
         let d = decide(policy, attrs);
         let protocol = if attrs.http.is_some() { "http" } else { "tcp" };
-        let peer = attrs
-            .peer
-            .map_or_else(|| "unauthenticated".to_string(), ToString::to_string);
+        // Only for log lines: the allow path allocates nothing for it.
+        let peer = || {
+            attrs
+                .peer
+                .map_or_else(|| "unauthenticated".to_string(), ToString::to_string)
+        };
         if let Some((name, rule)) = d.audit {
             self.metrics.authz("audit", name.to_string(), protocol);
             if self.log.take() {
-                tracing::warn!(%peer, port = attrs.port, policy = name, rule, path = attrs.http.map(|h| h.path), "inbound: AUDIT policy matched (would deny; let through)");
+                tracing::warn!(peer = %peer(), port = attrs.port, policy = name, rule, path = attrs.http.map(|h| h.path), "inbound: AUDIT policy matched (would deny; let through)");
             }
         }
         if d.allowed {
@@ -69,7 +72,7 @@ impl Authorizer {
         };
         self.metrics.authz("deny", label, protocol);
         if self.log.take() {
-            tracing::warn!(%peer, port = attrs.port, decided_by = %d.by, path = attrs.http.map(|h| h.path), method = attrs.http.map(|h| h.method), "inbound: request denied");
+            tracing::warn!(peer = %peer(), port = attrs.port, decided_by = %d.by, path = attrs.http.map(|h| h.path), method = attrs.http.map(|h| h.method), "inbound: request denied");
         }
         Err(Denied {
             by: reason(policy, &d.by),

@@ -7,7 +7,9 @@ use super::*;
 use crate::authz::{from_spec, Authorization};
 use crate::index::SharedIndex;
 use crate::metrics::Metrics;
-use crate::model::{Protocol, ServicePort};
+use std::collections::BTreeMap;
+
+use crate::model::{Protocol, Service, ServicePort, Workload};
 use crate::registry::ProxyRegistry;
 
 fn state() -> AdminState {
