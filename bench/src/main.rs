@@ -33,7 +33,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,mycel,mycel-policy,mycel-routes,nginx,haproxy"
+        default_value = "direct,mycel,mycel-policy,mycel-routes,mycel-authz,nginx,haproxy"
     )]
     configs: Vec<String>,
     /// Where mycel-controller, mycel-proxy and mycelctl are (default: beside

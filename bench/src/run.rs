@@ -274,6 +274,10 @@ async fn start_setups(opts: &Options, backend: &Backend, report: &mut Report) ->
                 Ok(bins) => setup::mycel::start_with_policy(&bins, &backend.addrs).await,
                 Err(e) => Err(e),
             },
+            "mycel-authz" => match Bins::find(opts.bins.as_deref()) {
+                Ok(bins) => setup::mycel::start_with_authz(&bins, &backend.addrs).await,
+                Err(e) => Err(e),
+            },
             "mycel-routes" => match Bins::find(opts.bins.as_deref()) {
                 Ok(bins) => setup::mycel::start_with_routes(&bins, &backend.addrs).await,
                 Err(e) => Err(e),
@@ -281,7 +285,7 @@ async fn start_setups(opts: &Options, backend: &Backend, report: &mut Report) ->
             "nginx" => setup::nginx::start(&backend.addrs).await,
             "haproxy" => setup::haproxy::start(&backend.addrs).await,
             other => Err(setup::SetupError::Missing(format!(
-                "unknown configuration {other:?} (direct, mycel, mycel-policy, mycel-routes, nginx, haproxy)"
+                "unknown configuration {other:?} (direct, mycel, mycel-policy, mycel-routes, mycel-authz, nginx, haproxy)"
             ))),
         };
         let mut s = match started {

@@ -282,6 +282,27 @@ async fn wait_registered(ctl: &Controller, workload: &str) -> Result<(), SetupEr
     ))
 }
 
+/// Waits until the server sidecar holds [`AUTHZ_POLICY`], so the load is
+/// decided by it rather than by the default.
+async fn wait_policy_held(proc: &mut ChildProc, admin: SocketAddr) -> Result<(), SetupError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = probe::http_get(admin, "localhost", "/config_dump").await {
+            if body.contains(AUTHZ_POLICY) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(start_err(
+        &proc.name,
+        format!(
+            "the authorization policy never arrived\n{}",
+            proc.log_tail()
+        ),
+    ))
+}
+
 /// Waits until the client sidecar routes HTTP/1.1 to the backend by the
 /// bench's routes (the probe rule's redirect answers).
 async fn wait_routed(proc: &mut ChildProc, outbound: SocketAddr) -> Result<(), SetupError> {
@@ -388,6 +409,36 @@ pub fn routes_yaml() -> String {
     out
 }
 
+/// The policy every request of the `mycel-authz` configuration is decided
+/// by; the setup waits until the server sidecar holds it.
+const AUTHZ_POLICY: &str = "bench/backend-callers";
+
+/// [`POLICY_YAML`] plus authorization on the backend: a DENY and an AUDIT
+/// policy that never match, and an ALLOW policy whose tenth rule is the
+/// first to match the client, so each request walks every policy and ten
+/// rules (principal prefixes, paths, methods) before it is allowed.
+pub fn authz_yaml() -> String {
+    let mut out = String::from(POLICY_YAML);
+    out.push_str(&format!(
+        "---\napiVersion: mycel.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: no-evil, namespace: {NAMESPACE}}}\nspec:\n  selector: {{matchLabels: {{app: backend}}}}\n  action: DENY\n  rules:\n  - from: [{{namespaces: [evil]}}]\n"
+    ));
+    out.push_str(&format!(
+        "---\napiVersion: mycel.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: audit-admin, namespace: {NAMESPACE}}}\nspec:\n  selector: {{matchLabels: {{app: backend}}}}\n  action: AUDIT\n  rules:\n  - to: [{{paths: [\"/admin/*\"]}}]\n"
+    ));
+    out.push_str(&format!(
+        "---\napiVersion: mycel.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: backend-callers, namespace: {NAMESPACE}}}\nspec:\n  selector: {{matchLabels: {{app: backend}}}}\n  action: ALLOW\n  rules:\n"
+    ));
+    for i in 1..=9 {
+        out.push_str(&format!(
+            "  - from: [{{principals: [\"spiffe://cluster.local/ns/{NAMESPACE}/sa/other{i}*\"]}}]\n    to: [{{methods: [GET, POST], paths: [\"/v{i}/*\"]}}]\n"
+        ));
+    }
+    out.push_str(&format!(
+        "  - from: [{{serviceAccounts: [{NAMESPACE}/client]}}]\n"
+    ));
+    out
+}
+
 /// Controller + server sidecar (beside the backend) + client sidecar.
 pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
     start_named(bins, backend, "mycel", "").await
@@ -396,6 +447,11 @@ pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupEr
 /// The same pair with [`POLICY_YAML`] applied to the backend.
 pub async fn start_with_policy(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
     start_named(bins, backend, "mycel-policy", POLICY_YAML).await
+}
+
+/// The policy pair with [`authz_yaml`] applied: what authorization adds.
+pub async fn start_with_authz(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    start_named(bins, backend, "mycel-authz", &authz_yaml()).await
 }
 
 /// The policy pair with [`routes_yaml`] applied: what routing adds.
@@ -479,6 +535,9 @@ async fn start_named(
     wait_registered(&ctl, "backend-0").await?;
     if extra_yaml.contains(ROUTE_PROBE_PATH) {
         wait_routed(&mut children[1], outbound).await?;
+    }
+    if extra_yaml.contains("kind: AuthorizationPolicy") {
+        wait_policy_held(&mut children[0], server_admin).await?;
     }
 
     // A client certificate from the mesh CA for the handshake test.
