@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 
 use super::model::{Action, Condition, DefaultPolicy, InboundPolicy, Operation, Rule, Source};
-use super::pattern::{glob_path, host_matches, value_matches};
+use super::pattern::{bytes_match, glob_path, host_matches, normalize_path, value_matches};
 use crate::spiffe::SpiffeId;
 
 /// What is known about one request or connection.
@@ -88,6 +88,19 @@ impl std::fmt::Display for DecidedBy<'_> {
 }
 
 pub fn decide<'p>(policy: &'p InboundPolicy, req: &Attributes<'_>) -> Decision<'p> {
+    // Paths are matched as the app will read them (see `normalize_path`).
+    let path = req.http.map(|h| normalize_path(h.path));
+    let normalized;
+    let req = match (req.http, &path) {
+        (Some(h), Some(p)) if *p != h.path => {
+            normalized = Attributes {
+                http: Some(HttpAttributes { path: p, ..h }),
+                ..*req
+            };
+            &normalized
+        }
+        _ => req,
+    };
     let mut audit = None;
     let mut any_allow = false;
     let mut allowed_by = None;
@@ -229,14 +242,17 @@ fn operation_matches(op: &Operation, req: &Attributes<'_>, s: Strictness) -> boo
     (op.paths.is_empty() || op.paths.iter().any(|p| glob_path(p, h.path)))
         && (op.methods.is_empty() || op.methods.iter().any(|m| m.eq_ignore_ascii_case(h.method)))
         && (op.hosts.is_empty() || op.hosts.iter().any(|p| host_matches(p, h.host)))
-        && op.headers.iter().all(|m| {
-            h.headers
-                .get_all(m.name.as_str())
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| m.values.iter().any(|p| value_matches(p, v)))
-        })
+        && op.headers.iter().all(|m| header_matches(h.headers, m))
         && (op.grpc.is_empty() || (h.is_grpc() && op.grpc.iter().any(|g| grpc_matches(g, h.path))))
+}
+
+/// Any value of the header (as bytes: a value need not be text) matches one
+/// of the patterns.
+fn header_matches(headers: &HeaderMap, m: &super::model::ValueMatch) -> bool {
+    headers
+        .get_all(m.name.as_str())
+        .iter()
+        .any(|v| m.values.iter().any(|p| bytes_match(p, v.as_bytes())))
 }
 
 /// `package.Service/Method` or `package.Service/*` against a gRPC path
@@ -259,12 +275,7 @@ fn condition_matches(c: &Condition, req: &Attributes<'_>, s: Strictness) -> bool
         return s == Strictness::Deny;
     };
     match c {
-        Condition::Header(m) => h
-            .headers
-            .get_all(m.name.as_str())
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| m.values.iter().any(|p| value_matches(p, v))),
+        Condition::Header(m) => header_matches(h.headers, m),
         Condition::Claim(m) => {
             let Some(claims) = h.claims else {
                 // No verified token here: a DENY on a claim cannot be

@@ -738,3 +738,120 @@ fn the_wire_form_round_trips_and_is_validated_on_arrival() {
     wire.default = 42;
     assert_eq!(from_proto(&wire).unwrap_err().field, "default");
 }
+
+fn deny_admin() -> InboundPolicy {
+    InboundPolicy {
+        default: DefaultPolicy::AllowAll,
+        policies: vec![policy(
+            "shop/no-admin",
+            Action::Deny,
+            vec![Rule {
+                to: vec![Operation {
+                    paths: vec!["/admin/*".into()],
+                    ..Operation::default()
+                }],
+                ..Rule::default()
+            }],
+        )],
+    }
+}
+
+#[test]
+fn a_deny_on_a_path_holds_against_encoded_doubled_dotted_and_backslashed_forms() {
+    let p = deny_admin();
+    for path in [
+        "/admin/users",
+        "/%61dmin/users",
+        "/%2561dmin/users", // decoded once: "%61dmin", not admin: passes
+        "//admin/users",
+        "/public/../admin/users",
+        "/./admin/users",
+        "/admin%2Fusers",
+        "\\admin\\users",
+        "/x/%2e%2e/admin/users",
+        "/../../admin/users",
+    ] {
+        let d = run(&p, &http_req(Some(id("shop", "f")), "GET", leak(path)));
+        let want_denied = path != "/%2561dmin/users";
+        assert_eq!(!d.allowed, want_denied, "{path}");
+    }
+    assert!(
+        run(
+            &p,
+            &http_req(Some(id("shop", "f")), "GET", "/administrator")
+        )
+        .allowed
+    );
+}
+
+#[test]
+fn an_allow_on_a_path_cannot_be_stretched_with_dot_segments() {
+    let p = InboundPolicy {
+        default: DefaultPolicy::Deny,
+        policies: vec![policy(
+            "shop/public",
+            Action::Allow,
+            vec![Rule {
+                to: vec![Operation {
+                    paths: vec!["/public/*".into()],
+                    ..Operation::default()
+                }],
+                ..Rule::default()
+            }],
+        )],
+    };
+    let f = Some(id("shop", "f"));
+    assert!(run(&p, &http_req(f.clone(), "GET", "/public/a")).allowed);
+    for path in [
+        "/public/../admin",
+        "/public/..%2Fadmin",
+        "/public/%2e%2e/admin",
+    ] {
+        assert!(
+            !run(&p, &http_req(f.clone(), "GET", leak(path))).allowed,
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_deny_on_a_header_holds_for_a_value_that_is_not_utf8() {
+    let p = InboundPolicy {
+        default: DefaultPolicy::AllowAll,
+        policies: vec![policy(
+            "shop/no-evil",
+            Action::Deny,
+            vec![Rule {
+                when: vec![Condition::Header(ValueMatch {
+                    name: "x-user".into(),
+                    values: vec!["evil*".into()],
+                })],
+                ..Rule::default()
+            }],
+        )],
+    };
+    let mut r = http_req(Some(id("shop", "f")), "GET", "/");
+    r.headers
+        .insert("x-user", HeaderValue::from_bytes(b"evil\xff\xfe").unwrap());
+    assert!(!run(&p, &r).allowed);
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+#[test]
+fn normalized_paths() {
+    use super::pattern::normalize_path;
+    for (input, want) in [
+        ("/a/b", "/a/b"),
+        ("/a//b/", "/a/b/"),
+        ("/a/./b/../c", "/a/c"),
+        ("/..", "/"),
+        ("/a/..", "/"),
+        ("/%41%2f", "/A/"),
+        ("/a%", "/a%"),
+    ] {
+        assert_eq!(normalize_path(input), want, "{input}");
+    }
+}
