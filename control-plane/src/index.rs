@@ -6,10 +6,16 @@
 //! connected. A proxy's view is updated in place for the keys that changed
 //! (a new subscription touches one service, not the whole view), and each
 //! proxy holds at most `max_subscriptions` on-demand subscriptions.
+//! A proxy only discovers the namespaces its scope lets it see (see
+//! [`scope`]): a subscription outside it is answered `not_found` and its
+//! VIP table leaves those services out.
 
 mod gateways;
+pub mod scope;
+mod scoping;
 mod services;
 mod view;
+mod vips;
 mod workloads;
 
 #[cfg(test)]
@@ -20,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+pub use scope::{Namespaces, ProxyOrigin, DISCOVERY_NAMESPACES_KEY};
 pub use services::DuplicateService;
 pub use view::version_of;
 
@@ -29,8 +36,10 @@ use crate::model::{
     ServicePolicy, Workload,
 };
 use gateways::Gateways;
+use scope::PodScopes;
 use services::Services;
 use view::ServiceResources;
+use vips::VipTables;
 use workloads::Workloads;
 
 /// The workload a sidecar guards, as its Hello names it (the namespace is
@@ -63,6 +72,10 @@ struct Proxy {
     workload: Option<ProxyWorkload>,
     /// The Gateway a gateway proxy follows (its Hello named it).
     gateway: Option<ServiceKey>,
+    /// Who it is, for its discovery scope; None until the stream says.
+    origin: Option<ProxyOrigin>,
+    /// The namespaces it may discover (its VIP table is that scope's).
+    visible: Namespaces,
     tx: watch::Sender<Arc<ProxyView>>,
 }
 
@@ -70,8 +83,12 @@ pub struct Index {
     services: Services,
     workloads: Workloads,
     trust_bundle: Arc<Resource>,
-    /// Every VIP in the mesh; in every proxy's view.
-    service_vips: Arc<Resource>,
+    /// The VIP table of each scope; every proxy's view holds its own.
+    vips: VipTables,
+    /// The namespaces a proxy may discover besides its own.
+    discovery: Namespaces,
+    /// Per-workload narrowing from Pod annotations.
+    pod_scopes: PodScopes,
     /// Endpoints a source gives directly, per service.
     source_endpoints: BTreeMap<ServiceKey, Vec<Endpoint>>,
     /// Traffic policies by the service they are attached to; kept while
@@ -113,7 +130,9 @@ impl Index {
                     roots_der: Vec::new(),
                 },
             ),
-            service_vips: view::service_vips(std::iter::empty()),
+            vips: VipTables::default(),
+            discovery: Namespaces::All,
+            pod_scopes: PodScopes::default(),
             source_endpoints: BTreeMap::new(),
             policies: BTreeMap::new(),
             routes: BTreeMap::new(),
@@ -149,7 +168,7 @@ impl Index {
         );
         if next.version != self.trust_bundle.version {
             self.trust_bundle = next;
-            self.publish_global();
+            self.publish_trust_bundle();
         }
     }
 
@@ -323,7 +342,10 @@ impl Index {
             .into_iter()
             .take(self.max_subscriptions)
             .collect();
-        let view = self.view_for(&subscriptions);
+        let visible = self.visible_for(None);
+        // Held until the proxy's scope changes or it disconnects.
+        self.vips.acquire(&self.services, &visible);
+        let view = self.view_for(&subscriptions, &visible);
         let (tx, rx) = watch::channel(Arc::new(view));
         self.proxies.insert(
             conn,
@@ -331,6 +353,8 @@ impl Index {
                 subscriptions,
                 workload: None,
                 gateway: None,
+                origin: None,
+                visible,
                 tx,
             },
         );
@@ -363,16 +387,7 @@ impl Index {
         if !changed {
             return;
         }
-        let conns: Vec<ConnId> = self
-            .proxies
-            .iter()
-            .filter(|(_, p)| {
-                p.workload
-                    .as_ref()
-                    .is_some_and(|w| w.namespace == key.0 && w.name == key.1)
-            })
-            .map(|(c, _)| *c)
-            .collect();
+        let conns = self.proxies_of_pod(namespace, name);
         for conn in conns {
             self.update_inbound_views(Some(conn));
         }
@@ -525,7 +540,9 @@ impl Index {
     }
 
     pub fn disconnect_proxy(&mut self, conn: ConnId) {
-        self.proxies.remove(&conn);
+        if let Some(p) = self.proxies.remove(&conn) {
+            self.vips.release(&p.visible);
+        }
     }
 
     /// Changes a proxy's subscriptions (removals first); unknown proxies
@@ -585,12 +602,13 @@ impl Index {
         self.proxies.len()
     }
 
-    fn view_for(&self, subscriptions: &BTreeSet<ServiceKey>) -> ProxyView {
-        view::proxy_view(
-            [&self.trust_bundle, &self.service_vips],
-            subscriptions,
-            |k| self.resources.get(k),
-        )
+    fn view_for(&self, subscriptions: &BTreeSet<ServiceKey>, visible: &Namespaces) -> ProxyView {
+        let vips = self.vips.get(visible);
+        view::proxy_view([&self.trust_bundle, &vips], subscriptions, |k| {
+            self.resources
+                .get(k)
+                .filter(|_| visible.contains(k.namespace()))
+        })
     }
 
     /// Recomputes the resources of every service (the service set
@@ -607,10 +625,8 @@ impl Index {
     }
 
     fn recompute_vips(&mut self) {
-        let vips = view::service_vips(self.services.iter().map(|(_, svc)| svc));
-        if vips.version != self.service_vips.version {
-            self.service_vips = vips;
-            self.publish_global();
+        if self.vips.update(&self.services) {
+            self.publish_vips(None);
         }
     }
 
@@ -671,22 +687,19 @@ impl Index {
         }
     }
 
-    /// Puts the current trust bundle and VIP table in every view.
-    fn publish_global(&mut self) {
-        let global = [self.trust_bundle.clone(), self.service_vips.clone()];
+    /// Puts the current trust bundle in every view.
+    fn publish_trust_bundle(&mut self) {
         for proxy in self.proxies.values() {
-            proxy.tx.send_if_modified(|cur| {
-                let mut changed = false;
-                for r in &global {
-                    if cur.resources.get(&r.key).map(|c| &c.version) != Some(&r.version) {
-                        Arc::make_mut(cur)
-                            .resources
-                            .insert(r.key.clone(), r.clone());
-                        changed = true;
-                    }
-                }
-                changed
-            });
+            put(&proxy.tx, &self.trust_bundle);
+        }
+    }
+
+    /// Puts the VIP table of its scope in the view of one proxy (or all).
+    fn publish_vips(&mut self, only: Option<ConnId>) {
+        for (conn, proxy) in &self.proxies {
+            if only.is_none_or(|c| c == *conn) {
+                put(&proxy.tx, &self.vips.get(&proxy.visible));
+            }
         }
     }
 
@@ -702,9 +715,14 @@ impl Index {
         proxy.tx.send_if_modified(|cur| {
             let mut changed = false;
             for key in keys {
+                // Out of scope reads exactly as not existing, so a proxy
+                // cannot tell the two apart.
+                let found = resources
+                    .get(key)
+                    .filter(|_| proxy.visible.contains(key.namespace()));
                 let wanted: Vec<Arc<Resource>> = if !proxy.subscriptions.contains(key) {
                     Vec::new()
-                } else if let Some(res) = resources.get(key) {
+                } else if let Some(res) = found {
                     res.all().cloned().collect()
                 } else {
                     vec![view::resource(
@@ -729,6 +747,19 @@ impl Index {
             changed
         });
     }
+}
+
+/// Puts `r` in a view unless it already holds that version.
+fn put(tx: &watch::Sender<Arc<ProxyView>>, r: &Arc<Resource>) {
+    tx.send_if_modified(|cur| {
+        if cur.resources.get(&r.key).map(|c| &c.version) == Some(&r.version) {
+            return false;
+        }
+        Arc::make_mut(cur)
+            .resources
+            .insert(r.key.clone(), r.clone());
+        true
+    });
 }
 
 /// The index shared between the sources and the gRPC streams. The lock is

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use mycel_control_plane::ca::CaFiles;
+use mycel_control_plane::index::Namespaces;
 use mycel_control_plane::runtime::{
     Config, Controller, KubernetesConfig, SecretRef, TrustBundleConfig,
 };
@@ -184,6 +185,13 @@ struct AdmissionArgs {
     /// allow-all, mesh-authenticated (callers with a mesh identity), or deny.
     #[arg(long, value_name = "MODE", default_value = "mesh-authenticated", value_parser = |s: &str| s.parse::<mycel_api::authz::DefaultPolicy>())]
     default_inbound_policy: mycel_api::authz::DefaultPolicy,
+    /// Namespaces whose services a proxy may discover besides its own
+    /// (comma list, repeatable; `*` or none: every namespace). A workload
+    /// may narrow it with its mycel.io/discovery-namespaces annotation (a
+    /// cluster) or label (local mode); a service out of scope is answered
+    /// as not found.
+    #[arg(long, value_name = "NS[,NS...]", value_parser = parse_discovery_namespace)]
+    discovery_namespaces: Vec<String>,
 }
 
 impl AdmissionArgs {
@@ -239,6 +247,14 @@ fn parse_secret_ref(s: &str) -> Result<SecretRef, String> {
             "{s:?} is not NAMESPACE/NAME (e.g. mycel-system/mycel-ca)"
         )),
     }
+}
+
+/// One item of `--discovery-namespaces` (lists are split by `run`, so an
+/// empty item between commas is allowed, as the index's parser allows).
+fn parse_discovery_namespace(s: &str) -> Result<String, String> {
+    Namespaces::parse([s])
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// The injector's settings file: every field named as in the chart's
@@ -316,6 +332,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         certify_limits: args.admission.certify_limits(),
         max_subscriptions: args.admission.max_subscriptions_per_proxy,
         default_inbound_policy: args.admission.default_inbound_policy,
+        discovery_namespaces: Namespaces::parse(
+            args.admission
+                .discovery_namespaces
+                .iter()
+                .map(String::as_str),
+        )
+        .context("--discovery-namespaces")?,
         kubernetes,
     };
     let mut controller = Controller::start(config).await?;
@@ -368,6 +391,47 @@ mod tests {
         if let Err(e) = mycel_api::clidoc::check(&path, page) {
             panic!("{e}");
         }
+    }
+
+    #[test]
+    fn discovery_namespaces_flag() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["mycel-controller", "--data-dir", "/d"];
+            args.extend_from_slice(extra);
+            super::Cli::try_parse_from(args).map(|c| {
+                super::Namespaces::parse(
+                    c.run
+                        .admission
+                        .discovery_namespaces
+                        .iter()
+                        .map(String::as_str),
+                )
+                .unwrap()
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), super::Namespaces::All);
+        let two = parse(&[
+            "--discovery-namespaces",
+            "billing,ops",
+            "--discovery-namespaces",
+            "shop",
+        ])
+        .unwrap();
+        assert!(["billing", "ops", "shop"].iter().all(|n| two.contains(n)));
+        assert!(!two.contains("other"));
+        assert_eq!(
+            parse(&["--discovery-namespaces", "*"]).unwrap(),
+            super::Namespaces::All
+        );
+        let e = parse(&["--discovery-namespaces", "shop,Bad_NS"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--discovery-namespaces") && e.contains("Bad_NS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Who may call a workload no ALLOW policy selects.
     pub default_inbound_policy: mycel_api::authz::DefaultPolicy,
+    /// The namespaces a proxy may discover besides its own.
+    pub discovery_namespaces: crate::index::Namespaces,
     /// Follow a Kubernetes API server (in-cluster config or KUBECONFIG).
     pub kubernetes: Option<KubernetesConfig>,
 }
@@ -130,6 +132,7 @@ impl Config {
             certify_limits: Default::default(),
             max_subscriptions: crate::grpc::discovery::DEFAULT_MAX_SUBSCRIPTIONS,
             default_inbound_policy: Default::default(),
+            discovery_namespaces: crate::index::Namespaces::All,
             kubernetes: None,
         }
     }
@@ -361,6 +364,9 @@ impl Controller {
 
         let index = SharedIndex::new(Index::new());
         index.lock().set_max_subscriptions(config.max_subscriptions);
+        index
+            .lock()
+            .set_discovery_namespaces(config.discovery_namespaces.clone());
         index.lock().set_authorization(crate::authz::Authorization {
             default: config.default_inbound_policy,
             // In a cluster, policies in the controller's own namespace

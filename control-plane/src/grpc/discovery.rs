@@ -24,7 +24,7 @@ pub use session::{Delta, Session};
 
 use super::convert;
 use crate::ca::tokens::token_id_from_cert_der;
-use crate::index::{ConnId, SharedIndex};
+use crate::index::{ConnId, Namespaces, ProxyOrigin, SharedIndex, DISCOVERY_NAMESPACES_KEY};
 use crate::metrics::Metrics;
 use crate::model::{ProxyView, ResourceKey, ServiceKey, Workload};
 use crate::registry::{now_rfc3339, NackRecord, ProxyRecord, ProxyRegistry};
@@ -176,6 +176,8 @@ pub struct Start {
     pub gateway: Option<ServiceKey>,
     /// A sidecar's workload, for its inbound policy.
     pub inbound: Option<crate::index::ProxyWorkload>,
+    /// Who the proxy is, for its discovery scope.
+    pub origin: ProxyOrigin,
 }
 
 /// Splits subscription keys into valid ones and refusals.
@@ -245,21 +247,26 @@ pub fn check_hello(peer: &SpiffeId, hello: Hello) -> Result<Start, AcceptError> 
             ))
         })
         .collect();
-    // The namespace is the certificate's (checked above); labels are the
-    // proxy's word, and only choose the policies that guard its own
-    // workload: claiming others can only weaken its own protection.
+    let labels: BTreeMap<String, String> = w
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // The namespace is the certificate's (checked above). Its scope label
+    // can only narrow what the mesh setting lets that namespace see, so
+    // the proxy's word is enough for it.
+    let origin = ProxyOrigin::new(&w.namespace, &w.name, &labels);
+    // Labels are the proxy's word, and only choose the policies that guard
+    // its own workload: claiming others can only weaken its own protection.
     let inbound = (mode == "sidecar").then(|| crate::index::ProxyWorkload {
         namespace: w.namespace.clone(),
         name: w.name.clone(),
-        labels: w
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        labels,
     });
     Ok(Start {
         proxy_id: hello.proxy_id,
         inbound,
+        origin,
         workload_name: w.name,
         mode: mode.to_string(),
         registration,
@@ -535,6 +542,14 @@ impl Discovery for DiscoveryService {
             }
         }
 
+        if let Some(Err(e)) = start
+            .origin
+            .requested
+            .as_deref()
+            .map(|r| Namespaces::parse([r]))
+        {
+            tracing::warn!(spiffe_id = %peer, label = DISCOVERY_NAMESPACES_KEY, error = %e, "discovery scope narrowed to the proxy's own namespace");
+        }
         let registered = start.registration.is_some();
         let ready = start.registration.as_ref().map(|w| w.ready);
         let (conn, view) = {
@@ -550,6 +565,9 @@ impl Discovery for DiscoveryService {
             }
             let conn = ix.allocate_conn();
             let view = ix.connect_proxy(conn, start.subscriptions.iter().cloned());
+            // Before the stream task first reads the view, so it never
+            // sends anything out of scope.
+            ix.set_proxy_origin(conn, start.origin.clone());
             if let Some(gw) = start.gateway.clone() {
                 ix.follow_gateway(conn, gw);
             }

@@ -619,7 +619,7 @@ fn incremental_views_equal_a_full_recompute() {
     ix.unregister_workload(ConnId(10));
     ix.delete_service(&key("catalog.shop"));
     let subs = ix.subscriptions(ConnId(1)).unwrap().clone();
-    let full = ix.view_for(&subs);
+    let full = ix.view_for(&subs, &Namespaces::All);
     assert!(
         rx.borrow().same_versions(&full),
         "{:?}\n{:?}",
@@ -881,5 +881,291 @@ mod authz {
         assert_eq!(inbound(&va).unwrap().policies.len(), 1);
         ix.set_pod_labels("shop", "ratings-7f9", labels("other"));
         assert!(inbound(&va).unwrap().policies.is_empty());
+    }
+}
+
+mod scope {
+    use super::*;
+    use crate::index::scope::{Namespaces, ProxyOrigin};
+
+    fn only(ns: &[&str]) -> Namespaces {
+        Namespaces::Only(ns.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn origin(name: &str, requested: Option<&str>) -> ProxyOrigin {
+        ProxyOrigin {
+            namespace: "shop".into(),
+            name: name.into(),
+            requested: requested.map(Into::into),
+        }
+    }
+
+    fn with_vip(mut s: Service, ip: &str) -> Service {
+        s.vips = vec![ip.parse().unwrap()];
+        s
+    }
+
+    /// catalog.shop, invoices.billing and metrics.ops, each with a VIP and
+    /// a ready endpoint.
+    fn three_namespaces() -> Index {
+        let mut ix = Index::new();
+        ix.apply_services(vec![
+            with_vip(svc("catalog", "shop", &[("app", "catalog")]), "198.19.0.1"),
+            with_vip(
+                svc("invoices", "billing", &[("app", "invoices")]),
+                "198.19.0.2",
+            ),
+            with_vip(svc("metrics", "ops", &[("app", "metrics")]), "198.19.0.3"),
+        ])
+        .unwrap();
+        for (name, ns, addr) in [
+            ("catalog", "shop", "10.0.0.1"),
+            ("invoices", "billing", "10.0.0.2"),
+            ("metrics", "ops", "10.0.0.3"),
+        ] {
+            let c = ix.allocate_conn();
+            ix.register_workload(c, wl(name, ns, &[("app", name)], addr, true));
+        }
+        ix
+    }
+
+    fn connect(
+        ix: &mut Index,
+        who: ProxyOrigin,
+        subs: &[&str],
+    ) -> (ConnId, watch::Receiver<Arc<ProxyView>>) {
+        let c = ix.allocate_conn();
+        let rx = ix.connect_proxy(c, subs.iter().map(|s| key(s)));
+        ix.set_proxy_origin(c, who);
+        (c, rx)
+    }
+
+    fn is_not_found(view: &ProxyView, service: &str) -> bool {
+        let k = key(service);
+        let nf = view::resource(ResourceKey::service(&k), ResourceBody::NotFound);
+        let held = view.resources.get(&ResourceKey::service(&k));
+        // Exactly the resource of a service that does not exist: same
+        // body, same version, and nothing else of the service.
+        held.is_some_and(|r| r.version == nf.version && r.body == ResourceBody::NotFound)
+            && !view.resources.contains_key(&ResourceKey::endpoints(&k))
+    }
+
+    fn vips(view: &ProxyView) -> BTreeSet<String> {
+        match &view.resources[&ResourceKey::service_vips()].body {
+            ResourceBody::ServiceVips(v) => v.values().map(ToString::to_string).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn without_a_setting_every_namespace_is_visible_as_before() {
+        let mut ix = three_namespaces();
+        let (_, rx) = connect(&mut ix, origin("web", None), &["metrics.ops"]);
+        let view = rx.borrow();
+        assert_eq!(addresses(&view, "metrics.ops"), ["10.0.0.3"]);
+        assert_eq!(
+            vips(&view),
+            set(&["catalog.shop", "invoices.billing", "metrics.ops"])
+        );
+    }
+
+    #[test]
+    fn a_subscription_outside_scope_reads_as_a_missing_service() {
+        let mut ix = three_namespaces();
+        ix.set_discovery_namespaces(only(&["billing"]));
+        let (_, rx) = connect(
+            &mut ix,
+            origin("web", None),
+            &[
+                "catalog.shop",
+                "invoices.billing",
+                "metrics.ops",
+                "nope.ops",
+            ],
+        );
+        let view = rx.borrow();
+        assert_eq!(addresses(&view, "catalog.shop"), ["10.0.0.1"]);
+        assert_eq!(addresses(&view, "invoices.billing"), ["10.0.0.2"]);
+        assert!(is_not_found(&view, "metrics.ops"));
+        assert!(is_not_found(&view, "nope.ops"));
+    }
+
+    #[test]
+    fn a_later_subscribe_outside_scope_is_not_found_inside_is_the_service() {
+        let mut ix = three_namespaces();
+        ix.set_discovery_namespaces(only(&["billing"]));
+        let (c, mut rx) = connect(&mut ix, origin("web", None), &[]);
+        rx.borrow_and_update();
+        let refused = ix.subscribe(c, &[key("metrics.ops"), key("invoices.billing")], &[]);
+        assert!(refused.is_empty(), "not refused: answered not_found");
+        let view = rx.borrow_and_update().clone();
+        assert!(is_not_found(&view, "metrics.ops"));
+        assert_eq!(addresses(&view, "invoices.billing"), ["10.0.0.2"]);
+
+        // A change to the hidden service is not pushed (nothing to see).
+        let w = ix.allocate_conn();
+        ix.register_workload(w, wl("m2", "ops", &[("app", "metrics")], "10.0.0.9", true));
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn the_vip_table_leaves_out_services_outside_scope() {
+        let mut ix = three_namespaces();
+        ix.set_discovery_namespaces(only(&["billing"]));
+        let (_, mut scoped) = connect(&mut ix, origin("web", None), &[]);
+        let ops = ProxyOrigin {
+            namespace: "ops".into(),
+            name: "agent".into(),
+            requested: None,
+        };
+        let (_, other) = connect(&mut ix, ops, &[]);
+        assert_eq!(
+            vips(&scoped.borrow_and_update()),
+            set(&["catalog.shop", "invoices.billing"])
+        );
+        assert_eq!(
+            vips(&other.borrow()),
+            set(&["invoices.billing", "metrics.ops"])
+        );
+
+        // A VIP change out of scope changes nothing this proxy sees.
+        ix.apply_service(with_vip(
+            svc("metrics", "ops", &[("app", "metrics")]),
+            "198.19.0.33",
+        ));
+        assert!(!scoped.has_changed().unwrap());
+        ix.apply_service(with_vip(
+            svc("ledger", "billing", &[("app", "ledger")]),
+            "198.19.0.4",
+        ));
+        assert!(scoped.has_changed().unwrap());
+        assert_eq!(
+            vips(&scoped.borrow()),
+            set(&["catalog.shop", "invoices.billing", "ledger.billing"])
+        );
+    }
+
+    #[test]
+    fn the_own_namespace_is_always_visible() {
+        let mut ix = three_namespaces();
+        ix.set_discovery_namespaces(only(&["billing"]));
+        // The workload asks only for a namespace the mesh leaves out.
+        let (c, rx) = connect(&mut ix, origin("web", Some("ops")), &["catalog.shop"]);
+        assert_eq!(ix.visible(c), Some(&only(&["shop"])));
+        assert_eq!(addresses(&rx.borrow(), "catalog.shop"), ["10.0.0.1"]);
+        assert_eq!(vips(&rx.borrow()), set(&["catalog.shop"]));
+    }
+
+    #[test]
+    fn a_workload_narrows_but_never_widens_the_mesh_setting() {
+        let mut ix = three_namespaces();
+        let subs = ["invoices.billing", "metrics.ops"];
+        let (c, rx) = connect(&mut ix, origin("web", Some("billing")), &subs);
+        assert_eq!(ix.visible(c), Some(&only(&["billing", "shop"])));
+        assert_eq!(addresses(&rx.borrow(), "invoices.billing"), ["10.0.0.2"]);
+        assert!(is_not_found(&rx.borrow(), "metrics.ops"));
+
+        ix.set_discovery_namespaces(only(&["ops"]));
+        let (d, rx) = connect(&mut ix, origin("api", Some("billing,ops")), &subs);
+        assert_eq!(ix.visible(d), Some(&only(&["ops", "shop"])));
+        assert!(is_not_found(&rx.borrow(), "invoices.billing"));
+        assert_eq!(addresses(&rx.borrow(), "metrics.ops"), ["10.0.0.3"]);
+        // The first proxy was re-scoped with the mesh: billing is gone.
+        assert_eq!(ix.visible(c), Some(&only(&["shop"])));
+    }
+
+    #[test]
+    fn a_pod_annotation_change_re_scopes_its_proxy() {
+        let mut ix = three_namespaces();
+        let (c, mut rx) = connect(&mut ix, origin("web-0", None), &["metrics.ops"]);
+        assert_eq!(
+            addresses(&rx.borrow_and_update(), "metrics.ops"),
+            ["10.0.0.3"]
+        );
+
+        let ann = |v: &str| BTreeMap::from([(DISCOVERY_NAMESPACES_KEY.to_string(), v.to_string())]);
+        ix.set_pod_annotations("shop", "web-0", Some(&ann("billing")));
+        assert!(rx.has_changed().unwrap());
+        let view = rx.borrow_and_update().clone();
+        assert!(is_not_found(&view, "metrics.ops"));
+        assert_eq!(vips(&view), set(&["catalog.shop", "invoices.billing"]));
+
+        // Another Pod's annotation does not touch it.
+        ix.set_pod_annotations("shop", "web-1", Some(&ann("ops")));
+        assert!(!rx.has_changed().unwrap());
+
+        ix.set_pod_annotations("shop", "web-0", Some(&ann("billing,ops")));
+        assert_eq!(
+            addresses(&rx.borrow_and_update(), "metrics.ops"),
+            ["10.0.0.3"]
+        );
+        // Known Pod without the annotation: no narrowing.
+        ix.set_pod_annotations("shop", "web-0", Some(&BTreeMap::new()));
+        assert_eq!(ix.visible(c), Some(&Namespaces::All));
+    }
+
+    #[test]
+    fn a_known_pods_annotation_wins_over_the_proxys_label() {
+        let mut ix = three_namespaces();
+        let (c, _rx) = connect(&mut ix, origin("web-0", Some("billing,ops")), &[]);
+        let ann = BTreeMap::from([(DISCOVERY_NAMESPACES_KEY.to_string(), "billing".to_string())]);
+        ix.set_pod_annotations("shop", "web-0", Some(&ann));
+        assert_eq!(ix.visible(c), Some(&only(&["billing", "shop"])));
+        // The Pod is gone: the proxy's own label applies again.
+        ix.set_pod_annotations("shop", "web-0", None);
+        assert_eq!(ix.visible(c), Some(&only(&["billing", "ops", "shop"])));
+    }
+
+    #[test]
+    fn a_proxy_that_has_not_said_who_it_is_sees_nothing_under_a_setting() {
+        let mut ix = three_namespaces();
+        ix.set_discovery_namespaces(only(&["billing"]));
+        let c = ix.allocate_conn();
+        let rx = ix.connect_proxy(c, [key("catalog.shop")]);
+        assert!(is_not_found(&rx.borrow(), "catalog.shop"));
+        assert!(vips(&rx.borrow()).is_empty());
+    }
+
+    #[test]
+    fn scoped_vip_tables_are_shared_and_dropped_with_their_last_proxy() {
+        let mut ix = three_namespaces();
+        let (a, _ra) = connect(&mut ix, origin("a", Some("billing")), &[]);
+        let (b, _rb) = connect(&mut ix, origin("b", Some("billing")), &[]);
+        let mut others = Vec::new();
+        for i in 0..5 {
+            others.push(connect(
+                &mut ix,
+                origin(&format!("x{i}"), Some(&format!("ns{i}"))),
+                &[],
+            ));
+        }
+        assert_eq!(ix.scoped_vip_tables(), 6);
+        for (c, _) in others {
+            ix.disconnect_proxy(c);
+        }
+        ix.disconnect_proxy(a);
+        assert_eq!(ix.scoped_vip_tables(), 1);
+        ix.disconnect_proxy(b);
+        assert_eq!(ix.scoped_vip_tables(), 0);
+    }
+
+    #[test]
+    fn a_gateway_is_scoped_like_a_sidecar() {
+        let mut ix = three_namespaces();
+        ix.set_discovery_namespaces(only(&["billing"]));
+        let gw = key("web.shop");
+        ix.apply_gateways(BTreeMap::from([(gw.clone(), vec![])]));
+        let (c, rx) = connect(
+            &mut ix,
+            origin("gateway-0", None),
+            &["invoices.billing", "metrics.ops"],
+        );
+        ix.follow_gateway(c, gw);
+        assert_eq!(addresses(&rx.borrow(), "invoices.billing"), ["10.0.0.2"]);
+        assert!(is_not_found(&rx.borrow(), "metrics.ops"));
     }
 }

@@ -202,3 +202,21 @@ fn peer_identity_checks_trust_domain() {
         other
     );
 }
+
+#[test]
+fn hello_gives_the_proxys_origin_for_its_discovery_scope() {
+    let mut h = hello();
+    h.mode = "gateway".into();
+    if let Some(w) = h.workload.as_mut() {
+        w.labels.insert(
+            crate::index::DISCOVERY_NAMESPACES_KEY.into(),
+            "billing,ops".into(),
+        );
+    }
+    let s = check_hello(&peer(), h).unwrap();
+    // A gateway is scoped too: the origin does not depend on the mode.
+    assert!(s.inbound.is_none());
+    assert_eq!(s.origin.namespace, "shop");
+    assert_eq!(s.origin.name, "catalog");
+    assert_eq!(s.origin.requested.as_deref(), Some("billing,ops"));
+}

@@ -563,7 +563,8 @@ fn on_event<S, K: kube::Resource>(
     }
 }
 
-/// A Pod's labels choose the authorization policies of its sidecar. A Pod
+/// A Pod's labels choose the authorization policies of its sidecar, its
+/// `mycel.io/discovery-namespaces` annotation its discovery scope. A Pod
 /// gone while the watch was down keeps its entry until a Pod of that name
 /// comes again (its sidecar is gone too, so nothing reads it).
 fn publish_pod_labels(index: &SharedIndex, event: &Event<Pod>) {
@@ -576,7 +577,13 @@ fn publish_pod_labels(index: &SharedIndex, event: &Event<Pod>) {
         return;
     };
     let labels = (!gone).then(|| pod.metadata.labels.clone().unwrap_or_default());
-    index.lock().set_pod_labels(&ns, &name, labels);
+    // Its annotations may narrow what its proxy discovers (only the one
+    // key is kept, so they are not copied).
+    let none = std::collections::BTreeMap::new();
+    let annotations = (!gone).then(|| pod.metadata.annotations.as_ref().unwrap_or(&none));
+    let mut ix = index.lock();
+    ix.set_pod_annotations(&ns, &name, annotations);
+    ix.set_pod_labels(&ns, &name, labels);
 }
 
 /// Puts the current view of each affected service into the index.
