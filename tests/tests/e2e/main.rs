@@ -16,6 +16,7 @@ mod cert_inspect;
 mod churn;
 mod controller_restart;
 mod demo_smoke;
+mod discovery_scope;
 mod examples;
 mod gateway_api;
 mod grpc_streams;
