@@ -252,6 +252,35 @@ fn deserialize_service(d: &Doc, value: Value) -> Result<core::Service, ParseErro
 /// type (`apiVersion` must be `api_version`, a `spec` must be there), then
 /// drops `apiVersion` and `kind`: the generated types take them as given
 /// rather than as fields, and a strict read would call them unknown.
+/// `(namespace, name)` of a namespaced object: a name is required, the
+/// namespace defaults to `default`, both DNS labels.
+fn object_key(
+    d: &Doc,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(String, String), ParseError> {
+    let name = meta
+        .name
+        .clone()
+        .ok_or_else(|| d.err("metadata.name", "is missing"))?;
+    if !is_dns_label(&name) {
+        return Err(d.err(
+            "metadata.name",
+            format!("{name:?} is not a valid name (lowercase letters, digits and '-', at most 63)"),
+        ));
+    }
+    let namespace = meta
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    if !is_dns_label(&namespace) {
+        return Err(d.err(
+            "metadata.namespace",
+            format!("{namespace:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"),
+        ));
+    }
+    Ok((namespace, name))
+}
+
 fn check_header(
     d: &Doc,
     value: &mut Value,

@@ -13,7 +13,7 @@ use mycel_crds::gateway_api::httproutes::HttpRoute;
 use mycel_crds::traffic_policy::Fault;
 use serde_json::Value;
 
-use super::{check_header, deserialize_strict, is_dns_label, Doc, ParseError};
+use super::{check_header, deserialize_strict, object_key, Doc, ParseError};
 use crate::model::{Route, Service, ServiceKey};
 use crate::routes::gateway::{self, Attachment, Gateway};
 use crate::routes::{self, Converted, PolicyFault, RouteKind, Source};
@@ -60,22 +60,7 @@ pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, Parse
         let m = r.metadata.clone();
         (Object::Grpc(Box::new(r)), m)
     };
-    let name = metadata
-        .name
-        .ok_or_else(|| d.err("metadata.name", "is missing"))?;
-    if !is_dns_label(&name) {
-        return Err(d.err(
-            "metadata.name",
-            format!("{name:?} is not a valid name (lowercase letters, digits and '-', at most 63)"),
-        ));
-    }
-    let namespace = metadata.namespace.unwrap_or_else(|| "default".to_string());
-    if !is_dns_label(&namespace) {
-        return Err(d.err(
-            "metadata.namespace",
-            format!("{namespace:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"),
-        ));
-    }
+    let (namespace, name) = object_key(&d, &metadata)?;
     Ok(Parsed {
         document,
         namespace,
