@@ -12,6 +12,7 @@
 mod cluster;
 mod load;
 
+mod authz;
 mod browser;
 mod certs;
 mod controller;
