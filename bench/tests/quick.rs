@@ -103,7 +103,15 @@ fn every_configuration_runs_in_quick_mode() {
         .collect();
     assert_eq!(
         configs,
-        ["direct", "mycel", "mycel-policy", "nginx", "haproxy"]
+        [
+            "direct",
+            "mycel",
+            "mycel-policy",
+            "mycel-routes",
+            "mycel-authz",
+            "nginx",
+            "haproxy"
+        ]
     );
     for c in report["configs"].as_array().unwrap() {
         for check in c["refusal_checks"].as_array().unwrap() {
