@@ -6,16 +6,18 @@
 mod decide;
 mod model;
 mod pattern;
+mod peer;
 mod validate;
 mod wire;
 
 #[cfg(test)]
 mod tests;
 
-pub use decide::{decide, Attributes, DecidedBy, Decision, HttpAttributes};
+pub use decide::{decide, decide_plaintext, Attributes, DecidedBy, Decision, HttpAttributes};
 pub use model::{
     Action, Condition, DefaultPolicy, InboundPolicy, Operation, Policy, Rule, Source, ValueMatch,
 };
+pub use peer::{EffectiveMode, ModeFrom, MtlsMode, PeerAuthentication, PortMode, MAX_PORT_MODES};
 pub use validate::{
     validate_inbound, validate_policy, InvalidPolicy, MAX_ENTRIES, MAX_POLICIES, MAX_RULES,
 };

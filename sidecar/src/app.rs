@@ -384,6 +384,7 @@ async fn serve_data_path(
                 all_ports: config.transparent.capture_all_ports,
                 metrics: metrics.clone(),
                 orig: Arc::new(SockOpt),
+                discovery: discovery.clone(),
             },
             server.clone(),
         ));

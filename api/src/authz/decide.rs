@@ -64,6 +64,9 @@ pub enum DecidedBy<'p> {
     /// ALLOW policies select the workload and none matched.
     NoAllowMatched,
     Default(DefaultPolicy),
+    /// The mesh-authenticated default, for a plaintext caller that peer
+    /// authentication (PERMISSIVE or DISABLE) admitted.
+    PlaintextAdmitted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +86,9 @@ impl std::fmt::Display for DecidedBy<'_> {
             }
             DecidedBy::NoAllowMatched => f.write_str("no ALLOW policy matched"),
             DecidedBy::Default(d) => write!(f, "default: {}", d.as_str()),
+            DecidedBy::PlaintextAdmitted => f.write_str(
+                "default: mesh-authenticated, plaintext admitted by peer authentication",
+            ),
         }
     }
 }
@@ -152,6 +158,20 @@ pub fn decide<'p>(policy: &'p InboundPolicy, req: &Attributes<'_>) -> Decision<'
         }
     };
     Decision { allowed, by, audit }
+}
+
+/// The decision for a plaintext caller (`req.peer` is None) that peer
+/// authentication admitted. Policies apply as to any caller; where none
+/// selects the workload, the mesh-authenticated default lets it through,
+/// since a PERMISSIVE or DISABLE mode is the explicit choice to accept
+/// callers without a mesh identity (`deny` still refuses them).
+pub fn decide_plaintext<'p>(policy: &'p InboundPolicy, req: &Attributes<'_>) -> Decision<'p> {
+    let mut d = decide(policy, req);
+    if d.by == DecidedBy::Default(DefaultPolicy::MeshAuthenticated) {
+        d.allowed = true;
+        d.by = DecidedBy::PlaintextAdmitted;
+    }
+    d
 }
 
 /// How a rule treats what a TCP-level request cannot show.

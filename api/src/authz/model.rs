@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::peer::PeerAuthentication;
+
 /// Everything that decides who may call one workload.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -15,6 +17,13 @@ pub struct InboundPolicy {
     /// then name): the order only decides which name a decision reports.
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Whether plaintext callers are admitted, per port.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub peer_authentication: PeerAuthentication,
+}
+
+fn is_default(p: &PeerAuthentication) -> bool {
+    *p == PeerAuthentication::default()
 }
 
 /// The mesh-wide (or per-namespace) default for workloads no ALLOW policy
@@ -24,7 +33,9 @@ pub struct InboundPolicy {
 pub enum DefaultPolicy {
     /// Every caller, with a mesh identity or without.
     AllowAll,
-    /// Callers that proved a mesh identity; plaintext callers are denied.
+    /// Callers that proved a mesh identity; plaintext callers only where
+    /// peer authentication admits them (PERMISSIVE or DISABLE: choosing
+    /// such a mode is the opt-in).
     #[default]
     MeshAuthenticated,
     /// Nobody, until an ALLOW policy names them.

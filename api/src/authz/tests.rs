@@ -92,6 +92,7 @@ fn defaults_decide_when_no_allow_policy_selects() {
         let p = InboundPolicy {
             default,
             policies: vec![],
+            ..InboundPolicy::default()
         };
         let d = run(&p, &http_req(peer.clone(), "GET", "/"));
         assert_eq!(d.allowed, want, "{default:?} {peer:?}");
@@ -117,6 +118,7 @@ fn deny_wins_over_allow() {
                 vec![from(principals(&["spiffe://cluster.local/ns/shop/*"]))],
             ),
         ],
+        ..InboundPolicy::default()
     };
     let d = run(&p, &http_req(Some(id("shop", "frontend")), "GET", "/"));
     assert!(!d.allowed);
@@ -142,6 +144,7 @@ fn an_allow_policy_denies_everyone_it_does_not_match() {
                 ..Source::default()
             })],
         )],
+        ..InboundPolicy::default()
     };
     assert!(run(&p, &http_req(Some(id("shop", "frontend")), "GET", "/")).allowed);
     let d = run(&p, &http_req(Some(id("shop", "ratings")), "GET", "/"));
@@ -156,6 +159,7 @@ fn an_allow_policy_without_rules_allows_nobody() {
     let p = InboundPolicy {
         default: DefaultPolicy::AllowAll,
         policies: vec![policy("shop/nobody", Action::Allow, vec![])],
+        ..InboundPolicy::default()
     };
     assert!(!run(&p, &http_req(Some(id("shop", "frontend")), "GET", "/")).allowed);
     // An empty rule matches everything.
@@ -166,6 +170,7 @@ fn an_allow_policy_without_rules_allows_nobody() {
             Action::Allow,
             vec![Rule::default()],
         )],
+        ..InboundPolicy::default()
     };
     assert!(run(&p, &http_req(None, "GET", "/")).allowed);
 }
@@ -275,6 +280,7 @@ fn sources_match_by_principal_namespace_service_account_and_address() {
         let p = InboundPolicy {
             default: DefaultPolicy::Deny,
             policies: vec![policy("t/p", Action::Allow, vec![from(src.clone())])],
+            ..InboundPolicy::default()
         };
         assert_eq!(
             run(&p, &http_req(peer.clone(), "GET", "/")).allowed,
@@ -296,6 +302,7 @@ fn a_dual_stack_ipv4_caller_matches_ipv4_blocks() {
                 ..Source::default()
             })],
         )],
+        ..InboundPolicy::default()
     };
     let mut r = tcp_req(None, 80);
     r.ip = Some("::ffff:198.18.0.9".parse().unwrap());
@@ -416,6 +423,7 @@ fn operations_match_ports_paths_methods_hosts_headers_and_grpc() {
                     ..Rule::default()
                 }],
             )],
+            ..InboundPolicy::default()
         };
         let mut r = http_req(Some(id("shop", "frontend")), method, path);
         r.headers
@@ -437,6 +445,7 @@ fn operations_match_ports_paths_methods_hosts_headers_and_grpc() {
                 ..Rule::default()
             }],
         )],
+        ..InboundPolicy::default()
     };
     assert!(
         !run(
@@ -464,12 +473,14 @@ fn tcp_requests_fail_closed_on_http_fields() {
             Action::Allow,
             vec![http_only.clone()],
         )],
+        ..InboundPolicy::default()
     };
     assert!(!run(&allow, &tcp_req(Some(id("shop", "f")), 5432)).allowed);
     // DENY: the path is ignored, so the whole port is refused.
     let deny = InboundPolicy {
         default: DefaultPolicy::AllowAll,
         policies: vec![policy("t/deny-admin", Action::Deny, vec![http_only])],
+        ..InboundPolicy::default()
     };
     assert!(!run(&deny, &tcp_req(Some(id("shop", "f")), 5432)).allowed);
     // But an HTTP request outside the path passes.
@@ -488,6 +499,7 @@ fn tcp_requests_fail_closed_on_http_fields() {
                 ..Rule::default()
             }],
         )],
+        ..InboundPolicy::default()
     };
     assert!(run(&ports, &tcp_req(Some(id("shop", "f")), 5432)).allowed);
     assert!(!run(&ports, &tcp_req(Some(id("shop", "f")), 22)).allowed);
@@ -504,6 +516,7 @@ fn audit_reports_without_changing_the_outcome() {
                 "spiffe://cluster.local/ns/shop/sa/ratings",
             ]))],
         )],
+        ..InboundPolicy::default()
     };
     let d = run(&p, &http_req(Some(id("shop", "ratings")), "GET", "/"));
     assert!(d.allowed);
@@ -533,6 +546,7 @@ fn conditions_on_headers_and_claims() {
     let allow = |r: Rule| InboundPolicy {
         default: DefaultPolicy::Deny,
         policies: vec![policy("t/p", Action::Allow, vec![r])],
+        ..InboundPolicy::default()
     };
     let mut r = http_req(Some(id("shop", "f")), "GET", "/");
     assert!(!run(&allow(header.clone()), &r).allowed);
@@ -686,6 +700,7 @@ fn a_flood_of_policies_on_one_workload_is_refused() {
     let p = InboundPolicy {
         default: DefaultPolicy::MeshAuthenticated,
         policies: vec![policy("t/p", Action::Allow, vec![]); MAX_POLICIES + 1],
+        ..InboundPolicy::default()
     };
     assert_eq!(validate_inbound(&p).unwrap_err().field, "policies");
 }
@@ -720,8 +735,46 @@ fn the_wire_form_round_trips_and_is_validated_on_arrival() {
                 })],
             }],
         )],
+        peer_authentication: PeerAuthentication {
+            mode: Some(ModeFrom {
+                mode: MtlsMode::Strict,
+                policy: "shop/strict".into(),
+            }),
+            ports: vec![
+                PortMode {
+                    port: 2525,
+                    mode: MtlsMode::Permissive,
+                    policy: "shop/admin".into(),
+                },
+                PortMode {
+                    port: 9090,
+                    mode: MtlsMode::Disable,
+                    policy: "shop/admin".into(),
+                },
+            ],
+        },
     };
     assert_eq!(from_proto(&to_proto(&p)).unwrap(), p);
+    // a_peer_that_lies: ports out of order (the sidecar binary-searches
+    // them), a port 0, an unknown mode.
+    let mut wire = to_proto(&p);
+    wire.peer_authentication.as_mut().unwrap().ports.swap(0, 1);
+    assert_eq!(
+        from_proto(&wire).unwrap_err().field,
+        "peerAuthentication.ports[1].port"
+    );
+    let mut wire = to_proto(&p);
+    wire.peer_authentication.as_mut().unwrap().ports[0].port = 0;
+    assert_eq!(
+        from_proto(&wire).unwrap_err().field,
+        "peerAuthentication.ports[0].port"
+    );
+    let mut wire = to_proto(&p);
+    wire.peer_authentication.as_mut().unwrap().ports[1].mode = 9;
+    assert_eq!(
+        from_proto(&wire).unwrap_err().field,
+        "peerAuthentication.ports[1].mode"
+    );
     let mut wire = to_proto(&p);
     wire.policies[0].rules[0].to[0].ports[0] = 70000;
     assert_eq!(
@@ -753,6 +806,7 @@ fn deny_admin() -> InboundPolicy {
                 ..Rule::default()
             }],
         )],
+        ..InboundPolicy::default()
     }
 }
 
@@ -799,6 +853,7 @@ fn an_allow_on_a_path_cannot_be_stretched_with_dot_segments() {
                 ..Rule::default()
             }],
         )],
+        ..InboundPolicy::default()
     };
     let f = Some(id("shop", "f"));
     assert!(run(&p, &http_req(f.clone(), "GET", "/public/a")).allowed);
@@ -829,6 +884,7 @@ fn a_deny_on_a_header_holds_for_a_value_that_is_not_utf8() {
                 ..Rule::default()
             }],
         )],
+        ..InboundPolicy::default()
     };
     let mut r = http_req(Some(id("shop", "f")), "GET", "/");
     r.headers
@@ -854,4 +910,104 @@ fn normalized_paths() {
     ] {
         assert_eq!(normalize_path(input), want, "{input}");
     }
+}
+
+#[test]
+fn the_port_mode_wins_over_the_workload_mode_which_wins_over_the_sidecar_flag() {
+    let none = PeerAuthentication::default();
+    let m = none.mode_for(8080, MtlsMode::Permissive);
+    assert_eq!((m.mode, m.policy), (MtlsMode::Permissive, None));
+    assert_eq!(m.to_string(), "PERMISSIVE (the sidecar's --mtls-mode)");
+    let set = PeerAuthentication {
+        mode: Some(ModeFrom {
+            mode: MtlsMode::Strict,
+            policy: "shop/strict".into(),
+        }),
+        ports: vec![PortMode {
+            port: 2525,
+            mode: MtlsMode::Disable,
+            policy: "shop/admin".into(),
+        }],
+    };
+    let m = set.mode_for(8080, MtlsMode::Permissive);
+    assert_eq!((m.mode, m.policy), (MtlsMode::Strict, Some("shop/strict")));
+    let m = set.mode_for(2525, MtlsMode::Strict);
+    assert_eq!((m.mode, m.policy), (MtlsMode::Disable, Some("shop/admin")));
+    assert!(m.mode.admits_plaintext());
+    assert!(!MtlsMode::Strict.admits_plaintext());
+}
+
+#[test]
+fn an_admitted_plaintext_caller_is_authorized_like_any_other() {
+    let plain = tcp_req(None, 8080);
+    let decide_plain = |p: &InboundPolicy| {
+        let attrs = Attributes {
+            peer: None,
+            source_ip: plain.ip,
+            port: plain.port,
+            http: None,
+        };
+        let d = decide_plaintext(p, &attrs);
+        (d.allowed, d.by.to_string())
+    };
+    // No ALLOW policy: the mesh-authenticated default admits it (the mode
+    // was the opt-in), the other defaults keep their meaning.
+    let mut p = InboundPolicy::default();
+    assert_eq!(
+        decide_plain(&p),
+        (
+            true,
+            "default: mesh-authenticated, plaintext admitted by peer authentication".into()
+        )
+    );
+    p.default = DefaultPolicy::Deny;
+    assert_eq!(decide_plain(&p), (false, "default: deny".into()));
+    p.default = DefaultPolicy::AllowAll;
+    assert!(decide_plain(&p).0);
+    // An ALLOW policy for mesh callers: plaintext does not match it.
+    let mesh_only = InboundPolicy {
+        policies: vec![policy(
+            "shop/mesh",
+            Action::Allow,
+            vec![from(Source {
+                namespaces: vec!["shop".into()],
+                ..Source::default()
+            })],
+        )],
+        ..InboundPolicy::default()
+    };
+    assert_eq!(
+        decide_plain(&mesh_only),
+        (false, "no ALLOW policy matched".into())
+    );
+    // A DENY by address holds for plaintext.
+    let deny_net = InboundPolicy {
+        policies: vec![policy(
+            "shop/no-lab",
+            Action::Deny,
+            vec![from(Source {
+                ip_blocks: vec!["198.18.0.0/24".parse().unwrap()],
+                ..Source::default()
+            })],
+        )],
+        ..InboundPolicy::default()
+    };
+    assert!(!decide_plain(&deny_net).0);
+    // unauthenticated + address: allowed.
+    let allow_plain = InboundPolicy {
+        policies: vec![policy(
+            "shop/lab",
+            Action::Allow,
+            vec![from(Source {
+                unauthenticated: true,
+                ip_blocks: vec!["198.18.0.0/24".parse().unwrap()],
+                ..Source::default()
+            })],
+        )],
+        ..InboundPolicy::default()
+    };
+    assert_eq!(
+        decide_plain(&allow_plain),
+        (true, "ALLOW policy shop/lab (rule 0)".into())
+    );
 }

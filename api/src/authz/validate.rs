@@ -2,6 +2,7 @@
 //! and by the sidecar before it enforces one (a NACK names the field).
 
 use super::model::{Condition, InboundPolicy, Operation, Policy, Rule, Source, ValueMatch};
+use super::peer::{PeerAuthentication, MAX_PORT_MODES};
 use crate::names::{self, NameKind};
 
 /// Rules per policy.
@@ -45,6 +46,32 @@ pub fn validate_inbound(p: &InboundPolicy) -> Result<(), InvalidPolicy> {
                 e.problem,
             )
         })?;
+    }
+    peer_authentication(&p.peer_authentication)
+}
+
+fn peer_authentication(p: &PeerAuthentication) -> Result<(), InvalidPolicy> {
+    if p.mode.as_ref().is_some_and(|m| m.policy.is_empty()) {
+        return Err(bad("peerAuthentication.mode.policy", "empty"));
+    }
+    count("peerAuthentication.ports", p.ports.len(), MAX_PORT_MODES)?;
+    let mut last = 0u16;
+    for (i, m) in p.ports.iter().enumerate() {
+        let at = format!("peerAuthentication.ports[{i}]");
+        if m.port == 0 {
+            return Err(bad(format!("{at}.port"), "0 is not a port"));
+        }
+        // The sidecar looks ports up by binary search.
+        if m.port <= last {
+            return Err(bad(
+                format!("{at}.port"),
+                format!("{} is out of order or repeated", m.port),
+            ));
+        }
+        last = m.port;
+        if m.policy.is_empty() {
+            return Err(bad(format!("{at}.policy"), "empty"));
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 use super::model::{
     Action, Condition, DefaultPolicy, InboundPolicy, Operation, Policy, Rule, Source, ValueMatch,
 };
+use super::peer::{ModeFrom, MtlsMode, PeerAuthentication, PortMode};
 use super::validate::{validate_inbound, InvalidPolicy};
 use crate::v1;
 
@@ -28,7 +29,67 @@ pub fn to_proto(p: &InboundPolicy) -> v1::InboundPolicy {
                 rules: pol.rules.iter().map(rule_to_proto).collect(),
             })
             .collect(),
+        peer_authentication: Some(peer_to_proto(&p.peer_authentication)),
     }
+}
+
+fn mode_to_proto(m: MtlsMode) -> i32 {
+    (match m {
+        MtlsMode::Strict => v1::PeerAuthMode::Strict,
+        MtlsMode::Permissive => v1::PeerAuthMode::Permissive,
+        MtlsMode::Disable => v1::PeerAuthMode::Disable,
+    }) as i32
+}
+
+fn peer_to_proto(p: &PeerAuthentication) -> v1::PeerAuthentication {
+    v1::PeerAuthentication {
+        mode: p.mode.as_ref().map_or(0, |m| mode_to_proto(m.mode)),
+        policy: p
+            .mode
+            .as_ref()
+            .map(|m| m.policy.clone())
+            .unwrap_or_default(),
+        ports: p
+            .ports
+            .iter()
+            .map(|m| v1::PortPeerAuth {
+                port: u32::from(m.port),
+                mode: mode_to_proto(m.mode),
+                policy: m.policy.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn mode_from_proto(m: i32, at: &str) -> Result<Option<MtlsMode>, InvalidPolicy> {
+    match v1::PeerAuthMode::try_from(m) {
+        Ok(v1::PeerAuthMode::Unspecified) => Ok(None),
+        Ok(v1::PeerAuthMode::Strict) => Ok(Some(MtlsMode::Strict)),
+        Ok(v1::PeerAuthMode::Permissive) => Ok(Some(MtlsMode::Permissive)),
+        Ok(v1::PeerAuthMode::Disable) => Ok(Some(MtlsMode::Disable)),
+        Err(_) => Err(bad(at, format!("unknown mode {m}"))),
+    }
+}
+
+fn peer_from_proto(p: &v1::PeerAuthentication) -> Result<PeerAuthentication, InvalidPolicy> {
+    let mode = mode_from_proto(p.mode, "peerAuthentication.mode")?.map(|mode| ModeFrom {
+        mode,
+        policy: p.policy.clone(),
+    });
+    let mut ports = Vec::with_capacity(p.ports.len());
+    for (i, m) in p.ports.iter().enumerate() {
+        let at = format!("peerAuthentication.ports[{i}]");
+        let port = u16::try_from(m.port)
+            .map_err(|_| bad(format!("{at}.port"), format!("{} is not a port", m.port)))?;
+        let mode = mode_from_proto(m.mode, &format!("{at}.mode"))?
+            .ok_or_else(|| bad(format!("{at}.mode"), "unspecified"))?;
+        ports.push(PortMode {
+            port,
+            mode,
+            policy: m.policy.clone(),
+        });
+    }
+    Ok(PeerAuthentication { mode, ports })
 }
 
 fn rule_to_proto(r: &Rule) -> v1::AuthzRule {
@@ -120,7 +181,15 @@ pub fn from_proto(p: &v1::InboundPolicy) -> Result<InboundPolicy, InvalidPolicy>
             rules,
         });
     }
-    let out = InboundPolicy { default, policies };
+    let peer_authentication = match &p.peer_authentication {
+        Some(pa) => peer_from_proto(pa)?,
+        None => PeerAuthentication::default(),
+    };
+    let out = InboundPolicy {
+        default,
+        policies,
+        peer_authentication,
+    };
     validate_inbound(&out)?;
     Ok(out)
 }

@@ -150,7 +150,8 @@ pub(super) struct Args {
     /// Listener for captured inbound connections from outside the mesh.
     #[arg(long = INBOUND_CAPTURE, value_name = "ADDR", help_heading = heading::TRANSPARENT)]
     pub inbound_capture: Option<SocketAddr>,
-    /// What the inbound capture does with plaintext from outside the mesh.
+    /// What the inbound capture does with plaintext from outside the mesh
+    /// where no PeerAuthentication policy sets a mode for the port.
     #[arg(long = MTLS_MODE, value_enum, default_value = "permissive",
           help_heading = heading::TRANSPARENT)]
     pub mtls_mode: MtlsMode,

@@ -5,9 +5,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mycel_api::authz::{decide, Attributes, DecidedBy, InboundPolicy};
+use std::net::IpAddr;
 
-use crate::core::directory::Discovery;
+use mycel_api::authz::{
+    decide, decide_plaintext, Attributes, DecidedBy, Decision, InboundPolicy, MtlsMode,
+};
+
+use crate::core::directory::{Discovery, Snapshot};
 use crate::metrics::ProxyMetrics;
 
 /// Denial log lines per second; a caller hammering a denied path must not
@@ -36,14 +40,55 @@ impl Authorizer {
         }
     }
 
-    /// Decides, counts and logs one request (HTTP) or tunnel (TCP).
+    /// Decides, counts and logs one request (HTTP) or tunnel (TCP) of a
+    /// mesh caller.
     pub fn check(&self, attrs: &Attributes<'_>) -> Result<(), Denied> {
         let snapshot = self.discovery.snapshot();
-        // Until the controller sends the workload's policy, the mesh
-        // default applies (every mesh-port caller has an identity).
-        let fallback = InboundPolicy::default();
-        let policy = snapshot.inbound.as_deref().unwrap_or(&fallback);
-        let d = decide(policy, attrs);
+        let policy = policy_of(&snapshot);
+        self.judge(policy, attrs, decide(policy, attrs))
+    }
+
+    /// Admits (or not) one plaintext connection the capture listener
+    /// accepted: first the peer-authentication mode of its port (STRICT
+    /// refuses), then authorization with the caller unauthenticated.
+    /// `fallback` is the sidecar's own mode, for when no policy sets one.
+    pub fn admit_plaintext(
+        &self,
+        source_ip: IpAddr,
+        port: u16,
+        fallback: MtlsMode,
+    ) -> Result<(), PlaintextRefused> {
+        let snapshot = self.discovery.snapshot();
+        let policy = policy_of(&snapshot);
+        let mode = policy.peer_authentication.mode_for(port, fallback);
+        if !mode.mode.admits_plaintext() {
+            if self.log.take() {
+                tracing::info!(source = %source_ip, port, mode = %mode, "inbound capture: plaintext connection refused");
+            }
+            return Err(PlaintextRefused::Strict(mode.to_string()));
+        }
+        let attrs = Attributes {
+            peer: None,
+            source_ip: Some(source_ip),
+            port,
+            http: None,
+        };
+        self.judge(policy, &attrs, decide_plaintext(policy, &attrs))
+            .map_err(PlaintextRefused::Forbidden)
+    }
+
+    /// Whether a refusal may be logged now (shared budget: a flood of
+    /// refused connections must not flood the log; metrics count them all).
+    pub fn may_log(&self) -> bool {
+        self.log.take()
+    }
+
+    fn judge(
+        &self,
+        policy: &InboundPolicy,
+        attrs: &Attributes<'_>,
+        d: Decision<'_>,
+    ) -> Result<(), Denied> {
         let protocol = if attrs.http.is_some() { "http" } else { "tcp" };
         // Only for log lines: the allow path allocates nothing for it.
         let peer = || {
@@ -54,7 +99,7 @@ impl Authorizer {
         if let Some((name, rule)) = d.audit {
             self.metrics.authz("audit", name.to_string(), protocol);
             if self.log.take() {
-                tracing::warn!(peer = %peer(), port = attrs.port, policy = name, rule, path = attrs.http.map(|h| h.path), "inbound: AUDIT policy matched (would deny; let through)");
+                tracing::warn!(peer = %peer(), source = ?attrs.source_ip, port = attrs.port, policy = name, rule, path = attrs.http.map(|h| h.path), "inbound: AUDIT policy matched (would deny; let through)");
             }
         }
         if d.allowed {
@@ -69,15 +114,36 @@ impl Authorizer {
             DecidedBy::Policy { name, .. } => name.to_string(),
             DecidedBy::NoAllowMatched => "no-allow-match".to_string(),
             DecidedBy::Default(mode) => format!("default:{}", mode.as_str()),
+            // Never a denial; named for completeness.
+            DecidedBy::PlaintextAdmitted => "plaintext-admitted".to_string(),
         };
         self.metrics.authz("deny", label, protocol);
         if self.log.take() {
-            tracing::warn!(peer = %peer(), port = attrs.port, decided_by = %d.by, path = attrs.http.map(|h| h.path), method = attrs.http.map(|h| h.method), "inbound: request denied");
+            tracing::warn!(peer = %peer(), source = ?attrs.source_ip, port = attrs.port, decided_by = %d.by, path = attrs.http.map(|h| h.path), method = attrs.http.map(|h| h.method), "inbound: request denied");
         }
         Err(Denied {
             by: reason(policy, &d.by),
         })
     }
+}
+
+/// Until the controller sends the workload's policy, the mesh default
+/// applies (and the sidecar's own mTLS mode).
+fn policy_of(snapshot: &Snapshot) -> &InboundPolicy {
+    static FALLBACK: std::sync::OnceLock<InboundPolicy> = std::sync::OnceLock::new();
+    snapshot
+        .inbound
+        .as_deref()
+        .unwrap_or_else(|| FALLBACK.get_or_init(InboundPolicy::default))
+}
+
+/// Why a plaintext connection was not passed to the app.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum PlaintextRefused {
+    #[error("peer authentication {0} refuses plaintext")]
+    Strict(String),
+    #[error(transparent)]
+    Forbidden(Denied),
 }
 
 /// The reason a caller reads. For "no ALLOW policy matched" it names the

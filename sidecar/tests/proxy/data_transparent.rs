@@ -255,6 +255,7 @@ async fn start() -> World {
                 all_ports: false,
                 metrics: metrics.clone(),
                 orig: fake_orig(table.clone()),
+                discovery: crate::no_policy(),
             },
             Server::standalone(Limits::default()),
         )));
