@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{AuthorizationPolicy, MeshConfig, TrafficPolicy};
+use crate::{AuthorizationPolicy, MeshConfig, PeerAuthentication, TrafficPolicy};
 
 /// Every CRD of the mesh.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -21,6 +21,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         mesh_config,
         TrafficPolicy::crd(),
         AuthorizationPolicy::crd(),
+        PeerAuthentication::crd(),
     ]
 }
 

@@ -10,10 +10,12 @@ pub mod duration;
 pub mod gateway_api;
 pub mod generate;
 pub mod mesh_config;
+pub mod peer_authentication;
 pub mod traffic_policy;
 
 pub use authorization_policy::{AuthorizationPolicy, AuthorizationPolicySpec};
 pub use mesh_config::{MeshConfig, MeshConfigSpec, MeshConfigStatus};
+pub use peer_authentication::{PeerAuthentication, PeerAuthenticationSpec};
 pub use traffic_policy::{TrafficPolicy, TrafficPolicySpec, TrafficPolicyStatus};
 
 /// The API group of every Mycel resource.
