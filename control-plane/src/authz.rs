@@ -4,6 +4,7 @@
 //! `AuthorizationPolicy` kind here and the index serves the result.
 
 pub mod explain;
+pub mod peer;
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,8 @@ pub struct Authorization {
     pub root_namespace: String,
     /// Sorted by (namespace, name).
     pub policies: Vec<SelectedPolicy>,
+    /// `PeerAuthentication` objects, sorted by (namespace, name).
+    pub peer: Vec<peer::PeerAuthPolicy>,
 }
 
 impl Default for Authorization {
@@ -50,6 +53,7 @@ impl Default for Authorization {
             default: DefaultPolicy::default(),
             root_namespace: DEFAULT_ROOT_NAMESPACE.to_string(),
             policies: Vec::new(),
+            peer: Vec::new(),
         }
     }
 }
@@ -69,6 +73,7 @@ impl Authorization {
                 .filter(|p| p.selects(&self.root_namespace, namespace, labels))
                 .map(|p| p.policy.clone())
                 .collect(),
+            peer_authentication: peer::resolve(&self.peer, &self.root_namespace, namespace, labels),
         }
     }
 }

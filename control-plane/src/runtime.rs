@@ -376,6 +376,7 @@ impl Controller {
                 |k| k.namespace.clone(),
             ),
             policies: Vec::new(),
+            peer: Vec::new(),
         });
         index.lock().set_trust_bundle(authority.trust_bundle_der());
         let metrics = Arc::new(Metrics::new());
@@ -414,6 +415,7 @@ impl Controller {
             let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
             let (route_status_tx, route_status_rx) = tokio::sync::mpsc::unbounded_channel();
             let (authz_status_tx, authz_status_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (peer_status_tx, peer_status_rx) = tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(k8s::watch::run(
                 client.clone(),
                 cluster,
@@ -422,6 +424,7 @@ impl Controller {
                     policies: status_tx,
                     routes: route_status_tx,
                     authz: authz_status_tx,
+                    peer_auth: peer_status_tx,
                 },
                 tx,
                 shutdown_rx.clone(),
@@ -440,6 +443,14 @@ impl Controller {
             >(
                 client.clone(),
                 authz_status_rx,
+                shutdown_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(k8s::policies::write::run::<
+                mycel_crds::PeerAuthentication,
+                _,
+            >(
+                client.clone(),
+                peer_status_rx,
                 shutdown_rx.clone(),
             )));
             tasks.push(tokio::spawn(k8s::routes::write::run(

@@ -30,6 +30,10 @@ pub struct Decision {
     pub decision: String,
     pub reason: String,
     pub audit: Option<Audit>,
+    /// The port's peer-authentication mode (controllers before it was
+    /// added do not send it).
+    #[serde(default)]
+    pub mtls: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,16 +67,34 @@ pub fn text(e: &Explanation, method: &str, path: &str) -> String {
         );
     }
     out.push('\n');
-    let mut t = Table::new(&["WORKLOAD", "PORT", "DECISION", "DECIDED BY", "AUDIT"]);
+    // The mTLS mode decides first only for a caller without a mesh identity.
+    let plaintext = e.caller == "unauthenticated";
+    let mut t = if plaintext {
+        Table::new(&[
+            "WORKLOAD",
+            "PORT",
+            "MTLS",
+            "DECISION",
+            "DECIDED BY",
+            "AUDIT",
+        ])
+    } else {
+        Table::new(&["WORKLOAD", "PORT", "DECISION", "DECIDED BY", "AUDIT"])
+    };
     for d in &e.decisions {
         let workload = match (d.workload.as_str(), d.ready) {
             ("", _) => format!("(selector {})", labels(&d.labels)),
             (w, Some(false)) => format!("{w} (not ready)"),
             (w, _) => w.to_string(),
         };
-        t.row(vec![
+        let mut row = vec![
             workload,
             format!("{}->{}/{}", d.service_port, d.target_port, d.protocol),
+        ];
+        if plaintext {
+            row.push(or_dash(d.mtls.clone()));
+        }
+        row.extend([
             d.decision.clone(),
             d.reason.clone(),
             d.audit.as_ref().map_or_else(
@@ -80,6 +102,7 @@ pub fn text(e: &Explanation, method: &str, path: &str) -> String {
                 |a| format!("{} (rule {})", a.policy, a.rule),
             ),
         ]);
+        t.row(row);
     }
     out.push_str(&t.render());
     out

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use mycel_api::authz::{decide, Attributes, DecidedBy, HttpAttributes};
+use mycel_api::authz::{decide, decide_plaintext, Attributes, DecidedBy, HttpAttributes};
 use mycel_api::spiffe::SpiffeId;
 use serde::Serialize;
 
@@ -82,6 +82,10 @@ pub struct WorkloadDecision {
     pub audit: Option<AuditMatch>,
     /// Every policy selecting the workload, in evaluation order.
     pub policies: Vec<String>,
+    /// The port's peer-authentication mode and where it comes from, e.g.
+    /// `STRICT (PeerAuthentication shop/strict)`; for a plaintext caller
+    /// it decides first.
+    pub mtls: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -137,15 +141,51 @@ pub fn explain(
                 headers: &headers,
                 claims: None,
             });
-            let d = decide(
-                &policy,
-                &Attributes {
-                    peer: q.caller.as_ref(),
-                    source_ip: q.source_ip,
-                    port: port.target_port,
-                    http,
-                },
-            );
+            let attrs = Attributes {
+                peer: q.caller.as_ref(),
+                source_ip: q.source_ip,
+                port: port.target_port,
+                http,
+            };
+            // The controller does not know a sidecar's own --mtls-mode, so
+            // where no policy sets a mode that is said rather than guessed.
+            let set = policy
+                .peer_authentication
+                .mode_for(port.target_port, mycel_api::authz::MtlsMode::Strict);
+            let mtls = match set.policy {
+                Some(_) => set.to_string(),
+                None => "the sidecar's --mtls-mode (no PeerAuthentication sets one)".to_string(),
+            };
+            if q.caller.is_none() && set.policy.is_some() && !set.mode.admits_plaintext() {
+                decisions.push(WorkloadDecision {
+                    workload: b.name.to_string(),
+                    namespace: b.namespace.to_string(),
+                    labels: b.labels.clone(),
+                    ready: (!from_selector).then_some(b.ready),
+                    service_port: port.port,
+                    target_port: port.target_port,
+                    protocol: port.protocol.as_str(),
+                    decision: "DENY",
+                    reason: format!("peer authentication {set} refuses plaintext"),
+                    policy: None,
+                    rule: None,
+                    audit: None,
+                    policies: policy.policies.iter().map(|p| p.name.clone()).collect(),
+                    mtls,
+                });
+                continue;
+            }
+            let d = if q.caller.is_none() {
+                decide_plaintext(&policy, &attrs)
+            } else {
+                decide(&policy, &attrs)
+            };
+            let mut reason = d.by.to_string();
+            if q.caller.is_none() && set.policy.is_none() && d.allowed {
+                reason.push_str(
+                    " (if the sidecar's --mtls-mode admits plaintext; strict refuses it)",
+                );
+            }
             let (name, rule) = match d.by {
                 DecidedBy::Policy { name, rule, .. } => (Some(name.to_string()), Some(rule)),
                 _ => (None, None),
@@ -159,7 +199,7 @@ pub fn explain(
                 target_port: port.target_port,
                 protocol: port.protocol.as_str(),
                 decision: if d.allowed { "ALLOW" } else { "DENY" },
-                reason: d.by.to_string(),
+                reason,
                 policy: name,
                 rule,
                 audit: d.audit.map(|(policy, rule)| AuditMatch {
@@ -167,6 +207,7 @@ pub fn explain(
                     rule,
                 }),
                 policies: policy.policies.iter().map(|p| p.name.clone()).collect(),
+                mtls,
             });
         }
     }

@@ -83,6 +83,22 @@ impl Index {
         self.set_authorization(next);
     }
 
+    /// Adds, replaces (Some) or removes (None) one `PeerAuthentication`,
+    /// named `<namespace>/<name>` (a watch event).
+    pub fn set_peer_auth_policy(
+        &mut self,
+        name: &str,
+        policy: Option<crate::authz::peer::PeerAuthPolicy>,
+    ) {
+        let mut next = self.authz.clone();
+        next.peer.retain(|p| p.name != name);
+        if let Some(p) = policy {
+            next.peer.push(p);
+            next.peer.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        self.set_authorization(next);
+    }
+
     /// The workloads behind `service` as authorization sees them: the
     /// registered ones (local mode) and the Pods whose labels it selects
     /// (a cluster), one per name, with the labels that choose their

@@ -125,6 +125,7 @@ pub struct Applied {
     pub routes: usize,
     pub gateways: usize,
     pub authorization_policies: usize,
+    pub peer_authentications: usize,
 }
 
 /// Applies a parsed config to the index (services, then their policies
@@ -137,6 +138,7 @@ pub fn apply(index: &SharedIndex, config: MeshConfig) -> Result<Applied, Duplica
         routes: config.route_count(),
         gateways: config.gateways.len(),
         authorization_policies: config.authz.len(),
+        peer_authentications: config.peer_auth.len(),
     };
     let mut index = index.lock();
     index.apply_services(config.services)?;
@@ -145,6 +147,7 @@ pub fn apply(index: &SharedIndex, config: MeshConfig) -> Result<Applied, Duplica
     index.apply_gateways(config.gateways);
     let mut authz = index.authorization().clone();
     authz.policies = config.authz;
+    authz.peer = config.peer_auth;
     index.set_authorization(authz);
     Ok(applied)
 }
@@ -170,7 +173,7 @@ pub async fn run(
             Poll::Unchanged => {}
             Poll::Changed(Ok(config)) => match apply(&index, config) {
                 Ok(n) => {
-                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, routes = n.routes, gateways = n.gateways, authorization_policies = n.authorization_policies, "mesh config applied")
+                    tracing::info!(path = %watcher.path().display(), services = n.services, policies = n.policies, routes = n.routes, gateways = n.gateways, authorization_policies = n.authorization_policies, peer_authentications = n.peer_authentications, "mesh config applied")
                 }
                 Err(e) => {
                     tracing::error!(path = %watcher.path().display(), error = %e, "mesh config rejected; keeping the last good one")

@@ -35,6 +35,7 @@ mod k8s_routes;
 mod mtls;
 mod netns_init;
 mod netns_mesh;
+mod netns_peer_auth;
 mod rotation;
 mod routing;
 mod shop;

@@ -202,8 +202,15 @@ fn headers_and_unauthenticated_callers() {
     );
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["caller"], "unauthenticated");
-    assert_eq!(v["decisions"][0]["reason"], "default: mesh-authenticated");
-    assert_eq!(v["decisions"][0]["decision"], "DENY");
+    assert_eq!(
+        v["decisions"][0]["reason"],
+        "default: mesh-authenticated, plaintext admitted by peer authentication (if the sidecar's --mtls-mode admits plaintext; strict refuses it)"
+    );
+    assert_eq!(v["decisions"][0]["decision"], "ALLOW");
+    assert_eq!(
+        v["decisions"][0]["mtls"],
+        "the sidecar's --mtls-mode (no PeerAuthentication sets one)"
+    );
     let (_, q) =
         parse("from=unauthenticated&to=a.b&header=x-a%3A+b&header=x-a:c&method=post").unwrap();
     let values: Vec<&str> = q

@@ -137,13 +137,15 @@ fn decisions_table() {
             audit: None,
         },
         Case {
+            // No PeerAuthentication: the sidecar's own mode decides
+            // whether plaintext gets this far, and the answer says so.
             name: "default mesh-authenticated: plaintext",
             default: DefaultPolicy::MeshAuthenticated,
             policies: &[],
             caller: None,
             port: 80,
             path: "/items",
-            want: ("DENY", "default: mesh-authenticated"),
+            want: ("ALLOW", "default: mesh-authenticated, plaintext admitted by peer authentication (if the sidecar's --mtls-mode admits plaintext; strict refuses it)"),
             audit: None,
         },
         Case {
@@ -163,7 +165,7 @@ fn decisions_table() {
             caller: None,
             port: 80,
             path: "/items",
-            want: ("ALLOW", "default: allow-all"),
+            want: ("ALLOW", "default: allow-all (if the sidecar's --mtls-mode admits plaintext; strict refuses it)"),
             audit: None,
         },
         Case {
@@ -358,4 +360,43 @@ fn the_caller_is_named_in_the_answer() {
     assert_eq!(got.caller, "unauthenticated");
     let got = explain(&a, &catalog(), &[], &question(id("shop", "x"), 80)).unwrap();
     assert_eq!(got.caller, "spiffe://cluster.local/ns/shop/sa/x");
+}
+
+#[test]
+fn a_plaintext_caller_meets_peer_authentication_first() {
+    use crate::authz::peer;
+    let mut a = authz(DefaultPolicy::MeshAuthenticated, &[]);
+    let yaml = "mtls: {mode: STRICT}\nportLevelMtls: {\"5433\": {mode: PERMISSIVE}}";
+    a.peer
+        .push(peer::from_spec("shop", "strict", &serde_saphyr::from_str(yaml).unwrap()).unwrap());
+    let got = explain(&a, &catalog(), &[], &question(None, 80)).unwrap();
+    let d = &got.decisions[0];
+    assert_eq!(d.decision, "DENY");
+    assert_eq!(
+        d.reason,
+        "peer authentication STRICT (PeerAuthentication shop/strict) refuses plaintext"
+    );
+    // The TCP port is PERMISSIVE: plaintext reaches authorization, and
+    // with no ALLOW policy the default lets it through.
+    let got = explain(&a, &catalog(), &[], &question(None, 5432)).unwrap();
+    let d = &got.decisions[0];
+    assert_eq!(
+        (d.decision, d.reason.as_str(), d.mtls.as_str()),
+        (
+            "ALLOW",
+            "default: mesh-authenticated, plaintext admitted by peer authentication",
+            "PERMISSIVE (PeerAuthentication shop/strict)"
+        )
+    );
+    // A mesh caller is not concerned by the mode, which is still shown.
+    let got = explain(&a, &catalog(), &[], &question(id("shop", "x"), 80)).unwrap();
+    let d = &got.decisions[0];
+    assert_eq!(d.decision, "ALLOW");
+    assert_eq!(d.mtls, "STRICT (PeerAuthentication shop/strict)");
+    // Once an ALLOW policy selects the workload, plaintext must match it.
+    let mut b = a.clone();
+    b.policies = authz(DefaultPolicy::MeshAuthenticated, &[ONLY_FRONTEND]).policies;
+    let got = explain(&b, &catalog(), &[], &question(None, 5432)).unwrap();
+    assert_eq!(got.decisions[0].decision, "DENY");
+    assert_eq!(got.decisions[0].reason, "no ALLOW policy matched");
 }

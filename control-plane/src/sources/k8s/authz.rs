@@ -1,41 +1,63 @@
-//! `AuthorizationPolicy` objects in Kubernetes mode: read from the watch's
-//! untyped objects (one unreadable object is one invalid policy, not a
-//! failed list), converted and checked as mesh.yaml's are, and the status
-//! each should carry. An object that turns invalid on an update keeps its
-//! last valid version applied (proxies keep their last good config too);
-//! nothing is kept across a controller restart.
+//! `AuthorizationPolicy` and `PeerAuthentication` objects in Kubernetes
+//! mode: read from the watch's untyped objects (one unreadable object is
+//! one invalid policy, not a failed list), converted and checked as
+//! mesh.yaml's are, and the status each should carry. An object that turns
+//! invalid on an update keeps its last valid version applied (proxies keep
+//! their last good config too); nothing is kept across a controller
+//! restart.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
 use mycel_api::authz::InvalidPolicy;
-use mycel_crds::authorization_policy::{AuthorizationPolicySpec, AuthorizationPolicyStatus};
+use mycel_crds::authorization_policy::AuthorizationPolicyStatus;
+use serde::de::DeserializeOwned;
 
 use super::cluster::{obj_key, ObjKey};
 use super::policies::status::accepted_conditions;
-use crate::authz::{from_spec, SelectedPolicy};
+use crate::authz::peer::PeerAuthPolicy;
+use crate::authz::SelectedPolicy;
 
-/// One `AuthorizationPolicy` object.
+/// One policy object, converted to `T`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AuthzObject {
+pub struct PolicyObject<T> {
     pub key: ObjKey,
     pub generation: i64,
-    pub spec: Result<SelectedPolicy, InvalidPolicy>,
+    pub spec: Result<T, InvalidPolicy>,
     /// The status as last read, to write only what differs.
     pub status: Option<AuthorizationPolicyStatus>,
 }
 
+pub type AuthzObject = PolicyObject<SelectedPolicy>;
+pub type AuthzPolicies = PolicyObjects<SelectedPolicy>;
+pub type PeerAuthPolicies = PolicyObjects<PeerAuthPolicy>;
+
 pub fn read(obj: &DynamicObject) -> Option<AuthzObject> {
+    read_as(obj, crate::authz::from_spec)
+}
+
+pub fn read_peer_auth(obj: &DynamicObject) -> Option<PolicyObject<PeerAuthPolicy>> {
+    read_as(obj, crate::authz::peer::from_spec)
+}
+
+/// Reads an object whose spec is `S` (every field of which has a default)
+/// and converts it with `convert(namespace, name, spec)`.
+fn read_as<S: DeserializeOwned, T>(
+    obj: &DynamicObject,
+    convert: impl Fn(&str, &str, &S) -> Result<T, InvalidPolicy>,
+) -> Option<PolicyObject<T>> {
     let key = obj_key(&obj.metadata)?;
-    let spec = match obj.data.get("spec").filter(|v| !v.is_null()) {
-        // An absent spec is all defaults: an ALLOW policy without rules.
-        None => Ok(AuthorizationPolicySpec {
-            selector: None,
-            action: Default::default(),
-            rules: Vec::new(),
-        }),
-        Some(raw) => serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
+    let absent = serde_json::Value::Object(Default::default());
+    // An absent spec is all defaults (for an AuthorizationPolicy: an ALLOW
+    // policy without rules).
+    let raw = obj
+        .data
+        .get("spec")
+        .filter(|v| !v.is_null())
+        .unwrap_or(&absent);
+    let spec = serde_path_to_error::deserialize(raw.clone())
+        .map_err(|e| {
             let path = e.path().to_string();
             InvalidPolicy {
                 field: if path == "." {
@@ -45,14 +67,13 @@ pub fn read(obj: &DynamicObject) -> Option<AuthzObject> {
                 },
                 problem: e.into_inner().to_string(),
             }
-        }),
-    }
-    .and_then(|spec| from_spec(&key.0, &key.1, &spec));
+        })
+        .and_then(|spec| convert(&key.0, &key.1, &spec));
     let status = obj
         .data
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok());
-    Some(AuthzObject {
+    Some(PolicyObject {
         generation: obj.metadata.generation.unwrap_or(0),
         spec,
         status,
@@ -61,15 +82,15 @@ pub fn read(obj: &DynamicObject) -> Option<AuthzObject> {
 }
 
 #[derive(Clone, Debug)]
-struct Entry {
-    object: AuthzObject,
+struct Entry<T> {
+    object: PolicyObject<T>,
     /// While the spec is invalid: the last valid version and its
     /// generation, which stays applied.
-    kept: Option<(i64, SelectedPolicy)>,
+    kept: Option<(i64, T)>,
 }
 
-impl Entry {
-    fn effective(&self) -> Option<&SelectedPolicy> {
+impl<T> Entry<T> {
+    fn effective(&self) -> Option<&T> {
         match &self.object.spec {
             Ok(p) => Some(p),
             Err(_) => self.kept.as_ref().map(|(_, p)| p),
@@ -77,14 +98,22 @@ impl Entry {
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct AuthzPolicies {
-    entries: BTreeMap<ObjKey, Entry>,
+#[derive(Clone, Debug)]
+pub struct PolicyObjects<T> {
+    entries: BTreeMap<ObjKey, Entry<T>>,
 }
 
-impl AuthzPolicies {
+impl<T> Default for PolicyObjects<T> {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Clone + PartialEq> PolicyObjects<T> {
     /// Adds or replaces a policy; returns whether what applies changed.
-    pub fn apply(&mut self, object: AuthzObject) -> bool {
+    pub fn apply(&mut self, object: PolicyObject<T>) -> bool {
         let key = object.key.clone();
         let old = self.entries.get(&key);
         let kept = match &object.spec {
@@ -113,7 +142,7 @@ impl AuthzPolicies {
     }
 
     /// What applies for `key` right now.
-    pub fn effective(&self, key: &ObjKey) -> Option<&SelectedPolicy> {
+    pub fn effective(&self, key: &ObjKey) -> Option<&T> {
         self.entries.get(key).and_then(Entry::effective)
     }
 

@@ -86,6 +86,14 @@ pub const REQUIRED: &[Permission] = &[
         why: "authorization policies of every namespace are followed (watch.rs, authz.rs)",
     },
     Permission {
+        group: "mycel.io",
+        resource: "peerauthentications",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "peer authentication policies of every namespace are followed (watch.rs, authz.rs)",
+    },
+    Permission {
         group: "gateway.networking.k8s.io",
         resource: "httproutes",
         verbs: &["list", "watch"],
@@ -172,6 +180,14 @@ pub const REQUIRED: &[Permission] = &[
         scope: Scope::Cluster,
         resource_names: &[],
         why: "each authorization policy's Accepted condition, a merge patch of status only (policies/write.rs)",
+    },
+    Permission {
+        group: "mycel.io",
+        resource: "peerauthentications/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "each peer authentication policy's Accepted condition, a merge patch of status only (policies/write.rs)",
     },
     Permission {
         group: "",

@@ -1,6 +1,7 @@
 //! The watchers: Services, EndpointSlices and meshed Pods from the API
 //! server into [`Cluster`], `TrafficPolicy` objects into [`Policies`],
-//! `AuthorizationPolicy` objects into [`AuthzPolicies`] (and the index),
+//! `AuthorizationPolicy` and `PeerAuthentication` objects into
+//! [`PolicyObjects`] (and the index),
 //! HTTPRoutes and GRPCRoutes into [`Routes`], Gateways and GatewayClasses
 //! into [`Gateways`], and each changed service's view, policy and routes,
 //! and the routes of each of our Gateways, into the index. Policy and route statuses go to
@@ -31,10 +32,10 @@ use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
 use mycel_crds::gateway_api::gateways::Gateway;
 use mycel_crds::gateway_api::grpcroutes::GrpcRoute;
 use mycel_crds::gateway_api::httproutes::HttpRoute;
-use mycel_crds::{AuthorizationPolicy, TrafficPolicy};
+use mycel_crds::{AuthorizationPolicy, PeerAuthentication, TrafficPolicy};
 use tokio::sync::{mpsc, watch};
 
-use super::authz::{self, AuthzPolicies};
+use super::authz::{self, AuthzPolicies, PeerAuthPolicies, PolicyObject, PolicyObjects};
 use super::cluster::{obj_key, Cluster, ObjKey};
 use super::convert;
 use super::gateways::{self, Gateways};
@@ -60,6 +61,7 @@ enum Change {
     Gateway(Event<DynamicObject>),
     Class(Event<DynamicObject>),
     Authz(Event<DynamicObject>),
+    PeerAuth(Event<DynamicObject>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +75,7 @@ enum Kind {
     Gateway,
     GatewayClass,
     Authz,
+    PeerAuth,
 }
 
 impl Kind {
@@ -104,13 +107,16 @@ impl Kind {
             Kind::Authz => Some(
                 "AuthorizationPolicy CRD not installed; authorization policies are followed once it is",
             ),
+            Kind::PeerAuth => Some(
+                "PeerAuthentication CRD not installed; peer authentication policies are followed once it is",
+            ),
             Kind::Service | Kind::Slice | Kind::Pod => None,
         }
     }
 }
 
 /// Every kind the controller lists before it is ready.
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 /// A watch that failed, and of which kind.
 struct Failure {
@@ -143,6 +149,7 @@ struct Relist {
     gateways: Option<BTreeSet<ObjKey>>,
     classes: Option<BTreeSet<ObjKey>>,
     authz: Option<BTreeSet<ObjKey>>,
+    peer_auth: Option<BTreeSet<ObjKey>>,
 }
 
 impl Relist {
@@ -157,6 +164,7 @@ impl Relist {
             Kind::Gateway => &mut self.gateways,
             Kind::GatewayClass => &mut self.classes,
             Kind::Authz => &mut self.authz,
+            Kind::PeerAuth => &mut self.peer_auth,
         }
     }
 }
@@ -167,6 +175,8 @@ pub struct StatusSinks {
     pub policies: mpsc::UnboundedSender<StatusUpdate>,
     pub routes: mpsc::UnboundedSender<routes::write::StatusUpdate>,
     pub authz: mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
+    /// PeerAuthentication statuses (the same shape).
+    pub peer_auth: mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
 }
 
 /// Runs the watchers until `shutdown`. `synced` turns true once every kind
@@ -233,6 +243,14 @@ pub async fn run(
         watcher::Config::default(),
     )
     .map(move |e| e.map(Change::Authz).map_err(tag(Kind::Authz)));
+    let peer_auth_objects = changes(
+        Api::<DynamicObject>::all_with(
+            client.clone(),
+            &ApiResource::erase::<PeerAuthentication>(&()),
+        ),
+        watcher::Config::default(),
+    )
+    .map(move |e| e.map(Change::PeerAuth).map_err(tag(Kind::PeerAuth)));
     let classes = changes(
         Api::<DynamicObject>::all_with(client, &ApiResource::erase::<GatewayClass>(&())),
         watcher::Config::default(),
@@ -251,8 +269,10 @@ pub async fn run(
         gateway_objects.boxed(),
         classes.boxed(),
         authz_objects.boxed(),
+        peer_auth_objects.boxed(),
     ]);
     let mut authz_store = AuthzPolicies::default();
+    let mut peer_auth_store = PeerAuthPolicies::default();
     let mut policies = Policies::default();
     let mut route_store = Routes::default();
     let mut gateway_store = Gateways::default();
@@ -307,8 +327,31 @@ pub async fn run(
                     Event::Apply(o) | Event::InitApply(o) => obj_key(&o.metadata),
                     _ => None,
                 };
-                let kind = apply_authz(&mut authz_store, &mut relist, &index, e);
-                send_authz_statuses(&authz_store, touched, &sinks.authz);
+                let kind = apply_policy_object(
+                    &mut authz_store,
+                    &mut relist,
+                    Kind::Authz,
+                    e,
+                    authz::read,
+                    |name, p| index.lock().set_authz_policy(name, p),
+                );
+                send_policy_statuses(&authz_store, touched, &sinks.authz);
+                (kind, BTreeSet::new(), None)
+            }
+            Ok(Change::PeerAuth(e)) => {
+                let touched = match &e {
+                    Event::Apply(o) | Event::InitApply(o) => obj_key(&o.metadata),
+                    _ => None,
+                };
+                let kind = apply_policy_object(
+                    &mut peer_auth_store,
+                    &mut relist,
+                    Kind::PeerAuth,
+                    e,
+                    authz::read_peer_auth,
+                    |name, p| index.lock().set_peer_auth_policy(name, p),
+                );
+                send_policy_statuses(&peer_auth_store, touched, &sinks.peer_auth);
                 (kind, BTreeSet::new(), None)
             }
             Ok(Change::Class(e)) => {
@@ -505,7 +548,8 @@ fn apply(
         | Change::Route(..)
         | Change::Gateway(_)
         | Change::Class(_)
-        | Change::Authz(_) => (None, BTreeSet::new()),
+        | Change::Authz(_)
+        | Change::PeerAuth(_) => (None, BTreeSet::new()),
         Change::Pod(e) => on_event(
             cluster,
             relist,
@@ -646,26 +690,29 @@ fn send_statuses(
     }
 }
 
-/// Applies one AuthorizationPolicy event and puts what changed into the
-/// index; returns the kind whose re-list just finished (if it did).
-fn apply_authz(
-    store: &mut AuthzPolicies,
+/// Applies one AuthorizationPolicy or PeerAuthentication event and hands
+/// what now applies for a changed object to `publish(name, policy)`;
+/// returns the kind whose re-list just finished (if it did).
+fn apply_policy_object<T: Clone + PartialEq>(
+    store: &mut PolicyObjects<T>,
     relist: &mut Relist,
-    index: &SharedIndex,
+    kind: Kind,
     event: Event<DynamicObject>,
+    read: fn(&DynamicObject) -> Option<PolicyObject<T>>,
+    publish: impl Fn(&str, Option<T>),
 ) -> Option<Kind> {
-    let publish = |store: &AuthzPolicies, key: &ObjKey| {
-        let name = format!("{}/{}", key.0, key.1);
-        index
-            .lock()
-            .set_authz_policy(&name, store.effective(key).cloned());
+    let publish = |store: &PolicyObjects<T>, key: &ObjKey| {
+        publish(
+            &format!("{}/{}", key.0, key.1),
+            store.effective(key).cloned(),
+        );
     };
     let (kind, _) = on_event(
         store,
         relist,
-        Kind::Authz,
+        kind,
         event,
-        |s, o| match authz::read(&o) {
+        |s, o| match read(&o) {
             Some(obj) => {
                 let key = obj.key.clone();
                 if s.apply(obj) {
@@ -681,13 +728,13 @@ fn apply_authz(
             }
             BTreeSet::new()
         },
-        AuthzPolicies::keys,
+        PolicyObjects::keys,
     );
     kind
 }
 
-fn send_authz_statuses(
-    store: &AuthzPolicies,
+fn send_policy_statuses<T: Clone + PartialEq>(
+    store: &PolicyObjects<T>,
     key: Option<ObjKey>,
     tx: &mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
 ) {

@@ -20,6 +20,7 @@ use crate::sources::k8s::convert::{self, Strictness};
 
 mod authz;
 mod gateways;
+mod peer_auth;
 mod policies;
 mod routes;
 
@@ -57,6 +58,8 @@ pub struct MeshConfig {
     pub gateways: BTreeMap<ServiceKey, Vec<Route>>,
     /// Authorization policies, sorted by namespace and name.
     pub authz: Vec<crate::authz::SelectedPolicy>,
+    /// PeerAuthentication objects, sorted by namespace and name.
+    pub peer_auth: Vec<crate::authz::peer::PeerAuthPolicy>,
 }
 
 impl MeshConfig {
@@ -82,6 +85,7 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let mut routes = Vec::new();
     let mut gateways = Vec::new();
     let mut authz: Vec<(usize, crate::authz::SelectedPolicy)> = Vec::new();
+    let mut peer_auth: Vec<(usize, crate::authz::peer::PeerAuthPolicy)> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, value) in docs.into_iter().enumerate() {
         let document = i + 1;
@@ -94,6 +98,10 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         }
         if value.get("kind").and_then(Value::as_str) == Some(authz::KIND) {
             authz.push((document, authz::parse_document(document, value)?));
+            continue;
+        }
+        if value.get("kind").and_then(Value::as_str) == Some(peer_auth::KIND) {
+            peer_auth.push((document, peer_auth::parse_document(document, value)?));
             continue;
         }
         if value.get("kind").and_then(Value::as_str) == Some(gateways::KIND) {
@@ -119,22 +127,11 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let policies = policies::attach(&services, policies)?;
     let gateways = gateways::by_key(gateways)?;
     let attached = routes::attach(&services, &gateways, &faults, routes)?;
-    authz.sort_by(|(_, a), (_, b)| a.policy.name.cmp(&b.policy.name));
-    if let Some(w) = authz
-        .windows(2)
-        .find(|w| w[0].1.policy.name == w[1].1.policy.name)
-    {
-        let (first, second) = (w[0].0.min(w[1].0), w[0].0.max(w[1].0));
-        return Err(Doc { document: second }.err(
-            "metadata.name",
-            format!(
-                "AuthorizationPolicy {} is already declared in document {first}",
-                w[0].1.policy.name
-            ),
-        ));
-    }
+    let authz = unique_by_name(authz, authz::KIND, |p| &p.policy.name)?;
+    let peer_auth = unique_by_name(peer_auth, peer_auth::KIND, |p| &p.name)?;
     Ok(MeshConfig {
-        authz: authz.into_iter().map(|(_, p)| p).collect(),
+        authz,
+        peer_auth,
         services,
         policies,
         routes: attached.services,
@@ -196,9 +193,10 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
         return Err(ParseError::Document {
             document,
             message: format!(
-                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {}, {} and {})",
+                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {}, {}, {} and {})",
                 policies::KIND,
                 authz::KIND,
+                peer_auth::KIND,
                 gateways::KIND,
                 routes::HTTP_KIND,
                 routes::GRPC_KIND
@@ -305,6 +303,27 @@ fn check_header(
         root.remove("kind");
     }
     Ok(())
+}
+
+/// Sorts namespaced objects of one kind by name (`<namespace>/<name>`),
+/// refusing a name declared twice.
+fn unique_by_name<T>(
+    mut objects: Vec<(usize, T)>,
+    kind: &str,
+    name: impl Fn(&T) -> &String,
+) -> Result<Vec<T>, ParseError> {
+    objects.sort_by(|(_, a), (_, b)| name(a).cmp(name(b)));
+    if let Some(w) = objects.windows(2).find(|w| name(&w[0].1) == name(&w[1].1)) {
+        let (first, second) = (w[0].0.min(w[1].0), w[0].0.max(w[1].0));
+        return Err(Doc { document: second }.err(
+            "metadata.name",
+            format!(
+                "{kind} {} is already declared in document {first}",
+                name(&w[0].1)
+            ),
+        ));
+    }
+    Ok(objects.into_iter().map(|(_, p)| p).collect())
 }
 
 /// Deserializes a document as `T`, naming the path of a field of the wrong

@@ -244,7 +244,7 @@ fn error_names_later_document_index() {
         e,
         ParseError::Document {
             document: 3,
-            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, AuthorizationPolicy, Gateway, HTTPRoute and GRPCRoute)".into()
+            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, AuthorizationPolicy, PeerAuthentication, Gateway, HTTPRoute and GRPCRoute)".into()
         }
     );
 }
@@ -417,6 +417,55 @@ fn authorization_policies_are_read_sorted_and_checked() {
         (
             format!("{}{}", authz_doc("p", "{}"), authz_doc("p", "{}")),
             "AuthorizationPolicy shop/p is already declared in document",
+        ),
+    ] {
+        let got = err(&format!("{SHOP}{extra}"));
+        assert!(got.contains(want), "want {want:?} in {got:?}");
+    }
+}
+
+fn peer_doc(name: &str, spec: &str) -> String {
+    format!("---\napiVersion: mycel.io/v1alpha1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: shop}}\nspec: {spec}\n")
+}
+
+#[test]
+fn peer_authentications_are_read_with_numeric_port_keys_and_checked() {
+    use mycel_api::authz::MtlsMode;
+    let text = format!(
+        "{SHOP}{}{}",
+        peer_doc(
+            "strict",
+            "{mtls: {mode: STRICT}, portLevelMtls: {9090: {mode: PERMISSIVE}}}"
+        ),
+        peer_doc(
+            "db",
+            "{selector: {matchLabels: {app: db}}, portLevelMtls: {\"5432\": {mode: DISABLE}}}"
+        )
+    );
+    let cfg = parse_mesh_config(&text).unwrap();
+    let names: Vec<&str> = cfg.peer_auth.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["shop/db", "shop/strict"]);
+    assert_eq!(cfg.peer_auth[1].mode, Some(MtlsMode::Strict));
+    assert_eq!(cfg.peer_auth[1].ports[&9090], MtlsMode::Permissive);
+    assert_eq!(cfg.peer_auth[0].ports[&5432], MtlsMode::Disable);
+
+    for (extra, want) in [
+        (peer_doc("p", "{mtls: {mode: MAYBE}}"), "MAYBE"),
+        (
+            peer_doc("p", "{portLevelMtls: {web: {mode: STRICT}}}"),
+            "spec.portLevelMtls[\"web\"]",
+        ),
+        (
+            peer_doc("p", "{portLevelMtls: {80: {}}}"),
+            "needs STRICT, PERMISSIVE or DISABLE",
+        ),
+        (
+            peer_doc("p", "{mtls: {mode: STRICT}, extra: 1}"),
+            "spec.extra",
+        ),
+        (
+            format!("{}{}", peer_doc("p", "{}"), peer_doc("p", "{}")),
+            "PeerAuthentication shop/p is already declared in document",
         ),
     ] {
         let got = err(&format!("{SHOP}{extra}"));
