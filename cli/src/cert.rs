@@ -23,10 +23,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 
 use crate::kubeconfig::KubeArgs;
+use crate::meshpod::cluster::{self as meshpod, ClusterError, PodSource};
+use crate::meshpod::target::{self as podtarget, Target};
 use describe::Usage;
-use render::{Document, PodSource, Style};
+use render::{Document, Style};
 use source::PemSource;
-use target::{Source, Target};
+use target::Source;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CertCommand {
@@ -201,7 +203,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         },
         (None, None) => bail!(
             "give a PEM FILE, `-` for standard input, --handshake HOST:PORT, or {}",
-            target::ACCEPTED
+            podtarget::ACCEPTED
         ),
     };
     if let (Some(roots), Some(path)) = (roots, &args.ca_root) {
@@ -245,50 +247,26 @@ async fn from_cluster(
     t: &Target,
     want_bundle: bool,
 ) -> anyhow::Result<Gathered> {
-    let client = connect(&args.kube, args.timeout).await?;
-    let namespace = match &args.namespace {
-        Some(ns) => ns.clone(),
-        None => client.default_namespace().to_string(),
-    };
-    target::check_namespace(&namespace)?;
-    let (pod, selected) = cluster::resolve(&client, &namespace, t, args.timeout).await?;
-    let proxy = cluster::read_proxy(&client, &pod, args.timeout).await?;
+    let client = meshpod::connect(&args.kube, args.timeout).await?;
+    let reached = meshpod::reach(&client, args.namespace.as_deref(), t, args.timeout).await?;
+    let proxy = cluster::read_proxy(&client, &reached.pod, args.timeout).await?;
     let (roots, from) = if want_bundle {
-        let r = cluster::bundle_ref(&pod);
+        let r = cluster::bundle_ref(&reached.pod);
         let published = cluster::published_bundle(&client, &r, args.timeout).await;
         let (roots, from) = cluster::choose_bundle(&r, published, &proxy.roots);
         (Some(roots), Some(from))
     } else {
         (None, None)
     };
-    let (ns, name) = cluster::pod_key(&pod);
-    let source = match t {
-        Target::Pod(_) => format!("pod {ns}/{name}"),
-        Target::Deployment(_) => format!("{t} in {ns}: pod {name}"),
-    };
     Ok(Gathered {
-        source,
+        source: reached.description,
         handshake: None,
-        pod: Some(PodSource {
-            namespace: ns,
-            name,
-            admin_port: proxy.admin_port,
-            selected,
-        }),
+        pod: Some(reached.source),
         chain: proxy.chain,
         roots,
         trust_bundle_source: from,
         usage: Usage::Any,
     })
-}
-
-async fn connect(kube: &KubeArgs, timeout: Duration) -> anyhow::Result<Client> {
-    // The client's own timeouts are only a backstop: each call's, which
-    // comes first, names the call that hung.
-    kube.client(timeout.saturating_mul(2))
-        .await
-        .map_err(cluster::ClusterError::Connect)
-        .map_err(anyhow::Error::from)
 }
 
 /// The one-line reason for a non-zero exit.
@@ -309,14 +287,14 @@ fn failure(report: &describe::Report) -> String {
 const PARALLEL_READS: usize = 8;
 
 async fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let client = connect(&args.kube, args.timeout).await?;
+    let client = meshpod::connect(&args.kube, args.timeout).await?;
     let namespace = match (&args.namespace, args.all_namespaces) {
         (_, true) => None,
         (Some(ns), false) => Some(ns.clone()),
         (None, false) => Some(client.default_namespace().to_string()),
     };
     if let Some(ns) = &namespace {
-        target::check_namespace(ns)?;
+        podtarget::check_namespace(ns)?;
     }
     let pods = cluster::meshed_pods(&client, namespace.as_deref(), args.timeout).await?;
     let bundles = bundles(&client, &pods, args.timeout).await;
@@ -332,7 +310,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<()> {
             // anyway rather than fail.
             let _slot = limit.acquire().await.ok();
             let outcome = check_one(&client, &pod, published, now, timeout).await;
-            (cluster::pod_key(&pod), outcome)
+            (meshpod::pod_key(&pod), outcome)
         });
     }
     let mut rows = Vec::new();
@@ -395,7 +373,7 @@ async fn check_one(
     let proxy = match cluster::read_proxy(client, pod, timeout).await {
         Ok(p) => p,
         // The row names the pod already.
-        Err(cluster::ClusterError::Pod { problem, .. }) => {
+        Err(ClusterError::Pod { problem, .. }) => {
             return fleet::Outcome::Unreadable(mycel_api::report::one_line(&problem))
         }
         Err(e) => return fleet::Outcome::Unreadable(mycel_api::report::one_line(&e)),

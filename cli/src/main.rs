@@ -14,6 +14,7 @@ mod demo;
 mod inject;
 mod install;
 mod kubeconfig;
+mod meshpod;
 mod podcerts;
 mod proxy_config;
 mod token;

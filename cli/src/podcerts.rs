@@ -1,8 +1,9 @@
-//! A meshed pod's proxy certificates, read through the API server: a GET of
-//! the `pods/proxy` subresource to the proxy's admin port, path `/certs`.
-//! Only the API server has to reach the pod, so no port is exposed or
-//! forwarded, and the caller needs nothing but `get` on `pods/proxy`.
-//! `mycelctl check --proxy` and `mycelctl cert` both read proxies here.
+//! A meshed pod's proxy admin, read through the API server: a GET of the
+//! `pods/proxy` subresource to the proxy's admin port (`/certs`,
+//! `/config_dump`). Only the API server has to reach the pod, so no port is
+//! exposed or forwarded, and the caller needs nothing but `get` on
+//! `pods/proxy`. `mycelctl check --proxy`, `cert` and `proxy-config` all
+//! read proxies here.
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("forbidden: {0} (reading a proxy's /certs needs get on pods/proxy)")]
+    #[error("forbidden: {0} (reading a proxy's admin needs get on pods/proxy)")]
     Forbidden(String),
     /// The API server's own answer: it could not dial the pod, the pod is
     /// gone, ...
@@ -28,12 +29,20 @@ pub enum ReadError {
     /// The proxy's answer, passed through (503 before its first certificate).
     #[error("the proxy answered {code}: {body}")]
     Proxy { code: u16, body: String },
-    #[error("/certs not answered within {0:?}")]
-    Timeout(Duration),
-    #[error("its /certs answer is larger than {MAX_ANSWER_BYTES} bytes")]
-    TooLarge,
+    #[error(transparent)]
+    Timeout(Unanswered),
+    #[error("its {path} answer is larger than {limit} bytes")]
+    TooLarge { path: String, limit: usize },
     #[error("{0}")]
     Transport(String),
+}
+
+/// A GET the proxy (or the API server) did not answer in time.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} not answered within {after:?}")]
+pub struct Unanswered {
+    pub path: String,
+    pub after: Duration,
 }
 
 /// The part of `/certs` (`sidecar/src/admin/certs.rs`) that `cert` reads:
@@ -55,28 +64,69 @@ pub async fn read(
     port: u16,
     timeout: Duration,
 ) -> Result<String, ReadError> {
-    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/certs");
-    let request = http::Request::get(&path)
+    let at = Admin {
+        namespace,
+        pod,
+        port,
+    };
+    get(client, &at, "/certs", MAX_ANSWER_BYTES, timeout).await
+}
+
+/// Where a pod's proxy admin is.
+#[derive(Clone, Copy, Debug)]
+pub struct Admin<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub port: u16,
+}
+
+/// The text of `path` (starting with `/`) on the proxy admin `at`, at most
+/// `limit` bytes of it.
+pub async fn get(
+    client: &Client,
+    at: &Admin<'_>,
+    path: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Result<String, ReadError> {
+    let Admin {
+        namespace,
+        pod,
+        port,
+    } = at;
+    let uri = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}");
+    let request = http::Request::get(&uri)
         .body(Vec::new())
         .map_err(|e| ReadError::Transport(e.to_string()))?;
-    match tokio::time::timeout(timeout, fetch(client, request)).await {
+    match tokio::time::timeout(timeout, fetch(client, request, path, limit)).await {
         Ok(answer) => answer,
-        Err(_) => Err(ReadError::Timeout(timeout)),
+        Err(_) => Err(ReadError::Timeout(Unanswered {
+            path: path.to_string(),
+            after: timeout,
+        })),
     }
 }
 
-async fn fetch(client: &Client, request: http::Request<Vec<u8>>) -> Result<String, ReadError> {
+async fn fetch(
+    client: &Client,
+    request: http::Request<Vec<u8>>,
+    path: &str,
+    limit: usize,
+) -> Result<String, ReadError> {
     let response = client
         .send(request.map(kube::client::Body::from))
         .await
         .map_err(|e| ReadError::Transport(crate::kubeconfig::chain(&e)))?;
     let code = response.status().as_u16();
-    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+    let body = Limited::new(response.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                ReadError::TooLarge
+                ReadError::TooLarge {
+                    path: path.to_string(),
+                    limit,
+                }
             } else {
                 ReadError::Transport(e.to_string())
             }

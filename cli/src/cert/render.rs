@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::describe::{CertInfo, Report, Validity, VerifyStatus};
 use super::handshake::Handshake;
+use crate::meshpod::cluster::PodSource;
 
 /// The `-o json` document: where the chain came from, and its report.
 #[derive(Serialize)]
@@ -20,17 +21,6 @@ pub struct Document<'a> {
     pub trust_bundle_source: Option<&'a str>,
     #[serde(flatten)]
     pub report: &'a Report,
-}
-
-/// The pod whose proxy was read through the API server.
-#[derive(Clone, Debug, Serialize)]
-pub struct PodSource {
-    pub namespace: String,
-    pub name: String,
-    pub admin_port: u16,
-    /// For a Deployment: which of its pods, and why that one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub selected: Option<String>,
 }
 
 pub fn json(doc: &Document<'_>) -> serde_json::Result<String> {
