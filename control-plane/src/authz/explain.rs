@@ -156,39 +156,33 @@ pub fn explain(
                 Some(_) => set.to_string(),
                 None => "the sidecar's --mtls-mode (no PeerAuthentication sets one)".to_string(),
             };
-            if q.caller.is_none() && set.policy.is_some() && !set.mode.admits_plaintext() {
-                decisions.push(WorkloadDecision {
-                    workload: b.name.to_string(),
-                    namespace: b.namespace.to_string(),
-                    labels: b.labels.clone(),
-                    ready: (!from_selector).then_some(b.ready),
-                    service_port: port.port,
-                    target_port: port.target_port,
-                    protocol: port.protocol.as_str(),
-                    decision: "DENY",
-                    reason: format!("peer authentication {set} refuses plaintext"),
-                    policy: None,
-                    rule: None,
-                    audit: None,
-                    policies: policy.policies.iter().map(|p| p.name.clone()).collect(),
-                    mtls,
-                });
-                continue;
-            }
-            let d = if q.caller.is_none() {
-                decide_plaintext(&policy, &attrs)
+            // The verdict: allowed, reason, deciding policy and rule, audit.
+            let refused_plaintext =
+                q.caller.is_none() && set.policy.is_some() && !set.mode.admits_plaintext();
+            let (allowed, reason, by_policy, audit) = if refused_plaintext {
+                let reason = format!("peer authentication {set} refuses plaintext");
+                (false, reason, None, None)
             } else {
-                decide(&policy, &attrs)
-            };
-            let mut reason = d.by.to_string();
-            if q.caller.is_none() && set.policy.is_none() && d.allowed {
-                reason.push_str(
-                    " (if the sidecar's --mtls-mode admits plaintext; strict refuses it)",
-                );
-            }
-            let (name, rule) = match d.by {
-                DecidedBy::Policy { name, rule, .. } => (Some(name.to_string()), Some(rule)),
-                _ => (None, None),
+                let d = if q.caller.is_none() {
+                    decide_plaintext(&policy, &attrs)
+                } else {
+                    decide(&policy, &attrs)
+                };
+                let mut reason = d.by.to_string();
+                if q.caller.is_none() && set.policy.is_none() && d.allowed {
+                    reason.push_str(
+                        " (if the sidecar's --mtls-mode admits plaintext; strict refuses it)",
+                    );
+                }
+                let by_policy = match d.by {
+                    DecidedBy::Policy { name, rule, .. } => Some((name.to_string(), rule)),
+                    _ => None,
+                };
+                let audit = d.audit.map(|(policy, rule)| AuditMatch {
+                    policy: policy.to_string(),
+                    rule,
+                });
+                (d.allowed, reason, by_policy, audit)
             };
             decisions.push(WorkloadDecision {
                 workload: b.name.to_string(),
@@ -198,14 +192,11 @@ pub fn explain(
                 service_port: port.port,
                 target_port: port.target_port,
                 protocol: port.protocol.as_str(),
-                decision: if d.allowed { "ALLOW" } else { "DENY" },
+                decision: if allowed { "ALLOW" } else { "DENY" },
                 reason,
-                policy: name,
-                rule,
-                audit: d.audit.map(|(policy, rule)| AuditMatch {
-                    policy: policy.to_string(),
-                    rule,
-                }),
+                rule: by_policy.as_ref().map(|(_, r)| *r),
+                policy: by_policy.map(|(n, _)| n),
+                audit,
                 policies: policy.policies.iter().map(|p| p.name.clone()).collect(),
                 mtls,
             });

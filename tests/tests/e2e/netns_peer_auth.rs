@@ -127,14 +127,15 @@ async fn peer_authentication_decides_plaintext_per_namespace_workload_and_port_l
     );
 
     // One port of the workload PERMISSIVE: that port only.
-    write(&format!(
+    let modes = format!(
         "{}{}",
         peer_auth("shop-strict", "{mtls: {mode: STRICT}}"),
         peer_auth(
             "ratings-admin",
             "{selector: {matchLabels: {app: ratings}}, portLevelMtls: {2525: {mode: PERMISSIVE}}}"
         )
-    ));
+    );
+    write(&modes);
     until(&outsider, &admin, true, "port 2525 PERMISSIVE").await;
     assert!(!answered(&outsider, &main), "port 8080 stays STRICT");
 
@@ -142,15 +143,7 @@ async fn peer_authentication_decides_plaintext_per_namespace_workload_and_port_l
     // the workload, an admitted plaintext caller must match it too.
     let allow_mesh =
         "{selector: {matchLabels: {app: ratings}}, rules: [{from: [{namespaces: [shop]}]}]}";
-    write(&format!(
-        "{}{}{}",
-        peer_auth("shop-strict", "{mtls: {mode: STRICT}}"),
-        peer_auth(
-            "ratings-admin",
-            "{selector: {matchLabels: {app: ratings}}, portLevelMtls: {2525: {mode: PERMISSIVE}}}"
-        ),
-        authz("mesh-only", allow_mesh)
-    ));
+    write(&format!("{modes}{}", authz("mesh-only", allow_mesh)));
     until(&outsider, &admin, false, "ALLOW for mesh callers only").await;
     assert!(answered(&client, vip), "the shop caller is allowed");
     let denied = [r#"decision="deny""#, r#"protocol="tcp""#];
@@ -166,15 +159,7 @@ async fn peer_authentication_decides_plaintext_per_namespace_workload_and_port_l
         "{{selector: {{matchLabels: {{app: ratings}}}}, rules: [{{from: [{{namespaces: [shop]}}]}}, {{from: [{{unauthenticated: true, ipBlocks: [\"{}/32\"]}}]}}]}}",
         outsider.ip
     );
-    write(&format!(
-        "{}{}{}",
-        peer_auth("shop-strict", "{mtls: {mode: STRICT}}"),
-        peer_auth(
-            "ratings-admin",
-            "{selector: {matchLabels: {app: ratings}}, portLevelMtls: {2525: {mode: PERMISSIVE}}}"
-        ),
-        authz("mesh-only", &allow_outsider)
-    ));
+    write(&format!("{modes}{}", authz("mesh-only", &allow_outsider)));
     until(
         &outsider,
         &admin,
