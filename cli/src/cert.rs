@@ -22,7 +22,7 @@ use anyhow::{bail, Context};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 
-use crate::kubeconfig::KubeArgs;
+use crate::kubeconfig::{KubeArgs, TargetArgs};
 use crate::meshpod::cluster::{self as meshpod, ClusterError, PodSource};
 use crate::meshpod::target::{self as podtarget, Target};
 use describe::Usage;
@@ -84,12 +84,8 @@ pub struct InspectArgs {
     /// Server name to send (SNI) with --handshake (default: the host).
     #[arg(long, value_name = "NAME", requires = "handshake")]
     pub server_name: Option<String>,
-    /// Namespace of the pod or deployment (default: the kubeconfig
-    /// context's). Makes TARGET a cluster name even without a kind.
-    #[arg(short = 'n', long, value_name = "NS")]
-    pub namespace: Option<String>,
     #[command(flatten)]
-    pub kube: KubeArgs,
+    pub cluster: TargetArgs,
     /// Time allowed to connect, and again for the handshake; in a cluster,
     /// for each API call and for the proxy's answer.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -171,7 +167,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let cluster_flags = args.namespace.is_some() || args.kube.given();
+    let cluster_flags = args.cluster.given();
     let mut got = match (&args.handshake, &args.file) {
         (Some(addr), _) => {
             let h = handshake::capture(addr, args.server_name.as_deref(), args.timeout).await?;
@@ -247,8 +243,9 @@ async fn from_cluster(
     t: &Target,
     want_bundle: bool,
 ) -> anyhow::Result<Gathered> {
-    let client = meshpod::connect(&args.kube, args.timeout).await?;
-    let reached = meshpod::reach(&client, args.namespace.as_deref(), t, args.timeout).await?;
+    let client = meshpod::connect(&args.cluster.kube, args.timeout).await?;
+    let namespace = args.cluster.namespace.as_deref();
+    let reached = meshpod::reach(&client, namespace, t, args.timeout).await?;
     let proxy = cluster::read_proxy(&client, &reached.pod, args.timeout).await?;
     let (roots, from) = if want_bundle {
         let r = cluster::bundle_ref(&reached.pod);

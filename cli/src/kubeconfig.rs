@@ -1,6 +1,6 @@
-//! The API client `check`, `install` and `cert` use: kubeconfig as kubectl
-//! finds it, with timeouts short enough for a command line; and kube's
-//! errors as one line a person can act on.
+//! The API client `check`, `install`, `cert` and `proxy-config` use:
+//! kubeconfig as kubectl finds it, with timeouts short enough for a command
+//! line; and kube's errors as one line a person can act on.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,27 @@ pub struct KubeArgs {
     /// Kubeconfig context to use (default: its current context).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+}
+
+/// Where a workload is, as kubectl's flags say it: its namespace and
+/// which cluster. A command taking a cluster target (`cert inspect`,
+/// `proxy-config`) reads a bare NAME as a pod's when any is given.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TargetArgs {
+    /// Namespace of the pod or deployment (default: the kubeconfig
+    /// context's). Makes TARGET a cluster name even without a kind: a bare
+    /// NAME is then a pod's.
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+impl TargetArgs {
+    /// Whether the user named a namespace or a cluster at all.
+    pub fn given(&self) -> bool {
+        self.namespace.is_some() || self.kube.given()
+    }
 }
 
 impl KubeArgs {

@@ -70,9 +70,15 @@ enum Command {
     /// Show what one proxy holds (services, endpoints, policies, routes,
     /// authorization, certificate), read from its admin port.
     ///
-    /// Exit status: 1 when the proxy cannot be reached, its certificate
-    /// cannot be read, or it is not synced with the controller (the tables
-    /// are still printed).
+    /// The proxy is named by its admin address, or in a Kubernetes cluster
+    /// by deploy/NAME, pod/NAME, or a pod's NAME with -n, whose admin is
+    /// read through the API server.
+    ///
+    /// Exit status: 1 when the proxy cannot be reached (in a cluster: no
+    /// such pod or deployment, pod not meshed, proxy not ready, refused by
+    /// the API server), its certificate cannot be read, or it is not synced
+    /// with the controller (the tables are still printed); 2 for a TARGET
+    /// in none of these forms.
     ProxyConfig(proxy_config::ProxyConfigArgs),
 }
 
@@ -175,7 +181,18 @@ const PROGRAM: report::Program = report::Program {
 };
 
 fn main() -> ExitCode {
-    PROGRAM.main(|args| Ok(Cli::try_parse_from(args)?), run)
+    PROGRAM.main(parse, run)
+}
+
+fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, report::UsageError> {
+    let cli = Cli::try_parse_from(args)?;
+    // Whether proxy-config's TARGET is a pod depends on other flags, so
+    // clap cannot refuse a bad one; it is still a bad command line.
+    if let Command::ProxyConfig(args) = &cli.command {
+        args.target()
+            .map_err(|e| report::UsageError::Invalid(Box::new(e)))?;
+    }
+    Ok(cli)
 }
 
 // One thread: children ask the kernel to kill them when the thread that
@@ -259,6 +276,38 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(err.contains(args[0]), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn proxy_config_targets_are_checked_as_the_command_line() {
+        let run = |args: &[&str]| {
+            let all = ["mycelctl", "proxy-config"].iter().chain(args);
+            super::parse(all.map(std::ffi::OsString::from).collect())
+        };
+        for ok in [
+            &["127.0.0.1:15000"][..],
+            &["pod/web-0"],
+            &["-n", "shop", "web-0", "services"],
+            &["--context", "kind", "deploy/web", "-o", "json"],
+        ] {
+            assert!(run(ok).is_ok(), "{ok:?}");
+        }
+        for (bad, says) in [
+            (&["web-0"][..], "a pod's NAME with -n NS"),
+            (
+                &["-n", "shop", "127.0.0.1:15000"],
+                "is a proxy's admin address",
+            ),
+            (&["-n", "Shop", "web-0"], "not a valid namespace"),
+            (&["svc/web"], "proxy-config does not read kind"),
+        ] {
+            match run(bad) {
+                Err(report::UsageError::Invalid(e)) => {
+                    assert!(e.to_string().contains(says), "{bad:?}: {e}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
         }
     }
 

@@ -1,25 +1,37 @@
-//! `mycelctl proxy-config ADDR [SECTION]`: what one proxy holds, read from
+//! `mycelctl proxy-config TARGET [SECTION]`: what one proxy holds, read from
 //! its admin port (`/config_dump`, `/certs`) and printed as tables. The
-//! dump is read as loose JSON rather than the sidecar's own types: mycelctl
-//! does not link the proxy, and a field it does not know is shown as `-`
-//! rather than failing the whole command.
+//! proxy is named by its admin address or, in a cluster, by its pod or
+//! Deployment (`admin`, `target`). The dump is read as loose JSON rather
+//! than the sidecar's own types: mycelctl does not link the proxy, and a
+//! field it does not know is shown as `-` rather than failing the whole
+//! command.
 
+mod admin;
 mod sections;
 pub mod table;
+mod target;
 
-use std::net::SocketAddr;
+use std::fmt::Write as _;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::demo::wait;
+use crate::kubeconfig::TargetArgs;
+use crate::meshpod::cluster::PodSource;
+use admin::Admin;
 use table::Format;
+use target::{ArgError, ProxyTarget};
 
 #[derive(Debug, clap::Args)]
 pub struct ProxyConfigArgs {
-    /// The proxy's admin address, HOST:PORT (its --admin-addr).
-    #[arg(value_name = "HOST:PORT", value_parser = parse_addr)]
+    /// The proxy: its admin address HOST:PORT (its --admin-addr), or a
+    /// meshed workload in a Kubernetes cluster: deploy/NAME (a pod of the
+    /// Deployment with a ready proxy), pod/NAME, or a pod's NAME with -n.
+    /// A pod's admin is read through the API server (the pods/proxy
+    /// subresource: no port is exposed or forwarded).
+    #[arg(value_name = "TARGET")]
     pub proxy: String,
     /// What to show (default: every section).
     #[arg(value_enum, default_value_t = Section::All)]
@@ -27,6 +39,24 @@ pub struct ProxyConfigArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    #[command(flatten)]
+    pub cluster: TargetArgs,
+    /// In a cluster, time allowed for each API call and for the proxy's
+    /// answer.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl ProxyConfigArgs {
+    /// What TARGET names. Whether a bare NAME is a pod depends on the
+    /// cluster flags, so clap cannot check it alone: `main` calls this
+    /// after parsing, to refuse a bad TARGET as a usage error.
+    pub fn target(&self) -> Result<ProxyTarget, ArgError> {
+        if let Some(ns) = &self.cluster.namespace {
+            crate::meshpod::target::check_namespace(ns)?;
+        }
+        target::classify(&self.proxy, self.cluster.given())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -53,27 +83,13 @@ impl Section {
     }
 }
 
-/// Refuses what cannot be an admin address before anything is dialled.
-fn parse_addr(text: &str) -> Result<String, String> {
-    if text.contains('/') {
-        return Err(format!(
-            "{text:?}: only HOST:PORT (the proxy's admin address) is supported; Kubernetes targets such as pod/NAME are not yet"
-        ));
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(text.to_string())
-        }
-        _ => Err(format!(
-            "{text:?} is not HOST:PORT (the proxy's admin address, e.g. 127.0.0.1:15000)"
-        )),
-    }
-}
-
 /// The `-o json|yaml` document: the sections asked for.
 #[derive(Debug, Default, Serialize)]
 struct Document {
     proxy: String,
+    /// The pod read through the API server, for a cluster target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<PodSource>,
     synced: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     services: Option<Vec<sections::ServiceRow>>,
@@ -90,15 +106,16 @@ struct Document {
 }
 
 pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
-    let addr = resolve(&args.proxy).await?;
+    let target = args.target()?;
+    let admin = Admin::open(&target, &args.cluster, args.timeout).await?;
     let wants_dump = args.section != Section::Certs;
     let dump = match wants_dump {
-        true => Some(get_json(addr, &args.proxy, "/config_dump").await?),
+        true => Some(admin.get_json("/config_dump").await?),
         false => None,
     };
     let mut problems = Vec::new();
     let certs = match args.section.wants(Section::Certs) {
-        true => match get_json(addr, &args.proxy, "/certs").await {
+        true => match admin.get_json("/certs").await {
             Ok(v) => Some(sections::cert(&v)),
             Err(e) => {
                 problems.push(mycel_api::report::one_line(e.as_ref()));
@@ -113,7 +130,8 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
     let synced = dump_ref["synced"].as_bool().unwrap_or(false);
     let s = args.section;
     let doc = Document {
-        proxy: args.proxy.clone(),
+        proxy: admin.name().to_string(),
+        pod: admin.pod().cloned(),
         synced,
         services: s
             .wants(Section::Services)
@@ -130,10 +148,14 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
     };
     match table::document(args.output, &doc)? {
         Some(text) => print!("{text}"),
-        None => print!("{}", sections::render(&doc_tables(&doc))),
+        None => print!(
+            "{}{}",
+            pod_heading(&doc),
+            sections::render(&doc_tables(&doc))
+        ),
     }
     if dump.is_some() && !synced {
-        problems.insert(0, not_synced(&args.proxy, dump_ref));
+        problems.insert(0, not_synced(&admin.phrase(), dump_ref));
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
@@ -164,7 +186,26 @@ fn doc_tables(doc: &Document) -> Vec<(&'static str, table::Table)> {
     out
 }
 
-/// Why a proxy is not synced, from its dump's discovery state.
+/// For a cluster target, which pod's proxy the tables are of (for a
+/// Deployment, which of its pods and why); nothing for an address, which
+/// the user gave exactly.
+fn pod_heading(doc: &Document) -> String {
+    let Some(pod) = &doc.pod else {
+        return String::new();
+    };
+    let mut out = format!(
+        "Proxy: {} (its admin port {}, through the API server)\n",
+        doc.proxy, pod.admin_port
+    );
+    if let Some(why) = &pod.selected {
+        let _ = writeln!(out, "Selected: {why}");
+    }
+    out.push('\n');
+    out
+}
+
+/// Why a proxy is not synced, from its dump's discovery state; `proxy` is
+/// "the proxy at ADDR" or "the proxy of pod NS/NAME".
 fn not_synced(proxy: &str, dump: &Value) -> String {
     let d = &dump["discovery"];
     let why = match (d["connected"].as_bool(), d["last_error"].as_str()) {
@@ -172,32 +213,7 @@ fn not_synced(proxy: &str, dump: &Value) -> String {
         (Some(true), None) => "connected, no discovery response applied yet".to_string(),
         _ => "not connected to the controller".to_string(),
     };
-    format!("the proxy at {proxy} is not synced with the controller ({why})")
-}
-
-async fn resolve(proxy: &str) -> anyhow::Result<SocketAddr> {
-    tokio::net::lookup_host(proxy)
-        .await
-        .with_context(|| format!("resolving {proxy}"))?
-        .next()
-        .with_context(|| format!("{proxy} resolves to no address"))
-}
-
-async fn get_json(addr: SocketAddr, proxy: &str, path: &str) -> anyhow::Result<Value> {
-    let answer = wait::get(addr, "localhost", path)
-        .await
-        .with_context(|| format!("cannot reach the proxy's admin at {proxy}"))?;
-    let body: Value = serde_json::from_slice(&answer.body).with_context(|| {
-        format!(
-            "{proxy}{path} answered HTTP {} without JSON: is {proxy} a Mycel proxy's admin port?",
-            answer.status
-        )
-    })?;
-    if answer.status != 200 {
-        let why = body["error"].as_str().unwrap_or("no reason given");
-        bail!("{proxy}{path} answered HTTP {}: {why}", answer.status);
-    }
-    Ok(body)
+    format!("{proxy} is not synced with the controller ({why})")
 }
 
 #[cfg(test)]
@@ -205,27 +221,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses() {
+    fn a_cluster_target_is_named_above_the_tables() {
+        let mut doc = Document {
+            proxy: "127.0.0.1:15000".into(),
+            ..Document::default()
+        };
+        assert_eq!(pod_heading(&doc), "");
+        doc.proxy = "deploy/web in shop: pod web-1".into();
+        doc.pod = Some(PodSource {
+            namespace: "shop".into(),
+            name: "web-1".into(),
+            admin_port: 15000,
+            selected: Some("picked from deployment shop/web: ...".into()),
+        });
         assert_eq!(
-            parse_addr("127.0.0.1:15000").as_deref(),
-            Ok("127.0.0.1:15000")
+            pod_heading(&doc),
+            "Proxy: deploy/web in shop: pod web-1 (its admin port 15000, through the API server)\n\
+             Selected: picked from deployment shop/web: ...\n\n"
         );
-        assert!(parse_addr("localhost:15000").is_ok());
-        for (bad, says) in [
-            ("pod/ratings-0", "pod/NAME are not yet"),
-            ("127.0.0.1", "is not HOST:PORT"),
-            (":15000", "is not HOST:PORT"),
-            ("host:port", "is not HOST:PORT"),
-        ] {
-            let err = parse_addr(bad).unwrap_err();
-            assert!(err.contains(says), "{bad}: {err}");
-        }
     }
 
     #[test]
     fn not_synced_says_why() {
-        let said =
-            |discovery: Value| not_synced("p:1", &serde_json::json!({ "discovery": discovery }));
+        let said = |discovery: Value| {
+            not_synced(
+                "the proxy at p:1",
+                &serde_json::json!({ "discovery": discovery }),
+            )
+        };
         assert_eq!(
             said(serde_json::json!({"connected": false, "last_error": "refused"})),
             "the proxy at p:1 is not synced with the controller (last discovery error: refused)"

@@ -293,8 +293,9 @@ async fn proxy_config_shows_what_a_proxy_holds() {
         err.contains("cannot reach the proxy's admin at 127.0.0.1:1"),
         "{err}"
     );
-    // Not yet a Kubernetes target: a usage error that says what is accepted.
-    let (code, _, err) = run(args(&["pod/ratings-0"])).await;
+    // Neither an address nor a Kubernetes target (a bare name needs -n):
+    // a usage error that says what is accepted.
+    let (code, _, err) = run(args(&["ratings-0"])).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("HOST:PORT") && err.contains("pod/NAME"),
