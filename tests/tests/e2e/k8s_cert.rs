@@ -25,7 +25,7 @@ const ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
 /// Runs mycelctl; whether it exited 0, its stdout and stderr. Every
 /// command here has timeouts, so none may take long.
-async fn run(args: &[&str]) -> (bool, String, String) {
+pub(super) async fn run(args: &[&str]) -> (bool, String, String) {
     let started = Instant::now();
     let out = mycelctl(args).await;
     let (stdout, stderr) = text(&out);
@@ -47,13 +47,13 @@ async fn cert(kc: &str, args: &[&str]) -> (bool, String, String) {
     run(&all).await
 }
 
-fn json_of(stdout: &str) -> Value {
+pub(super) fn json_of(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 /// A Deployment selecting `app=<app>`, as `kubectl create deployment`
 /// would write it; no controller-manager makes Pods for it here.
-async fn deployment(client: &Client, name: &str, app: &str) {
+pub(super) async fn deployment(client: &Client, name: &str, app: &str) {
     let _: Deployment = create(
         client,
         Some(NS),
@@ -245,7 +245,7 @@ async fn cert_inspect_and_check_read_a_real_proxy_through_the_api_server() {
 }
 
 /// A Pod object: meshed (a native proxy, status as given) or not.
-fn pod_object(name: &str, app: &str, meshed: bool) -> Value {
+pub(super) fn pod_object(name: &str, app: &str, meshed: bool) -> Value {
     let mut labels = json!({"app": app});
     let mut spec = json!({"containers": [{"name": "app", "image": "mycel-demo"}]});
     if meshed {

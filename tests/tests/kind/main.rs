@@ -18,6 +18,7 @@ mod certs;
 mod controller;
 mod injection;
 mod lifecycle;
+mod proxy_config;
 mod rotation;
 mod scaling;
 mod shop;
