@@ -86,9 +86,9 @@ impl std::fmt::Display for DecidedBy<'_> {
             }
             DecidedBy::NoAllowMatched => f.write_str("no ALLOW policy matched"),
             DecidedBy::Default(d) => write!(f, "default: {}", d.as_str()),
-            DecidedBy::PlaintextAdmitted => f.write_str(
-                "default: mesh-authenticated, plaintext admitted by peer authentication",
-            ),
+            DecidedBy::PlaintextAdmitted => {
+                f.write_str("default: mesh-authenticated (plaintext admitted)")
+            }
         }
     }
 }

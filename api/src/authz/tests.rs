@@ -957,7 +957,7 @@ fn an_admitted_plaintext_caller_is_authorized_like_any_other() {
         decide_plain(&p),
         (
             true,
-            "default: mesh-authenticated, plaintext admitted by peer authentication".into()
+            "default: mesh-authenticated (plaintext admitted)".into()
         )
     );
     p.default = DefaultPolicy::Deny;

@@ -82,8 +82,8 @@ pub struct WorkloadDecision {
     pub audit: Option<AuditMatch>,
     /// Every policy selecting the workload, in evaluation order.
     pub policies: Vec<String>,
-    /// The port's peer-authentication mode and where it comes from, e.g.
-    /// `STRICT (PeerAuthentication shop/strict)`; for a plaintext caller
+    /// The port's peer-authentication mode and the PeerAuthentication it
+    /// comes from, e.g. `STRICT (shop/strict)`; for a plaintext caller
     /// it decides first.
     pub mtls: String,
 }
@@ -153,8 +153,8 @@ pub fn explain(
                 .peer_authentication
                 .mode_for(port.target_port, mycel_api::authz::MtlsMode::Strict);
             let mtls = match set.policy {
-                Some(_) => set.to_string(),
-                None => "the sidecar's --mtls-mode (no PeerAuthentication sets one)".to_string(),
+                Some(by) => format!("{} ({by})", set.mode.as_str()),
+                None => "the sidecar's --mtls-mode".to_string(),
             };
             // The verdict: allowed, reason, deciding policy and rule, audit.
             let refused_plaintext =
@@ -170,9 +170,7 @@ pub fn explain(
                 };
                 let mut reason = d.by.to_string();
                 if q.caller.is_none() && set.policy.is_none() && d.allowed {
-                    reason.push_str(
-                        " (if the sidecar's --mtls-mode admits plaintext; strict refuses it)",
-                    );
+                    reason.push_str(" if --mtls-mode is permissive");
                 }
                 let by_policy = match d.by {
                     DecidedBy::Policy { name, rule, .. } => Some((name.to_string(), rule)),

@@ -204,13 +204,10 @@ fn headers_and_unauthenticated_callers() {
     assert_eq!(v["caller"], "unauthenticated");
     assert_eq!(
         v["decisions"][0]["reason"],
-        "default: mesh-authenticated, plaintext admitted by peer authentication (if the sidecar's --mtls-mode admits plaintext; strict refuses it)"
+        "default: mesh-authenticated (plaintext admitted) if --mtls-mode is permissive"
     );
     assert_eq!(v["decisions"][0]["decision"], "ALLOW");
-    assert_eq!(
-        v["decisions"][0]["mtls"],
-        "the sidecar's --mtls-mode (no PeerAuthentication sets one)"
-    );
+    assert_eq!(v["decisions"][0]["mtls"], "the sidecar's --mtls-mode");
     let (_, q) =
         parse("from=unauthenticated&to=a.b&header=x-a%3A+b&header=x-a:c&method=post").unwrap();
     let values: Vec<&str> = q

@@ -145,7 +145,10 @@ fn decisions_table() {
             caller: None,
             port: 80,
             path: "/items",
-            want: ("ALLOW", "default: mesh-authenticated, plaintext admitted by peer authentication (if the sidecar's --mtls-mode admits plaintext; strict refuses it)"),
+            want: (
+                "ALLOW",
+                "default: mesh-authenticated (plaintext admitted) if --mtls-mode is permissive",
+            ),
             audit: None,
         },
         Case {
@@ -165,7 +168,7 @@ fn decisions_table() {
             caller: None,
             port: 80,
             path: "/items",
-            want: ("ALLOW", "default: allow-all (if the sidecar's --mtls-mode admits plaintext; strict refuses it)"),
+            want: ("ALLOW", "default: allow-all if --mtls-mode is permissive"),
             audit: None,
         },
         Case {
@@ -384,15 +387,15 @@ fn a_plaintext_caller_meets_peer_authentication_first() {
         (d.decision, d.reason.as_str(), d.mtls.as_str()),
         (
             "ALLOW",
-            "default: mesh-authenticated, plaintext admitted by peer authentication",
-            "PERMISSIVE (PeerAuthentication shop/strict)"
+            "default: mesh-authenticated (plaintext admitted)",
+            "PERMISSIVE (shop/strict)"
         )
     );
     // A mesh caller is not concerned by the mode, which is still shown.
     let got = explain(&a, &catalog(), &[], &question(id("shop", "x"), 80)).unwrap();
     let d = &got.decisions[0];
     assert_eq!(d.decision, "ALLOW");
-    assert_eq!(d.mtls, "STRICT (PeerAuthentication shop/strict)");
+    assert_eq!(d.mtls, "STRICT (shop/strict)");
     // Once an ALLOW policy selects the workload, plaintext must match it.
     let mut b = a.clone();
     b.policies = authz(DefaultPolicy::MeshAuthenticated, &[ONLY_FRONTEND]).policies;
