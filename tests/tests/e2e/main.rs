@@ -28,6 +28,7 @@ mod k8s_ca;
 mod k8s_cert;
 mod k8s_check;
 mod k8s_demo;
+mod k8s_discovery_scope;
 mod k8s_gateway;
 mod k8s_owner;
 mod k8s_policy;
