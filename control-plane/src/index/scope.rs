@@ -134,7 +134,15 @@ impl PodScopes {
         match annotations {
             Some(a) => {
                 let value = a.get(DISCOVERY_NAMESPACES_KEY).cloned();
-                self.by_pod.insert(key, value.clone()) != Some(value)
+                let changed = self.by_pod.insert(key, value.clone()) != Some(value.clone());
+                // Said once per change: the proxy's own namespace is all it
+                // sees until the annotation is fixed.
+                if let (true, Some(v)) = (changed, &value) {
+                    if let Err(e) = Namespaces::parse([v.as_str()]) {
+                        tracing::warn!(pod = %format!("{namespace}/{name}"), annotation = DISCOVERY_NAMESPACES_KEY, error = %e, "discovery scope narrowed to the pod's own namespace");
+                    }
+                }
+                changed
             }
             None => self.by_pod.remove(&key).is_some(),
         }
