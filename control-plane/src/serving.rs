@@ -139,6 +139,13 @@ pub fn server_config_with(
         .with_client_cert_verifier(roots)
         .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption: a resumed session skips the client
+    // certificate check, so a proxy whose root was rotated out (or whose
+    // certificate expired) would keep opening discovery streams on a
+    // session from before. Proxies hold one long stream; full handshakes
+    // are rare.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

@@ -165,3 +165,21 @@ async fn issuer_is_rotated_when_due_and_the_gauge_follows() {
     stop_tx.send(true).unwrap();
     task.await.unwrap();
 }
+
+/// a_retired_roots_client_cannot_resume_a_session: a resumed TLS session
+/// skips the client-certificate check, so the gRPC port keeps no sessions
+/// and issues no tickets; every connection proves its certificate against
+/// the roots of the moment.
+#[test]
+fn the_grpc_port_offers_no_session_resumption() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = authority(dir.path());
+    let certs =
+        ServingCerts::new(&ca.serving_cert_for(Duration::from_secs(3600)).unwrap()).unwrap();
+    let config = server_config(certs, &ca.trust_bundle_der()).unwrap();
+    assert_eq!(config.send_tls13_tickets, 0);
+    assert!(!config
+        .session_storage
+        .put(b"id".to_vec(), b"session".to_vec()));
+    assert!(config.session_storage.get(b"id").is_none());
+}
