@@ -221,8 +221,13 @@ pub async fn run<F: Future<Output = ()>>(
                     return Err(e).with_context(|| format!("reading the join token {token:?}"))
                 }
             }
-            let ca_tls =
-                ControllerTls::for_certify(address, server_name, &roots, identity.clone())?;
+            let ca_tls = ControllerTls::for_certify(
+                address,
+                server_name,
+                &roots,
+                Some(ca_root),
+                identity.clone(),
+            )?;
             let manager = IdentityManager::new(
                 GrpcCaClient::new(ca_tls, token.clone()),
                 identity.clone(),
@@ -239,8 +244,13 @@ pub async fn run<F: Future<Output = ()>>(
                 }
             });
 
-            let stream_tls =
-                ControllerTls::new(address, server_name, &roots, Some(identity.clone()))?;
+            let stream_tls = ControllerTls::new(
+                address,
+                server_name,
+                &roots,
+                Some(ca_root),
+                Some(identity.clone()),
+            )?;
             let app_ports = config.workload.app_ports.iter().map(|p| p.port).collect();
             let ready = readiness::watch_app(config.app_host, app_ports, identity.clone());
             let hello = hello_params(&config);

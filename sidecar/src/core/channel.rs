@@ -8,7 +8,9 @@
 //! being copied out (the private key is never exported from rustls).
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +20,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -54,47 +57,39 @@ pub struct ControllerTls {
     address: String,
     server_name: ServerName<'static>,
     config: Arc<ClientConfig>,
+    /// Certify only: the next handshake presents no certificate (the
+    /// controller refused the last one; the join token is used instead).
+    without_cert: Arc<AtomicBool>,
 }
 
 impl ControllerTls {
     /// `client` = the identity to present (discovery), or none (certify).
+    /// `roots` come from `roots_file` (`--ca-root`), which is read again
+    /// when the controller's certificate chains to none of the roots held
+    /// (see [`ControllerRoots`]).
     pub fn new(
         address: &str,
         server_name: &str,
         roots: &[CertificateDer<'static>],
+        roots_file: Option<&Path>,
         client: Option<Arc<IdentityState>>,
     ) -> Result<Self, ChannelError> {
-        let builder = Self::builder(roots, client.clone())?;
+        let builder = Self::builder(roots, roots_file, client.clone())?;
         let config = match client {
             Some(state) => builder.with_client_cert_resolver(Arc::new(StateResolver(state))),
             None => builder.with_no_client_auth(),
         };
-        Self::finish(address, server_name, config)
+        Self::finish(address, server_name, config, Arc::default())
     }
 
     fn builder(
         roots: &[CertificateDer<'static>],
+        roots_file: Option<&Path>,
         identity: Option<Arc<IdentityState>>,
     ) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, ChannelError>
     {
-        let mut store = RootCertStore::empty();
-        for root in roots {
-            store.add(root.clone()).map_err(ChannelError::Roots)?;
-        }
-        if store.is_empty() {
-            return Err(ChannelError::NoRoots);
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let bootstrap =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
-                .build()
-                .map_err(|e| ChannelError::Roots(rustls::Error::General(e.to_string())))?;
-        let verifier = Arc::new(ControllerRoots {
-            bootstrap,
-            identity,
-            provider: provider.clone(),
-            cache: std::sync::Mutex::new(None),
-        });
+        let verifier = Arc::new(ControllerRoots::new(roots, roots_file, identity)?);
+        let provider = verifier.provider.clone();
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(ChannelError::Roots)?
@@ -107,6 +102,7 @@ impl ControllerTls {
         address: &str,
         server_name: &str,
         mut config: ClientConfig,
+        without_cert: Arc<AtomicBool>,
     ) -> Result<Self, ChannelError> {
         config.alpn_protocols = vec![b"h2".to_vec()];
         let server_name = ServerName::try_from(server_name.to_string())
@@ -115,6 +111,7 @@ impl ControllerTls {
             address: address.to_string(),
             server_name,
             config: Arc::new(config),
+            without_cert,
         })
     }
 
@@ -125,15 +122,29 @@ impl ControllerTls {
         address: &str,
         server_name: &str,
         roots: &[CertificateDer<'static>],
+        roots_file: Option<&Path>,
         identity: Arc<IdentityState>,
     ) -> Result<Self, ChannelError> {
-        let builder = Self::builder(roots, Some(identity.clone()))?;
-        let mut config = builder.with_client_cert_resolver(Arc::new(ValidOnly(identity)));
+        let builder = Self::builder(roots, roots_file, Some(identity.clone()))?;
+        let without_cert = Arc::new(AtomicBool::new(false));
+        let mut config = builder.with_client_cert_resolver(Arc::new(ValidOnly {
+            state: identity,
+            without_cert: without_cert.clone(),
+        }));
         // A resumed session carries the client identity of the session it
         // resumes (none, for the first Certify), so every Certify makes a
         // full handshake.
         config.resumption = rustls::client::Resumption::disabled();
-        Self::finish(address, server_name, config)
+        Self::finish(address, server_name, config, without_cert)
+    }
+
+    /// Certify only: whether the next handshake goes without a certificate
+    /// (`true`) or presents the current one while valid (`false`). A
+    /// certificate the controller no longer trusts (its root was rotated
+    /// out while this proxy could not follow) must give way to the join
+    /// token, or the proxy could never renew.
+    pub fn set_without_cert(&self, without: bool) {
+        self.without_cert.store(without, Ordering::Relaxed);
     }
 
     /// Whether a handshake now would present a client certificate (for
@@ -168,9 +179,16 @@ impl ControllerTls {
 /// So a trust-anchor rotation, which moves the controller's own serving
 /// certificate to the new root, needs no restart, and once the old root
 /// leaves the bundle it is not trusted for the controller either.
+///
+/// A proxy cut off from the controller for a whole rotation holds a bundle
+/// with only the old root; for it the `--ca-root` file is read again when
+/// nothing held verifies the controller (the file an operator or the
+/// chart keeps current: in a cluster, the mounted trust-bundle ConfigMap).
+/// It is the same trust as at start, only fresher.
 #[derive(Debug)]
 struct ControllerRoots {
     bootstrap: Arc<WebPkiServerVerifier>,
+    roots_file: Option<PathBuf>,
     identity: Option<Arc<IdentityState>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     /// The verifier built for the last bundle seen.
@@ -211,6 +229,56 @@ impl ControllerRoots {
     }
 }
 
+impl ControllerRoots {
+    fn new(
+        roots: &[CertificateDer<'static>],
+        roots_file: Option<&Path>,
+        identity: Option<Arc<IdentityState>>,
+    ) -> Result<Self, ChannelError> {
+        let mut store = RootCertStore::empty();
+        for root in roots {
+            store.add(root.clone()).map_err(ChannelError::Roots)?;
+        }
+        if store.is_empty() {
+            return Err(ChannelError::NoRoots);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let bootstrap =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+                .build()
+                .map_err(|e| ChannelError::Roots(rustls::Error::General(e.to_string())))?;
+        Ok(Self {
+            bootstrap,
+            roots_file: roots_file.map(Path::to_path_buf),
+            identity,
+            provider,
+            cache: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// A verifier for the roots in the `--ca-root` file as it is now.
+    fn reread(&self) -> Option<Arc<WebPkiServerVerifier>> {
+        let path = self.roots_file.as_ref()?;
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
+        let certs = match certs {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(file = ?path, error = %e, "cannot read --ca-root again");
+                return None;
+            }
+        };
+        let mut store = RootCertStore::empty();
+        let (added, _) = store.add_parsable_certificates(certs);
+        if added == 0 {
+            return None;
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+            .build()
+            .ok()
+    }
+}
+
 impl ServerCertVerifier for ControllerRoots {
     fn verify_server_cert(
         &self,
@@ -220,13 +288,25 @@ impl ServerCertVerifier for ControllerRoots {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.current().verify_server_cert(
+        let held = self.current().verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        )
+        );
+        let Err(error) = held else {
+            return held;
+        };
+        let Some(fresh) = self.reread() else {
+            return Err(error);
+        };
+        let verified =
+            fresh.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        if verified.is_ok() {
+            tracing::info!(file = ?self.roots_file, held = %error, "the controller's certificate chains to a root of the re-read --ca-root file only (trust anchors rotated while disconnected?)");
+        }
+        verified.map_err(|_| error)
     }
 
     fn verify_tls12_signature(
@@ -265,18 +345,25 @@ impl ResolvesClientCert for StateResolver {
     }
 }
 
-/// Presents the current certificate only while it is valid: an expired one
-/// would fail the handshake, and then the join token could not be used.
+/// Presents the current certificate only while it is valid (an expired one
+/// would fail the handshake, and then the join token could not be used)
+/// and the controller did not refuse it last time.
 #[derive(Debug)]
-struct ValidOnly(Arc<IdentityState>);
+struct ValidOnly {
+    state: Arc<IdentityState>,
+    without_cert: Arc<AtomicBool>,
+}
 
 impl ValidOnly {
     fn current(&self) -> Option<Arc<WorkloadCert>> {
+        if self.without_cert.load(Ordering::Relaxed) {
+            return None;
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        self.0.cert().filter(|c| c.not_after_unix > now)
+        self.state.cert().filter(|c| c.not_after_unix > now)
     }
 }
 
@@ -315,5 +402,59 @@ impl tonic::codegen::Service<Uri> for Connector {
                 .await?;
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+    use super::*;
+
+    /// A root, and a server certificate for `name` signed by it.
+    fn root_and_server(name: &str) -> (rcgen::Certificate, CertificateDer<'static>) {
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root = root.self_signed(&root_key).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&server_key, &root, &root_key)
+            .unwrap();
+        (root, server.der().clone())
+    }
+
+    fn verify(roots: &ControllerRoots, server: &CertificateDer<'_>) -> bool {
+        let name = ServerName::try_from("mycel-controller").unwrap();
+        roots
+            .verify_server_cert(server, &[], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    /// a_proxy_cut_off_for_a_rotation_reads_its_ca_root_file_again: a
+    /// controller certificate under a root the proxy does not hold yet is
+    /// trusted once the `--ca-root` file names that root, and not before.
+    #[test]
+    fn the_ca_root_file_is_read_again_when_nothing_held_verifies_the_controller() {
+        let (old_root, _) = root_and_server("mycel-controller");
+        let (new_root, new_server) = root_and_server("mycel-controller");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root.pem");
+        std::fs::write(&file, old_root.pem()).unwrap();
+        let held = [old_root.der().clone()];
+        let roots = ControllerRoots::new(&held, Some(&file), None).unwrap();
+        assert!(
+            !verify(&roots, &new_server),
+            "trusted before the file names the root"
+        );
+        std::fs::write(&file, format!("{}{}", old_root.pem(), new_root.pem())).unwrap();
+        assert!(verify(&roots, &new_server));
+        // A file that turned unreadable changes nothing.
+        std::fs::write(&file, "not PEM").unwrap();
+        assert!(!verify(&roots, &new_server));
+        // Without a file, only what is held counts.
+        let no_file = ControllerRoots::new(&held, None, None).unwrap();
+        assert!(!verify(&no_file, &new_server));
     }
 }

@@ -35,6 +35,9 @@ pub struct IdentityState {
     bundle: ArcSwap<TrustBundle>,
     /// Bumps on every change, so waiters (readiness, tests) can await one.
     generation: watch::Sender<u64>,
+    /// Someone (the discovery stream) found the certificate unusable with
+    /// the controller and asks for a renewal before its schedule.
+    renewal: tokio::sync::Notify,
 }
 
 impl Default for IdentityState {
@@ -43,6 +46,7 @@ impl Default for IdentityState {
             cert: ArcSwapOption::empty(),
             bundle: ArcSwap::from_pointee(TrustBundle::default()),
             generation: watch::channel(0).0,
+            renewal: tokio::sync::Notify::new(),
         }
     }
 }
@@ -77,5 +81,16 @@ impl IdentityState {
     /// Changes whenever the certificate or the bundle does.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// Asks the identity manager for a renewal now (it decides how often it
+    /// listens). One pending ask is kept; more add nothing.
+    pub fn ask_renewal(&self) {
+        self.renewal.notify_one();
+    }
+
+    /// Returns at the next [`Self::ask_renewal`] (or a pending one).
+    pub async fn renewal_asked(&self) {
+        self.renewal.notified().await;
     }
 }

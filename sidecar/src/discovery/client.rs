@@ -132,6 +132,12 @@ impl<C: Connect> DiscoveryClient<C> {
             self.metrics.set_connected(false);
             if got_response {
                 failures = 0;
+            } else if failures >= 1 {
+                // Twice in a row without a single answer: the controller
+                // may refuse our certificate (its root was rotated out
+                // while we were cut off). A renewal by join token fixes
+                // that; the identity manager limits how often it tries.
+                self.identity.ask_renewal();
             }
             let delay = RECONNECT_BACKOFF.delay(failures, &mut rng);
             failures = failures.saturating_add(1);

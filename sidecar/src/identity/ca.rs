@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mycel_api::v1::identity_client::IdentityClient;
-use mycel_api::v1::CertifyRequest;
+use mycel_api::v1::{CertifyRequest, CertifyResponse};
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 
@@ -84,31 +84,61 @@ impl GrpcCaClient {
     pub fn new(tls: ControllerTls, token: TokenSource) -> Self {
         Self { tls, token }
     }
-}
 
-impl CaClient for GrpcCaClient {
-    async fn certify(&self, csr_der: Vec<u8>, ttl: Option<Duration>) -> Result<Issued, CaError> {
-        // Read per call: a projected token file is rotated under us. A
-        // renewal is authenticated by the current certificate, so it works
-        // even when the token file is gone.
-        let token = match self.token.read() {
-            Ok(token) => token,
-            Err(_) if self.tls.presents_cert() => String::new(),
-            Err(e) => return Err(CaError::Token(e)),
-        };
+    /// Read per call: a projected token file is rotated under us. A
+    /// renewal is authenticated by the current certificate, so it works
+    /// even when the token file is gone.
+    fn token_for_call(&self) -> Result<String, CaError> {
+        match self.token.read() {
+            Ok(token) => Ok(token),
+            Err(_) if self.tls.presents_cert() => Ok(String::new()),
+            Err(e) => Err(CaError::Token(e)),
+        }
+    }
+
+    async fn call(&self, request: CertifyRequest) -> Result<CertifyResponse, CaError> {
         let channel = self.tls.connect().await?;
-        let answer = IdentityClient::new(channel)
-            .certify(CertifyRequest {
-                token,
-                csr_der,
-                requested_ttl_seconds: ttl.map(|d| d.as_secs()).unwrap_or(0),
-            })
+        Ok(IdentityClient::new(channel)
+            .certify(request)
             .await
             .map_err(|s| CaError::Rejected {
                 code: s.code(),
                 message: s.message().to_string(),
             })?
-            .into_inner();
+            .into_inner())
+    }
+}
+
+impl CaClient for GrpcCaClient {
+    async fn certify(&self, csr_der: Vec<u8>, ttl: Option<Duration>) -> Result<Issued, CaError> {
+        let request = |token: String| CertifyRequest {
+            token,
+            csr_der: csr_der.clone(),
+            requested_ttl_seconds: ttl.map(|d| d.as_secs()).unwrap_or(0),
+        };
+        let renewal = self.tls.presents_cert();
+        let answer = match self.call(request(self.token_for_call()?)).await {
+            Ok(a) => a,
+            // The controller may have refused the certificate itself: its
+            // root was rotated out while this proxy could not follow. The
+            // join token proves who we are without it; if the token works,
+            // renewals go back to the certificate once a new one is held.
+            Err(first) if renewal => {
+                self.tls.set_without_cert(true);
+                let token = match self.token.read() {
+                    Ok(t) => t,
+                    Err(_) => {
+                        self.tls.set_without_cert(false);
+                        return Err(first);
+                    }
+                };
+                tracing::info!(error = %first, "renewal with the current certificate failed; trying the join token");
+                let retried = self.call(request(token)).await;
+                self.tls.set_without_cert(false);
+                retried?
+            }
+            Err(e) => return Err(e),
+        };
         if answer.chain_der.is_empty() {
             return Err(CaError::EmptyAnswer);
         }

@@ -22,6 +22,9 @@ use super::metrics::IdentityMetrics;
 use crate::core::backoff::Backoff;
 use crate::core::credentials::{IdentityState, TrustBundle};
 
+/// The least time between two renewals asked for out of schedule.
+const ASKED_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Share of a certificate's life (in percent) after which it is renewed.
 const REFRESH_PERCENT: i128 = 70;
 
@@ -220,6 +223,18 @@ impl<C: CaClient> IdentityManager<C> {
         }
     }
 
+    /// Returns at an ask for renewal made at least [`ASKED_INTERVAL`] after
+    /// the last attempt (earlier asks are dropped): a controller that is
+    /// simply down must not make the proxy hammer it with requests.
+    async fn renewal_asked(&self, last_attempt: Option<Instant>) {
+        loop {
+            self.state.renewal_asked().await;
+            if last_attempt.is_none_or(|t| t.elapsed() >= ASKED_INTERVAL) {
+                return;
+            }
+        }
+    }
+
     fn next_refresh(&self) -> Option<Instant> {
         self.state
             .cert()
@@ -242,21 +257,34 @@ impl<C: CaClient> IdentityManager<C> {
         // bundle, so a CA that keeps signing under the old root (or a bundle
         // listed in another order) cannot make the proxy renew in a loop.
         let mut acted_on: Option<Arc<TrustBundle>> = None;
+        let mut last_attempt: Option<Instant> = None;
         loop {
+            let mut asked = false;
             if let Some(at) = next {
                 tokio::select! {
                     () = tokio::time::sleep_until(at) => {}
                     () = self.new_root_announced(&mut changes, &mut acted_on) => {
                         tracing::info!("the trust bundle names a new signing root; renewing the certificate now");
                     }
+                    () = self.renewal_asked(last_attempt) => {
+                        tracing::info!("the controller refuses the discovery stream; renewing the certificate now");
+                        asked = true;
+                    }
                 }
             }
+            last_attempt = Some(Instant::now());
             match self.renew().await {
                 Ok(()) => {
                     failures = 0;
                     next = self.next_refresh();
                 }
                 Err(e) if e.is_permanent() && !self.state.has_cert() => return Err(e),
+                // An early attempt that failed leaves the schedule of the
+                // certificate held as it was.
+                Err(e) if asked && self.state.has_cert() => {
+                    tracing::warn!(error = %e, "early certificate renewal failed; keeping the current one");
+                    next = self.next_refresh();
+                }
                 Err(e) => {
                     let delay = CERT_BACKOFF.delay(failures, &mut rng);
                     failures = failures.saturating_add(1);

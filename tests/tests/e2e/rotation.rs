@@ -418,3 +418,75 @@ async fn a_user_ca_without_its_root_key_rotates_to_another_user_ca() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_only_trusts(&late, &new_root).await;
 }
+
+/// A proxy that cannot reach the controller for a whole rotation (here:
+/// frozen with SIGSTOP until the controller drops its stream) wakes up
+/// trusting only the old root, with an old-root certificate the controller
+/// no longer accepts. It must catch up by itself, without a restart: read
+/// `--ca-root` again to trust the controller, renew with its join token,
+/// and get the new bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cut_off_for_a_whole_rotation_catches_up_without_a_restart() {
+    let mesh = Mesh::start_with(
+        &mesh_yaml(""),
+        &[
+            "--rotation-overlap",
+            "1s",
+            "--grpc-keepalive-interval",
+            "1s",
+        ],
+    )
+    .await;
+    let _ratings = workload(&mesh, "ratings", "ratings", "http", &[], |s| s).await;
+    let sleeper = mesh.sidecar(SidecarSpec::new("sleeper", "reviews")).await;
+    let r = http::get(sleeper.outbound(), "ratings", "/ratings/1")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pid = sleeper.proc.pid();
+    let admin = mesh.admin.to_string();
+
+    sleeper
+        .proc
+        .signal(nix::sys::signal::Signal::SIGSTOP as i32);
+    let out = mycelctl(&["ca", "rotate", "--controller-admin", &admin]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The frozen proxy's stream is dropped by keepalive (about 11 s), then
+    // the rotation completes without it.
+    let done = wait_phase(&mesh, "stable", Duration::from_secs(60)).await;
+    assert_eq!(done["roots"].as_array().unwrap().len(), 1, "{done:#}");
+    let new_root = pem_certs(&mesh.ca_root()).remove(0);
+
+    sleeper
+        .proc
+        .signal(nix::sys::signal::Signal::SIGCONT as i32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let certs = sleeper.admin_json("/certs").await;
+        let bundle_is_new = certs["trust_bundle"]
+            .as_array()
+            .is_some_and(|b| b.len() == 1 && b[0]["sha256"] == fingerprint(&new_root));
+        if bundle_is_new {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the woken proxy never caught up: {certs:#}\n{}",
+            sleeper.proc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_only_trusts(&sleeper, &new_root).await;
+    assert_eq!(sleeper.proc.pid(), pid, "the proxy was restarted");
+    // Its old-root certificate is refused now, so the renewal that got it
+    // a new-root leaf went by join token.
+    let log = sleeper.proc.log();
+    assert!(
+        log.contains("trying the join token"),
+        "caught up some other way than the one under test:\n{log}"
+    );
+    let r = http::get(sleeper.outbound(), "ratings", "/ratings/2")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}
