@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod leaves;
+pub mod shared;
 pub mod store;
 
 #[cfg(test)]
