@@ -35,12 +35,11 @@ pub struct AdminState {
     pub rotation: Option<RotationAdmin>,
 }
 
-/// The trust-anchor rotation as the admin port sees it.
+/// The trust-anchor rotation as the admin port sees it. `POST /ca/rotate`
+/// starts one in local mode only: with `--ca-secret` the Secret is the
+/// CA's source of truth, and the driver refuses, saying to change it.
 pub struct RotationAdmin {
     pub driver: Arc<RotationDriver>,
-    /// Whether `POST /ca/rotate` may start one: local mode only (with
-    /// `--ca-secret` the Secret is the CA's source of truth).
-    pub can_start: bool,
 }
 
 /// Largest `POST /ca/rotate` body (three PEMs fit many times over).
@@ -72,12 +71,6 @@ pub fn rotate(state: &AdminState, loopback: bool, body: &[u8]) -> Reply {
             "a rotation may only be started from the controller's own host (loopback)\n",
         );
     }
-    if !rotation.can_start {
-        return text(
-            StatusCode::FORBIDDEN,
-            "the CA comes from a Kubernetes Secret (--ca-secret); change the Secret instead\n",
-        );
-    }
     let req: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StartRequest::default()
     } else {
@@ -95,6 +88,7 @@ pub fn rotate(state: &AdminState, loopback: bool, body: &[u8]) -> Reply {
         Err(e @ RotationError::Store(_)) => {
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
         }
+        Err(e @ RotationError::Shared(_)) => text(StatusCode::FORBIDDEN, format!("{e}\n")),
     }
 }
 

@@ -93,6 +93,11 @@ struct RunArgs {
     /// removed, so uninstalling keeps the CA.
     #[arg(long, requires = "ca_secret")]
     keep_ca_secret: bool,
+    /// How often every replica reads the --ca-secret while running: a new
+    /// root there starts a trust-anchor rotation to it, which the replicas
+    /// carry out together through the Secret.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_poll, requires = "ca_secret")]
+    ca_secret_poll: Duration,
     /// Publish the trust bundle (the mesh's root certificates) as a
     /// ConfigMap of this name in every meshed namespace.
     #[arg(long, value_name = "NAME", requires = "kubernetes")]
@@ -140,7 +145,8 @@ struct RunArgs {
     /// Trust-anchor rotation: how long both the old and the new root stay
     /// trusted after new leaves switch to the new root (and at least until
     /// every connected proxy holds a new-root leaf). Local mode starts one
-    /// with `mycelctl ca rotate`.
+    /// with `mycelctl ca rotate`; with --ca-secret, a new root put in the
+    /// Secret does.
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
     rotation_overlap: Duration,
     /// Most open gRPC connections; more are closed at accept.
@@ -249,6 +255,16 @@ fn parse_secret_ref(s: &str) -> Result<SecretRef, String> {
     }
 }
 
+/// `--ca-secret-poll`: at least a second, so replicas do not hammer the
+/// API server.
+fn parse_poll(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is shorter than 1s"));
+    }
+    Ok(d)
+}
+
 /// One item of `--discovery-namespaces` (lists are split by `run`, so an
 /// empty item between commas is allowed, as the index's parser allows).
 fn parse_discovery_namespace(s: &str) -> Result<String, String> {
@@ -296,6 +312,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             webhook_addr: args.webhook_addr,
             webhook_config: args.webhook_config,
             ca_secret: args.ca_secret,
+            ca_secret_poll: args.ca_secret_poll,
             keep_ca_secret: args.keep_ca_secret,
             trust_bundle: args
                 .trust_bundle_configmap
@@ -432,6 +449,17 @@ mod tests {
             e.contains("--discovery-namespaces") && e.contains("Bad_NS"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ca_secret_poll_is_at_least_a_second() {
+        assert_eq!(
+            super::parse_poll("2s").unwrap(),
+            std::time::Duration::from_secs(2)
+        );
+        for bad in ["500ms", "0s", "soon"] {
+            assert!(super::parse_poll(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -2,9 +2,15 @@
 //! starts one on request, observes the connected proxies (which bundle
 //! they ACKed, which root their current leaf chains to), and carries out
 //! each phase change: state file first, then the CA, the trust bundle the
-//! index pushes, the roots the gRPC port accepts clients from, and the
-//! controller's own serving certificate. A change whose state cannot be
+//! index pushes, the roots the gRPC port accepts clients from, the
+//! controller's own serving certificate, and the roots published to
+//! Kubernetes (ConfigMaps, webhook caBundle). A change whose state cannot be
 //! written is not made (retried at the next tick).
+//!
+//! With a CA kept in a Kubernetes Secret the phases are the replicas'
+//! shared decision (`crate::ca::rotation::shared`, driven by
+//! `sources::k8s::ca_secret::follow`): the driver then only follows
+//! ([`follow`]) and tells how far its own proxies are.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,9 +30,11 @@ use crate::metrics::Metrics;
 use crate::registry::{ProxyRecord, ProxyRegistry};
 use crate::serving::{ClientRoots, ServingCerts};
 
-mod status;
+pub mod follow;
+pub(crate) mod status;
 
-pub use status::{ProxyRoot, RootInfo, RotationStatus};
+pub use follow::{Part, Target};
+pub use status::{ProxyRoot, ReplicaInfo, RootInfo, RotationStatus, SecretStatus};
 
 /// How often the driver looks at the proxies.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -43,6 +51,8 @@ pub enum RotationError {
     Partial(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the CA follows Kubernetes Secret {0} (--ca-secret): put the new root and issuer in it (root.pem, issuer.pem, issuer.key and optionally root.key; or cert-manager's ca.crt, tls.crt, tls.key) and every controller replica rotates to it; `mycelctl ca status` shows the progress")]
+    Shared(String),
 }
 
 /// A request to start a rotation: a generated CA when no PEM is given.
@@ -99,15 +109,30 @@ pub struct DriverParts {
     pub certs: Arc<ServingCerts>,
     pub client_roots: Arc<ClientRoots>,
     pub metrics: Arc<Metrics>,
+    /// The trust bundle as PEM, for what publishes it to Kubernetes.
+    pub roots: watch::Sender<String>,
+    /// `Some(secret)`: the CA is kept in that Kubernetes Secret and the
+    /// phases are shared by the replicas ([`follow`]); nothing is kept in
+    /// the data dir's rotation state.
+    pub shared: Option<String>,
 }
 
 pub struct RotationDriver {
     parts: DriverParts,
     state: Mutex<Persisted>,
+    follow: follow::FollowState,
 }
 
 fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Roots as concatenated PEM, as files and ConfigMaps hold them.
+pub fn bundle_pem(roots: &[Vec<u8>]) -> String {
+    roots
+        .iter()
+        .map(|der| crate::ca::authority::cert_pem(der))
+        .collect()
 }
 
 impl RotationDriver {
@@ -117,6 +142,7 @@ impl RotationDriver {
         Arc::new(Self {
             parts,
             state: Mutex::new(state),
+            follow: follow::FollowState::default(),
         })
     }
 
@@ -132,6 +158,9 @@ impl RotationDriver {
     /// new CA is checked and the state written before anything changes, so
     /// a refusal leaves the mesh as it was.
     pub fn start(&self, req: StartRequest) -> Result<RotationStatus, RotationError> {
+        if let Some(secret) = &self.parts.shared {
+            return Err(RotationError::Shared(secret.clone()));
+        }
         let overlap = req
             .overlap_secs
             .map(Duration::from_secs)
@@ -177,12 +206,19 @@ impl RotationDriver {
         Ok(self.status())
     }
 
-    /// Pushes the authority's bundle to proxies and the gRPC port.
+    /// Pushes the authority's bundle to proxies, the gRPC port and what
+    /// publishes it to Kubernetes.
     fn apply_bundle(&self) {
         let roots = self.parts.authority.trust_bundle_der();
         if let Err(e) = self.parts.client_roots.set(&roots) {
             tracing::error!(error = %e, "cannot update the roots the gRPC port accepts");
         }
+        let pem = bundle_pem(&roots);
+        self.parts.roots.send_if_modified(|current| {
+            let changed = *current != pem;
+            *current = pem;
+            changed
+        });
         self.parts.index.lock().set_trust_bundle(roots);
     }
 
@@ -235,7 +271,7 @@ impl RotationDriver {
     /// One look at the proxies; moves to the next phase when it is due.
     pub fn tick(&self) {
         let mut state = self.lock();
-        if state.phase == Phase::Stable {
+        if state.phase == Phase::Stable || self.parts.shared.is_some() {
             return;
         }
         let now = now_unix();
@@ -289,10 +325,19 @@ impl RotationDriver {
                 tracing::error!(error = %e, "cannot write the new CA files; the next start retries from the state file")
             }
         }
-        let new_fp = checked.root_fingerprint().to_string();
-        let previous = authority.install(checked);
+        let previous = self.switch_ca(checked);
         authority.set_also_trusted(vec![previous]);
         *state = next;
+        Ok(())
+    }
+
+    /// Makes `checked` the CA new leaves are signed by, with a serving
+    /// certificate from it and its expiries exported; returns the previous
+    /// root.
+    fn switch_ca(&self, checked: crate::ca::NewCa) -> Vec<u8> {
+        let authority = &self.parts.authority;
+        let new_fp = checked.root_fingerprint().to_string();
+        let previous = authority.install(checked);
         match authority.serving_cert_for(self.parts.serving_ttl) {
             Ok(serving) => {
                 if let Err(e) = self.parts.certs.set(&serving) {
@@ -313,7 +358,7 @@ impl RotationDriver {
             .metrics
             .set_issuer_expiry(authority.issuer_not_after().unix_timestamp());
         tracing::info!(root = %new_fp, "rotation: signing with the new root; proxies renew");
-        Ok(())
+        previous
     }
 
     fn enter_finishing(&self, state: &mut Persisted, now: i64) -> Result<(), RotationError> {
@@ -366,7 +411,9 @@ impl RotationDriver {
         let state = self.lock().clone();
         let now = now_unix();
         let (progress, proxies) = self.observe(&state, now);
-        status::build(&self.parts.authority, &state, &progress, proxies)
+        let mut status = status::build(&self.parts.authority, &state, &progress, proxies);
+        status.secret = self.follow.source();
+        status
     }
 
     /// Ticks until `shutdown`.

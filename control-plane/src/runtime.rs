@@ -21,7 +21,7 @@ use crate::admin::{self, AdminState};
 use crate::ca::rotation::leaves::LeafTracker;
 use crate::ca::rotation::store;
 use crate::ca::tokens::TokenStore;
-use crate::ca::{Authority, CaFiles};
+use crate::ca::CaFiles;
 use crate::grpc::{DiscoveryService, IdentityService};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
@@ -90,6 +90,9 @@ pub struct KubernetesConfig {
     pub inject: mycel_inject::InjectConfig,
     /// Keep the mesh CA in this Secret (shared by every replica).
     pub ca_secret: Option<SecretRef>,
+    /// How often the CA Secret is read while running (a new root there
+    /// starts a rotation).
+    pub ca_secret_poll: Duration,
     /// The CA Secret is the user's: never owned, so uninstalling keeps it.
     pub keep_ca_secret: bool,
     /// Publish the trust bundle into meshed namespaces.
@@ -171,11 +174,13 @@ async fn initial_ownership(k8s: &KubernetesConfig, client: &kube::Client) -> Own
 }
 
 /// Starts the injection webhook (and the namespace watch it reads) and the
-/// task that keeps its configuration's caBundle on the mesh CA.
+/// task that keeps its configuration's caBundle on the live trust bundle
+/// (`roots`), telling `applied` when it holds them.
 async fn start_webhook(
     k8s: &KubernetesConfig,
     client: &kube::Client,
-    authority: &Authority,
+    roots: &watch::Receiver<String>,
+    applied: watch::Sender<Option<String>>,
     certs: Arc<ServingCerts>,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
@@ -188,9 +193,10 @@ async fn start_webhook(
         tasks.push(tokio::spawn(crate::webhook::ca_bundle::keep_ca_bundle(
             client.clone(),
             name.clone(),
-            authority.root_pem(),
+            roots.clone(),
             Duration::from_secs(60),
             shutdown.clone(),
+            applied,
         )));
     }
     let Some(addr) = k8s.webhook_addr else {
@@ -297,7 +303,7 @@ impl Controller {
             (Some(k8s), Some(client)) => initial_ownership(k8s, client).await,
             _ => Ownership::Leave,
         };
-        let mut rotation_state = None;
+        let rotation_state;
         let mut authority = match (&config.ca_files, ca_secret, &kube_client) {
             (Some(files), _, _) => {
                 let (authority, state) = store::load_ca(&store::LoadSettings {
@@ -330,10 +336,16 @@ impl Controller {
                         cert_ttl: config.cert_ttl,
                         issuer_ttl: config.issuer_ttl,
                         ownership: &secret_ownership,
+                        poll: config
+                            .kubernetes
+                            .as_ref()
+                            .map_or(k8s::ca_secret::follow::DEFAULT_POLL, |k| k.ca_secret_poll),
+                        overlap: config.rotation_overlap,
                     },
                 )
                 .await?;
                 tracing::info!(origin = ?source.origin, secret = %format!("{}/{}", secret.namespace, secret.name), "mesh CA loaded");
+                rotation_state = source.resume;
                 source.authority
             }
             _ => {
@@ -357,6 +369,11 @@ impl Controller {
             ]);
         }
         let authority = Arc::new(authority);
+        // The live trust bundle, for what publishes it to Kubernetes.
+        let (roots_tx, roots_rx) =
+            watch::channel(crate::rotation::bundle_pem(&authority.trust_bundle_der()));
+        let (configmaps_tx, configmaps_rx) = watch::channel(None);
+        let (webhook_tx, webhook_rx) = watch::channel(None);
         let serving = authority
             .serving_cert_for(config.serving_cert_ttl)
             .context("issuing the controller's serving certificate")?;
@@ -481,23 +498,19 @@ impl Controller {
             if let Some(bundle) = &k8s.trust_bundle {
                 let (client, bundle) = (client.clone(), bundle.clone());
                 // Every root proxies must trust, as the stream pushes them.
-                let roots: String = authority
-                    .trust_bundle_der()
-                    .iter()
-                    .map(|der| crate::ca::authority::cert_pem(der))
-                    .collect();
-                let shutdown = shutdown_rx.clone();
+                let channels = k8s::trust_bundle::Channels {
+                    roots: roots_rx.clone(),
+                    owner: owner_rx,
+                    shutdown: shutdown_rx.clone(),
+                    published: configmaps_tx,
+                };
                 tasks.push(tokio::spawn(async move {
-                    k8s::trust_bundle::publish_trust_bundle(
-                        client,
-                        &bundle.configmap,
-                        &bundle.namespace_label,
-                        roots,
-                        k8s::trust_bundle::DEFAULT_RESYNC,
-                        owner_rx,
-                        shutdown,
-                    )
-                    .await;
+                    let at = k8s::trust_bundle::Publish {
+                        configmap: &bundle.configmap,
+                        namespace_label: &bundle.namespace_label,
+                        resync: k8s::trust_bundle::DEFAULT_RESYNC,
+                    };
+                    k8s::trust_bundle::publish_live_trust_bundle(client, &at, channels).await;
                 }));
             }
         }
@@ -510,8 +523,8 @@ impl Controller {
         let tls = serving::server_config_with(certs.clone(), client_roots.clone())
             .context("configuring gRPC TLS")?;
         let leaves = Arc::new(LeafTracker::default());
-        // Rotations of a CA kept in a Kubernetes Secret are not driven
-        // here (yet): the driver then only reports.
+        // With a CA kept in a Kubernetes Secret the replicas share the
+        // rotation through it; the driver follows (ca_secret::follow).
         let rotation = RotationDriver::new(
             DriverParts {
                 data_dir: config.data_dir.clone(),
@@ -525,10 +538,11 @@ impl Controller {
                 certs: certs.clone(),
                 client_roots,
                 metrics: metrics.clone(),
+                roots: roots_tx,
+                shared: ca_secret.map(|s| format!("{}/{}", s.namespace, s.name)),
             },
             rotation_state,
         );
-        let rotation_local = ca_secret.is_none();
         tasks.push(tokio::spawn(rotation.clone().run(shutdown_rx.clone())));
         tasks.push(tokio::spawn(serving::renew_serving_cert(
             authority.clone(),
@@ -544,8 +558,35 @@ impl Controller {
             shutdown_rx.clone(),
         )));
         if let (Some(k8s), Some(client)) = (&config.kubernetes, &kube_client) {
-            tasks
-                .extend(start_webhook(k8s, client, &authority, certs.clone(), &shutdown_rx).await?);
+            let published = k8s::ca_secret::follow::Published {
+                configmaps: k8s.trust_bundle.as_ref().map(|_| configmaps_rx),
+                webhook: k8s.webhook_config.as_ref().map(|_| webhook_rx),
+            };
+            tasks.extend(
+                start_webhook(
+                    k8s,
+                    client,
+                    &roots_rx,
+                    webhook_tx,
+                    certs.clone(),
+                    &shutdown_rx,
+                )
+                .await?,
+            );
+            if let Some(secret) = ca_secret {
+                tasks.push(tokio::spawn(k8s::ca_secret::follow::follow_ca_secret(
+                    client.clone(),
+                    k8s::ca_secret::follow::FollowConfig {
+                        namespace: secret.namespace.clone(),
+                        name: secret.name.clone(),
+                        poll: k8s.ca_secret_poll,
+                        overlap: config.rotation_overlap,
+                    },
+                    rotation.clone(),
+                    published,
+                    shutdown_rx.clone(),
+                )));
+            }
         }
         let mut identity = IdentityService::new(authority.clone(), tokens.clone(), metrics.clone())
             .with_limits(config.certify_limits)
@@ -597,10 +638,7 @@ impl Controller {
             registry: registry.clone(),
             index: index.clone(),
             ready: ready.clone(),
-            rotation: Some(admin::RotationAdmin {
-                driver: rotation,
-                can_start: rotation_local,
-            }),
+            rotation: Some(admin::RotationAdmin { driver: rotation }),
         });
         tasks.push(tokio::spawn(admin::serve(
             admin_listener,

@@ -23,6 +23,33 @@ pub struct Proxy {
     pub bundle_acked: bool,
 }
 
+/// Another controller replica taking part in a rotation shared through
+/// the CA Secret.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Replica {
+    pub id: String,
+    pub phase: String,
+    pub done: bool,
+    pub reported: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
+}
+
+/// With `--ca-secret`: the Secret the controller's CA follows.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Secret {
+    pub name: String,
+    pub replica: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Replica>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
     pub phase: String,
@@ -36,15 +63,26 @@ pub struct Status {
     pub proxies: Vec<Proxy>,
     pub proxies_on_old_root: usize,
     pub proxies_not_acked: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Secret>,
 }
 
 /// Why the exit status is non-zero: the controller reports the rotation
-/// stuck.
+/// stuck, or refuses the CA its Secret holds.
 pub fn verdict(status: &Status) -> Option<String> {
-    status
+    let refused = status
+        .secret
+        .as_ref()
+        .and_then(|s| s.error.as_ref())
+        .map(|why| format!("the CA Secret is not followed: {why}"));
+    let stuck = status
         .stuck
         .as_ref()
-        .map(|why| format!("rotation stuck in phase {}: {why}", status.phase))
+        .map(|why| format!("rotation stuck in phase {}: {why}", status.phase));
+    match (stuck, refused) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
 }
 
 fn short(fp: &str) -> &str {
@@ -86,6 +124,25 @@ pub fn table(s: &Status) -> String {
     }
     if let Some(why) = &s.stuck {
         out.push_str(&format!("STUCK  {why}\n"));
+    }
+    if let Some(secret) = &s.secret {
+        out.push_str(&format!(
+            "SECRET  {} (this replica {})\n",
+            secret.name, secret.replica
+        ));
+        if let Some(why) = &secret.error {
+            out.push_str(&format!("REFUSED  {why}\n"));
+        }
+        if !secret.waiting.is_empty() {
+            out.push_str(&format!("WAITING  {}\n", secret.waiting));
+        }
+        for r in &secret.replicas {
+            let state = if r.done { "done" } else { r.waiting.as_str() };
+            out.push_str(&format!(
+                "REPLICA  {} {} {} (reported {})\n",
+                r.id, r.phase, state, r.reported
+            ));
+        }
     }
     out.push('\n');
     let mut roots = vec![vec![

@@ -115,3 +115,34 @@ async fn status_exit_codes() {
     let err = format!("{:#}", status(args(addr)).await.unwrap_err());
     assert!(err.contains(&addr.to_string()), "{err}");
 }
+
+/// With `--ca-secret` the table names the Secret and the other replicas,
+/// and a Secret whose CA the controller refuses makes `ca status` fail.
+#[test]
+fn a_refused_ca_secret_is_shown_and_fails_the_status() {
+    let mut doc: serde_json::Value = serde_json::from_str(OVERLAP).unwrap();
+    doc["secret"] = serde_json::json!({
+        "name": "mycel-system/mycel-ca",
+        "replica": "0a1b2c3d",
+        "error": "the CA in Secret mycel-system/mycel-ca is not usable: issuer certificate tls.crt is not signed by root certificate ca.crt; the CA in use (root aaaa) keeps signing",
+        "waiting": "1 proxies hold leaves of the old root",
+        "replicas": [{"id": "99887766", "phase": "overlap", "done": true, "reported": "2026-01-01T00:00:30Z"}],
+    });
+    let s: Status = serde_json::from_value(doc).unwrap();
+    let text = table(&s);
+    for want in [
+        "SECRET  mycel-system/mycel-ca (this replica 0a1b2c3d)\n",
+        "REFUSED  the CA in Secret mycel-system/mycel-ca is not usable: issuer certificate tls.crt is not signed",
+        "WAITING  1 proxies hold leaves of the old root\n",
+        "REPLICA  99887766 overlap done (reported 2026-01-01T00:00:30Z)\n",
+    ] {
+        assert!(text.contains(want), "no {want:?} in\n{text}");
+    }
+    let why = verdict(&s).unwrap();
+    assert!(
+        why.starts_with("the CA Secret is not followed: the CA in Secret"),
+        "{why}"
+    );
+    // An older controller's document has no secret section.
+    assert_eq!(overlap().secret, None);
+}

@@ -20,10 +20,12 @@ mod issuer;
 mod rotate;
 mod san;
 
+pub use anchor::Labels;
 pub use anchor::{chain_root, fingerprint, CaMaterial};
-use anchor::{Checked, Labels, Root};
+use anchor::{Checked, Root};
 pub use issuer::RotateError;
 use issuer::{Issuer, RootSigner};
+pub(crate) use rotate::check_material;
 pub use rotate::generate_material;
 use rotate::new_root;
 

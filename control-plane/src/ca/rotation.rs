@@ -3,7 +3,8 @@
 //! (`crate::rotation`) observes the proxies, asks [`next_phase`], and does
 //! what a phase means; [`store`] keeps the phase in the data dir so a
 //! restart continues it; [`leaves`] knows which root each proxy's current
-//! leaf chains to.
+//! leaf chains to; [`shared`] is the rule when the controller replicas of a
+//! cluster share a rotation through the CA Secret.
 //!
 //! ```text
 //! Stable ──start──▶ Distributing ──every proxy ACKed old+new──▶ Overlap

@@ -35,6 +35,43 @@ pub struct ProxyRoot {
     pub bundle_acked: bool,
 }
 
+/// A replica of the controller taking part in a rotation shared through a
+/// Kubernetes Secret, as its last report says.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub id: String,
+    pub phase: Phase,
+    pub done: bool,
+    /// RFC 3339.
+    pub reported: String,
+    /// What it waits for, when not done.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
+}
+
+/// Where the CA comes from when it is kept in a Kubernetes Secret
+/// (`--ca-secret`), and what this controller made of it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SecretStatus {
+    /// `namespace/name`.
+    pub name: String,
+    /// This replica's id in the Secret's reports.
+    pub replica: String,
+    /// When the Secret was last read (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    /// Why the CA the Secret holds is refused (the CA in use is kept), or
+    /// why it cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The other replicas that reported on the rotation under way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaInfo>,
+    /// What this replica waits for before its part of the phase is done.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RotationStatus {
     pub phase: Phase,
@@ -49,9 +86,12 @@ pub struct RotationStatus {
     pub proxies: Vec<ProxyRoot>,
     pub proxies_on_old_root: usize,
     pub proxies_not_acked: usize,
+    /// With `--ca-secret`: the Secret the CA follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretStatus>,
 }
 
-fn at(unix: i64) -> String {
+pub(crate) fn at(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .map(rfc3339)
         .unwrap_or_else(|_| unix.to_string())
@@ -99,5 +139,6 @@ pub(super) fn build(
         proxies_on_old_root: progress.on_old_root,
         proxies_not_acked: progress.not_acked,
         proxies,
+        secret: None,
     }
 }

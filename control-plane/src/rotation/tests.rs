@@ -18,6 +18,11 @@ struct Setup {
 }
 
 fn setup(overlap: Duration) -> Setup {
+    setup_with(overlap, None)
+}
+
+/// `shared`: the CA Secret a cluster's CA follows.
+fn setup_with(overlap: Duration, shared: Option<&str>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let authority = Arc::new(
         Authority::load_or_generate_with(dir.path(), "cluster.local", DAY, 30 * DAY).unwrap(),
@@ -39,6 +44,8 @@ fn setup(overlap: Duration) -> Setup {
             certs,
             client_roots: ClientRoots::new(&authority.trust_bundle_der()).unwrap(),
             metrics: Arc::new(Metrics::new()),
+            roots: watch::channel(bundle_pem(&authority.trust_bundle_der())).0,
+            shared: shared.map(str::to_string),
         },
         None,
     );
@@ -175,7 +182,7 @@ fn proxies_gate_each_phase() {
     assert!(s.driver.status().proxies[0].on_current_root);
 }
 
-fn admin_state(s: &Setup, can_start: bool) -> AdminState {
+fn admin_state(s: &Setup) -> AdminState {
     AdminState {
         metrics: Arc::new(Metrics::new()),
         registry: s.registry.clone(),
@@ -183,7 +190,6 @@ fn admin_state(s: &Setup, can_start: bool) -> AdminState {
         ready: Arc::new(AtomicBool::new(true)),
         rotation: Some(RotationAdmin {
             driver: s.driver.clone(),
-            can_start,
         }),
     }
 }
@@ -191,7 +197,7 @@ fn admin_state(s: &Setup, can_start: bool) -> AdminState {
 #[test]
 fn admin_rotate_refusals() {
     let s = setup(DAY);
-    let state = admin_state(&s, true);
+    let state = admin_state(&s);
     let cases: Vec<(bool, &[u8], u16, &str)> = vec![
         (false, b"", 403, "loopback"),
         (true, b"{", 400, "bad request body"),
@@ -226,10 +232,15 @@ fn admin_rotate_refusals() {
     let r = admin::rotate(&state, true, b"");
     assert_eq!(r.status.as_u16(), 409, "{}", r.body);
 
-    let k8s = admin_state(&setup(DAY), false);
+    let k8s = admin_state(&setup_with(DAY, Some("mycel-system/mycel-ca")));
     let r = admin::rotate(&k8s, true, b"");
     assert_eq!(r.status.as_u16(), 403);
-    assert!(r.body.contains("Secret"), "{}", r.body);
+    assert!(
+        r.body.contains("Kubernetes Secret mycel-system/mycel-ca")
+            && r.body.contains("put the new root and issuer in it"),
+        "{}",
+        r.body
+    );
     let r = admin::route(&k8s, &http::Method::GET, "/ca/status");
     assert_eq!(r.status.as_u16(), 200);
     assert!(r.body.contains("\"phase\": \"stable\""), "{}", r.body);

@@ -2,7 +2,11 @@
 //! in it gets `clientConfig.caBundle` = the mesh roots, so the API server
 //! verifies the controller's serving certificate. The chart installs the
 //! configuration with an empty bundle (it cannot know a CA generated at
-//! first start) and keeps the patched one across upgrades.
+//! first start) and keeps the patched one across upgrades. The bundle
+//! follows a trust-anchor rotation (both roots while the serving
+//! certificate may chain to either), and it is told when the API server
+//! holds the current one, which a shared rotation waits for before the
+//! serving certificate switches root.
 
 use std::time::Duration;
 
@@ -40,35 +44,53 @@ pub fn ca_bundle_patch(
     serde_json::from_value(serde_json::Value::Array(ops)).ok()
 }
 
-/// Keeps the named configuration's caBundle equal to `roots_pem`: at
-/// start, then every `resync` (an upgrade or a user may reset it), until
-/// `shutdown`. A missing configuration is waited for, never fatal.
+/// Keeps the named configuration's caBundle equal to `roots`: at start, at
+/// each change of `roots`, then every `resync` (an upgrade or a user may
+/// reset it), until `shutdown`. `applied` is set to the roots once the
+/// configuration carries them (or does not exist: then no API server calls
+/// it). A missing configuration is waited for, never fatal.
 pub async fn keep_ca_bundle(
     client: Client,
     name: String,
-    roots_pem: String,
+    mut roots: watch::Receiver<String>,
     resync: Duration,
     mut shutdown: watch::Receiver<bool>,
+    applied: watch::Sender<Option<String>>,
 ) {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client);
     let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            Ok(()) = roots.changed() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        let roots_pem = roots.borrow_and_update().clone();
+        let done = |ok: bool| {
+            let now = ok.then(|| roots_pem.clone());
+            applied.send_if_modified(|a| {
+                let changed = *a != now;
+                *a = now;
+                changed
+            });
+        };
         wait = match api.get_opt(&name).await {
             Ok(Some(config)) => match ca_bundle_patch(&config, &roots_pem) {
-                None => resync,
+                None => {
+                    done(true);
+                    resync
+                }
                 Some(patch) => {
                     let params = PatchParams::default();
                     match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
                         Ok(_) => {
                             tracing::info!(webhook_config = %name, "webhook caBundle set to the mesh CA");
+                            done(true);
                             resync
                         }
                         Err(e) => {
                             tracing::warn!(webhook_config = %name, error = %e, "cannot patch the webhook caBundle; retrying");
+                            done(false);
                             Duration::from_secs(5)
                         }
                     }
@@ -76,10 +98,12 @@ pub async fn keep_ca_bundle(
             },
             Ok(None) => {
                 tracing::warn!(webhook_config = %name, "MutatingWebhookConfiguration not found; retrying");
+                done(true);
                 Duration::from_secs(5)
             }
             Err(e) => {
                 tracing::warn!(webhook_config = %name, error = %e, "cannot read the webhook configuration; retrying");
+                done(false);
                 Duration::from_secs(5)
             }
         };

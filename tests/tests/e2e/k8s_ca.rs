@@ -58,7 +58,13 @@ pub(crate) async fn namespace(admin: &Client, name: &str, meshed: bool) {
 /// The API server, an admin client, and a client acting as the controller's
 /// ServiceAccount with exactly the rights of `rbac::REQUIRED`.
 pub(crate) async fn cluster() -> (ApiServer, Client, Client) {
-    let api = ApiServer::start().await.unwrap();
+    cluster_on(ApiServer::start().await.unwrap()).await
+}
+
+/// [`cluster`] on an API server already started (e.g. where a network
+/// namespace's controller reaches it); the controller's kubeconfig is
+/// [`controller_kubeconfig`].
+pub(crate) async fn cluster_on(api: ApiServer) -> (ApiServer, Client, Client) {
     let admin = api.client().await.unwrap();
     namespace(&admin, NS, false).await;
     let _: ServiceAccount = create(
@@ -122,10 +128,14 @@ pub(crate) async fn cluster() -> (ApiServer, Client, Client) {
     (api, admin, controller)
 }
 
+/// The kubeconfig of the controller's ServiceAccount (after [`cluster`]).
+pub(crate) fn controller_kubeconfig(api: &ApiServer) -> std::path::PathBuf {
+    api.dir().join(format!("kubeconfig-{SA}"))
+}
+
 /// Another client as the controller's ServiceAccount (after [`cluster`]).
 async fn controller_client(api: &ApiServer) -> Client {
-    let kubeconfig = api.dir().join(format!("kubeconfig-{SA}"));
-    mycel_control_plane::sources::k8s::client(Some(&kubeconfig))
+    mycel_control_plane::sources::k8s::client(Some(&controller_kubeconfig(api)))
         .await
         .unwrap()
 }
@@ -144,6 +154,8 @@ pub(crate) fn ca_config<'a>(
         cert_ttl: CERT_TTL,
         issuer_ttl: ISSUER_TTL,
         ownership,
+        poll: Duration::from_secs(1),
+        overlap: Duration::from_secs(60),
     }
 }
 

@@ -33,6 +33,7 @@ mod k8s_gateway;
 mod k8s_owner;
 mod k8s_policy;
 mod k8s_proxy_config;
+mod k8s_rotation;
 mod k8s_routes;
 mod mtls;
 mod netns_init;

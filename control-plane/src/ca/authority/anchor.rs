@@ -49,11 +49,12 @@ impl std::fmt::Debug for CaMaterial {
 
 /// What each PEM is called in errors: file paths at start, the flag or
 /// field names for material given to a rotation.
-pub(crate) struct Labels<'a> {
-    pub(crate) root: &'a Path,
-    pub(crate) root_key: &'a Path,
-    pub(crate) issuer: &'a Path,
-    pub(crate) issuer_key: &'a Path,
+#[derive(Clone, Copy, Debug)]
+pub struct Labels<'a> {
+    pub root: &'a Path,
+    pub root_key: &'a Path,
+    pub issuer: &'a Path,
+    pub issuer_key: &'a Path,
 }
 
 /// The labels of material given to a rotation (the CLI flags' names).

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::issuer::Issuer;
 use super::{
-    anchor, check_trust_domain, invalid, random_serial, Authority, CaMaterial, LoadError, NewCa,
-    BACKDATE, ROOT_LIFETIME,
+    anchor, check_trust_domain, invalid, random_serial, Authority, CaMaterial, Labels, LoadError,
+    NewCa, BACKDATE, ROOT_LIFETIME,
 };
 
 /// A fresh self-signed root for `trust_domain`, with its key.
@@ -99,5 +99,66 @@ impl Authority {
         *issuer = std::sync::Arc::new(next.0.issuer);
         *root = std::sync::Arc::new(next.0.root);
         previous
+    }
+}
+
+/// Checks `material` as a CA (everything a CA loaded at start must pass),
+/// naming each PEM as `labels` says; the current root is not compared, so
+/// this also checks the CA a Kubernetes Secret holds while it is in use.
+pub(crate) fn check_material(
+    material: &CaMaterial,
+    labels: &Labels<'_>,
+    signer_dir: &Path,
+) -> Result<NewCa, LoadError> {
+    anchor::check(material, labels, signer_dir).map(NewCa)
+}
+
+impl Authority {
+    /// A CA made of PEM text (kept in a Kubernetes Secret), checked as a CA
+    /// loaded at start; a root key, when given, is what lets the issuer be
+    /// rotated, into `signer_dir`.
+    pub(crate) fn from_material(
+        material: &CaMaterial,
+        labels: &Labels<'_>,
+        trust_domain: &str,
+        max_ttl: Duration,
+        issuer_ttl: Duration,
+        signer_dir: &Path,
+    ) -> Result<Self, LoadError> {
+        check_trust_domain(trust_domain)?;
+        let checked = anchor::check(material, labels, signer_dir)?;
+        Ok(Self::assemble(trust_domain, max_ttl, issuer_ttl, checked))
+    }
+
+    /// The CA signing now, as PEM: root, issuer and the issuer's key. The
+    /// root key is left out: whoever gets this may sign leaves, not issuers.
+    pub fn material(&self) -> CaMaterial {
+        let issuer = self.current_issuer();
+        CaMaterial {
+            root_pem: self.root_pem(),
+            root_key_pem: None,
+            issuer_pem: issuer.pem.clone(),
+            issuer_key_pem: issuer.key.serialize_pem(),
+        }
+    }
+
+    /// Makes `next`'s issuer the one new leaves are signed by, when `next`
+    /// has the current root (a renewed intermediate); leaves of the
+    /// previous issuer stay valid, as with an issuer rotation.
+    pub fn replace_issuer(&self, next: NewCa) -> Result<(), LoadError> {
+        let mut issuer = self.issuer.lock().unwrap_or_else(|p| p.into_inner());
+        if next.0.root.fingerprint != self.root().fingerprint {
+            return Err(invalid(
+                Path::new("issuer"),
+                "is not signed by the current root; a new root needs a rotation",
+            ));
+        }
+        *issuer = std::sync::Arc::new(next.0.issuer);
+        Ok(())
+    }
+
+    /// The current issuer's certificate fingerprint.
+    pub fn issuer_fingerprint(&self) -> String {
+        anchor::fingerprint(&self.current_issuer().der)
     }
 }

@@ -111,9 +111,14 @@ pub fn save(data_dir: &Path, state: &Persisted) -> Result<(), StoreError> {
 /// A CA given without its root key leaves no `root.key` (the issuer is
 /// then not rotated here).
 pub fn install_files(data_dir: &Path, ca: &CaMaterial) -> Result<(), StoreError> {
-    let dir = ca_dir(data_dir);
-    ensure_private_dir(&dir).map_err(|cause| StoreError::Write {
-        path: dir.clone(),
+    write_ca_dir(&ca_dir(data_dir), ca)
+}
+
+/// Writes `ca` into `dir` as `root.pem`, `root.key` (when given; removed
+/// otherwise), `issuer.pem` and `issuer.key`: keys first, each file atomic.
+pub fn write_ca_dir(dir: &Path, ca: &CaMaterial) -> Result<(), StoreError> {
+    ensure_private_dir(dir).map_err(|cause| StoreError::Write {
+        path: dir.to_path_buf(),
         cause,
     })?;
     let write = |name: &str, text: &str| {

@@ -7,26 +7,34 @@
 //!   CA: `root.pem`, `root.key`, `issuer.pem`, `issuer.key`) or
 //!   `<data-dir>/ca-provided/` (a cert-manager-style CA: `ca.crt` = root,
 //!   `tls.crt` = issuer, `tls.key` = its key) and loaded from there by the
-//!   existing loader, so the Secret always wins over what the data dir held;
+//!   existing loader, so the Secret always wins over what the data dir held
+//!   (unless it records a rotation, whose phase says which CA signs:
+//!   `resume.rs`);
 //! * it is absent: the CA in the data dir is loaded, or generated on first
 //!   start, and a Secret is created from its files. When that create answers
 //!   409 AlreadyExists another replica won the race; its Secret is read and
 //!   written over the local files, so both end with the same root.
 //!
-//! The CA in the Secret is never written after it is created, which is why
-//! the controller needs `create` and `get` on Secrets and no `update`, and
-//! why no leader election is needed: what the replicas must share is the
-//! root, and the root never changes. Each replica rotates
-//! its own issuer (an intermediate signed by the shared root key) in its own
-//! data dir; every proxy trusts the root and receives the issuer in the
-//! chain of each certificate, so certificates from different replicas, or
-//! from before and after a rotation, verify alike. A replica that restarts
-//! with an empty data dir loads the Secret's issuer and rotates it again if
-//! it is due or expired.
+//! The Secret's own keys (the CA) are never written after it is created:
+//! the user (or cert-manager) changes them, and the controller follows
+//! (`follow.rs`): a new root there starts a trust-anchor rotation, shared
+//! by every replica through the Secret itself (`record.rs`: annotations
+//! `rotation.mycel.io/*` and, during a rotation, data keys `rotation.*`,
+//! written with the `patch` the controller already has), and a restart
+//! mid-rotation resumes it from there (`resume.rs`). No leader election is
+//! needed: what the replicas must share is the root and the phase, both in
+//! the Secret, whose resourceVersion orders their writes. Each replica
+//! rotates its own issuer (an intermediate signed by the shared root key)
+//! in its own data dir; every proxy trusts the root and receives the
+//! issuer in the chain of each certificate, so certificates from different
+//! replicas, or from before and after an issuer rotation, verify alike. A
+//! replica that restarts with an empty data dir loads the Secret's issuer
+//! and rotates it again if it is due or expired.
 //!
 //! A cert-manager-style Secret carries no root key: the controller then
 //! cannot rotate the issuer (as with `--issuer-cert`/`--issuer-key` files)
-//! and its owner renews `tls.crt`/`tls.key`; a restart picks the new one up.
+//! and its owner renews `tls.crt`/`tls.key`; a renewed issuer of the same
+//! root is used as soon as it is read.
 //!
 //! Only the Secret's owner references are ever patched (`patch` of this one
 //! Secret): with `--webhook-config` the Secret is owned by that
@@ -44,14 +52,22 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use mycel_api::files::{ensure_private_dir, write_private};
 
 use super::owner::Ownership;
 
 use crate::ca::authority::LoadError;
+use crate::ca::rotation::store::Persisted;
 use crate::ca::{Authority, CaFiles};
+
+pub mod follow;
+mod owners;
+pub mod record;
+mod resume;
+
+use owners::own;
 
 /// The keys of a Secret holding a Mycel CA, which are also the file names
 /// in `<data-dir>/ca/`. Keys come before certificates, as the generator
@@ -122,6 +138,8 @@ pub enum CaSecretError {
         #[source]
         source: LoadError,
     },
+    #[error("CA Secret {secret}: {problem}")]
+    Rotation { secret: String, problem: String },
     #[error("loading the CA to store in Secret {secret}: {source}")]
     Local {
         secret: String,
@@ -160,6 +178,10 @@ pub struct CaSecretConfig<'a> {
     pub issuer_ttl: Duration,
     /// The Secret's owner references (see the module doc).
     pub ownership: &'a Ownership,
+    /// How often running replicas read the Secret (`--ca-secret-poll`).
+    pub poll: Duration,
+    /// `--rotation-overlap`.
+    pub overlap: Duration,
 }
 
 /// The CA to serve with, and where it came from.
@@ -167,6 +189,8 @@ pub struct CaSecretConfig<'a> {
 pub struct CaSource {
     pub authority: Authority,
     pub origin: CaOrigin,
+    /// The rotation the Secret records, for the driver to continue.
+    pub resume: Option<Persisted>,
 }
 
 /// A CA as a Secret holds it, checked to be complete.
@@ -291,8 +315,7 @@ pub async fn sync_ca_secret(
     let api: Api<Secret> = Api::namespaced(client, config.namespace);
     let load = Loader::new(config);
     if let Some(found) = get(&api, config.name, &load.secret).await? {
-        tracing::info!(secret = %load.secret, "using the mesh CA stored in the Secret");
-        let source = load.load_secret(&found)?;
+        let (source, found) = resume::load(&api, &load, config.name, found).await?;
         own(&api, &load, found, source.origin).await;
         return Ok(source);
     }
@@ -339,6 +362,7 @@ async fn store_or_adopt(
             Ok(CaSource {
                 authority,
                 origin: CaOrigin::Created,
+                resume: None,
             })
         }
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
@@ -387,78 +411,6 @@ pub fn secret_ownership(origin: CaOrigin, ownership: &Ownership) -> Ownership {
     }
 }
 
-/// Patches the Secret's owner references as [`secret_ownership`] says,
-/// logging a failure: the CA is in use either way.
-async fn own(api: &Api<Secret>, load: &Loader<'_>, found: Secret, origin: CaOrigin) {
-    let ownership = secret_ownership(origin, load.ownership);
-    match patch_owners(api, &load.secret, found, &ownership).await {
-        Ok(false) => {}
-        Ok(true) => {
-            tracing::info!(secret = %load.secret, owner = ?ownership, "set the CA Secret's owner references")
-        }
-        Err(e) => tracing::warn!(
-            error = %e,
-            "cannot set the CA Secret's owner references: uninstalling may leave it behind, or delete a Secret meant to be kept"
-        ),
-    }
-}
-
-/// How often a patch of the owner references is tried when another writer
-/// changed the Secret between the read and the patch.
-const PATCH_ATTEMPTS: usize = 3;
-
-/// Writes the owner references `ownership` asks for, and only them: a JSON
-/// merge patch of `metadata.ownerReferences` carrying the resourceVersion
-/// read, so a concurrent change (another replica doing the same) fails it
-/// with 409 and it is read and decided again. Whether it wrote.
-async fn patch_owners(
-    api: &Api<Secret>,
-    secret: &str,
-    mut found: Secret,
-    ownership: &Ownership,
-) -> Result<bool, CaSecretError> {
-    let fail = |source| CaSecretError::Api {
-        verb: "patch",
-        secret: secret.into(),
-        source,
-    };
-    for _ in 0..PATCH_ATTEMPTS {
-        let existing = found.metadata.owner_references.clone().unwrap_or_default();
-        let Some(references) = ownership.references(&existing) else {
-            return Ok(false);
-        };
-        let Some(name) = found.metadata.name.clone() else {
-            return Ok(false);
-        };
-        let patch = serde_json::json!({
-            "metadata": {
-                "resourceVersion": found.metadata.resource_version,
-                "ownerReferences": references,
-            }
-        });
-        match timed(
-            "patch",
-            secret,
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-        )
-        .await?
-        {
-            Ok(_) => return Ok(true),
-            Err(kube::Error::Api(status)) if status.is_conflict() => {
-                found = get(api, &name, secret)
-                    .await?
-                    .ok_or_else(|| CaSecretError::Contended {
-                        secret: secret.into(),
-                    })?;
-            }
-            Err(source) => return Err(fail(source)),
-        }
-    }
-    Err(CaSecretError::Contended {
-        secret: secret.into(),
-    })
-}
-
 async fn timed<T>(
     verb: &'static str,
     secret: &str,
@@ -504,6 +456,8 @@ struct Loader<'a> {
     cert_ttl: Duration,
     issuer_ttl: Duration,
     ownership: &'a Ownership,
+    poll: Duration,
+    overlap: Duration,
 }
 
 impl<'a> Loader<'a> {
@@ -515,6 +469,8 @@ impl<'a> Loader<'a> {
             cert_ttl: config.cert_ttl,
             issuer_ttl: config.issuer_ttl,
             ownership: config.ownership,
+            poll: config.poll,
+            overlap: config.overlap,
         }
     }
 
@@ -547,6 +503,7 @@ impl<'a> Loader<'a> {
                 Ok(CaSource {
                     authority,
                     origin: CaOrigin::Existing,
+                    resume: None,
                 })
             }
             SecretCa::Provided(texts) => {
@@ -562,6 +519,7 @@ impl<'a> Loader<'a> {
                 Ok(CaSource {
                     authority,
                     origin: CaOrigin::Provided,
+                    resume: None,
                 })
             }
         }

@@ -1,6 +1,11 @@
-//! The trust bundle (the mesh root, PEM) published as a ConfigMap
+//! The trust bundle (the mesh roots, PEM) published as a ConfigMap
 //! (`mycel-trust-bundle`, key `ca.crt`) in every meshed namespace, where the
-//! injector mounts it as the proxy's `--ca-root`.
+//! injector mounts it as the proxy's `--ca-root`. It follows the live
+//! bundle: during a trust-anchor rotation it holds the old and the new
+//! root, so a Pod started then trusts the controller whichever root its
+//! serving certificate chains to; and it tells when every meshed namespace
+//! holds the current bundle, which a shared rotation waits for before
+//! signing switches to the new root.
 //!
 //! A namespace is meshed while it carries the label `mycel.io/inject=enabled`
 //! (a kube-runtime watcher selects on it). Each one is brought up to date
@@ -155,6 +160,11 @@ pub struct Schedule {
     due: BTreeMap<String, (Instant, u32)>,
     /// Namespaces seen during a re-list, `None` outside one.
     relist: Option<BTreeSet<String>>,
+    /// Namespaces whose ConfigMap was made current since the roots last
+    /// changed.
+    current: BTreeSet<String>,
+    /// Whether the watch listed every meshed namespace at least once.
+    listed: bool,
 }
 
 impl Schedule {
@@ -171,12 +181,15 @@ impl Schedule {
             Event::Delete(ns) => {
                 if let Some(name) = &ns.metadata.name {
                     self.due.remove(name);
+                    self.current.remove(name);
                 }
             }
             Event::Init => self.relist = Some(BTreeSet::new()),
             Event::InitDone => {
                 let seen = self.relist.take().unwrap_or_default();
                 self.due.retain(|name, _| seen.contains(name));
+                self.current.retain(|name| seen.contains(name));
+                self.listed = true;
             }
         }
     }
@@ -188,6 +201,7 @@ impl Schedule {
         if wanted(ns) {
             self.due.insert(name, (now, 0));
         } else {
+            self.current.remove(&name);
             self.due.remove(&name);
         }
     }
@@ -212,6 +226,7 @@ impl Schedule {
             if ok {
                 *failures = 0;
                 *at = now + resync;
+                self.current.insert(namespace.to_string());
             } else {
                 *failures = failures.saturating_add(1);
                 *at = now + backoff(*failures);
@@ -228,6 +243,19 @@ impl Schedule {
 
     pub fn namespaces(&self) -> Vec<String> {
         self.due.keys().cloned().collect()
+    }
+
+    /// What every namespace must hold changed (new roots): all due now,
+    /// and none current until checked again.
+    pub fn roots_changed(&mut self, now: Instant) {
+        self.current.clear();
+        self.all_due(now);
+    }
+
+    /// Whether every meshed namespace (all of them listed) holds the
+    /// current roots.
+    pub fn published(&self) -> bool {
+        self.listed && self.due.keys().all(|ns| self.current.contains(ns))
     }
 }
 
@@ -254,17 +282,66 @@ enum EnsureError {
 /// says at the time, checking each again every `resync` and all of them
 /// when `owner` changes, until `shutdown` turns true. Never returns an
 /// error: failures are logged and retried. Spawn it once the CA is loaded,
-/// with [`DEFAULT_RESYNC`] unless configured otherwise.
+/// with [`DEFAULT_RESYNC`] unless configured otherwise. The roots never
+/// change; [`publish_live_trust_bundle`] follows a rotation.
 pub async fn publish_trust_bundle(
     client: Client,
     configmap_name: &str,
     namespace_label: &str,
     roots_pem: String,
     resync: Duration,
-    mut owner: watch::Receiver<Ownership>,
-    mut shutdown: watch::Receiver<bool>,
+    owner: watch::Receiver<Ownership>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let selector = format!("{namespace_label}={ENABLED}");
+    let (_keep, roots) = watch::channel(roots_pem);
+    let (published, _) = watch::channel(None);
+    publish_live_trust_bundle(
+        client,
+        &Publish {
+            configmap: configmap_name,
+            namespace_label,
+            resync,
+        },
+        Channels {
+            roots,
+            owner,
+            shutdown,
+            published,
+        },
+    )
+    .await
+}
+
+/// Where and how often the trust bundle is published.
+#[derive(Clone, Copy, Debug)]
+pub struct Publish<'a> {
+    pub configmap: &'a str,
+    pub namespace_label: &'a str,
+    pub resync: Duration,
+}
+
+/// What the publisher follows and what it tells.
+pub struct Channels {
+    /// The roots to publish, PEM; a change makes every namespace due.
+    pub roots: watch::Receiver<String>,
+    pub owner: watch::Receiver<Ownership>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Set to the roots once every meshed namespace holds them, `None`
+    /// while some do not yet.
+    pub published: watch::Sender<Option<String>>,
+}
+
+/// [`publish_trust_bundle`] of roots that change: each change is written
+/// to every meshed namespace at once, and `published` says when all of
+/// them hold it.
+pub async fn publish_live_trust_bundle(client: Client, at: &Publish<'_>, channels: Channels) {
+    let Channels {
+        mut roots,
+        mut owner,
+        mut shutdown,
+        published,
+    } = channels;
+    let selector = format!("{}={ENABLED}", at.namespace_label);
     let mut events = watcher::watcher(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default().labels(&selector),
@@ -272,6 +349,7 @@ pub async fn publish_trust_bundle(
     .default_backoff()
     .boxed();
     let mut schedule = Schedule::default();
+    let mut roots_pem = roots.borrow_and_update().clone();
     loop {
         if *shutdown.borrow() {
             return;
@@ -280,13 +358,14 @@ pub async fn publish_trust_bundle(
         for ns in schedule.due(now) {
             let ownership = owner.borrow_and_update().clone();
             let result = tokio::select! {
-                r = ensure(&client, configmap_name, &ns, &roots_pem, &ownership) => r,
+                r = ensure(&client, at.configmap, &ns, &roots_pem, &ownership) => r,
                 _ = shutdown.changed() => return,
             };
+            let configmap = at.configmap;
             let ok = match result {
                 Ok(Action::Current) => true,
                 Ok(Action::AwaitOwner) => {
-                    tracing::info!(namespace = %ns, configmap = configmap_name, owner = ?ownership, "trust bundle not created until its owner exists");
+                    tracing::info!(namespace = %ns, configmap, owner = ?ownership, "trust bundle not created until its owner exists");
                     true
                 }
                 Ok(action) => {
@@ -295,7 +374,7 @@ pub async fn publish_trust_bundle(
                     } else {
                         "corrected"
                     };
-                    tracing::info!(namespace = %ns, configmap = configmap_name, "{what} the trust bundle");
+                    tracing::info!(namespace = %ns, configmap, "{what} the trust bundle");
                     true
                 }
                 Err(e) => {
@@ -303,9 +382,17 @@ pub async fn publish_trust_bundle(
                     false
                 }
             };
-            schedule.done(&ns, ok, Instant::now(), resync);
+            schedule.done(&ns, ok, Instant::now(), at.resync);
         }
-        let wake = schedule.next().unwrap_or_else(|| Instant::now() + resync);
+        let now_published = schedule.published().then(|| roots_pem.clone());
+        published.send_if_modified(|p| {
+            let changed = *p != now_published;
+            *p = now_published;
+            changed
+        });
+        let wake = schedule
+            .next()
+            .unwrap_or_else(|| Instant::now() + at.resync);
         tokio::select! {
             next = events.next() => match next {
                 Some(Ok(event)) => schedule.on_event(event, Instant::now()),
@@ -317,6 +404,10 @@ pub async fn publish_trust_bundle(
             // A sender gone (no --webhook-config, or shutting down) keeps
             // the last ownership; the shutdown branch ends the loop.
             Ok(()) = owner.changed() => schedule.all_due(Instant::now()),
+            Ok(()) = roots.changed() => {
+                roots_pem = roots.borrow_and_update().clone();
+                schedule.roots_changed(Instant::now());
+            }
             _ = shutdown.changed() => return,
         }
     }

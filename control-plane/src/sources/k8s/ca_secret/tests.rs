@@ -178,6 +178,8 @@ fn loader(dir: &Path) -> Loader<'_> {
         cert_ttl: Duration::from_secs(3600),
         issuer_ttl: Duration::from_secs(7 * 24 * 3600),
         ownership: &LEAVE,
+        poll: Duration::from_secs(1),
+        overlap: Duration::from_secs(60),
     }
 }
 

@@ -221,3 +221,41 @@ fn terminating_namespaces_are_not_published_to() {
     });
     assert!(!wanted(&n));
 }
+
+/// A shared rotation switches signing only once the bundle holding both
+/// roots is everywhere: `published` must not say so before every meshed
+/// namespace (all of them listed) was written with the new roots.
+#[test]
+fn published_only_once_every_listed_namespace_holds_the_new_roots() {
+    let t0 = Instant::now();
+    let resync = Duration::from_secs(300);
+    let mut s = Schedule::default();
+    assert!(!s.published(), "nothing listed yet");
+    s.on_event(Event::Init, t0);
+    s.on_event(Event::InitApply(ns("a")), t0);
+    s.on_event(Event::InitApply(ns("b")), t0);
+    assert!(!s.published(), "listing not finished");
+    s.on_event(Event::InitDone, t0);
+    s.done("a", true, t0, resync);
+    assert!(!s.published(), "b not written yet");
+    s.done("b", true, t0, resync);
+    assert!(s.published());
+
+    // New roots: none current until written again; a failure keeps it so.
+    let t1 = t0 + Duration::from_secs(1);
+    s.roots_changed(t1);
+    assert_eq!(s.due(t1), ["a", "b"]);
+    assert!(!s.published());
+    s.done("a", true, t1, resync);
+    s.done("b", false, t1, resync);
+    assert!(!s.published());
+    s.done("b", true, t1, resync);
+    assert!(s.published());
+
+    // A namespace meshed later is not published to until written; one
+    // that leaves the mesh is no longer waited for.
+    s.on_event(Event::Apply(ns("c")), t1);
+    assert!(!s.published());
+    s.on_event(Event::Delete(ns("c")), t1);
+    assert!(s.published());
+}
