@@ -411,6 +411,9 @@ async fn a_user_ca_without_its_root_key_rotates_to_another_user_ca() {
         "{s:#}"
     );
     assert_eq!(s["roots"].as_array().unwrap().len(), 1);
+    // A restarted controller in local mode knows the endpoints of the
+    // proxies that reconnected: wait for ratings' before calling it.
+    mesh.wait_registered("ratings").await;
     let late = mesh.sidecar(SidecarSpec::new("late", "reviews")).await;
     let r = http::get(late.outbound(), "ratings", "/ratings/1")
         .await
