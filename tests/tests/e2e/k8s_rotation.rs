@@ -1058,3 +1058,116 @@ async fn a_replica_whose_proxy_lacks_the_new_root_holds_back_every_replicas_swit
     }
     assert_eq!(sidecar_bundle(&web).await, [new_fp.as_str()]);
 }
+
+/// The Secret gets a new root while no controller runs. Restarted with its
+/// data dir (a container restart), the controller still holds the retired
+/// CA and rotates as usual, through `distributing`. Restarted with an empty
+/// one (every Pod rescheduled), nobody holds the retired CA's key any more:
+/// after waiting for a running replica that does not come, it signs with
+/// the new root at once but keeps the old one trusted for the overlap,
+/// instead of dropping it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_changed_while_no_controller_ran_is_still_rotated_to_with_an_overlap() {
+    if !k8s::available() {
+        return;
+    }
+    let (_api, admin, mut mesh, _web) = loopback("3s").await;
+    let first = status_roots(&status(&mesh).await).remove(0);
+    until(
+        "the root in force recorded",
+        Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move {
+                let r = record(&secret(&admin).await);
+                match r["phase"] == "stable" {
+                    true => Ok(()),
+                    false => Err(r.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+
+    // Data dir kept: an ordinary rotation.
+    mesh.kill_controller().await;
+    let (_a, second_texts) = some_ca();
+    let second = fingerprints(&second_texts[0]).remove(0);
+    patch_secret(&admin, &mycel_ca_patch(&second_texts)).await;
+    mesh.start_controller().await;
+    let s = status(&mesh).await;
+    assert_eq!(status_roots(&s)[0], first, "the retired CA signs: {s:#}");
+    until(
+        "distributing to the new root",
+        Duration::from_secs(15),
+        || {
+            let mesh = &mesh;
+            async move {
+                let s = status(mesh).await;
+                match s["phase"] == "distributing" {
+                    true => Ok(()),
+                    false => Err(s.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+    until("stable on the second root", Duration::from_secs(60), || {
+        let (mesh, second) = (&mesh, second.clone());
+        async move {
+            let s = status(mesh).await;
+            match s["phase"] == "stable" && status_roots(&s) == [second] {
+                true => Ok(()),
+                false => Err(s.to_string()),
+            }
+        }
+    })
+    .await;
+
+    // Data dir emptied: overlap at once, both roots trusted.
+    mesh.kill_controller().await;
+    for dir in ["ca", "ca-active", "ca-provided"] {
+        let _ = std::fs::remove_dir_all(mesh.path("data").join(dir));
+    }
+    let (_b, third_texts) = some_ca();
+    let third = fingerprints(&third_texts[0]).remove(0);
+    patch_secret(&admin, &mycel_ca_patch(&third_texts)).await;
+    mesh.start_controller().await;
+    let s = status(&mesh).await;
+    assert_eq!(s["phase"], "overlap", "{s:#}");
+    assert_eq!(
+        status_roots(&s),
+        [third.as_str(), second.as_str()],
+        "the old root is kept for the overlap: {s:#}"
+    );
+    let r = record(&secret(&admin).await);
+    assert_eq!(r["phase"], "overlap", "{r}");
+    let cm = until(
+        "both roots in the ConfigMap",
+        Duration::from_secs(15),
+        || {
+            let admin = admin.clone();
+            async move {
+                let cm = bundle(&admin, SHOP).await.unwrap_or_default();
+                match fingerprints(&cm).len() == 2 {
+                    true => Ok(cm),
+                    false => Err(cm),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(fingerprints(&cm).contains(&second), "{cm}");
+    until("stable on the third root", Duration::from_secs(60), || {
+        let (mesh, third) = (&mesh, third.clone());
+        async move {
+            let s = status(mesh).await;
+            match s["phase"] == "stable" && status_roots(&s) == [third] {
+                true => Ok(()),
+                false => Err(s.to_string()),
+            }
+        }
+    })
+    .await;
+    assert!(rotation_keys(&secret(&admin).await).is_empty());
+}
