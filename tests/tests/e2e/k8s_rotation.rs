@@ -1171,3 +1171,172 @@ async fn a_secret_changed_while_no_controller_ran_is_still_rotated_to_with_an_ov
     .await;
     assert!(rotation_keys(&secret(&admin).await).is_empty());
 }
+
+/// The injection webhook is served with the controller's certificate, so
+/// its configuration's caBundle must follow a rotation: pinned to the root
+/// the controller started with (as it was), the API server refuses every
+/// Pod of a meshed namespace (failurePolicy Fail) once that certificate
+/// comes from the new root. It holds both roots through the overlap and
+/// the new one alone at the end, and Pods are admitted and injected
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_keeps_calling_the_injection_webhook_across_a_rotation() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Pod as KubePod;
+    use kube::api::PostParams;
+    if !k8s::available() {
+        return;
+    }
+    let (api, admin, _controller) = cluster().await;
+    seed(&admin, &[]).await;
+    mesh_namespace(&admin).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _: MutatingWebhookConfiguration = super::k8s_ca::create(
+        Api::all(admin.clone()),
+        json!({
+            "metadata": {"name": "mycel-injector"},
+            "webhooks": [{
+                "name": "inject.mycel.io",
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/inject")},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {"mycel.io/inject": "enabled"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 10,
+            }],
+        }),
+    )
+    .await;
+    let webhook = format!("127.0.0.1:{port}");
+    let mesh = Mesh::start_kubernetes(
+        &controller_kubeconfig(&api),
+        &[
+            "--ca-secret",
+            "mycel-system/mycel-ca",
+            "--ca-secret-poll",
+            "1s",
+            "--rotation-overlap",
+            "5s",
+            "--trust-bundle-configmap",
+            BUNDLE,
+            "--webhook-addr",
+            &webhook,
+            "--webhook-config",
+            "mycel-injector",
+        ],
+    )
+    .await;
+    let ca_bundle = || {
+        let admin = admin.clone();
+        async move {
+            let config = Api::<MutatingWebhookConfiguration>::all(admin)
+                .get("mycel-injector")
+                .await
+                .unwrap();
+            let bundle = config.webhooks.unwrap_or_default()[0]
+                .client_config
+                .ca_bundle
+                .clone()
+                .map(|b| String::from_utf8(b.0).unwrap())
+                .unwrap_or_default();
+            fingerprints(&bundle)
+        }
+    };
+    let pods: Api<KubePod> = Api::namespaced(admin.clone(), SHOP);
+    // Admitted (and injected) through the webhook, retried for a while: the
+    // caBundle is written asynchronously.
+    let admitted = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let pod: KubePod = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"serviceAccountName": "client", "automountServiceAccountToken": false,
+                         "containers": [{"name": "app", "image": "mycel-demo"}]},
+            }))
+            .unwrap();
+            until(
+                &format!("Pod {name} admitted"),
+                Duration::from_secs(20),
+                || {
+                    let (pods, pod) = (pods.clone(), pod.clone());
+                    async move {
+                        let p = pods
+                            .create(&PostParams::default(), &pod)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let init: Vec<String> = p
+                            .spec
+                            .and_then(|s| s.init_containers)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|c| c.name)
+                            .collect();
+                        match init.contains(&"mycel-proxy".to_string()) {
+                            true => Ok(()),
+                            false => Err(format!("not injected: {init:?}")),
+                        }
+                    }
+                },
+            )
+            .await
+        }
+    };
+    admitted("before").await;
+    let old_fp = status_roots(&status(&mesh).await).remove(0);
+    assert_eq!(ca_bundle().await, [old_fp.as_str()]);
+
+    let (_src, new_texts) = some_ca();
+    let new_fp = fingerprints(&new_texts[0]).remove(0);
+    patch_secret(&admin, &mycel_ca_patch(&new_texts)).await;
+    until("overlap", Duration::from_secs(40), || {
+        let mesh = &mesh;
+        async move {
+            let s = status(mesh).await;
+            match s["phase"] == "overlap" {
+                true => Ok(()),
+                false => Err(s.to_string()),
+            }
+        }
+    })
+    .await;
+    let mut both = ca_bundle().await;
+    both.sort();
+    let mut want = vec![old_fp.clone(), new_fp.clone()];
+    want.sort();
+    assert_eq!(both, want, "the caBundle in the overlap");
+    admitted("during").await;
+
+    until("stable on the new root", Duration::from_secs(60), || {
+        let (mesh, new_fp) = (&mesh, new_fp.clone());
+        async move {
+            let s = status(mesh).await;
+            match s["phase"] == "stable" && status_roots(&s) == [new_fp] {
+                true => Ok(()),
+                false => Err(s.to_string()),
+            }
+        }
+    })
+    .await;
+    until(
+        "the caBundle on the new root alone",
+        Duration::from_secs(20),
+        || {
+            let (get, new_fp) = (ca_bundle(), new_fp.clone());
+            async move {
+                let b = get.await;
+                match b == [new_fp] {
+                    true => Ok(()),
+                    false => Err(format!("{b:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    admitted("after").await;
+}
