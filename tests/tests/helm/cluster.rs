@@ -260,8 +260,8 @@ async fn helm_install_runs_the_controller_under_chart_rbac_refused_nothing_it_ne
         ("", "pods", "delete", "shop", ""),
         ("", "services", "update", "shop", ""),
         ("coordination.k8s.io", "leases", "get", "kube-system", ""),
-        // The CA Secret's CA is never written after creation; only its
-        // owner references are patched (ca_secret.rs).
+        // The CA Secret is only patched (owner references, the rotation
+        // record), never updated whole (ca_secret.rs).
         ("", "secrets", "update", NS, rbac::CA_SECRET),
         ("coordination.k8s.io", "leases", "create", NS, ""),
         (

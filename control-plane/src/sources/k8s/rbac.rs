@@ -251,7 +251,7 @@ pub const REQUIRED: &[Permission] = &[
         verbs: &["get", "patch"],
         scope: Scope::ControllerNamespace,
         resource_names: &[CA_SECRET],
-        why: "the CA root and issuer are read at start; the CA is never written after creation, so no update and no leader election; patch sets only its owner references (ca_secret.rs, owner.rs)",
+        why: "get: the CA root and issuer, read at start and every --ca-secret-poll (a new root there starts a rotation); patch: its owner references and the rotation record (rotation.mycel.io/* annotations, rotation.* data keys), never the CA keys themselves; replicas agree through it by resourceVersion, so no update and no leader election (ca_secret.rs, owner.rs)",
     },
 ];
 
