@@ -103,6 +103,26 @@ fn record(s: &Secret) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Waits until a controller's first poll recorded the root in force
+/// (phase `stable`) in the Secret.
+async fn until_root_recorded(admin: &Client) {
+    until(
+        "the root in force recorded",
+        Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move {
+                let r = record(&secret(&admin).await);
+                match r["phase"] == "stable" {
+                    true => Ok(()),
+                    false => Err(r.to_string()),
+                }
+            }
+        },
+    )
+    .await;
+}
+
 /// Data keys the controllers added to the Secret.
 fn rotation_keys(s: &Secret) -> Vec<String> {
     s.data
@@ -353,21 +373,7 @@ async fn a_new_root_in_the_ca_secret_is_rotated_to_under_load_without_a_failed_r
     )
     .await;
     // The first poll recorded the root in force; nothing else.
-    until(
-        "the root in force recorded",
-        Duration::from_secs(10),
-        || {
-            let admin = admin.clone();
-            async move {
-                let r = record(&secret(&admin).await);
-                match r["phase"] == "stable" {
-                    true => Ok(()),
-                    false => Err(r.to_string()),
-                }
-            }
-        },
-    )
-    .await;
+    until_root_recorded(&admin).await;
 
     let load = Load::start(&node, &mut client, &url, 3000);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -792,21 +798,7 @@ async fn a_controller_restarted_mid_rotation_keeps_both_roots_until_the_overlap_
     }
     let (_api, admin, mut mesh, web) = loopback("20s").await;
     let old_fp = status_roots(&status(&mesh).await).remove(0);
-    until(
-        "the root in force recorded",
-        Duration::from_secs(10),
-        || {
-            let admin = admin.clone();
-            async move {
-                let r = record(&secret(&admin).await);
-                match r["phase"] == "stable" {
-                    true => Ok(()),
-                    false => Err(r.to_string()),
-                }
-            }
-        },
-    )
-    .await;
+    until_root_recorded(&admin).await;
     let (_src, new_texts) = some_ca();
     let new_fp = fingerprints(&new_texts[0]).remove(0);
     patch_secret(&admin, &mycel_ca_patch(&new_texts)).await;
@@ -1073,21 +1065,7 @@ async fn a_secret_changed_while_no_controller_ran_is_still_rotated_to_with_an_ov
     }
     let (_api, admin, mut mesh, _web) = loopback("3s").await;
     let first = status_roots(&status(&mesh).await).remove(0);
-    until(
-        "the root in force recorded",
-        Duration::from_secs(10),
-        || {
-            let admin = admin.clone();
-            async move {
-                let r = record(&secret(&admin).await);
-                match r["phase"] == "stable" {
-                    true => Ok(()),
-                    false => Err(r.to_string()),
-                }
-            }
-        },
-    )
-    .await;
+    until_root_recorded(&admin).await;
 
     // Data dir kept: an ordinary rotation.
     mesh.kill_controller().await;
