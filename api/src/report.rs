@@ -11,6 +11,12 @@ use std::ffi::OsString;
 
 #[cfg(feature = "main")]
 pub use main::{exit_code, Program, UsageError};
+/// The environment variable choosing text or JSON log lines.
+#[cfg(feature = "main")]
+pub use mycel_telemetry::FORMAT_ENV as LOG_FORMAT_ENV;
+
+/// What every binary's reference page says about [`LOG_FORMAT_ENV`].
+pub const LOG_FORMAT_HELP: &str = "Log line format: `text` (default) or `json` (one JSON object per line: timestamp, level, target, the event's fields, the current span).";
 
 /// The environment variable every binary reads its log filter from.
 pub const LOG_ENV: &str = "MYCEL_LOG";

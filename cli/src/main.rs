@@ -167,10 +167,13 @@ impl FaultFlags {
 }
 
 /// Environment variables mycelctl reads (for the reference page).
-const ENVIRONMENT: &[(&str, &str)] = &[(
-    report::LOG_ENV,
-    "Log filter of mycelctl itself in tracing's EnvFilter syntax (default: warn, without the Kubernetes client's log of each refused request).",
-)];
+const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        report::LOG_ENV,
+        "Log filter of mycelctl itself in tracing's EnvFilter syntax; RUST_LOG when unset (default: warn, without the Kubernetes client's log of each refused request).",
+    ),
+    (report::LOG_FORMAT_ENV, report::LOG_FORMAT_HELP),
+];
 
 const PROGRAM: report::Program = report::Program {
     name: "mycelctl",

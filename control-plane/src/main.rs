@@ -217,10 +217,16 @@ impl AdmissionArgs {
 }
 
 /// Environment variables the controller reads (for the reference page).
-const ENVIRONMENT: &[(&str, &str)] = &[(
-    mycel_api::report::LOG_ENV,
-    "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_control_plane=debug` (default: info).",
-)];
+const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        mycel_api::report::LOG_ENV,
+        "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_control_plane=debug`; RUST_LOG when unset (default: info).",
+    ),
+    (
+        mycel_api::report::LOG_FORMAT_ENV,
+        mycel_api::report::LOG_FORMAT_HELP,
+    ),
+];
 
 const PROGRAM: mycel_api::report::Program = mycel_api::report::Program {
     name: "mycel-controller",

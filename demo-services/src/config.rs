@@ -52,10 +52,16 @@ impl Version {
 }
 
 /// Environment variables `mycel-demo` reads (for the reference page).
-pub const ENVIRONMENT: &[(&str, &str)] = &[(
-    "RUST_LOG",
-    "Log filter in tracing's EnvFilter syntax (default: info).",
-)];
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "RUST_LOG",
+        "Log filter in tracing's EnvFilter syntax (default: info).",
+    ),
+    (
+        mycel_api::report::LOG_FORMAT_ENV,
+        mycel_api::report::LOG_FORMAT_HELP,
+    ),
+];
 
 /// Bad values on the command line.
 #[derive(Debug, thiserror::Error, PartialEq)]

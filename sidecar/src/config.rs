@@ -350,7 +350,11 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         names::ENV_LOG,
-        "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_sidecar=debug` (default: info).",
+        "Log filter in tracing's EnvFilter syntax, e.g. `info` or `mycel_sidecar=debug`; RUST_LOG when unset (default: info).",
+    ),
+    (
+        mycel_api::report::LOG_FORMAT_ENV,
+        mycel_api::report::LOG_FORMAT_HELP,
     ),
     (
         names::ENV_APP_PROBES,

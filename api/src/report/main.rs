@@ -59,32 +59,15 @@ impl Program {
         exit_code(run(parsed), verbose)
     }
 
-    /// Logs to stderr, filtered by `log_env` (tracing's `EnvFilter`
-    /// syntax). The one place logging is set up, so that it can be swapped
-    /// for a telemetry crate.
+    /// Logs to stderr as `mycel_telemetry` sets it up: the filter from
+    /// `log_env` (else `RUST_LOG`, else `default_log`), text or JSON lines
+    /// (`MYCEL_LOG_FORMAT`).
     pub fn init_logging(&self) {
-        let invalid = |why: String| {
-            eprintln!(
-                "{}: {} {why}; using {}",
-                self.name, self.log_env, self.default_log
-            );
-            None
-        };
-        let filter = match std::env::var(self.log_env) {
-            Err(std::env::VarError::NotPresent) => None,
-            Err(e) => invalid(e.to_string()),
-            Ok(text) => match tracing_subscriber::EnvFilter::try_new(&text) {
-                Ok(filter) => Some(filter),
-                Err(e) => invalid(format!("{text:?} is not a valid filter ({e})")),
-            },
-        };
-        let filter = filter.unwrap_or_else(|| tracing_subscriber::EnvFilter::new(self.default_log));
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            // Colour only on a terminal: a log file must stay plain text.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        mycel_telemetry::init(&mycel_telemetry::Logs {
+            program: self.name,
+            filter_env: self.log_env,
+            default_filter: self.default_log,
+        });
     }
 }
 

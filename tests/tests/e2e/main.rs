@@ -35,6 +35,7 @@ mod k8s_policy;
 mod k8s_proxy_config;
 mod k8s_rotation;
 mod k8s_routes;
+mod logs;
 mod mtls;
 mod netns_init;
 mod netns_mesh;
