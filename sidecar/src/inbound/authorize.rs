@@ -2,10 +2,9 @@
 //! to each request and tunnel on the verified peer identity, never on a
 //! header the caller could write.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use std::net::IpAddr;
 
 use mycel_api::authz::{
     decide, decide_plaintext, Attributes, DecidedBy, Decision, InboundPolicy, MtlsMode,
