@@ -277,6 +277,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
                 known: vec![],
                 mode: "sidecar".into(),
                 gateway: String::new(),
+                admin: None,
             };
             keep.push(open_stream(pool.next(&ctl).await?, hello, usize::MAX, None).await?);
         }
@@ -297,6 +298,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
             known: vec![],
             mode: "sidecar".into(),
             gateway: String::new(),
+            admin: None,
         };
         keep.push(open_stream(subs.next(&ctl).await?, hello, j, Some(utx.clone())).await?);
     }
@@ -340,6 +342,7 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
             known: vec![],
             mode: "sidecar".into(),
             gateway: String::new(),
+            admin: None,
         };
         let channel = eps[s].next(&ctl).await?;
         let t0 = Instant::now();

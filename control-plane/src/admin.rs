@@ -363,6 +363,7 @@ mod tests {
                 last_nack: None,
                 leaf_serial: String::new(),
                 leaf_chain: Vec::new(),
+                admin_addr: None,
             },
         );
         let r = route(&s, &Method::GET, "/debug/proxies");

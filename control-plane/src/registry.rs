@@ -3,6 +3,7 @@
 //! server; kept apart from both so neither depends on the other.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -42,6 +43,46 @@ pub struct ProxyRecord {
     /// That leaf's chain, to tell which root it chains to.
     #[serde(skip)]
     pub leaf_chain: Vec<Vec<u8>>,
+    /// Where to scrape the proxy's `/metrics` (`ip:port`), from its Hello;
+    /// `None` when it has no admin server or declared an unusable one.
+    /// Proxy-declared: used for nothing but scraping metrics.
+    #[serde(default)]
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// Why a proxy's declared admin address is not used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdminAddrError {
+    #[error("Hello.admin.port {0} is not a TCP port (1-65535)")]
+    Port(u32),
+    #[error("Hello.admin.host {0:?} is not an IP address")]
+    Host(String),
+    #[error("Hello.admin.host {0} is unspecified and the stream's peer address is unknown")]
+    NoPeer(IpAddr),
+}
+
+/// The address to scrape a proxy's metrics at, from the host and port it
+/// says its admin server is bound to. A proxy bound to every interface
+/// (0.0.0.0 or ::, as in a pod) is reached at the address its stream
+/// comes from.
+pub fn admin_scrape_addr(
+    host: &str,
+    port: u32,
+    peer: Option<IpAddr>,
+) -> Result<SocketAddr, AdminAddrError> {
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(AdminAddrError::Port(port))?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| AdminAddrError::Host(host.chars().take(64).collect()))?;
+    let ip = if ip.is_unspecified() {
+        peer.ok_or(AdminAddrError::NoPeer(ip))?
+    } else {
+        ip
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
@@ -110,7 +151,29 @@ mod tests {
             last_nack: None,
             leaf_serial: String::new(),
             leaf_chain: Vec::new(),
+            admin_addr: None,
         }
+    }
+
+    #[test]
+    fn admin_addresses() {
+        let peer: IpAddr = "10.0.0.7".parse().unwrap();
+        let ok = |h: &str, p: u32, peer: Option<IpAddr>| admin_scrape_addr(h, p, peer);
+        assert_eq!(
+            ok("127.0.0.1", 15020, Some(peer)).unwrap().to_string(),
+            "127.0.0.1:15020"
+        );
+        assert_eq!(ok("0.0.0.0", 15020, Some(peer)).unwrap().to_string(), "10.0.0.7:15020");
+        assert_eq!(ok("::", 15020, Some(peer)).unwrap().to_string(), "10.0.0.7:15020");
+        assert_eq!(ok("::1", 9, None).unwrap().to_string(), "[::1]:9");
+        assert_eq!(ok("127.0.0.1", 0, None), Err(AdminAddrError::Port(0)));
+        assert_eq!(ok("127.0.0.1", 70000, None), Err(AdminAddrError::Port(70000)));
+        assert_eq!(
+            ok("example", 1, None),
+            Err(AdminAddrError::Host("example".into()))
+        );
+        let e = ok("0.0.0.0", 1, None).unwrap_err();
+        assert!(e.to_string().contains("Hello.admin.host"), "{e}");
     }
 
     #[test]

@@ -174,6 +174,7 @@ fn hello(proxy_id: &str, w: Workload, register: bool, subs: &[&str]) -> Hello {
         known: vec![],
         mode: "sidecar".into(),
         gateway: String::new(),
+        admin: None,
     }
 }
 

@@ -188,6 +188,8 @@ pub async fn run<F: Future<Output = ()>>(
     let mut tasks = JoinSet::new();
     // Set when the proxy reports to a controller as an endpoint.
     let mut withdrawal: Option<Withdrawal> = None;
+    let (admin_tx, admin_rx) = tokio::sync::oneshot::channel::<Option<SocketAddr>>();
+    let mut admin_rx = Some(admin_rx);
     // A first certificate refused for good ends the proxy with that reason.
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
 
@@ -270,10 +272,17 @@ pub async fn run<F: Future<Output = ()>>(
             )
             .with_withdrawal(leave);
             let id = identity.clone();
+            let admin = admin_rx.take();
             // The stream authenticates with the workload certificate.
             tasks.spawn(async move {
+                // The admin port is known only once bound (port 0 resolved),
+                // which happens after this task is spawned.
+                let admin = match admin {
+                    Some(rx) => rx.await.ok().flatten(),
+                    None => None,
+                };
                 wait_for_cert(&id).await;
-                client.run().await;
+                client.with_admin(admin).run().await;
             });
             None
         }
@@ -281,6 +290,7 @@ pub async fn run<F: Future<Output = ()>>(
 
     let mut listeners = bind_all(&config).await?;
     let ready = ready_line(&listeners);
+    let _ = admin_tx.send(listeners.admin.as_ref().and_then(|l| l.local_addr().ok()));
     if let Some(l) = listeners.admin.take() {
         let state = Arc::new(AdminState {
             config: config.clone(),

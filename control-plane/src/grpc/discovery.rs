@@ -27,7 +27,7 @@ use crate::ca::tokens::token_id_from_cert_der;
 use crate::index::{ConnId, Namespaces, ProxyOrigin, SharedIndex, DISCOVERY_NAMESPACES_KEY};
 use crate::metrics::Metrics;
 use crate::model::{ProxyView, ResourceKey, ServiceKey, Workload};
-use crate::registry::{now_rfc3339, NackRecord, ProxyRecord, ProxyRegistry};
+use crate::registry::{admin_scrape_addr, now_rfc3339, NackRecord, ProxyRecord, ProxyRegistry};
 use crate::sources::admission::{Peer, RegistrationPolicy};
 
 pub use crate::index::DEFAULT_MAX_SUBSCRIPTIONS;
@@ -520,10 +520,18 @@ impl Discovery for DiscoveryService {
             .await
             .map_err(|_| Status::deadline_exceeded("no Hello received within 10s"))??
             .ok_or_else(|| Status::invalid_argument("stream closed before Hello"))?;
-        let hello = match first.kind {
+        let mut hello = match first.kind {
             Some(Kind::Hello(h)) => h,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
+        // A bad admin address costs the proxy its metrics, not its stream.
+        let admin_addr = hello.admin.take().and_then(|a| {
+            admin_scrape_addr(&a.host, a.port, remote.map(|r| r.ip()))
+                .map_err(|e| {
+                    tracing::warn!(spiffe_id = %peer, error = %e, "proxy admin address ignored");
+                })
+                .ok()
+        });
         let mut start = check_hello(&peer, hello).map_err(|e| {
             tracing::warn!(spiffe_id = %peer, error = %e, "discovery stream refused");
             Status::from(e)
@@ -606,6 +614,7 @@ impl Discovery for DiscoveryService {
                     .and_then(crate::ca::rotation::leaves::serial_hex)
                     .unwrap_or_default(),
                 leaf_chain,
+                admin_addr,
             },
         );
         let gateway = start

@@ -89,6 +89,7 @@ fn connect_proxy(s: &Setup, conn: u64) -> String {
             last_nack: None,
             leaf_serial: serial.clone(),
             leaf_chain: issued.chain_der,
+            admin_addr: None,
         },
     );
     serial

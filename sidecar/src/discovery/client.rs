@@ -81,6 +81,7 @@ pub struct DiscoveryClient<C> {
     withdrawal: Withdrawal,
     status: Arc<DiscoveryStatus>,
     metrics: DiscoveryMetrics,
+    admin: Option<pb::AdminAddress>,
 }
 
 impl<C: Connect> DiscoveryClient<C> {
@@ -106,6 +107,7 @@ impl<C: Connect> DiscoveryClient<C> {
             withdrawal: Withdrawal::default(),
             status,
             metrics,
+            admin: None,
         }
     }
 
@@ -113,6 +115,16 @@ impl<C: Connect> DiscoveryClient<C> {
     /// that report is on the stream.
     pub fn with_withdrawal(mut self, withdrawal: Withdrawal) -> Self {
         self.withdrawal = withdrawal;
+        self
+    }
+
+    /// The admin server's bound address, told to the controller so it can
+    /// scrape this proxy's metrics.
+    pub fn with_admin(mut self, admin: Option<std::net::SocketAddr>) -> Self {
+        self.admin = admin.map(|a| pb::AdminAddress {
+            host: a.ip().to_string(),
+            port: u32::from(a.port()),
+        });
         self
     }
 
@@ -157,6 +169,7 @@ impl<C: Connect> DiscoveryClient<C> {
             known: self.cache.known(),
             mode: self.hello.mode.clone(),
             gateway: self.hello.gateway.clone(),
+            admin: self.admin.clone(),
         }))
     }
 

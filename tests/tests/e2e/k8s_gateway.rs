@@ -194,6 +194,7 @@ async fn gateways_of_our_class_are_served_and_report_status() {
         known: vec![],
         mode: "gateway".into(),
         gateway: "shop-gateway.shop".into(),
+        admin: None,
     };
     let token = std::fs::read_to_string(token).unwrap();
     let mut proxy = Proxy::open_hello(&mesh, token.trim(), hello, "shop-gateway.shop").await;

@@ -95,6 +95,7 @@ impl Proxy {
             known: vec![],
             mode: "sidecar".into(),
             gateway: String::new(),
+            admin: None,
         };
         Self::open_hello(mesh, token, hello, "reviews.shop").await
     }

@@ -114,6 +114,7 @@ fn hello(w: Workload, register: bool, subs: &[&str]) -> Hello {
         known: vec![],
         mode: String::new(),
         gateway: String::new(),
+        admin: None,
     }
 }
 

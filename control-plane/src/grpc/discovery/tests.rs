@@ -32,6 +32,7 @@ fn hello() -> Hello {
         }],
         mode: String::new(),
         gateway: String::new(),
+        admin: None,
     }
 }
 
