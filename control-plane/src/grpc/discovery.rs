@@ -25,7 +25,7 @@ pub use session::{Delta, Session};
 use super::convert;
 use crate::ca::tokens::token_id_from_cert_der;
 use crate::index::{ConnId, Namespaces, ProxyOrigin, SharedIndex, DISCOVERY_NAMESPACES_KEY};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PushAnswer};
 use crate::model::{ProxyView, ResourceKey, ServiceKey, Workload};
 use crate::registry::{admin_scrape_addr, now_rfc3339, NackRecord, ProxyRecord, ProxyRegistry};
 use crate::sources::admission::{Peer, RegistrationPolicy};
@@ -451,14 +451,25 @@ impl StreamTask {
                 Ok(())
             }
             Some(Kind::Ack(a)) => {
-                if self.session.ack(&a.nonce) {
+                if let Some(answered) = self.session.ack(&a.nonce) {
+                    self.guard.metrics.push_answered(
+                        PushAnswer::Ack,
+                        answered.kind,
+                        answered.elapsed,
+                    );
                     let acked = acked_map(self.session.acked());
                     self.guard.registry.update(conn.0, |r| r.acked = acked);
                 }
                 Ok(())
             }
             Some(Kind::Nack(n)) => {
-                self.session.nack(&n.nonce);
+                if let Some(answered) = self.session.nack(&n.nonce) {
+                    self.guard.metrics.push_answered(
+                        PushAnswer::Nack,
+                        answered.kind,
+                        answered.elapsed,
+                    );
+                }
                 self.guard.metrics.discovery_nacks.inc();
                 tracing::warn!(proxy_id = %self.proxy_id, nonce = %n.nonce, error = %n.error, "proxy rejected config");
                 let rec = NackRecord {

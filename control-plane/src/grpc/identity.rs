@@ -236,6 +236,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
+        let started = std::time::Instant::now();
         let remote = request.remote_addr().map(|a| a.ip());
         let leaf = request
             .peer_certs()
@@ -247,13 +248,13 @@ impl Identity for IdentityService {
         };
         match result {
             Ok(resp) => {
-                self.metrics.certificate("ok");
+                self.metrics.certificate("ok", started.elapsed());
                 tracing::info!(spiffe_id = %resp.spiffe_id, not_after = resp.not_after_unix, "certificate issued");
                 Ok(Response::new(resp))
             }
             Err(e) => {
                 let label = e.label();
-                self.metrics.certificate(label);
+                self.metrics.certificate(label, started.elapsed());
                 let status = Status::from(e);
                 // Floods (unknown tokens, rate limited) are counted in the
                 // metric, not logged one line each.

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::model::{ProxyView, Resource, ResourceKey};
 
@@ -21,13 +22,45 @@ pub struct Delta {
 /// Each key a response carried, with its version (None = removed).
 type SentRecord = Vec<(ResourceKey, Option<String>)>;
 
+/// A response the proxy has not answered yet.
+#[derive(Debug)]
+struct Pending {
+    nonce: String,
+    record: SentRecord,
+    sent_at: Instant,
+    kind: &'static str,
+}
+
+/// What the proxy answered: how long after the response was made, and the
+/// metric's `type` label of what it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    pub elapsed: Duration,
+    pub kind: &'static str,
+}
+
+/// The `type` label of a response: its one resource kind, "mixed" when it
+/// carried several kinds, "empty" when nothing (the first answer to a proxy
+/// already in sync). A closed set, so the label cannot grow with the mesh.
+fn response_kind(record: &SentRecord) -> &'static str {
+    let mut kinds = record.iter().map(|(k, _)| k.kind);
+    let Some(first) = kinds.next() else {
+        return "empty";
+    };
+    if kinds.all(|k| k == first) {
+        first.as_str()
+    } else {
+        "mixed"
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Session {
     /// What the proxy holds, as far as the controller knows: what it
     /// declared in Hello, then what was sent.
     held: HashMap<ResourceKey, String>,
     /// Per nonce: each key sent, with its version (None = removed).
-    pending: VecDeque<(String, SentRecord)>,
+    pending: VecDeque<Pending>,
     acked: BTreeMap<ResourceKey, String>,
     sent_any: bool,
 }
@@ -75,7 +108,15 @@ impl Session {
             self.held.remove(k);
             record.push((k.clone(), None));
         }
-        self.pending.push_back((nonce.clone(), record));
+        let kind = response_kind(&record);
+        self.pending.push_back(Pending {
+            nonce: nonce.clone(),
+            record,
+            // Made right before it is queued on the stream, so the time to
+            // the answer includes any wait behind a slow proxy's backlog.
+            sent_at: Instant::now(),
+            kind,
+        });
         while self.pending.len() > MAX_PENDING {
             self.pending.pop_front();
         }
@@ -86,41 +127,42 @@ impl Session {
         })
     }
 
-    fn take_pending(&mut self, nonce: &str) -> Option<SentRecord> {
-        let pos = self.pending.iter().position(|(n, _)| n == nonce)?;
-        self.pending.remove(pos).map(|(_, r)| r)
+    fn take_pending(&mut self, nonce: &str) -> Option<(SentRecord, Answered)> {
+        let pos = self.pending.iter().position(|p| p.nonce == nonce)?;
+        let p = self.pending.remove(pos)?;
+        let answered = Answered {
+            elapsed: p.sent_at.elapsed(),
+            kind: p.kind,
+        };
+        Some((p.record, answered))
     }
 
-    /// Records an ACK; false for a nonce this stream does not know.
-    pub fn ack(&mut self, nonce: &str) -> bool {
-        let Some(record) = self.take_pending(nonce) else {
-            return false;
-        };
+    /// Records an ACK; None for a nonce this stream does not know.
+    pub fn ack(&mut self, nonce: &str) -> Option<Answered> {
+        let (record, answered) = self.take_pending(nonce)?;
         for (key, version) in record {
             match version {
                 Some(v) => self.acked.insert(key, v),
                 None => self.acked.remove(&key),
             };
         }
-        true
+        Some(answered)
     }
 
     /// Records a NACK: the proxy kept its previous config, so what it
     /// ACKed before stays, and what it holds is rolled back to that for
     /// every key of the rejected response, so the next delta sends those
     /// keys again (the good resources of a rejected response are not lost
-    /// once the bad one is fixed); false for an unknown nonce.
-    pub fn nack(&mut self, nonce: &str) -> bool {
-        let Some(record) = self.take_pending(nonce) else {
-            return false;
-        };
+    /// once the bad one is fixed); None for an unknown nonce.
+    pub fn nack(&mut self, nonce: &str) -> Option<Answered> {
+        let (record, answered) = self.take_pending(nonce)?;
         for (key, _) in record {
             match self.acked.get(&key) {
                 Some(v) => self.held.insert(key, v.clone()),
                 None => self.held.remove(&key),
             };
         }
-        true
+        Some(answered)
     }
 
     pub fn acked(&self) -> &BTreeMap<ResourceKey, String> {
@@ -213,16 +255,16 @@ mod tests {
     fn ack_records_versions_and_removals() {
         let mut s = Session::new([]);
         s.delta(&view(&[res("a", "1"), res("b", "1")]), || "1".into());
-        assert!(s.ack("1"));
+        assert!(s.ack("1").is_some());
         assert_eq!(s.acked().len(), 2);
         s.delta(&view(&[res("a", "2")]), || "2".into());
-        assert!(s.ack("2"));
+        assert!(s.ack("2").is_some());
         assert_eq!(
             s.acked().values().cloned().collect::<Vec<_>>(),
             ["2".to_string()]
         );
-        assert!(!s.ack("2"), "a nonce is acked once");
-        assert!(!s.ack("unknown"));
+        assert!(s.ack("2").is_none(), "a nonce is acked once");
+        assert!(s.ack("unknown").is_none());
     }
 
     #[test]
@@ -231,9 +273,9 @@ mod tests {
         s.delta(&view(&[res("a", "1")]), || "1".into());
         s.ack("1");
         s.delta(&view(&[res("a", "2")]), || "2".into());
-        assert!(s.nack("2"));
+        assert!(s.nack("2").is_some());
         assert_eq!(s.acked().values().next().unwrap(), "1");
-        assert!(!s.nack("2"));
+        assert!(s.nack("2").is_none());
         // What the proxy rejected is sent again on the next delta.
         let d = s.delta(&view(&[res("a", "2")]), || "3".into()).unwrap();
         assert_eq!(names(&d), [("a.ns".to_string(), "2".to_string())]);
@@ -247,7 +289,7 @@ mod tests {
         // One response carries a good new resource and a bad one, and
         // removes `keep`; the proxy rejects it whole.
         s.delta(&view(&[res("good", "1"), res("bad", "1")]), || "2".into());
-        assert!(s.nack("2"));
+        assert!(s.nack("2").is_some());
         // The bad resource is fixed: the good one and the removal come
         // again, not just the fix.
         let d = s
@@ -261,7 +303,7 @@ mod tests {
             ]
         );
         assert_eq!(d.removed, vec![res("keep", "1").key.clone()]);
-        assert!(s.ack("3"));
+        assert!(s.ack("3").is_some());
         assert_eq!(s.acked().len(), 2);
     }
 
@@ -272,7 +314,37 @@ mod tests {
             s.delta(&view(&[res("a", &i.to_string())]), || i.to_string());
         }
         assert_eq!(s.pending.len(), MAX_PENDING);
-        assert!(!s.ack("0"));
-        assert!(s.ack(&(MAX_PENDING + 9).to_string()));
+        assert!(s.ack("0").is_none());
+        assert!(s.ack(&(MAX_PENDING + 9).to_string()).is_some());
+    }
+
+    #[test]
+    fn answers_carry_their_latency_and_resource_kind() {
+        let mut s = Session::new([]);
+        let svc = ServiceKey::new("a", "ns").unwrap();
+        let endpoints = Arc::new(Resource {
+            key: ResourceKey::endpoints(&svc),
+            version: "1".into(),
+            body: ResourceBody::NotFound,
+        });
+        s.delta(&view(&[res("a", "1")]), || "1".into());
+        std::thread::sleep(Duration::from_millis(5));
+        let a = s.ack("1").unwrap();
+        assert_eq!(a.kind, "service");
+        assert!(a.elapsed >= Duration::from_millis(5), "{a:?}");
+        s.delta(&view(&[res("a", "1"), endpoints.clone()]), || "2".into());
+        assert_eq!(s.nack("2").unwrap().kind, "endpoints");
+        // The NACK rolled the endpoints back, so they are sent again, now
+        // next to a changed service: two kinds in one response.
+        s.delta(&view(&[res("a", "2"), endpoints]), || "3".into());
+        assert_eq!(s.ack("3").unwrap().kind, "mixed");
+    }
+
+    #[test]
+    fn an_in_sync_first_answer_is_empty() {
+        let a = res("a", "1");
+        let mut s = Session::new([(a.key.clone(), "1".to_string())]);
+        s.delta(&view(&[a]), || "n".into());
+        assert_eq!(s.ack("n").unwrap().kind, "empty");
     }
 }
