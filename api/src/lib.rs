@@ -18,6 +18,7 @@ pub mod probes;
 pub mod protocol;
 pub mod report;
 pub mod spiffe;
+pub mod stats;
 pub mod validate;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
