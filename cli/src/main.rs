@@ -17,6 +17,7 @@ mod kubeconfig;
 mod meshpod;
 mod podcerts;
 mod proxy_config;
+mod stat;
 mod token;
 
 use std::path::PathBuf;
@@ -80,6 +81,17 @@ enum Command {
     /// with the controller (the tables are still printed); 2 for a TARGET
     /// in none of these forms.
     ProxyConfig(proxy_config::ProxyConfigArgs),
+    /// Success rate, requests per second and latency percentiles per
+    /// workload and per edge (caller → service), from every proxy's
+    /// metrics read twice a window apart (like linkerd viz stat).
+    ///
+    /// Local mode with --controller-admin (the proxies it lists are read
+    /// at their admin addresses); otherwise the meshed pods of the
+    /// Kubernetes cluster, read through the API server.
+    Stat(stat::StatArgs),
+    /// The busiest edges and routes, measured again every window (like
+    /// linkerd viz top), for --iterations rounds.
+    Top(stat::TopArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -195,6 +207,16 @@ fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, report::UsageError> {
         args.target()
             .map_err(|e| report::UsageError::Invalid(Box::new(e)))?;
     }
+    let scope = match &cli.command {
+        Command::Stat(a) => Some(&a.scope),
+        Command::Top(a) => Some(&a.scope),
+        _ => None,
+    };
+    if let Some(scope) = scope {
+        scope
+            .check()
+            .map_err(|e| report::UsageError::Invalid(Box::new(e)))?;
+    }
     Ok(cli)
 }
 
@@ -211,6 +233,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert { command } => cert::run(command).await,
         Command::Authz { command } => authz::run(command).await,
         Command::ProxyConfig(args) => proxy_config::run(args).await,
+        Command::Stat(args) => stat::run(args).await,
+        Command::Top(args) => stat::run_top(args).await,
         Command::Ca { command } => ca::run(command).await,
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
