@@ -43,5 +43,6 @@ mod netns_peer_auth;
 mod rotation;
 mod routing;
 mod shop;
+mod stat;
 mod tcp_tunnel;
 mod traffic;
