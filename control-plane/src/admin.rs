@@ -33,6 +33,8 @@ pub struct AdminState {
     /// Set once the CA is loaded and the gRPC port listens.
     pub ready: Arc<AtomicBool>,
     pub rotation: Option<RotationAdmin>,
+    /// `--dashboard`: `/dashboard` and its data; `None` when off.
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// The trust-anchor rotation as the admin port sees it. `POST /ca/rotate`
@@ -238,6 +240,10 @@ pub async fn serve(
                             Ok(body) => rotate(&state, peer.ip().is_loopback(), &body),
                             Err(reply) => reply,
                         }
+                    } else if crate::dashboard::owns(req.uri().path()) {
+                        // Its data is scraped from the proxies: async.
+                        let d = state.dashboard.as_deref();
+                        crate::dashboard::reply(d, req.method(), req.uri().path()).await
                     } else if req.uri().path() == explain::PATH {
                         // Explain reads the query, which `route` does not take.
                         explain::reply(&state, req.method(), req.uri().query())
@@ -271,6 +277,7 @@ mod tests {
             index: SharedIndex::default(),
             ready: Arc::new(AtomicBool::new(false)),
             rotation: None,
+            dashboard: None,
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod authz;
 pub mod ca;
+pub mod dashboard;
 pub mod grpc;
 pub mod index;
 pub mod metrics;

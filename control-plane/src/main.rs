@@ -54,6 +54,12 @@ struct RunArgs {
     /// Admin HTTP: /live, /ready, /metrics, /debug/proxies.
     #[arg(long, value_name = "ADDR", default_value = mycel_control_plane::runtime::DEFAULT_ADMIN_ADDR)]
     admin_addr: SocketAddr,
+    /// Serve a web dashboard on the admin port (/dashboard): services,
+    /// live edges and every proxy's state, from the proxies' metrics,
+    /// which the controller then scrapes (on demand, every few seconds at
+    /// most).
+    #[arg(long)]
+    dashboard: bool,
     /// mesh.yaml with Kubernetes-style Service documents; polled for changes.
     #[arg(long, value_name = "PATH", conflicts_with = "kubernetes")]
     mesh_config: Option<PathBuf>,
@@ -338,6 +344,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         trust_domain: args.trust_domain,
         grpc_addr: args.grpc_addr,
         admin_addr: args.admin_addr,
+        dashboard: args.dashboard,
         mesh_config: args.mesh_config,
         cert_ttl: args.cert_ttl,
         ca_files,

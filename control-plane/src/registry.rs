@@ -59,12 +59,15 @@ pub enum AdminAddrError {
     Host(String),
     #[error("Hello.admin.host {0} is unspecified and the stream's peer address is unknown")]
     NoPeer(IpAddr),
+    #[error("Hello.admin.host {host} is not the address the stream comes from ({peer})")]
+    Elsewhere { host: IpAddr, peer: IpAddr },
 }
 
 /// The address to scrape a proxy's metrics at, from the host and port it
 /// says its admin server is bound to. A proxy bound to every interface
 /// (0.0.0.0 or ::, as in a pod) is reached at the address its stream
-/// comes from.
+/// comes from. Any other address must be that one (or loopback, from
+/// loopback): a proxy cannot send the controller's scrapes elsewhere.
 pub fn admin_scrape_addr(
     host: &str,
     port: u32,
@@ -77,10 +80,12 @@ pub fn admin_scrape_addr(
     let ip: IpAddr = host
         .parse()
         .map_err(|_| AdminAddrError::Host(host.chars().take(64).collect()))?;
-    let ip = if ip.is_unspecified() {
-        peer.ok_or(AdminAddrError::NoPeer(ip))?
-    } else {
-        ip
+    let ip = match peer {
+        _ if ip.is_unspecified() => peer.ok_or(AdminAddrError::NoPeer(ip))?,
+        Some(peer) if ip != peer && !(ip.is_loopback() && peer.is_loopback()) => {
+            return Err(AdminAddrError::Elsewhere { host: ip, peer });
+        }
+        _ => ip,
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -159,15 +164,34 @@ mod tests {
     fn admin_addresses() {
         let peer: IpAddr = "10.0.0.7".parse().unwrap();
         let ok = |h: &str, p: u32, peer: Option<IpAddr>| admin_scrape_addr(h, p, peer);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            ok("127.0.0.1", 15020, Some(peer)).unwrap().to_string(),
-            "127.0.0.1:15020"
+            ok("127.0.0.5", 15020, Some(lo)).unwrap().to_string(),
+            "127.0.0.5:15020"
         );
-        assert_eq!(ok("0.0.0.0", 15020, Some(peer)).unwrap().to_string(), "10.0.0.7:15020");
-        assert_eq!(ok("::", 15020, Some(peer)).unwrap().to_string(), "10.0.0.7:15020");
+        assert_eq!(
+            ok("10.0.0.7", 15020, Some(peer)).unwrap().to_string(),
+            "10.0.0.7:15020"
+        );
+        assert_eq!(
+            ok("127.0.0.1", 15020, Some(peer)),
+            Err(AdminAddrError::Elsewhere { host: lo, peer })
+        );
+        assert!(ok("10.0.0.8", 15020, Some(peer)).is_err());
+        assert_eq!(
+            ok("0.0.0.0", 15020, Some(peer)).unwrap().to_string(),
+            "10.0.0.7:15020"
+        );
+        assert_eq!(
+            ok("::", 15020, Some(peer)).unwrap().to_string(),
+            "10.0.0.7:15020"
+        );
         assert_eq!(ok("::1", 9, None).unwrap().to_string(), "[::1]:9");
         assert_eq!(ok("127.0.0.1", 0, None), Err(AdminAddrError::Port(0)));
-        assert_eq!(ok("127.0.0.1", 70000, None), Err(AdminAddrError::Port(70000)));
+        assert_eq!(
+            ok("127.0.0.1", 70000, None),
+            Err(AdminAddrError::Port(70000))
+        );
         assert_eq!(
             ok("example", 1, None),
             Err(AdminAddrError::Host("example".into()))

@@ -47,6 +47,8 @@ pub struct Config {
     pub trust_domain: String,
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Serve `/dashboard` on the admin port.
+    pub dashboard: bool,
     pub mesh_config: Option<PathBuf>,
     pub cert_ttl: Duration,
     /// A user-given CA; `None` generates (or reloads) one in the data dir.
@@ -125,6 +127,7 @@ impl Config {
             trust_domain: DEFAULT_TRUST_DOMAIN.to_string(),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 15010)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 15014)),
+            dashboard: false,
             mesh_config: None,
             cert_ttl: DEFAULT_CERT_TTL,
             ca_files: None,
@@ -639,6 +642,9 @@ impl Controller {
             index: index.clone(),
             ready: ready.clone(),
             rotation: Some(admin::RotationAdmin { driver: rotation }),
+            dashboard: config
+                .dashboard
+                .then(|| Arc::new(crate::dashboard::Dashboard::new(registry.clone()))),
         });
         tasks.push(tokio::spawn(admin::serve(
             admin_listener,

@@ -192,6 +192,7 @@ fn admin_state(s: &Setup) -> AdminState {
         rotation: Some(RotationAdmin {
             driver: s.driver.clone(),
         }),
+        dashboard: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn state() -> AdminState {
         index: SharedIndex::default(),
         ready: Arc::new(AtomicBool::new(true)),
         rotation: None,
+        dashboard: None,
     }
 }
 
