@@ -379,6 +379,7 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nMycel demo is ready.");
     let _ = writeln!(out, "gateway: http://{gw}");
+    let _ = writeln!(out, "dashboard: http://{}/dashboard", plan.controller_admin);
     let _ = writeln!(out, "\nTry:");
     let _ = writeln!(
         out,

@@ -471,6 +471,7 @@ pub fn controller_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
         plan.controller_admin.to_string(),
         "--mesh-config".into(),
         path(&paths.mesh_yaml()),
+        "--dashboard".into(),
     ]
 }
 

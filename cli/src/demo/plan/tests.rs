@@ -172,7 +172,8 @@ fn command_lines() {
             "--admin-addr",
             "127.0.0.1:17001",
             "--mesh-config",
-            "/tmp/demo/mesh.yaml"
+            "/tmp/demo/mesh.yaml",
+            "--dashboard"
         ]
     );
     let frontend = plan
