@@ -40,6 +40,7 @@ mod mtls;
 mod netns_init;
 mod netns_mesh;
 mod netns_peer_auth;
+mod prometheus;
 mod rotation;
 mod routing;
 mod shop;
