@@ -677,6 +677,16 @@ async fn demo_metrics_pass_promtool_and_prometheus_answers_the_success_rate() {
             promtool_check_metrics(promtool, who, &text);
         }
         exported.extend(exported_names(&text));
+        if who == "controller" {
+            // Every proxy got a certificate and ACKed its first push, so
+            // both controller histograms hold observations, not just types.
+            for want in [
+                "mycel_controller_csr_duration_seconds_count{result=\"ok\"}",
+                "mycel_controller_push_ack_duration_seconds_count{result=\"ack\",type=",
+            ] {
+                assert!(text.contains(want), "no {want} in\n{text}");
+            }
+        }
     }
     for want in [
         "mycel_controller_push_ack_duration_seconds_bucket",
