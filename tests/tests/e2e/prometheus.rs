@@ -34,11 +34,10 @@ fn chart() -> PathBuf {
     repo().join("helm/mycel")
 }
 
-/// A tool on PATH (or in /usr/bin, where Debian puts it), if installed.
+/// A tool on PATH, if installed.
 fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
