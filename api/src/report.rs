@@ -18,6 +18,11 @@ pub use mycel_telemetry::FORMAT_ENV as LOG_FORMAT_ENV;
 /// What every binary's reference page says about [`LOG_FORMAT_ENV`].
 pub const LOG_FORMAT_HELP: &str = "Log line format: `text` (default) or `json` (one JSON object per line: timestamp, level, target, the event's fields, the current span).";
 
+/// The variable that turns OpenTelemetry trace export on, and what the
+/// reference pages say about it and the other `OTEL_*` variables read.
+pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTLP_HELP: &str = "OTLP collector for traces (e.g. `http://127.0.0.1:4318`); unset: no trace export. Also read: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL (`http/protobuf` default, or `grpc`), OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_EXPORTER (`none` turns export off), OTEL_SDK_DISABLED, OTEL_BSP_MAX_QUEUE_SIZE (2048: more waiting spans are dropped and counted), OTEL_BSP_SCHEDULE_DELAY (5000 ms), OTEL_BSP_MAX_EXPORT_BATCH_SIZE (512).";
+
 /// The environment variable every binary reads its log filter from.
 pub const LOG_ENV: &str = "MYCEL_LOG";
 

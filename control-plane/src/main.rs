@@ -232,6 +232,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         mycel_api::report::LOG_FORMAT_ENV,
         mycel_api::report::LOG_FORMAT_HELP,
     ),
+    (
+        mycel_api::report::OTLP_ENDPOINT_ENV,
+        mycel_api::report::OTLP_HELP,
+    ),
 ];
 
 const PROGRAM: mycel_api::report::Program = mycel_api::report::Program {
@@ -299,6 +303,13 @@ fn read_inject_config(path: &std::path::Path) -> anyhow::Result<mycel_inject::In
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // The controller's own spans (streams, pushes, certificate requests)
+    // go to the OTLP collector when one is configured.
+    if let Some(tracer) = mycel_telemetry::traces::start(PROGRAM.name, PROGRAM.name)
+        .context("OpenTelemetry trace export (OTEL_* variables)")?
+    {
+        mycel_telemetry::export_tracing_spans(tracer);
+    }
     let data_dir = args.data_dir.context("--data-dir is required")?;
     let ca_files = match (args.root_cert, args.issuer_cert, args.issuer_key) {
         (Some(root_cert), Some(issuer_cert), Some(issuer_key)) => Some(CaFiles {

@@ -154,7 +154,8 @@ pub async fn fetch_once(url: &FetchUrl, timeout: Duration) -> Outcome {
         authority: url.authority.clone(),
     };
     // `get` reads at most 1 MiB of body; more is an error, not a hang.
-    let exchange = upstream::get(&route, &url.authority, &url.path);
+    // A fetch starts no trace: the gateway or the first sidecar does.
+    let exchange = upstream::get(&route, &url.authority, &url.path, &crate::trace::NO_TRACE);
     let answer = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok((status, _body))) => Answer::Status(status),
         Ok(Err(e)) => Answer::Error(mycel_api::report::one_line(&e)),

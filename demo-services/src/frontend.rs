@@ -20,6 +20,7 @@ use crate::proto::reviews::reviews_client::ReviewsClient;
 use crate::proto::reviews::GetReviewsRequest;
 use crate::ratings::Rating;
 use crate::reviews::GRPC_PORT;
+use crate::trace::TraceHeaders;
 use crate::upstream::{get_json, UpstreamError, Upstreams};
 use view::{product_view, CallReport, CatalogFailed, ProductsView};
 
@@ -46,9 +47,9 @@ impl Frontend {
     }
 
     /// Everything `/api/products` shows; `Err` when the catalog failed.
-    pub async fn products(&self) -> Result<ProductsView, CatalogFailed> {
+    pub async fn products(&self, trace: &TraceHeaders) -> Result<ProductsView, CatalogFailed> {
         let list: ProductList =
-            match get_json(&self.upstreams, "catalog", "/products", self.timeout).await {
+            match get_json(&self.upstreams, "catalog", "/products", self.timeout, trace).await {
                 Ok(list) => list,
                 Err(e) => {
                     let error = e.to_string();
@@ -69,16 +70,16 @@ impl Frontend {
             let reviews = async {
                 let mut client = self.reviews.clone();
                 client
-                    .get_reviews(GetReviewsRequest {
+                    .get_reviews(trace.grpc_request(GetReviewsRequest {
                         product_id: product.id.clone(),
-                    })
+                    }))
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
             };
             let path = format!("/ratings/{}", product.id);
             let rating = async {
-                get_json::<Rating>(&self.upstreams, "ratings", &path, self.timeout)
+                get_json::<Rating>(&self.upstreams, "ratings", &path, self.timeout, trace)
                     .await
                     .map_err(|e| e.to_string())
             };
@@ -112,7 +113,8 @@ impl Handler for Frontend {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, &fault.to_string(), caller);
         }
         // The page is rendered from the same aggregation the API serves.
-        let products = self.products().await.map(|view| ProductsView {
+        let trace = TraceHeaders::of(req.headers());
+        let products = self.products(&trace).await.map(|view| ProductsView {
             caller: caller.clone(),
             ..view
         });

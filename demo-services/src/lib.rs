@@ -25,6 +25,7 @@ pub mod http;
 pub mod proto;
 pub mod ratings;
 pub mod reviews;
+pub mod trace;
 pub mod upstream;
 
 pub use app::{run, run_with_listener};

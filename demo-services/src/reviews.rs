@@ -116,6 +116,7 @@ impl reviews_server::Reviews for ReviewsService {
         request: Request<GetReviewsRequest>,
     ) -> Result<Response<GetReviewsResponse>, Status> {
         let caller = caller(&request);
+        let trace = crate::trace::TraceHeaders::of_grpc(&request);
         let product_id = request.into_inner().product_id;
         check_product_id(&product_id)?;
         self.fault().await?;
@@ -128,7 +129,14 @@ impl reviews_server::Reviews for ReviewsService {
         };
         if self.version == Version::V2 {
             let path = format!("/ratings/{product_id}");
-            match get_json::<Rating>(&self.upstreams, "ratings", &path, self.upstream_timeout).await
+            match get_json::<Rating>(
+                &self.upstreams,
+                "ratings",
+                &path,
+                self.upstream_timeout,
+                &trace,
+            )
+            .await
             {
                 Ok(rating) => {
                     for review in &mut reply.reviews {

@@ -17,6 +17,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use target::{Target, TargetError};
 
+use crate::trace::TraceHeaders;
+
 /// Largest response body a service reads from another one.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -170,9 +172,10 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     service: &str,
     path: &str,
     timeout: Duration,
+    trace: &TraceHeaders,
 ) -> Result<T, UpstreamError> {
     let route = upstreams.route(service, 80)?;
-    let exchange = get(&route, service, path);
+    let exchange = get(&route, service, path, trace);
     let (status, body) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| UpstreamError::Timeout {
@@ -194,7 +197,12 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
 
 /// One HTTP/1.1 GET on a fresh connection, origin-form with a `Host` header:
 /// what an explicit-proxy client sends on loopback. Returns status and body.
-pub async fn get(route: &Route, service: &str, path: &str) -> Result<(u16, Bytes), UpstreamError> {
+pub async fn get(
+    route: &Route,
+    service: &str,
+    path: &str,
+    trace: &TraceHeaders,
+) -> Result<(u16, Bytes), UpstreamError> {
     let stream = target::connect(&target::SystemResolver, &route.connect, service).await?;
     let http_err = |source| UpstreamError::Http {
         service: service.to_string(),
@@ -209,13 +217,14 @@ pub async fn get(route: &Route, service: &str, path: &str) -> Result<(u16, Bytes
             tracing::debug!(error = %e, "upstream connection ended");
         }
     });
-    let request = http::Request::get(path)
+    let mut request = http::Request::get(path)
         .header(http::header::HOST, &route.authority)
         .body(Empty::<Bytes>::new())
         .map_err(|source| UpstreamError::Request {
             service: service.to_string(),
             source,
         })?;
+    trace.apply(request.headers_mut());
     let response = sender.send_request(request).await.map_err(http_err)?;
     let status = response.status().as_u16();
     let body = Limited::new(response.into_body(), MAX_BODY)

@@ -149,6 +149,7 @@ async fn services_name_each_other_and_echo_the_caller() {
         "frontend",
         "/api/products",
         Duration::from_secs(10),
+        &mycel_demo::trace::TraceHeaders::NONE,
     )
     .await
     .unwrap();

@@ -12,9 +12,13 @@ use mycel_demo::faults::FaultConfig;
 use mycel_demo::frontend::view::{CatalogFailed, ProductsView};
 use mycel_demo::proto::reviews::reviews_client::ReviewsClient;
 use mycel_demo::proto::reviews::{ChatMessage, StreamReviewsRequest};
+use mycel_demo::trace::TraceHeaders;
 use mycel_demo::upstream::{get, get_json, Target, Upstreams};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+/// The tests' calls start no trace.
+static NO_TRACE: &TraceHeaders = &mycel_demo::trace::NO_TRACE;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,9 +86,15 @@ async fn shop(catalog_faults: FaultConfig) -> Shop {
 async fn frontend_aggregates_catalog_reviews_and_ratings() {
     let shop = shop(FaultConfig::default()).await;
     let to_frontend = direct(&[("frontend", shop.frontend.addr)]);
-    let view: ProductsView = get_json(&to_frontend, "frontend", "/api/products", TIMEOUT)
-        .await
-        .unwrap();
+    let view: ProductsView = get_json(
+        &to_frontend,
+        "frontend",
+        "/api/products",
+        TIMEOUT,
+        NO_TRACE,
+    )
+    .await
+    .unwrap();
     assert_eq!(view.products.len(), mycel_demo::catalog::products().len());
     for p in &view.products {
         assert_eq!(p.reviews.len(), 2, "{p:?}");
@@ -100,11 +110,11 @@ async fn frontend_aggregates_catalog_reviews_and_ratings() {
     assert!(view.calls.iter().all(|c| c.caller.is_none()));
 
     let route = to_frontend.route("frontend", 80).unwrap();
-    let (status, body) = get(&route, "frontend", "/").await.unwrap();
+    let (status, body) = get(&route, "frontend", "/", NO_TRACE).await.unwrap();
     assert_eq!(status, 200);
     let page = String::from_utf8(body.to_vec()).unwrap();
     assert!(page.contains("Oyster mushroom grow kit"), "{page}");
-    let (status, _) = get(&route, "frontend", "/healthz").await.unwrap();
+    let (status, _) = get(&route, "frontend", "/healthz", NO_TRACE).await.unwrap();
     assert_eq!(status, 200);
 }
 
@@ -118,7 +128,9 @@ async fn failing_catalog_is_a_502_with_the_call_reported() {
     let route = direct(&[("frontend", shop.frontend.addr)])
         .route("frontend", 80)
         .unwrap();
-    let (status, body) = get(&route, "frontend", "/api/products").await.unwrap();
+    let (status, body) = get(&route, "frontend", "/api/products", NO_TRACE)
+        .await
+        .unwrap();
     assert_eq!(status, 502);
     let failed: CatalogFailed = serde_json::from_slice(&body).unwrap();
     assert_eq!(failed.calls.len(), 1);
@@ -231,6 +243,7 @@ async fn services_reach_each_other_by_host_name() {
         "frontend",
         "/api/products",
         TIMEOUT,
+        NO_TRACE,
     )
     .await
     .unwrap();
@@ -246,7 +259,7 @@ async fn services_reach_each_other_by_host_name() {
     let route = direct(&[("reviews", health)]).route("reviews", 80).unwrap();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     let status = loop {
-        match get(&route, "reviews", "/healthz").await {
+        match get(&route, "reviews", "/healthz", NO_TRACE).await {
             Ok((status, _)) => break status,
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -255,6 +268,6 @@ async fn services_reach_each_other_by_host_name() {
         }
     };
     assert_eq!(status, 200);
-    let (status, _) = get(&route, "reviews", "/products").await.unwrap();
+    let (status, _) = get(&route, "reviews", "/products", NO_TRACE).await.unwrap();
     assert_eq!(status, 404);
 }

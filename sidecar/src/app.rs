@@ -28,6 +28,7 @@ use crate::discovery::{
 use crate::identity::cert::{load_static, read_pem_certs};
 use crate::identity::{GrpcCaClient, IdentityManager, IdentityMetrics, IdentityState};
 use crate::metrics::ProxyMetrics;
+use crate::observe::{AccessLog, Observer, Tracing};
 use crate::outbound::pool::PoolSettings;
 use crate::outbound::transparent::TransparentOptions;
 use crate::outbound::{Outbound, OutboundContext};
@@ -171,9 +172,11 @@ pub async fn run<F: Future<Output = ()>>(
     let identity_metrics = IdentityMetrics::new(&mut registry);
     let discovery_metrics = DiscoveryMetrics::new(&mut registry);
     let conn_metrics = ConnMetrics::new(&mut registry);
+    let observer = observer(&config, &proxy_metrics, &mut registry)?;
     let registry = Arc::new(registry);
     let drain = Shutdown::default();
-    let server = Server::new(config.limits.clone(), conn_metrics, drain.drain_handle());
+    let server = Server::new(config.limits.clone(), conn_metrics, drain.drain_handle())
+        .with_observer(observer);
 
     let identity = IdentityState::new();
     let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -333,6 +336,8 @@ pub async fn run<F: Future<Output = ()>>(
                 },
                 () = shutdown() => tracing::warn!("second stop signal; closing the connections left"),
             }
+            // Spans of the last requests are sent before the exit.
+            mycel_telemetry::traces::flush(Duration::from_secs(2));
             Ok(())
         }
         Ok(e) = fatal_rx => Err(e),
@@ -341,6 +346,38 @@ pub async fn run<F: Future<Output = ()>>(
             _ => Err(anyhow::anyhow!("a proxy task stopped unexpectedly")),
         },
     }
+}
+
+/// Per-request telemetry: metrics always; spans when an OTLP endpoint is
+/// set; an access log when asked for.
+fn observer(
+    config: &Config,
+    metrics: &ProxyMetrics,
+    registry: &mut Registry,
+) -> anyhow::Result<Arc<Observer>> {
+    mycel_telemetry::traces::stats().register(registry);
+    let dropped = prometheus_client::metrics::counter::Counter::default();
+    registry.register(
+        "mycel_access_log_lines_dropped",
+        "Access log lines not written: over --access-log-rate, or the writer was behind",
+        dropped.clone(),
+    );
+    // The workload's name is the service a trace shows for its proxy.
+    let service_name = match config.mode {
+        Mode::Gateway => format!("{}-gateway", config.workload.name),
+        Mode::Sidecar => format!("{}-proxy", config.workload.name),
+    };
+    let tracing = mycel_telemetry::traces::start("mycel-proxy", &service_name)
+        .context("OpenTelemetry trace export (OTEL_* variables)")?
+        .map(|tracer| Tracing::new(tracer, config.telemetry.trace_sampling));
+    let access_log = match &config.telemetry.access_log {
+        None => None,
+        Some(target) => Some(
+            AccessLog::open(target, config.telemetry.access_log_rate, dropped)
+                .context("--access-log")?,
+        ),
+    };
+    Ok(Observer::new(metrics.clone(), tracing, access_log))
 }
 
 /// Tells the controller this proxy is no longer a ready endpoint and, once

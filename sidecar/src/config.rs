@@ -75,6 +75,9 @@ pub mod names {
     pub const MESH_KEEPALIVE: &str = "mesh-keepalive";
     pub const APP_POOL_IDLE_TIMEOUT: &str = "app-pool-idle-timeout";
     pub const SHUTDOWN_GRACE: &str = "shutdown-grace";
+    pub const TRACE_SAMPLING: &str = "trace-sampling";
+    pub const ACCESS_LOG: &str = "access-log";
+    pub const ACCESS_LOG_RATE: &str = "access-log-rate";
 
     /// Join token (or service-account token) when no `--token-file` is given.
     pub const ENV_TOKEN: &str = crate::identity::ca::ENV_TOKEN;
@@ -273,7 +276,7 @@ pub struct WorkloadConfig {
     pub zone: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     pub mode: Mode,
     pub source: Source,
@@ -305,6 +308,25 @@ pub struct Config {
     /// only their paths are shown, since headers may hold credentials.
     #[serde(serialize_with = "probe_paths")]
     pub app_probes: mycel_api::probes::AppProbes,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Traces and access logs (metrics are always on).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TelemetryConfig {
+    /// The share of requests without a caller's trace for which this proxy
+    /// starts one (0 to 1); a caller's decision is always followed.
+    pub trace_sampling: f64,
+    /// Where access log lines go; None: no access log.
+    pub access_log: Option<AccessLogTarget>,
+    /// Access log lines per second at most; more are dropped and counted.
+    pub access_log_rate: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(std::path::PathBuf),
 }
 
 fn probe_paths<S: serde::Serializer>(
@@ -355,6 +377,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     (
         mycel_api::report::LOG_FORMAT_ENV,
         mycel_api::report::LOG_FORMAT_HELP,
+    ),
+    (
+        mycel_api::report::OTLP_ENDPOINT_ENV,
+        mycel_api::report::OTLP_HELP,
     ),
     (
         names::ENV_APP_PROBES,
@@ -540,6 +566,16 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         outbound: a.outbound,
         tcp_upstreams: a.tcp_upstream,
         admin: a.admin,
+        telemetry: TelemetryConfig {
+            // The gateway is where traces start; a sidecar continues them.
+            trace_sampling: a.trace_sampling.unwrap_or(if a.mode == Mode::Gateway {
+                1.0
+            } else {
+                0.0
+            }),
+            access_log: a.access_log,
+            access_log_rate: a.access_log_rate,
+        },
         cert_ttl: a.cert_ttl,
         trust_domain: a.trust_domain,
         cluster_domain: a.cluster_domain,

@@ -61,13 +61,7 @@ fn refuse(
     detail: &str,
 ) -> Response<Body> {
     tracing::info!(kind = kind.as_str(), %detail, "gateway: request refused");
-    let metrics = outbound.metrics();
-    metrics.error(Direction::Gateway, kind);
-    metrics.request(
-        Direction::Gateway,
-        crate::outbound::UNKNOWN_SERVICE_LABEL,
-        status.as_u16(),
-    );
+    outbound.metrics().error(Direction::Gateway, kind);
     proxy_error(status, kind, detail, caller)
 }
 
@@ -217,12 +211,9 @@ async fn gateway_api(
     let routed = outbound
         .route(Direction::Gateway, parent, authority, req, caller)
         .await;
-    let label = routed
-        .backend
-        .as_deref()
-        .unwrap_or(crate::outbound::UNKNOWN_SERVICE_LABEL);
-    outbound
-        .metrics()
-        .request(Direction::Gateway, label, routed.response.status().as_u16());
-    redact_proxy_error(routed.response, caller)
+    let mut res = routed.response;
+    if let Some(backend) = routed.backend {
+        crate::observe::served(&mut res).service = Some(backend);
+    }
+    redact_proxy_error(res, caller)
 }

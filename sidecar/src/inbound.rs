@@ -67,6 +67,9 @@ pub async fn serve(listener: TcpListener, ctx: InboundContext, server: Server) {
                     shared
                         .metrics
                         .error(Direction::Inbound, ErrorKind::TlsHandshake);
+                    shared
+                        .metrics
+                        .handshake_failure(Direction::Inbound, e.reason());
                 }
             }
         })
@@ -92,6 +95,16 @@ enum AcceptError {
     NoPeerId,
 }
 
+impl AcceptError {
+    fn reason(&self) -> &'static str {
+        match self {
+            AcceptError::Handshake(e) => crate::core::tls::failure_reason(e),
+            AcceptError::Timeout(_) => "timeout",
+            AcceptError::NoPeerId => "no_spiffe_id",
+        }
+    }
+}
+
 async fn connection(
     shared: &Shared,
     tcp: TcpStream,
@@ -105,7 +118,7 @@ async fn connection(
     // The verifier already required exactly one SPIFFE ID; reading it again
     // cannot fail for a connection that got this far.
     let peer_id = crate::core::tls::peer_identity(tls.get_ref().1).ok_or(AcceptError::NoPeerId)?;
-    let peer = peer_id.to_string();
+    let peer: Arc<str> = peer_id.to_string().into();
     shared.metrics.inbound_connection(&peer);
     let peer = Arc::new(handle::Conn {
         peer,

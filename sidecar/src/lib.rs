@@ -15,4 +15,5 @@ pub mod identity;
 pub mod inbound;
 pub mod init;
 pub mod metrics;
+pub mod observe;
 pub mod outbound;

@@ -1,12 +1,18 @@
 //! Traffic metrics of the data path, registered once at start and shared by
 //! every listener (cloning is cheap: the families are reference counted).
 
+mod requests;
+
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+pub use requests::{CodeClass, RequestHandles, RequestKey, RequestMetrics, LATENCY_BUCKETS};
 
 /// Which listener saw the traffic.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -173,14 +179,6 @@ impl EncodeLabelValue for Flow {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub direction: Direction,
-    /// `<name>.<namespace>` on the client side; `app:<port>` on the inbound side.
-    pub service: String,
-    pub code: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub direction: Direction,
     pub kind: ErrorKind,
@@ -243,10 +241,35 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionServiceLabels {
+    pub direction: Direction,
+    pub service: String,
+}
+
+/// A TLS handshake that failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub direction: Direction,
+    /// From a closed set: see [`crate::core::tls::failure_reason`].
+    pub reason: &'static str,
+}
+
+/// Connection durations, from a millisecond to a day.
+const CONNECTION_BUCKETS: [f64; 12] = [
+    0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+];
+
+fn connection_histogram() -> Histogram {
+    Histogram::new(CONNECTION_BUCKETS.into_iter())
+}
+
 /// Handles to every data-path metric family.
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
-    requests: Family<RequestLabels, Counter>,
+    requests: RequestMetrics,
+    tcp_duration: Family<DirectionServiceLabels, Histogram, fn() -> Histogram>,
+    handshake_failures: Family<HandshakeLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     inbound_connections: Family<PeerLabels, Counter>,
     inbound_requests: Family<PeerRequestLabels, Counter>,
@@ -264,7 +287,9 @@ pub struct ProxyMetrics {
 impl ProxyMetrics {
     pub fn new(registry: &mut Registry) -> ProxyMetrics {
         let m = ProxyMetrics {
-            requests: Family::default(),
+            requests: RequestMetrics::new(registry),
+            tcp_duration: Family::new_with_constructor(connection_histogram as fn() -> Histogram),
+            handshake_failures: Family::default(),
             errors: Family::default(),
             inbound_connections: Family::default(),
             inbound_requests: Family::default(),
@@ -279,9 +304,14 @@ impl ProxyMetrics {
             authz: Family::default(),
         };
         registry.register(
-            "mycel_requests",
-            "HTTP requests handled, by listener, service and status code",
-            m.requests.clone(),
+            "mycel_tcp_connection_duration_seconds",
+            "How long TCP connections carried through the mesh (opaque ports, tunnels) lasted, by listener and service",
+            m.tcp_duration.clone(),
+        );
+        registry.register(
+            "mycel_tls_handshake_failures",
+            "Mesh TLS handshakes that failed, by side (inbound: a caller's; outbound: to a peer) and reason",
+            m.handshake_failures.clone(),
         );
         registry.register(
             "mycel_errors",
@@ -421,13 +451,31 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// Counts a request no listener saw (a mirror copy) in
+    /// `mycel_requests_total`; a listener's requests are counted by
+    /// [`crate::observe`] with their latency.
     pub fn request(&self, direction: Direction, service: &str, code: u16) {
-        self.requests
-            .get_or_create(&RequestLabels {
+        self.requests.count(direction, service, code);
+    }
+
+    /// The per-request series (counter, histogram, gRPC statuses).
+    pub fn requests(&self) -> &RequestMetrics {
+        &self.requests
+    }
+
+    /// Records how long a TCP connection or tunnel lasted.
+    pub fn tcp_connection(&self, direction: Direction, service: &str, lasted: Duration) {
+        self.tcp_duration
+            .get_or_create(&DirectionServiceLabels {
                 direction,
                 service: service.to_string(),
-                code,
             })
+            .observe(lasted.as_secs_f64());
+    }
+
+    pub fn handshake_failure(&self, direction: Direction, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&HandshakeLabels { direction, reason })
             .inc();
     }
 

@@ -7,9 +7,15 @@
 //! ([`choose`]) so that every bad value is reported the same way, as a
 //! line on stderr before logging starts, and tested without a process.
 
-use std::io::IsTerminal;
+pub mod traces;
 
-use tracing_subscriber::EnvFilter;
+use std::io::IsTerminal;
+#[cfg(feature = "tracing-layer")]
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// The variable choosing the log line format: `text` (default) or `json`.
 pub const FORMAT_ENV: &str = "MYCEL_LOG_FORMAT";
@@ -112,18 +118,46 @@ pub fn init(logs: &Logs<'_>) {
     }
     // `choose` checked the filter; the default is the binary's own.
     let filter = EnvFilter::try_new(&choice.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match choice.format {
-        Format::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match choice.format {
+        Format::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
+            .boxed(),
         // Colour only on a terminal: a log file must stay plain text.
-        Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        Format::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "tracing-layer")]
+    let registry = {
+        let (layer, handle) = tracing_subscriber::reload::Layer::new(None);
+        let _ = OTEL_LAYER.set(handle);
+        registry.with(layer)
+    };
+    // A second init (tests running several programs' mains) keeps the
+    // first subscriber.
+    let _ = registry.with(fmt).try_init();
+}
+
+#[cfg(feature = "tracing-layer")]
+type Filtered = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+#[cfg(feature = "tracing-layer")]
+type OtelLayer = tracing_opentelemetry::OpenTelemetryLayer<Filtered, traces::SdkTracer>;
+#[cfg(feature = "tracing-layer")]
+static OTEL_LAYER: OnceLock<tracing_subscriber::reload::Handle<Option<OtelLayer>, Filtered>> =
+    OnceLock::new();
+
+/// Sends the program's `tracing` spans (those the log filter lets
+/// through) as OpenTelemetry spans with `tracer` from now on: for a
+/// program whose spans are few (the controller's streams, pushes and
+/// certificate requests), never for the data path.
+#[cfg(feature = "tracing-layer")]
+pub fn export_tracing_spans(tracer: traces::SdkTracer) {
+    if let Some(handle) = OTEL_LAYER.get() {
+        let layer = tracing_opentelemetry::OpenTelemetryLayer::new(tracer);
+        let _ = handle.reload(Some(layer));
     }
 }
 

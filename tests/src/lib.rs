@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod mesh;
 pub mod mtls;
 pub mod netns;
+pub mod otlp;
 pub mod ports;
 pub mod probe;
 pub mod process;

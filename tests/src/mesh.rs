@@ -248,7 +248,13 @@ impl Mesh {
             .app_ports(&spec.app_ports)
             .extra(&spec.extra)
             .into_vec();
-        let proc = Proc::spawn(&spec.workload, &bin("mycel-proxy"), &args, &self.logs());
+        let proc = Proc::spawn_env(
+            &spec.workload,
+            &bin("mycel-proxy"),
+            &args,
+            &self.logs(),
+            &spec.env,
+        );
         Sidecar {
             proc,
             admin,
@@ -346,6 +352,8 @@ pub struct SidecarSpec {
     /// the spec's namespace) instead of static `--route`s.
     pub gateway: Option<String>,
     pub extra: Vec<String>,
+    /// Variables added to the sidecar's environment.
+    pub env: Vec<(String, String)>,
     /// A token file of the test's own (e.g. a Kubernetes service-account
     /// token) instead of a join token made for the spec.
     pub token_file: Option<PathBuf>,
@@ -364,8 +372,14 @@ impl SidecarSpec {
             gateway_routes: Vec::new(),
             gateway: None,
             extra: Vec::new(),
+            env: Vec::new(),
             token_file: None,
         }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
     }
 
     pub fn token_file(mut self, path: PathBuf) -> Self {

@@ -42,12 +42,24 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[String], log_dir: &Path) -> Proc {
+        Self::spawn_env(name, program, args, log_dir, &[])
+    }
+
+    /// As [`Proc::spawn`], with variables added to the child's environment.
+    pub fn spawn_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log_dir: &Path,
+        env: &[(String, String)],
+    ) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("create log");
         let err = out.try_clone().expect("clone log");
         let child = Command::new(program)
             .args(args)
             .env("MYCEL_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))

@@ -63,21 +63,29 @@ pub struct Shop {
 
 impl Shop {
     pub async fn start() -> Shop {
+        Self::start_with(|s| s).await
+    }
+
+    /// The shop with `edit` applied to every sidecar's spec (the gateway's
+    /// too), e.g. to give them all an environment variable.
+    pub async fn start_with(edit: impl Fn(SidecarSpec) -> SidecarSpec) -> Shop {
         let mesh = Mesh::start(&mesh_yaml("")).await;
-        let ratings = workload(&mesh, "ratings", "ratings", "http", &[], |s| s).await;
+        let ratings = workload(&mesh, "ratings", "ratings", "http", &[], &edit).await;
         let reviews = workload(
             &mesh,
             "reviews-v2",
             "reviews",
             "grpc",
             &["--version", "v2"],
-            |s| s.label("version", "v2"),
+            |s| edit(s.label("version", "v2")),
         )
         .await;
-        let catalog = workload(&mesh, "catalog", "catalog", "http", &[], |s| s).await;
-        let frontend = workload(&mesh, "frontend", "frontend", "http", &[], |s| s).await;
+        let catalog = workload(&mesh, "catalog", "catalog", "http", &[], &edit).await;
+        let frontend = workload(&mesh, "frontend", "frontend", "http", &[], &edit).await;
         let gateway = mesh
-            .sidecar(SidecarSpec::new("gateway", "gateway").route("/=frontend.shop:80"))
+            .sidecar(edit(
+                SidecarSpec::new("gateway", "gateway").route("/=frontend.shop:80"),
+            ))
             .await;
         Shop {
             mesh,

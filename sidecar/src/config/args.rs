@@ -23,6 +23,7 @@ mod heading {
     pub const GATEWAY: &str = "Gateway mode";
     pub const TRANSPARENT: &str = "Transparent mode";
     pub const LIMITS: &str = "Limits and timeouts";
+    pub const TELEMETRY: &str = "Traces and access logs";
 }
 
 /// The command line as typed; `config::build` turns it into settings.
@@ -223,6 +224,24 @@ pub(super) struct Args {
     /// Admin HTTP listener: /live, /ready, /metrics, /config_dump, /certs.
     #[arg(long = ADMIN, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+
+    /// Share (0 to 1) of requests without a caller's trace context for which
+    /// this proxy starts a trace; default 1 for a gateway, 0 for a sidecar
+    /// (a caller's sampling decision is always followed). Spans are sent
+    /// only when an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long = TRACE_SAMPLING, value_name = "RATIO", value_parser = parse::ratio,
+          help_heading = heading::TELEMETRY)]
+    pub trace_sampling: Option<f64>,
+    /// Write one JSON line per request to `stdout` or to a file (appended).
+    #[arg(long = ACCESS_LOG, value_name = "stdout|PATH", value_parser = parse::access_log,
+          help_heading = heading::TELEMETRY)]
+    pub access_log: Option<super::AccessLogTarget>,
+    /// Access log lines per second at most; more are dropped and counted in
+    /// mycel_access_log_lines_dropped_total.
+    #[arg(long = ACCESS_LOG_RATE, value_name = "N", default_value = "1000",
+          value_parser = RangedU64ValueParser::<u32>::new().range(1..=1_000_000),
+          help_heading = heading::TELEMETRY)]
+    pub access_log_rate: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,6 +50,8 @@ pub enum ValueError {
     Name(#[from] NameError),
     #[error(transparent)]
     ServiceKey(#[from] ServiceKeyError),
+    #[error("{0:?} is not a number from 0 to 1")]
+    Ratio(String),
     /// A value that is fine alone but repeats an earlier one.
     #[error("{what} given twice")]
     Duplicate { what: String },
@@ -148,6 +150,23 @@ pub(super) fn grace(raw: &str) -> Result<Duration, ValueError> {
         });
     }
     Ok(d)
+}
+
+/// A share from 0 to 1 (`0.25`); NaN and infinities are refused.
+pub(super) fn ratio(raw: &str) -> Result<f64, ValueError> {
+    match raw.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(ValueError::Ratio(raw.to_string())),
+    }
+}
+
+/// `stdout`, or the path of a file to append to.
+pub(super) fn access_log(raw: &str) -> Result<super::AccessLogTarget, ValueError> {
+    match raw.trim() {
+        "" => Err(ValueError::Empty),
+        "stdout" | "-" => Ok(super::AccessLogTarget::Stdout),
+        path => Ok(super::AccessLogTarget::File(path.into())),
+    }
 }
 
 fn port_number(raw: &str) -> Result<u16, ValueError> {

@@ -145,6 +145,9 @@ pub fn redact_proxy_error(res: Response<Body>, caller: Caller) -> Response<Body>
         );
         return Response::from_parts(parts, empty());
     }
+    // Only the body and headers are redacted: what the proxy noted about
+    // the request for its own telemetry stays.
+    let extensions = std::mem::take(&mut parts.extensions);
     let mut fresh = if caller.grpc {
         let mut r = Response::new(empty());
         r.headers_mut().insert(
@@ -162,6 +165,7 @@ pub fn redact_proxy_error(res: Response<Body>, caller: Caller) -> Response<Body>
         text(parts.status, public_message(parts.status, &kind_text))
     };
     fresh.headers_mut().insert(PROXY_ERROR, kind);
+    *fresh.extensions_mut() = extensions;
     fresh
 }
 

@@ -36,6 +36,7 @@ pub use crate::core::drain::{Drain, Shutdown};
 use crate::core::http::{proxy_error, Body, Caller};
 pub use crate::core::limits::Limits;
 use crate::metrics::ErrorKind;
+use crate::observe::Observer;
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -99,6 +100,8 @@ pub struct Server {
     limits: Arc<Limits>,
     metrics: ConnMetrics,
     drain: Drain,
+    /// Per-request metrics, spans and access logs of the mesh listeners.
+    observer: Option<Arc<Observer>>,
 }
 
 /// One accepted connection's share of its listener: the limits and the
@@ -135,7 +138,15 @@ impl Server {
             limits: Arc::new(limits),
             metrics,
             drain,
+            observer: None,
         }
+    }
+
+    /// Records every request of the inbound, outbound and gateway
+    /// listeners with `observer`.
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// A server that never drains and counts into unregistered metrics
@@ -286,8 +297,16 @@ impl Conn {
         );
         let in_flight = activity.clone();
         let client = ClientAddr(self.remote);
+        let observer = self
+            .server
+            .observer
+            .clone()
+            .zip(Observer::direction_of(self.listener));
         let svc = service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(client);
+            let started = observer
+                .as_ref()
+                .map(|(o, direction)| o.start(*direction, &mut req, client.0));
             let service = service.clone();
             let limits = limits.clone();
             let (metrics, labels) = (metrics.clone(), labels.clone());
@@ -296,6 +315,10 @@ impl Conn {
             let guard = in_flight.begin();
             async move {
                 let res = guarded(&limits, mode, &metrics, &labels, req, |r| service(r)).await;
+                let res = match started {
+                    Some(started) => started.finish(res),
+                    None => res,
+                };
                 Ok::<_, std::convert::Infallible>(
                     res.map(|body| crate::core::http::hold(body, guard)),
                 )

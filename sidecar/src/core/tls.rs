@@ -12,7 +12,7 @@ mod verify;
 
 pub use client::{client_config, server_name_for};
 pub use server::server_config;
-pub use verify::{peer_identity, rejection, PeerVerifyError};
+pub use verify::{failure_reason, peer_identity, rejection, PeerVerifyError};
 
 /// The only application protocol spoken between sidecars.
 pub const ALPN_H2: &[u8] = b"h2";

@@ -180,7 +180,11 @@ async fn connection(
     };
     let _ = app.set_nodelay(true);
     let label = format!("plaintext:{port}");
-    match tokio::io::copy_bidirectional(&mut tcp, &mut app).await {
+    let opened = std::time::Instant::now();
+    let piped = tokio::io::copy_bidirectional(&mut tcp, &mut app).await;
+    ctx.metrics
+        .tcp_connection(Direction::Inbound, &label, opened.elapsed());
+    match piped {
         Ok((to_app, from_app)) => {
             let m = &ctx.metrics;
             m.tunnel_bytes(Direction::Inbound, &label, Flow::ClientToServer, to_app);

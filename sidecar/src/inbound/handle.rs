@@ -23,7 +23,7 @@ use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
 
 /// What every request on one connection shares.
 pub(super) struct Conn {
-    pub peer: String,
+    pub peer: Arc<str>,
     /// The identity proved in the handshake, the only one authorization
     /// looks at.
     pub peer_id: SpiffeId,
@@ -37,14 +37,16 @@ pub(super) struct Conn {
 }
 
 pub(super) async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
-    let (res, service) = if req.method() == Method::CONNECT {
+    let (mut res, port) = if req.method() == Method::CONNECT {
         tunnel(&conn, req).await
     } else {
         forward(&conn, req).await
     };
     let code = res.status().as_u16();
     conn.metrics.inbound_request(&conn.peer, code);
-    conn.metrics.request(Direction::Inbound, &service, code);
+    let served = crate::observe::served(&mut res);
+    served.app_port = port;
+    served.peer = Some(conn.peer.clone());
     res
 }
 
@@ -52,13 +54,13 @@ fn service_label(port: Option<u16>) -> String {
     port.map_or_else(|| "app:unknown".to_string(), |p| format!("app:{p}"))
 }
 
-async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, String) {
+async fn forward(conn: &Conn, req: Request<Incoming>) -> (Response<Body>, Option<u16>) {
     let caller = Caller::of(req.headers(), false);
     let target = match http_target(req.headers(), &conn.app_ports) {
         Ok(t) => t,
-        Err(e) => return (refuse(conn, &e, caller), service_label(None)),
+        Err(e) => return (refuse(conn, &e, caller), None),
     };
-    let label = service_label(Some(target.port));
+    let label = Some(target.port);
     if let Err(denied) = authorize_http(conn, target.port, &req) {
         return (forbidden(conn, &denied, caller), label);
     }
@@ -163,14 +165,14 @@ fn forbidden(conn: &Conn, denied: &Denied, caller: Caller) -> Response<Body> {
 }
 
 /// HTTP/2 CONNECT: the stream becomes a byte pipe to the app port.
-async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, String) {
+async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Option<u16>) {
     let caller = Caller::of(req.headers(), false);
     let authority = req.uri().authority().map(|a| a.as_str().to_string());
     let port = match connect_target(req.method(), authority.as_deref(), &conn.app_ports) {
         Ok(p) => p,
-        Err(e) => return (refuse(conn, &e, caller), service_label(None)),
+        Err(e) => return (refuse(conn, &e, caller), None),
     };
-    let label = service_label(Some(port));
+    let label = Some(port);
     let attrs = Attributes {
         peer: Some(&conn.peer_id),
         source_ip: Some(conn.source_ip),
@@ -206,7 +208,8 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Str
     let upgrade = hyper::upgrade::on(&mut req);
     let metrics = conn.metrics.clone();
     let peer = conn.peer.clone();
-    let service = label.clone();
+    let service = service_label(label);
+    let opened = std::time::Instant::now();
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
             Ok(u) => u,
@@ -223,6 +226,7 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Str
             }
             Err(e) => tracing::debug!(%peer, error = %e, "inbound: tunnel ended with error"),
         }
+        metrics.tcp_connection(Direction::Inbound, &service, opened.elapsed());
     });
     (Response::new(empty()), label)
 }

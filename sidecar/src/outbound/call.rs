@@ -84,6 +84,19 @@ struct Tried {
     endpoint: Option<SocketAddr>,
 }
 
+impl Tried {
+    /// The try's result, with the endpoint and the retries before it noted
+    /// on a response for the request's telemetry.
+    fn noted(mut self, retries: u32) -> Self {
+        if let Ok(res) = &mut self.result {
+            let served = crate::observe::served(res);
+            served.endpoint = self.endpoint;
+            served.retries = retries;
+        }
+        self
+    }
+}
+
 impl Outbound {
     /// Sends `req` to the service of `plan` (whose key is `service`) under
     /// the port's policy and returns the response the caller gets (the
@@ -192,7 +205,7 @@ impl Outbound {
             // The caller's connection is handed over on an upgrade.
             .filter(|_| !super::upgrade::wants_upgrade(&req, call.plan.port.protocol));
         let Some(policy) = retry else {
-            return self.try_once(call, req, None).await.result;
+            return self.try_once(call, req, None).await.noted(0).result;
         };
         let (parts, body) = req.into_parts();
         let head = Head {
@@ -206,13 +219,21 @@ impl Outbound {
         // sent once, as if its body were too large.
         let Some(_reserved) = self.retry_buffers.reserve(policy.max_body_bytes) else {
             tracing::debug!(%service, "retry buffers full; the request is sent once");
-            return self.try_once(call, head.request(body), None).await.result;
+            return self
+                .try_once(call, head.request(body), None)
+                .await
+                .noted(0)
+                .result;
         };
         let replay = match buffer_for_retry(body, policy.max_body_bytes).await {
             Ok(Buffered::Replayable(r)) => r,
             Ok(Buffered::Streaming(body)) => {
                 tracing::debug!(%service, limit = policy.max_body_bytes, "request body too large to keep; it is sent once");
-                return self.try_once(call, head.request(body), None).await.result;
+                return self
+                    .try_once(call, head.request(body), None)
+                    .await
+                    .noted(0)
+                    .result;
             }
             Err(e) => return Err(ForwardError::Body(e)),
         };
@@ -225,16 +246,16 @@ impl Outbound {
                 .try_once(call, head.request(replay.body()), avoid)
                 .await;
             if attempt >= policy.attempts {
-                return tried.result;
+                return tried.noted(attempt - 1).result;
             }
             let Some(wait) = self.retry_wait(policy, &head.method, &tried, attempt, call.deadline)
             else {
-                return tried.result;
+                return tried.noted(attempt - 1).result;
             };
             if !budget.try_retry(Instant::now()) {
                 self.metrics.retry_budget_exhausted(service);
                 tracing::debug!(%service, "retry budget spent; not retrying");
-                return tried.result;
+                return tried.noted(attempt - 1).result;
             }
             let reason = wait.1;
             self.metrics.retry(service, reason);

@@ -121,7 +121,7 @@ impl Outbound {
         req: Request<Body>,
     ) -> Response<Body> {
         let caller = Caller::of(req.headers(), direction == Direction::Gateway);
-        let (res, label) = match self.resolve(dest).await {
+        let (mut res, label) = match self.resolve(dest).await {
             Ok(plan) => {
                 let label = plan.service.key();
                 let res = if plan.routed() {
@@ -148,8 +148,7 @@ impl Outbound {
                 (res, label)
             }
         };
-        self.metrics
-            .request(direction, &label, res.status().as_u16());
+        crate::observe::served(&mut res).service = Some(label);
         if caller.external {
             redact_proxy_error(res, caller)
         } else {
@@ -184,12 +183,13 @@ impl Outbound {
     ) -> Response<Body> {
         let caller = Caller::of(req.headers(), false);
         let opts = super::pool::DialOptions::default();
-        let res = match self.send_to(endpoint, port, authority, req, opts).await {
+        let mut res = match self.send_to(endpoint, port, authority, req, opts).await {
             Ok(res) => res,
             Err(e) => self.fail(direction, service, &e, caller),
         };
-        self.metrics
-            .request(direction, service, res.status().as_u16());
+        let served = crate::observe::served(&mut res);
+        served.service = Some(service.to_string());
+        served.endpoint = Some(endpoint.mesh_addr);
         res
     }
 
@@ -206,10 +206,15 @@ impl Outbound {
             .await
         {
             Ok(sender) => Ok((name, sender)),
-            Err(source) => Err(ForwardError::Dial {
-                endpoint: name,
-                source,
-            }),
+            Err(source) => {
+                if let Some(reason) = source.handshake_reason() {
+                    self.metrics.handshake_failure(Direction::Outbound, reason);
+                }
+                Err(ForwardError::Dial {
+                    endpoint: name,
+                    source,
+                })
+            }
         }
     }
 

@@ -70,14 +70,9 @@ async fn handle(outbound: &Arc<Outbound>, req: Request<Incoming>) -> Response<Bo
         Ok(d) => d,
         Err(e) => {
             let e = super::forward::ForwardError::Plan(e);
-            let res = outbound.fail(Direction::Outbound, &authority, &e, caller);
-            // The host is the caller's choice: never a metric label.
-            outbound.metrics.request(
-                Direction::Outbound,
-                super::forward::UNKNOWN_SERVICE_LABEL,
-                res.status().as_u16(),
-            );
-            return res;
+            // The host is the caller's choice: never a metric label (the
+            // request is counted as `unknown`).
+            return outbound.fail(Direction::Outbound, &authority, &e, caller);
         }
     };
     let (parts, body) = req.into_parts();

@@ -45,6 +45,17 @@ pub enum DialError {
 }
 
 impl DialError {
+    /// Why the TLS handshake failed, when that is how the dial failed.
+    pub fn handshake_reason(&self) -> Option<&'static str> {
+        match self {
+            DialError::Tls(e) => Some(crate::core::tls::failure_reason(e)),
+            DialError::TlsTimeout(_) => Some("timeout"),
+            DialError::IdentityMismatch { .. } => Some("identity_mismatch"),
+            DialError::NoH2 => Some("no_h2"),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             DialError::Connect(_) | DialError::ConnectTimeout(_) => ErrorKind::Connect,

@@ -232,6 +232,7 @@ impl Outbound {
             .await;
         route::apply_response_filters(&rule.filters, res.headers_mut());
         route::apply_response_filters(&backend.filters, res.headers_mut());
+        crate::observe::served(&mut res).route = Some(route.name.clone());
         Routed {
             response: res,
             backend: Some(backend.service_key.clone()),

@@ -47,7 +47,12 @@ async fn tunnel(outbound: &Outbound, mut tcp: TcpStream, service: &str, port: u1
         }
     };
     let mut upstream = TokioIo::new(upgraded);
-    match tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {
+    let opened = std::time::Instant::now();
+    let piped = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+    outbound
+        .metrics
+        .tcp_connection(Direction::Outbound, &authority, opened.elapsed());
+    match piped {
         Ok((sent, received)) => {
             outbound.metrics.tunnel_bytes(
                 Direction::Outbound,

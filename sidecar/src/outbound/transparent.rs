@@ -285,7 +285,12 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await {
+    let opened = std::time::Instant::now();
+    let piped = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+    outbound
+        .metrics
+        .tcp_connection(Direction::Outbound, label, opened.elapsed());
+    match piped {
         Ok((sent, received)) => {
             let m = &outbound.metrics;
             m.tunnel_bytes(Direction::Outbound, label, Flow::ClientToServer, sent);

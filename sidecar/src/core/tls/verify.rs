@@ -91,3 +91,40 @@ pub fn rejection(err: &std::io::Error) -> Option<&PeerVerifyError> {
         _ => None,
     }
 }
+
+/// Why a handshake failed, from a closed set (a metric label): the
+/// certificate's fault (`untrusted`, `expired`, `no_spiffe_id`,
+/// `identity_mismatch`, `no_certificate`, `bad_certificate`), the peer's
+/// refusal (`alert`), a peer speaking something else (`protocol`), or the
+/// connection (`eof`, `reset`, `io`).
+pub fn failure_reason(err: &std::io::Error) -> &'static str {
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => "eof",
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => "reset",
+            std::io::ErrorKind::InvalidData => "protocol",
+            _ => "io",
+        };
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            match other.0.downcast_ref::<PeerVerifyError>() {
+                Some(PeerVerifyError::NoBundle) => "no_trust_bundle",
+                Some(PeerVerifyError::Chain(webpki::Error::CertExpired { .. })) => "expired",
+                Some(PeerVerifyError::Chain(_)) => "untrusted",
+                Some(PeerVerifyError::Spiffe(_)) => "no_spiffe_id",
+                Some(PeerVerifyError::IdentityMismatch { .. }) => "identity_mismatch",
+                None => "bad_certificate",
+            }
+        }
+        rustls::Error::InvalidCertificate(CertificateError::Expired) => "expired",
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => "untrusted",
+        rustls::Error::InvalidCertificate(_) => "bad_certificate",
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::AlertReceived(_) => "alert",
+        _ => "protocol",
+    }
+}

@@ -1,0 +1,311 @@
+//! Distributed tracing through real processes: the gateway starts a trace,
+//! every sidecar adds its span, the demo apps carry the context across, and
+//! an OTLP receiver inside the test gets the whole trace. A collector that
+//! is down changes nothing for the requests.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use mycel_tests::http;
+use mycel_tests::mesh::spiffe;
+use mycel_tests::otlp::{self, ReceivedSpan};
+use mycel_tests::shop::Shop;
+use mycel_tests::SidecarSpec;
+
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+fn exporting(endpoint: &str, protocol: &'static str) -> impl Fn(SidecarSpec) -> SidecarSpec {
+    let endpoint = endpoint.to_string();
+    move |s: SidecarSpec| {
+        s.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+    }
+}
+
+fn trace_of<'a>(spans: &'a [ReceivedSpan], trace_id: &str) -> Vec<&'a ReceivedSpan> {
+    spans.iter().filter(|s| s.trace_id == trace_id).collect()
+}
+
+fn describe(spans: &[&ReceivedSpan]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {:?} kind={} id={} parent={}",
+                s.service, s.name, s.kind, s.span_id, s.parent_span_id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_through_the_shop_is_one_trace_across_every_hop() {
+    let (collector, received) = otlp::grpc_receiver().await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log_dir = logs.path().to_path_buf();
+    let export = exporting(&format!("http://{collector}"), "grpc");
+    let shop = Shop::start_with(move |s| {
+        let log = log_dir.join(format!("{}.access.log", s.workload));
+        export(s)
+            .arg("--access-log")
+            .arg(&log.display().to_string())
+    })
+    .await;
+    let reply = http::get(shop.gateway.listen(), "shop.example", "/api/products")
+        .await
+        .expect("GET /api/products");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let services = [
+        "gateway-gateway",
+        "frontend-proxy",
+        "catalog-proxy",
+        "reviews-v2-proxy",
+        "ratings-proxy",
+    ];
+    // The gateway's span is the trace's root; wait until every hop's span
+    // of that trace has arrived (a parent ends, and is sent, after its
+    // children).
+    let spans = received
+        .wait_for(Duration::from_secs(20), |spans| {
+            spans
+                .iter()
+                .find(|s| s.service == "gateway-gateway" && s.parent_span_id.is_empty())
+                .is_some_and(|root| {
+                    let trace: Vec<_> = trace_of(spans, &root.trace_id);
+                    let ids: HashSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+                    services
+                        .iter()
+                        .all(|svc| trace.iter().any(|s| s.service == *svc))
+                        && trace.iter().all(|s| {
+                            s.parent_span_id.is_empty() || ids.contains(s.parent_span_id.as_str())
+                        })
+                })
+        })
+        .await;
+    let root = spans
+        .iter()
+        .find(|s| s.service == "gateway-gateway" && s.parent_span_id.is_empty())
+        .unwrap_or_else(|| panic!("no root span from the gateway; got {spans:#?}"));
+    let trace = trace_of(&spans, &root.trace_id);
+    let all = describe(&trace);
+    for svc in services {
+        assert!(
+            trace.iter().any(|s| s.service == svc),
+            "no span from {svc}:\n{all}"
+        );
+    }
+    assert!(trace.len() >= 8, "only {} spans:\n{all}", trace.len());
+    assert_eq!(root.kind, SERVER, "{all}");
+    assert_eq!(root.attr("http.response.status_code"), Some("200"), "{all}");
+
+    // Parent links: every span but the root has its parent in the trace; a
+    // sidecar's server span hangs off the caller's client span (the
+    // frontend's off the gateway's server span); a client span off the
+    // server span of the same workload's request (the app carried it).
+    let by_id: HashMap<&str, &ReceivedSpan> =
+        trace.iter().map(|s| (s.span_id.as_str(), *s)).collect();
+    assert_eq!(by_id.len(), trace.len(), "span ids repeat:\n{all}");
+    for s in &trace {
+        if s.span_id == root.span_id {
+            continue;
+        }
+        let parent = by_id.get(s.parent_span_id.as_str()).unwrap_or_else(|| {
+            panic!(
+                "{} {:?}: parent not in the trace:\n{all}",
+                s.service, s.name
+            )
+        });
+        match s.kind {
+            SERVER if s.service == "frontend-proxy" => {
+                assert_eq!(parent.span_id, root.span_id, "{all}")
+            }
+            SERVER => assert_eq!(parent.kind, CLIENT, "{} {:?}:\n{all}", s.service, s.name),
+            CLIENT => {
+                assert_eq!(parent.kind, SERVER, "{all}");
+                assert_eq!(parent.service, s.service, "{all}");
+            }
+            other => panic!("unexpected span kind {other}:\n{all}"),
+        }
+    }
+    // The server side names the caller it authenticated.
+    let catalog = trace
+        .iter()
+        .find(|s| s.service == "catalog-proxy" && s.kind == SERVER)
+        .expect("catalog server span");
+    assert_eq!(
+        catalog.attr("mycel.peer.spiffe_id"),
+        Some(spiffe("shop", "frontend").as_str()),
+        "{catalog:?}"
+    );
+    let reviews_call = trace
+        .iter()
+        .find(|s| {
+            s.service == "frontend-proxy"
+                && s.kind == CLIENT
+                && s.attr("rpc.system") == Some("grpc")
+        })
+        .unwrap_or_else(|| panic!("no gRPC client span from the frontend:\n{all}"));
+    assert_eq!(
+        reviews_call.attr("rpc.grpc.status_code"),
+        Some("0"),
+        "{reviews_call:?}"
+    );
+    assert_eq!(reviews_call.attr("mycel.service"), Some("reviews.shop"));
+
+    // The access log line of the gateway's request carries the trace id.
+    let gw_log = logs.path().join("gateway.access.log");
+    let text = std::fs::read_to_string(&gw_log).unwrap_or_default();
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["trace_id"] == root.trace_id.as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "no access line with the trace id in {}:\n{text}",
+                gw_log.display()
+            )
+        });
+    assert_eq!(line["path"], "/api/products");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["service"], "frontend.shop");
+    assert!(line["bytes"].as_u64().unwrap_or(0) > 0, "{line}");
+    assert!(line["upstream"].is_string(), "{line}");
+
+    // The frontend's sidecar timed the request by its caller.
+    let metrics = shop.frontend.sidecar.metrics().await;
+    let gateway_id = spiffe("shop", "gateway");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mycel_request_duration_seconds_count{")
+                && l.contains(r#"direction="inbound""#)
+                && l.contains(&format!(r#"peer="{gateway_id}""#))
+                && l.contains(r#"code_class="2xx""#)),
+        "no inbound latency series for the gateway's calls:\n{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mycel_grpc_responses_total{")
+                && l.contains(r#"service="reviews.shop""#)
+                && l.contains(r#"grpc_status="0""#)),
+        "no gRPC status counted for reviews:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_protobuf_export_follows_b3_callers_and_unsampled_traces() {
+    let (collector, received) = otlp::http_receiver().await;
+    let export = exporting(&format!("http://{collector}"), "http/protobuf");
+    let shop = Shop::start_with(export).await;
+    let gw = shop.gateway.listen();
+
+    // A caller that speaks B3 (multi header) and chose not to sample.
+    let unsampled = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let reply = http::request(
+        gw,
+        "shop.example",
+        "/api/products",
+        &[
+            ("x-b3-traceid", unsampled),
+            ("x-b3-spanid", "051581bf3cb55c13"),
+            ("x-b3-sampled", "0"),
+        ],
+    )
+    .await
+    .expect("unsampled GET");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // A caller that speaks B3 (single header) and samples.
+    let sampled = "80f198ee56343ba864fe8b2a57d3eff7";
+    let caller_span = "e457b5a2e4d86bd1";
+    let reply = http::request(
+        gw,
+        "shop.example",
+        "/api/products",
+        &[("b3", &format!("{sampled}-{caller_span}-1"))],
+    )
+    .await
+    .expect("sampled GET");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let spans = received
+        .wait_for(Duration::from_secs(20), |spans| {
+            let t = trace_of(spans, sampled);
+            t.iter().any(|s| s.service == "ratings-proxy")
+                && t.iter().any(|s| s.service == "gateway-gateway")
+                && t.len() >= 8
+        })
+        .await;
+    let trace = trace_of(&spans, sampled);
+    let all = describe(&trace);
+    assert!(trace.len() >= 8, "only {} spans:\n{all}", trace.len());
+    let gateway = trace
+        .iter()
+        .find(|s| s.service == "gateway-gateway")
+        .unwrap_or_else(|| panic!("no gateway span:\n{all}"));
+    assert_eq!(
+        gateway.parent_span_id, caller_span,
+        "the caller's span is the parent"
+    );
+    // Give stragglers of the unsampled request time to (wrongly) arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stray = trace_of(&received.spans(), unsampled).len();
+    assert_eq!(
+        stray, 0,
+        "spans were recorded for a trace the caller did not sample"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_changes_nothing_for_requests_and_is_counted() {
+    // A port nothing listens on: every export is refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let export = exporting(&format!("http://{dead}"), "grpc");
+    let shop = Shop::start_with(move |s| export(s).env("OTEL_BSP_MAX_QUEUE_SIZE", "8")).await;
+    let gw = shop.gateway.listen();
+    let mut failures = Vec::new();
+    for i in 0..100 {
+        match http::get(gw, "shop.example", "/api/products").await {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => failures.push(format!("#{i}: {} {}", r.status, r.body)),
+            Err(e) => failures.push(format!("#{i}: {e:#}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "requests failed with the collector down: {failures:?}"
+    );
+    let value = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = shop.gateway.metrics().await;
+        let (dropped, failed, exported) = (
+            value(&m, "mycel_trace_spans_dropped_total"),
+            value(&m, "mycel_trace_export_failures_total"),
+            value(&m, "mycel_trace_spans_exported_total"),
+        );
+        assert_eq!(exported, 0, "nothing can be exported to a dead collector");
+        if dropped + failed > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead collector is not counted:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
