@@ -46,4 +46,5 @@ mod routing;
 mod shop;
 mod stat;
 mod tcp_tunnel;
+mod traces;
 mod traffic;
