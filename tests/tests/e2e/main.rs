@@ -15,6 +15,7 @@ mod authz_cli;
 mod cert_inspect;
 mod churn;
 mod controller_restart;
+mod dashboard;
 mod demo_smoke;
 mod discovery_scope;
 mod examples;
