@@ -7,6 +7,8 @@
 //! ([`choose`]) so that every bad value is reported the same way, as a
 //! line on stderr before logging starts, and tested without a process.
 
+#[cfg(feature = "receiver")]
+pub mod receiver;
 pub mod traces;
 
 use std::io::IsTerminal;

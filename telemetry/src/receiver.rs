@@ -1,9 +1,12 @@
-//! An OTLP trace receiver inside the test: the collector's gRPC service
-//! (the `opentelemetry-proto` server types) and its HTTP/protobuf endpoint
-//! (`POST /v1/traces`), keeping every span it is sent, with the
-//! `service.name` of the resource that sent it.
+//! A small OTLP trace receiver: the collector's gRPC service (the
+//! `opentelemetry-proto` server types) and its HTTP/protobuf endpoint
+//! (`POST /v1/traces`), keeping the spans it is sent in memory (the latest
+//! [`KEEP`]), each with the `service.name` of the resource that sent it.
+//! The local demo serves them as trace trees (`GET /traces`); the tests
+//! read them directly. Not a collector: no persistence, no forwarding.
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +25,11 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 use tokio::net::TcpListener;
 
+/// Spans kept at most; older ones are forgotten first.
+pub const KEEP: usize = 20_000;
+/// The largest export request read (the exporters send 512-span batches).
+const MAX_BODY: usize = 16 << 20;
+
 /// One received span, flattened.
 #[derive(Clone, Debug)]
 pub struct ReceivedSpan {
@@ -36,6 +44,8 @@ pub struct ReceivedSpan {
     pub attributes: Vec<(String, String)>,
     /// OTLP status code: 0 unset, 1 ok, 2 error.
     pub status: i32,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
 }
 
 impl ReceivedSpan {
@@ -47,12 +57,16 @@ impl ReceivedSpan {
     }
 }
 
+/// What was received, shared with the servers.
 #[derive(Clone, Default)]
-pub struct Received(Arc<Mutex<Vec<ReceivedSpan>>>);
+pub struct Received(Arc<Mutex<VecDeque<ReceivedSpan>>>);
 
 impl Received {
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn add(&self, req: ExportTraceServiceRequest) {
@@ -83,13 +97,59 @@ impl Received {
                             .map(|kv| (kv.key.clone(), value_text(kv)))
                             .collect(),
                         status: s.status.map_or(0, |st| st.code),
+                        start_unix_nanos: s.start_time_unix_nano,
+                        end_unix_nanos: s.end_time_unix_nano,
                     });
                 }
             }
         }
         if let Ok(mut v) = self.0.lock() {
             v.extend(out);
+            while v.len() > KEEP {
+                v.pop_front();
+            }
         }
+    }
+
+    /// The latest `n` traces as indented trees (root first, children by
+    /// start time), newest trace first: what the demo shows.
+    pub fn render(&self, n: usize) -> String {
+        let spans = self.spans();
+        let mut traces: BTreeMap<&str, Vec<&ReceivedSpan>> = BTreeMap::new();
+        for s in &spans {
+            traces.entry(s.trace_id.as_str()).or_default().push(s);
+        }
+        let mut order: Vec<(&str, u64)> = traces
+            .iter()
+            .map(|(id, spans)| {
+                (
+                    *id,
+                    spans.iter().map(|s| s.start_unix_nanos).min().unwrap_or(0),
+                )
+            })
+            .collect();
+        order.sort_by_key(|t| std::cmp::Reverse(t.1));
+        let mut out = String::new();
+        if order.is_empty() {
+            out.push_str("no traces yet: send a request through the gateway\n");
+        }
+        for (id, _) in order.into_iter().take(n) {
+            let spans = &traces[id];
+            let _ = writeln!(out, "trace {id} ({} spans)", spans.len());
+            let ids: std::collections::HashSet<&str> =
+                spans.iter().map(|s| s.span_id.as_str()).collect();
+            let mut roots: Vec<&ReceivedSpan> = spans
+                .iter()
+                .copied()
+                .filter(|s| s.parent_span_id.is_empty() || !ids.contains(s.parent_span_id.as_str()))
+                .collect();
+            roots.sort_by_key(|s| s.start_unix_nanos);
+            for root in roots {
+                render_tree(&mut out, spans, root, 1);
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// Waits until `done` holds for what was received, or `timeout`.
@@ -106,6 +166,36 @@ impl Received {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+fn render_tree(out: &mut String, spans: &[&ReceivedSpan], span: &ReceivedSpan, depth: usize) {
+    let kind = match span.kind {
+        2 => "server",
+        3 => "client",
+        _ => "internal",
+    };
+    let micros = span.end_unix_nanos.saturating_sub(span.start_unix_nanos) / 1000;
+    let status = span.attr("http.response.status_code").unwrap_or("-");
+    let _ = writeln!(
+        out,
+        "{:indent$}{} {} [{kind}] {status} {micros}us",
+        "",
+        span.service,
+        span.name,
+        indent = depth * 2
+    );
+    if depth > 32 {
+        return;
+    }
+    let mut children: Vec<&ReceivedSpan> = spans
+        .iter()
+        .copied()
+        .filter(|s| s.parent_span_id == span.span_id)
+        .collect();
+    children.sort_by_key(|s| s.start_unix_nanos);
+    for c in children {
+        render_tree(out, spans, c, depth + 1);
     }
 }
 
@@ -138,10 +228,8 @@ impl TraceService for Service {
     }
 }
 
-/// A receiver serving OTLP over gRPC on a loopback port.
-pub async fn grpc_receiver() -> (SocketAddr, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind OTLP");
-    let addr = listener.local_addr().expect("OTLP addr");
+/// A receiver serving OTLP over gRPC on `listener`.
+pub fn grpc_receiver(listener: TcpListener) -> Received {
     let received = Received::default();
     let svc = TraceServiceServer::new(Service(received.clone()));
     tokio::spawn(async move {
@@ -151,13 +239,12 @@ pub async fn grpc_receiver() -> (SocketAddr, Received) {
             .serve_with_incoming(incoming)
             .await;
     });
-    (addr, received)
+    received
 }
 
-/// A receiver serving OTLP over HTTP/protobuf (`POST /v1/traces`).
-pub async fn http_receiver() -> (SocketAddr, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind OTLP");
-    let addr = listener.local_addr().expect("OTLP addr");
+/// A receiver serving OTLP over HTTP/protobuf (`POST /v1/traces`) on
+/// `listener`, and the traces it holds as text trees (`GET /traces`).
+pub fn http_receiver(listener: TcpListener) -> Received {
     let received = Received::default();
     let store = received.clone();
     tokio::spawn(async move {
@@ -167,8 +254,20 @@ pub async fn http_receiver() -> (SocketAddr, Received) {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let store = store.clone();
                     async move {
-                        let ok = req.uri().path() == "/v1/traces";
-                        let body = Limited::new(req.into_body(), 16 << 20)
+                        if req.method() == hyper::Method::GET && req.uri().path() == "/traces" {
+                            let mut res =
+                                hyper::Response::new(Full::new(Bytes::from(store.render(20))));
+                            res.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static(
+                                    "text/plain; charset=utf-8",
+                                ),
+                            );
+                            return Ok::<_, std::convert::Infallible>(res);
+                        }
+                        let ok =
+                            req.method() == hyper::Method::POST && req.uri().path() == "/v1/traces";
+                        let body = Limited::new(req.into_body(), MAX_BODY)
                             .collect()
                             .await
                             .map(|b| b.to_bytes())
@@ -191,11 +290,14 @@ pub async fn http_receiver() -> (SocketAddr, Received) {
                         Ok::<_, std::convert::Infallible>(res)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tcp), svc);
+                // A client that never finishes is cut off.
+                let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
             });
         }
     });
-    (addr, received)
+    received
 }
