@@ -86,15 +86,9 @@ async fn shop(catalog_faults: FaultConfig) -> Shop {
 async fn frontend_aggregates_catalog_reviews_and_ratings() {
     let shop = shop(FaultConfig::default()).await;
     let to_frontend = direct(&[("frontend", shop.frontend.addr)]);
-    let view: ProductsView = get_json(
-        &to_frontend,
-        "frontend",
-        "/api/products",
-        TIMEOUT,
-        NO_TRACE,
-    )
-    .await
-    .unwrap();
+    let view: ProductsView = get_json(&to_frontend, "frontend", "/api/products", TIMEOUT, NO_TRACE)
+        .await
+        .unwrap();
     assert_eq!(view.products.len(), mycel_demo::catalog::products().len());
     for p in &view.products {
         assert_eq!(p.reviews.len(), 2, "{p:?}");
