@@ -11,7 +11,7 @@
 pub mod histogram;
 pub mod prom;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,9 @@ pub struct EdgeStats {
     pub stats: Stats,
     /// As the callees measured it (mTLS-authenticated caller), if any.
     pub server: Option<Stats>,
+    /// The same, per callee workload (a service split across versions).
+    #[serde(default)]
+    pub servers: BTreeMap<String, Stats>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -383,16 +386,17 @@ pub fn compute(windows: &[ProxyWindow]) -> Report {
         .filter(|(k, _)| !k.4.is_empty())
         .map(
             |((from_namespace, from, from_identity, direction, to), acc)| {
-                let (to_workloads, server) = callee_side(windows, &series, &from_identity, &to);
+                let (servers, server) = callee_side(windows, &series, &from_identity, &to);
                 EdgeStats {
                     from_namespace,
                     from,
                     from_identity,
                     direction,
                     to,
-                    to_workloads,
+                    to_workloads: servers.keys().cloned().collect(),
                     stats: acc.stats(),
                     server,
+                    servers,
                 }
             },
         )
@@ -423,10 +427,10 @@ fn callee_side(
     series: &[(Vec<Series>, f64)],
     caller: &str,
     service: &str,
-) -> (Vec<String>, Option<Stats>) {
+) -> (BTreeMap<String, Stats>, Option<Stats>) {
     let (svc, svc_ns) = split_service(service);
     if caller.is_empty() {
-        return (Vec::new(), None);
+        return (BTreeMap::new(), None);
     }
     let saw_caller = |ss: &Vec<Series>| {
         ss.iter()
@@ -448,21 +452,23 @@ fn callee_side(
         candidates
     };
     if chosen.is_empty() {
-        return (Vec::new(), None);
+        return (BTreeMap::new(), None);
     }
     let mut acc = Acc::default();
-    let mut names = BTreeSet::new();
+    let mut each: BTreeMap<String, Acc> = BTreeMap::new();
     for i in chosen {
-        names.insert(windows[i].proxy.workload.clone());
+        let mine = each.entry(windows[i].proxy.workload.clone()).or_default();
         let (ss, secs) = &series[i];
         for s in ss
             .iter()
             .filter(|s| s.label("direction") == "inbound" && s.label("peer") == caller)
         {
             acc.add(s, *secs);
+            mine.add(s, *secs);
         }
     }
-    (names.into_iter().collect(), Some(acc.stats()))
+    let each = each.into_iter().map(|(k, a)| (k, a.stats())).collect();
+    (each, Some(acc.stats()))
 }
 
 #[cfg(test)]

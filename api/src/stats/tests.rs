@@ -200,6 +200,7 @@ fn callees_named_after_the_service_win() {
     let reviews = r.edges.iter().find(|e| e.to == "reviews.shop").unwrap();
     assert_eq!(reviews.to_workloads, vec!["reviews-v1", "reviews-v2"]);
     assert_eq!(reviews.server.as_ref().unwrap().requests, 2.0);
+    assert_eq!(reviews.servers["reviews-v2"].requests, 1.0);
     let catalog = r.edges.iter().find(|e| e.to == "catalog.shop").unwrap();
     assert_eq!(catalog.to_workloads, vec!["catalog"]);
 

@@ -172,6 +172,7 @@ mod tests {
                 to_workloads: vec!["catalog".into()],
                 stats: s.clone(),
                 server: Some(s),
+                servers: Default::default(),
             }],
             routes: vec![],
         };

@@ -85,7 +85,11 @@ function drawTopology(data) {
         x1: from.x + dx / len * R, y1: from.y + dy / len * R,
         x2: to.x - dx / len * R, y2: to.y - dy / len * R,
       }));
-      const label = rps(e.rps) + " rps · " + pct(e.success_rate) + " · p99 " + ms(e.p99_ms);
+      // Split between callees (versions): each line gets what that
+      // callee served this caller; otherwise the caller's own view.
+      const w = t.slice(t.indexOf("/") + 1);
+      const s = targets.length > 1 && e.servers && e.servers[w] ? e.servers[w] : e;
+      const label = rps(s.rps) + " rps · " + pct(s.success_rate) + " · p99 " + ms(s.p99_ms);
       g.appendChild(el("svg:text", { x: (from.x + to.x) / 2, y: (from.y + to.y) / 2 - 4, class: "edge-label" }, label));
       svg.appendChild(g);
     }
