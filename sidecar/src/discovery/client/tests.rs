@@ -131,7 +131,8 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
         ready_rx,
         status.clone(),
         DiscoveryMetrics::default(),
-    );
+    )
+    .with_admin(Some("0.0.0.0:15020".parse().unwrap()));
     let task = tokio::spawn(client.run());
 
     // Hello names the workload, registers it and carries subscriptions.
@@ -145,6 +146,15 @@ async fn hello_subscribe_ack_nack_status_and_resync() {
     assert_eq!(h.mode, "sidecar");
     assert_eq!(h.subscriptions, vec!["catalog.shop".to_string()]);
     assert!(h.known.is_empty());
+    // Where its metrics are, as bound: the controller pairs an unspecified
+    // host with the stream's source address.
+    assert_eq!(
+        h.admin,
+        Some(pb::AdminAddress {
+            host: "0.0.0.0".into(),
+            port: 15020
+        })
+    );
     let w = h.workload.unwrap();
     assert_eq!(
         (
