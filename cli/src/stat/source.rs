@@ -261,6 +261,45 @@ pub async fn scrape_all(proxies: &[Proxy], timeout: Duration) -> Vec<Result<Scra
 mod tests {
     use super::*;
 
+    fn pod(owner_kind: &str, owner: &str, args: &[&str]) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "reviews-v2-7d9f8-abcde",
+                "namespace": "shop",
+                "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": owner_kind, "name": owner,
+                    "uid": "u", "controller": true
+                }]
+            },
+            "spec": {
+                "serviceAccountName": "reviews",
+                "containers": [
+                    {"name": "app"},
+                    {"name": podcerts::PROXY_CONTAINER, "args": args}
+                ]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_is_its_deployment_and_service_account() {
+        let p = pod_info(&pod(
+            "ReplicaSet",
+            "reviews-v2-7d9f8",
+            &["--trust-domain=example.org"],
+        ));
+        assert_eq!(p.workload, "reviews-v2");
+        assert_eq!(p.proxy_id, "reviews-v2-7d9f8-abcde");
+        assert_eq!(p.namespace, "shop");
+        assert_eq!(p.spiffe_id, "spiffe://example.org/ns/shop/sa/reviews");
+        assert_eq!(p.mode, "sidecar");
+        let p = pod_info(&pod("StatefulSet", "db", &["--mode", "gateway"]));
+        assert_eq!(p.workload, "db");
+        assert_eq!(p.mode, "gateway");
+        assert_eq!(p.spiffe_id, "spiffe://cluster.local/ns/shop/sa/reviews");
+    }
+
     #[test]
     fn records_without_an_admin_address_parse() {
         let v: Vec<Record> = serde_json::from_str(
