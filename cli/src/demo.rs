@@ -35,6 +35,62 @@ pub struct DemoArgs {
     pub bin_dir: Option<PathBuf>,
     pub ready_timeout: Duration,
     pub faults: plan::Faults,
+    pub traces: Traces,
+}
+
+/// Where the mesh's spans go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Traces {
+    /// A receiver inside mycelctl, on the plan's trace port, showing the
+    /// latest traces at `/traces`.
+    Builtin,
+    /// An OTLP collector of the user's.
+    Endpoint {
+        url: String,
+        protocol: String,
+    },
+    Off,
+}
+
+/// Spans are sent soon after a request, so a trace shows while the user
+/// still looks at the page.
+const DEMO_EXPORT_DELAY_MS: &str = "500";
+
+/// Starts what `traces` asks for and tells the supervisor to give every
+/// child its endpoint. Returns the line the banner prints.
+async fn start_traces(
+    traces: &Traces,
+    plan: &DemoPlan,
+    sup: &mut Supervisor,
+) -> anyhow::Result<Option<String>> {
+    let (url, protocol, line) = match traces {
+        Traces::Off => return Ok(None),
+        Traces::Endpoint { url, protocol } => (
+            url.clone(),
+            protocol.clone(),
+            format!("traces: sent to {url} ({protocol})"),
+        ),
+        Traces::Builtin => {
+            let addr = plan.traces;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "port {} ({addr}, for the trace receiver) is not free; choose another --base-port or --otlp-endpoint",
+                    addr.port()
+                )
+            })?;
+            // Lives as long as mycelctl's runtime: the whole demo.
+            let _received = mycel_telemetry::receiver::http_receiver(listener);
+            (
+                format!("http://{addr}"),
+                "http/protobuf".to_string(),
+                format!("traces: http://{addr}/traces (the latest requests as span trees)"),
+            )
+        }
+    };
+    sup.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", &url);
+    sup.set_env("OTEL_EXPORTER_OTLP_PROTOCOL", &protocol);
+    sup.set_env("OTEL_BSP_SCHEDULE_DELAY", DEMO_EXPORT_DELAY_MS);
+    Ok(Some(line))
 }
 
 /// The three programs the demo runs.
@@ -139,14 +195,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("logs:     {}/<name>.log", paths.logs().display());
 
     let mut sup = Supervisor::new();
+    let traces = start_traces(&args.traces, &plan, &mut sup).await?;
     let outcome = start_and_supervise(
         &plan,
         &paths,
         &bins,
         &mut sup,
         &mut signals,
-        args.ready_timeout,
-        &args.faults,
+        Shown {
+            ready_timeout: args.ready_timeout,
+            faults: &args.faults,
+            traces: traces.as_deref(),
+        },
     )
     .await;
     println!("stopping {} processes...", sup.running());
@@ -191,15 +251,26 @@ async fn guarded<T>(
     }
 }
 
+/// How long to wait, and what the apps and the banner are told.
+struct Shown<'a> {
+    ready_timeout: Duration,
+    faults: &'a plan::Faults,
+    traces: Option<&'a str>,
+}
+
 async fn start_and_supervise(
     plan: &DemoPlan,
     paths: &Paths,
     bins: &Binaries,
     sup: &mut Supervisor,
     signals: &mut StopSignals,
-    ready_timeout: Duration,
-    faults: &plan::Faults,
+    shown: Shown<'_>,
 ) -> anyhow::Result<End> {
+    let Shown {
+        ready_timeout,
+        faults,
+        traces,
+    } = shown;
     let deadline = Instant::now() + ready_timeout;
     spawn(
         sup,
@@ -256,6 +327,9 @@ async fn start_and_supervise(
         Err(end) => return Ok(end),
     };
     print!("{}", banner(plan, paths, faults));
+    if let Some(line) = traces {
+        println!("{line}");
+    }
     for failed in failed_calls(&products) {
         println!("warning: {failed}");
     }

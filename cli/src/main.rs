@@ -110,8 +110,33 @@ struct DemoFlags {
     /// How long to wait for everything to become ready.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     ready_timeout: Duration,
+    /// Send the mesh's spans to this OTLP collector (e.g.
+    /// http://127.0.0.1:4318) instead of the demo's own receiver, which
+    /// shows the latest traces at http://127.0.0.1:<base-port + 4>/traces.
+    #[arg(long, value_name = "URL", value_parser = parse_otlp_endpoint, conflicts_with = "no_traces")]
+    otlp_endpoint: Option<String>,
+    /// The OTLP transport of --otlp-endpoint.
+    #[arg(long, value_name = "PROTOCOL", default_value = "http/protobuf",
+          value_parser = ["http/protobuf", "grpc"], requires = "otlp_endpoint")]
+    otlp_protocol: String,
+    /// No traces: the proxies export no spans.
+    #[arg(long)]
+    no_traces: bool,
     #[command(flatten)]
     faults: FaultFlags,
+}
+
+/// An http(s) URL with a host.
+fn parse_otlp_endpoint(raw: &str) -> Result<String, String> {
+    let uri: http::Uri = raw
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); e.g. http://127.0.0.1:4318"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(raw.to_string()),
+        _ => {
+            Err("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:4318".into())
+        }
+    }
 }
 
 /// Faults the demo apps inject, to watch the mesh under errors and delay.
@@ -243,6 +268,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bin_dir: flags.bin_dir,
                 ready_timeout: flags.ready_timeout,
                 faults: flags.faults.faults(),
+                traces: match (flags.no_traces, flags.otlp_endpoint) {
+                    (true, _) => demo::Traces::Off,
+                    (false, Some(url)) => demo::Traces::Endpoint {
+                        url,
+                        protocol: flags.otlp_protocol,
+                    },
+                    (false, None) => demo::Traces::Builtin,
+                },
             })
             .await
         }

@@ -80,6 +80,8 @@ pub struct DemoPlan {
     pub controller_admin: SocketAddr,
     pub gateway: SocketAddr,
     pub gateway_admin: SocketAddr,
+    /// The built-in OTLP trace receiver (unless the demo is told otherwise).
+    pub traces: SocketAddr,
     pub workloads: Vec<WorkloadPlan>,
 }
 
@@ -140,6 +142,7 @@ impl DemoPlan {
             controller_admin: at(1),
             gateway: at(2),
             gateway_admin: at(3),
+            traces: at(4),
             workloads,
         })
     }

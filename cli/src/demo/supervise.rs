@@ -65,6 +65,8 @@ struct Child {
 
 pub struct Supervisor {
     children: Vec<Child>,
+    /// Added to every child's environment.
+    env: Vec<(String, String)>,
     exits_tx: mpsc::UnboundedSender<(usize, String)>,
     exits_rx: mpsc::UnboundedReceiver<(usize, String)>,
 }
@@ -80,9 +82,15 @@ impl Supervisor {
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         Supervisor {
             children: Vec::new(),
+            env: Vec::new(),
             exits_tx,
             exits_rx,
         }
+    }
+
+    /// Gives every child started from now on the variable `key`.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// Starts `program args` as `name`, stdout and stderr appended to `log`.
@@ -110,6 +118,7 @@ impl Supervisor {
             // Logs go to files: colour codes would only garble them (every
             // binary's tracing honours NO_COLOR).
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             // Own group: a terminal's Ctrl-C reaches only mycelctl, which

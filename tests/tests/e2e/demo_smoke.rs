@@ -190,6 +190,44 @@ async fn demo_starts_serves_and_stops_cleanly() {
         assert_eq!(p["ready"], want, "{p:#}");
     }
 
+    // The banner says where traces are; a request through the shop shows
+    // there as one trace through every service's proxy.
+    let log = demo.log();
+    let traces_url = log
+        .lines()
+        .find_map(|l| l.strip_prefix("traces: http://"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no traces line in the banner:\n{log}"));
+    let (traces_addr, traces_path) = traces_url.split_once('/').expect("host/path");
+    let traces_addr: std::net::SocketAddr = traces_addr.parse().expect("trace receiver address");
+    assert_eq!(traces_path, "traces");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = http::get(traces_addr, "localhost", "/traces")
+            .await
+            .unwrap();
+        assert_eq!(page.status, 200, "{}", page.body);
+        let whole = page.body.split("\n\n").any(|trace| {
+            [
+                "gateway-gateway",
+                "frontend-proxy",
+                "catalog-proxy",
+                "ratings-proxy",
+            ]
+            .iter()
+            .all(|svc| trace.contains(svc))
+        });
+        if whole {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no whole trace at /traces:\n{}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     let logs: Vec<_> = std::fs::read_dir(data.join("logs"))
         .unwrap()
         .flatten()
