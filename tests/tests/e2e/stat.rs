@@ -281,3 +281,122 @@ async fn stat_and_top_show_workloads_and_edges_of_the_demo_shop() {
 
     demo.proc.terminate(Duration::from_secs(10)).await;
 }
+
+/// Kubernetes mode: the meshed pods of a namespace, each proxy's /metrics
+/// read through the API server's pods/proxy subresource (a real
+/// kube-apiserver and a real proxy in a network-namespace pod; see
+/// `k8s_proxy_config.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_reads_a_real_proxy_through_the_api_server() {
+    use super::k8s::{can_run_pods, cluster_with_live_proxy, running_meshed_pod};
+    if !mycel_tests::k8s::available() || !can_run_pods() {
+        return;
+    }
+    let (_node, api, client, web) = cluster_with_live_proxy(&[]).await;
+    let kc = api.kubeconfig.display().to_string();
+    running_meshed_pod(
+        &client,
+        "web-live",
+        "web",
+        &web,
+        &[("app", "web")],
+        Some(mycel_tests::netns::ADMIN_PORT),
+    )
+    .await;
+    let vip = kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), "shop")
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap();
+    // Calls to the Service from inside the pod during the window: nothing
+    // backs it, so the proxy answers them itself, and counts them.
+    let stat = tokio::process::Command::new(bin("mycelctl"))
+        .args([
+            "stat",
+            "-n",
+            "shop",
+            "--kubeconfig",
+            &kc,
+            "--window",
+            "3s",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let _ = web.exec("curl", &["-s", "-m", "2", &format!("http://{vip}/")]);
+    }
+    let out = tokio::time::timeout(RUN_LIMIT, stat.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workloads = report["workloads"].as_array().unwrap();
+    assert_eq!(
+        workloads.len(),
+        1,
+        "only the pod with a ready proxy: {report:#}"
+    );
+    assert_eq!(workloads[0]["name"], "web-live", "{report:#}");
+    assert_eq!(workloads[0]["namespace"], "shop", "{report:#}");
+    assert_eq!(workloads[0]["proxies"], 1, "{report:#}");
+    let edge = report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to"] == "web.shop")
+        .unwrap_or_else(|| panic!("no edge to web.shop: {report:#}"));
+    assert_eq!(edge["from"], "web-live");
+    assert_eq!(
+        edge["from_identity"],
+        "spiffe://cluster.local/ns/shop/sa/web"
+    );
+    assert!(edge["requests"].as_f64().unwrap() > 0.0, "{edge}");
+
+    // pod/NAME in a table; a missing Deployment is named.
+    let one = mycelctl(&[
+        "stat",
+        "pod/web-live",
+        "-n",
+        "shop",
+        "--kubeconfig",
+        &kc,
+        "--window",
+        "200ms",
+    ])
+    .await;
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    assert!(
+        text(&one.stdout)
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("web-live")),
+        "{}",
+        text(&one.stdout)
+    );
+    let none = mycelctl(&[
+        "stat",
+        "deploy/nope",
+        "-n",
+        "shop",
+        "--kubeconfig",
+        &kc,
+        "--window",
+        "200ms",
+    ])
+    .await;
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none.stderr));
+    assert!(
+        text(&none.stderr).contains("deploy/nope"),
+        "{}",
+        text(&none.stderr)
+    );
+}
