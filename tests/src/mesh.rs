@@ -49,6 +49,8 @@ pub struct Mesh {
     /// Whether the controller reads `mesh.yaml` (else its args name another
     /// source, e.g. `--kubernetes`).
     mesh_config: bool,
+    /// Variables added to the controller's environment.
+    controller_env: Vec<(String, String)>,
 }
 
 impl Mesh {
@@ -58,7 +60,12 @@ impl Mesh {
     }
 
     pub async fn start_with(mesh_yaml: &str, controller_args: &[&str]) -> Mesh {
-        Self::start_inner(Some(mesh_yaml), controller_args).await
+        Self::start_inner(Some(mesh_yaml), controller_args, &[]).await
+    }
+
+    /// A controller with variables added to its environment.
+    pub async fn start_with_env(mesh_yaml: &str, env: &[(&str, &str)]) -> Mesh {
+        Self::start_inner(Some(mesh_yaml), &[], env).await
     }
 
     /// Starts a controller that follows a Kubernetes API server.
@@ -70,10 +77,14 @@ impl Mesh {
         ];
         args.extend(controller_args.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Self::start_inner(None, &args).await
+        Self::start_inner(None, &args, &[]).await
     }
 
-    async fn start_inner(mesh_yaml: Option<&str>, controller_args: &[&str]) -> Mesh {
+    async fn start_inner(
+        mesh_yaml: Option<&str>,
+        controller_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Mesh {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("logs dir");
@@ -89,6 +100,10 @@ impl Mesh {
             admin: addr(0),
             extra_controller_args: controller_args.iter().map(|s| s.to_string()).collect(),
             mesh_config: mesh_yaml.is_some(),
+            controller_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         mesh.start_controller().await;
         mesh
@@ -123,11 +138,12 @@ impl Mesh {
         let n = std::fs::read_dir(self.logs())
             .map(|d| d.count())
             .unwrap_or(0);
-        let mut proc = Proc::spawn(
+        let mut proc = Proc::spawn_env(
             &format!("controller-{n}"),
             &bin("mycel-controller"),
             &args,
             &self.logs(),
+            &self.controller_env,
         );
         let ready = proc
             .wait_for_line("mycel-controller ready ", Duration::from_secs(20))

@@ -69,7 +69,16 @@ impl Shop {
     /// The shop with `edit` applied to every sidecar's spec (the gateway's
     /// too), e.g. to give them all an environment variable.
     pub async fn start_with(edit: impl Fn(SidecarSpec) -> SidecarSpec) -> Shop {
-        let mesh = Mesh::start(&mesh_yaml("")).await;
+        Self::start_with_env(edit, &[]).await
+    }
+
+    /// As [`Shop::start_with`], the controller with `controller_env` added
+    /// to its environment.
+    pub async fn start_with_env(
+        edit: impl Fn(SidecarSpec) -> SidecarSpec,
+        controller_env: &[(&str, &str)],
+    ) -> Shop {
+        let mesh = Mesh::start_with_env(&mesh_yaml(""), controller_env).await;
         let ratings = workload(&mesh, "ratings", "ratings", "http", &[], &edit).await;
         let reviews = workload(
             &mesh,

@@ -414,6 +414,12 @@ impl StreamTask {
         let Some(delta) = self.session.delta(&view, fresh_nonce) else {
             return Ok(());
         };
+        let span = tracing::info_span!(
+            "push",
+            nonce = %delta.nonce,
+            resources = delta.resources.len(),
+            removed = delta.removed.len(),
+        );
         let resp = DiscoveryResponse {
             nonce: delta.nonce,
             resources: delta
@@ -424,7 +430,9 @@ impl StreamTask {
             removed: delta.removed.iter().map(convert::key_to_proto).collect(),
             refused: Vec::new(),
         };
-        self.tx.send(Ok(resp)).await.map_err(|_| ())?;
+        tracing::Instrument::instrument(self.tx.send(Ok(resp)), span)
+            .await
+            .map_err(|_| ())?;
         self.guard.metrics.discovery_pushes.inc();
         Ok(())
     }
@@ -646,7 +654,14 @@ impl Discovery for DiscoveryService {
             shutdown: self.shutdown.clone(),
             refused: start.refused,
         };
-        tokio::spawn(task.run(inbound));
+        // One span per stream, the parent of its pushes: what a trace of
+        // the controller shows for one proxy.
+        let span = tracing::info_span!(
+            "discovery_stream",
+            proxy_id = %task.proxy_id,
+            spiffe_id = %peer,
+        );
+        tokio::spawn(tracing::Instrument::instrument(task.run(inbound), span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

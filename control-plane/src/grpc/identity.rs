@@ -242,10 +242,29 @@ impl Identity for IdentityService {
             .peer_certs()
             .and_then(|certs| certs.first().map(|c| c.to_vec()));
         let req = request.into_inner();
+        let span = tracing::info_span!(
+            "csr",
+            remote = ?remote,
+            renewal = leaf.is_some(),
+            result = tracing::field::Empty,
+        );
         let result = match self.limiter.check(remote, tokio::time::Instant::now()) {
             Err(limited) => Err(CertifyError::Limited(limited)),
-            Ok(()) => self.certify_inner(leaf.as_deref(), &req).await,
+            Ok(()) => {
+                tracing::Instrument::instrument(
+                    self.certify_inner(leaf.as_deref(), &req),
+                    span.clone(),
+                )
+                .await
+            }
         };
+        span.record(
+            "result",
+            match &result {
+                Ok(_) => "ok",
+                Err(e) => e.label(),
+            },
+        );
         match result {
             Ok(resp) => {
                 self.metrics.certificate("ok", started.elapsed());

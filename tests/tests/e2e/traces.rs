@@ -46,13 +46,21 @@ async fn a_request_through_the_shop_is_one_trace_across_every_hop() {
     let (collector, received) = otlp::grpc_receiver().await;
     let logs = tempfile::tempdir().expect("tempdir");
     let log_dir = logs.path().to_path_buf();
-    let export = exporting(&format!("http://{collector}"), "grpc");
-    let shop = Shop::start_with(move |s| {
-        let log = log_dir.join(format!("{}.access.log", s.workload));
-        export(s)
-            .arg("--access-log")
-            .arg(&log.display().to_string())
-    })
+    let endpoint = format!("http://{collector}");
+    let export = exporting(&endpoint, "grpc");
+    let shop = Shop::start_with_env(
+        move |s| {
+            let log = log_dir.join(format!("{}.access.log", s.workload));
+            export(s)
+                .arg("--access-log")
+                .arg(&log.display().to_string())
+        },
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
     .await;
     let reply = http::get(shop.gateway.listen(), "shop.example", "/api/products")
         .await
@@ -186,6 +194,31 @@ async fn a_request_through_the_shop_is_one_trace_across_every_hop() {
                 && l.contains(&format!(r#"peer="{gateway_id}""#))
                 && l.contains(r#"code_class="2xx""#)),
         "no inbound latency series for the gateway's calls:\n{metrics}"
+    );
+    // The controller's own spans: a certificate request per proxy and a
+    // stream per proxy with its pushes under it.
+    let spans = received
+        .wait_for(Duration::from_secs(20), |spans| {
+            let names: HashSet<&str> = spans
+                .iter()
+                .filter(|s| s.service == "mycel-controller")
+                .map(|s| s.name.as_str())
+                .collect();
+            names.contains("csr") && names.contains("push")
+        })
+        .await;
+    let controller: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.service == "mycel-controller")
+        .collect();
+    let csr = controller
+        .iter()
+        .find(|s| s.name == "csr")
+        .unwrap_or_else(|| panic!("no csr span from the controller: {controller:#?}"));
+    assert_eq!(csr.attr("result"), Some("ok"), "{csr:?}");
+    assert!(
+        controller.iter().any(|s| s.name == "push"),
+        "no push span from the controller: {controller:#?}"
     );
     assert!(
         metrics
