@@ -11,6 +11,7 @@
 pub mod authz;
 #[cfg(feature = "clidoc")]
 pub mod clidoc;
+pub mod exposition;
 pub mod files;
 pub mod headers;
 pub mod names;

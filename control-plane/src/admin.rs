@@ -110,6 +110,25 @@ fn text(status: StatusCode, body: impl Into<String>) -> Reply {
     }
 }
 
+/// `/metrics`: OpenMetrics for a client whose `accept` asks for it, the
+/// Prometheus text format otherwise.
+pub fn metrics(state: &AdminState, accept: Option<&str>) -> Reply {
+    {
+        let ix = state.index.lock();
+        state.metrics.index_services.set(ix.service_count() as i64);
+        state
+            .metrics
+            .index_endpoints
+            .set(ix.endpoint_count() as i64);
+    }
+    let (content_type, body) = mycel_api::exposition::negotiate(accept, state.metrics.encode());
+    Reply {
+        status: StatusCode::OK,
+        content_type,
+        body,
+    }
+}
+
 /// Answers one admin request.
 pub fn route(state: &AdminState, method: &Method, path: &str) -> Reply {
     if method != Method::GET && method != Method::HEAD {
@@ -119,21 +138,7 @@ pub fn route(state: &AdminState, method: &Method, path: &str) -> Reply {
         "/live" => text(StatusCode::OK, "ok\n"),
         "/ready" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" => {
-            {
-                let ix = state.index.lock();
-                state.metrics.index_services.set(ix.service_count() as i64);
-                state
-                    .metrics
-                    .index_endpoints
-                    .set(ix.endpoint_count() as i64);
-            }
-            Reply {
-                status: StatusCode::OK,
-                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                body: state.metrics.encode(),
-            }
-        }
+        "/metrics" => metrics(state, None),
         "/ca/status" => match &state.rotation {
             Some(r) => json(StatusCode::OK, &r.driver.status()),
             None => text(StatusCode::NOT_FOUND, "no CA rotation here\n"),
@@ -244,6 +249,12 @@ pub async fn serve(
                         // Its data is scraped from the proxies: async.
                         let d = state.dashboard.as_deref();
                         crate::dashboard::reply(d, req.method(), req.uri().path()).await
+                    } else if req.uri().path() == "/metrics" && req.method() == Method::GET {
+                        let accept = req
+                            .headers()
+                            .get(http::header::ACCEPT)
+                            .and_then(|v| v.to_str().ok());
+                        metrics(&state, accept)
                     } else if req.uri().path() == explain::PATH {
                         // Explain reads the query, which `route` does not take.
                         explain::reply(&state, req.method(), req.uri().query())

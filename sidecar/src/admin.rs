@@ -87,7 +87,14 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     resp
 }
 
-pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full<Bytes>> {
+/// `accept` is the request's `Accept` header: `/metrics` is OpenMetrics
+/// when it asks for it, the Prometheus text format otherwise.
+pub fn respond(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    accept: Option<&str>,
+) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
@@ -107,11 +114,10 @@ pub fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full
         "/metrics" => {
             let mut out = String::new();
             match prometheus_client::encoding::text::encode(&mut out, &state.registry) {
-                Ok(()) => reply(
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    out,
-                ),
+                Ok(()) => {
+                    let (content_type, body) = mycel_api::exposition::negotiate(accept, out);
+                    reply(StatusCode::OK, content_type, body)
+                }
                 Err(e) => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("encoding metrics: {e}\n"),
@@ -147,11 +153,15 @@ pub async fn route(
     state: &AdminState,
     method: &Method,
     path: &str,
-    user_agent: Option<http::HeaderValue>,
+    headers: &http::HeaderMap,
 ) -> Response<Full<Bytes>> {
     if !path.starts_with(mycel_api::probes::PATH_PREFIX) {
-        return respond(state, method, path);
+        let accept = headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        return respond(state, method, path, accept);
     }
+    let user_agent = headers.get(http::header::USER_AGENT).cloned();
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
@@ -176,8 +186,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, server: Server
                 conn.serve_http(tcp, HttpMode::Admin, move |req: Request<Incoming>| {
                     let state = state.clone();
                     async move {
-                        let ua = req.headers().get(http::header::USER_AGENT).cloned();
-                        route(&state, req.method(), req.uri().path(), ua)
+                        route(&state, req.method(), req.uri().path(), req.headers())
                             .await
                             .map(boxed)
                     }

@@ -45,7 +45,7 @@ fn state_with_env(args: &[&str], env: &[(&str, &str)]) -> (AdminState, FakeCa) {
 }
 
 async fn get(state: &AdminState, path: &str) -> (StatusCode, String) {
-    let resp = respond(state, &Method::GET, path);
+    let resp = respond(state, &Method::GET, path, None);
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(body.to_vec()).unwrap())
@@ -180,7 +180,7 @@ async fn app_probes_are_forwarded_only_where_the_injector_put_them() {
     let call = |path: &'static str, method: Method| {
         let state = &state;
         async move {
-            let resp = route(state, &method, path, None).await;
+            let resp = route(state, &method, path, &http::HeaderMap::new()).await;
             let status = resp.status();
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             (status, String::from_utf8_lossy(&body).into_owned())
@@ -217,4 +217,34 @@ fn a_bad_probe_variable_stops_the_start_naming_it() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("MYCEL_APP_PROBES"), "{err}");
+}
+
+#[tokio::test]
+async fn metrics_are_openmetrics_only_for_a_client_that_asks() {
+    let (s, _ca) = state(&["--controller=127.0.0.1:1", "--ca-root=/ca"]);
+    let om = respond(
+        &s,
+        &Method::GET,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert!(om.headers()[http::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let body = om.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
+
+    let plain = respond(&s, &Method::GET, "/metrics", None);
+    assert!(plain.headers()[http::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let body = plain.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(!body.contains("# EOF"), "{body}");
+    assert!(
+        body.contains("# TYPE mycel_identity_cert_renewals_total counter"),
+        "{body}"
+    );
 }
