@@ -26,6 +26,34 @@ pub const OTLP_HELP: &str = "OTLP collector for traces (e.g. `http://127.0.0.1:4
 /// The environment variable every binary reads its log filter from.
 pub const LOG_ENV: &str = "MYCEL_LOG";
 
+/// `--log-format`, on every binary's command line (a global flag, so it
+/// may follow a subcommand).
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogFormatArg {
+    /// Log line format (overrides MYCEL_LOG_FORMAT).
+    #[arg(long = "log-format", value_name = "FORMAT", global = true,
+          value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+}
+
+/// The `--log-format` of a command line clap already accepted.
+pub fn log_format_requested(args: &[OsString]) -> Option<mycel_telemetry::Format> {
+    let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
+    let mut value = None;
+    while let Some(a) = it.next() {
+        if a == "--log-format" {
+            value = it.next();
+        } else if let Some(v) = a.strip_prefix("--log-format=") {
+            value = Some(v);
+        }
+    }
+    match value? {
+        "json" => Some(mycel_telemetry::Format::Json),
+        "text" => Some(mycel_telemetry::Format::Text),
+        _ => None,
+    }
+}
+
 /// Whether `-v` or `--verbose` is among the command-line arguments.
 pub fn verbose_requested(args: &[OsString]) -> bool {
     args.iter().skip(1).any(|a| a == "-v" || a == "--verbose")

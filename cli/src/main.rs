@@ -34,6 +34,8 @@ struct Cli {
     /// Report errors with their full cause chain over several lines.
     #[arg(short, long, global = true)]
     verbose: bool,
+    #[command(flatten)]
+    log_format: mycel_api::report::LogFormatArg,
     #[command(subcommand)]
     command: Command,
 }

@@ -87,6 +87,8 @@ pub struct Cli {
     /// Which service to run.
     #[arg(value_enum)]
     pub service: ServiceKind,
+    #[command(flatten)]
+    pub log_format: mycel_api::report::LogFormatArg,
     /// Address to serve on.
     #[arg(long, value_name = "ADDR")]
     pub listen: SocketAddr,

@@ -109,12 +109,22 @@ pub fn choose(logs: &Logs<'_>, var: impl Fn(&str) -> Option<Result<String, Strin
 /// Sets up logging for the whole process from the environment; warnings go
 /// to stderr first. Call once, before anything logs.
 pub fn init(logs: &Logs<'_>) {
-    let choice = choose(logs, |name| {
+    init_with_format(logs, None)
+}
+
+/// As [`init`], with the format a command line chose (`--log-format`),
+/// which wins over the environment's.
+pub fn init_with_format(logs: &Logs<'_>, format: Option<Format>) {
+    let mut choice = choose(logs, |name| {
         std::env::var_os(name).map(|v| {
             v.into_string()
                 .map_err(|_| "is not valid Unicode".to_string())
         })
     });
+    if let Some(format) = format {
+        choice.format = format;
+        choice.warnings.retain(|w| !w.starts_with(FORMAT_ENV));
+    }
     for w in &choice.warnings {
         eprintln!("{}: {w}", logs.program);
     }

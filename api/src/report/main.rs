@@ -51,11 +51,12 @@ impl Program {
         // looked for before parsing so that a bad flag is reported that way
         // too.
         let verbose = verbose_requested(&args);
+        let format = super::log_format_requested(&args);
         let parsed = match parse(args) {
             Ok(parsed) => parsed,
             Err(e) => return usage_failed(e, verbose),
         };
-        self.init_logging();
+        self.init_logging_as(format);
         exit_code(run(parsed), verbose)
     }
 
@@ -63,11 +64,20 @@ impl Program {
     /// `log_env` (else `RUST_LOG`, else `default_log`), text or JSON lines
     /// (`MYCEL_LOG_FORMAT`).
     pub fn init_logging(&self) {
-        mycel_telemetry::init(&mycel_telemetry::Logs {
-            program: self.name,
-            filter_env: self.log_env,
-            default_filter: self.default_log,
-        });
+        self.init_logging_as(None);
+    }
+
+    /// As [`Program::init_logging`], in `format` when a command line
+    /// chose one (`--log-format`).
+    pub fn init_logging_as(&self, format: Option<mycel_telemetry::Format>) {
+        mycel_telemetry::init_with_format(
+            &mycel_telemetry::Logs {
+                program: self.name,
+                filter_env: self.log_env,
+                default_filter: self.default_log,
+            },
+            format,
+        );
     }
 }
 

@@ -48,6 +48,8 @@ pub(super) struct Args {
     /// Report a fatal error with its full cause chain over several lines.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub log_format: mycel_api::report::LogFormatArg,
 
     /// What this proxy is: a sidecar beside one app, or the ingress gateway.
     #[arg(long = MODE, value_enum, default_value = "sidecar")]

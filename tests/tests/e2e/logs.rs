@@ -79,3 +79,33 @@ async fn bad_log_settings_are_named_and_the_program_runs_on_defaults() {
         "{lines:?}"
     );
 }
+
+#[tokio::test]
+async fn the_log_format_flag_wins_over_the_environment() {
+    // The flag says json, the environment text: JSON it is.
+    let lines = first_lines(
+        "mycel-demo",
+        &["ratings", "--listen", "127.0.0.1:0", "--log-format", "json"],
+        &[("MYCEL_LOG_FORMAT", "text")],
+        1,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(lines.first().map_or("", String::as_str))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {lines:?}"));
+    assert_eq!(v["message"], "serving", "{v}");
+
+    // A global flag: after the subcommand too, and a bad value is refused
+    // naming the flag.
+    let lines = first_lines(
+        "mycel-controller",
+        &["token", "list", "--log-format=yaml"],
+        &[],
+        3,
+    )
+    .await;
+    let text = lines.join("\n");
+    assert!(
+        text.contains("--log-format") && text.contains("yaml"),
+        "{text}"
+    );
+}
