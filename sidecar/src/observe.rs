@@ -28,7 +28,7 @@ pub use span::Tracing;
 
 /// The label of a request whose service is unknown (not a mesh name, or a
 /// refusal before routing).
-pub const UNKNOWN_SERVICE: &str = "unknown";
+pub const UNKNOWN_SERVICE: &str = crate::outbound::UNKNOWN_SERVICE_LABEL;
 
 /// What a handler notes on its response for the telemetry of the request.
 #[derive(Clone, Debug, Default)]
@@ -118,20 +118,9 @@ pub(crate) struct RequestLine {
 
 impl RequestLine {
     fn of<B>(req: &Request<B>) -> Self {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
         Self {
             method: req.method().clone(),
-            authority,
+            authority: crate::outbound::request_authority(req).unwrap_or_default(),
             path: req
                 .uri()
                 .path_and_query()

@@ -203,16 +203,21 @@ fn parse_b3_single(v: &str) -> Option<Parsed> {
                 Some(&"0") => false,
                 Some(_) => return None,
             };
-            context(
-                b3_trace_id(trace)?,
-                hex_id(span)?,
-                sampled,
-                TraceState::default(),
-            )
-            .map(Parsed::Context)
+            b3_context(trace, span, sampled)
         }
         _ => None,
     }
+}
+
+/// B3 carries no trace state.
+fn b3_context(trace: &str, span: &str, sampled: bool) -> Option<Parsed> {
+    context(
+        b3_trace_id(trace)?,
+        hex_id(span)?,
+        sampled,
+        TraceState::default(),
+    )
+    .map(Parsed::Context)
 }
 
 fn parse_b3_multi(headers: &HeaderMap) -> Option<Parsed> {
@@ -225,13 +230,7 @@ fn parse_b3_multi(headers: &HeaderMap) -> Option<Parsed> {
         Some("0") | Some("false") => debug,
         Some(_) => return None,
     } || debug;
-    context(
-        b3_trace_id(trace)?,
-        hex_id(span)?,
-        sampled,
-        TraceState::default(),
-    )
-    .map(Parsed::Context)
+    b3_context(trace, span, sampled)
 }
 
 #[cfg(test)]
