@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{MtlsMode, SidecarMode};
+use crate::config::{AccessLog, MtlsMode, Ratio, SidecarMode};
 use crate::InjectError;
 
 /// `enabled` or `disabled`, on a pod or a namespace (label or annotation).
@@ -34,6 +34,11 @@ pub const SIDECAR_MODE: &str = "mycel.io/sidecar-mode";
 /// `strict` or `permissive`: overrides the configured mTLS mode of the
 /// proxy's inbound capture.
 pub const MTLS_MODE: &str = "mycel.io/mtls-mode";
+/// A ratio from 0 to 1: overrides the configured `--trace-sampling`, the
+/// share of requests without a caller's trace context that start a trace.
+pub const TRACE_SAMPLING: &str = "mycel.io/trace-sampling";
+/// `stdout` or `off`: overrides the configured `--access-log`.
+pub const ACCESS_LOG: &str = "mycel.io/access-log";
 /// kubectl's default container for `logs` and `exec`; set to the first app
 /// container when the pod has none, so a classic sidecar is not picked.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
@@ -52,6 +57,8 @@ pub const OVERRIDES: &[&str] = &[
     PROXY_MEMORY_LIMIT,
     SIDECAR_MODE,
     MTLS_MODE,
+    TRACE_SAMPLING,
+    ACCESS_LOG,
 ];
 
 /// What a pod's annotations ask for, parsed.
@@ -68,6 +75,8 @@ pub struct Overrides {
     pub memory_limit: Option<String>,
     pub sidecar_mode: Option<SidecarMode>,
     pub mtls_mode: Option<MtlsMode>,
+    pub trace_sampling: Option<Ratio>,
+    pub access_log: Option<AccessLog>,
 }
 
 impl Overrides {
@@ -104,6 +113,12 @@ impl Overrides {
                     MtlsMode::parse(v)
                         .ok_or_else(|| bad(MTLS_MODE, v, "expected strict or permissive"))
                 })
+                .transpose()?,
+            trace_sampling: get(TRACE_SAMPLING)
+                .map(|v| ratio(TRACE_SAMPLING, v))
+                .transpose()?,
+            access_log: get(ACCESS_LOG)
+                .map(|v| AccessLog::parse(v).map_err(|why| bad(ACCESS_LOG, v, why)))
                 .transpose()?,
         })
     }
@@ -159,6 +174,15 @@ fn cidrs(annotation: &'static str, raw: &str) -> Result<Vec<String>, InjectError
         out.push(item.to_string());
     }
     Ok(out)
+}
+
+/// `0.1`, `1`, `0`. The proxy is handed the number as Rust prints it, never
+/// the annotation's text.
+fn ratio(annotation: &'static str, raw: &str) -> Result<Ratio, InjectError> {
+    raw.parse::<f64>()
+        .ok()
+        .and_then(Ratio::new)
+        .ok_or_else(|| bad(annotation, raw, "expected a ratio from 0 to 1, such as 0.1"))
 }
 
 /// A tracing filter (`info`, `warn,mycel_sidecar=debug`): a closed alphabet,
@@ -253,6 +277,8 @@ mod tests {
             (PROXY_MEMORY_LIMIT, "128Mi"),
             (SIDECAR_MODE, "classic"),
             (MTLS_MODE, "strict"),
+            (TRACE_SAMPLING, "0.25"),
+            (ACCESS_LOG, "stdout"),
         ])
         .unwrap();
         assert_eq!(o.exclude_inbound_ports, [8080, 9090]);
@@ -261,7 +287,15 @@ mod tests {
         assert_eq!(o.memory_limit.as_deref(), Some("128Mi"));
         assert_eq!(o.sidecar_mode, Some(SidecarMode::Classic));
         assert_eq!(o.mtls_mode, Some(MtlsMode::Strict));
+        assert_eq!(o.trace_sampling, Ratio::new(0.25));
+        assert_eq!(o.access_log, Some(AccessLog::Stdout));
         assert_eq!(parse(&[]).unwrap(), Overrides::default());
+        for (raw, want) in [("0", 0.0), ("1", 1.0), ("1e-3", 0.001), (" 0.5 ", 0.5)] {
+            let o = parse(&[(TRACE_SAMPLING, raw)]).unwrap();
+            assert_eq!(o.trace_sampling, Ratio::new(want), "{raw}");
+        }
+        let off = parse(&[(ACCESS_LOG, "off")]).unwrap();
+        assert_eq!(off.access_log, Some(AccessLog::Off));
     }
 
     #[test]
@@ -277,9 +311,18 @@ mod tests {
             (SIDECAR_MODE, "sidecar"),
             (MTLS_MODE, "STRICT"),
             (MTLS_MODE, "disabled"),
+            (TRACE_SAMPLING, "1.5"),
+            (TRACE_SAMPLING, "-0.1"),
+            (TRACE_SAMPLING, "NaN"),
+            (TRACE_SAMPLING, "inf"),
+            (TRACE_SAMPLING, "10%"),
+            (ACCESS_LOG, "/var/log/access.log"),
+            (ACCESS_LOG, "STDOUT"),
+            (ACCESS_LOG, "-"),
         ] {
             let err = parse(&[(key, value)]).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
+            assert!(err.contains(&format!("{value:?}")), "{value}: {err}");
         }
     }
 }

@@ -62,6 +62,153 @@ impl MtlsMode {
     }
 }
 
+/// The transport of spans to the collector: the values of
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` the proxy speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HttpProtobuf => "http/protobuf",
+            Self::Grpc => "grpc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::HttpProtobuf, Self::Grpc]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+}
+
+// serde's own message for an unknown variant names the value but not the
+// key, and this one is read from a file a person wrote.
+impl TryFrom<String> for OtlpProtocol {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| {
+            format!("tracing.protocol: invalid value {s:?}: expected http/protobuf or grpc")
+        })
+    }
+}
+
+/// Where the proxy writes its access log (`--access-log`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", rename_all = "lowercase")]
+pub enum AccessLog {
+    #[default]
+    Off,
+    /// One JSON line per request on the proxy's stdout, read with
+    /// `kubectl logs -c mycel-proxy` or a node's log collector.
+    Stdout,
+}
+
+impl AccessLog {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Stdout => "stdout",
+        }
+    }
+
+    /// `stdout` or `off`, else why not. The proxy itself also takes a file
+    /// path, which the injector refuses: the file would be inside the
+    /// proxy container, whose root filesystem is read-only and which no
+    /// log collector reads.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        match s {
+            "stdout" => Ok(Self::Stdout),
+            "off" => Ok(Self::Off),
+            path if path.contains(['/', '.']) => Err(
+                "expected stdout or off: a file path is refused, since the file would be \
+                 written inside the proxy container, whose root filesystem is read-only; \
+                 use stdout and read it with kubectl logs -c mycel-proxy",
+            ),
+            _ => Err("expected stdout or off"),
+        }
+    }
+}
+
+impl TryFrom<String> for AccessLog {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        // An empty value is the chart's way of saying "off".
+        if s.is_empty() {
+            return Ok(Self::Off);
+        }
+        Self::parse(&s).map_err(|why| format!("accessLog: invalid value {s:?}: {why}"))
+    }
+}
+
+/// A share from 0 to 1 (`--trace-sampling`). Compared bit for bit, an
+/// equivalence even for NaN, so the settings holding it can stay `Eq`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ratio(f64);
+
+impl Ratio {
+    /// `None` outside 0..=1 (NaN and infinities included).
+    pub fn new(value: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&value).then_some(Self(value))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// Deserializing takes any number; [`crate::check_config`] asks this.
+    pub fn is_valid(self) -> bool {
+        Self::new(self.0).is_some()
+    }
+}
+
+impl PartialEq for Ratio {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Ratio {}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Plain decimals (f64's Display writes no exponent): `1e-2` in an
+        // annotation reaches the pod spec as 0.01, easier to read there.
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Span export and sampling of every injected proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Tracing {
+    /// The collector (`OTEL_EXPORTER_OTLP_ENDPOINT`), an http(s) URL;
+    /// `None` or empty: proxies export no spans.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, written only with an endpoint.
+    pub protocol: OtlpProtocol,
+    /// The proxy's `--trace-sampling` unless a pod annotation sets one;
+    /// `None`: the proxy's default, 0 for a sidecar, so traces start at
+    /// the gateway.
+    pub sampling: Option<Ratio>,
+}
+
+impl Tracing {
+    pub fn endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref().filter(|e| !e.is_empty())
+    }
+}
+
 /// The proxy's listeners inside the pod. They must match what
 /// `mycel-proxy init` is told, so both are built from here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +289,9 @@ pub struct InjectConfig {
     pub trust_bundle_key: String,
     /// The proxy's `MYCEL_LOG` unless a pod annotation sets one.
     pub log_level: Option<String>,
+    pub tracing: Tracing,
+    /// The proxy's `--access-log` unless a pod annotation sets one.
+    pub access_log: AccessLog,
     pub proxy_resources: Resources,
     pub init_resources: Resources,
 }
@@ -164,6 +314,8 @@ impl Default for InjectConfig {
             trust_bundle_config_map: "mycel-trust-bundle".into(),
             trust_bundle_key: "ca.crt".into(),
             log_level: None,
+            tracing: Tracing::default(),
+            access_log: AccessLog::Off,
             // Measured idle RSS is a few MB (docs/benchmarks.md); the limit
             // leaves room for pools and buffers under load.
             proxy_resources: Resources {

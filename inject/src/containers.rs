@@ -13,9 +13,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mycel_api::probes::{AppProbes, ENV_APP_PROBES};
+use mycel_api::report::OTLP_ENDPOINT_ENV;
 
 use crate::annotations::Overrides;
-use crate::config::{InjectConfig, Resources, SidecarMode};
+use crate::config::{AccessLog, InjectConfig, Resources, SidecarMode};
 use crate::ports::AppPort;
 
 pub const INIT_NAME: &str = "mycel-init";
@@ -129,6 +130,12 @@ pub fn proxy_container(
             .iter()
             .map(|port| format!("--opaque-port={port}")),
     );
+    if let Some(ratio) = o.trace_sampling.or(cfg.tracing.sampling) {
+        args.push(format!("--trace-sampling={ratio}"));
+    }
+    if o.access_log.unwrap_or(cfg.access_log) == AccessLog::Stdout {
+        args.push("--access-log=stdout".into());
+    }
 
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
@@ -154,6 +161,15 @@ pub fn proxy_container(
     ];
     if let Some(level) = o.log_level.as_ref().or(cfg.log_level.as_ref()) {
         env.push(value("MYCEL_LOG", level.clone()));
+    }
+    if let Some(endpoint) = cfg.tracing.endpoint() {
+        env.push(value(OTLP_ENDPOINT_ENV, endpoint.into()));
+        // Written even when it is the default, so the pod spec says how its
+        // spans travel.
+        env.push(value(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            cfg.tracing.protocol.as_str().into(),
+        ));
     }
     if !probes.is_empty() {
         // BTreeMap keys: the same pod always gives the same text.

@@ -27,7 +27,10 @@ mod quantity;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
-pub use config::{InjectConfig, MtlsMode, ProxyPorts, Resources, SidecarMode};
+pub use config::{
+    AccessLog, InjectConfig, MtlsMode, OtlpProtocol, ProxyPorts, Ratio, Resources, SidecarMode,
+    Tracing,
+};
 pub use containers::{
     ADMIN_PORT_NAME, INIT_NAME, MESH_PORT_NAME, PROXY_NAME, TOKEN_DIR, TOKEN_VOLUME, TRUST_DIR,
     TRUST_VOLUME,
@@ -156,8 +159,25 @@ pub fn patch(pod: &Pod, cfg: &InjectConfig) -> Result<json_patch::Patch, InjectE
     Ok(json_patch::diff(&before, &after))
 }
 
-/// Checks settings that come from values files: quantities and ports.
+/// Checks settings that come from values files: quantities, ports and
+/// telemetry. The protocol and the access log are checked as they are
+/// read, being enums.
 pub fn check_config(cfg: &InjectConfig) -> Result<(), InjectError> {
+    if let Some(endpoint) = cfg.tracing.endpoint().filter(|e| !is_http_url(e)) {
+        return Err(InjectError::field(
+            "tracing.otlpEndpoint",
+            format!(
+                "{endpoint:?} is not an http:// or https:// URL, e.g. \
+                 http://otel-collector.observability.svc:4318"
+            ),
+        ));
+    }
+    if let Some(ratio) = cfg.tracing.sampling.filter(|r| !r.is_valid()) {
+        return Err(InjectError::field(
+            "tracing.sampling",
+            format!("{} is not a ratio from 0 to 1", ratio.get()),
+        ));
+    }
     for (field, r) in [
         ("proxyResources", &cfg.proxy_resources),
         ("initResources", &cfg.init_resources),
@@ -189,6 +209,30 @@ pub fn check_config(cfg: &InjectConfig) -> Result<(), InjectError> {
         ));
     }
     Ok(())
+}
+
+/// `http(s)://host[:port][/path]`: what an OTLP exporter dials. Checked
+/// here because a typo (`collector:4318`, no scheme) would otherwise only
+/// show as export failures in every proxy.
+fn is_http_url(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        // An IPv6 literal's colons are inside its brackets.
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (host_port, None),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p != 0));
+    s.len() <= 2048
+        && !host.is_empty()
+        && port_ok
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]

@@ -340,3 +340,206 @@ fn config_reads_from_values_and_refuses_unknown_keys() {
     let err = serde_json::from_value::<InjectConfig>(json!({"proxyImg": "x"})).unwrap_err();
     assert!(err.to_string().contains("proxyImg"), "{err}");
 }
+
+fn telemetry_args(p: &Pod) -> Vec<&str> {
+    proxy(p)
+        .args
+        .iter()
+        .flatten()
+        .filter(|a| a.starts_with("--trace-sampling") || a.starts_with("--access-log"))
+        .map(String::as_str)
+        .collect()
+}
+
+fn traced() -> InjectConfig {
+    InjectConfig {
+        tracing: Tracing {
+            otlp_endpoint: Some("http://otel-collector.observability.svc:4318".into()),
+            protocol: OtlpProtocol::Grpc,
+            sampling: Ratio::new(0.1),
+        },
+        access_log: AccessLog::Stdout,
+        ..InjectConfig::default()
+    }
+}
+
+#[test]
+fn no_telemetry_settings_add_nothing() {
+    let out = inject_pod(web(), &InjectConfig::default()).unwrap();
+    assert!(telemetry_args(&out).is_empty());
+    let p = proxy(&out);
+    assert!(
+        !p.env.iter().flatten().any(|e| e.name.starts_with("OTEL_")),
+        "{:?}",
+        p.env
+    );
+}
+
+#[test]
+fn telemetry_settings_reach_every_proxy() {
+    let out = inject_pod(web(), &traced()).unwrap();
+    assert_eq!(
+        telemetry_args(&out),
+        ["--trace-sampling=0.1", "--access-log=stdout"]
+    );
+    let p = proxy(&out);
+    assert_eq!(
+        env(p, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some("http://otel-collector.observability.svc:4318")
+    );
+    assert_eq!(env(p, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
+
+    // The protocol is written with its default too; without an endpoint
+    // neither variable is.
+    let mut cfg = traced();
+    cfg.tracing.protocol = OtlpProtocol::default();
+    let out = inject_pod(web(), &cfg).unwrap();
+    assert_eq!(
+        env(proxy(&out), "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        Some("http/protobuf")
+    );
+    for off in [None, Some(String::new())] {
+        cfg.tracing.otlp_endpoint = off;
+        let out = inject_pod(web(), &cfg).unwrap();
+        let p = proxy(&out);
+        assert_eq!(env(p, "OTEL_EXPORTER_OTLP_ENDPOINT"), None);
+        assert_eq!(env(p, "OTEL_EXPORTER_OTLP_PROTOCOL"), None);
+    }
+}
+
+#[test]
+fn telemetry_annotations_override_the_settings() {
+    let annotated = |pairs: &[(&str, &str)]| with_annotations(web(), pairs);
+    let cases: Vec<(Pod, InjectConfig, Vec<&str>)> = vec![
+        (
+            annotated(&[
+                (annotations::TRACE_SAMPLING, "0.5"),
+                (annotations::ACCESS_LOG, "stdout"),
+            ]),
+            InjectConfig::default(),
+            vec!["--trace-sampling=0.5", "--access-log=stdout"],
+        ),
+        (
+            annotated(&[
+                (annotations::TRACE_SAMPLING, "0"),
+                (annotations::ACCESS_LOG, "off"),
+            ]),
+            traced(),
+            vec!["--trace-sampling=0"],
+        ),
+        // Written as the number it is, whatever its spelling.
+        (
+            annotated(&[(annotations::TRACE_SAMPLING, "1e-2")]),
+            InjectConfig::default(),
+            vec!["--trace-sampling=0.01"],
+        ),
+        // An empty value is no override.
+        (
+            annotated(&[
+                (annotations::TRACE_SAMPLING, ""),
+                (annotations::ACCESS_LOG, ""),
+            ]),
+            traced(),
+            vec!["--trace-sampling=0.1", "--access-log=stdout"],
+        ),
+    ];
+    for (pod, cfg, want) in cases {
+        let out = inject_pod(pod, &cfg).unwrap();
+        assert_eq!(telemetry_args(&out), want);
+    }
+}
+
+#[test]
+fn bad_telemetry_annotations_are_refused_naming_the_annotation_and_the_value() {
+    for (key, value, why) in [
+        (annotations::TRACE_SAMPLING, "1.5", "from 0 to 1"),
+        (annotations::TRACE_SAMPLING, "ten percent", "from 0 to 1"),
+        (annotations::TRACE_SAMPLING, "NaN", "from 0 to 1"),
+        (annotations::ACCESS_LOG, "yes", "stdout or off"),
+        (annotations::ACCESS_LOG, "/var/log/access.log", "read-only"),
+    ] {
+        let p = with_annotations(web(), &[(key, value)]);
+        let err = inject_pod(p.clone(), &traced()).unwrap_err().to_string();
+        for want in [key, &format!("{value:?}"), why] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        assert!(patch(&p, &traced()).is_err());
+    }
+}
+
+#[test]
+fn telemetry_settings_are_checked() {
+    assert!(check_config(&traced()).is_ok());
+    for endpoint in [
+        "https://collector:4317",
+        "http://[::1]:4318",
+        "http://10.0.0.1:4318/v1",
+    ] {
+        let mut cfg = traced();
+        cfg.tracing.otlp_endpoint = Some(endpoint.into());
+        assert!(check_config(&cfg).is_ok(), "{endpoint}");
+    }
+    for endpoint in [
+        "otel-collector:4318",
+        "grpc://collector:4317",
+        "http://",
+        "http://:4318",
+        "http://collector:port",
+        "http://collector:4318 x",
+    ] {
+        let mut cfg = traced();
+        cfg.tracing.otlp_endpoint = Some(endpoint.into());
+        let err = check_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("tracing.otlpEndpoint"), "{err}");
+        assert!(err.contains(&format!("{endpoint:?}")), "{err}");
+    }
+    let mut cfg = traced();
+    cfg.tracing.sampling = serde_json::from_value(json!(1.5)).unwrap();
+    let err = check_config(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("tracing.sampling") && err.contains("1.5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn telemetry_settings_read_from_values_name_a_bad_field() {
+    let cfg: InjectConfig = serde_json::from_value(json!({
+        "tracing": {
+            "otlpEndpoint": "http://otel-collector.observability.svc:4318",
+            "protocol": "grpc",
+            "sampling": 0.1,
+        },
+        "accessLog": "stdout",
+    }))
+    .unwrap();
+    assert_eq!(cfg, traced());
+    let empty: InjectConfig = serde_json::from_value(json!({"accessLog": ""})).unwrap();
+    assert_eq!(empty.access_log, AccessLog::Off);
+    for (values, field, value) in [
+        (
+            json!({"tracing": {"protocol": "http"}}),
+            "tracing.protocol",
+            "\"http\"",
+        ),
+        (
+            json!({"accessLog": "/var/log/access.log"}),
+            "accessLog",
+            "read-only",
+        ),
+        (json!({"tracing": {"sampler": 1}}), "sampler", "sampler"),
+    ] {
+        let err = serde_json::from_value::<InjectConfig>(values)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(field) && err.contains(value), "{err}");
+    }
+    // Written back as read, so the settings survive a round trip.
+    let text = serde_json::to_value(traced()).unwrap();
+    assert_eq!(text["tracing"]["protocol"], "grpc");
+    assert_eq!(text["accessLog"], "stdout");
+    assert_eq!(
+        serde_json::from_value::<InjectConfig>(text).unwrap(),
+        traced()
+    );
+}

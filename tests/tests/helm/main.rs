@@ -157,6 +157,62 @@ fn proxy_mtls_mode_reaches_the_injector() {
     assert!(args.contains("--mtls-mode=strict"), "{args}");
 }
 
+/// The chart's telemetry values reach the injector's settings, and through
+/// them every injected proxy: OTLP variables, `--trace-sampling` and
+/// `--access-log`. Left empty, nothing of them is written.
+#[test]
+fn proxy_telemetry_values_reach_the_injector() {
+    if !k8s::tools_available() {
+        return;
+    }
+    let settings = |sets: &[&str]| -> mycel_inject::InjectConfig {
+        let docs = docs(&render(sets));
+        let text = find(&docs, "ConfigMap", "mycel-config")["data"]["inject.yaml"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let settings = serde_saphyr::from_str(&text)
+            .unwrap_or_else(|e| panic!("the chart's inject.yaml is refused: {e}\n{text}"));
+        mycel_inject::check_config(&settings).unwrap();
+        settings
+    };
+    let defaults = settings(&[]);
+    assert_eq!(defaults.tracing, mycel_inject::Tracing::default());
+    assert_eq!(defaults.access_log, mycel_inject::AccessLog::Off);
+
+    let endpoint = "http://otel-collector.observability.svc:4317";
+    let set = settings(&[
+        &format!("proxy.tracing.otlpEndpoint={endpoint}"),
+        "proxy.tracing.protocol=grpc",
+        // What --set makes of it is a string; the chart writes a number.
+        "proxy.tracing.sampling=0.25",
+        "proxy.accessLog=stdout",
+    ]);
+    assert_eq!(set.tracing.otlp_endpoint.as_deref(), Some(endpoint));
+    assert_eq!(set.tracing.protocol, mycel_inject::OtlpProtocol::Grpc);
+    assert_eq!(set.tracing.sampling, mycel_inject::Ratio::new(0.25));
+    assert_eq!(set.access_log, mycel_inject::AccessLog::Stdout);
+    // 0 is a setting too (no trace starts in a sidecar), not "unset".
+    let zero = settings(&["proxy.tracing.sampling=0"]);
+    assert_eq!(zero.tracing.sampling, mycel_inject::Ratio::new(0.0));
+
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+    }))
+    .unwrap();
+    let meshed = mycel_inject::inject_pod(pod, &set).unwrap();
+    let proxy = serde_json::to_value(&meshed.spec.unwrap().init_containers.unwrap()[1]).unwrap();
+    let args = proxy["args"].to_string();
+    for want in ["--trace-sampling=0.25", "--access-log=stdout"] {
+        assert!(args.contains(want), "{want}: {args}");
+    }
+    let env = proxy["env"].to_string();
+    for want in [endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"] {
+        assert!(env.contains(want), "{want}: {env}");
+    }
+}
+
 #[test]
 fn chart_lints_clean_and_renders_every_object() {
     if !k8s::tools_available() {
@@ -274,6 +330,14 @@ fn values_of_the_wrong_type_fail_naming_the_value() {
         ),
         ("proxy.ports.mesh=70000", "/proxy/ports/mesh"),
         ("proxy.mtlsMode=off", "/proxy/mtlsMode"),
+        ("proxy.tracing.sampling=1.5", "/proxy/tracing/sampling"),
+        ("proxy.tracing.sampling=often", "/proxy/tracing/sampling"),
+        ("proxy.tracing.protocol=http", "/proxy/tracing/protocol"),
+        (
+            "proxy.tracing.otlpEndpoint=otel-collector:4318",
+            "/proxy/tracing/otlpEndpoint",
+        ),
+        ("proxy.accessLog=/var/log/access.log", "/proxy/accessLog"),
         ("trustDomain=Not_A_Name", "/trustDomain"),
         ("replica=2", "replica"),
         ("ca.existingSecret=my-ca", "ca.existingSecret"),
@@ -314,6 +378,9 @@ fn renders(for_checkov: bool) -> Vec<(String, String)> {
             "proxy.sidecarMode=classic",
             "proxy.mtlsMode=strict",
             "proxy.logLevel=debug",
+            "proxy.tracing.otlpEndpoint=http://otel-collector.observability.svc:4318",
+            "proxy.tracing.sampling=0.1",
+            "proxy.accessLog=stdout",
             "webhook.failurePolicy=Ignore",
             "webhook.caBundle=Zm9v",
             "ca.generate=false",
