@@ -28,6 +28,7 @@ pub const LOG_ENV: &str = "MYCEL_LOG";
 
 /// `--log-format`, on every binary's command line (a global flag, so it
 /// may follow a subcommand).
+#[cfg(feature = "main")]
 #[derive(Clone, Debug, clap::Args)]
 pub struct LogFormatArg {
     /// Log line format (overrides MYCEL_LOG_FORMAT).
@@ -37,6 +38,7 @@ pub struct LogFormatArg {
 }
 
 /// The `--log-format` of a command line clap already accepted.
+#[cfg(feature = "main")]
 pub fn log_format_requested(args: &[OsString]) -> Option<mycel_telemetry::Format> {
     let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
     let mut value = None;
