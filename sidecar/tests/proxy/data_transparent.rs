@@ -186,7 +186,7 @@ async fn start() -> World {
             app_pool_idle_timeout: Limits::default().app_pool_idle_timeout,
             discovery: crate::no_policy(),
         },
-        Server::standalone(Limits::default()),
+        observed(&metrics),
     )));
 
     let mut snapshot = Snapshot::default();
@@ -241,7 +241,7 @@ async fn start() -> World {
                 unknown,
                 opaque_ports: vec![],
             },
-            Server::standalone(Limits::default()),
+            observed(&metrics),
         )));
     }
     for mode in [MtlsMode::Permissive, MtlsMode::Strict] {
@@ -485,4 +485,13 @@ async fn inbound_plaintext_is_allowed_and_marked_in_permissive_and_refused_in_st
         )),
         "{m}"
     );
+}
+
+/// A server whose requests are counted in `metrics`, as the proxy's are.
+fn observed(metrics: &ProxyMetrics) -> Server {
+    Server::standalone(Limits::default()).with_observer(mycel_sidecar::observe::Observer::new(
+        metrics.clone(),
+        None,
+        None,
+    ))
 }
