@@ -76,7 +76,8 @@ fn decide(
         tracing::debug!(namespace = %ns_name, pod = %name, reason = %why, "pod left as it is");
         return allowed;
     }
-    match mycel_inject::patch(pod, config) {
+    let with_defaults = namespace_defaults(pod, &ns);
+    match mycel_inject::patch(with_defaults.as_ref().unwrap_or(pod), config) {
         Ok(patch) => {
             tracing::info!(namespace = %ns_name, pod = %name, "sidecar injected");
             match allowed.with_patch(patch) {
@@ -90,6 +91,38 @@ fn decide(
             AdmissionResponse::from(request).deny(format!("mycel sidecar injection: {e}"))
         }
     }
+}
+
+/// Annotations a namespace may set for every pod in it; a pod's own
+/// annotation wins.
+const NAMESPACE_DEFAULTS: [&str; 2] = [
+    mycel_inject::annotations::TRACE_SAMPLING,
+    mycel_inject::annotations::ACCESS_LOG,
+];
+
+/// The pod as the injector should read it when its namespace sets one of
+/// [`NAMESPACE_DEFAULTS`] the pod does not; `None` when nothing changes.
+/// Only the injected proxy's flags come from this copy: the patch adds no
+/// annotation to the pod.
+fn namespace_defaults(pod: &Pod, ns: &NamespaceInfo) -> Option<Pod> {
+    let own = pod.metadata.annotations.as_ref();
+    let missing: Vec<(&str, &String)> = NAMESPACE_DEFAULTS
+        .iter()
+        .filter(|key| !own.is_some_and(|a| a.contains_key(**key)))
+        .filter_map(|key| Some((*key, ns.annotations.get(*key)?)))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut copy = pod.clone();
+    let annotations = copy
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    for (key, value) in missing {
+        annotations.insert(key.to_string(), value.clone());
+    }
+    Some(copy)
 }
 
 #[cfg(test)]
@@ -138,6 +171,66 @@ mod tests {
 
     fn answer(b: &[u8]) -> Value {
         review(b, &InjectConfig::default(), meshed_ns).unwrap()["response"].clone()
+    }
+
+    fn patch_text(r: &Value) -> String {
+        let bytes: Vec<u8> = serde_json::from_value(r["patch"].clone()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        serde_json::to_string(&patch).unwrap()
+    }
+
+    #[test]
+    fn a_namespace_sets_the_trace_sampling_and_access_log_of_its_pods_unless_a_pod_says_otherwise()
+    {
+        let traced_ns = |name: &str| {
+            meshed_ns(name).map(|mut ns| {
+                ns.annotations = BTreeMap::from([
+                    ("mycel.io/trace-sampling".to_string(), "0.25".to_string()),
+                    ("mycel.io/access-log".to_string(), "stdout".to_string()),
+                ]);
+                ns
+            })
+        };
+        let answer_in = |annotations: Value| {
+            review(
+                &body("CREATE", "shop", pod(annotations)),
+                &InjectConfig::default(),
+                traced_ns,
+            )
+            .unwrap()["response"]
+                .clone()
+        };
+        let text = patch_text(&answer_in(json!({})));
+        assert!(text.contains("--trace-sampling=0.25"), "{text}");
+        assert!(text.contains("--access-log=stdout"), "{text}");
+        let text = patch_text(&answer_in(json!({
+            "mycel.io/trace-sampling": "1",
+            "mycel.io/access-log": "off",
+        })));
+        assert!(text.contains("--trace-sampling=1"), "{text}");
+        assert!(!text.contains("--trace-sampling=0.25"), "{text}");
+        assert!(!text.contains("--access-log"), "{text}");
+        // A bad namespace value refuses the pod, naming the annotation.
+        let bad_ns = |name: &str| {
+            meshed_ns(name).map(|mut ns| {
+                ns.annotations =
+                    BTreeMap::from([("mycel.io/trace-sampling".to_string(), "lots".to_string())]);
+                ns
+            })
+        };
+        let r = review(
+            &body("CREATE", "shop", pod(json!({}))),
+            &InjectConfig::default(),
+            bad_ns,
+        )
+        .unwrap()["response"]
+            .clone();
+        assert_eq!(r["allowed"], false, "{r}");
+        let message = r["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("mycel.io/trace-sampling") && message.contains("lots"),
+            "{message}"
+        );
     }
 
     #[test]
