@@ -27,6 +27,10 @@ use tokio::net::TcpListener;
 
 /// Spans kept at most; older ones are forgotten first.
 pub const KEEP: usize = 20_000;
+/// Connections served at once; more wait in the kernel's backlog, so a
+/// flood of idle clients costs bounded memory (each is cut after the
+/// header-read timeout).
+pub const MAX_CONNECTIONS: usize = 64;
 /// The largest export request read (the exporters send 512-span batches).
 const MAX_BODY: usize = 16 << 20;
 
@@ -247,10 +251,24 @@ pub fn grpc_receiver(listener: TcpListener) -> Received {
 pub fn http_receiver(listener: TcpListener) -> Received {
     let received = Received::default();
     let store = received.clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    // Out of file descriptors and the like: wait, never
+                    // stop serving.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let store = store.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let store = store.clone();
                     async move {
@@ -300,4 +318,37 @@ pub fn http_receiver(listener: TcpListener) -> Received {
         }
     });
     received
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_flood_of_idle_connections_is_capped_and_the_receiver_keeps_serving() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _received = http_receiver(listener);
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Give the receiver time to take every idle connection.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+        late.write_all(b"GET /traces HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let early = tokio::time::timeout(Duration::from_millis(500), late.read(&mut buf)).await;
+        assert!(early.is_err(), "served past the connection cap");
+        // One idle client leaves: the waiting one is served.
+        drop(idle.pop());
+        let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
+            .await
+            .expect("not served after a slot freed")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
 }
