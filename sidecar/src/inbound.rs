@@ -119,6 +119,7 @@ async fn connection(
     // cannot fail for a connection that got this far.
     let peer_id = crate::core::tls::peer_identity(tls.get_ref().1).ok_or(AcceptError::NoPeerId)?;
     let peer: Arc<str> = peer_id.to_string().into();
+    tracing::Span::current().record("peer", &*peer);
     shared.metrics.inbound_connection(&peer);
     let peer = Arc::new(handle::Conn {
         peer,
@@ -129,6 +130,7 @@ async fn connection(
         app_ports: shared.app_ports.clone(),
         metrics: shared.metrics.clone(),
         max_header_bytes: conn.limits().max_header_bytes,
+        observer: conn.observer().cloned(),
     });
     conn.serve_http(tls, HttpMode::Mesh, move |req| {
         handle::handle(peer.clone(), req)

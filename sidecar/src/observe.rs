@@ -24,7 +24,7 @@ use http::{HeaderMap, Request, Response};
 use crate::core::http::Body;
 use crate::metrics::{Direction, ProxyMetrics, RequestKey};
 pub use access_log::AccessLog;
-pub use span::Tracing;
+pub use span::{Tracing, TunnelEnd, TunnelSpan};
 
 /// The label of a request whose service is unknown (not a mesh name, or a
 /// refusal before routing).
@@ -72,6 +72,12 @@ impl Observer {
         })
     }
 
+    /// Spans of TCP tunnels are made by their handlers, which know when a
+    /// tunnel ends.
+    pub fn tracing(&self) -> Option<&Tracing> {
+        self.tracing.as_ref()
+    }
+
     /// The listener a request came in on, as a metric direction; None for
     /// listeners whose requests are not the mesh's traffic.
     pub fn direction_of(listener: &str) -> Option<Direction> {
@@ -92,9 +98,12 @@ impl Observer {
         req: &mut Request<B>,
         client: SocketAddr,
     ) -> Started {
+        // A CONNECT's span is its tunnel's, for the tunnel's whole life
+        // (see `TunnelSpan`), not this exchange's.
         let span = self
             .tracing
             .as_ref()
+            .filter(|_| req.method() != http::Method::CONNECT)
             .and_then(|t| t.start(direction, req, client));
         let request = self.access_log.as_ref().map(|_| RequestLine::of(req));
         Started {

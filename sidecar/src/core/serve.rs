@@ -36,7 +36,7 @@ pub use crate::core::drain::{Drain, Shutdown};
 use crate::core::http::{proxy_error, Body, Caller};
 pub use crate::core::limits::Limits;
 use crate::metrics::ErrorKind;
-use crate::observe::Observer;
+use crate::observe::{Observer, TunnelSpan};
 
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -231,7 +231,14 @@ impl Server {
                 remote,
             };
             let open = Open::new(self.metrics.open.get_or_create(&labels).clone());
-            let span = tracing::info_span!("conn", listener = name, %remote);
+            // `peer` is filled in by listeners that learn the client's
+            // identity (the mesh port, after the handshake).
+            let span = tracing::info_span!(
+                "conn",
+                listener = name,
+                %remote,
+                peer = tracing::field::Empty
+            );
             let task = handler(tcp, remote, conn);
             let alive = drain.clone();
             tokio::spawn(
@@ -272,6 +279,22 @@ impl Conn {
 
     pub fn drain(&self) -> &Drain {
         &self.server.drain
+    }
+
+    /// The listener's observer, for the spans of TCP tunnels (which no
+    /// request of `serve_http` covers).
+    pub fn observer(&self) -> Option<&Arc<Observer>> {
+        self.server.observer.as_ref()
+    }
+
+    /// A span for the tunnel this outbound connection becomes, when its
+    /// trace is recorded.
+    pub fn tunnel_span(&self, service: &str) -> Option<TunnelSpan> {
+        self.server
+            .observer
+            .as_ref()?
+            .tracing()?
+            .start_tunnel(service, self.remote)
     }
 
     /// Serves HTTP on `io` with `service` until the client closes, the

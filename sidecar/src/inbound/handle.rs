@@ -20,6 +20,7 @@ use crate::core::http::{
 };
 use crate::core::serve::header_list_bytes;
 use crate::metrics::{Direction, ErrorKind, Flow, ProxyMetrics};
+use crate::observe::{Observer, TunnelEnd, TunnelSpan};
 
 /// What every request on one connection shares.
 pub(super) struct Conn {
@@ -34,6 +35,8 @@ pub(super) struct Conn {
     pub metrics: ProxyMetrics,
     /// The largest app response header list passed on (`--max-header-bytes`).
     pub max_header_bytes: usize,
+    /// For the spans of tunnels.
+    pub observer: Option<Arc<Observer>>,
 }
 
 pub(super) async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
@@ -173,6 +176,16 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Opt
         Err(e) => return (refuse(conn, &e, caller), None),
     };
     let label = Some(port);
+    let span = conn
+        .observer
+        .as_ref()
+        .and_then(|o| o.tracing())
+        .and_then(|t| t.accept_tunnel(req.headers(), port, &conn.peer, conn.source_ip));
+    let failed = |span: Option<TunnelSpan>, reason: &dyn std::fmt::Display| {
+        if let Some(span) = span {
+            span.end(TunnelEnd::Failed(reason));
+        }
+    };
     let attrs = Attributes {
         peer: Some(&conn.peer_id),
         source_ip: Some(conn.source_ip),
@@ -182,6 +195,7 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Opt
     // Checked before the app is dialled: a denied tunnel never opens a
     // connection to the app.
     if let Err(denied) = conn.authz.check(&attrs) {
+        failed(span, &denied);
         return (forbidden(conn, &denied, caller), label);
     }
     let addr = conn.app.addr(port);
@@ -193,11 +207,13 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Opt
             tracing::warn!(peer = %conn.peer, %addr, error = %e, "inbound: tunnel to app failed");
             conn.metrics
                 .error(Direction::Inbound, ErrorKind::AppConnect);
+            let reason = format!("app unreachable at {addr}: {e}");
+            failed(span, &reason);
             return (
                 proxy_error(
                     StatusCode::BAD_GATEWAY,
                     ErrorKind::AppConnect,
-                    format!("app unreachable at {addr}: {e}"),
+                    reason,
                     caller,
                 ),
                 label,
@@ -215,18 +231,32 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Opt
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "inbound: tunnel upgrade failed");
+                failed(span, &e);
                 return;
             }
         };
         let mut client = TokioIo::new(upgraded);
-        match tokio::io::copy_bidirectional(&mut client, &mut app).await {
+        let end = match tokio::io::copy_bidirectional(&mut client, &mut app).await {
             Ok((to_app, from_app)) => {
                 metrics.tunnel_bytes(Direction::Inbound, &service, Flow::ClientToServer, to_app);
                 metrics.tunnel_bytes(Direction::Inbound, &service, Flow::ServerToClient, from_app);
+                Ok((to_app, from_app))
             }
-            Err(e) => tracing::debug!(%peer, error = %e, "inbound: tunnel ended with error"),
-        }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "inbound: tunnel ended with error");
+                Err(e)
+            }
+        };
         metrics.tcp_connection(Direction::Inbound, &service, opened.elapsed());
+        if let Some(span) = span {
+            span.end(match &end {
+                Ok((to_app, from_app)) => TunnelEnd::Closed {
+                    to_server: *to_app,
+                    to_client: *from_app,
+                },
+                Err(e) => TunnelEnd::Failed(e),
+            });
+        }
     });
     (Response::new(empty()), label)
 }

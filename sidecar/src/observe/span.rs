@@ -3,13 +3,18 @@
 //! the OpenTelemetry HTTP (and RPC, for gRPC) attribute names and the
 //! mesh's own under `mycel.*`.
 //!
+//! A TCP tunnel (an opaque or server-first port) gets one span for its
+//! whole life instead: a client span in the sidecar that opened it, a
+//! server span in the sidecar that pipes it to the app, linked through the
+//! CONNECT request's `traceparent`.
+//!
 //! A caller's sampling decision is always followed; a request with no
 //! trace starts one at the configured ratio (by default only at the
 //! gateway). A request that is not recorded costs one header lookup.
 
 use std::net::SocketAddr;
 
-use http::Request;
+use http::{HeaderMap, Request};
 use mycel_telemetry::traces::{SdkSpan, SdkTracer};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -36,24 +41,95 @@ impl Tracing {
         Self { tracer, root_ratio }
     }
 
+    /// Whether a request without a caller's trace starts one.
+    fn starts_root(&self) -> bool {
+        self.root_ratio > 0.0 && rand::random::<f64>() < self.root_ratio
+    }
+
+    /// The caller's context of a request, or a new trace's when this
+    /// proxy starts one; None when nothing is recorded.
+    fn parent_of(&self, headers: &HeaderMap) -> Option<(Context, Formats)> {
+        match propagate::extract(headers) {
+            Incoming::NotSampled => None,
+            Incoming::Sampled { parent, formats } => {
+                Some((Context::new().with_remote_span_context(parent), formats))
+            }
+            Incoming::None => self
+                .starts_root()
+                .then(|| (Context::new(), Formats::NEW_TRACE)),
+        }
+    }
+
+    /// An outbound tunnel to `service` opens for the app's connection from
+    /// `client`: a client span, the root of a new trace at the configured
+    /// ratio (a TCP stream carries no trace context of its own).
+    pub fn start_tunnel(&self, service: &str, client: SocketAddr) -> Option<TunnelSpan> {
+        if !self.starts_root() {
+            return None;
+        }
+        Some(self.tunnel_span(
+            SpanKind::Client,
+            &Context::new(),
+            service,
+            vec![KeyValue::new("client.address", client.ip().to_string())],
+        ))
+    }
+
+    /// An inbound CONNECT from another sidecar becomes a tunnel to app
+    /// port `port`: a server span under the caller's tunnel span.
+    pub fn accept_tunnel(
+        &self,
+        headers: &HeaderMap,
+        port: u16,
+        peer: &str,
+        client: std::net::IpAddr,
+    ) -> Option<TunnelSpan> {
+        let (parent, _) = self.parent_of(headers)?;
+        let service = format!("app:{port}");
+        Some(self.tunnel_span(
+            SpanKind::Server,
+            &parent,
+            &service,
+            vec![
+                KeyValue::new("client.address", client.to_string()),
+                KeyValue::new("server.port", i64::from(port)),
+                KeyValue::new("mycel.peer.spiffe_id", peer.to_string()),
+            ],
+        ))
+    }
+
+    fn tunnel_span(
+        &self,
+        kind: SpanKind,
+        parent: &Context,
+        service: &str,
+        mut attributes: Vec<KeyValue>,
+    ) -> TunnelSpan {
+        let direction = match kind {
+            SpanKind::Client => Direction::Outbound,
+            _ => Direction::Inbound,
+        };
+        attributes.extend([
+            KeyValue::new("network.transport", "tcp"),
+            KeyValue::new("mycel.direction", direction.as_str()),
+            KeyValue::new("mycel.service", service.to_string()),
+        ]);
+        let span = self
+            .tracer
+            .span_builder(format!("tcp {service}"))
+            .with_kind(kind)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, parent);
+        TunnelSpan { span }
+    }
+
     pub(super) fn start<B>(
         &self,
         direction: Direction,
         req: &mut Request<B>,
         client: SocketAddr,
     ) -> Option<RequestSpan> {
-        let (parent, formats) = match propagate::extract(req.headers()) {
-            Incoming::NotSampled => return None,
-            Incoming::Sampled { parent, formats } => {
-                (Context::new().with_remote_span_context(parent), formats)
-            }
-            Incoming::None => {
-                if self.root_ratio <= 0.0 || rand::random::<f64>() >= self.root_ratio {
-                    return None;
-                }
-                (Context::new(), Formats::NEW_TRACE)
-            }
-        };
+        let (parent, formats) = self.parent_of(req.headers())?;
         let kind = match direction {
             Direction::Outbound => SpanKind::Client,
             Direction::Inbound | Direction::Gateway => SpanKind::Server,
@@ -160,6 +236,57 @@ impl RequestSpan {
             }));
         }
         span.end();
+    }
+}
+
+/// A TCP tunnel's span, open for as long as the tunnel is.
+pub struct TunnelSpan {
+    span: SdkSpan,
+}
+
+/// How a tunnel ended.
+pub enum TunnelEnd<'a> {
+    /// Piped until both sides closed: bytes from the client toward the
+    /// server, and back.
+    Closed { to_server: u64, to_client: u64 },
+    /// Never opened, or broken while piping.
+    Failed(&'a dyn std::fmt::Display),
+}
+
+impl TunnelSpan {
+    /// Names this span as the parent of the next sidecar's, on the CONNECT
+    /// request that opens the tunnel there.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        let formats = Formats {
+            w3c: true,
+            b3_single: false,
+            b3_multi: false,
+        };
+        propagate::inject(headers, self.span.span_context(), formats);
+    }
+
+    /// The endpoint (mesh address) the tunnel was opened to.
+    pub fn set_endpoint(&mut self, endpoint: SocketAddr) {
+        self.span
+            .set_attribute(KeyValue::new("mycel.endpoint", endpoint.to_string()));
+        self.span
+            .set_attribute(KeyValue::new("server.port", i64::from(endpoint.port())));
+    }
+
+    pub fn end(mut self, end: TunnelEnd<'_>) {
+        match end {
+            TunnelEnd::Closed {
+                to_server,
+                to_client,
+            } => {
+                self.span
+                    .set_attribute(KeyValue::new("mycel.tcp.bytes_to_server", to_server as i64));
+                self.span
+                    .set_attribute(KeyValue::new("mycel.tcp.bytes_to_client", to_client as i64));
+            }
+            TunnelEnd::Failed(reason) => self.span.set_status(Status::error(reason.to_string())),
+        }
+        self.span.end();
     }
 }
 

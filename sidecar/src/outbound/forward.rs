@@ -15,6 +15,7 @@ use crate::core::http::{
     DST_PORT, PEER_ID,
 };
 use crate::metrics::{Direction, ErrorKind};
+use crate::observe::TunnelSpan;
 
 /// How long a request waits for the controller's first answer on a service.
 pub const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -250,10 +251,12 @@ impl Outbound {
 
     /// Opens a CONNECT tunnel to `dest` and returns its byte stream and
     /// what must be held while it is open (the circuit breaker's count of
-    /// the service's connections).
+    /// the service's connections). `span`, when the tunnel is traced, learns
+    /// the endpoint and becomes the parent of the server side's span.
     pub(crate) async fn open_tunnel(
         &self,
         dest: &Destination,
+        span: Option<&mut TunnelSpan>,
     ) -> Result<(Upgraded, TunnelGuard), ForwardError> {
         let plan = self.resolve(dest).await?;
         let service = plan.service.key();
@@ -289,7 +292,7 @@ impl Outbound {
             idle_timeout: rules.timeouts.idle,
         };
         let opened = self
-            .tunnel_with(&pick.endpoint, plan.port.target_port, opts)
+            .tunnel_with(&pick.endpoint, plan.port.target_port, opts, span)
             .await;
         pick.finish(match &opened {
             Ok(_) => super::balance::Outcome::Success,
@@ -305,8 +308,9 @@ impl Outbound {
         &self,
         endpoint: &Endpoint,
         target_port: u16,
+        span: Option<&mut TunnelSpan>,
     ) -> Result<Upgraded, ForwardError> {
-        self.tunnel_with(endpoint, target_port, DialOptions::default())
+        self.tunnel_with(endpoint, target_port, DialOptions::default(), span)
             .await
     }
 
@@ -315,14 +319,19 @@ impl Outbound {
         endpoint: &Endpoint,
         target_port: u16,
         opts: DialOptions,
+        span: Option<&mut TunnelSpan>,
     ) -> Result<Upgraded, ForwardError> {
         let (name, mut sender) = self.sender_to(endpoint, opts).await?;
         let target = std::net::SocketAddr::new(endpoint.mesh_addr.ip(), target_port);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::CONNECT)
             .version(Version::HTTP_2)
             .uri(target.to_string())
             .body(empty())?;
+        if let Some(span) = span {
+            span.set_endpoint(endpoint.mesh_addr);
+            span.inject(req.headers_mut());
+        }
         let res = sender
             .send_request(req)
             .await

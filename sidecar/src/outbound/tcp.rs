@@ -7,9 +7,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::plan::destination;
+use super::transparent::pipe;
 use super::Outbound;
-use crate::core::serve::Server;
-use crate::metrics::{Direction, Flow};
+use crate::core::serve::{Conn, Server};
+use crate::metrics::Direction;
+use crate::observe::TunnelEnd;
 
 pub(super) async fn serve_tcp(
     outbound: Arc<Outbound>,
@@ -20,21 +22,22 @@ pub(super) async fn serve_tcp(
 ) {
     let service: Arc<str> = service.into();
     server
-        .serve("tcp_upstream", listener, move |tcp, _, _| {
+        .serve("tcp_upstream", listener, move |tcp, _, conn| {
             let outbound = outbound.clone();
             let service = service.clone();
             async move {
-                tunnel(&outbound, tcp, &service, port).await;
+                tunnel(&outbound, tcp, &service, port, &conn).await;
                 tracing::debug!(%service, "outbound tcp: connection done");
             }
         })
         .await;
 }
 
-async fn tunnel(outbound: &Outbound, mut tcp: TcpStream, service: &str, port: u16) {
+async fn tunnel(outbound: &Outbound, tcp: TcpStream, service: &str, port: u16, conn: &Conn) {
     let authority = format!("{service}:{port}");
+    let mut span = conn.tunnel_span(&authority);
     let opened = match destination(&authority, &outbound.namespace, &outbound.cluster_domain) {
-        Ok(dest) => outbound.open_tunnel(&dest).await,
+        Ok(dest) => outbound.open_tunnel(&dest, span.as_mut()).await,
         Err(e) => Err(e.into()),
     };
     let (upgraded, _guard) = match opened {
@@ -43,32 +46,11 @@ async fn tunnel(outbound: &Outbound, mut tcp: TcpStream, service: &str, port: u1
             // The app sees the connection close; the reason is in the log.
             tracing::warn!(service = %authority, error = %e, "outbound tcp: tunnel failed");
             outbound.metrics.error(Direction::Outbound, e.kind());
+            if let Some(span) = span {
+                span.end(TunnelEnd::Failed(&e));
+            }
             return;
         }
     };
-    let mut upstream = TokioIo::new(upgraded);
-    let opened = std::time::Instant::now();
-    let piped = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
-    outbound
-        .metrics
-        .tcp_connection(Direction::Outbound, &authority, opened.elapsed());
-    match piped {
-        Ok((sent, received)) => {
-            outbound.metrics.tunnel_bytes(
-                Direction::Outbound,
-                &authority,
-                Flow::ClientToServer,
-                sent,
-            );
-            outbound.metrics.tunnel_bytes(
-                Direction::Outbound,
-                &authority,
-                Flow::ServerToClient,
-                received,
-            );
-        }
-        Err(e) => {
-            tracing::debug!(service = %authority, error = %e, "outbound tcp: tunnel ended with error")
-        }
-    }
+    pipe(outbound, tcp, TokioIo::new(upgraded), &authority, span).await;
 }

@@ -28,6 +28,7 @@ use crate::core::orig_dst::OrigDst;
 use crate::core::prefixed::Prefixed;
 use crate::core::serve::{Conn, HttpMode, Server};
 use crate::metrics::{Direction, Flow};
+use crate::observe::{TunnelEnd, TunnelSpan};
 
 /// Where the transparent outbound listener sends a destination that is
 /// neither a service address nor a meshed endpoint.
@@ -177,18 +178,24 @@ async fn connection(
         serve_http(outbound, tcp, route, dst, conn).await;
         return;
     }
-    let (opened, name, _guard) = match &route {
-        HttpRoute::Service(dest) => match outbound.open_tunnel(dest).await {
-            Ok((io, guard)) => (Ok(io), dest.service_key.clone(), Some(guard)),
-            Err(e) => (Err(e), dest.service_key.clone(), None),
+    let name = match &route {
+        HttpRoute::Service(dest) => &dest.service_key,
+        HttpRoute::Endpoint(ep) => &ep.2,
+    };
+    let mut span = conn.tunnel_span(name);
+    let (opened, _guard) = match &route {
+        HttpRoute::Service(dest) => match outbound.open_tunnel(dest, span.as_mut()).await {
+            Ok((io, guard)) => (Ok(io), Some(guard)),
+            Err(e) => (Err(e), None),
         },
         HttpRoute::Endpoint(ep) => (
-            outbound.tunnel_to(&ep.0, ep.1.target_port).await,
-            ep.2.clone(),
+            outbound
+                .tunnel_to(&ep.0, ep.1.target_port, span.as_mut())
+                .await,
             None,
         ),
     };
-    pipe_or_log(outbound, tcp, opened, &name).await;
+    pipe_or_log(outbound, tcp, opened, name, span).await;
 }
 
 /// Where the requests of a captured HTTP connection go.
@@ -250,13 +257,17 @@ async fn pipe_or_log(
     tcp: Prefixed<TcpStream>,
     opened: Result<hyper::upgrade::Upgraded, ForwardError>,
     label: &str,
+    span: Option<TunnelSpan>,
 ) {
     match opened {
-        Ok(upgraded) => pipe(outbound, tcp, TokioIo::new(upgraded), label).await,
+        Ok(upgraded) => pipe(outbound, tcp, TokioIo::new(upgraded), label, span).await,
         Err(e) => {
             // The app sees the connection close; the reason is in the log.
             tracing::warn!(destination = %label, error = %e, "transparent outbound: tunnel failed");
             outbound.metrics.error(Direction::Outbound, e.kind());
+            if let Some(span) = span {
+                span.end(TunnelEnd::Failed(&e));
+            }
         }
     }
 }
@@ -277,11 +288,18 @@ async fn passthrough(outbound: &Outbound, tcp: TcpStream, dst: SocketAddr) {
     };
     let _ = upstream.set_nodelay(true);
     // Any address may be dialed: never a metric label.
-    pipe(outbound, tcp, upstream, PASSTHROUGH_LABEL).await;
+    pipe(outbound, tcp, upstream, PASSTHROUGH_LABEL, None).await;
 }
 
-async fn pipe<C, S>(outbound: &Outbound, mut tcp: C, mut upstream: S, label: &str)
-where
+/// Pipes the app's connection to its upstream until both close, counted
+/// under `label` and ending the tunnel's span.
+pub(super) async fn pipe<C, S>(
+    outbound: &Outbound,
+    mut tcp: C,
+    mut upstream: S,
+    label: &str,
+    span: Option<TunnelSpan>,
+) where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -290,15 +308,24 @@ where
     outbound
         .metrics
         .tcp_connection(Direction::Outbound, label, opened.elapsed());
-    match piped {
+    match &piped {
         Ok((sent, received)) => {
             let m = &outbound.metrics;
-            m.tunnel_bytes(Direction::Outbound, label, Flow::ClientToServer, sent);
-            m.tunnel_bytes(Direction::Outbound, label, Flow::ServerToClient, received);
+            m.tunnel_bytes(Direction::Outbound, label, Flow::ClientToServer, *sent);
+            m.tunnel_bytes(Direction::Outbound, label, Flow::ServerToClient, *received);
         }
         Err(e) => {
-            tracing::debug!(destination = %label, error = %e, "transparent outbound: pipe ended with error")
+            tracing::debug!(destination = %label, error = %e, "outbound: tunnel ended with error")
         }
+    }
+    if let Some(span) = span {
+        span.end(match &piped {
+            Ok((sent, received)) => TunnelEnd::Closed {
+                to_server: *sent,
+                to_client: *received,
+            },
+            Err(e) => TunnelEnd::Failed(e),
+        });
     }
 }
 

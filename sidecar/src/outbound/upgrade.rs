@@ -94,7 +94,9 @@ impl Outbound {
         };
         let caller_side = hyper::upgrade::on(&mut req);
         let req = app_request(req, authority)?;
-        let tunnel = self.tunnel_with(endpoint, port.target_port, opts).await?;
+        let tunnel = self
+            .tunnel_with(endpoint, port.target_port, opts, None)
+            .await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(tunnel)
             .await
             .map_err(failed)?;

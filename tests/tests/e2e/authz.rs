@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mycel_demo::proto::reviews::GetReviewsRequest;
+use mycel_tests::echo::tcp_echo;
 use mycel_tests::grpc::reviews_via;
 use mycel_tests::http;
 use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT};
@@ -192,23 +193,6 @@ async fn audit_lets_the_request_through_and_counts_it() {
     assert!(ratings.sidecar.proc.log().contains("AUDIT policy matched"));
 }
 
-/// A line-echo server for the tunnel test.
-async fn echo_server(addr: SocketAddr) {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 1024];
-                while let Ok(n) = conn.read(&mut buf).await {
-                    if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_tcp_tunnel_never_reaches_the_app() {
     let yaml = format!(
@@ -224,7 +208,7 @@ async fn a_denied_tcp_tunnel_never_reaches_the_app() {
     let server = SidecarSpec::new("db-0", "db")
         .label("app", "db")
         .app_port(&format!("tcp:{APP_PORT}:tcp"));
-    echo_server(server.app_addr()).await;
+    tcp_echo(server.app_addr(), b"").await;
     let server = mesh.sidecar(server).await;
     mesh.wait_registered("db-0").await;
     wait_policy(&server, Some("shop/db-owner")).await;

@@ -4,33 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mycel_tests::echo::tcp_echo;
 use mycel_tests::http;
 use mycel_tests::mesh::{spiffe, Mesh, SidecarSpec, APP_PORT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-/// A line-echo server that prefixes each reply, so an answer cannot be a
-/// loopback of our own bytes.
-async fn echo_server(addr: SocketAddr) {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                while let Ok(n) = conn.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut reply = b"echo:".to_vec();
-                    reply.extend_from_slice(&buf[..n]);
-                    if conn.write_all(&reply).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_upstream_is_tunnelled_to_the_service() {
@@ -41,7 +18,7 @@ async fn tcp_upstream_is_tunnelled_to_the_service() {
     let server = SidecarSpec::new("echo", "echo")
         .label("app", "echo")
         .app_port(&format!("tcp:{APP_PORT}:tcp"));
-    echo_server(server.app_addr()).await;
+    tcp_echo(server.app_addr(), b"echo:").await;
     let server = mesh.sidecar(server).await;
     mesh.wait_registered("echo").await;
 

@@ -342,3 +342,107 @@ async fn a_dead_collector_changes_nothing_for_requests_and_is_counted() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An opaque TCP port: the tunnel is one client span in the sidecar that
+/// opened it and one server span under it in the sidecar that piped it to
+/// the app, each with the bytes both ways, the caller's identity on the
+/// server side and the endpoint on the client side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_tunnel_is_a_client_and_a_server_span_carrying_its_bytes() {
+    use mycel_tests::echo::tcp_echo;
+    use mycel_tests::mesh::{Mesh, APP_PORT};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (collector, received) = otlp::grpc_receiver().await;
+    let export = exporting(&format!("http://{collector}"), "grpc");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\n  namespace: shop\nspec:\n  selector:\n    app: db\n  ports:\n  - name: tcp\n    port: 5432\n    targetPort: {APP_PORT}\n    appProtocol: tcp\n"
+    );
+    let mesh = Mesh::start(&yaml).await;
+    let server = SidecarSpec::new("db-0", "db")
+        .label("app", "db")
+        .app_port(&format!("tcp:{APP_PORT}:tcp"));
+    tcp_echo(server.app_addr(), b"db:").await;
+    let _server = mesh.sidecar(export(server)).await;
+    mesh.wait_registered("db-0").await;
+    let client_spec = SidecarSpec::new("catalog-0", "catalog");
+    let upstream = std::net::SocketAddr::from((client_spec.ip, 16000));
+    // Every tunnel opened here starts a trace.
+    let _client = mesh
+        .sidecar(
+            export(client_spec)
+                .arg("--tcp-upstream")
+                .arg(&format!("{upstream}=db.shop:5432"))
+                .arg("--trace-sampling")
+                .arg("1"),
+        )
+        .await;
+
+    let mut conn = tokio::net::TcpStream::connect(upstream)
+        .await
+        .expect("connect to the tcp upstream port");
+    let (mut sent, mut got_back) = (0u64, 0u64);
+    for query in ["SELECT 1;\n", "SELECT name FROM products;\n"] {
+        conn.write_all(query.as_bytes()).await.expect("write");
+        let mut reply = vec![0u8; 3 + query.len()];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut reply))
+            .await
+            .expect("the app answers in time")
+            .expect("read");
+        assert_eq!(reply, format!("db:{query}").into_bytes());
+        sent += query.len() as u64;
+        got_back += reply.len() as u64;
+    }
+    drop(conn);
+
+    let spans = received
+        .wait_for(Duration::from_secs(20), |spans| {
+            spans.iter().filter(|s| s.name.starts_with("tcp ")).count() >= 2
+        })
+        .await;
+    let tunnel: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("tcp "))
+        .collect();
+    let all = describe(&tunnel);
+    assert_eq!(tunnel.len(), 2, "one span per side:\n{all}");
+    let client = tunnel
+        .iter()
+        .find(|s| s.kind == CLIENT)
+        .unwrap_or_else(|| panic!("no client span:\n{all}"));
+    let server = tunnel
+        .iter()
+        .find(|s| s.kind == SERVER)
+        .unwrap_or_else(|| panic!("no server span:\n{all}"));
+    assert_eq!(client.name, "tcp db.shop:5432");
+    assert!(
+        client.parent_span_id.is_empty(),
+        "the tunnel starts the trace"
+    );
+    assert_eq!(server.trace_id, client.trace_id, "one trace:\n{all}");
+    assert_eq!(server.parent_span_id, client.span_id, "server under client");
+    assert_eq!(server.name, format!("tcp app:{APP_PORT}"));
+    for s in [client, server] {
+        assert_eq!(s.attr("network.transport"), Some("tcp"), "{s:?}");
+        assert_eq!(
+            s.attr("mycel.tcp.bytes_to_server"),
+            Some(sent.to_string().as_str()),
+            "{s:?}"
+        );
+        assert_eq!(
+            s.attr("mycel.tcp.bytes_to_client"),
+            Some(got_back.to_string().as_str()),
+            "{s:?}"
+        );
+        assert_ne!(s.status, 2, "a clean close is no error: {s:?}");
+    }
+    assert_eq!(
+        server.attr("mycel.peer.spiffe_id"),
+        Some(spiffe("shop", "catalog").as_str()),
+        "the server side names the caller"
+    );
+    assert!(
+        client.attr("mycel.endpoint").is_some(),
+        "the client side names the endpoint: {client:?}"
+    );
+}
