@@ -10,6 +10,8 @@ use clap::Parser;
 use mycel_bench::client::Proto;
 use mycel_bench::report;
 use mycel_bench::run::{self, Options, Plan, Scenario};
+use mycel_bench::setup::collector::OtlpProtocol;
+use mycel_bench::setup::mycel::TraceExport;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,13 +31,18 @@ struct Cli {
     /// Long runs, several alternating rounds.
     #[arg(long)]
     full: bool,
-    /// Configurations to compare, in order.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "direct,mycel,mycel-policy,mycel-routes,mycel-authz,nginx,haproxy"
-    )]
+    /// Configurations to compare, in order (default for `tracing`:
+    /// mycel,mycel-trace-live,mycel-trace-dead,mycel-trace-blackhole; for
+    /// the others: direct,mycel,mycel-policy,mycel-routes,mycel-authz,nginx,haproxy).
+    #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
+    /// OTLP transport of the mycel-trace-* configurations.
+    #[arg(long, value_enum, default_value = "http/protobuf")]
+    otlp_protocol: OtlpProtocol,
+    /// Span queue of each exporting proxy (OTEL_BSP_MAX_QUEUE_SIZE; default:
+    /// the proxies' own, 2048).
+    #[arg(long)]
+    trace_queue: Option<usize>,
     /// Where mycel-controller, mycel-proxy and mycelctl are (default: beside
     /// this binary, i.e. target/release).
     #[arg(long)]
@@ -96,7 +103,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         Plan::full()
     } else {
         Plan::quick()
-    };
+    }
+    .for_scenario(scenario);
     if let Some(ms) = cli.duration_ms {
         plan.latency_duration = Duration::from_millis(ms);
         plan.throughput_duration = Duration::from_millis(ms);
@@ -108,11 +116,24 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             *rates = cli.rates.clone();
         }
     }
+    let configs = if cli.configs.is_empty() {
+        scenario
+            .default_configs()
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    } else {
+        cli.configs
+    };
     let report = run::run(Options {
         scenario,
         plan,
-        configs: cli.configs,
+        configs,
         bins: cli.bin_dir,
+        trace: TraceExport {
+            protocol: cli.otlp_protocol,
+            queue: cli.trace_queue,
+        },
     })
     .await?;
     std::fs::create_dir_all(&cli.out)?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::Proto;
 use crate::cpscale::CpReport;
 use crate::probe::{BulkResult, HandshakeResult, RefusalCheck};
+use crate::setup::collector::ExportCounters;
 use crate::stats::{ratio, Added, Summary};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -93,6 +94,29 @@ pub struct TcpRow {
     pub result: BulkResult,
 }
 
+/// What became of the spans of one configuration: each proxy's export
+/// counters read from its `/metrics` after the load.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TraceRow {
+    pub config: String,
+    /// Requests the harness sent through the configuration, warm-ups
+    /// included (each makes a client and a server span when traced).
+    pub requests_sent: u64,
+    /// Seconds between the last load run and the reading.
+    pub read_after_s: f64,
+    /// The collector's kind (None: no exporter).
+    pub collector: Option<String>,
+    /// OTLP transport.
+    pub protocol: Option<String>,
+    pub client: Option<ExportCounters>,
+    pub server: Option<ExportCounters>,
+    /// Spans the live receiver holds (it keeps at most 20,000).
+    pub collector_spans_held: Option<u64>,
+    /// Connections the black hole accepted (and never answered).
+    pub collector_connections: Option<u64>,
+    pub read_errors: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub scenario: String,
@@ -107,6 +131,9 @@ pub struct Report {
     pub handshakes: Vec<HandshakeRow>,
     pub tcp: Vec<TcpRow>,
     pub control_plane: Option<CpReport>,
+    /// Trace export counters (tracing configurations).
+    #[serde(default)]
+    pub trace_export: Vec<TraceRow>,
     /// Configurations or parts that could not run, and why.
     pub problems: Vec<String>,
 }
@@ -171,6 +198,9 @@ pub fn markdown(r: &Report) -> String {
         "Run: scenario `{}`, mode `{}`, {:.0} s. Machine: {} CPUs ({}), {} MB RAM, kernel {}, load average at start {}.\n",
         r.scenario, r.mode, r.wall_seconds, m.cpus, m.cpu_model, m.mem_total_mb, m.kernel, m.load_avg_at_start
     );
+    if !r.trace_export.is_empty() {
+        s.push_str(&tracing_markdown(r));
+    }
     if !r.latency.is_empty() {
         let _ = writeln!(
             s,
@@ -182,7 +212,7 @@ pub fn markdown(r: &Report) -> String {
             .map(|l| {
                 let a = l.added.unwrap_or_default();
                 let added = |v: f64| {
-                    if l.config == "direct" {
+                    if l.config == "direct" || l.added.is_none() {
                         "-".to_string()
                     } else {
                         f1(v)
@@ -379,6 +409,161 @@ pub fn markdown(r: &Report) -> String {
     for p in &r.problems {
         let _ = writeln!(s, "- problem: {p}");
     }
+    s
+}
+
+/// The configuration every tracing configuration is compared with.
+const TRACE_BASELINE: &str = "mycel";
+
+fn is_trace_config(name: &str) -> bool {
+    name == TRACE_BASELINE || name.starts_with("mycel-trace-")
+}
+
+fn signed(v: f64) -> String {
+    if v > 0.0 {
+        format!("+{v:.0}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The tracing scenario's own tables: latency of each exporting pair
+/// against the pair without export, then throughput, CPU and what became
+/// of the spans.
+pub fn tracing_markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let lat: Vec<&LatencyRow> = r
+        .latency
+        .iter()
+        .filter(|l| is_trace_config(&l.config))
+        .collect();
+    if !lat.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Tracing export: open-loop latency against `{TRACE_BASELINE}` (µs; Δ = config − `{TRACE_BASELINE}` at the same protocol and rate)\n"
+        );
+        let mut rows = Vec::new();
+        for l in &lat {
+            let base = lat
+                .iter()
+                .find(|b| b.config == TRACE_BASELINE && b.proto == l.proto && b.rate == l.rate);
+            let delta = |f: fn(&Summary) -> f64| match base {
+                Some(b) if l.config != TRACE_BASELINE => signed(f(&l.latency) - f(&b.latency)),
+                _ => "-".into(),
+            };
+            rows.push(vec![
+                l.proto.as_str().into(),
+                l.rate.to_string(),
+                l.config.clone(),
+                format!("{:.0}", l.latency.p50_us),
+                format!("{:.0}", l.latency.p99_us),
+                format!("{:.0}", l.latency.p999_us),
+                format!("{:.0}", l.latency.max_us),
+                delta(|x| x.p50_us),
+                delta(|x| x.p99_us),
+                delta(|x| x.p999_us),
+                format!("{}/{}", l.errors, l.ok + l.errors),
+            ]);
+        }
+        s.push_str(&table(
+            &[
+                "proto", "rps", "config", "p50", "p99", "p99.9", "max", "Δp50", "Δp99", "Δp99.9",
+                "errors",
+            ],
+            &rows,
+        ));
+        s.push('\n');
+    }
+    let mut shapes: Vec<(Proto, usize)> = Vec::new();
+    for t in &r.throughput {
+        if !shapes.contains(&(t.proto, t.connections)) {
+            shapes.push((t.proto, t.connections));
+        }
+    }
+    let mut header: Vec<String> = vec!["config".into()];
+    header.extend(
+        shapes
+            .iter()
+            .map(|(p, c)| format!("max rps {} ×{c}", p.as_str())),
+    );
+    header.extend(
+        [
+            "CPU s / 1k req, fixed rate (client / server)",
+            "CPU s / 1k req, all (client / server)",
+            "requests sent",
+            "spans exported (client / server)",
+            "spans dropped (client / server)",
+            "failed export batches (client / server)",
+        ]
+        .map(String::from),
+    );
+    let pair = |row: &TraceRow, f: fn(&ExportCounters) -> u64| {
+        let one =
+            |c: &Option<ExportCounters>| c.as_ref().map_or("?".to_string(), |c| f(c).to_string());
+        format!("{} / {}", one(&row.client), one(&row.server))
+    };
+    let cpu = |config: &str, f: fn(&ResourceRow) -> f64| {
+        let one = |role: &str| {
+            r.resources
+                .iter()
+                .find(|x| x.config == config && x.role == role)
+                .map_or("-".to_string(), |x| format!("{:.3}", f(x)))
+        };
+        format!("{} / {}", one("client-side"), one("server-side"))
+    };
+    let rows: Vec<Vec<String>> = r
+        .trace_export
+        .iter()
+        .map(|row| {
+            let mut cells = vec![row.config.clone()];
+            for (p, c) in &shapes {
+                cells.push(
+                    r.throughput
+                        .iter()
+                        .find(|t| t.config == row.config && t.proto == *p && t.connections == *c)
+                        .map_or("-".into(), |t| format!("{:.0}", t.rps)),
+                );
+            }
+            cells.push(cpu(&row.config, |x| x.open_loop_cpu_s_per_1k_requests));
+            cells.push(cpu(&row.config, |x| x.cpu_s_per_1k_requests));
+            cells.push(row.requests_sent.to_string());
+            cells.push(pair(row, |c| c.exported));
+            cells.push(pair(row, |c| c.dropped));
+            cells.push(pair(row, |c| c.export_failures));
+            cells
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "### Tracing export: throughput, CPU per request and what became of the spans\n"
+    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    s.push_str(&table(&header, &rows));
+    let read_after = r.trace_export.first().map_or(0.0, |t| t.read_after_s);
+    let _ = writeln!(
+        s,
+        "\nCounters read from each proxy's `/metrics` {read_after:.0} s after the last load run. Every traced request makes a client span (client side) and a server span (server side)."
+    );
+    for row in &r.trace_export {
+        if let Some(n) = row.collector_spans_held {
+            let _ = writeln!(
+                s,
+                "{}: the receiver held {n} spans at the end (it keeps the latest 20,000).",
+                row.config
+            );
+        }
+        if let Some(n) = row.collector_connections {
+            let _ = writeln!(
+                s,
+                "{}: the black hole accepted {n} connections (never read, never answered).",
+                row.config
+            );
+        }
+        for e in &row.read_errors {
+            let _ = writeln!(s, "{}: counters not read: {e}", row.config);
+        }
+    }
+    s.push('\n');
     s
 }
 

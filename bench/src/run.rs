@@ -11,9 +11,11 @@ use crate::load::{self, RunResult, Shape};
 use crate::probe;
 use crate::procstat::{self, Sample};
 use crate::report::{
-    ConfigInfo, HandshakeRow, LatencyRow, Report, ResourceRow, TcpRow, ThroughputRow,
+    ConfigInfo, HandshakeRow, LatencyRow, Report, ResourceRow, TcpRow, ThroughputRow, TraceRow,
 };
 use crate::schedule::Schedule;
+use crate::setup::collector::{self, CollectorKind};
+use crate::setup::mycel::TraceExport;
 use crate::setup::{self, mycel::Bins, Setup};
 use crate::stats;
 
@@ -33,6 +35,13 @@ pub struct Plan {
     pub handshake_concurrency: usize,
     pub bulk_bytes: u64,
     pub cp: CpPlan,
+    /// The open-loop grid of the tracing scenario (it replaces
+    /// `latency_grid` there).
+    pub trace_grid: Vec<(Proto, Vec<u64>)>,
+    /// How long after the last load run the trace export counters are
+    /// read: the export queue's batch delay (`OTEL_BSP_SCHEDULE_DELAY`,
+    /// 5 s by default) and a second, so queued spans are sent by then.
+    pub trace_settle: Duration,
 }
 
 impl Plan {
@@ -62,6 +71,11 @@ impl Plan {
                 csrs: 2000,
                 csr_concurrency: 8,
             },
+            trace_grid: vec![
+                (Proto::Http1, vec![500, 1000, 2000]),
+                (Proto::Grpc, vec![1000]),
+            ],
+            trace_settle: Duration::from_secs(6),
         }
     }
 
@@ -100,7 +114,22 @@ impl Plan {
                 csrs: 20000,
                 csr_concurrency: 16,
             },
+            trace_grid: vec![
+                (Proto::Http1, vec![500, 1000, 2000]),
+                (Proto::H2, vec![1000]),
+                (Proto::Grpc, vec![500, 1000, 2000]),
+            ],
+            trace_settle: Duration::from_secs(6),
         }
+    }
+
+    /// The plan as `scenario` runs it: the tracing scenario measures its
+    /// own, smaller latency grid.
+    pub fn for_scenario(mut self, scenario: Scenario) -> Plan {
+        if scenario == Scenario::Tracing {
+            self.latency_grid = self.trace_grid.clone();
+        }
+        self
     }
 }
 
@@ -119,6 +148,9 @@ pub enum Scenario {
     Tcp,
     /// Control-plane scale (controller only).
     CpScale,
+    /// Latency, throughput and CPU of the pair exporting spans to a live,
+    /// a dead and a black-hole OTLP collector, with the export counters.
+    Tracing,
 }
 
 impl Scenario {
@@ -130,11 +162,36 @@ impl Scenario {
             Scenario::Handshake => "handshake",
             Scenario::Tcp => "tcp",
             Scenario::CpScale => "cp-scale",
+            Scenario::Tracing => "tracing",
+        }
+    }
+
+    /// The configurations compared when none are given.
+    pub fn default_configs(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Tracing => &[
+                "mycel",
+                "mycel-trace-live",
+                "mycel-trace-dead",
+                "mycel-trace-blackhole",
+            ],
+            _ => &[
+                "direct",
+                "mycel",
+                "mycel-policy",
+                "mycel-routes",
+                "mycel-authz",
+                "nginx",
+                "haproxy",
+            ],
         }
     }
 
     fn has(self, part: Scenario) -> bool {
-        self == Scenario::All || self == part
+        self == Scenario::All
+            || self == part
+            || (self == Scenario::Tracing
+                && matches!(part, Scenario::Latency | Scenario::Throughput))
     }
 
     fn needs_data_path(self) -> bool {
@@ -147,6 +204,8 @@ impl Scenario {
 struct Usage {
     rows: BTreeMap<(String, String), (u32, ResourceRow)>,
     ticks: u64,
+    /// Requests sent through each configuration, warm-ups included.
+    sent: BTreeMap<String, u64>,
 }
 
 impl Usage {
@@ -176,7 +235,12 @@ impl Usage {
             .collect()
     }
 
+    fn warmed_up(&mut self, s: &Setup, requests: u64) {
+        *self.sent.entry(s.name.to_string()).or_default() += requests;
+    }
+
     fn account(&mut self, s: &Setup, before: &[Sample], requests: u64, open_loop: bool) {
+        *self.sent.entry(s.name.to_string()).or_default() += requests;
         for (w, b) in s.watched.iter().zip(before) {
             let after = procstat::sample(w.pid, self.ticks).unwrap_or_default();
             if let Some((_, row)) = self.rows.get_mut(&(s.name.to_string(), w.role.to_string())) {
@@ -219,6 +283,8 @@ pub struct Options {
     pub plan: Plan,
     pub configs: Vec<String>,
     pub bins: Option<std::path::PathBuf>,
+    /// How the `mycel-trace-*` configurations export.
+    pub trace: TraceExport,
 }
 
 fn machine() -> crate::report::Machine {
@@ -284,9 +350,17 @@ async fn start_setups(opts: &Options, backend: &Backend, report: &mut Report) ->
             },
             "nginx" => setup::nginx::start(&backend.addrs).await,
             "haproxy" => setup::haproxy::start(&backend.addrs).await,
-            other => Err(setup::SetupError::Missing(format!(
-                "unknown configuration {other:?} (direct, mycel, mycel-policy, mycel-routes, mycel-authz, nginx, haproxy)"
-            ))),
+            other => match CollectorKind::from_config_name(other) {
+                Some(kind) => match Bins::find(opts.bins.as_deref()) {
+                    Ok(bins) => {
+                        setup::mycel::start_tracing(&bins, &backend.addrs, kind, opts.trace).await
+                    }
+                    Err(e) => Err(e),
+                },
+                None => Err(setup::SetupError::Missing(format!(
+                    "unknown configuration {other:?} (direct, mycel, mycel-policy, mycel-routes, mycel-authz, nginx, haproxy, mycel-trace-live, mycel-trace-dead, mycel-trace-blackhole)"
+                ))),
+            },
         };
         let mut s = match started {
             Ok(s) => s,
@@ -360,6 +434,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         }
         if opts.scenario.has(Scenario::Throughput) {
             throughput(&plan, &setups, &mut usage, &mut report).await;
+        }
+        if setups.iter().any(|s| s.collector.is_some()) {
+            trace_export(&plan, &setups, &usage, &mut report).await;
         }
         if opts.scenario.has(Scenario::Handshake) {
             for s in &setups {
@@ -441,10 +518,14 @@ async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut 
                         continue;
                     };
                     let shape = Shape::for_proto(*proto, plan.open_loop_workers, 1);
-                    // Warm-up at the same rate, not recorded.
-                    let _ =
+                    // Warm-up at the same rate, not recorded (but its
+                    // requests make spans: counted as sent).
+                    if let Ok(w) =
                         load::open_loop(*proto, target, Schedule::new(rate, plan.warmup), shape)
-                            .await;
+                            .await
+                    {
+                        usage.warmed_up(s, w.ok + w.errors);
+                    }
                     let before = usage.snapshot(s);
                     match load::open_loop(
                         *proto,
@@ -532,6 +613,88 @@ async fn throughput(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &m
                 }
             }
         }
+    }
+}
+
+/// Reads every Mycel proxy's trace export counters once the export queues
+/// had time to send what they hold, and checks that each tracing
+/// configuration exercised what it is there for: spans reached the live
+/// collector, and the dead and black-hole ones lost spans visibly (counted
+/// as dropped or as failed batches), not silently.
+async fn trace_export(plan: &Plan, setups: &[Setup], usage: &Usage, report: &mut Report) {
+    eprintln!(
+        "[bench] waiting {:?} for the export queues before reading /metrics",
+        plan.trace_settle
+    );
+    tokio::time::sleep(plan.trace_settle).await;
+    for s in setups.iter().filter(|s| !s.admins.is_empty()) {
+        let mut row = TraceRow {
+            config: s.name.into(),
+            requests_sent: usage.sent.get(s.name).copied().unwrap_or(0),
+            read_after_s: plan.trace_settle.as_secs_f64(),
+            collector: s.collector.as_ref().map(|c| c.kind.config_name().into()),
+            protocol: s.collector.as_ref().map(|c| c.protocol.as_str().into()),
+            collector_spans_held: s.collector.as_ref().and_then(|c| c.received_spans()),
+            collector_connections: s
+                .collector
+                .as_ref()
+                .filter(|c| c.kind == CollectorKind::Blackhole)
+                .map(|c| c.accepted_connections()),
+            ..TraceRow::default()
+        };
+        for (role, admin) in &s.admins {
+            match collector::read_counters(*admin).await {
+                Ok(c) => {
+                    if *role == "client-side" {
+                        row.client = Some(c);
+                    } else {
+                        row.server = Some(c);
+                    }
+                }
+                Err(e) => row.read_errors.push(format!("{role}: {e}")),
+            }
+        }
+        let sum = |f: fn(&collector::ExportCounters) -> u64| {
+            row.client.as_ref().map_or(0, f) + row.server.as_ref().map_or(0, f)
+        };
+        let (exported, lost) = (sum(|c| c.exported), sum(|c| c.dropped + c.export_failures));
+        eprintln!(
+            "[bench] trace export {}: {} requests sent; exported {exported}, dropped {}, failed batches {}",
+            s.name,
+            row.requests_sent,
+            sum(|c| c.dropped),
+            sum(|c| c.export_failures)
+        );
+        let kind = s.collector.as_ref().map(|c| c.kind);
+        let problem = if !row.read_errors.is_empty() {
+            Some(format!(
+                "cannot read the counters: {}",
+                row.read_errors.join("; ")
+            ))
+        } else {
+            match kind {
+                Some(CollectorKind::Live) if exported == 0 => {
+                    Some("no span reached the live collector".to_string())
+                }
+                Some(CollectorKind::Dead | CollectorKind::Blackhole) if lost == 0 => Some(
+                    "the unreachable collector lost no span visibly (no drop, no failed batch)"
+                        .to_string(),
+                ),
+                Some(CollectorKind::Dead | CollectorKind::Blackhole) if exported > 0 => Some(
+                    format!("{exported} spans counted as exported to an unreachable collector"),
+                ),
+                None if exported + lost > 0 => {
+                    Some("spans exported or lost without an exporter".to_string())
+                }
+                _ => None,
+            }
+        };
+        if let Some(p) = problem {
+            report
+                .problems
+                .push(format!("trace export {}: {p}", s.name));
+        }
+        report.trace_export.push(row);
     }
 }
 

@@ -2,6 +2,7 @@
 //! gives the load generator a first hop per protocol, plus what to watch:
 //! proxy processes, mesh-side ports, a TCP tunnel and a handshake target.
 
+pub mod collector;
 pub mod haproxy;
 pub mod mycel;
 pub mod nginx;
@@ -45,6 +46,11 @@ pub struct Setup {
     pub notes: Vec<String>,
     /// Child processes, stopped when the setup is dropped.
     pub children: Vec<ChildProc>,
+    /// Admin ports serving `/metrics`, by role (the Mycel proxies).
+    pub admins: Vec<(&'static str, SocketAddr)>,
+    /// The OTLP collector the proxies export to (tracing configurations);
+    /// stopped after the children.
+    pub collector: Option<collector::Collector>,
     /// Config files, certificates and logs.
     pub dir: tempfile::TempDir,
 }
@@ -100,6 +106,8 @@ pub fn proxy_pair(spec: PairSpec, children: Vec<ChildProc>, dir: tempfile::TempD
         }),
         notes: vec![spec.note],
         children,
+        admins: Vec::new(),
+        collector: None,
         dir,
     }
 }
@@ -201,6 +209,8 @@ pub fn direct(backend: &BackendAddrs) -> Result<Setup, SetupError> {
         handshake: None,
         notes: Vec::new(),
         children: Vec::new(),
+        admins: Vec::new(),
+        collector: None,
         dir: tempfile::tempdir()?,
     })
 }

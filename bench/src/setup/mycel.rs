@@ -11,6 +11,7 @@ use mycel_api::v1::identity_client::IdentityClient;
 use mycel_api::v1::CertifyRequest;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+use super::collector::{Collector, CollectorKind, OtlpProtocol};
 use super::{free_port, start_err, HandshakeTarget, Setup, SetupError, Watched};
 use crate::backend::BackendAddrs;
 use crate::child::ChildProc;
@@ -441,30 +442,136 @@ pub fn authz_yaml() -> String {
 
 /// Controller + server sidecar (beside the backend) + client sidecar.
 pub async fn start(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
-    start_named(bins, backend, "mycel", "").await
+    start_named(bins, backend, Pair::named("mycel")).await
 }
 
 /// The same pair with [`POLICY_YAML`] applied to the backend.
 pub async fn start_with_policy(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
-    start_named(bins, backend, "mycel-policy", POLICY_YAML).await
+    start_named(
+        bins,
+        backend,
+        Pair {
+            extra_yaml: POLICY_YAML.into(),
+            ..Pair::named("mycel-policy")
+        },
+    )
+    .await
 }
 
 /// The policy pair with [`authz_yaml`] applied: what authorization adds.
 pub async fn start_with_authz(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
-    start_named(bins, backend, "mycel-authz", &authz_yaml()).await
+    start_named(
+        bins,
+        backend,
+        Pair {
+            extra_yaml: authz_yaml(),
+            ..Pair::named("mycel-authz")
+        },
+    )
+    .await
 }
 
 /// The policy pair with [`routes_yaml`] applied: what routing adds.
 pub async fn start_with_routes(bins: &Bins, backend: &BackendAddrs) -> Result<Setup, SetupError> {
-    start_named(bins, backend, "mycel-routes", &routes_yaml()).await
+    start_named(
+        bins,
+        backend,
+        Pair {
+            extra_yaml: routes_yaml(),
+            ..Pair::named("mycel-routes")
+        },
+    )
+    .await
 }
 
-async fn start_named(
+/// How the trace-exporting pairs export.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceExport {
+    pub protocol: OtlpProtocol,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` for both proxies (None: their default).
+    pub queue: Option<usize>,
+}
+
+/// The plain pair (no mesh config beyond the service) with both proxies
+/// exporting spans to a collector of `kind`, started here, and the client
+/// sidecar starting a trace for every request (`--trace-sampling 1`; the
+/// load sends no trace context); the server sidecar follows the caller's
+/// sampled context, so every request makes a client and a server span.
+pub async fn start_tracing(
     bins: &Bins,
     backend: &BackendAddrs,
-    name: &'static str,
-    extra_yaml: &str,
+    kind: CollectorKind,
+    export: TraceExport,
 ) -> Result<Setup, SetupError> {
+    let collector = Collector::start(kind, export.protocol)?;
+    let mut env = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+            collector.endpoint(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL".to_string(),
+            export.protocol.as_str().to_string(),
+        ),
+    ];
+    if let Some(q) = export.queue {
+        env.push(("OTEL_BSP_MAX_QUEUE_SIZE".to_string(), q.to_string()));
+    }
+    let mut notes = vec![format!(
+        "{}; OTLP {} at {}; client sidecar --trace-sampling 1; span queue {}",
+        kind.describe(),
+        export.protocol.as_str(),
+        collector.endpoint(),
+        export
+            .queue
+            .map_or("2048 (default)".to_string(), |q| q.to_string())
+    )];
+    let mut setup = start_named(
+        bins,
+        backend,
+        Pair {
+            client_args: vec!["--trace-sampling".into(), "1".into()],
+            env,
+            ..Pair::named(kind.config_name())
+        },
+    )
+    .await?;
+    setup.notes.append(&mut notes);
+    setup.collector = Some(collector);
+    Ok(setup)
+}
+
+/// What differs between the Mycel configurations.
+struct Pair {
+    name: &'static str,
+    /// Appended to the `mesh.yaml` declaring the backend.
+    extra_yaml: String,
+    /// More arguments for the client-side sidecar.
+    client_args: Vec<String>,
+    /// More environment for both sidecars.
+    env: Vec<(String, String)>,
+}
+
+impl Pair {
+    fn named(name: &'static str) -> Pair {
+        Pair {
+            name,
+            extra_yaml: String::new(),
+            client_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+}
+
+async fn start_named(bins: &Bins, backend: &BackendAddrs, pair: Pair) -> Result<Setup, SetupError> {
+    let Pair {
+        name,
+        extra_yaml,
+        client_args,
+        env,
+    } = pair;
+    let mut proxy_env: Vec<(&str, &str)> = vec![("MYCEL_LOG", "warn")];
+    proxy_env.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let dir = tempfile::tempdir()?;
     let yaml = format!("{}{extra_yaml}", mesh_yaml(backend));
     let ctl = Controller::start(bins, dir.path(), &yaml).await?;
@@ -502,7 +609,7 @@ async fn start_named(
                 ],
             },
         ),
-        &[("MYCEL_LOG", "warn")],
+        &proxy_env,
         dir.path(),
     )?;
     let (outbound, tcp, client_admin, client_inbound) =
@@ -518,15 +625,18 @@ async fn start_named(
                 token_file: &tokens[1],
                 admin: client_admin,
                 inbound: client_inbound,
-                extra: vec![
+                extra: [
                     "--outbound".into(),
                     outbound.to_string(),
                     "--tcp-upstream".into(),
                     format!("{tcp}=backend.{NAMESPACE}:{TCP_PORT}"),
-                ],
+                ]
+                .into_iter()
+                .chain(client_args)
+                .collect(),
             },
         ),
-        &[("MYCEL_LOG", "warn")],
+        &proxy_env,
         dir.path(),
     )?;
     let mut children = vec![server, client];
@@ -582,6 +692,8 @@ async fn start_named(
             "hop between sidecars: HTTP/2 over mTLS (one pooled connection per endpoint)".into(),
         ],
         children,
+        admins: vec![("client-side", client_admin), ("server-side", server_admin)],
+        collector: None,
         dir,
     })
 }
