@@ -6,6 +6,10 @@
 //! mean nothing there, the run proves every setup starts, refuses what it
 //! must and reports); it needs nginx and HAProxy, and skips with the reason
 //! when they are missing (a failure under `MYCEL_REQUIRE_ALL=1`).
+//! `tracing_scenario_counts_what_an_unreachable_collector_loses` runs the
+//! tracing scenario shortened the same way (about 30 s with debug binaries)
+//! and checks only that its figures are printed and that the dead and
+//! black-hole collectors' lost spans were counted, nothing about speed.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -124,4 +128,113 @@ fn every_configuration_runs_in_quick_mode() {
         "{}",
         report["problems"]
     );
+}
+
+/// The Mycel binaries the configurations start, beside the harness (the
+/// debug ones under `cargo test`), or why the test cannot run.
+fn mycel_binaries() -> Result<(), String> {
+    let dir = Path::new(env!("CARGO_BIN_EXE_mycel-bench"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let missing: Vec<&str> = ["mycel-controller", "mycel-proxy", "mycelctl"]
+        .into_iter()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} built in {} (cargo build --workspace --bins)",
+            missing.join(", "),
+            dir.display()
+        ))
+    }
+}
+
+#[test]
+fn tracing_scenario_counts_what_an_unreachable_collector_loses() {
+    if let Err(what) = mycel_binaries() {
+        if std::env::var("MYCEL_REQUIRE_ALL").as_deref() == Ok("1") {
+            panic!("MYCEL_REQUIRE_ALL=1 but this test cannot run: {what}");
+        }
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED tracing_scenario_counts_what_an_unreachable_collector_loses: needs {what}"
+        );
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    // A small span queue, so the black hole (whose first batch hangs for
+    // the exporter's 10 s timeout) overflows it within a short run.
+    let report = run(
+        out.path(),
+        &[
+            "tracing",
+            "--quick",
+            "--duration-ms",
+            "300",
+            "--rates",
+            "500",
+            "--trace-queue",
+            "64",
+        ],
+    );
+    let configs = [
+        "mycel",
+        "mycel-trace-live",
+        "mycel-trace-dead",
+        "mycel-trace-blackhole",
+    ];
+    let names: Vec<&str> = report["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, configs);
+    // `run` asserted a successful exit: no problem was reported, so the
+    // live collector got spans and the unreachable ones lost spans visibly.
+    let rows = report["trace_export"].as_array().unwrap();
+    assert_eq!(rows.len(), configs.len(), "{rows:?}");
+    let counter = |row: &serde_json::Value, name: &str| {
+        ["client", "server"]
+            .iter()
+            .map(|side| row[side][name].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    for row in rows {
+        let lost = counter(row, "dropped") + counter(row, "export_failures");
+        match row["config"].as_str().unwrap() {
+            "mycel" => assert_eq!(counter(row, "exported") + lost, 0, "{row}"),
+            "mycel-trace-live" => assert!(counter(row, "exported") > 0, "{row}"),
+            _ => {
+                assert!(lost > 0, "nothing counted as lost: {row}");
+                assert_eq!(counter(row, "exported"), 0, "{row}");
+            }
+        }
+    }
+    for row in report["latency"].as_array().unwrap() {
+        assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["errors"], 0, "{row}");
+    }
+    let md = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .expect("a markdown report");
+    assert!(md.contains("### Tracing export: open-loop latency"), "{md}");
+    for c in configs {
+        assert!(
+            md.lines()
+                .any(|l| l.starts_with(&format!("| http1 | 500 | {c} |"))),
+            "no latency row for {c}:\n{md}"
+        );
+        assert!(
+            md.lines().any(|l| l.starts_with(&format!("| {c} | "))),
+            "no span row for {c}:\n{md}"
+        );
+    }
 }
