@@ -76,8 +76,11 @@ fn decide(
         tracing::debug!(namespace = %ns_name, pod = %name, reason = %why, "pod left as it is");
         return allowed;
     }
-    let with_defaults = namespace_defaults(pod, &ns);
-    match mycel_inject::patch(with_defaults.as_ref().unwrap_or(pod), config) {
+    let patch = match namespace_defaults(pod, &ns) {
+        Some(with_defaults) => patch_with_defaults(pod, with_defaults, config),
+        None => mycel_inject::patch(pod, config),
+    };
+    match patch {
         Ok(patch) => {
             tracing::info!(namespace = %ns_name, pod = %name, "sidecar injected");
             match allowed.with_patch(patch) {
@@ -123,6 +126,28 @@ fn namespace_defaults(pod: &Pod, ns: &NamespaceInfo) -> Option<Pod> {
         annotations.insert(key.to_string(), value.clone());
     }
     Some(copy)
+}
+
+/// The patch of `pod` that meshes it as the injector reads `with_defaults`
+/// (the pod plus its namespace's defaults): the patch is diffed from `pod`,
+/// the object the API server applies it to, and the defaults are taken out
+/// of the result again, so a pod without annotations gets a patch that
+/// adds them, and none of the namespace's.
+fn patch_with_defaults(
+    pod: &Pod,
+    with_defaults: Pod,
+    config: &InjectConfig,
+) -> Result<json_patch::Patch, mycel_inject::InjectError> {
+    let own = pod.metadata.annotations.clone().unwrap_or_default();
+    let mut meshed = mycel_inject::inject_pod(with_defaults, config)?;
+    if let Some(annotations) = meshed.metadata.annotations.as_mut() {
+        annotations
+            .retain(|key, _| own.contains_key(key) || !NAMESPACE_DEFAULTS.contains(&key.as_str()));
+    }
+    let json = |p: &Pod| {
+        serde_json::to_value(p).map_err(|e| mycel_inject::InjectError::Serialize(e.to_string()))
+    };
+    Ok(json_patch::diff(&json(pod)?, &json(&meshed)?))
 }
 
 #[cfg(test)]
@@ -231,6 +256,69 @@ mod tests {
             message.contains("mycel.io/trace-sampling") && message.contains("lots"),
             "{message}"
         );
+    }
+
+    /// The API server applies the patch to the pod it sent, which may have
+    /// no annotations at all: the patch must apply to it, mesh it with the
+    /// namespace's defaults, and not copy them onto the pod.
+    #[test]
+    fn a_namespace_default_patch_applies_to_a_pod_without_annotations() {
+        let traced_ns = |name: &str| {
+            meshed_ns(name).map(|mut ns| {
+                ns.annotations = BTreeMap::from([
+                    ("mycel.io/trace-sampling".to_string(), "0.5".to_string()),
+                    ("mycel.io/access-log".to_string(), "stdout".to_string()),
+                ]);
+                ns
+            })
+        };
+        for annotations in [None, Some(json!({"mycel.io/trace-sampling": "0"}))] {
+            let mut sent = pod(json!({}));
+            match &annotations {
+                Some(a) => sent["metadata"]["annotations"] = a.clone(),
+                None => {
+                    sent["metadata"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("annotations");
+                }
+            }
+            let r = review(
+                &body("CREATE", "shop", sent.clone()),
+                &InjectConfig::default(),
+                traced_ns,
+            )
+            .unwrap()["response"]
+                .clone();
+            assert_eq!(r["allowed"], true, "{r}");
+            let bytes: Vec<u8> = serde_json::from_value(r["patch"].clone()).unwrap();
+            let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+            let mut stored = sent.clone();
+            json_patch::patch(&mut stored, &patch)
+                .unwrap_or_else(|e| panic!("{annotations:?}: the patch does not apply: {e}"));
+            let proxy = stored["spec"]["initContainers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "mycel-proxy")
+                .unwrap()
+                .clone();
+            let args = proxy["args"].to_string();
+            let want = if annotations.is_some() { "0" } else { "0.5" };
+            assert!(
+                args.contains(&format!("\"--trace-sampling={want}\"")),
+                "{args}"
+            );
+            assert!(args.contains("--access-log=stdout"), "{args}");
+            let on_pod = &stored["metadata"]["annotations"];
+            assert_eq!(on_pod["mycel.io/injected"], "native", "{on_pod}");
+            assert!(on_pod.get("mycel.io/access-log").is_none(), "{on_pod}");
+            assert_eq!(
+                on_pod.get("mycel.io/trace-sampling").is_some(),
+                annotations.is_some(),
+                "{on_pod}"
+            );
+        }
     }
 
     #[test]
