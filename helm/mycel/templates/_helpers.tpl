@@ -46,6 +46,32 @@ The CA Secret's name, after checking that exactly one CA source is chosen.
 {{- end }}
 
 {{/*
+The mesh's OTLP export as JSON, {"endpoint", "protocol"}, or {} when no
+endpoint is set: tracing.otlpEndpoint and tracing.protocol, or their old
+names proxy.tracing.otlpEndpoint and proxy.tracing.protocol; a key and its
+old name set to different values fail, naming both. Used by the controller
+(its env) and the injector (every proxy's).
+*/}}
+{{- define "mycel.otlp" -}}
+{{- $new := default dict .Values.tracing -}}
+{{- $old := default dict (default dict .Values.proxy).tracing -}}
+{{- $out := dict -}}
+{{- range $key := list "otlpEndpoint" "protocol" -}}
+{{- $a := toString (default "" (get $new $key)) -}}
+{{- $b := toString (default "" (get $old $key)) -}}
+{{- if and $a $b (ne $a $b) -}}
+{{- fail (printf "tracing.%s=%q and proxy.tracing.%s=%q differ: proxy.tracing.%s is the old name of tracing.%s (the controller's and every proxy's); set only tracing.%s" $key $a $key $b $key $key $key) -}}
+{{- end -}}
+{{- $_ := set $out $key (default $b $a) -}}
+{{- end -}}
+{{- if $out.otlpEndpoint -}}
+{{- toJson (dict "endpoint" $out.otlpEndpoint "protocol" (default "http/protobuf" $out.protocol)) -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end }}
+
+{{/*
 Namespaces the webhook never sees: kube-system and the mesh's own.
 */}}
 {{- define "mycel.protectedNamespaces" -}}

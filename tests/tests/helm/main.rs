@@ -158,8 +158,9 @@ fn proxy_mtls_mode_reaches_the_injector() {
 }
 
 /// The chart's telemetry values reach the injector's settings, and through
-/// them every injected proxy: OTLP variables, `--trace-sampling` and
-/// `--access-log`. Left empty, nothing of them is written.
+/// them every injected proxy: OTLP variables (the mesh's collector,
+/// `tracing.*`), `--trace-sampling` and `--access-log`. Left empty, nothing
+/// of them is written.
 #[test]
 fn proxy_telemetry_values_reach_the_injector() {
     if !k8s::tools_available() {
@@ -182,8 +183,8 @@ fn proxy_telemetry_values_reach_the_injector() {
 
     let endpoint = "http://otel-collector.observability.svc:4317";
     let set = settings(&[
-        &format!("proxy.tracing.otlpEndpoint={endpoint}"),
-        "proxy.tracing.protocol=grpc",
+        &format!("tracing.otlpEndpoint={endpoint}"),
+        "tracing.protocol=grpc",
         // What --set makes of it is a string; the chart writes a number.
         "proxy.tracing.sampling=0.25",
         "proxy.accessLog=stdout",
@@ -211,6 +212,152 @@ fn proxy_telemetry_values_reach_the_injector() {
     for want in [endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"] {
         assert!(env.contains(want), "{want}: {env}");
     }
+}
+
+/// The controller Deployment's environment, by name: the value, or the
+/// `valueFrom` as JSON; in order.
+fn controller_env(docs: &[Value]) -> Vec<(String, Value)> {
+    find(docs, "Deployment", SA)["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let v = e.get("value").unwrap_or(&e["valueFrom"]).clone();
+            (e["name"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// The mesh's collector (`tracing.otlpEndpoint`, `tracing.protocol`)
+/// reaches the controller as it reaches the proxies: its Deployment carries
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, `_PROTOCOL` and `OTEL_SERVICE_NAME`, which
+/// the controller's telemetry reads as export to that collector, and the
+/// injector gets the same. Left empty: no `OTEL_` variable at all. The old
+/// names `proxy.tracing.otlpEndpoint` and `proxy.tracing.protocol` still
+/// set both; the install's notes list what a gateway needs.
+#[test]
+fn the_controller_exports_its_spans_to_the_meshs_collector() {
+    if !k8s::tools_available() {
+        return;
+    }
+    let otel = |env: &[(String, Value)]| -> Vec<String> {
+        env.iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| name.starts_with("OTEL_"))
+            .collect()
+    };
+    let inject_tracing = |docs: &[Value]| -> mycel_inject::Tracing {
+        let text = find(docs, "ConfigMap", "mycel-config")["data"]["inject.yaml"]
+            .as_str()
+            .unwrap();
+        serde_saphyr::from_str::<mycel_inject::InjectConfig>(text)
+            .unwrap()
+            .tracing
+    };
+    let defaults = docs(&render(&[]));
+    assert_eq!(otel(&controller_env(&defaults)), Vec::<String>::new());
+    assert_eq!(inject_tracing(&defaults), mycel_inject::Tracing::default());
+
+    let endpoint = "http://otel-collector.observability.svc:4317";
+    for (sets, protocol) in [
+        (
+            vec![
+                format!("tracing.otlpEndpoint={endpoint}"),
+                "tracing.protocol=grpc".to_string(),
+            ],
+            "grpc",
+        ),
+        // The old names, as an install before tracing.* set them.
+        (
+            vec![format!("proxy.tracing.otlpEndpoint={endpoint}")],
+            "http/protobuf",
+        ),
+        (
+            vec![
+                format!("proxy.tracing.otlpEndpoint={endpoint}"),
+                "proxy.tracing.protocol=grpc".to_string(),
+            ],
+            "grpc",
+        ),
+        // Both names, the same values: no conflict.
+        (
+            vec![
+                format!("tracing.otlpEndpoint={endpoint}"),
+                format!("proxy.tracing.otlpEndpoint={endpoint}"),
+                "proxy.tracing.protocol=grpc".to_string(),
+            ],
+            "grpc",
+        ),
+    ] {
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let docs = docs(&render(&sets));
+        let env = controller_env(&docs);
+        let var = |name: &str| {
+            env.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("--set {sets:?}: the controller has no {name}: {env:?}"))
+        };
+        assert_eq!(var("OTEL_EXPORTER_OTLP_ENDPOINT"), endpoint, "{sets:?}");
+        assert_eq!(var("OTEL_EXPORTER_OTLP_PROTOCOL"), protocol, "{sets:?}");
+        assert_eq!(var("OTEL_SERVICE_NAME"), "mycel-controller", "{sets:?}");
+        // $(VAR) is expanded by the kubelet from variables listed before.
+        let attributes = var("OTEL_RESOURCE_ATTRIBUTES");
+        assert_eq!(
+            attributes,
+            "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)"
+        );
+        let at = |name: &str| env.iter().position(|(n, _)| n == name).unwrap();
+        for field in ["POD_NAMESPACE", "POD_NAME"] {
+            assert!(at(field) < at("OTEL_RESOURCE_ATTRIBUTES"), "{env:?}");
+        }
+        // What the controller makes of them (mycel_telemetry::traces).
+        let read = mycel_telemetry::traces::settings(|name| {
+            env.iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| v.as_str().map(str::to_string))
+        });
+        assert!(read.warnings.is_empty(), "{sets:?}: {:?}", read.warnings);
+        let export = read
+            .export
+            .unwrap_or_else(|| panic!("--set {sets:?}: the controller would not export"));
+        let want = match protocol {
+            "grpc" => mycel_telemetry::traces::Protocol::Grpc,
+            _ => mycel_telemetry::traces::Protocol::HttpProtobuf,
+        };
+        assert_eq!(export.protocol, want, "{sets:?}");
+        assert_eq!(export.service_name.as_deref(), Some("mycel-controller"));
+        // The injected proxies get the same collector.
+        let tracing = inject_tracing(&docs);
+        assert_eq!(tracing.otlp_endpoint.as_deref(), Some(endpoint), "{sets:?}");
+        assert_eq!(tracing.protocol.as_str(), protocol, "{sets:?}");
+    }
+
+    // The notes of an install with a collector say what a gateway (not
+    // injected) needs; without one they say nothing of it.
+    let notes = |sets: &[&str]| -> String {
+        let chart = chart();
+        let mut args = vec!["install", "mycel", &chart, "-n", NS, "--dry-run=client"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = helm(&args);
+        assert!(out.status.success(), "helm {args:?}: {}", text(&out));
+        let all = String::from_utf8(out.stdout).unwrap();
+        all[all.find("NOTES:").unwrap()..].to_string()
+    };
+    let set = format!("tracing.otlpEndpoint={endpoint}");
+    let with = notes(&[&set, "tracing.protocol=grpc"]);
+    for want in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &format!("value: \"{endpoint}\""),
+        "value: \"grpc\"",
+        "OTEL_SERVICE_NAME",
+        "--trace-sampling",
+    ] {
+        assert!(with.contains(want), "{want}: {with}");
+    }
+    assert!(!notes(&[]).contains("OTEL_"));
 }
 
 #[test]
@@ -338,6 +485,20 @@ fn values_of_the_wrong_type_fail_naming_the_value() {
             "/proxy/tracing/otlpEndpoint",
         ),
         ("proxy.accessLog=/var/log/access.log", "/proxy/accessLog"),
+        ("tracing.protocol=http", "/tracing/protocol"),
+        (
+            "tracing.otlpEndpoint=otel-collector:4318",
+            "/tracing/otlpEndpoint",
+        ),
+        // A key and its old name, set to different values.
+        (
+            "tracing.otlpEndpoint=http://a.svc:4318,proxy.tracing.otlpEndpoint=http://b.svc:4318",
+            "tracing.otlpEndpoint=\"http://a.svc:4318\" and proxy.tracing.otlpEndpoint=\"http://b.svc:4318\" differ",
+        ),
+        (
+            "tracing.protocol=grpc,proxy.tracing.protocol=http/protobuf",
+            "set only tracing.protocol",
+        ),
         ("trustDomain=Not_A_Name", "/trustDomain"),
         ("replica=2", "replica"),
         ("ca.existingSecret=my-ca", "ca.existingSecret"),
@@ -378,7 +539,8 @@ fn renders(for_checkov: bool) -> Vec<(String, String)> {
             "proxy.sidecarMode=classic",
             "proxy.mtlsMode=strict",
             "proxy.logLevel=debug",
-            "proxy.tracing.otlpEndpoint=http://otel-collector.observability.svc:4318",
+            "tracing.otlpEndpoint=http://otel-collector.observability.svc:4317",
+            "tracing.protocol=grpc",
             "proxy.tracing.sampling=0.1",
             "proxy.accessLog=stdout",
             "webhook.failurePolicy=Ignore",
