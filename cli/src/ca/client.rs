@@ -4,9 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use mycel_api::plain_http::{self, Content};
 
 /// A status document for a large mesh stays far below this.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -16,73 +14,39 @@ pub struct Answer {
     pub body: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("HTTP: {0}")]
-    Http(#[source] hyper::Error),
-    #[error("request: {0}")]
-    Request(#[source] http::Error),
-    #[error("body: {0}")]
-    Body(String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<Answer, plain_http::Error> {
+    exchange(addr, http::Method::GET, path, None, limit).await
 }
 
-pub async fn get(addr: SocketAddr, path: &str, limit: Duration) -> Result<Answer, ClientError> {
-    exchange(addr, http::Method::GET, path, String::new(), limit).await
-}
-
+/// POSTs `json` as `application/json`.
 pub async fn post(
     addr: SocketAddr,
     path: &str,
-    body: String,
+    json: String,
     limit: Duration,
-) -> Result<Answer, ClientError> {
-    exchange(addr, http::Method::POST, path, body, limit).await
+) -> Result<Answer, plain_http::Error> {
+    let content = Content {
+        content_type: "application/json",
+        bytes: Bytes::from(json),
+    };
+    exchange(addr, http::Method::POST, path, Some(content), limit).await
 }
 
 async fn exchange(
     addr: SocketAddr,
     method: http::Method,
     path: &str,
-    body: String,
+    content: Option<Content<'_>>,
     limit: Duration,
-) -> Result<Answer, ClientError> {
-    let fut = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(ClientError::Connect)?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(ClientError::Http)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, "localhost")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(ClientError::Request)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(ClientError::Http)?;
-        let status = response.status().as_u16();
-        let bytes = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Body(e.to_string()))?
-            .to_bytes();
-        Ok(Answer {
-            status,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        })
-    };
-    tokio::time::timeout(limit, fut)
-        .await
-        .map_err(|_| ClientError::Timeout(limit))?
+) -> Result<Answer, plain_http::Error> {
+    let answer =
+        plain_http::exchange(addr, method, "localhost", path, content, MAX_BODY, limit).await?;
+    Ok(Answer {
+        status: answer.status,
+        body: String::from_utf8_lossy(&answer.body).into_owned(),
+    })
 }

@@ -4,10 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use mycel_api::plain_http;
+pub use mycel_api::plain_http::Answer;
 use tokio::time::Instant;
 
 /// Pause between two polls.
@@ -23,7 +21,7 @@ pub enum WaitError {
         addr: SocketAddr,
         path: String,
         #[source]
-        source: GetError,
+        source: plain_http::Error,
     },
     #[error("{what} not ready after {waited:?}; last answer: {last}")]
     Deadline {
@@ -33,64 +31,15 @@ pub enum WaitError {
     },
 }
 
-/// An HTTP answer: status and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Bytes,
-}
-
 /// One GET `path` to `addr` with `Host: host`, bounded by [`ATTEMPT`].
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<Answer, WaitError> {
-    let result = match tokio::time::timeout(ATTEMPT, exchange(addr, host, path)).await {
-        Ok(r) => r,
-        Err(_) => Err(GetError::Timeout(ATTEMPT)),
-    };
-    result.map_err(|source| WaitError::Get {
-        addr,
-        path: path.to_string(),
-        source,
-    })
-}
-
-/// Why one GET got no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum GetError {
-    #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("handshake: {0}")]
-    Handshake(#[source] hyper::Error),
-    #[error("request: {0}")]
-    Request(#[source] http::Error),
-    #[error("send: {0}")]
-    Send(#[source] hyper::Error),
-    #[error("body: {0}")]
-    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-}
-
-async fn exchange(addr: SocketAddr, host: &str, path: &str) -> Result<Answer, GetError> {
-    let stream = TcpStream::connect(addr).await.map_err(GetError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    plain_http::get(addr, host, path, MAX_BODY, ATTEMPT)
         .await
-        .map_err(GetError::Handshake)?;
-    // Ends with the exchange or when the server hangs up.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let request = http::Request::get(path)
-        .header(http::header::HOST, host)
-        .body(Empty::<Bytes>::new())
-        .map_err(GetError::Request)?;
-    let response = sender.send_request(request).await.map_err(GetError::Send)?;
-    let status = response.status().as_u16();
-    let body = Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(GetError::Body)?
-        .to_bytes();
-    Ok(Answer { status, body })
+        .map_err(|source| WaitError::Get {
+            addr,
+            path: path.to_string(),
+            source,
+        })
 }
 
 /// Polls `addr` `path` until `accept` says yes, or fails at `deadline`

@@ -6,11 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use mycel_api::plain_http;
 use mycel_api::stats::{self, Sample};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -23,18 +20,10 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("HTTP: {0}")]
-    Http(#[source] hyper::Error),
-    #[error("request: {0}")]
-    Request(#[source] http::Error),
-    #[error("body: {0}")]
-    Body(String),
+    #[error(transparent)]
+    Get(#[from] plain_http::Error),
     #[error("answered HTTP {0}")]
     Status(u16),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
     #[error(transparent)]
     Parse(#[from] stats::ParseError),
 }
@@ -47,10 +36,7 @@ pub async fn all(targets: &[(String, SocketAddr)]) -> Vec<(String, Result<Vec<Sa
         let limit = limit.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let result = match tokio::time::timeout(TIMEOUT, get(addr)).await {
-                Ok(r) => r,
-                Err(_) => Err(ScrapeError::Timeout(TIMEOUT)),
-            };
+            let result = get(addr).await;
             (id, result.map_err(|e| format!("{addr}: {e}")))
         });
     }
@@ -64,34 +50,10 @@ pub async fn all(targets: &[(String, SocketAddr)]) -> Vec<(String, Result<Vec<Sa
 }
 
 async fn get(addr: SocketAddr) -> Result<Vec<Sample>, ScrapeError> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(ScrapeError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(ScrapeError::Http)?;
-    // Ends with the exchange or when the proxy hangs up.
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let request = http::Request::get("/metrics")
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(ScrapeError::Request)?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(ScrapeError::Http)?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        conn.abort();
-        return Err(ScrapeError::Status(status));
+    let host = addr.to_string();
+    let answer = plain_http::get(addr, &host, "/metrics", MAX_BODY, TIMEOUT).await?;
+    if answer.status != 200 {
+        return Err(ScrapeError::Status(answer.status));
     }
-    let body = Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| ScrapeError::Body(e.to_string()))?
-        .to_bytes();
-    conn.abort();
-    Ok(stats::parse(&String::from_utf8_lossy(&body))?)
+    Ok(stats::parse(&String::from_utf8_lossy(&answer.body))?)
 }
