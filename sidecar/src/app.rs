@@ -47,6 +47,7 @@ struct Listeners {
     inbound: Option<TcpListener>,
     outbound: Option<TcpListener>,
     listen: Option<TcpListener>,
+    https: Option<TcpListener>,
     tcp: Vec<(TcpUpstream, TcpListener)>,
     transparent_outbound: Option<TcpListener>,
     inbound_capture: Option<TcpListener>,
@@ -75,6 +76,7 @@ async fn bind_all(config: &Config) -> anyhow::Result<Listeners> {
         inbound: bind_opt(names::INBOUND, config.inbound).await?,
         outbound: bind_opt(names::OUTBOUND, config.outbound).await?,
         listen: bind_opt(names::LISTEN, config.listen).await?,
+        https: bind_opt(names::TLS_LISTEN, config.https.as_ref().map(|h| h.listen)).await?,
         tcp,
         transparent_outbound: bind_opt(names::TRANSPARENT_OUTBOUND, config.transparent.outbound)
             .await?,
@@ -92,6 +94,7 @@ fn ready_line(l: &Listeners) -> String {
         ("inbound", &l.inbound),
         ("outbound", &l.outbound),
         ("listen", &l.listen),
+        ("https", &l.https),
         ("transparent_outbound", &l.transparent_outbound),
         ("inbound_capture", &l.inbound_capture),
     ] {
@@ -291,6 +294,17 @@ pub async fn run<F: Future<Output = ()>>(
         }
     };
 
+    // Certificates are read before anything listens: a bad file stops the
+    // start, naming it.
+    let https = match &config.https {
+        Some(h) => {
+            let https = gateway::https::Https::load(h)
+                .context("gateway HTTPS (--tls-cert, --tls-client-ca)")?;
+            tasks.spawn(https.watch(proxy_metrics.clone()));
+            Some(https)
+        }
+        None => None,
+    };
     let mut listeners = bind_all(&config).await?;
     let ready = ready_line(&listeners);
     let _ = admin_tx.send(listeners.admin.as_ref().and_then(|l| l.local_addr().ok()));
@@ -309,6 +323,7 @@ pub async fn run<F: Future<Output = ()>>(
     tasks.spawn(serve_data_path(
         config.clone(),
         listeners,
+        https,
         identity,
         discovery,
         proxy_metrics,
@@ -407,6 +422,7 @@ async fn withdraw(withdrawal: &Withdrawal, status: &DiscoveryStatus) {
 async fn serve_data_path(
     config: Arc<Config>,
     l: Listeners,
+    https: Option<gateway::https::Https>,
     identity: Arc<IdentityState>,
     discovery: Discovery,
     metrics: ProxyMetrics,
@@ -476,12 +492,39 @@ async fn serve_data_path(
                 .serve_tcp(listener, up.service, up.port, server.clone()),
         );
     }
-    if let (Mode::Gateway, Some(listener)) = (config.mode, l.listen) {
+    if config.mode == Mode::Gateway {
         let routes = match &config.gateway {
             Some(key) => gateway::RouteSource::Gateway(key.as_str().into()),
             None => gateway::RouteSource::Static(config.routes.clone().into()),
         };
-        set.spawn(gateway::serve(listener, routes, outbound, server.clone()));
+        let https_port = l
+            .https
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        if let (Some(listener), Some(https)) = (l.https, &https) {
+            set.spawn(gateway::https::serve(
+                listener,
+                https,
+                routes.clone(),
+                outbound.clone(),
+                server.clone(),
+            ));
+        }
+        match (l.listen, https_port) {
+            (Some(listener), Some(port)) if config.https.as_ref().is_some_and(|h| h.redirect) => {
+                set.spawn(gateway::https::redirect(
+                    listener,
+                    port,
+                    outbound,
+                    server.clone(),
+                ));
+            }
+            (Some(listener), _) => {
+                set.spawn(gateway::serve(listener, routes, outbound, server.clone()));
+            }
+            (None, _) => {}
+        }
     }
     // The listeners run until the proxy drains; one ending before is logged.
     while let Some(ended) = set.join_next().await {

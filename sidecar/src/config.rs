@@ -57,6 +57,11 @@ pub mod names {
     pub const LISTEN: &str = "listen";
     pub const ROUTE: &str = "route";
     pub const GATEWAY: &str = "gateway";
+    pub const TLS_LISTEN: &str = "tls-listen";
+    pub const TLS_CERT: &str = "tls-cert";
+    pub const TLS_CLIENT_CA: &str = "tls-client-ca";
+    pub const TLS_RELOAD_INTERVAL: &str = "tls-reload-interval";
+    pub const HTTPS_REDIRECT: &str = "https-redirect";
     pub const TRANSPARENT_OUTBOUND: &str = "transparent-outbound";
     pub const INBOUND_CAPTURE: &str = "inbound-capture";
     pub const MTLS_MODE: &str = "mtls-mode";
@@ -296,6 +301,8 @@ pub struct Config {
     /// Gateway mode: `<name>.<namespace>` of the Gateway (Gateway API)
     /// whose routes the controller sends, in place of `routes`.
     pub gateway: Option<String>,
+    /// Gateway mode: the HTTPS listener.
+    pub https: Option<HttpsConfig>,
     pub transparent: TransparentConfig,
     /// Runtime worker threads: one for a sidecar unless asked (a request
     /// that stays on one thread wakes no other; measured in
@@ -309,6 +316,20 @@ pub struct Config {
     #[serde(serialize_with = "probe_paths")]
     pub app_probes: mycel_api::probes::AppProbes,
     pub telemetry: TelemetryConfig,
+}
+
+/// The gateway's HTTPS listener.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpsConfig {
+    pub listen: SocketAddr,
+    /// Served by SNI; the first also to clients no certificate names.
+    pub certs: Vec<crate::gateway::tls::CertFiles>,
+    /// When set, clients must present a certificate issued by this CA.
+    pub client_ca: Option<PathBuf>,
+    #[serde(with = "crate::core::limits::humantime_serde")]
+    pub reload_interval: Duration,
+    /// The plaintext listener answers every request with a redirect here.
+    pub redirect: bool,
 }
 
 /// Traces and access logs (metrics are always on).
@@ -416,8 +437,55 @@ impl Config {
 
 /// Checks what depends on several flags (or the environment) and builds the
 /// settings; single values were checked by clap.
+/// The HTTPS listener's flags, checked together: each of them needs
+/// --tls-listen, which needs a certificate; the redirect needs --listen.
+fn https_config(a: &Args) -> Result<Option<HttpsConfig>, ConfigError> {
+    use names::*;
+    let with = |flag| When::With {
+        flag,
+        because: None,
+    };
+    let Some(listen) = a.tls_listen else {
+        let needing = [
+            (!a.tls_cert.is_empty(), TLS_CERT),
+            (a.tls_client_ca.is_some(), TLS_CLIENT_CA),
+            (a.https_redirect, HTTPS_REDIRECT),
+        ];
+        if let Some((_, flag)) = needing.into_iter().find(|(given, _)| *given) {
+            return Err(ConfigError::Missing {
+                needed: Needed::Flag(TLS_LISTEN),
+                when: with(flag),
+            });
+        }
+        return Ok(None);
+    };
+    if a.tls_cert.is_empty() {
+        return Err(ConfigError::Missing {
+            needed: Needed::AtLeastOne(TLS_CERT),
+            when: with(TLS_LISTEN),
+        });
+    }
+    if a.https_redirect && a.listen.is_none() {
+        return Err(ConfigError::Missing {
+            needed: Needed::Flag(LISTEN),
+            when: When::With {
+                flag: HTTPS_REDIRECT,
+                because: Some("it is the listener that redirects"),
+            },
+        });
+    }
+    Ok(Some(HttpsConfig {
+        listen,
+        certs: a.tls_cert.clone(),
+        client_ca: a.tls_client_ca.clone(),
+        reload_interval: a.tls_reload_interval,
+        redirect: a.https_redirect,
+    }))
+}
+
 fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
     use names::*;
+    let https = https_config(&a)?;
     let source = match (a.controller, a.static_config) {
         // Both at once is refused by clap (`conflicts_with`).
         (_, Some(path)) => Source::Static { path },
@@ -522,9 +590,9 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
                 when: in_mode,
             })
         }
-        Mode::Gateway if a.listen.is_none() => {
+        Mode::Gateway if a.listen.is_none() && a.tls_listen.is_none() => {
             return Err(ConfigError::Missing {
-                needed: Needed::Flag(LISTEN),
+                needed: Needed::OneOf(LISTEN, TLS_LISTEN),
                 when: in_mode,
             })
         }
@@ -582,6 +650,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         listen: a.listen,
         routes: a.route,
         gateway: gateway_key,
+        https,
         transparent: TransparentConfig {
             outbound: a.transparent_outbound,
             inbound_capture: a.inbound_capture,

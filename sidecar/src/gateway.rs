@@ -1,11 +1,14 @@
-//! Gateway mode: a plaintext HTTP listener (HTTP/1.1 and h2c) that routes to
+//! Gateway mode: a plaintext HTTP listener (HTTP/1.1 and h2c) and an HTTPS
+//! listener ([`https`], certificates by SNI from [`tls`]) that route to
 //! mesh services, through the same outbound pool and identity checks as a
 //! sidecar. Routes are either the `--route` flags (host and path prefix) or
 //! the HTTPRoutes and GRPCRoutes of a Gateway (Gateway API) that the
 //! controller sends (`--gateway`), matched by the same engine as mesh
 //! routes.
 
+pub mod https;
 pub mod route;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +35,10 @@ pub enum RouteSource {
     Gateway(Arc<str>),
 }
 
+/// Set by the gateway on every request it forwards (any copy the client
+/// sent is replaced): `https` or `http`, the scheme the client used.
+pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
+
 /// Serves the gateway listener until the task is dropped.
 pub fn serve(
     listener: TcpListener,
@@ -42,9 +49,13 @@ pub fn serve(
     server.serve("gateway", listener, move |tcp, _, conn| {
         let (routes, outbound) = (routes.clone(), outbound.clone());
         async move {
-            conn.serve_http(tcp, HttpMode::FirstHop, move |req| {
+            conn.serve_http(tcp, HttpMode::FirstHop, move |mut req| {
                 let (routes, outbound) = (routes.clone(), outbound.clone());
-                async move { handle(&routes, &outbound, req).await }
+                async move {
+                    req.headers_mut()
+                        .insert(FORWARDED_PROTO, http::HeaderValue::from_static("http"));
+                    handle(&routes, &outbound, req).await
+                }
             })
             .await;
         }

@@ -255,6 +255,19 @@ pub struct HandshakeLabels {
     pub reason: &'static str,
 }
 
+/// A reload of the gateway's certificate files.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// A certificate the gateway serves, by the first DNS name it holds.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertNameLabels {
+    pub name: String,
+}
+
 /// Connection durations, from a millisecond to a day.
 const CONNECTION_BUCKETS: [f64; 12] = [
     0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
@@ -282,6 +295,8 @@ pub struct ProxyMetrics {
     faults: Family<ServiceReasonLabels, Counter>,
     mirrors: Family<ServiceReasonLabels, Counter>,
     authz: Family<AuthzLabels, Counter>,
+    cert_reloads: Family<ReloadLabels, Counter>,
+    cert_expiry: Family<CertNameLabels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl ProxyMetrics {
@@ -302,7 +317,19 @@ impl ProxyMetrics {
             faults: Family::default(),
             mirrors: Family::default(),
             authz: Family::default(),
+            cert_reloads: Family::default(),
+            cert_expiry: Family::default(),
         };
+        registry.register(
+            "mycel_gateway_certificate_reloads",
+            "Reloads of the gateway's HTTPS certificate files after they changed, by result (error: the previous certificates are still served)",
+            m.cert_reloads.clone(),
+        );
+        registry.register(
+            "mycel_gateway_certificate_expiry_timestamp_seconds",
+            "When each certificate the gateway's HTTPS listener serves expires (Unix time), by its first DNS name",
+            m.cert_expiry.clone(),
+        );
         registry.register(
             "mycel_tcp_connection_duration_seconds",
             "How long TCP connections carried through the mesh (opaque ports, tunnels) lasted, by listener and service",
@@ -471,6 +498,23 @@ impl ProxyMetrics {
                 service: service.to_string(),
             })
             .observe(lasted.as_secs_f64());
+    }
+
+    pub fn cert_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.cert_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// The expiry of every certificate now served, replacing the last set.
+    pub fn served_certs(&self, certs: &[(String, i64)]) {
+        self.cert_expiry.clear();
+        for (name, not_after) in certs {
+            self.cert_expiry
+                .get_or_create(&CertNameLabels { name: name.clone() })
+                .set(*not_after);
+        }
     }
 
     pub fn handshake_failure(&self, direction: Direction, reason: &'static str) {

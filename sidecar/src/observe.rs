@@ -84,7 +84,7 @@ impl Observer {
         match listener {
             "inbound" => Some(Direction::Inbound),
             "outbound" | "transparent_outbound" => Some(Direction::Outbound),
-            "gateway" => Some(Direction::Gateway),
+            "gateway" | "gateway_https" => Some(Direction::Gateway),
             _ => None,
         }
     }

@@ -146,6 +146,29 @@ pub(super) struct Args {
     #[arg(long = GATEWAY, value_name = "NAME", conflicts_with_all = ["route", "static_config"],
           help_heading = heading::GATEWAY)]
     pub gateway: Option<String>,
+    /// The gateway's HTTPS listener: TLS 1.2 and 1.3, ALPN h2 and
+    /// http/1.1, then the same routes as --listen.
+    #[arg(long = TLS_LISTEN, value_name = "ADDR", help_heading = heading::GATEWAY)]
+    pub tls_listen: Option<SocketAddr>,
+    /// A certificate (PEM chain, leaf first) and its key for --tls-listen,
+    /// served to clients whose SNI one of its DNS names matches (wildcards
+    /// match one label); the first given also to all other clients. Files
+    /// are read again when they change.
+    #[arg(long = TLS_CERT, value_name = "CERT_PEM,KEY_PEM", value_parser = parse::cert_files,
+          help_heading = heading::GATEWAY)]
+    pub tls_cert: Vec<crate::gateway::tls::CertFiles>,
+    /// Clients of --tls-listen must present a certificate issued by a CA
+    /// in this PEM file (mTLS for partners).
+    #[arg(long = TLS_CLIENT_CA, value_name = "PEM", help_heading = heading::GATEWAY)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the --tls-cert files are checked for changes.
+    #[arg(long = TLS_RELOAD_INTERVAL, value_name = "DURATION", default_value = "5s",
+          value_parser = parse::reload_interval, help_heading = heading::GATEWAY)]
+    pub tls_reload_interval: Duration,
+    /// --listen answers every request with a permanent redirect (308) to the
+    /// same host and path on --tls-listen.
+    #[arg(long = HTTPS_REDIRECT, help_heading = heading::GATEWAY)]
+    pub https_redirect: bool,
 
     /// Listener for outbound connections captured by iptables (`mycel-proxy init`).
     #[arg(long = TRANSPARENT_OUTBOUND, value_name = "ADDR", help_heading = heading::TRANSPARENT)]

@@ -141,6 +141,29 @@ pub(super) fn switchable_timeout(raw: &str) -> Result<Switchable, ValueError> {
     timeout(raw).map(|d| Switchable(Some(d)))
 }
 
+/// `--tls-cert CERT_PEM,KEY_PEM`.
+pub(super) fn cert_files(raw: &str) -> Result<crate::gateway::tls::CertFiles, ValueError> {
+    let (cert, key) = raw
+        .split_once(',')
+        .filter(|(c, k)| !c.trim().is_empty() && !k.trim().is_empty())
+        .ok_or(ValueError::Shape("CERT_PEM,KEY_PEM"))?;
+    Ok(crate::gateway::tls::CertFiles {
+        cert: cert.trim().into(),
+        key: key.trim().into(),
+    })
+}
+
+/// `--tls-reload-interval`: from a second to an hour.
+pub(super) fn reload_interval(raw: &str) -> Result<Duration, ValueError> {
+    let d = humantime(raw, "5s")?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(ValueError::DurationOutOfRange {
+            bounds: "between 1s and 1h",
+        });
+    }
+    Ok(d)
+}
+
 /// The shutdown grace: 0 (close at once) to 10 minutes.
 pub(super) fn grace(raw: &str) -> Result<Duration, ValueError> {
     let d = humantime(raw, "5s")?;

@@ -291,7 +291,7 @@ fn errors_name_the_problem() {
         (
             ctl(&["--mode", "gateway", "--route", "/=a.b:1"]),
             vec![],
-            "--listen is required in gateway mode",
+            "one of --listen or --tls-listen is required in gateway mode",
         ),
         (
             ctl(&["--mode", "gateway", "--listen", "127.0.0.1:1"]),
@@ -734,5 +734,132 @@ fn reference_page_matches_the_flags() {
     };
     if let Err(e) = mycel_api::clidoc::check(&path, page) {
         panic!("{e}");
+    }
+}
+
+#[test]
+fn gateway_https_flags_parse_and_need_each_other() {
+    let gw = |extra: &[&str]| {
+        let mut v = vec![
+            "--mode",
+            "gateway",
+            "--static-config",
+            "/s.yaml",
+            "--route",
+            "/=frontend.shop:80",
+        ];
+        v.extend_from_slice(extra);
+        parse(&v, &[])
+    };
+    let c = gw(&[
+        "--listen",
+        "127.0.0.1:8080",
+        "--tls-listen",
+        "127.0.0.1:8443",
+        "--tls-cert",
+        "/a.crt,/a.key",
+        "--tls-cert",
+        " /b.crt , /b.key ",
+        "--tls-client-ca",
+        "/partners.pem",
+        "--tls-reload-interval",
+        "30s",
+        "--https-redirect",
+    ])
+    .unwrap();
+    let https = c.https.expect("https");
+    assert_eq!(https.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(
+        https.certs,
+        [
+            crate::gateway::tls::CertFiles {
+                cert: "/a.crt".into(),
+                key: "/a.key".into()
+            },
+            crate::gateway::tls::CertFiles {
+                cert: "/b.crt".into(),
+                key: "/b.key".into()
+            }
+        ]
+    );
+    assert_eq!(https.client_ca, Some("/partners.pem".into()));
+    assert_eq!(https.reload_interval, Duration::from_secs(30));
+    assert!(https.redirect);
+
+    // HTTPS alone is a gateway.
+    let c = gw(&[
+        "--tls-listen",
+        "127.0.0.1:8443",
+        "--tls-cert",
+        "/a.crt,/a.key",
+    ])
+    .unwrap();
+    assert_eq!(c.listen, None);
+    assert!(!c.https.unwrap().redirect);
+
+    let with = |flag| When::With {
+        flag,
+        because: None,
+    };
+    let missing: Vec<(Vec<&str>, Needed, When)> = vec![
+        (
+            vec![],
+            Needed::OneOf(names::LISTEN, names::TLS_LISTEN),
+            When::InMode(Mode::Gateway),
+        ),
+        (
+            vec!["--tls-listen", "127.0.0.1:8443"],
+            Needed::AtLeastOne(names::TLS_CERT),
+            with(names::TLS_LISTEN),
+        ),
+        (
+            vec!["--listen", "127.0.0.1:1", "--tls-cert", "/a.crt,/a.key"],
+            Needed::Flag(names::TLS_LISTEN),
+            with(names::TLS_CERT),
+        ),
+        (
+            vec!["--listen", "127.0.0.1:1", "--tls-client-ca", "/ca.pem"],
+            Needed::Flag(names::TLS_LISTEN),
+            with(names::TLS_CLIENT_CA),
+        ),
+        (
+            vec!["--listen", "127.0.0.1:1", "--https-redirect"],
+            Needed::Flag(names::TLS_LISTEN),
+            with(names::HTTPS_REDIRECT),
+        ),
+        (
+            vec![
+                "--tls-listen",
+                "127.0.0.1:8443",
+                "--tls-cert",
+                "/a.crt,/a.key",
+                "--https-redirect",
+            ],
+            Needed::Flag(names::LISTEN),
+            When::With {
+                flag: names::HTTPS_REDIRECT,
+                because: Some("it is the listener that redirects"),
+            },
+        ),
+    ];
+    for (extra, want_needed, want_when) in missing {
+        match gw(&extra) {
+            Err(ConfigError::Missing { needed, when }) => {
+                assert_eq!((needed, when), (want_needed, want_when), "{extra:?}")
+            }
+            other => panic!("{extra:?}: {other:?}"),
+        }
+    }
+
+    for (extra, want) in [
+        (vec!["--tls-cert", "/a.crt"], "CERT_PEM,KEY_PEM"),
+        (vec!["--tls-cert", "/a.crt,"], "CERT_PEM,KEY_PEM"),
+        (vec!["--tls-reload-interval", "10ms"], "between 1s and 1h"),
+        (vec!["--tls-reload-interval", "soon"], "soon"),
+    ] {
+        let mut all = vec!["--tls-listen", "127.0.0.1:8443"];
+        all.extend(extra.iter().copied());
+        let e = gw(&all).unwrap_err().to_string();
+        assert!(e.contains(want), "{extra:?}: {e}");
     }
 }

@@ -147,12 +147,31 @@ impl TestCa {
 
     /// A workload leaf for `spiffe_id`, good for server and client auth.
     pub fn leaf(&self, spiffe_id: &str) -> Leaf {
-        let key = KeyPair::generate().expect("test CA: leaf key");
-        let mut params = CertificateParams::default();
         let uri = spiffe_id
             .try_into()
             .unwrap_or_else(|e| panic!("test CA: {spiffe_id:?} as a URI SAN: {e}"));
-        params.subject_alt_names = vec![SanType::URI(uri)];
+        self.leaf_for(vec![SanType::URI(uri)])
+    }
+
+    /// A web leaf for DNS `hosts` (wildcards allowed), good for server and
+    /// client auth.
+    pub fn host_leaf(&self, hosts: &[&str]) -> Leaf {
+        let sans = hosts
+            .iter()
+            .map(|h| {
+                SanType::DnsName(
+                    (*h).try_into()
+                        .unwrap_or_else(|e| panic!("test CA: {h:?} as a DNS SAN: {e}")),
+                )
+            })
+            .collect();
+        self.leaf_for(sans)
+    }
+
+    fn leaf_for(&self, sans: Vec<SanType>) -> Leaf {
+        let key = KeyPair::generate().expect("test CA: leaf key");
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

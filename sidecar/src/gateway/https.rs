@@ -1,0 +1,219 @@
+//! The gateway's HTTPS listener (TLS terminated here, then routed as on
+//! the plaintext listener) and the plaintext listener's redirect to it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderValue, LOCATION};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::tls::{self, CertStore, TlsFileError};
+use super::{handle, RouteSource, FORWARDED_PROTO};
+use crate::config::HttpsConfig;
+use crate::core::http::{empty, proxy_error, Body, Caller};
+use crate::core::serve::{HttpMode, Server};
+use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
+use crate::outbound::{request_authority, Outbound};
+
+/// The loaded certificates and the TLS configuration serving them.
+pub struct Https {
+    acceptor: TlsAcceptor,
+    store: Arc<CertStore>,
+    reload_interval: Duration,
+}
+
+impl Https {
+    /// Loads the certificates (and the client CA): a bad file stops the
+    /// start with its name and what is wrong.
+    pub fn load(config: &HttpsConfig) -> Result<Https, TlsFileError> {
+        let store = CertStore::load(config.certs.clone())?;
+        let server = tls::server_config(store.clone(), config.client_ca.as_deref())?;
+        Ok(Https {
+            acceptor: TlsAcceptor::from(server),
+            store,
+            reload_interval: config.reload_interval,
+        })
+    }
+
+    /// Follows changes of the certificate files until dropped, keeping the
+    /// expiry gauges and reload counts.
+    pub fn watch(&self, metrics: ProxyMetrics) -> impl Future<Output = ()> {
+        let publish = |metrics: &ProxyMetrics, store: &CertStore| {
+            let certs: Vec<(String, i64)> = store
+                .summary()
+                .into_iter()
+                .filter_map(|c| Some((c.names.first()?.clone(), c.not_after_unix)))
+                .collect();
+            metrics.served_certs(&certs);
+        };
+        publish(&metrics, &self.store);
+        let store = self.store.clone();
+        let every = self.reload_interval;
+        let watched = store.clone();
+        async move {
+            watched
+                .watch(every, move |ok| {
+                    metrics.cert_reload(ok);
+                    if ok {
+                        publish(&metrics, &store);
+                    }
+                })
+                .await;
+        }
+    }
+}
+
+/// Serves HTTPS on `listener`: the handshake (bounded in time, failures
+/// counted by reason), then the same routing as the plaintext listener.
+pub fn serve(
+    listener: TcpListener,
+    https: &Https,
+    routes: RouteSource,
+    outbound: Arc<Outbound>,
+    server: Server,
+) -> impl Future<Output = ()> {
+    let acceptor = https.acceptor.clone();
+    server.serve("gateway_https", listener, move |tcp, remote, conn| {
+        let (routes, outbound, acceptor) = (routes.clone(), outbound.clone(), acceptor.clone());
+        async move {
+            // A handshake is bounded as a request's headers are: a client
+            // that opens connections and says nothing holds no slot long.
+            let limit = conn.limits().header_read_timeout;
+            let tls = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    let reason = crate::core::tls::failure_reason(&e);
+                    tracing::debug!(%remote, reason, error = %e, "gateway: TLS handshake failed");
+                    outbound
+                        .metrics()
+                        .handshake_failure(Direction::Gateway, reason);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "gateway: TLS handshake timed out");
+                    outbound
+                        .metrics()
+                        .handshake_failure(Direction::Gateway, "timeout");
+                    return;
+                }
+            };
+            conn.serve_http(tls, HttpMode::FirstHop, move |mut req| {
+                let (routes, outbound) = (routes.clone(), outbound.clone());
+                async move {
+                    req.headers_mut()
+                        .insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
+                    handle(&routes, &outbound, req).await
+                }
+            })
+            .await;
+        }
+    })
+}
+
+/// Serves the plaintext listener as a redirect: every request is answered
+/// 308 with the same host and path on the HTTPS listener's port.
+pub fn redirect(
+    listener: TcpListener,
+    https_port: u16,
+    outbound: Arc<Outbound>,
+    server: Server,
+) -> impl Future<Output = ()> {
+    server.serve("gateway", listener, move |tcp, _, conn| {
+        let outbound = outbound.clone();
+        async move {
+            conn.serve_http(tcp, HttpMode::FirstHop, move |req| {
+                let outbound = outbound.clone();
+                async move { redirect_one(&outbound, https_port, &req) }
+            })
+            .await;
+        }
+    })
+}
+
+fn redirect_one(outbound: &Outbound, https_port: u16, req: &Request<Incoming>) -> Response<Body> {
+    match location(req, https_port) {
+        Some(location) => {
+            let mut res = Response::new(empty());
+            *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            res.headers_mut().insert(LOCATION, location);
+            res
+        }
+        None => {
+            outbound
+                .metrics()
+                .error(Direction::Gateway, ErrorKind::BadRequest);
+            proxy_error(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                "the request names no host to redirect to HTTPS",
+                Caller::of(req.headers(), true),
+            )
+        }
+    }
+}
+
+/// `https://<host>[:port]<path?query>` for `req`, None without a host.
+fn location<B>(req: &Request<B>, https_port: u16) -> Option<HeaderValue> {
+    let authority = request_authority(req)?;
+    let host = super::route::host_only(&authority);
+    if host.is_empty() {
+        return None;
+    }
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let url = match https_port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
+    };
+    HeaderValue::from_str(&url).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::get(uri);
+        if let Some(h) = host {
+            b = b.header(http::header::HOST, h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn redirects_keep_host_path_and_query_on_the_https_port() {
+        let cases = [
+            (
+                "/a/b?x=1",
+                Some("shop.example"),
+                443,
+                Some("https://shop.example/a/b?x=1"),
+            ),
+            (
+                "/",
+                Some("shop.example:8080"),
+                8443,
+                Some("https://shop.example:8443/"),
+            ),
+            ("/p", Some("[::1]:80"), 8443, Some("https://[::1]:8443/p")),
+            (
+                "http://abs.example/q",
+                None,
+                443,
+                Some("https://abs.example/q"),
+            ),
+            ("/", None, 443, None),
+        ];
+        for (uri, host, port, want) in cases {
+            let got = location(&req(uri, host), port);
+            assert_eq!(
+                got.as_ref().map(|v| v.to_str().unwrap()),
+                want,
+                "{uri} {host:?} {port}"
+            );
+        }
+    }
+}
