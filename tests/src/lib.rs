@@ -8,6 +8,7 @@
 //! too (test CA, accept-any verifier, proxy flags, HTTP GET, tracing) is in
 //! `mycel-test-support`.
 
+pub mod demo;
 pub mod echo;
 pub mod grpc;
 pub mod k8s;

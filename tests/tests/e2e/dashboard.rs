@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use mycel_tests::{bin, http, skip};
 use serde_json::Value;
 
-use super::stat::{drive, start_demo};
+use super::stat::drive;
+use mycel_tests::demo::Demo;
 
 /// A Chromium run (page load, scripts, one data fetch) takes seconds; this
 /// bounds a hung browser.
@@ -99,8 +100,8 @@ async fn dashboard_renders_services_edges_and_proxies_in_chromium() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo("mycelctl-demo-dashboard", dir.path()).await;
-    let url = format!("http://{}/dashboard", demo.controller_admin);
+    let mut demo = Demo::start("mycelctl-demo-dashboard", dir.path(), &[]).await;
+    let url = format!("http://{}/dashboard", demo.controller_admin());
     assert!(
         demo.proc
             .log()
@@ -110,8 +111,8 @@ async fn dashboard_renders_services_edges_and_proxies_in_chromium() {
         demo.proc.log()
     );
 
-    let (stop, traffic) = drive(demo.gateway, 5000);
-    let data = live_data(demo.controller_admin).await;
+    let (stop, traffic) = drive(demo.gateway(), 5000);
+    let data = live_data(demo.controller_admin()).await;
     for p in data["proxies"].as_array().unwrap() {
         assert_eq!(p["ack_state"], "ACK", "{p}");
         assert!(p["cert_expires_in_secs"].as_i64() > Some(0), "{p}");

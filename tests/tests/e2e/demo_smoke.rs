@@ -1,62 +1,24 @@
 //! `mycelctl demo` from start to a clean stop.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use mycel_tests::demo::{self, Banner, DEMO_SPAN};
+use mycel_tests::http;
 use mycel_tests::process::processes_mentioning;
-use mycel_tests::{bin, http, Proc};
-
-/// How many ports from `--base-port` the demo uses (`cli/src/demo/plan.rs`).
-const DEMO_SPAN: u16 = 40;
-
-/// `mycelctl demo` on ports from `base`, with its data (and logs) in `data`.
-fn demo(name: &str, base: u16, data: &Path, log_dir: &Path) -> Proc {
-    demo_with(name, base, data, log_dir, &[])
-}
-
-fn demo_with(name: &str, base: u16, data: &Path, log_dir: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "demo".to_string(),
-        "--base-port".into(),
-        base.to_string(),
-        "--data-dir".into(),
-        data.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(name, &bin("mycelctl"), &args, log_dir)
-}
-
-/// The gateway address the demo's banner names, once it is ready.
-async fn gateway_of(demo: &mut Proc) -> std::net::SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        demo.assert_running();
-        let log = demo.log();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.trim_start().starts_with("gateway: http://"))
-        {
-            let url = line.trim().trim_start_matches("gateway: http://");
-            return url.trim_end_matches('/').parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "demo never became ready:\n{log}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_retry_policy_keeps_ratings_faults_from_the_page() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo-data");
     let base = mycel_tests::ports::free_block(DEMO_SPAN);
-    let mut demo = demo_with(
+    let mut demo = demo::spawn(
         "mycelctl-demo-faults",
         base,
         &data,
         dir.path(),
         &["--ratings-error-rate", "0.2", "--fault-seed", "11"],
     );
-    let gateway = gateway_of(&mut demo).await;
+    let gateway = Banner::wait(&mut demo).await.gateway;
     let (mut ratings_calls, mut failed) = (0, Vec::new());
     for _ in 0..60 {
         let r = http::get(gateway, "localhost", "/api/products")
@@ -112,9 +74,9 @@ async fn demo_starts_serves_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo-data");
     let base = mycel_tests::ports::free_block(DEMO_SPAN);
-    let mut demo = demo("mycelctl-demo", base, &data, dir.path());
+    let mut demo = demo::spawn("mycelctl-demo", base, &data, dir.path(), &[]);
 
-    let gateway = gateway_of(&mut demo).await;
+    let gateway = Banner::wait(&mut demo).await.gateway;
 
     let r = http::get(gateway, "localhost", "/api/products")
         .await
@@ -264,7 +226,7 @@ async fn demo_reports_a_busy_port_and_starts_nothing() {
     let data = dir.path().join("demo-data");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = busy.local_addr().unwrap().port();
-    let mut demo = demo("mycelctl-demo-busy", base, &data, dir.path());
+    let mut demo = demo::spawn("mycelctl-demo-busy", base, &data, dir.path(), &[]);
     let status = demo
         .wait(Duration::from_secs(20))
         .await

@@ -17,11 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mycel_tests::{bin, http, skip, Proc};
+use mycel_tests::demo::Demo;
+use mycel_tests::{http, skip, Proc};
 use serde_json::Value;
-
-/// How many ports from `--base-port` the demo uses (`cli/src/demo/plan.rs`).
-const DEMO_SPAN: u16 = 40;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -390,77 +388,6 @@ fn chart_path(p: &str) -> PathBuf {
 
 // ----- a running demo --------------------------------------------------------
 
-struct Demo {
-    proc: Proc,
-    gateway: SocketAddr,
-    controller_admin: SocketAddr,
-    /// (workload name, admin address), the gateway's included.
-    proxies: Vec<(String, SocketAddr)>,
-}
-
-/// `mycelctl demo`, once its banner says it is ready; the admin addresses
-/// are read from the banner.
-async fn start_demo(dir: &Path) -> Demo {
-    let base = mycel_tests::ports::free_block(DEMO_SPAN);
-    let args = vec![
-        "demo".to_string(),
-        "--base-port".into(),
-        base.to_string(),
-        "--data-dir".into(),
-        dir.join("demo-data").display().to_string(),
-    ];
-    let mut proc = Proc::spawn("mycelctl-demo-prometheus", &bin("mycelctl"), &args, dir);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let log = loop {
-        proc.assert_running();
-        let log = proc.log();
-        if log.contains("Mycel demo is ready.") && log.contains("Proxy admin") {
-            // The banner is written at once; give it a moment to be whole.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            break proc.log();
-        }
-        assert!(Instant::now() < deadline, "demo never became ready:\n{log}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let url = |s: &str| -> Option<SocketAddr> {
-        s.trim()
-            .strip_prefix("http://")?
-            .split('/')
-            .next()?
-            .parse()
-            .ok()
-    };
-    let gateway = log
-        .lines()
-        .find_map(|l| url(l.trim().strip_prefix("gateway:")?))
-        .unwrap_or_else(|| panic!("no gateway in\n{log}"));
-    let controller_admin = log
-        .lines()
-        .filter(|l| l.contains("/metrics"))
-        .find_map(|l| url(l.trim().strip_prefix("curl ")?))
-        .unwrap_or_else(|| panic!("no controller admin in\n{log}"));
-    let proxies: Vec<(String, SocketAddr)> = log
-        .lines()
-        .skip_while(|l| !l.starts_with("Proxy admin"))
-        .skip(1)
-        .map_while(|l| {
-            let mut parts = l.split_whitespace();
-            let name = parts.next()?;
-            Some((name.to_string(), url(parts.next()?)?))
-        })
-        .collect();
-    assert!(
-        proxies.len() >= 6 && proxies.iter().any(|(n, _)| n == "gateway"),
-        "{proxies:?} from\n{log}"
-    );
-    Demo {
-        proc,
-        gateway,
-        controller_admin,
-        proxies,
-    }
-}
-
 /// Requests through the gateway: bounded in count and time.
 async fn drive(gateway: SocketAddr, count: usize, limit: Duration) -> usize {
     let deadline = Instant::now() + limit;
@@ -594,7 +521,7 @@ async fn answer(prom: SocketAddr, q: &str, gateway: SocketAddr) -> f64 {
 
 fn prometheus_config(demo: &Demo, rules: &Path) -> String {
     let mut proxies = String::new();
-    for (name, addr) in &demo.proxies {
+    for (name, addr) in &demo.banner.proxies {
         // What a Kubernetes scrape config's relabelling gives (namespace and
         // workload from the Pod), here written out for local mode.
         proxies.push_str(&format!(
@@ -608,7 +535,7 @@ fn prometheus_config(demo: &Demo, rules: &Path) -> String {
          \x20 - job_name: mycel-controller\n    static_configs:\n      - targets: ['{controller}']\n\
          \x20 - job_name: mycel-proxy\n    static_configs:\n{proxies}",
         rules = rules.display(),
-        controller = demo.controller_admin,
+        controller = demo.controller_admin(),
     )
 }
 
@@ -617,16 +544,16 @@ async fn demo_metrics_pass_promtool_and_prometheus_answers_the_success_rate() {
     let promtool = require_tool("promtool");
     let prometheus = require_tool("prometheus");
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo(dir.path()).await;
-    let sent = drive(demo.gateway, 20, Duration::from_secs(30)).await;
+    let mut demo = Demo::start("mycelctl-demo-prometheus", dir.path(), &[]).await;
+    let sent = drive(demo.gateway(), 20, Duration::from_secs(30)).await;
     assert!(sent >= 10, "only {sent} requests got through");
 
     // (b) every /metrics is clean for promtool, and together they export
     // every metric the dashboards and rules read (or the doc lists it, for
     // families only failures create).
     let mut exported = BTreeSet::new();
-    let mut scraped = vec![("controller".to_string(), demo.controller_admin)];
-    scraped.extend(demo.proxies.iter().cloned());
+    let mut scraped = vec![("controller".to_string(), demo.controller_admin())];
+    scraped.extend(demo.banner.proxies.iter().cloned());
     for (who, addr) in &scraped {
         let text = metrics_of(*addr).await;
         if let Some(promtool) = &promtool {
@@ -718,11 +645,11 @@ async fn demo_metrics_pass_promtool_and_prometheus_answers_the_success_rate() {
     // its window, and each target is scraped on its own clock.
     let success =
         "sum(rate(mycel_requests_total{code!~\"5..\"}[1m])) / sum(rate(mycel_requests_total[1m]))";
-    let rate = answer(prom, success, demo.gateway).await;
+    let rate = answer(prom, success, demo.gateway()).await;
     println!("success rate over the demo: {rate}");
     assert!(rate > 0.99 && rate <= 1.0, "success rate {rate}");
     let p99 = "histogram_quantile(0.99, sum by (le) (rate(mycel_request_duration_seconds_bucket{direction=\"gateway\"}[1m])))";
-    let p99 = answer(prom, p99, demo.gateway).await;
+    let p99 = answer(prom, p99, demo.gateway()).await;
     println!("gateway p99: {p99} s");
     assert!(p99 > 0.0 && p99 < 10.0, "{p99}");
 

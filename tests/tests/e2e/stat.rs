@@ -2,58 +2,17 @@
 //! shop), with traffic driven through its gateway while they measure.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mycel_tests::{bin, http, Proc};
+use mycel_tests::demo::Demo;
+use mycel_tests::{bin, http};
 use serde_json::Value;
 
-/// How many ports from `--base-port` the demo uses (`cli/src/demo/plan.rs`).
-const DEMO_SPAN: u16 = 40;
 /// No mycelctl run here may take longer (windows are a few seconds).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-/// A running demo: the process, its gateway and its controller's admin.
-pub(super) struct Demo {
-    pub proc: Proc,
-    pub gateway: SocketAddr,
-    pub controller_admin: SocketAddr,
-}
-
-/// `mycelctl demo` on a free block of ports, ready.
-pub(super) async fn start_demo(name: &str, dir: &Path) -> Demo {
-    let base = mycel_tests::ports::free_block(DEMO_SPAN);
-    let args = vec![
-        "demo".to_string(),
-        "--base-port".into(),
-        base.to_string(),
-        "--data-dir".into(),
-        dir.join("demo-data").display().to_string(),
-    ];
-    let mut proc = Proc::spawn(name, &bin("mycelctl"), &args, dir);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let gateway = loop {
-        proc.assert_running();
-        let log = proc.log();
-        if let Some(line) = log
-            .lines()
-            .find(|l| l.trim_start().starts_with("gateway: http://"))
-        {
-            let url = line.trim().trim_start_matches("gateway: http://");
-            break url.trim_end_matches('/').parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "demo never became ready:\n{log}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    Demo {
-        proc,
-        gateway,
-        controller_admin: SocketAddr::from(([127, 0, 0, 1], base + 1)),
-    }
-}
 
 /// Requests the shop page API through the gateway until stopped, at most
 /// `most` times; returns how many answered 200 and how many did not.
@@ -118,11 +77,11 @@ async fn all_admin_addresses_known(controller_admin: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stat_and_top_show_workloads_and_edges_of_the_demo_shop() {
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = start_demo("mycelctl-demo-stat", dir.path()).await;
-    let admin = demo.controller_admin.to_string();
-    all_admin_addresses_known(demo.controller_admin).await;
+    let mut demo = Demo::start("mycelctl-demo-stat", dir.path(), &[]).await;
+    let admin = demo.controller_admin().to_string();
+    all_admin_addresses_known(demo.controller_admin()).await;
 
-    let (stop, traffic) = drive(demo.gateway, 2000);
+    let (stop, traffic) = drive(demo.gateway(), 2000);
     // Let traffic start before the first read, so every hop is in the window.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let json = mycelctl(&[
