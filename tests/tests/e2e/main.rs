@@ -32,6 +32,7 @@ mod k8s_check;
 mod k8s_demo;
 mod k8s_discovery_scope;
 mod k8s_gateway;
+mod k8s_observability;
 mod k8s_owner;
 mod k8s_policy;
 mod k8s_proxy_config;
