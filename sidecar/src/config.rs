@@ -26,6 +26,7 @@ use args::Args;
 pub use crate::core::limits::{Limits, SubscriptionLimits};
 pub use parse::{AppPort, Switchable, TcpUpstream, ValueError};
 // Value types the parts own; flags parse into them here.
+pub use crate::gateway::https::HttpsConfig;
 pub use crate::gateway::route::GatewayRoute;
 pub use crate::identity::ca::TokenSource;
 pub use crate::inbound::capture::MtlsMode;
@@ -316,20 +317,6 @@ pub struct Config {
     #[serde(serialize_with = "probe_paths")]
     pub app_probes: mycel_api::probes::AppProbes,
     pub telemetry: TelemetryConfig,
-}
-
-/// The gateway's HTTPS listener.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct HttpsConfig {
-    pub listen: SocketAddr,
-    /// Served by SNI; the first also to clients no certificate names.
-    pub certs: Vec<crate::gateway::tls::CertFiles>,
-    /// When set, clients must present a certificate issued by this CA.
-    pub client_ca: Option<PathBuf>,
-    #[serde(with = "crate::core::limits::humantime_serde")]
-    pub reload_interval: Duration,
-    /// The plaintext listener answers every request with a redirect here.
-    pub redirect: bool,
 }
 
 /// Traces and access logs (metrics are always on).

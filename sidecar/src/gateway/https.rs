@@ -2,22 +2,38 @@
 //! the plaintext listener) and the plaintext listener's redirect to it.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderValue, LOCATION};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::tls::{self, CertStore, TlsFileError};
 use super::{handle, RouteSource, FORWARDED_PROTO};
-use crate::config::HttpsConfig;
 use crate::core::http::{empty, proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
 use crate::outbound::{request_authority, Outbound};
+
+/// The gateway's HTTPS listener.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpsConfig {
+    pub listen: SocketAddr,
+    /// Served by SNI; the first also to clients no certificate names.
+    pub certs: Vec<tls::CertFiles>,
+    /// When set, clients must present a certificate issued by this CA.
+    pub client_ca: Option<PathBuf>,
+    #[serde(with = "crate::core::limits::humantime_serde")]
+    pub reload_interval: Duration,
+    /// The plaintext listener answers every request with a redirect here.
+    pub redirect: bool,
+}
 
 /// The loaded certificates and the TLS configuration serving them.
 pub struct Https {
