@@ -92,13 +92,15 @@ pub fn init_container(cfg: &InjectConfig, o: &Overrides) -> Container {
 }
 
 /// The proxy: UID 1337, read-only root, no privilege escalation, no
-/// capabilities. `mode` decides whether it is a native sidecar.
+/// capabilities. `mode` decides whether it is a native sidecar;
+/// `trace_service` is the service name of its spans.
 pub fn proxy_container(
     cfg: &InjectConfig,
     o: &Overrides,
     mode: SidecarMode,
     app_ports: &[AppPort],
     probes: &AppProbes,
+    trace_service: &str,
 ) -> Container {
     let p = &cfg.ports;
     let mut args = vec![
@@ -169,6 +171,13 @@ pub fn proxy_container(
         env.push(value(
             "OTEL_EXPORTER_OTLP_PROTOCOL",
             cfg.tracing.protocol.as_str().into(),
+        ));
+        // Spans are grouped by workload, not by pod; the pod and namespace
+        // ride along as resource attributes (expanded by the kubelet).
+        env.push(value("OTEL_SERVICE_NAME", trace_service.into()));
+        env.push(value(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)".into(),
         ));
     }
     if !probes.is_empty() {

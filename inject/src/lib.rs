@@ -87,6 +87,18 @@ pub fn unchanged(pod: &Pod) -> Option<Unchanged> {
 
 /// The meshed pod. A pod that [`unchanged`] names is returned as it came;
 /// whether a pod *should* be meshed is [`should_inject`]'s question.
+/// The service name of a pod's spans: its workload as the usual labels
+/// name it (`app.kubernetes.io/name`, then `app`), else its service
+/// account, which every pod of a workload shares.
+fn trace_service_name(pod: &Pod) -> String {
+    let labels = pod.metadata.labels.as_ref();
+    ["app.kubernetes.io/name", "app"]
+        .iter()
+        .find_map(|k| labels?.get(*k).filter(|v| !v.is_empty()).cloned())
+        .or_else(|| pod.spec.as_ref()?.service_account_name.clone())
+        .unwrap_or_else(|| "default".to_string())
+}
+
 pub fn inject_pod(mut pod: Pod, cfg: &InjectConfig) -> Result<Pod, InjectError> {
     if unchanged(&pod).is_some() {
         return Ok(pod);
@@ -95,6 +107,7 @@ pub fn inject_pod(mut pod: Pod, cfg: &InjectConfig) -> Result<Pod, InjectError> 
     let mode = overrides.sidecar_mode.unwrap_or(cfg.sidecar_mode);
     quantity::check_request_below_limit(&overrides, &cfg.proxy_resources)?;
 
+    let trace_service = trace_service_name(&pod);
     let spec: &mut PodSpec = pod.spec.as_mut().ok_or(InjectError::NoSpec)?;
     if spec.containers.is_empty() {
         return Err(InjectError::NoContainers);
@@ -119,7 +132,8 @@ pub fn inject_pod(mut pod: Pod, cfg: &InjectConfig) -> Result<Pod, InjectError> 
     let first_app = spec.containers[0].name.clone();
 
     let init = containers::init_container(cfg, &overrides);
-    let proxy = containers::proxy_container(cfg, &overrides, mode, &app_ports, &probes);
+    let proxy =
+        containers::proxy_container(cfg, &overrides, mode, &app_ports, &probes, &trace_service);
     let inits = spec.init_containers.get_or_insert_with(Vec::new);
     match mode {
         SidecarMode::Native => {

@@ -388,6 +388,30 @@ fn telemetry_settings_reach_every_proxy() {
         Some("http://otel-collector.observability.svc:4318")
     );
     assert_eq!(env(p, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
+    // Spans are named by workload: no label, the service account.
+    assert_eq!(env(p, "OTEL_SERVICE_NAME"), Some("default"));
+    assert_eq!(
+        env(p, "OTEL_RESOURCE_ATTRIBUTES"),
+        Some("k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)")
+    );
+    let mut labelled = web();
+    labelled.metadata.labels = Some(
+        [("app".to_string(), "web".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    labelled.spec.as_mut().unwrap().service_account_name = Some("web-sa".into());
+    let out = inject_pod(labelled.clone(), &traced()).unwrap();
+    assert_eq!(env(proxy(&out), "OTEL_SERVICE_NAME"), Some("web"));
+    labelled.metadata.labels.as_mut().unwrap().insert(
+        "app.kubernetes.io/name".to_string(),
+        "storefront".to_string(),
+    );
+    let out = inject_pod(labelled.clone(), &traced()).unwrap();
+    assert_eq!(env(proxy(&out), "OTEL_SERVICE_NAME"), Some("storefront"));
+    labelled.metadata.labels = None;
+    let out = inject_pod(labelled, &traced()).unwrap();
+    assert_eq!(env(proxy(&out), "OTEL_SERVICE_NAME"), Some("web-sa"));
 
     // The protocol is written with its default too; without an endpoint
     // neither variable is.
@@ -404,6 +428,7 @@ fn telemetry_settings_reach_every_proxy() {
         let p = proxy(&out);
         assert_eq!(env(p, "OTEL_EXPORTER_OTLP_ENDPOINT"), None);
         assert_eq!(env(p, "OTEL_EXPORTER_OTLP_PROTOCOL"), None);
+        assert_eq!(env(p, "OTEL_SERVICE_NAME"), None);
     }
 }
 

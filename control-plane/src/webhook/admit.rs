@@ -76,7 +76,9 @@ fn decide(
         tracing::debug!(namespace = %ns_name, pod = %name, reason = %why, "pod left as it is");
         return allowed;
     }
-    let patch = match namespace_defaults(pod, &ns) {
+    let defaulted = namespace_defaults(pod, &ns);
+    let from_namespace = defaulted.is_some();
+    let patch = match defaulted {
         Some(with_defaults) => patch_with_defaults(pod, with_defaults, config),
         None => mycel_inject::patch(pod, config),
     };
@@ -91,7 +93,14 @@ fn decide(
         }
         Err(e) => {
             tracing::warn!(namespace = %ns_name, pod = %name, error = %e, "injection refused");
-            AdmissionResponse::from(request).deny(format!("mycel sidecar injection: {e}"))
+            // A pod author who never wrote the annotation must learn where
+            // the bad value is: on the namespace.
+            let origin = if from_namespace && mycel_inject::patch(pod, config).is_ok() {
+                format!(" (set on namespace {ns_name}, as the default of its pods)")
+            } else {
+                String::new()
+            };
+            AdmissionResponse::from(request).deny(format!("mycel sidecar injection: {e}{origin}"))
         }
     }
 }
@@ -253,7 +262,26 @@ mod tests {
         assert_eq!(r["allowed"], false, "{r}");
         let message = r["status"]["message"].as_str().unwrap_or_default();
         assert!(
-            message.contains("mycel.io/trace-sampling") && message.contains("lots"),
+            message.contains("mycel.io/trace-sampling")
+                && message.contains("lots")
+                && message.contains("set on namespace shop"),
+            "the value and where it is: {message}"
+        );
+        // The pod's own bad value is the pod's: no namespace named.
+        let r = review(
+            &body(
+                "CREATE",
+                "shop",
+                pod(json!({"mycel.io/trace-sampling": "many"})),
+            ),
+            &InjectConfig::default(),
+            meshed_ns,
+        )
+        .unwrap()["response"]
+            .clone();
+        let message = r["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("many") && !message.contains("namespace shop"),
             "{message}"
         );
     }
