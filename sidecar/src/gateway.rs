@@ -7,6 +7,8 @@
 //! routes.
 
 pub mod https;
+pub mod jwt;
+pub mod ratelimit;
 pub mod route;
 pub mod tls;
 

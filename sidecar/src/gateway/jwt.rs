@@ -1,0 +1,1 @@
+//! JWT authentication at the gateway (issue 14; being built).

@@ -1,0 +1,1 @@
+//! Rate limiting at the gateway (issue 14; being built).
