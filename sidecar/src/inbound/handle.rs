@@ -249,13 +249,7 @@ async fn tunnel(conn: &Conn, mut req: Request<Incoming>) -> (Response<Body>, Opt
         };
         metrics.tcp_connection(Direction::Inbound, &service, opened.elapsed());
         if let Some(span) = span {
-            span.end(match &end {
-                Ok((to_app, from_app)) => TunnelEnd::Closed {
-                    to_server: *to_app,
-                    to_client: *from_app,
-                },
-                Err(e) => TunnelEnd::Failed(e),
-            });
+            span.end_piped(&end);
         }
     });
     (Response::new(empty()), label)

@@ -273,6 +273,18 @@ impl TunnelSpan {
             .set_attribute(KeyValue::new("server.port", i64::from(endpoint.port())));
     }
 
+    /// Ends the span with what piping the tunnel gave: the bytes each way
+    /// (client to server first), or the error that broke it.
+    pub fn end_piped(self, piped: &std::io::Result<(u64, u64)>) {
+        self.end(match piped {
+            Ok((to_server, to_client)) => TunnelEnd::Closed {
+                to_server: *to_server,
+                to_client: *to_client,
+            },
+            Err(e) => TunnelEnd::Failed(e),
+        });
+    }
+
     pub fn end(mut self, end: TunnelEnd<'_>) {
         match end {
             TunnelEnd::Closed {

@@ -319,13 +319,7 @@ pub(super) async fn pipe<C, S>(
         }
     }
     if let Some(span) = span {
-        span.end(match &piped {
-            Ok((sent, received)) => TunnelEnd::Closed {
-                to_server: *sent,
-                to_client: *received,
-            },
-            Err(e) => TunnelEnd::Failed(e),
-        });
+        span.end_piped(&piped);
     }
 }
 
