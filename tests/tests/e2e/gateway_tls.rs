@@ -104,6 +104,21 @@ fn curl(addr: SocketAddr, host: &str, url: &str, extra: &[&str]) -> Result<(u16,
     Ok((code.parse().unwrap_or(0), version.to_string()))
 }
 
+/// The demo shop whose gateway also listens for HTTPS on `https_port` of
+/// its address, with `args`.
+async fn https_shop(https_port: u16, args: &[&str]) -> Shop {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    Shop::start_with(move |s: SidecarSpec| {
+        if s.workload != "gateway" {
+            return s;
+        }
+        let https = SocketAddr::from((s.ip, https_port)).to_string();
+        args.iter()
+            .fold(s.arg("--tls-listen").arg(&https), |s, a| s.arg(a))
+    })
+    .await
+}
+
 fn metric(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
@@ -135,23 +150,20 @@ async fn https_gateway_serves_by_sni_reloads_certificates_and_redirects_http() {
         format!("{},{}", shop_files.cert.display(), shop_files.key.display()),
         format!("{},{}", api_files.cert.display(), api_files.key.display()),
     );
-    let shop = Shop::start_with(move |s: SidecarSpec| {
-        if s.workload != "gateway" {
-            return s;
-        }
-        let https = SocketAddr::from((s.ip, https_port)).to_string();
-        s.arg("--tls-listen")
-            .arg(&https)
-            .arg("--tls-cert")
-            .arg(&shop_cert)
-            .arg("--tls-cert")
-            .arg(&api_cert)
-            .arg("--tls-reload-interval")
-            .arg("1s")
-            .arg("--https-redirect")
-            .arg("--header-read-timeout")
-            .arg("1s")
-    })
+    let shop = https_shop(
+        https_port,
+        &[
+            "--tls-cert",
+            &shop_cert,
+            "--tls-cert",
+            &api_cert,
+            "--tls-reload-interval",
+            "1s",
+            "--https-redirect",
+            "--header-read-timeout",
+            "1s",
+        ],
+    )
     .await;
     let gw = &shop.gateway;
     let https = SocketAddr::new(gw.listen().ip(), https_port);
@@ -346,18 +358,10 @@ async fn partners_need_a_client_certificate_from_their_ca() {
     let https_port = free_port();
     let cert_arg = format!("{},{}", server.cert.display(), server.key.display());
     let ca_arg = partner_ca.display().to_string();
-    let shop = Shop::start_with(move |s: SidecarSpec| {
-        if s.workload != "gateway" {
-            return s;
-        }
-        let https = SocketAddr::from((s.ip, https_port)).to_string();
-        s.arg("--tls-listen")
-            .arg(&https)
-            .arg("--tls-cert")
-            .arg(&cert_arg)
-            .arg("--tls-client-ca")
-            .arg(&ca_arg)
-    })
+    let shop = https_shop(
+        https_port,
+        &["--tls-cert", &cert_arg, "--tls-client-ca", &ca_arg],
+    )
     .await;
     let https = SocketAddr::new(shop.gateway.listen().ip(), https_port);
     let url = format!("https://partners.example:{https_port}/api/products");

@@ -610,7 +610,7 @@ async fn service_account_tokens_buy_certificates_for_exactly_that_account() {
 
 /// Registers `mycel-injector` pointing at `url` (no caBundle: the
 /// controller patches it in), for Pods of namespaces labelled for Mycel.
-async fn register_webhook(client: &Client, url: &str) {
+pub(super) async fn register_webhook(client: &Client, url: &str) {
     use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
     let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "metadata": {"name": "mycel-injector"},

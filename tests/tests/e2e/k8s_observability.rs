@@ -11,7 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -38,27 +37,7 @@ async fn cluster(namespaces: &[(&str, Value)]) -> (ApiServer, Client, Mesh) {
         .local_addr()
         .unwrap()
         .port();
-    // As the chart's, less its exclusions: no caBundle, the controller
-    // patches it in.
-    let hook: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": "mycel-injector"},
-        "webhooks": [{
-            "name": "inject.mycel.io",
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}/inject")},
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchLabels": {"mycel.io/inject": "enabled"}},
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 10,
-        }],
-    }))
-    .unwrap();
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &hook)
-        .await
-        .unwrap();
+    super::k8s::register_webhook(&client, &format!("https://127.0.0.1:{port}/inject")).await;
     let mut all = vec![(PLAIN, json!({}))];
     all.extend(namespaces.iter().cloned());
     for (name, annotations) in all {

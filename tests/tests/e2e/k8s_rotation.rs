@@ -1173,24 +1173,7 @@ async fn the_api_server_keeps_calling_the_injection_webhook_across_a_rotation() 
         .local_addr()
         .unwrap()
         .port();
-    let _: MutatingWebhookConfiguration = super::k8s_ca::create(
-        Api::all(admin.clone()),
-        json!({
-            "metadata": {"name": "mycel-injector"},
-            "webhooks": [{
-                "name": "inject.mycel.io",
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/inject")},
-                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                           "resources": ["pods"], "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {"mycel.io/inject": "enabled"}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 10,
-            }],
-        }),
-    )
-    .await;
+    super::k8s::register_webhook(&admin, &format!("https://127.0.0.1:{port}/inject")).await;
     let webhook = format!("127.0.0.1:{port}");
     let mesh = Mesh::start_kubernetes(
         &controller_kubeconfig(&api),
