@@ -29,6 +29,15 @@ pub const DEFAULT_MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// Smallest RSA modulus accepted, in bytes (2048 bits).
 const MIN_RSA_MODULUS_BYTES: usize = 256;
 
+/// Largest RSA modulus accepted, in bytes (8192 bits, the most the RSA
+/// implementation verifies with).
+const MAX_RSA_MODULUS_BYTES: usize = 1024;
+
+/// Most keys kept from one set. Issuers publish a handful; a token
+/// without a `kid` is tried against each key of its algorithm, so the cap
+/// bounds that work too.
+pub const MAX_KEYS: usize = 64;
+
 /// Where a JWKS comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JwksSource {
@@ -324,6 +333,15 @@ impl Keys {
         let total = raw.keys.len();
         let mut keys = Keys::default();
         for (i, entry) in raw.keys.into_iter().enumerate() {
+            if keys.all.len() == MAX_KEYS {
+                tracing::warn!(
+                    jwks = source_name,
+                    kept = MAX_KEYS,
+                    total,
+                    "JWKS: too many keys, the rest skipped"
+                );
+                break;
+            }
             match key_of(entry) {
                 Ok(key) => {
                     let key = Arc::new(key);
@@ -386,9 +404,9 @@ fn key_of(entry: serde_json::Value) -> Result<Key, String> {
         AlgorithmParameters::RSA(p) => {
             let n = b64url(&p.n).ok_or("RSA n is not base64url")?;
             let significant = n.iter().skip_while(|b| **b == 0).count();
-            if significant < MIN_RSA_MODULUS_BYTES {
+            if !(MIN_RSA_MODULUS_BYTES..=MAX_RSA_MODULUS_BYTES).contains(&significant) {
                 return Err(format!(
-                    "RSA key of {} bits; at least 2048 are required",
+                    "RSA key of {} bits; 2048 to 8192 are accepted",
                     significant * 8
                 ));
             }
@@ -603,8 +621,11 @@ impl KeySet {
     pub async fn run_refresh(self: Arc<Self>, refreshed: impl Fn(bool)) {
         let mut tick = tokio::time::interval(self.settings.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate: the set was loaded just before.
-        tick.tick().await;
+        // The first tick is immediate: skipped when the set was loaded
+        // just before, taken when it starts empty.
+        if !self.current.load().is_empty() {
+            tick.tick().await;
+        }
         loop {
             tick.tick().await;
             match self.refresh().await {

@@ -747,6 +747,7 @@ fn bad_jwks_entries_are_skipped() {
         {"kty": "EC", "crv": "P-256", "kid": "short", "x": "AAAA", "y": "AAAA"},
         {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
         {"kty": "RSA", "kid": "weak", "n": b64(&[0xc5; 128]), "e": "AQAB"},
+        {"kty": "RSA", "kid": "huge", "n": b64(&[0xc5; 1025]), "e": "AQAB"},
         {"kty": "RSA", "kid": "bad64", "n": "!!!", "e": "AQAB"},
         {"kty": "XYZ", "kid": "alien"},
         {"kid": 5},
@@ -772,6 +773,16 @@ fn bad_jwks_entries_are_skipped() {
     ] {
         assert!(keys.by_kid(skipped).is_none(), "{skipped}");
     }
+    // Past the cap, the rest of a set is not read.
+    let many: Vec<Value> = (0..jwks::MAX_KEYS + 5)
+        .map(|i| {
+            let mut k = good.jwk.clone();
+            k["kid"] = json!(format!("k{i}"));
+            k
+        })
+        .collect();
+    let keys = Keys::parse("many", json!({ "keys": many }).to_string().as_bytes()).expect("keys");
+    assert_eq!(keys.len(), jwks::MAX_KEYS);
     let none_usable = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
     let err = Keys::parse("/etc/mycel/jwks.json", none_usable.to_string().as_bytes())
         .expect_err("no key");
@@ -1012,6 +1023,15 @@ async fn an_empty_set_refuses_tokens_until_a_refresh_succeeds() {
     mem.set(Ok(jwks(&[&key])));
     set.refresh().await.expect("refresh");
     assert!(v.verify(&bearer(&sign(&key, &claims()))).await.is_ok());
+
+    // The background refresh of a set that starts empty fetches at once.
+    let mem = MemFetch::new(jwks(&[&key]));
+    let set = KeySet::empty(Box::new(Shared(mem.clone())), RefreshSettings::default());
+    let task = tokio::spawn(set.clone().run_refresh(|_| {}));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    task.abort();
+    assert_eq!(mem.fetches(), 1);
+    assert_eq!(set.keys().len(), 1);
 }
 
 #[test]
