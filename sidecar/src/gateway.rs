@@ -41,6 +41,11 @@ pub enum RouteSource {
 /// sent is replaced): `https` or `http`, the scheme the client used.
 pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
 
+/// Set by the HTTPS listener to the client certificate it verified
+/// (`--tls-client-ca`), and removed from every other request: a backend may
+/// trust it because no client can send it through the gateway.
+pub const FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
+
 /// Serves the gateway listener until the task is dropped.
 pub fn serve(
     listener: TcpListener,
@@ -54,8 +59,9 @@ pub fn serve(
             conn.serve_http(tcp, HttpMode::FirstHop, move |mut req| {
                 let (routes, outbound) = (routes.clone(), outbound.clone());
                 async move {
-                    req.headers_mut()
-                        .insert(FORWARDED_PROTO, http::HeaderValue::from_static("http"));
+                    let headers = req.headers_mut();
+                    headers.insert(FORWARDED_PROTO, http::HeaderValue::from_static("http"));
+                    headers.remove(FORWARDED_CLIENT_CERT);
                     handle(&routes, &outbound, req).await
                 }
             })

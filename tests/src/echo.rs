@@ -30,3 +30,47 @@ pub async fn tcp_echo(addr: SocketAddr, prefix: &'static [u8]) {
         }
     });
 }
+
+/// Serves HTTP/1.1 and h2c on `addr` until the test ends, answering every
+/// request 200 with a JSON object of its headers (name → values), so a
+/// test sees exactly what reached the app.
+pub async fn http_headers_echo(addr: SocketAddr) {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+
+    let listener = TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("headers echo app cannot bind {addr}: {e}"));
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {
+                        let mut seen = serde_json::Map::new();
+                        for name in req.headers().keys() {
+                            let values: Vec<serde_json::Value> = req
+                                .headers()
+                                .get_all(name)
+                                .iter()
+                                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+                                .collect();
+                            seen.insert(name.as_str().to_string(), values.into());
+                        }
+                        let body = serde_json::Value::Object(seen).to_string();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header(http::header::CONTENT_TYPE, "application/json")
+                                    .body(Full::new(bytes::Bytes::from(body)))
+                                    .expect("a static response"),
+                            )
+                        }
+                    });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(conn), svc)
+                    .await;
+            });
+        }
+    });
+}

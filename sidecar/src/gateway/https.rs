@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::tls::{self, CertStore, TlsFileError};
-use super::{handle, RouteSource, FORWARDED_PROTO};
+use super::{handle, RouteSource, FORWARDED_CLIENT_CERT, FORWARDED_PROTO};
 use crate::core::http::{empty, proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
@@ -117,17 +117,57 @@ pub fn serve(
                     return;
                 }
             };
+            // Read once per connection: every request on it comes from
+            // the same verified client.
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| client_cert_header(leaf));
             conn.serve_http(tls, HttpMode::FirstHop, move |mut req| {
                 let (routes, outbound) = (routes.clone(), outbound.clone());
+                let client_cert = client_cert.clone();
                 async move {
-                    req.headers_mut()
-                        .insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
+                    let headers = req.headers_mut();
+                    headers.insert(FORWARDED_PROTO, HeaderValue::from_static("https"));
+                    match client_cert {
+                        Some(v) => headers.insert(FORWARDED_CLIENT_CERT, v),
+                        None => headers.remove(FORWARDED_CLIENT_CERT),
+                    };
                     handle(&routes, &outbound, req).await
                 }
             })
             .await;
         }
     })
+}
+
+/// `Hash=<sha256 of the DER>;Subject="<DN>";DNS=<name>...` for a partner's
+/// verified client certificate, the shape of the de facto
+/// `x-forwarded-client-cert` header; None if it cannot be a header value.
+fn client_cert_header(leaf: &rustls::pki_types::CertificateDer<'_>) -> Option<HeaderValue> {
+    use sha2::{Digest, Sha256};
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let subject = cert.subject().to_string().replace('"', "\\\"");
+    let mut value = format!(
+        "Hash={};Subject=\"{subject}\"",
+        hex::encode(Sha256::digest(leaf))
+    );
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => {
+                    value.push_str(&format!(";DNS={d}"));
+                }
+                x509_parser::extensions::GeneralName::URI(u) => {
+                    value.push_str(&format!(";URI={u}"));
+                }
+                _ => {}
+            }
+        }
+    }
+    HeaderValue::from_str(&value).ok()
 }
 
 /// Serves the plaintext listener as a redirect: every request is answered
@@ -197,6 +237,29 @@ mod tests {
             b = b.header(http::header::HOST, h);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_client_certificate_is_described_by_hash_subject_and_names() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["acme.partner".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Acme \"Ltd\"");
+        let cert = params.self_signed(&key).unwrap();
+        let v = client_cert_header(cert.der()).unwrap();
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with("Hash="), "{v}");
+        assert_eq!(
+            v.split(';').next().unwrap().len(),
+            "Hash=".len() + 64,
+            "{v}"
+        );
+        assert!(
+            v.contains(r#"Subject="CN=Acme \"Ltd\"""#),
+            "quotes escaped: {v}"
+        );
+        assert!(v.ends_with(";DNS=acme.partner"), "{v}");
     }
 
     #[test]

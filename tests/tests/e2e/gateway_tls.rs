@@ -397,3 +397,134 @@ async fn partners_need_a_client_certificate_from_their_ca() {
         "{text}"
     );
 }
+
+/// curl's answer body for `url` with `extra` arguments, or its error output.
+fn curl_body(url: &str, extra: &[String]) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The backend learns which partner called, from the gateway alone: the
+/// verified client certificate as `x-forwarded-client-cert`, and no copy a
+/// client sent itself, on either listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_sees_the_partners_certificate_and_never_a_forged_one() {
+    use mycel_tests::echo::http_headers_echo;
+    use mycel_tests::mesh::{Mesh, APP_PORT};
+
+    if !skip::require("curl (Debian package curl) is not installed", has_curl()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let web = TestCa::new("gateway-web");
+    let partners = TestCa::new("partners");
+    let root = dir.path().join("root.pem");
+    std::fs::write(&root, web.root_pem()).unwrap();
+    let partner_ca = dir.path().join("partners.pem");
+    std::fs::write(&partner_ca, partners.root_pem()).unwrap();
+    let server = write(dir.path(), "server", &web.host_leaf(&["api.example"]));
+    let partner = write(
+        dir.path(),
+        "partner",
+        &partners.host_leaf(&["acme.partner"]),
+    );
+
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: shop\nspec:\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 80\n    targetPort: {APP_PORT}\n"
+    );
+    let mesh = Mesh::start(&yaml).await;
+    let app = SidecarSpec::new("echo-0", "echo")
+        .label("app", "echo")
+        .app_port(&format!("http:{APP_PORT}"));
+    http_headers_echo(app.app_addr()).await;
+    let _app = mesh.sidecar(app).await;
+    mesh.wait_registered("echo-0").await;
+    let https_port = free_port();
+    let spec = SidecarSpec::new("gateway", "gateway").route("/=echo.shop:80");
+    let https = SocketAddr::from((spec.ip, https_port));
+    let gw = mesh
+        .sidecar(
+            spec.arg("--tls-listen")
+                .arg(&https.to_string())
+                .arg("--tls-cert")
+                .arg(&format!(
+                    "{},{}",
+                    server.cert.display(),
+                    server.key.display()
+                ))
+                .arg("--tls-client-ca")
+                .arg(&partner_ca.display().to_string()),
+        )
+        .await;
+
+    let forged = "Hash=00;Subject=\"CN=admin\"";
+    let seen = |body: &str| -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--resolve",
+            &format!("api.example:{https_port}:{}", https.ip()),
+            "--cacert",
+            &root.display().to_string(),
+            "-H",
+            &format!("x-forwarded-client-cert: {forged}"),
+            "-H",
+            "x-forwarded-proto: gopher",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let url = format!("https://api.example:{https_port}/whoami");
+    let body = curl_body(
+        &url,
+        &args(&[
+            "--cert",
+            &partner.cert.display().to_string(),
+            "--key",
+            &partner.key.display().to_string(),
+        ]),
+    )
+    .expect("a partner is served");
+    let headers = seen(&body);
+    let xfcc = headers["x-forwarded-client-cert"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no client cert header reached the app: {headers}"));
+    assert_eq!(xfcc.len(), 1, "only the gateway's: {xfcc:?}");
+    let xfcc = xfcc[0].as_str().unwrap();
+    assert!(
+        xfcc.starts_with("Hash=") && xfcc.contains("DNS=acme.partner") && !xfcc.contains("admin"),
+        "{xfcc}"
+    );
+    assert_eq!(headers["x-forwarded-proto"], serde_json::json!(["https"]));
+
+    // The plaintext listener passes no client certificate header at all.
+    let plain = format!("http://api.example:{}/whoami", gw.listen().port());
+    let body = curl_body(
+        &plain,
+        &[
+            "--resolve".to_string(),
+            format!("api.example:{}:{}", gw.listen().port(), gw.listen().ip()),
+            "-H".to_string(),
+            format!("x-forwarded-client-cert: {forged}"),
+        ],
+    )
+    .expect("plaintext is served");
+    let headers = seen(&body);
+    assert!(
+        headers.get("x-forwarded-client-cert").is_none(),
+        "a forged header got through: {headers}"
+    );
+    assert_eq!(headers["x-forwarded-proto"], serde_json::json!(["http"]));
+}
