@@ -29,7 +29,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 pub use forward::{forward_claims, strip_forwarded};
-pub use jwks::{JwksError, JwksFetch, JwksSource, KeySet, RefreshSettings};
+pub use jwks::{JwksError, JwksFetch, JwksSource, KeySet, KeySetSummary, RefreshSettings};
 
 /// Largest token accepted; checked before any parsing. Real tokens are
 /// one or two KiB; the cap bounds the work an attacker can ask for.
@@ -413,7 +413,6 @@ impl JwtVerifier {
         }
         let mut validation = self.validation.clone();
         validation.algorithms = vec![alg];
-        let mut last = JwtError::BadSignature;
         for key in candidates {
             // A key verifies only its own kind's algorithms: an RSA key is
             // never an HMAC secret, whatever the token's header says.
@@ -431,13 +430,18 @@ impl JwtVerifier {
                     })
                 }
                 Err(e) => match error_of(e.kind()) {
-                    // The next key may be the signer.
-                    JwtError::BadSignature => last = JwtError::BadSignature,
+                    // Without a `kid`, the next key may be the signer.
+                    JwtError::BadSignature => continue,
+                    JwtError::AlgorithmNotAllowed { .. } => {
+                        return Err(JwtError::AlgorithmNotAllowed {
+                            alg: header.alg.clone(),
+                        })
+                    }
                     other => return Err(other),
                 },
             }
         }
-        Err(last)
+        Err(JwtError::BadSignature)
     }
 
     /// The token's algorithm if the rule allows it.

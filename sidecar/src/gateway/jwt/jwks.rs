@@ -505,6 +505,15 @@ impl Default for RefreshSettings {
     }
 }
 
+/// The keys held for a source, without the keys themselves.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KeySetSummary {
+    pub source: String,
+    pub kids: Vec<String>,
+    /// Usable keys, with or without a `kid`.
+    pub keys: usize,
+}
+
 /// The keys of one issuer, swapped whole on refresh.
 pub struct KeySet {
     fetch: Box<dyn JwksFetch>,
@@ -570,6 +579,16 @@ impl KeySet {
 
     pub fn keys(&self) -> Arc<Keys> {
         self.current.load_full()
+    }
+
+    /// What `/config_dump` can show of the set.
+    pub fn summary(&self) -> KeySetSummary {
+        let keys = self.current.load();
+        KeySetSummary {
+            source: self.fetch.name(),
+            kids: keys.all().iter().filter_map(|k| k.kid.clone()).collect(),
+            keys: keys.len(),
+        }
     }
 
     /// Fetches the set again; on any error the keys held stay. Returns the

@@ -328,6 +328,9 @@ async fn unknown_kid_refreshes_once_and_finds_a_rotated_key() {
         .expect("rotated key found");
     assert_eq!(got.kid.as_deref(), Some("new"));
     assert_eq!(mem.fetches(), 2);
+    let summary = v.keys().summary();
+    assert_eq!(summary.kids, ["old", "new"]);
+    assert_eq!((summary.source.as_str(), summary.keys), ("memory", 2));
     // Known now: no more fetches.
     v.verify(&bearer(&sign(&new, &claims())))
         .await
