@@ -127,6 +127,8 @@ impl JwksFetch for FileFetch {
 
 /// GETs a JWKS over plain HTTP/1.1, one connection per fetch, within
 /// `timeout` for the whole exchange and at most `max_bytes` of body.
+/// Only a 200 answer is a set: redirects are not followed (the URL to
+/// configure is the final one), and no proxy is used.
 #[derive(Debug)]
 pub struct HttpFetch {
     url: http::Uri,

@@ -290,6 +290,14 @@ async fn wrong_key_with_the_same_kid_is_a_bad_signature() {
         v.verify(&bearer(&sign(&attacker, &claims()))).await,
         Err(JwtError::BadSignature)
     );
+    // The signature is checked before the claims: an expired token from
+    // the wrong key says nothing about its claims.
+    let mut c = claims();
+    c["exp"] = json!(now() - 3600);
+    assert_eq!(
+        v.verify(&bearer(&sign(&attacker, &c))).await,
+        Err(JwtError::BadSignature)
+    );
     // A valid token with its signature bytes altered.
     let token = sign(&served, &claims());
     let (rest, sig) = token.rsplit_once('.').expect("three parts");
