@@ -2,6 +2,9 @@
 //! configuration or the request path.
 //!
 //! - [`local`]: limits held in this process, per key ([`LocalLimiter`]).
+//! - [`redis`]: limits shared by every gateway replica through Redis
+//!   ([`GlobalLimiter`]), with a [`FailureMode`] for when Redis does not
+//!   answer.
 //! - [`headers`]: the `RateLimit-*` and `Retry-After` headers of a decision.
 //!
 //! Keys are strings the caller derives (client IP, a header, the JWT
@@ -12,12 +15,17 @@
 //! "theoretical arrival time" (TAT) at which the bucket would be full again.
 //! One number instead of a token count and a refill timestamp means one
 //! Redis value updated by one `SET`, and a key whose TAT has passed is
-//! exactly a full bucket: it can be dropped (local eviction; expiry in
-//! Redis for the global limiter, being built) without changing any later
-//! decision.
+//! exactly a full bucket: it can be dropped (local eviction, Redis expiry)
+//! without changing any later decision.
 
+mod conn;
 pub mod headers;
 pub mod local;
+pub mod redis;
+mod resp;
+
+#[cfg(test)]
+mod testing;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -25,6 +33,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 pub use local::{LocalConfig, LocalLimiter};
+pub use redis::{
+    FailureCounters, FailureCounts, FailureMode, GlobalLimiter, GlobalPolicy, Outcome,
+    PolicyNameError, RedisConfig, RedisError,
+};
 
 /// Most requests a limit may allow per period.
 pub const MAX_REQUESTS: u32 = 1_000_000;
