@@ -7,6 +7,7 @@
 pub mod plan;
 pub mod supervise;
 pub mod wait;
+pub mod web_tls;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -232,6 +233,7 @@ fn prepare_dirs(paths: &Paths, plan: &DemoPlan) -> anyhow::Result<()> {
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
+    web_tls::prepare(paths).context("the gateway's HTTPS certificate")?;
     let yaml = plan::mesh_yaml(plan).context("rendering mesh.yaml")?;
     std::fs::write(paths.mesh_yaml(), yaml)
         .with_context(|| format!("writing {}", paths.mesh_yaml().display()))?;
@@ -453,6 +455,12 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nMycel demo is ready.");
     let _ = writeln!(out, "gateway: http://{gw}");
+    let https = plan.gateway_https.port();
+    let _ = writeln!(
+        out,
+        "https: https://localhost:{https}/  (certificate from the local CA {})",
+        paths.web_ca().display()
+    );
     let _ = writeln!(out, "dashboard: http://{}/dashboard", plan.controller_admin);
     let _ = writeln!(out, "\nTry:");
     let _ = writeln!(
@@ -462,6 +470,11 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
     let _ = writeln!(
         out,
         "  curl http://{gw}/                 # the shop page (or open it in a browser)"
+    );
+    let _ = writeln!(
+        out,
+        "  curl --cacert {} https://localhost:{https}/api/products   # over HTTPS (h2)",
+        paths.web_ca().display()
     );
     let admin = plan.controller_admin;
     let _ = writeln!(
@@ -546,6 +559,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("http://127.0.0.1:17001/debug/proxies"));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("https: https://localhost:17005/ ")
+                    && l.contains("/d/gateway-tls/ca.pem")),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "curl --cacert /d/gateway-tls/ca.pem https://localhost:17005/api/products"
+            ),
+            "{text}"
+        );
         for w in &plan.workloads {
             assert!(text.contains(&format!("http://{}", w.admin)), "{}", w.name);
         }

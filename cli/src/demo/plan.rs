@@ -3,7 +3,8 @@
 //! command line. All pure, so the whole plan is tested without a process.
 //!
 //! Ports, from `--base-port B`: controller gRPC B, controller admin B+1,
-//! gateway B+2, gateway admin B+3; workload slot i (from B+10, four ports
+//! gateway B+2, gateway admin B+3, trace receiver B+4, gateway HTTPS B+5;
+//! workload slot i (from B+10, four ports
 //! each) holds its app, mesh (inbound), outbound and admin ports.
 //!
 //! Both reviews versions must be reachable on the one `targetPort` of the
@@ -80,6 +81,8 @@ pub struct DemoPlan {
     pub controller_admin: SocketAddr,
     pub gateway: SocketAddr,
     pub gateway_admin: SocketAddr,
+    /// The gateway's HTTPS listener.
+    pub gateway_https: SocketAddr,
     /// The built-in OTLP trace receiver (unless the demo is told otherwise).
     pub traces: SocketAddr,
     pub workloads: Vec<WorkloadPlan>,
@@ -143,6 +146,7 @@ impl DemoPlan {
             gateway: at(2),
             gateway_admin: at(3),
             traces: at(4),
+            gateway_https: at(5),
             workloads,
         })
     }
@@ -154,6 +158,7 @@ impl DemoPlan {
             (self.controller_admin, "controller admin".to_string()),
             (self.gateway, "gateway".to_string()),
             (self.gateway_admin, "gateway admin".to_string()),
+            (self.gateway_https, "gateway HTTPS".to_string()),
         ];
         for w in &self.workloads {
             out.push((w.app, format!("{} app", w.name)));
@@ -192,6 +197,22 @@ impl Paths {
     }
     pub fn ca_root(&self) -> PathBuf {
         self.data.join("ca").join("root.pem")
+    }
+    /// The gateway's HTTPS certificate and the local CA that signs it.
+    pub fn web_tls_dir(&self) -> PathBuf {
+        self.data.join("gateway-tls")
+    }
+    pub fn web_ca(&self) -> PathBuf {
+        self.web_tls_dir().join("ca.pem")
+    }
+    pub fn web_ca_key(&self) -> PathBuf {
+        self.web_tls_dir().join("ca.key")
+    }
+    pub fn web_cert(&self) -> PathBuf {
+        self.web_tls_dir().join("shop.crt")
+    }
+    pub fn web_key(&self) -> PathBuf {
+        self.web_tls_dir().join("shop.key")
     }
     /// The join token file of one proxy (each proxy has its own: a token
     /// carries the labels its workload registers with).
@@ -585,6 +606,14 @@ pub fn gateway_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
         GATEWAY_NAME.into(),
         "--admin".into(),
         plan.gateway_admin.to_string(),
+        "--tls-listen".into(),
+        plan.gateway_https.to_string(),
+        "--tls-cert".into(),
+        format!(
+            "{},{}",
+            paths.web_cert().display(),
+            paths.web_key().display()
+        ),
     ]);
     args
 }

@@ -69,6 +69,41 @@ async fn demo_retry_policy_keeps_ratings_faults_from_the_page() {
     let _ = demo.wait(Duration::from_secs(20)).await;
 }
 
+/// Runs the banner's `curl --cacert CA https://localhost:PORT/api/products`
+/// (pinned to 127.0.0.1) and checks it answers 200 over HTTP/2.
+fn https_as_the_banner_says(log: &str) {
+    let available = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mycel_tests::skip::require("curl (Debian package curl) is not installed", available) {
+        return;
+    }
+    let line = log
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("curl --cacert "))
+        .unwrap_or_else(|| panic!("no HTTPS command in the banner:\n{log}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (ca, url) = (words[2], words[3]);
+    let port = url
+        .strip_prefix("https://localhost:")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("{url}"));
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--http2", "--cacert", ca])
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-o", "/dev/null", "-w", "%{http_code} %{http_version}", url])
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 2",
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_starts_serves_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,6 +122,10 @@ async fn demo_starts_serves_and_stops_cleanly() {
         .is_some_and(|p| !p.is_empty()));
     let page = http::get(gateway, "localhost", "/").await.unwrap();
     assert_eq!(page.status, 200);
+
+    // The banner's HTTPS command works as printed: the shop over TLS
+    // (HTTP/2 by ALPN) with a certificate from the demo's local CA.
+    https_as_the_banner_says(&demo.log());
 
     // The demo's GRPCRoute sends about one reviews call in ten to v2.
     let (mut v1, mut v2) = (0, 0);

@@ -56,8 +56,8 @@ fn listeners_are_unique_and_in_range() {
                 "{who}: {addr} outside {base}+{SPAN}"
             );
         }
-        // 4 fixed ports plus 4 per workload.
-        assert_eq!(listeners.len(), 4 + 4 * plan.workloads.len());
+        // 5 fixed ports plus 4 per workload.
+        assert_eq!(listeners.len(), 5 + 4 * plan.workloads.len());
     }
 }
 
@@ -222,6 +222,8 @@ fn command_lines() {
         "--listen 127.0.0.1:17002",
         "--gateway shop-gateway",
         "--admin 127.0.0.1:17003",
+        "--tls-listen 127.0.0.1:17005",
+        "--tls-cert /tmp/demo/gateway-tls/shop.crt,/tmp/demo/gateway-tls/shop.key",
     ] {
         assert!(gw.contains(want), "{want:?} not in {gw}");
     }
