@@ -133,7 +133,10 @@ mod tests {
         let leaf_first = std::fs::read_to_string(paths.web_cert()).unwrap();
         let (names, issuer) = names_and_issuer(&leaf_first);
         assert!(names.iter().any(|n| n.contains("localhost")), "{names:?}");
-        assert!(names.iter().any(|n| n.contains("7f:00:00:01")), "127.0.0.1: {names:?}");
+        assert!(
+            names.iter().any(|n| n.contains("7f:00:00:01")),
+            "127.0.0.1: {names:?}"
+        );
         assert_eq!(issuer, "CN=Mycel demo local CA");
         let mode = |p: &Path| {
             use std::os::unix::fs::PermissionsExt;
