@@ -121,6 +121,23 @@ impl LocalLimiter {
         step.decision(Duration::from_nanos)
     }
 
+    /// Forgets every key whose bucket is full again at `now` (which
+    /// changes no decision) and returns how many. Not needed for the memory
+    /// bound; a periodic call gives the memory of a past flood back.
+    pub fn purge(&self, now: Instant) -> usize {
+        let now = nanos(now.saturating_duration_since(self.epoch));
+        self.shards
+            .iter()
+            .map(|s| {
+                let mut shard = s.lock().unwrap_or_else(PoisonError::into_inner);
+                let before = shard.tats.len();
+                shard.tats.retain(|_, tat| *tat > now);
+                shard.tats.shrink_to_fit();
+                before - shard.tats.len()
+            })
+            .sum()
+    }
+
     /// Keys remembered now.
     pub fn len(&self) -> usize {
         self.shards
@@ -288,6 +305,15 @@ mod tests {
         for v in &victims {
             assert!(!l.check(v, later).is_allowed(), "{v} was evicted");
         }
+        // Once the flood's buckets are full again, a purge drops them and
+        // keeps the clients still limited.
+        let purged = l.purge(t0 + 1200 * MS);
+        assert_eq!(l.len(), victims.len(), "purged {purged}");
+        // One request back after a second, not a forgotten full bucket.
+        assert!(matches!(
+            l.check(&victims[0], t0 + 1200 * MS),
+            Decision::Allowed { remaining: 0, .. }
+        ));
     }
 
     #[test]

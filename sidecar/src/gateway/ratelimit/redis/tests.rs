@@ -122,7 +122,43 @@ async fn redis_down_fails_by_policy_and_counts_then_limiting_resumes() {
     ));
     assert_eq!(limiter.failures().snapshot(), FailureCounts::default());
 
+    // Killed mid-way through a load: every decision in flight or sent
+    // after is answered, within its deadline, by the policy.
+    let (open, closed) = (Arc::new(open), Arc::new(closed));
+    let mut load = JoinSet::new();
+    for i in 0..4 {
+        let (limiter, p) = (
+            limiter.clone(),
+            [open.clone(), closed.clone()][i % 2].clone(),
+        );
+        load.spawn(async move {
+            let (mut decided, mut failed, mut slowest) = (0u32, 0u32, Duration::ZERO);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(600) && decided + failed < 50_000 {
+                let t = Instant::now();
+                let outcome = limiter.check(&p, "c").await;
+                slowest = slowest.max(t.elapsed());
+                match outcome {
+                    Outcome::Decided(_) => decided += 1,
+                    Outcome::FailedOpen | Outcome::FailedClosed => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (decided, failed, slowest)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     redis.kill();
+    while let Some(r) = load.join_next().await {
+        let (decided, failed, slowest) = r.unwrap();
+        assert!(
+            decided > 0 && failed > 0,
+            "{decided} decided, {failed} failed"
+        );
+        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    }
+    let before = limiter.failures().snapshot();
+    assert!(before.total() > 0);
     for _ in 0..20 {
         let started = Instant::now();
         let o = limiter.check(&open, "c").await;
@@ -138,9 +174,9 @@ async fn redis_down_fails_by_policy_and_counts_then_limiting_resumes() {
     }
     let counts = limiter.failures().snapshot();
     eprintln!("failures while Redis was down: {counts:?}");
-    assert_eq!(counts.total(), 40);
-    assert_eq!(counts.allowed_open, 20);
-    assert_eq!(counts.refused_closed, 20);
+    assert_eq!(counts.total() - before.total(), 40);
+    assert_eq!(counts.allowed_open - before.allowed_open, 20);
+    assert_eq!(counts.refused_closed - before.refused_closed, 20);
 
     redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(5);
