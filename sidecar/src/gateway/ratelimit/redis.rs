@@ -5,13 +5,13 @@
 //! own clock (`TIME`), so the replicas' clocks never matter, and sets the
 //! key to expire when its bucket is full again, so idle keys vanish. Keys
 //! are `mycel:rl:<policy>:<client key>`, the client key digested when long
-//! ([`stored_key`](super::stored_key)); one key per call also keeps the
-//! script valid on Redis Cluster. Needs Redis 5 or later: a script that
-//! reads `TIME` and then writes must replicate its effects, not itself,
-//! which is the default from 5 on (and the only way from 7 on).
+//! (`stored_key`); one key per call also keeps the script valid on Redis
+//! Cluster. Needs Redis 5 or later: a script that reads `TIME` and then
+//! writes must replicate its effects, not itself, which is the default
+//! from 5 on (and the only way from 7 on).
 //!
 //! The client is this module's own RESP over a Tokio TCP stream
-//! ([`conn`](super::conn)) rather than the `redis` crate: the limiter needs
+//! (`conn.rs`, `resp.rs`) rather than the `redis` crate: the limiter needs
 //! three commands, and the crate would add a URL and IDNA stack and a
 //! parser combinator library to the proxy for them; owning the connection
 //! also keeps its behaviour when Redis is slow or down (fail at once,
@@ -31,12 +31,12 @@ use super::conn::{Conn, ConnSettings};
 use super::resp::Reply;
 use super::{stored_key, Decision, Limit, Step};
 
-/// The GCRA step of [`gcra`](super::gcra) in microseconds of Redis' clock.
+/// The GCRA step of `gcra` (ratelimit.rs) in microseconds of Redis' clock.
 /// KEYS[1]: the key. ARGV[1]: the interval, ARGV[2]: the capacity (burst ×
 /// interval), both in µs. Returns {1, remaining, reset} or {0, retry_after,
 /// reset}, times in µs. Numbers stay integral and below 2^53, so Lua's
-/// doubles are exact; the TAT is formatted with `%.0f` because Lua's
-/// default number format would round it to 14 digits.
+/// doubles are exact; the TAT is written with `%.0f` so that it is stored
+/// as an exact integer whatever number format Redis' Lua would use.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
