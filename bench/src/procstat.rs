@@ -41,6 +41,23 @@ pub fn mem_total_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// The calling thread's id (from `/proc/thread-self`).
+pub fn current_tid() -> Option<i32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU seconds (utime + stime) thread `tid` of this process has used.
+pub fn thread_cpu_s(tid: i32, ticks_per_s: u64) -> Option<f64> {
+    let stat = Process::myself()
+        .ok()?
+        .task_from_tid(tid)
+        .ok()?
+        .stat()
+        .ok()?;
+    Some((stat.utime + stat.stime) as f64 / ticks_per_s.max(1) as f64)
+}
+
 /// `pid` and all its descendants (nginx and HAProxy fork workers).
 pub fn tree(pid: u32) -> Vec<u32> {
     let parents: Vec<(u32, u32)> = procfs::process::all_processes()
@@ -144,6 +161,26 @@ mod tests {
         // Above the kernel's pid_max (at most 2^22), so never a live pid.
         let e = sample(1 << 30, clock_ticks()).unwrap_err();
         assert!(e.to_string().contains("1073741824"), "{e}");
+    }
+
+    #[test]
+    fn a_thread_of_this_process_is_sampled() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let tid = current_tid();
+            // Burn some CPU so the thread has ticks to show.
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < std::time::Duration::from_millis(60) {
+                x = x.wrapping_mul(31).wrapping_add(7);
+            }
+            let cpu = tid.and_then(|t| thread_cpu_s(t, clock_ticks()));
+            tx.send((tid, cpu, x)).unwrap();
+        });
+        let (tid, cpu, _) = rx.recv().unwrap();
+        t.join().unwrap();
+        assert!(tid.is_some_and(|t| t > 0), "{tid:?}");
+        assert!(cpu.is_some_and(|c| c > 0.0), "{cpu:?}");
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct LatencyRow {
     pub errors: u64,
     pub first_error: Option<String>,
     pub latency: Summary,
+    /// Each round's own percentiles (`latency` is of all rounds merged, so
+    /// one round that hit a stall of the machine sets its tail).
+    #[serde(default)]
+    pub rounds: Vec<Summary>,
     /// Over direct at the same protocol and rate.
     pub added: Option<Added>,
     pub p99_ratio_to_direct: Option<f64>,
@@ -114,6 +118,10 @@ pub struct TraceRow {
     pub collector_spans_held: Option<u64>,
     /// Connections the black hole accepted (and never answered).
     pub collector_connections: Option<u64>,
+    /// CPU seconds of the collector's thread in the harness process over
+    /// the whole run (it shares the machine with the proxies).
+    #[serde(default)]
+    pub collector_cpu_s: Option<f64>,
     pub read_errors: Vec<String>,
 }
 
@@ -427,6 +435,22 @@ fn signed(v: f64) -> String {
     }
 }
 
+/// The median of the rounds' p99 (less moved than the merged p99 by one
+/// round that hit a stall of the machine); None without rounds.
+fn median_round_p99(l: &LatencyRow) -> Option<f64> {
+    let mut v: Vec<f64> = l.rounds.iter().map(|r| r.p99_us).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
 /// The tracing scenario's own tables: latency of each exporting pair
 /// against the pair without export, then throughput, CPU and what became
 /// of the spans.
@@ -451,6 +475,11 @@ pub fn tracing_markdown(r: &Report) -> String {
                 Some(b) if l.config != TRACE_BASELINE => signed(f(&l.latency) - f(&b.latency)),
                 _ => "-".into(),
             };
+            let round_p99 = median_round_p99(l);
+            let round_delta = match (base.and_then(|b| median_round_p99(b)), round_p99) {
+                (Some(b), Some(v)) if l.config != TRACE_BASELINE => signed(v - b),
+                _ => "-".into(),
+            };
             rows.push(vec![
                 l.proto.as_str().into(),
                 l.rate.to_string(),
@@ -462,12 +491,31 @@ pub fn tracing_markdown(r: &Report) -> String {
                 delta(|x| x.p50_us),
                 delta(|x| x.p99_us),
                 delta(|x| x.p999_us),
+                l.rounds
+                    .iter()
+                    .map(|r| format!("{:.0}", r.p99_us))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                round_p99.map_or("-".into(), |v| format!("{v:.0}")),
+                round_delta,
                 format!("{}/{}", l.errors, l.ok + l.errors),
             ]);
         }
         s.push_str(&table(
             &[
-                "proto", "rps", "config", "p50", "p99", "p99.9", "max", "Δp50", "Δp99", "Δp99.9",
+                "proto",
+                "rps",
+                "config",
+                "p50",
+                "p99",
+                "p99.9",
+                "max",
+                "Δp50",
+                "Δp99",
+                "Δp99.9",
+                "p99 of each round",
+                "median round p99",
+                "Δ median round p99",
                 "errors",
             ],
             &rows,
@@ -550,6 +598,14 @@ pub fn tracing_markdown(r: &Report) -> String {
                 s,
                 "{}: the receiver held {n} spans at the end (it keeps the latest 20,000).",
                 row.config
+            );
+        }
+        if let Some(cpu) = row.collector_cpu_s {
+            let _ = writeln!(
+                s,
+                "{}: the collector's thread used {cpu:.2} CPU s in the harness process ({:.3} s per 1k requests sent), on the same cores as the proxies.",
+                row.config,
+                cpu * 1000.0 / (row.requests_sent.max(1) as f64)
             );
         }
         if let Some(n) = row.collector_connections {
@@ -704,9 +760,71 @@ mod tests {
                 max_us: p99,
                 mean_us: p50,
             },
+            rounds: Vec::new(),
             added: None,
             p99_ratio_to_direct: None,
         }
+    }
+
+    #[test]
+    fn tracing_tables_compare_with_the_plain_pair_round_by_round() {
+        let with_rounds = |config: &str, p99s: &[f64]| {
+            let mut r = row(config, 1000, 500.0, 3000.0);
+            r.rounds = p99s
+                .iter()
+                .map(|&p99| Summary {
+                    p99_us: p99,
+                    ..r.latency
+                })
+                .collect();
+            r
+        };
+        let counters = |exported, dropped, export_failures| {
+            Some(ExportCounters {
+                exported,
+                dropped,
+                export_failures,
+            })
+        };
+        let r = Report {
+            latency: vec![
+                with_rounds("mycel", &[2000.0, 900_000.0, 3000.0]),
+                with_rounds("mycel-trace-dead", &[2500.0, 4000.0]),
+            ],
+            trace_export: vec![
+                TraceRow {
+                    config: "mycel".into(),
+                    requests_sent: 100,
+                    client: counters(0, 0, 0),
+                    server: counters(0, 0, 0),
+                    ..TraceRow::default()
+                },
+                TraceRow {
+                    config: "mycel-trace-dead".into(),
+                    requests_sent: 100,
+                    client: counters(0, 60, 4),
+                    server: None,
+                    collector_cpu_s: Some(0.5),
+                    ..TraceRow::default()
+                },
+            ],
+            ..Report::default()
+        };
+        let md = tracing_markdown(&r);
+        assert!(
+            md.contains("| http1 | 1000 | mycel | 500 | 3000 | 3000 | 3000 | - | - | - | 2000, 900000, 3000 | 3000 | - | 0/100 |"),
+            "{md}"
+        );
+        // Median of an even count is the mean of the middle two: 3250.
+        assert!(
+            md.contains("| http1 | 1000 | mycel-trace-dead | 500 | 3000 | 3000 | 3000 | 0 | 0 | 0 | 2500, 4000 | 3250 | +250 | 0/100 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| mycel-trace-dead | - / - | - / - | 100 | 0 / ? | 60 / ? | 4 / ? |"),
+            "{md}"
+        );
+        assert!(md.contains("5.000 s per 1k requests sent"), "{md}");
     }
 
     #[test]

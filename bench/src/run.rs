@@ -511,6 +511,7 @@ async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut 
     for (proto, rates) in &plan.latency_grid {
         for &rate in rates {
             let mut merged: BTreeMap<usize, (RunResult, u64)> = BTreeMap::new();
+            let mut rounds: BTreeMap<usize, Vec<stats::Summary>> = BTreeMap::new();
             for round in 0..plan.rounds.max(1) {
                 for i in rotated(setups.len(), round) {
                     let s = &setups[i];
@@ -538,6 +539,7 @@ async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut 
                         Ok(r) => {
                             usage.account(s, &before, r.ok + r.errors, true);
                             log_run("open  ", s, *proto, rate, &r);
+                            rounds.entry(i).or_default().push(stats::summarize(&r.hist));
                             match merged.get_mut(&i) {
                                 Some((m, _)) => {
                                     let _ = m.hist.add(&r.hist);
@@ -571,6 +573,7 @@ async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut 
                     errors: r.errors,
                     first_error: r.first_error,
                     latency: stats::summarize(&r.hist),
+                    rounds: rounds.remove(&i).unwrap_or_default(),
                     added: None,
                     p99_ratio_to_direct: None,
                 });
@@ -635,6 +638,7 @@ async fn trace_export(plan: &Plan, setups: &[Setup], usage: &Usage, report: &mut
             collector: s.collector.as_ref().map(|c| c.kind.config_name().into()),
             protocol: s.collector.as_ref().map(|c| c.protocol.as_str().into()),
             collector_spans_held: s.collector.as_ref().and_then(|c| c.received_spans()),
+            collector_cpu_s: s.collector.as_ref().and_then(|c| c.cpu_s()),
             collector_connections: s
                 .collector
                 .as_ref()

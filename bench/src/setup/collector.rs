@@ -94,6 +94,8 @@ pub struct Collector {
     received: Option<mycel_telemetry::receiver::Received>,
     /// Connections the black hole accepted.
     accepted: Arc<AtomicU64>,
+    /// The collector thread's id, for its CPU time.
+    tid: Option<i32>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -116,6 +118,7 @@ impl Collector {
                 addr,
                 received: None,
                 accepted,
+                tid: None,
                 stop: None,
                 thread: None,
             });
@@ -161,11 +164,11 @@ impl Collector {
                             None
                         }
                     };
-                    let _ = ready_tx.send(Ok(received));
+                    let _ = ready_tx.send(Ok((received, crate::procstat::current_tid())));
                     let _ = stop_rx.await;
                 });
             })?;
-        let received = ready_rx
+        let (received, tid) = ready_rx
             .recv()
             .map_err(|_| start_err(kind.config_name(), "collector thread ended"))?
             .map_err(|e| start_err(kind.config_name(), e))?;
@@ -175,6 +178,7 @@ impl Collector {
             addr,
             received,
             accepted,
+            tid,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -189,6 +193,11 @@ impl Collector {
     /// Spans the live receiver holds now (capped by the receiver).
     pub fn received_spans(&self) -> Option<u64> {
         self.received.as_ref().map(|r| r.spans().len() as u64)
+    }
+
+    /// CPU seconds the collector's thread (in this process) has used.
+    pub fn cpu_s(&self) -> Option<f64> {
+        crate::procstat::thread_cpu_s(self.tid?, crate::procstat::clock_ticks())
     }
 
     /// Connections the black hole accepted so far.
@@ -309,6 +318,7 @@ mod tests {
             .unwrap();
         assert_eq!(status, 200);
         assert_eq!(live.received_spans(), Some(0));
+        assert!(live.cpu_s().is_some() && dead.cpu_s().is_none());
         assert_eq!(live.endpoint(), format!("http://{}", live.addr));
     }
 }
