@@ -26,6 +26,11 @@ pub enum ReviewError {
     Body(#[source] serde_json::Error),
     #[error("the AdmissionReview has no request")]
     NoRequest,
+    /// The pod's namespace is not (yet) in the controller's watch: its
+    /// labels decide whether the pod is meshed, so no answer is given
+    /// rather than a guess (the caller retries, then fails).
+    #[error("namespace {0} is not known to the controller yet")]
+    UnknownNamespace(String),
 }
 
 /// Answers one AdmissionReview body with the response review (JSON).
@@ -36,7 +41,7 @@ pub fn review(
 ) -> Result<serde_json::Value, ReviewError> {
     let review: AdmissionReview<Pod> = serde_json::from_slice(body).map_err(ReviewError::Body)?;
     let request: AdmissionRequest<Pod> = review.try_into().map_err(|_| ReviewError::NoRequest)?;
-    let response = decide(&request, config, namespace);
+    let response = decide(&request, config, namespace)?;
     serde_json::to_value(response.into_review()).map_err(ReviewError::Body)
 }
 
@@ -44,21 +49,25 @@ fn decide(
     request: &AdmissionRequest<Pod>,
     config: &InjectConfig,
     namespace: impl Fn(&str) -> Option<NamespaceInfo>,
-) -> AdmissionResponse {
+) -> Result<AdmissionResponse, ReviewError> {
     let allowed = AdmissionResponse::from(request);
     // Only creation meshes a pod; a pod's containers cannot change later.
     if request.operation != Operation::Create {
-        return allowed;
+        return Ok(allowed);
     }
     let Some(pod) = request.object.as_ref() else {
-        return allowed;
+        return Ok(allowed);
     };
     let ns_name = request
         .namespace
         .clone()
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_else(|| "default".to_string());
-    let ns = namespace(&ns_name).unwrap_or_default();
+    // The API server admits pods only into namespaces that exist, so a
+    // miss is the watch lagging (or not synced after a restart), never an
+    // absent namespace: guessing "not meshed" would start the pod without
+    // its proxy for good.
+    let ns = namespace(&ns_name).ok_or_else(|| ReviewError::UnknownNamespace(ns_name.clone()))?;
     let pod_annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let decision =
         mycel_inject::should_inject(&pod_annotations, &ns.labels, &ns.annotations, &ns_name);
@@ -70,11 +79,11 @@ fn decide(
         .unwrap_or_default();
     if !decision.inject {
         tracing::debug!(namespace = %ns_name, pod = %name, reason = %decision.reason, "pod not meshed");
-        return allowed;
+        return Ok(allowed);
     }
     if let Some(why) = mycel_inject::unchanged(pod) {
         tracing::debug!(namespace = %ns_name, pod = %name, reason = %why, "pod left as it is");
-        return allowed;
+        return Ok(allowed);
     }
     let defaulted = namespace_defaults(pod, &ns);
     let from_namespace = defaulted.is_some();
@@ -82,7 +91,7 @@ fn decide(
         Some(with_defaults) => patch_with_defaults(pod, with_defaults, config),
         None => mycel_inject::patch(pod, config),
     };
-    match patch {
+    Ok(match patch {
         Ok(patch) => {
             tracing::info!(namespace = %ns_name, pod = %name, "sidecar injected");
             match allowed.with_patch(patch) {
@@ -102,7 +111,7 @@ fn decide(
             };
             AdmissionResponse::from(request).deny(format!("mycel sidecar injection: {e}{origin}"))
         }
-    }
+    })
 }
 
 /// Annotations a namespace may set for every pod in it; a pod's own
@@ -196,11 +205,31 @@ mod tests {
         })
     }
 
+    /// `shop` is labelled for injection, `new-team` is not in the watch
+    /// yet, every other namespace exists unlabelled.
     fn meshed_ns(name: &str) -> Option<NamespaceInfo> {
-        (name == "shop").then(|| NamespaceInfo {
-            labels: BTreeMap::from([("mycel.io/inject".to_string(), "enabled".to_string())]),
-            annotations: BTreeMap::new(),
-        })
+        match name {
+            "shop" => Some(NamespaceInfo {
+                labels: BTreeMap::from([("mycel.io/inject".to_string(), "enabled".to_string())]),
+                annotations: BTreeMap::new(),
+            }),
+            "new-team" => None,
+            _ => Some(NamespaceInfo::default()),
+        }
+    }
+
+    #[test]
+    fn a_pod_in_a_namespace_the_watch_has_not_seen_gets_no_guess() {
+        let e = review(
+            &body("CREATE", "new-team", pod(json!({}))),
+            &InjectConfig::default(),
+            meshed_ns,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ReviewError::UnknownNamespace(ns) if ns == "new-team"),
+            "{e}"
+        );
     }
 
     fn answer(b: &[u8]) -> Value {

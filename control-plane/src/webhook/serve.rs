@@ -23,6 +23,11 @@ use tokio_rustls::TlsAcceptor;
 
 use super::admit::{self, NamespaceInfo};
 
+/// How long a review waits for the namespace watch (well within the
+/// webhook's 10 s timeout).
+const NAMESPACE_WAIT: Duration = Duration::from_secs(3);
+const NAMESPACE_POLL: Duration = Duration::from_millis(100);
+
 /// The webhook's path, as the MutatingWebhookConfiguration names it.
 pub const PATH: &str = "/inject";
 
@@ -112,13 +117,45 @@ async fn handle(
             });
         }
     };
-    let answer = admit::review(&body, &state.config, |name| state.namespace(name));
-    Ok(
-        match answer.and_then(|v| serde_json::to_vec(&v).map_err(admit::ReviewError::Body)) {
-            Ok(json) => reply(StatusCode::OK, "application/json", json),
-            Err(e) => reply(StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
-        },
-    )
+    Ok(answer(&state, &body).await)
+}
+
+/// The answer to one AdmissionReview body.
+async fn answer(state: &WebhookState, body: &[u8]) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    // After a restart the namespace watch may not have listed yet, and a
+    // namespace created a moment ago may not have reached it: wait a little
+    // for either rather than decide without the namespace's labels.
+    let deadline = tokio::time::Instant::now() + NAMESPACE_WAIT;
+    if tokio::time::timeout(NAMESPACE_WAIT, state.namespaces.wait_until_ready())
+        .await
+        .is_err()
+    {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "the controller has not read the cluster's namespaces yet; retry\n",
+        );
+    }
+    let answer = loop {
+        match admit::review(body, &state.config, |name| state.namespace(name)) {
+            Err(admit::ReviewError::UnknownNamespace(_))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(NAMESPACE_POLL).await;
+            }
+            other => break other,
+        }
+    };
+    match answer.and_then(|v| serde_json::to_vec(&v).map_err(admit::ReviewError::Body)) {
+        Ok(json) => reply(StatusCode::OK, "application/json", json),
+        Err(e @ admit::ReviewError::UnknownNamespace(_)) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            format!("{e}; retry\n"),
+        ),
+        Err(e) => reply(StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
+    }
 }
 
 /// Serves the webhook until `shutdown`.
@@ -191,5 +228,91 @@ pub async fn serve(
                 _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::runtime::reflector::{self, store::Writer};
+    use kube::runtime::watcher::Event;
+    use serde_json::json;
+
+    use super::*;
+
+    fn review_body(ns: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "1d7b4c3e-0000-4000-8000-000000000002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": ns,
+                "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": {
+                    "metadata": {"name": "web-0", "namespace": ns},
+                    "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+                },
+                "dryRun": false,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn meshed(name: &str) -> Namespace {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"mycel.io/inject": "enabled"}},
+        }))
+        .unwrap()
+    }
+
+    fn state() -> (Arc<WebhookState>, Writer<Namespace>) {
+        let (namespaces, writer) = reflector::store();
+        let state = WebhookState {
+            config: InjectConfig::default(),
+            namespaces,
+        };
+        (Arc::new(state), writer)
+    }
+
+    async fn text(r: Response<Full<Bytes>>) -> (StatusCode, String) {
+        let status = r.status();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Before the namespace watch has listed once (a controller just
+    /// started), no pod is admitted on a guess: the API server gets 503
+    /// and its failure policy, and the pod is retried.
+    #[tokio::test(start_paused = true)]
+    async fn before_the_namespaces_are_read_no_pod_is_answered() {
+        let (state, _writer) = state();
+        let (status, body) = text(answer(&state, &review_body("shop")).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("namespaces"), "{body}");
+    }
+
+    /// A namespace the watch delivers while the review waits is used; one
+    /// it never delivers is a 503 naming it, never "not meshed".
+    #[tokio::test(start_paused = true)]
+    async fn a_namespace_late_from_the_watch_is_waited_for() {
+        let (state, mut writer) = state();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        let late = {
+            let state = state.clone();
+            tokio::spawn(async move { text(answer(&state, &review_body("shop")).await).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        writer.apply_watcher_event(&Event::Apply(meshed("shop")));
+        let (status, body) = late.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"patch\""), "meshed: {body}");
+
+        let (status, body) = text(answer(&state, &review_body("nowhere")).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("namespace nowhere"), "{body}");
     }
 }

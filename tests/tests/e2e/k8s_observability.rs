@@ -41,20 +41,7 @@ async fn cluster(namespaces: &[(&str, Value)]) -> (ApiServer, Client, Mesh) {
     let mut all = vec![(PLAIN, json!({}))];
     all.extend(namespaces.iter().cloned());
     for (name, annotations) in all {
-        let ns: Namespace = serde_json::from_value(json!({
-            "metadata": {
-                "name": name,
-                "labels": {"mycel.io/inject": "enabled"},
-                "annotations": annotations,
-            },
-        }))
-        .unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
-        let _: ServiceAccount =
-            create(&client, Some(name), json!({"metadata": {"name": "web"}})).await;
+        meshed_namespace(&client, name, annotations).await;
     }
     let webhook = format!("127.0.0.1:{port}");
     let mesh = Mesh::start_kubernetes(
@@ -88,6 +75,24 @@ async fn cluster(namespaces: &[(&str, Value)]) -> (ApiServer, Client, Mesh) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     (api, client, mesh)
+}
+
+/// Creates a namespace labelled for injection with `annotations`, and its
+/// ServiceAccount `web`.
+async fn meshed_namespace(client: &Client, name: &str, annotations: Value) {
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "labels": {"mycel.io/inject": "enabled"},
+            "annotations": annotations,
+        },
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let _: ServiceAccount = create(client, Some(name), json!({"metadata": {"name": "web"}})).await;
 }
 
 /// An app Pod running as `web`; `annotations` as given, or no annotations
@@ -283,4 +288,28 @@ async fn a_bad_namespace_trace_sampling_refuses_its_pods_naming_the_annotation_a
     )
     .await;
     assert_eq!(telemetry_flags(&own), ["--trace-sampling=0.2"], "{own:?}");
+}
+
+/// The webhook decides by the namespace's labels, which it knows from a
+/// watch: a pod created the moment its namespace is is meshed, not
+/// admitted without its proxy on a guess. Regression: pods were admitted
+/// unmeshed while the namespace watch lagged (seen in CI after a controller
+/// start under load). How wide that window is here depends on the machine;
+/// `webhook::serve::tests` hold the watch back deterministically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_created_with_its_namespace_is_meshed_not_guessed_unmeshed() {
+    if !k8s::available() {
+        return;
+    }
+    let (_api, client, _mesh) = cluster(&[]).await;
+    for i in 0..5 {
+        let ns = format!("fresh-{i}");
+        meshed_namespace(&client, &ns, json!({})).await;
+        // No wait: straight to the pod.
+        let pod = create_and_read(&client, &ns, app_pod("web-0", None)).await;
+        assert!(
+            proxy_args(&pod).is_some(),
+            "{ns}: admitted without its proxy: {pod:?}"
+        );
+    }
 }
