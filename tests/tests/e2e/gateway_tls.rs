@@ -32,6 +32,43 @@ fn write(dir: &Path, name: &str, leaf: &Leaf) -> Files {
     files
 }
 
+/// A gateway's web CA and server certificate for `host`, and a partners'
+/// CA with one partner's client certificate (`acme.partner`), as files.
+struct PartnerPki {
+    dir: tempfile::TempDir,
+    /// The web CA clients trust.
+    root: PathBuf,
+    /// The partners' CA, for `--tls-client-ca`.
+    partner_ca: PathBuf,
+    server: Files,
+    partner: Files,
+}
+
+impl PartnerPki {
+    fn new(host: &str) -> PartnerPki {
+        let dir = tempfile::tempdir().unwrap();
+        let web = TestCa::new("gateway-web");
+        let partners = TestCa::new("partners");
+        let root = dir.path().join("root.pem");
+        std::fs::write(&root, web.root_pem()).unwrap();
+        let partner_ca = dir.path().join("partners.pem");
+        std::fs::write(&partner_ca, partners.root_pem()).unwrap();
+        let server = write(dir.path(), "server", &web.host_leaf(&[host]));
+        let partner = write(
+            dir.path(),
+            "partner",
+            &partners.host_leaf(&["acme.partner"]),
+        );
+        PartnerPki {
+            dir,
+            root,
+            partner_ca,
+            server,
+            partner,
+        }
+    }
+}
+
 fn has_curl() -> bool {
     Command::new("curl")
         .arg("--version")
@@ -339,20 +376,15 @@ async fn partners_need_a_client_certificate_from_their_ca() {
     if !skip::require("curl (Debian package curl) is not installed", has_curl()) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let web = TestCa::new("gateway-web");
-    let partners = TestCa::new("partners");
-    let stranger = TestCa::new("stranger");
-    let root = dir.path().join("root.pem");
-    std::fs::write(&root, web.root_pem()).unwrap();
-    let partner_ca = dir.path().join("partners.pem");
-    std::fs::write(&partner_ca, partners.root_pem()).unwrap();
-    let server = write(dir.path(), "server", &web.host_leaf(&["partners.example"]));
-    let partner = write(
-        dir.path(),
-        "partner",
-        &partners.host_leaf(&["acme.partner"]),
+    let pki = PartnerPki::new("partners.example");
+    let (dir, root, partner_ca, server, partner) = (
+        &pki.dir,
+        &pki.root,
+        &pki.partner_ca,
+        &pki.server,
+        &pki.partner,
     );
+    let stranger = TestCa::new("stranger");
     let other = write(dir.path(), "other", &stranger.host_leaf(&["acme.partner"]));
 
     let https_port = free_port();
@@ -381,7 +413,7 @@ async fn partners_need_a_client_certificate_from_their_ca() {
             ],
         )
     };
-    assert_eq!(with(&partner).map(|r| r.0), Ok(200), "a partner is served");
+    assert_eq!(with(partner).map(|r| r.0), Ok(200), "a partner is served");
     assert!(
         with(&other).is_err(),
         "a certificate from another CA is refused"
@@ -423,19 +455,9 @@ async fn the_backend_sees_the_partners_certificate_and_never_a_forged_one() {
     if !skip::require("curl (Debian package curl) is not installed", has_curl()) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let web = TestCa::new("gateway-web");
-    let partners = TestCa::new("partners");
-    let root = dir.path().join("root.pem");
-    std::fs::write(&root, web.root_pem()).unwrap();
-    let partner_ca = dir.path().join("partners.pem");
-    std::fs::write(&partner_ca, partners.root_pem()).unwrap();
-    let server = write(dir.path(), "server", &web.host_leaf(&["api.example"]));
-    let partner = write(
-        dir.path(),
-        "partner",
-        &partners.host_leaf(&["acme.partner"]),
-    );
+    let pki = PartnerPki::new("api.example");
+    let (root, partner_ca, server, partner) =
+        (&pki.root, &pki.partner_ca, &pki.server, &pki.partner);
 
     let yaml = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\n  namespace: shop\nspec:\n  selector:\n    app: echo\n  ports:\n  - name: http\n    port: 80\n    targetPort: {APP_PORT}\n"
