@@ -2,17 +2,24 @@
 //! `OTEL_*` variables, built so that export can never slow the program
 //! that makes the spans: finished spans go into a bounded queue (a full
 //! queue drops the span and counts it), and one thread of its own, with its
-//! own runtime, sends them in batches. A collector that is down, slow or
-//! refusing costs the data path nothing but a counter.
+//! own runtime, sends them in batches, one attempt each. After two batches
+//! in a row fail, export pauses (one second, doubling up to thirty, then a
+//! batch tries again): while it is paused queued spans are dropped without
+//! being encoded, and [`accepting`] tells span makers not to build spans at
+//! all. A collector that is down, slow or refusing costs the data path
+//! nothing but a counter.
 //!
 //! Which variables are read, and what is wrong with them, is decided by a
 //! pure function ([`settings`]) so every case is tested without a process.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{
+    RetryPolicy, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _,
+};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{
     Sampler, SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor,
@@ -149,6 +156,8 @@ pub struct ExportStats {
     pub dropped: Counter,
     /// Batches the exporter failed to send (their spans are lost).
     pub failed_batches: Counter,
+    /// Spans not made at all because export was paused.
+    pub skipped: Counter,
 }
 
 impl ExportStats {
@@ -170,10 +179,41 @@ impl ExportStats {
             "Span batches the OTLP exporter failed to send",
             self.failed_batches.clone(),
         );
+        registry.register(
+            "mycel_trace_spans_skipped",
+            "Spans not recorded because export was paused after failures (collector unreachable)",
+            self.skipped.clone(),
+        );
     }
 }
 
 static STATS: OnceLock<Arc<ExportStats>> = OnceLock::new();
+/// While export is paused after failures: until when, in milliseconds
+/// from [`EPOCH`] (0: not paused). Span makers read it on every request, so
+/// it is one atomic, and it ends by itself: when the pause is over spans
+/// are made again, and the next batch is the one that tries the collector.
+static PAUSED_UNTIL_MS: AtomicU64 = AtomicU64::new(0);
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn millis(at: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    // At least 1, so a pause never reads as "not paused" (0).
+    (at.saturating_duration_since(epoch).as_millis() as u64).max(1)
+}
+
+/// Whether spans are worth making now: false while export is paused after
+/// failed batches, so a dead collector costs no span building. A span
+/// maker that asks and gets false should count it ([`skipped`]) and pass
+/// the trace context on untouched.
+pub fn accepting() -> bool {
+    let until = PAUSED_UNTIL_MS.load(Ordering::Relaxed);
+    until == 0 || millis(Instant::now()) >= until
+}
+
+/// Counts one span not made because export is paused.
+pub fn skipped() {
+    stats().skipped.inc();
+}
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// The process's export counters.
@@ -308,13 +348,69 @@ fn build_exporter(
     // A slow collector holds one batch for this long, never the spans'
     // makers.
     let timeout = Duration::from_secs(10);
+    // One attempt per batch: retrying a dead collector only burns CPU and
+    // holds the queue; the pause in `run_export` is the backoff.
     let mut exporter = match protocol {
-        Protocol::Grpc => builder.with_tonic().with_timeout(timeout).build(),
-        Protocol::HttpProtobuf => builder.with_http().with_timeout(timeout).build(),
+        Protocol::Grpc => builder
+            .with_tonic()
+            .with_timeout(timeout)
+            .with_retry_policy(RetryPolicy::disabled())
+            .build(),
+        Protocol::HttpProtobuf => builder
+            .with_http()
+            .with_timeout(timeout)
+            .with_retry_policy(RetryPolicy::disabled())
+            .build(),
     }
     .map_err(|e| StartError::Exporter(e.to_string()))?;
     exporter.set_resource(resource);
     Ok(exporter)
+}
+
+/// When export pauses after failures, and for how long.
+#[derive(Debug)]
+struct Breaker {
+    failures_in_a_row: u32,
+    pause: Duration,
+    paused_until: Option<Instant>,
+}
+
+impl Breaker {
+    /// Failed batches in a row that pause export.
+    const TRIP: u32 = 2;
+    const FIRST_PAUSE: Duration = Duration::from_secs(1);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(30);
+
+    fn new() -> Self {
+        Self {
+            failures_in_a_row: 0,
+            pause: Self::FIRST_PAUSE,
+            paused_until: None,
+        }
+    }
+
+    /// Whether a batch may be sent at `now` (after a pause, one batch
+    /// tries again).
+    fn allows(&self, now: Instant) -> bool {
+        self.paused_until.is_none_or(|until| now >= until)
+    }
+
+    /// Records a batch's outcome; returns whether export is now paused.
+    fn record(&mut self, ok: bool, now: Instant) -> bool {
+        if ok {
+            *self = Self::new();
+            return false;
+        }
+        self.failures_in_a_row += 1;
+        if self.paused_until.is_some() {
+            // The retry after a pause failed: pause longer.
+            self.pause = (self.pause * 2).min(Self::LONGEST_PAUSE);
+        } else if self.failures_in_a_row < Self::TRIP {
+            return false;
+        }
+        self.paused_until = Some(now + self.pause);
+        true
+    }
 }
 
 async fn run_export(
@@ -326,6 +422,7 @@ async fn run_export(
 ) {
     let mut batch: Vec<SpanData> = Vec::with_capacity(batch_size);
     let mut waiters = Vec::new();
+    let mut breaker = Breaker::new();
     loop {
         // Wait for the first span (or a flush), then up to `delay` for the
         // batch to fill.
@@ -358,18 +455,46 @@ async fn run_export(
             }
         }
         while !batch.is_empty() {
+            if !breaker.allows(Instant::now()) {
+                // Paused: these spans are lost, and are not encoded first.
+                stats.dropped.inc_by(batch.len() as u64);
+                batch.clear();
+                break;
+            }
             let take = batch.len().min(batch_size);
             let chunk: Vec<SpanData> = batch.drain(..take).collect();
             let n = chunk.len() as u64;
-            match exporter.export(chunk).await {
+            let ok = match exporter.export(chunk).await {
                 Ok(()) => {
                     stats.exported.inc_by(n);
+                    true
                 }
                 Err(e) => {
                     stats.failed_batches.inc();
                     // One line per failed batch at most, at debug: the
                     // counter is how an operator sees it.
                     tracing::debug!(error = %e, spans = n, "trace export failed");
+                    false
+                }
+            };
+            let was_paused = PAUSED_UNTIL_MS.load(Ordering::Relaxed) != 0;
+            match breaker.record(ok, Instant::now()) {
+                true => {
+                    if !was_paused {
+                        tracing::warn!(
+                            "trace export paused: the collector is not answering; spans are dropped and counted until it does"
+                        );
+                    }
+                    let until = breaker.paused_until.map_or(0, millis);
+                    PAUSED_UNTIL_MS.store(until, Ordering::Relaxed);
+                }
+                false => {
+                    if was_paused && ok {
+                        tracing::info!("trace export resumed");
+                    }
+                    if ok {
+                        PAUSED_UNTIL_MS.store(0, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -417,6 +542,33 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn two_failed_batches_pause_export_and_a_failed_retry_pauses_longer() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new();
+        assert!(b.allows(t0));
+        assert!(!b.record(false, t0), "one failure is not a pattern");
+        assert!(b.allows(t0));
+        assert!(b.record(false, t0), "two in a row pause");
+        assert!(!b.allows(t0 + Duration::from_millis(999)));
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(b.allows(t1), "one batch tries again after the pause");
+        assert!(b.record(false, t1));
+        assert!(!b.allows(t1 + Duration::from_millis(1999)), "2 s now");
+        let mut t = t1;
+        for _ in 0..10 {
+            t += Duration::from_secs(60);
+            b.record(false, t);
+        }
+        assert!(b.allows(t + Breaker::LONGEST_PAUSE), "capped at 30 s");
+        assert!(
+            !b.record(true, t + Breaker::LONGEST_PAUSE),
+            "success resumes"
+        );
+        assert!(b.allows(t + Breaker::LONGEST_PAUSE));
+        assert!(!b.record(false, t + Breaker::LONGEST_PAUSE), "and resets");
+    }
 
     fn with(vars: &[(&str, &str)]) -> Settings {
         let vars: HashMap<String, String> = vars

@@ -29,6 +29,17 @@ pub struct Tracing {
     root_ratio: f64,
 }
 
+/// Whether a span that would be recorded is worth making: not while export
+/// is paused (a dead collector), when the trace context passes through
+/// untouched and the span is only counted.
+fn exporting() -> bool {
+    if mycel_telemetry::traces::accepting() {
+        return true;
+    }
+    mycel_telemetry::traces::skipped();
+    false
+}
+
 /// A recorded request's span, ended with its response.
 pub struct RequestSpan {
     span: SdkSpan,
@@ -49,7 +60,7 @@ impl Tracing {
     /// The caller's context of a request, or a new trace's when this
     /// proxy starts one; None when nothing is recorded.
     fn parent_of(&self, headers: &HeaderMap) -> Option<(Context, Formats)> {
-        match propagate::extract(headers) {
+        let parent = match propagate::extract(headers) {
             Incoming::NotSampled => None,
             Incoming::Sampled { parent, formats } => {
                 Some((Context::new().with_remote_span_context(parent), formats))
@@ -57,14 +68,15 @@ impl Tracing {
             Incoming::None => self
                 .starts_root()
                 .then(|| (Context::new(), Formats::NEW_TRACE)),
-        }
+        }?;
+        exporting().then_some(parent)
     }
 
     /// An outbound tunnel to `service` opens for the app's connection from
     /// `client`: a client span, the root of a new trace at the configured
     /// ratio (a TCP stream carries no trace context of its own).
     pub fn start_tunnel(&self, service: &str, client: SocketAddr) -> Option<TunnelSpan> {
-        if !self.starts_root() {
+        if !self.starts_root() || !exporting() {
             return None;
         }
         Some(self.tunnel_span(
