@@ -8,7 +8,8 @@
 //!   error responses ([`http`]).
 //! - Transport: mutual TLS between sidecars ([`tls`]) over the proxy's
 //!   current certificate and trust bundle ([`credentials`]), and a captured
-//!   connection's original destination ([`orig_dst`]); a connection whose
+//!   connection's original destination ([`orig_dst`]); certificates and
+//!   keys from PEM files ([`pem_files`]); a connection whose
 //!   first bytes were read to detect its protocol, replayed ([`prefixed`]).
 //! - The directory of services and endpoints the data path reads, filled by
 //!   `discovery` ([`directory`]).
@@ -25,6 +26,7 @@ pub mod http;
 mod layering;
 pub mod limits;
 pub mod orig_dst;
+pub mod pem_files;
 pub mod prefixed;
 pub mod serve;
 pub mod tls;

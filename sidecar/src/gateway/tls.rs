@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use serde::Serialize;
+
+use crate::core::pem_files::{read_certs, read_key, PemFileError};
 
 /// ALPN protocols offered to clients, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -34,10 +36,8 @@ pub struct CertFiles {
 pub enum TlsFileError {
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
-    #[error("{path}: no CERTIFICATE block")]
-    NoCertificate { path: PathBuf },
-    #[error("{path}: no private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)")]
-    NoKey { path: PathBuf },
+    #[error(transparent)]
+    Pem(#[from] PemFileError),
     #[error("{path}: unusable private key: {source}")]
     Key {
         path: PathBuf,
@@ -141,38 +141,14 @@ impl Certs {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<pem::Pem>, TlsFileError> {
-    let text = std::fs::read(path).map_err(|e| TlsFileError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    pem::parse_many(&text).map_err(|e| TlsFileError::File {
-        path: path.to_path_buf(),
-        reason: format!("not PEM: {e}"),
-    })
-}
-
 fn load_pair(f: &CertFiles) -> Result<Loaded, TlsFileError> {
-    let chain: Vec<CertificateDer<'static>> = read(&f.cert)?
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(|p| CertificateDer::from(p.into_contents()))
-        .collect();
-    let leaf = chain.first().ok_or_else(|| TlsFileError::NoCertificate {
+    let chain = read_certs(&f.cert)?;
+    let leaf = chain.first().ok_or_else(|| TlsFileError::File {
         path: f.cert.clone(),
+        reason: "no CERTIFICATE block found".into(),
     })?;
     let (names, not_after_unix) = names_of(&f.cert, leaf)?;
-    let key = read(&f.key)?
-        .into_iter()
-        .find_map(|p| match p.tag() {
-            "PRIVATE KEY" => Some(PrivateKeyDer::Pkcs8(p.into_contents().into())),
-            "RSA PRIVATE KEY" => Some(PrivateKeyDer::Pkcs1(p.into_contents().into())),
-            "EC PRIVATE KEY" => Some(PrivateKeyDer::Sec1(p.into_contents().into())),
-            _ => None,
-        })
-        .ok_or_else(|| TlsFileError::NoKey {
-            path: f.key.clone(),
-        })?;
+    let key = read_key(&f.key)?;
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
         TlsFileError::Key {
             path: f.key.clone(),
@@ -324,19 +300,15 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for p in read(path)?.into_iter().filter(|p| p.tag() == "CERTIFICATE") {
-                roots
-                    .add(CertificateDer::from(p.into_contents()))
-                    .map_err(|e| TlsFileError::ClientCa {
-                        path: path.to_path_buf(),
-                        reason: e.to_string(),
-                    })?;
-            }
-            if roots.is_empty() {
-                return Err(TlsFileError::ClientCa {
+            let certs = read_certs(path).map_err(|e| TlsFileError::ClientCa {
+                path: path.to_path_buf(),
+                reason: e.reason,
+            })?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| TlsFileError::ClientCa {
                     path: path.to_path_buf(),
-                    reason: "no CERTIFICATE block".into(),
-                });
+                    reason: e.to_string(),
+                })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use mycel_api::spiffe::{SpiffeId, SpiffeIdError};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
@@ -109,30 +108,23 @@ fn file_err(path: &Path, reason: impl ToString) -> CertError {
     }
 }
 
-/// A PEM read error in the words of the file it came from; `missing` says
-/// which block was looked for when the file holds none.
-fn pem_err(path: &Path, missing: &str, e: pem::Error) -> CertError {
-    match e {
-        pem::Error::Io(e) => file_err(path, e),
-        pem::Error::NoItemsFound => file_err(path, format!("no {missing} block found")),
-        e => file_err(path, format!("bad PEM: {e}")),
+impl From<crate::core::pem_files::PemFileError> for CertError {
+    fn from(e: crate::core::pem_files::PemFileError) -> Self {
+        CertError::File {
+            path: e.path.display().to_string(),
+            reason: e.reason,
+        }
     }
 }
 
 /// Every certificate in a PEM file; an error when there is none.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| pem_err(path, "CERTIFICATE", e))?;
-    if certs.is_empty() {
-        return Err(pem_err(path, "CERTIFICATE", pem::Error::NoItemsFound));
-    }
-    Ok(certs)
+    Ok(crate::core::pem_files::read_certs(path)?)
 }
 
 /// The first private key (PKCS#8, SEC1 or PKCS#1) in a PEM file.
 pub fn read_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_err(path, "PRIVATE KEY", e))
+    Ok(crate::core::pem_files::read_key(path)?)
 }
 
 /// Static mode: the certificate chain, key and trust bundle from PEM files,
