@@ -1,7 +1,8 @@
 //! What Mycel's tests share, in one place: a test CA ([`ca`]), a TLS client
 //! verifier that accepts any server ([`tls`]), the proxy's flags built from
 //! what a test says about a sidecar ([`proxy_args`]), an HTTP/1.1 client for
-//! loopback assertions ([`http`]), socket observations ([`net`]) and a tracing subscriber that shows the
+//! loopback assertions ([`http`]), socket observations ([`net`]), skipping a test loudly when this machine
+//! lacks what it needs (never under `MYCEL_REQUIRE_ALL=1`: [`skip`]) and a tracing subscriber that shows the
 //! log of in-process code when a test fails ([`init_tracing`]).
 //!
 //! Test code only: it is a dev-dependency of the crates whose tests use it
@@ -13,6 +14,7 @@ pub mod ca;
 pub mod http;
 pub mod net;
 pub mod proxy_args;
+pub mod skip;
 pub mod tls;
 mod trace;
 

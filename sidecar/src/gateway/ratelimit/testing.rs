@@ -1,45 +1,14 @@
 //! Test support: a real `redis-server` on a free loopback port, and
-//! skipping loudly when it is not installed (the same rule as the e2e
-//! crate's `skip::require`: never in CI, where `MYCEL_REQUIRE_ALL=1`).
+//! skipping loudly when it is not installed (`mycel_test_support::skip`:
+//! never in CI, where `MYCEL_REQUIRE_ALL=1`).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Returns true when the test should go on; says why when it should not,
-/// on the process's stderr (libtest captures `eprintln!` of passing tests)
-/// and in `target/<profile>/mycel-skipped.txt`, which `tests/run.sh`
-/// summarizes.
-pub(crate) fn require(what: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("MYCEL_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("MYCEL_REQUIRE_ALL=1 but this test cannot run: {what}");
-    }
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("unnamed test")
-        .to_string();
-    let line = format!("SKIPPED {test}: {what}\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    let summary = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("mycel-skipped.txt")));
-    if let Some(path) = summary {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = f.write_all(line.as_bytes());
-        }
-    }
-    false
-}
+pub(crate) use mycel_test_support::skip::require;
 
 /// A `redis-server` of this test's own: no persistence, loopback only,
 /// killed when dropped.
