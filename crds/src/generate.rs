@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{AuthorizationPolicy, MeshConfig, PeerAuthentication, TrafficPolicy};
+use crate::{AuthorizationPolicy, GatewayPolicy, MeshConfig, PeerAuthentication, TrafficPolicy};
 
 /// Every CRD of the mesh.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -22,6 +22,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         TrafficPolicy::crd(),
         AuthorizationPolicy::crd(),
         PeerAuthentication::crd(),
+        GatewayPolicy::crd(),
     ]
 }
 

@@ -8,12 +8,14 @@ pub mod authorization_policy;
 pub mod cases;
 pub mod duration;
 pub mod gateway_api;
+pub mod gateway_policy;
 pub mod generate;
 pub mod mesh_config;
 pub mod peer_authentication;
 pub mod traffic_policy;
 
 pub use authorization_policy::{AuthorizationPolicy, AuthorizationPolicySpec};
+pub use gateway_policy::{GatewayPolicy, GatewayPolicySpec, GatewayPolicyStatus};
 pub use mesh_config::{MeshConfig, MeshConfigSpec, MeshConfigStatus};
 pub use peer_authentication::{PeerAuthentication, PeerAuthenticationSpec};
 pub use traffic_policy::{TrafficPolicy, TrafficPolicySpec, TrafficPolicyStatus};

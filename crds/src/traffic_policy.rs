@@ -512,14 +512,14 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+pub(crate) fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         field: format!("spec.{field}"),
         message: message.into(),
     }
 }
 
-fn duration_field(field: &str, raw: &str) -> Result<Duration, FieldError> {
+pub(crate) fn duration_field(field: &str, raw: &str) -> Result<Duration, FieldError> {
     if raw.len() > 32 || !crate::duration::matches_pattern(raw) {
         return Err(field_error(
             field,
@@ -533,7 +533,7 @@ fn opt_duration(field: &str, raw: &Option<String>) -> Result<Option<Duration>, F
     raw.as_deref().map(|r| duration_field(field, r)).transpose()
 }
 
-fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), FieldError> {
+pub(crate) fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), FieldError> {
     if value < min || value > max {
         return Err(field_error(
             field,

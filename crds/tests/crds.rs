@@ -6,7 +6,7 @@
 
 use mycel_crds::cases::{self, Case};
 use mycel_crds::generate::{self, REGENERATE};
-use mycel_crds::MeshConfig;
+use mycel_crds::{GatewayPolicySpec, MeshConfig};
 use serde_json::Value;
 
 #[test]
@@ -89,7 +89,13 @@ fn drift_names_edited_missing_and_extra_upstream_copies() {
 }
 
 fn schema() -> Value {
-    let crd = &generate::crds()[0];
+    schema_of("MeshConfig")
+}
+
+/// The generated schema of one of Mycel's kinds.
+fn schema_of(kind: &str) -> Value {
+    let crds = generate::crds();
+    let crd = crds.iter().find(|c| c.spec.names.kind == kind).unwrap();
     let v = crd.spec.versions[0].schema.as_ref().unwrap();
     serde_json::to_value(v.open_api_v3_schema.as_ref().unwrap()).unwrap()
 }
@@ -216,6 +222,82 @@ fn the_type_level_cases_fail_in_rust_too() {
         assert!(
             serde_json::from_value::<MeshConfig>(case.objects[0].clone()).is_err(),
             "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_schema_refuses_what_gateway_policy_validate_refuses() {
+    // `validate` serves mesh.yaml, the schema a cluster: each refusal of
+    // one must have a rule in the other that names the same field.
+    let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let jwt = |extra: Value| {
+        let mut j = serde_json::json!({"issuer": "https://a", "jwks": {"file": "/j.json"}});
+        j.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::json!({ "jwt": j })
+    };
+    let keys = |extra: Value| {
+        let mut k = serde_json::json!({"keys": [{"name": "a", "sha256": hash}]});
+        k.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::json!({ "apiKeys": k })
+    };
+    let rate = |extra: Value| {
+        let mut r = serde_json::json!({"requests": 10, "per": "1s"});
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::json!({ "rateLimit": r })
+    };
+    let cases = [
+        serde_json::json!({}),
+        jwt(serde_json::json!({"issuer": ""})),
+        jwt(serde_json::json!({"audiences": [""]})),
+        jwt(serde_json::json!({"jwks": {}})),
+        jwt(serde_json::json!({"jwks": {"file": "j.json"}})),
+        jwt(serde_json::json!({"jwks": {"url": "https://a/j"}})),
+        jwt(serde_json::json!({"refreshInterval": "25h"})),
+        jwt(serde_json::json!({"algorithms": ["HS256"]})),
+        jwt(serde_json::json!({"algorithms": ["RS256", "RS256"]})),
+        jwt(serde_json::json!({"clockSkew": "1h"})),
+        jwt(serde_json::json!({"requiredClaims": [{"name": ""}]})),
+        jwt(serde_json::json!({"forwardClaims": [{"claim": "sub", "header": "host"}]})),
+        jwt(serde_json::json!({"forwardClaims": [{"claim": "sub", "header": "X-A"}]})),
+        jwt(
+            serde_json::json!({"forwardClaims": [{"claim": "a", "header": "x-a"}, {"claim": "b", "header": "x-a"}]}),
+        ),
+        jwt(
+            serde_json::json!({"tokenHeader": "x-t", "forwardClaims": [{"claim": "a", "header": "x-t"}]}),
+        ),
+        jwt(serde_json::json!({"tokenHeader": "X T"})),
+        keys(serde_json::json!({"header": "X"})),
+        keys(serde_json::json!({"forwardNameHeader": "te"})),
+        keys(serde_json::json!({"keys": []})),
+        keys(serde_json::json!({"keys": [{"name": "_", "sha256": hash}]})),
+        keys(serde_json::json!({"keys": [{"name": "a", "sha256": "ab"}]})),
+        keys(
+            serde_json::json!({"keys": [{"name": "a", "sha256": hash}, {"name": "a", "sha256": hash}]}),
+        ),
+        rate(serde_json::json!({"requests": 0})),
+        rate(serde_json::json!({"per": "0ms"})),
+        rate(serde_json::json!({"burst": 2000000})),
+        rate(serde_json::json!({"key": "Header"})),
+        rate(serde_json::json!({"header": "x-t"})),
+        rate(serde_json::json!({"onRedisFailure": "Deny"})),
+        rate(serde_json::json!({"key": "JWTSubject"})),
+        rate(serde_json::json!({"key": "APIKey"})),
+    ];
+    let root = schema_of("GatewayPolicy");
+    for case in cases {
+        let spec: GatewayPolicySpec = serde_json::from_value(case.clone()).unwrap();
+        let err = spec.validate().unwrap_err();
+        assert!(
+            constrained(&root, &err.field),
+            "{case}: validate names {}, which the schema has no rule for",
+            err.field
         );
     }
 }
