@@ -502,12 +502,15 @@ async fn serve_data_path(
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.port());
+        let redis = config.rate_limit_redis.as_ref().map(|addr| {
+            gateway::ratelimit::GlobalLimiter::new(gateway::ratelimit::RedisConfig::new(addr))
+        });
+        let gw = gateway::Gateway::with_redis(routes, outbound.clone(), redis);
         if let (Some(listener), Some(https)) = (l.https, &https) {
             set.spawn(gateway::https::serve(
                 listener,
                 https,
-                routes.clone(),
-                outbound.clone(),
+                gw.clone(),
                 server.clone(),
             ));
         }
@@ -521,7 +524,7 @@ async fn serve_data_path(
                 ));
             }
             (Some(listener), _) => {
-                set.spawn(gateway::serve(listener, routes, outbound, server.clone()));
+                set.spawn(gateway::serve(listener, gw, server.clone()));
             }
             (None, _) => {}
         }

@@ -63,6 +63,7 @@ pub mod names {
     pub const TLS_CLIENT_CA: &str = "tls-client-ca";
     pub const TLS_RELOAD_INTERVAL: &str = "tls-reload-interval";
     pub const HTTPS_REDIRECT: &str = "https-redirect";
+    pub const RATE_LIMIT_REDIS: &str = "rate-limit-redis";
     pub const TRANSPARENT_OUTBOUND: &str = "transparent-outbound";
     pub const INBOUND_CAPTURE: &str = "inbound-capture";
     pub const MTLS_MODE: &str = "mtls-mode";
@@ -304,6 +305,8 @@ pub struct Config {
     pub gateway: Option<String>,
     /// Gateway mode: the HTTPS listener.
     pub https: Option<HttpsConfig>,
+    /// Gateway mode: `host:port` of the Redis global rate limits use.
+    pub rate_limit_redis: Option<String>,
     pub transparent: TransparentConfig,
     /// Runtime worker threads: one for a sidecar unless asked (a request
     /// that stays on one thread wakes no other; measured in
@@ -589,6 +592,18 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
                 when: in_mode,
             })
         }
+        // Policies come with a Gateway's routes only.
+        _ if a.rate_limit_redis.is_some() && a.gateway.is_none() => {
+            return Err(ConfigError::Missing {
+                needed: Needed::Flag(GATEWAY),
+                when: When::With {
+                    flag: RATE_LIMIT_REDIS,
+                    because: Some(
+                        "rate limits are set by the GatewayPolicies of a Gateway's routes",
+                    ),
+                },
+            })
+        }
         _ => {}
     }
 
@@ -638,6 +653,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         routes: a.route,
         gateway: gateway_key,
         https,
+        rate_limit_redis: a.rate_limit_redis,
         transparent: TransparentConfig {
             outbound: a.transparent_outbound,
             inbound_capture: a.inbound_capture,

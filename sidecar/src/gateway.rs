@@ -8,6 +8,7 @@
 
 pub mod https;
 pub mod jwt;
+pub mod policy;
 pub mod ratelimit;
 pub mod route;
 pub mod tls;
@@ -46,23 +47,51 @@ pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
 /// trust it because no client can send it through the gateway.
 pub const FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 
+/// What both listeners serve requests with.
+pub struct Gateway {
+    pub routes: RouteSource,
+    pub outbound: Arc<Outbound>,
+    /// The GatewayPolicies of the Gateway API routes.
+    pub policies: policy::Policies,
+}
+
+impl Gateway {
+    /// A gateway whose global rate limits have no Redis (they answer as
+    /// their policies say Redis failures do).
+    pub fn new(routes: RouteSource, outbound: Arc<Outbound>) -> Arc<Gateway> {
+        Self::with_redis(routes, outbound, None)
+    }
+
+    pub fn with_redis(
+        routes: RouteSource,
+        outbound: Arc<Outbound>,
+        redis: Option<ratelimit::GlobalLimiter>,
+    ) -> Arc<Gateway> {
+        let policies = policy::Policies::new(outbound.metrics().clone(), redis);
+        Arc::new(Gateway {
+            routes,
+            outbound,
+            policies,
+        })
+    }
+}
+
 /// Serves the gateway listener until the task is dropped.
 pub fn serve(
     listener: TcpListener,
-    routes: RouteSource,
-    outbound: Arc<Outbound>,
+    gateway: Arc<Gateway>,
     server: Server,
 ) -> impl Future<Output = ()> {
     server.serve("gateway", listener, move |tcp, _, conn| {
-        let (routes, outbound) = (routes.clone(), outbound.clone());
+        let gateway = gateway.clone();
         async move {
             conn.serve_http(tcp, HttpMode::FirstHop, move |mut req| {
-                let (routes, outbound) = (routes.clone(), outbound.clone());
+                let gateway = gateway.clone();
                 async move {
                     let headers = req.headers_mut();
                     headers.insert(FORWARDED_PROTO, http::HeaderValue::from_static("http"));
                     headers.remove(FORWARDED_CLIENT_CERT);
-                    handle(&routes, &outbound, req).await
+                    handle(&gateway, req).await
                 }
             })
             .await;
@@ -84,11 +113,8 @@ fn refuse(
     proxy_error(status, kind, detail, caller)
 }
 
-async fn handle(
-    routes: &RouteSource,
-    outbound: &Arc<Outbound>,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
+async fn handle(gateway: &Gateway, mut req: Request<Incoming>) -> Response<Body> {
+    let (routes, outbound) = (&gateway.routes, &gateway.outbound);
     let caller = Caller::of(req.headers(), true);
     // A gateway is not a forward proxy: a tunnel to wherever the caller
     // names would reach inside the mesh.
@@ -141,7 +167,7 @@ async fn handle(
     let routes = match routes {
         RouteSource::Static(routes) => routes,
         RouteSource::Gateway(key) => {
-            return gateway_api(outbound, key, &authority, &host, req, caller).await
+            return gateway_api(gateway, key, &authority, &host, req, caller).await
         }
     };
     let Some(route) = route::select(routes, &host, &path) else {
@@ -179,13 +205,14 @@ async fn handle(
 
 /// A request routed by the Gateway API routes of the Gateway `key`.
 async fn gateway_api(
-    outbound: &Arc<Outbound>,
+    gateway: &Gateway,
     key: &str,
     authority: &str,
     host: &str,
     req: Request<Incoming>,
     caller: Caller,
 ) -> Response<Body> {
+    let outbound = &gateway.outbound;
     let snapshot = outbound.snapshot();
     let routes = match snapshot.gateway_routes.get(key) {
         Some(Some(routes)) => routes,
@@ -228,7 +255,14 @@ async fn gateway_api(
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, boxed(body));
     let routed = outbound
-        .route(Direction::Gateway, parent, authority, req, caller)
+        .route(
+            Direction::Gateway,
+            parent,
+            authority,
+            req,
+            caller,
+            Some(&gateway.policies),
+        )
         .await;
     let mut res = routed.response;
     if let Some(backend) = routed.backend {

@@ -70,8 +70,17 @@ pub enum ErrorKind {
     Overflow,
     /// The service's traffic policy injected an abort on purpose.
     Fault,
-    /// An authorization policy (or the default) refused the caller.
+    /// An authorization policy (or the default) refused the caller; at the
+    /// gateway, a token without the claims its route requires.
     Forbidden,
+    /// The gateway found no valid credential (JWT, API key) for a route
+    /// that requires one.
+    Unauthenticated,
+    /// A GatewayPolicy's rate limit refused the request.
+    RateLimited,
+    /// A global rate limit could not be checked (Redis down) and fails
+    /// closed; or a GatewayPolicy the gateway cannot apply.
+    PolicyUnavailable,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -123,6 +132,9 @@ impl ErrorKind {
             ErrorKind::Overflow => "overflow",
             ErrorKind::Fault => "fault",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::PolicyUnavailable => "policy_unavailable",
         }
     }
 
@@ -153,6 +165,9 @@ impl ErrorKind {
             ErrorKind::Overflow => "overflow",
             ErrorKind::Fault => "fault",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::PolicyUnavailable => "policy-unavailable",
         }
     }
 }
@@ -297,6 +312,14 @@ pub struct ProxyMetrics {
     authz: Family<AuthzLabels, Counter>,
     cert_reloads: Family<ReloadLabels, Counter>,
     cert_expiry: Family<CertNameLabels, prometheus_client::metrics::gauge::Gauge>,
+    policy_decisions: Family<PolicyDecisionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyDecisionLabels {
+    /// `<namespace>/<name>` of the GatewayPolicy (bounded: configuration).
+    pub policy: String,
+    pub decision: &'static str,
 }
 
 impl ProxyMetrics {
@@ -319,7 +342,13 @@ impl ProxyMetrics {
             authz: Family::default(),
             cert_reloads: Family::default(),
             cert_expiry: Family::default(),
+            policy_decisions: Family::default(),
         };
+        registry.register(
+            "mycel_gateway_policy_decisions",
+            "Requests a GatewayPolicy decided at the gateway, by policy and decision (allowed, unauthenticated, forbidden, rate_limited, limiter_failed_open, limiter_failed_closed, invalid)",
+            m.policy_decisions.clone(),
+        );
         registry.register(
             "mycel_gateway_certificate_reloads",
             "Reloads of the gateway's HTTPS certificate files after they changed, by result (error: the previous certificates are still served)",
@@ -498,6 +527,17 @@ impl ProxyMetrics {
                 service: service.to_string(),
             })
             .observe(lasted.as_secs_f64());
+    }
+
+    /// The counter of one policy's decision, resolved once per policy (the
+    /// gateway keeps it) rather than per request.
+    pub fn policy_decision(&self, policy: &str, decision: &'static str) -> Counter {
+        self.policy_decisions
+            .get_or_create(&PolicyDecisionLabels {
+                policy: policy.to_string(),
+                decision,
+            })
+            .clone()
     }
 
     pub fn cert_reload(&self, ok: bool) {

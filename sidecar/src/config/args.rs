@@ -169,6 +169,12 @@ pub(super) struct Args {
     /// same host and path on --tls-listen.
     #[arg(long = HTTPS_REDIRECT, help_heading = heading::GATEWAY)]
     pub https_redirect: bool,
+    /// Redis that global rate limits (GatewayPolicy `scope: Global`) are
+    /// counted in, shared by every replica of this gateway. Without it a
+    /// global limit answers as its policy says Redis failures do.
+    #[arg(long = RATE_LIMIT_REDIS, value_name = "HOST:PORT", value_parser = parse::host_port,
+          help_heading = heading::GATEWAY)]
+    pub rate_limit_redis: Option<String>,
 
     /// Listener for outbound connections captured by iptables (`mycel-proxy init`).
     #[arg(long = TRANSPARENT_OUTBOUND, value_name = "ADDR", help_heading = heading::TRANSPARENT)]

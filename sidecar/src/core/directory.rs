@@ -6,6 +6,7 @@
 //! `admin` read it. Kept here, below both, so that readers and the writer
 //! never import each other.
 
+pub mod gateway_policy;
 pub mod handle;
 pub mod model;
 pub mod policy;

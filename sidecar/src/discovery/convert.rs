@@ -3,6 +3,7 @@
 //! whole first, so one bad resource rejects it all (NACK) and the last good
 //! snapshot stays in use.
 
+mod gateway_policy;
 mod policy;
 mod routes;
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::tls::{self, CertStore, TlsFileError};
-use super::{handle, RouteSource, FORWARDED_CLIENT_CERT, FORWARDED_PROTO};
+use super::{handle, Gateway, FORWARDED_CLIENT_CERT, FORWARDED_PROTO};
 use crate::core::http::{empty, proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
@@ -88,13 +88,13 @@ impl Https {
 pub fn serve(
     listener: TcpListener,
     https: &Https,
-    routes: RouteSource,
-    outbound: Arc<Outbound>,
+    gateway: Arc<Gateway>,
     server: Server,
 ) -> impl Future<Output = ()> {
     let acceptor = https.acceptor.clone();
     server.serve("gateway_https", listener, move |tcp, remote, conn| {
-        let (routes, outbound, acceptor) = (routes.clone(), outbound.clone(), acceptor.clone());
+        let (gateway, acceptor) = (gateway.clone(), acceptor.clone());
+        let outbound = gateway.outbound.clone();
         async move {
             // A handshake is bounded as a request's headers are: a client
             // that opens connections and says nothing holds no slot long.
@@ -126,7 +126,7 @@ pub fn serve(
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| client_cert_header(leaf));
             conn.serve_http(tls, HttpMode::FirstHop, move |mut req| {
-                let (routes, outbound) = (routes.clone(), outbound.clone());
+                let gateway = gateway.clone();
                 let client_cert = client_cert.clone();
                 async move {
                     let headers = req.headers_mut();
@@ -135,7 +135,7 @@ pub fn serve(
                         Some(v) => headers.insert(FORWARDED_CLIENT_CERT, v),
                         None => headers.remove(FORWARDED_CLIENT_CERT),
                     };
-                    handle(&routes, &outbound, req).await
+                    handle(&gateway, req).await
                 }
             })
             .await;

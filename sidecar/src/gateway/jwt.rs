@@ -36,7 +36,7 @@ pub use jwks::{JwksError, JwksFetch, JwksSource, KeySet, KeySetSummary, RefreshS
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// The `realm` of every `WWW-Authenticate` the gateway sends.
-const REALM: &str = "mycel";
+pub const REALM: &str = "mycel";
 
 /// Default algorithms: what issuers commonly sign with.
 pub const DEFAULT_ALGORITHMS: [Algorithm; 3] =

@@ -7,11 +7,13 @@
 //! A backend is reached directly, never through its own routes: a route to
 //! the parent itself (a rule that only adds a header) would otherwise loop.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use rand::Rng;
 
 use super::call::{Origin, RuleOverrides};
@@ -20,6 +22,7 @@ use super::plan::{Destination, Plan, PlanError};
 use super::retry::{buffer_for_retry, Buffered, ReplayBody};
 use super::route::{self, FilterOutcome};
 use super::Outbound;
+use crate::core::directory::gateway_policy::GatewayPolicy;
 use crate::core::directory::routes::{Backend, Filter, Mirror, RouteRule, ServiceRoutes};
 use crate::core::directory::Protocol;
 use crate::core::http::{empty, proxy_error, Body, Caller};
@@ -48,6 +51,9 @@ pub enum RouteError {
     /// Gateway API: a rule without usable backends answers 500.
     #[error("rule {rule} of route {route} has no backend with a weight")]
     NoBackend { route: String, rule: usize },
+    /// A mesh sidecar has no guard: the policy's checks would not run.
+    #[error("route {route} carries GatewayPolicy {policy}, which only a gateway enforces")]
+    Unguarded { route: String, policy: String },
     #[error("backend {backend} of route {route}: {source}")]
     Backend {
         route: String,
@@ -60,7 +66,9 @@ impl RouteError {
     fn status(&self) -> StatusCode {
         match self {
             RouteError::NoMatch { .. } => StatusCode::NOT_FOUND,
-            RouteError::NoBackend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            RouteError::NoBackend { .. } | RouteError::Unguarded { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             // A backend that does not exist (or lacks the port) is the
             // route's mistake: 500, as the Gateway API asks; one that exists
             // but cannot be reached now is unavailable.
@@ -78,7 +86,9 @@ impl RouteError {
 
     fn kind(&self) -> ErrorKind {
         match self {
-            RouteError::NoMatch { .. } | RouteError::NoBackend { .. } => ErrorKind::NoRoute,
+            RouteError::NoMatch { .. }
+            | RouteError::NoBackend { .. }
+            | RouteError::Unguarded { .. } => ErrorKind::NoRoute,
             RouteError::Backend { source, .. } => source.kind(),
         }
     }
@@ -109,6 +119,25 @@ impl Parent<'_> {
     }
 }
 
+/// What enforces the GatewayPolicies of the rules a request takes: the
+/// gateway's. Called before the filters of the rule (and of the backend)
+/// that carry the policy, with the request as the client sent it.
+pub trait PolicyGuard: Send + Sync {
+    fn admit<'a>(
+        &'a self,
+        policy: &'a Arc<GatewayPolicy>,
+        parts: &'a mut Parts,
+    ) -> Pin<Box<dyn Future<Output = Admission> + Send + 'a>>;
+}
+
+/// A [`PolicyGuard`]'s answer.
+pub enum Admission {
+    /// Go on; these headers go on the response (rate-limit state).
+    Pass(HeaderMap),
+    /// Answer this instead (401, 403, 429, 503).
+    Refuse(Response<Body>),
+}
+
 /// A routed request's answer and the backend service it went to, if it
 /// got that far (the metric label of a gateway's requests).
 pub struct Routed {
@@ -134,14 +163,15 @@ impl Outbound {
             port: plan.port.port,
             host: None,
         };
-        self.route(direction, parent, authority, req, caller)
+        self.route(direction, parent, authority, req, caller, None)
             .await
             .response
     }
 
     /// Sends `req` where `parent`'s routes say: the rule that takes it,
-    /// its filters, a backend by weight, that backend's service under its
-    /// own policy, the response filters.
+    /// its GatewayPolicies (checked by `guard`) and filters, a backend by
+    /// weight, that backend's service under its own policy, the response
+    /// filters.
     pub(crate) async fn route(
         self: &Arc<Self>,
         direction: Direction,
@@ -149,6 +179,7 @@ impl Outbound {
         authority: &str,
         req: Request<Body>,
         caller: Caller,
+        guard: Option<&dyn PolicyGuard>,
     ) -> Routed {
         let unrouted = |response| Routed {
             response,
@@ -167,6 +198,22 @@ impl Outbound {
         // copied, so it is never mirrored.
         let upgrading = super::upgrade::wants_upgrade(&req, Protocol::Http);
         let (mut parts, body) = req.into_parts();
+        let mut policy_headers = HeaderMap::new();
+        if let Err(res) = self
+            .guard(
+                direction,
+                parent.key,
+                &route.name,
+                &rule.filters,
+                guard,
+                &mut parts,
+                &mut policy_headers,
+                caller,
+            )
+            .await
+        {
+            return unrouted(res);
+        }
         if let FilterOutcome::Redirect(r) =
             route::apply_request_filters(&rule.filters, &mut parts, selected.matched)
         {
@@ -180,6 +227,21 @@ impl Outbound {
             };
             return unrouted(self.route_fail(direction, parent.key, &e, caller));
         };
+        if let Err(res) = self
+            .guard(
+                direction,
+                parent.key,
+                &route.name,
+                &backend.filters,
+                guard,
+                &mut parts,
+                &mut policy_headers,
+                caller,
+            )
+            .await
+        {
+            return unrouted(res);
+        }
         if let FilterOutcome::Redirect(r) =
             route::apply_request_filters(&backend.filters, &mut parts, selected.matched)
         {
@@ -232,11 +294,46 @@ impl Outbound {
             .await;
         route::apply_response_filters(&rule.filters, res.headers_mut());
         route::apply_response_filters(&backend.filters, res.headers_mut());
+        res.headers_mut().extend(policy_headers);
         crate::observe::served(&mut res).route = Some(route.name.clone());
         Routed {
             response: res,
             backend: Some(backend.service_key.clone()),
         }
+    }
+
+    /// Runs the GatewayPolicies among `filters` through `guard`, in order;
+    /// the first refusal is the answer. Without a guard a policy is never
+    /// skipped: the request is refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn guard(
+        &self,
+        direction: Direction,
+        parent: &str,
+        route: &str,
+        filters: &[Filter],
+        guard: Option<&dyn PolicyGuard>,
+        parts: &mut Parts,
+        headers: &mut HeaderMap,
+        caller: Caller,
+    ) -> Result<(), Response<Body>> {
+        for filter in filters {
+            let Filter::GatewayPolicy(policy) = filter else {
+                continue;
+            };
+            let Some(guard) = guard else {
+                let e = RouteError::Unguarded {
+                    route: route.to_string(),
+                    policy: policy.name.clone(),
+                };
+                return Err(self.route_fail(direction, parent, &e, caller));
+            };
+            match guard.admit(policy, parts).await {
+                Admission::Pass(h) => headers.extend(h),
+                Admission::Refuse(res) => return Err(res),
+            }
+        }
+        Ok(())
     }
 
     fn route_fail(

@@ -466,8 +466,10 @@ async fn gateway_routes_by_host_and_prefix() {
     }];
     mesh._tasks.push(tokio::spawn(mycel_sidecar::gateway::serve(
         listener,
-        mycel_sidecar::gateway::RouteSource::Static(routes.into()),
-        mesh.outbound.clone(),
+        mycel_sidecar::gateway::Gateway::new(
+            mycel_sidecar::gateway::RouteSource::Static(routes.into()),
+            mesh.outbound.clone(),
+        ),
         Server::standalone(Limits::default()),
     )));
     let (status, body) = http1(addr, get("/api/items", Some("shop.example.com:8080"))).await;

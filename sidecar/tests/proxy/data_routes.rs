@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mycel_sidecar::core::directory::gateway_policy::{ApiKey, ApiKeyAuth, GatewayPolicy};
 use mycel_sidecar::core::directory::policy::{Fault, FaultAbort};
 use mycel_sidecar::core::directory::routes::{
     Backend, Filter, Header, HeaderMatch, HeaderModifier, Mirror, PathMatch, PathModifier,
@@ -303,13 +304,38 @@ fn reviews_routes() -> ServiceRoutes {
                     vec![],
                     vec![backend("reviews-v1.shop", 0)],
                 ),
+                // A GatewayPolicy on a mesh route: no sidecar enforces it,
+                // so none lets the requests through unchecked.
+                rule(
+                    vec![prefix("/guarded")],
+                    vec![Filter::GatewayPolicy(partner_policy())],
+                    vec![backend("reviews-v1.shop", 1)],
+                ),
             ],
         }],
     }
 }
 
+/// Partners name themselves with an API key (`partner-key-1`).
+fn partner_policy() -> Arc<GatewayPolicy> {
+    use sha2::Digest;
+    Arc::new(GatewayPolicy {
+        name: "shop/partners".into(),
+        jwt: None,
+        api_keys: Some(ApiKeyAuth {
+            header: HeaderName::from_static("x-api-key"),
+            keys: vec![ApiKey {
+                name: "partner-1".into(),
+                sha256: sha2::Sha256::digest(b"partner-key-1").into(),
+            }],
+            forward_name_header: None,
+        }),
+        rate_limit: None,
+    })
+}
+
 /// The routes of the Gateway `shop-gw.shop`: the shop's public host to
-/// v1, any API host to v2.
+/// v1 (its `/partners` only with an API key), any API host to v2.
 fn gateway_routes() -> ServiceRoutes {
     let route = |name: &str, hostnames: Vec<String>, rules| Route {
         name: name.into(),
@@ -332,7 +358,11 @@ fn gateway_routes() -> ServiceRoutes {
             route(
                 "shop/www",
                 vec!["shop.example".into()],
-                vec![to("reviews-v1.shop", "/reviews")],
+                vec![to("reviews-v1.shop", "/reviews"), {
+                    let mut partners = to("reviews-v1.shop", "/partners");
+                    partners.filters = vec![Filter::GatewayPolicy(partner_policy())];
+                    partners
+                }],
             ),
             route(
                 "shop/api",
@@ -395,8 +425,7 @@ async fn start() -> Mesh {
         gateways.push(listener.local_addr().unwrap());
         tasks.push(tokio::spawn(gateway::serve(
             listener,
-            RouteSource::Gateway(key.into()),
-            outbound.clone(),
+            gateway::Gateway::new(RouteSource::Gateway(key.into()), outbound.clone()),
             Server::standalone(Limits::default()),
         )));
     }
@@ -575,6 +604,16 @@ async fn unmatched_requests_get_404_and_broken_rules_500_naming_why() {
     let (status, _, body) = client.get("/weightless", &[]).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(body.contains("has no backend with a weight"), "{body}");
+
+    // Even with the right key: the mesh route has nobody to check it.
+    let (status, _, body) = client
+        .get("/guarded", &[("x-api-key", "partner-key-1")])
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(
+        body.contains("carries GatewayPolicy shop/partners, which only a gateway enforces"),
+        "{body}"
+    );
     assert!(mesh.v1.lock().unwrap().is_empty());
 }
 
@@ -610,6 +649,27 @@ async fn a_gateway_routes_by_its_gateway_routes_and_their_hostnames() {
     // The apex is not covered by the wildcard.
     let (status, _, _) = gw.get_from("api.example", "/", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A rule with a GatewayPolicy: the gateway checks it, then routes.
+    let (status, headers, _) = gw.get_from("shop.example", "/partners/1", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["mycel-proxy-error"], "unauthenticated");
+    let (status, _, body) = gw
+        .get_from(
+            "shop.example",
+            "/partners/1",
+            &[("x-api-key", "partner-key-1")],
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "v1 /partners/1"));
+    let seen = mesh.v1.lock().unwrap();
+    let (_, _, headers, _) = seen
+        .iter()
+        .find(|(_, path, _, _)| path == "/partners/1")
+        .expect("v1 got the partner's request");
+    assert!(
+        headers.get("x-api-key").is_none(),
+        "the key is a credential the backend never sees: {headers:?}"
+    );
 }
 
 #[tokio::test]

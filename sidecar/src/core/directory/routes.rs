@@ -216,6 +216,10 @@ pub enum Filter {
     /// Faults for the rule's requests (a Mycel extension, from an
     /// `ExtensionRef` to a TrafficPolicy), in place of the service's.
     Fault(super::policy::Fault),
+    /// Authentication and a rate limit (a GatewayPolicy, from an
+    /// `ExtensionRef`). Only a gateway enforces it; the mesh's route
+    /// engine answers 500 for a rule that carries one.
+    GatewayPolicy(std::sync::Arc<super::gateway_policy::GatewayPolicy>),
 }
 
 /// Each name appears at most once across the three lists (validation).
@@ -277,11 +281,11 @@ pub struct Mirror {
     pub percent: u32,
 }
 
-fn display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-fn opt_display<S: Serializer, T: std::fmt::Display>(
+pub(super) fn opt_display<S: Serializer, T: std::fmt::Display>(
     v: &Option<T>,
     s: S,
 ) -> Result<S::Ok, S::Error> {

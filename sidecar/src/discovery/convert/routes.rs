@@ -361,6 +361,13 @@ fn filters(ctx: &Ctx, at: &str, fs: &[pb::RouteFilter]) -> Result<Vec<Filter>, C
             Some(pb::route_filter::Kind::Fault(fault)) => {
                 Filter::Fault(super::policy::fault(ctx, &format!("{fat}.fault"), fault)?)
             }
+            Some(pb::route_filter::Kind::GatewayPolicy(p)) => {
+                Filter::GatewayPolicy(std::sync::Arc::new(super::gateway_policy::gateway_policy(
+                    ctx,
+                    &format!("{fat}.gateway_policy"),
+                    p,
+                )?))
+            }
         };
         out.push(filter);
     }

@@ -840,3 +840,167 @@ fn a_flood_of_matches_across_routes_is_refused() {
     let err = resource(0, &r).unwrap_err().to_string();
     assert!(err.contains("5000 matches in all; at most 4096"), "{err}");
 }
+
+fn gateway_policy() -> pb::GatewayPolicy {
+    pb::GatewayPolicy {
+        name: "shop/orders".into(),
+        jwt: Some(pb::JwtAuth {
+            issuer: "https://issuer.test".into(),
+            audiences: vec!["shop".into()],
+            jwks: Some(pb::jwt_auth::Jwks::JwksUrl(
+                "http://auth.shop:8080/jwks.json".into(),
+            )),
+            forward_claims: vec![pb::ForwardClaim {
+                claim: "sub".into(),
+                header: "x-user-id".into(),
+            }],
+            leeway_ms: Some(0),
+            ..Default::default()
+        }),
+        api_keys: Some(pb::ApiKeyAuth {
+            keys: vec![pb::ApiKey {
+                name: "partner-a".into(),
+                sha256: vec![7; 32],
+            }],
+            ..Default::default()
+        }),
+        rate_limit: Some(pb::RateLimit {
+            requests: 10,
+            per_ms: 1000,
+            key: pb::RateLimitKey::JwtSubject as i32,
+            global: true,
+            fail_closed: true,
+            ..Default::default()
+        }),
+    }
+}
+
+fn with_policy(p: pb::GatewayPolicy) -> pb::Route {
+    let mut route = split_route();
+    route.rules[1].filters.push(pb::RouteFilter {
+        kind: Some(pb::route_filter::Kind::GatewayPolicy(p)),
+    });
+    route
+}
+
+#[test]
+fn a_gateway_policy_reaches_the_routes_typed() {
+    use crate::core::directory::gateway_policy::{JwksLocation, RateLimitKey};
+    use crate::core::directory::routes::Filter;
+
+    let routes = match resource(0, &routes_resource(with_policy(gateway_policy()))).unwrap() {
+        Converted::Routes { routes, .. } => routes,
+        other => panic!("{other:?}"),
+    };
+    let Some(Filter::GatewayPolicy(p)) = routes.routes[0].rules[1].filters.last() else {
+        panic!("{routes:?}");
+    };
+    assert_eq!(p.name, "shop/orders");
+    let jwt = p.jwt.as_ref().unwrap();
+    assert!(matches!(&jwt.jwks, JwksLocation::Url(u) if u.port_u16() == Some(8080)));
+    assert_eq!(
+        jwt.leeway,
+        Some(std::time::Duration::ZERO),
+        "0 is a leeway, not unset"
+    );
+    assert_eq!(jwt.refresh, std::time::Duration::from_secs(300));
+    assert_eq!(jwt.forward_claims[0].header, "x-user-id");
+    let keys = p.api_keys.as_ref().unwrap();
+    assert_eq!(
+        (keys.header.as_str(), keys.keys[0].sha256),
+        ("x-api-key", [7; 32])
+    );
+    let limit = p.rate_limit.as_ref().unwrap();
+    assert_eq!(limit.key, RateLimitKey::JwtSubject);
+    assert!(limit.global && limit.fail_closed && limit.burst.is_none());
+}
+
+#[test]
+fn invalid_gateway_policies_nack_naming_the_field() {
+    type Mutation = Box<dyn Fn(&mut pb::GatewayPolicy)>;
+    let at = "routes.routes[0].rules[1].filters[1].gateway_policy";
+    let cases: Vec<(Mutation, &str)> = vec![
+        (Box::new(|p| p.name = "orders".into()), "name"),
+        (
+            Box::new(|p| {
+                p.jwt = None;
+                p.api_keys = None;
+                p.rate_limit = None;
+            }),
+            ": a policy with nothing to enforce",
+        ),
+        (
+            Box::new(|p| p.jwt.as_mut().unwrap().jwks = None),
+            "jwt.jwks: missing",
+        ),
+        (
+            Box::new(|p| {
+                p.jwt.as_mut().unwrap().jwks =
+                    Some(pb::jwt_auth::Jwks::JwksUrl("https://auth/jwks".into()))
+            }),
+            "jwt.jwks_url",
+        ),
+        (
+            Box::new(|p| {
+                p.jwt.as_mut().unwrap().jwks =
+                    Some(pb::jwt_auth::Jwks::JwksFile("jwks.json".into()))
+            }),
+            "jwt.jwks_file: \"jwks.json\" is not an absolute path",
+        ),
+        (
+            Box::new(|p| p.jwt.as_mut().unwrap().forward_claims[0].header = "X-User".into()),
+            "jwt.forward_claims[0].header: \"X-User\" is not lowercase",
+        ),
+        (
+            Box::new(|p| p.api_keys.as_mut().unwrap().keys[0].sha256 = vec![1; 20]),
+            "api_keys.keys[0].sha256: 20 bytes",
+        ),
+        (
+            Box::new(|p| {
+                let k = p.api_keys.as_mut().unwrap();
+                k.keys.push(k.keys[0].clone());
+            }),
+            "api_keys.keys[1].name",
+        ),
+        (
+            Box::new(|p| p.rate_limit.as_mut().unwrap().requests = 0),
+            "rate_limit.requests: must be at least 1",
+        ),
+        (
+            Box::new(|p| p.rate_limit.as_mut().unwrap().per_ms = 0),
+            "rate_limit.per_ms",
+        ),
+        (
+            Box::new(|p| p.jwt = None),
+            "rate_limit.key: JwtSubject needs the policy's jwt",
+        ),
+        (
+            Box::new(|p| p.rate_limit.as_mut().unwrap().global = false),
+            "rate_limit.fail_closed",
+        ),
+        (
+            Box::new(|p| {
+                let r = p.rate_limit.as_mut().unwrap();
+                r.key = pb::RateLimitKey::Header as i32;
+                r.header = String::new();
+            }),
+            "rate_limit.header",
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut p = gateway_policy();
+        mutate(&mut p);
+        let err = resource(0, &routes_resource(with_policy(p)))
+            .unwrap_err()
+            .to_string();
+        let want = if want.starts_with(':') {
+            format!("{at}{want}")
+        } else {
+            format!("{at}.{want}")
+        };
+        assert!(
+            err.starts_with(&format!("resource routes/reviews.shop: {want}")),
+            "want {want}\n got {err}"
+        );
+    }
+}

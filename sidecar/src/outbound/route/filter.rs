@@ -47,7 +47,11 @@ pub fn apply_request_filters(
                 return FilterOutcome::Redirect(redirect(r, parts, matched));
             }
             Filter::UrlRewrite(u) => rewrite(u, parts, matched),
-            Filter::ResponseHeaderModifier(_) | Filter::RequestMirror(_) | Filter::Fault(_) => {}
+            // Policies ran before the filters (`routed`).
+            Filter::ResponseHeaderModifier(_)
+            | Filter::RequestMirror(_)
+            | Filter::Fault(_)
+            | Filter::GatewayPolicy(_) => {}
         }
     }
     FilterOutcome::Continue

@@ -1,0 +1,269 @@
+//! A route filter's GatewayPolicy into
+//! [`crate::core::directory::gateway_policy`]. What the data path relies on
+//! is checked here (header names, digests, a limit it can hold, a key the
+//! policy can give), so a bad policy is a NACK naming the field and the
+//! last good routes stay.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+use mycel_api::v1 as pb;
+
+use super::{ConvertError, Ctx};
+use crate::core::directory::gateway_policy::{
+    ApiKey, ApiKeyAuth, ForwardClaim, GatewayPolicy, JwksLocation, JwtAuth, RateLimit,
+    RateLimitKey, RequiredClaim,
+};
+
+/// Caps on one policy, so a resource cannot make a gateway hold (and scan
+/// per request) an unbounded list.
+const MAX_API_KEYS: usize = 1000;
+const MAX_CLAIMS: usize = 32;
+const MAX_AUDIENCES: usize = 32;
+const MAX_NAME: usize = 253;
+/// A day: the longest period and refresh interval the controller accepts.
+const MAX_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+
+const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+
+pub(super) fn gateway_policy(
+    ctx: &Ctx,
+    at: &str,
+    p: &pb::GatewayPolicy,
+) -> Result<GatewayPolicy, ConvertError> {
+    if p.name.is_empty() || p.name.len() > MAX_NAME || !p.name.contains('/') {
+        return Err(ctx.err(
+            format!("{at}.name"),
+            format!("{:?} is not <namespace>/<name>", p.name),
+        ));
+    }
+    if p.jwt.is_none() && p.api_keys.is_none() && p.rate_limit.is_none() {
+        return Err(ctx.err(at, "a policy with nothing to enforce"));
+    }
+    let jwt = p
+        .jwt
+        .as_ref()
+        .map(|j| jwt(ctx, &format!("{at}.jwt"), j))
+        .transpose()?;
+    let api_keys = p
+        .api_keys
+        .as_ref()
+        .map(|k| api_keys(ctx, &format!("{at}.api_keys"), k))
+        .transpose()?;
+    let rate_limit = p
+        .rate_limit
+        .as_ref()
+        .map(|r| rate_limit(ctx, &format!("{at}.rate_limit"), r))
+        .transpose()?;
+    if let Some(r) = &rate_limit {
+        let missing = match r.key {
+            RateLimitKey::JwtSubject if jwt.is_none() => Some("jwt"),
+            RateLimitKey::ApiKey if api_keys.is_none() => Some("api_keys"),
+            _ => None,
+        };
+        if let Some(missing) = missing {
+            return Err(ctx.err(
+                format!("{at}.rate_limit.key"),
+                format!("{:?} needs the policy's {missing}", r.key),
+            ));
+        }
+    }
+    Ok(GatewayPolicy {
+        name: p.name.clone(),
+        jwt,
+        api_keys,
+        rate_limit,
+    })
+}
+
+fn header(ctx: &Ctx, at: String, name: &str) -> Result<HeaderName, ConvertError> {
+    // Lowercase only: HeaderName lowercases, and a name that changed on
+    // the way would not be the one the user configured.
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ctx.err(at, format!("{name:?} is not lowercase")));
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| ctx.err(at, format!("{name:?} is not an HTTP header name")))
+}
+
+fn optional_header(ctx: &Ctx, at: String, name: &str) -> Result<Option<HeaderName>, ConvertError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    header(ctx, at, name).map(Some)
+}
+
+fn jwt(ctx: &Ctx, at: &str, j: &pb::JwtAuth) -> Result<JwtAuth, ConvertError> {
+    if j.issuer.is_empty() {
+        return Err(ctx.err(format!("{at}.issuer"), "missing"));
+    }
+    if j.audiences.len() > MAX_AUDIENCES {
+        return Err(ctx.err(
+            format!("{at}.audiences"),
+            format!("{} audiences; at most {MAX_AUDIENCES}", j.audiences.len()),
+        ));
+    }
+    let jwks = match &j.jwks {
+        None => return Err(ctx.err(format!("{at}.jwks"), "missing")),
+        Some(pb::jwt_auth::Jwks::JwksFile(f)) => {
+            let path = PathBuf::from(f);
+            if !path.is_absolute() {
+                return Err(ctx.err(
+                    format!("{at}.jwks_file"),
+                    format!("{f:?} is not an absolute path"),
+                ));
+            }
+            JwksLocation::File(path)
+        }
+        Some(pb::jwt_auth::Jwks::JwksUrl(u)) => {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|e| ctx.err(format!("{at}.jwks_url"), format!("{u:?}: {e}")))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(ctx.err(
+                    format!("{at}.jwks_url"),
+                    format!("{u:?} is not an http:// URL"),
+                ));
+            }
+            JwksLocation::Url(uri)
+        }
+    };
+    let refresh = match j.jwks_refresh_ms {
+        0 => DEFAULT_JWKS_REFRESH,
+        ms => Duration::from_millis(ms).min(MAX_PERIOD),
+    };
+    if j.required_claims.len() > MAX_CLAIMS || j.forward_claims.len() > MAX_CLAIMS {
+        return Err(ctx.err(
+            at,
+            format!("more than {MAX_CLAIMS} required or forwarded claims"),
+        ));
+    }
+    let required_claims = j
+        .required_claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.name.is_empty() {
+                return Err(ctx.err(format!("{at}.required_claims[{i}].name"), "missing"));
+            }
+            Ok(RequiredClaim {
+                name: c.name.clone(),
+                value: (!c.value.is_empty()).then(|| c.value.clone()),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let forward_claims = j
+        .forward_claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.claim.is_empty() {
+                return Err(ctx.err(format!("{at}.forward_claims[{i}].claim"), "missing"));
+            }
+            Ok(ForwardClaim {
+                claim: c.claim.clone(),
+                header: header(ctx, format!("{at}.forward_claims[{i}].header"), &c.header)?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(JwtAuth {
+        issuer: j.issuer.clone(),
+        audiences: j.audiences.clone(),
+        jwks,
+        refresh,
+        algorithms: j.algorithms.clone(),
+        leeway: j.leeway_ms.map(Duration::from_millis),
+        required_claims,
+        forward_claims,
+        token_header: optional_header(ctx, format!("{at}.token_header"), &j.token_header)?,
+        strip_token: j.strip_token,
+    })
+}
+
+fn api_keys(ctx: &Ctx, at: &str, k: &pb::ApiKeyAuth) -> Result<ApiKeyAuth, ConvertError> {
+    if k.keys.is_empty() || k.keys.len() > MAX_API_KEYS {
+        return Err(ctx.err(
+            format!("{at}.keys"),
+            format!("{} keys; between 1 and {MAX_API_KEYS}", k.keys.len()),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    let keys = k
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            if key.name.is_empty() || !names.insert(key.name.as_str()) {
+                return Err(ctx.err(
+                    format!("{at}.keys[{i}].name"),
+                    format!("{:?} is empty or used twice", key.name),
+                ));
+            }
+            let sha256: [u8; 32] = key.sha256.as_slice().try_into().map_err(|_| {
+                ctx.err(
+                    format!("{at}.keys[{i}].sha256"),
+                    format!("{} bytes; a SHA-256 digest is 32", key.sha256.len()),
+                )
+            })?;
+            Ok(ApiKey {
+                name: key.name.clone(),
+                sha256,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let header = match k.header.as_str() {
+        "" => HeaderName::from_static(DEFAULT_API_KEY_HEADER),
+        h => header(ctx, format!("{at}.header"), h)?,
+    };
+    Ok(ApiKeyAuth {
+        header,
+        keys,
+        forward_name_header: optional_header(
+            ctx,
+            format!("{at}.forward_name_header"),
+            &k.forward_name_header,
+        )?,
+    })
+}
+
+fn rate_limit(ctx: &Ctx, at: &str, r: &pb::RateLimit) -> Result<RateLimit, ConvertError> {
+    if r.requests == 0 {
+        return Err(ctx.err(format!("{at}.requests"), "must be at least 1"));
+    }
+    if r.per_ms == 0 || Duration::from_millis(r.per_ms) > MAX_PERIOD {
+        return Err(ctx.err(
+            format!("{at}.per_ms"),
+            format!("{} ms is not between 1 ms and a day", r.per_ms),
+        ));
+    }
+    let key = match pb::RateLimitKey::try_from(r.key) {
+        Ok(pb::RateLimitKey::ClientIp) => RateLimitKey::ClientIp,
+        Ok(pb::RateLimitKey::Header) => {
+            RateLimitKey::Header(header(ctx, format!("{at}.header"), &r.header)?)
+        }
+        Ok(pb::RateLimitKey::JwtSubject) => RateLimitKey::JwtSubject,
+        Ok(pb::RateLimitKey::ApiKey) => RateLimitKey::ApiKey,
+        Ok(pb::RateLimitKey::Unspecified) | Err(_) => {
+            return Err(ctx.err(
+                format!("{at}.key"),
+                format!("{} is not a rate-limit key this proxy knows", r.key),
+            ))
+        }
+    };
+    if r.fail_closed && !r.global {
+        return Err(ctx.err(
+            format!("{at}.fail_closed"),
+            "only a global limit asks Redis, so only it can fail closed",
+        ));
+    }
+    Ok(RateLimit {
+        requests: r.requests,
+        per: Duration::from_millis(r.per_ms),
+        burst: (r.burst != 0).then_some(r.burst),
+        key,
+        global: r.global,
+        fail_closed: r.fail_closed,
+    })
+}

@@ -1,0 +1,476 @@
+//! GatewayPolicies at the gateway: the [`PolicyGuard`] the route engine
+//! calls for a rule that carries one. A request is authenticated (a JWT,
+//! an API key, whichever the policy sets; with both, either admits), the
+//! credentials' headers are rewritten for the backend, then the rate limit
+//! counts it.
+//!
+//! What a policy needs at run time (a JWKS kept fresh, a limiter's
+//! buckets) is built the first time a request meets the policy and kept
+//! while the routes carry the same policy, so a routes update that leaves
+//! a policy unchanged loses neither keys nor counts. Key sets are shared
+//! by every policy that names the same JWKS.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Instant;
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use prometheus_client::metrics::counter::Counter;
+use sha2::{Digest, Sha256};
+
+use super::jwt::{
+    self, ClaimRequirement, JwksSource, JwtRule, JwtVerifier, KeySet, RefreshSettings, TokenSource,
+    VerifiedClaims,
+};
+use super::ratelimit::{
+    headers as rl_headers, Decision, FailureMode, GlobalLimiter, GlobalPolicy, Limit, LocalConfig,
+    LocalLimiter, Outcome,
+};
+use crate::core::directory::gateway_policy::{
+    ApiKeyAuth, GatewayPolicy, JwksLocation, JwtAuth, RateLimit, RateLimitKey,
+};
+use crate::core::http::{proxy_error, Caller};
+use crate::core::serve::ClientAddr;
+use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
+use crate::outbound::{Admission, PolicyGuard};
+
+/// The gateway's policies: what each needs at run time, by policy name.
+pub struct Policies {
+    metrics: ProxyMetrics,
+    /// None without `--rate-limit-redis`: a global limit then answers as
+    /// its policy says Redis failures do.
+    redis: Option<GlobalLimiter>,
+    active: Mutex<HashMap<String, Arc<Active>>>,
+    /// Shared by policies naming the same JWKS (and refresh interval);
+    /// a set lives as long as a policy holds it.
+    key_sets: Mutex<HashMap<String, Weak<KeySet>>>,
+}
+
+/// One policy, ready to apply.
+struct Active {
+    config: Arc<GatewayPolicy>,
+    /// Err: the policy cannot be applied here (a JWT setting the verifier
+    /// refuses, a limit out of range); its requests are refused.
+    built: Result<Built, String>,
+    counters: Counters,
+}
+
+struct Built {
+    jwt: Option<JwtVerifier>,
+    api_keys: Option<ApiKeyAuth>,
+    limiter: Option<Limiter>,
+}
+
+enum Limiter {
+    Local(LocalLimiter),
+    Global(GlobalPolicy),
+}
+
+/// The decision counters of one policy, resolved once.
+struct Counters {
+    allowed: Counter,
+    unauthenticated: Counter,
+    forbidden: Counter,
+    rate_limited: Counter,
+    failed_open: Counter,
+    failed_closed: Counter,
+    invalid: Counter,
+}
+
+impl Counters {
+    fn new(metrics: &ProxyMetrics, policy: &str) -> Counters {
+        let c = |d| metrics.policy_decision(policy, d);
+        Counters {
+            allowed: c("allowed"),
+            unauthenticated: c("unauthenticated"),
+            forbidden: c("forbidden"),
+            rate_limited: c("rate_limited"),
+            failed_open: c("limiter_failed_open"),
+            failed_closed: c("limiter_failed_closed"),
+            invalid: c("invalid"),
+        }
+    }
+}
+
+/// Who a request proved to be.
+enum Principal {
+    Anonymous,
+    Token(VerifiedClaims),
+    ApiKey(String),
+}
+
+impl Policies {
+    pub fn new(metrics: ProxyMetrics, redis: Option<GlobalLimiter>) -> Policies {
+        Policies {
+            metrics,
+            redis,
+            active: Mutex::default(),
+            key_sets: Mutex::default(),
+        }
+    }
+
+    /// The run-time state of `policy`, built when first met or when the
+    /// policy of that name changed.
+    fn active(&self, policy: &Arc<GatewayPolicy>) -> Arc<Active> {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(a) = active.get(&policy.name) {
+            if Arc::ptr_eq(&a.config, policy) || *a.config == **policy {
+                return a.clone();
+            }
+        }
+        let built = self.build(policy);
+        if let Err(e) = &built {
+            tracing::error!(policy = %policy.name, error = %e, "gateway policy cannot be applied; its routes answer 500");
+        }
+        let a = Arc::new(Active {
+            config: policy.clone(),
+            built,
+            counters: Counters::new(&self.metrics, &policy.name),
+        });
+        active.insert(policy.name.clone(), a.clone());
+        a
+    }
+
+    fn build(&self, policy: &GatewayPolicy) -> Result<Built, String> {
+        let jwt = policy.jwt.as_ref().map(|j| self.verifier(j)).transpose()?;
+        let limiter = policy
+            .rate_limit
+            .as_ref()
+            .map(|r| limiter(&policy.name, r))
+            .transpose()?;
+        if matches!(limiter, Some(Limiter::Global(_))) && self.redis.is_none() {
+            tracing::warn!(policy = %policy.name, "global rate limit without --rate-limit-redis: every request is treated as a Redis failure");
+        }
+        Ok(Built {
+            jwt,
+            api_keys: policy.api_keys.clone(),
+            limiter,
+        })
+    }
+
+    fn verifier(&self, j: &JwtAuth) -> Result<JwtVerifier, String> {
+        let rule = jwt_rule(j).map_err(|e| e.to_string())?;
+        let keys = self.key_set(&rule).map_err(|e| e.to_string())?;
+        JwtVerifier::new(Arc::new(rule), keys).map_err(|e| e.to_string())
+    }
+
+    fn key_set(&self, rule: &JwtRule) -> Result<Arc<KeySet>, jwt::JwksError> {
+        let id = format!("{}|{:?}", rule.jwks, rule.refresh.every);
+        let mut sets = self.key_sets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = sets.get(&id).and_then(Weak::upgrade) {
+            return Ok(set);
+        }
+        let fetch = KeySet::fetcher(&rule.jwks, rule.jwks_timeout, rule.jwks_max_bytes)?;
+        let set = KeySet::empty(fetch, rule.refresh);
+        sets.retain(|_, w| w.strong_count() > 0);
+        sets.insert(id, Arc::downgrade(&set));
+        tokio::spawn(refresh_loop(Arc::downgrade(&set), rule.refresh));
+        Ok(set)
+    }
+
+    async fn check(&self, policy: &Arc<GatewayPolicy>, parts: &mut Parts) -> Admission {
+        let active = self.active(policy);
+        let caller = Caller::of(&parts.headers, true);
+        let refuse = |status: StatusCode, kind: ErrorKind, detail: &str| {
+            tracing::info!(policy = %policy.name, kind = kind.as_str(), %detail, "gateway: request refused by policy");
+            self.metrics.error(Direction::Gateway, kind);
+            proxy_error(status, kind, detail, caller)
+        };
+        let built = match &active.built {
+            Ok(b) => b,
+            Err(e) => {
+                active.counters.invalid.inc();
+                return Admission::Refuse(refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::PolicyUnavailable,
+                    &format!("gateway policy {} cannot be applied: {e}", policy.name),
+                ));
+            }
+        };
+        let principal = match authenticate(built, parts).await {
+            Ok(p) => p,
+            Err(refusal) => {
+                let (status, kind, challenge, detail) = refusal;
+                let counter = if status == StatusCode::FORBIDDEN {
+                    &active.counters.forbidden
+                } else {
+                    &active.counters.unauthenticated
+                };
+                counter.inc();
+                let mut res = refuse(status, kind, &detail);
+                if let Some(c) = challenge {
+                    res.headers_mut().insert(http::header::WWW_AUTHENTICATE, c);
+                }
+                return Admission::Refuse(res);
+            }
+        };
+        forward_identity(built, &principal, &mut parts.headers);
+        let mut headers = HeaderMap::new();
+        if let (Some(limiter), Some(r)) = (&built.limiter, &policy.rate_limit) {
+            let key = rate_key(&r.key, parts, &principal);
+            let (limit, outcome) = match limiter {
+                Limiter::Local(l) => (l.limit(), Outcome::Decided(l.check(&key, Instant::now()))),
+                Limiter::Global(g) => {
+                    let outcome = match &self.redis {
+                        Some(redis) => redis.check(g, &key).await,
+                        None => match g.on_failure() {
+                            FailureMode::Open => Outcome::FailedOpen,
+                            FailureMode::Closed => Outcome::FailedClosed,
+                        },
+                    };
+                    (g.limit(), outcome)
+                }
+            };
+            match outcome {
+                Outcome::Decided(d) => {
+                    rl_headers::set_decision_headers(limit, &d, &mut headers);
+                    if let Decision::Limited { .. } = d {
+                        active.counters.rate_limited.inc();
+                        let mut res = refuse(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            ErrorKind::RateLimited,
+                            &format!("rate limit of {} reached", policy.name),
+                        );
+                        res.headers_mut().extend(headers);
+                        return Admission::Refuse(res);
+                    }
+                }
+                Outcome::FailedOpen => {
+                    active.counters.failed_open.inc();
+                }
+                Outcome::FailedClosed => {
+                    active.counters.failed_closed.inc();
+                    let mut res = refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorKind::PolicyUnavailable,
+                        &format!(
+                            "rate limit of {} cannot be checked (Redis unavailable)",
+                            policy.name
+                        ),
+                    );
+                    rl_headers::set_unavailable_headers(res.headers_mut());
+                    return Admission::Refuse(res);
+                }
+            }
+        }
+        active.counters.allowed.inc();
+        Admission::Pass(headers)
+    }
+}
+
+impl PolicyGuard for Policies {
+    fn admit<'a>(
+        &'a self,
+        policy: &'a Arc<GatewayPolicy>,
+        parts: &'a mut Parts,
+    ) -> Pin<Box<dyn Future<Output = Admission> + Send + 'a>> {
+        Box::pin(self.check(policy, parts))
+    }
+}
+
+/// A refused authentication: status, kind, `WWW-Authenticate`, detail.
+type AuthRefusal = (StatusCode, ErrorKind, Option<HeaderValue>, String);
+
+/// Who the request is, by the policy's credentials. A matching API key
+/// admits at once; otherwise the JWT decides (and its challenge is the
+/// answer); a policy with API keys only answers 401 naming the header.
+async fn authenticate(built: &Built, parts: &mut Parts) -> Result<Principal, AuthRefusal> {
+    if built.jwt.is_none() && built.api_keys.is_none() {
+        return Ok(Principal::Anonymous);
+    }
+    if let Some(keys) = &built.api_keys {
+        // The key is a credential: the backend never sees it.
+        if let Some(presented) = parts.headers.remove(&keys.header) {
+            // Digests are compared, not keys: equal digests reveal nothing
+            // a timing attack could use to find the key.
+            let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+            if let Some(k) = keys.keys.iter().find(|k| k.sha256 == digest) {
+                return Ok(Principal::ApiKey(k.name.clone()));
+            }
+            if built.jwt.is_none() {
+                return Err(api_key_refusal(keys, "unknown API key"));
+            }
+        }
+    }
+    match &built.jwt {
+        Some(verifier) => match verifier.verify(&parts.headers).await {
+            Ok(claims) => Ok(Principal::Token(claims)),
+            Err(e) => {
+                let (status, challenge) = e.challenge();
+                let kind = if status == StatusCode::FORBIDDEN {
+                    ErrorKind::Forbidden
+                } else {
+                    ErrorKind::Unauthenticated
+                };
+                Err((status, kind, Some(challenge), format!("JWT: {e}")))
+            }
+        },
+        None => {
+            let keys = built.api_keys.as_ref().expect("checked above");
+            Err(api_key_refusal(keys, "no API key"))
+        }
+    }
+}
+
+fn api_key_refusal(keys: &ApiKeyAuth, detail: &str) -> AuthRefusal {
+    let challenge = HeaderValue::from_str(&format!(
+        "ApiKey realm=\"{}\", header=\"{}\"",
+        jwt::REALM,
+        keys.header
+    ))
+    .ok();
+    (
+        StatusCode::UNAUTHORIZED,
+        ErrorKind::Unauthenticated,
+        challenge,
+        format!("{detail} (header {})", keys.header),
+    )
+}
+
+/// The headers the backend may trust: every one the policy sets is first
+/// removed from what the client sent, then set from the credential.
+fn forward_identity(built: &Built, principal: &Principal, headers: &mut HeaderMap) {
+    if let Some(verifier) = &built.jwt {
+        match principal {
+            Principal::Token(claims) => jwt::forward_claims(claims, verifier.rule(), headers),
+            _ => jwt::strip_forwarded(verifier.rule(), headers),
+        }
+    }
+    if let Some(h) = built
+        .api_keys
+        .as_ref()
+        .and_then(|k| k.forward_name_header.as_ref())
+    {
+        headers.remove(h);
+        if let Principal::ApiKey(name) = principal {
+            if let Ok(v) = HeaderValue::from_str(name) {
+                headers.insert(h.clone(), v);
+            }
+        }
+    }
+}
+
+/// The bucket a request takes from. Absent values (no header, no subject)
+/// share the empty key's bucket: leaving out a header must not escape the
+/// limit.
+fn rate_key(key: &RateLimitKey, parts: &Parts, principal: &Principal) -> String {
+    match key {
+        RateLimitKey::ClientIp => parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|ClientAddr(a): &ClientAddr| client_ip(*a))
+            .unwrap_or_default(),
+        RateLimitKey::Header(h) => parts
+            .headers
+            .get(h)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+        RateLimitKey::JwtSubject => match principal {
+            Principal::Token(c) => c.subject().unwrap_or_default().to_string(),
+            _ => String::new(),
+        },
+        RateLimitKey::ApiKey => match principal {
+            Principal::ApiKey(name) => name.clone(),
+            _ => String::new(),
+        },
+    }
+}
+
+/// IPv4-mapped addresses count as the IPv4 client they are.
+fn client_ip(a: SocketAddr) -> String {
+    match a.ip() {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        ip => ip.to_string(),
+    }
+}
+
+fn jwt_rule(j: &JwtAuth) -> Result<JwtRule, jwt::JwtConfigError> {
+    let source = match &j.jwks {
+        JwksLocation::File(p) => JwksSource::File(p.clone()),
+        JwksLocation::Url(u) => JwksSource::Url(u.clone()),
+    };
+    let mut rule = JwtRule::new(j.issuer.clone(), source);
+    rule.audiences = j.audiences.clone();
+    if !j.algorithms.is_empty() {
+        rule.algorithms = j
+            .algorithms
+            .iter()
+            .map(|a| jwt::parse_algorithm(a))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(l) = j.leeway {
+        rule.leeway = l;
+    }
+    rule.required_claims = j
+        .required_claims
+        .iter()
+        .map(|c| jwt::RequiredClaim {
+            name: c.name.clone(),
+            requirement: match &c.value {
+                None => ClaimRequirement::Present,
+                Some(v) => ClaimRequirement::Equals(v.clone()),
+            },
+        })
+        .collect();
+    rule.forward = j
+        .forward_claims
+        .iter()
+        .map(|f| jwt::ForwardClaim {
+            claim: f.claim.clone(),
+            header: f.header.clone(),
+        })
+        .collect();
+    rule.token_source = match &j.token_header {
+        None => TokenSource::Bearer,
+        Some(h) => TokenSource::Header(h.clone()),
+    };
+    rule.forward_token = !j.strip_token;
+    rule.refresh = RefreshSettings {
+        every: j.refresh,
+        ..RefreshSettings::default()
+    };
+    rule.check()?;
+    Ok(rule)
+}
+
+fn limiter(policy: &str, r: &RateLimit) -> Result<Limiter, String> {
+    let limit = Limit::new(r.requests, r.per, r.burst).map_err(|e| format!("rate limit: {e}"))?;
+    if !r.global {
+        return Ok(Limiter::Local(LocalLimiter::new(
+            limit,
+            LocalConfig::default(),
+        )));
+    }
+    let on_failure = if r.fail_closed {
+        FailureMode::Closed
+    } else {
+        FailureMode::Open
+    };
+    GlobalPolicy::new(policy, limit, on_failure)
+        .map(Limiter::Global)
+        .map_err(|e| format!("rate limit: {e}"))
+}
+
+/// Reads a key set now and every `refresh.every` while a policy holds it.
+/// A failed read keeps the keys held (the set's rule) and is logged.
+async fn refresh_loop(set: Weak<KeySet>, refresh: RefreshSettings) {
+    loop {
+        let Some(keys) = set.upgrade() else { return };
+        match keys.refresh().await {
+            Ok(n) => tracing::debug!(source = %keys.source_name(), keys = n, "JWKS read"),
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; the keys held stay"),
+        }
+        drop(keys);
+        tokio::time::sleep(refresh.every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! The guard over real keys and limiters: a JWKS file, ES256 tokens signed
+//! here, API key digests, local and (Redis-less) global limits.
+
+use std::time::Duration;
+
+use base64::Engine;
+use http::{HeaderMap, Request, StatusCode};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::core::directory::gateway_policy::{ApiKey, ForwardClaim, RequiredClaim};
+use crate::core::http::Body;
+
+const ISS: &str = "https://issuer.test";
+
+struct Signer {
+    enc: EncodingKey,
+    kid: String,
+    jwk: Value,
+}
+
+fn signer(kid: &str) -> Signer {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = pair.public_key_raw();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    Signer {
+        enc: EncodingKey::from_ec_der(&pair.serialize_der()),
+        kid: kid.into(),
+        jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64(&point[1..33]), "y": b64(&point[33..])}),
+    }
+}
+
+impl Signer {
+    fn token(&self, claims: Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.enc).unwrap()
+    }
+}
+
+fn claims(sub: &str) -> Value {
+    let now = jsonwebtoken::get_current_timestamp();
+    json!({"iss": ISS, "aud": "shop", "sub": sub, "scope": "orders:read orders:write", "exp": now + 600})
+}
+
+fn write_jwks(path: &std::path::Path, keys: &[&Signer]) {
+    let set = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+    std::fs::write(path, set.to_string()).unwrap();
+}
+
+fn jwt_auth(jwks: &std::path::Path) -> JwtAuth {
+    JwtAuth {
+        issuer: ISS.into(),
+        audiences: vec!["shop".into()],
+        jwks: JwksLocation::File(jwks.to_path_buf()),
+        refresh: Duration::from_secs(300),
+        algorithms: vec!["ES256".into()],
+        leeway: None,
+        required_claims: vec![RequiredClaim {
+            name: "scope".into(),
+            value: Some("orders:write".into()),
+        }],
+        forward_claims: vec![ForwardClaim {
+            claim: "sub".into(),
+            header: http::HeaderName::from_static("x-user-id"),
+        }],
+        token_header: None,
+        strip_token: true,
+    }
+}
+
+fn limit(requests: u32, key: RateLimitKey) -> RateLimit {
+    RateLimit {
+        requests,
+        per: Duration::from_secs(60),
+        burst: None,
+        key,
+        global: false,
+        fail_closed: false,
+    }
+}
+
+fn tenant_limit(requests: u32) -> RateLimit {
+    limit(
+        requests,
+        RateLimitKey::Header(http::HeaderName::from_static("x-tenant")),
+    )
+}
+
+fn policy(
+    jwt: Option<JwtAuth>,
+    api_keys: Option<ApiKeyAuth>,
+    rate_limit: Option<RateLimit>,
+) -> Arc<GatewayPolicy> {
+    Arc::new(GatewayPolicy {
+        name: "shop/orders".into(),
+        jwt,
+        api_keys,
+        rate_limit,
+    })
+}
+
+fn policies() -> (Policies, Registry) {
+    let mut registry = Registry::default();
+    let metrics = ProxyMetrics::new(&mut registry);
+    (Policies::new(metrics, None), registry)
+}
+
+fn parts(headers: &[(&str, &str)]) -> Parts {
+    let mut req = Request::get("http://shop.example/api/orders");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut parts = req.body(()).unwrap().into_parts().0;
+    parts
+        .extensions
+        .insert(ClientAddr("198.18.0.7:40000".parse().unwrap()));
+    parts
+}
+
+async fn admit(
+    p: &Policies,
+    policy: &Arc<GatewayPolicy>,
+    parts: &mut Parts,
+) -> Result<HeaderMap, http::Response<Body>> {
+    match p.admit(policy, parts).await {
+        Admission::Pass(h) => Ok(h),
+        Admission::Refuse(r) => Err(r),
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The decision counter lines of the registry.
+fn decisions(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("mycel_gateway_policy_decisions_total"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_token_is_verified_its_claims_required_and_its_subject_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let key = signer("k1");
+    write_jwks(&jwks, &[&key]);
+    let (p, registry) = policies();
+    let pol = policy(Some(jwt_auth(&jwks)), None, None);
+
+    // No token: 401 with a Bearer challenge.
+    let res = admit(&p, &pol, &mut parts(&[])).await.unwrap_err();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let challenge = res.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer realm=\"mycel\""),
+        "{challenge}"
+    );
+
+    // A valid token passes; the subject is forwarded in place of the
+    // client's forged copy, and the token itself is stripped.
+    let token = key.token(claims("alice"));
+    let mut ok = parts(&[("authorization", &bearer(&token)), ("x-user-id", "admin")]);
+    admit(&p, &pol, &mut ok).await.unwrap();
+    assert_eq!(ok.headers["x-user-id"], "alice");
+    assert!(ok.headers.get("authorization").is_none());
+
+    // A token without the required scope word: 403.
+    let mut c = claims("bob");
+    c["scope"] = json!("orders:read");
+    let token = key.token(c);
+    let res = admit(&p, &pol, &mut parts(&[("authorization", &bearer(&token))]))
+        .await
+        .unwrap_err();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    // Signed by another key under the same kid: 401.
+    let token = signer("k1").token(claims("alice"));
+    let res = admit(&p, &pol, &mut parts(&[("authorization", &bearer(&token))]))
+        .await
+        .unwrap_err();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    let counts = decisions(&registry);
+    assert!(counts.contains("decision=\"allowed\"} 1"), "{counts}");
+    assert!(
+        counts.contains("decision=\"unauthenticated\"} 2"),
+        "{counts}"
+    );
+    assert!(counts.contains("decision=\"forbidden\"} 1"), "{counts}");
+}
+
+#[tokio::test]
+async fn an_api_key_admits_by_its_digest_and_the_key_never_reaches_the_backend() {
+    let (p, _registry) = policies();
+    let key_auth = ApiKeyAuth {
+        header: http::HeaderName::from_static("x-api-key"),
+        keys: vec![ApiKey {
+            name: "partner-a".into(),
+            sha256: Sha256::digest(b"s3cret-a").into(),
+        }],
+        forward_name_header: Some(http::HeaderName::from_static("x-api-client")),
+    };
+    let pol = policy(None, Some(key_auth), None);
+
+    let mut ok = parts(&[("x-api-key", "s3cret-a"), ("x-api-client", "root")]);
+    admit(&p, &pol, &mut ok).await.unwrap();
+    assert!(ok.headers.get("x-api-key").is_none(), "the key is stripped");
+    assert_eq!(ok.headers["x-api-client"], "partner-a");
+
+    for headers in [vec![("x-api-key", "s3cret-b")], vec![]] {
+        let res = admit(&p, &pol, &mut parts(&headers)).await.unwrap_err();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let challenge = res.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("header=\"x-api-key\""), "{challenge}");
+    }
+}
+
+#[tokio::test]
+async fn a_local_limit_counts_per_key_answers_429_with_headers_and_survives_an_equal_update() {
+    let (p, registry) = policies();
+    let pol = policy(None, None, Some(tenant_limit(3)));
+    for i in 0..3 {
+        let h = admit(&p, &pol, &mut parts(&[("x-tenant", "a")]))
+            .await
+            .unwrap();
+        assert_eq!(h["ratelimit-remaining"], (2 - i).to_string().as_str());
+        assert_eq!(h["ratelimit-limit"], "3");
+    }
+    // The same policy, received again in a new routes update: the bucket
+    // is kept, so the fourth request is refused.
+    let again = policy(None, None, Some(tenant_limit(3)));
+    let res = admit(&p, &again, &mut parts(&[("x-tenant", "a")]))
+        .await
+        .unwrap_err();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.headers()["ratelimit-remaining"], "0");
+    // Another tenant has its own bucket; no header shares the empty key's.
+    admit(&p, &again, &mut parts(&[("x-tenant", "b")]))
+        .await
+        .unwrap();
+    admit(&p, &again, &mut parts(&[])).await.unwrap();
+    // A changed limit starts afresh.
+    let raised = policy(None, None, Some(tenant_limit(10)));
+    admit(&p, &raised, &mut parts(&[("x-tenant", "a")]))
+        .await
+        .unwrap();
+    assert!(decisions(&registry).contains("decision=\"rate_limited\"} 1"));
+}
+
+#[tokio::test]
+async fn a_global_limit_without_redis_answers_as_its_failure_mode_says() {
+    let (p, registry) = policies();
+    let mut closed = limit(100, RateLimitKey::ClientIp);
+    closed.global = true;
+    closed.fail_closed = true;
+    let res = admit(
+        &p,
+        &policy(None, None, Some(closed.clone())),
+        &mut parts(&[]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "1");
+    closed.fail_closed = false;
+    let h = admit(&p, &policy(None, None, Some(closed)), &mut parts(&[]))
+        .await
+        .unwrap();
+    assert!(h.is_empty(), "nothing is known about the quota: {h:?}");
+    let counts = decisions(&registry);
+    assert!(counts.contains("limiter_failed_closed\"} 1"), "{counts}");
+    assert!(counts.contains("limiter_failed_open\"} 1"), "{counts}");
+}
+
+#[tokio::test]
+async fn a_policy_the_gateway_cannot_apply_refuses_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut auth = jwt_auth(&dir.path().join("jwks.json"));
+    // HS256 next to public keys is the confusion attack: never applied.
+    auth.algorithms = vec!["HS256".into()];
+    let (p, registry) = policies();
+    let res = admit(&p, &policy(Some(auth), None, None), &mut parts(&[]))
+        .await
+        .unwrap_err();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(decisions(&registry).contains("decision=\"invalid\"} 1"));
+}
