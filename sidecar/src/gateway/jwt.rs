@@ -4,9 +4,9 @@
 //! requires checked, and chosen claims handed to the backend as headers
 //! ([`forward`]).
 //!
-//! Not wired yet: no configuration builds a [`JwtRule`] and no request
-//! goes through [`JwtVerifier::verify`]; this is the library the gateway's
-//! request path will call.
+//! A GatewayPolicy's `jwt` becomes a [`JwtRule`] in
+//! [`super::policy`], which calls [`JwtVerifier::verify`] for the requests
+//! of the rules carrying it.
 //!
 //! Only public-key algorithms are verified (RS*, PS*, ES256, ES384,
 //! EdDSA). `alg: none` and HMAC are refused before any key is looked at,

@@ -1,5 +1,5 @@
-//! Rate limiting at the gateway (issue 14): a library, not yet wired to the
-//! configuration or the request path.
+//! Rate limiting at the gateway: the limiters a GatewayPolicy's
+//! `rateLimit` is counted in ([`super::policy`] builds and calls them).
 //!
 //! - [`local`]: limits held in this process, per key ([`LocalLimiter`]).
 //! - [`redis`]: limits shared by every gateway replica through Redis
