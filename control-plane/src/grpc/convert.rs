@@ -1,5 +1,6 @@
 //! Conversions between the domain model and the wire types.
 
+mod gateway_policy;
 mod policy;
 mod routes;
 

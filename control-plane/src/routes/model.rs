@@ -5,6 +5,7 @@
 //! to be validated), serialized to compute content versions.
 
 use mycel_crds::traffic_policy::Fault;
+use mycel_crds::GatewayPolicySpec;
 use serde::Serialize;
 
 use crate::model::ServiceKey;
@@ -118,6 +119,21 @@ pub enum RouteFilter {
         policy: String,
         fault: Fault,
     },
+    /// A GatewayPolicy (an `ExtensionRef`), copied in whole for the same
+    /// reason. Only routes of Gateway parents carry one. Boxed: it is
+    /// several times the size of every other filter.
+    GatewayPolicy(Box<GatewayPolicy>),
+}
+
+/// Authentication and a rate limit the gateway applies to a rule's
+/// requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayPolicy {
+    /// `<namespace>/<name>` of the object.
+    pub name: String,
+    /// Passed [`GatewayPolicySpec::validate`]; its defaults filled in by
+    /// deserialization.
+    pub spec: GatewayPolicySpec,
 }
 
 /// Names lowercase; each name at most once across the three lists.

@@ -31,7 +31,7 @@ pub fn policy_to_proto(service: &ServiceKey, p: &ServicePolicy) -> v1::TrafficPo
 }
 
 /// Milliseconds of a duration the spec's validation already accepted.
-fn ms(raw: &str) -> u64 {
+pub(super) fn ms(raw: &str) -> u64 {
     parse_duration(raw)
         .map(|d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)

@@ -143,6 +143,9 @@ fn filter(f: &RouteFilter) -> v1::RouteFilter {
             percent: m.percent,
         }),
         RouteFilter::Fault { fault, .. } => Kind::Fault(super::policy::fault(fault)),
+        RouteFilter::GatewayPolicy(p) => {
+            Kind::GatewayPolicy(super::gateway_policy::gateway_policy(p))
+        }
     };
     v1::RouteFilter { kind: Some(kind) }
 }
