@@ -23,6 +23,7 @@ mod tests;
 use std::collections::BTreeSet;
 
 use mycel_crds::traffic_policy::Fault;
+use mycel_crds::GatewayPolicySpec;
 
 pub use convert::{grpc_route, http_route};
 pub use model::{Route, RouteKind, RouteRule};
@@ -44,7 +45,8 @@ pub enum Reason {
     /// A reference to another namespace (needs a ReferenceGrant, which
     /// Mycel does not read yet).
     RefNotPermitted,
-    /// An `ExtensionRef` to a TrafficPolicy that does not exist.
+    /// An `ExtensionRef` to a TrafficPolicy or a GatewayPolicy that does
+    /// not exist.
     RefNotFound,
 }
 
@@ -83,11 +85,15 @@ pub enum PolicyFault {
 }
 
 /// The object being read: its namespace and name, and how its
-/// `ExtensionRef`s find TrafficPolicies (by name, in that namespace).
+/// `ExtensionRef`s find TrafficPolicies and GatewayPolicies (by name, in
+/// that namespace).
 pub struct Source<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub policies: &'a dyn Fn(&str) -> PolicyFault,
+    /// A GatewayPolicy that passed [`GatewayPolicySpec::validate`]; None:
+    /// no such policy (or none valid).
+    pub gateway_policies: &'a dyn Fn(&str) -> Option<GatewayPolicySpec>,
 }
 
 /// A parentRef that names a Service.
@@ -121,6 +127,10 @@ pub struct Converted {
     /// Every Service the rules send or mirror to, for the source to check
     /// they exist.
     pub refs: Vec<ServiceRef>,
+    /// Where the first GatewayPolicy filter sits
+    /// (`spec.rules[0].filters[1].extensionRef`), if any: only a gateway
+    /// enforces one, so the route attaches to no Service parent.
+    pub gateway_only: Option<String>,
 }
 
 impl Converted {
@@ -129,9 +139,25 @@ impl Converted {
         self.parents.iter().map(|p| p.service.clone()).collect()
     }
 
+    /// Why the route cannot attach to a Service parent, if it cannot: a
+    /// GatewayPolicy filter, which a Service's sidecars would not enforce
+    /// (the requests would go through unchecked).
+    pub fn mesh_refusal(&self) -> Option<String> {
+        self.gateway_only.as_ref().map(|at| {
+            format!(
+                "{at} names a GatewayPolicy, which only a gateway enforces (a Service's sidecars would let the requests through unchecked): the route attaches to Gateways, not to a Service"
+            )
+        })
+    }
+
     /// The route as `parent` receives it: the ports of every parentRef
-    /// naming it, or every port when one of them names no port.
+    /// naming it, or every port when one of them names no port. None when
+    /// no parentRef names it, or when the route refuses every Service
+    /// parent ([`Self::mesh_refusal`]).
     pub fn for_parent(&self, parent: &ServiceKey) -> Option<Route> {
+        if self.gateway_only.is_some() {
+            return None;
+        }
         let refs: Vec<&ServiceParent> = self
             .parents
             .iter()

@@ -436,6 +436,8 @@ impl Controller {
             let (route_status_tx, route_status_rx) = tokio::sync::mpsc::unbounded_channel();
             let (authz_status_tx, authz_status_rx) = tokio::sync::mpsc::unbounded_channel();
             let (peer_status_tx, peer_status_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (gateway_policy_status_tx, gateway_policy_status_rx) =
+                tokio::sync::mpsc::unbounded_channel();
             tasks.push(tokio::spawn(k8s::watch::run(
                 client.clone(),
                 cluster,
@@ -445,6 +447,7 @@ impl Controller {
                     routes: route_status_tx,
                     authz: authz_status_tx,
                     peer_auth: peer_status_tx,
+                    gateway_policies: gateway_policy_status_tx,
                 },
                 tx,
                 shutdown_rx.clone(),
@@ -471,6 +474,14 @@ impl Controller {
             >(
                 client.clone(),
                 peer_status_rx,
+                shutdown_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(k8s::policies::write::run::<
+                mycel_crds::GatewayPolicy,
+                _,
+            >(
+                client.clone(),
+                gateway_policy_status_rx,
                 shutdown_rx.clone(),
             )));
             tasks.push(tokio::spawn(k8s::routes::write::run(

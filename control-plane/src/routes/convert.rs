@@ -30,13 +30,22 @@ const MAX_WEIGHT: i32 = 1_000_000;
 pub struct Ctx<'a> {
     pub source: &'a Source<'a>,
     refs: Vec<ServiceRef>,
+    /// Where the first GatewayPolicy filter is.
+    pub gateway_only: Option<String>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(source: &'a Source<'a>) -> Self {
+        Self {
+            source,
+            refs: Vec::new(),
+            gateway_only: None,
+        }
+    }
 }
 
 pub fn http_route(source: &Source<'_>, spec: &HttpRouteSpec) -> Result<Converted, RouteError> {
-    let mut ctx = Ctx {
-        source,
-        refs: Vec::new(),
-    };
+    let mut ctx = Ctx::new(source);
     let (parents, gateways) = parents(&ctx, spec.parent_refs.as_deref().unwrap_or_default())?;
     let hostnames = hostnames(spec.hostnames.as_deref().unwrap_or_default())?;
     let rules = spec
@@ -56,10 +65,7 @@ pub fn http_route(source: &Source<'_>, spec: &HttpRouteSpec) -> Result<Converted
 }
 
 pub fn grpc_route(source: &Source<'_>, spec: &GrpcRouteSpec) -> Result<Converted, RouteError> {
-    let mut ctx = Ctx {
-        source,
-        refs: Vec::new(),
-    };
+    let mut ctx = Ctx::new(source);
     let parent_refs: Vec<HttpRouteParentRefs> = recast(
         "spec.parentRefs",
         &spec.parent_refs.clone().unwrap_or_default(),
@@ -97,6 +103,7 @@ fn converted(
         hostnames,
         rules,
         refs: ctx.refs,
+        gateway_only: ctx.gateway_only,
     }
 }
 

@@ -15,13 +15,17 @@ use serde::Serialize;
 
 use super::convert::{service_ref, Ctx};
 use super::model::{
-    HeaderModifier, PathModifier, RequestMirror, RequestRedirect, RouteFilter, UrlRewrite,
+    GatewayPolicy, HeaderModifier, PathModifier, RequestMirror, RequestRedirect, RouteFilter,
+    UrlRewrite,
 };
 use super::{validate, PolicyFault, Reason, RouteError};
 
-/// The group and kind of the one `ExtensionRef` Mycel reads.
+/// The group of the `ExtensionRef`s Mycel reads.
 pub const EXTENSION_GROUP: &str = "mycel.io";
+/// A TrafficPolicy, whose fault section applies to the requests.
 pub const EXTENSION_KIND: &str = "TrafficPolicy";
+/// A GatewayPolicy: authentication and a rate limit, at gateways only.
+pub const GATEWAY_POLICY_KIND: &str = "GatewayPolicy";
 
 /// Re-reads a value as another generated type of the same schema.
 pub fn recast<T: Serialize, U: DeserializeOwned>(field: &str, value: &T) -> Result<U, RouteError> {
@@ -382,11 +386,14 @@ fn extension(
     at: &str,
     e: &HttpRouteRulesFiltersExtensionRef,
 ) -> Result<RouteFilter, RouteError> {
+    if e.group == EXTENSION_GROUP && e.kind == GATEWAY_POLICY_KIND {
+        return gateway_policy(ctx, at, &e.name);
+    }
     if e.group != EXTENSION_GROUP || e.kind != EXTENSION_KIND {
         return Err(RouteError::new(
             at,
             format!(
-                "extension {}/{} is not supported (Mycel reads group {EXTENSION_GROUP}, kind {EXTENSION_KIND}: the fault section of that policy)",
+                "extension {}/{} is not supported (Mycel reads group {EXTENSION_GROUP}, kind {EXTENSION_KIND}: the fault section of that policy, or kind {GATEWAY_POLICY_KIND})",
                 e.group, e.kind
             ),
             Reason::Unsupported,
@@ -410,4 +417,22 @@ fn extension(
             Reason::RefNotFound,
         )),
     }
+}
+
+/// A GatewayPolicy of the route's namespace, copied in whole; the route
+/// remembers where, since no Service parent may take it.
+fn gateway_policy(ctx: &mut Ctx<'_>, at: &str, name: &str) -> Result<RouteFilter, RouteError> {
+    let namespace = ctx.source.namespace;
+    let spec = (ctx.source.gateway_policies)(name).ok_or_else(|| {
+        RouteError::new(
+            format!("{at}.name"),
+            format!("no {GATEWAY_POLICY_KIND} {name:?} in namespace {namespace:?}"),
+            Reason::RefNotFound,
+        )
+    })?;
+    ctx.gateway_only.get_or_insert_with(|| at.to_string());
+    Ok(RouteFilter::GatewayPolicy(Box::new(GatewayPolicy {
+        name: format!("{namespace}/{name}"),
+        spec,
+    })))
 }

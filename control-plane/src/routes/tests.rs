@@ -1,6 +1,7 @@
 use mycel_crds::gateway_api::grpcroutes::GrpcRouteSpec;
 use mycel_crds::gateway_api::httproutes::HttpRouteSpec;
 use mycel_crds::traffic_policy::{Fault, FaultDelay};
+use mycel_crds::GatewayPolicySpec;
 use serde_json::{json, Value};
 
 use super::model::*;
@@ -24,11 +25,18 @@ fn policies(name: &str) -> PolicyFault {
     }
 }
 
+fn gateway_policies(name: &str) -> Option<GatewayPolicySpec> {
+    (name == "orders-auth").then(|| {
+        serde_json::from_value(json!({"rateLimit": {"requests": 10, "per": "1s"}})).unwrap()
+    })
+}
+
 fn source() -> Source<'static> {
     Source {
         namespace: "shop",
         name: "reviews",
         policies: &policies,
+        gateway_policies: &gateway_policies,
     }
 }
 
@@ -330,6 +338,16 @@ fn invalid_http_routes_name_the_field() {
             Reason::RefNotFound,
         ),
         (
+            with_rule(json!({"filters": [{"type": "ExtensionRef", "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": "nope"}}]})),
+            "spec.rules[0].filters[0].extensionRef.name: no GatewayPolicy \"nope\" in namespace \"shop\"",
+            Reason::RefNotFound,
+        ),
+        (
+            with_rule(json!({"filters": [{"type": "ExtensionRef", "extensionRef": {"group": "example.com", "kind": "GatewayPolicy", "name": "orders-auth"}}]})),
+            "spec.rules[0].filters[0].extensionRef: extension example.com/GatewayPolicy is not supported (Mycel reads group mycel.io, kind TrafficPolicy: the fault section of that policy, or kind GatewayPolicy)",
+            Reason::Unsupported,
+        ),
+        (
             with_rule(json!({"filters": [{"type": "ExtensionRef", "extensionRef": {"group": "mycel.io", "kind": "TrafficPolicy", "name": "plain"}}]})),
             "spec.rules[0].filters[0].extensionRef.name: TrafficPolicy \"plain\" has no fault section",
             Reason::Invalid,
@@ -370,6 +388,60 @@ fn invalid_http_routes_name_the_field() {
         assert!(e.to_string().starts_with(want), "want {want:?}, got {e}");
         assert_eq!(e.reason, reason, "{e}");
     }
+}
+
+#[test]
+fn a_gateway_policy_is_copied_in_and_keeps_the_route_off_service_parents() {
+    let extension = json!({"type": "ExtensionRef", "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": "orders-auth"}});
+    let c = http(json!({
+        "parentRefs": [
+            {"name": "ingress"},
+            {"group": "", "kind": "Service", "name": "reviews", "port": 9080},
+        ],
+        "rules": [
+            {"backendRefs": [{"name": "reviews-v1", "port": 9080}]},
+            {"backendRefs": [{"name": "reviews-v2", "port": 9080, "filters": [extension]}]},
+        ],
+    }))
+    .unwrap();
+    let RouteFilter::GatewayPolicy(p) = &c.rules[1].backends[0].filters[0] else {
+        panic!("{:?}", c.rules[1]);
+    };
+    assert_eq!(p.name, "shop/orders-auth");
+    assert_eq!(p.spec, gateway_policies("orders-auth").unwrap());
+    assert_eq!(
+        c.gateway_only.as_deref(),
+        Some("spec.rules[1].backendRefs[0].filters[0].extensionRef")
+    );
+    // The Gateway parent takes it; the Service parent does not.
+    assert_eq!(c.gateways.len(), 1);
+    assert_eq!(c.parent_services(), [key("reviews.shop")].into());
+    assert!(c.for_parent(&key("reviews.shop")).is_none());
+    let why = c.mesh_refusal().unwrap();
+    assert!(
+        why.starts_with("spec.rules[1].backendRefs[0].filters[0].extensionRef names a GatewayPolicy, which only a gateway enforces"),
+        "{why}"
+    );
+
+    // A GRPCRoute rule reads it the same way.
+    let g = grpc(json!({
+        "parentRefs": [{"name": "ingress"}],
+        "rules": [{"filters": [extension], "backendRefs": [{"name": "reviews-v1", "port": 9090}]}],
+    }))
+    .unwrap();
+    assert!(
+        matches!(&g.rules[0].filters[0], RouteFilter::GatewayPolicy(p) if p.name == "shop/orders-auth")
+    );
+    assert_eq!(
+        g.gateway_only.as_deref(),
+        Some("spec.rules[0].filters[0].extensionRef")
+    );
+    // Without one, nothing is refused.
+    let plain = http(with_rule(json!({}))).unwrap();
+    assert_eq!(
+        (plain.gateway_only.clone(), plain.mesh_refusal()),
+        (None, None)
+    );
 }
 
 #[test]

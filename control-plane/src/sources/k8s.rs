@@ -12,6 +12,7 @@ pub mod ca_secret;
 pub mod cluster;
 pub mod convert;
 pub mod gateway_class;
+pub mod gateway_policies;
 pub mod gateways;
 pub mod owner;
 pub mod policies;

@@ -254,6 +254,7 @@ fn a_route_on_a_gateway_has_no_ports_and_the_union_of_hostnames() {
         namespace: "shop",
         name: "web",
         policies: &lookup,
+        gateway_policies: &|_| None,
     };
     let spec: HttpRouteSpec = serde_json::from_value(json!({
         "parentRefs": [

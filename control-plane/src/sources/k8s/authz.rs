@@ -43,7 +43,7 @@ pub fn read_peer_auth(obj: &DynamicObject) -> Option<PolicyObject<PeerAuthPolicy
 
 /// Reads an object whose spec is `S` (every field of which has a default)
 /// and converts it with `convert(namespace, name, spec)`.
-fn read_as<S: DeserializeOwned, T>(
+pub(super) fn read_as<S: DeserializeOwned, T>(
     obj: &DynamicObject,
     convert: impl Fn(&str, &str, &S) -> Result<T, InvalidPolicy>,
 ) -> Option<PolicyObject<T>> {
@@ -101,12 +101,22 @@ impl<T> Entry<T> {
 #[derive(Clone, Debug)]
 pub struct PolicyObjects<T> {
     entries: BTreeMap<ObjKey, Entry<T>>,
+    /// The message of a valid object's `Accepted` condition.
+    accepted: &'static str,
 }
 
 impl<T> Default for PolicyObjects<T> {
     fn default() -> Self {
+        Self::accepted_saying("applied to the workloads it selects")
+    }
+}
+
+impl<T> PolicyObjects<T> {
+    /// A store whose valid objects' `Accepted` condition says `message`.
+    pub fn accepted_saying(message: &'static str) -> Self {
         Self {
             entries: BTreeMap::new(),
+            accepted: message,
         }
     }
 }
@@ -151,11 +161,7 @@ impl<T: Clone + PartialEq> PolicyObjects<T> {
     pub fn desired_status(&self, key: &ObjKey, now: &Time) -> Option<AuthorizationPolicyStatus> {
         let e = self.entries.get(key)?;
         let verdict = match &e.object.spec {
-            Ok(_) => (
-                "True",
-                "Accepted",
-                "applied to the workloads it selects".to_string(),
-            ),
+            Ok(_) => ("True", "Accepted", self.accepted.to_string()),
             Err(error) => {
                 let mut message = format!("invalid: {error}");
                 if let Some((generation, _)) = &e.kept {

@@ -94,6 +94,14 @@ pub const REQUIRED: &[Permission] = &[
         why: "peer authentication policies of every namespace are followed (watch.rs, authz.rs)",
     },
     Permission {
+        group: "mycel.io",
+        resource: "gatewaypolicies",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "gateway policies of every namespace are followed; routes copy in those their ExtensionRefs name (watch.rs, gateway_policies.rs)",
+    },
+    Permission {
         group: "gateway.networking.k8s.io",
         resource: "httproutes",
         verbs: &["list", "watch"],
@@ -190,6 +198,14 @@ pub const REQUIRED: &[Permission] = &[
         why: "each peer authentication policy's Accepted condition, a merge patch of status only (policies/write.rs)",
     },
     Permission {
+        group: "mycel.io",
+        resource: "gatewaypolicies/status",
+        verbs: &["patch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "each gateway policy's Accepted condition, a merge patch of status only (policies/write.rs)",
+    },
+    Permission {
         group: "",
         resource: "namespaces",
         verbs: &["list", "watch"],
@@ -261,7 +277,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{Pod, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use kube::Resource;
-    use mycel_crds::TrafficPolicy;
+    use mycel_crds::{GatewayPolicy, TrafficPolicy};
 
     use super::*;
 
@@ -289,6 +305,12 @@ mod tests {
         assert!(granted(
             &TrafficPolicy::group(&()),
             &format!("{}/status", TrafficPolicy::plural(&())),
+            "patch"
+        ));
+        assert!(watchable::<GatewayPolicy>());
+        assert!(granted(
+            &GatewayPolicy::group(&()),
+            &format!("{}/status", GatewayPolicy::plural(&())),
             "patch"
         ));
         assert!(granted(

@@ -6,8 +6,10 @@
 //!
 //! A route refused on an update keeps its last valid conversion applied,
 //! as proxies keep their last good config; nothing is kept across a
-//! controller restart. A route's `ExtensionRef`s read TrafficPolicies, so
-//! a policy change converts the routes again ([`Routes::reconvert`]).
+//! controller restart. A route's `ExtensionRef`s read TrafficPolicies and
+//! GatewayPolicies, so a change of either converts the routes again
+//! ([`Routes::reconvert`]). A route that names a GatewayPolicy attaches to
+//! no Service parent (only a gateway enforces one); those parents say so.
 //! Routes of one parent are ordered oldest first (`creationTimestamp`,
 //! then `<namespace>/<name>`), the order the Gateway API breaks ties by.
 
@@ -19,6 +21,8 @@ pub mod write;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use mycel_crds::GatewayPolicySpec;
 
 use crate::model::{Route, ServiceKey};
 use crate::routes::{Converted, PolicyFault, Reason, RouteError};
@@ -55,8 +59,24 @@ impl Entry {
     }
 }
 
-/// Looks a TrafficPolicy's fault up by namespace and name.
-pub type PolicyLookup<'a> = &'a dyn Fn(&str, &str) -> PolicyFault;
+/// How routes find the policies their `ExtensionRef`s name, by namespace
+/// and name.
+#[derive(Clone, Copy)]
+pub struct PolicyLookup<'a> {
+    /// A TrafficPolicy's fault section.
+    pub faults: &'a dyn Fn(&str, &str) -> PolicyFault,
+    /// A GatewayPolicy (valid, or the valid version it keeps).
+    pub gateway_policies: &'a dyn Fn(&str, &str) -> Option<GatewayPolicySpec>,
+}
+
+#[cfg(test)]
+impl PolicyLookup<'static> {
+    /// Finds no policy.
+    pub const NONE: Self = Self {
+        faults: &|_, _| PolicyFault::Missing,
+        gateway_policies: &|_, _| None,
+    };
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
@@ -106,8 +126,8 @@ impl Routes {
             .unwrap_or_default()
     }
 
-    /// Converts every route again (a TrafficPolicy changed); returns the
-    /// parents of the routes whose conversion changed.
+    /// Converts every route again (a TrafficPolicy or a GatewayPolicy
+    /// changed); returns the parents of the routes whose conversion changed.
     pub fn reconvert(&mut self, policies: PolicyLookup<'_>) -> BTreeSet<ServiceKey> {
         let keys: Vec<RouteKey> = self.entries.keys().cloned().collect();
         let mut affected = BTreeSet::new();
@@ -186,12 +206,15 @@ impl Routes {
             }
         };
         let resolved = resolved(converted, &ports);
+        let mesh_refusal = converted.mesh_refusal();
         ours.into_iter()
             .filter_map(|i| {
                 let parent = converted.parents.iter().find(|p| p.index == i)?;
                 let name = parent.service.name();
-                let accepted = match (ports(&parent.service), parent.port) {
-                    (None, _) => (
+                let accepted = match (&mesh_refusal, ports(&parent.service), parent.port) {
+                    // The Gateway API's reason for filters a parent cannot take.
+                    (Some(why), _, _) => (false, "IncompatibleFilters", why.clone()),
+                    (None, None, _) => (
                         false,
                         "NoMatchingParent",
                         format!(
@@ -199,7 +222,7 @@ impl Routes {
                             parent.service.namespace()
                         ),
                     ),
-                    (Some(known), Some(port)) if !known.contains(&port) => (
+                    (None, Some(known), Some(port)) if !known.contains(&port) => (
                         false,
                         "NoMatchingParent",
                         format!("Service {name} has no port {port}"),

@@ -1,15 +1,16 @@
 //! The watchers: Services, EndpointSlices and meshed Pods from the API
 //! server into [`Cluster`], `TrafficPolicy` objects into [`Policies`],
 //! `AuthorizationPolicy` and `PeerAuthentication` objects into
-//! [`PolicyObjects`] (and the index),
+//! [`PolicyObjects`] (and the index), `GatewayPolicy` objects into
+//! [`GatewayPolicies`] (which routes copy in),
 //! HTTPRoutes and GRPCRoutes into [`Routes`], Gateways and GatewayClasses
 //! into [`Gateways`], and each changed service's view, policy and routes,
 //! and the routes of each of our Gateways, into the index. Policy and route statuses go to
 //! their writer tasks ([`policies::write`], [`routes::write`], which also
 //! writes Gateway and GatewayClass statuses) once
 //! everything is listed: before, a Service not yet seen would read as
-//! missing. A kind whose CRD is not installed (TrafficPolicy, or the
-//! Gateway API's kinds) counts as listed and empty, so a cluster without
+//! missing. A kind whose CRD is not installed (TrafficPolicy, GatewayPolicy,
+//! or the Gateway API's kinds) counts as listed and empty, so a cluster without
 //! the Gateway API runs with no routes and no Gateways.
 //!
 //! kube-runtime's watcher re-lists after a restart (a dropped watch, an
@@ -32,15 +33,16 @@ use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
 use mycel_crds::gateway_api::gateways::Gateway;
 use mycel_crds::gateway_api::grpcroutes::GrpcRoute;
 use mycel_crds::gateway_api::httproutes::HttpRoute;
-use mycel_crds::{AuthorizationPolicy, PeerAuthentication, TrafficPolicy};
+use mycel_crds::{AuthorizationPolicy, GatewayPolicy, PeerAuthentication, TrafficPolicy};
 use tokio::sync::{mpsc, watch};
 
 use super::authz::{self, AuthzPolicies, PeerAuthPolicies, PolicyObject, PolicyObjects};
 use super::cluster::{obj_key, Cluster, ObjKey};
 use super::convert;
+use super::gateway_policies::{self, GatewayPolicies};
 use super::gateways::{self, Gateways};
 use super::policies::{self, write::StatusUpdate, Policies};
-use super::routes::{self, Routes};
+use super::routes::{self, PolicyLookup, Routes};
 use crate::index::SharedIndex;
 use crate::model::ServiceKey;
 use crate::routes::{PolicyFault, RouteKind};
@@ -62,6 +64,7 @@ enum Change {
     Class(Event<DynamicObject>),
     Authz(Event<DynamicObject>),
     PeerAuth(Event<DynamicObject>),
+    GatewayPolicy(Event<DynamicObject>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +79,7 @@ enum Kind {
     GatewayClass,
     Authz,
     PeerAuth,
+    GatewayPolicy,
 }
 
 impl Kind {
@@ -110,13 +114,16 @@ impl Kind {
             Kind::PeerAuth => Some(
                 "PeerAuthentication CRD not installed; peer authentication policies are followed once it is",
             ),
+            Kind::GatewayPolicy => Some(
+                "GatewayPolicy CRD not installed; gateway policies are followed once it is",
+            ),
             Kind::Service | Kind::Slice | Kind::Pod => None,
         }
     }
 }
 
 /// Every kind the controller lists before it is ready.
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 /// A watch that failed, and of which kind.
 struct Failure {
@@ -150,6 +157,7 @@ struct Relist {
     classes: Option<BTreeSet<ObjKey>>,
     authz: Option<BTreeSet<ObjKey>>,
     peer_auth: Option<BTreeSet<ObjKey>>,
+    gateway_policies: Option<BTreeSet<ObjKey>>,
 }
 
 impl Relist {
@@ -165,6 +173,7 @@ impl Relist {
             Kind::GatewayClass => &mut self.classes,
             Kind::Authz => &mut self.authz,
             Kind::PeerAuth => &mut self.peer_auth,
+            Kind::GatewayPolicy => &mut self.gateway_policies,
         }
     }
 }
@@ -177,14 +186,16 @@ pub struct StatusSinks {
     pub authz: mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
     /// PeerAuthentication statuses (the same shape).
     pub peer_auth: mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
+    /// GatewayPolicy statuses (the same shape).
+    pub gateway_policies: mpsc::UnboundedSender<StatusUpdate<AuthorizationPolicyStatus>>,
 }
 
 /// Runs the watchers until `shutdown`. `synced` turns true once every kind
 /// has been listed once (the controller is ready to serve from the cluster;
 /// TrafficPolicies count as listed while their CRD is not installed).
-/// Statuses to write go to `sinks` (AuthorizationPolicy statuses at once,
-/// since they depend on the object alone; the others once every kind is
-/// listed).
+/// Statuses to write go to `sinks` (AuthorizationPolicy, PeerAuthentication
+/// and GatewayPolicy statuses at once, since they depend on the object
+/// alone; the others once every kind is listed).
 pub async fn run(
     client: Client,
     mut cluster: Cluster,
@@ -251,6 +262,14 @@ pub async fn run(
         watcher::Config::default(),
     )
     .map(move |e| e.map(Change::PeerAuth).map_err(tag(Kind::PeerAuth)));
+    let gateway_policy_objects = changes(
+        Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<GatewayPolicy>(&())),
+        watcher::Config::default(),
+    )
+    .map(move |e| {
+        e.map(Change::GatewayPolicy)
+            .map_err(tag(Kind::GatewayPolicy))
+    });
     let classes = changes(
         Api::<DynamicObject>::all_with(client, &ApiResource::erase::<GatewayClass>(&())),
         watcher::Config::default(),
@@ -270,10 +289,12 @@ pub async fn run(
         classes.boxed(),
         authz_objects.boxed(),
         peer_auth_objects.boxed(),
+        gateway_policy_objects.boxed(),
     ]);
     let mut authz_store = AuthzPolicies::default();
     let mut peer_auth_store = PeerAuthPolicies::default();
     let mut policies = Policies::default();
+    let mut gateway_policy_store = gateway_policies::store();
     let mut route_store = Routes::default();
     let mut gateway_store = Gateways::default();
     let mut outcome = gateways::Outcome::default();
@@ -287,8 +308,8 @@ pub async fn run(
         };
         let Some(next) = next else { return };
         let was_synced = listed.len() == KINDS;
-        // Whether route statuses may have changed: their Services, their
-        // TrafficPolicies or the routes themselves.
+        // Whether route statuses may have changed: their Services, the
+        // policies they name or the routes themselves.
         let mut routes_touched = false;
         let (kind, affected, touched) = match next {
             Ok(Change::Policy(e)) => {
@@ -300,14 +321,23 @@ pub async fn run(
                 };
                 let (kind, affected) = apply_policy(&mut policies, &mut relist, e);
                 publish_policies(&policies, &index, &affected);
-                let parents = route_store.reconvert(&faults(&policies));
+                let (faults, gateway) = lookups(&policies, &gateway_policy_store);
+                let parents = route_store.reconvert(PolicyLookup {
+                    faults: &faults,
+                    gateway_policies: &gateway,
+                });
                 publish_routes(&route_store, &index, &parents);
                 routes_touched = true;
                 (kind, affected, touched)
             }
             Ok(Change::Route(route_kind, e)) => {
+                let (faults, gateway) = lookups(&policies, &gateway_policy_store);
+                let lookup = PolicyLookup {
+                    faults: &faults,
+                    gateway_policies: &gateway,
+                };
                 let (kind, parents) =
-                    apply_route(&mut route_store, &policies, &mut relist, route_kind, e);
+                    apply_route(&mut route_store, lookup, &mut relist, route_kind, e);
                 publish_routes(&route_store, &index, &parents);
                 routes_touched = true;
                 (kind, BTreeSet::new(), None)
@@ -352,6 +382,31 @@ pub async fn run(
                     |name, p| index.lock().set_peer_auth_policy(name, p),
                 );
                 send_policy_statuses(&peer_auth_store, touched, &sinks.peer_auth);
+                (kind, BTreeSet::new(), None)
+            }
+            Ok(Change::GatewayPolicy(e)) => {
+                let touched = match &e {
+                    Event::Apply(o) | Event::InitApply(o) => obj_key(&o.metadata),
+                    _ => None,
+                };
+                // Nothing of it goes to the index on its own: routes copy
+                // it in, so they are converted again.
+                let kind = apply_policy_object(
+                    &mut gateway_policy_store,
+                    &mut relist,
+                    Kind::GatewayPolicy,
+                    e,
+                    gateway_policies::read,
+                    |_, _| {},
+                );
+                send_policy_statuses(&gateway_policy_store, touched, &sinks.gateway_policies);
+                let (faults, gateway) = lookups(&policies, &gateway_policy_store);
+                let parents = route_store.reconvert(PolicyLookup {
+                    faults: &faults,
+                    gateway_policies: &gateway,
+                });
+                publish_routes(&route_store, &index, &parents);
+                routes_touched = true;
                 (kind, BTreeSet::new(), None)
             }
             Ok(Change::Class(e)) => {
@@ -428,16 +483,30 @@ fn faults(policies: &Policies) -> impl Fn(&str, &str) -> PolicyFault + '_ {
     |namespace, name| policies.fault(&(namespace.to_string(), name.to_string()))
 }
 
+/// What a [`PolicyLookup`] borrows: the TrafficPolicy faults and the
+/// GatewayPolicies, by namespace and name.
+fn lookups<'a>(
+    policies: &'a Policies,
+    gateway_policy_store: &'a GatewayPolicies,
+) -> (
+    impl Fn(&str, &str) -> PolicyFault + 'a,
+    impl Fn(&str, &str) -> Option<mycel_crds::GatewayPolicySpec> + 'a,
+) {
+    (
+        faults(policies),
+        gateway_policies::lookup(gateway_policy_store),
+    )
+}
+
 /// Applies one route event; returns the kind whose re-list just finished
 /// (if it did) and the parents whose routes may have changed.
 fn apply_route(
     store: &mut Routes,
-    policies: &Policies,
+    lookup: PolicyLookup<'_>,
     relist: &mut Relist,
     kind: RouteKind,
     event: Event<DynamicObject>,
 ) -> (Option<Kind>, BTreeSet<ServiceKey>) {
-    let lookup = faults(policies);
     on_event(
         store,
         relist,
@@ -446,7 +515,7 @@ fn apply_route(
         |s, o| match routes::object::read(kind, &o) {
             Some(obj) => {
                 let key = (obj.key.1.clone(), obj.key.2.clone());
-                (Some(key), s.apply(obj, &lookup))
+                (Some(key), s.apply(obj, lookup))
             }
             None => (None, BTreeSet::new()),
         },
@@ -549,7 +618,8 @@ fn apply(
         | Change::Gateway(_)
         | Change::Class(_)
         | Change::Authz(_)
-        | Change::PeerAuth(_) => (None, BTreeSet::new()),
+        | Change::PeerAuth(_)
+        | Change::GatewayPolicy(_) => (None, BTreeSet::new()),
         Change::Pod(e) => on_event(
             cluster,
             relist,

@@ -2,7 +2,8 @@
 //! version reads `kind: Service`, as `k8s_openapi`'s own type, so a manifest
 //! means the same here and in a cluster, and `kind: TrafficPolicy`
 //! (`mycel.io/v1alpha1`) as the CRD's own type, checked by the rules its
-//! schema holds (see [`policies`]), and `kind: Gateway`, `kind: HTTPRoute`
+//! schema holds (see [`policies`]; `kind: GatewayPolicy` likewise, see
+//! [`gateway_policies`]), and `kind: Gateway`, `kind: HTTPRoute`
 //! and `kind: GRPCRoute` (`gateway.networking.k8s.io/v1`) as the Gateway
 //! API's own types, held to the rules of [`crate::routes`]. What Kubernetes would accept but
 //! Mycel cannot honour, and every field Kubernetes does not know, is an
@@ -19,6 +20,7 @@ use crate::model::{Route, Service, ServiceKey, ServicePolicy};
 use crate::sources::k8s::convert::{self, Strictness};
 
 mod authz;
+mod gateway_policies;
 mod gateways;
 mod peer_auth;
 mod policies;
@@ -84,6 +86,7 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let mut policies = Vec::new();
     let mut routes = Vec::new();
     let mut gateways = Vec::new();
+    let mut gateway_policies = Vec::new();
     let mut authz: Vec<(usize, crate::authz::SelectedPolicy)> = Vec::new();
     let mut peer_auth: Vec<(usize, crate::authz::peer::PeerAuthPolicy)> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -94,6 +97,10 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         }
         if value.get("kind").and_then(Value::as_str) == Some(policies::KIND) {
             policies.push(policies::parse_document(document, value)?);
+            continue;
+        }
+        if value.get("kind").and_then(Value::as_str) == Some(gateway_policies::KIND) {
+            gateway_policies.push(gateway_policies::parse_document(document, value)?);
             continue;
         }
         if value.get("kind").and_then(Value::as_str) == Some(authz::KIND) {
@@ -126,7 +133,16 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let faults = policies::faults(&policies);
     let policies = policies::attach(&services, policies)?;
     let gateways = gateways::by_key(gateways)?;
-    let attached = routes::attach(&services, &gateways, &faults, routes)?;
+    let gateway_policies = gateway_policies::by_name(gateway_policies)?;
+    let attached = routes::attach(
+        &services,
+        &gateways,
+        routes::Policies {
+            faults: &faults,
+            gateway_policies: &gateway_policies,
+        },
+        routes,
+    )?;
     let authz = unique_by_name(authz, authz::KIND, |p| &p.policy.name)?;
     let peer_auth = unique_by_name(peer_auth, peer_auth::KIND, |p| &p.name)?;
     Ok(MeshConfig {
@@ -193,8 +209,9 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
         return Err(ParseError::Document {
             document,
             message: format!(
-                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {}, {}, {} and {})",
+                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {}, {}, {}, {} and {})",
                 policies::KIND,
+                gateway_policies::KIND,
                 authz::KIND,
                 peer_auth::KIND,
                 gateways::KIND,

@@ -2,8 +2,8 @@ use kube::api::DynamicObject;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::routes::{PolicyFault, RouteKind};
-use crate::sources::k8s::routes::{object, status as route_status};
+use crate::routes::RouteKind;
+use crate::sources::k8s::routes::{object, status as route_status, PolicyLookup};
 
 fn dynamic(v: Value) -> DynamicObject {
     serde_json::from_value(v).unwrap()
@@ -61,7 +61,7 @@ fn ok(_: &Converted) -> (bool, &'static str, String) {
 
 fn routes_with(parents: Value) -> Routes {
     let mut r = Routes::default();
-    r.apply(route(parents), &|_, _| PolicyFault::Missing);
+    r.apply(route(parents), PolicyLookup::NONE);
     r
 }
 

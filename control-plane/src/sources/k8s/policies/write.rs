@@ -1,6 +1,7 @@
-//! Writes policy statuses (TrafficPolicy, AuthorizationPolicy) through the
-//! status subresource (a JSON merge patch of `status`), off the watch loop: the watch never waits for the
-//! API server. Writes are queued per object, the newest replacing an
+//! Writes policy statuses (TrafficPolicy, AuthorizationPolicy,
+//! PeerAuthentication, GatewayPolicy) through the status subresource (a
+//! JSON merge patch of `status`), off the watch loop: the watch never waits
+//! for the API server. Writes are queued per object, the newest replacing an
 //! older one not yet written; a failed write is retried with backoff, one
 //! for an object since deleted is dropped.
 

@@ -8,7 +8,8 @@ use mycel_crds::gateway_api::grpcroutes::GrpcRouteSpec;
 use mycel_crds::gateway_api::httproutes::HttpRouteSpec;
 use serde_json::Value;
 
-use crate::routes::{self, Converted, PolicyFault, Reason, RouteError, RouteKind, Source};
+use super::PolicyLookup;
+use crate::routes::{self, Converted, Reason, RouteError, RouteKind, Source};
 
 /// `(kind, namespace, name)`.
 pub type RouteKey = (RouteKind, String, String);
@@ -41,18 +42,17 @@ impl RouteObject {
         format!("{}/{}", self.key.1, self.key.2)
     }
 
-    /// Converts the spec, looking TrafficPolicies up in the route's
-    /// namespace.
-    pub fn convert(
-        &self,
-        policies: &dyn Fn(&str, &str) -> PolicyFault,
-    ) -> Result<Converted, RouteError> {
+    /// Converts the spec, looking the policies its `ExtensionRef`s name
+    /// up in the route's namespace.
+    pub fn convert(&self, policies: PolicyLookup<'_>) -> Result<Converted, RouteError> {
         let namespace = &self.key.1;
-        let lookup = |name: &str| policies(namespace, name);
+        let faults = |name: &str| (policies.faults)(namespace, name);
+        let gateway_policies = |name: &str| (policies.gateway_policies)(namespace, name);
         let source = Source {
             namespace,
             name: &self.key.2,
-            policies: &lookup,
+            policies: &faults,
+            gateway_policies: &gateway_policies,
         };
         match &self.spec {
             Ok(Spec::Http(s)) => routes::http_route(&source, s),

@@ -1,16 +1,14 @@
 use kube::api::DynamicObject;
+use mycel_crds::GatewayPolicySpec;
 use serde_json::{json, Value};
 
 use super::status::{desired, CONTROLLER_NAME};
 use super::*;
+use crate::routes::model::RouteFilter;
 use crate::routes::RouteKind;
 
 fn key(s: &str) -> ServiceKey {
     ServiceKey::parse(s).unwrap()
-}
-
-fn no_policies(_: &str, _: &str) -> PolicyFault {
-    PolicyFault::Missing
 }
 
 fn route(name: &str, generation: i64, created: &str, backend: Value) -> RouteObject {
@@ -48,10 +46,19 @@ fn ports(svc: &ServiceKey) -> Option<Vec<u16>> {
 #[test]
 fn routes_of_a_parent_are_oldest_first_then_by_name() {
     let mut s = Routes::default();
-    let affected = s.apply(route("b", 1, "2024-01-02T00:00:00Z", v1()), &no_policies);
+    let affected = s.apply(
+        route("b", 1, "2024-01-02T00:00:00Z", v1()),
+        PolicyLookup::NONE,
+    );
     assert_eq!(affected, [key("reviews.shop")].into());
-    s.apply(route("c", 1, "2024-01-01T00:00:00Z", v1()), &no_policies);
-    s.apply(route("a", 1, "2024-01-02T00:00:00Z", v1()), &no_policies);
+    s.apply(
+        route("c", 1, "2024-01-01T00:00:00Z", v1()),
+        PolicyLookup::NONE,
+    );
+    s.apply(
+        route("a", 1, "2024-01-02T00:00:00Z", v1()),
+        PolicyLookup::NONE,
+    );
     let names: Vec<String> = s
         .routes_of(&key("reviews.shop"))
         .into_iter()
@@ -70,7 +77,7 @@ fn routes_of_a_parent_are_oldest_first_then_by_name() {
 fn an_invalid_update_keeps_the_last_valid_version() {
     let mut s = Routes::default();
     let t = "2024-01-01T00:00:00Z";
-    s.apply(route("r", 1, t, v1()), &no_policies);
+    s.apply(route("r", 1, t, v1()), PolicyLookup::NONE);
     let before = s.routes_of(&key("reviews.shop"));
     s.apply(
         route(
@@ -79,7 +86,7 @@ fn an_invalid_update_keeps_the_last_valid_version() {
             t,
             json!({"name": "reviews-v1", "port": 9080, "weight": -3}),
         ),
-        &no_policies,
+        PolicyLookup::NONE,
     );
     assert_eq!(s.routes_of(&key("reviews.shop")), before);
     let k = (RouteKind::Http, "shop".to_string(), "r".to_string());
@@ -106,14 +113,14 @@ fn verdicts_say_what_resolves() {
     let mut s = Routes::default();
     let t = "2024-01-01T00:00:00Z";
     let k = (RouteKind::Http, "shop".to_string(), "r".to_string());
-    s.apply(route("r", 1, t, v1()), &no_policies);
+    s.apply(route("r", 1, t, v1()), PolicyLookup::NONE);
     let v = &s.verdicts(&k, ports)[0].1;
     assert_eq!((v.accepted.0, v.accepted.1), (true, "Accepted"));
     assert_eq!((v.resolved.0, v.resolved.1), (true, "ResolvedRefs"));
 
     s.apply(
         route("r", 2, t, json!({"name": "reviews-v3", "port": 9080})),
-        &no_policies,
+        PolicyLookup::NONE,
     );
     let v = &s.verdicts(&k, ports)[0].1;
     assert_eq!(
@@ -129,7 +136,7 @@ fn verdicts_say_what_resolves() {
             t,
             json!({"name": "x", "port": 9080, "namespace": "other"}),
         ),
-        &no_policies,
+        PolicyLookup::NONE,
     );
     let v = &s.verdicts(&k, ports)[0].1;
     assert_eq!(
@@ -138,7 +145,7 @@ fn verdicts_say_what_resolves() {
     );
 
     let no_parent = |_: &ServiceKey| None;
-    s.apply(route("r", 4, t, v1()), &no_policies);
+    s.apply(route("r", 4, t, v1()), PolicyLookup::NONE);
     let v = &s.verdicts(&k, no_parent)[0].1;
     assert_eq!((v.accepted.0, v.accepted.1), (false, "NoMatchingParent"));
 }
@@ -156,7 +163,7 @@ fn a_policy_change_converts_routes_again() {
         }
         other => other,
     });
-    s.apply(obj, &no_policies);
+    s.apply(obj, PolicyLookup::NONE);
     assert!(
         s.routes_of(&key("reviews.shop")).is_empty(),
         "not valid until the policy exists"
@@ -171,16 +178,23 @@ fn a_policy_change_converts_routes_again() {
             PolicyFault::Missing
         }
     };
-    assert_eq!(s.reconvert(&with_chaos), [key("reviews.shop")].into());
+    let with_chaos = PolicyLookup {
+        faults: &with_chaos,
+        gateway_policies: &|_, _| None,
+    };
+    assert_eq!(s.reconvert(with_chaos), [key("reviews.shop")].into());
     assert_eq!(s.routes_of(&key("reviews.shop")).len(), 1);
-    assert!(s.reconvert(&with_chaos).is_empty(), "nothing changed");
+    assert!(s.reconvert(with_chaos).is_empty(), "nothing changed");
 }
 
 #[test]
 fn status_replaces_only_our_entries_and_is_written_once() {
     let mut s = Routes::default();
     let k = (RouteKind::Http, "shop".to_string(), "r".to_string());
-    s.apply(route("r", 1, "2024-01-01T00:00:00Z", v1()), &no_policies);
+    s.apply(
+        route("r", 1, "2024-01-01T00:00:00Z", v1()),
+        PolicyLookup::NONE,
+    );
     let obj = s.object(&k).unwrap().clone();
     let parents = desired(&obj, &s.verdicts(&k, ports), &[], "2024-05-01T00:00:00Z").unwrap();
     assert_eq!(parents.len(), 2);
@@ -241,4 +255,65 @@ fn the_patch_carries_the_version_it_was_read_at() {
         body["status"]["parents"][0]["controllerName"],
         CONTROLLER_NAME
     );
+}
+
+#[test]
+fn a_gateway_policy_keeps_the_route_off_its_service_parent() {
+    let mut s = Routes::default();
+    let k = (RouteKind::Http, "shop".to_string(), "r".to_string());
+    let backend = json!({"name": "reviews-v1", "port": 9080, "filters": [
+        {"type": "ExtensionRef", "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": "auth"}},
+    ]});
+    s.apply(
+        route("r", 1, "2024-01-01T00:00:00Z", backend),
+        PolicyLookup::NONE,
+    );
+    // Missing, as a TrafficPolicy would be.
+    let v = &s.verdicts(&k, ports)[0].1;
+    assert_eq!(
+        (v.accepted.0, v.resolved.0, v.resolved.1),
+        (false, false, "BackendNotFound")
+    );
+    assert!(
+        v.resolved
+            .2
+            .contains("no GatewayPolicy \"auth\" in namespace \"shop\""),
+        "{}",
+        v.resolved.2
+    );
+
+    // The policy appears: the route is valid, served to Gateways only.
+    let spec: GatewayPolicySpec =
+        serde_json::from_value(json!({"rateLimit": {"requests": 1, "per": "1s"}})).unwrap();
+    let found = |_: &str, name: &str| (name == "auth").then(|| spec.clone());
+    let lookup = PolicyLookup {
+        faults: &|_, _| PolicyFault::Missing,
+        gateway_policies: &found,
+    };
+    assert_eq!(s.reconvert(lookup), [key("reviews.shop")].into());
+    assert!(s.routes_of(&key("reviews.shop")).is_empty());
+    let v = &s.verdicts(&k, ports)[0].1;
+    assert_eq!((v.accepted.0, v.accepted.1), (false, "IncompatibleFilters"));
+    assert!(
+        v.accepted.2.starts_with(
+            "spec.rules[0].backendRefs[0].filters[0].extensionRef names a GatewayPolicy, which only a gateway enforces"
+        ),
+        "{}",
+        v.accepted.2
+    );
+    assert_eq!((v.resolved.0, v.resolved.1), (true, "ResolvedRefs"));
+    let serving = |s: &Routes| {
+        let views = s.views();
+        let c = views[0].serving.unwrap();
+        c.rules[0].backends[0].filters.clone()
+    };
+    assert!(matches!(&serving(&s)[0], RouteFilter::GatewayPolicy(p) if p.name == "shop/auth"));
+
+    // Deleted: refused again, and the last valid version, policy and all,
+    // stays applied where it was (a gateway keeps checking).
+    s.reconvert(PolicyLookup::NONE);
+    let v = &s.verdicts(&k, ports)[0].1;
+    assert_eq!(v.resolved.1, "BackendNotFound");
+    assert!(v.accepted.2.contains("stays applied"), "{}", v.accepted.2);
+    assert!(matches!(&serving(&s)[0], RouteFilter::GatewayPolicy(_)));
 }

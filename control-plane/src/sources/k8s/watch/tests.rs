@@ -139,3 +139,37 @@ fn a_relist_drops_what_disappeared_and_equals_a_fresh_start() {
     );
     assert_eq!(c.service_view(&key).service, None);
 }
+
+fn gateway_policy(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "mycel.io/v1alpha1", "kind": "GatewayPolicy",
+        "metadata": {"name": name, "namespace": "shop", "generation": 1},
+        "spec": {"rateLimit": {"requests": 10, "per": "1s"}},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_gateway_policy_relist_drops_policies_deleted_meanwhile() {
+    let mut store = gateway_policies::store();
+    let mut r = Relist::default();
+    let mut feed = |store: &mut GatewayPolicies, e| {
+        apply_policy_object(
+            store,
+            &mut r,
+            Kind::GatewayPolicy,
+            e,
+            gateway_policies::read,
+            |_, _| {},
+        )
+    };
+    feed(&mut store, Event::Apply(gateway_policy("a")));
+    feed(&mut store, Event::Apply(gateway_policy("b")));
+    // The watch restarts; `a` was deleted meanwhile.
+    feed(&mut store, Event::Init);
+    feed(&mut store, Event::InitApply(gateway_policy("b")));
+    assert_eq!(feed(&mut store, Event::InitDone), Some(Kind::GatewayPolicy));
+    assert_eq!(store.keys(), [("shop".to_string(), "b".to_string())]);
+    let find = gateway_policies::lookup(&store);
+    assert!(find("shop", "a").is_none() && find("shop", "b").is_some());
+}

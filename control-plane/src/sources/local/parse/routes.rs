@@ -2,8 +2,8 @@
 //! (`gateway.networking.k8s.io/v1`): read strictly as the types generated
 //! from the upstream CRDs, converted by [`crate::routes`] (the rules a
 //! cluster's routes are held to), then attached to the Services of the
-//! same file. A parent, backend, mirror or TrafficPolicy that the file does
-//! not hold is an error: the file is the whole mesh, so a dangling
+//! same file. A parent, backend, mirror, TrafficPolicy or GatewayPolicy
+//! that the file does not hold is an error: the file is the whole mesh, so a dangling
 //! reference is a mistake, and applying the rest would half-route it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use mycel_crds::gateway_api::grpcroutes::GrpcRoute;
 use mycel_crds::gateway_api::httproutes::HttpRoute;
 use mycel_crds::traffic_policy::Fault;
+use mycel_crds::GatewayPolicySpec;
 use serde_json::Value;
 
 use super::{check_header, deserialize_strict, object_key, Doc, ParseError};
@@ -77,14 +78,21 @@ pub struct Attached {
     pub gateways: BTreeMap<ServiceKey, Vec<Route>>,
 }
 
+/// The policies of the file that routes' `ExtensionRef`s may name, by
+/// `(namespace, name)`.
+pub struct Policies<'a> {
+    /// The fault section of each TrafficPolicy.
+    pub faults: &'a BTreeMap<(String, String), Option<Fault>>,
+    pub gateway_policies: &'a BTreeMap<(String, String), GatewayPolicySpec>,
+}
+
 /// Converts every route and groups them by parent Service and Gateway, in
 /// file order (mesh.yaml has no creation times; the file's order stands
-/// for them). `faults` holds each TrafficPolicy of the file by
-/// `(namespace, name)`.
+/// for them).
 pub fn attach(
     services: &[Service],
     gateways: &BTreeMap<ServiceKey, Gateway>,
-    faults: &BTreeMap<(String, String), Option<Fault>>,
+    policies: Policies<'_>,
     parsed: Vec<Parsed>,
 ) -> Result<Attached, ParseError> {
     let by_key: BTreeMap<ServiceKey, &Service> = services.iter().map(|s| (s.key(), s)).collect();
@@ -96,15 +104,18 @@ pub fn attach(
         let d = Doc {
             document: p.document,
         };
-        let lookup = |name: &str| match faults.get(&(p.namespace.clone(), name.to_string())) {
+        let key = |name: &str| (p.namespace.clone(), name.to_string());
+        let lookup = |name: &str| match policies.faults.get(&key(name)) {
             None => PolicyFault::Missing,
             Some(None) => PolicyFault::NoFault,
             Some(Some(f)) => PolicyFault::Fault(f.clone()),
         };
+        let gateway_policy = |name: &str| policies.gateway_policies.get(&key(name)).cloned();
         let source = Source {
             namespace: &p.namespace,
             name: &p.name,
             policies: &lookup,
+            gateway_policies: &gateway_policy,
         };
         let converted = match &p.object {
             Object::Http(r) => routes::http_route(&source, &r.spec),
@@ -170,7 +181,9 @@ fn gateway_routes(
 }
 
 /// Every parent and every Service sent or mirrored to must be in the file,
-/// with the port named.
+/// with the port named, and a route that names a GatewayPolicy has no
+/// Service parent (a cluster would refuse that parent in the route's
+/// status, which the file does not have).
 fn check_refs(
     d: &Doc,
     services: &BTreeMap<ServiceKey, &Service>,
@@ -183,6 +196,9 @@ fn check_refs(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if let (Some(why), Some(p)) = (route.mesh_refusal(), route.parents.first()) {
+        return Err(d.err(&format!("spec.parentRefs[{}]", p.index), why));
+    }
     for p in &route.parents {
         let at = format!("spec.parentRefs[{}]", p.index);
         let Some(svc) = services.get(&p.service) else {

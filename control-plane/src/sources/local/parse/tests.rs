@@ -244,7 +244,7 @@ fn error_names_later_document_index() {
         e,
         ParseError::Document {
             document: 3,
-            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, AuthorizationPolicy, PeerAuthentication, Gateway, HTTPRoute and GRPCRoute)".into()
+            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, GatewayPolicy, AuthorizationPolicy, PeerAuthentication, Gateway, HTTPRoute and GRPCRoute)".into()
         }
     );
 }
