@@ -57,8 +57,8 @@ use crate::traffic_policy::{duration_field, field_error, in_range};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.jwt) || has(self.apiKeys) || has(self.rateLimit)")
-        .message("a GatewayPolicy needs at least one of jwt, apiKeys or rateLimit")
+    validation = Rule::new("has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes)")
+        .message("a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors or maxRequestBodyBytes")
         .reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.rateLimit) || self.rateLimit.key != 'JWTSubject' || has(self.jwt)")
         .message("rateLimit key JWTSubject needs jwt (the subject of the verified token)")
@@ -86,6 +86,91 @@ pub struct GatewayPolicySpec {
     /// Checked after authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+
+    /// Cross-origin requests from browsers: the gateway answers
+    /// preflights itself (before any credential is asked for) and marks
+    /// the responses of allowed origins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+
+    /// Request bodies larger than this many bytes are refused with 413
+    /// (1 byte to 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1073741824))]
+    pub max_request_body_bytes: Option<u64>,
+}
+
+/// An origin as browsers send it: lowercase `scheme://host[:port]`.
+const ORIGIN_PATTERN: &str = r"^(\*|[a-z][a-z0-9+.-]*://[a-z0-9.\[\]:_-]+)$";
+/// An HTTP method: a token.
+const METHOD_PATTERN: &str = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
+
+/// CORS (the Fetch standard) for the rule's requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!self.allowOrigins.exists(o, o == '*') || size(self.allowOrigins) == 1")
+        .message("\"*\" stands alone: it already allows every origin")
+        .field_path(".allowOrigins")
+        .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("!has(self.allowCredentials) || !self.allowCredentials || !self.allowOrigins.exists(o, o == '*')")
+        .message("browsers refuse credentials with the origin \"*\"; name the origins")
+        .field_path(".allowCredentials")
+        .reason(Reason::FieldValueInvalid)
+)]
+pub struct Cors {
+    /// Origins allowed, as browsers send them (`https://shop.example`,
+    /// lowercase, no path), or `"*"` alone for any.
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(
+            length(min = 1, max = 256),
+            regex(pattern = r"^(\*|[a-z][a-z0-9+.-]*://[a-z0-9.\[\]:_-]+)$")
+        )
+    )]
+    pub allow_origins: Vec<String>,
+    /// Methods a preflight may ask for (default GET, HEAD, POST).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 32),
+            regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+        )
+    )]
+    pub allow_methods: Vec<String>,
+    /// Lowercase request headers a preflight may ask for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 256),
+            regex(pattern = r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+        )
+    )]
+    pub allow_headers: Vec<String>,
+    /// Lowercase response headers scripts may read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(
+            length(min = 1, max = 256),
+            regex(pattern = r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+        )
+    )]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and HTTP authentication (never with `"*"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// How long browsers may keep a preflight's answer (0s to 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) <= duration('24h')")
+            .message("maxAge must be at most 24h")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub max_age: Option<String>,
 }
 
 /// The pattern of a header name the policy writes or reads: an HTTP token,
@@ -459,11 +544,22 @@ impl GatewayPolicySpec {
     /// Every rule of the CRD schema and its CEL rules, for `mesh.yaml`
     /// where no API server applies them. The first violation is returned.
     pub fn validate(&self) -> Result<(), FieldError> {
-        if self.jwt.is_none() && self.api_keys.is_none() && self.rate_limit.is_none() {
+        if self.jwt.is_none()
+            && self.api_keys.is_none()
+            && self.rate_limit.is_none()
+            && self.cors.is_none()
+            && self.max_request_body_bytes.is_none()
+        {
             return Err(FieldError {
                 field: "spec".into(),
-                message: "a GatewayPolicy needs at least one of jwt, apiKeys or rateLimit".into(),
+                message: "a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors or maxRequestBodyBytes".into(),
             });
+        }
+        if let Some(c) = &self.cors {
+            c.validate()?;
+        }
+        if let Some(n) = self.max_request_body_bytes {
+            in_range("maxRequestBodyBytes", n, 1, 1 << 30)?;
         }
         if let Some(j) = &self.jwt {
             j.validate()?;
@@ -612,6 +708,99 @@ impl JwtAuth {
                     "a forwarded claim's header is the token header",
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `raw` matches a pattern of the simple shapes above (checked by
+/// hand: the crate has no regex engine).
+fn token(raw: &str, lowercase: bool) -> bool {
+    !raw.is_empty()
+        && raw.bytes().all(|b| {
+            b.is_ascii_digit()
+                || b.is_ascii_lowercase()
+                || (!lowercase && b.is_ascii_uppercase())
+                || b"!#$%&'*+.^_`|~-".contains(&b)
+        })
+}
+
+fn origin(raw: &str) -> bool {
+    if raw == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = raw.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b));
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".[]:_-".contains(&b));
+    scheme_ok && host_ok
+}
+
+impl Cors {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.allow_origins.is_empty() {
+            return Err(field_error("cors.allowOrigins", "at least one origin"));
+        }
+        at_most("cors.allowOrigins", &self.allow_origins, 64)?;
+        for (i, o) in self.allow_origins.iter().enumerate() {
+            length(&format!("cors.allowOrigins[{i}]"), o, 1, 256)?;
+            if !origin(o) {
+                return Err(field_error(
+                    &format!("cors.allowOrigins[{i}]"),
+                    format!("{o:?} is not a lowercase origin (scheme://host[:port], no path; pattern {ORIGIN_PATTERN}) nor \"*\""),
+                ));
+            }
+        }
+        let star = self.allow_origins.iter().any(|o| o == "*");
+        if star && self.allow_origins.len() > 1 {
+            return Err(field_error(
+                "cors.allowOrigins",
+                "\"*\" stands alone: it already allows every origin",
+            ));
+        }
+        if star && self.allow_credentials {
+            return Err(field_error(
+                "cors.allowCredentials",
+                "browsers refuse credentials with the origin \"*\"; name the origins",
+            ));
+        }
+        at_most("cors.allowMethods", &self.allow_methods, 32)?;
+        for (i, m) in self.allow_methods.iter().enumerate() {
+            length(&format!("cors.allowMethods[{i}]"), m, 1, 32)?;
+            if !token(m, false) {
+                return Err(field_error(
+                    &format!("cors.allowMethods[{i}]"),
+                    format!("{m:?} is not an HTTP method (pattern {METHOD_PATTERN})"),
+                ));
+            }
+        }
+        for (list, items) in [
+            ("allowHeaders", &self.allow_headers),
+            ("exposeHeaders", &self.expose_headers),
+        ] {
+            at_most(&format!("cors.{list}"), items, 64)?;
+            for (i, h) in items.iter().enumerate() {
+                header_name(&format!("cors.{list}[{i}]"), h)?;
+            }
+        }
+        if let Some(raw) = &self.max_age {
+            duration_between(
+                "cors.maxAge",
+                raw,
+                Duration::ZERO,
+                Duration::from_secs(24 * 3600),
+                "0s-24h",
+            )?;
         }
         Ok(())
     }

@@ -78,6 +78,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// A GatewayPolicy's rate limit refused the request.
     RateLimited,
+    /// The request body is over a GatewayPolicy's limit.
+    BodyTooLarge,
     /// A global rate limit could not be checked (Redis down) and fails
     /// closed; or a GatewayPolicy the gateway cannot apply.
     PolicyUnavailable,
@@ -134,6 +136,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::PolicyUnavailable => "policy_unavailable",
         }
     }
@@ -167,6 +170,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::BodyTooLarge => "body-too-large",
             ErrorKind::PolicyUnavailable => "policy-unavailable",
         }
     }

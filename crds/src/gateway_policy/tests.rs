@@ -29,6 +29,10 @@ fn full() -> Value {
         },
         "rateLimit": {"requests": 100, "per": "1s", "burst": 20, "key": "Header", "header": "x-tenant",
                       "scope": "Global", "onRedisFailure": "Deny"},
+        "cors": {"allowOrigins": ["https://shop.example", "http://localhost:8080"], "allowMethods": ["GET", "PUT"],
+                 "allowHeaders": ["x-api-key"], "exposeHeaders": ["ratelimit-remaining"],
+                 "allowCredentials": true, "maxAge": "10m"},
+        "maxRequestBodyBytes": 1048576,
     })
 }
 
@@ -338,6 +342,57 @@ fn invalid_specs_name_the_field() {
             "spec.rateLimit.key",
             "APIKey needs apiKeys",
         ),
+        (
+            edited(&["cors", "allowOrigins"], json!([])),
+            "spec.cors.allowOrigins",
+            "at least one origin",
+        ),
+        (
+            edited(
+                &["cors", "allowOrigins"],
+                json!(["https://shop.example/app"]),
+            ),
+            "spec.cors.allowOrigins[0]",
+            "not a lowercase origin",
+        ),
+        (
+            edited(&["cors", "allowOrigins"], json!(["https://Shop.example"])),
+            "spec.cors.allowOrigins[0]",
+            "not a lowercase origin",
+        ),
+        (
+            edited(
+                &["cors", "allowOrigins"],
+                json!(["*", "https://shop.example"]),
+            ),
+            "spec.cors.allowOrigins",
+            "stands alone",
+        ),
+        (
+            edited(&["cors", "allowOrigins"], json!(["*"])),
+            "spec.cors.allowCredentials",
+            "refuse credentials",
+        ),
+        (
+            edited(&["cors", "allowMethods"], json!(["GE T"])),
+            "spec.cors.allowMethods[0]",
+            "not an HTTP method",
+        ),
+        (
+            edited(&["cors", "exposeHeaders"], json!(["X-Total"])),
+            "spec.cors.exposeHeaders[0]",
+            "not a lowercase",
+        ),
+        (
+            edited(&["cors", "maxAge"], json!("25h")),
+            "spec.cors.maxAge",
+            "0s-24h",
+        ),
+        (
+            edited(&["maxRequestBodyBytes"], json!(0)),
+            "spec.maxRequestBodyBytes",
+            "out of range",
+        ),
     ];
     for (s, field, words) in cases {
         let err = s.validate().unwrap_err();
@@ -351,7 +406,9 @@ fn the_schema_holds_what_the_types_cannot() {
     // Rules the API server applies; `validate` repeats each of them.
     let crd = serde_json::to_string(&<GatewayPolicy as kube::CustomResourceExt>::crd()).unwrap();
     for rule in [
-        "has(self.jwt) || has(self.apiKeys) || has(self.rateLimit)",
+        "has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors)",
+        "!self.allowOrigins.exists(o, o == '*') || size(self.allowOrigins) == 1",
+        "!self.allowCredentials || !self.allowOrigins.exists(o, o == '*')",
         "has(self.file) != has(self.url)",
         "(self.key == 'Header') == has(self.header)",
         "!has(self.onRedisFailure) || self.scope == 'Global'",

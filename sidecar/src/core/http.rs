@@ -2,6 +2,9 @@
 //! responses the proxy makes itself (plain text or gRPC, always with a
 //! `mycel-proxy-error` header) and hop-by-hop header removal.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
@@ -202,6 +205,61 @@ impl<G> http_body::Body for Held<G> {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body cut off after `left` bytes: the frame that goes over
+    /// ends the body with an error and sets `over`, so whoever forwarded it
+    /// can answer 413 instead of the upstream failure the cut causes.
+    pub struct CappedBody {
+        #[pin]
+        inner: Body,
+        left: u64,
+        over: Arc<AtomicBool>,
+    }
+}
+
+impl http_body::Body for CappedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(data) = f.data_ref() {
+                let n = data.len() as u64;
+                if n > *this.left {
+                    this.over.store(true, Ordering::Release);
+                    return std::task::Poll::Ready(Some(Err("request body over the limit".into())));
+                }
+                *this.left -= n;
+            }
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body` cut off after `max` bytes, and the flag saying it was.
+pub fn cap_body(body: Body, max: u64) -> (Body, Arc<AtomicBool>) {
+    let over = Arc::new(AtomicBool::new(false));
+    let capped = CappedBody {
+        inner: body,
+        left: max,
+        over: over.clone(),
+    };
+    (BodyExt::boxed(capped), over)
 }
 
 /// `body`, holding `guard` until it is dropped.

@@ -10,6 +10,8 @@
 //! a policy unchanged loses neither keys nor counts. Key sets are shared
 //! by every policy that names the same JWKS.
 
+mod cors;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +38,7 @@ use crate::core::directory::gateway_policy::{
 use crate::core::http::{proxy_error, Caller};
 use crate::core::serve::ClientAddr;
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
-use crate::outbound::{Admission, PolicyGuard};
+use crate::outbound::{Admission, Passed, PolicyGuard};
 
 /// The gateway's policies: what each needs at run time, by policy name.
 pub struct Policies {
@@ -76,6 +78,8 @@ struct Counters {
     unauthenticated: Counter,
     forbidden: Counter,
     rate_limited: Counter,
+    body_too_large: Counter,
+    preflight: Counter,
     failed_open: Counter,
     failed_closed: Counter,
     invalid: Counter,
@@ -89,11 +93,24 @@ impl Counters {
             unauthenticated: c("unauthenticated"),
             forbidden: c("forbidden"),
             rate_limited: c("rate_limited"),
+            body_too_large: c("body_too_large"),
+            preflight: c("cors_preflight"),
             failed_open: c("limiter_failed_open"),
             failed_closed: c("limiter_failed_closed"),
             invalid: c("invalid"),
         }
     }
+}
+
+/// The request's `Content-Length`, when it states one.
+fn content_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Who a request proved to be.
@@ -184,13 +201,37 @@ impl Policies {
             Ok(b) => b,
             Err(e) => {
                 active.counters.invalid.inc();
-                return Admission::Refuse(refuse(
+                return Admission::Answer(refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ErrorKind::PolicyUnavailable,
                     &format!("gateway policy {} cannot be applied: {e}", policy.name),
                 ));
             }
         };
+        let mut passed = Passed {
+            max_body: policy.max_request_body_bytes,
+            ..Passed::default()
+        };
+        if let Some(c) = &policy.cors {
+            match cors::check(c, parts) {
+                cors::Outcome::NotCors => {}
+                cors::Outcome::Preflight(res) => {
+                    active.counters.preflight.inc();
+                    return Admission::Answer(res);
+                }
+                cors::Outcome::Actual(headers) => passed.response_headers.extend(headers),
+            }
+        }
+        if let (Some(max), Some(len)) = (policy.max_request_body_bytes, content_length(parts)) {
+            if len > max {
+                active.counters.body_too_large.inc();
+                return Admission::Answer(refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorKind::BodyTooLarge,
+                    &format!("request body of {len} bytes; {} allows {max}", policy.name),
+                ));
+            }
+        }
         let principal = match authenticate(built, parts).await {
             Ok(p) => p,
             Err(refusal) => {
@@ -205,11 +246,13 @@ impl Policies {
                 if let Some(c) = challenge {
                     res.headers_mut().insert(http::header::WWW_AUTHENTICATE, c);
                 }
-                return Admission::Refuse(res);
+                // A browser script may read why it was refused.
+                res.headers_mut().extend(passed.response_headers);
+                return Admission::Answer(res);
             }
         };
         forward_identity(built, &principal, &mut parts.headers);
-        let mut headers = HeaderMap::new();
+        let headers = &mut passed.response_headers;
         if let (Some(limiter), Some(r)) = (&built.limiter, &policy.rate_limit) {
             let key = rate_key(&r.key, parts, &principal);
             let (limit, outcome) = match limiter {
@@ -227,7 +270,7 @@ impl Policies {
             };
             match outcome {
                 Outcome::Decided(d) => {
-                    rl_headers::set_decision_headers(limit, &d, &mut headers);
+                    rl_headers::set_decision_headers(limit, &d, headers);
                     if let Decision::Limited { .. } = d {
                         active.counters.rate_limited.inc();
                         let mut res = refuse(
@@ -235,8 +278,8 @@ impl Policies {
                             ErrorKind::RateLimited,
                             &format!("rate limit of {} reached", policy.name),
                         );
-                        res.headers_mut().extend(headers);
-                        return Admission::Refuse(res);
+                        res.headers_mut().extend(passed.response_headers);
+                        return Admission::Answer(res);
                     }
                 }
                 Outcome::FailedOpen => {
@@ -253,12 +296,12 @@ impl Policies {
                         ),
                     );
                     rl_headers::set_unavailable_headers(res.headers_mut());
-                    return Admission::Refuse(res);
+                    return Admission::Answer(res);
                 }
             }
         }
         active.counters.allowed.inc();
-        Admission::Pass(headers)
+        Admission::Pass(passed)
     }
 }
 

@@ -38,6 +38,46 @@ pub(super) const MIRRORS_IN_FLIGHT: usize = 128;
 /// How long a mirror copy may take before it is abandoned.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest GatewayPolicy body limit under which a body of unknown length
+/// is read whole before it is forwarded; above it the body streams and is
+/// cut off at the limit (the backend may then have seen part of it).
+const BUFFERED_BODY_LIMIT: u64 = 1024 * 1024;
+/// How long reading such a body may take: a client trickling it holds a
+/// buffer no longer than this.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `body` read whole, at most `max` bytes; else the status to answer.
+/// Trailers are dropped (a client's request trailers are not carried
+/// through a limit that must hold the body).
+async fn read_limited(mut body: Body, max: u64) -> Result<Body, (StatusCode, &'static str)> {
+    use http_body_util::BodyExt;
+    let read = async {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|_| (StatusCode::BAD_REQUEST, "the request body broke off"))?;
+            if let Ok(data) = frame.into_data() {
+                if (buf.len() + data.len()) as u64 > max {
+                    return Err((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body over the route's limit",
+                    ));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(crate::core::http::boxed(http_body_util::Full::new(
+            buf.freeze(),
+        )))
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .unwrap_or(Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body came too slowly",
+        )))
+}
+
 /// Why a routed request has nowhere to go.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -132,10 +172,37 @@ pub trait PolicyGuard: Send + Sync {
 
 /// A [`PolicyGuard`]'s answer.
 pub enum Admission {
-    /// Go on; these headers go on the response (rate-limit state).
-    Pass(HeaderMap),
-    /// Answer this instead (401, 403, 429, 503).
-    Refuse(Response<Body>),
+    /// Go on.
+    Pass(Passed),
+    /// Answer this instead: a CORS preflight, or a refusal (401, 403,
+    /// 413, 429, 503).
+    Answer(Response<Body>),
+}
+
+/// What a passed request goes on with.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// Set on the response (rate-limit state, CORS).
+    pub response_headers: HeaderMap,
+    /// The request body may carry at most this many bytes; past them the
+    /// request is cut off and answered 413.
+    pub max_body: Option<u64>,
+}
+
+impl Passed {
+    /// Another guard's pass on top of this one: the later headers win,
+    /// the smaller body limit holds.
+    fn merge(&mut self, other: Passed) {
+        for (name, value) in other.response_headers {
+            if let Some(name) = name {
+                self.response_headers.insert(name, value);
+            }
+        }
+        self.max_body = match (self.max_body, other.max_body) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// A routed request's answer and the backend service it went to, if it
@@ -198,7 +265,7 @@ impl Outbound {
         // copied, so it is never mirrored.
         let upgrading = super::upgrade::wants_upgrade(&req, Protocol::Http);
         let (mut parts, body) = req.into_parts();
-        let mut policy_headers = HeaderMap::new();
+        let mut passed = Passed::default();
         if let Err(res) = self
             .guard(
                 direction,
@@ -207,7 +274,7 @@ impl Outbound {
                 &rule.filters,
                 guard,
                 &mut parts,
-                &mut policy_headers,
+                &mut passed,
                 caller,
             )
             .await
@@ -235,7 +302,7 @@ impl Outbound {
                 &backend.filters,
                 guard,
                 &mut parts,
-                &mut policy_headers,
+                &mut passed,
                 caller,
             )
             .await
@@ -270,6 +337,29 @@ impl Outbound {
         let authority = rewritten_authority(rule, backend, &parts)
             .unwrap_or(authority)
             .to_string();
+        // The guard refused a declared length over the limit; a body of
+        // unknown length small enough to hold is read whole first, so an
+        // oversized one is refused before the backend sees any of it;
+        // a larger one streams and is cut off past the limit.
+        let declared = parts.headers.contains_key(header::CONTENT_LENGTH);
+        let limit = passed.max_body.filter(|_| !declared);
+        let mut over_limit = None;
+        let body = match limit {
+            None => body,
+            Some(max) if max <= BUFFERED_BODY_LIMIT => match read_limited(body, max).await {
+                Ok(body) => body,
+                Err((status, detail)) => {
+                    self.metrics.error(direction, ErrorKind::BodyTooLarge);
+                    let res = proxy_error(status, ErrorKind::BodyTooLarge, detail, caller);
+                    return unrouted(res);
+                }
+            },
+            Some(max) => {
+                let (body, over) = crate::core::http::cap_body(body, max);
+                over_limit = Some(over);
+                body
+            }
+        };
         let body = if upgrading {
             Ok(body)
         } else {
@@ -292,9 +382,30 @@ impl Outbound {
         let mut res = self
             .call(&target, &backend.service_key, req, origin, overrides)
             .await;
+        if over_limit.is_some_and(|o| o.load(std::sync::atomic::Ordering::Acquire)) {
+            // The cut body made the call fail; the caller sent too much.
+            self.metrics.error(direction, ErrorKind::BodyTooLarge);
+            res = proxy_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::BodyTooLarge,
+                "request body over the route's limit",
+                caller,
+            );
+        }
         route::apply_response_filters(&rule.filters, res.headers_mut());
         route::apply_response_filters(&backend.filters, res.headers_mut());
-        res.headers_mut().extend(policy_headers);
+        for (name, value) in passed.response_headers {
+            match name {
+                // The backend's own Vary stays: the gateway's adds to it.
+                Some(name) if name == header::VARY => {
+                    res.headers_mut().append(name, value);
+                }
+                Some(name) => {
+                    res.headers_mut().insert(name, value);
+                }
+                None => {}
+            }
+        }
         crate::observe::served(&mut res).route = Some(route.name.clone());
         Routed {
             response: res,
@@ -314,7 +425,7 @@ impl Outbound {
         filters: &[Filter],
         guard: Option<&dyn PolicyGuard>,
         parts: &mut Parts,
-        headers: &mut HeaderMap,
+        passed: &mut Passed,
         caller: Caller,
     ) -> Result<(), Response<Body>> {
         for filter in filters {
@@ -329,8 +440,8 @@ impl Outbound {
                 return Err(self.route_fail(direction, parent, &e, caller));
             };
             match guard.admit(policy, parts).await {
-                Admission::Pass(h) => headers.extend(h),
-                Admission::Refuse(res) => return Err(res),
+                Admission::Pass(p) => passed.merge(p),
+                Admission::Answer(res) => return Err(res),
             }
         }
         Ok(())

@@ -331,6 +331,8 @@ fn partner_policy() -> Arc<GatewayPolicy> {
             forward_name_header: None,
         }),
         rate_limit: None,
+        cors: None,
+        max_request_body_bytes: None,
     })
 }
 

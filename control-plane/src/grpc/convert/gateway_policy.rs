@@ -7,7 +7,7 @@
 
 use mycel_api::v1;
 use mycel_crds::gateway_policy::{
-    ApiKeys, JwtAuth, OnRedisFailure, RateLimit, RateLimitKey, RateLimitScope,
+    ApiKeys, Cors, JwtAuth, OnRedisFailure, RateLimit, RateLimitKey, RateLimitScope,
 };
 
 use super::policy::ms;
@@ -20,17 +20,27 @@ const DEFAULT_CLOCK_SKEW_MS: u64 = 30 * 1000;
 /// Algorithms a token may be signed with when the policy does not say.
 const DEFAULT_ALGORITHMS: &[&str] = &["RS256", "ES256", "EdDSA"];
 
-// The wire message grows ahead of the kind (CORS and a body limit are on
-// their way to the proxy): what the kind does not set stays unset, and the
-// update is needless only while the two have the same fields.
-#[allow(clippy::needless_update)]
 pub fn gateway_policy(p: &GatewayPolicy) -> v1::GatewayPolicy {
     v1::GatewayPolicy {
         name: p.name.clone(),
         jwt: p.spec.jwt.as_ref().map(jwt),
         api_keys: p.spec.api_keys.as_ref().map(api_keys),
         rate_limit: p.spec.rate_limit.as_ref().map(rate_limit),
-        ..v1::GatewayPolicy::default()
+        cors: p.spec.cors.as_ref().map(cors),
+        max_request_body_bytes: p.spec.max_request_body_bytes.unwrap_or(0),
+    }
+}
+
+fn cors(c: &Cors) -> v1::Cors {
+    v1::Cors {
+        allow_origins: c.allow_origins.clone(),
+        // Methods are case-sensitive tokens; the usual ones are uppercase
+        // and browsers compare them so.
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        allow_credentials: c.allow_credentials,
+        max_age_s: c.max_age.as_deref().map_or(0, |d| ms(d) / 1000),
     }
 }
 
@@ -152,7 +162,22 @@ mod tests {
             },
             "rateLimit": {"requests": 100, "per": "250ms", "burst": 20, "key": "Header", "header": "x-tenant",
                           "scope": "Global", "onRedisFailure": "Deny"},
+            "cors": {"allowOrigins": ["https://shop.example"], "allowMethods": ["PUT"], "allowHeaders": ["x-key"],
+                     "exposeHeaders": ["ratelimit-remaining"], "allowCredentials": true, "maxAge": "10m"},
+            "maxRequestBodyBytes": 4096,
         }));
+        assert_eq!(
+            p.cors,
+            Some(v1::Cors {
+                allow_origins: vec!["https://shop.example".into()],
+                allow_methods: vec!["PUT".into()],
+                allow_headers: vec!["x-key".into()],
+                expose_headers: vec!["ratelimit-remaining".into()],
+                allow_credentials: true,
+                max_age_s: 600,
+            })
+        );
+        assert_eq!(p.max_request_body_bytes, 4096);
         assert_eq!(p.name, "shop/orders-auth");
         let j = p.jwt.unwrap();
         assert_eq!(j.issuer, "https://auth.shop.example");

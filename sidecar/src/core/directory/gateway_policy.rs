@@ -19,6 +19,9 @@ pub struct GatewayPolicy {
     pub jwt: Option<JwtAuth>,
     pub api_keys: Option<ApiKeyAuth>,
     pub rate_limit: Option<RateLimit>,
+    pub cors: Option<Cors>,
+    /// Larger request bodies are refused (413).
+    pub max_request_body_bytes: Option<u64>,
 }
 
 impl GatewayPolicy {
@@ -54,6 +57,28 @@ pub enum JwksLocation {
     File(PathBuf),
     #[serde(serialize_with = "super::routes::display")]
     Url(http::Uri),
+}
+
+/// Cross-origin requests from browsers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cors {
+    pub allow_origins: AllowOrigins,
+    #[serde(serialize_with = "super::routes::display_all_methods")]
+    pub allow_methods: Vec<http::Method>,
+    #[serde(serialize_with = "super::routes::display_all")]
+    pub allow_headers: Vec<HeaderName>,
+    #[serde(serialize_with = "super::routes::display_all")]
+    pub expose_headers: Vec<HeaderName>,
+    pub allow_credentials: bool,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowOrigins {
+    Any,
+    /// Lowercase, as browsers send them.
+    List(Vec<String>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

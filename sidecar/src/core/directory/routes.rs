@@ -295,7 +295,11 @@ pub(super) fn opt_display<S: Serializer, T: std::fmt::Display>(
     }
 }
 
-fn display_all<S: Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn display_all_methods<S: Serializer>(v: &[Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(Method::as_str))
+}
+
+pub(super) fn display_all<S: Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(HeaderName::as_str))
 }
 

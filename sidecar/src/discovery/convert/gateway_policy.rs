@@ -12,8 +12,8 @@ use mycel_api::v1 as pb;
 
 use super::{ConvertError, Ctx};
 use crate::core::directory::gateway_policy::{
-    ApiKey, ApiKeyAuth, ForwardClaim, GatewayPolicy, JwksLocation, JwtAuth, RateLimit,
-    RateLimitKey, RequiredClaim,
+    AllowOrigins, ApiKey, ApiKeyAuth, Cors, ForwardClaim, GatewayPolicy, JwksLocation, JwtAuth,
+    RateLimit, RateLimitKey, RequiredClaim,
 };
 
 /// Caps on one policy, so a resource cannot make a gateway hold (and scan
@@ -22,6 +22,8 @@ const MAX_API_KEYS: usize = 1000;
 const MAX_CLAIMS: usize = 32;
 const MAX_AUDIENCES: usize = 32;
 const MAX_NAME: usize = 253;
+const MAX_ORIGINS: usize = 64;
+const MAX_CORS_HEADERS: usize = 64;
 /// A day: the longest period and refresh interval the controller accepts.
 const MAX_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -39,7 +41,12 @@ pub(super) fn gateway_policy(
             format!("{:?} is not <namespace>/<name>", p.name),
         ));
     }
-    if p.jwt.is_none() && p.api_keys.is_none() && p.rate_limit.is_none() {
+    if p.jwt.is_none()
+        && p.api_keys.is_none()
+        && p.rate_limit.is_none()
+        && p.cors.is_none()
+        && p.max_request_body_bytes == 0
+    {
         return Err(ctx.err(at, "a policy with nothing to enforce"));
     }
     let jwt = p
@@ -70,11 +77,105 @@ pub(super) fn gateway_policy(
             ));
         }
     }
+    let cors = p
+        .cors
+        .as_ref()
+        .map(|c| cors(ctx, &format!("{at}.cors"), c))
+        .transpose()?;
     Ok(GatewayPolicy {
         name: p.name.clone(),
         jwt,
         api_keys,
         rate_limit,
+        cors,
+        max_request_body_bytes: (p.max_request_body_bytes != 0).then_some(p.max_request_body_bytes),
+    })
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn origin(ctx: &Ctx, at: String, o: &str) -> Result<String, ConvertError> {
+    let uri: http::Uri = o
+        .parse()
+        .map_err(|_| ctx.err(at.clone(), format!("{o:?} is not an origin")))?;
+    let plain = uri.scheme().is_some()
+        && uri.host().is_some()
+        && uri.path_and_query().is_none_or(|pq| pq.as_str() == "/")
+        && !o.ends_with('/');
+    if !plain || o.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ctx.err(
+            at,
+            format!("{o:?} is not a lowercase origin (scheme://host[:port], no path)"),
+        ));
+    }
+    Ok(o.to_string())
+}
+
+fn cors(ctx: &Ctx, at: &str, c: &pb::Cors) -> Result<Cors, ConvertError> {
+    if c.allow_origins.is_empty() || c.allow_origins.len() > MAX_ORIGINS {
+        return Err(ctx.err(
+            format!("{at}.allow_origins"),
+            format!(
+                "{} origins; between 1 and {MAX_ORIGINS}",
+                c.allow_origins.len()
+            ),
+        ));
+    }
+    let allow_origins = if c.allow_origins.iter().any(|o| o == "*") {
+        if c.allow_origins.len() > 1 {
+            return Err(ctx.err(
+                format!("{at}.allow_origins"),
+                "\"*\" stands alone: it already allows every origin",
+            ));
+        }
+        if c.allow_credentials {
+            return Err(ctx.err(
+                format!("{at}.allow_credentials"),
+                "browsers refuse credentials with the origin \"*\"; name the origins",
+            ));
+        }
+        AllowOrigins::Any
+    } else {
+        AllowOrigins::List(
+            c.allow_origins
+                .iter()
+                .enumerate()
+                .map(|(i, o)| origin(ctx, format!("{at}.allow_origins[{i}]"), o))
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    let allow_methods = c
+        .allow_methods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                ctx.err(
+                    format!("{at}.allow_methods[{i}]"),
+                    format!("{m:?} is not a method"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let names = |list: &str, names: &[String]| -> Result<Vec<HeaderName>, ConvertError> {
+        if names.len() > MAX_CORS_HEADERS {
+            return Err(ctx.err(
+                format!("{at}.{list}"),
+                format!("{} headers; at most {MAX_CORS_HEADERS}", names.len()),
+            ));
+        }
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| header(ctx, format!("{at}.{list}[{i}]"), n))
+            .collect()
+    };
+    Ok(Cors {
+        allow_origins,
+        allow_methods,
+        allow_headers: names("allow_headers", &c.allow_headers)?,
+        expose_headers: names("expose_headers", &c.expose_headers)?,
+        allow_credentials: c.allow_credentials,
+        max_age: (c.max_age_s != 0).then(|| Duration::from_secs(c.max_age_s.min(86_400))),
     })
 }
 

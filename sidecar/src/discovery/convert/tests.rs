@@ -872,6 +872,17 @@ fn gateway_policy() -> pb::GatewayPolicy {
             fail_closed: true,
             ..Default::default()
         }),
+        cors: Some(pb::Cors {
+            allow_origins: vec![
+                "https://shop.example".into(),
+                "http://localhost:8080".into(),
+            ],
+            allow_methods: vec!["PUT".into()],
+            allow_credentials: true,
+            max_age_s: 600,
+            ..Default::default()
+        }),
+        max_request_body_bytes: 4096,
     }
 }
 
@@ -913,6 +924,11 @@ fn a_gateway_policy_reaches_the_routes_typed() {
     let limit = p.rate_limit.as_ref().unwrap();
     assert_eq!(limit.key, RateLimitKey::JwtSubject);
     assert!(limit.global && limit.fail_closed && limit.burst.is_none());
+    let cors = p.cors.as_ref().unwrap();
+    assert!(matches!(&cors.allow_origins,
+        crate::core::directory::gateway_policy::AllowOrigins::List(l) if l.len() == 2));
+    assert_eq!(cors.allow_methods, [http::Method::PUT]);
+    assert_eq!(p.max_request_body_bytes, Some(4096));
 }
 
 #[test]
@@ -926,6 +942,8 @@ fn invalid_gateway_policies_nack_naming_the_field() {
                 p.jwt = None;
                 p.api_keys = None;
                 p.rate_limit = None;
+                p.cors = None;
+                p.max_request_body_bytes = 0;
             }),
             ": a policy with nothing to enforce",
         ),
@@ -985,6 +1003,26 @@ fn invalid_gateway_policies_nack_naming_the_field() {
                 r.header = String::new();
             }),
             "rate_limit.header",
+        ),
+        (
+            Box::new(|p| p.cors.as_mut().unwrap().allow_origins = vec!["*".into()]),
+            "cors.allow_credentials",
+        ),
+        (
+            Box::new(|p| {
+                p.cors.as_mut().unwrap().allow_origins = vec!["https://shop.example/app".into()]
+            }),
+            "cors.allow_origins[0]: \"https://shop.example/app\" is not a lowercase origin",
+        ),
+        (
+            Box::new(|p| {
+                p.cors.as_mut().unwrap().allow_origins = vec!["https://Shop.example".into()]
+            }),
+            "cors.allow_origins[0]",
+        ),
+        (
+            Box::new(|p| p.cors.as_mut().unwrap().allow_methods = vec!["GE T".into()]),
+            "cors.allow_methods[0]",
         ),
     ];
     for (mutate, want) in cases {

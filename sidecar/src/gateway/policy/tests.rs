@@ -10,7 +10,9 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::core::directory::gateway_policy::{ApiKey, ForwardClaim, RequiredClaim};
+use crate::core::directory::gateway_policy::{
+    AllowOrigins, ApiKey, Cors, ForwardClaim, RequiredClaim,
+};
 use crate::core::http::Body;
 
 const ISS: &str = "https://issuer.test";
@@ -99,6 +101,8 @@ fn policy(
         jwt,
         api_keys,
         rate_limit,
+        cors: None,
+        max_request_body_bytes: None,
     })
 }
 
@@ -126,8 +130,8 @@ async fn admit(
     parts: &mut Parts,
 ) -> Result<HeaderMap, http::Response<Body>> {
     match p.admit(policy, parts).await {
-        Admission::Pass(h) => Ok(h),
-        Admission::Refuse(r) => Err(r),
+        Admission::Pass(passed) => Ok(passed.response_headers),
+        Admission::Answer(r) => Err(r),
     }
 }
 
@@ -292,4 +296,141 @@ async fn a_policy_the_gateway_cannot_apply_refuses_its_requests() {
         .unwrap_err();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(decisions(&registry).contains("decision=\"invalid\"} 1"));
+}
+
+fn shop_cors(credentials: bool) -> Cors {
+    Cors {
+        allow_origins: AllowOrigins::List(vec!["https://shop.example".into()]),
+        allow_methods: vec![http::Method::GET, http::Method::PUT],
+        allow_headers: vec![http::HeaderName::from_static("x-api-key")],
+        expose_headers: vec![http::HeaderName::from_static("ratelimit-remaining")],
+        allow_credentials: credentials,
+        max_age: Some(Duration::from_secs(600)),
+    }
+}
+
+fn with_cors(cors: Cors, api_keys: Option<ApiKeyAuth>) -> Arc<GatewayPolicy> {
+    Arc::new(GatewayPolicy {
+        cors: Some(cors),
+        ..(*policy(None, api_keys, None)).clone()
+    })
+}
+
+fn preflight(origin: &str, method: &str, headers: &str) -> Parts {
+    let mut p = parts(&[
+        ("origin", origin),
+        ("access-control-request-method", method),
+        ("access-control-request-headers", headers),
+    ]);
+    p.method = http::Method::OPTIONS;
+    p
+}
+
+#[tokio::test]
+async fn a_preflight_is_answered_by_the_gateway_before_any_credential_is_asked() {
+    let (p, registry) = policies();
+    let keys = ApiKeyAuth {
+        header: http::HeaderName::from_static("x-api-key"),
+        keys: vec![ApiKey {
+            name: "web".into(),
+            sha256: Sha256::digest(b"k").into(),
+        }],
+        forward_name_header: None,
+    };
+    let pol = with_cors(shop_cors(true), Some(keys));
+
+    // Allowed: 204 with the origin echoed (credentials forbid "*").
+    let res = admit(
+        &p,
+        &pol,
+        &mut preflight("https://shop.example", "PUT", "x-api-key"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let h = res.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-allow-methods"], "GET, PUT");
+    assert_eq!(h["access-control-allow-headers"], "x-api-key");
+    assert_eq!(h["access-control-max-age"], "600");
+
+    // Another origin, a method or a header not allowed: refused, and no
+    // CORS header tells the browser otherwise.
+    for (origin, method, headers) in [
+        ("https://evil.example", "PUT", ""),
+        ("https://shop.example", "DELETE", ""),
+        ("https://shop.example", "GET", "x-admin"),
+    ] {
+        let res = admit(&p, &pol, &mut preflight(origin, method, headers))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            res.status(),
+            StatusCode::FORBIDDEN,
+            "{origin} {method} {headers}"
+        );
+        assert!(!res.headers().contains_key("access-control-allow-origin"));
+    }
+
+    // The actual request still needs its key; the refusal carries the
+    // CORS headers so the script can read why.
+    let mut actual = parts(&[("origin", "https://shop.example")]);
+    let res = admit(&p, &pol, &mut actual).await.unwrap_err();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let mut actual = parts(&[("origin", "https://shop.example"), ("x-api-key", "k")]);
+    let h = admit(&p, &pol, &mut actual).await.unwrap();
+    assert_eq!(h["access-control-expose-headers"], "ratelimit-remaining");
+    assert_eq!(h["vary"], "origin");
+    // A disallowed origin's request goes on, unmarked.
+    let mut other = parts(&[("origin", "https://evil.example"), ("x-api-key", "k")]);
+    let h = admit(&p, &pol, &mut other).await.unwrap();
+    assert!(!h.contains_key("access-control-allow-origin"), "{h:?}");
+    assert!(decisions(&registry).contains("decision=\"cors_preflight\"} 4"));
+}
+
+#[tokio::test]
+async fn any_origin_without_credentials_is_a_star() {
+    let (p, _registry) = policies();
+    let mut cors = shop_cors(false);
+    cors.allow_origins = AllowOrigins::Any;
+    let pol = with_cors(cors, None);
+    let h = admit(
+        &p,
+        &pol,
+        &mut parts(&[("origin", "https://anyone.example")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(
+        !h.contains_key("vary"),
+        "the answer is the same for every origin"
+    );
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
+    let (p, _registry) = policies();
+    let pol = Arc::new(GatewayPolicy {
+        max_request_body_bytes: Some(1024),
+        ..(*policy(None, None, None)).clone()
+    });
+    let res = admit(&p, &pol, &mut parts(&[("content-length", "1025")]))
+        .await
+        .unwrap_err();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(res.headers()["mycel-proxy-error"], "body-too-large");
+    // Within the limit, or with no length stated: on, with the limit for
+    // the streamed body.
+    for headers in [vec![("content-length", "1024")], vec![]] {
+        match p.admit(&pol, &mut parts(&headers)).await {
+            Admission::Pass(passed) => assert_eq!(passed.max_body, Some(1024)),
+            Admission::Answer(r) => panic!("{headers:?}: {}", r.status()),
+        }
+    }
 }
