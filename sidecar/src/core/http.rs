@@ -168,8 +168,24 @@ pub fn redact_proxy_error(res: Response<Body>, caller: Caller) -> Response<Body>
         text(parts.status, public_message(parts.status, &kind_text))
     };
     fresh.headers_mut().insert(PROXY_ERROR, kind);
+    // What tells the client how to go on (authenticate, wait, which
+    // origins may read the answer) is no detail of the mesh: it stays.
+    for (name, value) in &parts.headers {
+        if kept_on_redaction(name) {
+            fresh.headers_mut().append(name.clone(), value.clone());
+        }
+    }
     *fresh.extensions_mut() = extensions;
     fresh
+}
+
+fn kept_on_redaction(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    name == header::WWW_AUTHENTICATE
+        || name == header::RETRY_AFTER
+        || name == header::VARY
+        || n.starts_with("ratelimit-")
+        || n.starts_with("access-control-")
 }
 
 pub fn empty() -> Body {
@@ -464,6 +480,46 @@ mod tests {
             },
         );
         assert_eq!(body_text(out), "the app's own 502 at 10.0.0.1\n");
+    }
+
+    /// A 401 or 429 whose challenge or retry advice were dropped on
+    /// redaction would leave the client nothing to act on.
+    #[test]
+    fn redaction_keeps_what_tells_the_client_how_to_go_on() {
+        let mut refusal = proxy_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited,
+            "rate limit of shop/api reached",
+            Caller {
+                grpc: false,
+                external: true,
+            },
+        );
+        let h = refusal.headers_mut();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("3"));
+        h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"mycel\""),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("https://a.example"),
+        );
+        h.insert("x-upstream-detail", HeaderValue::from_static("10.0.0.7"));
+        let out = redact_proxy_error(
+            refusal,
+            Caller {
+                grpc: false,
+                external: true,
+            },
+        );
+        let h = out.headers();
+        assert_eq!(h[header::RETRY_AFTER], "3");
+        assert_eq!(h["ratelimit-remaining"], "0");
+        assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer realm=\"mycel\"");
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://a.example");
+        assert!(!h.contains_key("x-upstream-detail"), "{h:?}");
     }
 
     #[test]
