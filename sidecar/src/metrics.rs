@@ -634,4 +634,38 @@ mod tests {
         }
         assert_eq!(m.error_count(Direction::Inbound, ErrorKind::AppConnect), 1);
     }
+
+    /// docs/observability.md promises to list every metric: a family added
+    /// here without a line there fails.
+    #[test]
+    fn every_family_is_in_the_observability_docs() {
+        let docs = include_str!("../../docs/observability.md");
+        let mut registry = Registry::default();
+        let _m = ProxyMetrics::new(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let mut missing = Vec::new();
+        for line in out.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let exposed = if kind == "counter" {
+                format!("`{name}_total`")
+            } else {
+                format!("`{name}`")
+            };
+            if !docs.contains(&exposed) {
+                missing.push(exposed);
+            }
+        }
+        assert!(out.contains("# TYPE"), "nothing rendered:\n{out}");
+        assert!(
+            missing.is_empty(),
+            "not in docs/observability.md: {missing:?}"
+        );
+    }
 }
