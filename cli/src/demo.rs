@@ -476,6 +476,11 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
         "  curl --cacert {} https://localhost:{https}/api/products   # over HTTPS (h2)",
         paths.web_ca().display()
     );
+    let _ = writeln!(
+        out,
+        "  curl -i http://{gw}/api/products  # /api is rate-limited per client (GatewayPolicy {}): see RateLimit-*; 429 past it",
+        plan::API_RATE_LIMIT
+    );
     let admin = plan.controller_admin;
     let _ = writeln!(
         out,

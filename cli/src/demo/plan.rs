@@ -417,11 +417,16 @@ pub fn authorization(plan: &DemoPlan) -> Vec<serde_json::Value> {
 /// The Gateway (Gateway API) the demo gateway serves (`--gateway`).
 pub const GATEWAY_NAME: &str = "shop-gateway";
 
+/// The GatewayPolicy that rate-limits the shop's JSON API per client.
+pub const API_RATE_LIMIT: &str = "shop-api-rate";
+
 /// The shop's front door: a Gateway `shop-gateway` with one HTTP listener
 /// on the demo gateway's port, and an HTTPRoute `shop` sending every path
-/// of any host to `frontend:80`. Neither names a hostname, so the gateway
-/// answers whatever host the browser uses (`127.0.0.1:<port>`). Empty when
-/// the plan has no frontend.
+/// of any host to `frontend:80`, `/api` under a per-client rate limit
+/// (GatewayPolicy [`API_RATE_LIMIT`]: 50 per second, bursts of 100).
+/// Neither names a hostname, so the gateway answers whatever host the
+/// browser uses (`127.0.0.1:<port>`). Empty when the plan has no
+/// frontend.
 pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
     if plan.target_port("frontend").is_none() {
         return Vec::new();
@@ -445,10 +450,28 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
             "metadata": {"name": "shop", "namespace": NAMESPACE},
             "spec": {
                 "parentRefs": [{"name": GATEWAY_NAME}],
-                "rules": [{
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                    "backendRefs": [{"name": "frontend", "port": port}],
-                }],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                        "backendRefs": [{"name": "frontend", "port": port}],
+                    },
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+                        "filters": [{
+                            "type": "ExtensionRef",
+                            "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": API_RATE_LIMIT},
+                        }],
+                        "backendRefs": [{"name": "frontend", "port": port}],
+                    },
+                ],
+            },
+        }),
+        serde_json::json!({
+            "apiVersion": "mycel.io/v1alpha1",
+            "kind": "GatewayPolicy",
+            "metadata": {"name": API_RATE_LIMIT, "namespace": NAMESPACE},
+            "spec": {
+                "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
             },
         }),
     ]

@@ -120,6 +120,13 @@ async fn demo_starts_serves_and_stops_cleanly() {
     assert!(r.json()["products"]
         .as_array()
         .is_some_and(|p| !p.is_empty()));
+    // The JSON API is under the demo's per-client rate limit.
+    assert_eq!(
+        r.headers.get("ratelimit-limit").map(|v| v.as_bytes()),
+        Some(&b"100"[..]),
+        "{:?}",
+        r.headers
+    );
     let page = http::get(gateway, "localhost", "/").await.unwrap();
     assert_eq!(page.status, 200);
 
