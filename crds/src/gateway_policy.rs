@@ -57,8 +57,8 @@ use crate::traffic_policy::{duration_field, field_error, in_range};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes)")
-        .message("a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors or maxRequestBodyBytes")
+    validation = Rule::new("has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes) || has(self.cache)")
+        .message("a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes or cache")
         .reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.rateLimit) || self.rateLimit.key != 'JWTSubject' || has(self.jwt)")
         .message("rateLimit key JWTSubject needs jwt (the subject of the verified token)")
@@ -98,7 +98,19 @@ pub struct GatewayPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1073741824))]
     pub max_request_body_bytes: Option<u64>,
+
+    /// `{}`: the gateway's shared response cache (RFC 9111) answers the
+    /// rule's GET and HEAD requests it can, after authentication and the
+    /// rate limit. What is stored and for how long is the backend's
+    /// `Cache-Control`; the cache's size is the gateway's
+    /// (`--cache-max-bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ResponseCache>,
 }
+
+/// Nothing to set yet: presence turns the cache on for the rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseCache {}
 
 /// An origin as browsers send it: lowercase `scheme://host[:port]`.
 const ORIGIN_PATTERN: &str = r"^(\*|[a-z][a-z0-9+.-]*://[a-z0-9.\[\]:_-]+)$";
@@ -549,10 +561,11 @@ impl GatewayPolicySpec {
             && self.rate_limit.is_none()
             && self.cors.is_none()
             && self.max_request_body_bytes.is_none()
+            && self.cache.is_none()
         {
             return Err(FieldError {
                 field: "spec".into(),
-                message: "a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors or maxRequestBodyBytes".into(),
+                message: "a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes or cache".into(),
             });
         }
         if let Some(c) = &self.cors {

@@ -305,6 +305,13 @@ pub async fn run<F: Future<Output = ()>>(
         }
         None => None,
     };
+    let cache = gateway::cache::Cache::new(gateway::cache::CacheConfig {
+        max_bytes: config.cache_max_bytes,
+        max_entry_bytes: config
+            .cache_max_bytes
+            .min(gateway::cache::DEFAULT_MAX_ENTRY_BYTES),
+    })
+    .context("gateway response cache (--cache-max-bytes)")?;
     let mut listeners = bind_all(&config).await?;
     let ready = ready_line(&listeners);
     let _ = admin_tx.send(listeners.admin.as_ref().and_then(|l| l.local_addr().ok()));
@@ -323,7 +330,7 @@ pub async fn run<F: Future<Output = ()>>(
     tasks.spawn(serve_data_path(
         config.clone(),
         listeners,
-        https,
+        GatewayParts { https, cache },
         identity,
         discovery,
         proxy_metrics,
@@ -419,10 +426,17 @@ async fn withdraw(withdrawal: &Withdrawal, status: &DiscoveryStatus) {
 }
 
 /// Waits for a certificate, then serves every data-path listener.
+/// What the gateway's listeners are built with, made before anything
+/// listens so a bad file or setting stops the start.
+struct GatewayParts {
+    https: Option<gateway::https::Https>,
+    cache: gateway::cache::Cache,
+}
+
 async fn serve_data_path(
     config: Arc<Config>,
     l: Listeners,
-    https: Option<gateway::https::Https>,
+    gateway_parts: GatewayParts,
     identity: Arc<IdentityState>,
     discovery: Discovery,
     metrics: ProxyMetrics,
@@ -505,7 +519,8 @@ async fn serve_data_path(
         let redis = config.rate_limit_redis.as_ref().map(|addr| {
             gateway::ratelimit::GlobalLimiter::new(gateway::ratelimit::RedisConfig::new(addr))
         });
-        let gw = gateway::Gateway::with_redis(routes, outbound.clone(), redis);
+        let GatewayParts { https, cache } = gateway_parts;
+        let gw = gateway::Gateway::with(routes, outbound.clone(), redis, cache);
         if let (Some(listener), Some(https)) = (l.https, &https) {
             set.spawn(gateway::https::serve(
                 listener,

@@ -64,6 +64,7 @@ pub mod names {
     pub const TLS_RELOAD_INTERVAL: &str = "tls-reload-interval";
     pub const HTTPS_REDIRECT: &str = "https-redirect";
     pub const RATE_LIMIT_REDIS: &str = "rate-limit-redis";
+    pub const CACHE_MAX_BYTES: &str = "cache-max-bytes";
     pub const TRANSPARENT_OUTBOUND: &str = "transparent-outbound";
     pub const INBOUND_CAPTURE: &str = "inbound-capture";
     pub const MTLS_MODE: &str = "mtls-mode";
@@ -307,6 +308,8 @@ pub struct Config {
     pub https: Option<HttpsConfig>,
     /// Gateway mode: `host:port` of the Redis global rate limits use.
     pub rate_limit_redis: Option<String>,
+    /// Gateway mode: the response cache's memory.
+    pub cache_max_bytes: usize,
     pub transparent: TransparentConfig,
     /// Runtime worker threads: one for a sidecar unless asked (a request
     /// that stays on one thread wakes no other; measured in
@@ -654,6 +657,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
         gateway: gateway_key,
         https,
         rate_limit_redis: a.rate_limit_redis,
+        cache_max_bytes: a.cache_max_bytes,
         transparent: TransparentConfig {
             outbound: a.transparent_outbound,
             inbound_capture: a.inbound_capture,

@@ -58,17 +58,20 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway whose global rate limits have no Redis (they answer as
-    /// their policies say Redis failures do).
+    /// their policies say Redis failures do), with the default cache size.
     pub fn new(routes: RouteSource, outbound: Arc<Outbound>) -> Arc<Gateway> {
-        Self::with_redis(routes, outbound, None)
+        let cache = cache::Cache::new(cache::CacheConfig::default())
+            .expect("the default cache settings are valid");
+        Self::with(routes, outbound, None, cache)
     }
 
-    pub fn with_redis(
+    pub fn with(
         routes: RouteSource,
         outbound: Arc<Outbound>,
         redis: Option<ratelimit::GlobalLimiter>,
+        cache: cache::Cache,
     ) -> Arc<Gateway> {
-        let policies = policy::Policies::new(outbound.metrics().clone(), redis);
+        let policies = policy::Policies::new(outbound.metrics().clone(), redis, cache);
         Arc::new(Gateway {
             routes,
             outbound,

@@ -317,6 +317,13 @@ pub struct ProxyMetrics {
     cert_reloads: Family<ReloadLabels, Counter>,
     cert_expiry: Family<CertNameLabels, prometheus_client::metrics::gauge::Gauge>,
     policy_decisions: Family<PolicyDecisionLabels, Counter>,
+    cache_lookups: Family<CacheLookupLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLookupLabels {
+    pub policy: String,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -347,7 +354,13 @@ impl ProxyMetrics {
             cert_reloads: Family::default(),
             cert_expiry: Family::default(),
             policy_decisions: Family::default(),
+            cache_lookups: Family::default(),
         };
+        registry.register(
+            "mycel_gateway_cache_lookups",
+            "Response cache lookups of the requests a GatewayPolicy with cache admitted, by policy and result (hit: answered from the cache; miss; revalidate: asked the backend whether the stored response still holds; bypass: not cacheable, e.g. no-store or not GET)",
+            m.cache_lookups.clone(),
+        );
         registry.register(
             "mycel_gateway_policy_decisions",
             "Requests a GatewayPolicy decided at the gateway, by policy and decision (allowed, unauthenticated, forbidden, rate_limited, limiter_failed_open, limiter_failed_closed, invalid)",
@@ -540,6 +553,16 @@ impl ProxyMetrics {
             .get_or_create(&PolicyDecisionLabels {
                 policy: policy.to_string(),
                 decision,
+            })
+            .clone()
+    }
+
+    /// The counter of one policy's cache lookup result, resolved once.
+    pub fn cache_lookup(&self, policy: &str, result: &'static str) -> Counter {
+        self.cache_lookups
+            .get_or_create(&CacheLookupLabels {
+                policy: policy.to_string(),
+                result,
             })
             .clone()
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 pub use forward::{ForwardError, TunnelGuard, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL};
 pub use listener::request_authority;
-pub use routed::{Admission, Parent, Passed, PolicyGuard, Routed};
+pub use routed::{Admission, Parent, Passed, PolicyGuard, ResponseHook, Routed};
 
 use crate::core::credentials::IdentityState;
 use crate::core::directory::Discovery;

@@ -74,3 +74,71 @@ pub async fn http_headers_echo(addr: SocketAddr) {
         }
     });
 }
+
+/// Serves HTTP/1.1 and h2c on `addr` until the test ends, as a cacheable
+/// backend: every response has `ETag: "v1"` and the `Cache-Control` the
+/// request's `cc` query parameter names (`+` for a space, `_` for `=`:
+/// `?cc=public,max-age_60`), its body `{"served": N}` counting the full
+/// answers the app gave. A request with `If-None-Match: "v1"` gets 304.
+/// Returns the count of 304s and full answers, for the test to read.
+pub async fn cacheable_http_app(
+    addr: SocketAddr,
+) -> std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let listener = TcpListener::bind(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cacheable app cannot bind {addr}: {e}"));
+    let served = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let served = served.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let served = served.clone();
+                        async move {
+                            let cc = req
+                                .uri()
+                                .query()
+                                .unwrap_or("")
+                                .split('&')
+                                .find_map(|kv| kv.strip_prefix("cc="))
+                                .unwrap_or("")
+                                .replace('+', " ")
+                                .replace('_', "=");
+                            let mut res = http::Response::builder()
+                                .header(http::header::ETAG, "\"v1\"")
+                                .header(http::header::CACHE_CONTROL, cc);
+                            let not_modified = req
+                                .headers()
+                                .get(http::header::IF_NONE_MATCH)
+                                .is_some_and(|v| v.as_bytes() == b"\"v1\"");
+                            let body = if not_modified {
+                                served.0.fetch_add(1, Ordering::SeqCst);
+                                res = res.status(http::StatusCode::NOT_MODIFIED);
+                                bytes::Bytes::new()
+                            } else {
+                                let n = served.1.fetch_add(1, Ordering::SeqCst) + 1;
+                                res = res.header(http::header::CONTENT_TYPE, "application/json");
+                                bytes::Bytes::from(format!("{{\"served\": {n}}}"))
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                res.body(Full::new(body)).expect("a valid response"),
+                            )
+                        }
+                    });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(conn), svc)
+                    .await;
+            });
+        }
+    });
+    counts
+}

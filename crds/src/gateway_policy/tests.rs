@@ -33,6 +33,7 @@ fn full() -> Value {
                  "allowHeaders": ["x-api-key"], "exposeHeaders": ["ratelimit-remaining"],
                  "allowCredentials": true, "maxAge": "10m"},
         "maxRequestBodyBytes": 1048576,
+        "cache": {},
     })
 }
 
@@ -406,7 +407,7 @@ fn the_schema_holds_what_the_types_cannot() {
     // Rules the API server applies; `validate` repeats each of them.
     let crd = serde_json::to_string(&<GatewayPolicy as kube::CustomResourceExt>::crd()).unwrap();
     for rule in [
-        "has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors)",
+        "has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes) || has(self.cache)",
         "!self.allowOrigins.exists(o, o == '*') || size(self.allowOrigins) == 1",
         "!self.allowCredentials || !self.allowOrigins.exists(o, o == '*')",
         "has(self.file) != has(self.url)",

@@ -175,6 +175,12 @@ pub(super) struct Args {
     #[arg(long = RATE_LIMIT_REDIS, value_name = "HOST:PORT", value_parser = parse::host_port,
           help_heading = heading::GATEWAY)]
     pub rate_limit_redis: Option<String>,
+    /// Memory of the gateway's response cache (GatewayPolicy `cache`), in
+    /// bytes: stored responses, each at most 1 MiB (or the whole cache if
+    /// smaller).
+    #[arg(long = CACHE_MAX_BYTES, value_name = "BYTES", default_value = "67108864",
+          value_parser = parse::cache_bytes, help_heading = heading::GATEWAY)]
+    pub cache_max_bytes: usize,
 
     /// Listener for outbound connections captured by iptables (`mycel-proxy init`).
     #[arg(long = TRANSPARENT_OUTBOUND, value_name = "ADDR", help_heading = heading::TRANSPARENT)]

@@ -34,6 +34,8 @@ pub enum ValueError {
     /// `bounds` reads as "between 100ms and 24h", "at least 1s", ...
     #[error("must be {bounds}")]
     DurationOutOfRange { bounds: &'static str },
+    #[error("must be {bounds}")]
+    OutOfRange { bounds: &'static str },
     #[error("protocol {0:?} is not one of http, http2, grpc, tcp")]
     Protocol(String),
     #[error("port name {0:?} is not a valid name")]
@@ -151,6 +153,21 @@ pub(super) fn cert_files(raw: &str) -> Result<crate::gateway::tls::CertFiles, Va
         cert: cert.trim().into(),
         key: key.trim().into(),
     })
+}
+
+/// `--cache-max-bytes`: 4 KiB (one small entry) to 16 GiB.
+pub(super) fn cache_bytes(raw: &str) -> Result<usize, ValueError> {
+    const MIN: usize = 4 * 1024;
+    const MAX: usize = 16 << 30;
+    let n: usize = raw
+        .parse()
+        .map_err(|_| ValueError::Shape("a number of bytes"))?;
+    if !(MIN..=MAX).contains(&n) {
+        return Err(ValueError::OutOfRange {
+            bounds: "between 4096 and 17179869184",
+        });
+    }
+    Ok(n)
 }
 
 /// `--tls-reload-interval`: from a second to an hour.

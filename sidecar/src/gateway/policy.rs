@@ -17,13 +17,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
+use super::cache::{make_conditional, Cache, Lookup};
 use super::jwt::{
     self, ClaimRequirement, JwksSource, JwtRule, JwtVerifier, KeySet, RefreshSettings, TokenSource,
     VerifiedClaims,
@@ -47,6 +48,9 @@ pub struct Policies {
     /// its policy says Redis failures do.
     redis: Option<GlobalLimiter>,
     active: Mutex<HashMap<String, Arc<Active>>>,
+    /// Shared by every policy with `cache`: one memory bound for the
+    /// gateway.
+    cache: Cache,
     /// Shared by policies naming the same JWKS (and refresh interval);
     /// a set lives as long as a policy holds it.
     key_sets: Mutex<HashMap<String, Weak<KeySet>>>,
@@ -83,6 +87,10 @@ struct Counters {
     failed_open: Counter,
     failed_closed: Counter,
     invalid: Counter,
+    cache_hit: Counter,
+    cache_miss: Counter,
+    cache_revalidate: Counter,
+    cache_bypass: Counter,
 }
 
 impl Counters {
@@ -98,8 +106,22 @@ impl Counters {
             failed_open: c("limiter_failed_open"),
             failed_closed: c("limiter_failed_closed"),
             invalid: c("invalid"),
+            cache_hit: metrics.cache_lookup(policy, "hit"),
+            cache_miss: metrics.cache_lookup(policy, "miss"),
+            cache_revalidate: metrics.cache_lookup(policy, "revalidate"),
+            cache_bypass: metrics.cache_lookup(policy, "bypass"),
         }
     }
+}
+
+/// A copy of the request's head (method, URI, version, headers).
+fn request_head(parts: &Parts) -> Parts {
+    let mut req = http::Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
 }
 
 /// The request's `Content-Length`, when it states one.
@@ -121,10 +143,11 @@ enum Principal {
 }
 
 impl Policies {
-    pub fn new(metrics: ProxyMetrics, redis: Option<GlobalLimiter>) -> Policies {
+    pub fn new(metrics: ProxyMetrics, redis: Option<GlobalLimiter>, cache: Cache) -> Policies {
         Policies {
             metrics,
             redis,
+            cache,
             active: Mutex::default(),
             key_sets: Mutex::default(),
         }
@@ -301,7 +324,67 @@ impl Policies {
             }
         }
         active.counters.allowed.inc();
+        if policy.cache {
+            if let Some(hit) = self.cached(&active.counters, &principal, parts, &mut passed) {
+                let mut res = hit;
+                res.headers_mut().extend(passed.response_headers);
+                return Admission::Answer(res);
+            }
+        }
         Admission::Pass(passed)
+    }
+
+    /// The response cache's part: a stored response that answers now, or
+    /// (in `passed`) the hook that stores or refreshes one from the
+    /// backend's answer. Asked after authentication and the rate limit, so
+    /// a hit is never served to a caller the policy refuses, and counted.
+    fn cached(
+        &self,
+        counters: &Counters,
+        principal: &Principal,
+        parts: &mut Parts,
+        passed: &mut Passed,
+    ) -> Option<http::Response<crate::core::http::Body>> {
+        // What the cache decides by: the request as it goes on, and, when
+        // the policy authenticated it, an `Authorization` even if the
+        // credential was stripped or sent in another header, so a response
+        // for one authenticated caller is shared only when it says public.
+        let mut head = request_head(parts);
+        if !matches!(principal, Principal::Anonymous) {
+            head.headers.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_static("authenticated-by-gateway"),
+            );
+        }
+        let (pending, conditional) = match self.cache.lookup(&head, SystemTime::now()) {
+            Lookup::Hit(res) => {
+                counters.cache_hit.inc();
+                return Some(res);
+            }
+            Lookup::Bypass => {
+                counters.cache_bypass.inc();
+                return None;
+            }
+            Lookup::Miss(pending) => {
+                counters.cache_miss.inc();
+                (pending, None)
+            }
+            Lookup::Revalidate {
+                conditional,
+                pending,
+            } => {
+                counters.cache_revalidate.inc();
+                (pending, Some(conditional))
+            }
+        };
+        if let Some(conditional) = conditional {
+            make_conditional(&mut parts.headers, conditional);
+        }
+        let cache = self.cache.clone();
+        passed.respond = Some(Box::new(move |res| {
+            cache.complete(&head, pending, res, SystemTime::now())
+        }));
+        None
     }
 }
 

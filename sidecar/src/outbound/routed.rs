@@ -180,14 +180,20 @@ pub enum Admission {
 }
 
 /// What a passed request goes on with.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Passed {
     /// Set on the response (rate-limit state, CORS).
     pub response_headers: HeaderMap,
     /// The request body may carry at most this many bytes; past them the
     /// request is cut off and answered 413.
     pub max_body: Option<u64>,
+    /// Sees the backend's response (after the rule's response filters,
+    /// before `response_headers`) and gives the one to send: the response
+    /// cache keeps a copy there.
+    pub respond: Option<ResponseHook>,
 }
+
+pub type ResponseHook = Box<dyn FnOnce(Response<Body>) -> Response<Body> + Send>;
 
 impl Passed {
     /// Another guard's pass on top of this one: the later headers win,
@@ -200,6 +206,10 @@ impl Passed {
         }
         self.max_body = match (self.max_body, other.max_body) {
             (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.respond = match (self.respond.take(), other.respond) {
+            (Some(first), Some(then)) => Some(Box::new(move |res| then(first(res)))),
             (a, b) => a.or(b),
         };
     }
@@ -394,6 +404,9 @@ impl Outbound {
         }
         route::apply_response_filters(&rule.filters, res.headers_mut());
         route::apply_response_filters(&backend.filters, res.headers_mut());
+        if let Some(respond) = passed.respond {
+            res = respond(res);
+        }
         for (name, value) in passed.response_headers {
             match name {
                 // The backend's own Vary stays: the gateway's adds to it.

@@ -333,6 +333,7 @@ fn partner_policy() -> Arc<GatewayPolicy> {
         rate_limit: None,
         cors: None,
         max_request_body_bytes: None,
+        cache: false,
     })
 }
 

@@ -149,7 +149,7 @@ fn bearer(token: &str) -> String {
 /// The echo Service, a Gateway, and one HTTPRoute rule per policy:
 /// `/orders` (JWT), `/partners` (API key), `/limited` (global limit,
 /// fails open), `/strict` (global limit, fails closed), `/uploads` (CORS
-/// and a 1 KiB body limit).
+/// and a 1 KiB body limit), `/cached` (the response cache).
 fn mesh_yaml(jwks: &Path, limit: u32) -> String {
     let key_digest = hex::encode(sha2::Sha256::digest(b"partner-key-1"));
     let rule = |prefix: &str, policy: &str| {
@@ -179,7 +179,7 @@ spec:
   parentRefs: [{{name: shop-gateway}}]
   hostnames: [{HOST}]
   rules:
-{orders}{partners}{limited}{strict}{uploads}    - matches: [{{path: {{type: PathPrefix, value: /open}}}}]
+{orders}{partners}{limited}{strict}{uploads}{cached}    - matches: [{{path: {{type: PathPrefix, value: /open}}}}]
       backendRefs: [{{name: echo, port: 80}}]
 ---
 apiVersion: mycel.io/v1alpha1
@@ -225,12 +225,19 @@ spec:
     allowMethods: [GET, POST, PUT]
     allowHeaders: [content-type]
     maxAge: 10m
+---
+apiVersion: mycel.io/v1alpha1
+kind: GatewayPolicy
+metadata: {{name: cached, namespace: shop}}
+spec:
+  cache: {{}}
 "#,
         orders = rule("/orders", "orders-auth"),
         partners = rule("/partners", "partners"),
         limited = rule("/limited", "limited"),
         strict = rule("/strict", "strict"),
         uploads = rule("/uploads", "uploads"),
+        cached = rule("/cached", "cached"),
         jwks = jwks.display(),
     )
 }
@@ -566,4 +573,80 @@ async fn two_gateway_replicas_share_a_global_limit_in_redis_and_follow_its_failu
     // Back, empty: the limit applies again.
     redis.restart().await;
     wait_status(a.listen(), "/strict", 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_cache_serves_fresh_answers_revalidates_stale_ones_and_keeps_no_store_out() {
+    use std::sync::atomic::Ordering;
+
+    if !skip::require("curl (Debian package curl) is not installed", has_curl()) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    write_jwks(&jwks, &[&Signer::new("k1")]);
+    let mesh = Mesh::start(&mesh_yaml(&jwks, 100)).await;
+    let spec = SidecarSpec::new("echo-0", "echo")
+        .label("app", "echo")
+        .app_port(&format!("http:{APP_PORT}"));
+    let app = mycel_tests::echo::cacheable_http_app(spec.app_addr()).await;
+    let _echo = mesh.sidecar(spec).await;
+    mesh.wait_registered("echo-0").await;
+    let gw = mesh.sidecar(gateway_spec("gateway", None)).await;
+    let gw = gw.listen();
+    wait_status(gw, "/cached/warmup?cc=no-store", 200).await;
+    let full_answers = || app.1.load(Ordering::SeqCst);
+    let not_modified = || app.0.load(Ordering::SeqCst);
+
+    // Fresh for a minute: the second request never reaches the app.
+    let first = curl(gw, "/cached/a?cc=max-age_60", &[]);
+    assert_eq!(
+        (first.status, first.header("mycel-cache")),
+        (200, Some("miss"))
+    );
+    let before = full_answers();
+    let second = curl(gw, "/cached/a?cc=max-age_60", &[]);
+    assert_eq!(
+        second.header("mycel-cache"),
+        Some("hit"),
+        "{:?}",
+        second.headers
+    );
+    assert_eq!(second.body, first.body, "the stored answer");
+    assert!(second.header("age").is_some());
+    assert_eq!(full_answers(), before, "the app was not asked");
+
+    // Stale at once, with a validator: the gateway asks with
+    // If-None-Match, the app answers 304, the client still gets the body.
+    curl(gw, "/cached/b?cc=max-age_0", &[]);
+    let again = curl(gw, "/cached/b?cc=max-age_0", &[]);
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.header("mycel-cache"),
+        Some("revalidated"),
+        "{:?}",
+        again.headers
+    );
+    assert!(again.body.contains("served"), "{}", again.body);
+    assert!(not_modified() >= 1, "the app answered 304");
+
+    // no-store and private responses are never kept.
+    for cc in ["no-store", "private,max-age_60"] {
+        let path = format!("/cached/c-{}?cc={cc}", cc.len());
+        curl(gw, &path, &[]);
+        let got = curl(gw, &path, &[]);
+        assert_eq!(
+            got.header("mycel-cache"),
+            Some("miss"),
+            "{cc}: {:?}",
+            got.headers
+        );
+    }
+    // A client's own conditional request is answered from the cache.
+    let got = curl(
+        gw,
+        "/cached/a?cc=max-age_60",
+        &[("if-none-match", "\"v1\"")],
+    );
+    assert_eq!(got.status, 304, "{:?}", got.headers);
 }

@@ -28,6 +28,7 @@ pub fn gateway_policy(p: &GatewayPolicy) -> v1::GatewayPolicy {
         rate_limit: p.spec.rate_limit.as_ref().map(rate_limit),
         cors: p.spec.cors.as_ref().map(cors),
         max_request_body_bytes: p.spec.max_request_body_bytes.unwrap_or(0),
+        cache: p.spec.cache.as_ref().map(|_| v1::ResponseCache {}),
     }
 }
 
@@ -165,7 +166,9 @@ mod tests {
             "cors": {"allowOrigins": ["https://shop.example"], "allowMethods": ["PUT"], "allowHeaders": ["x-key"],
                      "exposeHeaders": ["ratelimit-remaining"], "allowCredentials": true, "maxAge": "10m"},
             "maxRequestBodyBytes": 4096,
+            "cache": {},
         }));
+        assert_eq!(p.cache, Some(v1::ResponseCache {}));
         assert_eq!(
             p.cors,
             Some(v1::Cors {

@@ -22,6 +22,8 @@ pub struct GatewayPolicy {
     pub cors: Option<Cors>,
     /// Larger request bodies are refused (413).
     pub max_request_body_bytes: Option<u64>,
+    /// The gateway's response cache answers what it can.
+    pub cache: bool,
 }
 
 impl GatewayPolicy {

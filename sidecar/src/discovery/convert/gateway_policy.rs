@@ -46,6 +46,7 @@ pub(super) fn gateway_policy(
         && p.rate_limit.is_none()
         && p.cors.is_none()
         && p.max_request_body_bytes == 0
+        && p.cache.is_none()
     {
         return Err(ctx.err(at, "a policy with nothing to enforce"));
     }
@@ -89,6 +90,7 @@ pub(super) fn gateway_policy(
         rate_limit,
         cors,
         max_request_body_bytes: (p.max_request_body_bytes != 0).then_some(p.max_request_body_bytes),
+        cache: p.cache.is_some(),
     })
 }
 

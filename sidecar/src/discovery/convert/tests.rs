@@ -883,6 +883,7 @@ fn gateway_policy() -> pb::GatewayPolicy {
             ..Default::default()
         }),
         max_request_body_bytes: 4096,
+        cache: Some(pb::ResponseCache {}),
     }
 }
 
@@ -929,6 +930,7 @@ fn a_gateway_policy_reaches_the_routes_typed() {
         crate::core::directory::gateway_policy::AllowOrigins::List(l) if l.len() == 2));
     assert_eq!(cors.allow_methods, [http::Method::PUT]);
     assert_eq!(p.max_request_body_bytes, Some(4096));
+    assert!(p.cache);
 }
 
 #[test]
@@ -944,6 +946,7 @@ fn invalid_gateway_policies_nack_naming_the_field() {
                 p.rate_limit = None;
                 p.cors = None;
                 p.max_request_body_bytes = 0;
+                p.cache = None;
             }),
             ": a policy with nothing to enforce",
         ),

@@ -103,13 +103,15 @@ fn policy(
         rate_limit,
         cors: None,
         max_request_body_bytes: None,
+        cache: false,
     })
 }
 
 fn policies() -> (Policies, Registry) {
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::new(&mut registry);
-    (Policies::new(metrics, None), registry)
+    let cache = Cache::new(crate::gateway::cache::CacheConfig::default()).unwrap();
+    (Policies::new(metrics, None, cache), registry)
 }
 
 fn parts(headers: &[(&str, &str)]) -> Parts {
@@ -432,5 +434,128 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
             Admission::Pass(passed) => assert_eq!(passed.max_body, Some(1024)),
             Admission::Answer(r) => panic!("{headers:?}: {}", r.status()),
         }
+    }
+}
+
+/// The backend's answer to a cached rule's request, through the hook the
+/// guard gave.
+async fn backend_answer(
+    passed: Passed,
+    cache_control: &str,
+    expected: &'static str,
+) -> http::Response<Body> {
+    let mut res = http::Response::new(crate::core::http::boxed(http_body_util::Full::new(
+        bytes::Bytes::from_static(expected.as_bytes()),
+    )));
+    res.headers_mut()
+        .insert("cache-control", cache_control.parse().unwrap());
+    let res = (passed.respond.expect("a hook for a cacheable request"))(res);
+    // The copy is stored once the body has been read to its end.
+    let (parts, body) = res.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        &bytes[..],
+        expected.as_bytes(),
+        "the client gets the body whole"
+    );
+    http::Response::from_parts(
+        parts,
+        crate::core::http::boxed(http_body_util::Full::new(bytes)),
+    )
+}
+
+#[tokio::test]
+async fn a_cached_rule_answers_a_second_request_from_the_cache_after_its_checks() {
+    let (p, registry) = policies();
+    let pol = Arc::new(GatewayPolicy {
+        cache: true,
+        ..(*policy(None, None, Some(tenant_limit(3)))).clone()
+    });
+    let passed = match p.admit(&pol, &mut parts(&[("x-tenant", "a")])).await {
+        Admission::Pass(passed) => passed,
+        Admission::Answer(r) => panic!("{}", r.status()),
+    };
+    let res = backend_answer(passed, "max-age=60", "catalog v1").await;
+    assert_eq!(res.headers()["mycel-cache"], "miss");
+
+    // Answered by the gateway: the stored response, with this request's
+    // rate-limit state, and counted against the limit like any other.
+    let hit = admit(&p, &pol, &mut parts(&[("x-tenant", "a")]))
+        .await
+        .unwrap_err();
+    assert_eq!(hit.status(), StatusCode::OK);
+    assert_eq!(hit.headers()["mycel-cache"], "hit");
+    assert_eq!(hit.headers()["ratelimit-remaining"], "1");
+    let bytes = http_body_util::BodyExt::collect(hit.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&bytes[..], b"catalog v1");
+    admit(&p, &pol, &mut parts(&[("x-tenant", "a")]))
+        .await
+        .unwrap_err();
+    // Past the limit, no cached answer: 429.
+    let refused = admit(&p, &pol, &mut parts(&[("x-tenant", "a")]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(r#"mycel_gateway_cache_lookups_total{policy="shop/orders",result="hit"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_authenticated_callers_response_is_shared_only_when_it_says_public() {
+    let (p, _registry) = policies();
+    let keys = ApiKeyAuth {
+        header: http::HeaderName::from_static("x-api-key"),
+        keys: vec![
+            ApiKey {
+                name: "a".into(),
+                sha256: Sha256::digest(b"key-a").into(),
+            },
+            ApiKey {
+                name: "b".into(),
+                sha256: Sha256::digest(b"key-b").into(),
+            },
+        ],
+        forward_name_header: None,
+    };
+    let pol = Arc::new(GatewayPolicy {
+        cache: true,
+        ..(*policy(None, Some(keys), None)).clone()
+    });
+    // The key is stripped before the request goes on, yet the cache still
+    // treats the request as authorized: a max-age answer for caller a is
+    // not served to caller b.
+    for (key, cache_control, want_second) in [
+        ("key-a", "max-age=60", "miss"),
+        ("key-a", "public, max-age=60", "hit"),
+    ] {
+        let mut first = parts(&[("x-api-key", key)]);
+        first.uri = format!("http://shop.example/api/orders?cc={}", cache_control.len())
+            .parse()
+            .unwrap();
+        let passed = match p.admit(&pol, &mut first).await {
+            Admission::Pass(passed) => passed,
+            Admission::Answer(r) => panic!("{}", r.status()),
+        };
+        backend_answer(passed, cache_control, "alice's orders").await;
+        let mut second = parts(&[("x-api-key", "key-b")]);
+        second.uri = first.uri.clone();
+        let got = match p.admit(&pol, &mut second).await {
+            Admission::Pass(passed) => {
+                backend_answer(passed, cache_control, "alice's orders").await
+            }
+            Admission::Answer(r) => r,
+        };
+        assert_eq!(got.headers()["mycel-cache"], want_second, "{cache_control}");
     }
 }
