@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mycel_test_support::jwt::{jwks, Signer};
 use mycel_test_support::redis::RedisServer;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -24,35 +24,8 @@ use mycel_tests::skip;
 const ISS: &str = "https://auth.shop.example";
 const HOST: &str = "api.shop.example";
 
-/// An ES256 key to sign tokens with, and its public JWK.
-struct Signer {
-    enc: EncodingKey,
-    kid: String,
-    jwk: Value,
-}
-
-impl Signer {
-    fn new(kid: &str) -> Signer {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let point = pair.public_key_raw();
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        Signer {
-            enc: EncodingKey::from_ec_der(&pair.serialize_der()),
-            kid: kid.into(),
-            jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "kid": kid,
-                        "x": b64(&point[1..33]), "y": b64(&point[33..])}),
-        }
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.enc).unwrap()
-    }
-}
-
 fn write_jwks(path: &Path, keys: &[&Signer]) {
-    let set = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+    let set = jwks(keys);
     // Written whole, then renamed: the gateway never reads half a file.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, set.to_string()).unwrap();
@@ -98,15 +71,7 @@ impl Got {
 
 /// `GET http://HOST<path>` through the gateway at `gw`, with headers.
 fn curl(gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-D", "-"])
-        .args(["--resolve", &format!("{HOST}:{}:{}", gw.port(), gw.ip())]);
-    for (k, v) in headers {
-        cmd.arg("-H").arg(format!("{k}: {v}"));
-    }
-    cmd.arg(format!("http://{HOST}:{}{path}", gw.port()));
-    let out = cmd.output().expect("run curl");
-    parse_curl(&out)
+    curl_send(gw, "GET", path, None, headers)
 }
 
 /// curl's `-D -` output: the last header block (after any `100
@@ -397,16 +362,15 @@ fn curl_send(
     headers: &[(&str, &str)],
 ) -> Got {
     let dir = tempfile::tempdir().unwrap();
-    let body = dir.path().join("body");
-    std::fs::write(&body, vec![b'x'; len.unwrap_or(0)]).unwrap();
-    let args: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.to_string())).collect();
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "10", "-D", "-", "-X", method])
         .args(["--resolve", &format!("{HOST}:{}:{}", gw.port(), gw.ip())]);
-    if len.is_some() {
+    if let Some(len) = len {
+        let body = dir.path().join("body");
+        std::fs::write(&body, vec![b'x'; len]).unwrap();
         cmd.arg("--data-binary").arg(format!("@{}", body.display()));
     }
-    for (k, v) in &args {
+    for (k, v) in headers {
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
     cmd.arg(format!("http://{HOST}:{}{path}", gw.port()));

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use http::{HeaderMap, Request, StatusCode};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mycel_test_support::jwt::{jwks, Signer};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
@@ -17,39 +16,13 @@ use crate::core::http::Body;
 
 const ISS: &str = "https://issuer.test";
 
-struct Signer {
-    enc: EncodingKey,
-    kid: String,
-    jwk: Value,
-}
-
-fn signer(kid: &str) -> Signer {
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let point = pair.public_key_raw();
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    Signer {
-        enc: EncodingKey::from_ec_der(&pair.serialize_der()),
-        kid: kid.into(),
-        jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64(&point[1..33]), "y": b64(&point[33..])}),
-    }
-}
-
-impl Signer {
-    fn token(&self, claims: Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.enc).unwrap()
-    }
-}
-
 fn claims(sub: &str) -> Value {
     let now = jsonwebtoken::get_current_timestamp();
     json!({"iss": ISS, "aud": "shop", "sub": sub, "scope": "orders:read orders:write", "exp": now + 600})
 }
 
 fn write_jwks(path: &std::path::Path, keys: &[&Signer]) {
-    let set = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
-    std::fs::write(path, set.to_string()).unwrap();
+    std::fs::write(path, jwks(keys).to_string()).unwrap();
 }
 
 fn jwt_auth(jwks: &std::path::Path) -> JwtAuth {
@@ -155,7 +128,7 @@ fn decisions(registry: &Registry) -> String {
 async fn a_token_is_verified_its_claims_required_and_its_subject_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
-    let key = signer("k1");
+    let key = Signer::new("k1");
     write_jwks(&jwks, &[&key]);
     let (p, registry) = policies();
     let pol = policy(Some(jwt_auth(&jwks)), None, None);
@@ -171,7 +144,7 @@ async fn a_token_is_verified_its_claims_required_and_its_subject_forwarded() {
 
     // A valid token passes; the subject is forwarded in place of the
     // client's forged copy, and the token itself is stripped.
-    let token = key.token(claims("alice"));
+    let token = key.sign(&claims("alice"));
     let mut ok = parts(&[("authorization", &bearer(&token)), ("x-user-id", "admin")]);
     admit(&p, &pol, &mut ok).await.unwrap();
     assert_eq!(ok.headers["x-user-id"], "alice");
@@ -180,14 +153,14 @@ async fn a_token_is_verified_its_claims_required_and_its_subject_forwarded() {
     // A token without the required scope word: 403.
     let mut c = claims("bob");
     c["scope"] = json!("orders:read");
-    let token = key.token(c);
+    let token = key.sign(&c);
     let res = admit(&p, &pol, &mut parts(&[("authorization", &bearer(&token))]))
         .await
         .unwrap_err();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
     // Signed by another key under the same kid: 401.
-    let token = signer("k1").token(claims("alice"));
+    let token = Signer::new("k1").sign(&claims("alice"));
     let res = admit(&p, &pol, &mut parts(&[("authorization", &bearer(&token))]))
         .await
         .unwrap_err();
