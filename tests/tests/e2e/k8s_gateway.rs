@@ -6,7 +6,9 @@
 //! our class and Gateway are accepted (listener `attachedRoutes` 1), the
 //! route's entry for our Gateway reads Accepted/ResolvedRefs, nothing is
 //! written for the other class, Gateway or parent, and a proxy following
-//! `shop-gateway.shop` gets the route as `GATEWAY_ROUTES`, then a change.
+//! `shop-gateway.shop` gets the route as `GATEWAY_ROUTES`, then a change,
+//! then a GatewayPolicy its rule names (one the schema refuses never
+//! exists).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -16,6 +18,7 @@ use mycel_api::v1::{Hello, Workload};
 use mycel_crds::gateway_api::gatewayclasses::GatewayClass;
 use mycel_crds::gateway_api::gateways::Gateway;
 use mycel_crds::gateway_api::httproutes::HttpRoute;
+use mycel_crds::GatewayPolicy;
 use mycel_tests::k8s;
 use mycel_tests::mesh::Mesh;
 use serde_json::{json, Value};
@@ -214,5 +217,59 @@ async fn gateways_of_our_class_are_served_and_report_status() {
             r.routes.len() == 1 && prefix(r).contains("\"/shop\"")
         })
         .await;
+
+    // A GatewayPolicy the API server's schema refuses never exists.
+    let policies = dynamic(&admin, &ApiResource::erase::<GatewayPolicy>(&()), Some(NS)).await;
+    let refused: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "mycel.io/v1alpha1", "kind": "GatewayPolicy",
+        "metadata": {"name": "everyone"},
+        "spec": {"cors": {"allowOrigins": ["*"], "allowCredentials": true}},
+    }))
+    .unwrap();
+    let err = policies
+        .create(&PostParams::default(), &refused)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("allowCredentials"), "{err}");
+
+    // One named by the route's ExtensionRef reaches the proxy inside the
+    // rule, and the policy reports Accepted.
+    let _: GatewayPolicy = create(
+        &admin,
+        Some(NS),
+        json!({"apiVersion": "mycel.io/v1alpha1", "kind": "GatewayPolicy",
+               "metadata": {"name": "partners"},
+               "spec": {"apiKeys": {"keys": [{"name": "partner-1", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}]},
+                        "rateLimit": {"requests": 10, "per": "1s"}}}),
+    )
+    .await;
+    let mut with_policy = route_spec("/shop");
+    with_policy["rules"][0]["filters"] = json!([{"type": "ExtensionRef",
+        "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": "partners"}}]);
+    routes
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": with_policy})),
+        )
+        .await
+        .unwrap();
+    proxy
+        .until("the policy in the route's rule", |r| {
+            let text = prefix(r);
+            text.contains("shop/partners")
+                && text.contains("partner-1")
+                && text.contains("per_ms: 1000")
+        })
+        .await;
+    poll("GatewayPolicy partners Accepted", || async {
+        let p = policies.get("partners").await.ok()?;
+        conditions(p.data.get("status")?.get("conditions"))
+            .iter()
+            .any(|(kind, status, _)| kind == "Accepted" && status == "True")
+            .then_some(())
+    })
+    .await;
     drop(api);
 }
