@@ -6,6 +6,7 @@
 //! controller sends (`--gateway`), matched by the same engine as mesh
 //! routes.
 
+pub mod aggregate;
 pub mod cache;
 pub mod https;
 pub mod jwt;
