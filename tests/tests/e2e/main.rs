@@ -20,6 +20,7 @@ mod demo_smoke;
 mod discovery_scope;
 mod examples;
 mod gateway_api;
+mod gateway_clients;
 mod gateway_policy;
 mod gateway_tls;
 mod grpc_streams;
