@@ -301,11 +301,17 @@ pub async fn aggregate(
     while let Some((i, answer)) = pending.next().await {
         let part = &agg.parts[i];
         if let Err(e) = &answer {
-            tracing::info!(part = %part.name, service = %part.service, error = %e, "gateway aggregation: part failed");
+            tracing::info!(
+                part = %part.name,
+                service = %part.service,
+                error = %e,
+                "gateway aggregation: part failed"
+            );
             if part.required {
                 // The answer is decided: the other parts are dropped
                 // (cancelled) rather than waited for.
-                let body = error_body("required part failed", Some(&part.name), Some(&e.reason()));
+                let reason = e.reason();
+                let body = error_body("required part failed", Some(&part.name), Some(&reason));
                 return json_response(e.status(), body, head);
             }
         }
@@ -321,8 +327,14 @@ pub async fn aggregate(
         if merged.len() > 1 {
             merged.push(b',');
         }
-        // Names are [a-z0-9_]: nothing to escape.
-        merged.extend_from_slice(format!("\"{}\":", part.name).as_bytes());
+        // Checked names need no escaping; an unchecked one still makes
+        // valid JSON.
+        merged.extend_from_slice(
+            serde_json::Value::from(part.name.as_str())
+                .to_string()
+                .as_bytes(),
+        );
+        merged.push(b':');
         match answer {
             Ok(json) => merged.extend_from_slice(&json),
             Err(e) => {
@@ -372,11 +384,12 @@ async fn ask(
         if !res.status().is_success() {
             return Err(PartError::Status(res.status()));
         }
-        let declared_json = match res.headers().get(header::CONTENT_TYPE) {
-            None => None,
-            Some(v) => Some(is_json_type(v)),
-        };
-        if declared_json == Some(false) {
+        // No content type at all: the body decides.
+        if res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| !is_json_type(v))
+        {
             return Err(PartError::NotJson("content type is not JSON".into()));
         }
         let body = read_capped(res.into_body(), cap).await?;

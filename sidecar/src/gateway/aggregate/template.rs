@@ -58,9 +58,11 @@ pub enum TemplateError {
     #[error("{{query}} stands in the path: it may only follow the template's '?'")]
     QueryInPath,
     #[error(
-        "character {0:?} is not allowed in a template (no fragment, space or control characters)"
+        "character {0:?} is not allowed in a template (printable ASCII only, no fragment, no backslash)"
     )]
     BadChar(char),
+    #[error("the template is not a valid path and query")]
+    Invalid,
 }
 
 /// Why a request cannot be turned into a part's path; the client's doing.
@@ -100,7 +102,7 @@ impl PathTemplate {
         }
         if let Some(c) = s
             .chars()
-            .find(|c| *c == '#' || c.is_whitespace() || c.is_control() || *c == '\\')
+            .find(|c| !c.is_ascii_graphic() || *c == '#' || *c == '\\')
         {
             return Err(TemplateError::BadChar(c));
         }
@@ -138,6 +140,16 @@ impl PathTemplate {
         if !literal.is_empty() {
             pieces.push(Piece::Literal(literal));
         }
+        // What the operator wrote must be valid whatever the values are,
+        // so a refusal at render time is always the client's doing.
+        let sample: String = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Literal(l) => l.as_str(),
+                _ => "x",
+            })
+            .collect();
+        PathAndQuery::try_from(sample.as_str()).map_err(|_| TemplateError::Invalid)?;
         Ok(PathTemplate {
             source: s.to_string(),
             pieces,

@@ -657,6 +657,7 @@ fn template_parse_errors() {
         ("/p/{last}#x", TemplateError::BadChar('#')),
         ("/p /{last}", TemplateError::BadChar(' ')),
         ("/p\\{last}", TemplateError::BadChar('\\')),
+        ("/caf\u{e9}/{last}", TemplateError::BadChar('\u{e9}')),
     ];
     for (s, want) in cases {
         assert_eq!(s.parse::<PathTemplate>().as_ref(), Err(want), "{s}");
