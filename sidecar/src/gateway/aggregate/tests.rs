@@ -23,6 +23,8 @@ enum Backend {
     Endless,
     /// Never answers.
     Hang,
+    /// 200 `application/json`, then a body that never comes.
+    Stall,
 }
 
 fn json(body: &'static str) -> Backend {
@@ -121,6 +123,17 @@ impl Fetch for FakeFetch {
                     Ok(res)
                 }
                 Backend::Hang => futures::future::pending().await,
+                Backend::Stall => {
+                    let stream = futures::stream::pending::<
+                        Result<http_body::Frame<Bytes>, crate::core::http::BoxError>,
+                    >();
+                    let mut res = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+                    res.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    Ok(res)
+                }
             }
         })
     }
@@ -284,6 +297,25 @@ async fn a_required_part_timing_out_is_a_504_after_its_timeout_not_the_slowest_p
     let v = json_of(res).await;
     assert_eq!(v["part"], "product");
     assert_eq!(v["reason"], "timeout");
+}
+
+/// The timeout covers the body too: headers sent at once and a body
+/// that never comes must not hold the answer.
+#[tokio::test(start_paused = true)]
+async fn a_required_part_whose_body_stalls_is_a_504_at_its_timeout() {
+    let fetch = FakeFetch::new(&[
+        ("product", Backend::Stall),
+        ("reviews", json("[]")),
+        ("rating", json("1")),
+    ]);
+    let start = Instant::now();
+    let res = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    let took = start.elapsed();
+    assert!(
+        took <= Duration::from_secs(1) + Duration::from_millis(5),
+        "{took:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
