@@ -57,8 +57,8 @@ use crate::traffic_policy::{duration_field, field_error, in_range};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes) || has(self.cache)")
-        .message("a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes or cache")
+    validation = Rule::new("has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes) || has(self.cache) || has(self.aggregate)")
+        .message("a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes, cache or aggregate")
         .reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.rateLimit) || self.rateLimit.key != 'JWTSubject' || has(self.jwt)")
         .message("rateLimit key JWTSubject needs jwt (the subject of the verified token)")
@@ -106,6 +106,78 @@ pub struct GatewayPolicySpec {
     /// (`--cache-max-bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<ResponseCache>,
+
+    /// The gateway answers the rule's GET and HEAD requests itself: every
+    /// part is called in parallel (after authentication and the rate
+    /// limit) and their JSON answers merged into one object, keyed by part
+    /// name. The rule's backendRefs are not called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+}
+
+/// The pattern of a part's name: a JSON key a template can use.
+const PART_NAME_PATTERN: &str = r"^[a-z][a-z0-9_]{0,62}$";
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.parts.all(p, self.parts.filter(q, q.name == p.name).size() == 1)")
+        .message("part names must be unique")
+        .field_path(".parts")
+        .reason(Reason::FieldValueInvalid)
+)]
+pub struct Aggregate {
+    /// 1 to 16 parts.
+    #[schemars(length(min = 1, max = 16))]
+    pub parts: Vec<AggregatePart>,
+    /// Largest body read from one part (default 1 MiB; 1 KiB to 16 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 16777216))]
+    pub max_part_bytes: Option<u64>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregatePart {
+    /// The key of the part's answer in the merged object.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]{0,62}$"))]
+    pub name: String,
+    /// A Service of the policy's namespace.
+    pub backend_ref: PartBackend,
+    /// Path and query sent: `/products/{last}`; `{last}` is the request
+    /// path's last segment, `{path}` the whole path, `{query}` the
+    /// request's query string.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/"))]
+    pub path: String,
+    /// The part's own deadline, 1ms to 60s (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
+    #[x_kube(
+        validation = Rule::new("duration(self) >= duration('1ms') && duration(self) <= duration('60s')")
+            .message("timeout must be between 1ms and 60s")
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub timeout: Option<String>,
+    /// A required part that fails fails the whole answer (default true);
+    /// an optional one is null and listed under `_partial`.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PartBackend {
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
 }
 
 /// Nothing to set yet: presence turns the cache on for the rule.
@@ -281,10 +353,6 @@ pub struct JwtAuth {
     /// Whether the token goes on to the backend (default true).
     #[serde(default = "yes")]
     pub forward_token: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Exactly one of the two.
@@ -562,11 +630,15 @@ impl GatewayPolicySpec {
             && self.cors.is_none()
             && self.max_request_body_bytes.is_none()
             && self.cache.is_none()
+            && self.aggregate.is_none()
         {
             return Err(FieldError {
                 field: "spec".into(),
-                message: "a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes or cache".into(),
+                message: "a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes, cache or aggregate".into(),
             });
+        }
+        if let Some(a) = &self.aggregate {
+            a.validate()?;
         }
         if let Some(c) = &self.cors {
             c.validate()?;
@@ -814,6 +886,75 @@ impl Cors {
                 Duration::from_secs(24 * 3600),
                 "0s-24h",
             )?;
+        }
+        Ok(())
+    }
+}
+
+impl Aggregate {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.parts.is_empty() || self.parts.len() > 16 {
+            return Err(field_error(
+                "aggregate.parts",
+                format!("{} parts; 1 to 16", self.parts.len()),
+            ));
+        }
+        if let Some(n) = self.max_part_bytes {
+            in_range("aggregate.maxPartBytes", n, 1024, 16 << 20)?;
+        }
+        for (i, p) in self.parts.iter().enumerate() {
+            let at = |f: &str| format!("aggregate.parts[{i}].{f}");
+            let name_ok = p.name.len() <= 63
+                && p.name
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase())
+                && p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !name_ok {
+                return Err(field_error(
+                    &at("name"),
+                    format!(
+                        "{:?} is not a part name (pattern {PART_NAME_PATTERN})",
+                        p.name
+                    ),
+                ));
+            }
+            if self.parts[..i].iter().any(|o| o.name == p.name) {
+                return Err(field_error("aggregate.parts", "part names must be unique"));
+            }
+            let svc = &p.backend_ref.name;
+            let svc_ok = !svc.is_empty()
+                && svc.len() <= 63
+                && svc.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && !svc.ends_with('-')
+                && svc
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !svc_ok {
+                return Err(field_error(
+                    &at("backendRef.name"),
+                    format!("{svc:?} is not a Service name"),
+                ));
+            }
+            in_range(&at("backendRef.port"), p.backend_ref.port.into(), 1, 65535)?;
+            length(&at("path"), &p.path, 1, 1024)?;
+            if !p.path.starts_with('/') {
+                return Err(field_error(
+                    &at("path"),
+                    format!("{:?} does not start with '/'", p.path),
+                ));
+            }
+            if let Some(raw) = &p.timeout {
+                duration_between(
+                    &at("timeout"),
+                    raw,
+                    Duration::from_millis(1),
+                    Duration::from_secs(60),
+                    "1ms-60s",
+                )?;
+            }
         }
         Ok(())
     }

@@ -72,11 +72,46 @@ impl Gateway {
         redis: Option<ratelimit::GlobalLimiter>,
         cache: cache::Cache,
     ) -> Arc<Gateway> {
-        let policies = policy::Policies::new(outbound.metrics().clone(), redis, cache);
+        let fetch: Arc<dyn aggregate::Fetch> = Arc::new(MeshFetch(outbound.clone()));
+        let policies = policy::Policies::new(outbound.metrics().clone(), redis, cache, Some(fetch));
         Arc::new(Gateway {
             routes,
             outbound,
             policies,
+        })
+    }
+}
+
+/// Aggregation parts asked over the mesh, as the gateway's own requests:
+/// through the outbound pool, under each service's traffic policy.
+struct MeshFetch(Arc<Outbound>);
+
+impl aggregate::Fetch for MeshFetch {
+    fn get(
+        &self,
+        part: &aggregate::Part,
+        path_and_query: &str,
+        headers: &http::HeaderMap,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Response<Body>, aggregate::FetchError>> + Send + '_>,
+    > {
+        let built = Request::get(path_and_query)
+            .body(crate::core::http::empty())
+            .map_err(|e| aggregate::FetchError(e.to_string()));
+        let dest = Destination {
+            host: part.service.clone(),
+            service_key: part.service.clone(),
+            port: Some(part.port),
+        };
+        let authority = format!("{}:{}", part.service, part.port);
+        let headers = headers.clone();
+        Box::pin(async move {
+            let mut req = built?;
+            *req.headers_mut() = headers;
+            Ok(self
+                .0
+                .forward(Direction::Gateway, &dest, &authority, req)
+                .await)
         })
     }
 }

@@ -34,6 +34,10 @@ fn full() -> Value {
                  "allowCredentials": true, "maxAge": "10m"},
         "maxRequestBodyBytes": 1048576,
         "cache": {},
+        "aggregate": {"parts": [
+            {"name": "product", "backendRef": {"name": "catalog", "port": 80}, "path": "/products/{last}", "timeout": "2s"},
+            {"name": "rating", "backendRef": {"name": "ratings", "port": 80}, "path": "/ratings/{last}", "required": false},
+        ]},
     })
 }
 
@@ -390,6 +394,44 @@ fn invalid_specs_name_the_field() {
             "0s-24h",
         ),
         (
+            edited(&["aggregate", "parts"], json!([])),
+            "spec.aggregate.parts",
+            "1 to 16",
+        ),
+        (
+            edited(
+                &["aggregate", "parts"],
+                json!([{"name": "Product", "backendRef": {"name": "catalog", "port": 80}, "path": "/p"}]),
+            ),
+            "spec.aggregate.parts[0].name",
+            "not a part name",
+        ),
+        (
+            edited(
+                &["aggregate", "parts"],
+                json!([{"name": "a", "backendRef": {"name": "catalog", "port": 80}, "path": "/p"},
+                       {"name": "a", "backendRef": {"name": "catalog", "port": 80}, "path": "/q"}]),
+            ),
+            "spec.aggregate.parts",
+            "unique",
+        ),
+        (
+            edited(
+                &["aggregate", "parts"],
+                json!([{"name": "a", "backendRef": {"name": "catalog", "port": 80}, "path": "p"}]),
+            ),
+            "spec.aggregate.parts[0].path",
+            "does not start with '/'",
+        ),
+        (
+            edited(
+                &["aggregate", "parts"],
+                json!([{"name": "a", "backendRef": {"name": "catalog", "port": 80}, "path": "/p", "timeout": "2m"}]),
+            ),
+            "spec.aggregate.parts[0].timeout",
+            "1ms-60s",
+        ),
+        (
             edited(&["maxRequestBodyBytes"], json!(0)),
             "spec.maxRequestBodyBytes",
             "out of range",
@@ -407,7 +449,8 @@ fn the_schema_holds_what_the_types_cannot() {
     // Rules the API server applies; `validate` repeats each of them.
     let crd = serde_json::to_string(&<GatewayPolicy as kube::CustomResourceExt>::crd()).unwrap();
     for rule in [
-        "has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes) || has(self.cache)",
+        "has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes) || has(self.cache) || has(self.aggregate)",
+        "self.parts.all(p, self.parts.filter(q, q.name == p.name).size() == 1)",
         "!self.allowOrigins.exists(o, o == '*') || size(self.allowOrigins) == 1",
         "!self.allowCredentials || !self.allowOrigins.exists(o, o == '*')",
         "has(self.file) != has(self.url)",

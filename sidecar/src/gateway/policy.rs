@@ -24,6 +24,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
+use super::aggregate::{aggregate, Aggregation, Fetch, Part, PathTemplate};
 use super::cache::{make_conditional, Cache, Lookup};
 use super::jwt::{
     self, ClaimRequirement, JwksSource, JwtRule, JwtVerifier, KeySet, RefreshSettings, TokenSource,
@@ -34,7 +35,7 @@ use super::ratelimit::{
     LocalLimiter, Outcome,
 };
 use crate::core::directory::gateway_policy::{
-    ApiKeyAuth, GatewayPolicy, JwksLocation, JwtAuth, RateLimit, RateLimitKey,
+    self as core_policy, ApiKeyAuth, GatewayPolicy, JwksLocation, JwtAuth, RateLimit, RateLimitKey,
 };
 use crate::core::http::{proxy_error, Caller};
 use crate::core::serve::ClientAddr;
@@ -51,6 +52,9 @@ pub struct Policies {
     /// Shared by every policy with `cache`: one memory bound for the
     /// gateway.
     cache: Cache,
+    /// How aggregation parts are asked (over the mesh); None: policies
+    /// with `aggregate` cannot be applied.
+    fetch: Option<Arc<dyn Fetch>>,
     /// Shared by policies naming the same JWKS (and refresh interval);
     /// a set lives as long as a policy holds it.
     key_sets: Mutex<HashMap<String, Weak<KeySet>>>,
@@ -69,6 +73,7 @@ struct Built {
     jwt: Option<JwtVerifier>,
     api_keys: Option<ApiKeyAuth>,
     limiter: Option<Limiter>,
+    aggregation: Option<Aggregation>,
 }
 
 enum Limiter {
@@ -143,11 +148,17 @@ enum Principal {
 }
 
 impl Policies {
-    pub fn new(metrics: ProxyMetrics, redis: Option<GlobalLimiter>, cache: Cache) -> Policies {
+    pub fn new(
+        metrics: ProxyMetrics,
+        redis: Option<GlobalLimiter>,
+        cache: Cache,
+        fetch: Option<Arc<dyn Fetch>>,
+    ) -> Policies {
         Policies {
             metrics,
             redis,
             cache,
+            fetch,
             active: Mutex::default(),
             key_sets: Mutex::default(),
         }
@@ -185,10 +196,15 @@ impl Policies {
         if matches!(limiter, Some(Limiter::Global(_))) && self.redis.is_none() {
             tracing::warn!(policy = %policy.name, "global rate limit without --rate-limit-redis: every request is treated as a Redis failure");
         }
+        let aggregation = policy.aggregate.as_ref().map(aggregation).transpose()?;
+        if aggregation.is_some() && self.fetch.is_none() {
+            return Err("aggregation needs the gateway's mesh client".into());
+        }
         Ok(Built {
             jwt,
             api_keys: policy.api_keys.clone(),
             limiter,
+            aggregation,
         })
     }
 
@@ -324,6 +340,11 @@ impl Policies {
             }
         }
         active.counters.allowed.inc();
+        if let (Some(agg), Some(fetch)) = (&built.aggregation, &self.fetch) {
+            let mut res = aggregate(agg, fetch.as_ref(), parts).await;
+            res.headers_mut().extend(passed.response_headers);
+            return Admission::Answer(res);
+        }
         if policy.cache {
             if let Some(hit) = self.cached(&active.counters, &principal, parts, &mut passed) {
                 let mut res = hit;
@@ -564,6 +585,30 @@ fn jwt_rule(j: &JwtAuth) -> Result<JwtRule, jwt::JwtConfigError> {
     };
     rule.check()?;
     Ok(rule)
+}
+
+fn aggregation(a: &core_policy::Aggregate) -> Result<Aggregation, String> {
+    let parts = a
+        .parts
+        .iter()
+        .map(|p| {
+            Ok(Part {
+                name: p.name.clone(),
+                service: p.service_key.clone(),
+                port: p.port,
+                path: PathTemplate::parse(&p.path)
+                    .map_err(|e| format!("aggregate part {:?}: {e}", p.name))?,
+                timeout: p.timeout,
+                required: p.required,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let agg = Aggregation {
+        parts,
+        max_body_bytes: a.max_part_bytes,
+    };
+    agg.check().map_err(|e| format!("aggregate: {e}"))?;
+    Ok(agg)
 }
 
 fn limiter(policy: &str, r: &RateLimit) -> Result<Limiter, String> {

@@ -334,6 +334,7 @@ fn partner_policy() -> Arc<GatewayPolicy> {
         cors: None,
         max_request_body_bytes: None,
         cache: false,
+        aggregate: None,
     })
 }
 

@@ -19,6 +19,7 @@ mod dashboard;
 mod demo_smoke;
 mod discovery_scope;
 mod examples;
+mod gateway_aggregate;
 mod gateway_api;
 mod gateway_clients;
 mod gateway_policy;

@@ -7,7 +7,7 @@
 
 use mycel_api::v1;
 use mycel_crds::gateway_policy::{
-    ApiKeys, Cors, JwtAuth, OnRedisFailure, RateLimit, RateLimitKey, RateLimitScope,
+    Aggregate, ApiKeys, Cors, JwtAuth, OnRedisFailure, RateLimit, RateLimitKey, RateLimitScope,
 };
 
 use super::policy::ms;
@@ -29,6 +29,38 @@ pub fn gateway_policy(p: &GatewayPolicy) -> v1::GatewayPolicy {
         cors: p.spec.cors.as_ref().map(cors),
         max_request_body_bytes: p.spec.max_request_body_bytes.unwrap_or(0),
         cache: p.spec.cache.as_ref().map(|_| v1::ResponseCache {}),
+        aggregate: p
+            .spec
+            .aggregate
+            .as_ref()
+            .map(|a| aggregate(namespace_of(&p.name), a)),
+    }
+}
+
+/// A part's deadline when the policy does not say.
+const DEFAULT_PART_TIMEOUT_MS: u64 = 5_000;
+
+/// `<namespace>` of a policy named `<namespace>/<name>`.
+fn namespace_of(name: &str) -> &str {
+    name.split_once('/').map_or(name, |(ns, _)| ns)
+}
+
+fn aggregate(namespace: &str, a: &Aggregate) -> v1::Aggregate {
+    v1::Aggregate {
+        parts: a
+            .parts
+            .iter()
+            .map(|p| v1::AggregatePart {
+                name: p.name.clone(),
+                // A part calls a Service of the policy's own namespace.
+                service: format!("{}.{namespace}", p.backend_ref.name),
+                port: p.backend_ref.port.into(),
+                path: p.path.clone(),
+                timeout_ms: p.timeout.as_deref().map_or(DEFAULT_PART_TIMEOUT_MS, ms),
+                required: p.required,
+            })
+            .collect(),
+        max_part_bytes: a.max_part_bytes.unwrap_or(0),
     }
 }
 
@@ -167,8 +199,35 @@ mod tests {
                      "exposeHeaders": ["ratelimit-remaining"], "allowCredentials": true, "maxAge": "10m"},
             "maxRequestBodyBytes": 4096,
             "cache": {},
+            "aggregate": {"parts": [
+                {"name": "product", "backendRef": {"name": "catalog", "port": 80}, "path": "/products/{last}", "timeout": "2s"},
+                {"name": "rating", "backendRef": {"name": "ratings", "port": 8080}, "path": "/r?id={last}", "required": false},
+            ], "maxPartBytes": 4096},
         }));
         assert_eq!(p.cache, Some(v1::ResponseCache {}));
+        let a = p.aggregate.clone().unwrap();
+        assert_eq!(a.max_part_bytes, 4096);
+        assert_eq!(
+            a.parts,
+            [
+                v1::AggregatePart {
+                    name: "product".into(),
+                    service: "catalog.shop".into(),
+                    port: 80,
+                    path: "/products/{last}".into(),
+                    timeout_ms: 2_000,
+                    required: true,
+                },
+                v1::AggregatePart {
+                    name: "rating".into(),
+                    service: "ratings.shop".into(),
+                    port: 8080,
+                    path: "/r?id={last}".into(),
+                    timeout_ms: 5_000,
+                    required: false,
+                },
+            ]
+        );
         assert_eq!(
             p.cors,
             Some(v1::Cors {

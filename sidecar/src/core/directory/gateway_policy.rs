@@ -24,6 +24,27 @@ pub struct GatewayPolicy {
     pub max_request_body_bytes: Option<u64>,
     /// The gateway's response cache answers what it can.
     pub cache: bool,
+    /// The gateway answers by merging these parts' JSON.
+    pub aggregate: Option<Aggregate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Aggregate {
+    pub parts: Vec<AggregatePart>,
+    pub max_part_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AggregatePart {
+    /// The key of its answer in the merged object.
+    pub name: String,
+    /// `<name>.<namespace>`.
+    pub service_key: String,
+    pub port: u16,
+    /// The path template, checked when the gateway builds the part.
+    pub path: String,
+    pub timeout: Duration,
+    pub required: bool,
 }
 
 impl GatewayPolicy {

@@ -12,8 +12,8 @@ use mycel_api::v1 as pb;
 
 use super::{ConvertError, Ctx};
 use crate::core::directory::gateway_policy::{
-    AllowOrigins, ApiKey, ApiKeyAuth, Cors, ForwardClaim, GatewayPolicy, JwksLocation, JwtAuth,
-    RateLimit, RateLimitKey, RequiredClaim,
+    Aggregate, AggregatePart, AllowOrigins, ApiKey, ApiKeyAuth, Cors, ForwardClaim, GatewayPolicy,
+    JwksLocation, JwtAuth, RateLimit, RateLimitKey, RequiredClaim,
 };
 
 /// Caps on one policy, so a resource cannot make a gateway hold (and scan
@@ -47,6 +47,7 @@ pub(super) fn gateway_policy(
         && p.cors.is_none()
         && p.max_request_body_bytes == 0
         && p.cache.is_none()
+        && p.aggregate.is_none()
     {
         return Err(ctx.err(at, "a policy with nothing to enforce"));
     }
@@ -91,6 +92,90 @@ pub(super) fn gateway_policy(
         cors,
         max_request_body_bytes: (p.max_request_body_bytes != 0).then_some(p.max_request_body_bytes),
         cache: p.cache.is_some(),
+        aggregate: p
+            .aggregate
+            .as_ref()
+            .map(|a| aggregate(ctx, &format!("{at}.aggregate"), a))
+            .transpose()?,
+    })
+}
+
+const MAX_PARTS: usize = 16;
+const DEFAULT_PART_BYTES: usize = 1024 * 1024;
+const MAX_PART_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_PART_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn aggregate(ctx: &Ctx, at: &str, a: &pb::Aggregate) -> Result<Aggregate, ConvertError> {
+    if a.parts.is_empty() || a.parts.len() > MAX_PARTS {
+        return Err(ctx.err(
+            format!("{at}.parts"),
+            format!("{} parts; between 1 and {MAX_PARTS}", a.parts.len()),
+        ));
+    }
+    if a.max_part_bytes > MAX_PART_BYTES {
+        return Err(ctx.err(
+            format!("{at}.max_part_bytes"),
+            format!("{}; at most {MAX_PART_BYTES}", a.max_part_bytes),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    let parts = a
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let pat = format!("{at}.parts[{i}]");
+            let name_ok = p.name.len() <= 63
+                && p.name
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase())
+                && p.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !name_ok || !names.insert(p.name.as_str()) {
+                return Err(ctx.err(
+                    format!("{pat}.name"),
+                    format!("{:?} is not a part name, or is used twice", p.name),
+                ));
+            }
+            mycel_api::names::ServiceKey::parse(&p.service)
+                .map_err(|e| ctx.err(format!("{pat}.service"), e.to_string()))?;
+            let port = u16::try_from(p.port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    ctx.err(format!("{pat}.port"), format!("{} is not a port", p.port))
+                })?;
+            if !p.path.starts_with('/') {
+                return Err(ctx.err(
+                    format!("{pat}.path"),
+                    format!("{:?} does not start with '/'", p.path),
+                ));
+            }
+            let timeout = Duration::from_millis(p.timeout_ms);
+            if timeout.is_zero() || timeout > MAX_PART_TIMEOUT {
+                return Err(ctx.err(
+                    format!("{pat}.timeout_ms"),
+                    format!("{} ms is not between 1 ms and 60 s", p.timeout_ms),
+                ));
+            }
+            Ok(AggregatePart {
+                name: p.name.clone(),
+                service_key: p.service.clone(),
+                port,
+                path: p.path.clone(),
+                timeout,
+                required: p.required,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Aggregate {
+        parts,
+        max_part_bytes: match a.max_part_bytes {
+            0 => DEFAULT_PART_BYTES,
+            n => usize::try_from(n).unwrap_or(DEFAULT_PART_BYTES),
+        },
     })
 }
 

@@ -884,6 +884,17 @@ fn gateway_policy() -> pb::GatewayPolicy {
         }),
         max_request_body_bytes: 4096,
         cache: Some(pb::ResponseCache {}),
+        aggregate: Some(pb::Aggregate {
+            parts: vec![pb::AggregatePart {
+                name: "product".into(),
+                service: "catalog.shop".into(),
+                port: 80,
+                path: "/products/{last}".into(),
+                timeout_ms: 2000,
+                required: true,
+            }],
+            max_part_bytes: 0,
+        }),
     }
 }
 
@@ -931,6 +942,16 @@ fn a_gateway_policy_reaches_the_routes_typed() {
     assert_eq!(cors.allow_methods, [http::Method::PUT]);
     assert_eq!(p.max_request_body_bytes, Some(4096));
     assert!(p.cache);
+    let a = p.aggregate.as_ref().unwrap();
+    assert_eq!(a.max_part_bytes, 1024 * 1024, "0 is the default");
+    assert_eq!(
+        (
+            a.parts[0].service_key.as_str(),
+            a.parts[0].port,
+            a.parts[0].timeout
+        ),
+        ("catalog.shop", 80, std::time::Duration::from_secs(2))
+    );
 }
 
 #[test]
@@ -947,6 +968,7 @@ fn invalid_gateway_policies_nack_naming_the_field() {
                 p.cors = None;
                 p.max_request_body_bytes = 0;
                 p.cache = None;
+                p.aggregate = None;
             }),
             ": a policy with nothing to enforce",
         ),
@@ -1026,6 +1048,21 @@ fn invalid_gateway_policies_nack_naming_the_field() {
         (
             Box::new(|p| p.cors.as_mut().unwrap().allow_methods = vec!["GE T".into()]),
             "cors.allow_methods[0]",
+        ),
+        (
+            Box::new(|p| p.aggregate.as_mut().unwrap().parts[0].service = "catalog".into()),
+            "aggregate.parts[0].service",
+        ),
+        (
+            Box::new(|p| p.aggregate.as_mut().unwrap().parts[0].timeout_ms = 0),
+            "aggregate.parts[0].timeout_ms",
+        ),
+        (
+            Box::new(|p| {
+                let a = p.aggregate.as_mut().unwrap();
+                a.parts.push(a.parts[0].clone());
+            }),
+            "aggregate.parts[1].name",
         ),
     ];
     for (mutate, want) in cases {

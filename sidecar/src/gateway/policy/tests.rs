@@ -77,6 +77,7 @@ fn policy(
         cors: None,
         max_request_body_bytes: None,
         cache: false,
+        aggregate: None,
     })
 }
 
@@ -84,7 +85,7 @@ fn policies() -> (Policies, Registry) {
     let mut registry = Registry::default();
     let metrics = ProxyMetrics::new(&mut registry);
     let cache = Cache::new(crate::gateway::cache::CacheConfig::default()).unwrap();
-    (Policies::new(metrics, None, cache), registry)
+    (Policies::new(metrics, None, cache, None), registry)
 }
 
 fn parts(headers: &[(&str, &str)]) -> Parts {

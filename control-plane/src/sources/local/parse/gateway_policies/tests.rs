@@ -183,7 +183,7 @@ fn bad_policies_and_references_name_document_and_field() {
         ),
         (
             policy("empty", "{}"),
-            "document 6: spec: a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes or cache",
+            "document 6: spec: a GatewayPolicy needs at least one of jwt, apiKeys, rateLimit, cors, maxRequestBodyBytes, cache or aggregate",
         ),
         (
             policy("per-tenant", "{rateLimit: {requests: 1, per: 1s}}"),
