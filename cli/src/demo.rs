@@ -481,6 +481,10 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
         "  curl -i http://{gw}/api/products  # /api is rate-limited per client (GatewayPolicy {}): see RateLimit-*; 429 past it",
         plan::API_RATE_LIMIT
     );
+    let _ = writeln!(
+        out,
+        "  curl http://{gw}/api/product-view/p1   # product and rating in one answer, merged by the gateway"
+    );
     let admin = plan.controller_admin;
     let _ = writeln!(
         out,

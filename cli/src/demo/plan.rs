@@ -409,7 +409,11 @@ pub fn authorization(plan: &DemoPlan) -> Vec<serde_json::Value> {
         "spec": {
             "selector": {"matchLabels": {"app": "catalog"}},
             "action": "ALLOW",
-            "rules": [{"from": [{"serviceAccounts": [format!("{NAMESPACE}/{}", frontend.service_account)]}]}],
+            // The gateway reads products for the aggregated product view.
+            "rules": [{"from": [{"serviceAccounts": [
+                format!("{NAMESPACE}/{}", frontend.service_account),
+                format!("{NAMESPACE}/gateway"),
+            ]}]}],
         },
     })]
 }
@@ -420,13 +424,26 @@ pub const GATEWAY_NAME: &str = "shop-gateway";
 /// The GatewayPolicy that rate-limits the shop's JSON API per client.
 pub const API_RATE_LIMIT: &str = "shop-api-rate";
 
+/// The GatewayPolicy that answers `/api/product-view/{id}` by merging the
+/// catalog's product and the ratings' rating.
+pub const PRODUCT_VIEW: &str = "product-view";
+
 /// The shop's front door: a Gateway `shop-gateway` with one HTTP listener
 /// on the demo gateway's port, and an HTTPRoute `shop` sending every path
-/// of any host to `frontend:80`, `/api` under a per-client rate limit
+/// of any host to `frontend:80`, `/api/product-view/{id}` answered by the
+/// gateway from the catalog and the ratings ([`PRODUCT_VIEW`]), `/api`
+/// under a per-client rate limit
 /// (GatewayPolicy [`API_RATE_LIMIT`]: 50 per second, bursts of 100).
 /// Neither names a hostname, so the gateway answers whatever host the
 /// browser uses (`127.0.0.1:<port>`). Empty when the plan has no
 /// frontend.
+fn port_of(service: &str) -> u16 {
+    SERVICES
+        .iter()
+        .find(|(name, _, _)| *name == service)
+        .map_or(80, |(_, port, _)| *port)
+}
+
 pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
     if plan.target_port("frontend").is_none() {
         return Vec::new();
@@ -456,6 +473,14 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
                         "backendRefs": [{"name": "frontend", "port": port}],
                     },
                     {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/api/product-view"}}],
+                        "filters": [{
+                            "type": "ExtensionRef",
+                            "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": PRODUCT_VIEW},
+                        }],
+                        "backendRefs": [{"name": "frontend", "port": port}],
+                    },
+                    {
                         "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
                         "filters": [{
                             "type": "ExtensionRef",
@@ -472,6 +497,20 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
             "metadata": {"name": API_RATE_LIMIT, "namespace": NAMESPACE},
             "spec": {
                 "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
+            },
+        }),
+        serde_json::json!({
+            "apiVersion": "mycel.io/v1alpha1",
+            "kind": "GatewayPolicy",
+            "metadata": {"name": PRODUCT_VIEW, "namespace": NAMESPACE},
+            "spec": {
+                "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
+                "aggregate": {"parts": [
+                    {"name": "product", "backendRef": {"name": "catalog", "port": port_of("catalog")},
+                     "path": "/products/{last}", "timeout": "2s"},
+                    {"name": "rating", "backendRef": {"name": "ratings", "port": port_of("ratings")},
+                     "path": "/ratings/{last}", "timeout": "1s", "required": false},
+                ]},
             },
         }),
     ]

@@ -127,6 +127,19 @@ async fn demo_starts_serves_and_stops_cleanly() {
         "{:?}",
         r.headers
     );
+    // The product view: the gateway merges the catalog's product and the
+    // ratings' rating into one answer.
+    let view = http::get(gateway, "localhost", "/api/product-view/p1")
+        .await
+        .unwrap();
+    assert_eq!(view.status, 200, "{}", view.body);
+    let merged = view.json();
+    assert_eq!(merged["product"]["id"], "p1", "{merged}");
+    assert!(merged["rating"].is_object(), "{merged}");
+    assert_eq!(
+        view.headers.get("mycel-aggregate").map(|v| v.as_bytes()),
+        Some(&b"complete"[..])
+    );
     let page = http::get(gateway, "localhost", "/").await.unwrap();
     assert_eq!(page.status, 200);
 
