@@ -450,7 +450,7 @@ fn the_schema_holds_what_the_types_cannot() {
     let crd = serde_json::to_string(&<GatewayPolicy as kube::CustomResourceExt>::crd()).unwrap();
     for rule in [
         "has(self.jwt) || has(self.apiKeys) || has(self.rateLimit) || has(self.cors) || has(self.maxRequestBodyBytes) || has(self.cache) || has(self.aggregate)",
-        "self.parts.all(p, self.parts.filter(q, q.name == p.name).size() == 1)",
+        "\"x-kubernetes-list-map-keys\":[\"name\"]",
         "!self.allowOrigins.exists(o, o == '*') || size(self.allowOrigins) == 1",
         "!self.allowCredentials || !self.allowOrigins.exists(o, o == '*')",
         "has(self.file) != has(self.url)",

@@ -232,6 +232,22 @@ async fn gateways_of_our_class_are_served_and_report_status() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("allowCredentials"), "{err}");
+    // Two aggregation parts of one name: refused by the list map's key.
+    let twice: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "mycel.io/v1alpha1", "kind": "GatewayPolicy",
+        "metadata": {"name": "twice"},
+        "spec": {"aggregate": {"parts": [
+            {"name": "p", "backendRef": {"name": "frontend", "port": 80}, "path": "/a"},
+            {"name": "p", "backendRef": {"name": "frontend", "port": 80}, "path": "/b"},
+        ]}},
+    }))
+    .unwrap();
+    let err = policies
+        .create(&PostParams::default(), &twice)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Duplicate value"), "{err}");
 
     // One named by the route's ExtensionRef reaches the proxy inside the
     // rule, and the policy reports Accepted.
