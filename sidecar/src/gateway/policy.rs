@@ -232,7 +232,9 @@ impl Policies {
         let active = self.active(policy);
         let caller = Caller::of(&parts.headers, true);
         let refuse = |status: StatusCode, kind: ErrorKind, detail: &str| {
-            tracing::info!(policy = %policy.name, kind = kind.as_str(), %detail, "gateway: request refused by policy");
+            // Debug, not info: refusals are what a flood of bad requests is
+            // made of, and each is counted (policy decisions, errors).
+            tracing::debug!(policy = %policy.name, kind = kind.as_str(), %detail, "gateway: request refused by policy");
             self.metrics.error(Direction::Gateway, kind);
             proxy_error(status, kind, detail, caller)
         };

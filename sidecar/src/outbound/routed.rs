@@ -199,9 +199,13 @@ impl Passed {
     /// Another guard's pass on top of this one: the later headers win,
     /// the smaller body limit holds.
     fn merge(&mut self, other: Passed) {
-        for (name, value) in other.response_headers {
-            if let Some(name) = name {
-                self.response_headers.insert(name, value);
+        // Every value of a name the later pass sets replaces the earlier
+        // ones (`keys` then `get_all`: a plain walk yields only the first
+        // value of each name with it).
+        for name in other.response_headers.keys() {
+            self.response_headers.remove(name);
+            for value in other.response_headers.get_all(name) {
+                self.response_headers.append(name.clone(), value.clone());
             }
         }
         self.max_body = match (self.max_body, other.max_body) {
@@ -407,16 +411,14 @@ impl Outbound {
         if let Some(respond) = passed.respond {
             res = respond(res);
         }
-        for (name, value) in passed.response_headers {
-            match name {
-                // The backend's own Vary stays: the gateway's adds to it.
-                Some(name) if name == header::VARY => {
-                    res.headers_mut().append(name, value);
-                }
-                Some(name) => {
-                    res.headers_mut().insert(name, value);
-                }
-                None => {}
+        let policy_headers = passed.response_headers;
+        for name in policy_headers.keys() {
+            // The backend's own Vary stays: the gateway's adds to it.
+            if name != header::VARY {
+                res.headers_mut().remove(name);
+            }
+            for value in policy_headers.get_all(name) {
+                res.headers_mut().append(name.clone(), value.clone());
             }
         }
         crate::observe::served(&mut res).route = Some(route.name.clone());
@@ -631,4 +633,40 @@ fn redirect(r: route::RedirectResponse) -> Response<Body> {
     res.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn a_later_pass_keeps_every_value_and_the_smaller_body_limit() {
+        let mut first = Passed {
+            response_headers: headers(&[("vary", "origin"), ("ratelimit-remaining", "9")]),
+            max_body: Some(4096),
+            respond: None,
+        };
+        first.merge(Passed {
+            response_headers: headers(&[
+                ("ratelimit-remaining", "2"),
+                ("x-multi", "a"),
+                ("x-multi", "b"),
+            ]),
+            max_body: Some(1024),
+            respond: None,
+        });
+        let h = &first.response_headers;
+        assert_eq!(h["ratelimit-remaining"], "2", "the later pass wins");
+        assert_eq!(h.get_all("x-multi").iter().count(), 2, "{h:?}");
+        assert_eq!(h["vary"], "origin");
+        assert_eq!(first.max_body, Some(1024));
+    }
 }
