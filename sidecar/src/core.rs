@@ -17,6 +17,7 @@
 //!   every retry loop uses ([`backoff`]).
 
 pub mod backoff;
+pub mod budget;
 pub mod channel;
 pub mod credentials;
 pub mod directory;

@@ -25,6 +25,7 @@ pub use forward::{ForwardError, TunnelGuard, RESOLVE_WAIT, UNKNOWN_SERVICE_LABEL
 pub use listener::request_authority;
 pub use routed::{Admission, Parent, Passed, PolicyGuard, ResponseHook, Routed};
 
+use crate::core::budget::ByteBudget;
 use crate::core::credentials::IdentityState;
 use crate::core::directory::Discovery;
 use crate::core::serve::Server;
@@ -57,7 +58,12 @@ pub struct Outbound {
     balancer: balance::Balancer,
     budgets: retry::Budgets,
     breakers: breaker::Breakers,
-    retry_buffers: call::RetryBuffers,
+    /// Room for request bodies kept for retries and mirrors.
+    retry_buffers: ByteBudget,
+    /// Room for request bodies a gateway policy's body limit reads whole
+    /// (see `routed`); apart from retries', so a flood of slow uploads
+    /// cannot take retries away from other callers.
+    held_bodies: ByteBudget,
     /// Mirror copies in flight (see `routed`).
     mirrors: Arc<tokio::sync::Semaphore>,
     zone: String,
@@ -76,7 +82,8 @@ impl Outbound {
             pool: pool::Pool::new(ctx.identity, ctx.pool),
             budgets: retry::Budgets::default(),
             breakers: breaker::Breakers::default(),
-            retry_buffers: call::RetryBuffers::new(call::RETRY_BUFFER_TOTAL_KIB),
+            retry_buffers: ByteBudget::new(call::RETRY_BUFFER_TOTAL),
+            held_bodies: ByteBudget::new(routed::HELD_BODY_TOTAL),
             mirrors: Arc::new(tokio::sync::Semaphore::new(routed::MIRRORS_IN_FLIGHT)),
             zone: ctx.zone,
         }

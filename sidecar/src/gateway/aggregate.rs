@@ -63,6 +63,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use crate::core::budget::{ByteBudget, Reservation};
 use crate::core::http::{empty, Body};
 pub use template::{PathTemplate, RenderError, TemplateError};
 
@@ -74,6 +75,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Largest cap a configuration may set: the merged answer is held in
 /// memory, up to [`MAX_PARTS`] times this.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// Room for part bodies the gateway holds at once, across every
+/// aggregation (64 MiB).
+pub const ROOM_TOTAL: usize = 64 << 20;
+/// How far ahead of a part's body room is taken.
+const ROOM_STEP: usize = 64 << 10;
 /// Longest part timeout: longer is a job, not a page.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest part name (the regex `[a-z][a-z0-9_]{0,62}`).
@@ -238,6 +244,9 @@ pub enum PartError {
     Timeout,
     #[error("body over {0} bytes")]
     TooLarge(usize),
+    /// The gateway holds as many part bodies as its budget allows.
+    #[error("no room to hold the body (gateway busy)")]
+    Busy,
     #[error("body is not JSON: {0}")]
     NotJson(String),
     #[error("body could not be read: {0}")]
@@ -254,6 +263,7 @@ impl PartError {
             PartError::Timeout => "timeout".into(),
             PartError::TooLarge(_) => "too large".into(),
             PartError::NotJson(_) => "not json".into(),
+            PartError::Busy => "gateway busy".into(),
         }
     }
 
@@ -262,17 +272,21 @@ impl PartError {
         match self {
             PartError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             PartError::Render(_) => StatusCode::BAD_REQUEST,
+            PartError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 }
 
 /// Answers `request` by asking every part of `agg` through `fetch`.
-/// `agg` is expected to have passed [`Aggregation::check`].
+/// `agg` is expected to have passed [`Aggregation::check`]. Part bodies
+/// take their room from `room` as they arrive and keep it until the
+/// merged answer is sent: past it a part fails as [`PartError::Busy`].
 pub async fn aggregate(
     agg: &Aggregation,
     fetch: &dyn Fetch,
     request: &http::request::Parts,
+    room: &ByteBudget,
 ) -> Response<Body> {
     let head = request.method == Method::HEAD;
     if request.method != Method::GET && !head {
@@ -293,12 +307,17 @@ pub async fn aggregate(
         .iter()
         .enumerate()
         .map(|(i, part)| async move {
-            let answer = ask(part, fetch, path, query, headers, agg.max_body_bytes).await;
+            let answer = ask(part, fetch, path, query, headers, agg.max_body_bytes, room).await;
             (i, answer)
         })
         .collect();
     let mut answers = Vec::with_capacity(agg.parts.len());
+    let mut held = Vec::with_capacity(agg.parts.len());
     while let Some((i, answer)) = pending.next().await {
+        let answer = answer.map(|(json, reserved)| {
+            held.push(reserved);
+            json
+        });
         let part = &agg.parts[i];
         if let Err(e) = &answer {
             tracing::info!(
@@ -349,7 +368,10 @@ pub async fn aggregate(
         merged.extend_from_slice(&serde_json::Value::Array(failed).to_string().into_bytes());
     }
     merged.push(b'}');
-    let mut res = json_response(StatusCode::OK, Bytes::from(merged), head);
+    // The merged copy takes the parts' place: their room is given back
+    // once the answer is sent (or dropped).
+    let mut res = json_response(StatusCode::OK, Bytes::from(merged), head)
+        .map(|body| crate::core::http::hold(body, held));
     res.headers_mut().insert(
         AGGREGATE_HEADER,
         HeaderValue::from_static(if complete { "complete" } else { "partial" }),
@@ -369,7 +391,8 @@ fn forwarded(client: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// One part, under its timeout: its JSON as the backend sent it.
+/// One part, under its timeout: its JSON as the backend sent it, and the
+/// room it holds.
 async fn ask(
     part: &Part,
     fetch: &dyn Fetch,
@@ -377,7 +400,8 @@ async fn ask(
     query: Option<&str>,
     headers: &HeaderMap,
     cap: usize,
-) -> Result<Bytes, PartError> {
+    room: &ByteBudget,
+) -> Result<(Bytes, Reservation), PartError> {
     let path_and_query = part.path.render(path, query)?;
     let fetched = async {
         let res = fetch.get(part, &path_and_query, headers).await?;
@@ -392,12 +416,12 @@ async fn ask(
         {
             return Err(PartError::NotJson("content type is not JSON".into()));
         }
-        let body = read_capped(res.into_body(), cap).await?;
+        let (body, reserved) = read_capped(res.into_body(), cap, room).await?;
         // Validated without building a tree: the bytes are merged as
         // they came, so numbers keep their precision.
         serde_json::from_slice::<serde::de::IgnoredAny>(&body)
             .map_err(|e| PartError::NotJson(e.to_string()))?;
-        Ok(body)
+        Ok((body, reserved))
     };
     tokio::time::timeout(part.timeout, fetched)
         .await
@@ -419,23 +443,37 @@ fn is_json_type(value: &HeaderValue) -> bool {
 }
 
 /// The body, or [`PartError::TooLarge`] as soon as it goes over `cap`
-/// (the rest is never read: the body is dropped).
-async fn read_capped(mut body: Body, cap: usize) -> Result<Bytes, PartError> {
+/// (the rest is never read: the body is dropped), or [`PartError::Busy`]
+/// as soon as `room` has none left for it.
+async fn read_capped(
+    mut body: Body,
+    cap: usize,
+    room: &ByteBudget,
+) -> Result<(Bytes, Reservation), PartError> {
     // A declared length over the cap fails before any byte is read.
     if http_body::Body::size_hint(&body).lower() > cap as u64 {
         return Err(PartError::TooLarge(cap));
     }
     let mut buf = BytesMut::new();
+    let mut reserved = Reservation::empty();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| PartError::Body(e.to_string()))?;
         if let Some(data) = frame.data_ref() {
             if buf.len() + data.len() > cap {
                 return Err(PartError::TooLarge(cap));
             }
+            // Room is taken a step ahead, not per frame, so small frames
+            // do not each cost a reservation.
+            let needed = buf.len() + data.len();
+            if needed > reserved.bytes()
+                && !reserved.grow_to(room, needed.max(reserved.bytes() + ROOM_STEP).min(cap))
+            {
+                return Err(PartError::Busy);
+            }
             buf.extend_from_slice(data);
         }
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), reserved))
 }
 
 fn error_body(error: &str, part: Option<&str>, reason: Option<&str>) -> Bytes {

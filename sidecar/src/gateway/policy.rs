@@ -34,6 +34,7 @@ use super::ratelimit::{
     headers as rl_headers, Decision, FailureMode, GlobalLimiter, GlobalPolicy, Limit, LocalConfig,
     LocalLimiter, Outcome,
 };
+use crate::core::budget::ByteBudget;
 use crate::core::directory::gateway_policy::{
     self as core_policy, ApiKeyAuth, GatewayPolicy, JwksLocation, JwtAuth, RateLimit, RateLimitKey,
 };
@@ -55,6 +56,8 @@ pub struct Policies {
     /// How aggregation parts are asked (over the mesh); None: policies
     /// with `aggregate` cannot be applied.
     fetch: Option<Arc<dyn Fetch>>,
+    /// Room for aggregation part bodies, shared by every aggregation.
+    aggregation_room: ByteBudget,
     /// Shared by policies naming the same JWKS (and refresh interval);
     /// a set lives as long as a policy holds it.
     key_sets: Mutex<HashMap<String, Weak<KeySet>>>,
@@ -159,6 +162,7 @@ impl Policies {
             redis,
             cache,
             fetch,
+            aggregation_room: ByteBudget::new(super::aggregate::ROOM_TOTAL),
             active: Mutex::default(),
             key_sets: Mutex::default(),
         }
@@ -343,7 +347,7 @@ impl Policies {
         }
         active.counters.allowed.inc();
         if let (Some(agg), Some(fetch)) = (&built.aggregation, &self.fetch) {
-            let mut res = aggregate(agg, fetch.as_ref(), parts).await;
+            let mut res = aggregate(agg, fetch.as_ref(), parts, &self.aggregation_room).await;
             res.headers_mut().extend(passed.response_headers);
             return Admission::Answer(res);
         }

@@ -414,29 +414,8 @@ fn longest_retry_after(policy: &RetryPolicy) -> Duration {
     policy.backoff_max.max(Duration::from_secs(1))
 }
 
-/// Memory set aside for request bodies kept for retries, across every
-/// request of the proxy.
-pub(super) struct RetryBuffers {
-    kib: std::sync::Arc<tokio::sync::Semaphore>,
-}
-
-/// Total of request bodies kept for retries at once (64 MiB).
-pub(super) const RETRY_BUFFER_TOTAL_KIB: usize = 64 * 1024;
-
-impl RetryBuffers {
-    pub(super) fn new(total_kib: usize) -> Self {
-        Self {
-            kib: std::sync::Arc::new(tokio::sync::Semaphore::new(total_kib)),
-        }
-    }
-
-    /// Reserves room for a body of up to `bytes`, or None when that would
-    /// pass the total. The room is returned when the permit is dropped.
-    pub(super) fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
-        self.kib.clone().try_acquire_many_owned(kib).ok()
-    }
-}
+/// Total of request bodies kept for retries and mirrors at once (64 MiB).
+pub(super) const RETRY_BUFFER_TOTAL: usize = 64 << 20;
 
 impl ForwardError {
     /// The retriable failure this error is, if any.
@@ -470,19 +449,6 @@ fn refused_stream(e: &hyper::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn many_big_bodies_cannot_pass_the_retry_buffer_total() {
-        let buffers = RetryBuffers::new(128);
-        let first = buffers.reserve(64 * 1024).unwrap();
-        let second = buffers.reserve(64 * 1024).unwrap();
-        assert!(buffers.reserve(1).is_none(), "the total is spent");
-        drop(first);
-        assert!(buffers.reserve(64 * 1024).is_some(), "room comes back");
-        drop(second);
-        // An empty body reserves nothing and always fits.
-        assert!(RetryBuffers::new(0).reserve(0).is_some());
-    }
 
     #[test]
     fn a_long_retry_after_is_not_waited_for() {

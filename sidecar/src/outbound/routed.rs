@@ -22,6 +22,7 @@ use super::plan::{Destination, Plan, PlanError};
 use super::retry::{buffer_for_retry, Buffered, ReplayBody};
 use super::route::{self, FilterOutcome};
 use super::Outbound;
+use crate::core::budget::ByteBudget;
 use crate::core::directory::gateway_policy::GatewayPolicy;
 use crate::core::directory::routes::{Backend, Filter, Mirror, RouteRule, ServiceRoutes};
 use crate::core::directory::Protocol;
@@ -45,6 +46,45 @@ const BUFFERED_BODY_LIMIT: u64 = 1024 * 1024;
 /// How long reading such a body may take: a client trickling it holds a
 /// buffer no longer than this.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Room for bodies read whole under a body limit, across every request
+/// of the proxy (32 MiB): past it a body streams and is cut off at its
+/// limit instead, so many slow uploads cannot make the proxy hold them
+/// all for the read timeout.
+pub(super) const HELD_BODY_TOTAL: usize = 32 << 20;
+
+/// A request body of unknown length under a policy's body limit.
+enum Limited {
+    /// Read whole, within the limit (and holding its room in the budget
+    /// until it is dropped).
+    Held(Body),
+    /// Streaming, cut off past the limit; the flag says it was.
+    Streaming(Body, Arc<std::sync::atomic::AtomicBool>),
+    Refused(StatusCode, &'static str),
+}
+
+/// `body` read whole when the limit is small enough to hold and `budget`
+/// has room for it; otherwise streamed with the limit enforced as it goes.
+async fn limit_body(body: Body, max: u64, budget: &ByteBudget) -> Limited {
+    let reserved = usize::try_from(max)
+        .ok()
+        .filter(|_| max <= BUFFERED_BODY_LIMIT)
+        .and_then(|bytes| budget.reserve(bytes));
+    let Some(reserved) = reserved else {
+        if max <= BUFFERED_BODY_LIMIT {
+            tracing::debug!(
+                limit = max,
+                "held request bodies at their total; this one streams"
+            );
+        }
+        let (body, over) = crate::core::http::cap_body(body, max);
+        return Limited::Streaming(body, over);
+    };
+    match read_limited(body, max).await {
+        Ok(body) => Limited::Held(crate::core::http::hold(body, reserved)),
+        Err((status, detail)) => Limited::Refused(status, detail),
+    }
+}
 
 /// `body` read whole, at most `max` bytes; else the status to answer.
 /// Trailers are dropped (a client's request trailers are not carried
@@ -352,27 +392,27 @@ impl Outbound {
             .unwrap_or(authority)
             .to_string();
         // The guard refused a declared length over the limit; a body of
-        // unknown length small enough to hold is read whole first, so an
-        // oversized one is refused before the backend sees any of it;
-        // a larger one streams and is cut off past the limit.
+        // unknown length small enough to hold is read whole first (room
+        // permitting), so an oversized one is refused before the backend
+        // sees any of it; a larger one streams and is cut off past the
+        // limit.
         let declared = parts.headers.contains_key(header::CONTENT_LENGTH);
         let limit = passed.max_body.filter(|_| !declared);
         let mut over_limit = None;
         let body = match limit {
             None => body,
-            Some(max) if max <= BUFFERED_BODY_LIMIT => match read_limited(body, max).await {
-                Ok(body) => body,
-                Err((status, detail)) => {
+            Some(max) => match limit_body(body, max, &self.held_bodies).await {
+                Limited::Held(body) => body,
+                Limited::Streaming(body, over) => {
+                    over_limit = Some(over);
+                    body
+                }
+                Limited::Refused(status, detail) => {
                     self.metrics.error(direction, ErrorKind::BodyTooLarge);
                     let res = proxy_error(status, ErrorKind::BodyTooLarge, detail, caller);
                     return unrouted(res);
                 }
             },
-            Some(max) => {
-                let (body, over) = crate::core::http::cap_body(body, max);
-                over_limit = Some(over);
-                body
-            }
         };
         let body = if upgrading {
             Ok(body)
@@ -668,5 +708,74 @@ mod tests {
         assert_eq!(h.get_all("x-multi").iter().count(), 2, "{h:?}");
         assert_eq!(h["vary"], "origin");
         assert_eq!(first.max_body, Some(1024));
+    }
+
+    /// A body that sends `first` and then nothing until its sender is
+    /// dropped: a slow chunked upload.
+    fn trickle(first: &'static [u8]) -> (Body, tokio::sync::mpsc::Sender<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let stream = async_stream_body(first, async move {
+            let _ = rx.recv().await;
+        });
+        (stream, tx)
+    }
+
+    fn async_stream_body(
+        first: &'static [u8],
+        stall: impl Future<Output = ()> + Send + Sync + 'static,
+    ) -> Body {
+        use futures::StreamExt;
+        let head = futures::stream::once(async move {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(
+                first,
+            )))
+        });
+        let tail = futures::stream::once(stall).filter_map(|()| async { None });
+        crate::core::http::boxed(http_body_util::StreamBody::new(head.chain(tail)))
+    }
+
+    #[tokio::test]
+    async fn slow_chunked_uploads_cannot_hold_more_than_the_body_budget() {
+        const LIMIT: u64 = 64 * 1024;
+        let budget = ByteBudget::new(2 * LIMIT as usize);
+        // Two uploads trickle in and hold the whole budget while they do.
+        let mut senders = Vec::new();
+        let mut reading = Vec::new();
+        for _ in 0..2 {
+            let (body, tx) = trickle(b"some bytes");
+            senders.push(tx);
+            let budget = budget.clone();
+            reading.push(tokio::spawn(async move {
+                limit_body(body, LIMIT, &budget).await
+            }));
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while budget.available() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the slow uploads reserve their room");
+        // A third is not held: it streams, its limit enforced as it goes.
+        let (body, _tx) = trickle(b"more");
+        assert!(matches!(
+            limit_body(body, LIMIT, &budget).await,
+            Limited::Streaming(..)
+        ));
+        // The first upload finishes: its body holds the room until it is
+        // forwarded (dropped), then the room comes back.
+        drop(senders.remove(0));
+        let held = reading.remove(0).await.unwrap();
+        let Limited::Held(body) = held else {
+            panic!("a finished upload within the limit is held");
+        };
+        assert_eq!(budget.available(), 0, "held until forwarded");
+        drop(body);
+        assert_eq!(budget.available(), LIMIT as usize);
+        let body = async_stream_body(b"small", async {});
+        assert!(matches!(
+            limit_body(body, LIMIT, &budget).await,
+            Limited::Held(_)
+        ));
     }
 }

@@ -161,6 +161,11 @@ fn product_view() -> Aggregation {
     agg
 }
 
+/// Room enough for any test's parts.
+fn room() -> ByteBudget {
+    ByteBudget::new(ROOM_TOTAL)
+}
+
 fn get(uri: &str) -> http::request::Parts {
     request(Method::GET, uri)
 }
@@ -201,7 +206,13 @@ async fn all_parts_merge_in_config_order_byte_for_byte() {
         ("reviews", json("[1, 2]")),
         ("rating", json("4.5")),
     ]);
-    let res = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    let res = aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[AGGREGATE_HEADER], "complete");
     assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
@@ -227,7 +238,13 @@ async fn parts_get_only_trace_context_and_language_never_credentials() {
         ("reviews", json("[]")),
         ("rating", json("1")),
     ]);
-    aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     for (_, _, h) in fetch.calls.lock().unwrap().iter() {
         assert!(h.contains_key("traceparent"));
         assert_eq!(h["accept-language"], "fr");
@@ -245,7 +262,13 @@ async fn a_failed_optional_part_is_null_and_listed_as_partial() {
         ("reviews", Backend::Fail),
         ("rating", json("4.5")),
     ]);
-    let res = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    let res = aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[AGGREGATE_HEADER], "partial");
     let v = json_of(res).await;
@@ -267,7 +290,13 @@ async fn a_failed_required_part_is_a_502_naming_it_without_internal_detail() {
         ("reviews", json("[]")),
         ("rating", json("4.5")),
     ]);
-    let res = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    let res = aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     assert!(!res.headers().contains_key(AGGREGATE_HEADER));
     let text = body_of(res).await;
@@ -288,7 +317,7 @@ async fn a_required_part_timing_out_is_a_504_after_its_timeout_not_the_slowest_p
         ("rating", json("1")),
     ]);
     let start = Instant::now();
-    let res = aggregate(&agg, &fetch, &get("/api/product-view/42")).await;
+    let res = aggregate(&agg, &fetch, &get("/api/product-view/42"), &room()).await;
     let took = start.elapsed();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     // Decided when the required part gave up: the 900ms part is dropped.
@@ -309,7 +338,13 @@ async fn a_required_part_whose_body_stalls_is_a_504_at_its_timeout() {
         ("rating", json("1")),
     ]);
     let start = Instant::now();
-    let res = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    let res = aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     let took = start.elapsed();
     assert!(
@@ -326,7 +361,13 @@ async fn the_answer_never_waits_longer_than_the_largest_timeout() {
         ("rating", slow("1", Duration::from_secs(3600))),
     ]);
     let start = Instant::now();
-    let res = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    let res = aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     let took = start.elapsed();
     assert!(
         took <= Duration::from_secs(1) + Duration::from_millis(5),
@@ -351,7 +392,13 @@ async fn parts_run_concurrently_the_total_is_the_slowest_not_the_sum() {
         ("rating", slow("1", Duration::from_millis(300))),
     ]);
     let start = Instant::now();
-    let res = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    let res = aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     let took = start.elapsed();
     assert_eq!(res.headers()[AGGREGATE_HEADER], "complete");
     assert!(took >= Duration::from_millis(300), "{took:?}");
@@ -420,7 +467,7 @@ async fn parts_that_are_not_2xx_json_fail_with_their_reason() {
             },
         ),
     ]);
-    let v = json_of(aggregate(&agg, &fetch, &get("/x")).await).await;
+    let v = json_of(aggregate(&agg, &fetch, &get("/x"), &room()).await).await;
     assert_eq!(v["untyped"], serde_json::json!({"ok": true}));
     assert_eq!(v["problem"], serde_json::json!([]));
     assert_eq!(
@@ -440,7 +487,7 @@ async fn a_huge_body_is_cut_at_the_cap_not_buffered_whole() {
     agg.max_body_bytes = 100_000;
     agg.check().unwrap();
     let fetch = FakeFetch::new(&[("small", json("1")), ("huge", Backend::Endless)]);
-    let res = aggregate(&agg, &fetch, &get("/x")).await;
+    let res = aggregate(&agg, &fetch, &get("/x"), &room()).await;
     let v = json_of(res).await;
     assert_eq!(
         v,
@@ -453,11 +500,14 @@ async fn a_body_declaring_a_length_over_the_cap_fails_before_reading() {
     let body = Full::new(Bytes::from(vec![b'1'; 11]))
         .map_err(|never| match never {})
         .boxed();
-    assert_eq!(read_capped(body, 10).await, Err(PartError::TooLarge(10)));
+    assert_eq!(
+        read_capped(body, 10, &room()).await.err(),
+        Some(PartError::TooLarge(10))
+    );
     let body = Full::new(Bytes::from(vec![b'1'; 10]))
         .map_err(|never| match never {})
         .boxed();
-    assert_eq!(read_capped(body, 10).await.unwrap().len(), 10);
+    assert_eq!(read_capped(body, 10, &room()).await.unwrap().0.len(), 10);
 }
 
 #[tokio::test]
@@ -467,6 +517,7 @@ async fn post_is_refused_with_405_and_no_part_asked() {
         &product_view(),
         &fetch,
         &request(Method::POST, "/api/product-view/42"),
+        &room(),
     )
     .await;
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -481,11 +532,18 @@ async fn head_has_the_headers_of_get_and_no_body() {
         ("reviews", json("[]")),
         ("rating", json("1")),
     ]);
-    let got = aggregate(&product_view(), &fetch, &get("/api/product-view/42")).await;
+    let got = aggregate(
+        &product_view(),
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+    )
+    .await;
     let head = aggregate(
         &product_view(),
         &fetch,
         &request(Method::HEAD, "/api/product-view/42"),
+        &room(),
     )
     .await;
     assert_eq!(head.status(), got.status());
@@ -503,7 +561,7 @@ async fn path_traversal_through_the_aggregated_segment_is_a_400_and_no_part_aske
         ("rating", json("1")),
     ]);
     for uri in ["/api/product-view/%2e%2e", "/api/product-view/.%2E"] {
-        let res = aggregate(&product_view(), &fetch, &get(uri)).await;
+        let res = aggregate(&product_view(), &fetch, &get(uri), &room()).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(json_of(res).await["reason"], "path refused");
     }
@@ -523,6 +581,7 @@ async fn query_parameter_injection_through_the_aggregated_segment_is_refused() {
         &product_view(),
         &fetch,
         &get("/api/product-view/1&admin=true"),
+        &room(),
     )
     .await;
     assert_eq!(res.headers()[AGGREGATE_HEADER], "partial");
@@ -811,4 +870,37 @@ fn json_content_types() {
     ] {
         assert_eq!(is_json_type(&HeaderValue::from_static(ct)), want, "{ct}");
     }
+}
+
+#[tokio::test]
+async fn aggregations_held_by_slow_readers_cannot_pass_the_room_total() {
+    // Every part's answer is ~100 KiB; the room holds about three.
+    let big: String = format!("[{}]", vec!["1234567890"; 10_000].join(","));
+    let big: &'static str = Box::leak(big.into_boxed_str());
+    let fetch = FakeFetch::new(&[("product", json(big))]);
+    let agg = Aggregation::new(vec![part("product", "/products/{last}", true)]);
+    agg.check().unwrap();
+    let room = ByteBudget::new(3 * big.len() + 1024);
+    // Answers not yet read by their (slow) clients keep their room.
+    let mut unread = Vec::new();
+    for _ in 0..3 {
+        let res = aggregate(&agg, &fetch, &get("/p/1"), &room).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        unread.push(res);
+    }
+    let res = aggregate(&agg, &fetch, &get("/p/1"), &room).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json_of(res).await["reason"],
+        "gateway busy",
+        "a required part with no room fails the answer, saying why"
+    );
+    // Sent answers give their room back.
+    drop(unread.pop());
+    let res = aggregate(&agg, &fetch, &get("/p/1"), &room).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        json_of(res).await["product"].as_array().unwrap().len(),
+        10_000
+    );
 }
