@@ -277,6 +277,7 @@ async fn gateway_api(
             );
         }
     };
+    gateway.policies.follow(routes);
     if authority.is_empty() {
         return refuse(
             outbound,

@@ -12,7 +12,7 @@
 
 mod cors;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -38,6 +38,7 @@ use crate::core::budget::ByteBudget;
 use crate::core::directory::gateway_policy::{
     self as core_policy, ApiKeyAuth, GatewayPolicy, JwksLocation, JwtAuth, RateLimit, RateLimitKey,
 };
+use crate::core::directory::routes::{Filter, ServiceRoutes};
 use crate::core::http::{proxy_error, Caller};
 use crate::core::serve::ClientAddr;
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
@@ -61,6 +62,9 @@ pub struct Policies {
     /// Shared by policies naming the same JWKS (and refresh interval);
     /// a set lives as long as a policy holds it.
     key_sets: Mutex<HashMap<String, Weak<KeySet>>>,
+    /// The routes the policies were last swept against (see
+    /// [`Policies::follow`]).
+    swept: Mutex<Option<Arc<ServiceRoutes>>>,
 }
 
 /// One policy, ready to apply.
@@ -165,7 +169,57 @@ impl Policies {
             aggregation_room: ByteBudget::new(super::aggregate::ROOM_TOTAL),
             active: Mutex::default(),
             key_sets: Mutex::default(),
+            swept: Mutex::default(),
         }
+    }
+
+    /// Forgets the state of policies `routes` no longer name (their rate
+    /// limit buckets, their hold on a JWKS, which stops its refresh) when
+    /// `routes` is not the set last seen. Called with the gateway's routes
+    /// before each request; a new set costs one walk over its rules.
+    pub fn follow(&self, routes: &Arc<ServiceRoutes>) {
+        let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+        if swept.as_ref().is_some_and(|s| Arc::ptr_eq(s, routes)) {
+            return;
+        }
+        let named: HashSet<&str> = routes
+            .routes
+            .iter()
+            .flat_map(|r| &r.rules)
+            .flat_map(|rule| {
+                rule.filters
+                    .iter()
+                    .chain(rule.backends.iter().flat_map(|b| &b.filters))
+            })
+            .filter_map(|f| match f {
+                Filter::GatewayPolicy(p) => Some(p.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = active.len();
+        active.retain(|name, _| named.contains(name.as_str()));
+        if active.len() != before {
+            tracing::debug!(
+                dropped = before - active.len(),
+                "gateway policies no route names any more were dropped"
+            );
+        }
+        drop(active);
+        self.key_sets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, set| set.strong_count() > 0);
+        *swept = Some(routes.clone());
+    }
+
+    /// Names of the policies with run-time state, sorted.
+    #[cfg(test)]
+    pub(crate) fn active_names(&self) -> Vec<String> {
+        let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = active.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// The run-time state of `policy`, built when first met or when the

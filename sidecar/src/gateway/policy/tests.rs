@@ -533,3 +533,87 @@ async fn an_authenticated_callers_response_is_shared_only_when_it_says_public() 
         assert_eq!(got.headers()["mycel-cache"], want_second, "{cache_control}");
     }
 }
+
+/// Routes of one HTTPRoute whose rules name `policies`.
+fn routes_naming(policies: &[&Arc<GatewayPolicy>]) -> Arc<ServiceRoutes> {
+    let rules = policies
+        .iter()
+        .map(|p| crate::core::directory::routes::RouteRule {
+            filters: vec![Filter::GatewayPolicy(Arc::clone(p))],
+            ..Default::default()
+        })
+        .collect();
+    Arc::new(ServiceRoutes {
+        routes: vec![crate::core::directory::routes::Route {
+            name: "shop/api".into(),
+            kind: crate::core::directory::routes::RouteKind::Http,
+            ports: vec![],
+            hostnames: vec![],
+            rules,
+        }],
+    })
+}
+
+#[tokio::test]
+async fn a_policy_no_route_names_any_more_loses_its_state_and_its_key_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let key = Signer::new("k1");
+    write_jwks(&jwks, &[&key]);
+    let (p, _registry) = policies();
+    let mut with_jwt = policy(Some(jwt_auth(&jwks)), None, None);
+    Arc::make_mut(&mut with_jwt).name = "shop/orders".into();
+    let mut limited = policy(None, None, Some(tenant_limit(1)));
+    Arc::make_mut(&mut limited).name = "shop/catalog".into();
+
+    let both = routes_naming(&[&with_jwt, &limited]);
+    p.follow(&both);
+    let token = key.sign(&claims("alice"));
+    admit(
+        &p,
+        &with_jwt,
+        &mut parts(&[("authorization", &bearer(&token))]),
+    )
+    .await
+    .unwrap();
+    let tenant = [("x-tenant", "t1")];
+    admit(&p, &limited, &mut parts(&tenant)).await.unwrap();
+    assert_eq!(
+        admit(&p, &limited, &mut parts(&tenant))
+            .await
+            .unwrap_err()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(p.active_names(), ["shop/catalog", "shop/orders"]);
+    let key_set = {
+        let sets = p.key_sets.lock().unwrap();
+        sets.values().next().unwrap().clone()
+    };
+    assert!(key_set.upgrade().is_some());
+
+    // The JWT policy's rule goes; the rate-limited one stays and keeps its
+    // buckets (the same routes again change nothing).
+    let one = routes_naming(&[&limited]);
+    p.follow(&one);
+    p.follow(&one);
+    assert_eq!(p.active_names(), ["shop/catalog"]);
+    // A refresh in progress holds the set until it is done.
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        while key_set.upgrade().is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    gone.await
+        .expect("the key set (and so its refresh loop) is gone");
+    p.follow(&routes_naming(&[&limited]));
+    assert!(p.key_sets.lock().unwrap().is_empty());
+    assert_eq!(
+        admit(&p, &limited, &mut parts(&tenant))
+            .await
+            .unwrap_err()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a kept policy keeps its buckets"
+    );
+}
