@@ -485,6 +485,10 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
         out,
         "  curl http://{gw}/api/product-view/p1   # product and rating in one answer, merged by the gateway"
     );
+    let _ = writeln!(
+        out,
+        "  curl -i http://{gw}/api/catalog   # the catalog's products from the gateway's cache (mycel-cache: hit, Age)"
+    );
     let admin = plan.controller_admin;
     let _ = writeln!(
         out,

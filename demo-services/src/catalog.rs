@@ -108,15 +108,15 @@ impl Handler for Catalog {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, &fault.to_string(), caller);
         }
         match id {
-            None => json(
+            None => cacheable(json(
                 StatusCode::OK,
                 &ProductList {
                     products: products(),
                     caller,
                 },
-            ),
+            )),
             Some(id) => match find(id) {
-                Some(product) => json(StatusCode::OK, &ProductReply { product, caller }),
+                Some(product) => cacheable(json(StatusCode::OK, &ProductReply { product, caller })),
                 None => json_error(
                     StatusCode::NOT_FOUND,
                     &format!("unknown product id {id:?}"),
@@ -125,6 +125,16 @@ impl Handler for Catalog {
             },
         }
     }
+}
+
+/// Products change rarely: a shared cache (the gateway's, on the demo's
+/// `/api/catalog` route) may keep an answer for a few seconds.
+fn cacheable(mut res: Response<Body>) -> Response<Body> {
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=10"),
+    );
+    res
 }
 
 #[cfg(test)]

@@ -424,19 +424,14 @@ pub const GATEWAY_NAME: &str = "shop-gateway";
 /// The GatewayPolicy that rate-limits the shop's JSON API per client.
 pub const API_RATE_LIMIT: &str = "shop-api-rate";
 
+/// The GatewayPolicy that serves `/api/catalog` from the gateway's cache
+/// (and rate-limits it like the rest of `/api`).
+pub const CATALOG_CACHE: &str = "catalog-cache";
+
 /// The GatewayPolicy that answers `/api/product-view/{id}` by merging the
 /// catalog's product and the ratings' rating.
 pub const PRODUCT_VIEW: &str = "product-view";
 
-/// The shop's front door: a Gateway `shop-gateway` with one HTTP listener
-/// on the demo gateway's port, and an HTTPRoute `shop` sending every path
-/// of any host to `frontend:80`, `/api/product-view/{id}` answered by the
-/// gateway from the catalog and the ratings ([`PRODUCT_VIEW`]), `/api`
-/// under a per-client rate limit
-/// (GatewayPolicy [`API_RATE_LIMIT`]: 50 per second, bursts of 100).
-/// Neither names a hostname, so the gateway answers whatever host the
-/// browser uses (`127.0.0.1:<port>`). Empty when the plan has no
-/// frontend.
 fn port_of(service: &str) -> u16 {
     SERVICES
         .iter()
@@ -444,6 +439,16 @@ fn port_of(service: &str) -> u16 {
         .map_or(80, |(_, port, _)| *port)
 }
 
+/// The shop's front door: a Gateway `shop-gateway` with one HTTP listener
+/// on the demo gateway's port, and an HTTPRoute `shop` sending every path
+/// of any host to `frontend:80`, `/api/product-view/{id}` answered by the
+/// gateway from the catalog and the ratings ([`PRODUCT_VIEW`]),
+/// `/api/catalog` to the catalog's `/products` through the gateway's cache
+/// ([`CATALOG_CACHE`]), `/api` under a per-client rate limit
+/// (GatewayPolicy [`API_RATE_LIMIT`]: 50 per second, bursts of 100).
+/// None names a hostname, so the gateway answers whatever host the
+/// browser uses (`127.0.0.1:<port>`). Empty when the plan has no
+/// frontend.
 pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
     if plan.target_port("frontend").is_none() {
         return Vec::new();
@@ -481,6 +486,20 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
                         "backendRefs": [{"name": "frontend", "port": port}],
                     },
                     {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/api/catalog"}}],
+                        "filters": [
+                            {
+                                "type": "URLRewrite",
+                                "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/products"}},
+                            },
+                            {
+                                "type": "ExtensionRef",
+                                "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": CATALOG_CACHE},
+                            },
+                        ],
+                        "backendRefs": [{"name": "catalog", "port": port_of("catalog")}],
+                    },
+                    {
                         "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
                         "filters": [{
                             "type": "ExtensionRef",
@@ -497,6 +516,15 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
             "metadata": {"name": API_RATE_LIMIT, "namespace": NAMESPACE},
             "spec": {
                 "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
+            },
+        }),
+        serde_json::json!({
+            "apiVersion": "mycel.io/v1alpha1",
+            "kind": "GatewayPolicy",
+            "metadata": {"name": CATALOG_CACHE, "namespace": NAMESPACE},
+            "spec": {
+                "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
+                "cache": {},
             },
         }),
         serde_json::json!({

@@ -140,6 +140,22 @@ async fn demo_starts_serves_and_stops_cleanly() {
         view.headers.get("mycel-aggregate").map(|v| v.as_bytes()),
         Some(&b"complete"[..])
     );
+    // The catalog through the gateway's cache: the second read is a hit.
+    let first = http::get(gateway, "localhost", "/api/catalog")
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(first.json()["products"].is_array(), "{}", first.body);
+    let again = http::get(gateway, "localhost", "/api/catalog")
+        .await
+        .unwrap();
+    assert_eq!(
+        again.headers.get("mycel-cache").map(|v| v.as_bytes()),
+        Some(&b"hit"[..]),
+        "{:?}",
+        again.headers
+    );
+    assert_eq!(again.body, first.body, "a hit is the stored answer");
     let page = http::get(gateway, "localhost", "/").await.unwrap();
     assert_eq!(page.status, 200);
 
