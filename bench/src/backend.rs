@@ -1,8 +1,12 @@
 //! The backend every configuration ends at: a fixed 1 KB answer over
-//! HTTP/1.1, HTTP/2 (h2c) and gRPC unary, and a TCP sink for bulk transfer.
+//! HTTP/1.1, HTTP/2 (h2c) and gRPC unary, and a TCP sink for bulk transfer;
+//! and, for the gateway scenario's baseline, the same answer over TLS
+//! ([`serve_tls`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -83,6 +87,27 @@ async fn answer(
     Ok(resp)
 }
 
+/// Serves one connection (cleartext or TLS) until the client closes it.
+async fn serve_conn<S>(stream: S, h2: bool, body: Bytes)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| answer(req, body.clone()));
+    let io = TokioIo::new(stream);
+    // A client going away mid-request is normal under load; the
+    // error has no one to go to.
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .max_concurrent_streams(1000)
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, svc)
+            .await;
+    }
+}
+
 async fn serve_http(listener: TcpListener, h2: bool) {
     let body = payload();
     loop {
@@ -92,24 +117,66 @@ async fn serve_http(listener: TcpListener, h2: bool) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let body = body.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| answer(req, body.clone()));
-            let io = TokioIo::new(stream);
-            // A client going away mid-request is normal under load; the
-            // error has no one to go to.
-            if h2 {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(1000)
-                    .serve_connection(io, svc)
-                    .await;
-            } else {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
-            }
-        });
+        tokio::spawn(serve_conn(stream, h2, body.clone()));
     }
+}
+
+/// The TLS server config of [`serve_tls`]: TLS 1.3 only (as the other
+/// fronts of the gateway scenario are configured), ALPN h2 then
+/// http/1.1, one certificate chain and its PKCS#8 key (DER).
+pub fn tls_config(
+    chain_der: &[Vec<u8>],
+    key_pkcs8_der: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            chain_der
+                .iter()
+                .map(|d| CertificateDer::from(d.clone()))
+                .collect(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der.to_vec())),
+        )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The 1 KB answer over TLS on a new loopback port, HTTP/2 or HTTP/1.1 as
+/// ALPN chose: the `direct-tls` baseline (the backend terminating TLS
+/// itself, in the harness process). Serves until `tasks` is dropped;
+/// connections already open end when their client closes them.
+pub async fn serve_tls(
+    config: Arc<rustls::ServerConfig>,
+    tasks: &mut JoinSet<()>,
+) -> std::io::Result<SocketAddr> {
+    let listener = bind().await?;
+    let addr = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let body = payload();
+    tasks.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                // A client that never finishes its handshake must not hold
+                // a task for ever.
+                let accepted =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                let Ok(Ok(tls)) = accepted else { return };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve_conn(tls, h2, body).await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 #[derive(Clone)]

@@ -1,6 +1,7 @@
 //! The load generator: open loop at a fixed rate (latency from the intended
 //! send time) and closed loop (back-to-back requests on N connections).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +26,30 @@ pub struct RunResult {
     pub ok: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Errors by kind (`status 429`, `timeout`, ...; [`CallError::kind`]),
+    /// so a refusal is told apart from a transport failure.
+    pub error_kinds: BTreeMap<String, u64>,
     pub elapsed: Duration,
 }
 
 impl RunResult {
     pub fn achieved_rps(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Adds `other`'s counts and histogram (the rounds of one point).
+    pub fn absorb(&mut self, other: RunResult) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        for (kind, n) in other.error_kinds {
+            *self.error_kinds.entry(kind).or_default() += n;
+        }
     }
 }
 
@@ -77,6 +96,7 @@ struct Worker {
     ok: u64,
     errors: u64,
     first_error: Option<String>,
+    error_kinds: BTreeMap<String, u64>,
 }
 
 impl Worker {
@@ -99,6 +119,7 @@ impl Worker {
 
     fn fail(&mut self, e: CallError) {
         self.errors += 1;
+        *self.error_kinds.entry(e.kind()).or_default() += 1;
         if self.first_error.is_none() {
             self.first_error = Some(e.to_string());
         }
@@ -111,16 +132,18 @@ fn merge(workers: Vec<Worker>, elapsed: Duration) -> RunResult {
         ok: 0,
         errors: 0,
         first_error: None,
+        error_kinds: BTreeMap::new(),
         elapsed,
     };
     for w in workers {
-        // Both histograms have the same bounds, so adding cannot fail.
-        let _ = out.hist.add(&w.hist);
-        out.ok += w.ok;
-        out.errors += w.errors;
-        if out.first_error.is_none() {
-            out.first_error = w.first_error;
-        }
+        out.absorb(RunResult {
+            hist: w.hist,
+            ok: w.ok,
+            errors: w.errors,
+            first_error: w.first_error,
+            error_kinds: w.error_kinds,
+            elapsed: Duration::ZERO,
+        });
     }
     out
 }
@@ -144,6 +167,7 @@ async fn workers(proto: Proto, target: &Target, shape: Shape) -> Result<Vec<Work
             ok: 0,
             errors: 0,
             first_error: None,
+            error_kinds: BTreeMap::new(),
         });
     }
     Ok(out)

@@ -16,7 +16,8 @@ use mycel_bench::setup::mycel::TraceExport;
 #[derive(Debug, Parser)]
 #[command(
     name = "mycel-bench",
-    about = "Benchmark Mycel against direct, nginx and HAProxy on loopback"
+    about = "Benchmark Mycel against direct, nginx and HAProxy on loopback",
+    after_help = "Scenarios: all (everything below but tracing), latency, throughput, handshake, tcp, cp-scale, tracing, gateway (HTTPS fronts: the Mycel gateway with and without JWT and a rate limit, against nginx and the backend's own TLS)."
 )]
 struct Cli {
     /// What to measure.
@@ -25,7 +26,8 @@ struct Cli {
     /// Re-render the markdown and SVG of an earlier JSON report, measure nothing.
     #[arg(long, value_name = "JSON")]
     render: Option<PathBuf>,
-    /// Short runs (under 2 minutes for `all`); the default.
+    /// Short runs (about 2 minutes of measuring for `all`, 30 s for
+    /// `gateway`); the default.
     #[arg(long, conflicts_with = "full")]
     quick: bool,
     /// Long runs, several alternating rounds.
@@ -33,7 +35,9 @@ struct Cli {
     full: bool,
     /// Configurations to compare, in order (default for `tracing`:
     /// mycel,mycel-trace-live,mycel-trace-dead,mycel-trace-blackhole; for
-    /// the others: direct,mycel,mycel-policy,mycel-routes,mycel-authz,nginx,haproxy).
+    /// `gateway`: direct-tls,nginx-tls,gateway-tls,gateway-tls-jwt,gateway-tls-jwt-ratelimit;
+    /// for `all`: the next list, then gateway's; for the others:
+    /// direct,mycel,mycel-policy,mycel-routes,mycel-authz,nginx,haproxy).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
     /// OTLP transport of the mycel-trace-* configurations.
@@ -79,8 +83,13 @@ fn write_views(report: &report::Report, base: &std::path::Path) -> anyhow::Resul
     println!("{md}");
     std::fs::write(base.with_extension("md"), &md)?;
     for proto in [Proto::Http1, Proto::H2, Proto::Grpc] {
-        if let Some(svg) = report::svg(report, proto) {
-            let path = PathBuf::from(format!("{}-latency-{}.svg", base.display(), proto.as_str()));
+        let plots = [
+            ("latency", report::svg(report, proto)),
+            ("gateway-latency", report::gateway_svg(report, proto)),
+        ];
+        for (what, svg) in plots {
+            let Some(svg) = svg else { continue };
+            let path = PathBuf::from(format!("{}-{what}-{}.svg", base.display(), proto.as_str()));
             std::fs::write(&path, svg)?;
             eprintln!("[bench] wrote {}", path.display());
         }
@@ -105,14 +114,18 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         Plan::quick()
     }
     .for_scenario(scenario);
+    // The overrides apply to the gateway part's grid and lengths too
+    // (`all` measures it with them).
     if let Some(ms) = cli.duration_ms {
         plan.latency_duration = Duration::from_millis(ms);
         plan.throughput_duration = Duration::from_millis(ms);
         plan.handshake_duration = Duration::from_millis(ms);
         plan.warmup = Duration::from_millis(ms / 4);
+        plan.gateway_latency_duration = Duration::from_millis(ms);
+        plan.gateway_throughput_duration = Duration::from_millis(ms);
     }
     if !cli.rates.is_empty() {
-        for (_, rates) in &mut plan.latency_grid {
+        for (_, rates) in plan.latency_grid.iter_mut().chain(&mut plan.gateway_grid) {
             *rates = cli.rates.clone();
         }
     }

@@ -1,6 +1,7 @@
 //! What a run found, as JSON (the record), markdown (the table people read)
 //! and an SVG plot of latency against rate.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,7 @@ use crate::client::Proto;
 use crate::cpscale::CpReport;
 use crate::probe::{BulkResult, HandshakeResult, RefusalCheck};
 use crate::setup::collector::ExportCounters;
+use crate::setup::gateway::{self, FrontCheck, PolicyDecisions};
 use crate::stats::{ratio, Added, Summary};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -27,6 +29,10 @@ pub struct ConfigInfo {
     pub name: String,
     pub notes: Vec<String>,
     pub refusal_checks: Vec<RefusalCheck>,
+    /// What an HTTPS front of the gateway scenario answered with and
+    /// without the token before the measurement.
+    #[serde(default)]
+    pub front_check: Option<FrontCheck>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,6 +44,9 @@ pub struct LatencyRow {
     pub ok: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Errors by kind (`status 429`, `timeout`, ...).
+    #[serde(default)]
+    pub error_kinds: BTreeMap<String, u64>,
     pub latency: Summary,
     /// Each round's own percentiles (`latency` is of all rounds merged, so
     /// one round that hit a stall of the machine sets its tail).
@@ -57,6 +66,8 @@ pub struct ThroughputRow {
     pub ok: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    #[serde(default)]
+    pub error_kinds: BTreeMap<String, u64>,
     pub latency: Summary,
     pub ratio_to_direct: Option<f64>,
 }
@@ -142,22 +153,38 @@ pub struct Report {
     /// Trace export counters (tracing configurations).
     #[serde(default)]
     pub trace_export: Vec<TraceRow>,
+    /// The Mycel gateways' policy decisions after the load (gateway
+    /// scenario).
+    #[serde(default)]
+    pub gateway_policy: Vec<PolicyDecisions>,
     /// Configurations or parts that could not run, and why.
     pub problems: Vec<String>,
 }
 
-/// Fills `added` and the ratios from the direct rows.
+/// What a configuration's added latency and throughput ratio are against:
+/// `direct-tls` for the gateway scenario's HTTPS fronts, `direct` for the
+/// others.
+pub fn baseline_of(config: &str) -> &'static str {
+    if gateway::is_config(config) {
+        gateway::DIRECT_TLS
+    } else {
+        "direct"
+    }
+}
+
+/// Fills `added` and the ratios from the baseline rows ([`baseline_of`]).
 pub fn compare_to_direct(r: &mut Report) {
     let direct: Vec<LatencyRow> = r
         .latency
         .iter()
-        .filter(|l| l.config == "direct")
+        .filter(|l| l.config == "direct" || l.config == gateway::DIRECT_TLS)
         .cloned()
         .collect();
     for row in &mut r.latency {
+        let base = baseline_of(&row.config);
         if let Some(d) = direct
             .iter()
-            .find(|d| d.proto == row.proto && d.rate == row.rate)
+            .find(|d| d.config == base && d.proto == row.proto && d.rate == row.rate)
         {
             row.added = Some(crate::stats::added(&row.latency, &d.latency));
             row.p99_ratio_to_direct = ratio(row.latency.p99_us, d.latency.p99_us);
@@ -166,13 +193,14 @@ pub fn compare_to_direct(r: &mut Report) {
     let direct: Vec<ThroughputRow> = r
         .throughput
         .iter()
-        .filter(|l| l.config == "direct")
+        .filter(|l| l.config == "direct" || l.config == gateway::DIRECT_TLS)
         .cloned()
         .collect();
     for row in &mut r.throughput {
+        let base = baseline_of(&row.config);
         if let Some(d) = direct
             .iter()
-            .find(|d| d.proto == row.proto && d.connections == row.connections)
+            .find(|d| d.config == base && d.proto == row.proto && d.connections == row.connections)
         {
             row.ratio_to_direct = ratio(row.rps, d.rps);
         }
@@ -185,6 +213,17 @@ fn f1(v: f64) -> String {
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// `errors/requests`, and the kinds when there are errors
+/// (`3/2000 (status 429: 3)`), so a refusal shows as one.
+fn errors_cell(errors: u64, ok: u64, kinds: &BTreeMap<String, u64>) -> String {
+    let mut s = format!("{errors}/{}", ok + errors);
+    if errors > 0 && !kinds.is_empty() {
+        let k: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        let _ = write!(s, " ({})", k.join(", "));
+    }
+    s
 }
 
 /// A markdown table from a header and rows of cells.
@@ -209,10 +248,13 @@ pub fn markdown(r: &Report) -> String {
     if !r.trace_export.is_empty() {
         s.push_str(&tracing_markdown(r));
     }
+    if r.configs.iter().any(|c| gateway::is_config(&c.name)) {
+        s.push_str(&gateway_markdown(r));
+    }
     if !r.latency.is_empty() {
         let _ = writeln!(
             s,
-            "### Latency, open loop (µs; added = over direct at the same rate)\n"
+            "### Latency, open loop (µs; added = over direct at the same rate; over direct-tls for the HTTPS fronts of the gateway scenario)\n"
         );
         let rows: Vec<Vec<String>> = r
             .latency
@@ -240,7 +282,7 @@ pub fn markdown(r: &Report) -> String {
                     added(a.p99_us),
                     added(a.p999_us),
                     opt(l.p99_ratio_to_direct, |v| format!("{v:.2}")),
-                    format!("{}/{}", l.errors, l.ok + l.errors),
+                    errors_cell(l.errors, l.ok, &l.error_kinds),
                 ]
             })
             .collect();
@@ -279,7 +321,7 @@ pub fn markdown(r: &Report) -> String {
                     opt(t.ratio_to_direct, |v| format!("{v:.2}")),
                     f1(t.latency.p50_us),
                     f1(t.latency.p99_us),
-                    format!("{}/{}", t.errors, t.ok + t.errors),
+                    errors_cell(t.errors, t.ok, &t.error_kinds),
                 ]
             })
             .collect();
@@ -416,6 +458,226 @@ pub fn markdown(r: &Report) -> String {
     }
     for p in &r.problems {
         let _ = writeln!(s, "- problem: {p}");
+    }
+    s
+}
+
+/// The gateway scenario's own tables: latency of each HTTPS front with
+/// what it adds over `direct-tls` and what a policy adds over
+/// `gateway-tls`; throughput, CPU and memory per configuration (all its
+/// proxy processes summed); and what each front enforced.
+pub fn gateway_markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let lat: Vec<&LatencyRow> = r
+        .latency
+        .iter()
+        .filter(|l| gateway::is_config(&l.config))
+        .collect();
+    if !lat.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Gateway: HTTPS fronts, open-loop latency (µs; + = over `{}` at the same protocol and rate; Δ = config − `{}`)\n",
+            gateway::DIRECT_TLS,
+            gateway::GATEWAY_PLAIN
+        );
+        let mut rows = Vec::new();
+        for l in &lat {
+            let find = |name: &str| {
+                lat.iter()
+                    .find(|b| b.config == name && b.proto == l.proto && b.rate == l.rate)
+            };
+            let against = |name: &str, f: fn(&LatencyRow) -> Option<f64>| match find(name) {
+                Some(b) if l.config != name => match (f(l), f(b)) {
+                    (Some(v), Some(w)) => signed(v - w),
+                    _ => "-".into(),
+                },
+                _ => "-".into(),
+            };
+            let policy = gateway::is_config(&l.config)
+                && l.config.starts_with(gateway::GATEWAY_PLAIN)
+                && l.config != gateway::GATEWAY_PLAIN;
+            let delta = |f: fn(&LatencyRow) -> Option<f64>| {
+                if policy {
+                    against(gateway::GATEWAY_PLAIN, f)
+                } else {
+                    "-".into()
+                }
+            };
+            rows.push(vec![
+                l.proto.as_str().into(),
+                l.rate.to_string(),
+                l.config.clone(),
+                format!("{:.0}", l.latency.p50_us),
+                format!("{:.0}", l.latency.p90_us),
+                format!("{:.0}", l.latency.p99_us),
+                format!("{:.0}", l.latency.max_us),
+                l.rounds
+                    .iter()
+                    .map(|r| format!("{:.0}", r.p99_us))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                against(gateway::DIRECT_TLS, |x| Some(x.latency.p50_us)),
+                against(gateway::DIRECT_TLS, |x| Some(x.latency.p99_us)),
+                delta(|x| Some(x.latency.p50_us)),
+                delta(median_round_p99),
+                errors_cell(l.errors, l.ok, &l.error_kinds),
+            ]);
+        }
+        s.push_str(&table(
+            &[
+                "proto",
+                "rps",
+                "config",
+                "p50",
+                "p90",
+                "p99",
+                "max",
+                "p99 of each round",
+                "+p50",
+                "+p99",
+                "Δp50",
+                "Δ median round p99",
+                "errors",
+            ],
+            &rows,
+        ));
+        s.push('\n');
+    }
+    let configs: Vec<&ConfigInfo> = r
+        .configs
+        .iter()
+        .filter(|c| gateway::is_config(&c.name))
+        .collect();
+    let mut shapes: Vec<(Proto, usize)> = Vec::new();
+    for t in r
+        .throughput
+        .iter()
+        .filter(|t| gateway::is_config(&t.config))
+    {
+        if !shapes.contains(&(t.proto, t.connections)) {
+            shapes.push((t.proto, t.connections));
+        }
+    }
+    let mut header: Vec<String> = vec!["config".into()];
+    header.extend(shapes.iter().map(|(p, c)| match p {
+        Proto::Http1 => format!("max rps {} ×{c} conns", p.as_str()),
+        _ => format!("max rps {} ×{c} streams", p.as_str()),
+    }));
+    header.extend(
+        [
+            "CPU s / 1k req, fixed rate",
+            "CPU s / 1k req, all runs",
+            "RSS idle MB",
+            "RSS after fixed rate MB",
+            "peak RSS MB",
+        ]
+        .map(String::from),
+    );
+    let rows: Vec<Vec<String>> = configs
+        .iter()
+        .map(|c| {
+            let mut cells = vec![c.name.clone()];
+            for (p, n) in &shapes {
+                cells.push(
+                    r.throughput
+                        .iter()
+                        .find(|t| t.config == c.name && t.proto == *p && t.connections == *n)
+                        .map_or("-".into(), |t| {
+                            let mut v = format!("{:.0}", t.rps);
+                            if t.errors > 0 {
+                                let _ =
+                                    write!(v, " ({})", errors_cell(t.errors, t.ok, &t.error_kinds));
+                            }
+                            v
+                        }),
+                );
+            }
+            let procs: Vec<&ResourceRow> =
+                r.resources.iter().filter(|x| x.config == c.name).collect();
+            // Several processes: the sum, then each by role.
+            let sum = |f: fn(&ResourceRow) -> f64, fmt: fn(f64) -> String| match procs.len() {
+                0 => "- (in process)".to_string(),
+                1 => fmt(f(procs[0])),
+                _ => format!(
+                    "{} ({})",
+                    fmt(procs.iter().map(|x| f(x)).sum()),
+                    procs
+                        .iter()
+                        .map(|x| format!("{} {}", x.role, fmt(f(x))))
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                ),
+            };
+            let cpu = |v: f64| format!("{v:.3}");
+            let mem = |kb: f64| format!("{:.1}", kb / 1024.0);
+            cells.push(sum(|x| x.open_loop_cpu_s_per_1k_requests, cpu));
+            cells.push(sum(|x| x.cpu_s_per_1k_requests, cpu));
+            cells.push(sum(|x| x.idle_rss_kb as f64, mem));
+            cells.push(sum(|x| x.open_loop_rss_kb as f64, mem));
+            cells.push(sum(|x| x.peak_rss_kb as f64, mem));
+            cells
+        })
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Gateway: throughput (closed loop), CPU and memory of the proxy processes\n"
+        );
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        s.push_str(&table(&header, &rows));
+        s.push('\n');
+    }
+    let rows: Vec<Vec<String>> = configs
+        .iter()
+        .map(|c| {
+            let check = c.front_check.clone().unwrap_or_default();
+            let decisions =
+                r.gateway_policy
+                    .iter()
+                    .find(|d| d.config == c.name)
+                    .map_or("-".to_string(), |d| {
+                        let all: Vec<String> = d
+                            .decisions
+                            .iter()
+                            .map(|(k, n)| format!("{k} {n}"))
+                            .collect();
+                        if all.is_empty() {
+                            format!("none ({} requests sent)", d.requests_sent)
+                        } else {
+                            format!("{} ({} requests sent)", all.join(", "), d.requests_sent)
+                        }
+                    });
+            vec![
+                c.name.clone(),
+                check.with_token,
+                check.without_token,
+                check.rate_limit_headers.unwrap_or_else(|| "-".into()),
+                decisions,
+                if check.expected {
+                    "yes".into()
+                } else {
+                    "NO".into()
+                },
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(
+            s,
+            "### Gateway: what each front enforced (HTTP/1.1 over TLS, before the load) and its policy decisions (after)\n"
+        );
+        s.push_str(&table(
+            &[
+                "config",
+                "with the token",
+                "without a token",
+                "rate-limit headers",
+                "policy decisions",
+                "as configured",
+            ],
+            &rows,
+        ));
+        s.push('\n');
     }
     s
 }
@@ -623,14 +885,28 @@ pub fn tracing_markdown(r: &Report) -> String {
     s
 }
 
-const COLORS: [&str; 6] = [
-    "#444444", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e",
+const COLORS: [&str; 8] = [
+    "#444444", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#17becf", "#8c564b",
 ];
 
 /// Latency (p50 solid, p99 dashed) against offered rate for one protocol,
 /// one line per configuration; `None` when there is nothing to plot.
 pub fn svg(r: &Report, proto: Proto) -> Option<String> {
-    let rows: Vec<&LatencyRow> = r.latency.iter().filter(|l| l.proto == proto).collect();
+    svg_of(r, proto, |c| !gateway::is_config(c))
+}
+
+/// The same plot for the gateway scenario's HTTPS fronts only (their
+/// own file: in `all` they would crowd the plot and their grid differs).
+pub fn gateway_svg(r: &Report, proto: Proto) -> Option<String> {
+    svg_of(r, proto, gateway::is_config)
+}
+
+fn svg_of(r: &Report, proto: Proto, pick: impl Fn(&str) -> bool) -> Option<String> {
+    let rows: Vec<&LatencyRow> = r
+        .latency
+        .iter()
+        .filter(|l| l.proto == proto && pick(&l.config))
+        .collect();
     let mut configs: Vec<&str> = Vec::new();
     for l in &rows {
         if !configs.contains(&l.config.as_str()) {
@@ -751,6 +1027,7 @@ mod tests {
             ok: 100,
             errors: 0,
             first_error: None,
+            error_kinds: BTreeMap::new(),
             latency: Summary {
                 count: 100,
                 p50_us: p50,
@@ -825,6 +1102,92 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("5.000 s per 1k requests sent"), "{md}");
+    }
+
+    #[test]
+    fn gateway_rows_are_compared_with_direct_tls_and_the_plain_gateway() {
+        let config = |name: &str, expected: bool| ConfigInfo {
+            name: name.into(),
+            notes: Vec::new(),
+            refusal_checks: Vec::new(),
+            front_check: Some(FrontCheck {
+                with_token: "200".into(),
+                without_token: if name == "gateway-tls-jwt" {
+                    "401"
+                } else {
+                    "200"
+                }
+                .into(),
+                rate_limit_headers: None,
+                expected,
+            }),
+        };
+        let with_rounds = |config: &str, p50: f64, p99s: &[f64]| {
+            let mut r = row(config, 1000, p50, 3000.0);
+            r.rounds = p99s
+                .iter()
+                .map(|&p99| Summary {
+                    p99_us: p99,
+                    ..r.latency
+                })
+                .collect();
+            r
+        };
+        let cpu = |role: &str, v: f64| ResourceRow {
+            config: "gateway-tls-jwt".into(),
+            role: role.into(),
+            open_loop_cpu_s_per_1k_requests: v,
+            open_loop_rss_kb: 10 * 1024,
+            ..ResourceRow::default()
+        };
+        let mut limited = with_rounds("gateway-tls-jwt", 700.0, &[2000.0, 2600.0]);
+        limited.errors = 2;
+        limited.error_kinds = BTreeMap::from([("status 429".to_string(), 2)]);
+        let mut r = Report {
+            configs: vec![
+                config("direct-tls", true),
+                config("gateway-tls", true),
+                config("gateway-tls-jwt", false),
+            ],
+            latency: vec![
+                with_rounds("direct", 100.0, &[]),
+                with_rounds("direct-tls", 300.0, &[1000.0, 1200.0]),
+                with_rounds("gateway-tls", 600.0, &[1500.0, 2500.0]),
+                limited,
+            ],
+            resources: vec![cpu("gateway", 0.2), cpu("backend-sidecar", 0.05)],
+            gateway_policy: vec![PolicyDecisions {
+                config: "gateway-tls-jwt".into(),
+                decisions: BTreeMap::from([("allowed".to_string(), 98)]),
+                requests_sent: 100,
+            }],
+            ..Report::default()
+        };
+        compare_to_direct(&mut r);
+        // Against direct-tls, not direct.
+        assert_eq!(r.latency[2].added.map(|a| a.p50_us), Some(300.0));
+        let md = gateway_markdown(&r);
+        assert!(
+            md.contains("| http1 | 1000 | gateway-tls | 600 | 600 | 3000 | 3000 | 1500, 2500 | +300 | 0 | - | - | 0/100 |"),
+            "{md}"
+        );
+        // Δ against gateway-tls: p50 +100, median round p99 2300 - 2000.
+        assert!(
+            md.contains("| http1 | 1000 | gateway-tls-jwt | 700 | 700 | 3000 | 3000 | 2000, 2600 | +400 | 0 | +100 | +300 | 2/102 (status 429: 2) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| gateway-tls-jwt | 0.250 (gateway 0.200 + backend-sidecar 0.050) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| gateway-tls-jwt | 200 | 401 | - | allowed 98 (100 requests sent) | NO |"
+            ),
+            "{md}"
+        );
+        assert!(gateway_svg(&r, Proto::Http1).is_some_and(|s| s.contains("gateway-tls-jwt")));
+        assert!(svg(&r, Proto::Http1).is_some_and(|s| !s.contains("gateway-tls")));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::report::{
 };
 use crate::schedule::Schedule;
 use crate::setup::collector::{self, CollectorKind};
+use crate::setup::gateway::{self, PolicyDecisions};
 use crate::setup::mycel::TraceExport;
 use crate::setup::{self, mycel::Bins, Setup};
 use crate::stats;
@@ -42,6 +43,14 @@ pub struct Plan {
     /// read: the export queue's batch delay (`OTEL_BSP_SCHEDULE_DELAY`,
     /// 5 s by default) and a second, so queued spans are sent by then.
     pub trace_settle: Duration,
+    /// The gateway scenario's own grid, closed-loop shapes and lengths
+    /// (they replace the fields above there, and in `all` for its part):
+    /// five TLS configurations at the main grid's lengths would make
+    /// `all` too long.
+    pub gateway_grid: Vec<(Proto, Vec<u64>)>,
+    pub gateway_throughput: Vec<(Proto, usize)>,
+    pub gateway_latency_duration: Duration,
+    pub gateway_throughput_duration: Duration,
 }
 
 impl Plan {
@@ -76,6 +85,12 @@ impl Plan {
                 (Proto::Grpc, vec![1000]),
             ],
             trace_settle: Duration::from_secs(6),
+            // 5 configurations x (2 points x 2 rounds x 1.25 s + 1 s):
+            // about 30 s of measuring.
+            gateway_grid: vec![(Proto::Http1, vec![1000]), (Proto::H2, vec![1000])],
+            gateway_throughput: vec![(Proto::Http1, 16)],
+            gateway_latency_duration: Duration::from_secs(1),
+            gateway_throughput_duration: Duration::from_secs(1),
         }
     }
 
@@ -120,23 +135,51 @@ impl Plan {
                 (Proto::Grpc, vec![500, 1000, 2000]),
             ],
             trace_settle: Duration::from_secs(6),
+            // 5 configurations x (5 points x 3 rounds x 6 s + 4 x 5 s):
+            // about 9.5 minutes of measuring.
+            gateway_grid: vec![
+                (Proto::Http1, vec![500, 1000, 2000]),
+                (Proto::H2, vec![1000, 2000]),
+            ],
+            gateway_throughput: vec![
+                (Proto::Http1, 1),
+                (Proto::Http1, 16),
+                (Proto::Http1, 64),
+                (Proto::H2, 64),
+            ],
+            gateway_latency_duration: Duration::from_secs(5),
+            gateway_throughput_duration: Duration::from_secs(5),
         }
     }
 
     /// The plan as `scenario` runs it: the tracing scenario measures its
     /// own, smaller latency grid.
     pub fn for_scenario(mut self, scenario: Scenario) -> Plan {
-        if scenario == Scenario::Tracing {
-            self.latency_grid = self.trace_grid.clone();
+        match scenario {
+            Scenario::Tracing => self.latency_grid = self.trace_grid.clone(),
+            Scenario::Gateway => self = self.gateway_part(),
+            _ => {}
         }
         self
+    }
+
+    /// The plan of the gateway scenario's configurations.
+    pub fn gateway_part(&self) -> Plan {
+        Plan {
+            latency_grid: self.gateway_grid.clone(),
+            throughput: self.gateway_throughput.clone(),
+            latency_duration: self.gateway_latency_duration,
+            throughput_duration: self.gateway_throughput_duration,
+            ..self.clone()
+        }
     }
 }
 
 /// Which parts of the benchmark a scenario runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// Everything below.
+    /// Everything below except tracing (the gateway part with its own,
+    /// shorter grid, after the others).
     All,
     /// Open-loop latency at fixed rates (plus CPU and memory).
     Latency,
@@ -151,6 +194,10 @@ pub enum Scenario {
     /// Latency, throughput and CPU of the pair exporting spans to a live,
     /// a dead and a black-hole OTLP collector, with the export counters.
     Tracing,
+    /// HTTPS fronts of the backend: the Mycel gateway (routing only, with
+    /// JWT, with JWT and a rate limit) against nginx and the backend's own
+    /// TLS; latency, throughput, CPU and memory.
+    Gateway,
 }
 
 impl Scenario {
@@ -163,34 +210,38 @@ impl Scenario {
             Scenario::Tcp => "tcp",
             Scenario::CpScale => "cp-scale",
             Scenario::Tracing => "tracing",
+            Scenario::Gateway => "gateway",
         }
     }
 
     /// The configurations compared when none are given.
-    pub fn default_configs(self) -> &'static [&'static str] {
+    pub fn default_configs(self) -> Vec<&'static str> {
+        const MAIN: [&str; 7] = [
+            "direct",
+            "mycel",
+            "mycel-policy",
+            "mycel-routes",
+            "mycel-authz",
+            "nginx",
+            "haproxy",
+        ];
         match self {
-            Scenario::Tracing => &[
+            Scenario::Tracing => vec![
                 "mycel",
                 "mycel-trace-live",
                 "mycel-trace-dead",
                 "mycel-trace-blackhole",
             ],
-            _ => &[
-                "direct",
-                "mycel",
-                "mycel-policy",
-                "mycel-routes",
-                "mycel-authz",
-                "nginx",
-                "haproxy",
-            ],
+            Scenario::Gateway => gateway::CONFIGS.to_vec(),
+            Scenario::All => MAIN.into_iter().chain(gateway::CONFIGS).collect(),
+            _ => MAIN.to_vec(),
         }
     }
 
     fn has(self, part: Scenario) -> bool {
         self == Scenario::All
             || self == part
-            || (self == Scenario::Tracing
+            || (matches!(self, Scenario::Tracing | Scenario::Gateway)
                 && matches!(part, Scenario::Latency | Scenario::Throughput))
     }
 
@@ -327,11 +378,19 @@ fn machine() -> crate::report::Machine {
     }
 }
 
-async fn start_setups(opts: &Options, backend: &Backend, report: &mut Report) -> Vec<Setup> {
+async fn start_setups(
+    opts: &Options,
+    configs: &[String],
+    backend: &Backend,
+    report: &mut Report,
+) -> Vec<Setup> {
     let mut setups = Vec::new();
-    for name in &opts.configs {
+    for name in configs {
         let started = match name.as_str() {
             "direct" => setup::direct(&backend.addrs),
+            gw if gateway::is_config(gw) => {
+                gateway::start(gw, opts.bins.as_deref(), &backend.addrs).await
+            }
             "mycel" => match Bins::find(opts.bins.as_deref()) {
                 Ok(bins) => setup::mycel::start(&bins, &backend.addrs).await,
                 Err(e) => Err(e),
@@ -358,7 +417,8 @@ async fn start_setups(opts: &Options, backend: &Backend, report: &mut Report) ->
                     Err(e) => Err(e),
                 },
                 None => Err(setup::SetupError::Missing(format!(
-                    "unknown configuration {other:?} (direct, mycel, mycel-policy, mycel-routes, mycel-authz, nginx, haproxy, mycel-trace-live, mycel-trace-dead, mycel-trace-blackhole)"
+                    "unknown configuration {other:?} (direct, mycel, mycel-policy, mycel-routes, mycel-authz, nginx, haproxy, mycel-trace-live, mycel-trace-dead, mycel-trace-blackhole, {})",
+                    gateway::CONFIGS.join(", ")
                 ))),
             },
         };
@@ -390,10 +450,32 @@ async fn start_setups(opts: &Options, backend: &Backend, report: &mut Report) ->
             checks.len(),
             checks.iter().all(|c| c.refused)
         );
+        let front_check = if gateway::is_config(s.name) {
+            let c = gateway::check(&s).await;
+            eprintln!(
+                "[bench] {name}: with the token {}, without {}{}",
+                c.with_token,
+                c.without_token,
+                c.rate_limit_headers
+                    .as_deref()
+                    .map(|h| format!(", {h}"))
+                    .unwrap_or_default()
+            );
+            if !c.expected {
+                report.problems.push(format!(
+                    "{name}: does not enforce what it should: with the token {}, without {}, rate-limit headers {:?}",
+                    c.with_token, c.without_token, c.rate_limit_headers
+                ));
+            }
+            Some(c)
+        } else {
+            None
+        };
         report.configs.push(ConfigInfo {
             name: s.name.into(),
             notes: s.notes.clone(),
             refusal_checks: checks,
+            front_check,
         });
         setups.push(s);
     }
@@ -421,63 +503,33 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let plan = opts.plan.clone();
     if opts.scenario.needs_data_path() {
         let backend = Backend::start().await?;
-        let setups = start_setups(&opts, &backend, &mut report).await;
-        let mut usage = Usage {
-            ticks: procstat::clock_ticks(),
-            ..Usage::default()
-        };
-        for s in &setups {
-            usage.idle(s);
+        // In `all`, the gateway scenario's configurations are started and
+        // measured after the others, with their own grid; elsewhere every
+        // configuration named runs in the one part.
+        let (gateway_configs, others): (Vec<String>, Vec<String>) =
+            if opts.scenario == Scenario::All {
+                opts.configs
+                    .iter()
+                    .cloned()
+                    .partition(|c| gateway::is_config(c))
+            } else {
+                (Vec::new(), opts.configs.clone())
+            };
+        if !others.is_empty() {
+            data_path(&opts, opts.scenario, &plan, &others, &backend, &mut report).await?;
         }
-        if opts.scenario.has(Scenario::Latency) {
-            latency(&plan, &setups, &mut usage, &mut report).await;
+        if !gateway_configs.is_empty() {
+            data_path(
+                &opts,
+                Scenario::Gateway,
+                &plan.gateway_part(),
+                &gateway_configs,
+                &backend,
+                &mut report,
+            )
+            .await?;
         }
-        if opts.scenario.has(Scenario::Throughput) {
-            throughput(&plan, &setups, &mut usage, &mut report).await;
-        }
-        if setups.iter().any(|s| s.collector.is_some()) {
-            trace_export(&plan, &setups, &usage, &mut report).await;
-        }
-        if opts.scenario.has(Scenario::Handshake) {
-            for s in &setups {
-                let Some(h) = &s.handshake else { continue };
-                let config = probe::client_config(Some(&h.cert), h.alpn.clone())?;
-                let result = probe::handshakes(
-                    h.addr,
-                    config,
-                    &h.server_name,
-                    plan.handshake_concurrency,
-                    plan.handshake_duration,
-                )
-                .await;
-                eprintln!(
-                    "[bench] handshake {}: {:.0}/s ({} errors)",
-                    s.name, result.per_second, result.errors
-                );
-                report.handshakes.push(HandshakeRow {
-                    config: s.name.into(),
-                    result,
-                });
-            }
-        }
-        if opts.scenario.has(Scenario::Tcp) {
-            for s in &setups {
-                let Some(addr) = s.tcp else { continue };
-                match probe::tcp_bulk(addr, plan.bulk_bytes).await {
-                    Ok(result) => {
-                        eprintln!("[bench] tcp {}: {:.0} MB/s", s.name, result.mb_per_s);
-                        report.tcp.push(TcpRow {
-                            config: s.name.into(),
-                            result,
-                        });
-                    }
-                    Err(e) => report.problems.push(format!("tcp {}: {e}", s.name)),
-                }
-            }
-        }
-        report.resources = usage.finish();
         crate::report::compare_to_direct(&mut report);
-        drop(setups);
     }
     if opts.scenario.has(Scenario::CpScale) {
         match Bins::find(opts.bins.as_deref()) {
@@ -492,10 +544,129 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// Starts `configs` and measures what `scenario` measures with `plan`;
+/// the rows go to `report`.
+async fn data_path(
+    opts: &Options,
+    scenario: Scenario,
+    plan: &Plan,
+    configs: &[String],
+    backend: &Backend,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let setups = start_setups(opts, configs, backend, report).await;
+    let mut usage = Usage {
+        ticks: procstat::clock_ticks(),
+        ..Usage::default()
+    };
+    for s in &setups {
+        usage.idle(s);
+    }
+    if scenario.has(Scenario::Latency) {
+        latency(plan, &setups, &mut usage, report).await;
+    }
+    if scenario.has(Scenario::Throughput) {
+        throughput(plan, &setups, &mut usage, report).await;
+    }
+    if setups.iter().any(|s| s.collector.is_some()) {
+        trace_export(plan, &setups, &usage, report).await;
+    }
+    gateway_decisions(&setups, &usage, report).await;
+    if scenario.has(Scenario::Handshake) {
+        for s in &setups {
+            let Some(h) = &s.handshake else { continue };
+            let config = probe::client_config(Some(&h.cert), h.alpn.clone())?;
+            let result = probe::handshakes(
+                h.addr,
+                config,
+                &h.server_name,
+                plan.handshake_concurrency,
+                plan.handshake_duration,
+            )
+            .await;
+            eprintln!(
+                "[bench] handshake {}: {:.0}/s ({} errors)",
+                s.name, result.per_second, result.errors
+            );
+            report.handshakes.push(HandshakeRow {
+                config: s.name.into(),
+                result,
+            });
+        }
+    }
+    if scenario.has(Scenario::Tcp) {
+        for s in &setups {
+            let Some(addr) = s.tcp else { continue };
+            match probe::tcp_bulk(addr, plan.bulk_bytes).await {
+                Ok(result) => {
+                    eprintln!("[bench] tcp {}: {:.0} MB/s", s.name, result.mb_per_s);
+                    report.tcp.push(TcpRow {
+                        config: s.name.into(),
+                        result,
+                    });
+                }
+                Err(e) => report.problems.push(format!("tcp {}: {e}", s.name)),
+            }
+        }
+    }
+    report.resources.extend(usage.finish());
+    drop(setups);
+    Ok(())
+}
+
+/// Reads each Mycel gateway's policy decision counters after the load:
+/// with a policy, every measured request must have been allowed (the
+/// setup's check adds one refusal without a token); a request the rate
+/// limit refused means the limit was not set high enough to measure its
+/// cost alone, which the run reports as a problem.
+async fn gateway_decisions(setups: &[Setup], usage: &Usage, report: &mut Report) {
+    for s in setups.iter().filter(|s| gateway::is_config(s.name)) {
+        for (_, admin) in &s.admins {
+            let decisions = match gateway::read_decisions(*admin).await {
+                Ok(d) => d,
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("{}: policy counters not read: {e}", s.name));
+                    continue;
+                }
+            };
+            let allowed = decisions.get("allowed").copied().unwrap_or(0);
+            let refused: u64 = decisions
+                .iter()
+                .filter(|(d, _)| d.as_str() != "allowed")
+                .map(|(_, n)| n)
+                .sum();
+            eprintln!(
+                "[bench] gateway policy {}: {decisions:?} ({} requests sent)",
+                s.name,
+                usage.sent.get(s.name).copied().unwrap_or(0)
+            );
+            let expect_refused = u64::from(gateway::checks_jwt(s.name));
+            if gateway::checks_jwt(s.name) && allowed == 0 {
+                report
+                    .problems
+                    .push(format!("{}: the policy allowed no request", s.name));
+            }
+            if refused > expect_refused {
+                report.problems.push(format!(
+                    "{}: the gateway refused {refused} requests ({decisions:?}); the setup's check accounts for {expect_refused}",
+                    s.name
+                ));
+            }
+            report.gateway_policy.push(PolicyDecisions {
+                config: s.name.into(),
+                decisions,
+                requests_sent: usage.sent.get(s.name).copied().unwrap_or(0),
+            });
+        }
+    }
+}
+
 fn log_run(what: &str, s: &Setup, proto: Proto, x: u64, r: &RunResult) {
     let sum = stats::summarize(&r.hist);
     eprintln!(
-        "[bench] {what} {:8} {:5} {x:5}: {:7.0} rps  p50 {:7.1} p99 {:8.1} max {:9.1} µs  errors {}{}",
+        "[bench] {what} {:8} {:5} {x:5}: {:7.0} rps  p50 {:7.1} p99 {:8.1} max {:9.1} µs  errors {}{}{}",
         s.name,
         proto.as_str(),
         r.achieved_rps(),
@@ -503,6 +674,11 @@ fn log_run(what: &str, s: &Setup, proto: Proto, x: u64, r: &RunResult) {
         sum.p99_us,
         sum.max_us,
         r.errors,
+        if r.error_kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", r.error_kinds)
+        },
         r.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
     );
 }
@@ -541,15 +717,7 @@ async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut 
                             log_run("open  ", s, *proto, rate, &r);
                             rounds.entry(i).or_default().push(stats::summarize(&r.hist));
                             match merged.get_mut(&i) {
-                                Some((m, _)) => {
-                                    let _ = m.hist.add(&r.hist);
-                                    m.ok += r.ok;
-                                    m.errors += r.errors;
-                                    m.elapsed += r.elapsed;
-                                    if m.first_error.is_none() {
-                                        m.first_error = r.first_error;
-                                    }
-                                }
+                                Some((m, _)) => m.absorb(r),
                                 None => {
                                     merged.insert(i, (r, rate));
                                 }
@@ -572,6 +740,7 @@ async fn latency(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &mut 
                     ok: r.ok,
                     errors: r.errors,
                     first_error: r.first_error,
+                    error_kinds: r.error_kinds,
                     latency: stats::summarize(&r.hist),
                     rounds: rounds.remove(&i).unwrap_or_default(),
                     added: None,
@@ -605,6 +774,7 @@ async fn throughput(plan: &Plan, setups: &[Setup], usage: &mut Usage, report: &m
                         ok: r.ok,
                         errors: r.errors,
                         first_error: r.first_error.clone(),
+                        error_kinds: r.error_kinds.clone(),
                         latency: stats::summarize(&r.hist),
                         ratio_to_direct: None,
                     });

@@ -3,6 +3,7 @@
 //! proxy processes, mesh-side ports, a TCP tunnel and a handshake target.
 
 pub mod collector;
+pub mod gateway;
 pub mod haproxy;
 pub mod mycel;
 pub mod nginx;
@@ -51,6 +52,9 @@ pub struct Setup {
     /// The OTLP collector the proxies export to (tracing configurations);
     /// stopped after the children.
     pub collector: Option<collector::Collector>,
+    /// In-process servers of the configuration (`direct-tls`), stopped
+    /// when the setup is dropped.
+    pub tasks: tokio::task::JoinSet<()>,
     /// Config files, certificates and logs.
     pub dir: tempfile::TempDir,
 }
@@ -83,10 +87,7 @@ pub fn proxy_pair(spec: PairSpec, children: Vec<ChildProc>, dir: tempfile::TempD
             pid: pid(0),
         },
     ];
-    let target = |port: u16| Target {
-        addr: loopback(port),
-        authority: spec.server_name.into(),
-    };
+    let target = |port: u16| Target::plain(loopback(port), spec.server_name);
     let [h1, h2, grpc] = spec.fronts;
     Setup {
         name: spec.name,
@@ -108,6 +109,7 @@ pub fn proxy_pair(spec: PairSpec, children: Vec<ChildProc>, dir: tempfile::TempD
         children,
         admins: Vec::new(),
         collector: None,
+        tasks: tokio::task::JoinSet::new(),
         dir,
     }
 }
@@ -192,13 +194,7 @@ pub fn direct(backend: &BackendAddrs) -> Result<Setup, SetupError> {
         (Proto::H2, backend.h2c),
         (Proto::Grpc, backend.grpc),
     ] {
-        targets.insert(
-            proto,
-            Target {
-                addr,
-                authority: addr.to_string(),
-            },
-        );
+        targets.insert(proto, Target::plain(addr, addr.to_string()));
     }
     Ok(Setup {
         name: "direct",
@@ -211,6 +207,7 @@ pub fn direct(backend: &BackendAddrs) -> Result<Setup, SetupError> {
         children: Vec::new(),
         admins: Vec::new(),
         collector: None,
+        tasks: tokio::task::JoinSet::new(),
         dir: tempfile::tempdir()?,
     })
 }

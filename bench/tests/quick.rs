@@ -10,6 +10,12 @@
 //! tracing scenario shortened the same way (about 30 s with debug binaries)
 //! and checks only that its figures are printed and that the dead and
 //! black-hole collectors' lost spans were counted, nothing about speed.
+//! `gateway_scenario_runs_in_quick_mode` runs the gateway scenario (HTTPS
+//! fronts: the backend's own TLS, nginx, the Mycel gateway with and
+//! without JWT and a rate limit) shortened the same way (about 30 s) and
+//! checks that every front started, enforced what it is configured to
+//! (401 without the token where JWT is on, the rate-limit headers) and
+//! was reported, with no error; it needs nginx and the Mycel binaries.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -114,7 +120,12 @@ fn every_configuration_runs_in_quick_mode() {
             "mycel-routes",
             "mycel-authz",
             "nginx",
-            "haproxy"
+            "haproxy",
+            "direct-tls",
+            "nginx-tls",
+            "gateway-tls",
+            "gateway-tls-jwt",
+            "gateway-tls-jwt-ratelimit"
         ]
     );
     for c in report["configs"].as_array().unwrap() {
@@ -236,5 +247,118 @@ fn tracing_scenario_counts_what_an_unreachable_collector_loses() {
             md.lines().any(|l| l.starts_with(&format!("| {c} | "))),
             "no span row for {c}:\n{md}"
         );
+    }
+}
+
+/// Skips (or fails under `MYCEL_REQUIRE_ALL=1`) when `why` is Some.
+fn require(test: &str, why: Option<String>) -> bool {
+    let Some(what) = why else { return true };
+    if std::env::var("MYCEL_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("MYCEL_REQUIRE_ALL=1 but {test} cannot run: needs {what}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}");
+    false
+}
+
+#[test]
+fn gateway_scenario_runs_in_quick_mode() {
+    let mut missing = Vec::new();
+    if !on_path("nginx") {
+        missing.push("nginx installed (apt-get install -y nginx)".to_string());
+    }
+    if let Err(what) = mycel_binaries() {
+        missing.push(what);
+    }
+    let why = (!missing.is_empty()).then(|| missing.join(" and "));
+    if !require("gateway_scenario_runs_in_quick_mode", why) {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let report = run(
+        out.path(),
+        &[
+            "gateway",
+            "--quick",
+            "--duration-ms",
+            "300",
+            "--rates",
+            "500",
+        ],
+    );
+    let configs = [
+        "direct-tls",
+        "nginx-tls",
+        "gateway-tls",
+        "gateway-tls-jwt",
+        "gateway-tls-jwt-ratelimit",
+    ];
+    let names: Vec<&str> = report["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, configs);
+    // `run` asserted a successful exit: no problem was reported, so every
+    // front answered as configured and no gateway refused a measured
+    // request. Check what the report says about it anyway.
+    for c in report["configs"].as_array().unwrap() {
+        let check = &c["front_check"];
+        assert_eq!(check["expected"], true, "{c}");
+        assert!(
+            check["with_token"].as_str().unwrap().starts_with("200"),
+            "{c}"
+        );
+        let jwt = c["name"].as_str().unwrap().contains("jwt");
+        let without = check["without_token"].as_str().unwrap();
+        assert_eq!(without.starts_with("401"), jwt, "{c}");
+        let limited = c["name"] == "gateway-tls-jwt-ratelimit";
+        assert_eq!(check["rate_limit_headers"].is_string(), limited, "{c}");
+    }
+    let rows = report["latency"].as_array().unwrap();
+    assert_eq!(rows.len(), configs.len() * 2, "http1 and h2 each: {rows:?}");
+    for row in rows.iter().chain(report["throughput"].as_array().unwrap()) {
+        assert!(row["ok"].as_u64().unwrap() > 0, "{row}");
+        assert_eq!(row["errors"], 0, "{row}");
+    }
+    let decisions = report["gateway_policy"].as_array().unwrap();
+    assert_eq!(decisions.len(), 3, "one per Mycel gateway: {decisions:?}");
+    for d in decisions {
+        let counts = &d["decisions"];
+        assert!(counts["rate_limited"].is_null(), "{d}");
+        if d["config"].as_str().unwrap().contains("jwt") {
+            assert!(counts["allowed"].as_u64().unwrap() > 0, "{d}");
+        }
+    }
+    let files: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("gateway-latency-h2.svg")),
+        "{files:?}"
+    );
+    let md = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .expect("a markdown report");
+    for heading in [
+        "### Gateway: HTTPS fronts, open-loop latency",
+        "### Gateway: throughput (closed loop), CPU and memory",
+        "### Gateway: what each front enforced",
+    ] {
+        assert!(md.contains(heading), "no {heading:?}:\n{md}");
+    }
+    for c in configs {
+        for proto in ["http1", "h2"] {
+            assert!(
+                md.lines()
+                    .any(|l| l.starts_with(&format!("| {proto} | 500 | {c} |"))),
+                "no {proto} latency row for {c}:\n{md}"
+            );
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::probe::{self, ClientCert};
 
 pub const NAMESPACE: &str = "bench";
 /// Service ports the client names; the sidecar maps them to the backend's.
-const HTTP_PORT: u16 = 80;
+pub(super) const HTTP_PORT: u16 = 80;
 const H2_PORT: u16 = 81;
 const GRPC_PORT: u16 = 9090;
 const TCP_PORT: u16 = 5201;
@@ -261,7 +261,7 @@ pub async fn wait_ok(proc: &mut ChildProc, addr: SocketAddr, path: &str) -> Resu
 }
 
 /// Waits until the controller lists `workload` as registered and ready.
-async fn wait_registered(ctl: &Controller, workload: &str) -> Result<(), SetupError> {
+pub(super) async fn wait_registered(ctl: &Controller, workload: &str) -> Result<(), SetupError> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok((200, body)) = probe::http_get(ctl.admin, "localhost", "/debug/proxies").await {
@@ -324,16 +324,16 @@ async fn wait_routed(proc: &mut ChildProc, outbound: SocketAddr) -> Result<(), S
     ))
 }
 
-struct ProxyArgs<'a> {
-    workload: &'a str,
-    sa: &'a str,
-    token_file: &'a Path,
-    admin: SocketAddr,
-    inbound: SocketAddr,
-    extra: Vec<String>,
+pub(super) struct ProxyArgs<'a> {
+    pub(super) workload: &'a str,
+    pub(super) sa: &'a str,
+    pub(super) token_file: &'a Path,
+    pub(super) admin: SocketAddr,
+    pub(super) inbound: SocketAddr,
+    pub(super) extra: Vec<String>,
 }
 
-fn proxy_args(ctl: &Controller, p: ProxyArgs<'_>) -> Vec<String> {
+pub(super) fn proxy_args(ctl: &Controller, p: ProxyArgs<'_>) -> Vec<String> {
     let mut a: Vec<String> = [
         "--controller",
         &ctl.grpc.to_string(),
@@ -654,10 +654,7 @@ async fn start_named(bins: &Bins, backend: &BackendAddrs, pair: Pair) -> Result<
     let hs_token = ctl.token(bins, "handshake")?;
     let hs_cert = ctl.certify(ctl.channel(None).await?, &hs_token).await?;
 
-    let target = |port: u16| Target {
-        addr: outbound,
-        authority: format!("backend.{NAMESPACE}:{port}"),
-    };
+    let target = |port: u16| Target::plain(outbound, format!("backend.{NAMESPACE}:{port}"));
     let targets = BTreeMap::from([
         (Proto::Http1, target(HTTP_PORT)),
         (Proto::H2, target(H2_PORT)),
@@ -694,6 +691,7 @@ async fn start_named(bins: &Bins, backend: &BackendAddrs, pair: Pair) -> Result<
         children,
         admins: vec![("client-side", client_admin), ("server-side", server_admin)],
         collector: None,
+        tasks: tokio::task::JoinSet::new(),
         dir,
     })
 }

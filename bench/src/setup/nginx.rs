@@ -5,13 +5,17 @@
 //! nginx proxies HTTP/1.1 upstream only (HTTP/2 upstream exists only as
 //! `grpc_pass`), so the h2c client protocol is carried as HTTP/1.1 between
 //! the two nginx and to the backend; gRPC goes over HTTP/2 on both hops.
+//!
+//! Also the gateway scenario's `nginx-tls` ([`start_tls_front`]): one
+//! nginx terminating public TLS in front of the backend.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::{free_port, proxy_pair, which, ConfiguredProxy, PairSpec, Setup, SetupError};
 use crate::backend::BackendAddrs;
-use crate::certs::{write_pki, Pki, SERVER_NAME};
+use crate::certs::{write_pki, Pki, WebPki, GATEWAY_HOST, SERVER_NAME};
+use crate::child::ChildProc;
 use crate::probe::ClientCert;
 
 /// Ports of the pair.
@@ -86,13 +90,55 @@ pub fn server_conf(dir: &Path, pki: &Pki, p: Ports, backend: &BackendAddrs) -> S
     )
 }
 
-pub async fn start(backend: &BackendAddrs) -> Result<Setup, SetupError> {
-    let program = which("nginx").ok_or_else(|| {
+/// The gateway scenario's TLS front: HTTPS in on `port` (TLS 1.3, ALPN h2
+/// and http/1.1 on one listener, the certificate for [`GATEWAY_HOST`]),
+/// HTTP/1.1 out to the backend over a keep-alive pool, as the server side
+/// of the pair does. `keepalive_requests` (in [`http_common`]) also bounds
+/// the requests of one HTTP/2 connection since nginx 1.19.7, so the load
+/// generator's connections are never closed under it.
+pub fn tls_front_conf(dir: &Path, pki: &WebPki, port: u16, backend: &BackendAddrs) -> String {
+    format!(
+        "{}http {{\n{}  upstream app_http {{ server {}; keepalive 128; keepalive_requests 1000000; keepalive_timeout 300s; }}\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    server_name {GATEWAY_HOST};\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.3;\n    location / {{\n      proxy_pass http://app_http;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+        common(dir, "tls"),
+        http_common(dir, "tls"),
+        backend.http1,
+        pki.cert.display(),
+        pki.key.display(),
+    )
+}
+
+fn program() -> Result<std::path::PathBuf, SetupError> {
+    which("nginx").ok_or_else(|| {
         SetupError::Missing(
             "nginx is not installed (bench/run.sh installs it: apt-get install -y nginx haproxy)"
                 .into(),
         )
-    })?;
+    })
+}
+
+/// Starts [`tls_front_conf`] (checked with `nginx -t` first) with its
+/// files in `dir`; waits for the master to fork its workers.
+pub async fn start_tls_front(
+    dir: &Path,
+    pki: &WebPki,
+    port: u16,
+    backend: &BackendAddrs,
+) -> Result<ChildProc, SetupError> {
+    let program = program()?;
+    let proxy = ConfiguredProxy {
+        tool: "nginx",
+        program: &program,
+        ext: "conf",
+        check_args: &["-t", "-q", "-c"],
+        run_args: &["-c"],
+    };
+    let child = proxy.start("tls", tls_front_conf(dir, pki, port, backend), dir)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(child)
+}
+
+pub async fn start(backend: &BackendAddrs) -> Result<Setup, SetupError> {
+    let program = program()?;
     let dir = tempfile::tempdir()?;
     let pki = write_pki(dir.path())?;
     let ports = Ports {
