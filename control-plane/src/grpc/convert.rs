@@ -67,7 +67,8 @@ pub fn key_from_proto(k: &v1::ResourceKey) -> Option<ResourceKey> {
         v1::ResourceType::Routes => ResourceKind::Routes,
         v1::ResourceType::GatewayRoutes => ResourceKind::GatewayRoutes,
         v1::ResourceType::InboundPolicy => ResourceKind::InboundPolicy,
-        v1::ResourceType::Unspecified => return None,
+        // Pushed with the Gateway a proxy follows, never subscribed to.
+        v1::ResourceType::GatewayCertificates | v1::ResourceType::Unspecified => return None,
     };
     Some(ResourceKey {
         kind,

@@ -98,7 +98,8 @@ impl Kind {
             pb::ResourceType::Routes => Some(Kind::Routes),
             pb::ResourceType::GatewayRoutes => Some(Kind::GatewayRoutes),
             pb::ResourceType::InboundPolicy => Some(Kind::InboundPolicy),
-            pb::ResourceType::Unspecified => None,
+            // Not read yet: its certificates are not served.
+            pb::ResourceType::GatewayCertificates | pb::ResourceType::Unspecified => None,
         }
     }
 

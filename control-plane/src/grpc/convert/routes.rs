@@ -27,6 +27,7 @@ fn route(r: &Route) -> v1::Route {
         ports: r.ports.iter().copied().map(u32::from).collect(),
         hostnames: r.hostnames.clone(),
         rules: r.rules.iter().map(rule).collect(),
+        listener_protocol: v1::ListenerProtocol::Unspecified as i32,
     }
 }
 

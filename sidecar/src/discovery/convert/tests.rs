@@ -573,6 +573,7 @@ fn split_route() -> pb::Route {
         kind: pb::RouteKind::Http as i32,
         ports: vec![9080],
         hostnames: vec![],
+        listener_protocol: 0,
         rules: vec![
             pb::RouteRule {
                 matches: vec![pb::RouteMatch {
