@@ -10,6 +10,7 @@
 
 pub mod demo;
 pub mod echo;
+pub mod gateway_yaml;
 pub mod grpc;
 pub mod k8s;
 pub mod mesh;

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use mycel_tests::gateway_yaml::{gateway, http_listener, path_prefix, route, rule};
 use mycel_tests::http;
-use mycel_tests::mesh::{SidecarSpec, GATEWAY_PORT};
+use mycel_tests::mesh::SidecarSpec;
 use mycel_tests::shop::{mesh_yaml, workload};
 
 const HOST: &str = "api.shop.example";
@@ -31,33 +32,16 @@ spec:
 "#
         )
     };
-    let rule = |prefix: &str, policy: &str| {
-        format!(
-            "    - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n      filters: [{{type: ExtensionRef, extensionRef: {{group: mycel.io, kind: GatewayPolicy, name: {policy}}}}}]\n"
-        )
-    };
-    format!(
-        r#"---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: shop-gateway, namespace: shop}}
-spec:
-  gatewayClassName: mycel
-  listeners: [{{name: web, port: {GATEWAY_PORT}, protocol: HTTP}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: api, namespace: shop}}
-spec:
-  parentRefs: [{{name: shop-gateway}}]
-  hostnames: [{HOST}]
-  rules:
-{lenient}{strict}{lenient_policy}{strict_policy}"#,
-        lenient = rule("/api/product-view", "product-view"),
-        strict = rule("/api/strict-view", "strict-view"),
-        lenient_policy = view("product-view", false),
-        strict_policy = view("strict-view", true),
-    )
+    let guarded = |prefix: &str, policy: &str| rule(&path_prefix(prefix), Some(policy), None);
+    [
+        gateway(&[http_listener("web", None)]),
+        route("HTTPRoute", "api", None, &[HOST]),
+        guarded("/api/product-view", "product-view"),
+        guarded("/api/strict-view", "strict-view"),
+        view("product-view", false),
+        view("strict-view", true),
+    ]
+    .concat()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,44 +5,27 @@
 
 use std::time::Duration;
 
+use mycel_tests::gateway_yaml::{gateway, http_listener, path_prefix, route, rule};
 use mycel_tests::http;
-use mycel_tests::mesh::{spiffe, Mesh, Sidecar, SidecarSpec, GATEWAY_PORT};
+use mycel_tests::mesh::{spiffe, Mesh, Sidecar, SidecarSpec};
 use mycel_tests::shop::{mesh_yaml, workload};
 
 /// The Gateway and two routes; `store_host` is the catalog route's
 /// hostname.
 fn gateway_yaml(store_host: &str) -> String {
-    format!(
-        r#"---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: shop-gateway, namespace: shop}}
-spec:
-  gatewayClassName: mycel
-  listeners:
-    - {{name: web, port: {GATEWAY_PORT}, protocol: HTTP, hostname: "*.shop.example"}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: store, namespace: shop}}
-spec:
-  parentRefs: [{{name: shop-gateway, sectionName: web}}]
-  hostnames: [{store_host}]
-  rules:
-    - matches: [{{path: {{type: PathPrefix, value: /products}}}}]
-      backendRefs: [{{name: catalog, port: 80}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: ratings, namespace: shop}}
-spec:
-  parentRefs: [{{name: shop-gateway}}]
-  hostnames: [ratings.shop.example, ratings.elsewhere.example]
-  rules:
-    - matches: [{{path: {{type: PathPrefix, value: /ratings}}}}]
-      backendRefs: [{{name: ratings, port: 80}}]
-"#
-    )
+    [
+        gateway(&[http_listener("web", Some("*.shop.example"))]),
+        route("HTTPRoute", "store", Some("web"), &[store_host]),
+        rule(&path_prefix("/products"), None, Some(("catalog", 80))),
+        route(
+            "HTTPRoute",
+            "ratings",
+            None,
+            &["ratings.shop.example", "ratings.elsewhere.example"],
+        ),
+        rule(&path_prefix("/ratings"), None, Some(("ratings", 80))),
+    ]
+    .concat()
 }
 
 /// Status of `GET host path` through the gateway.

@@ -11,7 +11,8 @@ use mycel_test_support::jwt::{jwks, Signer};
 use mycel_test_support::TestCa;
 use serde_json::json;
 
-use mycel_tests::mesh::{SidecarSpec, GATEWAY_PORT};
+use mycel_tests::gateway_yaml::{gateway, grpc_service, http_listener, path_prefix, route, rule};
+use mycel_tests::mesh::SidecarSpec;
 use mycel_tests::shop::{mesh_yaml, workload};
 use mycel_tests::{ports, skip};
 
@@ -28,38 +29,21 @@ fn python_clients() -> bool {
 }
 
 fn gateway_yaml(jwks: &std::path::Path) -> String {
-    let policy = "[{type: ExtensionRef, extensionRef: {group: mycel.io, kind: GatewayPolicy, name: api-auth}}]";
+    let policy = Some("api-auth");
+    let routes = [
+        gateway(&[http_listener("web", None)]),
+        route("HTTPRoute", "products", None, &[HOST]),
+        rule(&path_prefix("/products"), policy, Some(("catalog", 80))),
+        route("GRPCRoute", "reviews", None, &[HOST]),
+        rule(
+            &grpc_service("shop.v1.Reviews"),
+            policy,
+            Some(("reviews", 9090)),
+        ),
+    ]
+    .concat();
     format!(
-        r#"---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: shop-gateway, namespace: shop}}
-spec:
-  gatewayClassName: mycel
-  listeners: [{{name: web, port: {GATEWAY_PORT}, protocol: HTTP}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: products, namespace: shop}}
-spec:
-  parentRefs: [{{name: shop-gateway}}]
-  hostnames: [{HOST}]
-  rules:
-    - matches: [{{path: {{type: PathPrefix, value: /products}}}}]
-      filters: {policy}
-      backendRefs: [{{name: catalog, port: 80}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {{name: reviews, namespace: shop}}
-spec:
-  parentRefs: [{{name: shop-gateway}}]
-  hostnames: [{HOST}]
-  rules:
-    - matches: [{{method: {{service: shop.v1.Reviews}}}}]
-      filters: {policy}
-      backendRefs: [{{name: reviews, port: 9090}}]
----
+        r#"{routes}---
 apiVersion: mycel.io/v1alpha1
 kind: GatewayPolicy
 metadata: {{name: api-auth, namespace: shop}}

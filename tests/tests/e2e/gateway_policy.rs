@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use mycel_tests::echo::http_headers_echo;
-use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT, GATEWAY_PORT};
+use mycel_tests::gateway_yaml::{gateway, http_listener, path_prefix, route, rule};
+use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT};
 use mycel_tests::skip;
 
 const ISS: &str = "https://auth.shop.example";
@@ -117,11 +118,20 @@ fn bearer(token: &str) -> String {
 /// and a 1 KiB body limit), `/cached` (the response cache).
 fn mesh_yaml(jwks: &Path, limit: u32) -> String {
     let key_digest = hex::encode(sha2::Sha256::digest(b"partner-key-1"));
-    let rule = |prefix: &str, policy: &str| {
-        format!(
-            "    - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n      filters: [{{type: ExtensionRef, extensionRef: {{group: mycel.io, kind: GatewayPolicy, name: {policy}}}}}]\n      backendRefs: [{{name: echo, port: 80}}]\n"
-        )
-    };
+    let echo = Some(("echo", 80));
+    let guarded = |prefix: &str, policy: &str| rule(&path_prefix(prefix), Some(policy), echo);
+    let routes = [
+        gateway(&[http_listener("web", None)]),
+        route("HTTPRoute", "api", None, &[HOST]),
+        guarded("/orders", "orders-auth"),
+        guarded("/partners", "partners"),
+        guarded("/limited", "limited"),
+        guarded("/strict", "strict"),
+        guarded("/uploads", "uploads"),
+        guarded("/cached", "cached"),
+        rule(&path_prefix("/open"), None, echo),
+    ]
+    .concat();
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -129,24 +139,7 @@ metadata: {{name: echo, namespace: shop}}
 spec:
   selector: {{app: echo}}
   ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: shop-gateway, namespace: shop}}
-spec:
-  gatewayClassName: mycel
-  listeners: [{{name: web, port: {GATEWAY_PORT}, protocol: HTTP}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: api, namespace: shop}}
-spec:
-  parentRefs: [{{name: shop-gateway}}]
-  hostnames: [{HOST}]
-  rules:
-{orders}{partners}{limited}{strict}{uploads}{cached}    - matches: [{{path: {{type: PathPrefix, value: /open}}}}]
-      backendRefs: [{{name: echo, port: 80}}]
----
+{routes}---
 apiVersion: mycel.io/v1alpha1
 kind: GatewayPolicy
 metadata: {{name: orders-auth, namespace: shop}}
@@ -197,12 +190,6 @@ metadata: {{name: cached, namespace: shop}}
 spec:
   cache: {{}}
 "#,
-        orders = rule("/orders", "orders-auth"),
-        partners = rule("/partners", "partners"),
-        limited = rule("/limited", "limited"),
-        strict = rule("/strict", "strict"),
-        uploads = rule("/uploads", "uploads"),
-        cached = rule("/cached", "cached"),
         jwks = jwks.display(),
     )
 }
