@@ -20,6 +20,7 @@ pub enum NameKind {
     ServiceAccount,
     Workload,
     TrustDomain,
+    Secret,
 }
 
 impl NameKind {
@@ -30,6 +31,7 @@ impl NameKind {
             Self::ServiceAccount => "service account",
             Self::Workload => "workload name",
             Self::TrustDomain => "trust domain",
+            Self::Secret => "secret name",
         }
     }
 
@@ -38,7 +40,7 @@ impl NameKind {
             Self::Namespace | Self::Service => {
                 "a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
             }
-            Self::ServiceAccount | Self::Workload | Self::TrustDomain => {
+            Self::ServiceAccount | Self::Workload | Self::TrustDomain | Self::Secret => {
                 "a DNS name: dot-separated labels of lowercase letters, digits and '-', at most 253 characters"
             }
         }
@@ -78,9 +80,10 @@ fn is_subdomain(s: &str) -> bool {
 pub fn validate(kind: NameKind, value: &str) -> Result<(), NameError> {
     let ok = match kind {
         NameKind::Namespace | NameKind::Service => is_label(value),
-        NameKind::ServiceAccount | NameKind::Workload | NameKind::TrustDomain => {
-            is_subdomain(value)
-        }
+        NameKind::ServiceAccount
+        | NameKind::Workload
+        | NameKind::TrustDomain
+        | NameKind::Secret => is_subdomain(value),
     };
     if ok {
         Ok(())

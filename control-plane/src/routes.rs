@@ -26,7 +26,7 @@ use mycel_crds::traffic_policy::Fault;
 use mycel_crds::GatewayPolicySpec;
 
 pub use convert::{grpc_route, http_route};
-pub use model::{Route, RouteKind, RouteRule};
+pub use model::{ListenerSide, Route, RouteKind, RouteRule};
 pub use validate::PATTERN_SIZE_LIMIT;
 
 use crate::model::ServiceKey;
@@ -179,6 +179,7 @@ impl Converted {
             ports,
             hostnames: self.hostnames.clone(),
             rules: self.rules.clone(),
+            listener: ListenerSide::Any,
         })
     }
 }

@@ -103,6 +103,7 @@ mod tests {
             ports: vec![],
             hostnames: vec![host.to_string()],
             rules: vec![],
+            listener: crate::routes::ListenerSide::Any,
         }
     }
 

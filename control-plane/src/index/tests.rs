@@ -695,6 +695,7 @@ fn route(name: &str, weight_v2: u32) -> Route {
         kind: RouteKind::Http,
         ports: vec![],
         hostnames: vec![],
+        listener: crate::routes::ListenerSide::Any,
         rules: vec![RouteRule {
             matches: vec![RouteMatch {
                 path: Some(PathMatch::Prefix("/".into())),

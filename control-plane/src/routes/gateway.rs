@@ -9,12 +9,15 @@
 //! listening socket, so a route for a Gateway carries no ports: the
 //! listener's port only selects listeners (`parentRef.port`).
 
+use std::collections::BTreeMap;
+
 use mycel_api::names::{self, NameKind};
 use mycel_crds::gateway_api::gateways::{
-    GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From, GatewaySpec,
+    GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From, GatewayListenersTls,
+    GatewayListenersTlsMode, GatewaySpec,
 };
 
-use super::model::{Route, RouteKind};
+use super::model::{ListenerSide, Route, RouteKind};
 use super::{validate, Converted, RouteError};
 use crate::model::ServiceKey;
 
@@ -55,10 +58,30 @@ pub struct ListenerRefusal {
     pub message: String,
 }
 
+/// A Secret (`kubernetes.io/tls`) an HTTPS listener's
+/// `tls.certificateRefs` names; always in the Gateway's namespace (a
+/// reference to another is refused: it would need a ReferenceGrant).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CertificateRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for CertificateRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
     pub port: u16,
+    /// HTTP or HTTPS (other protocols are refused).
+    pub https: bool,
+    /// HTTPS: the Secrets its certificates are read from, in spec order;
+    /// never empty for a served HTTPS listener.
+    pub certificates: Vec<CertificateRef>,
     /// Lowercase, exact or `*.` wildcard; None: any.
     pub hostname: Option<String>,
     pub namespaces: AllowedNamespaces,
@@ -74,6 +97,15 @@ pub struct Listener {
 impl Listener {
     pub fn served(&self) -> bool {
         self.refused.is_none()
+    }
+
+    /// The gateway sockets that serve the routes attached here.
+    pub fn side(&self) -> ListenerSide {
+        if self.https {
+            ListenerSide::Https
+        } else {
+            ListenerSide::Any
+        }
     }
 }
 
@@ -111,7 +143,7 @@ pub fn gateway(namespace: &str, name: &str, spec: &GatewaySpec) -> Result<Gatewa
     }
     let mut listeners: Vec<Listener> = Vec::with_capacity(spec.listeners.len());
     for (i, l) in spec.listeners.iter().enumerate() {
-        let next = listener(&format!("spec.listeners[{i}]"), l)?;
+        let next = listener(&format!("spec.listeners[{i}]"), namespace, l)?;
         if listeners.iter().any(|o| o.name == next.name) {
             return Err(RouteError::invalid(
                 format!("spec.listeners[{i}].name"),
@@ -127,7 +159,7 @@ pub fn gateway(namespace: &str, name: &str, spec: &GatewaySpec) -> Result<Gatewa
     })
 }
 
-fn listener(at: &str, l: &GatewayListeners) -> Result<Listener, RouteError> {
+fn listener(at: &str, namespace: &str, l: &GatewayListeners) -> Result<Listener, RouteError> {
     if names::validate(NameKind::Namespace, &l.name).is_err() {
         return Err(RouteError::invalid(
             format!("{at}.name"),
@@ -142,11 +174,18 @@ fn listener(at: &str, l: &GatewayListeners) -> Result<Listener, RouteError> {
         .transpose()
         .map_err(|m| RouteError::invalid(format!("{at}.hostname"), m))?;
     let mut refused = None;
-    if l.protocol != "HTTP" {
+    let https = l.protocol == "HTTPS";
+    let mut certificates = Vec::new();
+    if https {
+        match certificate_refs(namespace, l.tls.as_ref()) {
+            Ok(refs) => certificates = refs,
+            Err(r) => refused = Some(r),
+        }
+    } else if l.protocol != "HTTP" {
         refused = Some(ListenerRefusal {
             reason: "UnsupportedProtocol",
             message: format!(
-                "protocol {} is not served yet (only HTTP; HTTPS and TLS listeners come with gateway TLS)",
+                "protocol {} is not served (HTTP and HTTPS are; TLS passthrough, TCP and UDP are not)",
                 l.protocol
             ),
         });
@@ -198,12 +237,80 @@ fn listener(at: &str, l: &GatewayListeners) -> Result<Listener, RouteError> {
     Ok(Listener {
         name: l.name.clone(),
         port,
+        https,
+        certificates,
         hostname,
         namespaces,
         kinds,
         invalid_kinds,
         refused,
     })
+}
+
+/// The Secrets an HTTPS listener's certificates come from, or why the
+/// listener cannot be served.
+fn certificate_refs(
+    namespace: &str,
+    tls: Option<&GatewayListenersTls>,
+) -> Result<Vec<CertificateRef>, ListenerRefusal> {
+    let invalid = |message: String| ListenerRefusal {
+        reason: "InvalidCertificateRef",
+        message,
+    };
+    let Some(tls) = tls else {
+        return Err(invalid(
+            "an HTTPS listener needs tls.certificateRefs (a Secret of type kubernetes.io/tls)"
+                .into(),
+        ));
+    };
+    if tls.mode == Some(GatewayListenersTlsMode::Passthrough) {
+        return Err(ListenerRefusal {
+            reason: "UnsupportedValue",
+            message:
+                "tls.mode Passthrough is not served on HTTPS listeners (the gateway terminates TLS)"
+                    .into(),
+        });
+    }
+    let refs = tls.certificate_refs.as_deref().unwrap_or_default();
+    if refs.is_empty() {
+        return Err(invalid(
+            "an HTTPS listener needs at least one tls.certificateRefs entry".into(),
+        ));
+    }
+    let mut out: Vec<CertificateRef> = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        if group != "" || kind != "Secret" {
+            return Err(invalid(format!(
+                "tls.certificateRefs[{i}] names a {kind} of group {group:?}; only core Secrets hold certificates"
+            )));
+        }
+        let ns = r.namespace.as_deref().unwrap_or(namespace);
+        if ns != namespace {
+            return Err(ListenerRefusal {
+                reason: "RefNotPermitted",
+                message: format!(
+                    "tls.certificateRefs[{i}] names Secret {ns}/{}: a Secret of another namespace needs a ReferenceGrant, which Mycel does not read; keep the Secret in the Gateway's namespace",
+                    r.name
+                ),
+            });
+        }
+        if names::validate(NameKind::Secret, &r.name).is_err() {
+            return Err(invalid(format!(
+                "tls.certificateRefs[{i}].name {:?} is not a valid Secret name",
+                r.name
+            )));
+        }
+        let cert = CertificateRef {
+            namespace: namespace.to_string(),
+            name: r.name.clone(),
+        };
+        if !out.contains(&cert) {
+            out.push(cert);
+        }
+    }
+    Ok(out)
 }
 
 /// Why a route does not attach to a Gateway through one parentRef: the
@@ -249,6 +356,9 @@ fn refuse(reason: AttachReason, message: impl Into<String>) -> AttachError {
 pub struct Attachment {
     pub listeners: Vec<usize>,
     pub hostnames: Vec<String>,
+    /// The hostnames served by the listeners of each side (empty: any):
+    /// [`ListenerSide::Any`] for HTTP listeners, `Https` for HTTPS ones.
+    pub sides: BTreeMap<ListenerSide, Vec<String>>,
 }
 
 /// Attaches a route (of `kind`, from `namespace`, with `hostnames`)
@@ -312,16 +422,26 @@ pub fn attach(
     let mut out = Attachment {
         listeners: Vec::new(),
         hostnames: Vec::new(),
+        sides: BTreeMap::new(),
     };
     let mut any = false;
+    // Per side: whether some listener serves any host, and the names.
+    let mut sides: BTreeMap<ListenerSide, (bool, Vec<String>)> = BTreeMap::new();
     for (i, l) in allowed {
         let Some(names) = intersect(l.hostname.as_deref(), hostnames) else {
             continue;
         };
         out.listeners.push(i);
         any |= names.is_empty();
+        let side = sides.entry(l.side()).or_default();
+        side.0 |= names.is_empty();
+        side.1.extend(names.iter().cloned());
         out.hostnames.extend(names);
     }
+    out.sides = sides
+        .into_iter()
+        .map(|(side, (any, names))| (side, if any { Vec::new() } else { sorted(names) }))
+        .collect();
     if out.listeners.is_empty() {
         return Err(refuse(
             AttachReason::NoMatchingListenerHostname,
@@ -377,25 +497,54 @@ fn covers(pattern: &str, name: &str) -> bool {
     name.len() > suffix.len() && name.ends_with(suffix)
 }
 
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// A route as one Gateway serves it, from the attachments of its
-/// parentRefs to that Gateway (at least one): the hostnames of all of them
-/// (any when one serves any host), and no ports.
-pub fn gateway_route(route: &Converted, attachments: &[&Attachment]) -> Route {
-    let mut hostnames: Vec<String> = Vec::new();
-    let any = attachments.iter().any(|a| a.hostnames.is_empty());
-    if !any {
-        hostnames = attachments
+/// parentRefs to that Gateway (at least one), with no ports: once for its
+/// HTTP listeners (served on both of the gateway's sockets) with their
+/// hostnames (any when one serves any host), and once more, only for the
+/// TLS socket, with the hostnames of its HTTPS listeners that the first
+/// does not already serve.
+pub fn gateway_route(route: &Converted, attachments: &[&Attachment]) -> Vec<Route> {
+    let side = |side: ListenerSide| -> Option<Vec<String>> {
+        let lists: Vec<&Vec<String>> = attachments
             .iter()
-            .flat_map(|a| a.hostnames.iter().cloned())
+            .filter_map(|a| a.sides.get(&side))
             .collect();
-        hostnames.sort();
-        hostnames.dedup();
+        if lists.is_empty() {
+            return None;
+        }
+        if lists.iter().any(|l| l.is_empty()) {
+            return Some(Vec::new());
+        }
+        Some(sorted(lists.into_iter().flatten().cloned().collect()))
+    };
+    let both = side(ListenerSide::Any);
+    let mut https = side(ListenerSide::Https);
+    if let (Some(both), Some(names)) = (&both, &mut https) {
+        if both.is_empty() {
+            https = None;
+        } else if !names.is_empty() {
+            names.retain(|n| !both.contains(n));
+            if names.is_empty() {
+                https = None;
+            }
+        }
     }
-    Route {
+    let make = |hostnames: Vec<String>, listener: ListenerSide| Route {
         name: route.name.clone(),
         kind: route.kind,
         ports: Vec::new(),
         hostnames,
         rules: route.rules.clone(),
-    }
+        listener,
+    };
+    both.map(|h| make(h, ListenerSide::Any))
+        .into_iter()
+        .chain(https.map(|h| make(h, ListenerSide::Https)))
+        .collect()
 }

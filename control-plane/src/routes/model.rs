@@ -26,6 +26,19 @@ impl RouteKind {
     }
 }
 
+/// Which of a gateway proxy's listening sockets serve a Gateway's route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum ListenerSide {
+    /// Both: every Service parent's route, and a Gateway's routes of HTTP
+    /// listeners (the gateway's TLS socket, with its `--tls-cert` files,
+    /// is another way in to them).
+    #[default]
+    Any,
+    /// Only the TLS socket: the route attached to HTTPS listeners only,
+    /// so it is never served in plaintext.
+    Https,
+}
+
 /// One HTTPRoute or GRPCRoute as attached to one parent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Route {
@@ -37,6 +50,8 @@ pub struct Route {
     /// Lowercase, exact or `*.` wildcard; empty: any.
     pub hostnames: Vec<String>,
     pub rules: Vec<RouteRule>,
+    /// Gateway parents only; always [`ListenerSide::Any`] for a Service.
+    pub listener: ListenerSide,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

@@ -5,8 +5,8 @@ use mycel_api::v1;
 
 use crate::model::ServiceKey;
 use crate::routes::model::{
-    GrpcMethodMatch, HeaderModifier, PathMatch, PathModifier, Route, RouteBackend, RouteFilter,
-    RouteKind, RouteMatch, RouteRule, StringMatch,
+    GrpcMethodMatch, HeaderModifier, ListenerSide, PathMatch, PathModifier, Route, RouteBackend,
+    RouteFilter, RouteKind, RouteMatch, RouteRule, StringMatch,
 };
 
 pub fn routes_to_proto(parent: &ServiceKey, routes: &[Route]) -> v1::Routes {
@@ -27,7 +27,10 @@ fn route(r: &Route) -> v1::Route {
         ports: r.ports.iter().copied().map(u32::from).collect(),
         hostnames: r.hostnames.clone(),
         rules: r.rules.iter().map(rule).collect(),
-        listener_protocol: v1::ListenerProtocol::Unspecified as i32,
+        listener_protocol: match r.listener {
+            ListenerSide::Any => v1::ListenerProtocol::Unspecified,
+            ListenerSide::Https => v1::ListenerProtocol::Https,
+        } as i32,
     }
 }
 
@@ -169,6 +172,7 @@ mod tests {
             kind: RouteKind::Http,
             ports: vec![9080],
             hostnames: vec!["reviews.shop".into()],
+            listener: ListenerSide::Https,
             rules: vec![RouteRule {
                 matches: vec![RouteMatch {
                     path: Some(PathMatch::Prefix("/v2".into())),
@@ -220,6 +224,7 @@ mod tests {
         let out = routes_to_proto(&key("reviews.shop"), &[route]);
         assert_eq!(out.parent, "reviews.shop");
         let r = &out.routes[0];
+        assert_eq!(r.listener_protocol, v1::ListenerProtocol::Https as i32);
         assert_eq!(
             (r.kind, r.ports.as_slice()),
             (v1::RouteKind::Http as i32, &[9080][..])

@@ -116,7 +116,11 @@ fn listeners_are_read_and_unsupported_ones_refused_alone() {
     assert_eq!(l[0].hostname.as_deref(), Some("*.example.com"));
     assert_eq!(l[0].kinds, [RouteKind::Http, RouteKind::Grpc]);
     assert!(l[0].served());
-    assert_eq!(l[1].refused.as_ref().unwrap().reason, "UnsupportedProtocol");
+    assert_eq!(
+        l[1].refused.as_ref().unwrap().reason,
+        "InvalidCertificateRef",
+        "HTTPS without tls"
+    );
     assert_eq!(l[2].refused.as_ref().unwrap().reason, "UnsupportedValue");
     assert!(l[2].refused.as_ref().unwrap().message.contains("Selector"));
     assert!(l[3].served());
@@ -286,20 +290,169 @@ fn a_route_on_a_gateway_has_no_ports_and_the_union_of_hostnames() {
         ],
         "another group's Gateway is not ours"
     );
-    let one = Attachment {
-        listeners: vec![0],
-        hostnames: hosts(&["b.example.com"]),
+    let plain = |listeners: Vec<usize>, names: &[&str]| Attachment {
+        listeners,
+        hostnames: hosts(names),
+        sides: [(ListenerSide::Any, hosts(names))].into(),
     };
-    let two = Attachment {
-        listeners: vec![1],
-        hostnames: hosts(&["a.example.com", "b.example.com"]),
-    };
+    let one = plain(vec![0], &["b.example.com"]);
+    let two = plain(vec![1], &["a.example.com", "b.example.com"]);
     let r = gateway_route(&c, &[&one, &two]);
-    assert!(r.ports.is_empty());
-    assert_eq!(r.hostnames, hosts(&["a.example.com", "b.example.com"]));
-    let anyhost = Attachment {
-        listeners: vec![2],
-        hostnames: vec![],
+    assert_eq!(r.len(), 1, "HTTP listeners only: one route, both sockets");
+    assert!(r[0].ports.is_empty());
+    assert_eq!(r[0].hostnames, hosts(&["a.example.com", "b.example.com"]));
+    assert_eq!(r[0].listener, ListenerSide::Any);
+    let anyhost = plain(vec![2], &[]);
+    assert!(gateway_route(&c, &[&one, &anyhost])[0].hostnames.is_empty());
+}
+
+/// An HTTPRoute of namespace shop whose one parent is Gateway `web`.
+fn route_with_hosts(hostnames: &[&str]) -> Converted {
+    let lookup = |_: &str| PolicyFault::Missing;
+    let source = Source {
+        namespace: "shop",
+        name: "api",
+        policies: &lookup,
+        gateway_policies: &|_| None,
     };
-    assert!(gateway_route(&c, &[&one, &anyhost]).hostnames.is_empty());
+    let spec: HttpRouteSpec = serde_json::from_value(json!({
+        "parentRefs": [{"name": "web"}],
+        "hostnames": hostnames,
+        "rules": [{"backendRefs": [{"name": "api", "port": 80}]}],
+    }))
+    .unwrap();
+    http_route(&source, &spec).unwrap()
+}
+
+fn https_listener(name: &str, hostname: Option<&str>, secrets: &[&str]) -> Value {
+    let refs: Vec<Value> = secrets.iter().map(|s| json!({"name": s})).collect();
+    let mut l = json!({"name": name, "port": 443, "protocol": "HTTPS",
+        "tls": {"mode": "Terminate", "certificateRefs": refs}});
+    if let Some(h) = hostname {
+        l["hostname"] = json!(h);
+    }
+    l
+}
+
+#[test]
+fn an_https_listener_names_its_secrets_and_its_routes_are_served_only_over_tls() {
+    let g = gw(json!([
+        http_listener("web", 80, Some("*.shop.example")),
+        https_listener(
+            "secure",
+            Some("api.shop.example"),
+            &["api-cert", "api-cert", "old-cert"]
+        ),
+    ]))
+    .unwrap();
+    let secure = &g.listeners[1];
+    assert!(secure.served() && secure.https, "{secure:?}");
+    assert_eq!(
+        secure
+            .certificates
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["shop/api-cert", "shop/old-cert"],
+        "in order, each Secret once"
+    );
+    assert!(!g.listeners[0].https && g.listeners[0].certificates.is_empty());
+
+    // A route on both listeners: the HTTP one's names on both sockets; the
+    // HTTPS one adds nothing (api.shop.example is under *.shop.example).
+    let c = route_with_hosts(&[]);
+    let a = attach(&g, &parent(None, None), RouteKind::Http, "shop", &[]).unwrap();
+    assert_eq!(
+        a.sides,
+        [
+            (ListenerSide::Any, hosts(&["*.shop.example"])),
+            (ListenerSide::Https, hosts(&["api.shop.example"])),
+        ]
+        .into()
+    );
+    let both = gateway_route(&c, &[&a]);
+    assert_eq!(both.len(), 2);
+    assert_eq!(
+        (both[0].listener, both[0].hostnames.clone()),
+        (ListenerSide::Any, hosts(&["*.shop.example"]))
+    );
+    assert_eq!(
+        (both[1].listener, both[1].hostnames.clone()),
+        (ListenerSide::Https, hosts(&["api.shop.example"])),
+        "a name the HTTP side already serves by wildcard is kept: only an exact duplicate is dropped"
+    );
+
+    // Attached only to the HTTPS listener: never served in plaintext.
+    let a = attach(
+        &g,
+        &parent(Some("secure"), None),
+        RouteKind::Http,
+        "shop",
+        &[],
+    )
+    .unwrap();
+    let only = gateway_route(&c, &[&a]);
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].listener, ListenerSide::Https);
+    assert_eq!(only[0].hostnames, hosts(&["api.shop.example"]));
+}
+
+#[test]
+fn an_https_listener_without_usable_certificate_refs_is_not_served_and_says_why() {
+    let cases = [
+        (
+            json!({"name": "s", "port": 443, "protocol": "HTTPS"}),
+            "InvalidCertificateRef",
+            "needs tls.certificateRefs",
+        ),
+        (
+            json!({"name": "s", "port": 443, "protocol": "HTTPS", "tls": {"certificateRefs": []}}),
+            "InvalidCertificateRef",
+            "at least one",
+        ),
+        (
+            json!({"name": "s", "port": 443, "protocol": "HTTPS",
+                "tls": {"mode": "Passthrough", "certificateRefs": [{"name": "c"}]}}),
+            "UnsupportedValue",
+            "Passthrough",
+        ),
+        (
+            json!({"name": "s", "port": 443, "protocol": "HTTPS",
+                "tls": {"certificateRefs": [{"name": "c", "kind": "ConfigMap"}]}}),
+            "InvalidCertificateRef",
+            "only core Secrets",
+        ),
+        (
+            json!({"name": "s", "port": 443, "protocol": "HTTPS",
+                "tls": {"certificateRefs": [{"name": "c", "namespace": "other"}]}}),
+            "RefNotPermitted",
+            "ReferenceGrant",
+        ),
+        (
+            json!({"name": "s", "port": 443, "protocol": "HTTPS",
+                "tls": {"certificateRefs": [{"name": "Bad_Name"}]}}),
+            "InvalidCertificateRef",
+            "not a valid Secret name",
+        ),
+        (
+            json!({"name": "s", "port": 443, "protocol": "TLS",
+                "tls": {"mode": "Passthrough"}}),
+            "UnsupportedProtocol",
+            "TLS passthrough",
+        ),
+    ];
+    for (listener, reason, words) in cases {
+        let g = gw(json!([http_listener("web", 80, None), listener.clone()])).unwrap();
+        let refused = g.listeners[1]
+            .refused
+            .as_ref()
+            .unwrap_or_else(|| panic!("{listener}"));
+        assert_eq!(refused.reason, reason, "{listener}");
+        assert!(
+            refused.message.contains(words),
+            "{listener}: {}",
+            refused.message
+        );
+        assert!(g.listeners[0].served(), "the other listener still is");
+    }
 }

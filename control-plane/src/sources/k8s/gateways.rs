@@ -209,7 +209,7 @@ impl Gateways {
                 for (key, list) in &attached {
                     let refs: Vec<&Attachment> = list.iter().collect();
                     if let Some(r) = out.routes.get_mut(key) {
-                        r.push(gateway::gateway_route(c, &refs));
+                        r.extend(gateway::gateway_route(c, &refs));
                     }
                     let listeners: BTreeSet<usize> = list
                         .iter()

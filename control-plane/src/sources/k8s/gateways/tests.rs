@@ -24,7 +24,7 @@ fn gateway_obj(name: &str, class: &str) -> GatewayObject {
         "metadata": {"name": name, "namespace": "shop", "generation": 2, "resourceVersion": "5"},
         "spec": {"gatewayClassName": class,
                  "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"},
-                               {"name": "https", "port": 8443, "protocol": "HTTPS"}]},
+                               {"name": "https", "port": 8443, "protocol": "TCP"}]},
     })))
     .unwrap()
 }

@@ -3,9 +3,10 @@
 //! by [`crate::routes::gateway`]. mesh.yaml has no GatewayClass objects:
 //! every Gateway of the file is this controller's, whatever its
 //! `gatewayClassName` (the file is the whole mesh, so a Gateway in it is
-//! meant to be served). A listener Mycel does not serve yet (HTTPS, TLS,
-//! a namespace selector) is an error here, where a cluster would show it
-//! in the Gateway's status: the file has no status to read.
+//! meant to be served). A listener Mycel does not serve (TLS, TCP, a
+//! namespace selector, an HTTPS listener without usable certificateRefs)
+//! is an error here, where a cluster would show it in the Gateway's
+//! status: the file has no status to read.
 
 use std::collections::BTreeMap;
 

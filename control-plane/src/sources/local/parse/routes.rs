@@ -173,9 +173,11 @@ fn gateway_routes(
     }
     Ok(attached
         .into_iter()
-        .map(|(k, list)| {
+        .flat_map(|(k, list)| {
             let refs: Vec<&Attachment> = list.iter().collect();
-            (k.clone(), gateway::gateway_route(route, &refs))
+            gateway::gateway_route(route, &refs)
+                .into_iter()
+                .map(move |r| (k.clone(), r))
         })
         .collect())
 }

@@ -95,7 +95,11 @@ fn refusals_name_document_and_field() {
         ),
         (
             gateway("{name: s, port: 443, protocol: HTTPS}"),
-            "document 3: spec.listeners[0]: protocol HTTPS is not served yet",
+            "document 3: spec.listeners[0]: an HTTPS listener needs tls.certificateRefs",
+        ),
+        (
+            gateway("{name: s, port: 443, protocol: TLS}"),
+            "document 3: spec.listeners[0]: protocol TLS is not served",
         ),
         (
             gateway("{name: s, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector}}}"),
