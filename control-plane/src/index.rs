@@ -53,8 +53,10 @@ struct Proxy {
     /// A sidecar's workload: what its inbound policy is computed for. None
     /// for a gateway.
     workload: Option<ProxyWorkload>,
-    /// The Gateway a gateway proxy follows (its Hello named it).
-    gateway: Option<ServiceKey>,
+    /// The Gateway a gateway proxy follows (its Hello named it), and the
+    /// proxy's service account (which decides whether it gets the
+    /// Gateway's private keys).
+    gateway: Option<(ServiceKey, String)>,
     /// Who it is, for its discovery scope; None until the stream says.
     origin: Option<ProxyOrigin>,
     /// The namespaces it may discover (its VIP table is that scope's).
@@ -344,15 +346,43 @@ impl Index {
         rx
     }
 
-    /// Makes a connected proxy follow a Gateway: its view gets that
-    /// Gateway's `GATEWAY_ROUTES` (`not_found` while it does not exist),
-    /// now and on every change.
-    pub fn follow_gateway(&mut self, conn: ConnId, gateway: ServiceKey) {
+    /// Makes a connected proxy (of `service_account`, in the Gateway's
+    /// namespace) follow a Gateway: its view gets that Gateway's
+    /// `GATEWAY_ROUTES` (`not_found` while it does not exist) and
+    /// `GATEWAY_CERTIFICATES` (empty unless it is the Gateway's service
+    /// account), now and on every change.
+    pub fn follow_gateway(&mut self, conn: ConnId, gateway: ServiceKey, service_account: &str) {
         let Some(proxy) = self.proxies.get_mut(&conn) else {
             return;
         };
-        proxy.gateway = Some(gateway.clone());
+        proxy.gateway = Some((gateway.clone(), service_account.to_string()));
         self.update_gateway_views(&BTreeSet::from([gateway]));
+    }
+
+    /// Replaces every Gateway's HTTPS certificates (mesh.yaml is applied
+    /// whole).
+    pub fn apply_gateway_certificates(
+        &mut self,
+        certificates: BTreeMap<
+            ServiceKey,
+            crate::routes::gateway::certificates::GatewayCertificates,
+        >,
+    ) {
+        let changed = self.gateways.replace_certificates(certificates);
+        if !changed.is_empty() {
+            self.update_gateway_views(&changed);
+        }
+    }
+
+    /// Sets (Some) or removes (None) one Gateway's HTTPS certificates.
+    pub fn set_gateway_certificates(
+        &mut self,
+        key: &ServiceKey,
+        certificates: Option<crate::routes::gateway::certificates::GatewayCertificates>,
+    ) {
+        if self.gateways.set_certificates(key, certificates) {
+            self.update_gateway_views(&BTreeSet::from([key.clone()]));
+        }
     }
 
     /// Replaces every Gateway (mesh.yaml is applied whole): each with its
@@ -386,17 +416,26 @@ impl Index {
     /// of the proxies following it.
     fn update_gateway_views(&mut self, keys: &BTreeSet<ServiceKey>) {
         for proxy in self.proxies.values() {
-            let Some(gw) = proxy.gateway.as_ref().filter(|g| keys.contains(*g)) else {
+            let Some((gw, account)) = proxy.gateway.as_ref().filter(|(g, _)| keys.contains(g))
+            else {
                 continue;
             };
-            let next = self.gateways.resource(gw);
+            let next = [
+                self.gateways.resource(gw),
+                self.gateways.certificates_for(gw, account),
+            ];
             proxy.tx.send_if_modified(|cur| {
-                if cur.resources.get(&next.key).map(|r| &r.version) == Some(&next.version) {
+                let stale: Vec<&Arc<Resource>> = next
+                    .iter()
+                    .filter(|n| cur.resources.get(&n.key).map(|r| &r.version) != Some(&n.version))
+                    .collect();
+                if stale.is_empty() {
                     return false;
                 }
-                Arc::make_mut(cur)
-                    .resources
-                    .insert(next.key.clone(), next.clone());
+                let view = Arc::make_mut(cur);
+                for n in stale {
+                    view.resources.insert(n.key.clone(), n.clone());
+                }
                 true
             });
         }

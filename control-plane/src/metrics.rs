@@ -131,7 +131,7 @@ impl Metrics {
         let csr_duration = HistogramFamily::new_with_constructor(latency_histogram);
         registry.register(
             "push_ack_duration_seconds",
-            "Time from sending a discovery response to the proxy's ACK or NACK of its nonce, by result (ack, nack) and type (the resource kind the response carried: service, endpoints, trust_bundle, service_vips, traffic_policy, routes, gateway_routes, inbound_policy; mixed for several, empty for none)",
+            "Time from sending a discovery response to the proxy's ACK or NACK of its nonce, by result (ack, nack) and type (the resource kind the response carried: service, endpoints, trust_bundle, service_vips, traffic_policy, routes, gateway_routes, inbound_policy, gateway_certificates; mixed for several, empty for none)",
             push_ack_duration.clone(),
         );
         registry.register(

@@ -125,6 +125,7 @@ pub enum ResourceKind {
     Routes,
     GatewayRoutes,
     InboundPolicy,
+    GatewayCertificates,
 }
 
 impl ResourceKind {
@@ -138,6 +139,7 @@ impl ResourceKind {
             Self::Routes => "routes",
             Self::GatewayRoutes => "gateway_routes",
             Self::InboundPolicy => "inbound_policy",
+            Self::GatewayCertificates => "gateway_certificates",
         }
     }
 }
@@ -183,6 +185,15 @@ impl ResourceKey {
     pub fn gateway_routes(gateway: &ServiceKey) -> Self {
         Self {
             kind: ResourceKind::GatewayRoutes,
+            name: gateway.to_string(),
+        }
+    }
+
+    /// The certificates and keys of a Gateway's HTTPS listeners, for the
+    /// gateway proxies that follow it and may hold them.
+    pub fn gateway_certificates(gateway: &ServiceKey) -> Self {
+        Self {
+            kind: ResourceKind::GatewayCertificates,
             name: gateway.to_string(),
         }
     }
@@ -244,6 +255,10 @@ pub enum ResourceBody {
     },
     /// The authorization of one proxy's workload.
     InboundPolicy(Box<mycel_api::authz::InboundPolicy>),
+    /// A Gateway's HTTPS certificates (empty for a proxy that may not hold
+    /// them). Keys serialize as digests only (see
+    /// [`crate::routes::gateway::certificates::KeyPem`]).
+    GatewayCertificates(Vec<crate::routes::gateway::certificates::GatewayCertificate>),
 }
 
 /// The traffic policy objects attached to one service, already validated

@@ -46,6 +46,7 @@ pub fn kind_to_proto(k: ResourceKind) -> v1::ResourceType {
         ResourceKind::Routes => v1::ResourceType::Routes,
         ResourceKind::GatewayRoutes => v1::ResourceType::GatewayRoutes,
         ResourceKind::InboundPolicy => v1::ResourceType::InboundPolicy,
+        ResourceKind::GatewayCertificates => v1::ResourceType::GatewayCertificates,
     }
 }
 
@@ -138,6 +139,18 @@ pub fn resource_to_proto(r: &Resource) -> v1::Resource {
         }
         ResourceBody::InboundPolicy(p) => {
             v1::resource::Body::InboundPolicy(mycel_api::authz::to_proto(p))
+        }
+        ResourceBody::GatewayCertificates(certs) => {
+            v1::resource::Body::GatewayCertificates(v1::GatewayCertificates {
+                certificates: certs
+                    .iter()
+                    .map(|c| v1::GatewayCertificate {
+                        source: c.source.clone(),
+                        chain_pem: c.chain_pem.clone(),
+                        key_pem: c.key_pem.0.clone(),
+                    })
+                    .collect(),
+            })
         }
     };
     v1::Resource {

@@ -596,7 +596,7 @@ impl Discovery for DiscoveryService {
             // sends anything out of scope.
             ix.set_proxy_origin(conn, start.origin.clone());
             if let Some(gw) = start.gateway.clone() {
-                ix.follow_gateway(conn, gw);
+                ix.follow_gateway(conn, gw, peer.service_account());
             }
             if let Some(workload) = start.inbound.take() {
                 ix.set_proxy_workload(conn, workload);

@@ -7,11 +7,41 @@ use std::sync::Arc;
 
 use super::view;
 use crate::model::{Resource, ResourceBody, ResourceKey, Route, ServiceKey};
+use crate::routes::gateway::certificates::GatewayCertificates;
 
 #[derive(Debug, Default)]
 pub struct Gateways {
     /// Presence means the Gateway exists (and is this controller's).
     by_key: BTreeMap<ServiceKey, Arc<Resource>>,
+    /// The HTTPS certificates of the Gateways that have any.
+    certificates: BTreeMap<ServiceKey, Certificates>,
+}
+
+/// One Gateway's certificates as its followers get them: the whole set
+/// for a proxy of its service account, an empty one for any other.
+#[derive(Debug)]
+struct Certificates {
+    service_account: String,
+    full: Arc<Resource>,
+}
+
+fn certificates_resource(
+    key: &ServiceKey,
+    certs: Vec<crate::routes::gateway::certificates::GatewayCertificate>,
+) -> Arc<Resource> {
+    view::resource(
+        ResourceKey::gateway_certificates(key),
+        ResourceBody::GatewayCertificates(certs),
+    )
+}
+
+impl Certificates {
+    fn new(key: &ServiceKey, c: GatewayCertificates) -> Self {
+        Certificates {
+            service_account: c.service_account,
+            full: certificates_resource(key, c.certificates),
+        }
+    }
 }
 
 fn routes_resource(key: &ServiceKey, routes: Vec<Route>) -> Arc<Resource> {
@@ -82,6 +112,81 @@ impl Gateways {
     pub fn len(&self) -> usize {
         self.by_key.len()
     }
+
+    /// Replaces every Gateway's certificates (Gateways without any are
+    /// absent); returns the keys whose certificates changed.
+    pub fn replace_certificates(
+        &mut self,
+        next: BTreeMap<ServiceKey, GatewayCertificates>,
+    ) -> BTreeSet<ServiceKey> {
+        let next: BTreeMap<ServiceKey, Certificates> = next
+            .into_iter()
+            .map(|(k, c)| {
+                let c = Certificates::new(&k, c);
+                (k, c)
+            })
+            .collect();
+        let same = |a: Option<&Certificates>, b: Option<&Certificates>| match (a, b) {
+            (Some(a), Some(b)) => {
+                a.service_account == b.service_account && a.full.version == b.full.version
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        let changed: BTreeSet<ServiceKey> = self
+            .certificates
+            .keys()
+            .chain(next.keys())
+            .filter(|k| !same(self.certificates.get(*k), next.get(*k)))
+            .cloned()
+            .collect();
+        self.certificates = next;
+        changed
+    }
+
+    /// Sets (Some) or removes (None) one Gateway's certificates; whether
+    /// they changed.
+    pub fn set_certificates(
+        &mut self,
+        key: &ServiceKey,
+        certs: Option<GatewayCertificates>,
+    ) -> bool {
+        let next = certs.map(|c| Certificates::new(key, c));
+        let changed = match (self.certificates.get(key), &next) {
+            (Some(a), Some(b)) => {
+                a.service_account != b.service_account || a.full.version != b.full.version
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        match next {
+            Some(c) => {
+                self.certificates.insert(key.clone(), c);
+            }
+            None => {
+                self.certificates.remove(key);
+            }
+        }
+        changed
+    }
+
+    /// What a proxy of `service_account` following `key` holds: the
+    /// certificates when it is the Gateway's service account, else none.
+    pub fn certificates_for(&self, key: &ServiceKey, service_account: &str) -> Arc<Resource> {
+        match self.certificates.get(key) {
+            Some(c) if c.service_account == service_account => c.full.clone(),
+            Some(c) => {
+                tracing::warn!(
+                    gateway = %key,
+                    proxy_service_account = service_account,
+                    gateway_service_account = %c.service_account,
+                    "a gateway proxy follows a Gateway with HTTPS listeners but is not its service account; it gets no certificates (set the Gateway's mycel.io/gateway-service-account annotation)"
+                );
+                certificates_resource(key, Vec::new())
+            }
+            None => certificates_resource(key, Vec::new()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -112,7 +217,7 @@ mod tests {
         let mut ix = Index::new();
         let conn = ix.allocate_conn();
         let mut rx = ix.connect_proxy(conn, []);
-        ix.follow_gateway(conn, key("web.shop"));
+        ix.follow_gateway(conn, key("web.shop"), "gateway");
         let rk = ResourceKey::gateway_routes(&key("web.shop"));
         let mut session = Session::new([]);
         let first = session
@@ -173,7 +278,7 @@ mod tests {
         )]));
         let conn = ix.allocate_conn();
         let mut rx = ix.connect_proxy(conn, []);
-        ix.follow_gateway(conn, key("web.shop"));
+        ix.follow_gateway(conn, key("web.shop"), "gateway");
         let view = rx.borrow_and_update().clone();
         let rk = ResourceKey::gateway_routes(&key("web.shop"));
         let held: Vec<(ResourceKey, String)> = view
@@ -185,5 +290,70 @@ mod tests {
         let mut session = Session::new(held);
         let d = session.delta(&view, || "n".into()).unwrap();
         assert!(d.resources.is_empty() && d.removed.is_empty());
+    }
+
+    fn certs(account: &str, sources: &[&str]) -> GatewayCertificates {
+        use crate::routes::gateway::certificates::{GatewayCertificate, KeyPem};
+        GatewayCertificates {
+            service_account: account.into(),
+            certificates: sources
+                .iter()
+                .map(|s| GatewayCertificate {
+                    source: s.to_string(),
+                    chain_pem: format!("chain of {s}").into_bytes(),
+                    key_pem: KeyPem(format!("key of {s}").into_bytes()),
+                })
+                .collect(),
+        }
+    }
+
+    fn held_certificates(
+        rx: &mut tokio::sync::watch::Receiver<Arc<crate::model::ProxyView>>,
+    ) -> Vec<String> {
+        let view = rx.borrow_and_update().clone();
+        let rk = ResourceKey::gateway_certificates(&key("web.shop"));
+        match &view.resources[&rk].body {
+            ResourceBody::GatewayCertificates(c) => c.iter().map(|c| c.source.clone()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_the_gateways_service_account_gets_its_keys() {
+        let mut ix = Index::new();
+        ix.apply_gateways(BTreeMap::from([(key("web.shop"), vec![])]));
+        let (ours, theirs) = (ix.allocate_conn(), ix.allocate_conn());
+        let mut ours_rx = ix.connect_proxy(ours, []);
+        let mut theirs_rx = ix.connect_proxy(theirs, []);
+        ix.follow_gateway(ours, key("web.shop"), "web-gateway");
+        ix.follow_gateway(theirs, key("web.shop"), "frontend");
+        assert!(held_certificates(&mut ours_rx).is_empty(), "none yet");
+
+        ix.apply_gateway_certificates(BTreeMap::from([(
+            key("web.shop"),
+            certs("web-gateway", &["shop/api"]),
+        )]));
+        assert_eq!(held_certificates(&mut ours_rx), ["shop/api"]);
+        assert!(
+            held_certificates(&mut theirs_rx).is_empty(),
+            "another account of the namespace follows the routes, never the keys"
+        );
+        assert!(!theirs_rx.has_changed().unwrap());
+
+        // A rotated key is a new version for the holder only.
+        ix.set_gateway_certificates(
+            &key("web.shop"),
+            Some(certs("web-gateway", &["shop/api", "shop/www"])),
+        );
+        assert_eq!(held_certificates(&mut ours_rx), ["shop/api", "shop/www"]);
+        assert!(!theirs_rx.has_changed().unwrap());
+        // The same again is no change; gone is an empty set.
+        ix.set_gateway_certificates(
+            &key("web.shop"),
+            Some(certs("web-gateway", &["shop/api", "shop/www"])),
+        );
+        assert!(!ours_rx.has_changed().unwrap());
+        ix.set_gateway_certificates(&key("web.shop"), None);
+        assert!(held_certificates(&mut ours_rx).is_empty());
     }
 }

@@ -1165,7 +1165,7 @@ mod scope {
             origin("gateway-0", None),
             &["invoices.billing", "metrics.ops"],
         );
-        ix.follow_gateway(c, gw);
+        ix.follow_gateway(c, gw, "gateway");
         assert_eq!(addresses(&rx.borrow(), "invoices.billing"), ["10.0.0.2"]);
         assert!(is_not_found(&rx.borrow(), "metrics.ops"));
     }

@@ -21,6 +21,8 @@ use super::model::{ListenerSide, Route, RouteKind};
 use super::{validate, Converted, RouteError};
 use crate::model::ServiceKey;
 
+pub mod certificates;
+
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,290 @@
+//! The certificates of a Gateway's HTTPS listeners: the `kubernetes.io/tls`
+//! Secrets their `tls.certificateRefs` name, checked here so that one bad
+//! Secret is refused alone (named in the listener's status) instead of
+//! being sent to the gateway proxies, which would refuse the whole set.
+//! Pure: the Secrets are looked up through the caller.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use serde::{Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use super::{CertificateRef, Gateway};
+
+/// The annotation of a Gateway naming the service account whose proxies
+/// may hold its listeners' private keys (default: the Gateway's name).
+pub const SERVICE_ACCOUNT_ANNOTATION: &str = "mycel.io/gateway-service-account";
+
+/// A `kubernetes.io/tls` Secret as read: its `tls.crt` and `tls.key`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsSecret {
+    pub chain_pem: Vec<u8>,
+    pub key_pem: KeyPem,
+}
+
+/// A private key in PEM. Never printed or serialized as it is: debug
+/// output says only its length, and serialization (content versions,
+/// debug dumps) only a SHA-256 of it, so a key changes the version without
+/// ever leaving the process except to the proxy that serves it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPem(pub Vec<u8>);
+
+impl fmt::Debug for KeyPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyPem({} bytes)", self.0.len())
+    }
+}
+
+impl fmt::Debug for TlsSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSecret")
+            .field("chain_pem", &format_args!("{} bytes", self.chain_pem.len()))
+            .field("key_pem", &self.key_pem)
+            .finish()
+    }
+}
+
+impl Serialize for KeyPem {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("sha256:{}", hex::encode(Sha256::digest(&self.0))))
+    }
+}
+
+/// One certificate a Gateway's proxies serve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayCertificate {
+    /// `<namespace>/<name>` of the Secret.
+    pub source: String,
+    pub chain_pem: Vec<u8>,
+    pub key_pem: KeyPem,
+}
+
+/// What a Gateway's proxies get: its certificates, and who may hold them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GatewayCertificates {
+    /// Service account (of the Gateway's namespace) of the proxies allowed
+    /// to hold the keys.
+    pub service_account: String,
+    /// In listener order, each Secret once.
+    pub certificates: Vec<GatewayCertificate>,
+}
+
+/// How one HTTPS listener's references resolved: the Secrets that could
+/// not be used, with why (empty: all resolved).
+pub type Unresolved = Vec<(CertificateRef, String)>;
+
+/// Resolves every served HTTPS listener's Secrets through `lookup`. Returns
+/// the certificates to send and, per listener position, the references
+/// that did not resolve.
+pub fn resolve<'a>(
+    gw: &Gateway,
+    service_account: &str,
+    lookup: impl Fn(&CertificateRef) -> Option<&'a TlsSecret>,
+) -> (GatewayCertificates, BTreeMap<usize, Unresolved>) {
+    let mut out = GatewayCertificates {
+        service_account: service_account.to_string(),
+        certificates: Vec::new(),
+    };
+    let mut unresolved: BTreeMap<usize, Unresolved> = BTreeMap::new();
+    for (i, l) in gw.listeners.iter().enumerate() {
+        if !l.https || !l.served() {
+            continue;
+        }
+        for r in &l.certificates {
+            let source = r.to_string();
+            let checked = match lookup(r) {
+                None => Err(format!(
+                    "Secret {source} does not exist (or is not of type kubernetes.io/tls)"
+                )),
+                Some(secret) => check(secret).map_err(|e| format!("Secret {source}: {e}")),
+            };
+            match checked {
+                Ok(()) => {
+                    if out.certificates.iter().any(|c| c.source == source) {
+                        continue;
+                    }
+                    let secret = lookup(r).cloned();
+                    if let Some(secret) = secret {
+                        out.certificates.push(GatewayCertificate {
+                            source,
+                            chain_pem: secret.chain_pem,
+                            key_pem: secret.key_pem,
+                        });
+                    }
+                }
+                Err(why) => unresolved.entry(i).or_default().push((r.clone(), why)),
+            }
+        }
+    }
+    (out, unresolved)
+}
+
+/// Why a Secret's certificate cannot be served: what a gateway proxy
+/// would refuse, said once here.
+fn check(secret: &TlsSecret) -> Result<(), String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&secret.chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls.crt is not PEM certificates: {e}"))?;
+    let Some(leaf) = chain.first() else {
+        return Err("tls.crt holds no certificate".into());
+    };
+    let key = PrivateKeyDer::from_pem_slice(&secret.key_pem.0).map_err(|e| {
+        format!("tls.key holds no private key (PKCS#8, PKCS#1 RSA or SEC1 EC): {e}")
+    })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| format!("tls.crt's first certificate does not parse: {e}"))?;
+    let has_dns = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value
+                .general_names
+                .iter()
+                .any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(_)))
+        });
+    if !has_dns {
+        return Err("tls.crt's first certificate names no DNS host (subjectAltName)".into());
+    }
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("tls.key is not a key type the gateway serves: {e}"))?;
+    CertifiedKey::new(chain, signer)
+        .keys_match()
+        .map_err(|_| "tls.key does not belong to tls.crt's first certificate".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use mycel_crds::gateway_api::gateways::GatewaySpec;
+    use serde_json::json;
+
+    use super::*;
+
+    fn secret(hosts: &[&str]) -> TlsSecret {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        TlsSecret {
+            chain_pem: cert.pem().into_bytes(),
+            key_pem: KeyPem(key.serialize_pem().into_bytes()),
+        }
+    }
+
+    fn gateway() -> Gateway {
+        let spec: GatewaySpec = serde_json::from_value(json!({
+            "gatewayClassName": "mycel",
+            "listeners": [
+                {"name": "web", "port": 80, "protocol": "HTTP"},
+                {"name": "api", "port": 443, "protocol": "HTTPS", "hostname": "api.shop.example",
+                 "tls": {"certificateRefs": [{"name": "api"}, {"name": "missing"}]}},
+                {"name": "www", "port": 443, "protocol": "HTTPS", "hostname": "www.shop.example",
+                 "tls": {"certificateRefs": [{"name": "www"}, {"name": "api"}, {"name": "mismatched"}, {"name": "garbage"}]}},
+            ],
+        }))
+        .unwrap();
+        super::super::gateway("shop", "web", &spec).unwrap()
+    }
+
+    #[test]
+    fn good_secrets_are_sent_once_and_bad_ones_named_on_their_listener() {
+        let api = secret(&["api.shop.example"]);
+        let www = secret(&["www.shop.example", "*.www.shop.example"]);
+        let mut mismatched = secret(&["x.shop.example"]);
+        mismatched.key_pem = secret(&["x.shop.example"]).key_pem;
+        let garbage = TlsSecret {
+            chain_pem: b"not pem".to_vec(),
+            key_pem: KeyPem(b"nor this".to_vec()),
+        };
+        let secrets: BTreeMap<&str, &TlsSecret> = [
+            ("api", &api),
+            ("www", &www),
+            ("mismatched", &mismatched),
+            ("garbage", &garbage),
+        ]
+        .into();
+        let (certs, unresolved) = resolve(&gateway(), "gateway", |r| {
+            assert_eq!(r.namespace, "shop");
+            secrets.get(r.name.as_str()).copied()
+        });
+        assert_eq!(certs.service_account, "gateway");
+        let sources: Vec<&str> = certs
+            .certificates
+            .iter()
+            .map(|c| c.source.as_str())
+            .collect();
+        assert_eq!(
+            sources,
+            ["shop/api", "shop/www"],
+            "listener order, each once"
+        );
+        assert_eq!(certs.certificates[0].chain_pem, api.chain_pem);
+
+        let why = |i: usize| -> Vec<String> {
+            unresolved[&i]
+                .iter()
+                .map(|(r, why)| format!("{r}: {why}"))
+                .collect()
+        };
+        assert!(!unresolved.contains_key(&0), "HTTP listener");
+        assert_eq!(why(1).len(), 1);
+        assert!(
+            why(1)[0].contains("shop/missing does not exist"),
+            "{:?}",
+            why(1)
+        );
+        let www_errors = why(2);
+        assert_eq!(www_errors.len(), 2, "{www_errors:?}");
+        assert!(
+            www_errors[0].contains("does not belong to tls.crt"),
+            "{www_errors:?}"
+        );
+        assert!(
+            www_errors[1].contains("no certificate") || www_errors[1].contains("not PEM"),
+            "{www_errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_without_a_dns_name_is_refused() {
+        let mut s = secret(&["127.0.0.1"]);
+        // rcgen turns an IP string into an IP SAN: no DNS name.
+        assert!(check(&s).unwrap_err().contains("names no DNS host"));
+        s = secret(&["ok.example"]);
+        assert_eq!(check(&s), Ok(()));
+    }
+
+    #[test]
+    fn a_key_is_never_printed_or_serialized() {
+        let s = secret(&["api.shop.example"]);
+        let key_text = String::from_utf8(s.key_pem.0.clone()).unwrap();
+        let body = key_text
+            .lines()
+            .nth(1)
+            .expect("a PEM body line")
+            .to_string();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains(&body), "{debug}");
+        let cert = GatewayCertificate {
+            source: "shop/api".into(),
+            chain_pem: s.chain_pem.clone(),
+            key_pem: s.key_pem.clone(),
+        };
+        let json = serde_json::to_string(&cert).unwrap();
+        assert!(!json.contains(&body), "{json}");
+        assert!(json.contains("sha256:"), "{json}");
+        let other = secret(&["api.shop.example"]);
+        let json2 = serde_json::to_string(&GatewayCertificate {
+            key_pem: other.key_pem,
+            ..cert
+        })
+        .unwrap();
+        assert_ne!(json, json2, "another key, another version");
+    }
+}
