@@ -9,8 +9,10 @@
 //! - Transport: mutual TLS between sidecars ([`tls`]) over the proxy's
 //!   current certificate and trust bundle ([`credentials`]), and a captured
 //!   connection's original destination ([`orig_dst`]); certificates and
-//!   keys from PEM files ([`pem_files`]); a connection whose
-//!   first bytes were read to detect its protocol, replayed ([`prefixed`]).
+//!   keys from PEM files ([`pem_files`]); the gateway's HTTPS certificates
+//!   from PEM, checked, whether from files or pushed ([`server_cert`]); a
+//!   connection whose first bytes were read to detect its protocol,
+//!   replayed ([`prefixed`]).
 //! - The directory of services and endpoints the data path reads, filled by
 //!   `discovery` ([`directory`]).
 //! - The controller: its TLS channel ([`channel`]) and the jittered backoff
@@ -30,4 +32,5 @@ pub mod orig_dst;
 pub mod pem_files;
 pub mod prefixed;
 pub mod serve;
+pub mod server_cert;
 pub mod tls;

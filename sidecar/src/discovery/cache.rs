@@ -9,6 +9,7 @@ use mycel_api::v1 as pb;
 use rustls_pki_types::CertificateDer;
 
 use super::convert::{self, ConvertError, Converted, Kind};
+use crate::core::directory::gateway_certs::GatewayCertificates;
 use crate::core::directory::model::{Endpoint, Service, ServiceState, Snapshot};
 use crate::core::directory::policy::TrafficPolicy;
 use crate::core::directory::routes::ServiceRoutes;
@@ -22,6 +23,9 @@ pub struct Cache {
     routes: BTreeMap<String, Arc<ServiceRoutes>>,
     /// `None` = the controller says the Gateway does not exist.
     gateway_routes: BTreeMap<String, Option<Arc<ServiceRoutes>>>,
+    /// Kept as received (one `Arc` per version), so the gateway can tell
+    /// a new set from a snapshot rebuilt for another reason.
+    gateway_certificates: BTreeMap<String, Arc<GatewayCertificates>>,
     vips: BTreeMap<std::net::IpAddr, String>,
     inbound: Option<Arc<mycel_api::authz::InboundPolicy>>,
     versions: BTreeMap<(Kind, String), String>,
@@ -79,6 +83,10 @@ impl Cache {
                 Kind::GatewayRoutes => {
                     self.gateway_routes.remove(&name);
                 }
+                // Withdrawn: the gateway serves its files only.
+                Kind::GatewayCertificates => {
+                    self.gateway_certificates.remove(&name);
+                }
                 // Like the bundle, never withdrawn: a proxy with no policy
                 // would fall back to the default and admit more than its
                 // policies do.
@@ -109,6 +117,9 @@ impl Cache {
                     self.gateway_routes.insert(key, routes);
                 }
                 Converted::InboundPolicy { policy } => self.inbound = Some(policy),
+                Converted::GatewayCertificates { key, certs } => {
+                    self.gateway_certificates.insert(key, certs);
+                }
             }
             self.versions.insert((kind, name), version);
         }
@@ -164,6 +175,7 @@ impl Cache {
             versions,
             vips: self.vips.clone(),
             gateway_routes: self.gateway_routes.clone(),
+            gateway_certificates: self.gateway_certificates.clone(),
             inbound: self.inbound.clone(),
             complete: false,
         }

@@ -3,6 +3,7 @@
 //! whole first, so one bad resource rejects it all (NACK) and the last good
 //! snapshot stays in use.
 
+mod gateway_certs;
 mod gateway_policy;
 mod policy;
 mod routes;
@@ -19,6 +20,7 @@ use mycel_api::v1 as pb;
 use pb::resource::Body;
 use rustls_pki_types::CertificateDer;
 
+use crate::core::directory::gateway_certs::GatewayCertificates;
 use crate::core::directory::model::{Endpoint, Protocol, Service, ServicePort};
 use crate::core::directory::policy::TrafficPolicy;
 use crate::core::directory::routes::ServiceRoutes;
@@ -62,6 +64,11 @@ pub enum Converted {
     InboundPolicy {
         policy: Arc<mycel_api::authz::InboundPolicy>,
     },
+    /// The HTTPS certificates of the Gateway `key`; empty: none.
+    GatewayCertificates {
+        key: String,
+        certs: Arc<GatewayCertificates>,
+    },
 }
 
 /// Which resource and which field are wrong, and why.
@@ -85,6 +92,7 @@ pub enum Kind {
     Routes,
     GatewayRoutes,
     InboundPolicy,
+    GatewayCertificates,
 }
 
 impl Kind {
@@ -98,8 +106,8 @@ impl Kind {
             pb::ResourceType::Routes => Some(Kind::Routes),
             pb::ResourceType::GatewayRoutes => Some(Kind::GatewayRoutes),
             pb::ResourceType::InboundPolicy => Some(Kind::InboundPolicy),
-            // Not read yet: its certificates are not served.
-            pb::ResourceType::GatewayCertificates | pb::ResourceType::Unspecified => None,
+            pb::ResourceType::GatewayCertificates => Some(Kind::GatewayCertificates),
+            pb::ResourceType::Unspecified => None,
         }
     }
 
@@ -113,6 +121,7 @@ impl Kind {
             Kind::Routes => pb::ResourceType::Routes,
             Kind::GatewayRoutes => pb::ResourceType::GatewayRoutes,
             Kind::InboundPolicy => pb::ResourceType::InboundPolicy,
+            Kind::GatewayCertificates => pb::ResourceType::GatewayCertificates,
         }
     }
 
@@ -126,6 +135,7 @@ impl Kind {
             Kind::Routes => "routes",
             Kind::GatewayRoutes => "gateway_routes",
             Kind::InboundPolicy => "inbound_policy",
+            Kind::GatewayCertificates => "gateway_certificates",
         }
     }
 }
@@ -163,7 +173,8 @@ pub fn key(index: usize, key: Option<&pb::ResourceKey>) -> Result<(Kind, String)
         | Kind::Endpoints
         | Kind::TrafficPolicy
         | Kind::Routes
-        | Kind::GatewayRoutes => {
+        | Kind::GatewayRoutes
+        | Kind::GatewayCertificates => {
             if let Err(e) = ServiceKey::parse(&key.name) {
                 return Err(ctx.err("key.name", e.to_string()));
             }
@@ -219,6 +230,19 @@ pub fn resource(index: usize, r: &pb::Resource) -> Result<Converted, ConvertErro
             routes: None,
             key: name,
         }),
+        (Kind::GatewayCertificates, Some(Body::GatewayCertificates(c))) => {
+            Ok(Converted::GatewayCertificates {
+                certs: Arc::new(gateway_certs::gateway_certificates(&ctx, c)?),
+                key: name,
+            })
+        }
+        // A Gateway that does not exist has no certificates to serve.
+        (Kind::GatewayCertificates, Some(Body::NotFound(_))) => {
+            Ok(Converted::GatewayCertificates {
+                certs: Arc::default(),
+                key: name,
+            })
+        }
         (_, None) => Err(ctx.err("body", "missing")),
         (_, Some(_)) => Err(ctx.err("body", "does not match the resource type")),
     }

@@ -168,6 +168,7 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<StaticConfig, Static
             versions,
             vips,
             gateway_routes: Default::default(),
+            gateway_certificates: Default::default(),
             inbound: None,
             complete: true,
         },

@@ -175,6 +175,13 @@ impl Discovery {
         &self.subscriptions
     }
 
+    /// Every new snapshot, for a task that follows one part of it (the
+    /// gateway's certificates) rather than reading it per request. Its
+    /// `changed()` fails once the source is gone for good.
+    pub fn changes(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
     /// The state of `key` (`<name>.<namespace>`), subscribing first if this
     /// proxy never asked for it. Waits at most `wait` for a first answer;
     /// after that a still-unanswered service is reported as `Pending`.

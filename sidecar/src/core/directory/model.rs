@@ -90,6 +90,11 @@ pub struct Snapshot {
     /// `<name>.<namespace>`; `None` when the controller says it does not
     /// exist. Absent until the controller answers.
     pub gateway_routes: BTreeMap<String, Option<Arc<super::routes::ServiceRoutes>>>,
+    /// Gateway mode: the certificates of the HTTPS listeners of the
+    /// Gateway this proxy serves, keyed by `<name>.<namespace>`; absent
+    /// until the controller sends them (and for a proxy it sends none).
+    /// Serialized without their keys.
+    pub gateway_certificates: BTreeMap<String, Arc<super::gateway_certs::GatewayCertificates>>,
     /// Who may call this proxy's workload; `None` until the controller
     /// sends it (the mesh default, `mesh-authenticated`, applies until then:
     /// see `inbound::authorize`).
