@@ -23,6 +23,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
+use crate::core::directory::routes::GatewaySocket;
 use crate::core::http::{boxed, proxy_error, redact_proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind};
@@ -131,7 +132,7 @@ pub fn serve(
                     let headers = req.headers_mut();
                     headers.insert(FORWARDED_PROTO, http::HeaderValue::from_static("http"));
                     headers.remove(FORWARDED_CLIENT_CERT);
-                    handle(&gateway, req).await
+                    handle(&gateway, req, GatewaySocket::Plaintext).await
                 }
             })
             .await;
@@ -153,7 +154,14 @@ fn refuse(
     proxy_error(status, kind, detail, caller)
 }
 
-async fn handle(gateway: &Gateway, mut req: Request<Incoming>) -> Response<Body> {
+/// Routes one request. `socket` is the listener it came in on, said by that
+/// listener (never read from the request: a header would let a plaintext
+/// client reach routes attached only to HTTPS listeners).
+async fn handle(
+    gateway: &Gateway,
+    mut req: Request<Incoming>,
+    socket: GatewaySocket,
+) -> Response<Body> {
     let (routes, outbound) = (&gateway.routes, &gateway.outbound);
     let caller = Caller::of(req.headers(), true);
     // A gateway is not a forward proxy: a tunnel to wherever the caller
@@ -207,7 +215,7 @@ async fn handle(gateway: &Gateway, mut req: Request<Incoming>) -> Response<Body>
     let routes = match routes {
         RouteSource::Static(routes) => routes,
         RouteSource::Gateway(key) => {
-            return gateway_api(gateway, key, &authority, &host, req, caller).await
+            return gateway_api(gateway, key, &authority, &host, socket, req, caller).await
         }
     };
     let Some(route) = route::select(routes, &host, &path) else {
@@ -249,6 +257,7 @@ async fn gateway_api(
     key: &str,
     authority: &str,
     host: &str,
+    socket: GatewaySocket,
     req: Request<Incoming>,
     caller: Caller,
 ) -> Response<Body> {
@@ -292,6 +301,7 @@ async fn gateway_api(
         routes,
         port: 0,
         host: Some(host),
+        socket: Some(socket),
     };
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, boxed(body));

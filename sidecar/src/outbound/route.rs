@@ -23,7 +23,9 @@ pub use filter::{apply_request_filters, apply_response_filters, FilterOutcome, R
 
 use http::Request;
 
-use crate::core::directory::routes::{Route, RouteKind, RouteMatch, RouteRule, ServiceRoutes};
+use crate::core::directory::routes::{
+    GatewaySocket, Route, RouteKind, RouteMatch, RouteRule, ServiceRoutes,
+};
 use matching::{host_rank, Rank, RequestView};
 
 /// A static, so that a rule without matches can lend one as long as the
@@ -46,6 +48,9 @@ pub struct Selected<'a> {
 /// The rule of `routes` that takes `req`, sent to port `port` of the
 /// parent. `host` (without port) is the request's host for the gateway,
 /// which checks route hostnames; `None` for GAMMA, which does not.
+/// `socket` is the gateway socket the request came in on: a route attached
+/// only to listeners of the other protocol is no candidate (`None` for
+/// GAMMA, which has no sockets: every route is).
 ///
 /// gRPC requests (`content-type: application/grpc*`) are matched against
 /// GRPCRoutes first, then against HTTPRoutes if none matches; other
@@ -65,14 +70,30 @@ pub fn select<'a, B>(
     port: u16,
     req: &Request<B>,
     host: Option<&str>,
+    socket: Option<GatewaySocket>,
 ) -> Option<Selected<'a>> {
     let view = RequestView::of(req);
+    let on = Candidates { port, host, socket };
     if crate::core::http::is_grpc(req.headers()) {
-        if let Some(found) = best(routes, RouteKind::Grpc, port, &view, host) {
+        if let Some(found) = best(routes, RouteKind::Grpc, &on, &view) {
             return Some(found);
         }
     }
-    best(routes, RouteKind::Http, port, &view, host)
+    best(routes, RouteKind::Http, &on, &view)
+}
+
+/// What decides whether a route is a candidate at all, before its matches.
+struct Candidates<'h> {
+    port: u16,
+    host: Option<&'h str>,
+    socket: Option<GatewaySocket>,
+}
+
+impl Candidates<'_> {
+    fn takes(&self, route: &Route) -> bool {
+        (route.ports.is_empty() || route.ports.contains(&self.port))
+            && self.socket.is_none_or(|s| route.listener.serves(s))
+    }
 }
 
 /// The highest ranked match among routes of `kind`; the first one found
@@ -80,16 +101,15 @@ pub fn select<'a, B>(
 fn best<'a>(
     routes: &'a ServiceRoutes,
     kind: RouteKind,
-    port: u16,
+    on: &Candidates<'_>,
     req: &RequestView<'_>,
-    host: Option<&str>,
 ) -> Option<Selected<'a>> {
     let mut found: Option<(Rank, Selected<'a>)> = None;
     for route in &routes.routes {
-        if route.kind != kind || !(route.ports.is_empty() || route.ports.contains(&port)) {
+        if route.kind != kind || !on.takes(route) {
             continue;
         }
-        let Some(host) = host_rank(&route.hostnames, host) else {
+        let Some(host) = host_rank(&route.hostnames, on.host) else {
             continue;
         };
         for (rule_index, rule) in route.rules.iter().enumerate() {

@@ -24,7 +24,9 @@ use super::route::{self, FilterOutcome};
 use super::Outbound;
 use crate::core::budget::ByteBudget;
 use crate::core::directory::gateway_policy::GatewayPolicy;
-use crate::core::directory::routes::{Backend, Filter, Mirror, RouteRule, ServiceRoutes};
+use crate::core::directory::routes::{
+    Backend, Filter, GatewaySocket, Mirror, RouteRule, ServiceRoutes,
+};
 use crate::core::directory::Protocol;
 use crate::core::http::{empty, proxy_error, Body, Caller};
 use crate::metrics::{Direction, ErrorKind};
@@ -188,13 +190,18 @@ pub struct Parent<'a> {
     /// hostnames: the gateway's; None for a Service (GAMMA), whose
     /// routes apply whatever name the caller used.
     pub host: Option<&'a str>,
+    /// The gateway socket the request came in on (said by the listener
+    /// that accepted it): only routes attached to listeners of its
+    /// protocol are candidates. None for a Service, which has no sockets.
+    pub socket: Option<GatewaySocket>,
 }
 
 impl Parent<'_> {
     fn describe(&self) -> String {
-        match self.host {
-            None => format!("{} port {}", self.key, self.port),
-            Some(_) => format!("gateway {}", self.key),
+        match (self.host, self.socket) {
+            (None, _) => format!("{} port {}", self.key, self.port),
+            (Some(_), Some(socket)) => format!("gateway {} ({})", self.key, socket.scheme()),
+            (Some(_), None) => format!("gateway {}", self.key),
         }
     }
 }
@@ -283,6 +290,7 @@ impl Outbound {
             routes: &plan.routes,
             port: plan.port.port,
             host: None,
+            socket: None,
         };
         self.route(direction, parent, authority, req, caller, None)
             .await
@@ -306,7 +314,9 @@ impl Outbound {
             response,
             backend: None,
         };
-        let Some(selected) = route::select(parent.routes, parent.port, &req, parent.host) else {
+        let Some(selected) =
+            route::select(parent.routes, parent.port, &req, parent.host, parent.socket)
+        else {
             let e = RouteError::NoMatch {
                 parent: parent.describe(),
                 method: req.method().clone(),

@@ -18,8 +18,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_sidecar::core::directory::gateway_policy::{ApiKey, ApiKeyAuth, GatewayPolicy};
 use mycel_sidecar::core::directory::policy::{Fault, FaultAbort};
 use mycel_sidecar::core::directory::routes::{
-    Backend, Filter, Header, HeaderMatch, HeaderModifier, Mirror, PathMatch, PathModifier,
-    Redirect, Route, RouteKind, RouteMatch, RouteRule, ServiceRoutes, StringMatch, UrlRewrite,
+    Backend, Filter, Header, HeaderMatch, HeaderModifier, ListenerProtocol, Mirror, PathMatch,
+    PathModifier, Redirect, Route, RouteKind, RouteMatch, RouteRule, ServiceRoutes, StringMatch,
+    UrlRewrite,
 };
 use mycel_sidecar::core::directory::{
     Discovery, Endpoint, Protocol, Service, ServicePort, ServiceState, Snapshot, Subscriptions,
@@ -219,6 +220,7 @@ fn reviews_routes() -> ServiceRoutes {
             kind: RouteKind::Http,
             ports: vec![PORT],
             hostnames: vec![],
+            listener: ListenerProtocol::Any,
             rules: vec![
                 // Testers see v2.
                 rule(
@@ -346,6 +348,7 @@ fn gateway_routes() -> ServiceRoutes {
         kind: RouteKind::Http,
         ports: vec![],
         hostnames,
+        listener: ListenerProtocol::Any,
         rules,
     };
     let to = |key: &str, p: &str| RouteRule {

@@ -45,7 +45,54 @@ pub struct Route {
     /// empty: any. Only the gateway checks them: GAMMA routes apply to
     /// the Service whatever name the caller used for it.
     pub hostnames: Vec<String>,
+    /// Gateway parents: which of the gateway's sockets serve the route
+    /// (by the protocol of the listeners it attached to). Service parents
+    /// have no sockets: always `Any`.
+    pub listener: ListenerProtocol,
     pub rules: Vec<RouteRule>,
+}
+
+/// The listeners a gateway route attached to, by protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// Both sockets (HTTP and HTTPS listeners alike, or not said).
+    #[default]
+    Any,
+    /// The plaintext socket only (`--listen`).
+    Http,
+    /// The TLS socket only (`--tls-listen`).
+    Https,
+}
+
+/// The gateway socket a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewaySocket {
+    Plaintext,
+    Tls,
+}
+
+impl GatewaySocket {
+    /// For log lines: the scheme clients use on it.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            GatewaySocket::Plaintext => "http",
+            GatewaySocket::Tls => "https",
+        }
+    }
+}
+
+impl ListenerProtocol {
+    /// Whether a request that came in on `socket` may take the route.
+    pub fn serves(self, socket: GatewaySocket) -> bool {
+        matches!(
+            (self, socket),
+            (ListenerProtocol::Any, _)
+                | (ListenerProtocol::Http, GatewaySocket::Plaintext)
+                | (ListenerProtocol::Https, GatewaySocket::Tls)
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -346,6 +393,7 @@ mod tests {
                 kind: RouteKind::Http,
                 ports: vec![80],
                 hostnames: vec![],
+                listener: ListenerProtocol::Https,
                 rules: vec![RouteRule {
                     matches: vec![RouteMatch {
                         path: Some(PathMatch::RegularExpression(
@@ -368,6 +416,7 @@ mod tests {
             }],
         };
         let json = serde_json::to_value(&routes).unwrap();
+        assert_eq!(json["routes"][0]["listener"], "https");
         let rule = &json["routes"][0]["rules"][0];
         assert_eq!(rule["matches"][0]["path"]["value"], "/v[12]");
         assert_eq!(rule["matches"][0]["method"], "GET");

@@ -14,9 +14,9 @@ use mycel_api::v1 as pb;
 
 use super::{ConvertError, Ctx};
 use crate::core::directory::routes::{
-    Backend, Filter, GrpcMethodMatch, Header, HeaderMatch, HeaderModifier, Mirror, PathMatch,
-    PathModifier, Pattern, QueryMatch, Redirect, Route, RouteKind, RouteMatch, RouteRule,
-    ServiceRoutes, StringMatch, UrlRewrite,
+    Backend, Filter, GrpcMethodMatch, Header, HeaderMatch, HeaderModifier, ListenerProtocol,
+    Mirror, PathMatch, PathModifier, Pattern, QueryMatch, Redirect, Route, RouteKind, RouteMatch,
+    RouteRule, ServiceRoutes, StringMatch, UrlRewrite,
 };
 
 /// Caps on what one parent may carry, so one resource cannot make every
@@ -77,6 +77,17 @@ fn convert_route(ctx: &Ctx, at: &str, r: &pb::Route) -> Result<Route, ConvertErr
             ))
         }
     };
+    let listener = match pb::ListenerProtocol::try_from(r.listener_protocol) {
+        Ok(pb::ListenerProtocol::Unspecified) => ListenerProtocol::Any,
+        Ok(pb::ListenerProtocol::Http) => ListenerProtocol::Http,
+        Ok(pb::ListenerProtocol::Https) => ListenerProtocol::Https,
+        Err(_) => {
+            return Err(ctx.err(
+                format!("{at}.listener_protocol"),
+                format!("unknown listener protocol {}", r.listener_protocol),
+            ))
+        }
+    };
     let ports = r
         .ports
         .iter()
@@ -106,6 +117,7 @@ fn convert_route(ctx: &Ctx, at: &str, r: &pb::Route) -> Result<Route, ConvertErr
         kind,
         ports,
         hostnames,
+        listener,
         rules,
     })
 }

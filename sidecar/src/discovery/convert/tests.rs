@@ -637,6 +637,11 @@ fn routes_reach_the_snapshot_and_leave_it_when_withdrawn() {
         panic!("{snap:?}");
     };
     assert!(routes.routes_port(9080) && !routes.routes_port(80));
+    assert_eq!(
+        routes.routes[0].listener,
+        crate::core::directory::routes::ListenerProtocol::Any,
+        "unspecified: both gateway sockets"
+    );
     let rules = &routes.routes[0].rules;
     assert_eq!(rules[1].backends[0].service_key, "reviews-v1.shop");
     assert_eq!(rules[1].backends[0].port, Some(9080));
@@ -663,6 +668,23 @@ fn routes_reach_the_snapshot_and_leave_it_when_withdrawn() {
     assert!(routes.routes.is_empty());
 }
 
+#[test]
+fn a_routes_listener_protocol_says_which_gateway_socket_serves_it() {
+    use crate::core::directory::routes::ListenerProtocol;
+    for (wire, want) in [
+        (pb::ListenerProtocol::Unspecified, ListenerProtocol::Any),
+        (pb::ListenerProtocol::Http, ListenerProtocol::Http),
+        (pb::ListenerProtocol::Https, ListenerProtocol::Https),
+    ] {
+        let mut route = split_route();
+        route.listener_protocol = wire as i32;
+        let Converted::Routes { routes, .. } = resource(0, &routes_resource(route)).unwrap() else {
+            panic!("not routes");
+        };
+        assert_eq!(routes.routes[0].listener, want, "{wire:?}");
+    }
+}
+
 type RouteMutation = Box<dyn Fn(&mut pb::Route)>;
 
 #[test]
@@ -672,6 +694,10 @@ fn invalid_routes_nack_naming_the_field() {
         (
             Box::new(|r| r.kind = 7),
             "routes.routes[0].kind: unknown route kind 7",
+        ),
+        (
+            Box::new(|r| r.listener_protocol = 9),
+            "routes.routes[0].listener_protocol: unknown listener protocol 9",
         ),
         (
             Box::new(|r| r.rules[0].matches[0].headers[0].name = "bad name".into()),

@@ -549,6 +549,7 @@ fn routes_naming(policies: &[&Arc<GatewayPolicy>]) -> Arc<ServiceRoutes> {
             kind: crate::core::directory::routes::RouteKind::Http,
             ports: vec![],
             hostnames: vec![],
+            listener: Default::default(),
             rules,
         }],
     })

@@ -5,7 +5,8 @@ use http::{HeaderName, HeaderValue, Method, Request};
 
 use super::*;
 use crate::core::directory::routes::{
-    Backend, GrpcMethodMatch, HeaderMatch, PathMatch, Pattern, QueryMatch, StringMatch,
+    Backend, GrpcMethodMatch, HeaderMatch, ListenerProtocol, PathMatch, Pattern, QueryMatch,
+    StringMatch,
 };
 
 fn route(
@@ -20,6 +21,7 @@ fn route(
         kind,
         ports: ports.to_vec(),
         hostnames: hostnames.iter().map(|h| h.to_string()).collect(),
+        listener: ListenerProtocol::Any,
         rules,
     }
 }
@@ -102,7 +104,7 @@ fn chosen<'a>(
     req: &Request<()>,
     host: Option<&str>,
 ) -> Option<&'a str> {
-    select(routes, port, req, host).map(|s| s.rule.backends[0].service_key.as_str())
+    select(routes, port, req, host, None).map(|s| s.rule.backends[0].service_key.as_str())
 }
 
 type Case<'a> = (
@@ -379,6 +381,49 @@ fn gateway_hostnames_rank_before_matches() {
     }
 }
 
+#[test]
+fn a_gateway_route_serves_only_the_sockets_of_its_listeners() {
+    let on = |name: &str, listener, host: &str| Route {
+        listener,
+        ..route(
+            name,
+            RouteKind::Http,
+            &[],
+            &[host],
+            vec![rule(name, vec![prefix("/")])],
+        )
+    };
+    let routes = ServiceRoutes {
+        routes: vec![
+            on("tls-only", ListenerProtocol::Https, "secure.test"),
+            on("plain-only", ListenerProtocol::Http, "plain.test"),
+            on("both", ListenerProtocol::Any, "both.test"),
+            // The same host on both protocols with different rules comes
+            // as two routes, one per protocol.
+            on("split-tls", ListenerProtocol::Https, "split.test"),
+            on("split-plain", ListenerProtocol::Http, "split.test"),
+        ],
+    };
+    let req = request("GET", "/a", &[]);
+    let pick =
+        |host, socket| select(&routes, 0, &req, Some(host), socket).map(|s| s.route.name.as_str());
+    let (tls, plain) = (Some(GatewaySocket::Tls), Some(GatewaySocket::Plaintext));
+    assert_eq!(pick("secure.test", tls), Some("tls-only"));
+    assert_eq!(
+        pick("secure.test", plain),
+        None,
+        "an HTTPS route on plaintext"
+    );
+    assert_eq!(pick("plain.test", plain), Some("plain-only"));
+    assert_eq!(pick("plain.test", tls), None, "an HTTP route on TLS");
+    assert_eq!(pick("both.test", tls), Some("both"));
+    assert_eq!(pick("both.test", plain), Some("both"));
+    assert_eq!(pick("split.test", tls), Some("split-tls"));
+    assert_eq!(pick("split.test", plain), Some("split-plain"));
+    // A Service parent has no sockets: every route is a candidate.
+    assert_eq!(pick("secure.test", None), Some("tls-only"));
+}
+
 fn grpc_routes() -> ServiceRoutes {
     let svc = || Some(is("pkg.Svc"));
     ServiceRoutes {
@@ -465,14 +510,14 @@ fn grpc_requests_fall_back_to_http_routes() {
 fn the_selection_names_its_rule_and_match() {
     let routes = gamma();
     let req = request("GET", "/status/x", &[]);
-    let s = select(&routes, 80, &req, None).unwrap();
+    let s = select(&routes, 80, &req, None, None).unwrap();
     assert_eq!(s.route.name, "shop/a");
     assert_eq!(s.rule_index, 9);
     assert_eq!(s.matched, &prefix("/status"));
 
     let routes = grpc_routes();
     let req = request("POST", "/x.Y/Z", &[("content-type", b"application/grpc")]);
-    let s = select(&routes, 80, &req, None).unwrap();
+    let s = select(&routes, 80, &req, None, None).unwrap();
     assert_eq!(s.matched, &RouteMatch::ALL);
 }
 
