@@ -301,6 +301,15 @@ pub async fn run<F: Future<Output = ()>>(
             let https = gateway::https::Https::load(h)
                 .context("gateway HTTPS (--tls-cert, --tls-client-ca)")?;
             tasks.spawn(https.watch(proxy_metrics.clone()));
+            // A Gateway's HTTPS listeners bring their own certificates,
+            // served after the files.
+            if let Some(key) = &config.gateway {
+                tasks.spawn(https.follow_gateway(
+                    discovery.clone(),
+                    key.as_str().into(),
+                    proxy_metrics.clone(),
+                ));
+            }
             Some(https)
         }
         None => None,

@@ -431,7 +431,8 @@ impl Config {
 /// Checks what depends on several flags (or the environment) and builds the
 /// settings; single values were checked by clap.
 /// The HTTPS listener's flags, checked together: each of them needs
-/// --tls-listen, which needs a certificate; the redirect needs --listen.
+/// --tls-listen, which needs a certificate (unless a Gateway followed with
+/// --gateway may bring them all); the redirect needs --listen.
 fn https_config(a: &Args) -> Result<Option<HttpsConfig>, ConfigError> {
     use names::*;
     let with = |flag| When::With {
@@ -452,7 +453,11 @@ fn https_config(a: &Args) -> Result<Option<HttpsConfig>, ConfigError> {
         }
         return Ok(None);
     };
-    if a.tls_cert.is_empty() {
+    // A gateway following a Gateway gets the certificates of its HTTPS
+    // listeners from the controller; until some arrive, handshakes fail
+    // (counted as `no_certificate`).
+    let certs_may_be_pushed = a.mode == Mode::Gateway && a.gateway.is_some();
+    if a.tls_cert.is_empty() && !certs_may_be_pushed {
         return Err(ConfigError::Missing {
             needed: Needed::AtLeastOne(TLS_CERT),
             when: with(TLS_LISTEN),

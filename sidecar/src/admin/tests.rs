@@ -248,3 +248,47 @@ async fn metrics_are_openmetrics_only_for_a_client_that_asks() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn config_dump_shows_gateway_certificates_without_their_keys() {
+    use crate::core::directory::gateway_certs::{GatewayCertificate, GatewayCertificates};
+    use crate::core::server_cert::ServerCert;
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["a.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let key_pem = key.serialize_pem();
+    let served = ServerCert::from_pem(cert.pem().as_bytes(), key_pem.as_bytes()).unwrap();
+    let mut snapshot = Snapshot::default();
+    snapshot.gateway_certificates.insert(
+        "shop-gw.shop".into(),
+        Arc::new(GatewayCertificates {
+            certificates: vec![GatewayCertificate {
+                source: "shop/a-tls".into(),
+                cert: served,
+            }],
+        }),
+    );
+    let (mut s, _) = state(&["--static-config=/s.yaml"]);
+    let (_tx, rx) = watch::channel(Arc::new(snapshot));
+    s.discovery = Discovery::new(rx, Subscriptions::default());
+
+    let (code, body) = get(&s, "/config_dump").await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let shown = &v["snapshot"]["gateway_certificates"]["shop-gw.shop"]["certificates"][0];
+    assert_eq!(shown["source"], "shop/a-tls");
+    assert_eq!(shown["names"][0], "a.test");
+    assert!(shown["not_after_unix"].as_i64().unwrap() > 0);
+    assert_eq!(shown.as_object().unwrap().len(), 3, "{shown}");
+    // Not the key, in any form: neither its PEM nor any line of its base64.
+    let debug = format!("{:?}", s.discovery.snapshot());
+    for dump in [&body, &debug] {
+        assert!(!dump.contains("PRIVATE KEY"), "{dump}");
+        for line in key_pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!dump.contains(line), "a line of the key: {line}");
+        }
+    }
+}

@@ -153,7 +153,9 @@ pub(super) struct Args {
     /// A certificate (PEM chain, leaf first) and its key for --tls-listen,
     /// served to clients whose SNI one of its DNS names matches (wildcards
     /// match one label); the first given also to all other clients. Files
-    /// are read again when they change.
+    /// are read again when they change. With --gateway, the certificates of
+    /// the Gateway's HTTPS listeners are served after these, and none is
+    /// required.
     #[arg(long = TLS_CERT, value_name = "CERT_PEM,KEY_PEM", value_parser = parse::cert_files,
           help_heading = heading::GATEWAY)]
     pub tls_cert: Vec<crate::gateway::tls::CertFiles>,

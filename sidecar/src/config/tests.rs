@@ -863,3 +863,54 @@ fn gateway_https_flags_parse_and_need_each_other() {
         assert!(e.contains(want), "{extra:?}: {e}");
     }
 }
+
+#[test]
+fn a_gateway_following_a_gateway_may_take_all_its_certificates_from_it() {
+    let gateway = |extra: &[&str]| {
+        let mut v = ctl(&["--mode", "gateway", "--tls-listen", "127.0.0.1:8443"]);
+        v.extend(extra.iter().copied());
+        parse(&v, &[])
+    };
+    let c = gateway(&["--gateway", "shop-gw"]).unwrap();
+    let https = c.https.expect("https");
+    assert!(https.certs.is_empty(), "{:?}", https.certs);
+    assert_eq!(c.gateway.as_deref(), Some("shop-gw.shop"));
+    // Files still come first when given.
+    let c = gateway(&["--gateway", "shop-gw", "--tls-cert", "/a.crt,/a.key"]).unwrap();
+    assert_eq!(c.https.expect("https").certs.len(), 1);
+
+    // Without --gateway nothing brings certificates: refused as before.
+    let e = gateway(&["--route", "/=frontend.shop:80"]).unwrap_err();
+    match &e {
+        ConfigError::Missing { needed, when } => assert_eq!(
+            (needed, when),
+            (
+                &Needed::AtLeastOne(names::TLS_CERT),
+                &When::With {
+                    flag: names::TLS_LISTEN,
+                    because: None
+                }
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        e.to_string(),
+        parse(
+            &[
+                "--mode",
+                "gateway",
+                "--static-config",
+                "/s.yaml",
+                "--route",
+                "/=frontend.shop:80",
+                "--tls-listen",
+                "127.0.0.1:8443",
+            ],
+            &[]
+        )
+        .unwrap_err()
+        .to_string(),
+        "the same message as with a static config"
+    );
+}

@@ -16,6 +16,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::tls::{self, CertStore, TlsFileError};
 use super::{handle, Gateway, FORWARDED_CLIENT_CERT, FORWARDED_PROTO};
+use crate::core::directory::gateway_certs::GatewayCertificates;
+use crate::core::directory::routes::GatewaySocket;
+use crate::core::directory::Discovery;
 use crate::core::http::{empty, proxy_error, Body, Caller};
 use crate::core::serve::{HttpMode, Server};
 use crate::metrics::{Direction, ErrorKind, ProxyMetrics};
@@ -26,6 +29,7 @@ use crate::outbound::{request_authority, Outbound};
 pub struct HttpsConfig {
     pub listen: SocketAddr,
     /// Served by SNI; the first also to clients no certificate names.
+    /// Empty when every certificate comes from the Gateway (`--gateway`).
     pub certs: Vec<tls::CertFiles>,
     /// When set, clients must present a certificate issued by this CA.
     pub client_ca: Option<PathBuf>,
@@ -58,14 +62,6 @@ impl Https {
     /// Follows changes of the certificate files until dropped, keeping the
     /// expiry gauges and reload counts.
     pub fn watch(&self, metrics: ProxyMetrics) -> impl Future<Output = ()> {
-        let publish = |metrics: &ProxyMetrics, store: &CertStore| {
-            let certs: Vec<(String, i64)> = store
-                .summary()
-                .into_iter()
-                .filter_map(|c| Some((c.names.first()?.clone(), c.not_after_unix)))
-                .collect();
-            metrics.served_certs(&certs);
-        };
         publish(&metrics, &self.store);
         let store = self.store.clone();
         let every = self.reload_interval;
@@ -81,6 +77,82 @@ impl Https {
                 .await;
         }
     }
+
+    /// Serves the certificates of the Gateway `key` that the controller
+    /// pushes, after the files: each new set replaces the last whole (new
+    /// handshakes get it, open connections keep theirs). Runs until
+    /// dropped.
+    pub fn follow_gateway(
+        &self,
+        discovery: Discovery,
+        key: Arc<str>,
+        metrics: ProxyMetrics,
+    ) -> impl Future<Output = ()> {
+        let store = self.store.clone();
+        async move {
+            let mut changes = discovery.changes();
+            // The set last applied; snapshots are rebuilt for every change
+            // of any resource, and the same `Arc` means the same set.
+            let mut applied: Option<Arc<GatewayCertificates>> = None;
+            loop {
+                let now = changes
+                    .borrow_and_update()
+                    .gateway_certificates
+                    .get(&*key)
+                    .cloned();
+                let same = match (&applied, &now) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    let set = now.clone().unwrap_or_default();
+                    store.set_pushed(&set);
+                    tracing::info!(
+                        gateway = %key,
+                        certificates = set.certificates.len(),
+                        "gateway: serving the Gateway's HTTPS certificates"
+                    );
+                    publish(&metrics, &store);
+                    applied = now;
+                }
+                if changes.changed().await.is_err() {
+                    // No source any more (a proxy stopping): keep what is
+                    // served, and do not end, which would stop the proxy.
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+}
+
+/// The expiry gauge of every served certificate, by its first DNS name;
+/// when two share one, the certificate served for it (the first) counts.
+fn publish(metrics: &ProxyMetrics, store: &CertStore) {
+    let mut certs: Vec<(String, i64)> = Vec::new();
+    for c in store.summary() {
+        if let Some(name) = c.names.first() {
+            if !certs.iter().any(|(n, _)| n == name) {
+                certs.push((name.clone(), c.not_after_unix));
+            }
+        }
+    }
+    metrics.served_certs(&certs);
+}
+
+/// Why a handshake failed, for the failure counter. A store with no
+/// certificate at all fails every handshake in rustls with a general
+/// error; that is `no_certificate`, not the client's protocol fault.
+fn handshake_failure(e: &std::io::Error, store: &CertStore) -> &'static str {
+    let general = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::General(_)));
+    if general && store.is_empty() {
+        "no_certificate"
+    } else {
+        crate::core::tls::failure_reason(e)
+    }
 }
 
 /// Serves HTTPS on `listener`: the handshake (bounded in time, failures
@@ -92,8 +164,10 @@ pub fn serve(
     server: Server,
 ) -> impl Future<Output = ()> {
     let acceptor = https.acceptor.clone();
+    let store = https.store.clone();
     server.serve("gateway_https", listener, move |tcp, remote, conn| {
         let (gateway, acceptor) = (gateway.clone(), acceptor.clone());
+        let store = store.clone();
         let outbound = gateway.outbound.clone();
         async move {
             // A handshake is bounded as a request's headers are: a client
@@ -102,7 +176,7 @@ pub fn serve(
             let tls = match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    let reason = crate::core::tls::failure_reason(&e);
+                    let reason = handshake_failure(&e, &store);
                     tracing::debug!(%remote, reason, error = %e, "gateway: TLS handshake failed");
                     outbound
                         .metrics()
@@ -135,7 +209,7 @@ pub fn serve(
                         Some(v) => headers.insert(FORWARDED_CLIENT_CERT, v),
                         None => headers.remove(FORWARDED_CLIENT_CERT),
                     };
-                    handle(&gateway, req).await
+                    handle(&gateway, req, GatewaySocket::Tls).await
                 }
             })
             .await;

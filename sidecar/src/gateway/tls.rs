@@ -1,25 +1,30 @@
-//! HTTPS at the gateway: the certificates it serves, chosen by SNI, read
-//! from PEM files and reloaded when the files change; the rustls server
-//! configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1, client
-//! certificates from partners when a CA is given).
+//! HTTPS at the gateway: the certificates it serves, chosen by SNI, from
+//! two sources: the `--tls-cert` PEM files (reloaded when they change) and
+//! the certificates of the followed Gateway's HTTPS listeners, pushed by
+//! the controller (replaced whole when the Gateway's set changes). The
+//! files come first, so a name both hold is served from the file. Also the
+//! rustls server configuration (TLS 1.2 and 1.3, ALPN h2 and http/1.1,
+//! client certificates from partners when a CA is given).
 //!
 //! A reload that fails (a half-written file, a key that does not match)
 //! keeps the certificates already served: the gateway never ends up with
-//! fewer certificates than it had because of a bad edit.
+//! fewer certificates than it had because of a bad edit. Pushed sets were
+//! checked by discovery (a bad one is NACKed, the last good set stays).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use serde::Serialize;
 
+use crate::core::directory::gateway_certs::GatewayCertificates;
 use crate::core::pem_files::{read_certs, read_key, PemFileError};
+use crate::core::server_cert::{ServerCert, ServerCertError};
 
 /// ALPN protocols offered to clients, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -34,35 +39,47 @@ pub struct CertFiles {
 /// Why certificates could not be loaded; names the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {
-    #[error("{path}: {reason}")]
-    File { path: PathBuf, reason: String },
     #[error(transparent)]
     Pem(#[from] PemFileError),
-    #[error("{path}: unusable private key: {source}")]
-    Key {
+    /// `path` is the file at fault: the key file for a key that is
+    /// unusable, else the certificate file.
+    #[error("{path}: {problem}")]
+    Cert {
         path: PathBuf,
-        #[source]
-        source: rustls::Error,
+        problem: ServerCertError,
     },
     #[error("{key} does not belong to the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("{path}: certificate does not parse: {reason}")]
-    Parse { path: PathBuf, reason: String },
-    #[error("{path}: the certificate names no DNS host (subjectAltName dNSName)")]
-    NoNames { path: PathBuf },
     #[error("{path}: no usable CA certificate: {reason}")]
     ClientCa { path: PathBuf, reason: String },
     #[error("cannot build the TLS configuration: {0}")]
     Config(#[source] rustls::Error),
 }
 
-/// One loaded certificate and what it answers for.
-#[derive(Debug)]
-struct Loaded {
-    key: Arc<CertifiedKey>,
-    /// Lower-case DNS names; `*.example.com` for a wildcard.
-    names: Vec<String>,
-    not_after_unix: i64,
+/// Where a served certificate came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertSource {
+    /// The certificate file of a `--tls-cert`.
+    File(PathBuf),
+    /// `<namespace>/<name>` of the Secret a listener of the Gateway names.
+    Gateway(String),
+}
+
+impl std::fmt::Display for CertSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertSource::File(path) => write!(f, "{}", path.display()),
+            CertSource::Gateway(secret) => write!(f, "Secret {secret}"),
+        }
+    }
+}
+
+/// One certificate in the served set.
+#[derive(Clone, Debug)]
+struct Entry {
+    source: CertSource,
+    cert: ServerCert,
 }
 
 /// The certificates being served, by host name.
@@ -71,161 +88,180 @@ struct Certs {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// By the part after `*.`: `example.com` for `*.example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    /// For clients that send no SNI or a name no certificate has.
-    default: Arc<CertifiedKey>,
+    /// For clients that send no SNI or a name no certificate has: the
+    /// first certificate of all. None when there is none at all (the
+    /// handshake then fails).
+    default: Option<Arc<CertifiedKey>>,
     summary: Vec<CertSummary>,
 }
 
-/// What `/config_dump` shows of a served certificate.
+/// What is shown of a served certificate: never its key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CertSummary {
-    pub cert: PathBuf,
+    pub source: CertSource,
     pub names: Vec<String>,
     pub not_after_unix: i64,
 }
 
 impl Certs {
-    fn build(files: &[CertFiles]) -> Result<Certs, TlsFileError> {
+    /// `entries` in the order they take names: the first certificate given
+    /// for a name keeps it (the order of the flags, then of the Gateway's
+    /// listeners, not the order of reloads).
+    fn build<'a>(entries: impl Iterator<Item = &'a Entry>) -> Certs {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
-        let mut summary = Vec::with_capacity(files.len());
+        let mut summary = Vec::new();
         let mut default = None;
-        for f in files {
-            let loaded = load_pair(f)?;
-            for name in &loaded.names {
-                // The first certificate given for a name keeps it: the
-                // order of the flags decides, not the order of reloads.
+        for entry in entries {
+            let key = &entry.cert.key;
+            for name in &entry.cert.names {
                 match name.strip_prefix("*.") {
                     Some(parent) => wildcard
                         .entry(parent.to_string())
-                        .or_insert_with(|| loaded.key.clone()),
-                    None => exact
-                        .entry(name.clone())
-                        .or_insert_with(|| loaded.key.clone()),
+                        .or_insert_with(|| key.clone()),
+                    None => exact.entry(name.clone()).or_insert_with(|| key.clone()),
                 };
             }
-            default.get_or_insert_with(|| loaded.key.clone());
+            default.get_or_insert_with(|| key.clone());
             summary.push(CertSummary {
-                cert: f.cert.clone(),
-                names: loaded.names,
-                not_after_unix: loaded.not_after_unix,
+                source: entry.source.clone(),
+                names: entry.cert.names.clone(),
+                not_after_unix: entry.cert.not_after_unix,
             });
         }
-        let default = default.ok_or_else(|| TlsFileError::File {
-            path: PathBuf::new(),
-            reason: "no certificate given".into(),
-        })?;
-        Ok(Certs {
+        Certs {
             exact,
             wildcard,
             default,
             summary,
-        })
+        }
     }
 
-    fn for_name(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+    fn for_name(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let Some(name) = sni else {
             return self.default.clone();
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         if let Some(k) = self.exact.get(&name) {
-            return k.clone();
+            return Some(k.clone());
         }
         // A wildcard covers exactly one label.
         if let Some((_, parent)) = name.split_once('.') {
             if let Some(k) = self.wildcard.get(parent) {
-                return k.clone();
+                return Some(k.clone());
             }
         }
         self.default.clone()
     }
 }
 
-fn load_pair(f: &CertFiles) -> Result<Loaded, TlsFileError> {
+fn load_pair(f: &CertFiles) -> Result<Entry, TlsFileError> {
     let chain = read_certs(&f.cert)?;
-    let leaf = chain.first().ok_or_else(|| TlsFileError::File {
-        path: f.cert.clone(),
-        reason: "no CERTIFICATE block found".into(),
-    })?;
-    let (names, not_after_unix) = names_of(&f.cert, leaf)?;
     let key = read_key(&f.key)?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
-        TlsFileError::Key {
-            path: f.key.clone(),
-            source,
-        }
-    })?;
-    let certified = CertifiedKey::new(chain, signing_key);
-    certified
-        .keys_match()
-        .map_err(|_| TlsFileError::KeyMismatch {
+    let cert = ServerCert::from_der(chain, key).map_err(|problem| match problem {
+        ServerCertError::KeyMismatch => TlsFileError::KeyMismatch {
             cert: f.cert.clone(),
             key: f.key.clone(),
-        })?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    if not_after_unix < now {
+        },
+        problem => TlsFileError::Cert {
+            path: if problem.is_key() { &f.key } else { &f.cert }.clone(),
+            problem,
+        },
+    })?;
+    if cert.expired() {
         // Served anyway, as a gateway with an expired certificate still
         // answers and clients say why they refuse; the log says it first.
         tracing::warn!(cert = %f.cert.display(), "gateway: certificate has expired");
     }
-    Ok(Loaded {
-        key: Arc::new(certified),
-        names,
-        not_after_unix,
+    Ok(Entry {
+        source: CertSource::File(f.cert.clone()),
+        cert,
     })
 }
 
-/// The DNS names of a leaf certificate, lower-case, and its expiry.
-fn names_of(path: &Path, der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), TlsFileError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsFileError::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
-                names.push(d.trim_end_matches('.').to_ascii_lowercase());
-            }
-        }
-    }
-    if names.is_empty() {
-        return Err(TlsFileError::NoNames {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok((names, cert.validity().not_after.timestamp()))
+fn load_files(files: &[CertFiles]) -> Result<Vec<Entry>, TlsFileError> {
+    files.iter().map(load_pair).collect()
 }
 
-/// The certificates the HTTPS listener serves, swapped whole on reload.
+/// The two sources of the served set, each replaced on its own.
+#[derive(Debug, Default)]
+struct Held {
+    files: Vec<Entry>,
+    pushed: Vec<Entry>,
+}
+
+/// The certificates the HTTPS listener serves, swapped whole whenever the
+/// files or the Gateway's certificates change: a new set applies to new
+/// handshakes, open connections keep the certificate they got.
 #[derive(Debug)]
 pub struct CertStore {
     files: Vec<CertFiles>,
+    /// Both sources, so that replacing one rebuilds the set with the
+    /// other as it is. Locked only to rebuild (never across an await):
+    /// the file watcher and the Gateway follower may update at once, and
+    /// neither may lose the other's change.
+    held: Mutex<Held>,
     current: ArcSwap<Certs>,
 }
 
 impl CertStore {
     /// Loads every certificate in `files`; the first is the default for
-    /// clients without SNI or with a name no certificate has.
+    /// clients without SNI or with a name no certificate has. No files is
+    /// a store that waits for certificates from a Gateway.
     pub fn load(files: Vec<CertFiles>) -> Result<Arc<CertStore>, TlsFileError> {
-        let certs = Certs::build(&files)?;
+        let held = Held {
+            files: load_files(&files)?,
+            pushed: Vec::new(),
+        };
+        let certs = Certs::build(held.files.iter());
         Ok(Arc::new(CertStore {
             files,
+            held: Mutex::new(held),
             current: ArcSwap::from_pointee(certs),
         }))
     }
 
+    fn update(&self, change: impl FnOnce(&mut Held)) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut held);
+        let certs = Certs::build(held.files.iter().chain(&held.pushed));
+        self.current.store(Arc::new(certs));
+    }
+
     /// Reads the files again; on any error the served certificates stay.
     pub fn reload(&self) -> Result<(), TlsFileError> {
-        let certs = Certs::build(&self.files)?;
-        self.current.store(Arc::new(certs));
+        let files = load_files(&self.files)?;
+        self.update(|held| held.files = files);
         Ok(())
     }
 
+    /// Replaces the Gateway's certificates with `pushed`, whole; the files
+    /// keep their names and their place before them.
+    pub fn set_pushed(&self, pushed: &GatewayCertificates) {
+        let entries: Vec<Entry> = pushed
+            .certificates
+            .iter()
+            .map(|c| {
+                if c.cert.expired() {
+                    tracing::warn!(source = %c.source, "gateway: certificate from the Gateway has expired");
+                }
+                Entry {
+                    source: CertSource::Gateway(c.source.clone()),
+                    cert: c.cert.clone(),
+                }
+            })
+            .collect();
+        self.update(|held| held.pushed = entries);
+    }
+
+    /// Every served certificate, files first: source, names, expiry.
     pub fn summary(&self) -> Vec<CertSummary> {
         self.current.load().summary.clone()
+    }
+
+    /// True while there is no certificate to serve at all.
+    pub fn is_empty(&self) -> bool {
+        self.current.load().default.is_none()
     }
 
     /// Size and modification time of every file, to notice changes.
@@ -241,8 +277,12 @@ impl CertStore {
     }
 
     /// Reloads whenever a file changes, checking every `every`, until
-    /// the task is dropped. `reloaded` is told each outcome.
+    /// the task is dropped. `reloaded` is told each outcome. Without files
+    /// there is nothing to watch, and it waits until dropped.
     pub async fn watch(self: Arc<Self>, every: Duration, reloaded: impl Fn(bool)) {
+        if self.files.is_empty() {
+            return std::future::pending().await;
+        }
         let mut seen = self.stamps();
         // The stamps of the last failed attempt, so a bad file is reported
         // once, not at every tick.
@@ -282,7 +322,8 @@ struct BySni(Arc<CertStore>);
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current.load().for_name(hello.server_name()))
+        // None fails the handshake: there is no certificate at all yet.
+        self.0.current.load().for_name(hello.server_name())
     }
 }
 
@@ -343,8 +384,50 @@ mod tests {
         files
     }
 
-    fn leaf_names(k: &CertifiedKey) -> Vec<String> {
-        names_of(Path::new("x"), &k.cert[0]).unwrap().0
+    fn leaf_names(k: Option<Arc<CertifiedKey>>) -> Vec<String> {
+        crate::core::server_cert::names_of(&k.expect("a certificate").cert[0])
+            .unwrap()
+            .0
+    }
+
+    /// What the controller would push: a set of certificates by Secret.
+    fn pushed(certs: &[(&str, &[&str])]) -> GatewayCertificates {
+        use crate::core::directory::gateway_certs::GatewayCertificate;
+        GatewayCertificates {
+            certificates: certs
+                .iter()
+                .map(|(source, hosts)| {
+                    let key = rcgen::KeyPair::generate().unwrap();
+                    let params = rcgen::CertificateParams::new(
+                        hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                    )
+                    .unwrap();
+                    let cert = params.self_signed(&key).unwrap();
+                    GatewayCertificate {
+                        source: source.to_string(),
+                        cert: ServerCert::from_pem(
+                            cert.pem().as_bytes(),
+                            key.serialize_pem().as_bytes(),
+                        )
+                        .unwrap(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The source of the certificate a client sending `sni` gets.
+    fn served_source(store: &CertStore, sni: Option<&str>) -> Option<String> {
+        let certs = store.current.load();
+        let key = certs.for_name(sni)?;
+        let held = store.held.lock().unwrap();
+        let at = held
+            .files
+            .iter()
+            .chain(&held.pushed)
+            .find(|e| Arc::ptr_eq(&e.cert.key, &key))
+            .map(|e| e.source.to_string());
+        at
     }
 
     #[test]
@@ -354,7 +437,7 @@ mod tests {
         let wild = write_cert(dir.path(), "wild", &["*.api.example"]);
         let store = CertStore::load(vec![shop, wild]).unwrap();
         let certs = store.current.load();
-        let pick = |sni| leaf_names(&certs.for_name(sni));
+        let pick = |sni| leaf_names(certs.for_name(sni));
         assert_eq!(pick(Some("shop.example")), ["shop.example"]);
         assert_eq!(pick(Some("SHOP.example.")), ["shop.example"], "case, dot");
         assert_eq!(pick(Some("v1.api.example")), ["*.api.example"]);
@@ -423,6 +506,84 @@ mod tests {
         std::fs::copy(&fresh.key, &files.key).unwrap();
         store.reload().unwrap();
         assert_eq!(store.summary()[0].names, ["new.example"]);
+    }
+
+    #[test]
+    fn files_keep_their_names_before_pushed_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_cert(dir.path(), "shop", &["shop.example"]);
+        let store = CertStore::load(vec![file.clone()]).unwrap();
+        store.set_pushed(&pushed(&[
+            ("shop/same-name", &["shop.example", "a.test"]),
+            ("shop/wild", &["*.api.test"]),
+        ]));
+        let file_source = file.cert.display().to_string();
+        let pick = |sni| served_source(&store, Some(sni));
+        assert_eq!(pick("shop.example"), Some(file_source.clone()), "files win");
+        assert_eq!(pick("a.test"), Some("Secret shop/same-name".into()));
+        assert_eq!(pick("v1.api.test"), Some("Secret shop/wild".into()));
+        assert_eq!(
+            pick("a.v1.api.test"),
+            Some(file_source.clone()),
+            "one label"
+        );
+        assert_eq!(
+            pick("other.test"),
+            Some(file_source.clone()),
+            "the first of all"
+        );
+        assert_eq!(served_source(&store, None), Some(file_source.clone()));
+
+        // A file reload keeps the pushed set.
+        store.reload().unwrap();
+        assert_eq!(pick("a.test"), Some("Secret shop/same-name".into()));
+    }
+
+    #[test]
+    fn a_pushed_set_is_replaced_whole_and_summarised_without_keys() {
+        let store = CertStore::load(vec![]).unwrap();
+        assert!(store.is_empty());
+        assert_eq!(
+            served_source(&store, Some("a.test")),
+            None,
+            "nothing to serve"
+        );
+
+        store.set_pushed(&pushed(&[("shop/a", &["a.test"]), ("shop/b", &["b.test"])]));
+        assert!(!store.is_empty());
+        assert_eq!(
+            served_source(&store, Some("b.test")),
+            Some("Secret shop/b".into())
+        );
+        // Without files, the first pushed certificate is the default.
+        assert_eq!(served_source(&store, None), Some("Secret shop/a".into()));
+
+        store.set_pushed(&pushed(&[("shop/c", &["*.c.test"])]));
+        assert_eq!(
+            served_source(&store, Some("b.test")),
+            Some("Secret shop/c".into()),
+            "b is gone: the default now"
+        );
+        assert_eq!(
+            served_source(&store, Some("x.c.test")),
+            Some("Secret shop/c".into())
+        );
+        let summary = store.summary();
+        assert_eq!(summary.len(), 1);
+        assert_eq!(summary[0].source, CertSource::Gateway("shop/c".into()));
+        assert_eq!(summary[0].names, ["*.c.test"]);
+        assert!(summary[0].not_after_unix > 0);
+        let json = serde_json::to_string(&summary).unwrap();
+        assert_eq!(
+            json,
+            format!(
+                r#"[{{"source":{{"gateway":"shop/c"}},"names":["*.c.test"],"not_after_unix":{}}}]"#,
+                summary[0].not_after_unix
+            )
+        );
+
+        store.set_pushed(&GatewayCertificates::default());
+        assert!(store.is_empty(), "an empty set: none again");
     }
 
     #[test]

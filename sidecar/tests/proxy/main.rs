@@ -1,6 +1,7 @@
 //! The proxy's integration tests, one test binary with a module per area:
 //! the binary's control side (`control_binary`) and the data path run in
-//! this process on loopback (`data_mesh`, `data_tls`, `data_transparent`).
+//! this process on loopback (`data_mesh`, `data_tls`, `data_transparent`,
+//! `data_routes`, `data_gateway_tls`).
 //! In-process proxies log through the test subscriber, so a failing test
 //! shows their log.
 //!
@@ -10,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod control_binary;
+mod data_gateway_tls;
 mod data_mesh;
 mod data_routes;
 mod data_tls;
