@@ -117,9 +117,35 @@ pub struct Gateway {
     pub key: ServiceKey,
     pub class: String,
     pub listeners: Vec<Listener>,
+    /// The service account whose gateway proxies may hold its HTTPS
+    /// listeners' keys: the Gateway's name unless its metadata says
+    /// otherwise ([`Gateway::with_annotations`]).
+    pub service_account: String,
 }
 
 impl Gateway {
+    /// Reads the Gateway's annotations: the service account of
+    /// [`certificates::SERVICE_ACCOUNT_ANNOTATION`], checked.
+    pub fn with_annotations(
+        mut self,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Result<Gateway, RouteError> {
+        if let Some(sa) = annotations.and_then(|a| a.get(certificates::SERVICE_ACCOUNT_ANNOTATION))
+        {
+            names::validate(NameKind::ServiceAccount, sa).map_err(|e| {
+                RouteError::invalid(
+                    format!(
+                        "metadata.annotations[{}]",
+                        certificates::SERVICE_ACCOUNT_ANNOTATION
+                    ),
+                    e.to_string(),
+                )
+            })?;
+            self.service_account = sa.clone();
+        }
+        Ok(self)
+    }
+
     /// Whether at least one listener is served (`Programmed=True`).
     pub fn programmed(&self) -> bool {
         self.listeners.iter().any(Listener::served)
@@ -155,6 +181,7 @@ pub fn gateway(namespace: &str, name: &str, spec: &GatewaySpec) -> Result<Gatewa
         listeners.push(next);
     }
     Ok(Gateway {
+        service_account: key.name().to_string(),
         key,
         class: spec.gateway_class_name.clone(),
         listeners,

@@ -145,6 +145,7 @@ pub fn apply(index: &SharedIndex, config: MeshConfig) -> Result<Applied, Duplica
     index.apply_policies(config.policies);
     index.apply_routes(config.routes);
     index.apply_gateways(config.gateways);
+    index.apply_gateway_certificates(config.gateway_certificates);
     let mut authz = index.authorization().clone();
     authz.policies = config.authz;
     authz.peer = config.peer_auth;

@@ -48,6 +48,37 @@ impl fmt::Debug for TlsSecret {
     }
 }
 
+impl TlsSecret {
+    /// The certificate of a Secret of type `kubernetes.io/tls` (`tls.crt`
+    /// and `tls.key` from `data`, or from `stringData` as a manifest may
+    /// write them); `None` for a Secret of another type.
+    pub fn from_secret(
+        secret: &k8s_openapi::api::core::v1::Secret,
+    ) -> Result<Option<TlsSecret>, String> {
+        if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+            return Ok(None);
+        }
+        let field = |name: &str| -> Result<Vec<u8>, String> {
+            if let Some(v) = secret.data.as_ref().and_then(|d| d.get(name)) {
+                return Ok(v.0.clone());
+            }
+            if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(name)) {
+                return Ok(v.clone().into_bytes());
+            }
+            Err(format!(
+                "a {TLS_SECRET_TYPE} Secret needs {name} in data or stringData"
+            ))
+        };
+        Ok(Some(TlsSecret {
+            chain_pem: field("tls.crt")?,
+            key_pem: KeyPem(field("tls.key")?),
+        }))
+    }
+}
+
+/// The Secret type that holds a certificate and its key.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
 impl Serialize for KeyPem {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("sha256:{}", hex::encode(Sha256::digest(&self.0))))

@@ -17,6 +17,7 @@ use mycel_api::names::{self, NameKind};
 use serde_json::Value;
 
 use crate::model::{Route, Service, ServiceKey, ServicePolicy};
+use crate::routes::gateway::certificates::{self, GatewayCertificates};
 use crate::sources::k8s::convert::{self, Strictness};
 
 mod authz;
@@ -25,6 +26,7 @@ mod gateways;
 mod peer_auth;
 mod policies;
 mod routes;
+mod secrets;
 
 /// Why a mesh config was rejected. The file name is added by the caller.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,6 +64,9 @@ pub struct MeshConfig {
     pub authz: Vec<crate::authz::SelectedPolicy>,
     /// PeerAuthentication objects, sorted by namespace and name.
     pub peer_auth: Vec<crate::authz::peer::PeerAuthPolicy>,
+    /// The certificates of the Gateways with HTTPS listeners, from the
+    /// file's `kubernetes.io/tls` Secrets.
+    pub gateway_certificates: BTreeMap<ServiceKey, GatewayCertificates>,
 }
 
 impl MeshConfig {
@@ -87,6 +92,7 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     let mut routes = Vec::new();
     let mut gateways = Vec::new();
     let mut gateway_policies = Vec::new();
+    let mut secrets = Vec::new();
     let mut authz: Vec<(usize, crate::authz::SelectedPolicy)> = Vec::new();
     let mut peer_auth: Vec<(usize, crate::authz::peer::PeerAuthPolicy)> = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -115,6 +121,10 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
             gateways.push(gateways::parse_document(document, value)?);
             continue;
         }
+        if value.get("kind").and_then(Value::as_str) == Some(secrets::KIND) {
+            secrets.push(secrets::parse_document(document, value)?);
+            continue;
+        }
         if routes::is_route(value.get("kind").and_then(Value::as_str)) {
             routes.push(routes::parse_document(document, value)?);
             continue;
@@ -132,7 +142,35 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
     }
     let faults = policies::faults(&policies);
     let policies = policies::attach(&services, policies)?;
+    let gateway_documents: BTreeMap<ServiceKey, usize> = gateways
+        .iter()
+        .map(|p| (p.gateway.key.clone(), p.document))
+        .collect();
     let gateways = gateways::by_key(gateways)?;
+    let secrets = secrets::by_key(secrets)?;
+    let mut gateway_certificates = BTreeMap::new();
+    for (key, gw) in &gateways {
+        if !gw.listeners.iter().any(|l| l.https) {
+            continue;
+        }
+        let (certs, unresolved) = certificates::resolve(gw, &gw.service_account, |r| {
+            secrets.get(&(r.namespace.clone(), r.name.clone()))
+        });
+        // The file has no status to show a listener's refused Secret in.
+        if let Some((i, list)) = unresolved.into_iter().next() {
+            let why = list
+                .into_iter()
+                .map(|(_, why)| why)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ParseError::Field {
+                document: gateway_documents.get(key).copied().unwrap_or(0),
+                field: format!("spec.listeners[{i}].tls.certificateRefs"),
+                message: why,
+            });
+        }
+        gateway_certificates.insert(key.clone(), certs);
+    }
     let gateway_policies = gateway_policies::by_name(gateway_policies)?;
     let attached = routes::attach(
         &services,
@@ -152,6 +190,7 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
         policies,
         routes: attached.services,
         gateways: attached.gateways,
+        gateway_certificates,
     })
 }
 
@@ -209,7 +248,8 @@ fn parse_document(document: usize, value: Value) -> Result<Service, ParseError> 
         return Err(ParseError::Document {
             document,
             message: format!(
-                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {}, {}, {}, {} and {})",
+                "unsupported kind {kind:?} (mesh.yaml reads kind: Service, {}, {}, {}, {}, {}, {}, {} and {})",
+                secrets::KIND,
                 policies::KIND,
                 gateway_policies::KIND,
                 authz::KIND,

@@ -59,6 +59,7 @@ pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, Parse
         ));
     }
     let gw = gateway::gateway(&namespace, &name, &object.spec)
+        .and_then(|g| g.with_annotations(object.metadata.annotations.as_ref()))
         .map_err(|e| d.err(&e.field, e.message))?;
     for (i, l) in gw.listeners.iter().enumerate() {
         if let Some(r) = &l.refused {

@@ -244,7 +244,7 @@ fn error_names_later_document_index() {
         e,
         ParseError::Document {
             document: 3,
-            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, TrafficPolicy, GatewayPolicy, AuthorizationPolicy, PeerAuthentication, Gateway, HTTPRoute and GRPCRoute)".into()
+            message: "unsupported kind \"ConfigMap\" (mesh.yaml reads kind: Service, Secret, TrafficPolicy, GatewayPolicy, AuthorizationPolicy, PeerAuthentication, Gateway, HTTPRoute and GRPCRoute)".into()
         }
     );
 }
@@ -470,5 +470,132 @@ fn peer_authentications_are_read_with_numeric_port_keys_and_checked() {
     ] {
         let got = err(&format!("{SHOP}{extra}"));
         assert!(got.contains(want), "want {want:?} in {got:?}");
+    }
+}
+
+/// A self-signed certificate for `host` as a Secret document of namespace
+/// shop, its PEM in stringData as a hand-written manifest would have it.
+fn tls_secret(name: &str, host: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: shop}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert.pem()),
+        indent(key.serialize_pem())
+    )
+}
+
+fn https_gateway(annotations: &str, refs: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: web, namespace: shop{annotations}}}
+spec:
+  gatewayClassName: mycel
+  listeners:
+    - {{name: http, port: 80, protocol: HTTP}}
+    - {{name: https, port: 443, protocol: HTTPS, hostname: api.shop.example, tls: {{certificateRefs: [{refs}]}}}}
+"#
+    )
+}
+
+const API_ROUTE: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: shop}
+spec:
+  parentRefs: [{name: web, sectionName: https}]
+  rules: [{backendRefs: [{name: api, port: 80}]}]
+"#;
+
+#[test]
+fn an_https_listener_gets_its_secrets_for_the_gateways_service_account() {
+    let text = format!(
+        "{}---\n{}---\n{API_ROUTE}",
+        tls_secret("api-cert", "api.shop.example"),
+        https_gateway(
+            ", annotations: {mycel.io/gateway-service-account: edge}",
+            "{name: api-cert}"
+        )
+    );
+    let cfg = parse_mesh_config(&text).unwrap();
+    let web = ServiceKey::parse("web.shop").unwrap();
+    let certs = &cfg.gateway_certificates[&web];
+    assert_eq!(certs.service_account, "edge");
+    assert_eq!(certs.certificates.len(), 1);
+    assert_eq!(certs.certificates[0].source, "shop/api-cert");
+    assert!(String::from_utf8_lossy(&certs.certificates[0].chain_pem)
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    let routes = &cfg.gateways[&web];
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        routes[0].listener,
+        crate::routes::ListenerSide::Https,
+        "only on the TLS socket"
+    );
+    assert_eq!(routes[0].hostnames, ["api.shop.example"]);
+
+    // Without the annotation the Gateway's own name is the account.
+    let text = format!(
+        "{}---\n{}",
+        tls_secret("api-cert", "api.shop.example"),
+        https_gateway("", "{name: api-cert}")
+    );
+    assert_eq!(
+        parse_mesh_config(&text).unwrap().gateway_certificates[&web].service_account,
+        "web"
+    );
+}
+
+#[test]
+fn https_listener_secrets_that_cannot_serve_are_refused_naming_the_listener() {
+    let good = tls_secret("api-cert", "api.shop.example");
+    let cases = [
+        (
+            format!("{good}---\n{}", https_gateway("", "{name: nope}")),
+            "document 2: spec.listeners[1].tls.certificateRefs: Secret shop/nope does not exist",
+        ),
+        (
+            format!(
+                "{}---\n{}",
+                good.replace("-----BEGIN PRIVATE KEY-----", "-----BEGIN NONSENSE-----"),
+                https_gateway("", "{name: api-cert}")
+            ),
+            "document 2: spec.listeners[1].tls.certificateRefs: Secret shop/api-cert: tls.key",
+        ),
+        (
+            good.replace("type: kubernetes.io/tls", "type: Opaque"),
+            "document 1: type: mesh.yaml reads only Secrets of type kubernetes.io/tls",
+        ),
+        (
+            good.replace("tls.key: |", "tls.kee: |"),
+            "document 1: data: a kubernetes.io/tls Secret needs tls.key in data or stringData",
+        ),
+        (
+            format!("{good}---\n{good}"),
+            "document 2: Secret shop/api-cert is already declared in document 1",
+        ),
+        (
+            https_gateway(", annotations: {mycel.io/gateway-service-account: Not_Valid}", "{name: a}"),
+            "document 1: metadata.annotations[mycel.io/gateway-service-account]: service account \"Not_Valid\" is not valid",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = err(&text);
+        assert!(got.starts_with(want), "got: {got}\nwant: {want}");
     }
 }
