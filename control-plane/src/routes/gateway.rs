@@ -310,7 +310,7 @@ fn certificate_refs(
     for (i, r) in refs.iter().enumerate() {
         let group = r.group.as_deref().unwrap_or("");
         let kind = r.kind.as_deref().unwrap_or("Secret");
-        if group != "" || kind != "Secret" {
+        if !group.is_empty() || kind != "Secret" {
             return Err(invalid(format!(
                 "tls.certificateRefs[{i}] names a {kind} of group {group:?}; only core Secrets hold certificates"
             )));
