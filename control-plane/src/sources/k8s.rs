@@ -19,6 +19,7 @@ pub mod policies;
 pub mod rbac;
 pub mod review;
 pub mod routes;
+pub mod tls_secrets;
 pub mod trust_bundle;
 pub mod watch;
 

@@ -108,13 +108,14 @@ pub struct GatewayCertificates {
 /// not be used, with why (empty: all resolved).
 pub type Unresolved = Vec<(CertificateRef, String)>;
 
-/// Resolves every served HTTPS listener's Secrets through `lookup`. Returns
+/// Resolves every served HTTPS listener's Secrets through `lookup` (None:
+/// no such TLS Secret; `Err`: one that cannot be read as one). Returns
 /// the certificates to send and, per listener position, the references
 /// that did not resolve.
 pub fn resolve<'a>(
     gw: &Gateway,
     service_account: &str,
-    lookup: impl Fn(&CertificateRef) -> Option<&'a TlsSecret>,
+    lookup: impl Fn(&CertificateRef) -> Option<Result<&'a TlsSecret, String>>,
 ) -> (GatewayCertificates, BTreeMap<usize, Unresolved>) {
     let mut out = GatewayCertificates {
         service_account: service_account.to_string(),
@@ -129,21 +130,20 @@ pub fn resolve<'a>(
             let source = r.to_string();
             let checked = match lookup(r) {
                 None => Err(format!(
-                    "Secret {source} does not exist (or is not of type kubernetes.io/tls)"
+                    "Secret {source} does not exist (or is not of type {TLS_SECRET_TYPE})"
                 )),
-                Some(secret) => check(secret).map_err(|e| format!("Secret {source}: {e}")),
+                Some(Err(e)) => Err(format!("Secret {source}: {e}")),
+                Some(Ok(secret)) => check(secret)
+                    .map(|()| secret)
+                    .map_err(|e| format!("Secret {source}: {e}")),
             };
             match checked {
-                Ok(()) => {
-                    if out.certificates.iter().any(|c| c.source == source) {
-                        continue;
-                    }
-                    let secret = lookup(r).cloned();
-                    if let Some(secret) = secret {
+                Ok(secret) => {
+                    if out.certificates.iter().all(|c| c.source != source) {
                         out.certificates.push(GatewayCertificate {
                             source,
-                            chain_pem: secret.chain_pem,
-                            key_pem: secret.key_pem,
+                            chain_pem: secret.chain_pem.clone(),
+                            key_pem: secret.key_pem.clone(),
                         });
                     }
                 }
@@ -242,7 +242,7 @@ mod tests {
         .into();
         let (certs, unresolved) = resolve(&gateway(), "gateway", |r| {
             assert_eq!(r.namespace, "shop");
-            secrets.get(r.name.as_str()).copied()
+            secrets.get(r.name.as_str()).copied().map(Ok)
         });
         assert_eq!(certs.service_account, "gateway");
         let sources: Vec<&str> = certs

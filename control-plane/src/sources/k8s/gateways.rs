@@ -24,7 +24,9 @@ use serde_json::Value;
 
 use super::cluster::ObjKey;
 use super::routes::{ParentVerdict, RouteKey, Routes};
+use super::tls_secrets::TlsSecrets;
 use crate::model::{Route, ServiceKey};
+use crate::routes::gateway::certificates::{self, GatewayCertificates, Unresolved};
 use crate::routes::gateway::{self, Attachment, Gateway, GATEWAY_CONTROLLER_NAME, GROUP};
 use crate::routes::{Converted, Reason, RouteError};
 
@@ -92,7 +94,8 @@ pub fn read_gateway(obj: &DynamicObject) -> Option<GatewayObject> {
             message: e.into_inner().to_string(),
             reason: Reason::Invalid,
         })
-        .and_then(|spec| gateway::gateway(&namespace, &name, &spec));
+        .and_then(|spec| gateway::gateway(&namespace, &name, &spec))
+        .and_then(|g| g.with_annotations(obj.metadata.annotations.as_ref()));
     Some(GatewayObject {
         key: (namespace, name),
         generation: obj.metadata.generation.unwrap_or(0),
@@ -125,6 +128,9 @@ pub struct Outcome {
     /// The verdict on each parentRef naming one of our Gateways, by route
     /// and position in `spec.parentRefs`.
     pub verdicts: BTreeMap<RouteKey, Vec<(usize, ParentVerdict)>>,
+    /// The HTTPS listener references of each of our Gateways that did not
+    /// resolve, by listener position (see [`Gateways::certificates`]).
+    pub unresolved: BTreeMap<ObjKey, BTreeMap<usize, Unresolved>>,
 }
 
 impl Gateways {
@@ -174,6 +180,32 @@ impl Gateways {
             .get(&obj.class)
             .is_some_and(ClassObject::ours)
             .then_some(obj)
+    }
+
+    /// The certificates of each of our valid Gateways with HTTPS
+    /// listeners (for the index), and the references that did not resolve
+    /// (for their statuses).
+    pub fn certificates(
+        &self,
+        secrets: &TlsSecrets,
+    ) -> (
+        BTreeMap<ServiceKey, GatewayCertificates>,
+        BTreeMap<ObjKey, BTreeMap<usize, Unresolved>>,
+    ) {
+        let mut certs = BTreeMap::new();
+        let mut unresolved = BTreeMap::new();
+        for g in self.ours() {
+            let Ok(gw) = &g.gateway else { continue };
+            if !gw.listeners.iter().any(|l| l.https) {
+                continue;
+            }
+            let (c, u) = certificates::resolve(gw, &gw.service_account, |r| secrets.get(r));
+            certs.insert(gw.key.clone(), c);
+            if !u.is_empty() {
+                unresolved.insert(g.key.clone(), u);
+            }
+        }
+        (certs, unresolved)
     }
 
     /// Attaches every route to our Gateways. `resolved` is a valid route's

@@ -126,6 +126,14 @@ pub const REQUIRED: &[Permission] = &[
         why: "Gateways of every namespace are read; those of our classes are served (watch.rs, gateways.rs)",
     },
     Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["list", "watch"],
+        scope: Scope::Cluster,
+        resource_names: &[],
+        why: "the certificates of HTTPS listeners: only Secrets of type kubernetes.io/tls (a field selector), pushed only to the Gateway's own proxies (watch.rs, tls_secrets.rs)",
+    },
+    Permission {
         group: "gateway.networking.k8s.io",
         resource: "gatewayclasses",
         verbs: &["list", "watch"],

@@ -390,8 +390,9 @@ pub fn send_statuses(
             .get(&gw.key)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let write =
-            gw_status::gateway(gw, attached, &now).map(|s| (gw.resource_version.clone(), s));
+        let unresolved = outcome.unresolved.get(&gw.key);
+        let write = gw_status::gateway(gw, attached, unresolved, &now)
+            .map(|s| (gw.resource_version.clone(), s));
         let _ = tx.send(StatusUpdate {
             key: Target::Gateway(gw.key.0.clone(), gw.key.1.clone()),
             write,

@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject};
@@ -43,6 +43,7 @@ use super::gateway_policies::{self, GatewayPolicies};
 use super::gateways::{self, Gateways};
 use super::policies::{self, write::StatusUpdate, Policies};
 use super::routes::{self, PolicyLookup, Routes};
+use super::tls_secrets::TlsSecrets;
 use crate::index::SharedIndex;
 use crate::model::ServiceKey;
 use crate::routes::{PolicyFault, RouteKind};
@@ -65,6 +66,7 @@ enum Change {
     Authz(Event<DynamicObject>),
     PeerAuth(Event<DynamicObject>),
     GatewayPolicy(Event<DynamicObject>),
+    TlsSecret(Event<Secret>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,6 +82,7 @@ enum Kind {
     Authz,
     PeerAuth,
     GatewayPolicy,
+    TlsSecret,
 }
 
 impl Kind {
@@ -117,13 +120,13 @@ impl Kind {
             Kind::GatewayPolicy => Some(
                 "GatewayPolicy CRD not installed; gateway policies are followed once it is",
             ),
-            Kind::Service | Kind::Slice | Kind::Pod => None,
+            Kind::Service | Kind::Slice | Kind::Pod | Kind::TlsSecret => None,
         }
     }
 }
 
 /// Every kind the controller lists before it is ready.
-const KINDS: usize = 11;
+const KINDS: usize = 12;
 
 /// A watch that failed, and of which kind.
 struct Failure {
@@ -158,6 +161,7 @@ struct Relist {
     authz: Option<BTreeSet<ObjKey>>,
     peer_auth: Option<BTreeSet<ObjKey>>,
     gateway_policies: Option<BTreeSet<ObjKey>>,
+    tls_secrets: Option<BTreeSet<ObjKey>>,
 }
 
 impl Relist {
@@ -174,6 +178,7 @@ impl Relist {
             Kind::Authz => &mut self.authz,
             Kind::PeerAuth => &mut self.peer_auth,
             Kind::GatewayPolicy => &mut self.gateway_policies,
+            Kind::TlsSecret => &mut self.tls_secrets,
         }
     }
 }
@@ -270,6 +275,16 @@ pub async fn run(
         e.map(Change::GatewayPolicy)
             .map_err(tag(Kind::GatewayPolicy))
     });
+    // Only the Secrets HTTPS listeners can name: the selector keeps every
+    // other Secret (and its data) out of the controller.
+    let tls_secrets = changes(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().fields(&format!(
+            "type={}",
+            crate::routes::gateway::certificates::TLS_SECRET_TYPE
+        )),
+    )
+    .map(move |e| e.map(Change::TlsSecret).map_err(tag(Kind::TlsSecret)));
     let classes = changes(
         Api::<DynamicObject>::all_with(client, &ApiResource::erase::<GatewayClass>(&())),
         watcher::Config::default(),
@@ -290,6 +305,7 @@ pub async fn run(
         authz_objects.boxed(),
         peer_auth_objects.boxed(),
         gateway_policy_objects.boxed(),
+        tls_secrets.boxed(),
     ]);
     let mut authz_store = AuthzPolicies::default();
     let mut peer_auth_store = PeerAuthPolicies::default();
@@ -297,6 +313,7 @@ pub async fn run(
     let mut gateway_policy_store = gateway_policies::store();
     let mut route_store = Routes::default();
     let mut gateway_store = Gateways::default();
+    let mut tls_secret_store = TlsSecrets::default();
     let mut outcome = gateways::Outcome::default();
     let mut relist = Relist::default();
     let mut listed: BTreeSet<Kind> = BTreeSet::new();
@@ -409,6 +426,12 @@ pub async fn run(
                 routes_touched = true;
                 (kind, BTreeSet::new(), None)
             }
+            Ok(Change::TlsSecret(e)) => {
+                let (kind, changed) = apply_tls_secret(&mut tls_secret_store, &mut relist, e);
+                // Gateways' certificates and listener statuses follow.
+                routes_touched = changed;
+                (kind, BTreeSet::new(), None)
+            }
             Ok(Change::Class(e)) => {
                 routes_touched = true;
                 (
@@ -443,7 +466,11 @@ pub async fn run(
             // Service may each change what a Gateway serves, and the
             // index pushes only the Gateways whose routes changed.
             outcome = routes::attach_gateways(&cluster, &route_store, &gateway_store);
-            index.lock().apply_gateways(outcome.routes.clone());
+            let (certificates, unresolved) = gateway_store.certificates(&tls_secret_store);
+            outcome.unresolved = unresolved;
+            let mut ix = index.lock();
+            ix.apply_gateways(outcome.routes.clone());
+            ix.apply_gateway_certificates(certificates);
         }
         if let Some(kind) = kind {
             listed.insert(kind);
@@ -619,7 +646,8 @@ fn apply(
         | Change::Class(_)
         | Change::Authz(_)
         | Change::PeerAuth(_)
-        | Change::GatewayPolicy(_) => (None, BTreeSet::new()),
+        | Change::GatewayPolicy(_)
+        | Change::TlsSecret(_) => (None, BTreeSet::new()),
         Change::Pod(e) => on_event(
             cluster,
             relist,
@@ -820,4 +848,4 @@ mod gateway_kinds;
 #[cfg(test)]
 mod tests;
 
-use gateway_kinds::{apply_class, apply_gateway, cluster_scoped};
+use gateway_kinds::{apply_class, apply_gateway, apply_tls_secret, cluster_scoped};

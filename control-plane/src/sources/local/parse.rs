@@ -154,7 +154,7 @@ pub fn parse_mesh_config(text: &str) -> Result<MeshConfig, ParseError> {
             continue;
         }
         let (certs, unresolved) = certificates::resolve(gw, &gw.service_account, |r| {
-            secrets.get(&(r.namespace.clone(), r.name.clone()))
+            secrets.get(&(r.namespace.clone(), r.name.clone())).map(Ok)
         });
         // The file has no status to show a listener's refused Secret in.
         if let Some((i, list)) = unresolved.into_iter().next() {

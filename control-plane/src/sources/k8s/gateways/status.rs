@@ -7,10 +7,13 @@
 //! the lists are replaced whole; the defaults the CRDs put there
 //! (`Unknown`, `Pending`) are replaced the first time.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::{ClassObject, GatewayObject};
-use crate::routes::gateway::{Listener, GROUP};
+use crate::routes::gateway::certificates::Unresolved;
+use crate::routes::gateway::{CertificateRef, Listener, GROUP};
 use crate::sources::k8s::routes::status::condition;
 
 type Condition = (bool, &'static str, String);
@@ -35,7 +38,12 @@ pub fn class(class: &ClassObject, now: &str) -> Option<Value> {
 
 /// The `status` to merge into a Gateway of ours (`attached`: routes per
 /// listener), or `None` when it already says it.
-pub fn gateway(gw: &GatewayObject, attached: &[u32], now: &str) -> Option<Value> {
+pub fn gateway(
+    gw: &GatewayObject,
+    attached: &[u32],
+    unresolved: Option<&BTreeMap<usize, Unresolved>>,
+    now: &str,
+) -> Option<Value> {
     let list = |k: &str| {
         gw.status
             .get(k)
@@ -95,6 +103,10 @@ pub fn gateway(gw: &GatewayObject, attached: &[u32], now: &str) -> Option<Value>
                     listener(
                         l,
                         attached.get(i).copied().unwrap_or(0),
+                        unresolved
+                            .and_then(|u| u.get(&i))
+                            .map(Vec::as_slice)
+                            .unwrap_or_default(),
                         generation,
                         old,
                         now,
@@ -112,8 +124,27 @@ pub fn gateway(gw: &GatewayObject, attached: &[u32], now: &str) -> Option<Value>
         .then(|| json!({ "conditions": conditions, "listeners": listeners }))
 }
 
-fn listener(l: &Listener, attached: u32, generation: i64, old: &[Value], now: &str) -> Value {
+fn listener(
+    l: &Listener,
+    attached: u32,
+    unresolved: &[(CertificateRef, String)],
+    generation: i64,
+    old: &[Value],
+    now: &str,
+) -> Value {
+    // An HTTPS listener none of whose certificates can be served serves
+    // nothing: every handshake for its names would fail.
+    let no_certificate =
+        l.https && !l.certificates.is_empty() && unresolved.len() >= l.certificates.len();
     let (accepted, programmed): (Condition, Condition) = match &l.refused {
+        None if no_certificate => (
+            (true, "Accepted", "the listener is accepted".into()),
+            (
+                false,
+                "Invalid",
+                "none of the listener's certificateRefs can be served; see ResolvedRefs".into(),
+            ),
+        ),
         None => (
             (true, "Accepted", "the listener is served".into()),
             (true, "Programmed", "the listener is served".into()),
@@ -123,7 +154,17 @@ fn listener(l: &Listener, attached: u32, generation: i64, old: &[Value], now: &s
             (false, "Invalid", r.message.clone()),
         ),
     };
-    let resolved: Condition = if l.invalid_kinds.is_empty() {
+    let resolved: Condition = if !unresolved.is_empty() {
+        (
+            false,
+            "InvalidCertificateRef",
+            unresolved
+                .iter()
+                .map(|(_, why)| why.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    } else if l.invalid_kinds.is_empty() {
         (true, "ResolvedRefs", "every reference resolved".into())
     } else {
         (

@@ -138,7 +138,7 @@ fn statuses_are_written_once_then_left_alone() {
     assert_eq!(status::class(&again, "2024-06-01T00:00:00Z"), None);
 
     let ours = g.ours().next().unwrap();
-    let s = status::gateway(ours, &[1, 0], now).unwrap();
+    let s = status::gateway(ours, &[1, 0], None, now).unwrap();
     let conditions: Vec<(&str, &str, &str)> = s["conditions"]
         .as_array()
         .unwrap()
@@ -170,11 +170,11 @@ fn statuses_are_written_once_then_left_alone() {
     let mut again = ours.clone();
     again.status = s.clone();
     assert_eq!(
-        status::gateway(&again, &[1, 0], "2024-06-01T00:00:00Z"),
+        status::gateway(&again, &[1, 0], None, "2024-06-01T00:00:00Z"),
         None
     );
     // A route more is a change of that listener only.
-    let next = status::gateway(&again, &[2, 0], "2024-06-01T00:00:00Z").unwrap();
+    let next = status::gateway(&again, &[2, 0], None, "2024-06-01T00:00:00Z").unwrap();
     assert_eq!(next["listeners"][0]["attachedRoutes"], 2);
     assert_eq!(
         next["listeners"][0]["conditions"][0]["lastTransitionTime"],
@@ -201,7 +201,7 @@ fn an_invalid_gateway_of_ours_is_not_accepted_and_serves_nothing() {
     let key = (RouteKind::Http, "shop".to_string(), "shop".to_string());
     assert_eq!(out.verdicts[&key][0].1.accepted.1, "NoMatchingParent");
     let ours = g.ours().next().unwrap();
-    let s = status::gateway(ours, &[], "2024-05-01T00:00:00Z").unwrap();
+    let s = status::gateway(ours, &[], None, "2024-05-01T00:00:00Z").unwrap();
     assert_eq!(s["conditions"][0]["status"], "False");
     assert_eq!(s["conditions"][1]["status"], "False");
 }
@@ -240,4 +240,107 @@ fn one_write_carries_both_kinds_of_our_entries_and_keeps_others() {
         route_status::desired(&again, &mesh, &out.verdicts[&key], "2024-06-01T00:00:00Z"),
         None
     );
+}
+
+fn tls_secret(name: &str, host: &str) -> k8s_openapi::api::core::v1::Secret {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "shop"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()},
+    }))
+    .unwrap()
+}
+
+/// Listener 1 of Gateway `secure`: HTTPS naming Secrets `api` and `www`.
+fn https_store() -> Gateways {
+    let mut g = store();
+    g.apply_gateway(
+        read_gateway(&dynamic(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "secure", "namespace": "shop", "generation": 1, "resourceVersion": "1",
+                         "annotations": {"mycel.io/gateway-service-account": "edge"}},
+            "spec": {"gatewayClassName": "mycel",
+                     "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"},
+                                   {"name": "https", "port": 443, "protocol": "HTTPS",
+                                    "tls": {"certificateRefs": [{"name": "api"}, {"name": "www"}]}}]},
+        })))
+        .unwrap(),
+    );
+    g
+}
+
+/// `(type, status, reason)` of a listener's conditions.
+fn listener_conditions(status: &Value, i: usize) -> Vec<(String, String, String)> {
+    status["listeners"][i]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_https_listener_is_programmed_by_the_secrets_it_can_serve() {
+    let g = https_store();
+    let secure = ServiceKey::new("secure", "shop").unwrap();
+    let obj_key = ("shop".to_string(), "secure".to_string());
+    let obj = g.ours().find(|o| o.key == obj_key).unwrap().clone();
+    let now = "2024-05-01T00:00:00Z";
+    let row = |t: &str, st: &str, r: &str| (t.to_string(), st.to_string(), r.to_string());
+
+    // No Secret yet: nothing to serve, and the status says which and why.
+    let mut secrets = TlsSecrets::default();
+    let (certs, unresolved) = g.certificates(&secrets);
+    assert!(certs[&secure].certificates.is_empty());
+    assert_eq!(certs[&secure].service_account, "edge");
+    let s = status::gateway(&obj, &[0, 0], unresolved.get(&obj_key), now).unwrap();
+    let l = listener_conditions(&s, 1);
+    assert!(l.contains(&row("Programmed", "False", "Invalid")), "{l:?}");
+    assert!(
+        l.contains(&row("ResolvedRefs", "False", "InvalidCertificateRef")),
+        "{l:?}"
+    );
+    assert!(
+        s["listeners"][1]["conditions"]
+            .to_string()
+            .contains("shop/api does not exist"),
+        "{s}"
+    );
+
+    // One of two: served, still saying the other is missing.
+    secrets.apply(&tls_secret("api", "api.shop.example"));
+    let (certs, unresolved) = g.certificates(&secrets);
+    assert_eq!(certs[&secure].certificates[0].source, "shop/api");
+    let s = status::gateway(&obj, &[0, 0], unresolved.get(&obj_key), now).unwrap();
+    let l = listener_conditions(&s, 1);
+    assert!(
+        l.contains(&row("Programmed", "True", "Programmed")),
+        "{l:?}"
+    );
+    assert!(
+        l.contains(&row("ResolvedRefs", "False", "InvalidCertificateRef")),
+        "{l:?}"
+    );
+
+    // Both: every reference resolved.
+    secrets.apply(&tls_secret("www", "www.shop.example"));
+    let (certs, unresolved) = g.certificates(&secrets);
+    assert_eq!(certs[&secure].certificates.len(), 2);
+    assert!(unresolved.is_empty());
+    let s = status::gateway(&obj, &[0, 0], None, now).unwrap();
+    assert!(listener_conditions(&s, 1).contains(&row("ResolvedRefs", "True", "ResolvedRefs")));
+    // A Gateway without HTTPS listeners has no certificates at all.
+    assert!(!certs.contains_key(&ServiceKey::new("ours", "shop").unwrap()));
 }

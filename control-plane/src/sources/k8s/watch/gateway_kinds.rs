@@ -1,5 +1,6 @@
-//! Gateway and GatewayClass events into [`Gateways`], with the same
-//! re-list bookkeeping as every other kind ([`super::on_event`]).
+//! Gateway and GatewayClass events into [`Gateways`], and TLS Secret
+//! events into [`TlsSecrets`] (the certificates of HTTPS listeners), with
+//! the same re-list bookkeeping as every other kind ([`super::on_event`]).
 
 use std::collections::BTreeSet;
 
@@ -8,6 +9,7 @@ use kube::runtime::watcher::Event;
 
 use super::{on_event, Kind, Relist};
 use crate::sources::k8s::gateways::{self, Gateways};
+use crate::sources::k8s::tls_secrets::TlsSecrets;
 
 /// GatewayClasses are cluster-scoped; the watch bookkeeping keys objects
 /// by `(namespace, name)`, so a class is keyed with an empty namespace.
@@ -75,4 +77,32 @@ pub(super) fn apply_class(
         },
     )
     .0
+}
+
+/// Applies one TLS Secret event; returns the kind whose re-list just
+/// finished (if it did) and whether any Secret's contents changed.
+pub(super) fn apply_tls_secret(
+    store: &mut TlsSecrets,
+    relist: &mut Relist,
+    event: Event<k8s_openapi::api::core::v1::Secret>,
+) -> (Option<Kind>, bool) {
+    let changed = std::cell::Cell::new(false);
+    let kind = on_event(
+        store,
+        relist,
+        Kind::TlsSecret,
+        event,
+        |s, secret| {
+            let (key, c) = s.apply(&secret);
+            changed.set(changed.get() | c);
+            (key, BTreeSet::new())
+        },
+        |s, k| {
+            changed.set(changed.get() | s.delete(k));
+            BTreeSet::new()
+        },
+        TlsSecrets::keys,
+    )
+    .0;
+    (kind, changed.get())
 }
