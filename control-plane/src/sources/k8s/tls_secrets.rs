@@ -83,7 +83,7 @@ mod tests {
             json!({"tls.crt": b64("C"), "tls.key": b64("K")}),
         );
         assert_eq!(s.apply(&good), (Some(("shop".into(), "api".into())), true));
-        assert_eq!(s.apply(&good).1, false, "the same again is no change");
+        assert!(!s.apply(&good).1, "the same again is no change");
         let got = s.get(&reference("api")).unwrap().unwrap();
         assert_eq!(
             (got.chain_pem.as_slice(), got.key_pem.0.as_slice()),
