@@ -8,7 +8,9 @@
 //! written for the other class, Gateway or parent, and a proxy following
 //! `shop-gateway.shop` gets the route as `GATEWAY_ROUTES`, then a change,
 //! then a GatewayPolicy its rule names (one the schema refuses never
-//! exists).
+//! exists). An HTTPS listener's `kubernetes.io/tls` Secrets reach the
+//! proxies of the Gateway's service account only, follow rotation, and the
+//! listener's status names a Secret that cannot serve.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -285,6 +287,200 @@ async fn gateways_of_our_class_are_served_and_report_status() {
             .iter()
             .any(|(kind, status, _)| kind == "Accepted" && status == "True")
             .then_some(())
+    })
+    .await;
+    drop(api);
+}
+
+/// A certificate for `host` as `(chain PEM, key PEM)`.
+fn certificate(host: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn tls_secret(name: &str, type_: &str, (chain, key): &(String, String)) -> Value {
+    json!({"metadata": {"name": name}, "type": type_,
+           "stringData": {"tls.crt": chain, "tls.key": key}})
+}
+
+/// Opens a discovery stream as a gateway proxy of `account` following
+/// `secure.shop`.
+async fn gateway_probe(admin: &Client, mesh: &Mesh, account: &str) -> Proxy {
+    let token = sa_token(admin, mesh.dir.path(), account, "mycel").await;
+    let hello = Hello {
+        proxy_id: format!("{account}-probe"),
+        workload: Some(Workload {
+            name: format!("{account}-0"),
+            namespace: NS.into(),
+            service_account: account.into(),
+            ..Workload::default()
+        }),
+        register: false,
+        subscriptions: vec![],
+        known: vec![],
+        mode: "gateway".into(),
+        gateway: "secure.shop".into(),
+        admin: None,
+    };
+    let token = std::fs::read_to_string(token).unwrap();
+    Proxy::open_hello(mesh, token.trim(), hello, "secure.shop").await
+}
+
+/// `(source, chain, key)` of each certificate in a response's
+/// `GATEWAY_CERTIFICATES` body.
+fn held(body: &mycel_api::v1::resource::Body) -> Option<Vec<(String, String, String)>> {
+    match body {
+        mycel_api::v1::resource::Body::GatewayCertificates(c) => Some(
+            c.certificates
+                .iter()
+                .map(|c| {
+                    (
+                        c.source.clone(),
+                        String::from_utf8_lossy(&c.chain_pem).into_owned(),
+                        String::from_utf8_lossy(&c.key_pem).into_owned(),
+                    )
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_listener_serves_its_secret_to_the_gateways_own_account_only() {
+    if !k8s::available() {
+        return;
+    }
+    let (api, admin, _controller) = super::k8s_ca::cluster().await;
+    install_crds(&admin).await;
+    install_gateway_api(&admin).await;
+    seed(&admin, &[]).await;
+    let _: k8s_openapi::api::core::v1::ServiceAccount =
+        create(&admin, Some(NS), json!({"metadata": {"name": "edge"}})).await;
+    let class: GatewayClass = serde_json::from_value(
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+               "metadata": {"name": "mycel"}, "spec": {"controllerName": GATEWAY_CONTROLLER}}),
+    )
+    .unwrap();
+    Api::<GatewayClass>::all(admin.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    let api_cert = certificate("api.shop.example");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), NS);
+    let _: k8s_openapi::api::core::v1::Secret = create(
+        &admin,
+        Some(NS),
+        tls_secret("api-tls", "kubernetes.io/tls", &api_cert),
+    )
+    .await;
+    // Not a TLS Secret: the controller's watch never sees it.
+    let opaque = certificate("opaque.shop.example");
+    let _: k8s_openapi::api::core::v1::Secret =
+        create(&admin, Some(NS), tls_secret("www-tls", "Opaque", &opaque)).await;
+    let _: Gateway = create(
+        &admin,
+        Some(NS),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+               "metadata": {"name": "secure",
+                            "annotations": {"mycel.io/gateway-service-account": "edge"}},
+               "spec": {"gatewayClassName": "mycel",
+                        "listeners": [
+                            {"name": "http", "port": 8080, "protocol": "HTTP"},
+                            {"name": "https", "port": 8443, "protocol": "HTTPS",
+                             "hostname": "*.shop.example",
+                             "tls": {"mode": "Terminate", "certificateRefs": [
+                                 {"kind": "Secret", "name": "api-tls"},
+                                 {"kind": "Secret", "name": "www-tls"}]}}]}}),
+    )
+    .await;
+
+    let controller_kubeconfig = api.dir().join("kubeconfig-mycel-controller");
+    let mesh = Mesh::start_kubernetes(&controller_kubeconfig, &[]).await;
+    let gateways = dynamic(&admin, &ApiResource::erase::<Gateway>(&()), Some(NS)).await;
+
+    // One of its two Secrets serves: Programmed, and the status names the
+    // other (an Opaque Secret is no certificate).
+    let https_listener = |status: &Value| {
+        status["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == "https"))
+            .cloned()
+    };
+    poll("listener https: Programmed, www-tls unresolved", || async {
+        let g = gateways.get("secure").await.ok()?;
+        let l = https_listener(g.data.get("status")?)?;
+        let c = conditions(l.get("conditions"));
+        (c.contains(&t("Programmed", "True", "Programmed"))
+            && c.contains(&t("ResolvedRefs", "False", "InvalidCertificateRef"))
+            && l["conditions"]
+                .to_string()
+                .contains("shop/www-tls does not exist"))
+        .then_some(())
+    })
+    .await;
+
+    // The Gateway's account gets the certificate and its key; another
+    // account of the namespace following the same Gateway gets none.
+    let mut edge = gateway_probe(&admin, &mesh, "edge").await;
+    let (chain, key) = api_cert.clone();
+    edge.until_body("edge holds api-tls", |b| {
+        held(b).is_some_and(|c| c == [("shop/api-tls".to_string(), chain.clone(), key.clone())])
+    })
+    .await;
+    let mut client = gateway_probe(&admin, &mesh, "client").await;
+    client
+        .until_body("client holds no certificate", |b| {
+            held(b).is_some_and(|c| c.is_empty())
+        })
+        .await;
+
+    // A TLS Secret of that name comes (a Secret's type cannot change):
+    // resolved, and sent.
+    secrets
+        .delete("www-tls", &Default::default())
+        .await
+        .unwrap();
+    let www = certificate("www.shop.example");
+    let _: k8s_openapi::api::core::v1::Secret = create(
+        &admin,
+        Some(NS),
+        tls_secret("www-tls", "kubernetes.io/tls", &www),
+    )
+    .await;
+    edge.until_body("edge holds both", |b| {
+        held(b).is_some_and(|c| c.len() == 2 && c[1].0 == "shop/www-tls")
+    })
+    .await;
+    poll("listener https: every reference resolved", || async {
+        let g = gateways.get("secure").await.ok()?;
+        let l = https_listener(g.data.get("status")?)?;
+        conditions(l.get("conditions"))
+            .contains(&t("ResolvedRefs", "True", "ResolvedRefs"))
+            .then_some(())
+    })
+    .await;
+
+    // Rotation: a new key in the same Secret reaches the proxy.
+    let rotated = certificate("api.shop.example");
+    let (chain, key) = rotated.clone();
+    secrets
+        .patch(
+            "api-tls",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"tls.crt": chain, "tls.key": key}})),
+        )
+        .await
+        .unwrap();
+    let (chain, key) = rotated;
+    edge.until_body("edge holds the rotated api-tls", |b| {
+        held(b).is_some_and(|c| {
+            c.first() == Some(&("shop/api-tls".to_string(), chain.clone(), key.clone()))
+        })
     })
     .await;
     drop(api);

@@ -144,13 +144,30 @@ impl Proxy {
         what: &str,
         f: impl Fn(&Routes) -> bool,
     ) -> DiscoveryResponse {
+        let parent = self.parent.clone();
+        self.until_body(what, |body| match body {
+            resource::Body::Routes(routes) => routes.parent == parent && f(routes),
+            _ => false,
+        })
+        .await
+    }
+
+    /// Reads (and ACKs) responses until one holds a resource whose body
+    /// satisfies `f`; returns that response.
+    pub(super) async fn until_body(
+        &mut self,
+        what: &str,
+        f: impl Fn(&resource::Body) -> bool,
+    ) -> DiscoveryResponse {
         let wait = Duration::from_secs(20);
-        let mut last: Option<Routes> = None;
+        let mut last: Option<String> = None;
         loop {
             let r = tokio::time::timeout(wait, self.rx.message())
                 .await
                 .unwrap_or_else(|_| {
-                    panic!("{what}: no discovery response within {wait:?}; last routes: {last:?}")
+                    panic!(
+                        "{what}: no discovery response within {wait:?}; last resources: {last:?}"
+                    )
                 })
                 .unwrap_or_else(|s| panic!("{what}: the stream failed: {s}"))
                 .unwrap_or_else(|| panic!("{what}: the stream ended"));
@@ -162,13 +179,11 @@ impl Proxy {
                 })
                 .await
                 .unwrap();
-            let found = r.resources.iter().any(|res| match &res.body {
-                Some(resource::Body::Routes(routes)) => {
-                    last = Some(routes.clone());
-                    routes.parent == self.parent && f(routes)
-                }
-                _ => false,
-            });
+            last = Some(format!("{:?}", r.resources));
+            let found = r
+                .resources
+                .iter()
+                .any(|res| res.body.as_ref().is_some_and(&f));
             if found {
                 return r;
             }
