@@ -7,7 +7,7 @@
 use crate::mesh::GATEWAY_PORT;
 
 /// The Gateway every suite names (`SidecarSpec::gateway("shop-gateway")`).
-const GATEWAY: &str = "shop-gateway";
+pub const GATEWAY: &str = "shop-gateway";
 
 /// A listener `name`: plain HTTP on `GATEWAY_PORT`, only for `hostname` if given.
 pub fn http_listener(name: &str, hostname: Option<&str>) -> String {
@@ -20,18 +20,92 @@ pub fn http_listener(name: &str, hostname: Option<&str>) -> String {
     }
 }
 
-/// The `shop-gateway` Gateway of class `mycel` with these [`http_listener`]s.
+/// The port of [`https_listener`]s. A listener's port only selects
+/// listeners (`parentRef.port`); the proxy's `--tls-listen` says where it
+/// really listens.
+pub const HTTPS_LISTENER_PORT: u16 = 443;
+
+/// A listener `name`: HTTPS, only for `hostname` if given, serving the
+/// `kubernetes.io/tls` Secrets `secrets` of namespace `shop`.
+pub fn https_listener(name: &str, hostname: Option<&str>, secrets: &[&str]) -> String {
+    let refs: Vec<String> = secrets.iter().map(|s| format!("{{name: {s}}}")).collect();
+    // Quoted for the same reason as in `http_listener`.
+    let host = hostname
+        .map(|h| format!(", hostname: \"{h}\""))
+        .unwrap_or_default();
+    format!(
+        "{{name: {name}, port: {HTTPS_LISTENER_PORT}, protocol: HTTPS{host}, tls: {{certificateRefs: [{}]}}}}",
+        refs.join(", ")
+    )
+}
+
+/// The `shop-gateway` Gateway of class `mycel` with these listeners
+/// ([`http_listener`], [`https_listener`]).
 pub fn gateway(listeners: &[String]) -> String {
+    gateway_document("", listeners)
+}
+
+/// As [`gateway`], its HTTPS certificates for the proxies of service
+/// account `account` (the `mycel.io/gateway-service-account` annotation)
+/// instead of those of the Gateway's own name.
+pub fn gateway_for_account(account: &str, listeners: &[String]) -> String {
+    gateway_document(
+        &format!(", annotations: {{mycel.io/gateway-service-account: {account}}}"),
+        listeners,
+    )
+}
+
+fn gateway_document(more_metadata: &str, listeners: &[String]) -> String {
     format!(
         "---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
-metadata: {{name: {GATEWAY}, namespace: shop}}
+metadata: {{name: {GATEWAY}, namespace: shop{more_metadata}}}
 spec:
   gatewayClassName: mycel
   listeners: [{}]
 ",
         listeners.join(", ")
+    )
+}
+
+/// A `kubernetes.io/tls` Secret `name` of namespace `shop` holding a PEM
+/// chain (leaf first) and its key as `stringData`, as a person writes one.
+pub fn tls_secret(name: &str, chain_pem: &str, key_pem: &str) -> String {
+    // Block scalars keep the PEM's lines; each line is indented under its key.
+    let block = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    format!(
+        "---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: shop}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}",
+        block(chain_pem),
+        block(key_pem)
+    )
+}
+
+/// As [`tls_secret`], in base64 `data`, as a cluster stores one (`kubectl
+/// get secret -o yaml`).
+pub fn tls_secret_data(name: &str, chain_pem: &str, key_pem: &str) -> String {
+    use base64::Engine;
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    format!(
+        "---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: shop}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {}
+  tls.key: {}
+",
+        b64(chain_pem),
+        b64(key_pem)
     )
 }
 

@@ -22,6 +22,7 @@ mod examples;
 mod gateway_aggregate;
 mod gateway_api;
 mod gateway_clients;
+mod gateway_https_listeners;
 mod gateway_policy;
 mod gateway_tls;
 mod grpc_streams;
