@@ -102,6 +102,11 @@ pub struct Aggregation {
     pub parts: Vec<Part>,
     /// Cap on each part's body ([`DEFAULT_MAX_BODY_BYTES`]).
     pub max_body_bytes: usize,
+    /// Headers of the request that every part gets besides
+    /// [`FORWARDED_HEADERS`]: the identity the gateway's policy set (a
+    /// token's forwarded claims, an API key's name), which the gateway
+    /// put there itself after removing any copy the client sent.
+    pub identity_headers: Vec<HeaderName>,
 }
 
 /// One backend asked, and the key its answer is merged under.
@@ -147,6 +152,7 @@ impl Aggregation {
         Aggregation {
             parts,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            identity_headers: Vec::new(),
         }
     }
 
@@ -299,7 +305,7 @@ pub async fn aggregate(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return res;
     }
-    let headers = &forwarded(&request.headers);
+    let headers = &forwarded(&request.headers, &agg.identity_headers);
     let path = request.uri.path();
     let query = request.uri.query();
     let mut pending: FuturesUnordered<_> = agg
@@ -379,10 +385,10 @@ pub async fn aggregate(
     res
 }
 
-/// The client's headers a part gets.
-fn forwarded(client: &HeaderMap) -> HeaderMap {
+/// The request's headers a part gets.
+fn forwarded(client: &HeaderMap, identity: &[HeaderName]) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in &FORWARDED_HEADERS {
+    for name in FORWARDED_HEADERS.iter().chain(identity) {
         for value in client.get_all(name) {
             out.append(name.clone(), value.clone());
         }

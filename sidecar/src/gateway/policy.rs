@@ -254,7 +254,11 @@ impl Policies {
         if matches!(limiter, Some(Limiter::Global(_))) && self.redis.is_none() {
             tracing::warn!(policy = %policy.name, "global rate limit without --rate-limit-redis: every request is treated as a Redis failure");
         }
-        let aggregation = policy.aggregate.as_ref().map(aggregation).transpose()?;
+        let aggregation = policy
+            .aggregate
+            .as_ref()
+            .map(|a| aggregation(a, identity_headers(policy)))
+            .transpose()?;
         if aggregation.is_some() && self.fetch.is_none() {
             return Err("aggregation needs the gateway's mesh client".into());
         }
@@ -647,7 +651,24 @@ fn jwt_rule(j: &JwtAuth) -> Result<JwtRule, jwt::JwtConfigError> {
     Ok(rule)
 }
 
-fn aggregation(a: &core_policy::Aggregate) -> Result<Aggregation, String> {
+/// The headers `policy` sets from what a request proved (its forwarded
+/// claims, its API key's name).
+fn identity_headers(policy: &GatewayPolicy) -> Vec<http::HeaderName> {
+    let claims = policy
+        .jwt
+        .iter()
+        .flat_map(|j| j.forward_claims.iter().map(|c| c.header.clone()));
+    let key_name = policy
+        .api_keys
+        .iter()
+        .filter_map(|k| k.forward_name_header.clone());
+    claims.chain(key_name).collect()
+}
+
+fn aggregation(
+    a: &core_policy::Aggregate,
+    identity_headers: Vec<http::HeaderName>,
+) -> Result<Aggregation, String> {
     let parts = a
         .parts
         .iter()
@@ -666,6 +687,7 @@ fn aggregation(a: &core_policy::Aggregate) -> Result<Aggregation, String> {
     let agg = Aggregation {
         parts,
         max_body_bytes: a.max_part_bytes,
+        identity_headers,
     };
     agg.check().map_err(|e| format!("aggregate: {e}"))?;
     Ok(agg)

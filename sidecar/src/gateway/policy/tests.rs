@@ -618,3 +618,90 @@ async fn a_policy_no_route_names_any_more_loses_its_state_and_its_key_refresh() 
         "a kept policy keeps its buckets"
     );
 }
+
+/// Answers every part `{}` and keeps the headers each was asked with.
+#[derive(Default)]
+struct RecordingFetch {
+    asked: std::sync::Mutex<Vec<HeaderMap>>,
+}
+
+impl Fetch for RecordingFetch {
+    fn get(
+        &self,
+        _part: &Part,
+        _path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        http::Response<crate::core::http::Body>,
+                        crate::gateway::aggregate::FetchError,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        self.asked.lock().unwrap().push(headers.clone());
+        Box::pin(async {
+            let mut res = http::Response::new(crate::core::http::boxed(http_body_util::Full::new(
+                bytes::Bytes::from_static(b"{}"),
+            )));
+            res.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(res)
+        })
+    }
+}
+
+#[tokio::test]
+async fn aggregation_parts_get_the_identity_the_gateway_proved_never_the_clients_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let key = Signer::new("k1");
+    write_jwks(&jwks, &[&key]);
+    let mut registry = Registry::default();
+    let metrics = ProxyMetrics::new(&mut registry);
+    let cache = Cache::new(crate::gateway::cache::CacheConfig::default()).unwrap();
+    let fetch = Arc::new(RecordingFetch::default());
+    let p = Policies::new(metrics, None, cache, Some(fetch.clone()));
+    let mut pol = policy(Some(jwt_auth(&jwks)), None, None);
+    Arc::make_mut(&mut pol).aggregate = Some(crate::core::directory::gateway_policy::Aggregate {
+        parts: vec![crate::core::directory::gateway_policy::AggregatePart {
+            name: "orders".into(),
+            service_key: "orders.shop".into(),
+            port: 80,
+            path: "/orders".into(),
+            timeout: Duration::from_secs(1),
+            required: true,
+        }],
+        max_part_bytes: 1024,
+    });
+    let token = key.sign(&claims("alice"));
+    let res = admit(
+        &p,
+        &pol,
+        &mut parts(&[
+            ("authorization", &bearer(&token)),
+            ("x-user-id", "mallory"),
+            ("cookie", "session=1"),
+        ]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(res.status(), StatusCode::OK, "the aggregation answered");
+    let asked = fetch.asked.lock().unwrap();
+    assert_eq!(asked.len(), 1);
+    let h = &asked[0];
+    assert_eq!(
+        h.get_all("x-user-id").iter().collect::<Vec<_>>(),
+        ["alice"],
+        "the token's subject, and never the client's own copy"
+    );
+    assert!(
+        !h.contains_key("authorization") && !h.contains_key("cookie"),
+        "{h:?}"
+    );
+}
