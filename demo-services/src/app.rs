@@ -12,6 +12,7 @@ use crate::catalog::Catalog;
 use crate::config::{ServiceConfig, ServiceKind};
 use crate::faults::Faults;
 use crate::frontend::Frontend;
+use crate::orders::Orders;
 use crate::ratings::Ratings;
 use crate::reviews::ReviewsService;
 
@@ -77,6 +78,9 @@ async fn serve_service(
         }
         ServiceKind::Ratings => {
             crate::http::serve(listener, Arc::new(Ratings::new(faults)), shutdown).await?
+        }
+        ServiceKind::Orders => {
+            crate::http::serve(listener, Arc::new(Orders::new(faults)), shutdown).await?
         }
         ServiceKind::Frontend => {
             let frontend = Frontend::new(faults, config.upstreams, config.upstream_timeout)

@@ -21,6 +21,7 @@ pub enum ServiceKind {
     Catalog,
     Reviews,
     Ratings,
+    Orders,
 }
 
 impl ServiceKind {
@@ -30,6 +31,7 @@ impl ServiceKind {
             ServiceKind::Catalog => "catalog",
             ServiceKind::Reviews => "reviews",
             ServiceKind::Ratings => "ratings",
+            ServiceKind::Orders => "orders",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The Mycel demo shop: `frontend` (HTML + JSON), `catalog` and `ratings`
-//! (REST/JSON) and `reviews` (gRPC, v1 without stars, v2 asking ratings).
+//! The Mycel demo shop: `frontend` (HTML + JSON), `catalog`, `ratings` and
+//! `orders` (REST/JSON) and `reviews` (gRPC, v1 without stars, v2 asking
+//! ratings).
 //!
 //! Services reach each other only by service name: through their own
 //! sidecar's explicit outbound proxy (`--proxy`, local mode), by that name
@@ -22,6 +23,7 @@ pub mod faults;
 pub mod fetch;
 pub mod frontend;
 pub mod http;
+pub mod orders;
 pub mod proto;
 pub mod ratings;
 pub mod reviews;

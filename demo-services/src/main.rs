@@ -1,4 +1,4 @@
-//! `mycel-demo <frontend|catalog|reviews|ratings> --listen ADDR [...]`, or
+//! `mycel-demo <frontend|catalog|reviews|ratings|orders> --listen ADDR [...]`, or
 //! `mycel-demo fetch URL [...]`.
 
 use std::process::ExitCode;
