@@ -4,6 +4,7 @@
 //! request through the gateway works, and supervises until Ctrl-C/SIGTERM
 //! or until a child dies (reported with its log, and a non-zero exit).
 
+pub mod jwt;
 pub mod plan;
 pub mod supervise;
 pub mod wait;
@@ -190,6 +191,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             (Some(temp), path)
         }
     };
+    // The gateway reads the JWKS file by the path in mesh.yaml, which must
+    // be absolute: the controller may run from anywhere.
+    let data = std::path::absolute(&data)
+        .with_context(|| format!("the absolute path of {}", data.display()))?;
     let paths = Paths { data };
     prepare_dirs(&paths, &plan)?;
     println!("data dir: {}", paths.data.display());
@@ -234,7 +239,8 @@ fn prepare_dirs(paths: &Paths, plan: &DemoPlan) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", dir.display()))?;
     }
     web_tls::prepare(paths).context("the gateway's HTTPS certificate")?;
-    let yaml = plan::mesh_yaml(plan).context("rendering mesh.yaml")?;
+    jwt::prepare(paths).context("the token issuer of /api/orders")?;
+    let yaml = plan::mesh_yaml(plan, paths).context("rendering mesh.yaml")?;
     std::fs::write(paths.mesh_yaml(), yaml)
         .with_context(|| format!("writing {}", paths.mesh_yaml().display()))?;
     Ok(())
@@ -462,6 +468,17 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
         paths.web_ca().display()
     );
     let _ = writeln!(out, "dashboard: http://{}/dashboard", plan.controller_admin);
+    let orders = plan.workloads.iter().any(|w| w.service == "orders");
+    let token = paths.demo_token();
+    if orders {
+        let _ = writeln!(
+            out,
+            "demo token: {}  (sub {}, scope \"{}\", valid 24 h)",
+            token.display(),
+            jwt::SUBJECT,
+            jwt::SCOPE
+        );
+    }
     let _ = writeln!(out, "\nTry:");
     let _ = writeln!(
         out,
@@ -489,6 +506,27 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
         out,
         "  curl -i http://{gw}/api/catalog   # the catalog's products from the gateway's cache (mycel-cache: hit, Age)"
     );
+    if orders {
+        // Double quotes around $(cat ...) so the command works as pasted
+        // into any POSIX shell, whatever the data dir's path holds.
+        let bearer = format!("-H \"Authorization: Bearer $(cat '{}')\"", token.display());
+        let _ = writeln!(
+            out,
+            "  curl -i -X POST -d '{{\"product\":\"p1\",\"quantity\":1}}' http://{gw}/api/orders   # 401: /api/orders needs a token (GatewayPolicies {} and {})",
+            plan::ORDERS_WRITE,
+            plan::ORDERS_READ
+        );
+        let _ = writeln!(
+            out,
+            "  curl {bearer} -X POST -d '{{\"product\":\"p1\",\"quantity\":1}}' http://{gw}/api/orders   # 201: an order for {}",
+            jwt::SUBJECT
+        );
+        let _ = writeln!(
+            out,
+            "  curl {bearer} http://{gw}/api/orders   # {}'s orders",
+            jwt::SUBJECT
+        );
+    }
     let admin = plan.controller_admin;
     let _ = writeln!(
         out,
@@ -521,6 +559,14 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
                curl -i -H 'Host: catalog' http://{}/products",
             plan::CATALOG_POLICY,
             ratings.outbound
+        );
+    }
+    if orders {
+        let _ = writeln!(
+            out,
+            "Only the gateway may call orders (AuthorizationPolicy {}): orders trusts\n  \
+             the x-user-id the gateway sets from the verified token's sub.",
+            plan::ORDERS_POLICY
         );
     }
     let described = faults.describe();
@@ -589,6 +635,27 @@ mod tests {
         }
         assert!(text.contains("/d/logs"));
         assert!(!text.contains("Faults"), "{text}");
+    }
+
+    #[test]
+    fn banner_says_how_to_use_the_orders_token() {
+        let plan = DemoPlan::new(17000).unwrap();
+        let paths = Paths {
+            data: PathBuf::from("/d"),
+        };
+        let text = banner(&plan, &paths, &plan::Faults::default());
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("demo token: /d/demo-token.jwt ")),
+            "{text}"
+        );
+        let post =
+            r#"-X POST -d '{"product":"p1","quantity":1}' http://127.0.0.1:17002/api/orders"#;
+        let with_token =
+            format!(r#"curl -H "Authorization: Bearer $(cat '/d/demo-token.jwt')" {post}"#);
+        assert!(text.contains(&with_token), "{text}");
+        assert!(text.contains(&format!("curl -i {post}   # 401")), "{text}");
+        assert!(text.contains("orders-callers"), "{text}");
     }
 
     #[test]

@@ -89,11 +89,12 @@ pub struct DemoPlan {
 }
 
 /// The shop's Services: (name, port, protocol). Workloads are matched by `app`.
-const SERVICES: [(&str, u16, AppProto); 4] = [
+const SERVICES: [(&str, u16, AppProto); 5] = [
     ("frontend", 80, AppProto::Http),
     ("catalog", 80, AppProto::Http),
     ("reviews", 9090, AppProto::Grpc),
     ("ratings", 80, AppProto::Http),
+    ("orders", 80, AppProto::Http),
 ];
 
 impl DemoPlan {
@@ -107,11 +108,12 @@ impl DemoPlan {
         }
         let at = |offset: u16| SocketAddr::new(LOOPBACK, base + offset);
         // (workload, service, version) in start order: backends first.
-        let layout: [(&str, &'static str, Option<&'static str>); 5] = [
+        let layout: [(&str, &'static str, Option<&'static str>); 6] = [
             ("ratings", "ratings", None),
             ("reviews-v1", "reviews", Some("v1")),
             ("reviews-v2", "reviews", Some("v2")),
             ("catalog", "catalog", None),
+            ("orders", "orders", None),
             ("frontend", "frontend", None),
         ];
         let mut workloads: Vec<WorkloadPlan> = Vec::new();
@@ -213,6 +215,22 @@ impl Paths {
     }
     pub fn web_key(&self) -> PathBuf {
         self.web_tls_dir().join("shop.key")
+    }
+    /// The demo's token issuer: its signing key and public JWKS.
+    pub fn jwt_dir(&self) -> PathBuf {
+        self.data.join("gateway-jwt")
+    }
+    pub fn jwt_key(&self) -> PathBuf {
+        self.jwt_dir().join("signing.key")
+    }
+    /// Read by the gateway (GatewayPolicies [`ORDERS_READ`] and
+    /// [`ORDERS_WRITE`]), so the data dir must be an absolute path.
+    pub fn jwks(&self) -> PathBuf {
+        self.jwt_dir().join("jwks.json")
+    }
+    /// The token the banner tells the user to send to `/api/orders`.
+    pub fn demo_token(&self) -> PathBuf {
+        self.data.join("demo-token.jwt")
     }
     /// The join token file of one proxy (each proxy has its own: a token
     /// carries the labels its workload registers with).
@@ -392,17 +410,35 @@ pub fn routes(plan: &DemoPlan) -> Vec<serde_json::Value> {
 /// The AuthorizationPolicy that lets only `frontend` call `catalog`.
 pub const CATALOG_POLICY: &str = "catalog-callers";
 
+/// The AuthorizationPolicy that lets only the gateway call `orders`.
+pub const ORDERS_POLICY: &str = "orders-callers";
+
 /// Who may call whom: only the frontend's identity may call catalog (any
-/// other caller, e.g. ratings, gets 403 naming why). Empty when the plan
-/// has no catalog.
+/// other caller, e.g. ratings, gets 403 naming why), and only the
+/// gateway's may call orders, which trusts the `x-user-id` the gateway
+/// sets from a verified token: another workload could send any user.
+/// Each is left out when the plan lacks its service.
 pub fn authorization(plan: &DemoPlan) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    if plan.target_port("orders").is_some() {
+        out.push(serde_json::json!({
+            "apiVersion": "mycel.io/v1alpha1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": ORDERS_POLICY, "namespace": NAMESPACE},
+            "spec": {
+                "selector": {"matchLabels": {"app": "orders"}},
+                "action": "ALLOW",
+                "rules": [{"from": [{"serviceAccounts": [format!("{NAMESPACE}/gateway")]}]}],
+            },
+        }));
+    }
     let Some(frontend) = plan.workloads.iter().find(|w| w.service == "frontend") else {
-        return Vec::new();
+        return out;
     };
     if plan.target_port("catalog").is_none() {
-        return Vec::new();
+        return out;
     }
-    vec![serde_json::json!({
+    out.push(serde_json::json!({
         "apiVersion": "mycel.io/v1alpha1",
         "kind": "AuthorizationPolicy",
         "metadata": {"name": CATALOG_POLICY, "namespace": NAMESPACE},
@@ -415,7 +451,8 @@ pub fn authorization(plan: &DemoPlan) -> Vec<serde_json::Value> {
                 format!("{NAMESPACE}/gateway"),
             ]}]}],
         },
-    })]
+    }));
+    out
 }
 
 /// The Gateway (Gateway API) the demo gateway serves (`--gateway`).
@@ -432,6 +469,44 @@ pub const CATALOG_CACHE: &str = "catalog-cache";
 /// catalog's product and the ratings' rating.
 pub const PRODUCT_VIEW: &str = "product-view";
 
+/// The GatewayPolicy of `POST /api/orders`: a token of the demo's issuer
+/// with the scope `orders:write`.
+pub const ORDERS_WRITE: &str = "orders-auth";
+
+/// The GatewayPolicy of every other method on `/api/orders`: a token of
+/// the demo's issuer with the scope `orders:read`.
+pub const ORDERS_READ: &str = "orders-read";
+
+/// The per-client rate limit of the shop's JSON API, in every `/api`
+/// policy: a request takes one rule, the most specific, and only that
+/// rule's policy applies, so each policy under `/api` repeats the limit.
+fn api_rate_limit() -> serde_json::Value {
+    serde_json::json!({"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"})
+}
+
+/// A GatewayPolicy admitting tokens of the demo's issuer (ES256 keys of
+/// the JWKS file) that carry `scope`, forwarding their `sub` to orders as
+/// `x-user-id`; the token itself stays at the gateway.
+fn orders_policy(name: &str, scope: &str, jwks: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "mycel.io/v1alpha1",
+        "kind": "GatewayPolicy",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "jwt": {
+                "issuer": super::jwt::ISSUER,
+                "audiences": [super::jwt::AUDIENCE],
+                "jwks": {"file": path(jwks)},
+                "algorithms": ["ES256"],
+                "requiredClaims": [{"name": "scope", "value": scope}],
+                "forwardClaims": [{"claim": "sub", "header": "x-user-id"}],
+                "forwardToken": false,
+            },
+            "rateLimit": api_rate_limit(),
+        },
+    })
+}
+
 fn port_of(service: &str) -> u16 {
     SERVICES
         .iter()
@@ -445,18 +520,85 @@ fn port_of(service: &str) -> u16 {
 /// gateway from the catalog and the ratings ([`PRODUCT_VIEW`]),
 /// `/api/catalog` to the catalog's `/products` through the gateway's cache
 /// ([`CATALOG_CACHE`]), `/api` under a per-client rate limit
-/// (GatewayPolicy [`API_RATE_LIMIT`]: 50 per second, bursts of 100).
+/// (GatewayPolicy [`API_RATE_LIMIT`]: 50 per second, bursts of 100),
+/// and `/api/orders` to the orders' `/orders` for holders of a token of
+/// the demo's issuer: `POST` needs the scope `orders:write`
+/// ([`ORDERS_WRITE`]), other methods `orders:read` ([`ORDERS_READ`]), so
+/// a read-only token can list but not order. Two rules rather than one
+/// policy, as a policy applies to a whole rule and the Gateway API picks
+/// the rule with a method match first.
 /// None names a hostname, so the gateway answers whatever host the
 /// browser uses (`127.0.0.1:<port>`). Empty when the plan has no
 /// frontend.
-pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
+pub fn gateway(plan: &DemoPlan, paths: &Paths) -> Vec<serde_json::Value> {
     if plan.target_port("frontend").is_none() {
         return Vec::new();
     }
     let Some((_, port, _)) = SERVICES.iter().find(|(name, _, _)| *name == "frontend") else {
         return Vec::new();
     };
-    vec![
+    let mut rules = vec![
+        serde_json::json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{"name": "frontend", "port": port}],
+        }),
+        serde_json::json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/api/product-view"}}],
+            "filters": [{
+                "type": "ExtensionRef",
+                "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": PRODUCT_VIEW},
+            }],
+            "backendRefs": [{"name": "frontend", "port": port}],
+        }),
+        serde_json::json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/api/catalog"}}],
+            "filters": [
+                {
+                    "type": "URLRewrite",
+                    "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/products"}},
+                },
+                {
+                    "type": "ExtensionRef",
+                    "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": CATALOG_CACHE},
+                },
+            ],
+            "backendRefs": [{"name": "catalog", "port": port_of("catalog")}],
+        }),
+        serde_json::json!({
+            "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+            "filters": [{
+                "type": "ExtensionRef",
+                "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": API_RATE_LIMIT},
+            }],
+            "backendRefs": [{"name": "frontend", "port": port}],
+        }),
+    ];
+    if plan.target_port("orders").is_some() {
+        let orders_rule = |method: Option<&str>, policy: &str| {
+            let mut matched =
+                serde_json::json!({"path": {"type": "PathPrefix", "value": "/api/orders"}});
+            if let Some(method) = method {
+                matched["method"] = method.into();
+            }
+            serde_json::json!({
+                "matches": [matched],
+                "filters": [
+                    {
+                        "type": "URLRewrite",
+                        "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/orders"}},
+                    },
+                    {
+                        "type": "ExtensionRef",
+                        "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": policy},
+                    },
+                ],
+                "backendRefs": [{"name": "orders", "port": port_of("orders")}],
+            })
+        };
+        rules.push(orders_rule(Some("POST"), ORDERS_WRITE));
+        rules.push(orders_rule(None, ORDERS_READ));
+    }
+    let mut docs = vec![
         serde_json::json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "Gateway",
@@ -472,42 +614,7 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
             "metadata": {"name": "shop", "namespace": NAMESPACE},
             "spec": {
                 "parentRefs": [{"name": GATEWAY_NAME}],
-                "rules": [
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                        "backendRefs": [{"name": "frontend", "port": port}],
-                    },
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/api/product-view"}}],
-                        "filters": [{
-                            "type": "ExtensionRef",
-                            "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": PRODUCT_VIEW},
-                        }],
-                        "backendRefs": [{"name": "frontend", "port": port}],
-                    },
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/api/catalog"}}],
-                        "filters": [
-                            {
-                                "type": "URLRewrite",
-                                "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/products"}},
-                            },
-                            {
-                                "type": "ExtensionRef",
-                                "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": CATALOG_CACHE},
-                            },
-                        ],
-                        "backendRefs": [{"name": "catalog", "port": port_of("catalog")}],
-                    },
-                    {
-                        "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
-                        "filters": [{
-                            "type": "ExtensionRef",
-                            "extensionRef": {"group": "mycel.io", "kind": "GatewayPolicy", "name": API_RATE_LIMIT},
-                        }],
-                        "backendRefs": [{"name": "frontend", "port": port}],
-                    },
-                ],
+                "rules": rules,
             },
         }),
         serde_json::json!({
@@ -515,7 +622,7 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
             "kind": "GatewayPolicy",
             "metadata": {"name": API_RATE_LIMIT, "namespace": NAMESPACE},
             "spec": {
-                "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
+                "rateLimit": api_rate_limit(),
             },
         }),
         serde_json::json!({
@@ -523,7 +630,7 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
             "kind": "GatewayPolicy",
             "metadata": {"name": CATALOG_CACHE, "namespace": NAMESPACE},
             "spec": {
-                "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
+                "rateLimit": api_rate_limit(),
                 "cache": {},
             },
         }),
@@ -532,7 +639,7 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
             "kind": "GatewayPolicy",
             "metadata": {"name": PRODUCT_VIEW, "namespace": NAMESPACE},
             "spec": {
-                "rateLimit": {"requests": 50, "per": "1s", "burst": 100, "key": "ClientIP"},
+                "rateLimit": api_rate_limit(),
                 "aggregate": {"parts": [
                     {"name": "product", "backendRef": {"name": "catalog", "port": port_of("catalog")},
                      "path": "/products/{last}", "timeout": "2s"},
@@ -541,12 +648,17 @@ pub fn gateway(plan: &DemoPlan) -> Vec<serde_json::Value> {
                 ]},
             },
         }),
-    ]
+    ];
+    if plan.target_port("orders").is_some() {
+        docs.push(orders_policy(ORDERS_WRITE, "orders:write", &paths.jwks()));
+        docs.push(orders_policy(ORDERS_READ, "orders:read", &paths.jwks()));
+    }
+    docs
 }
 
 /// `mesh.yaml`: the Services, traffic policies, the Gateway and the routes
 /// as YAML documents.
-pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError> {
+pub fn mesh_yaml(plan: &DemoPlan, paths: &Paths) -> Result<String, serde_saphyr::SerializeError> {
     let mut out = String::from("# Written by `mycelctl demo`.\n");
     for doc in services(plan) {
         out.push_str("---\n");
@@ -556,7 +668,7 @@ pub fn mesh_yaml(plan: &DemoPlan) -> Result<String, serde_saphyr::SerializeError
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&doc)?);
     }
-    for doc in gateway(plan)
+    for doc in gateway(plan, paths)
         .into_iter()
         .chain(routes(plan))
         .chain(authorization(plan))

@@ -85,7 +85,7 @@ fn reviews_versions_share_the_target_port_on_two_addresses() {
 #[test]
 fn mesh_yaml_parses_back_with_selectors_and_ports() {
     let plan = plan();
-    let text = mesh_yaml(&plan).unwrap();
+    let text = mesh_yaml(&plan, &paths()).unwrap();
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
     let docs: Vec<ServiceDoc> = docs
         .into_iter()
@@ -99,6 +99,7 @@ fn mesh_yaml_parses_back_with_selectors_and_ports() {
         [
             "catalog",
             "frontend",
+            "orders",
             "ratings",
             "reviews",
             "reviews-v1",
@@ -115,6 +116,7 @@ fn mesh_yaml_parses_back_with_selectors_and_ports() {
         ("frontend", 80, "http"),
         ("catalog", 80, "http"),
         ("ratings", 80, "http"),
+        ("orders", 80, "http"),
         ("reviews", 9090, "grpc"),
     ] {
         let doc = by_name[name];
@@ -146,7 +148,7 @@ fn mesh_yaml_parses_back_with_selectors_and_ports() {
 #[test]
 fn mesh_yaml_is_what_the_controller_reads() {
     // Field names the local source reads (docs/architecture.md).
-    let text = mesh_yaml(&plan()).unwrap();
+    let text = mesh_yaml(&plan(), &paths()).unwrap();
     for key in [
         "apiVersion: v1",
         "kind: Service",
@@ -253,10 +255,10 @@ fn every_proxy_has_a_token_with_its_labels() {
 
 #[test]
 fn controller_accepts_the_mesh_yaml() {
-    let text = mesh_yaml(&plan()).unwrap();
+    let text = mesh_yaml(&plan(), &paths()).unwrap();
     let config = mycel_control_plane::sources::local::parse_mesh_config(&text)
         .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
-    assert_eq!(config.services.len(), 6);
+    assert_eq!(config.services.len(), 7);
     // Ratings is retried, so its fault knob shows retries at work.
     let ratings = mycel_control_plane::model::ServiceKey::new("ratings", "shop").unwrap();
     let retry = config.policies[&ratings]
@@ -304,7 +306,7 @@ fn faults_reach_the_apps_of_their_service() {
         ..Faults::default()
     };
     // (workload, flags its app must get, flags it must not get)
-    let cases: [(&str, &[&str], &[&str]); 5] = [
+    let cases: [(&str, &[&str], &[&str]); 6] = [
         ("ratings", &["--error-rate 0.5"], &["--latency-ms"]),
         ("reviews-v1", &["--latency-ms 300"], &["--error-rate"]),
         (
@@ -313,6 +315,7 @@ fn faults_reach_the_apps_of_their_service() {
             &["--error-rate"],
         ),
         ("catalog", &[], &["--error-rate", "--latency-ms"]),
+        ("orders", &[], &["--error-rate", "--latency-ms"]),
         ("frontend", &[], &["--error-rate", "--latency-ms"]),
     ];
     for (name, want, unwanted) in cases {
@@ -325,4 +328,80 @@ fn faults_reach_the_apps_of_their_service() {
             assert!(!args.contains(flag), "{name}: {flag:?} in {args}");
         }
     }
+}
+
+/// `/api/orders` to the orders' `/orders`: POST under the write policy,
+/// anything else under the read one, both reading the demo's JWKS by an
+/// absolute path and forwarding `sub` as `x-user-id`; only the gateway
+/// may call orders.
+#[test]
+fn orders_are_behind_the_demo_issuer_and_only_the_gateway_calls_them() {
+    let plan = plan();
+    let docs = gateway(&plan, &paths());
+    let route = docs.iter().find(|d| d["kind"] == "HTTPRoute").unwrap();
+    let orders_rules: Vec<&serde_json::Value> = route["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["matches"][0]["path"]["value"] == "/api/orders")
+        .collect();
+    assert_eq!(orders_rules.len(), 2, "{route:#}");
+    for (rule, method, policy) in [
+        (orders_rules[0], Some("POST"), ORDERS_WRITE),
+        (orders_rules[1], None, ORDERS_READ),
+    ] {
+        assert_eq!(rule["matches"][0]["method"].as_str(), method, "{rule:#}");
+        assert_eq!(
+            rule["filters"][0]["urlRewrite"]["path"]["replacePrefixMatch"],
+            "/orders"
+        );
+        assert_eq!(rule["filters"][1]["extensionRef"]["name"], policy);
+        assert_eq!(rule["backendRefs"][0]["name"], "orders");
+    }
+    for (name, scope) in [(ORDERS_WRITE, "orders:write"), (ORDERS_READ, "orders:read")] {
+        let policy = docs
+            .iter()
+            .find(|d| d["kind"] == "GatewayPolicy" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no GatewayPolicy {name}"));
+        let jwt = &policy["spec"]["jwt"];
+        assert_eq!(jwt["issuer"], crate::demo::jwt::ISSUER);
+        assert_eq!(jwt["audiences"], serde_json::json!(["shop"]));
+        assert_eq!(jwt["jwks"]["file"], "/tmp/demo/gateway-jwt/jwks.json");
+        assert_eq!(jwt["algorithms"], serde_json::json!(["ES256"]));
+        assert_eq!(
+            jwt["requiredClaims"],
+            serde_json::json!([{"name": "scope", "value": scope}])
+        );
+        assert_eq!(
+            jwt["forwardClaims"],
+            serde_json::json!([{"claim": "sub", "header": "x-user-id"}])
+        );
+        // The same per-client limit as the rest of /api.
+        assert_eq!(policy["spec"]["rateLimit"]["requests"], 50);
+    }
+    let authz = authorization(&plan);
+    let orders = authz
+        .iter()
+        .find(|d| d["metadata"]["name"] == ORDERS_POLICY)
+        .unwrap();
+    assert_eq!(orders["spec"]["selector"]["matchLabels"]["app"], "orders");
+    assert_eq!(
+        orders["spec"]["rules"],
+        serde_json::json!([{"from": [{"serviceAccounts": ["shop/gateway"]}]}])
+    );
+    // The controller reads both policies and both rules.
+    let text = mesh_yaml(&plan, &paths()).unwrap();
+    let config = mycel_control_plane::sources::local::parse_mesh_config(&text)
+        .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
+    let gw = mycel_control_plane::model::ServiceKey::new("shop-gateway", "shop").unwrap();
+    let to_orders = config.gateways[&gw][0]
+        .rules
+        .iter()
+        .filter(|r| {
+            r.backends
+                .iter()
+                .any(|b| b.service.to_string() == "orders.shop")
+        })
+        .count();
+    assert_eq!(to_orders, 2);
 }
