@@ -318,6 +318,14 @@ pub struct ProxyMetrics {
     cert_expiry: Family<CertNameLabels, prometheus_client::metrics::gauge::Gauge>,
     policy_decisions: Family<PolicyDecisionLabels, Counter>,
     cache_lookups: Family<CacheLookupLabels, Counter>,
+    aggregate_parts: Family<AggregatePartLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AggregatePartLabels {
+    pub policy: String,
+    pub part: String,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -355,7 +363,13 @@ impl ProxyMetrics {
             cert_expiry: Family::default(),
             policy_decisions: Family::default(),
             cache_lookups: Family::default(),
+            aggregate_parts: Family::default(),
         };
+        registry.register(
+            "mycel_gateway_aggregate_parts",
+            "Parts asked by GatewayPolicy aggregations, by policy, part and result (ok, timeout, status, unavailable, too_large, not_json, path_refused, busy; a required part's failure fails the whole answer, an optional one's leaves it partial)",
+            m.aggregate_parts.clone(),
+        );
         registry.register(
             "mycel_gateway_cache_lookups",
             "Response cache lookups of the requests a GatewayPolicy with cache admitted, by policy and result (hit: answered from the cache; miss; revalidate: asked the backend whether the stored response still holds; bypass: not cacheable, e.g. no-store or not GET)",
@@ -555,6 +569,17 @@ impl ProxyMetrics {
                 decision,
             })
             .clone()
+    }
+
+    /// Counts one aggregation part's result.
+    pub fn aggregate_part(&self, policy: &str, part: &str, result: &'static str) {
+        self.aggregate_parts
+            .get_or_create(&AggregatePartLabels {
+                policy: policy.to_string(),
+                part: part.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// The counter of one policy's cache lookup result, resolved once.

@@ -260,6 +260,19 @@ pub enum PartError {
 }
 
 impl PartError {
+    /// The metric label of this failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PartError::Render(_) => "path_refused",
+            PartError::Fetch(_) | PartError::Body(_) => "unavailable",
+            PartError::Status(_) => "status",
+            PartError::Timeout => "timeout",
+            PartError::TooLarge(_) => "too_large",
+            PartError::NotJson(_) => "not_json",
+            PartError::Busy => "busy",
+        }
+    }
+
     /// What the client may read: no addresses, no workload names.
     pub fn reason(&self) -> String {
         match self {
@@ -288,11 +301,15 @@ impl PartError {
 /// `agg` is expected to have passed [`Aggregation::check`]. Part bodies
 /// take their room from `room` as they arrive and keep it until the
 /// merged answer is sent: past it a part fails as [`PartError::Busy`].
+/// `observe` hears each part's result (`ok` or [`PartError::kind`]) as it
+/// is known; parts still pending when a required one failed are not
+/// heard (they were cancelled).
 pub async fn aggregate(
     agg: &Aggregation,
     fetch: &dyn Fetch,
     request: &http::request::Parts,
     room: &ByteBudget,
+    observe: &(dyn Fn(&Part, &'static str) + Sync),
 ) -> Response<Body> {
     let head = request.method == Method::HEAD;
     if request.method != Method::GET && !head {
@@ -325,6 +342,7 @@ pub async fn aggregate(
             json
         });
         let part = &agg.parts[i];
+        observe(part, answer.as_ref().map_or_else(PartError::kind, |_| "ok"));
         if let Err(e) = &answer {
             tracing::info!(
                 part = %part.name,

@@ -405,7 +405,17 @@ impl Policies {
         }
         active.counters.allowed.inc();
         if let (Some(agg), Some(fetch)) = (&built.aggregation, &self.fetch) {
-            let mut res = aggregate(agg, fetch.as_ref(), parts, &self.aggregation_room).await;
+            let mut res = aggregate(
+                agg,
+                fetch.as_ref(),
+                parts,
+                &self.aggregation_room,
+                &|part, result| {
+                    self.metrics
+                        .aggregate_part(&policy.name, &part.name, result)
+                },
+            )
+            .await;
             res.headers_mut().extend(passed.response_headers);
             return Admission::Answer(res);
         }

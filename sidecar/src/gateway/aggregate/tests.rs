@@ -211,6 +211,7 @@ async fn all_parts_merge_in_config_order_byte_for_byte() {
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -243,6 +244,7 @@ async fn parts_get_only_trace_context_and_language_never_credentials() {
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     for (_, _, h) in fetch.calls.lock().unwrap().iter() {
@@ -262,15 +264,29 @@ async fn a_failed_optional_part_is_null_and_listed_as_partial() {
         ("reviews", Backend::Fail),
         ("rating", json("4.5")),
     ]);
+    let heard = Mutex::new(Vec::new());
     let res = aggregate(
         &product_view(),
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|part, result| {
+            heard
+                .lock()
+                .unwrap()
+                .push(format!("{} {result}", part.name))
+        },
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[AGGREGATE_HEADER], "partial");
+    let mut heard = heard.into_inner().unwrap();
+    heard.sort();
+    assert_eq!(
+        heard,
+        ["product ok", "rating ok", "reviews unavailable"],
+        "each part's result is told, for the metric"
+    );
     let v = json_of(res).await;
     assert_eq!(
         v,
@@ -295,6 +311,7 @@ async fn a_failed_required_part_is_a_502_naming_it_without_internal_detail() {
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
@@ -317,7 +334,14 @@ async fn a_required_part_timing_out_is_a_504_after_its_timeout_not_the_slowest_p
         ("rating", json("1")),
     ]);
     let start = Instant::now();
-    let res = aggregate(&agg, &fetch, &get("/api/product-view/42"), &room()).await;
+    let res = aggregate(
+        &agg,
+        &fetch,
+        &get("/api/product-view/42"),
+        &room(),
+        &|_, _| {},
+    )
+    .await;
     let took = start.elapsed();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     // Decided when the required part gave up: the 900ms part is dropped.
@@ -343,6 +367,7 @@ async fn a_required_part_whose_body_stalls_is_a_504_at_its_timeout() {
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
@@ -366,6 +391,7 @@ async fn the_answer_never_waits_longer_than_the_largest_timeout() {
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     let took = start.elapsed();
@@ -397,6 +423,7 @@ async fn parts_run_concurrently_the_total_is_the_slowest_not_the_sum() {
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     let took = start.elapsed();
@@ -467,7 +494,7 @@ async fn parts_that_are_not_2xx_json_fail_with_their_reason() {
             },
         ),
     ]);
-    let v = json_of(aggregate(&agg, &fetch, &get("/x"), &room()).await).await;
+    let v = json_of(aggregate(&agg, &fetch, &get("/x"), &room(), &|_, _| {}).await).await;
     assert_eq!(v["untyped"], serde_json::json!({"ok": true}));
     assert_eq!(v["problem"], serde_json::json!([]));
     assert_eq!(
@@ -487,7 +514,7 @@ async fn a_huge_body_is_cut_at_the_cap_not_buffered_whole() {
     agg.max_body_bytes = 100_000;
     agg.check().unwrap();
     let fetch = FakeFetch::new(&[("small", json("1")), ("huge", Backend::Endless)]);
-    let res = aggregate(&agg, &fetch, &get("/x"), &room()).await;
+    let res = aggregate(&agg, &fetch, &get("/x"), &room(), &|_, _| {}).await;
     let v = json_of(res).await;
     assert_eq!(
         v,
@@ -518,6 +545,7 @@ async fn post_is_refused_with_405_and_no_part_asked() {
         &fetch,
         &request(Method::POST, "/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -537,6 +565,7 @@ async fn head_has_the_headers_of_get_and_no_body() {
         &fetch,
         &get("/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     let head = aggregate(
@@ -544,6 +573,7 @@ async fn head_has_the_headers_of_get_and_no_body() {
         &fetch,
         &request(Method::HEAD, "/api/product-view/42"),
         &room(),
+        &|_, _| {},
     )
     .await;
     assert_eq!(head.status(), got.status());
@@ -561,7 +591,7 @@ async fn path_traversal_through_the_aggregated_segment_is_a_400_and_no_part_aske
         ("rating", json("1")),
     ]);
     for uri in ["/api/product-view/%2e%2e", "/api/product-view/.%2E"] {
-        let res = aggregate(&product_view(), &fetch, &get(uri), &room()).await;
+        let res = aggregate(&product_view(), &fetch, &get(uri), &room(), &|_, _| {}).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(json_of(res).await["reason"], "path refused");
     }
@@ -582,6 +612,7 @@ async fn query_parameter_injection_through_the_aggregated_segment_is_refused() {
         &fetch,
         &get("/api/product-view/1&admin=true"),
         &room(),
+        &|_, _| {},
     )
     .await;
     assert_eq!(res.headers()[AGGREGATE_HEADER], "partial");
@@ -884,11 +915,11 @@ async fn aggregations_held_by_slow_readers_cannot_pass_the_room_total() {
     // Answers not yet read by their (slow) clients keep their room.
     let mut unread = Vec::new();
     for _ in 0..3 {
-        let res = aggregate(&agg, &fetch, &get("/p/1"), &room).await;
+        let res = aggregate(&agg, &fetch, &get("/p/1"), &room, &|_, _| {}).await;
         assert_eq!(res.status(), StatusCode::OK);
         unread.push(res);
     }
-    let res = aggregate(&agg, &fetch, &get("/p/1"), &room).await;
+    let res = aggregate(&agg, &fetch, &get("/p/1"), &room, &|_, _| {}).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         json_of(res).await["reason"],
@@ -897,7 +928,7 @@ async fn aggregations_held_by_slow_readers_cannot_pass_the_room_total() {
     );
     // Sent answers give their room back.
     drop(unread.pop());
-    let res = aggregate(&agg, &fetch, &get("/p/1"), &room).await;
+    let res = aggregate(&agg, &fetch, &get("/p/1"), &room, &|_, _| {}).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         json_of(res).await["product"].as_array().unwrap().len(),
