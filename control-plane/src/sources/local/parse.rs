@@ -323,17 +323,19 @@ fn object_key(
             format!("{name:?} is not a valid name (lowercase letters, digits and '-', at most 63)"),
         ));
     }
-    let namespace = meta
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
+    Ok((namespace(d, meta.namespace.as_deref())?, name))
+}
+
+/// A document's `metadata.namespace`, `default` when absent, checked.
+fn namespace(d: &Doc, namespace: Option<&str>) -> Result<String, ParseError> {
+    let namespace = namespace.unwrap_or("default").to_string();
     if !is_dns_label(&namespace) {
         return Err(d.err(
             "metadata.namespace",
             format!("{namespace:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"),
         ));
     }
-    Ok((namespace, name))
+    Ok(namespace)
 }
 
 fn check_header(

@@ -36,17 +36,7 @@ pub fn parse_document(document: usize, mut value: Value) -> Result<Parsed, Parse
         .name
         .clone()
         .ok_or_else(|| d.err("metadata.name", "is missing"))?;
-    let namespace = object
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
-    if !super::is_dns_label(&namespace) {
-        return Err(d.err(
-            "metadata.namespace",
-            format!("{namespace:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"),
-        ));
-    }
+    let namespace = super::namespace(&d, object.metadata.namespace.as_deref())?;
     if object
         .spec
         .addresses

@@ -41,17 +41,7 @@ pub fn parse_document(document: usize, value: Value) -> Result<Parsed, ParseErro
         .clone()
         .ok_or_else(|| d.err("metadata.name", "is missing"))?;
     names::validate(NameKind::Secret, &name).map_err(|e| d.err("metadata.name", e.to_string()))?;
-    let namespace = secret
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".to_string());
-    if !super::is_dns_label(&namespace) {
-        return Err(d.err(
-            "metadata.namespace",
-            format!("{namespace:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)"),
-        ));
-    }
+    let namespace = super::namespace(&d, secret.metadata.namespace.as_deref())?;
     let tls = TlsSecret::from_secret(&secret)
         .map_err(|e| d.err("data", e))?
         .ok_or_else(|| {
