@@ -1,5 +1,6 @@
 //! `mycelctl demo` from start to a clean stop.
 
+use std::path::Path;
 use std::time::Duration;
 
 use mycel_tests::demo::{self, Banner, DEMO_SPAN};
@@ -67,6 +68,187 @@ async fn demo_retry_policy_keeps_ratings_faults_from_the_page() {
     assert!(retries >= 5.0, "only {retries} retries counted");
     demo.signal(nix::sys::signal::Signal::SIGINT as i32);
     let _ = demo.wait(Duration::from_secs(20)).await;
+}
+
+/// `method path` through the gateway with `headers` and `body`, on a new
+/// connection: (status, headers, body).
+async fn send(
+    gateway: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, ::http::HeaderMap, String) {
+    use http_body_util::{BodyExt, Full};
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
+        let (mut client, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = ::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let res = client.send_request(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status.as_u16(),
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within 10 s"))
+}
+
+/// `/api/orders` as the banner says: the token file it names admits
+/// demo-user (POST places an order, GET lists it), no token gets 401 with
+/// the Bearer challenge, a token with a changed signature 401, a token
+/// without `orders:write` (signed here with the demo's own key) may list
+/// but not order; a client's own `x-user-id` is never believed, and only
+/// the gateway may call orders.
+async fn orders_need_the_printed_token(gateway: std::net::SocketAddr, log: &str, data: &Path) {
+    let token_path = log
+        .lines()
+        .find_map(|l| l.strip_prefix("demo token: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no demo token line in the banner:\n{log}"));
+    assert_eq!(Path::new(token_path), data.join("demo-token.jwt"));
+    let token = std::fs::read_to_string(token_path).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let order = r#"{"product":"p2","quantity":3}"#;
+
+    let (status, headers, body) = send(gateway, "POST", "/api/orders", &[], order).await;
+    assert_eq!(status, 401, "{body}");
+    let challenge = headers
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(challenge.starts_with("Bearer"), "{headers:?}");
+    let (status, _, body) = send(gateway, "GET", "/api/orders", &[], "").await;
+    assert_eq!(status, 401, "{body}");
+
+    // As curl -d sends it: a form content type, which orders does not mind.
+    let (status, _, body) = send(
+        gateway,
+        "POST",
+        "/api/orders",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-user-id", "root"),
+        ],
+        order,
+    )
+    .await;
+    assert!(status == 201 || status == 200, "{status}: {body}");
+    let placed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(placed["product"], "p2", "{placed}");
+    assert_eq!(placed["quantity"], 3, "{placed}");
+    assert_eq!(
+        placed["user"], "demo-user",
+        "the token's sub, not the client's header"
+    );
+    assert_eq!(
+        placed["caller"],
+        "spiffe://cluster.local/ns/shop/sa/gateway"
+    );
+
+    let (status, _, body) = send(
+        gateway,
+        "GET",
+        "/api/orders",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["user"], "demo-user", "{list}");
+    assert!(
+        list["orders"]
+            .as_array()
+            .is_some_and(|o| o.contains(&placed)),
+        "{list}"
+    );
+    // The service's own validation answers through the gateway.
+    let (status, _, body) = send(
+        gateway,
+        "POST",
+        "/api/orders",
+        &[("authorization", &bearer)],
+        r#"{"product":"p2","quantity":0}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("between 1 and 100"), "{body}");
+
+    // The same token with one character of its signature changed.
+    let (signed, signature) = token.trim().rsplit_once('.').unwrap();
+    let mut signature = signature.as_bytes().to_vec();
+    let i = signature.len() / 2;
+    signature[i] = if signature[i] == b'A' { b'B' } else { b'A' };
+    let forged = format!("Bearer {signed}.{}", String::from_utf8(signature).unwrap());
+    let (status, headers, body) = send(
+        gateway,
+        "POST",
+        "/api/orders",
+        &[("authorization", &forged)],
+        order,
+    )
+    .await;
+    assert_eq!(status, 401, "a wrong signature: {body}");
+    assert!(headers.contains_key("www-authenticate"), "{headers:?}");
+
+    // A read-only token of the demo's issuer: lists, but may not order.
+    let key = std::fs::read(data.join("gateway-jwt/signing.key")).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&key).unwrap();
+    let mut header = jsonwebtoken::decode_header(token.trim()).unwrap();
+    header.typ = Some("JWT".into());
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({"iss": "https://demo.mycel.local", "aud": "shop",
+        "sub": "reader", "scope": "orders:read", "iat": now, "exp": now + 600});
+    let reader = format!(
+        "Bearer {}",
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    );
+    let (status, _, body) = send(
+        gateway,
+        "GET",
+        "/api/orders",
+        &[("authorization", &reader)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["user"],
+        "reader"
+    );
+    let (status, headers, body) = send(
+        gateway,
+        "POST",
+        "/api/orders",
+        &[("authorization", &reader)],
+        order,
+    )
+    .await;
+    assert_eq!(status, 403, "orders:read only: {body}");
+    let challenge = headers
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
 }
 
 /// Runs the banner's `curl --cacert CA https://localhost:PORT/api/products`
@@ -159,6 +341,9 @@ async fn demo_starts_serves_and_stops_cleanly() {
     let page = http::get(gateway, "localhost", "/").await.unwrap();
     assert_eq!(page.status, 200);
 
+    // Orders behind the gateway's JWT policies, with the printed token.
+    orders_need_the_printed_token(gateway, &demo.log(), &data).await;
+
     // The banner's HTTPS command works as printed: the shop over TLS
     // (HTTP/2 by ALPN) with a certificate from the demo's local CA.
     https_as_the_banner_says(&demo.log());
@@ -202,6 +387,18 @@ async fn demo_starts_serves_and_stops_cleanly() {
         "{}",
         denied.body
     );
+    // Orders trusts the x-user-id the gateway sets, so no workload but the
+    // gateway may call it.
+    let denied = http::request(
+        ratings_outbound.parse().unwrap(),
+        "orders",
+        "/orders",
+        &[("x-user-id", "demo-user")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(denied.headers["mycel-proxy-error"], "forbidden");
 
     let needle = data.display().to_string();
     assert!(
@@ -217,7 +414,7 @@ async fn demo_starts_serves_and_stops_cleanly() {
         .unwrap()
         .json();
     let proxies = proxies.as_array().cloned().unwrap_or_default();
-    assert_eq!(proxies.len(), 6, "{proxies:#?}");
+    assert_eq!(proxies.len(), 7, "{proxies:#?}");
     for p in &proxies {
         let want = if p["mode"] == "gateway" {
             serde_json::Value::Null

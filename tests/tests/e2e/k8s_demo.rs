@@ -501,7 +501,7 @@ fn assert_app_command_lines(deployments: &[Deployment]) {
         let calls: &[(&str, u16)] = match config.kind {
             ServiceKind::Frontend => &[("catalog", 80), ("ratings", 80), ("reviews", 9090)],
             ServiceKind::Reviews => &[("ratings", 80)],
-            ServiceKind::Catalog | ServiceKind::Ratings => &[],
+            ServiceKind::Catalog | ServiceKind::Ratings | ServiceKind::Orders => &[],
         };
         for (service, port) in calls {
             let route = config
@@ -525,6 +525,7 @@ async fn assert_services(admin: &Client, deployments: &[Deployment]) {
         ("frontend", 80, &["frontend"][..]),
         ("catalog", 80, &["catalog"][..]),
         ("ratings", 80, &["ratings"][..]),
+        ("orders", 80, &["orders"][..]),
         ("reviews", 9090, &["reviews-v1", "reviews-v2"][..]),
         ("reviews-v1", 9090, &["reviews-v1"][..]),
         ("reviews-v2", 9090, &["reviews-v2"][..]),
@@ -667,7 +668,9 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
     // What the kind suite looks for: exactly these objects.
     let mut want: BTreeSet<(String, String)> = BTreeSet::new();
     want.insert(("Namespace".into(), SHOP.into()));
-    for sa in ["frontend", "catalog", "ratings", "reviews", "gateway"] {
+    for sa in [
+        "frontend", "catalog", "ratings", "orders", "reviews", "gateway",
+    ] {
         want.insert(("ServiceAccount".into(), sa.into()));
         want.insert(("Service".into(), sa.into()));
     }
@@ -675,6 +678,7 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         "frontend",
         "catalog",
         "ratings",
+        "orders",
         "reviews-v1",
         "reviews-v2",
         "gateway",
@@ -689,6 +693,7 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
     want.insert(("Gateway".into(), "shop-gateway".into()));
     want.insert(("HTTPRoute".into(), "shop".into()));
     want.insert(("AuthorizationPolicy".into(), "catalog-callers".into()));
+    want.insert(("AuthorizationPolicy".into(), "orders-callers".into()));
     assert_eq!(documents(), want, "the objects of demo-services/k8s/");
 
     let api = ApiServer::start().await.unwrap();
@@ -735,7 +740,7 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         .await
         .unwrap()
         .items;
-    assert_eq!(deployments.len(), 6);
+    assert_eq!(deployments.len(), 7);
     assert_workloads(&deployments);
     assert_app_command_lines(&deployments);
     assert_services(&admin, &deployments).await;
