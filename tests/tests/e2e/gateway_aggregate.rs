@@ -57,10 +57,10 @@ async fn an_aggregated_view_merges_its_parts_and_a_slow_optional_one_costs_only_
         |s| s,
     )
     .await;
-    let gw = mesh
+    let gateway = mesh
         .sidecar(SidecarSpec::new("gateway", "gateway").gateway("shop-gateway"))
         .await;
-    let gw = gw.listen();
+    let gw = gateway.listen();
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let (started, got) = loop {
@@ -92,6 +92,23 @@ async fn an_aggregated_view_merges_its_parts_and_a_slow_optional_one_costs_only_
     assert_eq!(got.status, 504, "{}", got.body);
     let body: Value = got.json();
     assert_eq!(body["part"], "rating", "{body}");
+    // Each part's result is counted, by policy and part.
+    let metrics = gateway.metrics().await;
+    for line in [
+        r#"mycel_gateway_aggregate_parts_total{policy="shop/product-view",part="rating",result="timeout"}"#,
+        r#"mycel_gateway_aggregate_parts_total{policy="shop/strict-view",part="rating",result="timeout"}"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(line)),
+            "{line} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            r#"mycel_gateway_aggregate_parts_total{policy="shop/product-view",part="product",result="ok"}"#
+        )),
+        "{metrics}"
+    );
 
     // A last segment that would climb out of the part's path never gets
     // there: the gateway resolves dot segments before routing (here to

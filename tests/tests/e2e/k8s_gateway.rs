@@ -25,9 +25,9 @@ use mycel_tests::k8s;
 use mycel_tests::mesh::Mesh;
 use serde_json::{json, Value};
 
-use super::k8s::{create, sa_token, seed};
-use super::k8s_policy::{install_crds, poll};
-use super::k8s_routes::{install_gateway_api, Proxy};
+use super::k8s::{create, sa_token};
+use super::k8s_policy::poll;
+use super::k8s_routes::{gateway_api_cluster, Proxy};
 
 const NS: &str = "shop";
 const GATEWAY_CONTROLLER: &str = "mycel.io/gateway-controller";
@@ -71,10 +71,7 @@ async fn gateways_of_our_class_are_served_and_report_status() {
     if !k8s::available() {
         return;
     }
-    let (api, admin, _controller) = super::k8s_ca::cluster().await;
-    install_crds(&admin).await;
-    install_gateway_api(&admin).await;
-    seed(&admin, &[]).await;
+    let (api, admin, _controller) = gateway_api_cluster().await;
     let _: k8s_openapi::api::core::v1::Service = create(
         &admin,
         Some(NS),
@@ -355,10 +352,7 @@ async fn an_https_listener_serves_its_secret_to_the_gateways_own_account_only() 
     if !k8s::available() {
         return;
     }
-    let (api, admin, _controller) = super::k8s_ca::cluster().await;
-    install_crds(&admin).await;
-    install_gateway_api(&admin).await;
-    seed(&admin, &[]).await;
+    let (api, admin, _controller) = gateway_api_cluster().await;
     let _: k8s_openapi::api::core::v1::ServiceAccount =
         create(&admin, Some(NS), json!({"metadata": {"name": "edge"}})).await;
     let class: GatewayClass = serde_json::from_value(

@@ -49,6 +49,17 @@ pub(super) async fn install_gateway_api(admin: &Client) {
     assert!(names.contains(&"httproutes.gateway.networking.k8s.io".to_string()));
 }
 
+/// A real API server with the mesh's and the Gateway API's CRDs, the shop
+/// namespace seeded, and the controller's account (see
+/// [`super::k8s_ca::cluster`]): `(api server, admin, controller)`.
+pub(super) async fn gateway_api_cluster() -> (mycel_tests::k8s::ApiServer, Client, Client) {
+    let (api, admin, controller) = super::k8s_ca::cluster().await;
+    install_crds(&admin).await;
+    install_gateway_api(&admin).await;
+    seed(&admin, &[]).await;
+    (api, admin, controller)
+}
+
 async fn service(admin: &Client, name: &str) {
     let _: Service = create(
         admin,
@@ -248,10 +259,7 @@ async fn http_routes_reach_proxies_and_report_status_beside_other_controllers() 
     if !k8s::available() {
         return;
     }
-    let (api, admin, _controller) = super::k8s_ca::cluster().await;
-    install_crds(&admin).await;
-    install_gateway_api(&admin).await;
-    seed(&admin, &[]).await;
+    let (api, admin, _controller) = gateway_api_cluster().await;
     for name in ["reviews", "reviews-v1", "reviews-v2"] {
         service(&admin, name).await;
     }
