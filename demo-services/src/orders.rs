@@ -379,7 +379,9 @@ mod tests {
     #[test]
     fn parse_order_table() {
         let long = format!(r#"{{"product": "{}", "quantity": 1}}"#, "p".repeat(65));
-        let cases: &[(&str, Result<(&str, i64), &str>)] = &[
+        // (body, Ok((product, quantity)) or Err(text of the error))
+        type Want = Result<(&'static str, i64), &'static str>;
+        let cases: &[(&str, Want)] = &[
             (r#"{"product": "p1", "quantity": 1}"#, Ok(("p1", 1))),
             (r#"{"product": "p5", "quantity": 100}"#, Ok(("p5", 100))),
             (
