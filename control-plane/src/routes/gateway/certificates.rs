@@ -15,6 +15,16 @@ use sha2::{Digest, Sha256};
 
 use super::{CertificateRef, Gateway};
 
+/// Largest `tls.crt` served: a chain of a few certificates is a few KiB,
+/// and every byte goes to each of the Gateway's proxies.
+pub const MAX_CHAIN_PEM: usize = 64 << 10;
+/// Largest `tls.key` (an RSA-8192 key is under 7 KiB in PEM).
+pub const MAX_KEY_PEM: usize = 16 << 10;
+/// Most certificate bytes one Gateway sends its proxies, well under a
+/// discovery message's limit: past it a Secret is refused rather than
+/// making the message (and the Gateway's routes with it) undeliverable.
+pub const MAX_GATEWAY_PEM: usize = 1 << 20;
+
 /// The annotation of a Gateway naming the service account whose proxies
 /// may hold its listeners' private keys (default: the Gateway's name).
 pub const SERVICE_ACCOUNT_ANNOTATION: &str = "mycel.io/gateway-service-account";
@@ -122,6 +132,7 @@ pub fn resolve<'a>(
         certificates: Vec::new(),
     };
     let mut unresolved: BTreeMap<usize, Unresolved> = BTreeMap::new();
+    let mut total = 0usize;
     for (i, l) in gw.listeners.iter().enumerate() {
         if !l.https || !l.served() {
             continue;
@@ -137,9 +148,22 @@ pub fn resolve<'a>(
                     .map(|()| secret)
                     .map_err(|e| format!("Secret {source}: {e}")),
             };
+            let size = checked
+                .as_ref()
+                .map_or(0, |s| s.chain_pem.len() + s.key_pem.0.len());
+            let checked = checked.and_then(|secret| {
+                let new = out.certificates.iter().all(|c| c.source != source);
+                if new && total + size > MAX_GATEWAY_PEM {
+                    return Err(format!(
+                        "Secret {source}: the Gateway's certificates would pass {MAX_GATEWAY_PEM} bytes"
+                    ));
+                }
+                Ok(secret)
+            });
             match checked {
                 Ok(secret) => {
                     if out.certificates.iter().all(|c| c.source != source) {
+                        total += size;
                         out.certificates.push(GatewayCertificate {
                             source,
                             chain_pem: secret.chain_pem.clone(),
@@ -157,6 +181,18 @@ pub fn resolve<'a>(
 /// Why a Secret's certificate cannot be served: what a gateway proxy
 /// would refuse, said once here.
 fn check(secret: &TlsSecret) -> Result<(), String> {
+    if secret.chain_pem.len() > MAX_CHAIN_PEM {
+        return Err(format!(
+            "tls.crt is {} bytes, more than {MAX_CHAIN_PEM}",
+            secret.chain_pem.len()
+        ));
+    }
+    if secret.key_pem.0.len() > MAX_KEY_PEM {
+        return Err(format!(
+            "tls.key is {} bytes, more than {MAX_KEY_PEM}",
+            secret.key_pem.0.len()
+        ));
+    }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&secret.chain_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls.crt is not PEM certificates: {e}"))?;
@@ -317,5 +353,50 @@ mod tests {
         })
         .unwrap();
         assert_ne!(json, json2, "another key, another version");
+    }
+
+    #[test]
+    fn oversized_secrets_are_refused_and_never_sent() {
+        let mut padded = secret(&["api.shop.example"]);
+        padded
+            .chain_pem
+            .extend(std::iter::repeat_n(b'\n', MAX_CHAIN_PEM));
+        assert!(check(&padded).unwrap_err().contains("tls.crt is"));
+        let mut big_key = secret(&["api.shop.example"]);
+        big_key
+            .key_pem
+            .0
+            .extend(std::iter::repeat_n(b'\n', MAX_KEY_PEM));
+        assert!(check(&big_key).unwrap_err().contains("tls.key is"));
+
+        // Many good Secrets of just under the cap each: the Gateway's total
+        // stops at MAX_GATEWAY_PEM, the rest named on their listener.
+        let names: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        let refs: Vec<serde_json::Value> = names.iter().map(|n| json!({"name": n})).collect();
+        let spec: GatewaySpec = serde_json::from_value(json!({
+            "gatewayClassName": "mycel",
+            "listeners": [{"name": "api", "port": 443, "protocol": "HTTPS",
+                           "tls": {"certificateRefs": refs}}],
+        }))
+        .unwrap();
+        let gw = super::super::gateway("shop", "web", &spec).unwrap();
+        let mut fat = secret(&["api.shop.example"]);
+        let room = MAX_CHAIN_PEM - fat.chain_pem.len() - 1;
+        fat.chain_pem.extend(std::iter::repeat_n(b'\n', room));
+        let (certs, unresolved) = resolve(&gw, "web", |_| Some(Ok(&fat)));
+        let sent: usize = certs
+            .certificates
+            .iter()
+            .map(|c| c.chain_pem.len() + c.key_pem.0.len())
+            .sum();
+        assert!(sent <= MAX_GATEWAY_PEM, "{sent}");
+        assert!(
+            certs.certificates.len() >= 10,
+            "{}",
+            certs.certificates.len()
+        );
+        let refused = &unresolved[&0];
+        assert_eq!(certs.certificates.len() + refused.len(), 40);
+        assert!(refused[0].1.contains("would pass"), "{:?}", refused[0]);
     }
 }
