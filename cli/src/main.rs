@@ -170,6 +170,12 @@ struct FaultFlags {
     /// Delay before every frontend answer.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     frontend_latency: Option<Duration>,
+    /// Fraction of orders requests failed with 503 (0..1).
+    #[arg(long, value_name = "RATE", value_parser = demo::plan::faults::parse_rate)]
+    orders_error_rate: Option<f64>,
+    /// Delay before every orders answer.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    orders_latency: Option<Duration>,
     /// Seed of the apps' fault generators, so that runs repeat.
     #[arg(long, value_name = "N")]
     fault_seed: Option<u64>,
@@ -186,6 +192,7 @@ impl FaultFlags {
             ("reviews", self.reviews_error_rate, self.reviews_latency),
             ("catalog", self.catalog_error_rate, self.catalog_latency),
             ("frontend", self.frontend_error_rate, self.frontend_latency),
+            ("orders", self.orders_error_rate, self.orders_latency),
         ];
         demo::plan::Faults {
             services: per_service
@@ -305,11 +312,19 @@ mod tests {
     fn fault_flags_table() {
         let f = faults(&[]);
         assert!(f.services.is_empty() && f.seed.is_none());
-        let f = faults(&["--ratings-error-rate", "0.5", "--catalog-latency", "200ms"]);
+        let f = faults(&[
+            "--ratings-error-rate",
+            "0.5",
+            "--catalog-latency",
+            "200ms",
+            "--orders-error-rate",
+            "0.1",
+        ]);
         assert_eq!(f.services["ratings"].error_rate, 0.5);
         assert_eq!(f.services["ratings"].latency, Duration::ZERO);
         assert_eq!(f.services["catalog"].latency, Duration::from_millis(200));
-        assert_eq!(f.services.len(), 2);
+        assert_eq!(f.services["orders"].error_rate, 0.1);
+        assert_eq!(f.services.len(), 3);
         let f = faults(&[
             "--reviews-latency",
             "1s",
