@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command for the benchmark: installs nginx and HAProxy if missing (as
 # root), builds the mesh and the harness in release mode, runs a scenario.
-#   bash bench/run.sh all --quick      # under 2 minutes
-#   bash bench/run.sh all --full       # about half an hour
+#   bash bench/run.sh all --quick      # about 2.5 minutes
+#   bash bench/run.sh all --full       # about 40 minutes
+#   bash bench/run.sh gateway --quick  # the HTTPS fronts alone, about 35 s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
