@@ -101,12 +101,13 @@ impl Listener {
         self.refused.is_none()
     }
 
-    /// The gateway sockets that serve the routes attached here.
-    pub fn side(&self) -> ListenerSide {
-        if self.https {
-            ListenerSide::Https
-        } else {
-            ListenerSide::Any
+    /// The gateway sockets that serve the routes attached here, on a
+    /// Gateway that has (`with_https`) or has no served HTTPS listener.
+    pub fn side(&self, with_https: bool) -> ListenerSide {
+        match (self.https, with_https) {
+            (true, _) => ListenerSide::Https,
+            (false, true) => ListenerSide::Http,
+            (false, false) => ListenerSide::Any,
         }
     }
 }
@@ -385,8 +386,8 @@ fn refuse(reason: AttachReason, message: impl Into<String>) -> AttachError {
 pub struct Attachment {
     pub listeners: Vec<usize>,
     pub hostnames: Vec<String>,
-    /// The hostnames served by the listeners of each side (empty: any):
-    /// [`ListenerSide::Any`] for HTTP listeners, `Https` for HTTPS ones.
+    /// The hostnames served by the listeners of each side (empty: any),
+    /// by [`Listener::side`].
     pub sides: BTreeMap<ListenerSide, Vec<String>>,
 }
 
@@ -456,13 +457,14 @@ pub fn attach(
     let mut any = false;
     // Per side: whether some listener serves any host, and the names.
     let mut sides: BTreeMap<ListenerSide, (bool, Vec<String>)> = BTreeMap::new();
+    let with_https = gw.listeners.iter().any(|l| l.https && l.served());
     for (i, l) in allowed {
         let Some(names) = intersect(l.hostname.as_deref(), hostnames) else {
             continue;
         };
         out.listeners.push(i);
         any |= names.is_empty();
-        let side = sides.entry(l.side()).or_default();
+        let side = sides.entry(l.side(with_https)).or_default();
         side.0 |= names.is_empty();
         side.1.extend(names.iter().cloned());
         out.hostnames.extend(names);
@@ -533,11 +535,12 @@ fn sorted(mut names: Vec<String>) -> Vec<String> {
 }
 
 /// A route as one Gateway serves it, from the attachments of its
-/// parentRefs to that Gateway (at least one), with no ports: once for its
-/// HTTP listeners (served on both of the gateway's sockets) with their
-/// hostnames (any when one serves any host), and once more, only for the
-/// TLS socket, with the hostnames of its HTTPS listeners that the first
-/// does not already serve.
+/// parentRefs to that Gateway (at least one), with no ports: on a Gateway
+/// without HTTPS listeners once, for both of the gateway's sockets, with
+/// the hostnames of all its listeners (any when one serves any host); on
+/// one with HTTPS listeners once per side it attached to (plaintext for
+/// its HTTP listeners, TLS for its HTTPS ones), each with its listeners'
+/// hostnames, or once for both when those are the same.
 pub fn gateway_route(route: &Converted, attachments: &[&Attachment]) -> Vec<Route> {
     let side = |side: ListenerSide| -> Option<Vec<String>> {
         let lists: Vec<&Vec<String>> = attachments
@@ -552,18 +555,6 @@ pub fn gateway_route(route: &Converted, attachments: &[&Attachment]) -> Vec<Rout
         }
         Some(sorted(lists.into_iter().flatten().cloned().collect()))
     };
-    let both = side(ListenerSide::Any);
-    let mut https = side(ListenerSide::Https);
-    if let (Some(both), Some(names)) = (&both, &mut https) {
-        if both.is_empty() {
-            https = None;
-        } else if !names.is_empty() {
-            names.retain(|n| !both.contains(n));
-            if names.is_empty() {
-                https = None;
-            }
-        }
-    }
     let make = |hostnames: Vec<String>, listener: ListenerSide| Route {
         name: route.name.clone(),
         kind: route.kind,
@@ -572,8 +563,19 @@ pub fn gateway_route(route: &Converted, attachments: &[&Attachment]) -> Vec<Rout
         rules: route.rules.clone(),
         listener,
     };
-    both.map(|h| make(h, ListenerSide::Any))
-        .into_iter()
-        .chain(https.map(|h| make(h, ListenerSide::Https)))
-        .collect()
+    let (http, https) = (side(ListenerSide::Http), side(ListenerSide::Https));
+    if http.is_some() && http == https {
+        return http
+            .map(|h| make(h, ListenerSide::Any))
+            .into_iter()
+            .collect();
+    }
+    [
+        (side(ListenerSide::Any), ListenerSide::Any),
+        (http, ListenerSide::Http),
+        (https, ListenerSide::Https),
+    ]
+    .into_iter()
+    .filter_map(|(hosts, listener)| hosts.map(|h| make(h, listener)))
+    .collect()
 }

@@ -29,13 +29,18 @@ impl RouteKind {
 /// Which of a gateway proxy's listening sockets serve a Gateway's route.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum ListenerSide {
-    /// Both: every Service parent's route, and a Gateway's routes of HTTP
-    /// listeners (the gateway's TLS socket, with its `--tls-cert` files,
-    /// is another way in to them).
+    /// Both: every Service parent's route, and the routes of a Gateway
+    /// that has no HTTPS listener (a gateway's TLS socket with its
+    /// `--tls-cert` files is then one more way in to its HTTP listeners).
     #[default]
     Any,
-    /// Only the TLS socket: the route attached to HTTPS listeners only,
-    /// so it is never served in plaintext.
+    /// Only the plaintext socket: a route of HTTP listeners of a Gateway
+    /// that has HTTPS listeners too, which then says itself what TLS
+    /// serves (so an HTTP listener's redirect to HTTPS never answers on
+    /// the TLS socket, where it would loop).
+    Http,
+    /// Only the TLS socket: the route attached to HTTPS listeners, so it
+    /// is never served in plaintext.
     Https,
 }
 

@@ -79,7 +79,8 @@ impl Pki {
 /// as `stringData`) and `www-cert` (base64 `data`); the Gateway with a
 /// plaintext listener `http` and the HTTPS listeners `api` and `www`, its
 /// keys for service account `account`; and three routes to echo: `api`
-/// and `www` on their HTTPS listeners only, `status` on `http` only.
+/// and `www` on their HTTPS listeners only, `status` on `http` only; and
+/// on `http`, the usual redirect of the api host to HTTPS.
 fn mesh_yaml(api_chain: &str, api_key: &str, www: &Leaf, account: &str) -> String {
     let echo = || rule(&path_prefix("/"), None, Some(("echo", 80)));
     [
@@ -102,6 +103,11 @@ spec:
                 https_listener("www", Some(WWW), &["www-cert"]),
             ],
         ),
+        // Before the api route, so that it would win the tie on the TLS
+        // socket if it were served there (and redirect to itself).
+        route("HTTPRoute", "to-https", Some("http"), &[API]),
+        "    - filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]\n"
+            .to_string(),
         route("HTTPRoute", "api", Some("api"), &[API]),
         echo(),
         // No hostnames: it takes the listener's wildcard.
@@ -452,14 +458,14 @@ async fn each_https_listener_serves_its_own_secret_by_sni_over_http2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_route_of_https_listeners_only_is_404_in_plaintext_and_an_http_listeners_route_answers_on_both_sockets(
+async fn https_listeners_routes_are_404_in_plaintext_and_http_listeners_routes_and_redirects_never_answer_over_tls(
 ) {
     let pki = Pki::new();
     let (mesh, _echo) = mesh_with_echo(&good_yaml(&pki)).await;
     let (gw, https) = gateway_proxy(&mesh, "gateway", HOLDER).await;
 
-    // Over TLS: both HTTPS-only routes, and the plaintext listener's route
-    // too (the www wildcard covers its host, so the name verifies).
+    // Over TLS: both HTTPS-only routes; the api host is not redirected
+    // there (its redirect is the HTTP listener's), so it does not loop.
     let api_ca = &pki.api_ca;
     let mut api = eventually("the api route over TLS", || async move {
         let mut h2 = H2::open(https, API, api_ca).await?;
@@ -471,9 +477,11 @@ async fn a_route_of_https_listeners_only_is_404_in_plaintext_and_an_http_listene
     .await;
     let mut www = H2::open(https, WWW_HOST, &pki.www_ca).await.unwrap();
     assert_eq!(www.get("/").await.unwrap().0, 200, "the www route over TLS");
+    // Over TLS the status host is the www listener's (its wildcard route
+    // takes it), not the http listener's route.
     let mut status = H2::open(https, STATUS_HOST, &pki.www_ca).await.unwrap();
     let (code, seen) = status.get("/").await.unwrap();
-    assert_eq!(code, 200, "the http listener's route over TLS: {seen}");
+    assert_eq!(code, 200, "{seen}");
     assert_eq!(seen["x-forwarded-proto"], serde_json::json!(["https"]));
 
     // In plaintext: the http listener's route answers (so the gateway has
@@ -481,10 +489,12 @@ async fn a_route_of_https_listeners_only_is_404_in_plaintext_and_an_http_listene
     let (code, seen) = plaintext(&gw, STATUS_HOST).await;
     assert_eq!(code, 200, "the http listener's route in plaintext: {seen}");
     assert_eq!(seen["x-forwarded-proto"], serde_json::json!(["http"]));
+    // The api host in plaintext: the HTTP listener's redirect.
+    let r = http::get(gw.listen(), API, "/orders?x=1").await.unwrap();
+    assert_eq!(r.status, 301, "{}", r.body);
     assert_eq!(
-        plaintext(&gw, API).await.0,
-        404,
-        "the api route in plaintext"
+        r.headers.get("location").map(|v| v.as_bytes()),
+        Some(format!("https://{API}/orders?x=1").as_bytes())
     );
     assert_eq!(
         plaintext(&gw, WWW_HOST).await.0,

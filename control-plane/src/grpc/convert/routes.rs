@@ -29,6 +29,7 @@ fn route(r: &Route) -> v1::Route {
         rules: r.rules.iter().map(rule).collect(),
         listener_protocol: match r.listener {
             ListenerSide::Any => v1::ListenerProtocol::Unspecified,
+            ListenerSide::Http => v1::ListenerProtocol::Http,
             ListenerSide::Https => v1::ListenerProtocol::Https,
         } as i32,
     }

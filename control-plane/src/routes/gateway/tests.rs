@@ -358,28 +358,57 @@ fn an_https_listener_names_its_secrets_and_its_routes_are_served_only_over_tls()
     );
     assert!(!g.listeners[0].https && g.listeners[0].certificates.is_empty());
 
-    // A route on both listeners: the HTTP one's names on both sockets; the
-    // HTTPS one adds nothing (api.shop.example is under *.shop.example).
+    // A route on both listeners of a Gateway with HTTPS: once per socket,
+    // each with its listeners' names.
     let c = route_with_hosts(&[]);
     let a = attach(&g, &parent(None, None), RouteKind::Http, "shop", &[]).unwrap();
     assert_eq!(
         a.sides,
         [
-            (ListenerSide::Any, hosts(&["*.shop.example"])),
+            (ListenerSide::Http, hosts(&["*.shop.example"])),
             (ListenerSide::Https, hosts(&["api.shop.example"])),
         ]
         .into()
     );
     let both = gateway_route(&c, &[&a]);
-    assert_eq!(both.len(), 2);
     assert_eq!(
-        (both[0].listener, both[0].hostnames.clone()),
-        (ListenerSide::Any, hosts(&["*.shop.example"]))
+        both.iter()
+            .map(|r| (r.listener, r.hostnames.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (ListenerSide::Http, hosts(&["*.shop.example"])),
+            (ListenerSide::Https, hosts(&["api.shop.example"])),
+        ]
     );
+
+    // The usual redirect: a route of the HTTP listener only answers in
+    // plaintext, so on the TLS socket it never shadows the HTTPS
+    // listener's route (which would redirect to itself forever).
+    let a = attach(&g, &parent(Some("web"), None), RouteKind::Http, "shop", &[]).unwrap();
+    let plain = gateway_route(&c, &[&a]);
+    assert_eq!(plain.len(), 1);
+    assert_eq!(plain[0].listener, ListenerSide::Http);
+
+    // A Gateway without HTTPS listeners: its routes on both sockets (a
+    // gateway's --tls-cert files front them).
+    let plain_gw = gw(json!([http_listener("web", 80, None)])).unwrap();
+    let a = attach(&plain_gw, &parent(None, None), RouteKind::Http, "shop", &[]).unwrap();
+    let any = gateway_route(&c, &[&a]);
+    assert_eq!(any.len(), 1);
+    assert_eq!(any[0].listener, ListenerSide::Any);
+
+    // HTTP and HTTPS listeners of the same names: one route for both.
+    let same = gw(json!([
+        http_listener("web", 80, Some("api.shop.example")),
+        https_listener("secure", Some("api.shop.example"), &["api-cert"]),
+    ]))
+    .unwrap();
+    let a = attach(&same, &parent(None, None), RouteKind::Http, "shop", &[]).unwrap();
+    let one = gateway_route(&c, &[&a]);
+    assert_eq!(one.len(), 1);
     assert_eq!(
-        (both[1].listener, both[1].hostnames.clone()),
-        (ListenerSide::Https, hosts(&["api.shop.example"])),
-        "a name the HTTP side already serves by wildcard is kept: only an exact duplicate is dropped"
+        (one[0].listener, one[0].hostnames.clone()),
+        (ListenerSide::Any, hosts(&["api.shop.example"]))
     );
 
     // Attached only to the HTTPS listener: never served in plaintext.
