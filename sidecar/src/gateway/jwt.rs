@@ -16,6 +16,7 @@
 
 pub mod forward;
 pub mod jwks;
+pub mod ring_crypto;
 
 #[cfg(test)]
 mod tests;
@@ -338,6 +339,7 @@ impl JwtVerifier {
     /// (several rules for one issuer may share one set).
     pub fn new(rule: Arc<JwtRule>, keys: Arc<KeySet>) -> Result<JwtVerifier, JwtConfigError> {
         rule.check()?;
+        ring_crypto::install();
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = rule.leeway.as_secs();
         validation.validate_exp = true;

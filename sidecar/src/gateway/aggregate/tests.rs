@@ -166,6 +166,12 @@ fn room() -> ByteBudget {
     ByteBudget::new(ROOM_TOTAL)
 }
 
+/// The demo's product page for `uri`, with room enough and nobody
+/// listening to the parts' results.
+async fn view(fetch: &FakeFetch, uri: &str) -> Response<Body> {
+    aggregate(&product_view(), fetch, &get(uri), &room(), &|_, _| {}).await
+}
+
 fn get(uri: &str) -> http::request::Parts {
     request(Method::GET, uri)
 }
@@ -206,14 +212,7 @@ async fn all_parts_merge_in_config_order_byte_for_byte() {
         ("reviews", json("[1, 2]")),
         ("rating", json("4.5")),
     ]);
-    let res = aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/42"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    let res = view(&fetch, "/api/product-view/42").await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()[AGGREGATE_HEADER], "complete");
     assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
@@ -239,14 +238,7 @@ async fn parts_get_only_trace_context_and_language_never_credentials() {
         ("reviews", json("[]")),
         ("rating", json("1")),
     ]);
-    aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/42"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    view(&fetch, "/api/product-view/42").await;
     for (_, _, h) in fetch.calls.lock().unwrap().iter() {
         assert!(h.contains_key("traceparent"));
         assert_eq!(h["accept-language"], "fr");
@@ -306,14 +298,7 @@ async fn a_failed_required_part_is_a_502_naming_it_without_internal_detail() {
         ("reviews", json("[]")),
         ("rating", json("4.5")),
     ]);
-    let res = aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/42"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    let res = view(&fetch, "/api/product-view/42").await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     assert!(!res.headers().contains_key(AGGREGATE_HEADER));
     let text = body_of(res).await;
@@ -362,14 +347,7 @@ async fn a_required_part_whose_body_stalls_is_a_504_at_its_timeout() {
         ("rating", json("1")),
     ]);
     let start = Instant::now();
-    let res = aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/42"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    let res = view(&fetch, "/api/product-view/42").await;
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     let took = start.elapsed();
     assert!(
@@ -386,14 +364,7 @@ async fn the_answer_never_waits_longer_than_the_largest_timeout() {
         ("rating", slow("1", Duration::from_secs(3600))),
     ]);
     let start = Instant::now();
-    let res = aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/42"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    let res = view(&fetch, "/api/product-view/42").await;
     let took = start.elapsed();
     assert!(
         took <= Duration::from_secs(1) + Duration::from_millis(5),
@@ -418,14 +389,7 @@ async fn parts_run_concurrently_the_total_is_the_slowest_not_the_sum() {
         ("rating", slow("1", Duration::from_millis(300))),
     ]);
     let start = Instant::now();
-    let res = aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/42"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    let res = view(&fetch, "/api/product-view/42").await;
     let took = start.elapsed();
     assert_eq!(res.headers()[AGGREGATE_HEADER], "complete");
     assert!(took >= Duration::from_millis(300), "{took:?}");
@@ -560,14 +524,7 @@ async fn head_has_the_headers_of_get_and_no_body() {
         ("reviews", json("[]")),
         ("rating", json("1")),
     ]);
-    let got = aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/42"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    let got = view(&fetch, "/api/product-view/42").await;
     let head = aggregate(
         &product_view(),
         &fetch,
@@ -591,7 +548,7 @@ async fn path_traversal_through_the_aggregated_segment_is_a_400_and_no_part_aske
         ("rating", json("1")),
     ]);
     for uri in ["/api/product-view/%2e%2e", "/api/product-view/.%2E"] {
-        let res = aggregate(&product_view(), &fetch, &get(uri), &room(), &|_, _| {}).await;
+        let res = view(&fetch, uri).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(json_of(res).await["reason"], "path refused");
     }
@@ -607,14 +564,7 @@ async fn query_parameter_injection_through_the_aggregated_segment_is_refused() {
         ("reviews", json("[]")),
         ("rating", json("1")),
     ]);
-    let res = aggregate(
-        &product_view(),
-        &fetch,
-        &get("/api/product-view/1&admin=true"),
-        &room(),
-        &|_, _| {},
-    )
-    .await;
+    let res = view(&fetch, "/api/product-view/1&admin=true").await;
     assert_eq!(res.headers()[AGGREGATE_HEADER], "partial");
     let v = json_of(res).await;
     assert_eq!(
