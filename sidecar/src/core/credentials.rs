@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use mycel_api::spiffe::SpiffeId;
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 use tokio::sync::watch;
 
 /// A certificate this proxy holds, with its key ready for rustls.
@@ -26,6 +26,26 @@ pub struct WorkloadCert {
 #[derive(Debug, Default)]
 pub struct TrustBundle {
     pub roots: Vec<CertificateDer<'static>>,
+    /// The roots read once as trust anchors, when the bundle is made, not
+    /// at every handshake. A root that does not parse is left out: one
+    /// bad entry must not take down authentication against the others.
+    anchors: Vec<TrustAnchor<'static>>,
+}
+
+impl TrustBundle {
+    pub fn new(roots: Vec<CertificateDer<'static>>) -> TrustBundle {
+        let anchors = roots
+            .iter()
+            .filter_map(|root| webpki::anchor_from_trusted_cert(root).ok())
+            .map(|anchor| anchor.to_owned())
+            .collect();
+        TrustBundle { roots, anchors }
+    }
+
+    /// The roots that parse, as webpki checks chains against them.
+    pub fn anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.anchors
+    }
 }
 
 /// Shared by the identity manager (writer) and TLS configs (readers).
@@ -92,5 +112,25 @@ impl IdentityState {
     /// Returns at the next [`Self::ask_renewal`] (or a pending one).
     pub async fn renewal_asked(&self) {
         self.renewal.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_anchors_are_read_once_and_a_bad_root_is_left_out() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let root = params.self_signed(&key).unwrap();
+        let bundle = TrustBundle::new(vec![
+            CertificateDer::from(b"not a certificate".to_vec()),
+            root.der().clone(),
+        ]);
+        assert_eq!(bundle.roots.len(), 2, "kept as sent");
+        assert_eq!(bundle.anchors().len(), 1, "only the root that parses");
+        assert!(TrustBundle::default().anchors().is_empty());
     }
 }

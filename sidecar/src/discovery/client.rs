@@ -333,7 +333,7 @@ impl<C: Connect> DiscoveryClient<C> {
     fn install_bundle(&self, roots: Vec<CertificateDer<'static>>) {
         if self.identity.bundle().roots != roots {
             tracing::info!(roots = roots.len(), "trust bundle updated");
-            self.identity.set_bundle(TrustBundle { roots });
+            self.identity.set_bundle(TrustBundle::new(roots));
         }
     }
 }

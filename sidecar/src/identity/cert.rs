@@ -98,7 +98,7 @@ pub fn trust_bundle(roots: Vec<CertificateDer<'static>>) -> Result<TrustBundle, 
     for (i, der) in roots.iter().enumerate() {
         summary(&format!("trust bundle root {i}"), der)?;
     }
-    Ok(TrustBundle { roots })
+    Ok(TrustBundle::new(roots))
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> CertError {

@@ -92,9 +92,9 @@ async fn server_from_another_ca_is_refused() {
     let other = TestCa::new("other");
     let server = other.identity(&spiffe("catalog"));
     // The server trusts our CA so only the client's check can fail.
-    server.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![ca.root_der()],
-    });
+    server.set_bundle(mycel_sidecar::identity::TrustBundle::new(vec![
+        ca.root_der()
+    ]));
     let client = ca.identity(&spiffe("frontend"));
     let out = handshake(&server, &client, &spiffe("catalog")).await;
     let err = out.client.expect_err("client must refuse");
@@ -107,9 +107,9 @@ async fn client_from_another_ca_is_refused() {
     let other = TestCa::new("other");
     let server = ca.identity(&spiffe("catalog"));
     let client = other.identity(&spiffe("frontend"));
-    client.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![ca.root_der()],
-    });
+    client.set_bundle(mycel_sidecar::identity::TrustBundle::new(vec![
+        ca.root_der()
+    ]));
     let out = handshake(&server, &client, &spiffe("catalog")).await;
     let err = out.server.expect_err("server must refuse");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
@@ -180,9 +180,9 @@ async fn certificate_and_bundle_swaps_apply_to_new_handshakes_only() {
 
     // A new bundle without our root: new handshakes fail at once.
     let other = TestCa::new("other");
-    client.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![other.root_der()],
-    });
+    client.set_bundle(mycel_sidecar::identity::TrustBundle::new(vec![
+        other.root_der()
+    ]));
     assert!(handshake(&server, &client, &spiffe("catalog"))
         .await
         .client
@@ -226,9 +226,9 @@ async fn handshake_after_trust_change_is_fully_verified_not_resumed() {
     // The server stops trusting the client's CA. A resumed session would
     // skip the client certificate check and let it in anyway.
     let other = TestCa::new("other");
-    server.set_bundle(mycel_sidecar::identity::TrustBundle {
-        roots: vec![other.root_der()],
-    });
+    server.set_bundle(mycel_sidecar::identity::TrustBundle::new(vec![
+        other.root_der()
+    ]));
     let second = exchange(&acceptor, &connector).await;
     assert!(
         second.is_err(),

@@ -39,9 +39,7 @@ impl ProxyIdentity for TestCa {
 
     fn trusting(&self) -> Arc<IdentityState> {
         let state = IdentityState::new();
-        state.set_bundle(TrustBundle {
-            roots: vec![self.root_der()],
-        });
+        state.set_bundle(TrustBundle::new(vec![self.root_der()]));
         state
     }
 }

@@ -40,17 +40,10 @@ pub(super) fn verify_peer(
     if bundle.roots.is_empty() {
         return Err(PeerVerifyError::NoBundle.into());
     }
-    // Roots that do not parse are skipped: one bad entry in a bundle must
-    // not take down authentication against the good ones.
-    let anchors: Vec<_> = bundle
-        .roots
-        .iter()
-        .filter_map(|root| webpki::anchor_from_trusted_cert(root).ok())
-        .collect();
     let cert = webpki::EndEntityCert::try_from(end_entity).map_err(chain_error)?;
     cert.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
+        bundle.anchors(),
         intermediates,
         now,
         usage,

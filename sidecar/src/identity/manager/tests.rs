@@ -245,7 +245,7 @@ async fn a_new_first_root_triggers_one_early_renewal() {
     let other = FakeCa::new(id("catalog"), Duration::from_secs(3600));
     let mut roots = vec![other.root_der()];
     roots.extend(state.bundle().roots.iter().cloned());
-    state.set_bundle(TrustBundle { roots });
+    state.set_bundle(TrustBundle::new(roots));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(ca.calls(), 2, "renewed early");
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -264,7 +264,7 @@ fn chains_to_first_root_table() {
     let chain = vec![ca
         .sign(csr.der(), &id("catalog"), Duration::from_secs(60))
         .unwrap()];
-    let bundle = |roots: Vec<_>| TrustBundle { roots };
+    let bundle = |roots: Vec<_>| TrustBundle::new(roots);
     assert!(chains_to_first_root(&chain, &bundle(vec![ca.root_der()])));
     assert!(chains_to_first_root(
         &chain,
