@@ -64,7 +64,9 @@ pub struct Policies {
     key_sets: Mutex<HashMap<String, Weak<KeySet>>>,
     /// The routes the policies were last swept against (see
     /// [`Policies::follow`]).
-    swept: Mutex<Option<Arc<ServiceRoutes>>>,
+    /// Read lock-free on every request; written only when the routes
+    /// change.
+    swept: arc_swap::ArcSwapOption<ServiceRoutes>,
 }
 
 /// One policy, ready to apply.
@@ -169,7 +171,7 @@ impl Policies {
             aggregation_room: ByteBudget::new(super::aggregate::ROOM_TOTAL),
             active: Mutex::default(),
             key_sets: Mutex::default(),
-            swept: Mutex::default(),
+            swept: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -178,8 +180,12 @@ impl Policies {
     /// `routes` is not the set last seen. Called with the gateway's routes
     /// before each request; a new set costs one walk over its rules.
     pub fn follow(&self, routes: &Arc<ServiceRoutes>) {
-        let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
-        if swept.as_ref().is_some_and(|s| Arc::ptr_eq(s, routes)) {
+        if self
+            .swept
+            .load()
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, routes))
+        {
             return;
         }
         let named: HashSet<&str> = routes
@@ -210,7 +216,7 @@ impl Policies {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, set| set.strong_count() > 0);
-        *swept = Some(routes.clone());
+        self.swept.store(Some(routes.clone()));
     }
 
     /// Names of the policies with run-time state, sorted.
