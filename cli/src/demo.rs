@@ -33,6 +33,8 @@ const DEMO: &str = "mycel-demo";
 
 pub struct DemoArgs {
     pub base_port: u16,
+    /// Run no stores: every service keeps its data in memory.
+    pub in_memory: bool,
     pub data_dir: Option<PathBuf>,
     pub bin_dir: Option<PathBuf>,
     pub ready_timeout: Duration,
@@ -174,8 +176,18 @@ enum End {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let plan = DemoPlan::new(args.base_port)?;
     let bins = Binaries::find(args.bin_dir)?;
+    let stores = if args.in_memory {
+        println!("stores: none (--in-memory): every service keeps its data in memory");
+        plan::Stores::none()
+    } else {
+        let (stores, lines) = find_stores(&bins.demo).await;
+        for line in lines {
+            println!("{line}");
+        }
+        stores
+    };
+    let plan = DemoPlan::with_stores(args.base_port, &stores)?;
     check_ports_free(&plan)?;
     let mut signals = StopSignals::new()?;
 
@@ -230,6 +242,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Which stores' servers are installed, asking `mycel-demo store <kind>
+/// --check` (the one place that knows where each server is), and a line
+/// per kind for the user: the server it found, or what to install.
+async fn find_stores(demo: &Path) -> (plan::Stores, Vec<String>) {
+    let mut stores = plan::Stores::none();
+    let mut lines = Vec::new();
+    for kind in plan::StoreKind::ALL {
+        let checked = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::process::Command::new(demo)
+                .args(["store", kind.as_str(), "--check"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        let said = |out: &std::process::Output| {
+            let text = if out.stdout.is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            };
+            String::from_utf8_lossy(text).trim().to_string()
+        };
+        match checked {
+            Ok(Ok(out)) if out.status.success() => {
+                stores.available.insert(kind);
+                lines.push(format!("store {:<8} {}", kind.as_str(), said(&out)));
+            }
+            Ok(Ok(out)) => lines.push(format!(
+                "store {:<8} not started, its services keep data in memory: {}",
+                kind.as_str(),
+                said(&out)
+            )),
+            Ok(Err(e)) => lines.push(format!(
+                "store {:<8} not started: running {} failed: {e}",
+                kind.as_str(),
+                demo.display()
+            )),
+            Err(_) => lines.push(format!(
+                "store {:<8} not started: {} store {} --check did not answer in 10s",
+                kind.as_str(),
+                demo.display(),
+                kind.as_str()
+            )),
+        }
+    }
+    (stores, lines)
+}
+
 fn prepare_dirs(paths: &Paths, plan: &DemoPlan) -> anyhow::Result<()> {
     for dir in [paths.data.clone(), paths.logs(), paths.data.join("tokens")] {
         std::fs::DirBuilder::new()
@@ -237,6 +298,23 @@ fn prepare_dirs(paths: &Paths, plan: &DemoPlan) -> anyhow::Result<()> {
             .mode(0o700)
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if plan.workloads.iter().any(|w| w.store.is_some()) {
+        // PostgreSQL will not run as root, so as root `mycel-demo store`
+        // runs it as the `postgres` user, which must be able to reach its
+        // directory: the data dir and `stores` may be passed through (not
+        // listed or read) by others; what else the data dir holds keeps
+        // its own 0700 directories and 0600 files.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(paths.stores())
+            .with_context(|| format!("creating {}", paths.stores().display()))?;
+        for dir in [paths.data.clone(), paths.stores()] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .with_context(|| format!("making {} traversable", dir.display()))?;
+        }
     }
     web_tls::prepare(paths).context("the gateway's HTTPS certificate")?;
     jwt::prepare(paths).context("the token issuer of /api/orders")?;
@@ -311,7 +389,13 @@ async fn start_and_supervise(
         write_token(paths, &t.proxy, &spec)?;
     }
     for w in &plan.workloads {
-        spawn(sup, paths, &w.name, &bins.demo, &plan::app_args(w, faults))?;
+        spawn(
+            sup,
+            paths,
+            &w.name,
+            &bins.demo,
+            &plan::app_args(w, paths, faults),
+        )?;
         let sidecar = format!("{}-proxy", w.name);
         spawn(
             sup,
@@ -567,6 +651,28 @@ pub fn banner(plan: &DemoPlan, paths: &Paths, faults: &plan::Faults) -> String {
             "Only the gateway may call orders (AuthorizationPolicy {}): orders trusts\n  \
              the x-user-id the gateway sets from the verified token's sub.",
             plan::ORDERS_POLICY
+        );
+    }
+    let stores: Vec<&str> = plan
+        .workloads
+        .iter()
+        .filter(|w| w.store.is_some())
+        .map(|w| w.name.as_str())
+        .collect();
+    if !stores.is_empty() {
+        let _ = writeln!(
+            out,
+            "Stores: {} run beside sidecars; each service reaches its own through its\n  \
+             sidecar's mTLS tunnel, and only it may (AuthorizationPolicies <store>-users).",
+            stores.join(", ")
+        );
+    }
+    if orders && stores.contains(&"nats") {
+        let _ = writeln!(
+            out,
+            "Order flow: orders commits the order and its OrderPlaced event together\n  \
+             (outbox), publishes it to NATS; catalog lowers the stock and notifications\n  \
+             records it: place an order, then reload the page."
         );
     }
     let described = faults.describe();

@@ -98,7 +98,7 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct DemoFlags {
-    /// First of the ports the demo uses (it needs a block of 40).
+    /// First of the ports the demo uses (it needs a block of 90).
     #[arg(long, value_name = "PORT", default_value_t = 17000)]
     base_port: u16,
     /// Where the CA, tokens, mesh.yaml and logs go (default: a temporary
@@ -109,9 +109,15 @@ struct DemoFlags {
     /// to mycelctl).
     #[arg(long, value_name = "PATH")]
     bin_dir: Option<PathBuf>,
-    /// How long to wait for everything to become ready.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long to wait for everything to become ready (a first start
+    /// creates the PostgreSQL databases, a few seconds each).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     ready_timeout: Duration,
+    /// Start no PostgreSQL, Redis or NATS: every service keeps its data in
+    /// memory and orders publish no events. Without it the demo starts the
+    /// stores whose servers are installed and names the others.
+    #[arg(long)]
+    in_memory: bool,
     /// Send the mesh's spans to this OTLP collector (e.g.
     /// http://127.0.0.1:4318) instead of the demo's own receiver, which
     /// shows the latest traces at http://127.0.0.1:<base-port + 4>/traces.
@@ -176,6 +182,12 @@ struct FaultFlags {
     /// Delay before every orders answer.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     orders_latency: Option<Duration>,
+    /// Fraction of notifications requests failed with 503 (0..1).
+    #[arg(long, value_name = "RATE", value_parser = demo::plan::faults::parse_rate)]
+    notifications_error_rate: Option<f64>,
+    /// Delay before every notifications answer.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    notifications_latency: Option<Duration>,
     /// Seed of the apps' fault generators, so that runs repeat.
     #[arg(long, value_name = "N")]
     fault_seed: Option<u64>,
@@ -193,6 +205,11 @@ impl FaultFlags {
             ("catalog", self.catalog_error_rate, self.catalog_latency),
             ("frontend", self.frontend_error_rate, self.frontend_latency),
             ("orders", self.orders_error_rate, self.orders_latency),
+            (
+                "notifications",
+                self.notifications_error_rate,
+                self.notifications_latency,
+            ),
         ];
         demo::plan::Faults {
             services: per_service
@@ -273,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(flags) => {
             demo::run(demo::DemoArgs {
                 base_port: flags.base_port,
+                in_memory: flags.in_memory,
                 data_dir: flags.data_dir,
                 bin_dir: flags.bin_dir,
                 ready_timeout: flags.ready_timeout,

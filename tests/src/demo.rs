@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::{bin, Proc};
 
 /// How many ports from `--base-port` the demo uses (`cli/src/demo/plan.rs`).
-pub const DEMO_SPAN: u16 = 40;
+pub const DEMO_SPAN: u16 = 90;
 
 /// The longest a demo may take to print its banner on a loaded machine.
 const READY_LIMIT: Duration = Duration::from_secs(120);

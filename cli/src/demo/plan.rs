@@ -4,8 +4,9 @@
 //!
 //! Ports, from `--base-port B`: controller gRPC B, controller admin B+1,
 //! gateway B+2, gateway admin B+3, trace receiver B+4, gateway HTTPS B+5;
-//! workload slot i (from B+10, four ports
-//! each) holds its app, mesh (inbound), outbound and admin ports.
+//! workload slot i (from B+10, six ports each) holds its app, mesh
+//! (inbound), outbound and admin ports, then the local ends of the TCP
+//! tunnels to the stores it uses (see [`stores`]).
 //!
 //! Both reviews versions must be reachable on the one `targetPort` of the
 //! `reviews` Service, so v2's app listens on the same port as v1's on a
@@ -19,16 +20,19 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod faults;
+pub mod stores;
 pub use faults::{Fault, Faults};
+pub use stores::{StoreKind, Stores};
 
 /// Namespace of every demo workload.
 pub const NAMESPACE: &str = "shop";
 /// How many ports from `--base-port` the demo may use.
-pub const SPAN: u16 = 40;
+pub const SPAN: u16 = 90;
 /// Lowest allowed base port (below are privileged).
 pub const MIN_BASE: u16 = 1024;
 const FIRST_SLOT: u16 = 10;
-const SLOT_WIDTH: u16 = 4;
+/// App, inbound, outbound, admin, and one port per store used.
+const SLOT_WIDTH: u16 = 4 + stores::MAX_USED as u16;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const SECOND_LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
@@ -45,6 +49,8 @@ pub enum PlanError {
 pub enum AppProto {
     Http,
     Grpc,
+    /// A store's port: opaque TCP, never parsed.
+    Tcp,
 }
 
 impl AppProto {
@@ -52,8 +58,17 @@ impl AppProto {
         match self {
             AppProto::Http => "http",
             AppProto::Grpc => "grpc",
+            AppProto::Tcp => "tcp",
         }
     }
+}
+
+/// A local port of a workload's sidecar that tunnels to a store
+/// (`--tcp-upstream LISTEN=STORE.shop:PORT`), and the app flag naming it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub listen: SocketAddr,
+    pub store: &'static stores::StoreSpec,
 }
 
 /// One app and its sidecar.
@@ -67,10 +82,14 @@ pub struct WorkloadPlan {
     /// `v1`/`v2` for reviews (label `version`).
     pub version: Option<&'static str>,
     pub proto: AppProto,
+    /// Set for a store: what `mycel-demo store` runs.
+    pub store: Option<StoreKind>,
     pub app: SocketAddr,
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
+    /// The stores this workload's app reaches through its sidecar.
+    pub upstreams: Vec<Upstream>,
 }
 
 /// Every address of the demo.
@@ -88,17 +107,36 @@ pub struct DemoPlan {
     pub workloads: Vec<WorkloadPlan>,
 }
 
-/// The shop's Services: (name, port, protocol). Workloads are matched by `app`.
-const SERVICES: [(&str, u16, AppProto); 5] = [
+/// The shop's Services: (name, port, protocol). Workloads are matched by
+/// `app`. The stores' Services come from [`stores::STORES`].
+const SERVICES: [(&str, u16, AppProto); 6] = [
     ("frontend", 80, AppProto::Http),
     ("catalog", 80, AppProto::Http),
     ("reviews", 9090, AppProto::Grpc),
     ("ratings", 80, AppProto::Http),
     ("orders", 80, AppProto::Http),
+    ("notifications", 80, AppProto::Http),
 ];
 
+/// Every Service the demo may have, the shop's and the stores'.
+fn all_services() -> impl Iterator<Item = (&'static str, u16, AppProto)> {
+    SERVICES.into_iter().chain(
+        stores::STORES
+            .iter()
+            .map(|s| (s.name, s.kind.port(), AppProto::Tcp)),
+    )
+}
+
 impl DemoPlan {
+    /// The plan of a machine where every store's server is installed.
+    #[cfg(test)]
     pub fn new(base: u16) -> Result<DemoPlan, PlanError> {
+        DemoPlan::with_stores(base, &Stores::all())
+    }
+
+    /// The plan with the stores of the kinds `stores` has; a service whose
+    /// store cannot run keeps its data in memory.
+    pub fn with_stores(base: u16, stores: &Stores) -> Result<DemoPlan, PlanError> {
         if base < MIN_BASE {
             return Err(PlanError::Privileged(base));
         }
@@ -107,19 +145,35 @@ impl DemoPlan {
             return Err(PlanError::TooHigh { base, last });
         }
         let at = |offset: u16| SocketAddr::new(LOOPBACK, base + offset);
-        // (workload, service, version) in start order: backends first.
-        let layout: [(&str, &'static str, Option<&'static str>); 6] = [
+        // (workload, service, version) in start order: stores first, then
+        // backends before their callers.
+        let running: Vec<&'static stores::StoreSpec> = stores::STORES
+            .iter()
+            .filter(|s| stores.has(s.kind))
+            .collect();
+        let mut layout: Vec<(&str, &'static str, Option<&'static str>)> =
+            running.iter().map(|s| (s.name, s.name, None)).collect();
+        layout.extend([
             ("ratings", "ratings", None),
             ("reviews-v1", "reviews", Some("v1")),
             ("reviews-v2", "reviews", Some("v2")),
             ("catalog", "catalog", None),
             ("orders", "orders", None),
+            ("notifications", "notifications", None),
             ("frontend", "frontend", None),
-        ];
+        ]);
         let mut workloads: Vec<WorkloadPlan> = Vec::new();
         for (i, (name, service, version)) in (0u16..).zip(layout) {
             let slot = FIRST_SLOT + i * SLOT_WIDTH;
             let proto = service_proto(service);
+            let upstreams = stores::used_by(service)
+                .filter(|s| running.contains(s))
+                .zip(slot + 4..)
+                .map(|(store, port)| Upstream {
+                    listen: at(port),
+                    store,
+                })
+                .collect();
             let shared_app = workloads
                 .iter()
                 .find(|w| w.service == service)
@@ -135,10 +189,12 @@ impl DemoPlan {
                 service_account: service,
                 version,
                 proto,
+                store: stores::spec(service).map(|s| s.kind),
                 app,
                 inbound: at(slot + 1),
                 outbound: at(slot + 2),
                 admin: at(slot + 3),
+                upstreams,
             });
         }
         Ok(DemoPlan {
@@ -167,6 +223,12 @@ impl DemoPlan {
             out.push((w.inbound, format!("{} sidecar inbound", w.name)));
             out.push((w.outbound, format!("{} sidecar outbound", w.name)));
             out.push((w.admin, format!("{} sidecar admin", w.name)));
+            for up in &w.upstreams {
+                out.push((
+                    up.listen,
+                    format!("{} sidecar's tunnel to {}", w.name, up.store.name),
+                ));
+            }
         }
         out
     }
@@ -181,10 +243,9 @@ impl DemoPlan {
 }
 
 fn service_proto(service: &str) -> AppProto {
-    SERVICES
-        .iter()
+    all_services()
         .find(|(name, _, _)| *name == service)
-        .map_or(AppProto::Http, |(_, _, proto)| *proto)
+        .map_or(AppProto::Http, |(_, _, proto)| proto)
 }
 
 /// Where the demo keeps its files inside the data dir.
@@ -243,6 +304,13 @@ impl Paths {
     pub fn log(&self, name: &str) -> PathBuf {
         self.logs().join(format!("{name}.log"))
     }
+    /// Where the stores keep their data, one directory each.
+    pub fn stores(&self) -> PathBuf {
+        self.data.join("stores")
+    }
+    pub fn store(&self, name: &str) -> PathBuf {
+        self.stores().join(name)
+    }
 }
 
 // The subset of a Kubernetes Service the local controller reads.
@@ -280,7 +348,7 @@ pub struct ServicePortDoc {
 /// `reviews-v1`/`reviews-v2` selecting one version (`app` + `version`).
 pub fn services(plan: &DemoPlan) -> Vec<ServiceDoc> {
     let mut docs = Vec::new();
-    for (name, port, proto) in SERVICES {
+    for (name, port, proto) in all_services() {
         let Some(target_port) = plan.target_port(name) else {
             continue;
         };
@@ -413,13 +481,34 @@ pub const CATALOG_POLICY: &str = "catalog-callers";
 /// The AuthorizationPolicy that lets only the gateway call `orders`.
 pub const ORDERS_POLICY: &str = "orders-callers";
 
+/// The AuthorizationPolicy that lets only the frontend read notifications.
+pub const NOTIFICATIONS_POLICY: &str = "notifications-callers";
+
 /// Who may call whom: only the frontend's identity may call catalog (any
 /// other caller, e.g. ratings, gets 403 naming why), and only the
 /// gateway's may call orders, which trusts the `x-user-id` the gateway
 /// sets from a verified token: another workload could send any user.
-/// Each is left out when the plan lacks its service.
+/// Only the frontend reads notifications, and each store admits only the
+/// services that own it (a database per service). Each is left out when
+/// the plan lacks its service.
 pub fn authorization(plan: &DemoPlan) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
+    let mut out: Vec<serde_json::Value> = stores::STORES
+        .iter()
+        .filter(|s| plan.target_port(s.name).is_some())
+        .map(|s| stores::authorization(s, NAMESPACE))
+        .collect();
+    if plan.target_port("notifications").is_some() {
+        out.push(serde_json::json!({
+            "apiVersion": "mycel.io/v1alpha1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": NOTIFICATIONS_POLICY, "namespace": NAMESPACE},
+            "spec": {
+                "selector": {"matchLabels": {"app": "notifications"}},
+                "action": "ALLOW",
+                "rules": [{"from": [{"serviceAccounts": [format!("{NAMESPACE}/frontend")]}]}],
+            },
+        }));
+    }
     if plan.target_port("orders").is_some() {
         out.push(serde_json::json!({
             "apiVersion": "mycel.io/v1alpha1",
@@ -701,13 +790,26 @@ pub fn controller_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
     ]
 }
 
-pub fn app_args(w: &WorkloadPlan, faults: &Faults) -> Vec<String> {
+/// The `mycel-demo` command line of a workload's app: a shop service, or
+/// `mycel-demo store <kind>` for a store (its data in the data dir).
+pub fn app_args(w: &WorkloadPlan, paths: &Paths, faults: &Faults) -> Vec<String> {
+    if let Some(kind) = w.store {
+        let mut args = strings(["store", kind.as_str(), "--dir"]);
+        args.push(path(&paths.store(&w.name)));
+        args.push("--listen".into());
+        args.push(w.app.to_string());
+        return args;
+    }
     let mut args = strings([w.service, "--listen"]);
     args.push(w.app.to_string());
     args.push("--proxy".into());
     args.push(w.outbound.to_string());
     if let Some(version) = w.version {
         args.extend(strings(["--version", version]));
+    }
+    for up in &w.upstreams {
+        args.push(up.store.kind.app_flag().into());
+        args.push(up.listen.to_string());
     }
     args.extend(faults.app_args(w.service));
     args
@@ -782,8 +884,24 @@ pub fn sidecar_args(plan: &DemoPlan, paths: &Paths, w: &WorkloadPlan) -> Vec<Str
     let app_port = match w.proto {
         AppProto::Http => format!("http:{}", w.app.port()),
         AppProto::Grpc => format!("grpc:{}:grpc", w.app.port()),
+        AppProto::Tcp => format!(
+            "{}:{}:tcp",
+            w.store.map_or("tcp", StoreKind::as_str),
+            w.app.port()
+        ),
     };
     args.extend(["--app-port".into(), app_port]);
+    for up in &w.upstreams {
+        args.extend([
+            "--tcp-upstream".into(),
+            format!(
+                "{}={}.{NAMESPACE}:{}",
+                up.listen,
+                up.store.name,
+                up.store.kind.port()
+            ),
+        ]);
+    }
     if w.app.ip() != LOOPBACK {
         args.extend(["--app-host".into(), w.app.ip().to_string()]);
     }

@@ -56,8 +56,10 @@ fn listeners_are_unique_and_in_range() {
                 "{who}: {addr} outside {base}+{SPAN}"
             );
         }
-        // 5 fixed ports plus 4 per workload.
-        assert_eq!(listeners.len(), 5 + 4 * plan.workloads.len());
+        // 5 fixed ports plus 4 per workload and one per store tunnel.
+        let tunnels: usize = plan.workloads.iter().map(|w| w.upstreams.len()).sum();
+        assert_eq!(tunnels, 7);
+        assert_eq!(listeners.len(), 5 + 4 * plan.workloads.len() + tunnels);
     }
 }
 
@@ -98,9 +100,15 @@ fn mesh_yaml_parses_back_with_selectors_and_ports() {
         names,
         [
             "catalog",
+            "catalog-postgres",
             "frontend",
+            "nats",
+            "notifications",
+            "notifications-redis",
             "orders",
+            "orders-postgres",
             "ratings",
+            "ratings-redis",
             "reviews",
             "reviews-v1",
             "reviews-v2"
@@ -117,7 +125,13 @@ fn mesh_yaml_parses_back_with_selectors_and_ports() {
         ("catalog", 80, "http"),
         ("ratings", 80, "http"),
         ("orders", 80, "http"),
+        ("notifications", 80, "http"),
         ("reviews", 9090, "grpc"),
+        ("catalog-postgres", 5432, "tcp"),
+        ("orders-postgres", 5432, "tcp"),
+        ("ratings-redis", 6379, "tcp"),
+        ("notifications-redis", 6379, "tcp"),
+        ("nats", 4222, "tcp"),
     ] {
         let doc = by_name[name];
         assert_eq!(
@@ -183,7 +197,7 @@ fn command_lines() {
         .iter()
         .find(|w| w.name == "frontend")
         .unwrap();
-    let app = app_args(frontend, &Faults::default());
+    let app = app_args(frontend, &paths, &Faults::default());
     assert_eq!(app[0], "frontend");
     assert_eq!(
         app[1..3],
@@ -199,9 +213,8 @@ fn command_lines() {
         .iter()
         .find(|w| w.name == "reviews-v2")
         .unwrap();
-    assert!(
-        app_args(v2, &Faults::default()).ends_with(&["--version".to_string(), "v2".to_string()])
-    );
+    assert!(app_args(v2, &paths, &Faults::default())
+        .ends_with(&["--version".to_string(), "v2".to_string()]));
     let sc = sidecar_args(&plan, &paths, v2).join(" ");
     for want in [
         "--controller 127.0.0.1:17000",
@@ -258,7 +271,7 @@ fn controller_accepts_the_mesh_yaml() {
     let text = mesh_yaml(&plan(), &paths()).unwrap();
     let config = mycel_control_plane::sources::local::parse_mesh_config(&text)
         .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
-    assert_eq!(config.services.len(), 7);
+    assert_eq!(config.services.len(), 13);
     // Ratings is retried, so its fault knob shows retries at work.
     let ratings = mycel_control_plane::model::ServiceKey::new("ratings", "shop").unwrap();
     let retry = config.policies[&ratings]
@@ -306,7 +319,7 @@ fn faults_reach_the_apps_of_their_service() {
         ..Faults::default()
     };
     // (workload, flags its app must get, flags it must not get)
-    let cases: [(&str, &[&str], &[&str]); 6] = [
+    let cases: [(&str, &[&str], &[&str]); 7] = [
         ("ratings", &["--error-rate 0.5"], &["--latency-ms"]),
         ("reviews-v1", &["--latency-ms 300"], &["--error-rate"]),
         (
@@ -317,10 +330,11 @@ fn faults_reach_the_apps_of_their_service() {
         ("catalog", &[], &["--error-rate", "--latency-ms"]),
         ("orders", &[], &["--error-rate", "--latency-ms"]),
         ("frontend", &[], &["--error-rate", "--latency-ms"]),
+        ("nats", &["store nats"], &["--error-rate", "--latency-ms"]),
     ];
     for (name, want, unwanted) in cases {
         let w = plan.workloads.iter().find(|w| w.name == name).unwrap();
-        let args = app_args(w, &faults).join(" ");
+        let args = app_args(w, &paths(), &faults).join(" ");
         for flag in want {
             assert!(args.contains(flag), "{name}: {flag:?} not in {args}");
         }
@@ -404,4 +418,150 @@ fn orders_are_behind_the_demo_issuer_and_only_the_gateway_calls_them() {
         })
         .count();
     assert_eq!(to_orders, 2);
+}
+
+fn workload<'a>(plan: &'a DemoPlan, name: &str) -> &'a WorkloadPlan {
+    plan.workloads
+        .iter()
+        .find(|w| w.name == name)
+        .unwrap_or_else(|| panic!("no workload {name}"))
+}
+
+/// A store runs `mycel-demo store <kind>` in its own directory beside a
+/// sidecar that declares its port opaque TCP; its users reach it only
+/// through their own sidecar's tunnel, on a local port the app is given.
+#[test]
+fn stores_are_reached_only_through_the_owners_sidecar() {
+    let plan = plan();
+    let paths = paths();
+    let db = workload(&plan, "catalog-postgres");
+    assert_eq!(
+        app_args(db, &paths, &Faults::default()),
+        [
+            "store",
+            "postgres",
+            "--dir",
+            "/tmp/demo/stores/catalog-postgres",
+            "--listen",
+            &db.app.to_string()
+        ]
+    );
+    let db_proxy = sidecar_args(&plan, &paths, db).join(" ");
+    assert!(
+        db_proxy.contains(&format!("--app-port postgres:{}:tcp", db.app.port())),
+        "{db_proxy}"
+    );
+    assert!(db_proxy.contains("--service-account catalog-postgres"));
+    assert!(!db_proxy.contains("--tcp-upstream"), "{db_proxy}");
+
+    let catalog = workload(&plan, "catalog");
+    let app = app_args(catalog, &paths, &Faults::default()).join(" ");
+    let proxy = sidecar_args(&plan, &paths, catalog).join(" ");
+    for up in &catalog.upstreams {
+        assert!(up.listen.ip().is_loopback());
+        let flag = format!("{} {}", up.store.kind.app_flag(), up.listen);
+        assert!(app.contains(&flag), "{flag} not in {app}");
+        let tunnel = format!(
+            "--tcp-upstream {}={}.shop:{}",
+            up.listen,
+            up.store.name,
+            up.store.kind.port()
+        );
+        assert!(proxy.contains(&tunnel), "{tunnel} not in {proxy}");
+    }
+    assert_eq!(
+        catalog
+            .upstreams
+            .iter()
+            .map(|u| u.store.name)
+            .collect::<Vec<_>>(),
+        ["catalog-postgres", "nats"]
+    );
+    let notifications = app_args(workload(&plan, "notifications"), &paths, &Faults::default());
+    assert!(
+        notifications.contains(&"--redis".to_string()),
+        "{notifications:?}"
+    );
+    assert!(
+        notifications.contains(&"--nats".to_string()),
+        "{notifications:?}"
+    );
+    // Stores start first, so their servers come up while the rest start.
+    assert_eq!(plan.workloads[0].name, "catalog-postgres");
+}
+
+/// Each store admits only its users, and the controller reads the policies.
+#[test]
+fn each_store_admits_only_the_services_that_own_it() {
+    let plan = plan();
+    let authz = authorization(&plan);
+    let admitted = |name: &str| {
+        authz
+            .iter()
+            .find(|d| d["spec"]["selector"]["matchLabels"]["app"] == name)
+            .unwrap_or_else(|| panic!("no policy selecting {name}"))["spec"]["rules"][0]["from"][0]
+            ["serviceAccounts"]
+            .clone()
+    };
+    assert_eq!(
+        admitted("catalog-postgres"),
+        serde_json::json!(["shop/catalog"])
+    );
+    assert_eq!(
+        admitted("orders-postgres"),
+        serde_json::json!(["shop/orders"])
+    );
+    assert_eq!(
+        admitted("ratings-redis"),
+        serde_json::json!(["shop/ratings"])
+    );
+    assert_eq!(
+        admitted("notifications-redis"),
+        serde_json::json!(["shop/notifications"])
+    );
+    assert_eq!(
+        admitted("nats"),
+        serde_json::json!(["shop/catalog", "shop/orders", "shop/notifications"])
+    );
+    assert_eq!(
+        admitted("notifications"),
+        serde_json::json!(["shop/frontend"])
+    );
+    let text = mesh_yaml(&plan, &paths()).unwrap();
+    mycel_control_plane::sources::local::parse_mesh_config(&text)
+        .unwrap_or_else(|e| panic!("controller rejects mesh.yaml: {e}\n{text}"));
+}
+
+/// Without a store's server its workload, Service, policy and tunnels are
+/// left out, and its users get no flag (they keep their data in memory).
+#[test]
+fn a_missing_server_leaves_its_stores_out_and_their_users_in_memory() {
+    let stores = Stores {
+        available: [StoreKind::Redis].into(),
+    };
+    let plan = DemoPlan::with_stores(17000, &stores).unwrap();
+    let names: Vec<_> = plan.workloads.iter().map(|w| w.name.as_str()).collect();
+    assert!(names.contains(&"ratings-redis") && names.contains(&"notifications-redis"));
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with("-postgres") || *n == "nats"),
+        "{names:?}"
+    );
+    let catalog = app_args(workload(&plan, "catalog"), &paths(), &Faults::default()).join(" ");
+    assert!(
+        !catalog.contains("--postgres") && !catalog.contains("--nats"),
+        "{catalog}"
+    );
+    let ratings = app_args(workload(&plan, "ratings"), &paths(), &Faults::default()).join(" ");
+    assert!(ratings.contains("--redis"), "{ratings}");
+    let text = mesh_yaml(&plan, &paths()).unwrap();
+    assert!(!text.contains("catalog-postgres"), "{text}");
+
+    let none = DemoPlan::with_stores(17000, &Stores::none()).unwrap();
+    assert!(none
+        .workloads
+        .iter()
+        .all(|w| w.store.is_none() && w.upstreams.is_empty()));
+    assert_eq!(none.workloads.len(), 7);
 }
