@@ -12,6 +12,7 @@
 
 mod gateways;
 mod inbound;
+mod labels;
 pub mod scope;
 mod scoping;
 mod services;
@@ -91,6 +92,9 @@ pub struct Index {
     /// not a proxy's own word, choose the policies of its workload.
     pod_labels: BTreeMap<(String, String), BTreeMap<String, String>>,
     proxies: BTreeMap<ConnId, Proxy>,
+    /// The proxies subscribed to each service, so a change reaches its
+    /// subscribers without looking at every proxy.
+    subscribers: BTreeMap<ServiceKey, BTreeSet<ConnId>>,
     next_conn: u64,
     max_subscriptions: usize,
 }
@@ -126,6 +130,7 @@ impl Index {
             authz: Authorization::default(),
             pod_labels: BTreeMap::new(),
             proxies: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
             next_conn: 1,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
         }
@@ -304,11 +309,7 @@ impl Index {
         let Some(w) = workload else {
             return BTreeSet::new();
         };
-        self.services
-            .iter()
-            .filter(|(_, svc)| svc.selects(w))
-            .map(|(k, _)| k.clone())
-            .collect()
+        self.services.selecting(w.identity.namespace(), &w.labels)
     }
 
     pub fn workload(&self, conn: ConnId) -> Option<&Workload> {
@@ -332,6 +333,12 @@ impl Index {
         self.vips.acquire(&self.services, &visible);
         let view = self.view_for(&subscriptions, &visible);
         let (tx, rx) = watch::channel(Arc::new(view));
+        for key in &subscriptions {
+            self.subscribers
+                .entry(key.clone())
+                .or_default()
+                .insert(conn);
+        }
         self.proxies.insert(
             conn,
             Proxy {
@@ -444,6 +451,18 @@ impl Index {
     pub fn disconnect_proxy(&mut self, conn: ConnId) {
         if let Some(p) = self.proxies.remove(&conn) {
             self.vips.release(&p.visible);
+            for key in &p.subscriptions {
+                self.unsubscribed(key, conn);
+            }
+        }
+    }
+
+    fn unsubscribed(&mut self, key: &ServiceKey, conn: ConnId) {
+        if let Some(conns) = self.subscribers.get_mut(key) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                self.subscribers.remove(key);
+            }
         }
     }
 
@@ -461,9 +480,11 @@ impl Index {
         let Some(proxy) = self.proxies.get_mut(&conn) else {
             return Vec::new();
         };
+        let mut removed = Vec::new();
         let mut touched = BTreeSet::new();
         for k in remove {
             if proxy.subscriptions.remove(k) {
+                removed.push(k.clone());
                 touched.insert(k.clone());
             }
         }
@@ -478,6 +499,10 @@ impl Index {
             }
             proxy.subscriptions.insert(k.clone());
             touched.insert(k.clone());
+            self.subscribers.entry(k.clone()).or_default().insert(conn);
+        }
+        for k in &removed {
+            self.unsubscribed(k, conn);
         }
         self.update_view(conn, &touched);
         refused
@@ -572,18 +597,12 @@ impl Index {
         if changed.is_empty() {
             return;
         }
-        let conns: Vec<(ConnId, BTreeSet<ServiceKey>)> = self
-            .proxies
-            .iter()
-            .filter_map(|(c, p)| {
-                let mine: BTreeSet<ServiceKey> = changed
-                    .iter()
-                    .filter(|k| p.subscriptions.contains(*k))
-                    .cloned()
-                    .collect();
-                (!mine.is_empty()).then_some((*c, mine))
-            })
-            .collect();
+        let mut conns: BTreeMap<ConnId, BTreeSet<ServiceKey>> = BTreeMap::new();
+        for key in &changed {
+            for conn in self.subscribers.get(key).into_iter().flatten() {
+                conns.entry(*conn).or_default().insert(key.clone());
+            }
+        }
         for (conn, keys) in conns {
             self.update_view(conn, &keys);
         }

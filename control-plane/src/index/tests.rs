@@ -1170,3 +1170,87 @@ mod scope {
         assert!(is_not_found(&rx.borrow(), "metrics.ops"));
     }
 }
+
+/// The label postings follow a workload whose labels change on the same
+/// stream: it leaves the old service and joins the new one, and a later
+/// unregister leaves neither with a stale endpoint.
+#[test]
+fn a_relabelled_workload_moves_between_services() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop"), key("reviews.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl(
+            "w",
+            "shop",
+            &[("app", "catalog"), ("tier", "a")],
+            "127.0.0.2",
+            true,
+        ),
+    );
+    assert_eq!(addresses(&rx.borrow(), "catalog.shop"), ["127.0.0.2"]);
+    ix.register_workload(
+        ConnId(2),
+        wl(
+            "w",
+            "shop",
+            &[("app", "reviews"), ("tier", "a")],
+            "127.0.0.2",
+            true,
+        ),
+    );
+    assert!(addresses(&rx.borrow(), "catalog.shop").is_empty());
+    assert_eq!(addresses(&rx.borrow(), "reviews.shop"), ["127.0.0.2"]);
+    ix.unregister_workload(ConnId(2));
+    assert!(addresses(&rx.borrow(), "reviews.shop").is_empty());
+    assert!(ix.workloads.by_label_is_empty());
+}
+
+/// A service whose selector changes selects by the new one only, and a
+/// workload registering later finds it by the new selector.
+#[test]
+fn a_changed_selector_is_what_selects() {
+    let mut ix = shop_index();
+    let rx = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    ix.register_workload(
+        ConnId(2),
+        wl("old", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    ix.apply_service(svc("catalog", "shop", &[("app", "catalog-v2")]));
+    assert!(addresses(&rx.borrow(), "catalog.shop").is_empty());
+    ix.register_workload(
+        ConnId(3),
+        wl("new", "shop", &[("app", "catalog-v2")], "127.0.0.3", true),
+    );
+    assert_eq!(addresses(&rx.borrow(), "catalog.shop"), ["127.0.0.3"]);
+    // The old pair no longer leads to the service.
+    assert!(ix
+        .services
+        .selecting("shop", &[("app".to_string(), "catalog".to_string())].into())
+        .is_empty());
+}
+
+/// Subscribers are found by service, so a proxy that unsubscribed or
+/// disconnected is never published to again, and one still subscribed is.
+#[test]
+fn only_current_subscribers_get_a_change() {
+    let mut ix = shop_index();
+    let a = ix.connect_proxy(ConnId(1), [key("catalog.shop")]);
+    let b = ix.connect_proxy(ConnId(2), [key("catalog.shop")]);
+    let c = ix.connect_proxy(ConnId(3), [key("catalog.shop")]);
+    ix.subscribe(ConnId(2), &[], &[key("catalog.shop")]);
+    ix.disconnect_proxy(ConnId(3));
+    let (va, vb, vc) = (a.borrow().clone(), b.borrow().clone(), c.borrow().clone());
+    ix.register_workload(
+        ConnId(9),
+        wl("c", "shop", &[("app", "catalog")], "127.0.0.2", true),
+    );
+    assert!(!Arc::ptr_eq(&va, &a.borrow()));
+    assert!(Arc::ptr_eq(&vb, &b.borrow()));
+    assert!(Arc::ptr_eq(&vc, &c.borrow()));
+    assert!(!ix.subscribers.contains_key(&key("reviews.shop")));
+    assert_eq!(
+        ix.subscribers[&key("catalog.shop")],
+        BTreeSet::from([ConnId(1)])
+    );
+}
