@@ -9,10 +9,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::catalog::Catalog;
-use crate::config::{ServiceConfig, ServiceKind};
+use crate::config::{ServiceConfig, ServiceKind, Stores};
+use crate::events;
 use crate::faults::Faults;
 use crate::frontend::Frontend;
+use crate::notifications::Notifications;
 use crate::orders::Orders;
+use crate::pg;
 use crate::ratings::Ratings;
 use crate::reviews::ReviewsService;
 
@@ -70,17 +73,87 @@ async fn serve_service(
         direct = ?config.upstreams.direct,
         latency = ?config.faults.latency,
         error_rate = config.faults.error_rate,
+        postgres = ?config.stores.postgres.as_ref().map(ToString::to_string),
+        redis = ?config.stores.redis.as_ref().map(ToString::to_string),
+        nats = ?config.stores.nats.as_ref().map(ToString::to_string),
         "serving"
     );
+    // Background tasks (event consumers, the outbox publisher) end with
+    // the service: aborted when this returns.
+    let mut tasks = tokio::task::JoinSet::new();
+    let stores = &config.stores;
     match config.kind {
         ServiceKind::Catalog => {
-            crate::http::serve(listener, Arc::new(Catalog::new(faults)), shutdown).await?
+            use crate::catalog::store::{MemoryApply, PostgresApply, Store};
+            let connector = postgres(stores, "catalog", crate::catalog::MIGRATIONS);
+            let store = Arc::new(match &connector {
+                Some(c) => Store::Postgres(pg::Shared::new(c.clone())),
+                None => Store::memory(),
+            });
+            if let Some(client) = nats(stores, "catalog").await? {
+                match connector {
+                    Some(c) => tasks.spawn(events::consume(
+                        client,
+                        "catalog",
+                        PostgresApply(pg::Dedicated::new(c)),
+                    )),
+                    None => tasks.spawn(events::consume(
+                        client,
+                        "catalog",
+                        MemoryApply(store.clone()),
+                    )),
+                };
+            }
+            let catalog = Catalog::with_store(faults, store);
+            crate::http::serve(listener, Arc::new(catalog), shutdown).await?
         }
         ServiceKind::Ratings => {
-            crate::http::serve(listener, Arc::new(Ratings::new(faults)), shutdown).await?
+            let ratings = match &stores.redis {
+                Some(target) => {
+                    Ratings::with_redis(faults, crate::kv::Redis::new(target, "ratings")?)
+                }
+                None => Ratings::new(faults),
+            };
+            crate::http::serve(listener, Arc::new(ratings), shutdown).await?
         }
         ServiceKind::Orders => {
-            crate::http::serve(listener, Arc::new(Orders::new(faults)), shutdown).await?
+            let orders = match postgres(stores, "orders", crate::orders::MIGRATIONS) {
+                None => Orders::new(faults),
+                Some(connector) => {
+                    // config refuses --nats without --postgres for orders.
+                    let wake = match nats(stores, "orders").await? {
+                        Some(client) => {
+                            let wake = Arc::new(tokio::sync::Notify::new());
+                            tasks.spawn(crate::orders::outbox::run(
+                                pg::Dedicated::new(connector.clone()),
+                                client,
+                                wake.clone(),
+                            ));
+                            Some(wake)
+                        }
+                        None => None,
+                    };
+                    let db = crate::orders::db::OrdersDb::new(pg::Shared::new(connector), wake);
+                    Orders::with_db(faults, db)
+                }
+            };
+            crate::http::serve(listener, Arc::new(orders), shutdown).await?
+        }
+        ServiceKind::Notifications => {
+            use crate::notifications::{Recorder, Store};
+            let store = Arc::new(match &stores.redis {
+                Some(target) => Store::Redis(crate::kv::Redis::new(target, "notifications")?),
+                None => Store::memory(),
+            });
+            if let Some(client) = nats(stores, "notifications").await? {
+                tasks.spawn(events::consume(
+                    client,
+                    "notifications",
+                    Recorder(store.clone()),
+                ));
+            }
+            let service = Notifications::new(faults, store);
+            crate::http::serve(listener, Arc::new(service), shutdown).await?
         }
         ServiceKind::Frontend => {
             let frontend = Frontend::new(faults, config.upstreams, config.upstream_timeout)
@@ -101,8 +174,38 @@ async fn serve_service(
                 .context("gRPC server")?
         }
     }
+    tasks.abort_all();
     tracing::info!(service = config.kind.name(), "stopped");
     Ok(())
+}
+
+fn postgres(
+    stores: &Stores,
+    database: &'static str,
+    migrations: &'static [pg::migrate::Migration],
+) -> Option<Arc<pg::Connector>> {
+    stores.postgres.as_ref().map(|target| {
+        Arc::new(pg::Connector::new(
+            target.clone(),
+            stores.postgres_user.clone(),
+            database,
+            migrations,
+        ))
+    })
+}
+
+/// The NATS client, when events are on; it connects in the background.
+async fn nats(
+    stores: &Stores,
+    service: &'static str,
+) -> anyhow::Result<Option<async_nats::Client>> {
+    match &stores.nats {
+        None => Ok(None),
+        Some(target) => events::connect(target, service)
+            .await
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--nats {target}: {e}")),
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

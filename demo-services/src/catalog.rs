@@ -1,8 +1,18 @@
-//! `catalog`: the shop's products, in memory, over REST/JSON.
+//! `catalog`: the shop's products and their stock over REST/JSON, kept in
+//! memory or in PostgreSQL (`--postgres`, [`store`]).
 //!
 //! `GET /products` → `{products: [...], caller}`;
-//! `GET /products/{id}` → `{id, name, price, description, caller}` or 404;
-//! `GET /healthz` (never faulted, so probes see the process, not the knobs).
+//! `GET /products/{id}` → `{id, name, price, description, stock, caller}`
+//! or 404; `GET /healthz` (never faulted, so probes see the process, not
+//! the knobs, nor the database). With its database down the product
+//! routes answer 503 `{"error": "catalog's database is unavailable: ...",
+//! caller}`, and work again once it is back, without a restart.
+//!
+//! With `--nats`, each `OrderPlaced` event takes its quantity from the
+//! stock, once per order (see [`crate::events`] for the delivery
+//! guarantees).
+
+pub mod store;
 
 use std::sync::Arc;
 
@@ -19,6 +29,9 @@ pub struct Product {
     pub name: String,
     pub price: f64,
     pub description: String,
+    /// Units left; orders take from it, never below zero.
+    #[serde(default)]
+    pub stock: u32,
 }
 
 /// `GET /products`.
@@ -36,7 +49,15 @@ pub struct ProductReply {
     pub caller: Option<String>,
 }
 
-/// The catalog this demo sells.
+/// Stock of every product in a new store.
+pub const SEED_STOCK: u32 = 25;
+
+/// Schema of the catalog's database.
+pub const MIGRATIONS: &[crate::pg::migrate::Migration] =
+    crate::migrations!("catalog": "0001_products.sql");
+
+/// The catalog this demo sells, with its starting stock (the same rows
+/// `migrations/catalog/0001_products.sql` seeds).
 pub fn products() -> Vec<Product> {
     let items = [
         (
@@ -72,6 +93,7 @@ pub fn products() -> Vec<Product> {
             name: name.to_string(),
             price,
             description: description.to_string(),
+            stock: SEED_STOCK,
         })
         .collect()
 }
@@ -82,12 +104,26 @@ pub fn find(id: &str) -> Option<Product> {
 
 pub struct Catalog {
     faults: Arc<Faults>,
+    store: Arc<store::Store>,
 }
 
 impl Catalog {
+    /// The catalog in memory.
     pub fn new(faults: Arc<Faults>) -> Self {
-        Catalog { faults }
+        Self::with_store(faults, Arc::new(store::Store::memory()))
     }
+
+    pub fn with_store(faults: Arc<Faults>, store: Arc<store::Store>) -> Self {
+        Catalog { faults, store }
+    }
+}
+
+fn unavailable(e: &crate::pg::DbError, caller: Option<String>) -> Response<Body> {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("catalog's database is unavailable: {e}"),
+        caller,
+    )
 }
 
 impl Handler for Catalog {
@@ -108,16 +144,16 @@ impl Handler for Catalog {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, &fault.to_string(), caller);
         }
         match id {
-            None => cacheable(json(
-                StatusCode::OK,
-                &ProductList {
-                    products: products(),
-                    caller,
-                },
-            )),
-            Some(id) => match find(id) {
-                Some(product) => cacheable(json(StatusCode::OK, &ProductReply { product, caller })),
-                None => json_error(
+            None => match self.store.products().await {
+                Ok(products) => cacheable(json(StatusCode::OK, &ProductList { products, caller })),
+                Err(e) => unavailable(&e, caller),
+            },
+            Some(id) => match self.store.product(id).await {
+                Err(e) => unavailable(&e, caller),
+                Ok(Some(product)) => {
+                    cacheable(json(StatusCode::OK, &ProductReply { product, caller }))
+                }
+                Ok(None) => json_error(
                     StatusCode::NOT_FOUND,
                     &format!("unknown product id {id:?}"),
                     caller,
@@ -127,12 +163,13 @@ impl Handler for Catalog {
     }
 }
 
-/// Products change rarely: a shared cache (the gateway's, on the demo's
-/// `/api/catalog` route) may keep an answer for a few seconds.
+/// Products change rarely and stock is a hint until an order is placed: a
+/// shared cache (the gateway's, on the demo's `/api/catalog` route) may
+/// keep an answer for a couple of seconds.
 fn cacheable(mut res: Response<Body>) -> Response<Body> {
     res.headers_mut().insert(
         http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("public, max-age=10"),
+        http::HeaderValue::from_static("public, max-age=2"),
     );
     res
 }

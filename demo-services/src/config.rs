@@ -22,6 +22,7 @@ pub enum ServiceKind {
     Reviews,
     Ratings,
     Orders,
+    Notifications,
 }
 
 impl ServiceKind {
@@ -32,6 +33,7 @@ impl ServiceKind {
             ServiceKind::Reviews => "reviews",
             ServiceKind::Ratings => "ratings",
             ServiceKind::Orders => "orders",
+            ServiceKind::Notifications => "notifications",
         }
     }
 }
@@ -80,6 +82,19 @@ pub enum ConfigError {
     },
     #[error("--direct {0} given twice")]
     DirectTwice(String),
+    #[error("--{flag}: {addr:?}: {reason}")]
+    StoreAddr {
+        flag: &'static str,
+        addr: String,
+        reason: TargetError,
+    },
+    #[error("{service} does not use --{flag} (stores: catalog --postgres [--nats], orders --postgres [--nats], ratings --redis, notifications --redis --nats)")]
+    StoreNotUsed {
+        service: &'static str,
+        flag: &'static str,
+    },
+    #[error("orders publishes events from its outbox table: --nats needs --postgres")]
+    NatsWithoutPostgres,
 }
 
 /// `mycel-demo <service> --listen ADDR [...]`.
@@ -124,6 +139,21 @@ pub struct Cli {
     /// Give up on a call to another service after this long.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub upstream_timeout_ms: u64,
+    /// Keep the data in PostgreSQL at HOST:PORT (catalog, orders; database = the service's name,
+    /// made if missing). Without it: in memory.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub postgres: Option<String>,
+    /// The PostgreSQL user (no password: the demo's server trusts loopback, the mesh decides who
+    /// reaches it).
+    #[arg(long, value_name = "NAME", default_value = crate::store::command::POSTGRES_SUPERUSER)]
+    pub postgres_user: String,
+    /// Keep the data in Redis at HOST:PORT (ratings, notifications). Without it: in memory.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub redis: Option<String>,
+    /// NATS JetStream at HOST:PORT: orders publishes OrderPlaced there, catalog and
+    /// notifications consume it. Without it: no events.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub nats: Option<String>,
 }
 
 /// `mycel-demo fetch URL [--count N] [--every MS] [--timeout MS]`.
@@ -162,6 +192,13 @@ enum ClientCommand {
     /// got a 2xx answer, 1 otherwise. For pods whose image has no shell or curl: kubectl exec POD
     /// -- mycel-demo fetch URL.
     Fetch(FetchArgs),
+    /// Run one of the shop's stores (PostgreSQL, Redis, NATS) in the foreground.
+    ///
+    /// The server runs as this process's child with its data in --dir; SIGTERM and SIGINT are passed
+    /// on and the exit status is the server's. PostgreSQL: initdb first when --dir has no cluster
+    /// (superuser shop, trust authentication, the unix socket in --dir); as root it runs as the
+    /// postgres system user. A missing server binary exits 3 naming the Debian package to install.
+    Store(crate::store::StoreArgs),
 }
 
 /// What one `mycel-demo` process does.
@@ -169,6 +206,7 @@ enum ClientCommand {
 pub enum Invocation {
     Serve(Cli),
     Fetch(FetchArgs),
+    Store(crate::store::StoreArgs),
 }
 
 /// The whole command line: [`Cli`] with `fetch` beside the service names.
@@ -186,8 +224,10 @@ pub fn parse_args(
 ) -> Result<Invocation, clap::Error> {
     let matches: ArgMatches = command().try_get_matches_from(args)?;
     if matches.subcommand().is_some() {
-        let ClientCommand::Fetch(args) = ClientCommand::from_arg_matches(&matches)?;
-        Ok(Invocation::Fetch(args))
+        Ok(match ClientCommand::from_arg_matches(&matches)? {
+            ClientCommand::Fetch(args) => Invocation::Fetch(args),
+            ClientCommand::Store(args) => Invocation::Store(args),
+        })
     } else {
         Ok(Invocation::Serve(Cli::from_arg_matches(&matches)?))
     }
@@ -204,6 +244,75 @@ pub struct ServiceConfig {
     pub faults: FaultConfig,
     pub version: Version,
     pub upstream_timeout: Duration,
+    pub stores: Stores,
+}
+
+/// Where a service keeps its data and sends its events; `None` is in
+/// memory (no events).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stores {
+    pub postgres: Option<Target>,
+    pub postgres_user: String,
+    pub redis: Option<Target>,
+    pub nats: Option<Target>,
+}
+
+impl Default for Stores {
+    fn default() -> Self {
+        Stores {
+            postgres: None,
+            postgres_user: crate::store::command::POSTGRES_SUPERUSER.to_string(),
+            redis: None,
+            nats: None,
+        }
+    }
+}
+
+impl Stores {
+    fn of(cli: &Cli) -> Result<Self, ConfigError> {
+        let parse = |flag: &'static str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|addr| {
+                    Target::parse(addr).map_err(|reason| ConfigError::StoreAddr {
+                        flag,
+                        addr: addr.to_string(),
+                        reason,
+                    })
+                })
+                .transpose()
+        };
+        let stores = Stores {
+            postgres: parse("postgres", &cli.postgres)?,
+            postgres_user: cli.postgres_user.clone(),
+            redis: parse("redis", &cli.redis)?,
+            nats: parse("nats", &cli.nats)?,
+        };
+        let service = cli.service;
+        let (postgres, redis, nats) = match service {
+            ServiceKind::Catalog => (true, false, true),
+            ServiceKind::Orders => (true, false, true),
+            ServiceKind::Ratings => (false, true, false),
+            ServiceKind::Notifications => (false, true, true),
+            ServiceKind::Frontend | ServiceKind::Reviews => (false, false, false),
+        };
+        for (used, given, flag) in [
+            (postgres, stores.postgres.is_some(), "postgres"),
+            (redis, stores.redis.is_some(), "redis"),
+            (nats, stores.nats.is_some(), "nats"),
+        ] {
+            if given && !used {
+                return Err(ConfigError::StoreNotUsed {
+                    service: service.name(),
+                    flag,
+                });
+            }
+        }
+        if service == ServiceKind::Orders && stores.nats.is_some() && stores.postgres.is_none() {
+            return Err(ConfigError::NatsWithoutPostgres);
+        }
+        Ok(stores)
+    }
 }
 
 impl ServiceConfig {
@@ -217,6 +326,7 @@ impl ServiceConfig {
             faults: FaultConfig::default(),
             version: Version::V1,
             upstream_timeout: Duration::from_secs(5),
+            stores: Stores::default(),
         }
     }
 }
@@ -228,7 +338,9 @@ impl TryFrom<Cli> for ServiceConfig {
         if !(0.0..=1.0).contains(&cli.error_rate) {
             return Err(ConfigError::ErrorRate(cli.error_rate));
         }
+        let stores = Stores::of(&cli)?;
         Ok(ServiceConfig {
+            stores,
             kind: cli.service,
             listen: cli.listen,
             health: cli.health,

@@ -1,6 +1,13 @@
-//! The Mycel demo shop: `frontend` (HTML + JSON), `catalog`, `ratings` and
-//! `orders` (REST/JSON) and `reviews` (gRPC, v1 without stars, v2 asking
-//! ratings).
+//! The Mycel demo shop: `frontend` (HTML + JSON), `catalog`, `ratings`,
+//! `orders` and `notifications` (REST/JSON) and `reviews` (gRPC, v1 without
+//! stars, v2 asking ratings).
+//!
+//! A database per service: catalog and orders in PostgreSQL ([`pg`]),
+//! ratings and notifications in Redis ([`kv`]), each in memory when not
+//! given one. Orders publishes `OrderPlaced` to NATS JetStream through a
+//! transactional outbox; catalog (stock) and notifications consume it
+//! ([`events`]: at-least-once delivery, idempotent consumers). `mycel-demo
+//! store KIND` ([`store`]) runs those servers for the local demo.
 //!
 //! Services reach each other only by service name: through their own
 //! sidecar's explicit outbound proxy (`--proxy`, local mode), by that name
@@ -19,14 +26,19 @@
 pub mod app;
 pub mod catalog;
 pub mod config;
+pub mod events;
 pub mod faults;
 pub mod fetch;
 pub mod frontend;
 pub mod http;
+pub mod kv;
+pub mod notifications;
 pub mod orders;
+pub mod pg;
 pub mod proto;
 pub mod ratings;
 pub mod reviews;
+pub mod store;
 pub mod trace;
 pub mod upstream;
 

@@ -1,5 +1,5 @@
-//! `mycel-demo <frontend|catalog|reviews|ratings|orders> --listen ADDR [...]`, or
-//! `mycel-demo fetch URL [...]`.
+//! `mycel-demo <frontend|catalog|reviews|ratings|orders|notifications> --listen ADDR [...]`,
+//! `mycel-demo fetch URL [...]`, or `mycel-demo store KIND --dir DIR --listen ADDR`.
 
 use std::process::ExitCode;
 
@@ -34,5 +34,17 @@ async fn run(invocation: Invocation) -> anyhow::Result<()> {
             mycel_demo::run(config).await
         }
         Invocation::Fetch(args) => Ok(mycel_demo::fetch::run(&args).await?),
+        Invocation::Store(args) => {
+            // The server's own status (or 3 for a missing binary) is the
+            // answer the launcher supervises, so it is passed on as it is.
+            let code = match mycel_demo::store::run(&args).await {
+                Ok(code) => code,
+                Err(mycel_demo::store::StoreError::Missing(m)) => {
+                    mycel_demo::store::report_missing(&m)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            std::process::exit(code)
+        }
     }
 }

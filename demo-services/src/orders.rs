@@ -1,4 +1,5 @@
-//! `orders`: the shop's orders, in memory, over REST/JSON.
+//! `orders`: the shop's orders over REST/JSON, in memory or in PostgreSQL
+//! (`--postgres`, database `orders`, [`db`]).
 //!
 //! `GET /orders` → `{orders: [...], user, caller}`, the orders of the
 //! requesting user (oldest first); `GET /orders/{id}` → one of them or 404;
@@ -12,9 +13,21 @@
 //! request without the header is recorded as [`ANONYMOUS`] rather than
 //! refused. Each order also keeps the caller identity the sidecar proved.
 //!
-//! Only the last [`MAX_ORDERS`] orders are kept: a demo process must not
-//! grow without bound however many orders a load test places. A real
-//! store (a database of its own) is a later step.
+//! In memory only the last [`MAX_ORDERS`] orders are kept: a demo process
+//! must not grow without bound however many orders a load test places. In
+//! PostgreSQL every order is kept and a list shows a user's last
+//! [`MAX_ORDERS`]. With the database down, order routes answer 503
+//! `{"error": "orders' database is unavailable: ...", caller}` until it is
+//! back.
+//!
+//! With `--nats` (and `--postgres`), each order is also an `OrderPlaced`
+//! event: the order and its outbox row are written by one statement, and
+//! [`outbox`] publishes the row afterwards, so an order is never taken
+//! without its event, nor an event sent for an order not taken, and a
+//! broker that is down only delays the events.
+
+pub mod db;
+pub mod outbox;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -225,23 +238,69 @@ impl Store {
     }
 }
 
+/// Schema of the orders database.
+pub const MIGRATIONS: &[crate::pg::migrate::Migration] =
+    crate::migrations!("orders": "0001_orders.sql");
+
+enum Backend {
+    Memory(Mutex<Store>),
+    Postgres(db::OrdersDb),
+}
+
 pub struct Orders {
     faults: Arc<Faults>,
-    store: Mutex<Store>,
+    backend: Backend,
 }
 
 impl Orders {
+    /// Orders in memory.
     pub fn new(faults: Arc<Faults>) -> Self {
         Orders {
             faults,
-            store: Mutex::new(Store::new(MAX_ORDERS)),
+            backend: Backend::Memory(Mutex::new(Store::new(MAX_ORDERS))),
         }
     }
 
-    /// The store, even if a request panicked holding it: every change is
-    /// one push and one pop, so it is never half made.
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    /// Orders in PostgreSQL.
+    pub fn with_db(faults: Arc<Faults>, db: db::OrdersDb) -> Self {
+        Orders {
+            faults,
+            backend: Backend::Postgres(db),
+        }
+    }
+
+    #[cfg(test)]
+    fn memory(&self) -> Option<std::sync::MutexGuard<'_, Store>> {
+        match &self.backend {
+            Backend::Memory(store) => Some(lock(store)),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    async fn place(
+        &self,
+        new: NewOrder,
+        user: String,
+        caller: Option<String>,
+    ) -> Result<Order, crate::pg::DbError> {
+        match &self.backend {
+            Backend::Postgres(db) => db.place(new, user, caller).await,
+            Backend::Memory(store) => Ok(lock(store).place(new, user, caller)),
+        }
+    }
+
+    async fn of_user(&self, user: &str) -> Result<Vec<Order>, crate::pg::DbError> {
+        match &self.backend {
+            Backend::Postgres(db) => db.of_user(user).await,
+            Backend::Memory(store) => Ok(lock(store).of_user(user)),
+        }
+    }
+
+    async fn get(&self, user: &str, id: &str) -> Result<Option<Order>, crate::pg::DbError> {
+        match &self.backend {
+            Backend::Postgres(db) => db.get(user, id).await,
+            Backend::Memory(store) => Ok(lock(store).get(user, id)),
+        }
     }
 
     /// Answers one request; generic over the body so tests can send one
@@ -285,7 +344,10 @@ impl Orders {
                     Ok(new) => new,
                     Err(e) => return json_error(e.status(), &e.to_string(), caller),
                 };
-                let order = self.store().place(new, user, caller);
+                let order = match self.place(new, user, caller.clone()).await {
+                    Ok(order) => order,
+                    Err(e) => return unavailable(&e, caller),
+                };
                 tracing::info!(
                     id = order.id,
                     user = order.user,
@@ -295,16 +357,20 @@ impl Orders {
                 );
                 json(StatusCode::CREATED, &order)
             }
-            (_, Some(id)) => match self.store().get(&user, &id) {
-                Some(order) => json(StatusCode::OK, &order),
-                None => json_error(
+            (_, Some(id)) => match self.get(&user, &id).await {
+                Err(e) => unavailable(&e, caller),
+                Ok(Some(order)) => json(StatusCode::OK, &order),
+                Ok(None) => json_error(
                     StatusCode::NOT_FOUND,
                     &format!("no order {id:?} of {user}"),
                     caller,
                 ),
             },
             (_, None) => {
-                let orders = self.store().of_user(&user);
+                let orders = match self.of_user(&user).await {
+                    Ok(orders) => orders,
+                    Err(e) => return unavailable(&e, caller),
+                };
                 json(
                     StatusCode::OK,
                     &OrderList {
@@ -316,6 +382,20 @@ impl Orders {
             }
         }
     }
+}
+
+fn unavailable(e: &crate::pg::DbError, caller: Option<String>) -> Response<Body> {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("orders' database is unavailable: {e}"),
+        caller,
+    )
+}
+
+/// The in-memory store, even if a request panicked holding it: every
+/// change is one push and one pop, so it is never half made.
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The whole body, at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`].
@@ -564,7 +644,7 @@ mod tests {
             assert!(error.contains(text), "{what}: {error}");
         }
         // Nothing refused was kept.
-        assert!(o.store().is_empty());
+        assert!(o.memory().is_some_and(|s| s.is_empty()));
     }
 
     #[tokio::test]

@@ -1,7 +1,11 @@
-//! `ratings`: stars per product over REST/JSON.
+//! `ratings`: stars per product over REST/JSON, computed, or read from
+//! Redis (`--redis`: hash [`RATINGS_KEY`], product id → stars, seeded with
+//! the computed stars where absent at each new connection).
 //!
 //! `GET /ratings/{product_id}` → `{product_id, stars, caller}` (stars 1..=5,
-//! the same for an id on every run); `GET /healthz` (never faulted).
+//! the same for an id on every run unless someone changed the hash);
+//! `GET /healthz` (never faulted). With Redis down: 503 `{"error":
+//! "ratings' Redis is unavailable: ...", caller}` until it is back.
 
 use std::sync::Arc;
 
@@ -11,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::faults::Faults;
 use crate::http::{json, json_error, path_param, peer_id, text, Body, Handler};
+use crate::kv::{KvError, Redis};
+
+/// The Redis hash of the stars.
+pub const RATINGS_KEY: &str = "ratings";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rating {
@@ -32,11 +40,54 @@ pub fn stars(product_id: &str) -> u32 {
 
 pub struct Ratings {
     faults: Arc<Faults>,
+    redis: Option<Arc<Redis>>,
 }
 
 impl Ratings {
+    /// Stars computed, nothing stored.
     pub fn new(faults: Arc<Faults>) -> Self {
-        Ratings { faults }
+        Ratings {
+            faults,
+            redis: None,
+        }
+    }
+
+    pub fn with_redis(faults: Arc<Faults>, redis: Arc<Redis>) -> Self {
+        Ratings {
+            faults,
+            redis: Some(redis),
+        }
+    }
+
+    async fn stars(&self, product_id: &str) -> Result<u32, KvError> {
+        let Some(redis) = &self.redis else {
+            return Ok(stars(product_id));
+        };
+        let id = product_id.to_string();
+        let stored: Option<u32> = redis
+            .run(|mut conn, fresh| async move {
+                if fresh {
+                    let mut seed = redis::pipe();
+                    for p in crate::catalog::products() {
+                        seed.cmd("HSETNX")
+                            .arg(RATINGS_KEY)
+                            .arg(&p.id)
+                            .arg(stars(&p.id))
+                            .ignore();
+                    }
+                    seed.query_async::<()>(&mut conn).await?;
+                }
+                redis::cmd("HGET")
+                    .arg(RATINGS_KEY)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        // A product the hash lacks (not one the shop sells) gets the
+        // computed stars, as without Redis; a stored value out of range is
+        // clamped rather than shown.
+        Ok(stored.map_or_else(|| stars(product_id), |s| s.clamp(1, 5)))
     }
 }
 
@@ -57,14 +108,21 @@ impl Handler for Ratings {
         if let Err(fault) = self.faults.apply().await {
             return json_error(StatusCode::SERVICE_UNAVAILABLE, &fault.to_string(), caller);
         }
-        json(
-            StatusCode::OK,
-            &Rating {
-                stars: stars(&product_id),
-                product_id,
+        match self.stars(&product_id).await {
+            Ok(stars) => json(
+                StatusCode::OK,
+                &Rating {
+                    stars,
+                    product_id,
+                    caller,
+                },
+            ),
+            Err(e) => json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("ratings' Redis is unavailable: {e}"),
                 caller,
-            },
-        )
+            ),
+        }
     }
 }
 
