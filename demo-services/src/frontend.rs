@@ -1,6 +1,8 @@
 //! `frontend`: reads the catalog, then for every product asks reviews (gRPC)
 //! and ratings (REST), and serves the result as JSON (`/api/products`) and
-//! as a page (`/`). A failing dependency shows up in `calls`; a failing
+//! as a page (`/`), with each product's stock and the latest notifications
+//! (from `notifications`, reached like the others). A failing dependency
+//! shows up in `calls` (notifications: a note of its own); a failing
 //! catalog makes the answer a 502.
 
 pub mod html;
@@ -16,13 +18,14 @@ use tonic::transport::Channel;
 use crate::catalog::ProductList;
 use crate::faults::Faults;
 use crate::http::{json, json_error, peer_id, text, Body, Handler};
+use crate::notifications::NotificationList;
 use crate::proto::reviews::reviews_client::ReviewsClient;
 use crate::proto::reviews::GetReviewsRequest;
 use crate::ratings::Rating;
 use crate::reviews::GRPC_PORT;
 use crate::trace::TraceHeaders;
 use crate::upstream::{get_json, UpstreamError, Upstreams};
-use view::{product_view, CallReport, CatalogFailed, ProductsView};
+use view::{product_view, CallReport, CatalogFailed, Notifications, ProductsView};
 
 pub struct Frontend {
     faults: Arc<Faults>,
@@ -63,6 +66,8 @@ impl Frontend {
             products: Vec::with_capacity(list.products.len()),
             calls: vec![CallReport::ok("catalog", None, list.caller)],
             caller: None,
+            trace_id: None,
+            notifications: Notifications::default(),
         };
         // The catalog is a handful of items, so one concurrent pair of calls
         // per product stays small.
@@ -86,11 +91,39 @@ impl Frontend {
             let (reviews, rating) = futures::join!(reviews, rating);
             product_view(product, reviews, rating)
         });
-        for (view, calls) in futures::future::join_all(per_product).await {
+        let notifications = self.notifications(trace);
+        let (per_product, notifications) =
+            futures::join!(futures::future::join_all(per_product), notifications);
+        for (view, calls) in per_product {
             out.products.push(view);
             out.calls.extend(calls);
         }
+        out.notifications = notifications;
         Ok(out)
+    }
+
+    /// The latest notifications, or why there are none to show.
+    pub async fn notifications(&self, trace: &TraceHeaders) -> Notifications {
+        let path = "/notifications";
+        match get_json::<NotificationList>(
+            &self.upstreams,
+            "notifications",
+            path,
+            self.timeout,
+            trace,
+        )
+        .await
+        {
+            Ok(list) => Notifications {
+                items: list.notifications,
+                caller: list.caller,
+                error: None,
+            },
+            Err(e) => Notifications {
+                error: Some(e.to_string()),
+                ..Notifications::default()
+            },
+        }
     }
 }
 
@@ -114,8 +147,10 @@ impl Handler for Frontend {
         }
         // The page is rendered from the same aggregation the API serves.
         let trace = TraceHeaders::of(req.headers());
+        let trace_id = crate::trace::trace_id(req.headers());
         let products = self.products(&trace).await.map(|view| ProductsView {
             caller: caller.clone(),
+            trace_id: trace_id.clone(),
             ..view
         });
         match (products, is_page) {
@@ -127,6 +162,8 @@ impl Handler for Frontend {
                     products: Vec::new(),
                     calls: failed.calls,
                     caller,
+                    trace_id,
+                    notifications: Notifications::default(),
                 };
                 crate::http::html(
                     StatusCode::BAD_GATEWAY,

@@ -63,9 +63,87 @@ impl TraceHeaders {
     }
 }
 
+/// The trace id of a request: from W3C `traceparent`
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), else B3 (`b3: <id>-...` or
+/// `x-b3-traceid`); `None` when absent or malformed, so nothing a client
+/// sends unchecked reaches the page.
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let hex = |s: &str, lens: &[usize]| {
+        lens.contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_hexdigit())
+            && s.bytes().any(|b| b != b'0')
+    };
+    if let Some(tp) = text("traceparent") {
+        let parts: Vec<&str> = tp.trim().split('-').collect();
+        if let [version, id, span, flags, ..] = parts[..] {
+            if version.len() == 2 && hex(id, &[32]) && hex(span, &[16]) && flags.len() == 2 {
+                return Some(id.to_ascii_lowercase());
+            }
+        }
+    }
+    let b3 = text("b3").and_then(|v| v.split('-').next());
+    [b3, text("x-b3-traceid")]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|id| hex(id, &[16, 32]))
+        .map(str::to_ascii_lowercase)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_id_table() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Headers, Option<&str>); 8] = [
+            (
+                &[(
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                )],
+                Some(id),
+            ),
+            (
+                &[(
+                    "traceparent",
+                    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                )],
+                Some(id),
+            ),
+            (
+                &[(
+                    "traceparent",
+                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                )],
+                None,
+            ),
+            (&[("traceparent", "00-<script>-00f067aa0ba902b7-01")], None),
+            (
+                &[("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1")],
+                Some(id),
+            ),
+            (
+                &[("x-b3-traceid", "a3ce929d0e0e4736")],
+                Some("a3ce929d0e0e4736"),
+            ),
+            (&[("x-b3-traceid", "xyz")], None),
+            (&[], None),
+        ];
+        for (headers, want) in cases {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.insert(
+                    HeaderName::from_static(k),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            assert_eq!(trace_id(&map).as_deref(), want, "{headers:?}");
+        }
+    }
 
     #[test]
     fn trace_headers_are_carried_and_others_are_not() {

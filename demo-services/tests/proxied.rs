@@ -121,6 +121,7 @@ async fn services_name_each_other_and_echo_the_caller() {
     let seen: Seen = Arc::default();
     let catalog = serve(with_proxy(ServiceKind::Catalog, None)).await;
     let ratings = serve(with_proxy(ServiceKind::Ratings, None)).await;
+    let notifications = serve(with_proxy(ServiceKind::Notifications, None)).await;
     let reviews_proxy = forwarder(
         "reviews",
         [("ratings".to_string(), ratings)].into(),
@@ -136,6 +137,7 @@ async fn services_name_each_other_and_echo_the_caller() {
             ("catalog".to_string(), catalog),
             ("ratings".to_string(), ratings),
             ("reviews:9090".to_string(), reviews),
+            ("notifications".to_string(), notifications),
         ]
         .into(),
         seen.clone(),
@@ -171,8 +173,14 @@ async fn services_name_each_other_and_echo_the_caller() {
         );
         assert!(p.reviews.iter().all(|r| r.stars == p.stars));
     }
+    // Notifications, by name like the others, saw the frontend too.
+    assert_eq!(view.notifications.error, None);
+    assert_eq!(
+        view.notifications.caller.as_deref(),
+        Some(identity("frontend").as_str())
+    );
     let seen = seen.lock().unwrap().clone();
-    for authority in ["catalog", "ratings", "reviews:9090"] {
+    for authority in ["catalog", "ratings", "reviews:9090", "notifications"] {
         assert!(
             seen.iter().any(|a| a == authority),
             "{authority} not in {seen:?}"
@@ -180,5 +188,5 @@ async fn services_name_each_other_and_echo_the_caller() {
     }
     assert!(seen
         .iter()
-        .all(|a| ["catalog", "ratings", "reviews:9090"].contains(&a.as_str())));
+        .all(|a| ["catalog", "ratings", "reviews:9090", "notifications"].contains(&a.as_str())));
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::view::{CallReport, ProductsView};
+use super::view::{CallReport, Notifications, ProductsView};
 
 /// Escapes text for HTML element content and quoted attributes.
 pub fn escape(s: &str) -> String {
@@ -33,7 +33,7 @@ fn stars(n: Option<u32>) -> String {
 const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <title>Mycel demo shop</title>\n<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}\
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
-.bad{color:#b00}</style></head><body>\n<h1>Mycel demo shop</h1>\n";
+.bad{color:#b00}.note{color:#666}</style></head><body>\n<h1>Mycel demo shop</h1>\n";
 
 /// The whole page. `error` is set when the catalog could not be read.
 pub fn page(view: &ProductsView, error: Option<&str>) -> String {
@@ -45,6 +45,12 @@ pub fn page(view: &ProductsView, error: Option<&str>) -> String {
             escape(error)
         );
     }
+    let _ = writeln!(
+        out,
+        "<p>served for <code>{}</code>; trace <code>{}</code></p>",
+        escape(view.caller.as_deref().unwrap_or("(no caller identity)")),
+        escape(view.trace_id.as_deref().unwrap_or("(none)"))
+    );
     for p in &view.products {
         let _ = writeln!(
             out,
@@ -53,8 +59,17 @@ pub fn page(view: &ProductsView, error: Option<&str>) -> String {
             p.price,
             stars(p.stars)
         );
+        let _ = writeln!(out, "<p>{} in stock</p>", p.stock);
         if let Some(version) = &p.reviews_version {
-            let _ = writeln!(out, "<p>reviews {}</p>", escape(version));
+            let ratings = match (&p.reviews_ratings_caller, &p.reviews_ratings_error) {
+                (_, Some(e)) => format!(
+                    " <span class=\"bad\">(ratings failed: {})</span>",
+                    escape(e)
+                ),
+                (Some(c), None) => format!(" (ratings saw <code>{}</code>)", escape(c)),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(out, "<p>reviews {}{ratings}</p>", escape(version));
         }
         out.push_str("<ul>\n");
         for r in &p.reviews {
@@ -72,12 +87,44 @@ pub fn page(view: &ProductsView, error: Option<&str>) -> String {
         }
         out.push_str("</ul>\n");
     }
+    out.push_str(&notifications(&view.notifications));
     out.push_str("<h2>Calls</h2>\n<table><tr><th>service</th><th>product</th><th>caller seen</th><th>result</th></tr>\n");
     for c in &view.calls {
         out.push_str(&call_row(c));
     }
     out.push_str(
         "</table>\n<p>JSON: <a href=\"/api/products\">/api/products</a></p>\n</body></html>\n",
+    );
+    out
+}
+
+fn notifications(n: &Notifications) -> String {
+    let mut out = String::from("<h2>Latest notifications</h2>\n");
+    if let Some(e) = &n.error {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">notifications unavailable: {}</p>",
+            escape(e)
+        );
+        return out;
+    }
+    if n.items.is_empty() {
+        out.push_str("<p>none yet</p>\n");
+        return out;
+    }
+    out.push_str("<ul>\n");
+    for item in &n.items {
+        let _ = writeln!(
+            out,
+            "<li>{} <small>{}</small></li>",
+            escape(&item.text),
+            escape(&item.at)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "</ul>\n<p><small>caller seen by notifications: <code>{}</code></small></p>",
+        escape(n.caller.as_deref().unwrap_or("(none)"))
     );
     out
 }
@@ -117,6 +164,7 @@ mod tests {
                 id: "p1".into(),
                 name: "Kit <b>".into(),
                 price: 2.5,
+                stock: 7,
                 reviews: vec![ReviewView {
                     reviewer: "ana".into(),
                     text: "good".into(),
@@ -128,9 +176,19 @@ mod tests {
                 reviews_ratings_error: None,
             }],
             calls: vec![CallReport::failed("ratings", Some("p1"), "<503>".into())],
-            caller: None,
+            caller: Some("spiffe://cluster.local/ns/shop/sa/gateway".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            notifications: Notifications {
+                error: Some("refused".into()),
+                ..Notifications::default()
+            },
         };
         let html = page(&view, None);
+        assert!(html.contains("7 in stock"));
+        assert!(html.contains("trace <code>4bf92f3577b34da6a3ce929d0e0e4736</code>"));
+        assert!(html.contains("spiffe://cluster.local/ns/shop/sa/gateway"));
+        assert!(html.contains("notifications unavailable: refused"));
+        assert!(!html.contains("catalog failed"));
         assert!(html.contains("Kit &lt;b&gt;"));
         assert!(html.contains("$2.50"));
         assert!(html.contains("★★★☆☆"));

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Product;
+use crate::notifications::Notification;
 use crate::proto::reviews::GetReviewsResponse;
 use crate::ratings::Rating;
 
@@ -17,6 +18,24 @@ pub struct ProductsView {
     /// the ingress gateway's identity when the request came through it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub caller: Option<String>,
+    /// The trace this request belongs to (from its `traceparent` or B3
+    /// headers), so a user can find it in the tracing backend.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
+    /// The latest notifications; a failure there is a note, not an error
+    /// of the page (kept apart from `calls`, which are the products').
+    #[serde(default)]
+    pub notifications: Notifications,
+}
+
+/// What notifications answered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notifications {
+    pub items: Vec<Notification>,
+    /// The caller identity notifications saw.
+    pub caller: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
 }
 
 /// Returned with HTTP 502 when the catalog itself could not be read.
@@ -31,6 +50,9 @@ pub struct ProductView {
     pub id: String,
     pub name: String,
     pub price: f64,
+    /// Units left, as the catalog said.
+    #[serde(default)]
+    pub stock: u32,
     pub reviews: Vec<ReviewView>,
     /// From ratings; `None` when that call failed.
     pub stars: Option<u32>,
@@ -96,6 +118,7 @@ pub fn product_view(
         id: product.id.clone(),
         name: product.name.clone(),
         price: product.price,
+        stock: product.stock,
         reviews: Vec::new(),
         stars: None,
         reviews_version: None,
@@ -190,6 +213,8 @@ mod tests {
             products: vec![view],
             calls: calls.to_vec(),
             caller: None,
+            trace_id: None,
+            notifications: Notifications::default(),
         })
         .unwrap();
         let p = &v["products"][0];
