@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # servers inside pods: install them when we can (root with apt-get) and they
 # are missing. Elsewhere those suites skip and say why.
 # The bench's every-configuration run needs nginx and haproxy as well.
-netns_tools="iptables-save ip setpriv curl tcpdump redis-server redis-cli psql python3 nginx haproxy promtool prometheus chromium"
+# The demo's stores (PostgreSQL, Redis, NATS) come from Debian's packages too.
+netns_tools="iptables-save ip setpriv curl tcpdump redis-server redis-cli psql python3 nginx haproxy promtool prometheus chromium nats-server"
 missing=""
 for t in $netns_tools; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
 if [ -z "$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ]; then missing="$missing initdb"; fi
@@ -22,7 +23,7 @@ if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       iptables iproute2 util-linux curl tcpdump redis-server redis-tools \
       postgresql postgresql-client python3 python3-httpx python3-h2 python3-grpcio \
-      nginx haproxy prometheus chromium >/dev/null; }; then
+      nginx haproxy prometheus chromium nats-server >/dev/null; }; then
     echo "warning: apt-get install failed; the netns suites will report what is missing" >&2
   fi
 fi

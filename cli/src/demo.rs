@@ -177,20 +177,6 @@ enum End {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bins = Binaries::find(args.bin_dir)?;
-    let stores = if args.in_memory {
-        println!("stores: none (--in-memory): every service keeps its data in memory");
-        plan::Stores::none()
-    } else {
-        let (stores, lines) = find_stores(&bins.demo).await;
-        for line in lines {
-            println!("{line}");
-        }
-        stores
-    };
-    let plan = DemoPlan::with_stores(args.base_port, &stores)?;
-    check_ports_free(&plan)?;
-    let mut signals = StopSignals::new()?;
-
     // Held until the end: dropping it removes the temporary data dir.
     let (_temp, data) = match args.data_dir {
         Some(dir) => (None, dir),
@@ -208,6 +194,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data = std::path::absolute(&data)
         .with_context(|| format!("the absolute path of {}", data.display()))?;
     let paths = Paths { data };
+    let stores = if args.in_memory {
+        println!("stores: none (--in-memory): every service keeps its data in memory");
+        plan::Stores::none()
+    } else {
+        let (mut stores, lines) = find_stores(&bins.demo).await;
+        for line in lines {
+            println!("{line}");
+        }
+        if stores.has(plan::StoreKind::Postgres) {
+            if let Err(why) = postgres_can_reach(&paths.data) {
+                stores.available.remove(&plan::StoreKind::Postgres);
+                println!("store postgres not started, its services keep data in memory: {why}");
+            }
+        }
+        stores
+    };
+    let plan = DemoPlan::with_stores(args.base_port, &stores)?;
+    check_ports_free(&plan)?;
+    let mut signals = StopSignals::new()?;
     prepare_dirs(&paths, &plan)?;
     println!("data dir: {}", paths.data.display());
     println!("logs:     {}/<name>.log", paths.logs().display());
@@ -291,7 +296,40 @@ async fn find_stores(demo: &Path) -> (plan::Stores, Vec<String>) {
     (stores, lines)
 }
 
+/// As root, `mycel-demo store postgres` runs PostgreSQL as the `postgres`
+/// user (it refuses root), which must pass through every directory above
+/// its own. The demo makes its data dir passable itself; a parent that
+/// others may not pass is named.
+fn postgres_can_reach(data: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    for dir in data.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue; // created by the demo, passable
+        };
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(format!(
+                "as root, PostgreSQL runs as the postgres user, which may not pass through {} (mode {:o}); \
+                 use a --data-dir elsewhere (the default, under {}, works)",
+                dir.display(),
+                meta.permissions().mode() & 0o7777,
+                std::env::temp_dir().display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn prepare_dirs(paths: &Paths, plan: &DemoPlan) -> anyhow::Result<()> {
+    let stores = plan.workloads.iter().any(|w| w.store.is_some());
+    // Made passable now, parents included, for the store below.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(if stores { 0o711 } else { 0o700 })
+        .create(&paths.data)
+        .with_context(|| format!("creating {}", paths.data.display()))?;
     for dir in [paths.data.clone(), paths.logs(), paths.data.join("tokens")] {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -299,7 +337,7 @@ fn prepare_dirs(paths: &Paths, plan: &DemoPlan) -> anyhow::Result<()> {
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    if plan.workloads.iter().any(|w| w.store.is_some()) {
+    if stores {
         // PostgreSQL will not run as root, so as root `mycel-demo store`
         // runs it as the `postgres` user, which must be able to reach its
         // directory: the data dir and `stores` may be passed through (not
@@ -447,7 +485,7 @@ fn spawn(
 }
 
 fn write_token(paths: &Paths, proxy: &str, spec: &TokenSpec) -> anyhow::Result<()> {
-    let (token, _) = mycel_tokens::create_token(&paths.data, spec)
+    let (token, _) = mycel_tokens::create_token(&paths.controller(), spec)
         .with_context(|| format!("creating the token of {proxy}"))?;
     let path = paths.token(proxy);
     let mut file = std::fs::OpenOptions::new()

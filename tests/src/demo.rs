@@ -16,6 +16,13 @@ const READY_LIMIT: Duration = Duration::from_secs(120);
 /// `mycelctl demo` on ports from `base`, its data in `data`, its output in
 /// `log_dir`, with `extra` arguments; not waited for.
 pub fn spawn(name: &str, base: u16, data: &Path, log_dir: &Path, extra: &[&str]) -> Proc {
+    // As root the demo runs PostgreSQL as the `postgres` user, which must
+    // pass through the directory holding the data dir (a test's temporary
+    // directory is 0700).
+    if let Some(parent) = data.parent() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711));
+    }
     let mut args = vec![
         "demo".to_string(),
         "--base-port".into(),

@@ -168,6 +168,7 @@ impl DemoPlan {
             let proto = service_proto(service);
             let upstreams = stores::used_by(service)
                 .filter(|s| running.contains(s))
+                .filter(|s| stores::usable(service, s, &running))
                 .zip(slot + 4..)
                 .map(|(store, port)| Upstream {
                     listen: at(port),
@@ -258,8 +259,14 @@ impl Paths {
     pub fn mesh_yaml(&self) -> PathBuf {
         self.data.join("mesh.yaml")
     }
+    /// The controller's own data dir (its CA and token store), which it
+    /// keeps private (0700): apart from the stores', which another user
+    /// may have to reach (see [`Self::stores`]).
+    pub fn controller(&self) -> PathBuf {
+        self.data.join("controller")
+    }
     pub fn ca_root(&self) -> PathBuf {
-        self.data.join("ca").join("root.pem")
+        self.controller().join("ca").join("root.pem")
     }
     /// The gateway's HTTPS certificate and the local CA that signs it.
     pub fn web_tls_dir(&self) -> PathBuf {
@@ -779,7 +786,7 @@ fn path(p: &Path) -> String {
 pub fn controller_args(plan: &DemoPlan, paths: &Paths) -> Vec<String> {
     vec![
         "--data-dir".into(),
-        path(&paths.data),
+        path(&paths.controller()),
         "--grpc-addr".into(),
         plan.controller_grpc.to_string(),
         "--admin-addr".into(),

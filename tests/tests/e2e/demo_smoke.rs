@@ -251,6 +251,108 @@ async fn orders_need_the_printed_token(gateway: std::net::SocketAddr, log: &str,
     assert!(challenge.contains("insufficient_scope"), "{challenge}");
 }
 
+/// The admin address the banner lists for `who` (a workload or `gateway`).
+fn admin_of(log: &str, who: &str) -> Option<std::net::SocketAddr> {
+    log.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(who)?;
+        rest.trim().strip_prefix("http://")?.parse().ok()
+    })
+}
+
+/// The stock of `product` as the catalog has it now, read through the
+/// gateway's uncached product view (catalog answers from its database).
+async fn stock_of(gateway: std::net::SocketAddr, product: &str) -> i64 {
+    let view = http::get(
+        gateway,
+        "localhost",
+        &format!("/api/product-view/{product}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(view.status, 200, "{}", view.body);
+    view.json()["product"]["stock"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no stock in {}", view.body))
+}
+
+/// The whole order flow through the mesh: an order placed through the
+/// gateway is committed by orders in its PostgreSQL, published to NATS,
+/// and within 2 s lowers the catalog's stock (catalog's PostgreSQL) and
+/// shows as a notification (notifications' Redis) on the page; every store
+/// connection crossed the mesh with its owner's identity.
+async fn orders_flow_through_the_stores_and_the_broker(
+    gateway: std::net::SocketAddr,
+    log: &str,
+    data: &Path,
+) {
+    let all_started = !log.contains("not started");
+    if !mycel_tests::skip::require(
+        "the demo could not start every store (PostgreSQL, Redis, NATS: Debian packages postgresql, redis-server, nats-server)",
+        all_started,
+    ) {
+        return;
+    }
+    let token = std::fs::read_to_string(data.join("demo-token.jwt")).unwrap();
+    let bearer = format!("Bearer {}", token.trim());
+    let before = stock_of(gateway, "p3").await;
+    let (status, _, body) = send(
+        gateway,
+        "POST",
+        "/api/orders",
+        &[("authorization", &bearer)],
+        r#"{"product":"p3","quantity":2}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let order_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no order id in {body}"))
+        .to_string();
+    let placed = tokio::time::Instant::now();
+    let deadline = placed + Duration::from_secs(2);
+    let (mut stock, mut notified) = (before, false);
+    while tokio::time::Instant::now() < deadline && (stock != (before - 2).max(0) || !notified) {
+        stock = stock_of(gateway, "p3").await;
+        let page = http::get(gateway, "localhost", "/").await.unwrap();
+        assert_eq!(page.status, 200, "{}", page.body);
+        notified = page.body.contains(&format!("(order {order_id})"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stock,
+        (before - 2).max(0),
+        "stock of p3 {before} → {stock} within 2 s of the order"
+    );
+    assert!(
+        notified,
+        "order {order_id} not among the page's notifications within 2 s"
+    );
+
+    // Each store's sidecar saw its owners' identities, over mTLS.
+    for (store, owners) in [
+        ("catalog-postgres", &["catalog"][..]),
+        ("orders-postgres", &["orders"][..]),
+        ("notifications-redis", &["notifications"][..]),
+        ("ratings-redis", &["ratings"][..]),
+        ("nats", &["orders", "catalog", "notifications"][..]),
+    ] {
+        let admin = admin_of(log, store).unwrap_or_else(|| panic!("no admin of {store}:\n{log}"));
+        let metrics = http::get(admin, "localhost", "/metrics")
+            .await
+            .unwrap()
+            .body;
+        for owner in owners {
+            let id = format!("spiffe://cluster.local/ns/shop/sa/{owner}");
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.contains(&id) && !l.starts_with('#')),
+                "{store}'s sidecar counted no connection from {id}:\n{metrics}"
+            );
+        }
+    }
+}
+
 /// Runs the banner's `curl --cacert CA https://localhost:PORT/api/products`
 /// (pinned to 127.0.0.1) and checks it answers 200 over HTTP/2.
 fn https_as_the_banner_says(log: &str) {
@@ -343,6 +445,7 @@ async fn demo_starts_serves_and_stops_cleanly() {
 
     // Orders behind the gateway's JWT policies, with the printed token.
     orders_need_the_printed_token(gateway, &demo.log(), &data).await;
+    orders_flow_through_the_stores_and_the_broker(gateway, &demo.log(), &data).await;
 
     // The banner's HTTPS command works as printed: the shop over TLS
     // (HTTP/2 by ALPN) with a certificate from the demo's local CA.
@@ -414,7 +517,15 @@ async fn demo_starts_serves_and_stops_cleanly() {
         .unwrap()
         .json();
     let proxies = proxies.as_array().cloned().unwrap_or_default();
-    assert_eq!(proxies.len(), 7, "{proxies:#?}");
+    // Every workload the banner lists an admin for, and the gateway.
+    let listed = log
+        .lines()
+        .skip_while(|l| !l.starts_with("Proxy admin"))
+        .skip(1)
+        .take_while(|l| l.trim_start().len() < l.len())
+        .count();
+    assert!(listed >= 8, "{log}");
+    assert_eq!(proxies.len(), listed, "{proxies:#?}");
     for p in &proxies {
         let want = if p["mode"] == "gateway" {
             serde_json::Value::Null

@@ -120,6 +120,15 @@ pub fn used_by(service: &str) -> impl Iterator<Item = &'static StoreSpec> + '_ {
     STORES.iter().filter(move |s| s.users.contains(&service))
 }
 
+/// Whether `service` can use `store` when the stores `running` run:
+/// orders publishes its events from its outbox table, so it uses the
+/// broker only with its database (`mycel-demo orders --nats` alone is
+/// refused).
+pub fn usable(service: &str, store: &StoreSpec, running: &[&StoreSpec]) -> bool {
+    !(service == "orders" && store.kind == StoreKind::Nats)
+        || running.iter().any(|s| s.name == "orders-postgres")
+}
+
 /// The most stores one service uses (catalog: its database and the broker).
 pub const MAX_USED: usize = 2;
 

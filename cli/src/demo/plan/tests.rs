@@ -182,7 +182,7 @@ fn command_lines() {
         controller_args(&plan, &paths),
         [
             "--data-dir",
-            "/tmp/demo",
+            "/tmp/demo/controller",
             "--grpc-addr",
             "127.0.0.1:17000",
             "--admin-addr",
@@ -218,7 +218,7 @@ fn command_lines() {
     let sc = sidecar_args(&plan, &paths, v2).join(" ");
     for want in [
         "--controller 127.0.0.1:17000",
-        "--ca-root /tmp/demo/ca/root.pem",
+        "--ca-root /tmp/demo/controller/ca/root.pem",
         "--token-file /tmp/demo/tokens/reviews-v2.token",
         "--workload reviews-v2",
         "--namespace shop",
@@ -557,6 +557,16 @@ fn a_missing_server_leaves_its_stores_out_and_their_users_in_memory() {
     assert!(ratings.contains("--redis"), "{ratings}");
     let text = mesh_yaml(&plan, &paths()).unwrap();
     assert!(!text.contains("catalog-postgres"), "{text}");
+
+    // Orders publishes through its database's outbox: no broker without it.
+    let broker_only = Stores {
+        available: [StoreKind::Nats].into(),
+    };
+    let plan = DemoPlan::with_stores(17000, &broker_only).unwrap();
+    let orders = app_args(workload(&plan, "orders"), &paths(), &Faults::default()).join(" ");
+    assert!(!orders.contains("--nats"), "{orders}");
+    let catalog = app_args(workload(&plan, "catalog"), &paths(), &Faults::default()).join(" ");
+    assert!(catalog.contains("--nats"), "{catalog}");
 
     let none = DemoPlan::with_stores(17000, &Stores::none()).unwrap();
     assert!(none
