@@ -75,11 +75,51 @@ impl Backend {
     }
 }
 
+/// The answer's body: the fixed payload, or a bulk download.
+type AnswerBody = http_body_util::Either<
+    Full<Bytes>,
+    http_body_util::StreamBody<
+        futures::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, Infallible>>>,
+    >,
+>;
+
+/// Size of the pieces a bulk answer is sent in.
+const BULK_CHUNK: usize = 256 * 1024;
+
+/// Longest bulk answer served: a bound, not a limit anyone meets.
+const BULK_MAX: u64 = 16 << 30;
+
+/// `GET /bulk/<n>` answers `n` bytes (at most [`BULK_MAX`]), the bulk
+/// scenario's download; every other request the fixed `body`.
 async fn answer(
-    _req: http::Request<hyper::body::Incoming>,
+    req: http::Request<hyper::body::Incoming>,
     body: Bytes,
-) -> Result<http::Response<Full<Bytes>>, Infallible> {
-    let mut resp = http::Response::new(Full::new(body));
+) -> Result<http::Response<AnswerBody>, Infallible> {
+    let bulk = req
+        .uri()
+        .path()
+        .strip_prefix("/bulk/")
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|n| n.min(BULK_MAX));
+    let mut resp = match bulk {
+        None => http::Response::new(http_body_util::Either::Left(Full::new(body))),
+        Some(n) => {
+            let chunk = Bytes::from(vec![0x5au8; BULK_CHUNK]);
+            let step = BULK_CHUNK as u64;
+            let frames: Vec<_> = (0..n.div_ceil(step))
+                .map(|i| {
+                    let len = (n - i * step).min(step) as usize;
+                    Ok(hyper::body::Frame::data(chunk.slice(..len)))
+                })
+                .collect();
+            let mut resp = http::Response::new(http_body_util::Either::Right(
+                http_body_util::StreamBody::new(futures::stream::iter(frames)),
+            ));
+            resp.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            resp
+        }
+    };
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/octet-stream"),

@@ -63,6 +63,11 @@ pub struct Target {
     pub tls: Option<TlsTarget>,
     /// Sent with every request (e.g. `authorization`), HTTP/1.1 and HTTP/2.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The request path (HTTP/1.1 and HTTP/2).
+    pub path: String,
+    /// The body length a good answer has ([`PAYLOAD_LEN`] from the
+    /// harness's backend; the pod scenario's nginx answers 17 bytes).
+    pub body_len: usize,
 }
 
 impl Target {
@@ -73,6 +78,8 @@ impl Target {
             authority: authority.into(),
             tls: None,
             headers: Vec::new(),
+            path: "/".into(),
+            body_len: PAYLOAD_LEN,
         }
     }
 }
@@ -129,8 +136,8 @@ pub enum CallError {
     Connect { addr: SocketAddr, message: String },
     #[error("status {0}")]
     Status(u16),
-    #[error("body of {0} bytes, want {PAYLOAD_LEN}")]
-    Body(usize),
+    #[error("body of {got} bytes, want {want}")]
+    Body { got: usize, want: usize },
     #[error("{0}")]
     Transport(String),
     #[error("no answer within {CALL_TIMEOUT:?}")]
@@ -144,7 +151,7 @@ impl CallError {
         match self {
             CallError::Connect { .. } => "connect".into(),
             CallError::Status(s) => format!("status {s}"),
-            CallError::Body(_) => "short body".into(),
+            CallError::Body { .. } => "short body".into(),
             CallError::Transport(_) => "transport".into(),
             CallError::Timeout => "timeout".into(),
         }
@@ -302,9 +309,10 @@ impl Conn {
             } else {
                 "http"
             };
-            http::Request::get(format!("{scheme}://{}/", target.authority))
+            http::Request::get(format!("{scheme}://{}{}", target.authority, target.path))
         } else {
-            http::Request::get("/").header(http::header::HOST, target.authority.as_str())
+            http::Request::get(target.path.as_str())
+                .header(http::header::HOST, target.authority.as_str())
         }
         .body(Empty::new())
         .map_err(transport)?;
@@ -377,7 +385,10 @@ impl Conn {
                     .into_inner();
                 return match reply.payload.len() {
                     PAYLOAD_LEN => Ok(()),
-                    n => Err(CallError::Body(n)),
+                    got => Err(CallError::Body {
+                        got,
+                        want: PAYLOAD_LEN,
+                    }),
                 };
             }
         };
@@ -392,8 +403,64 @@ impl Conn {
             return Err(CallError::Status(status.as_u16()));
         }
         match body.len() {
-            PAYLOAD_LEN => Ok(()),
-            n => Err(CallError::Body(n)),
+            n if n == target.body_len => Ok(()),
+            got => Err(CallError::Body {
+                got,
+                want: target.body_len,
+            }),
         }
     }
+}
+
+/// What one bulk download moved.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Download {
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Megabytes (10^6 bytes) per second.
+    pub mb_per_s: f64,
+}
+
+/// `GET target.path` over one new HTTP/1.1 connection (cleartext), its
+/// body counted as it streams in, never held; the time runs from sending
+/// the request to the last byte. Fails on a status other than 200, on a
+/// body shorter than `want` bytes, or after `limit`.
+pub async fn download(target: &Target, want: u64, limit: Duration) -> Result<Download, CallError> {
+    let fut = async {
+        let io = TokioIo::new(tcp(target.addr).await?);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(transport)?;
+        tokio::spawn(conn);
+        let start = std::time::Instant::now();
+        let resp = send
+            .send_request(Conn::request(target, false)?)
+            .await
+            .map_err(transport)?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(CallError::Status(resp.status().as_u16()));
+        }
+        let mut body = resp.into_body();
+        let mut bytes = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame.map_err(transport)?.data_ref() {
+                bytes += data.len() as u64;
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        if bytes < want {
+            return Err(CallError::Body {
+                got: usize::try_from(bytes).unwrap_or(usize::MAX),
+                want: usize::try_from(want).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(Download {
+            bytes,
+            seconds,
+            mb_per_s: bytes as f64 / 1e6 / seconds.max(1e-9),
+        })
+    };
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| CallError::Timeout)?
 }

@@ -60,6 +60,9 @@ impl RunResult {
 pub struct Shape {
     pub workers: usize,
     pub conns: usize,
+    /// Each request on a connection of its own (HTTP/1.1, `Connection:
+    /// close`), opened in the request's time.
+    pub new_conn_per_request: bool,
 }
 
 impl Shape {
@@ -69,11 +72,23 @@ impl Shape {
             Proto::Http1 => Shape {
                 workers: concurrency,
                 conns: concurrency,
+                new_conn_per_request: false,
             },
             Proto::H2 | Proto::Grpc => Shape {
                 workers: concurrency,
                 conns: multiplexed_conns.clamp(1, concurrency),
+                new_conn_per_request: false,
             },
+        }
+    }
+
+    /// `concurrency` HTTP/1.1 workers, each opening a new connection for
+    /// every request and asking the server to close it.
+    pub fn new_conn_per_request(concurrency: usize) -> Shape {
+        Shape {
+            workers: concurrency.max(1),
+            conns: 0,
+            new_conn_per_request: true,
         }
     }
 }
@@ -91,7 +106,9 @@ async fn open_conns(proto: Proto, target: &Target, n: usize) -> Result<Vec<Conn>
 struct Worker {
     proto: Proto,
     target: Target,
-    conn: Conn,
+    /// None between requests when each request has its own connection.
+    conn: Option<Conn>,
+    new_conn_per_request: bool,
     hist: Histogram<u64>,
     ok: u64,
     errors: u64,
@@ -102,13 +119,18 @@ struct Worker {
 impl Worker {
     /// Sends one request; `since` is when its latency starts.
     async fn one(&mut self, since: Instant) {
-        if self.conn.is_closed() {
-            match Conn::connect(self.proto, &self.target).await {
-                Ok(c) => self.conn = c,
+        let mut conn = match self.conn.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => match Conn::connect(self.proto, &self.target).await {
+                Ok(c) => c,
                 Err(e) => return self.fail(e),
-            }
+            },
+        };
+        let r = conn.call(&self.target).await;
+        if !self.new_conn_per_request {
+            self.conn = Some(conn);
         }
-        match self.conn.call(&self.target).await {
+        match r {
             Ok(()) => {
                 stats::record(&mut self.hist, since.elapsed());
                 self.ok += 1;
@@ -149,20 +171,31 @@ fn merge(workers: Vec<Worker>, elapsed: Duration) -> RunResult {
 }
 
 async fn workers(proto: Proto, target: &Target, shape: Shape) -> Result<Vec<Worker>, LoadError> {
-    let mut conns = open_conns(proto, target, shape.conns.max(1)).await?;
+    let mut target = target.clone();
+    let mut conns = if shape.new_conn_per_request {
+        target.headers.push((
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        ));
+        Vec::new()
+    } else {
+        open_conns(proto, &target, shape.conns.max(1)).await?
+    };
     let mut out = Vec::with_capacity(shape.workers);
     for i in 0..shape.workers {
         // HTTP/1.1 workers own their connection; multiplexed ones share.
         let shared = conns.get(i % conns.len().max(1)).and_then(Conn::share);
         let conn = match shared {
-            Some(c) => c,
-            None if !conns.is_empty() => conns.swap_remove(0),
-            None => Conn::connect(proto, target).await?,
+            Some(c) => Some(c),
+            None if !conns.is_empty() => Some(conns.swap_remove(0)),
+            None if shape.new_conn_per_request => None,
+            None => Some(Conn::connect(proto, &target).await?),
         };
         out.push(Worker {
             proto,
             target: target.clone(),
             conn,
+            new_conn_per_request: shape.new_conn_per_request,
             hist: histogram(),
             ok: 0,
             errors: 0,

@@ -147,6 +147,7 @@ impl Front {
             authority: GATEWAY_HOST.into(),
             tls: Some(self.tls.clone()),
             headers: vec![self.bearer()?],
+            ..Target::plain(addr, GATEWAY_HOST)
         };
         Ok(BTreeMap::from([
             (Proto::Http1, target.clone()),
