@@ -4,6 +4,8 @@
 #   bash bench/run.sh all --quick      # about 2.5 minutes
 #   bash bench/run.sh all --full       # about 40 minutes
 #   bash bench/run.sh gateway --quick  # the HTTPS fronts alone, about 35 s
+#   bash bench/run.sh pods --quick     # two network namespaces per configuration, the
+#                                      # transparent path; as root, about 40 s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -17,11 +17,11 @@ use mycel_bench::setup::mycel::TraceExport;
 #[command(
     name = "mycel-bench",
     about = "Benchmark Mycel against direct, nginx and HAProxy on loopback",
-    after_help = "Scenarios: all (everything below but tracing), latency, throughput, handshake, tcp, cp-scale, tracing, gateway (HTTPS fronts: the Mycel gateway with and without JWT and a rate limit, against nginx and the backend's own TLS)."
+    after_help = "Scenarios: all (everything below but tracing and pods), latency, throughput, handshake, tcp, close (a new connection per request), bulk (one large download), cp-scale, tracing, gateway (HTTPS fronts: the Mycel gateway with and without JWT and a rate limit, against nginx and the backend's own TLS), pods (two network namespaces per configuration, the sidecars on the transparent path; needs root)."
 )]
 struct Cli {
     /// What to measure.
-    #[arg(value_enum, required_unless_present = "render")]
+    #[arg(value_enum, required_unless_present_any = ["render", "pod_load"])]
     scenario: Option<Scenario>,
     /// Re-render the markdown and SVG of an earlier JSON report, measure nothing.
     #[arg(long, value_name = "JSON")]
@@ -61,6 +61,10 @@ struct Cli {
     /// Only these open-loop rates (comma separated) for every protocol.
     #[arg(long, value_delimiter = ',')]
     rates: Vec<u64>,
+    /// Internal: run one load inside a pod (the pod scenario starts the
+    /// harness so, in the client pod's namespace) and print the result.
+    #[arg(long, hide = true, value_name = "JSON")]
+    pod_load: Option<String>,
 }
 
 fn timestamp(unix: u64) -> String {
@@ -98,6 +102,10 @@ fn write_views(report: &report::Report, base: &std::path::Path) -> anyhow::Resul
 }
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    if let Some(spec) = &cli.pod_load {
+        println!("{}", mycel_bench::pods::remote::child(spec).await?);
+        return Ok(());
+    }
     if let Some(json) = &cli.render {
         let text =
             std::fs::read(json).map_err(|e| anyhow::anyhow!("read {}: {e}", json.display()))?;
@@ -124,6 +132,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         plan.gateway_latency_duration = Duration::from_millis(ms);
         plan.gateway_throughput_duration = Duration::from_millis(ms);
     }
+    let pod_run = cli.duration_ms.map(Duration::from_millis);
     if !cli.rates.is_empty() {
         for (_, rates) in plan.latency_grid.iter_mut().chain(&mut plan.gateway_grid) {
             *rates = cli.rates.clone();
@@ -147,6 +156,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             protocol: cli.otlp_protocol,
             queue: cli.trace_queue,
         },
+        pod_run,
     })
     .await?;
     std::fs::create_dir_all(&cli.out)?;

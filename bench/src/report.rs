@@ -13,6 +13,8 @@ use crate::setup::collector::ExportCounters;
 use crate::setup::gateway::{self, FrontCheck, PolicyDecisions};
 use crate::stats::{ratio, Added, Summary};
 
+pub mod pods;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Machine {
     pub cpus: usize,
@@ -157,6 +159,15 @@ pub struct Report {
     /// scenario).
     #[serde(default)]
     pub gateway_policy: Vec<PolicyDecisions>,
+    /// New connection per request, closed loop (`close` scenario).
+    #[serde(default)]
+    pub close: Vec<ThroughputRow>,
+    /// Bulk downloads over one connection (`bulk` scenario).
+    #[serde(default)]
+    pub bulk: Vec<pods::BulkRow>,
+    /// The pod scenario (network namespaces, the transparent path).
+    #[serde(default)]
+    pub pods: Option<pods::PodsReport>,
     /// Configurations or parts that could not run, and why.
     pub problems: Vec<String>,
 }
@@ -205,6 +216,10 @@ pub fn compare_to_direct(r: &mut Report) {
             row.ratio_to_direct = ratio(row.rps, d.rps);
         }
     }
+    let direct = r.close.iter().find(|c| c.config == "direct").map(|c| c.rps);
+    for row in &mut r.close {
+        row.ratio_to_direct = direct.and_then(|d| ratio(row.rps, d));
+    }
 }
 
 fn f1(v: f64) -> String {
@@ -245,6 +260,8 @@ pub fn markdown(r: &Report) -> String {
         "Run: scenario `{}`, mode `{}`, {:.0} s. Machine: {} CPUs ({}), {} MB RAM, kernel {}, load average at start {}.\n",
         r.scenario, r.mode, r.wall_seconds, m.cpus, m.cpu_model, m.mem_total_mb, m.kernel, m.load_avg_at_start
     );
+    s.push_str(&pods::markdown(r));
+    s.push_str(&pods::loopback_markdown(r));
     if !r.trace_export.is_empty() {
         s.push_str(&tracing_markdown(r));
     }

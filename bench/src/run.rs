@@ -20,6 +20,8 @@ use crate::setup::mycel::TraceExport;
 use crate::setup::{self, mycel::Bins, Setup};
 use crate::stats;
 
+mod conns;
+
 /// What to measure and for how long.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -35,6 +37,11 @@ pub struct Plan {
     pub handshake_duration: Duration,
     pub handshake_concurrency: usize,
     pub bulk_bytes: u64,
+    /// Workers of the `close` scenario, each opening a connection per
+    /// request.
+    pub close_concurrency: usize,
+    /// Body size of the `bulk` scenario's HTTP download.
+    pub download_bytes: u64,
     pub cp: CpPlan,
     /// The open-loop grid of the tracing scenario (it replaces
     /// `latency_grid` there).
@@ -71,6 +78,8 @@ impl Plan {
             handshake_duration: Duration::from_secs(1),
             handshake_concurrency: 4,
             bulk_bytes: 256 << 20,
+            close_concurrency: 8,
+            download_bytes: 64_000_000,
             cp: CpPlan {
                 proxies: 200,
                 services: 50,
@@ -117,6 +126,8 @@ impl Plan {
             handshake_duration: Duration::from_secs(5),
             handshake_concurrency: 8,
             bulk_bytes: 2 << 30,
+            close_concurrency: 8,
+            download_bytes: 1_000_000_000,
             // 1,000 x 10 registering streams (11,000 in all) did not finish:
             // registration slows to ~7/s at 4,400 connected streams (see
             // docs/benchmarks.md), so full mode registers 100 x 10.
@@ -198,6 +209,16 @@ pub enum Scenario {
     /// JWT, with JWT and a rate limit) against nginx and the backend's own
     /// TLS; latency, throughput, CPU and memory.
     Gateway,
+    /// HTTP/1.1 with a new connection per request (`Connection: close`),
+    /// closed loop.
+    Close,
+    /// One large HTTP/1.1 download over one connection.
+    Bulk,
+    /// Two pods (network namespaces) per configuration, the Mycel sidecars
+    /// on the transparent path (`mycel-proxy init` iptables capture)
+    /// against direct and nginx and HAProxy pairs; needs root (not part
+    /// of `all`).
+    Pods,
 }
 
 impl Scenario {
@@ -211,6 +232,9 @@ impl Scenario {
             Scenario::CpScale => "cp-scale",
             Scenario::Tracing => "tracing",
             Scenario::Gateway => "gateway",
+            Scenario::Close => "close",
+            Scenario::Bulk => "bulk",
+            Scenario::Pods => "pods",
         }
     }
 
@@ -233,6 +257,7 @@ impl Scenario {
                 "mycel-trace-blackhole",
             ],
             Scenario::Gateway => gateway::CONFIGS.to_vec(),
+            Scenario::Pods => crate::pods::pairs::CONFIGS.to_vec(),
             Scenario::All => MAIN.into_iter().chain(gateway::CONFIGS).collect(),
             _ => MAIN.to_vec(),
         }
@@ -246,7 +271,7 @@ impl Scenario {
     }
 
     fn needs_data_path(self) -> bool {
-        self != Scenario::CpScale
+        !matches!(self, Scenario::CpScale | Scenario::Pods)
     }
 }
 
@@ -336,9 +361,11 @@ pub struct Options {
     pub bins: Option<std::path::PathBuf>,
     /// How the `mycel-trace-*` configurations export.
     pub trace: TraceExport,
+    /// The pod scenario's run length instead of its plan's.
+    pub pod_run: Option<Duration>,
 }
 
-fn machine() -> crate::report::Machine {
+pub(crate) fn machine() -> crate::report::Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let version = |p: &str, a: &str| {
         std::process::Command::new(p)
@@ -484,7 +511,7 @@ async fn start_setups(
 
 /// The configurations in round `round`'s order: rotated so none is always
 /// first (right after another configuration's load).
-fn rotated(n: usize, round: usize) -> Vec<usize> {
+pub(crate) fn rotated(n: usize, round: usize) -> Vec<usize> {
     (0..n).map(|i| (i + round) % n.max(1)).collect()
 }
 
@@ -540,6 +567,24 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             Err(e) => report.problems.push(format!("control-plane scale: {e}")),
         }
     }
+    if opts.scenario == Scenario::Pods {
+        let pods_plan = if plan.mode == "full" {
+            crate::pods::PodPlan::full()
+        } else {
+            crate::pods::PodPlan::quick()
+        };
+        let pods_plan = crate::pods::PodPlan {
+            run: opts.pod_run.unwrap_or(pods_plan.run),
+            ..pods_plan
+        };
+        crate::pods::run(
+            pods_plan,
+            opts.configs.clone(),
+            opts.bins.clone(),
+            &mut report,
+        )
+        .await;
+    }
     report.wall_seconds = t0.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -593,6 +638,12 @@ async fn data_path(
                 result,
             });
         }
+    }
+    if scenario.has(Scenario::Close) {
+        conns::close(plan, &setups, &mut usage, report).await;
+    }
+    if scenario.has(Scenario::Bulk) {
+        conns::bulk(plan, &setups, report).await;
     }
     if scenario.has(Scenario::Tcp) {
         for s in &setups {
