@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Mycel's container images from this checkout, pulling nothing:
 #   mycel-controller:<tag>  mycel-proxy:<tag>  mycel-demo:<tag>
+#   mycel-demo-stores:<tag> (the demo's PostgreSQL, Redis and NATS servers)
 #
 # Usage: images/build.sh [TAG]
 #   TAG defaults to the workspace version in Cargo.toml, which is the chart's
@@ -163,23 +164,80 @@ if scripts=$(grep -rlI '^#!' "$root" 2>/dev/null) && [ -n "$scripts" ]; then
   die "scripts left in the proxy's root filesystem (no shell there to run them): $scripts"
 fi
 
+# 3. The demo stores' root filesystem: the PostgreSQL, Redis and NATS
+# servers as this machine's Debian packages installed them (postgresql,
+# redis-server, nats-server; installed here when missing and we may), the
+# libraries they load (ldd), PostgreSQL's lib and share trees, time zones,
+# and a passwd naming the user they run as (initdb looks itself up).
+stores_root="$context/stores/root"
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if { [ -z "$pg_bin" ] || ! command -v redis-server >/dev/null 2>&1 || ! command -v nats-server >/dev/null 2>&1; } &&
+  [ "$(id -u)" = 0 ]; then
+  echo "==> apt-get install postgresql redis-server nats-server (the stores image's servers)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server nats-server >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server nats-server >/dev/null; } ||
+    die "apt-get install postgresql redis-server nats-server failed"
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+fi
+[ -n "$pg_bin" ] || die "no PostgreSQL server under /usr/lib/postgresql (Debian: apt-get install postgresql)"
+redis_bin=$(command -v redis-server) || die "redis-server is missing (Debian: apt-get install redis-server)"
+nats_bin=$(command -v nats-server) || die "nats-server is missing (Debian: apt-get install nats-server)"
+pg_version=$(basename "$(dirname "$pg_bin")")
+pg_lib=/usr/lib/postgresql/$pg_version/lib
+pg_share=/usr/share/postgresql/$pg_version
+echo "==> the stores' root filesystem (PostgreSQL $pg_version, $("$redis_bin" --version | cut -d' ' -f3), nats-server $("$nats_bin" --version | cut -d' ' -f2))"
+mkdir -p "$stores_root"
+# PostgreSQL's loadable modules, but not the JIT: llvmjit pulls in LLVM
+# (~100 MB) and PostgreSQL runs without it.
+pg_modules=$(find "$pg_lib" -maxdepth 1 -name '*.so' ! -name 'llvmjit*')
+copy_with_libs() {
+  local file lib
+  for file in "$@"; do
+    cp --parents -L "$file" "$stores_root/"
+    # `ldd` names each library by the path it resolved, and the loader.
+    for lib in $(ldd "$file" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+      [ -e "$stores_root$lib" ] || cp --parents -L "$lib" "$stores_root/"
+    done
+  done
+}
+# shellcheck disable=SC2086 # one word per module
+copy_with_libs "$pg_bin/postgres" "$pg_bin/initdb" "$redis_bin" "$nats_bin" $pg_modules
+# initdb runs the server through popen(3), which needs /bin/sh: the one
+# shell of the image (dash), for initdb alone.
+copy_with_libs /bin/dash
+ln -sf dash "$stores_root/bin/sh"
+# (Not `cp -a --parents`: coreutils 9.1 fails it on the parents' attributes.)
+for tree in "$pg_share" /usr/share/zoneinfo; do
+  mkdir -p "$stores_root$(dirname "$tree")"
+  cp -a "$tree" "$stores_root$(dirname "$tree")/"
+done
+mkdir -p "$stores_root/etc" "$stores_root/tmp" "$stores_root/data"
+chmod 1777 "$stores_root/tmp" "$stores_root/data"
+printf 'root:x:0:0:root:/:/sbin/nologin\nstores:x:999:999:demo stores:/data:/sbin/nologin\n' >"$stores_root/etc/passwd"
+printf 'root:x:0:\nstores:x:999:\n' >"$stores_root/etc/group"
+if scripts=$(grep -rlI '^#!' "$stores_root" 2>/dev/null) && [ -n "$scripts" ]; then
+  die "scripts left in the stores' root filesystem (no shell there to run them): $scripts"
+fi
+mkdir -p "$context/stores"
+cp "$bins/mycel-demo" "$context/stores/"
+
 cp "$bins/mycel-controller" "$context/controller/"
 cp "$bins/mycel-proxy" "$context/proxy/"
 cp "$bins/mycel-demo" "$context/demo/"
 
-# 3. The images.
-for image in controller proxy demo; do
+# 4. The images.
+for image in controller proxy demo demo-stores; do
   name="mycel-$image:$tag"
   echo "==> docker build $name"
   if ! out=$(docker build --label "org.opencontainers.image.version=$tag" \
-      -f "images/$image.Dockerfile" -t "$name" "$context/$image" 2>&1); then
+      -f "images/$image.Dockerfile" -t "$name" "$context/${image#demo-}" 2>&1); then
     echo "$out" >&2
     die "docker build of $name failed"
   fi
 done
 
 echo "==> images"
-for image in controller proxy demo; do
+for image in controller proxy demo demo-stores; do
   bytes=$(docker image inspect -f '{{.Size}}' "mycel-$image:$tag")
   printf '    %-24s %6s MB\n' "mycel-$image:$tag" "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1000000 }')"
 done

@@ -166,7 +166,8 @@ load() {
   tag=$(workspace_version)
   images/build.sh "$tag"
   local started=$SECONDS
-  "$KIND" load docker-image --name "$CLUSTER" "mycel-controller:$tag" "mycel-proxy:$tag" "mycel-demo:$tag"
+  "$KIND" load docker-image --name "$CLUSTER" "mycel-controller:$tag" "mycel-proxy:$tag" "mycel-demo:$tag" \
+    "mycel-demo-stores:$tag"
   say "images loaded in $((SECONDS - started)) s"
 }
 
@@ -181,6 +182,7 @@ demo() {
   need kubectl "install kubectl"
   kubectl apply -f demo-services/k8s/
   kubectl -n shop rollout status deployment --timeout 300s
+  kubectl -n shop rollout status statefulset --timeout 300s
   # The gateway answers once its routes' services have endpoints.
   local i
   for i in $(seq 1 60); do

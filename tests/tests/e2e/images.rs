@@ -671,3 +671,97 @@ fn readable_by_all(dir: &Path) {
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Reads from `addr` until `want` shows up in what came back (after
+/// sending `hello`), or gives up after `limit`: what the server said.
+fn server_says(
+    addr: SocketAddr,
+    hello: &[u8],
+    want: &str,
+    limit: Duration,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + limit;
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut conn) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            if conn.write_all(hello).is_ok() {
+                let mut buf = [0u8; 512];
+                if let Ok(n) = conn.read(&mut buf) {
+                    last = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if last.contains(want) {
+                        return Ok(last);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(last)
+}
+
+/// The demo's stores image runs each store as the shop's pods do: not as
+/// root, read-only root filesystem, no capabilities, data on a writable
+/// mount; each server answers its own protocol, and the image's only
+/// shell is the one initdb needs.
+#[test]
+fn the_stores_image_serves_postgres_redis_and_nats_as_a_non_root_user() {
+    let Some(tag) = images() else { return };
+    let image = format!("mycel-demo-stores:{tag}");
+    assert_eq!(user_of(&image), "999:999", "{image}'s user");
+    let files = image_files(&image);
+    for want in [
+        "usr/local/bin/mycel-demo",
+        "usr/sbin/nats-server",
+        "usr/bin/redis-server",
+        "bin/sh",
+    ] {
+        assert!(files.iter().any(|f| f == want), "{image} lacks {want}");
+    }
+    for f in &files {
+        let base = f.rsplit('/').next().unwrap_or(f);
+        assert!(
+            !["bash", "apt", "apt-get", "dpkg", "perl", "python3"].contains(&base),
+            "{image} contains {f}"
+        );
+    }
+    // (kind, what to send, what the server answers)
+    let cases: [(&str, &[u8], &str); 3] = [
+        // A PostgreSQL SSLRequest: the server answers one byte, N (no TLS).
+        ("postgres", &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f], "N"),
+        ("redis", b"PING\r\n", "+PONG"),
+        ("nats", b"", "INFO {"),
+    ];
+    for (kind, hello, want) in cases {
+        let addr = free_loopback_port();
+        let store = Container::start(
+            &[
+                "--network",
+                "host",
+                "--read-only",
+                "--cap-drop",
+                "ALL",
+                "--security-opt",
+                "no-new-privileges",
+                "--tmpfs",
+                "/data:mode=1777",
+                "--tmpfs",
+                "/tmp:mode=1777",
+            ],
+            &image,
+            &[
+                "store".to_string(),
+                kind.to_string(),
+                format!("--dir=/data/{kind}"),
+                format!("--listen={addr}"),
+            ],
+        );
+        if let Err(last) = server_says(addr, hello, want, Duration::from_secs(60)) {
+            panic!(
+                "{kind} in {image} did not answer {want:?} on {addr} (last: {last:?}):\n{}",
+                store.logs()
+            );
+        }
+    }
+}

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -187,7 +187,11 @@ async fn chart_controller(api: &ApiServer, admin: &Client, dir: &Path) -> Mesh {
 /// The Pod the ReplicaSet controller would make of `deploy`'s template.
 fn pod_of(deploy: &Deployment) -> Pod {
     let name = deploy.metadata.name.clone().unwrap();
-    let template = deploy.spec.clone().unwrap().template;
+    pod_of_template(&name, deploy.spec.clone().unwrap().template)
+}
+
+/// The Pod a controller would make of `template` for `name`.
+fn pod_of_template(name: &str, template: k8s_openapi::api::core::v1::PodTemplateSpec) -> Pod {
     let meta = template.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
@@ -280,6 +284,8 @@ fn assert_meshed(pod: &Pod) -> &Container {
             let port_name = p.name.clone().unwrap();
             let proto = if port_name.starts_with("grpc") {
                 "grpc"
+            } else if port_name.starts_with("tcp") {
+                "tcp"
             } else {
                 "http"
             };
@@ -293,6 +299,12 @@ fn assert_meshed(pod: &Pod) -> &Container {
         .filter(|a| a.starts_with("--app-port="))
         .collect();
     assert_eq!(got, want.iter().collect::<Vec<_>>(), "{name}");
+    // A store has no probe: the kubelet's would come from outside the
+    // mesh, which a strict pod refuses.
+    if annotation(pod, "mycel.io/mtls-mode") == Some("strict") {
+        assert!(app.readiness_probe.is_none(), "{name}");
+        return proxy;
+    }
     // The readiness probe goes through the proxy's admin port.
     let probe = app
         .readiness_probe
@@ -499,10 +511,34 @@ fn assert_app_command_lines(deployments: &[Deployment]) {
             assert!(opens(health.port()), "{name}: --health {health}");
         }
         let calls: &[(&str, u16)] = match config.kind {
-            ServiceKind::Frontend => &[("catalog", 80), ("ratings", 80), ("reviews", 9090)],
+            ServiceKind::Frontend => &[
+                ("catalog", 80),
+                ("ratings", 80),
+                ("reviews", 9090),
+                ("notifications", 80),
+            ],
             ServiceKind::Reviews => &[("ratings", 80)],
-            ServiceKind::Catalog | ServiceKind::Ratings | ServiceKind::Orders => &[],
+            ServiceKind::Catalog
+            | ServiceKind::Ratings
+            | ServiceKind::Orders
+            | ServiceKind::Notifications => &[],
         };
+        // Each service reaches its own stores by Service name and port,
+        // which its sidecar captures (opaque TCP over mTLS).
+        let by_name = |store: Option<(&str, u16)>| {
+            store.map(|(host, port)| Target::Host {
+                host: format!("{host}.{SHOP}"),
+                port,
+            })
+        };
+        let [postgres, redis, nats] = own_stores(config.kind);
+        assert_eq!(
+            config.stores.postgres,
+            by_name(postgres),
+            "{name} --postgres"
+        );
+        assert_eq!(config.stores.redis, by_name(redis), "{name} --redis");
+        assert_eq!(config.stores.nats, by_name(nats), "{name} --nats");
         for (service, port) in calls {
             let route = config
                 .upstreams
@@ -526,6 +562,7 @@ async fn assert_services(admin: &Client, deployments: &[Deployment]) {
         ("catalog", 80, &["catalog"][..]),
         ("ratings", 80, &["ratings"][..]),
         ("orders", 80, &["orders"][..]),
+        ("notifications", 80, &["notifications"][..]),
         ("reviews", 9090, &["reviews-v1", "reviews-v2"][..]),
         ("reviews-v1", 9090, &["reviews-v1"][..]),
         ("reviews-v2", 9090, &["reviews-v2"][..]),
@@ -566,6 +603,77 @@ async fn assert_services(admin: &Client, deployments: &[Deployment]) {
             "reviews" => assert_eq!(ports[0].name.as_deref(), Some("grpc")),
             _ => {}
         }
+    }
+}
+
+/// The PostgreSQL, Redis and NATS a service of the shop uses, by Service
+/// name and port: a database per service, the broker for the events.
+fn own_stores(kind: ServiceKind) -> [Option<(&'static str, u16)>; 3] {
+    let nats = Some(("nats", 4222));
+    match kind {
+        ServiceKind::Catalog => [Some(("catalog-postgres", 5432)), None, nats],
+        ServiceKind::Orders => [Some(("orders-postgres", 5432)), None, nats],
+        ServiceKind::Ratings => [None, Some(("ratings-redis", 6379)), None],
+        ServiceKind::Notifications => [None, Some(("notifications-redis", 6379)), nats],
+        ServiceKind::Frontend | ServiceKind::Reviews => [None, None, None],
+    }
+}
+
+/// The shop's stores (`demo-services/k8s/stores.yaml`).
+const STORES: [&str; 5] = [
+    "catalog-postgres",
+    "orders-postgres",
+    "ratings-redis",
+    "notifications-redis",
+    "nats",
+];
+
+/// Each store: the stores image at the workspace version, started by
+/// `mycel-demo store <kind>` on the port its Service declares opaque TCP,
+/// strict (nothing outside the mesh reaches it in plaintext), not as root
+/// and not as the proxy's UID.
+async fn assert_stores(admin: &Client, stores: &[StatefulSet]) {
+    let services = Api::<Service>::namespaced(admin.clone(), SHOP);
+    let names: BTreeSet<&str> = stores
+        .iter()
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names, STORES.into_iter().collect(), "the StatefulSets");
+    for set in stores {
+        let name = set.metadata.name.as_deref().unwrap();
+        let spec = set.spec.as_ref().unwrap();
+        let template = &spec.template;
+        let annotations = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            annotations.get("mycel.io/mtls-mode").map(String::as_str),
+            Some("strict"),
+            "{name}"
+        );
+        let c = &template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some(format!("mycel-demo-stores:{VERSION}").as_str()),
+            "{name}"
+        );
+        let args = c.args.clone().unwrap_or_default();
+        assert_eq!(args.first().map(String::as_str), Some("store"), "{name}");
+        let uid = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_user)
+            .unwrap_or(0);
+        assert!(uid != 0 && uid != 1337, "{name} runs as {uid}");
+        let service = services.get(name).await.unwrap().spec.unwrap();
+        let port = &service.ports.unwrap()[0];
+        assert_eq!(port.app_protocol.as_deref(), Some("tcp"), "{name}");
+        assert!(
+            args.contains(&format!("--listen=0.0.0.0:{}", port.port)),
+            "{name}: {args:?}"
+        );
     }
 }
 
@@ -669,7 +777,13 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
     let mut want: BTreeSet<(String, String)> = BTreeSet::new();
     want.insert(("Namespace".into(), SHOP.into()));
     for sa in [
-        "frontend", "catalog", "ratings", "orders", "reviews", "gateway",
+        "frontend",
+        "catalog",
+        "ratings",
+        "orders",
+        "notifications",
+        "reviews",
+        "gateway",
     ] {
         want.insert(("ServiceAccount".into(), sa.into()));
         want.insert(("Service".into(), sa.into()));
@@ -679,12 +793,22 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         "catalog",
         "ratings",
         "orders",
+        "notifications",
         "reviews-v1",
         "reviews-v2",
         "gateway",
     ] {
         want.insert(("Deployment".into(), d.into()));
     }
+    // A database per service and the broker: each a StatefulSet behind
+    // its own Service and account, open only to its owners.
+    for store in STORES {
+        for kind in ["ServiceAccount", "Service", "StatefulSet"] {
+            want.insert((kind.into(), store.into()));
+        }
+        want.insert(("AuthorizationPolicy".into(), format!("{store}-users")));
+    }
+    want.insert(("AuthorizationPolicy".into(), "notifications-callers".into()));
     // The reviews versions' own Services, the backends of the split.
     for v in ["reviews-v1", "reviews-v2"] {
         want.insert(("Service".into(), v.into()));
@@ -740,10 +864,16 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         .await
         .unwrap()
         .items;
-    assert_eq!(deployments.len(), 7);
+    assert_eq!(deployments.len(), 8);
     assert_workloads(&deployments);
     assert_app_command_lines(&deployments);
     assert_services(&admin, &deployments).await;
+    let stores = Api::<StatefulSet>::namespaced(admin.clone(), SHOP)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_stores(&admin, &stores).await;
 
     // The Pods a ReplicaSet would create: meshed by the webhook, but for
     // the gateway.
@@ -752,6 +882,12 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
     for d in &deployments {
         let pod = create_pod(&pods, &pod_of(d)).await;
         created.insert(name(d).to_string(), pod);
+    }
+    for set in &stores {
+        let name = set.metadata.name.clone().unwrap();
+        let template = set.spec.clone().unwrap().template;
+        let pod = create_pod(&pods, &pod_of_template(&name, template)).await;
+        created.insert(name, pod);
     }
     for (name, pod) in &created {
         if name != "gateway" {
