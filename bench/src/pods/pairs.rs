@@ -235,7 +235,7 @@ async fn mycel(ctx: &mut Ctx<'_>, pair: &mut Pair) -> Result<(), SetupError> {
         &dir,
     )?;
     pair.children.push(controller);
-    wait_curl(&node_pod, &format!("http://{admin}/ready"), pair).await?;
+    wait_curl(&node_pod, &format!("http://{admin}/ready"), pair, |_| true).await?;
     // The sidecars run as their own UID: root and tokens readable by it.
     let root = dir.join("root.pem");
     std::fs::copy(data.join("ca").join("root.pem"), &root)?;
@@ -256,7 +256,14 @@ async fn mycel(ctx: &mut Ctx<'_>, pair: &mut Pair) -> Result<(), SetupError> {
     )
     .await?;
     pair.children.push(server);
-    wait_curl(&node_pod, &format!("http://{admin}/debug/proxies"), pair).await?;
+    let listed = |body: &str| registered_ready(body, "backend-0");
+    wait_curl(
+        &node_pod,
+        &format!("http://{admin}/debug/proxies"),
+        pair,
+        listed,
+    )
+    .await?;
     let client_args = ProxyArgs::new("client-0", NAMESPACE, "client")
         .subscribe(&[format!("backend.{NAMESPACE}")]);
     let client = sidecar(bins, &dir, grpc, &root, &pair.client, client_args, "client").await?;
@@ -364,9 +371,14 @@ async fn sidecar(
     ))
 }
 
-/// Polls `url` with curl inside `pod` until it answers 2xx (and, for the
-/// controller's proxy list, lists the server sidecar ready).
-async fn wait_curl(pod: &PodNs, url: &str, pair: &mut Pair) -> Result<(), SetupError> {
+/// Polls `url` with curl inside `pod` until it answers 2xx with a body
+/// `done` accepts, failing early when one of the pair's processes exits.
+async fn wait_curl(
+    pod: &PodNs,
+    url: &str,
+    pair: &mut Pair,
+    done: impl Fn(&str) -> bool,
+) -> Result<(), SetupError> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -378,8 +390,7 @@ async fn wait_curl(pod: &PodNs, url: &str, pair: &mut Pair) -> Result<(), SetupE
             ));
         }
         match netns::exec(&pod.ns, "curl", &["-sf", "-m", "2", url]) {
-            Ok(_) if !url.ends_with("/debug/proxies") => return Ok(()),
-            Ok(body) if registered_ready(&body, "backend-0") => return Ok(()),
+            Ok(body) if done(&body) => return Ok(()),
             Ok(body) => last = body,
             Err(e) => last = e.to_string(),
         }
