@@ -22,6 +22,7 @@ pub mod probe;
 pub mod process;
 pub mod shop;
 pub mod skip;
+pub mod stores;
 
 pub use mesh::{Mesh, Sidecar, SidecarSpec};
 /// The shared HTTP GET client, where the suites have always found it.

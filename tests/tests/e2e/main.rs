@@ -17,6 +17,7 @@ mod churn;
 mod controller_restart;
 mod dashboard;
 mod demo_smoke;
+mod demo_stores;
 mod discovery_scope;
 mod examples;
 mod gateway_aggregate;
