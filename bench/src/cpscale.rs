@@ -108,16 +108,13 @@ impl Pool {
     }
 }
 
-/// A client identity from a token for `sa` whose workloads register with
-/// exactly `labels` (the controller admits registrations by the token).
-async fn identity(
-    ctl: &Controller,
-    bins: &Bins,
-    sa: &str,
-    labels: &[&str],
-) -> Result<Identity, SetupError> {
-    let token = ctl.token_with_labels(bins, sa, labels)?;
-    let cert = ctl.certify(ctl.channel(None).await?, &token).await?;
+/// A client identity from `token` (made by `mycelctl token create` for a
+/// service account, with the labels its workloads must register with).
+/// Every token is made before the first is used: the controller reads new
+/// tokens when one it does not know is presented, at most once a second,
+/// so making and using them in turn costs a second each.
+async fn identity(ctl: &Controller, token: &str) -> Result<Identity, SetupError> {
+    let cert = ctl.certify(ctl.channel(None).await?, token).await?;
     Ok(Identity::from_pem(
         pem_chain(&cert.chain),
         pem_block("PRIVATE KEY", &cert.key_pkcs8),
@@ -250,16 +247,20 @@ pub async fn run(bins: &Bins, plan: CpPlan) -> Result<CpReport, SetupError> {
     report.controller_idle_rss_kb = sample(pid, ticks).rss_kb;
 
     // One identity per service: an endpoint's labels come from its token.
+    let tokens = (0..plan.services)
+        .map(|i| ctl.token_with_labels(bins, "endpoints", &[&format!("app=svc-{i}")]))
+        .collect::<Result<Vec<String>, SetupError>>()?;
+    let proxies_token = ctl.token_with_labels(bins, "proxies", &[])?;
     let mut eps = Vec::with_capacity(plan.services);
-    for i in 0..plan.services {
+    for token in &tokens {
         eps.push(Pool {
-            identity: identity(&ctl, bins, "endpoints", &[&format!("app=svc-{i}")]).await?,
+            identity: identity(&ctl, token).await?,
             channels: vec![],
             used: 0,
         });
     }
     let mut subs = Pool {
-        identity: identity(&ctl, bins, "proxies", &[]).await?,
+        identity: identity(&ctl, &proxies_token).await?,
         channels: vec![],
         used: 0,
     };

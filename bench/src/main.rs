@@ -61,10 +61,32 @@ struct Cli {
     /// Only these open-loop rates (comma separated) for every protocol.
     #[arg(long, value_delimiter = ',')]
     rates: Vec<u64>,
+    /// The control-plane plan of `cp-scale` instead of the mode's:
+    /// SERVICES,ENDPOINTS_PER_SERVICE,PROXIES (e.g. 1000,10,1000 for
+    /// 10,000 registering streams and 1,000 subscribing proxies).
+    #[arg(long, value_name = "S,E,P", value_parser = parse_cp_size)]
+    cp_size: Option<(usize, usize, usize)>,
     /// Internal: run one load inside a pod (the pod scenario starts the
     /// harness so, in the client pod's namespace) and print the result.
     #[arg(long, hide = true, value_name = "JSON")]
     pod_load: Option<String>,
+}
+
+/// `S,E,P`: three counts, each at least 1.
+fn parse_cp_size(raw: &str) -> Result<(usize, usize, usize), String> {
+    let parts: Vec<usize> = raw
+        .split(',')
+        .map(|p| p.trim().parse::<usize>().ok().filter(|n| *n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            format!("{raw:?}: want three positive counts, SERVICES,ENDPOINTS,PROXIES")
+        })?;
+    match parts[..] {
+        [s, e, p] => Ok((s, e, p)),
+        _ => Err(format!(
+            "{raw:?}: want three counts, SERVICES,ENDPOINTS,PROXIES"
+        )),
+    }
 }
 
 fn timestamp(unix: u64) -> String {
@@ -132,6 +154,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         plan.gateway_latency_duration = Duration::from_millis(ms);
         plan.gateway_throughput_duration = Duration::from_millis(ms);
     }
+    if let Some((services, endpoints, proxies)) = cli.cp_size {
+        plan.cp.services = services;
+        plan.cp.endpoints = endpoints;
+        plan.cp.proxies = proxies;
+    }
     let pod_run = cli.duration_ms.map(Duration::from_millis);
     if !cli.rates.is_empty() {
         for (_, rates) in plan.latency_grid.iter_mut().chain(&mut plan.gateway_grid) {
@@ -193,6 +220,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("mycel-bench: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cp_size;
+
+    #[test]
+    fn cp_size_takes_three_positive_counts() {
+        assert_eq!(parse_cp_size("1000,10,1000"), Ok((1000, 10, 1000)));
+        for bad in ["", "1000,10", "1,2,3,4", "0,10,10", "a,b,c", "-1,2,3"] {
+            let err = parse_cp_size(bad).unwrap_err();
+            assert!(err.contains("SERVICES,ENDPOINTS"), "{bad:?}: {err}");
         }
     }
 }

@@ -58,14 +58,7 @@ fn missing() -> Option<String> {
 #[test]
 fn pods_scenario_measures_every_configuration_and_leaves_no_namespace() {
     if let Some(what) = missing() {
-        if std::env::var("MYCEL_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("MYCEL_REQUIRE_ALL=1 but the pods test cannot run: needs {what}");
-        }
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED pods_scenario_measures_every_configuration_and_leaves_no_namespace: needs {what}"
-        );
+        mycel_test_support::skip::require(&format!("needs {what}"), false);
         return;
     }
     let out = tempfile::tempdir().unwrap();

@@ -90,14 +90,7 @@ fn every_configuration_runs_in_quick_mode() {
             "nginx and haproxy installed (missing: {})",
             missing.join(", ")
         );
-        if std::env::var("MYCEL_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("MYCEL_REQUIRE_ALL=1 but this test cannot run: {what}");
-        }
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED every_configuration_runs_in_quick_mode: {what}"
-        );
+        mycel_test_support::skip::require(&what, false);
         return;
     }
     let out = tempfile::tempdir().unwrap();
@@ -166,14 +159,7 @@ fn mycel_binaries() -> Result<(), String> {
 #[test]
 fn tracing_scenario_counts_what_an_unreachable_collector_loses() {
     if let Err(what) = mycel_binaries() {
-        if std::env::var("MYCEL_REQUIRE_ALL").as_deref() == Ok("1") {
-            panic!("MYCEL_REQUIRE_ALL=1 but this test cannot run: {what}");
-        }
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED tracing_scenario_counts_what_an_unreachable_collector_loses: needs {what}"
-        );
+        mycel_test_support::skip::require(&format!("needs {what}"), false);
         return;
     }
     let out = tempfile::tempdir().unwrap();
@@ -251,14 +237,9 @@ fn tracing_scenario_counts_what_an_unreachable_collector_loses() {
 }
 
 /// Skips (or fails under `MYCEL_REQUIRE_ALL=1`) when `why` is Some.
-fn require(test: &str, why: Option<String>) -> bool {
+fn require(why: Option<String>) -> bool {
     let Some(what) = why else { return true };
-    if std::env::var("MYCEL_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("MYCEL_REQUIRE_ALL=1 but {test} cannot run: needs {what}");
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {what}");
-    false
+    mycel_test_support::skip::require(&format!("needs {what}"), false)
 }
 
 #[test]
@@ -271,7 +252,7 @@ fn gateway_scenario_runs_in_quick_mode() {
         missing.push(what);
     }
     let why = (!missing.is_empty()).then(|| missing.join(" and "));
-    if !require("gateway_scenario_runs_in_quick_mode", why) {
+    if !require(why) {
         return;
     }
     let out = tempfile::tempdir().unwrap();

@@ -172,6 +172,19 @@ fn remove_stale_containers() {
     }
 }
 
+/// How the shop's pods run a container: read-only root, no capabilities,
+/// no privilege escalation, the image's own UID; on the host's network so
+/// the test reaches it on loopback.
+const LOCKED_DOWN_ON_HOST_NETWORK: [&str; 7] = [
+    "--network",
+    "host",
+    "--read-only",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+];
+
 /// A container started detached; removed when dropped, also when the test
 /// panics.
 struct Container {
@@ -442,18 +455,9 @@ async fn proxy_in_a_container_becomes_ready_and_its_idle_memory_is_small() {
     // As the injector runs the sidecar: read-only root, no capabilities, no
     // privilege escalation, the image's own UID. Host network, so the test
     // reaches the admin port on loopback.
+    let config = format!("{}:/etc/mycel:ro", dir.path().display());
     let proxy = Container::start(
-        &[
-            "--network",
-            "host",
-            "--read-only",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            "-v",
-            &format!("{}:/etc/mycel:ro", dir.path().display()),
-        ],
+        &[&LOCKED_DOWN_ON_HOST_NETWORK[..], &["-v", &config]].concat(),
         &image,
         &proxy_args(inbound, outbound, admin),
     );
@@ -735,20 +739,9 @@ fn the_stores_image_serves_postgres_redis_and_nats_as_a_non_root_user() {
     ];
     for (kind, hello, want) in cases {
         let addr = free_loopback_port();
+        let writable = ["--tmpfs", "/data:mode=1777", "--tmpfs", "/tmp:mode=1777"];
         let store = Container::start(
-            &[
-                "--network",
-                "host",
-                "--read-only",
-                "--cap-drop",
-                "ALL",
-                "--security-opt",
-                "no-new-privileges",
-                "--tmpfs",
-                "/data:mode=1777",
-                "--tmpfs",
-                "/tmp:mode=1777",
-            ],
+            &[&LOCKED_DOWN_ON_HOST_NETWORK[..], &writable].concat(),
             &image,
             &[
                 "store".to_string(),
