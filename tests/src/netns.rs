@@ -11,6 +11,7 @@
 
 mod cmd;
 mod pod;
+pub mod stores;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -45,6 +45,7 @@ mod k8s_rotation;
 mod k8s_routes;
 mod logs;
 mod mtls;
+mod netns_demo_stores;
 mod netns_init;
 mod netns_mesh;
 mod netns_peer_auth;
