@@ -165,6 +165,12 @@ impl Node {
         };
         node.add_ns(&ns);
         node.ip(&["link", "add", "br0", "type", "bridge"]);
+        // A MAC of its own: a bridge without one takes the lowest of its
+        // ports', which changes when a pod with a lower veth MAC joins, and
+        // pods that already resolved 198.18.0.1 then send to a MAC the
+        // bridge no longer answers, until their neighbour entry expires
+        // (their controller streams stall for 15-45 s).
+        node.ip(&["link", "set", "br0", "address", "02:00:c6:12:00:01"]);
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "br0"]);
         node.ip(&["link", "set", "br0", "up"]);
         node

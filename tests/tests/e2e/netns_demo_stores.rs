@@ -117,17 +117,6 @@ async fn service_pod(node: &mut Node, service: &str) -> NamedPod {
     NamedPod { pod, _hosts: hosts }
 }
 
-/// Gives the node's bridge an address of its own. Unset, a bridge takes
-/// the lowest of its ports' addresses, so a pod added later with a lower
-/// one changes it; pods that resolved the node (the controller) before keep
-/// sending to the old address, which the bridge no longer takes as its own,
-/// and their discovery stream stalls until their neighbour entry expires
-/// (seen here: a service's readiness never reached the controller in about
-/// one run of ten with eight pods).
-fn pin_bridge_mac(node: &Node) {
-    node.ip(&["link", "set", "br0", "address", "02:00:c6:12:00:01"]);
-}
-
 /// Polls `check` every 100 ms until it gives a value; panics naming
 /// `what` (and what the last attempt said) after `within`.
 async fn eventually<T>(
@@ -245,7 +234,6 @@ async fn an_order_through_transparent_pods_lowers_stock_and_notifies_and_each_st
     }
     let started = Instant::now();
     let mut node = Node::new();
-    pin_bridge_mac(&node);
     node.start_controller(&mesh_yaml()).await;
     let data = node.path("stores");
     std::fs::create_dir_all(&data).unwrap();
