@@ -444,3 +444,17 @@ pub fn tunnels_from(metrics: &str, id: &str) -> u64 {
         &[&format!("peer=\"{id}\""), "code=\"200\""],
     )
 }
+
+/// Tunnel authorization decisions a store's sidecar counted: `decision`
+/// (`allow`, `deny`) by `policy` (`shop/<store>-users`, `no-allow-match`).
+pub fn tcp_decisions(metrics: &str, decision: &str, policy: &str) -> u64 {
+    counter(
+        metrics,
+        "mycel_authz_decisions_total",
+        &[
+            &format!("decision=\"{decision}\""),
+            &format!("policy=\"{policy}\""),
+            "protocol=\"tcp\"",
+        ],
+    )
+}

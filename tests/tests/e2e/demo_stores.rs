@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use mycel_tests::http;
 use mycel_tests::mesh::{spiffe, Mesh, SidecarSpec};
 use mycel_tests::stores::{
-    self, allow_policy, counter, eventually, send, tunnels_from, wait_policy, MeshedService,
-    MeshedStore,
+    self, allow_policy, counter, eventually, send, tcp_decisions, tunnels_from, wait_policy,
+    MeshedService, MeshedStore,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -368,17 +368,7 @@ async fn a_store_refuses_a_workload_that_does_not_own_it() {
     // store's policy, the other refused (403 to its CONNECT), and only one
     // connection reached PostgreSQL.
     let metrics = pg.sidecar.metrics().await;
-    let decisions = |decision: &str, policy: &str| {
-        counter(
-            &metrics,
-            "mycel_authz_decisions_total",
-            &[
-                &format!("decision=\"{decision}\""),
-                &format!("policy=\"{policy}\""),
-                "protocol=\"tcp\"",
-            ],
-        )
-    };
+    let decisions = |decision: &str, policy: &str| tcp_decisions(&metrics, decision, policy);
     assert_eq!(decisions("deny", "no-allow-match"), 1, "{metrics}");
     assert_eq!(
         decisions("allow", "shop/catalog-postgres-users"),

@@ -15,7 +15,7 @@ use mycel_tests::bin;
 use mycel_tests::mesh::spiffe;
 use mycel_tests::netns::stores::{Hosts, StorePod};
 use mycel_tests::netns::{self, Node, Pod, PodSpec};
-use mycel_tests::stores::{self, allow_policy, counter, def, tunnels_from};
+use mycel_tests::stores::{self, allow_policy, counter, def, tcp_decisions, tunnels_from};
 
 /// The shop services of the flow and their VIPs (HTTP, port 80).
 const SERVICES: [(&str, Ipv4Addr); 3] = [
@@ -372,17 +372,7 @@ async fn an_order_through_transparent_pods_lowers_stock_and_notifies_and_each_st
                 store.def.name
             );
         }
-        let decisions = |decision: &str, policy: &str| {
-            counter(
-                &metrics,
-                "mycel_authz_decisions_total",
-                &[
-                    &format!("decision=\"{decision}\""),
-                    &format!("policy=\"{policy}\""),
-                    "protocol=\"tcp\"",
-                ],
-            )
-        };
+        let decisions = |decision: &str, policy: &str| tcp_decisions(&metrics, decision, policy);
         let policy = format!("shop/{}-users", store.def.name);
         assert!(
             decisions("allow", &policy) >= store.def.owners.len() as u64,
