@@ -485,8 +485,8 @@ fn assert_workloads(deployments: &[Deployment]) {
 }
 
 /// The apps' command lines, read by mycel-demo's own flags: each listens
-/// on a port its container opens, and those that call others do so by
-/// Service name and port.
+/// on a port its container opens, shows its fault knobs, and those that
+/// call others do so by Service name and port.
 fn assert_app_command_lines(deployments: &[Deployment]) {
     for d in deployments.iter().filter(|d| name(d) != "gateway") {
         let name = name(d);
@@ -494,6 +494,11 @@ fn assert_app_command_lines(deployments: &[Deployment]) {
         let argv = std::iter::once("mycel-demo".to_string()).chain(c.args.clone().unwrap());
         let cli = mycel_demo::config::Cli::try_parse_from(argv)
             .unwrap_or_else(|e| panic!("{name}: mycel-demo refuses its args: {e}"));
+        // The fault knobs are written out, off, for users to turn up.
+        let args = c.args.clone().unwrap_or_default();
+        for knob in ["--error-rate=0", "--latency-ms=0"] {
+            assert!(args.iter().any(|a| a == knob), "{name}: no {knob}");
+        }
         let config =
             mycel_demo::ServiceConfig::try_from(cli).unwrap_or_else(|e| panic!("{name}: {e}"));
         let opens = |port: u16| {
