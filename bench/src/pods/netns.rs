@@ -180,6 +180,11 @@ impl Node {
         let ns = node.ns.clone();
         node.add_ns(&ns)?;
         node.ip(&["link", "add", "br0", "type", "bridge"])?;
+        // A MAC of its own: a bridge without one takes the lowest of its
+        // ports', which changes when a pod with a lower veth MAC joins; pods
+        // that resolved the node (the controller) before then send to a MAC
+        // the bridge no longer answers until their neighbour entry expires.
+        node.ip(&["link", "set", "br0", "address", "02:00:c6:12:c8:01"])?;
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "br0"])?;
         node.ip(&["link", "set", "br0", "up"])?;
         Ok(node)
