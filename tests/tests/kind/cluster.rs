@@ -236,24 +236,17 @@ pub async fn shop_get(path: &str) -> anyhow::Result<mycel_test_support::http::Re
     mycel_test_support::http::get(gateway(), "shop.local", path).await
 }
 
-/// The shop's Deployments, the gateway included.
-pub const SHOP_DEPLOYMENTS: [&str; 6] = [
-    "frontend",
-    "catalog",
-    "ratings",
-    "reviews-v1",
-    "reviews-v2",
-    "gateway",
-];
-
-/// Restarts every Deployment of the shop and waits for the new pods: how a
-/// test has each proxy ask for a new certificate.
+/// Restarts every workload of the shop, its Deployments (the gateway
+/// included) and its stores' StatefulSets, and waits for the new pods: how
+/// a test has each proxy ask for a new certificate. A pod left out keeps a
+/// certificate of the CA it was given, which after a new CA no controller
+/// accepts (its proxy turns unready).
 pub fn restart_shop() {
-    for d in SHOP_DEPLOYMENTS {
-        kubectl(&["-n", SHOP, "rollout", "restart", &format!("deployment/{d}")]);
+    for kind in ["deployment", "statefulset"] {
+        kubectl(&["-n", SHOP, "rollout", "restart", kind]);
     }
-    for d in SHOP_DEPLOYMENTS {
-        rollout_status(SHOP, d);
+    for kind in ["deployment", "statefulset"] {
+        kubectl(&["-n", SHOP, "rollout", "status", kind, "--timeout=240s"]);
     }
 }
 
