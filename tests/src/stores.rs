@@ -458,3 +458,15 @@ pub fn tcp_decisions(metrics: &str, decision: &str, policy: &str) -> u64 {
         ],
     )
 }
+
+/// The order ids of a `GET /notifications` answer, newest first.
+pub fn order_ids(notifications: &serde_json::Value) -> Vec<String> {
+    notifications["notifications"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|n| n["order_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

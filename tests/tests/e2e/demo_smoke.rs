@@ -251,14 +251,6 @@ async fn orders_need_the_printed_token(gateway: std::net::SocketAddr, log: &str,
     assert!(challenge.contains("insufficient_scope"), "{challenge}");
 }
 
-/// The admin address the banner lists for `who` (a workload or `gateway`).
-fn admin_of(log: &str, who: &str) -> Option<std::net::SocketAddr> {
-    log.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix(who)?;
-        rest.trim().strip_prefix("http://")?.parse().ok()
-    })
-}
-
 /// The stock of `product` as the catalog has it now, read through the
 /// gateway's uncached product view (catalog answers from its database).
 async fn stock_of(gateway: std::net::SocketAddr, product: &str) -> i64 {
@@ -280,11 +272,8 @@ async fn stock_of(gateway: std::net::SocketAddr, product: &str) -> i64 {
 /// and within 2 s lowers the catalog's stock (catalog's PostgreSQL) and
 /// shows as a notification (notifications' Redis) on the page; every store
 /// connection crossed the mesh with its owner's identity.
-async fn orders_flow_through_the_stores_and_the_broker(
-    gateway: std::net::SocketAddr,
-    log: &str,
-    data: &Path,
-) {
+async fn orders_flow_through_the_stores_and_the_broker(banner: &Banner, data: &Path) {
+    let (gateway, log) = (banner.gateway, banner.text.as_str());
     let all_started = !log.contains("not started");
     if !mycel_tests::skip::require(
         "the demo could not start every store (PostgreSQL, Redis, NATS: Debian packages postgresql, redis-server, nats-server)",
@@ -336,7 +325,11 @@ async fn orders_flow_through_the_stores_and_the_broker(
         ("ratings-redis", &["ratings"][..]),
         ("nats", &["orders", "catalog", "notifications"][..]),
     ] {
-        let admin = admin_of(log, store).unwrap_or_else(|| panic!("no admin of {store}:\n{log}"));
+        let admin = banner
+            .proxies
+            .iter()
+            .find_map(|(name, addr)| (name == store).then_some(*addr))
+            .unwrap_or_else(|| panic!("no admin of {store}:\n{log}"));
         let metrics = http::get(admin, "localhost", "/metrics")
             .await
             .unwrap()
@@ -395,7 +388,8 @@ async fn demo_starts_serves_and_stops_cleanly() {
     let base = mycel_tests::ports::free_block(DEMO_SPAN);
     let mut demo = demo::spawn("mycelctl-demo", base, &data, dir.path(), &[]);
 
-    let gateway = Banner::wait(&mut demo).await.gateway;
+    let banner = Banner::wait(&mut demo).await;
+    let gateway = banner.gateway;
 
     let r = http::get(gateway, "localhost", "/api/products")
         .await
@@ -445,7 +439,7 @@ async fn demo_starts_serves_and_stops_cleanly() {
 
     // Orders behind the gateway's JWT policies, with the printed token.
     orders_need_the_printed_token(gateway, &demo.log(), &data).await;
-    orders_flow_through_the_stores_and_the_broker(gateway, &demo.log(), &data).await;
+    orders_flow_through_the_stores_and_the_broker(&banner, &data).await;
 
     // The banner's HTTPS command works as printed: the shop over TLS
     // (HTTP/2 by ALPN) with a certificate from the demo's local CA.
@@ -518,12 +512,7 @@ async fn demo_starts_serves_and_stops_cleanly() {
         .json();
     let proxies = proxies.as_array().cloned().unwrap_or_default();
     // Every workload the banner lists an admin for, and the gateway.
-    let listed = log
-        .lines()
-        .skip_while(|l| !l.starts_with("Proxy admin"))
-        .skip(1)
-        .take_while(|l| l.trim_start().len() < l.len())
-        .count();
+    let listed = banner.proxies.len();
     assert!(listed >= 8, "{log}");
     assert_eq!(proxies.len(), listed, "{proxies:#?}");
     for p in &proxies {

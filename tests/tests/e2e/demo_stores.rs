@@ -147,14 +147,7 @@ async fn notified(via: SocketAddr) -> Result<Vec<String>, String> {
     if r.status != 200 {
         return Err(format!("{}: {}", r.status, r.body));
     }
-    Ok(r.json()["notifications"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter_map(|n| n["order_id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(stores::order_ids(&r.json()))
 }
 
 /// Orders placed while notifications is stopped.

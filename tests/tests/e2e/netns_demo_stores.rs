@@ -212,14 +212,7 @@ fn stock(client: &Pod) -> Result<u64, String> {
 
 fn notified(client: &Pod) -> Result<Vec<String>, String> {
     let v = get_json(client, "http://notifications.shop/notifications")?;
-    Ok(v["notifications"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter_map(|n| n["order_id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(stores::order_ids(&v))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
