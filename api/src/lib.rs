@@ -12,6 +12,8 @@
 pub mod authz;
 #[cfg(feature = "clidoc")]
 pub mod clidoc;
+#[cfg(feature = "demo-tokens")]
+pub mod demo_tokens;
 pub mod exposition;
 pub mod files;
 pub mod headers;

@@ -1,110 +1,30 @@
-//! The demo's token issuer for `/api/orders`: an ES256 signing key kept
-//! in the data dir (so a token printed by one run still works in the
-//! next, as the web CA is kept), the public JWK set the gateway's
+//! The demo's token issuer for `/api/orders`, as files in the data dir:
+//! the ES256 signing key (kept, so a token printed by one run still works
+//! in the next, as the web CA is kept), the public JWK set the gateway's
 //! GatewayPolicy reads, and one token for the user `demo-user`, signed
-//! fresh at every start.
-//!
-//! The key's `kid` is its RFC 7638 thumbprint: a key made again (the file
-//! deleted) gets a new `kid`, and the gateway, meeting a token naming a
-//! `kid` it does not hold, reads the JWKS again.
+//! fresh at every start. The key and the claims are
+//! [`mycel_api::demo_tokens`], shared with the cluster's `mycel-demo issuer`.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
-use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::Serialize;
+use mycel_api::demo_tokens::{Issuer, TOKEN_LIFETIME};
+pub use mycel_api::demo_tokens::{AUDIENCE, ISSUER, SCOPE, SUBJECT};
 
 use super::plan::Paths;
 
-/// `iss` of the demo's tokens, checked by the gateway.
-pub const ISSUER: &str = "https://demo.mycel.local";
-/// `aud` of the demo's tokens, checked by the gateway.
-pub const AUDIENCE: &str = "shop";
-/// `sub` of the token the demo prints: the gateway forwards it to orders
-/// as `x-user-id`.
-pub const SUBJECT: &str = "demo-user";
-/// What the printed token may do: list (`orders:read`) and place
-/// (`orders:write`) orders.
-pub const SCOPE: &str = "orders:read orders:write";
-/// How long the printed token is valid: a day of trying things.
-pub const TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
-
-/// The claims of a demo token.
-#[derive(Debug, Serialize)]
-pub struct Claims<'a> {
-    pub iss: &'a str,
-    pub aud: &'a str,
-    pub sub: &'a str,
-    pub scope: &'a str,
-    pub iat: u64,
-    pub exp: u64,
-}
-
 /// Makes sure the signing key exists (created the first time, 0600),
 /// writes its JWKS and a fresh token for [`SUBJECT`] (0600: it is a
-/// credential) for the next [`TOKEN_LIFETIME_SECS`].
+/// credential) for the next [`TOKEN_LIFETIME`].
 pub fn prepare(paths: &Paths) -> anyhow::Result<()> {
     let dir = paths.jwt_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let pem = signing_key(&paths.jwt_key())?;
-    let key = EncodingKey::from_ec_pem(pem.as_bytes())
-        .with_context(|| format!("{}: not an ES256 (P-256) key", paths.jwt_key().display()))?;
-    let jwk = public_jwk(&key)?;
-    let kid = jwk.common.key_id.clone().context("the JWK has no kid")?;
-    let set =
-        serde_json::to_string_pretty(&JwkSet { keys: vec![jwk] }).context("encoding the JWKS")?;
-    write(&paths.jwks(), &set, 0o644)?;
-    let now = jsonwebtoken::get_current_timestamp();
-    let token = sign(
-        &key,
-        &kid,
-        &Claims {
-            iss: ISSUER,
-            aud: AUDIENCE,
-            sub: SUBJECT,
-            scope: SCOPE,
-            iat: now,
-            exp: now + TOKEN_LIFETIME_SECS,
-        },
-    )?;
+    let issuer = Issuer::load_or_create(&paths.jwt_key())?;
+    write(&paths.jwks(), &issuer.jwks_json(), 0o644)?;
+    let token = issuer.token(SUBJECT, SCOPE, TOKEN_LIFETIME)?;
     write(&paths.demo_token(), &token, 0o600)?;
     Ok(())
-}
-
-/// The PKCS#8 PEM of an earlier run's key, or of a new P-256 key written
-/// for the next runs.
-fn signing_key(path: &Path) -> anyhow::Result<String> {
-    if path.exists() {
-        return std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()));
-    }
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .context("generating the demo's token signing key")?;
-    let pem = pair.serialize_pem();
-    write(path, &pem, 0o600)?;
-    Ok(pem)
-}
-
-/// The public half of `key` as the gateway reads it: `kty: EC`, P-256,
-/// `alg: ES256`, `use: sig`, and the thumbprint as `kid`.
-pub fn public_jwk(key: &EncodingKey) -> anyhow::Result<Jwk> {
-    let mut jwk = Jwk::from_encoding_key(key, Algorithm::ES256)
-        .context("the public key of the demo's signing key")?;
-    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-    let kid = jwk
-        .thumbprint(ThumbprintHash::SHA256)
-        .context("the thumbprint of the demo's signing key")?;
-    jwk.common.key_id = Some(kid);
-    Ok(jwk)
-}
-
-/// `claims` signed with ES256, the header naming `kid`.
-pub fn sign(key: &EncodingKey, kid: &str, claims: &Claims<'_>) -> anyhow::Result<String> {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(kid.to_string());
-    jsonwebtoken::encode(&header, claims, key).context("signing the demo token")
 }
 
 /// Writes `text` to a new file of `mode` and renames it over `path`, so a
@@ -129,7 +49,8 @@ fn write(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{DecodingKey, Validation};
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
     fn mode(p: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
@@ -173,7 +94,7 @@ mod tests {
             claims["iat"].as_u64().unwrap(),
             claims["exp"].as_u64().unwrap(),
         );
-        assert_eq!(exp - iat, TOKEN_LIFETIME_SECS);
+        assert_eq!(exp - iat, TOKEN_LIFETIME.as_secs());
         let set: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(paths.jwks()).unwrap()).unwrap();
         let jwk = &set["keys"][0];
