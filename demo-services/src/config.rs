@@ -95,6 +95,8 @@ pub enum ConfigError {
     },
     #[error("orders publishes events from its outbox table: --nats needs --postgres")]
     NatsWithoutPostgres,
+    #[error("--max-pending-events bounds orders' outbox: only orders with --nats takes it")]
+    PendingWithoutOutbox,
 }
 
 /// `mycel-demo <service> --listen ADDR [...]`.
@@ -154,6 +156,10 @@ pub struct Cli {
     /// notifications consume it. Without it: no events.
     #[arg(long, value_name = "HOST:PORT")]
     pub nats: Option<String>,
+    /// Orders with --nats: stop taking orders (503) while this many events wait in the outbox
+    /// for the broker, so an outage does not pile up without bound [default: 10000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending_events: Option<u32>,
 }
 
 /// `mycel-demo fetch URL [--count N] [--every MS] [--timeout MS]`.
@@ -199,6 +205,17 @@ enum ClientCommand {
     /// (superuser shop, trust authentication, the unix socket in --dir); as root it runs as the
     /// postgres system user. A missing server binary exits 3 naming the Debian package to install.
     Store(crate::store::StoreArgs),
+    /// Serve the shop's token issuer: the public keys at GET /jwks.json over plain HTTP.
+    ///
+    /// The signing key (ES256, P-256) is kept in --key-dir, made there when missing. The gateway's
+    /// GatewayPolicies name http://<this address>/jwks.json as their jwks.url; `mycel-demo token`
+    /// signs tokens with the same key.
+    Issuer(crate::issuer::IssuerArgs),
+    /// Print a token signed with the key of a running `mycel-demo issuer`.
+    ///
+    /// Issuer https://demo.mycel.local, audience shop, as the gateway's GatewayPolicies check. In a
+    /// cluster: kubectl -n shop exec deploy/issuer -- mycel-demo token --key-dir=/var/lib/issuer.
+    Token(crate::issuer::TokenArgs),
 }
 
 /// What one `mycel-demo` process does.
@@ -207,6 +224,8 @@ pub enum Invocation {
     Serve(Cli),
     Fetch(FetchArgs),
     Store(crate::store::StoreArgs),
+    Issuer(crate::issuer::IssuerArgs),
+    Token(crate::issuer::TokenArgs),
 }
 
 /// The whole command line: [`Cli`] with `fetch` beside the service names.
@@ -227,6 +246,8 @@ pub fn parse_args(
         Ok(match ClientCommand::from_arg_matches(&matches)? {
             ClientCommand::Fetch(args) => Invocation::Fetch(args),
             ClientCommand::Store(args) => Invocation::Store(args),
+            ClientCommand::Issuer(args) => Invocation::Issuer(args),
+            ClientCommand::Token(args) => Invocation::Token(args),
         })
     } else {
         Ok(Invocation::Serve(Cli::from_arg_matches(&matches)?))
@@ -255,7 +276,13 @@ pub struct Stores {
     pub postgres_user: String,
     pub redis: Option<Target>,
     pub nats: Option<Target>,
+    /// Orders: events the outbox may hold for the broker before orders
+    /// are refused.
+    pub max_pending_events: u32,
 }
+
+/// `--max-pending-events`' default: about an hour of a busy demo's orders.
+pub const MAX_PENDING_EVENTS: u32 = 10_000;
 
 impl Default for Stores {
     fn default() -> Self {
@@ -264,6 +291,7 @@ impl Default for Stores {
             postgres_user: crate::store::command::POSTGRES_SUPERUSER.to_string(),
             redis: None,
             nats: None,
+            max_pending_events: MAX_PENDING_EVENTS,
         }
     }
 }
@@ -287,6 +315,7 @@ impl Stores {
             postgres_user: cli.postgres_user.clone(),
             redis: parse("redis", &cli.redis)?,
             nats: parse("nats", &cli.nats)?,
+            max_pending_events: cli.max_pending_events.unwrap_or(MAX_PENDING_EVENTS),
         };
         let service = cli.service;
         let (postgres, redis, nats) = match service {
@@ -310,6 +339,11 @@ impl Stores {
         }
         if service == ServiceKind::Orders && stores.nats.is_some() && stores.postgres.is_none() {
             return Err(ConfigError::NatsWithoutPostgres);
+        }
+        if cli.max_pending_events.is_some()
+            && (service != ServiceKind::Orders || stores.nats.is_none())
+        {
+            return Err(ConfigError::PendingWithoutOutbox);
         }
         Ok(stores)
     }

@@ -17,6 +17,10 @@
 //! error rate) and echoes the `x-mycel-peer-id` header its sidecar set, so a
 //! caller can see which identity the mesh proved.
 //!
+//! `mycel-demo issuer` and `mycel-demo token` ([`issuer`]) are the shop's
+//! identity provider in a cluster: the JWKS the gateway checks
+//! `/api/orders` tokens against, and tokens signed with its key.
+//!
 //! `mycel-demo fetch URL` ([`fetch`]) is a small HTTP client, for checking
 //! reachability from inside a pod whose image has no shell or curl.
 //!
@@ -31,6 +35,7 @@ pub mod faults;
 pub mod fetch;
 pub mod frontend;
 pub mod http;
+pub mod issuer;
 pub mod kv;
 pub mod notifications;
 pub mod orders;

@@ -1,5 +1,6 @@
 //! `mycel-demo <frontend|catalog|reviews|ratings|orders|notifications> --listen ADDR [...]`,
-//! `mycel-demo fetch URL [...]`, or `mycel-demo store KIND --dir DIR --listen ADDR`.
+//! `mycel-demo fetch URL [...]`, `mycel-demo store KIND --dir DIR --listen ADDR`,
+//! `mycel-demo issuer --key-dir DIR --listen ADDR` or `mycel-demo token --key-dir DIR`.
 
 use std::process::ExitCode;
 
@@ -34,6 +35,11 @@ async fn run(invocation: Invocation) -> anyhow::Result<()> {
             mycel_demo::run(config).await
         }
         Invocation::Fetch(args) => Ok(mycel_demo::fetch::run(&args).await?),
+        Invocation::Issuer(args) => Ok(mycel_demo::issuer::serve(&args).await?),
+        Invocation::Token(args) => {
+            println!("{}", mycel_demo::issuer::token(&args)?);
+            Ok(())
+        }
         Invocation::Store(args) => {
             // The server's own status (or 3 for a missing binary) is the
             // answer the launcher supervises, so it is passed on as it is.

@@ -1,4 +1,4 @@
-//! The one HTTP/1.1 GET client of the tests: plaintext, on loopback, every
+//! The one HTTP/1.1 client of the tests: plaintext, on loopback, every
 //! call bounded by a timeout so a silent server fails the test instead of
 //! hanging it.
 
@@ -53,6 +53,41 @@ pub async fn request(
         .with_context(|| format!("GET http://{host}{path} via {addr} timed out"))?
 }
 
+/// `method path` with `headers` and `body`, on a new connection.
+pub async fn send(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Reply> {
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/1.1 handshake")?;
+        tokio::spawn(conn);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = send
+            .send_request(req.body(http_body_util::Full::new(Bytes::from(body.to_string())))?)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        reply(resp).await
+    };
+    tokio::time::timeout(TIMEOUT, fut)
+        .await
+        .with_context(|| format!("{method} http://{host}{path} via {addr} timed out"))?
+}
+
 /// GETs every path in turn on one kept-alive connection over `io` (a
 /// connection the test opened itself, e.g. to a captured destination).
 pub async fn get_each<IO>(io: IO, host: &str, paths: &[&str]) -> Result<Vec<Reply>>
@@ -97,6 +132,10 @@ async fn send_get(
         .send_request(req.body(Empty::<Bytes>::new())?)
         .await
         .with_context(|| format!("GET {path}"))?;
+    reply(resp).await
+}
+
+async fn reply(resp: http::Response<hyper::body::Incoming>) -> Result<Reply> {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();

@@ -79,36 +79,10 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, ::http::HeaderMap, String) {
-    use http_body_util::{BodyExt, Full};
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(gateway).await.unwrap();
-        let (mut client, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let mut req = ::http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(bytes::Bytes::from(body.to_string())))
-            .unwrap();
-        let res = client.send_request(req).await.unwrap();
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        (
-            parts.status.as_u16(),
-            parts.headers,
-            String::from_utf8_lossy(&body).into_owned(),
-        )
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
+    let reply = mycel_test_support::http::send(gateway, "localhost", method, path, headers, body)
         .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer within 10 s"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
+    (reply.status, reply.headers, reply.body)
 }
 
 /// `/api/orders` as the banner says: the token file it names admits

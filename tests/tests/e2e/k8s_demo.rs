@@ -488,7 +488,10 @@ fn assert_workloads(deployments: &[Deployment]) {
 /// on a port its container opens, shows its fault knobs, and those that
 /// call others do so by Service name and port.
 fn assert_app_command_lines(deployments: &[Deployment]) {
-    for d in deployments.iter().filter(|d| name(d) != "gateway") {
+    for d in deployments
+        .iter()
+        .filter(|d| !["gateway", "issuer"].contains(&name(d)))
+    {
         let name = name(d);
         let c = &pod_spec(d).containers[0];
         let argv = std::iter::once("mycel-demo".to_string()).chain(c.args.clone().unwrap());
@@ -558,6 +561,58 @@ fn assert_app_command_lines(deployments: &[Deployment]) {
     }
 }
 
+/// The shop's token issuer stands outside the mesh, as an identity
+/// provider would: not injected, serving its keys on the port its Service
+/// targets, keeping its key on a writable volume (the root is read-only),
+/// and named by both orders GatewayPolicies as their `jwks.url`.
+async fn assert_issuer_outside_the_mesh(admin: &Client, pod: &Pod, deployments: &[Deployment]) {
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(names(&Some(spec.containers.clone())), ["issuer"]);
+    assert_eq!(annotation(pod, "mycel.io/injected"), None);
+    assert_eq!(annotation(pod, "mycel.io/inject"), Some("disabled"));
+    let d = deployments.iter().find(|d| name(d) == "issuer").unwrap();
+    let c = &pod_spec(d).containers[0];
+    let argv = std::iter::once("mycel-demo".to_string()).chain(c.args.clone().unwrap());
+    let args = match mycel_demo::config::parse_args(argv) {
+        Ok(mycel_demo::config::Invocation::Issuer(args)) => args,
+        other => panic!("issuer: not `mycel-demo issuer`: {other:?}"),
+    };
+    assert!(
+        c.ports
+            .iter()
+            .flatten()
+            .any(|p| p.container_port == i32::from(args.listen.port())),
+        "issuer: --listen {}",
+        args.listen
+    );
+    let mounted = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| Path::new(&m.mount_path) == args.key_dir && m.read_only != Some(true));
+    assert!(
+        mounted,
+        "issuer: --key-dir {:?} is not a writable volume",
+        args.key_dir
+    );
+
+    let policies = Api::<mycel_crds::GatewayPolicy>::namespaced(admin.clone(), SHOP);
+    for policy in ["orders-auth", "orders-read"] {
+        let jwt = policies.get(policy).await.unwrap().spec.jwt.unwrap();
+        assert_eq!(
+            jwt.jwks.url.as_deref(),
+            Some(format!("http://issuer.{SHOP}.svc.cluster.local/jwks.json").as_str()),
+            "{policy}"
+        );
+        assert_eq!(jwt.issuer, mycel_api::demo_tokens::ISSUER, "{policy}");
+        assert_eq!(
+            jwt.audiences,
+            [mycel_api::demo_tokens::AUDIENCE],
+            "{policy}"
+        );
+    }
+}
+
 /// Each Service selects the Pods of exactly its Deployments, on a port
 /// they open; the gateway's is reachable on every node at 30080.
 async fn assert_services(admin: &Client, deployments: &[Deployment]) {
@@ -572,6 +627,7 @@ async fn assert_services(admin: &Client, deployments: &[Deployment]) {
         ("reviews-v1", 9090, &["reviews-v1"][..]),
         ("reviews-v2", 9090, &["reviews-v2"][..]),
         ("gateway", 80, &["gateway"][..]),
+        ("issuer", 80, &["issuer"][..]),
     ] {
         let spec = services.get(service).await.unwrap().spec.unwrap();
         let selector = spec.selector.unwrap_or_default();
@@ -755,19 +811,20 @@ async fn run_gateway(admin: &Client, mesh: &Mesh, gateway: &Pod, dir: &Path) {
     let get = |path| async move { http::get(admin_addr, "localhost", path).await.unwrap().body };
     let certs = get("/certs").await;
     assert!(certs.contains(&spiffe(SHOP, "gateway")), "{certs}");
-    // The Gateway's HTTPRoute to the frontend, pushed by the controller.
+    // The Gateway's HTTPRoute to the frontend and to orders, pushed by the
+    // controller.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let dump = get("/config_dump").await;
         let routes = serde_json::from_str::<serde_json::Value>(&dump).unwrap_or_default()
             ["snapshot"]["gateway_routes"]["shop-gateway.shop"]
             .to_string();
-        if routes.contains("frontend.shop") {
+        if routes.contains("frontend.shop") && routes.contains("orders.shop") {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the route to the frontend never came: {dump}"
+            "the routes to the frontend and to orders never came: {dump}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -789,6 +846,7 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         "notifications",
         "reviews",
         "gateway",
+        "issuer",
     ] {
         want.insert(("ServiceAccount".into(), sa.into()));
         want.insert(("Service".into(), sa.into()));
@@ -802,8 +860,13 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         "reviews-v1",
         "reviews-v2",
         "gateway",
+        "issuer",
     ] {
         want.insert(("Deployment".into(), d.into()));
+    }
+    // /api/orders behind the issuer's tokens.
+    for policy in ["orders-auth", "orders-read"] {
+        want.insert(("GatewayPolicy".into(), policy.into()));
     }
     // A database per service and the broker: each a StatefulSet behind
     // its own Service and account, open only to its owners.
@@ -869,7 +932,7 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         .await
         .unwrap()
         .items;
-    assert_eq!(deployments.len(), 8);
+    assert_eq!(deployments.len(), 9);
     assert_workloads(&deployments);
     assert_app_command_lines(&deployments);
     assert_services(&admin, &deployments).await;
@@ -895,10 +958,11 @@ async fn demo_manifests_apply_and_the_webhook_meshes_every_shop_pod_but_the_gate
         created.insert(name, pod);
     }
     for (name, pod) in &created {
-        if name != "gateway" {
+        if name != "gateway" && name != "issuer" {
             assert_meshed(pod);
         }
     }
+    assert_issuer_outside_the_mesh(&admin, &created["issuer"], &deployments).await;
     let frontend = &created["frontend"];
     assert_gateway_set_up_like(&created["gateway"], assert_meshed(frontend), frontend);
 

@@ -16,6 +16,7 @@ mod cert_inspect;
 mod churn;
 mod controller_restart;
 mod dashboard;
+mod demo_issuer;
 mod demo_smoke;
 mod demo_stores;
 mod discovery_scope;
