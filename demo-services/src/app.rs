@@ -133,7 +133,11 @@ async fn serve_service(
                         }
                         None => None,
                     };
-                    let db = crate::orders::db::OrdersDb::new(pg::Shared::new(connector), wake);
+                    let db = crate::orders::db::OrdersDb::new(
+                        pg::Shared::new(connector),
+                        wake,
+                        stores.max_pending_events,
+                    );
                     Orders::with_db(faults, db)
                 }
             };

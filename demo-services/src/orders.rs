@@ -24,7 +24,10 @@
 //! event: the order and its outbox row are written by one statement, and
 //! [`outbox`] publishes the row afterwards, so an order is never taken
 //! without its event, nor an event sent for an order not taken, and a
-//! broker that is down only delays the events.
+//! broker that is down only delays the events. A row is deleted once the
+//! broker has stored its event; while `--max-pending-events` rows wait
+//! (the broker down for long), orders answer 503 with `Retry-After`
+//! rather than pile up events without bound.
 
 pub mod db;
 pub mod outbox;
@@ -240,7 +243,7 @@ impl Store {
 
 /// Schema of the orders database.
 pub const MIGRATIONS: &[crate::pg::migrate::Migration] =
-    crate::migrations!("orders": "0001_orders.sql");
+    crate::migrations!("orders": "0001_orders.sql", "0002_outbox_holds_only_pending.sql");
 
 enum Backend {
     Memory(Mutex<Store>),
@@ -282,7 +285,7 @@ impl Orders {
         new: NewOrder,
         user: String,
         caller: Option<String>,
-    ) -> Result<Order, crate::pg::DbError> {
+    ) -> Result<Order, db::PlaceError> {
         match &self.backend {
             Backend::Postgres(db) => db.place(new, user, caller).await,
             Backend::Memory(store) => Ok(lock(store).place(new, user, caller)),
@@ -346,7 +349,16 @@ impl Orders {
                 };
                 let order = match self.place(new, user, caller.clone()).await {
                     Ok(order) => order,
-                    Err(e) => return unavailable(&e, caller),
+                    Err(db::PlaceError::Db(e)) => return unavailable(&e, caller),
+                    Err(e @ db::PlaceError::Backlog(_)) => {
+                        let mut res =
+                            json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), caller);
+                        // The publisher retries the broker every few
+                        // seconds; a client may try again after that.
+                        res.headers_mut()
+                            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                        return res;
+                    }
                 };
                 tracing::info!(
                     id = order.id,

@@ -449,6 +449,105 @@ async fn orders_are_taken_while_the_broker_is_down_and_their_events_follow() {
     assert_eq!(list["orders"].as_array().map(Vec::len), Some(4), "{list}");
 }
 
+/// Rows in orders' outbox: the events that wait for the broker.
+async fn outbox_rows(pg: &Store) -> i64 {
+    let config = format!(
+        "host={} port={} user={} dbname=orders",
+        pg.addr.ip(),
+        pg.addr.port(),
+        mycel_demo::store::command::POSTGRES_SUPERUSER
+    );
+    let (client, conn) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Attack: a flood of orders while the broker is down. The outbox takes
+/// at most --max-pending-events rows; past that an order is refused with a
+/// 503 naming the broker and nothing is written. Once the broker is back
+/// every order taken gets its event, the outbox is emptied (a row goes once
+/// its event is stored) and orders are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_flood_while_the_broker_is_down_stops_at_the_outbox_bound() {
+    if !have(&["postgres", "nats"]) {
+        return;
+    }
+    const BOUND: u32 = 5;
+    let root = temp_root();
+    let pg = Store::start("postgres", root.path()).await;
+    let mut nats = Store::start("nats", root.path()).await;
+    let catalog = service(ServiceKind::Catalog, pg_stores(&pg, Some(&nats))).await;
+    let mut bounded = pg_stores(&pg, Some(&nats));
+    bounded.max_pending_events = BOUND;
+    let orders = service(ServiceKind::Orders, bounded).await;
+    eventually("the catalog", RECOVERY, || stock(catalog.addr, "p5")).await;
+    order(orders.addr, "p5", 1).await;
+    // p5 starts with 25 in stock.
+    let before = 24;
+    eventually(
+        "the first event, and its outbox row gone",
+        EFFECT,
+        || async {
+            let applied = stock(catalog.addr, "p5").await == Some(before);
+            (applied && outbox_rows(&pg).await == 0).then_some(())
+        },
+    )
+    .await;
+
+    nats.stop();
+    let (mut taken, mut refused) = (0, 0);
+    for _ in 0..3 * BOUND {
+        let (status, body) = call(
+            orders.addr,
+            "POST",
+            "/orders",
+            r#"{"product":"p5","quantity":1}"#,
+        )
+        .await;
+        match status {
+            201 => taken += 1,
+            503 => {
+                refused += 1;
+                let error = body["error"].as_str().unwrap_or_default();
+                assert!(error.contains("wait for the event broker"), "{body}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(
+        (taken, refused),
+        (BOUND, 2 * BOUND),
+        "orders taken and refused"
+    );
+    assert_eq!(outbox_rows(&pg).await, i64::from(BOUND));
+    let (status, list) = call(orders.addr, "GET", "/orders", "").await;
+    assert_eq!(status, 200, "listing still works: {list}");
+    assert_eq!(
+        list["orders"].as_array().map(Vec::len),
+        Some(1 + BOUND as usize),
+        "no refused order was written: {list}"
+    );
+
+    nats.restart().await;
+    eventually(
+        "every taken order's event, and an empty outbox",
+        RECOVERY,
+        || async {
+            let drained = outbox_rows(&pg).await == 0;
+            let stock = stock(catalog.addr, "p5").await?;
+            (drained && stock == before - u64::from(BOUND)).then_some(())
+        },
+    )
+    .await;
+    order(orders.addr, "p5", 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ratings_read_redis_and_say_when_it_is_down() {
     if !have(&["redis"]) {

@@ -17,11 +17,28 @@ pub struct OrdersDb {
     /// Set when events are on: each order also gets an outbox row, and the
     /// publisher is woken.
     outbox: Option<Arc<Notify>>,
+    /// Orders are refused while this many outbox rows wait for the broker.
+    max_pending: i64,
+}
+
+/// Why an order was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("orders' database is unavailable: {0}")]
+    Db(#[from] DbError),
+    #[error(
+        "{0} orders' events wait for the event broker; no more orders are taken until it is back"
+    )]
+    Backlog(i64),
 }
 
 impl OrdersDb {
-    pub fn new(db: pg::Shared, outbox: Option<Arc<Notify>>) -> Self {
-        OrdersDb { db, outbox }
+    pub fn new(db: pg::Shared, outbox: Option<Arc<Notify>>, max_pending: u32) -> Self {
+        OrdersDb {
+            db,
+            outbox,
+            max_pending: i64::from(max_pending),
+        }
     }
 
     pub async fn place(
@@ -29,29 +46,48 @@ impl OrdersDb {
         new: NewOrder,
         user: String,
         caller: Option<String>,
-    ) -> Result<Order, DbError> {
+    ) -> Result<Order, PlaceError> {
         // parse_order checked 1..=MAX_QUANTITY.
         let quantity = i32::try_from(new.quantity).unwrap_or(0);
         // One statement: the order and its outbox row are written together
-        // or not at all.
+        // or not at all, and not at all while the outbox is full (sent rows
+        // are deleted, so it holds only what waits for the broker). Orders
+        // placed at the same moment may each see room for one: the bound
+        // is exceeded by at most the orders in flight.
         let sql = if self.outbox.is_some() {
-            "WITH o AS (INSERT INTO orders (product, quantity, user_id, caller) \
-                        VALUES ($1, $2, $3, $4) RETURNING seq), \
+            "WITH room AS (SELECT count(*) AS pending FROM outbox WHERE sent_at IS NULL), \
+                  o AS (INSERT INTO orders (product, quantity, user_id, caller) \
+                        SELECT $1, $2, $3, $4 FROM room WHERE pending < $5 RETURNING seq), \
                   x AS (INSERT INTO outbox (order_seq) SELECT seq FROM o) \
-             SELECT seq FROM o"
+             SELECT (SELECT seq FROM o), pending FROM room"
         } else {
             "INSERT INTO orders (product, quantity, user_id, caller) \
              VALUES ($1, $2, $3, $4) RETURNING seq"
         };
-        let (product, user_id, who) = (new.product.clone(), user.clone(), caller.clone());
+        let (product, user_id, who, limit) = (
+            new.product.clone(),
+            user.clone(),
+            caller.clone(),
+            self.max_pending,
+        );
+        let events = self.outbox.is_some();
         let row = self
             .db
             .run(|c| async move {
-                c.query_one(sql, &[&product, &quantity, &user_id, &who])
-                    .await
+                if events {
+                    c.query_one(sql, &[&product, &quantity, &user_id, &who, &limit])
+                        .await
+                } else {
+                    c.query_one(sql, &[&product, &quantity, &user_id, &who])
+                        .await
+                }
             })
             .await?;
-        let seq: i64 = row.try_get(0)?;
+        let seq: Option<i64> = row.try_get(0).map_err(DbError::from)?;
+        let Some(seq) = seq else {
+            let pending: i64 = row.try_get(1).map_err(DbError::from)?;
+            return Err(PlaceError::Backlog(pending));
+        };
         if let Some(wake) = &self.outbox {
             wake.notify_one();
         }

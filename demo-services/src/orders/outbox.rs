@@ -1,10 +1,11 @@
 //! The outbox publisher: sends each pending outbox row as an `OrderPlaced`
 //! event, waits for JetStream to acknowledge it as stored, and only then
-//! marks the row sent. Woken by every new order, and every [`POLL`] in any
+//! deletes the row (the order itself stays; the outbox holds only what
+//! still waits, which bounds it). Woken by every new order, and every [`POLL`] in any
 //! case (an order placed by another replica, a wake-up lost to a restart).
 //!
 //! Rows are taken `FOR UPDATE SKIP LOCKED`, so replicas share the work
-//! rather than send the same rows; a row sent but not marked (a crash, a
+//! rather than send the same rows; a row sent but not deleted (a crash, a
 //! lost ack) is sent again, which the stream's duplicate window
 //! (`Nats-Msg-Id`) and the consumers' order-id records absorb.
 
@@ -94,10 +95,10 @@ async fn publish_pending(
             failure = Some(e);
             break;
         }
-        pg::timed(tx.execute("UPDATE outbox SET sent_at = now() WHERE id = $1", &[&id])).await?;
+        pg::timed(tx.execute("DELETE FROM outbox WHERE id = $1", &[&id])).await?;
         sent += 1;
     }
-    // What was sent is marked even when a later row failed.
+    // What was sent is deleted even when a later row failed.
     pg::timed(tx.commit()).await?;
     match failure {
         Some(e) => Err(e),
