@@ -19,3 +19,17 @@ pub mod run;
 pub mod schedule;
 pub mod setup;
 pub mod stats;
+
+/// Extra flags for every `mycel-proxy` the harness starts (whitespace
+/// separated), e.g. `--worker-threads 2`: how a proxy setting is measured
+/// against the default with one build. Each report names them.
+pub const PROXY_ARGS_ENV: &str = "MYCEL_BENCH_PROXY_ARGS";
+
+/// The flags of [`PROXY_ARGS_ENV`], none when it is unset.
+pub fn extra_proxy_args() -> Vec<String> {
+    std::env::var(PROXY_ARGS_ENV)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}

@@ -24,6 +24,10 @@ pub struct Machine {
     pub load_avg_at_start: String,
     pub nginx: String,
     pub haproxy: String,
+    /// Flags given to every mycel-proxy on top of the harness's own
+    /// (`MYCEL_BENCH_PROXY_ARGS`).
+    #[serde(default)]
+    pub proxy_args: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -260,6 +264,14 @@ pub fn markdown(r: &Report) -> String {
         "Run: scenario `{}`, mode `{}`, {:.0} s. Machine: {} CPUs ({}), {} MB RAM, kernel {}, load average at start {}.\n",
         r.scenario, r.mode, r.wall_seconds, m.cpus, m.cpu_model, m.mem_total_mb, m.kernel, m.load_avg_at_start
     );
+    if !m.proxy_args.is_empty() {
+        let _ = writeln!(
+            s,
+            "Every mycel-proxy also had `{}` ({}).\n",
+            m.proxy_args.join(" "),
+            crate::PROXY_ARGS_ENV
+        );
+    }
     s.push_str(&pods::markdown(r));
     s.push_str(&pods::loopback_markdown(r));
     if !r.trace_export.is_empty() {

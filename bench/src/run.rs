@@ -402,6 +402,7 @@ pub(crate) fn machine() -> crate::report::Machine {
             .to_string(),
         nginx: version("nginx", "-v"),
         haproxy: version("haproxy", "-v"),
+        proxy_args: crate::extra_proxy_args(),
     }
 }
 

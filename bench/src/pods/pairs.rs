@@ -344,6 +344,7 @@ async fn sidecar(
         proxy,
     ];
     full.extend(args.into_vec());
+    full.extend(crate::extra_proxy_args());
     let refs: Vec<&str> = full.iter().map(String::as_str).collect();
     let setpriv = which("setpriv").unwrap_or_else(|| "setpriv".into());
     let mut child = spawn_in(

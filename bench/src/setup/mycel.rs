@@ -360,6 +360,7 @@ pub(super) fn proxy_args(ctl: &Controller, p: ProxyArgs<'_>) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     a.extend(p.extra);
+    a.extend(crate::extra_proxy_args());
     a
 }
 
