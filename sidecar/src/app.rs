@@ -335,6 +335,9 @@ pub async fn run<F: Future<Output = ()>>(
         tasks.spawn(admin::serve(l, state, server.clone()));
     }
     eprintln!("{ready}");
+    tasks.spawn(crate::core::trim::release_freed_memory(
+        config.memory_release_interval,
+    ));
 
     tasks.spawn(serve_data_path(
         config.clone(),

@@ -74,6 +74,7 @@ pub mod names {
     pub const WORKER_THREADS: &str = "worker-threads";
     pub const MAX_SUBSCRIPTIONS: &str = "max-subscriptions";
     pub const SUBSCRIPTION_IDLE: &str = "subscription-idle";
+    pub const MEMORY_RELEASE_INTERVAL: &str = "memory-release-interval";
     pub const CAPTURE_ALL_PORTS: &str = "capture-all-ports";
     pub const MAX_CONNECTIONS: &str = "max-connections";
     pub const MAX_HEADER_BYTES: &str = "max-header-bytes";
@@ -318,6 +319,8 @@ pub struct Config {
     /// Cap and idle expiry of on-demand discovery subscriptions.
     pub subscriptions: SubscriptionLimits,
     pub limits: Limits,
+    /// How often heap memory freed since is given back to the system.
+    pub memory_release_interval: Duration,
     /// App probes served under `/app-health/` (from `MYCEL_APP_PROBES`);
     /// only their paths are shown, since headers may hold credentials.
     #[serde(serialize_with = "probe_paths")]
@@ -687,6 +690,7 @@ fn build(a: Args, env: &dyn Env) -> Result<Config, ConfigError> {
             app_pool_idle_timeout: a.app_pool_idle_timeout,
             shutdown_grace: a.shutdown_grace,
         },
+        memory_release_interval: a.memory_release_interval,
         app_probes,
     })
 }

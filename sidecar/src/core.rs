@@ -34,3 +34,4 @@ pub mod prefixed;
 pub mod serve;
 pub mod server_cert;
 pub mod tls;
+pub mod trim;

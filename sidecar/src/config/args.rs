@@ -225,6 +225,11 @@ pub(super) struct Args {
     #[arg(long = SUBSCRIPTION_IDLE, value_name = "DURATION", default_value = "10m",
           value_parser = parse::ttl, help_heading = heading::LIMITS)]
     pub subscription_idle: Duration,
+    /// How often heap memory freed since is given back to the system (a burst of connections
+    /// otherwise leaves its memory with the process).
+    #[arg(long = MEMORY_RELEASE_INTERVAL, value_name = "DURATION", default_value = "30s",
+          value_parser = parse::timeout, help_heading = heading::LIMITS)]
+    pub memory_release_interval: Duration,
     /// Connections each listener serves at once; more wait in the backlog.
     #[arg(long = MAX_CONNECTIONS, value_name = "N", default_value = "4096",
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=1_000_000),

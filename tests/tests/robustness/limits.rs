@@ -15,7 +15,7 @@ use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mycel_tests::http::Reply;
 use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT};
-use mycel_tests::probe::{closed_within, rss_kib};
+use mycel_tests::probe::{closed_within, rss_anon_kib, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
@@ -317,6 +317,67 @@ async fn partial_request_flood_does_not_starve_others() {
         .matches("connection limit reached")
         .count();
     assert_eq!(warnings, 1, "the limit is logged once");
+}
+
+/// Attack: a burst of 1,000 kept-alive connections that each make one
+/// request and then close. The memory they took goes back to the system
+/// within `--memory-release-interval`; before it, glibc's allocator kept
+/// about 40 MB of it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_kept_alive_connections_leaves_no_memory_behind() {
+    const BURST: usize = 1000;
+    const MIB: u64 = 1024;
+    let p = pair(&["--memory-release-interval", "1s"]).await;
+    let outbound = p.client.outbound();
+    let pid = p.client.proc.pid().unwrap();
+    assert_eq!(get(outbound, "/", &[]).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = rss_anon_kib(pid);
+
+    let request = b"GET / HTTP/1.1\r\nHost: api.shop\r\n\r\n";
+    let conns = futures::stream::iter(0..BURST)
+        .map(|_| async move {
+            let mut tcp = TcpStream::connect(outbound).await.ok()?;
+            tcp.write_all(request).await.ok()?;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = timeout(Duration::from_secs(10), tcp.read(&mut buf))
+                    .await
+                    .ok()?
+                    .ok()?;
+                if n == 0 {
+                    return None;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.starts_with(b"HTTP/1.1 200").then_some(tcp)
+        })
+        .buffer_unordered(100)
+        .filter_map(|c| async move { c })
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(conns.len(), BURST, "every connection got its answer");
+    let during = rss_anon_kib(pid);
+    // The burst did take memory, or this test could not tell.
+    assert!(
+        during > before + 10 * MIB,
+        "the burst took {} KiB",
+        during.saturating_sub(before)
+    );
+    drop(conns);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut after = rss_anon_kib(pid);
+    while after > before + 8 * MIB && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = rss_anon_kib(pid);
+    }
+    assert!(
+        after <= before + 8 * MIB,
+        "anonymous memory {before} KiB before the burst, {during} KiB during, still {after} KiB 15 s after it closed"
+    );
+    assert_eq!(get(outbound, "/", &[]).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
