@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use nix::sys::signal::Signal;
 
 use crate::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT};
@@ -345,47 +344,6 @@ impl MeshedService {
             app.terminate(Duration::from_secs(10)).await;
         }
     }
-}
-
-/// One HTTP/1.1 exchange on a new connection, bounded by
-/// [`crate::http::TIMEOUT`].
-pub async fn send(
-    addr: SocketAddr,
-    host: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> anyhow::Result<crate::http::Reply> {
-    use http_body_util::{BodyExt, Full};
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connect {addr}"))?;
-        let (mut client, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", host);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = client
-            .send_request(req.body(Full::new(bytes::Bytes::from(body.to_string())))?)
-            .await?;
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(crate::http::Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    };
-    tokio::time::timeout(crate::http::TIMEOUT, exchange)
-        .await
-        .with_context(|| format!("{method} http://{host}{path} via {addr} timed out"))?
 }
 
 /// Polls `check` every 50 ms until it gives a value; panics naming `what`

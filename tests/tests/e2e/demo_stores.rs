@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mycel_tests::http;
 use mycel_tests::mesh::{spiffe, Mesh, SidecarSpec};
 use mycel_tests::stores::{
-    self, allow_policy, counter, eventually, send, tcp_decisions, tunnels_from, wait_policy,
+    self, allow_policy, counter, eventually, tcp_decisions, tunnels_from, wait_policy,
     MeshedService, MeshedStore,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,7 +119,7 @@ async fn a_service_whose_database_is_down_answers_503_naming_it_and_recovers_thr
 /// Places one order for `product` as `demo-user` through `via` (a sidecar
 /// of the gateway's identity): its id.
 async fn place_order(via: SocketAddr, product: &str) -> String {
-    let r = send(
+    let r = http::send(
         via,
         "orders",
         "POST",
@@ -203,7 +203,7 @@ async fn no_order_event_is_lost_when_the_consumer_restarts_through_the_mesh() {
     })
     .await;
     eventually("orders' database", RECOVERY, || async {
-        let r = send(
+        let r = http::send(
             via,
             "orders",
             "GET",
