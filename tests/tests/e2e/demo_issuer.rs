@@ -90,6 +90,19 @@ async fn get_orders(gw: SocketAddr, token: &str) -> http::Reply {
     .unwrap()
 }
 
+/// `GET /orders` with `token` until it is admitted or `limit` passed: the
+/// last answer.
+async fn admitted_within(gw: SocketAddr, token: &str, limit: Duration) -> http::Reply {
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = get_orders(gw, token).await;
+        if reply.status == 200 || Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_admits_tokens_of_the_demo_issuer_through_its_jwks_url() {
     let keys = tempfile::tempdir().unwrap();
@@ -115,14 +128,7 @@ async fn a_gateway_admits_tokens_of_the_demo_issuer_through_its_jwks_url() {
     let gw = gw.listen();
 
     let writer = token(keys.path(), &["--subject=alice"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let admitted = loop {
-        let reply = get_orders(gw, &writer).await;
-        if reply.status == 200 || Instant::now() > deadline {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let admitted = admitted_within(gw, &writer, Duration::from_secs(20)).await;
     assert_eq!(admitted.status, 200, "{}", admitted.body);
     let seen = admitted.json();
     assert_eq!(seen["x-user-id"], serde_json::json!(["alice"]), "{seen}");
@@ -142,14 +148,7 @@ async fn a_gateway_admits_tokens_of_the_demo_issuer_through_its_jwks_url() {
     let fresh = tempfile::tempdir().unwrap();
     issuer_proc = issuer(addr, fresh.path(), &mesh.logs()).await;
     let renewed = token(fresh.path(), &["--subject=bob"]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(45);
-    let reply = loop {
-        let reply = get_orders(gw, &renewed).await;
-        if reply.status == 200 || Instant::now() > deadline {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let reply = admitted_within(gw, &renewed, Duration::from_secs(45)).await;
     assert_eq!(reply.status, 200, "{}\n{}", reply.body, issuer_proc.log());
     assert_eq!(reply.json()["x-user-id"], serde_json::json!(["bob"]));
     assert_eq!(get_orders(gw, &writer).await.status, 401);
