@@ -32,7 +32,7 @@ const MAX_CLAIM_LEN: usize = 256;
 /// `mycel-demo issuer --key-dir DIR --listen ADDR`.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct IssuerArgs {
-    /// Where the signing key is kept (made with a new key when missing, 0700/0600).
+    /// Where the signing key is kept (made, 0700, when missing; the key file is 0600).
     #[arg(long, value_name = "DIR")]
     pub key_dir: PathBuf,
     /// The address to serve GET /jwks.json and GET /healthz on.
@@ -84,10 +84,16 @@ fn key_path(dir: &Path) -> PathBuf {
 
 /// Serves the JWKS until SIGTERM or Ctrl-C.
 pub async fn serve(args: &IssuerArgs) -> Result<(), IssuerError> {
-    mycel_api::files::ensure_private_dir(&args.key_dir).map_err(|source| IssuerError::KeyDir {
-        dir: args.key_dir.display().to_string(),
-        source,
-    })?;
+    // A directory that exists (a volume, mounted as root's) keeps its
+    // mode, which this user may not change; the key file is 0600 anyway.
+    if !args.key_dir.is_dir() {
+        mycel_api::files::ensure_private_dir(&args.key_dir).map_err(|source| {
+            IssuerError::KeyDir {
+                dir: args.key_dir.display().to_string(),
+                source,
+            }
+        })?;
+    }
     let issuer = Issuer::load_or_create(&key_path(&args.key_dir))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
