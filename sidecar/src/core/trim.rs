@@ -3,11 +3,11 @@
 //! glibc's allocator keeps what a burst freed: after 1,000 kept-alive
 //! connections had each made a request and closed, a sidecar still held
 //! about 50 MB of anonymous memory it no longer used (docs/benchmarks.md,
-//! "Memory"), since freed chunks in the middle of its heaps are not
-//! returned on their own. `malloc_trim` returns every whole free page. It
-//! costs a walk over the heaps' free lists, well under a millisecond for a
-//! sidecar's, so a timer (`--memory-release-interval`, 30 s) is cheaper
-//! than tracking when a burst ended.
+//! "memory of a sidecar"), since freed chunks in the middle of its heaps
+//! are not returned on their own. `malloc_trim` returns every whole free
+//! page. A timer (`--memory-release-interval`, 30 s) is simpler than
+//! knowing when a burst ended, and costs one walk over the free lists per
+//! interval.
 
 use std::time::Duration;
 
