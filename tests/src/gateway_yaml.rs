@@ -4,10 +4,25 @@
 //! routes, matches and policies. Every function returns whole lines, so a
 //! test concatenates them in the order the documents read.
 
-use crate::mesh::GATEWAY_PORT;
+use crate::mesh::{APP_PORT, GATEWAY_PORT};
 
 /// The Gateway every suite names (`SidecarSpec::gateway("shop-gateway")`).
 pub const GATEWAY: &str = "shop-gateway";
+
+/// Service `echo` (port 80 → the app port), selecting `app: echo`: the
+/// backend the gateway suites route to.
+pub fn echo_service() -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: shop}}
+spec:
+  selector: {{app: echo}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+"
+    )
+}
 
 /// A listener `name`: plain HTTP on `GATEWAY_PORT`, only for `hostname` if given.
 pub fn http_listener(name: &str, hostname: Option<&str>) -> String {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mycel_api::demo_tokens::{AUDIENCE, ISSUER};
 use mycel_tests::echo::http_headers_echo;
-use mycel_tests::gateway_yaml::{gateway, http_listener, path_prefix, route, rule};
+use mycel_tests::gateway_yaml::{echo_service, gateway, http_listener, path_prefix, route, rule};
 use mycel_tests::mesh::{next_ip, Mesh, SidecarSpec, APP_PORT};
 use mycel_tests::{bin, http, Proc};
 
@@ -27,13 +27,7 @@ fn mesh_yaml(jwks_url: &str) -> String {
     ]
     .concat();
     format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: shop}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
-{routes}---
+        r#"{echo_svc}{routes}---
 apiVersion: mycel.io/v1alpha1
 kind: GatewayPolicy
 metadata: {{name: orders-auth, namespace: shop}}
@@ -46,7 +40,8 @@ spec:
     requiredClaims: [{{name: scope, value: "orders:write"}}]
     forwardClaims: [{{claim: sub, header: x-user-id}}]
     forwardToken: false
-"#
+"#,
+        echo_svc = echo_service(),
     )
 }
 

@@ -24,8 +24,8 @@ use mycel_test_support::ca::{Leaf, TestCa};
 use mycel_test_support::tls::AcceptAnyServer;
 use mycel_tests::echo::http_headers_echo;
 use mycel_tests::gateway_yaml::{
-    gateway_for_account, http_listener, https_listener, path_prefix, route, rule, tls_secret,
-    tls_secret_data, GATEWAY,
+    echo_service, gateway_for_account, http_listener, https_listener, path_prefix, route, rule,
+    tls_secret, tls_secret_data, GATEWAY,
 };
 use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT};
 use mycel_tests::{http, skip};
@@ -84,15 +84,7 @@ impl Pki {
 fn mesh_yaml(api_chain: &str, api_key: &str, www: &Leaf, account: &str) -> String {
     let echo = || rule(&path_prefix("/"), None, Some(("echo", 80)));
     [
-        format!(
-            "apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: shop}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
-"
-        ),
+        echo_service(),
         tls_secret("api-cert", api_chain, api_key),
         tls_secret_data("www-cert", &www.chain_pem, &www.key_pem),
         gateway_for_account(

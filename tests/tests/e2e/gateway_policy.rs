@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use mycel_tests::echo::http_headers_echo;
-use mycel_tests::gateway_yaml::{gateway, http_listener, path_prefix, route, rule};
+use mycel_tests::gateway_yaml::{echo_service, gateway, http_listener, path_prefix, route, rule};
 use mycel_tests::mesh::{Mesh, Sidecar, SidecarSpec, APP_PORT};
 use mycel_tests::skip;
 
@@ -133,13 +133,7 @@ fn mesh_yaml(jwks: &Path, limit: u32) -> String {
     ]
     .concat();
     format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: shop}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
-{routes}---
+        r#"{echo_svc}{routes}---
 apiVersion: mycel.io/v1alpha1
 kind: GatewayPolicy
 metadata: {{name: orders-auth, namespace: shop}}
@@ -190,6 +184,7 @@ metadata: {{name: cached, namespace: shop}}
 spec:
   cache: {{}}
 "#,
+        echo_svc = echo_service(),
         jwks = jwks.display(),
     )
 }
