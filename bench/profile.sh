@@ -11,6 +11,8 @@
 # inferno (`cargo install inferno`; found on PATH or in
 # ~/.cache/mycel/tools/inferno/bin). Extra proxy flags to profile a
 # setting go in MYCEL_BENCH_PROXY_ARGS, as for the harness itself.
+# MYCEL_PROFILE_DELAY (seconds, default 5) is the wait between the proxies'
+# start and the recording: short for a scenario whose load is short (bulk).
 set -euo pipefail
 
 usage() { echo "usage: $0 OUT.svg SECONDS -- SCENARIO [mycel-bench args]" >&2; exit 2; }
@@ -41,7 +43,7 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 [ -n "$pids" ] || { echo "no mycel-proxy started" >&2; exit 1; }
-sleep 5
+sleep "${MYCEL_PROFILE_DELAY:-5}"
 echo "profiling mycel-proxy pids $pids for $secs s" >&2
 # perf ends early (non-zero) when the proxies exit first: what it took
 # is still the profile.

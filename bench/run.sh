@@ -9,11 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
+# nginx's stream module is the pods scenario's L4 tunnel (nginx-l4).
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
+    || [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx libnginx-mod-stream haproxy
     else
-        echo "nginx/haproxy missing; install them (apt-get install -y nginx haproxy) or pass --configs direct,mycel" >&2
+        echo "nginx/haproxy missing; install them (apt-get install -y nginx libnginx-mod-stream haproxy) or pass --configs direct,mycel" >&2
     fi
 fi
 

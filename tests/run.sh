@@ -15,6 +15,8 @@ netns_tools="iptables-save ip setpriv curl tcpdump redis-server redis-cli psql p
 missing=""
 for t in $netns_tools; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
 if [ -z "$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ]; then missing="$missing initdb"; fi
+# The bench's L4 tunnel (nginx-l4) is nginx's stream module.
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing="$missing libnginx-mod-stream"
 # The gateway's client tests speak to it with Python httpx (HTTP/2) and grpcio,
 # Debian's packages for Debian's python3.
 if ! /usr/bin/python3 -c "import httpx, h2, grpc" >/dev/null 2>&1; then missing="$missing python3-httpx/h2/grpcio"; fi
@@ -23,7 +25,7 @@ if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       iptables iproute2 util-linux curl tcpdump redis-server redis-tools \
       postgresql postgresql-client python3 python3-httpx python3-h2 python3-grpcio \
-      nginx haproxy prometheus chromium nats-server >/dev/null; }; then
+      nginx libnginx-mod-stream haproxy prometheus chromium nats-server >/dev/null; }; then
     echo "warning: apt-get install failed; the netns suites will report what is missing" >&2
   fi
 fi

@@ -7,8 +7,9 @@
 //! 100,000 requests.
 //!
 //! Needs root, `ip`, `iptables`, `setpriv`, `curl` and nginx; without them
-//! it prints why and measures nothing. HAProxy or the Mycel binaries
-//! missing skip only their configuration.
+//! it prints why and measures nothing. HAProxy, nginx's stream module (the
+//! `nginx-l4` tunnel) or the Mycel binaries missing skip only their
+//! configuration.
 
 pub mod confs;
 pub mod netns;
@@ -144,6 +145,16 @@ async fn measure(
             skip(
                 pods,
                 "haproxy: not installed (apt-get install -y haproxy)".into(),
+            );
+            continue;
+        }
+        if name == "nginx-l4" && !std::path::Path::new(confs::NGINX_STREAM_MODULE).exists() {
+            skip(
+                pods,
+                format!(
+                    "nginx-l4: nginx's stream module ({}) is not installed (apt-get install -y libnginx-mod-stream)",
+                    confs::NGINX_STREAM_MODULE
+                ),
             );
             continue;
         }

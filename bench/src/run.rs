@@ -216,8 +216,8 @@ pub enum Scenario {
     Bulk,
     /// Two pods (network namespaces) per configuration, the Mycel sidecars
     /// on the transparent path (`mycel-proxy init` iptables capture)
-    /// against direct and nginx and HAProxy pairs; needs root (not part
-    /// of `all`).
+    /// against direct, nginx and HAProxy pairs and an nginx L4 mTLS tunnel;
+    /// needs root (not part of `all`).
     Pods,
 }
 
@@ -644,7 +644,7 @@ async fn data_path(
         conns::close(plan, &setups, &mut usage, report).await;
     }
     if scenario.has(Scenario::Bulk) {
-        conns::bulk(plan, &setups, report).await;
+        conns::bulk(plan, &setups, &usage, report).await;
     }
     if scenario.has(Scenario::Tcp) {
         for s in &setups {

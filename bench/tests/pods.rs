@@ -4,9 +4,9 @@
 //! started in its pods, measured in every shape without an error, and
 //! that no namespace of the run is left. Asserts nothing about speed.
 //!
-//! Needs root, `ip`, `iptables`, `setpriv`, `curl`, nginx, HAProxy and the
-//! Mycel binaries; skips saying what is missing, or fails under
-//! `MYCEL_REQUIRE_ALL=1`.
+//! Needs root, `ip`, `iptables`, `setpriv`, `curl`, nginx with its stream
+//! module, HAProxy and the Mycel binaries; skips saying what is missing, or
+//! fails under `MYCEL_REQUIRE_ALL=1`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -40,6 +40,12 @@ fn missing() -> Option<String> {
         if !on_path(p) {
             missing.push(format!("{p} installed"));
         }
+    }
+    let stream = mycel_bench::pods::confs::NGINX_STREAM_MODULE;
+    if !Path::new(stream).exists() {
+        missing.push(format!(
+            "nginx's stream module {stream} (libnginx-mod-stream)"
+        ));
     }
     let dir = Path::new(env!("CARGO_BIN_EXE_mycel-bench"))
         .parent()
@@ -99,7 +105,7 @@ fn pods_scenario_measures_every_configuration_and_leaves_no_namespace() {
         "{}",
         pods["skipped"]
     );
-    let configs = ["direct", "mycel", "nginx", "haproxy"];
+    let configs = ["direct", "mycel", "nginx", "haproxy", "nginx-l4"];
     let names: Vec<&str> = report["configs"]
         .as_array()
         .unwrap()
@@ -132,7 +138,7 @@ fn pods_scenario_measures_every_configuration_and_leaves_no_namespace() {
         );
     }
     let resources = pods["resources"].as_array().unwrap();
-    for c in ["mycel", "nginx", "haproxy"] {
+    for c in ["mycel", "nginx", "haproxy", "nginx-l4"] {
         let rows: Vec<_> = resources.iter().filter(|r| r["config"] == c).collect();
         assert_eq!(
             rows.len(),

@@ -64,6 +64,44 @@ pub fn nginx_server(dir: &Path, pki: &Pki, server: Ipv4Addr) -> String {
     )
 }
 
+/// Where Debian's nginx keeps its dynamic stream (L4) module
+/// (`libnginx-mod-stream`).
+pub const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// Lines an L4 nginx starts with: the stream module, then as
+/// [`nginx_head`] but a `stream` block instead of `http`.
+fn nginx_l4_head(dir: &Path, name: &str) -> String {
+    let d = dir.display();
+    format!(
+        "load_module {NGINX_STREAM_MODULE};\ndaemon off;\nmaster_process on;\nworker_processes auto;\npid {d}/{name}.pid;\nerror_log stderr warn;\nevents {{ worker_connections 8192; }}\nstream {{\n"
+    )
+}
+
+/// Client side of an L4 mTLS tunnel (nginx `stream`): each connection from
+/// the client becomes one TLS connection to the server pod, with the client
+/// certificate; bytes are relayed as they are, nothing is parsed.
+pub fn nginx_l4_client(dir: &Path, pki: &Pki, server: Ipv4Addr) -> String {
+    format!(
+        "{}  server {{\n    listen 127.0.0.1:{FRONT_PORT};\n    proxy_pass {server}:{MESH_PORT};\n    proxy_timeout 300s;\n    proxy_ssl on;\n    proxy_ssl_certificate {};\n    proxy_ssl_certificate_key {};\n    proxy_ssl_trusted_certificate {};\n    proxy_ssl_verify on;\n    proxy_ssl_name {SERVER_NAME};\n    proxy_ssl_server_name on;\n    proxy_ssl_session_reuse on;\n    proxy_ssl_protocols TLSv1.3;\n  }}\n}}\n",
+        nginx_l4_head(dir, "client"),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+        pki.ca.display(),
+    )
+}
+
+/// Server side of the L4 tunnel: TLS with a required client certificate
+/// on the pod address, each connection relayed to the app on loopback.
+pub fn nginx_l4_server(dir: &Path, pki: &Pki, server: Ipv4Addr) -> String {
+    format!(
+        "{}  server {{\n    listen {server}:{MESH_PORT} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_client_certificate {};\n    ssl_verify_client on;\n    ssl_protocols TLSv1.3;\n    proxy_pass 127.0.0.1:{APP_PORT};\n    proxy_timeout 300s;\n  }}\n}}\n",
+        nginx_l4_head(dir, "server"),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.ca.display(),
+    )
+}
+
 const HAPROXY_HEAD: &str = "global\n  maxconn 4000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\n  timeout http-keep-alive 300s\n  option http-keep-alive\n  http-reuse always\n";
 
 /// Client-side HAProxy: plaintext on the pod's loopback, HTTP/2 over mTLS
@@ -117,5 +155,21 @@ mod tests {
         let dir = Path::new("/d");
         assert!(nginx_client(dir, &pki, ip).contains("server 198.18.200.5:10443;"));
         assert!(nginx_server(dir, &pki, ip).contains("listen 198.18.200.5:10443 ssl;"));
+        assert!(nginx_l4_client(dir, &pki, ip).contains("proxy_pass 198.18.200.5:10443;"));
+        assert!(nginx_l4_server(dir, &pki, ip).contains("listen 198.18.200.5:10443 ssl;"));
+    }
+
+    #[test]
+    fn the_l4_tunnel_loads_the_stream_module_and_relays_without_http() {
+        let pki = crate::certs::write_pki(tempfile::tempdir().unwrap().path()).unwrap();
+        let ip = Ipv4Addr::new(198, 18, 200, 5);
+        for conf in [
+            nginx_l4_client(Path::new("/d"), &pki, ip),
+            nginx_l4_server(Path::new("/d"), &pki, ip),
+        ] {
+            assert!(conf.starts_with("load_module "), "{conf}");
+            assert!(conf.contains("stream {"), "{conf}");
+            assert!(!conf.contains("http {"), "{conf}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::setup::mycel::Bins;
 use crate::setup::{start_err, which, SetupError, Watched};
 
 /// The configurations, in the order compared.
-pub const CONFIGS: [&str; 4] = ["direct", "mycel", "nginx", "haproxy"];
+pub const CONFIGS: [&str; 5] = ["direct", "mycel", "nginx", "haproxy", "nginx-l4"];
 /// The service's VIP in the mesh config; only the client sidecar's capture
 /// knows it.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 10);
@@ -143,7 +143,7 @@ pub async fn start(ctx: &mut Ctx<'_>, name: &'static str) -> Result<Pair, SetupE
             .notes
             .push("client pod → server pod's nginx, no proxy".into()),
         "mycel" => mycel(ctx, &mut pair).await?,
-        "nginx" | "haproxy" => proxy_pair(ctx, &mut pair)?,
+        "nginx" | "haproxy" | "nginx-l4" => proxy_pair(ctx, &mut pair)?,
         other => {
             return Err(SetupError::Missing(format!(
                 "unknown pod configuration {other:?} ({})",
@@ -158,22 +158,31 @@ pub async fn start(ctx: &mut Ctx<'_>, name: &'static str) -> Result<Pair, SetupE
 /// An nginx or HAProxy in each pod: the client calls its own pod's proxy
 /// on loopback (explicitly: no capture rules), which crosses to the
 /// server pod's proxy over mTLS, which calls the app on loopback.
+/// `nginx-l4` is the same with nginx's `stream` module: an L4 tunnel.
 fn proxy_pair(ctx: &mut Ctx<'_>, pair: &mut Pair) -> Result<(), SetupError> {
-    let tool = pair.name;
-    let dir = ctx.dir.join(tool);
+    let dir = ctx.dir.join(pair.name);
     std::fs::create_dir_all(&dir)?;
     let pki = crate::certs::write_pki(&dir)?;
     let ip = pair.server.ip;
-    let (server_conf, client_conf) = if tool == "nginx" {
-        (
+    let (tool, server_conf, client_conf, note) = match pair.name {
+        "nginx" => (
+            "nginx",
             confs::nginx_server(&dir, &pki, ip),
             confs::nginx_client(&dir, &pki, ip),
-        )
-    } else {
-        (
+            "client → 127.0.0.1 nginx (client pod) → HTTP/1.1 over mTLS, keep-alive pool → nginx (server pod) → app; worker_processes auto",
+        ),
+        "nginx-l4" => (
+            "nginx",
+            confs::nginx_l4_server(&dir, &pki, ip),
+            confs::nginx_l4_client(&dir, &pki, ip),
+            "client → 127.0.0.1 nginx stream (client pod) → the same bytes over mTLS, one TLS connection per client connection → nginx stream (server pod) → app; no HTTP parsing; worker_processes auto",
+        ),
+        _ => (
+            "haproxy",
             confs::haproxy_server(&pki, ip),
             confs::haproxy_client(&pki, ip),
-        )
+            "client → 127.0.0.1 HAProxy (client pod) → HTTP/2 over mTLS → HAProxy (server pod) → app; nbthread 2",
+        ),
     };
     let server = start_configured(&pair.server, tool, "server.conf", server_conf, &dir)?;
     let client = start_configured(&pair.client, tool, "client.conf", client_conf, &dir)?;
@@ -190,11 +199,7 @@ fn proxy_pair(ctx: &mut Ctx<'_>, pair: &mut Pair) -> Result<(), SetupError> {
     pair.children.push(server);
     pair.children.push(client);
     pair.addr = SocketAddr::from(([127, 0, 0, 1], FRONT_PORT));
-    pair.notes.push(if tool == "nginx" {
-        "client → 127.0.0.1 nginx (client pod) → HTTP/1.1 over mTLS, keep-alive pool → nginx (server pod) → app; worker_processes auto".into()
-    } else {
-        "client → 127.0.0.1 HAProxy (client pod) → HTTP/2 over mTLS → HAProxy (server pod) → app; nbthread 2".into()
-    });
+    pair.notes.push(note.into());
     Ok(())
 }
 

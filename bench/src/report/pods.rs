@@ -46,6 +46,12 @@ pub struct BulkRow {
     pub rounds_mb_per_s: Vec<f64>,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// CPU of the configuration's proxies (both sides) during the
+    /// successful downloads, and the bytes those moved: loopback only.
+    #[serde(default)]
+    pub cpu_s: f64,
+    #[serde(default)]
+    pub downloaded: u64,
 }
 
 impl BulkRow {
@@ -58,6 +64,12 @@ impl BulkRow {
             n if n % 2 == 1 => v[n / 2],
             n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         }
+    }
+
+    /// CPU seconds the proxies spent per GB (10⁹ bytes) moved, when
+    /// measured.
+    pub fn cpu_s_per_gb(&self) -> Option<f64> {
+        (self.downloaded > 0).then(|| self.cpu_s / (self.downloaded as f64 / 1e9))
     }
 }
 
@@ -359,12 +371,23 @@ pub fn loopback_markdown(r: &Report) -> String {
                         .map(|v| format!("{v:.0}"))
                         .collect::<Vec<_>>()
                         .join(", "),
+                    b.cpu_s_per_gb()
+                        .filter(|_| b.cpu_s > 0.0)
+                        .map(|c| format!("{c:.2}"))
+                        .unwrap_or_else(|| "-".into()),
                     b.first_error.clone().unwrap_or_default(),
                 ]
             })
             .collect();
         s.push_str(&table(
-            &["config", "body", "MB/s (median)", "rounds", "error"],
+            &[
+                "config",
+                "body",
+                "MB/s (median)",
+                "rounds",
+                "proxies' CPU s per GB",
+                "error",
+            ],
             &rows,
         ));
         s.push('\n');
@@ -429,5 +452,34 @@ mod tests {
             ..BulkRow::default()
         };
         assert_eq!(two.median_mb_per_s(), 400.0);
+    }
+
+    #[test]
+    fn bulk_cpu_is_per_gb_moved_and_shown_only_when_measured() {
+        let measured = BulkRow {
+            config: "mycel".into(),
+            bytes: 1_000_000_000,
+            rounds_mb_per_s: vec![900.0, 1000.0],
+            cpu_s: 3.0,
+            downloaded: 2_000_000_000,
+            ..BulkRow::default()
+        };
+        assert_eq!(measured.cpu_s_per_gb(), Some(1.5));
+        let direct = BulkRow {
+            config: "direct".into(),
+            bytes: 1_000_000_000,
+            rounds_mb_per_s: vec![2000.0],
+            downloaded: 1_000_000_000,
+            ..BulkRow::default()
+        };
+        assert_eq!(BulkRow::default().cpu_s_per_gb(), None);
+        let report = Report {
+            bulk: vec![direct, measured],
+            ..Report::default()
+        };
+        let md = loopback_markdown(&report);
+        assert!(md.contains("proxies' CPU s per GB"), "{md}");
+        assert!(md.contains("| 950 | 900, 1000 | 1.50 |"), "{md}");
+        assert!(md.contains("| 2000 | 2000 | - |"), "{md}");
     }
 }

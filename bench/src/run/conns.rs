@@ -60,7 +60,7 @@ pub(super) async fn close(plan: &Plan, setups: &[Setup], usage: &mut Usage, repo
 
 /// One HTTP/1.1 download of `plan.download_bytes` from the backend's
 /// `/bulk/<n>` through each configuration, per round.
-pub(super) async fn bulk(plan: &Plan, setups: &[Setup], report: &mut Report) {
+pub(super) async fn bulk(plan: &Plan, setups: &[Setup], usage: &Usage, report: &mut Report) {
     let mut rows: Vec<BulkRow> = setups
         .iter()
         .map(|s| BulkRow {
@@ -83,8 +83,17 @@ pub(super) async fn bulk(plan: &Plan, setups: &[Setup], report: &mut Report) {
                 path: format!("/bulk/{}", plan.download_bytes),
                 ..target.clone()
             };
+            let before = usage.snapshot(s);
             match client::download(&target, plan.download_bytes, Duration::from_secs(120)).await {
                 Ok(d) => {
+                    let after = usage.snapshot(s);
+                    let cpu: f64 = after
+                        .iter()
+                        .zip(&before)
+                        .map(|(a, b)| a.cpu_s - b.cpu_s)
+                        .sum();
+                    rows[i].cpu_s += cpu;
+                    rows[i].downloaded += plan.download_bytes;
                     eprintln!(
                         "[bench] bulk   {:8} round {round}: {:.0} MB/s",
                         s.name, d.mb_per_s
