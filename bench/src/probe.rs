@@ -310,6 +310,102 @@ pub async fn tcp_bulk(addr: SocketAddr, bytes: u64) -> Result<BulkResult, ProbeE
     })
 }
 
+/// Connections to a mesh-side port kept open after one request each.
+pub struct HeldConnections {
+    /// Connections that completed the handshake and got an answer.
+    pub answered: u64,
+    /// Open connections (and their tasks), closed when this drops.
+    _senders: Vec<Box<dyn std::any::Any + Send>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for HeldConnections {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Opens `n` mTLS connections to `addr`, one after the other, and sends
+/// one `GET /` on each over the protocol ALPN picked (HTTP/2 or HTTP/1.1),
+/// reading its answer whatever its status; the connections stay open
+/// until the result drops. What a pooled peer costs the accepting side.
+pub async fn held_connections(
+    addr: SocketAddr,
+    config: ClientConfig,
+    server_name: &str,
+    n: usize,
+) -> Result<HeldConnections, ProbeError> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let connector = TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| ProbeError::Io {
+        addr,
+        message: format!("server name {server_name:?}: {e}"),
+    })?;
+    let failed = |message: String| ProbeError::Io { addr, message };
+    let mut held = HeldConnections {
+        answered: 0,
+        _senders: Vec::with_capacity(n),
+        tasks: Vec::with_capacity(n),
+    };
+    let request = || {
+        http::Request::get("/")
+            .header(http::header::HOST, server_name)
+            .body(Empty::<bytes::Bytes>::new())
+    };
+    for _ in 0..n {
+        let one = async {
+            let tcp = TcpStream::connect(addr).await.map_err(io(addr))?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(io(addr))?;
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(tls);
+            let req = request().map_err(|e| failed(e.to_string()))?;
+            if h2 {
+                let (mut sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .map_err(|e| failed(format!("HTTP/2 handshake: {e}")))?;
+                let task = tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let res = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| failed(format!("request: {e}")))?;
+                let _ = res.into_body().collect().await;
+                Ok::<_, ProbeError>((Box::new(sender) as Box<dyn std::any::Any + Send>, task))
+            } else {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| failed(format!("HTTP/1.1 handshake: {e}")))?;
+                let task = tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let res = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| failed(format!("request: {e}")))?;
+                let _ = res.into_body().collect().await;
+                Ok((Box::new(sender) as Box<dyn std::any::Any + Send>, task))
+            }
+        };
+        let (sender, task) = tokio::time::timeout(PROBE_TIMEOUT, one)
+            .await
+            .map_err(|_| failed("timed out opening a held connection".into()))??;
+        held._senders.push(sender);
+        held.tasks.push(task);
+        held.answered += 1;
+    }
+    Ok(held)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

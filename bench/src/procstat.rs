@@ -25,6 +25,8 @@ pub struct Sample {
     pub rss_kb: u64,
     /// Sum of VmHWM (peak RSS), kB.
     pub hwm_kb: u64,
+    /// Sum of RssAnon (heap and stacks, not the shared code), kB.
+    pub anon_kb: u64,
     pub processes: usize,
 }
 
@@ -93,24 +95,30 @@ pub fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
 }
 
 /// CPU ticks (utime + stime) and (VmRSS, VmHWM) in kB of one process.
-fn one(pid: u32) -> Result<(u64, u64, u64), ProcError> {
+fn one(pid: u32) -> Result<(u64, u64, u64, u64), ProcError> {
     let id = i32::try_from(pid).map_err(|_| ProcError::Pid(pid))?;
     let err = |source| ProcError::Process { pid, source };
     let p = Process::new(id).map_err(err)?;
     let stat = p.stat().map_err(err)?;
     // Kernel threads and zombies have no memory lines: counted as 0.
-    let (rss, hwm) = p
+    let (rss, hwm, anon) = p
         .status()
-        .map(|s| (s.vmrss.unwrap_or(0), s.vmhwm.unwrap_or(0)))
-        .unwrap_or((0, 0));
-    Ok((stat.utime + stat.stime, rss, hwm))
+        .map(|s| {
+            (
+                s.vmrss.unwrap_or(0),
+                s.vmhwm.unwrap_or(0),
+                s.rssanon.unwrap_or(0),
+            )
+        })
+        .unwrap_or((0, 0, 0));
+    Ok((stat.utime + stat.stime, rss, hwm, anon))
 }
 
 /// Samples the process tree of `pid`.
 pub fn sample(pid: u32, ticks_per_s: u64) -> Result<Sample, ProcError> {
     let mut s = Sample::default();
     for p in tree(pid) {
-        let (ticks, rss, hwm) = match one(p) {
+        let (ticks, rss, hwm, anon) = match one(p) {
             Ok(v) => v,
             // A worker that exited between the scan and now.
             Err(_) if p != pid => continue,
@@ -119,6 +127,7 @@ pub fn sample(pid: u32, ticks_per_s: u64) -> Result<Sample, ProcError> {
         s.cpu_s += ticks as f64 / ticks_per_s.max(1) as f64;
         s.rss_kb += rss;
         s.hwm_kb += hwm;
+        s.anon_kb += anon;
         s.processes += 1;
     }
     Ok(s)

@@ -107,6 +107,13 @@ pub struct ResourceRow {
 pub struct HandshakeRow {
     pub config: String,
     pub result: HandshakeResult,
+    /// Connections then held open to the same port, one request each.
+    #[serde(default)]
+    pub held: u64,
+    /// What each held connection added to the accepting proxy's anonymous
+    /// memory (RssAnon), kB: a pooled peer's cost on that side.
+    #[serde(default)]
+    pub server_kb_per_held: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -427,11 +434,22 @@ pub fn markdown(r: &Report) -> String {
                         h.result.errors,
                         h.result.handshakes + h.result.errors
                     ),
+                    match h.server_kb_per_held {
+                        Some(kb) => format!("{kb:.1} ({})", h.held),
+                        None => "-".into(),
+                    },
                 ]
             })
             .collect();
         s.push_str(&table(
-            &["config", "handshakes/s", "p50 µs", "p99 µs", "errors"],
+            &[
+                "config",
+                "handshakes/s",
+                "p50 µs",
+                "p99 µs",
+                "errors",
+                "server side kB per held connection (connections)",
+            ],
             &rows,
         ));
         s.push('\n');

@@ -36,6 +36,9 @@ pub struct Plan {
     pub throughput_duration: Duration,
     pub handshake_duration: Duration,
     pub handshake_concurrency: usize,
+    /// Connections the handshake scenario then holds open to measure what
+    /// each costs the accepting side.
+    pub held_connections: usize,
     pub bulk_bytes: u64,
     /// Workers of the `close` scenario, each opening a connection per
     /// request.
@@ -77,6 +80,7 @@ impl Plan {
             throughput_duration: Duration::from_secs(2),
             handshake_duration: Duration::from_secs(1),
             handshake_concurrency: 4,
+            held_connections: 200,
             bulk_bytes: 256 << 20,
             close_concurrency: 8,
             download_bytes: 64_000_000,
@@ -125,6 +129,7 @@ impl Plan {
             throughput_duration: Duration::from_secs(10),
             handshake_duration: Duration::from_secs(5),
             handshake_concurrency: 8,
+            held_connections: 1000,
             bulk_bytes: 2 << 30,
             close_concurrency: 8,
             download_bytes: 1_000_000_000,
@@ -634,9 +639,21 @@ async fn data_path(
                 "[bench] handshake {}: {:.0}/s ({} errors)",
                 s.name, result.per_second, result.errors
             );
+            let (held, server_kb_per_held) =
+                match held_memory(s, h, plan.held_connections, &usage).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        report
+                            .problems
+                            .push(format!("held connections {}: {e}", s.name));
+                        (0, None)
+                    }
+                };
             report.handshakes.push(HandshakeRow {
                 config: s.name.into(),
                 result,
+                held,
+                server_kb_per_held,
             });
         }
     }
@@ -671,6 +688,33 @@ async fn data_path(
 /// setup's check adds one refusal without a token); a request the rate
 /// limit refused means the limit was not set high enough to measure its
 /// cost alone, which the run reports as a problem.
+/// Holds `n` connections to the setup's mesh-side port, one request each,
+/// and returns how many and what each added to the server side's
+/// anonymous memory (kB), read half a second after the last opened.
+async fn held_memory(
+    s: &Setup,
+    h: &crate::setup::HandshakeTarget,
+    n: usize,
+    usage: &Usage,
+) -> Result<(u64, Option<f64>), probe::ProbeError> {
+    let Some(server) = s.watched.iter().find(|w| w.role == "server-side") else {
+        return Ok((0, None));
+    };
+    let before = procstat::sample(server.pid, usage.ticks).unwrap_or_default();
+    let config = probe::client_config(Some(&h.cert), h.alpn.clone())?;
+    let held = probe::held_connections(h.addr, config, &h.server_name, n).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = procstat::sample(server.pid, usage.ticks).unwrap_or_default();
+    let answered = held.answered;
+    drop(held);
+    let grown = after.anon_kb.saturating_sub(before.anon_kb) as f64;
+    eprintln!(
+        "[bench] held {}: {answered} connections, server side +{:.0} kB anonymous",
+        s.name, grown
+    );
+    Ok((answered, (answered > 0).then(|| grown / answered as f64)))
+}
+
 async fn gateway_decisions(setups: &[Setup], usage: &Usage, report: &mut Report) {
     for s in setups.iter().filter(|s| gateway::is_config(s.name)) {
         for (_, admin) in &s.admins {

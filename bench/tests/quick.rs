@@ -127,6 +127,17 @@ fn every_configuration_runs_in_quick_mode() {
         }
     }
     assert!(report["control_plane"]["csr_signed"].as_u64().unwrap() > 0);
+    // Every proxy pair held its quick plan's 200 connections to the
+    // mesh-side port, and the server side's memory per connection was read.
+    let handshakes = report["handshakes"].as_array().unwrap();
+    for c in ["mycel", "nginx", "haproxy"] {
+        let row = handshakes
+            .iter()
+            .find(|h| h["config"] == c)
+            .unwrap_or_else(|| panic!("no handshake row for {c}: {handshakes:?}"));
+        assert_eq!(row["held"], 200, "{row}");
+        assert!(row["server_kb_per_held"].as_f64().unwrap() > 0.0, "{row}");
+    }
     assert!(
         report["problems"].as_array().unwrap().is_empty(),
         "{}",
