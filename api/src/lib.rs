@@ -12,6 +12,7 @@
 pub mod authz;
 #[cfg(feature = "clidoc")]
 pub mod clidoc;
+pub mod codec;
 #[cfg(feature = "demo-tokens")]
 pub mod demo_tokens;
 pub mod exposition;
