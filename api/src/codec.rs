@@ -3,8 +3,8 @@
 //!
 //! tonic gives every stream an 8 KiB decode buffer and an 8 KiB encode
 //! buffer up front. A controller holds one discovery stream per sidecar
-//! and most of them are quiet for hours, so those 16 KiB were half of what
-//! a stream cost it (heap profile of `mycel-bench cp-scale`,
+//! and most of them are quiet for hours, so those 16 KiB were about 40 % of
+//! what a stream cost it (heap profile of `mycel-bench cp-scale`,
 //! docs/benchmarks.md, "controller memory per stream"). Discovery and
 //! identity messages are mostly far smaller; a buffer still grows to the
 //! largest message it meets, so only the idle cost changes.

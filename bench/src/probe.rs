@@ -337,7 +337,7 @@ pub async fn held_connections(
     server_name: &str,
     n: usize,
 ) -> Result<HeldConnections, ProbeError> {
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::Empty;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let connector = TlsConnector::from(Arc::new(config));
@@ -367,34 +367,23 @@ pub async fn held_connections(
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = TokioIo::new(tls);
             let req = request().map_err(|e| failed(e.to_string()))?;
-            if h2 {
+            let held: (Box<dyn std::any::Any + Send>, _) = if h2 {
                 let (mut sender, conn) =
                     hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                         .await
                         .map_err(|e| failed(format!("HTTP/2 handshake: {e}")))?;
-                let task = tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                let res = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| failed(format!("request: {e}")))?;
-                let _ = res.into_body().collect().await;
-                Ok::<_, ProbeError>((Box::new(sender) as Box<dyn std::any::Any + Send>, task))
+                let task = keep(conn);
+                read_answer(sender.send_request(req).await, &failed).await?;
+                (Box::new(sender), task)
             } else {
                 let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
                     .await
                     .map_err(|e| failed(format!("HTTP/1.1 handshake: {e}")))?;
-                let task = tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                let res = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| failed(format!("request: {e}")))?;
-                let _ = res.into_body().collect().await;
-                Ok((Box::new(sender) as Box<dyn std::any::Any + Send>, task))
-            }
+                let task = keep(conn);
+                read_answer(sender.send_request(req).await, &failed).await?;
+                (Box::new(sender), task)
+            };
+            Ok::<_, ProbeError>(held)
         };
         let (sender, task) = tokio::time::timeout(PROBE_TIMEOUT, one)
             .await
@@ -404,6 +393,27 @@ pub async fn held_connections(
         held.answered += 1;
     }
     Ok(held)
+}
+
+/// Runs a client connection until it ends.
+fn keep<C>(conn: C) -> tokio::task::JoinHandle<()>
+where
+    C: std::future::Future + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = conn.await;
+    })
+}
+
+/// Reads a response to its end, whatever its status.
+async fn read_answer(
+    res: Result<http::Response<hyper::body::Incoming>, hyper::Error>,
+    failed: &impl Fn(String) -> ProbeError,
+) -> Result<(), ProbeError> {
+    use http_body_util::BodyExt;
+    let res = res.map_err(|e| failed(format!("request: {e}")))?;
+    let _ = res.into_body().collect().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -94,7 +94,8 @@ pub fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     out
 }
 
-/// CPU ticks (utime + stime) and (VmRSS, VmHWM) in kB of one process.
+/// CPU ticks (utime + stime) and (VmRSS, VmHWM, RssAnon) in kB of one
+/// process.
 fn one(pid: u32) -> Result<(u64, u64, u64, u64), ProcError> {
     let id = i32::try_from(pid).map_err(|_| ProcError::Pid(pid))?;
     let err = |source| ProcError::Process { pid, source };

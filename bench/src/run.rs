@@ -683,11 +683,6 @@ async fn data_path(
     Ok(())
 }
 
-/// Reads each Mycel gateway's policy decision counters after the load:
-/// with a policy, every measured request must have been allowed (the
-/// setup's check adds one refusal without a token); a request the rate
-/// limit refused means the limit was not set high enough to measure its
-/// cost alone, which the run reports as a problem.
 /// Holds `n` connections to the setup's mesh-side port, one request each,
 /// and returns how many and what each added to the server side's
 /// anonymous memory (kB), read half a second after the last opened.
@@ -715,6 +710,11 @@ async fn held_memory(
     Ok((answered, (answered > 0).then(|| grown / answered as f64)))
 }
 
+/// Reads each Mycel gateway's policy decision counters after the load:
+/// with a policy, every measured request must have been allowed (the
+/// setup's check adds one refusal without a token); a request the rate
+/// limit refused means the limit was not set high enough to measure its
+/// cost alone, which the run reports as a problem.
 async fn gateway_decisions(setups: &[Setup], usage: &Usage, report: &mut Report) {
     for s in setups.iter().filter(|s| gateway::is_config(s.name)) {
         for (_, admin) in &s.admins {
