@@ -532,6 +532,14 @@ fn limits_default_and_parse() {
     assert_eq!(d, Limits::default());
     assert_eq!(d.max_header_bytes, 64 * 1024);
     assert_eq!(d.shutdown_grace, Duration::from_secs(5));
+    let c = parse(&ctl(&base), &[]).unwrap();
+    assert_eq!(c.memory_release_interval, Duration::from_secs(30));
+    let mut release = base.to_vec();
+    release.extend(["--memory-release-interval", "500ms"]);
+    assert_eq!(
+        parse(&ctl(&release), &[]).unwrap().memory_release_interval,
+        Duration::from_millis(500)
+    );
     let mut args = base.to_vec();
     args.extend([
         "--max-connections",
@@ -579,6 +587,9 @@ fn bad_limits_name_the_flag() {
         ("--request-timeout", "10ms"),
         ("--mesh-keepalive", "2d"),
         ("--shutdown-grace", "1h"),
+        // A zero period would make the release timer's interval panic.
+        ("--memory-release-interval", "0s"),
+        ("--memory-release-interval", "2d"),
     ];
     for (flag, bad) in cases {
         let err = parse(&ctl(&["--inbound", "127.0.0.1:1", flag, bad]), &[])
