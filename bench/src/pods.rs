@@ -193,8 +193,12 @@ async fn measure(
         }
     }
     measure_pairs(plan, &started, report, pods).await;
-    for p in started.iter().filter(|p| p.name == "mycel") {
-        captured(p, report);
+    for p in &started {
+        match p.name {
+            "mycel" => captured(p, report),
+            "nginx-captured" => redirected(p, report),
+            _ => {}
+        }
     }
     // Pairs before the node: their processes end, then the namespaces go.
     drop(started);
@@ -225,6 +229,34 @@ fn captured(p: &Pair, report: &mut Report) {
     if let Some(info) = report.configs.iter_mut().find(|c| c.name == p.name) {
         info.notes.push(format!(
             "client sidecar's mycel_captured_connections_total{{direction=\"outbound\",target=\"service\"}} after the run: {n:.0}"
+        ));
+    }
+}
+
+fn redirected(p: &Pair, report: &mut Report) {
+    let n = match pairs::redirected_connections(p) {
+        Ok(n) => n,
+        Err(e) => {
+            report.problems.push(format!(
+                "pods {}: reading the REDIRECT counter: {e}",
+                p.name
+            ));
+            return;
+        }
+    };
+    eprintln!(
+        "[bench] pods {}: the client pod's REDIRECT rule took {n} connections",
+        p.name
+    );
+    if n < 1 {
+        report.problems.push(format!(
+            "pods {}: the client pod's REDIRECT rule took no connection",
+            p.name
+        ));
+    }
+    if let Some(info) = report.configs.iter_mut().find(|c| c.name == p.name) {
+        info.notes.push(format!(
+            "connections through the client pod's REDIRECT rule after the run: {n}"
         ));
     }
 }

@@ -105,7 +105,14 @@ fn pods_scenario_measures_every_configuration_and_leaves_no_namespace() {
         "{}",
         pods["skipped"]
     );
-    let configs = ["direct", "mycel", "nginx", "haproxy", "nginx-l4"];
+    let configs = [
+        "direct",
+        "mycel",
+        "nginx",
+        "nginx-captured",
+        "haproxy",
+        "nginx-l4",
+    ];
     let names: Vec<&str> = report["configs"]
         .as_array()
         .unwrap()
@@ -138,7 +145,7 @@ fn pods_scenario_measures_every_configuration_and_leaves_no_namespace() {
         );
     }
     let resources = pods["resources"].as_array().unwrap();
-    for c in ["mycel", "nginx", "haproxy", "nginx-l4"] {
+    for &c in &configs[1..] {
         let rows: Vec<_> = resources.iter().filter(|r| r["config"] == c).collect();
         assert_eq!(
             rows.len(),

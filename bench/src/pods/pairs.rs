@@ -1,7 +1,9 @@
 //! One pod pair per configuration, all on the same node bridge: a server
 //! pod running the nginx app, a client pod the load generator runs in, and
 //! between them nothing (`direct`), the Mycel sidecars on the transparent
-//! path (`mycel`), or an nginx or HAProxy proxy in each pod.
+//! path (`mycel`), or an nginx or HAProxy proxy in each pod (`nginx-captured`:
+//! the nginx pair with the client pod's traffic to the app redirected to
+//! its nginx by iptables, as Mycel's is to its sidecar).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,7 +18,14 @@ use crate::setup::mycel::Bins;
 use crate::setup::{start_err, which, SetupError, Watched};
 
 /// The configurations, in the order compared.
-pub const CONFIGS: [&str; 5] = ["direct", "mycel", "nginx", "haproxy", "nginx-l4"];
+pub const CONFIGS: [&str; 6] = [
+    "direct",
+    "mycel",
+    "nginx",
+    "nginx-captured",
+    "haproxy",
+    "nginx-l4",
+];
 /// The service's VIP in the mesh config; only the client sidecar's capture
 /// knows it.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 10);
@@ -143,7 +152,7 @@ pub async fn start(ctx: &mut Ctx<'_>, name: &'static str) -> Result<Pair, SetupE
             .notes
             .push("client pod → server pod's nginx, no proxy".into()),
         "mycel" => mycel(ctx, &mut pair).await?,
-        "nginx" | "haproxy" | "nginx-l4" => proxy_pair(ctx, &mut pair)?,
+        "nginx" | "nginx-captured" | "haproxy" | "nginx-l4" => proxy_pair(ctx, &mut pair)?,
         other => {
             return Err(SetupError::Missing(format!(
                 "unknown pod configuration {other:?} ({})",
@@ -159,12 +168,22 @@ pub async fn start(ctx: &mut Ctx<'_>, name: &'static str) -> Result<Pair, SetupE
 /// on loopback (explicitly: no capture rules), which crosses to the
 /// server pod's proxy over mTLS, which calls the app on loopback.
 /// `nginx-l4` is the same with nginx's `stream` module: an L4 tunnel.
+/// `nginx-captured` is the nginx pair called as the Mycel pair is: the
+/// client calls the app's address and an iptables `REDIRECT` in its pod
+/// hands the connection to the pod's nginx, so the two differ by the
+/// capture's kernel cost (NAT, connection tracking) and nothing else.
 fn proxy_pair(ctx: &mut Ctx<'_>, pair: &mut Pair) -> Result<(), SetupError> {
     let dir = ctx.dir.join(pair.name);
     std::fs::create_dir_all(&dir)?;
     let pki = crate::certs::write_pki(&dir)?;
     let ip = pair.server.ip;
     let (tool, server_conf, client_conf, note) = match pair.name {
+        "nginx-captured" => (
+            "nginx",
+            confs::nginx_server(&dir, &pki, ip),
+            confs::nginx_client(&dir, &pki, ip),
+            "client → the app's address → iptables REDIRECT (client pod) → 127.0.0.1 nginx → HTTP/1.1 over mTLS, keep-alive pool → nginx (server pod) → app; as `nginx` plus the capture",
+        ),
         "nginx" => (
             "nginx",
             confs::nginx_server(&dir, &pki, ip),
@@ -199,8 +218,50 @@ fn proxy_pair(ctx: &mut Ctx<'_>, pair: &mut Pair) -> Result<(), SetupError> {
     pair.children.push(server);
     pair.children.push(client);
     pair.addr = SocketAddr::from(([127, 0, 0, 1], FRONT_PORT));
+    if pair.name == "nginx-captured" {
+        let (ip, app, front) = (ip.to_string(), APP_PORT.to_string(), FRONT_PORT.to_string());
+        netns::exec(
+            &pair.client.ns,
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-d",
+                &ip,
+                "--dport",
+                &app,
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &front,
+            ],
+        )
+        .map_err(|e| start_err("iptables REDIRECT in the client pod", e))?;
+        pair.addr = SocketAddr::from((pair.server.ip, APP_PORT));
+    }
     pair.notes.push(note.into());
     Ok(())
+}
+
+/// Connections the client pod's `REDIRECT` rule handed to its proxy (the
+/// NAT table sees only each connection's first packet), so a run that
+/// went around the proxy is caught.
+pub fn redirected_connections(pair: &Pair) -> Result<u64, SetupError> {
+    let out = netns::exec(
+        &pair.client.ns,
+        "iptables",
+        &["-t", "nat", "-L", "OUTPUT", "-n", "-v", "-x"],
+    )
+    .map_err(netns_err)?;
+    Ok(out
+        .lines()
+        .filter(|l| l.contains("REDIRECT"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum())
 }
 
 /// The transparent path as in Kubernetes: `mycel-proxy init` programs each
