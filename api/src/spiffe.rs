@@ -2,17 +2,35 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::names::{self, NameError, NameKind};
 
 /// A workload identity. Only the Kubernetes-shaped path is accepted, because
 /// authorization and certificate issuance both reason in namespace and
 /// service-account terms.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
+    /// Shared: an ID is cloned with every endpoint a request is sent to,
+    /// so a clone is a reference count, not three strings.
+    parts: Arc<Parts>,
+}
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Parts {
     trust_domain: String,
     namespace: String,
     service_account: String,
+}
+
+impl fmt::Debug for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeId")
+            .field("trust_domain", &self.parts.trust_domain)
+            .field("namespace", &self.parts.namespace)
+            .field("service_account", &self.parts.service_account)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,20 +59,22 @@ impl SpiffeId {
         names::validate(NameKind::Namespace, namespace)?;
         names::validate(NameKind::ServiceAccount, service_account)?;
         Ok(Self {
-            trust_domain: trust_domain.to_string(),
-            namespace: namespace.to_string(),
-            service_account: service_account.to_string(),
+            parts: Arc::new(Parts {
+                trust_domain: trust_domain.to_string(),
+                namespace: namespace.to_string(),
+                service_account: service_account.to_string(),
+            }),
         })
     }
 
     pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
+        &self.parts.trust_domain
     }
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.parts.namespace
     }
     pub fn service_account(&self) -> &str {
-        &self.service_account
+        &self.parts.service_account
     }
 
     /// Reads the single SPIFFE URI SAN of a DER certificate.
@@ -90,7 +110,7 @@ impl fmt::Display for SpiffeId {
         write!(
             f,
             "spiffe://{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
+            self.parts.trust_domain, self.parts.namespace, self.parts.service_account
         )
     }
 }

@@ -162,23 +162,26 @@ fn is_dns_name(host: &str) -> bool {
 /// Picks the service port: the one named, else the only one, else the one
 /// named `http`, else port 80.
 pub fn choose_port(service: &Service, requested: Option<u16>) -> Result<&ServicePort, PlanError> {
-    let key = service.key();
+    // The key is built only for an error: this runs on every request.
     if let Some(port) = requested {
         return service
             .ports
             .iter()
             .find(|p| p.port == port)
-            .ok_or(PlanError::NoSuchPort { port, service: key });
+            .ok_or_else(|| PlanError::NoSuchPort {
+                port,
+                service: service.key(),
+            });
     }
     match service.ports.as_slice() {
-        [] => Err(PlanError::NoPorts(key)),
+        [] => Err(PlanError::NoPorts(service.key())),
         [only] => Ok(only),
         ports => ports
             .iter()
             .find(|p| p.name == "http")
             .or_else(|| ports.iter().find(|p| p.port == 80))
             .ok_or_else(|| PlanError::AmbiguousPort {
-                service: key,
+                service: service.key(),
                 ports: ports
                     .iter()
                     .map(|p| p.port.to_string())
