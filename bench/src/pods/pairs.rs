@@ -178,17 +178,15 @@ fn proxy_pair(ctx: &mut Ctx<'_>, pair: &mut Pair) -> Result<(), SetupError> {
     let pki = crate::certs::write_pki(&dir)?;
     let ip = pair.server.ip;
     let (tool, server_conf, client_conf, note) = match pair.name {
-        "nginx-captured" => (
+        "nginx" | "nginx-captured" => (
             "nginx",
             confs::nginx_server(&dir, &pki, ip),
             confs::nginx_client(&dir, &pki, ip),
-            "client → the app's address → iptables REDIRECT (client pod) → 127.0.0.1 nginx → HTTP/1.1 over mTLS, keep-alive pool → nginx (server pod) → app; as `nginx` plus the capture",
-        ),
-        "nginx" => (
-            "nginx",
-            confs::nginx_server(&dir, &pki, ip),
-            confs::nginx_client(&dir, &pki, ip),
-            "client → 127.0.0.1 nginx (client pod) → HTTP/1.1 over mTLS, keep-alive pool → nginx (server pod) → app; worker_processes auto",
+            if pair.name == "nginx" {
+                "client → 127.0.0.1 nginx (client pod) → HTTP/1.1 over mTLS, keep-alive pool → nginx (server pod) → app; worker_processes auto"
+            } else {
+                "client → the app's address → iptables REDIRECT (client pod) → 127.0.0.1 nginx → HTTP/1.1 over mTLS, keep-alive pool → nginx (server pod) → app; as `nginx` plus the capture"
+            },
         ),
         "nginx-l4" => (
             "nginx",

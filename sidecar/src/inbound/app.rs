@@ -231,4 +231,19 @@ mod tests {
         }
         assert_eq!(client.authorities.read().unwrap().len(), 2);
     }
+
+    #[test]
+    fn callers_reaching_many_app_ports_cannot_grow_the_authority_cache() {
+        let client = AppClient::new(Ipv4Addr::LOCALHOST.into(), Duration::from_secs(5));
+        for port in 9000..9000 + 3 * AUTHORITY_CACHE_PORTS as u16 {
+            let a = client.authority(port).unwrap();
+            assert_eq!(a.as_str(), format!("127.0.0.1:{port}"));
+        }
+        assert_eq!(
+            client.authorities.read().unwrap().len(),
+            AUTHORITY_CACHE_PORTS
+        );
+        // Past the bound the authority is still right, only built anew.
+        assert_eq!(client.authority(9999).unwrap().as_str(), "127.0.0.1:9999");
+    }
 }
