@@ -109,6 +109,11 @@ impl Proc {
         }
     }
 
+    /// How the process ended, if it already has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Panics with the log if the process already exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
