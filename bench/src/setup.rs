@@ -9,7 +9,7 @@ pub mod mycel;
 pub mod nginx;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::backend::BackendAddrs;
@@ -181,9 +181,11 @@ impl ConfiguredProxy<'_> {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port free a moment ago, from below the kernel's ephemeral
+/// range, so that no outgoing connection takes it before its proxy binds it.
 pub fn free_port() -> std::io::Result<SocketAddr> {
-    TcpListener::bind("127.0.0.1:0")?.local_addr()
+    let port = mycel_test_support::ports::free_block(1);
+    Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
 }
 
 /// The client talking to the backend itself.

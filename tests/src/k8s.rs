@@ -76,7 +76,13 @@ pub fn tools_available() -> bool {
     )
 }
 
+/// A port free on `ip` now. On loopback it comes from below the kernel's
+/// ephemeral range ([`crate::ports`]), where no outgoing connection of a
+/// test can take it before the process binds it.
 fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    if ip.is_loopback() {
+        return Ok(crate::ports::free_block(1));
+    }
     Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 

@@ -17,7 +17,7 @@ pub mod mesh;
 pub mod mtls;
 pub mod netns;
 pub mod otlp;
-pub mod ports;
+pub use mycel_test_support::ports;
 pub mod probe;
 pub mod process;
 pub mod shop;

@@ -1,7 +1,7 @@
 //! What Mycel's tests share, in one place: a test CA ([`ca`]), a TLS client
 //! verifier that accepts any server ([`tls`]), the proxy's flags built from
 //! what a test says about a sidecar ([`proxy_args`]), an HTTP/1.1 client for
-//! loopback assertions ([`http`]), a JWT issuer ([`jwt`]), socket observations ([`net`]), a real redis-server ([`redis`]), skipping a test loudly when this machine
+//! loopback assertions ([`http`]), a JWT issuer ([`jwt`]), socket observations ([`net`]), loopback ports below the ephemeral range ([`ports`]), a real redis-server ([`redis`]), skipping a test loudly when this machine
 //! lacks what it needs (never under `MYCEL_REQUIRE_ALL=1`: [`skip`]) and a tracing subscriber that shows the
 //! log of in-process code when a test fails ([`init_tracing`]).
 //!
@@ -14,6 +14,7 @@ pub mod ca;
 pub mod http;
 pub mod jwt;
 pub mod net;
+pub mod ports;
 pub mod proxy_args;
 pub mod redis;
 pub mod skip;

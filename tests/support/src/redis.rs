@@ -33,10 +33,7 @@ impl RedisServer {
         ) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = crate::ports::free_block(1);
         let mut server = RedisServer {
             child: None,
             port,

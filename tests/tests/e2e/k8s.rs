@@ -668,11 +668,7 @@ async fn api_server_calls_the_webhook_and_pods_are_meshed_once() {
     }
     let api = ApiServer::start().await.unwrap();
     let client = api.client().await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mycel_tests::ports::free_block(1);
     register_webhook(&client, &format!("https://127.0.0.1:{port}/inject")).await;
     let ns: Namespace = serde_json::from_value(json!({
         "metadata": {"name": NS, "labels": {"mycel.io/inject": "enabled"}},

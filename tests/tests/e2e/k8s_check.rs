@@ -134,11 +134,7 @@ async fn set_ca_bundle(admin: &Client, pem: &str) {
 /// cluster IP: an address of no network namespace here, so test traffic
 /// could leave the machine. Loopback keeps the refusal local.
 async fn webhook_to_closed_loopback_port(admin: &Client) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mycel_tests::ports::free_block(1);
     let patch = json!([
         {"op": "remove", "path": "/webhooks/0/clientConfig/service"},
         {"op": "add", "path": "/webhooks/0/clientConfig/url",

@@ -129,14 +129,7 @@ async fn token(admin: &Client, ns: &str, sa: &str, spec: Value) -> String {
 /// (nothing routes the chart's Service here); its selectors and conditions
 /// stay the chart's.
 async fn chart_controller(api: &ApiServer, admin: &Client, dir: &Path) -> Mesh {
-    let webhook = SocketAddr::from((
-        [127, 0, 0, 1],
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port(),
-    ));
+    let webhook = SocketAddr::from(([127, 0, 0, 1], mycel_tests::ports::free_block(1)));
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
     let mut hook = hooks.get("mycel-injector").await.unwrap();
     for w in hook.webhooks.iter_mut().flatten() {

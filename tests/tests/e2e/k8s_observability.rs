@@ -32,11 +32,7 @@ const PLAIN: &str = "plain";
 async fn cluster(namespaces: &[(&str, Value)]) -> (ApiServer, Client, Mesh) {
     let api = ApiServer::start().await.unwrap();
     let client = api.client().await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mycel_tests::ports::free_block(1);
     super::k8s::register_webhook(&client, &format!("https://127.0.0.1:{port}/inject")).await;
     let mut all = vec![(PLAIN, json!({}))];
     all.extend(namespaces.iter().cloned());

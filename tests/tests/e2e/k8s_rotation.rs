@@ -1168,11 +1168,7 @@ async fn the_api_server_keeps_calling_the_injection_webhook_across_a_rotation() 
     let (api, admin, _controller) = cluster().await;
     seed(&admin, &[]).await;
     mesh_namespace(&admin).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = mycel_tests::ports::free_block(1);
     super::k8s::register_webhook(&admin, &format!("https://127.0.0.1:{port}/inject")).await;
     let webhook = format!("127.0.0.1:{port}");
     let mesh = Mesh::start_kubernetes(

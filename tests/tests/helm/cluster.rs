@@ -2,7 +2,6 @@
 //! loopback): the controller under the chart's RBAC, and the webhook's
 //! selectors as the API server applies them.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -111,11 +110,7 @@ fn local_args(chart_args: &[String], help: &str) -> Vec<String> {
             "the chart passes {arg}, which mycel-controller does not know"
         );
         if flag == "--webhook-addr" {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = mycel_tests::ports::free_block(1);
             args.push(format!("--webhook-addr=127.0.0.1:{port}"));
         } else {
             args.push(arg.clone());
@@ -484,11 +479,7 @@ async fn webhook_sees_only_meshed_pods_and_never_system_namespaces() {
     // Point the installed webhook at a closed loopback port: a Pod the
     // webhook is asked about is refused (failurePolicy Fail), any other is
     // created. Only the selectors and conditions of the chart decide.
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = mycel_tests::ports::free_block(1);
     let hooks: Api<MutatingWebhookConfiguration> = Api::all(admin.clone());
     let mut hook = hooks.get("mycel-injector").await.unwrap();
     for w in hook.webhooks.iter_mut().flatten() {
