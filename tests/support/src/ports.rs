@@ -1,11 +1,15 @@
-//! Fixed port blocks for processes that take a base port on their command
-//! line (`mycelctl demo --base-port`, the local example's controller).
+//! Ports for processes a test or the bench starts and tells where to
+//! listen: a block for those that take a base port on their command line
+//! (`mycelctl demo --base-port`, the local example's controller), a single
+//! port for the rest (etcd, kube-apiserver, the controller's webhook, the
+//! bench's proxies, redis-server).
 //!
-//! Every other test socket binds port 0 and so lands in the kernel's
-//! ephemeral range; a block chosen from below that range cannot collide with
-//! those. Blocks are handed out from a per-process counter (seeded by the pid,
-//! so two test binaries running at once start far apart), and each is checked
-//! by binding every port before it is returned.
+//! Every other socket binds port 0 or connects, and so lands in the kernel's
+//! ephemeral range. A port found free there can be taken by an outgoing
+//! connection before the process binds it; a block chosen from below that
+//! range cannot be. Blocks are handed out from a per-process counter (seeded
+//! by the pid, so two test binaries running at once start far apart), and
+//! each is checked by binding every port before it is returned.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
