@@ -203,21 +203,28 @@ pub fn service_from_host(
     own_namespace: &str,
     cluster_domain: &str,
 ) -> Option<ServiceKey> {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
     if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
         return None;
     }
-    let labels: Vec<&str> = host.split('.').collect();
-    let suffix: Vec<&str> = if cluster_domain.is_empty() {
-        Vec::new()
+    // Every request through the outbound proxy comes here: apps write their
+    // hosts in lower case, so that case costs no copy.
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
     } else {
-        cluster_domain.split('.').collect()
+        std::borrow::Cow::Borrowed(host)
     };
-    let (name, ns) = match labels.as_slice() {
-        [name] => (*name, own_namespace),
-        [name, ns] => (*name, *ns),
-        [name, ns, "svc"] => (*name, *ns),
-        [name, ns, "svc", rest @ ..] if rest == suffix.as_slice() => (*name, *ns),
+    let mut labels = host.splitn(4, '.');
+    let name = labels.next()?;
+    let (name, ns) = match (labels.next(), labels.next(), labels.next()) {
+        (None, _, _) => (name, own_namespace),
+        (Some(ns), None, _) | (Some(ns), Some("svc"), None) => (name, ns),
+        // Labels past `svc` are the cluster domain, whole, or no service.
+        (Some(ns), Some("svc"), Some(domain))
+            if !cluster_domain.is_empty() && domain == cluster_domain =>
+        {
+            (name, ns)
+        }
         _ => return None,
     };
     ServiceKey::new(name, ns).ok()
@@ -245,6 +252,11 @@ mod tests {
             ("-x.shop", None),
             ("a_b.shop", None),
             ("x.sh%op", None),
+            ("catalog.shop.svc.cluster.local.evil", None),
+            ("catalog.shop.svc.cluster", None),
+            ("catalog.shop.svc..cluster.local", None),
+            ("catalog.shop.other", None),
+            ("CATALOG", Some("catalog.shop")),
         ];
         for (host, want) in cases {
             assert_eq!(
@@ -255,6 +267,15 @@ mod tests {
                 "{host}"
             );
         }
+    }
+
+    #[test]
+    fn without_a_cluster_domain_only_the_short_forms_name_a_service() {
+        let key = |host| service_from_host(host, "shop", "").map(ServiceKey::into_string);
+        assert_eq!(key("catalog").as_deref(), Some("catalog.shop"));
+        assert_eq!(key("catalog.other.svc").as_deref(), Some("catalog.other"));
+        assert_eq!(key("catalog.other.svc.cluster.local"), None);
+        assert_eq!(key("catalog.other.svc."), Some("catalog.other".into()));
     }
 
     #[test]

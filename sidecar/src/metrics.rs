@@ -4,6 +4,7 @@
 mod requests;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -203,14 +204,25 @@ pub struct ErrorLabels {
     pub kind: ErrorKind,
 }
 
+/// A label value shared with the connection it describes: finding a
+/// request's series copies a reference count, not the caller's identity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct SharedLabel(pub Arc<str>);
+
+impl EncodeLabelValue for SharedLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
-    pub peer: String,
+    pub peer: SharedLabel,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerRequestLabels {
-    pub peer: String,
+    pub peer: SharedLabel,
     pub code: u16,
 }
 
@@ -621,18 +633,18 @@ impl ProxyMetrics {
             .inc();
     }
 
-    pub fn inbound_connection(&self, peer: &str) {
+    pub fn inbound_connection(&self, peer: &Arc<str>) {
         self.inbound_connections
             .get_or_create(&PeerLabels {
-                peer: peer.to_string(),
+                peer: SharedLabel(peer.clone()),
             })
             .inc();
     }
 
-    pub fn inbound_request(&self, peer: &str, code: u16) {
+    pub fn inbound_request(&self, peer: &Arc<str>, code: u16) {
         self.inbound_requests
             .get_or_create(&PeerRequestLabels {
-                peer: peer.to_string(),
+                peer: SharedLabel(peer.clone()),
                 code,
             })
             .inc();
@@ -666,7 +678,7 @@ mod tests {
         let m = ProxyMetrics::new(&mut registry);
         m.request(Direction::Outbound, "catalog.shop", 200);
         m.error(Direction::Inbound, ErrorKind::AppConnect);
-        m.inbound_connection("spiffe://cluster.local/ns/shop/sa/frontend");
+        m.inbound_connection(&"spiffe://cluster.local/ns/shop/sa/frontend".into());
         m.tunnel_bytes(Direction::Outbound, "db.shop", Flow::ClientToServer, 42);
         m.captured(Direction::Inbound, "allowed", "plaintext", 8080);
         let mut out = String::new();
