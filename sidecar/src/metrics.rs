@@ -206,6 +206,8 @@ pub struct ErrorLabels {
 
 /// A label value shared with the connection it describes: finding a
 /// request's series copies a reference count, not the caller's identity.
+/// (prometheus-client encodes `Arc<T>` only for sized `T`, so not
+/// `Arc<str>` itself.)
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct SharedLabel(pub Arc<str>);
 

@@ -42,7 +42,11 @@ struct Allocator {
     hash: u32,
     /// How many blocks this process has tried.
     count: AtomicU32,
-    claims: PathBuf,
+    /// Where the walk ends: read from the kernel once.
+    ephemeral_start: u32,
+    /// `None` when the shared directory cannot be made (a read-only temp
+    /// dir): the bind check alone decides, as it did before claims.
+    claims: Option<PathBuf>,
 }
 
 impl Allocator {
@@ -50,13 +54,14 @@ impl Allocator {
         Allocator {
             hash: seed.wrapping_mul(GOLDEN),
             count: AtomicU32::new(0),
-            claims,
+            ephemeral_start: ephemeral_start(),
+            claims: std::fs::create_dir_all(&claims).is_ok().then_some(claims),
         }
     }
 
     fn free_block(&self, span: u16) -> u16 {
         let span = u32::from(span);
-        let high = ephemeral_start().max(LOW + span * 4);
+        let high = self.ephemeral_start.max(LOW + span * 4);
         let blocks = (high - LOW) / span;
         for _ in 0..blocks {
             let step = self.count.fetch_add(1, Ordering::SeqCst);
@@ -72,14 +77,12 @@ impl Allocator {
     /// Claims every port of the block, or none: a port another process
     /// claimed lately is skipped even though nothing listens on it yet.
     fn claim(&self, first: u32, span: u32) -> bool {
-        if std::fs::create_dir_all(&self.claims).is_err() {
-            // No shared directory (a read-only temp dir): the bind check
-            // alone decides, as it did before claims.
+        let Some(claims) = &self.claims else {
             return true;
-        }
+        };
         let mut taken = Vec::new();
         for port in first..first + span {
-            let path = self.claims.join(port.to_string());
+            let path = claims.join(port.to_string());
             if claim_file(&path) {
                 taken.push(path);
             } else {
@@ -190,6 +193,17 @@ mod tests {
         }
         let mixed = [first.free_block(3), second.free_block(3)];
         assert!(mixed[0].abs_diff(mixed[1]) >= 3, "blocks {mixed:?} overlap");
+    }
+
+    #[test]
+    fn without_a_claims_directory_ports_are_still_handed_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").expect("file");
+        let allocator = Allocator::new(7, file.join("claims"));
+        assert!(allocator.claims.is_none());
+        let (a, b) = (allocator.free_block(1), allocator.free_block(1));
+        assert_ne!(a, b);
     }
 
     #[test]
